@@ -1,0 +1,94 @@
+#include "coordinator/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/error.h"
+
+namespace skein {
+
+std::string StopMatcher::push(std::string_view text, bool& stopped) {
+  stopped = false;
+  held_.append(text);
+  size_t first = std::string::npos;
+  for (auto& s : stops_) first = std::min(first, held_.find(s));
+  if (first != std::string::npos) {
+    stopped = true;
+    std::string out = held_.substr(0, first);
+    held_.clear();
+    return out;
+  }
+  // Keep the longest suffix that is a proper prefix of some stop string.
+  size_t keep = 0;
+  for (auto& s : stops_)
+    for (size_t n = std::min(s.size() - 1, held_.size()); n > keep; --n)
+      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) { keep = n; break; }
+  std::string out = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+std::string StopMatcher::flush() {
+  std::string out;
+  out.swap(held_);
+  return out;
+}
+
+GenerateResult generate(RwkvModel& model, const Tokenizer& tok, State& state, const GenerateRequest& req,
+                        const std::function<void(std::string_view)>& on_text) {
+  using clock = std::chrono::steady_clock;
+  const int V = model.dims().vocab;
+  if (req.prompt.empty()) fail("the prompt is empty");
+  if (req.max_tokens < 0) fail("max_tokens must be >= 0");
+  req.sampling.validate(V);
+
+  GenerateResult res;
+  std::vector<float> logits(static_cast<size_t>(V));
+  auto t0 = clock::now();
+  const int chunk = std::max(1, req.prefill_chunk);
+  for (size_t i = 0; i < req.prompt.size(); i += size_t(chunk)) {
+    size_t n = std::min(req.prompt.size() - i, size_t(chunk));
+    model.forward(std::span<const int32_t>(req.prompt.data() + i, n), state, logits.data());
+  }
+  auto t1 = clock::now();
+  res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+  RepetitionPenalty penalty;
+  Sampler sampler(req.sampling.seed);
+  Utf8Stream utf8;
+  StopMatcher stops(req.sampling.stop);
+  auto emit = [&](const std::string& s) {
+    if (s.empty()) return;
+    res.text += s;
+    if (on_text) on_text(s);
+  };
+  res.finish_reason = "length";
+  for (int step = 0; step < req.max_tokens; ++step) {
+    if (step > 0) model.forward(std::span<const int32_t>(&res.tokens.back(), 1), state, logits.data());
+    penalty.apply(logits.data(), V, req.sampling);
+    int32_t token = sampler.sample(logits.data(), V, req.sampling);
+    if (std::find(req.sampling.token_stop.begin(), req.sampling.token_stop.end(), token) != req.sampling.token_stop.end()) {
+      res.finish_reason = "stop_token";
+      break;
+    }
+    res.tokens.push_back(token);
+    std::string bytes = tok.decode(std::span<const int32_t>(&token, 1));
+    penalty.record(token, bytes, req.sampling);
+    bool stopped = false;
+    emit(stops.push(utf8.push(bytes), stopped));
+    if (stopped) {
+      res.finish_reason = "stop_string";
+      break;
+    }
+  }
+  if (res.finish_reason != "stop_string") {
+    bool stopped = false;
+    emit(stops.push(utf8.finish(), stopped));
+    if (stopped) res.finish_reason = "stop_string";
+    else emit(stops.flush());
+  }
+  res.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  return res;
+}
+
+}  // namespace skein

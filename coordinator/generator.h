@@ -1,0 +1,48 @@
+// Single-process generation loop: chunked prefill of the prompt, then one token per step with the
+// official PIPELINE penalties and sampling, streaming text that never splits a UTF-8 character and that
+// stops at stop tokens or stop strings.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coordinator/sampler.h"
+#include "model/rwkv_model.h"
+#include "model/tokenizer.h"
+
+namespace skein {
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;  // must not be empty
+  int max_tokens = 100;
+  SamplingParams sampling;
+  int prefill_chunk = 1024;  // tokens per forward call while reading the prompt
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated, stop token excluded
+  std::string text;             // exactly what on_text received
+  std::string finish_reason;    // "length", "stop_token" or "stop_string"
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+GenerateResult generate(RwkvModel& model, const Tokenizer& tok, State& state, const GenerateRequest& req,
+                        const std::function<void(std::string_view)>& on_text = {});
+
+// Holds back text that might be the start of a stop string; reports where a stop string completes.
+class StopMatcher {
+ public:
+  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  // Adds text; returns what is safe to emit. Sets `stopped` when a stop string completed (the returned
+  // text then ends right before it).
+  std::string push(std::string_view text, bool& stopped);
+  std::string flush();  // at the end: everything held back
+
+ private:
+  std::vector<std::string> stops_;
+  std::string held_;
+};
+
+}  // namespace skein

@@ -1,0 +1,90 @@
+#include "coordinator/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "common/error.h"
+
+namespace skein {
+
+void SamplingParams::validate(int vocab) const {
+  auto finite = [](float v) { return std::isfinite(v); };
+  if (!finite(temperature) || temperature < 0) fail("temperature must be a finite number >= 0, got ", temperature);
+  if (!finite(top_p) || top_p < 0) fail("top_p must be a finite number >= 0, got ", top_p);
+  if (top_k < 0) fail("top_k must be >= 0, got ", top_k);
+  if (!finite(alpha_presence)) fail("alpha_presence must be finite");
+  if (!finite(alpha_frequency)) fail("alpha_frequency must be finite");
+  if (!finite(alpha_decay) || alpha_decay < 0 || alpha_decay > 1) fail("alpha_decay must be in [0, 1], got ", alpha_decay);
+  for (auto t : token_ban)
+    if (t < 0 || t >= vocab) fail("token_ban id ", t, " is outside the vocabulary (", vocab, ")");
+  for (auto t : token_stop)
+    if (t < 0 || t >= vocab) fail("token_stop id ", t, " is outside the vocabulary (", vocab, ")");
+  for (auto& s : stop)
+    if (s.empty()) fail("stop strings must not be empty");
+}
+
+std::vector<float> sampling_probabilities(const float* logits, int V, float temperature, float top_p, int top_k) {
+  if (temperature == 0.0f) {  // greedy, as officially: temperature 1 with top_p 0 keeps the maxima
+    temperature = 1.0f;
+    top_p = 0.0f;
+  }
+  std::vector<float> probs(static_cast<size_t>(V));
+  float mx = -INFINITY;
+  for (int i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int i = 0; i < V; ++i) { probs[size_t(i)] = std::exp(logits[i] - mx); sum += probs[size_t(i)]; }
+  for (auto& p : probs) p = float(p / sum);
+
+  std::vector<int> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  // Descending probability; ties keep the higher id first, as numpy's ascending argsort reversed does.
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[size_t(a)] > probs[size_t(b)]; });
+  if (top_p < 1.0f) {  // top_p >= 1 means no cutoff (the official float32 cumsum may never reach 1.0)
+    float cum = 0.0f, cutoff = probs[size_t(order[0])];
+    for (int i = 0; i < V; ++i) {
+      cum += probs[size_t(order[size_t(i)])];
+      if (cum >= top_p) { cutoff = probs[size_t(order[size_t(i)])]; break; }
+    }
+    for (auto& p : probs)
+      if (p < cutoff) p = 0.0f;
+  }
+  if (top_k > 0 && top_k < V)
+    for (int i = top_k; i < V; ++i) probs[size_t(order[size_t(i)])] = 0.0f;
+  if (temperature != 1.0f)
+    for (auto& p : probs) p = std::pow(p, 1.0f / temperature);
+  double total = 0;
+  for (auto p : probs) total += p;
+  for (auto& p : probs) p = float(p / total);
+  return probs;
+}
+
+void RepetitionPenalty::apply(float* logits, int V, const SamplingParams& p) const {
+  for (auto t : p.token_ban) logits[t] = -INFINITY;
+  for (auto& [t, n] : counts_)
+    if (t >= 0 && t < V) logits[t] -= p.alpha_presence + n * p.alpha_frequency;
+}
+
+void RepetitionPenalty::record(int32_t token, const std::string& token_text, const SamplingParams& p) {
+  for (auto& [t, n] : counts_) n *= p.alpha_decay;
+  static const std::string kFree = " \t0123456789";
+  float weight = kFree.find(token_text) != std::string::npos ? 0.0f : 1.0f;
+  counts_[token] += weight;
+}
+
+int32_t Sampler::sample(const float* logits, int V, const SamplingParams& p) {
+  if (p.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
+  std::vector<float> probs = sampling_probabilities(logits, V, p.temperature, p.top_p, p.top_k);
+  double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  double cum = 0;
+  int last = 0;
+  for (int i = 0; i < V; ++i) {
+    if (probs[size_t(i)] <= 0) continue;
+    last = i;
+    cum += probs[size_t(i)];
+    if (u < cum) return i;
+  }
+  return last;
+}
+
+}  // namespace skein

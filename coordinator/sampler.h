@@ -1,0 +1,55 @@
+// Token sampling with the official PIPELINE semantics (rwkv/utils.py): repetition penalties on the
+// logits, then softmax, top-p cutoff, top-k, temperature, and a draw. A seed makes runs reproducible.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace skein {
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0 = greedy
+  float top_p = 0.85f;       // >= 1 keeps every token
+  int top_k = 0;             // 0 = off
+  float alpha_presence = 0.0f;
+  float alpha_frequency = 0.0f;
+  float alpha_decay = 0.996f;
+  std::vector<int32_t> token_ban;
+  std::vector<int32_t> token_stop;
+  std::vector<std::string> stop;  // stop strings
+  uint64_t seed = 0;
+
+  // Throws skein::Error naming the first invalid field (NaN, negative, out of range).
+  void validate(int vocab) const;
+};
+
+// The final normalised distribution the official sample_logits draws from. Returns V probabilities.
+std::vector<float> sampling_probabilities(const float* logits, int V, float temperature, float top_p, int top_k);
+
+// Occurrence counts for the presence/frequency penalties, decayed after every generated token.
+class RepetitionPenalty {
+ public:
+  // logits[id] -= alpha_presence + count * alpha_frequency for every token seen; banned tokens -> -inf.
+  void apply(float* logits, int V, const SamplingParams& p) const;
+  // After a generated token: decay every count, then add 1 (0 when the token's text is a substring of
+  // " \t0123456789", as officially: whitespace and digits are not penalised by frequency).
+  void record(int32_t token, const std::string& token_text, const SamplingParams& p);
+  const std::map<int32_t, float>& counts() const { return counts_; }
+
+ private:
+  std::map<int32_t, float> counts_;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(uint64_t seed) : rng_(seed) {}
+  // Draws from logits (penalties already applied). temperature 0 returns the first maximal logit.
+  int32_t sample(const float* logits, int V, const SamplingParams& p);
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+}  // namespace skein

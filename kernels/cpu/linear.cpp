@@ -1,0 +1,256 @@
+#include "kernels/cpu/linear.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/numeric.h"
+
+namespace skein::cpu {
+namespace {
+
+int g_threads = 0;
+
+int default_threads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return 1;
+}
+
+float load_scalar(const Matrix& W, const uint8_t* row, int64_t i) {
+  switch (W.dtype) {
+    case DType::F32: { float f; std::memcpy(&f, row + 4 * i, 4); return f; }
+    case DType::F16: { uint16_t h; std::memcpy(&h, row + 2 * i, 2); return fp16_to_float(h); }
+    case DType::BF16: { uint16_t h; std::memcpy(&h, row + 2 * i, 2); return bf16_to_float(h); }
+    case DType::U8: return float(row[i]);
+  }
+  return 0;
+}
+
+// ---- AVX-512: 32 weights per step, fixed accumulation order per output element.
+template <DType DT>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) inline void load32_avx512(const uint8_t* p, __m512& lo, __m512& hi) {
+  if constexpr (DT == DType::F32) {
+    lo = _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+    hi = _mm512_loadu_ps(reinterpret_cast<const float*>(p) + 16);
+  } else if constexpr (DT == DType::BF16) {
+    __m512i w = _mm512_loadu_si512(p);
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w)), 16));
+    hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w, 1)), 16));
+  } else {
+    lo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    hi = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p) + 1));
+  }
+}
+
+template <DType DT, int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void rows_avx512(const Matrix& W, const float* x, int64_t ldx,
+                                                                                float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  const int64_t K = W.cols, es = int64_t(dtype_size(DT));
+  const int64_t K32 = K / 32 * 32;
+  for (int64_t o = r0; o < r1; ++o) {
+    const uint8_t* row = W.data + o * K * es;
+    __m512 acc[NT][2];
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < K32; i += 32) {
+      __m512 lo, hi;
+      load32_avx512<DT>(row + i * es, lo, hi);
+      for (int t = 0; t < NT; ++t) {
+        acc[t][0] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + t * ldx + i), acc[t][0]);
+        acc[t][1] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + t * ldx + i + 16), acc[t][1]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
+      for (int64_t i = K32; i < K; ++i) s += load_scalar(W, row, i) * x[t * ldx + i];
+      y[t * ldy + o] = s;
+    }
+  }
+}
+
+// ---- AVX2: 16 weights per step.
+template <DType DT>
+__attribute__((target("avx2,f16c,fma"))) inline void load16_avx2(const uint8_t* p, __m256& lo, __m256& hi) {
+  if constexpr (DT == DType::F32) {
+    lo = _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+    hi = _mm256_loadu_ps(reinterpret_cast<const float*>(p) + 8);
+  } else if constexpr (DT == DType::BF16) {
+    __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(w)), 16));
+    hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(w, 1)), 16));
+  } else {
+    lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p) + 1));
+  }
+}
+
+template <DType DT, int NT>
+__attribute__((target("avx2,f16c,fma"))) void rows_avx2(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy,
+                                                        int64_t r0, int64_t r1) {
+  const int64_t K = W.cols, es = int64_t(dtype_size(DT));
+  const int64_t K16 = K / 16 * 16;
+  for (int64_t o = r0; o < r1; ++o) {
+    const uint8_t* row = W.data + o * K * es;
+    __m256 acc[NT][2];
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K16; i += 16) {
+      __m256 lo, hi;
+      load16_avx2<DT>(row + i * es, lo, hi);
+      for (int t = 0; t < NT; ++t) {
+        acc[t][0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + t * ldx + i), acc[t][0]);
+        acc[t][1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + t * ldx + i + 8), acc[t][1]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      __m256 s8 = _mm256_add_ps(acc[t][0], acc[t][1]);
+      __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+      s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+      s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+      float s = _mm_cvtss_f32(s4);
+      for (int64_t i = K16; i < K; ++i) s += load_scalar(W, row, i) * x[t * ldx + i];
+      y[t * ldy + o] = s;
+    }
+  }
+}
+
+void rows_scalar(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, int64_t r0, int64_t r1) {
+  const int64_t K = W.cols, es = int64_t(dtype_size(W.dtype));
+  for (int64_t o = r0; o < r1; ++o) {
+    const uint8_t* row = W.data + o * K * es;
+    for (int t = 0; t < T; ++t) {
+      float s = 0;
+      for (int64_t i = 0; i < K; ++i) s += load_scalar(W, row, i) * x[t * ldx + i];
+      y[t * ldy + o] = s;
+    }
+  }
+}
+
+enum class Simd { Scalar, Avx2, Avx512 };
+
+Simd detect_simd() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return Simd::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Simd::Avx2;
+  return Simd::Scalar;
+}
+
+const Simd g_simd = detect_simd();
+
+template <DType DT>
+void rows_dispatch(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, int64_t r0, int64_t r1) {
+  // Rows of x are taken four at a time so each weight load feeds several dot products.
+  for (int t0 = 0; t0 < T; t0 += 4) {
+    int nt = std::min(4, T - t0);
+    const float* xt = x + t0 * ldx;
+    float* yt = y + t0 * ldy;
+    if (g_simd == Simd::Avx512) {
+      switch (nt) {
+        case 1: rows_avx512<DT, 1>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 2: rows_avx512<DT, 2>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 3: rows_avx512<DT, 3>(W, xt, ldx, yt, ldy, r0, r1); break;
+        default: rows_avx512<DT, 4>(W, xt, ldx, yt, ldy, r0, r1); break;
+      }
+    } else if (g_simd == Simd::Avx2) {
+      switch (nt) {
+        case 1: rows_avx2<DT, 1>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 2: rows_avx2<DT, 2>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 3: rows_avx2<DT, 3>(W, xt, ldx, yt, ldy, r0, r1); break;
+        default: rows_avx2<DT, 4>(W, xt, ldx, yt, ldy, r0, r1); break;
+      }
+    } else {
+      rows_scalar(W, xt, ldx, yt, ldy, nt, r0, r1);
+    }
+  }
+}
+
+void rows_any(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, int64_t r0, int64_t r1) {
+  switch (W.dtype) {
+    case DType::F32: rows_dispatch<DType::F32>(W, x, ldx, y, ldy, T, r0, r1); break;
+    case DType::F16: rows_dispatch<DType::F16>(W, x, ldx, y, ldy, T, r0, r1); break;
+    case DType::BF16: rows_dispatch<DType::BF16>(W, x, ldx, y, ldy, T, r0, r1); break;
+    case DType::U8: rows_scalar(W, x, ldx, y, ldy, T, r0, r1); break;
+  }
+}
+
+// Widen rows [r0, r1) of W to fp32.
+void widen_rows(const Matrix& W, int64_t r0, int64_t r1, float* out) {
+  const int64_t K = W.cols;
+  const size_t es = dtype_size(W.dtype);
+  int64_t n = (r1 - r0) * K;
+  const uint8_t* src = W.data + size_t(r0 * K) * es;
+#pragma omp parallel for num_threads(compute_threads()) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + size_t(i) * 2, 2);
+    out[i] = W.dtype == DType::BF16 ? bf16_to_float(h) : fp16_to_float(h);
+  }
+}
+
+}  // namespace
+
+void set_compute_threads(int n) {
+  g_threads = std::max(1, n);
+  openblas_set_num_threads(g_threads);
+}
+
+int compute_threads() {
+  if (g_threads == 0) set_compute_threads(default_threads());
+  return g_threads;
+}
+
+const char* simd_level() {
+  switch (g_simd) {
+    case Simd::Avx512: return "avx512";
+    case Simd::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+  const int nth = compute_threads();
+  const int64_t rows = W.rows;
+  // Output rows split evenly; each element's reduction order is fixed, so results do not depend on
+  // the thread count.
+  if (nth == 1 || rows * W.cols < 32768) {
+    rows_any(W, x, ldx, y, ldy, T, 0, rows);
+    return;
+  }
+#pragma omp parallel num_threads(nth)
+  {
+    int tid = omp_get_thread_num(), n = omp_get_num_threads();
+    int64_t r0 = rows * tid / n, r1 = rows * (tid + 1) / n;
+    rows_any(W, x, ldx, y, ldy, T, r0, r1);
+  }
+}
+
+void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+  if (T <= 0 || W.rows == 0) return;
+  if (T < kGemmMinRows || W.dtype == DType::U8) {
+    linear_streaming(W, x, ldx, y, ldy, T);
+    return;
+  }
+  compute_threads();
+  const int64_t K = W.cols;
+  if (W.dtype == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, int(W.rows), int(K), 1.0f, x, int(ldx),
+                reinterpret_cast<const float*>(W.data), int(K), 0.0f, y, int(ldy));
+    return;
+  }
+  // Half-precision weights: widen a block of rows (about 4 MiB) at a time and multiply it.
+  const int64_t block = std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(K, 1));
+  thread_local std::vector<float> wide;
+  wide.resize(size_t(std::min(block, W.rows) * K));
+  for (int64_t r0 = 0; r0 < W.rows; r0 += block) {
+    int64_t r1 = std::min(W.rows, r0 + block);
+    widen_rows(W, r0, r1, wide.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, int(r1 - r0), int(K), 1.0f, x, int(ldx), wide.data(), int(K), 0.0f,
+                y + r0, int(ldy));
+  }
+}
+
+}  // namespace skein::cpu

@@ -1,0 +1,26 @@
+// y = W·x over T rows on the CPU. Decode-sized products (few rows) stream the stored weights through a
+// vectorised dot-product kernel, bandwidth-bound by design; larger products widen a block of rows to
+// fp32 and hand it to BLAS sgemm.
+#pragma once
+#include <cstdint>
+
+#include "common/matrix.h"
+
+namespace skein::cpu {
+
+// y[t*ldy + o] = sum_i W[o][i] * x[t*ldx + i] for t < T, o < W.rows.
+void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T);
+
+// Dot-product kernel alone (any T); what linear() uses below kGemmMinRows rows.
+void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T);
+
+inline constexpr int kGemmMinRows = 5;
+
+// Compute threads for kernels and BLAS; defaults to the cores this process may use.
+void set_compute_threads(int n);
+int compute_threads();
+
+// Which vector unit the streaming kernel uses: "avx512", "avx2" or "scalar".
+const char* simd_level();
+
+}  // namespace skein::cpu

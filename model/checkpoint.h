@@ -1,0 +1,49 @@
+// A checkpoint file opened for reading: the official torch zip (.pth) or .safetensors, mapped in memory.
+// Tensors are views into the map; no weight byte is read until it is used.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "model/mapped_file.h"
+
+namespace skein {
+
+struct TensorRef {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // C-contiguous, possibly unaligned
+  uint64_t nbytes = 0;
+
+  int64_t numel() const { int64_t n = 1; for (auto d : shape) n *= d; return n; }
+  std::string shape_str() const;
+};
+
+class Checkpoint {
+ public:
+  // Detects the format from the file's first bytes. Throws skein::Error("<path>: <problem>").
+  static std::shared_ptr<const Checkpoint> open(const std::string& path);
+
+  const std::string& path() const { return file_->path(); }
+  const std::string& format() const { return format_; }
+  uint64_t file_size() const { return file_->size(); }
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+  const TensorRef& get(const std::string& name) const;  // throws "missing tensor"
+  const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
+
+ private:
+  explicit Checkpoint(std::unique_ptr<MappedFile> f) : file_(std::move(f)) {}
+  void load_torch_zip();
+  void load_safetensors();
+  void add(TensorRef t);
+
+  std::unique_ptr<MappedFile> file_;
+  std::string format_;
+  std::map<std::string, TensorRef> tensors_;
+};
+
+}  // namespace skein

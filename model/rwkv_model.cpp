@@ -1,0 +1,296 @@
+#include "model/rwkv_model.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/error.h"
+
+namespace skein {
+
+namespace {
+// Scratch slots; each grows to the largest batch seen.
+enum Slot { kX, kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kKK, kVFirst, kHeadIn, kLogits, kSlots };
+}  // namespace
+
+RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {}
+
+float* RwkvModel::scratch(int slot, size_t n) {
+  if (scratch_[slot].size() < n) scratch_[slot] = DeviceBuffer(be_, std::max(n, scratch_[slot].size() * 3 / 2));
+  return scratch_[slot].get();
+}
+
+State RwkvModel::new_state() const {
+  State s(be_, w_.dims, w_.first_layer, w_.last_layer);
+  reset(s);
+  return s;
+}
+
+void RwkvModel::reset(State& s) const {
+  const ModelDims& d = w_.dims;
+  const size_t C = size_t(d.n_embd), per = d.state_floats_per_layer();
+  std::vector<float> host(s.size(), 0.0f);
+  for (int l = s.first_layer(); l < s.last_layer(); ++l) {
+    float* base = host.data() + size_t(l - s.first_layer()) * per;
+    if (d.arch == Arch::V4) std::fill(base + 3 * C, base + 4 * C, -1e30f);
+    if (d.has_time_state && l >= w_.first_layer && l < w_.last_layer) {
+      const Vector& ts = w_.layers[size_t(l - w_.first_layer)].v("att.time_state");
+      std::copy(ts.begin(), ts.end(), base + C);
+    }
+  }
+  s.from_host(host);
+}
+
+void RwkvModel::embed(std::span<const int32_t> tokens, float* x) {
+  if (!w_.has_embedding) fail("internal: embed() on a stage without the embedding");
+  be_.embed(w_, tokens.data(), int(tokens.size()), x);
+}
+
+void RwkvModel::forward(std::span<const int32_t> tokens, State& state, float* logits, bool all_positions) {
+  SequenceChunk c{tokens, &state, logits, all_positions};
+  forward(std::span<const SequenceChunk>(&c, 1));
+}
+
+void RwkvModel::forward(std::span<const SequenceChunk> batch) {
+  if (!w_.has_embedding || !w_.has_head) fail("internal: forward() needs the whole model; use run_layers() for a stage");
+  const int C = w_.dims.n_embd;
+  std::vector<int32_t> tokens;
+  for (auto& s : batch) {
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= w_.dims.vocab) fail("token id ", t, " is out of range for vocabulary size ", w_.dims.vocab);
+    tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
+  }
+  const int R = int(tokens.size());
+  if (R == 0) return;
+  float* x = scratch(kX, size_t(R) * C);
+  float* v_first = w_.dims.arch == Arch::V7 ? scratch(kVFirst, size_t(R) * C) : nullptr;
+  embed(tokens, x);
+  run_layers(x, v_first, batch, R);
+
+  // Only rows whose logits are wanted go through ln_out + head (the head is the largest matrix).
+  std::vector<int> rows;
+  int off = 0;
+  for (auto& s : batch) {
+    if (s.logits && !s.tokens.empty()) {
+      if (s.all_positions)
+        for (int t = 0; t < int(s.tokens.size()); ++t) rows.push_back(off + t);
+      else
+        rows.push_back(off + int(s.tokens.size()) - 1);
+    }
+    off += int(s.tokens.size());
+  }
+  if (rows.empty()) return;
+  std::vector<float> logits(rows.size() * size_t(w_.dims.vocab));
+  head(x, rows, logits.data());
+  size_t k = 0;
+  const size_t V = size_t(w_.dims.vocab);
+  for (auto& s : batch) {
+    if (!s.logits || s.tokens.empty()) continue;
+    size_t n = s.all_positions ? s.tokens.size() : 1;
+    std::copy(logits.begin() + long(k * V), logits.begin() + long((k + n) * V), s.logits);
+    k += n;
+  }
+}
+
+void RwkvModel::head(const float* x, const std::vector<int>& rows, float* logits_host) {
+  if (!w_.has_head) fail("internal: head() on a stage without the head");
+  const int C = w_.dims.n_embd, V = w_.dims.vocab, n = int(rows.size());
+  float* hin = scratch(kHeadIn, size_t(n) * C);
+  for (int i = 0; i < n; ++i) be_.copy(hin + size_t(i) * C, x + size_t(rows[size_t(i)]) * C, size_t(C));
+  be_.layer_norm(hin, w_.ln_out_w, w_.ln_out_b, hin, n, C);
+  float* out = scratch(kLogits, size_t(n) * V);
+  be_.linear(w_.head, hin, C, out, V, n);
+  be_.to_host(logits_host, out, size_t(n) * V);
+}
+
+void RwkvModel::run_layers(float* x, float* v_first, std::span<const SequenceChunk> batch, int R) {
+  std::vector<Seq> seqs;
+  int off = 0;
+  for (auto& s : batch) {
+    if (!s.state || s.state->first_layer() > w_.first_layer || s.state->last_layer() < w_.last_layer)
+      fail("internal: state does not cover layers ", w_.first_layer, "..", w_.last_layer - 1);
+    seqs.push_back({off, int(s.tokens.size()), s.state});
+    off += int(s.tokens.size());
+  }
+  if (off != R) fail("internal: batch rows ", off, " != ", R);
+  for (int l = w_.first_layer; l < w_.last_layer; ++l) {
+    const LayerWeights& lw = w_.layers[size_t(l - w_.first_layer)];
+    time_mix(l, lw, seqs, R, x, v_first);
+    channel_mix(l, lw, seqs, R, x);
+  }
+}
+
+void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first) {
+  const ModelDims& d = w_.dims;
+  const int C = d.n_embd, H = d.n_head, N = d.head_size;
+  const size_t RC = size_t(R) * C;
+  float* xx = scratch(kXX, RC);
+  float* sx = scratch(kSX, RC);
+  float* r = scratch(kR, RC);
+  float* k = scratch(kK, RC);
+  float* v = scratch(kV, RC);
+  float* y = scratch(kY, RC);
+  float* out = scratch(kOut, RC);
+  be_.layer_norm(x, lw.v("ln1.weight"), lw.v("ln1.bias"), xx, R, C);
+  for (auto& s : seqs) be_.token_shift(xx + size_t(s.offset) * C, s.state->layer(l), sx + size_t(s.offset) * C, s.n, C);
+
+  if (d.arch == Arch::V4) {
+    float* t0 = scratch(kT0, RC);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), t0, R, C);
+    be_.linear(lw.m("att.receptance"), t0, C, r, C, R);
+    be_.unary(UnaryOp::Sigmoid, r, RC);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), t0, R, C);
+    be_.linear(lw.m("att.key"), t0, C, k, C, R);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), t0, R, C);
+    be_.linear(lw.m("att.value"), t0, C, v, C, R);
+    for (auto& s : seqs) {
+      float* st = s.state->layer(l);
+      size_t o = size_t(s.offset) * C;
+      be_.wkv4(s.n, C, lw.v("att.w"), lw.v("att.time_first"), k + o, v + o, st + C, st + 2 * C, st + 3 * C, y + o);
+    }
+    be_.mul(y, r, RC);
+  } else if (d.arch == Arch::V5_0 || d.arch == Arch::V5_1 || d.arch == Arch::V5_2) {
+    float* t0 = scratch(kT0, RC);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), t0, R, C);
+    be_.linear(lw.m("att.receptance"), t0, C, r, C, R);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), t0, R, C);
+    be_.linear(lw.m("att.key"), t0, C, k, C, R);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), t0, R, C);
+    be_.linear(lw.m("att.value"), t0, C, v, C, R);
+    float* g = nullptr;
+    if (lw.has_m("att.gate")) {
+      g = scratch(kG, RC);
+      be_.lerp_mix(xx, sx, lw.v("att.time_mix_g"), t0, R, C);
+      be_.linear(lw.m("att.gate"), t0, C, g, C, R);
+      be_.unary(UnaryOp::Silu, g, RC);
+    }
+    const Vector& w = lw.v("att.w");
+    for (auto& s : seqs) {
+      size_t o = size_t(s.offset) * C;
+      be_.wkv5(s.n, H, N, r + o, k + o, v + o, nullptr, &w, lw.v("att.u"), s.state->layer(l) + C, y + o);
+    }
+    be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
+    if (g) be_.mul(y, g, RC);
+  } else if (d.arch == Arch::V6) {
+    const Matrix& w1 = lw.m("att.maa_w1");
+    const int64_t D5 = w1.rows, D = D5 / 5;
+    float* xxx = scratch(kT0, RC);
+    be_.delta_mix(xx, sx, lw.v("att.time_maa_x"), nullptr, 0, xxx, R, C);
+    float* lora = scratch(kT1, size_t(R) * D5);
+    be_.linear(w1, xxx, C, lora, D5, R);
+    be_.unary(UnaryOp::Tanh, lora, size_t(R) * D5);
+    // The five token-dependent mixes, in the official order w, k, v, r, g.
+    const char* names[5] = {"att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r", "att.time_maa_g"};
+    float* mixed[5] = {scratch(kW, RC), scratch(kT2, RC), scratch(kT3, RC), scratch(kT4, RC), scratch(kA, RC)};
+    for (int j = 0; j < 5; ++j) {
+      be_.linear(lw.m("att.maa_w2." + std::to_string(j)), lora + j * D, D5, mixed[j], C, R);
+      be_.delta_mix(xx, sx, lw.v(names[j]), mixed[j], C, mixed[j], R, C);
+    }
+    be_.linear(lw.m("att.receptance"), mixed[3], C, r, C, R);
+    be_.linear(lw.m("att.key"), mixed[1], C, k, C, R);
+    be_.linear(lw.m("att.value"), mixed[2], C, v, C, R);
+    float* g = scratch(kG, RC);
+    be_.linear(lw.m("att.gate"), mixed[4], C, g, C, R);
+    be_.unary(UnaryOp::Silu, g, RC);
+    const Matrix& dw1 = lw.m("att.decay_w1");
+    float* dl = scratch(kT1, size_t(R) * dw1.rows);
+    be_.linear(dw1, mixed[0], C, dl, dw1.rows, R);
+    be_.unary(UnaryOp::Tanh, dl, size_t(R) * dw1.rows);
+    float* w = scratch(kKK, RC);
+    be_.linear(lw.m("att.decay_w2"), dl, dw1.rows, w, C, R);
+    be_.add_row(w, lw.v("att.time_decay"), R, C);
+    be_.unary(UnaryOp::ExpNegExp, w, RC);
+    for (auto& s : seqs) {
+      size_t o = size_t(s.offset) * C;
+      be_.wkv5(s.n, H, N, r + o, k + o, v + o, w + o, nullptr, lw.v("att.u"), s.state->layer(l) + C, y + o);
+    }
+    be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
+    be_.mul(y, g, RC);
+  } else {  // v7
+    float* t0 = scratch(kT0, RC);
+    float* lo = scratch(kT1, RC);  // LoRA hidden (every LoRA rank is <= C)
+    auto lora = [&](const std::string& n, const float* in, UnaryOp* act, float* dst) {
+      const Matrix& a = lw.m("att." + n + "1");
+      if (a.rows > C) fail(w_.checkpoint->path(), ": LoRA rank of att.", n, "1 exceeds n_embd");
+      be_.linear(a, in, C, lo, a.rows, R);
+      if (act) be_.unary(*act, lo, size_t(R) * a.rows);
+      be_.linear(lw.m("att." + n + "2"), lo, a.rows, dst, C, R);
+    };
+    UnaryOp tanh_op = UnaryOp::Tanh, sig = UnaryOp::Sigmoid;
+    be_.delta_mix(xx, sx, lw.v("att.x_r"), nullptr, 0, t0, R, C);
+    be_.linear(lw.m("att.receptance"), t0, C, r, C, R);
+    float* w = scratch(kW, RC);
+    be_.delta_mix(xx, sx, lw.v("att.x_w"), nullptr, 0, t0, R, C);
+    lora("w", t0, &tanh_op, w);
+    be_.add_row(w, lw.v("att.w0"), R, C);
+    be_.unary(UnaryOp::V7Decay, w, RC);
+    be_.delta_mix(xx, sx, lw.v("att.x_k"), nullptr, 0, t0, R, C);
+    be_.linear(lw.m("att.key"), t0, C, k, C, R);
+    float* xv = scratch(kT2, RC);
+    be_.delta_mix(xx, sx, lw.v("att.x_v"), nullptr, 0, xv, R, C);
+    be_.linear(lw.m("att.value"), xv, C, v, C, R);
+    float* a = scratch(kA, RC);
+    be_.delta_mix(xx, sx, lw.v("att.x_a"), nullptr, 0, t0, R, C);
+    lora("a", t0, nullptr, a);
+    be_.add_row(a, lw.v("att.a0"), R, C);
+    be_.unary(UnaryOp::Sigmoid, a, RC);
+    float* g = scratch(kG, RC);
+    be_.delta_mix(xx, sx, lw.v("att.x_g"), nullptr, 0, t0, R, C);
+    lora("g", t0, &sig, g);
+    float* kk = scratch(kKK, RC);
+    be_.v7_keys(k, kk, a, lw.v("att.k_k"), lw.v("att.k_a"), R, H, N);
+    if (l == 0) {
+      be_.copy(v_first, v, RC);
+    } else {
+      if (!v_first) fail("internal: v7 layer ", l, " needs v_first");
+      float* gate = scratch(kT3, RC);
+      lora("v", xv, nullptr, gate);
+      be_.add_row(gate, lw.v("att.v0"), R, C);
+      be_.unary(UnaryOp::Sigmoid, gate, RC);
+      be_.v7_value_residual(v, v_first, gate, RC);
+    }
+    for (auto& s : seqs) {
+      size_t o = size_t(s.offset) * C;
+      be_.wkv7(s.n, H, N, r + o, w + o, k + o, v + o, kk + o, a + o, s.state->layer(l) + C, y + o);
+    }
+    be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
+    be_.v7_bonus(y, r, k, v, lw.v("att.r_k"), R, H, N);
+    be_.mul(y, g, RC);
+  }
+  be_.linear(lw.m("att.output"), y, C, out, C, R);
+  be_.add(x, out, RC);
+}
+
+void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x) {
+  const ModelDims& d = w_.dims;
+  const int C = d.n_embd, F = d.dim_ffn;
+  const size_t RC = size_t(R) * C;
+  const size_t ffn_prev = d.arch == Arch::V4 ? 4 * size_t(C) : size_t(C) + d.state_floats_per_layer() - 2 * size_t(C);
+  float* xx = scratch(kXX, RC);
+  float* sx = scratch(kSX, RC);
+  float* t0 = scratch(kT0, RC);
+  float* hidden = scratch(kT1, size_t(R) * F);
+  float* out = scratch(kOut, RC);
+  be_.layer_norm(x, lw.v("ln2.weight"), lw.v("ln2.bias"), xx, R, C);
+  for (auto& s : seqs) be_.token_shift(xx + size_t(s.offset) * C, s.state->layer(l) + ffn_prev, sx + size_t(s.offset) * C, s.n, C);
+
+  float* r = nullptr;
+  if (d.arch == Arch::V7) {
+    be_.delta_mix(xx, sx, lw.v("ffn.x_k"), nullptr, 0, t0, R, C);
+  } else {
+    r = scratch(kR, RC);
+    bool lerp = d.arch != Arch::V6;
+    if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_r"), t0, R, C);
+    else be_.delta_mix(xx, sx, lw.v("ffn.time_maa_r"), nullptr, 0, t0, R, C);
+    be_.linear(lw.m("ffn.receptance"), t0, C, r, C, R);
+    be_.unary(UnaryOp::Sigmoid, r, RC);
+    if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_k"), t0, R, C);
+    else be_.delta_mix(xx, sx, lw.v("ffn.time_maa_k"), nullptr, 0, t0, R, C);
+  }
+  be_.linear(lw.m("ffn.key"), t0, C, hidden, F, R);
+  be_.unary(UnaryOp::ReluSquare, hidden, size_t(R) * F);
+  be_.linear(lw.m("ffn.value"), hidden, F, out, C, R);
+  if (r) be_.mul(out, r, RC);
+  be_.add(x, out, RC);
+}
+
+}  // namespace skein

@@ -1,0 +1,27 @@
+// State files: a session's whole context on disk. Layout (little-endian):
+//   "SKEINST\0" | u32 format version | u32 arch | i32 n_layer, n_embd, n_head, head_size, vocab |
+//   i32 first_layer, last_layer | u64 model fingerprint | u64 n_floats | f32 data[n_floats] |
+//   u64 FNV-1a checksum of everything before it.
+// Files are written to a temporary name and renamed, so a crash never leaves a half-written state.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/architecture.h"
+
+namespace skein {
+
+struct StateFileHeader {
+  ModelDims dims;
+  int first_layer = 0, last_layer = 0;
+  uint64_t fingerprint = 0;
+};
+
+void save_state_file(const std::string& path, const StateFileHeader& h, const std::vector<float>& data);
+
+// Reads and verifies a state file; `expect` gives the model it must belong to. Errors name the file and
+// what does not match.
+std::vector<float> load_state_file(const std::string& path, const StateFileHeader& expect);
+
+}  // namespace skein

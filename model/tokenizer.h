@@ -1,0 +1,65 @@
+// Tokenizers: the RWKV World vocabulary (greedy longest match over UTF-8 bytes, as the official
+// TRIE_TOKENIZER) and the byte tokenizer of the tiny models (token id = byte value). Both map text to ids
+// and ids to bytes; Utf8Stream turns a stream of bytes into text that never splits a character.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace skein {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::string name() const = 0;
+  virtual int vocab_size() const = 0;  // ids are < vocab_size()
+  virtual std::vector<int32_t> encode(std::string_view bytes) const = 0;
+  // Bytes of the ids; throws skein::Error for an id with no bytes in the vocabulary.
+  virtual std::string decode(std::span<const int32_t> ids) const = 0;
+};
+
+class ByteTokenizer final : public Tokenizer {
+ public:
+  std::string name() const override { return "bytes"; }
+  int vocab_size() const override { return 256; }
+  std::vector<int32_t> encode(std::string_view bytes) const override;
+  std::string decode(std::span<const int32_t> ids) const override;
+};
+
+class WorldTokenizer final : public Tokenizer {
+ public:
+  explicit WorldTokenizer(const std::string& vocab_path);
+  std::string name() const override { return "world"; }
+  int vocab_size() const override { return int(tokens_.size()); }
+  std::vector<int32_t> encode(std::string_view bytes) const override;
+  std::string decode(std::span<const int32_t> ids) const override;
+
+ private:
+  std::vector<std::string> tokens_;  // id -> bytes; id 0 (end of text) has none
+  std::vector<bool> present_;
+  // Trie over bytes: (node << 8 | byte) -> child node; node -> token id ending there (or -1).
+  std::unordered_map<uint64_t, int32_t> children_;
+  std::vector<int32_t> node_token_;
+};
+
+// "bytes" or "world:PATH". Throws skein::Error on an unknown spec or unreadable vocabulary.
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
+
+// Accumulates bytes and releases only complete UTF-8 characters; an incomplete sequence at the end is
+// held until its remaining bytes arrive, and a byte that can never start or continue a character is
+// released as U+FFFD.
+class Utf8Stream {
+ public:
+  std::string push(std::string_view bytes);
+  std::string finish();  // releases what is held (an unfinished character becomes U+FFFD)
+  size_t pending() const { return held_.size(); }
+
+ private:
+  std::string held_;
+};
+
+}  // namespace skein

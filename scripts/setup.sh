@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs every Debian package Skein builds and tests with. Idempotent; run as root (or with sudo).
+set -euo pipefail
+PKGS=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libopenblas-dev            # CPU GEMM (multithreaded sgemm)
+  libopenmpi-dev openmpi-bin # ranks and host-buffer transport
+  libboost-dev               # Boost.Asio (header-only)
+  libtomlplusplus-dev        # configuration files
+  nlohmann-json3-dev         # safetensors headers, manifests, protocol
+  libcli11-dev               # command line
+  zlib1g-dev                 # crc32 for zip archives
+  libgtest-dev libgmock-dev  # tests
+)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

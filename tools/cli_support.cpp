@@ -1,0 +1,108 @@
+#include "tools/cli_support.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include "common/error.h"
+#include "kernels/cpu/linear.h"
+#include "model/architecture.h"
+#include "model/fingerprint.h"
+#include "model/make_model.h"
+#include "model/weights.h"
+
+namespace skein::cli {
+
+LoadedModel load_model(const std::string& path) {
+  LoadedModel m;
+  m.checkpoint = Checkpoint::open(path);
+  ModelDims dims = detect_architecture(*m.checkpoint);
+  m.backend = std::make_unique<CpuBackend>();
+  m.model = std::make_unique<RwkvModel>(load_all_weights(m.checkpoint, dims), *m.backend);
+  m.fingerprint = model_fingerprint(*m.checkpoint);
+  return m;
+}
+
+std::string default_model_path() {
+  namespace fs = std::filesystem;
+  fs::path dir;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) dir = fs::path(x) / "skein";
+  else if (const char* h = std::getenv("HOME"); h && *h) dir = fs::path(h) / ".cache" / "skein";
+  else dir = fs::temp_directory_path() / "skein";
+  fs::create_directories(dir);
+  fs::path p = dir / "default-v7-L6-C256-seed1.pth";
+  if (!fs::exists(p)) {
+    MakeModelOptions o;
+    o.arch = Arch::V7;
+    o.n_layer = 6;
+    o.n_embd = 256;
+    o.vocab = 256;
+    o.seed = 1;
+    o.dtype = DType::BF16;
+    std::cerr << "skein: making the default model " << p.string() << " (v7, 6 layers, 256 embd, byte vocab)\n";
+    make_model(o, p.string());
+  }
+  return p.string();
+}
+
+std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab) {
+  if (spec.empty()) {
+    if (vocab == 256) return std::make_unique<ByteTokenizer>();
+    fail("this model has a vocabulary of ", vocab, "; choose a tokenizer with --tokenizer world:PATH");
+  }
+  auto t = make_tokenizer(spec);
+  if (t->vocab_size() > vocab) fail("tokenizer '", spec, "' has ", t->vocab_size(), " ids but the model's vocabulary is ", vocab);
+  return t;
+}
+
+void add_sampling_options(CLI::App* app, SamplingParams& p) {
+  app->add_option("--temperature", p.temperature, "0 = greedy")->capture_default_str();
+  app->add_option("--top-p", p.top_p, "nucleus cutoff; >= 1 disables")->capture_default_str();
+  app->add_option("--top-k", p.top_k, "0 disables")->capture_default_str();
+  app->add_option("--alpha-presence", p.alpha_presence, "penalty for every token already generated")->capture_default_str();
+  app->add_option("--alpha-frequency", p.alpha_frequency, "penalty per occurrence")->capture_default_str();
+  app->add_option("--alpha-decay", p.alpha_decay, "occurrence counts decay per step")->capture_default_str();
+  app->add_option("--ban", p.token_ban, "token ids never to sample")->delimiter(',');
+  app->add_option("--stop-token", p.token_stop, "token ids that end generation")->delimiter(',');
+  app->add_option("--stop", p.stop, "strings that end generation (repeatable)");
+  app->add_option("--seed", p.seed, "random seed for reproducible sampling")->capture_default_str();
+}
+
+void add_threads_option(CLI::App* app, int& threads) {
+  app->add_option("--threads", threads, "compute threads (default: all cores available)");
+}
+
+void apply_threads(int threads) {
+  if (threads > 0) cpu::set_compute_threads(threads);
+}
+
+std::vector<int32_t> parse_int_list(const std::string& s, const std::string& what) {
+  std::vector<int32_t> out;
+  size_t i = 0;
+  if (s.empty()) fail(what, ": empty list");
+  while (i <= s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    std::string item = s.substr(i, j - i);
+    size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    item = a == std::string::npos ? "" : item.substr(a, b - a + 1);
+    if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos || item.size() > 9)
+      fail(what, ": '", item, "' at item ", out.size() + 1, " is not a non-negative integer");
+    out.push_back(int32_t(std::stol(item)));
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string read_all(std::istream& in) { return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()); }
+
+void write_floats(const std::string& path, const std::vector<float>& v) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) fail(path, ": cannot write");
+  f.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * sizeof(float)));
+  if (!f) fail(path, ": write failed");
+}
+
+}  // namespace skein::cli

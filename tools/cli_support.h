@@ -1,0 +1,45 @@
+// Pieces every `skein` subcommand shares: loading a model onto the CPU backend, tokenizer choice,
+// sampling flags, and strict parsing of numeric lists.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coordinator/sampler.h"
+#include "model/checkpoint.h"
+#include "model/rwkv_model.h"
+#include "model/tokenizer.h"
+#include "worker/cpu_backend.h"
+
+namespace skein::cli {
+
+struct LoadedModel {
+  std::shared_ptr<const Checkpoint> checkpoint;
+  std::unique_ptr<CpuBackend> backend;
+  std::unique_ptr<RwkvModel> model;
+  uint64_t fingerprint = 0;
+};
+
+// Opens, detects and prepares a checkpoint (errors name the file).
+LoadedModel load_model(const std::string& path);
+
+// The model `skein` runs when none is given: a small v7 checkpoint made by make-model into the user's
+// cache folder on first use.
+std::string default_model_path();
+
+// "bytes" for vocab-256 models when spec is empty; otherwise make_tokenizer(spec).
+std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab);
+
+void add_sampling_options(CLI::App* app, SamplingParams& p);
+void add_threads_option(CLI::App* app, int& threads);
+void apply_threads(int threads);
+
+// "1,2,3" -> {1,2,3}; throws skein::Error naming `what` and the bad item.
+std::vector<int32_t> parse_int_list(const std::string& s, const std::string& what);
+
+// Whole-file helpers.
+std::string read_all(std::istream& in);
+void write_floats(const std::string& path, const std::vector<float>& v);
+
+}  // namespace skein::cli

@@ -1,0 +1,106 @@
+// `skein bench`: prefill and decode speed of one model on this machine, next to the memory-bandwidth
+// limit measured in the same run. Decode reads every matrix once per token, so tokens/s x bytes/token
+// over the bandwidth is the fraction of the hardware limit achieved.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "bench/memory_bandwidth.h"
+#include "kernels/cpu/linear.h"
+#include "tools/cli_support.h"
+#include "tools/commands.h"
+
+namespace skein::cli {
+
+namespace {
+double peak_rss_mib() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  struct Opts {
+    std::string model;
+    int prompt_tokens = 512, decode_tokens = 64, threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("bench", "Measure prefill and decode tokens/s against the memory-bandwidth limit");
+  c->add_option("--model", o->model, "checkpoint")->required();
+  c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str();
+  c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str();
+  add_threads_option(c, o->threads);
+  c->callback([o] {
+    using clock = std::chrono::steady_clock;
+    apply_threads(o->threads);
+    LoadedModel m = load_model(o->model);
+    RwkvModel& model = *m.model;
+    const ModelDims& d = model.dims();
+    std::mt19937 rng(42);
+    std::vector<int32_t> prompt(size_t(std::max(1, o->prompt_tokens)));
+    for (auto& t : prompt) t = int32_t(rng() % uint32_t(d.vocab));
+    std::vector<float> logits(static_cast<size_t>(d.vocab));
+
+    // Warm-up: touch every weight page and size the scratch buffers.
+    {
+      State s = model.new_state();
+      model.forward(std::span<const int32_t>(prompt.data(), std::min<size_t>(prompt.size(), 16)), s, logits.data());
+      model.forward(std::span<const int32_t>(prompt.data(), 1), s, logits.data());
+    }
+    double prefill_s = 1e30;
+    State state = model.new_state();
+    for (int rep = 0; rep < 2; ++rep) {
+      model.reset(state);
+      auto t0 = clock::now();
+      model.forward(prompt, state, logits.data());
+      prefill_s = std::min(prefill_s, std::chrono::duration<double>(clock::now() - t0).count());
+    }
+    int32_t tok = 0;
+    auto t1 = clock::now();
+    for (int i = 0; i < o->decode_tokens; ++i) {
+      model.forward(std::span<const int32_t>(&tok, 1), state, logits.data());
+      tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+    double bw = measure_read_bandwidth_gb_s();
+
+    const auto& w = model.weights();
+    // Bytes one decode step must move: every matrix (head included), one embedding row, and the state
+    // read and written once.
+    double bytes_per_token = double(w.matrix_bytes()) + double(d.n_embd) * double(dtype_size(w.emb.dtype)) +
+                             2.0 * double(d.state_floats() * sizeof(float));
+    double prefill_tps = double(prompt.size()) / prefill_s;
+    double decode_tps = double(o->decode_tokens) / decode_s;
+    double achieved = decode_tps * bytes_per_token / 1e9;
+    std::printf("model            %s (%s, L%d C%d vocab %d, weights %s)\n", o->model.c_str(), arch_name(d.arch), d.n_layer, d.n_embd,
+                d.vocab, dtype_name(w.emb.dtype));
+    std::printf("threads          %d (%s kernels)\n", cpu::compute_threads(), cpu::simd_level());
+    std::printf("prefill          %.1f tokens/s (%zu-token prompt in one call)\n", prefill_tps, prompt.size());
+    std::printf("decode           %.2f tokens/s (batch 1, %d steps)\n", decode_tps, o->decode_tokens);
+    std::printf("bytes/token      %.1f MB (matrices %.1f MB + embedding row + state %.2f MB x2)\n", bytes_per_token / 1e6,
+                double(w.matrix_bytes()) / 1e6, double(d.state_floats() * sizeof(float)) / 1e6);
+    std::printf("bandwidth        %.2f GB/s measured read limit; decode moves %.2f GB/s = %.1f%% of it\n", bw, achieved,
+                100.0 * achieved / bw);
+    std::printf("peak RSS         %.1f MiB\n", peak_rss_mib());
+    nlohmann::json j = {{"model", o->model},
+                        {"arch", arch_name(d.arch)},
+                        {"threads", cpu::compute_threads()},
+                        {"prefill_tokens", prompt.size()},
+                        {"prefill_tok_s", prefill_tps},
+                        {"decode_tok_s", decode_tps},
+                        {"bytes_per_token", bytes_per_token},
+                        {"state_bytes_per_request", d.state_floats() * sizeof(float)},
+                        {"peak_rss_mib", peak_rss_mib()},
+                        {"bandwidth_gb_s", bw},
+                        {"decode_gb_s", achieved},
+                        {"decode_fraction_of_limit", achieved / bw}};
+    std::cout << j.dump() << std::endl;
+  });
+}
+
+}  // namespace skein::cli

@@ -1,0 +1,58 @@
+#include <iostream>
+
+#include "common/error.h"
+#include "model/state_file.h"
+#include "tools/cli_support.h"
+#include "tools/commands.h"
+
+namespace skein::cli {
+
+void add_logits_command(CLI::App& app) {
+  struct Opts {
+    std::string model, tokens, mode = "parallel", out, state_in, state_out;
+    bool all_positions = false;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("logits", "Run token ids through the model and write raw float32 logits");
+  c->add_option("--model", o->model, "checkpoint")->required();
+  c->add_option("--tokens", o->tokens, "comma-separated token ids")->required();
+  c->add_option("--mode", o->mode, "parallel | recurrent | chunks:5,11,8")->capture_default_str();
+  c->add_flag("--all-positions", o->all_positions, "write [T x vocab] instead of the last position's [vocab]");
+  c->add_option("--out", o->out, "output file (little-endian float32)")->required();
+  c->add_option("--state-in", o->state_in, "start from this state file");
+  c->add_option("--state-out", o->state_out, "write the final state here");
+  add_threads_option(c, o->threads);
+  c->callback([o] {
+    apply_threads(o->threads);
+    LoadedModel m = load_model(o->model);
+    std::vector<int32_t> tokens = parse_int_list(o->tokens, "--tokens");
+    const int V = m.model->dims().vocab;
+    std::vector<int32_t> chunks;
+    if (o->mode == "parallel") chunks = {int32_t(tokens.size())};
+    else if (o->mode == "recurrent") chunks.assign(tokens.size(), 1);
+    else if (o->mode.rfind("chunks:", 0) == 0) chunks = parse_int_list(o->mode.substr(7), "--mode chunks");
+    else fail("--mode must be parallel, recurrent or chunks:N,N,..., got '", o->mode, "'");
+    size_t total = 0;
+    for (auto n : chunks) {
+      if (n <= 0) fail("--mode chunks: chunk sizes must be positive");
+      total += size_t(n);
+    }
+    if (total != tokens.size()) fail("--mode chunks: sizes add up to ", total, " but there are ", tokens.size(), " tokens");
+
+    State state = m.model->new_state();
+    StateFileHeader hdr{m.model->dims(), 0, m.model->dims().n_layer, m.fingerprint};
+    if (!o->state_in.empty()) state.from_host(load_state_file(o->state_in, hdr));
+    std::vector<float> out(o->all_positions ? tokens.size() * size_t(V) : size_t(V));
+    size_t pos = 0;
+    for (auto n : chunks) {
+      float* dst = o->all_positions ? out.data() + pos * size_t(V) : out.data();
+      m.model->forward(std::span<const int32_t>(tokens.data() + pos, size_t(n)), state, dst, o->all_positions);
+      pos += size_t(n);
+    }
+    write_floats(o->out, out);
+    if (!o->state_out.empty()) save_state_file(o->state_out, hdr, state.to_host());
+  });
+}
+
+}  // namespace skein::cli

@@ -1,0 +1,14 @@
+// Each `skein` subcommand registers itself on the root app; its callback runs the command.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace skein::cli {
+
+void add_generate_command(CLI::App& app);
+void add_logits_command(CLI::App& app);
+void add_tokenize_commands(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_make_model_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+}  // namespace skein::cli

@@ -1,0 +1,93 @@
+// The device interface the model code is written against (cf. ggml-backend): memory for activations and
+// state, and the handful of ops every RWKV generation is built from. The model never knows which device
+// runs it. Activation and state pointers come from allocate(); weights are host containers that a
+// device backend mirrors once.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/matrix.h"
+
+namespace skein {
+
+struct ModelWeights;
+
+enum class UnaryOp { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // ---- memory (counts are in floats)
+  virtual float* allocate(size_t n) = 0;
+  virtual void release(float* p) = 0;
+  virtual void to_device(float* dst, const float* host, size_t n) = 0;
+  virtual void to_host(float* host, const float* src, size_t n) = 0;
+  virtual void copy(float* dst, const float* src, size_t n) = 0;
+
+  // ---- ops; T rows of C (or H heads of N) values each
+  // x[t] = ln0(emb[tokens[t]]) (or the override table's row)
+  virtual void embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) = 0;
+  virtual void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) = 0;
+  // Per-head normalisation in place (ln_x), eps 64e-5 in every official generation.
+  virtual void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) = 0;
+  // y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i]
+  virtual void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) = 0;
+  virtual void unary(UnaryOp op, float* x, size_t n) = 0;
+  virtual void add(float* x, const float* y, size_t n) = 0;  // x += y
+  virtual void mul(float* x, const float* y, size_t n) = 0;  // x *= y
+  virtual void add_row(float* x, const Vector& b, int T, int C) = 0;  // x[t] += b
+
+  // One sequence: sx[0] = prev, sx[t] = xx[t-1]; then prev = xx[T-1].
+  virtual void token_shift(const float* xx, float* prev, float* sx, int T, int C) = 0;
+  // out = xx*m + sx*(1-m)   (v4, v5)
+  virtual void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) = 0;
+  // out = xx + (sx-xx)*(m + m_tok[t])   (v6, v7; m_tok may be null, its rows are ld_tok apart)
+  virtual void delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T,
+                         int C) = 0;
+
+  // One sequence each. State pointers address that layer's part of the sequence's state.
+  virtual void wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp,
+                    float* y) = 0;
+  // w_tok: per-token decay [T,C] (v6) or null to use w_fixed [C] (v5).
+  virtual void wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed,
+                    const Vector& u, float* S, float* y) = 0;
+  virtual void wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
+                    const float* a, float* S, float* y) = 0;
+
+  // v7 helpers: kk = normalize_per_head(k*k_k); k = k*(1+(a-1)*k_a)
+  virtual void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) = 0;
+  // v += (v_first - v) * gate
+  virtual void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) = 0;
+  // y += sum_head(r*k*r_k) * v
+  virtual void v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) = 0;
+};
+
+// RAII device buffer.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend& b, size_t n) : b_(&b), p_(n ? b.allocate(n) : nullptr), n_(n) {}
+  ~DeviceBuffer() { if (p_) b_->release(p_); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : b_(o.b_), p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      if (p_) b_->release(p_);
+      b_ = o.b_; p_ = o.p_; n_ = o.n_;
+      o.p_ = nullptr; o.n_ = 0;
+    }
+    return *this;
+  }
+  float* get() const { return p_; }
+  size_t size() const { return n_; }
+  Backend* backend() const { return b_; }
+
+ private:
+  Backend* b_ = nullptr;
+  float* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+}  // namespace skein

@@ -1,0 +1,206 @@
+#include "worker/cpu_backend.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "kernels/cpu/linear.h"
+#include "kernels/numeric.h"
+#include "kernels/rwkv_math.h"
+#include "model/weights.h"
+
+namespace skein {
+
+using namespace math;
+
+namespace {
+// Elementwise loops split across threads only when there is enough work to pay for the fork.
+constexpr size_t kParallelMin = 1 << 16;
+int threads_for(size_t work) { return work >= kParallelMin ? cpu::compute_threads() : 1; }
+}  // namespace
+
+float* CpuBackend::allocate(size_t n) {
+  void* p = std::aligned_alloc(64, ((n * sizeof(float)) + 63) / 64 * 64);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+void CpuBackend::release(float* p) { std::free(p); }
+void CpuBackend::to_device(float* dst, const float* host, size_t n) { std::memcpy(dst, host, n * sizeof(float)); }
+void CpuBackend::to_host(float* host, const float* src, size_t n) { std::memcpy(host, src, n * sizeof(float)); }
+void CpuBackend::copy(float* dst, const float* src, size_t n) { std::memmove(dst, src, n * sizeof(float)); }
+
+void CpuBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) {
+  const int C = w.dims.n_embd;
+  std::vector<float> row(size_t(C), 0.0f);
+  for (int t = 0; t < T; ++t) {
+    float* out = x + size_t(t) * C;
+    if (w.emb_override) {
+      std::memcpy(out, w.emb_override->data() + size_t(tokens[t]) * C, size_t(C) * sizeof(float));
+      continue;
+    }
+    const uint8_t* src = w.emb.data + size_t(tokens[t]) * C * dtype_size(w.emb.dtype);
+    for (int c = 0; c < C; ++c) {
+      uint16_t h;
+      switch (w.emb.dtype) {
+        case DType::F32: std::memcpy(&row[c], src + 4 * size_t(c), 4); break;
+        case DType::F16: std::memcpy(&h, src + 2 * size_t(c), 2); row[c] = fp16_to_float(h); break;
+        case DType::BF16: std::memcpy(&h, src + 2 * size_t(c), 2); row[c] = bf16_to_float(h); break;
+        case DType::U8: row[c] = float(src[c]); break;
+      }
+    }
+    norm_row(row.data(), w.ln0_w.data(), w.ln0_b.data(), out, C, 1e-5f);
+  }
+}
+
+void CpuBackend::layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) {
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C)) schedule(static)
+  for (int t = 0; t < T; ++t) norm_row(x + size_t(t) * C, w.data(), b.data(), y + size_t(t) * C, C, 1e-5f);
+}
+
+void CpuBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) {
+  const size_t C = size_t(H) * N;
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C)) schedule(static)
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      float* p = x + t * C + size_t(h) * N;
+      norm_row(p, w.data() + size_t(h) * N, b.data() + size_t(h) * N, p, N, 64e-5f);
+    }
+}
+
+void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+  cpu::linear(W, x, ldx, y, ldy, T);
+}
+
+void CpuBackend::unary(UnaryOp op, float* x, size_t n) {
+  const int nth = threads_for(n * 8);
+  switch (op) {
+#define SKEIN_UNARY(OP, F) \
+  case UnaryOp::OP:        \
+    _Pragma("omp parallel for num_threads(nth) schedule(static)") for (size_t i = 0; i < n; ++i) x[i] = F(x[i]); break;
+    SKEIN_UNARY(Sigmoid, sigmoid)
+    SKEIN_UNARY(Silu, silu)
+    SKEIN_UNARY(Tanh, tanhf)
+    SKEIN_UNARY(ReluSquare, relu_square)
+    SKEIN_UNARY(ExpNegExp, exp_neg_exp)
+    SKEIN_UNARY(V7Decay, v7_decay)
+#undef SKEIN_UNARY
+  }
+}
+
+void CpuBackend::add(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+void CpuBackend::mul(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] *= y[i];
+}
+void CpuBackend::add_row(float* x, const Vector& b, int T, int C) {
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < C; ++c) x[size_t(t) * C + c] += b[c];
+}
+
+void CpuBackend::token_shift(const float* xx, float* prev, float* sx, int T, int C) {
+  if (T <= 0) return;
+  std::memcpy(sx, prev, size_t(C) * sizeof(float));
+  std::memcpy(sx + C, xx, size_t(T - 1) * C * sizeof(float));
+  std::memcpy(prev, xx + size_t(T - 1) * C, size_t(C) * sizeof(float));
+}
+
+void CpuBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < C; ++c) {
+      size_t i = size_t(t) * C + c;
+      out[i] = math::lerp_mix(xx[i], sx[i], m[c]);
+    }
+}
+
+void CpuBackend::delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T,
+                           int C) {
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < C; ++c) {
+      size_t i = size_t(t) * C + c;
+      float mc = m_tok ? m[c] + m_tok[t * ld_tok + c] : m[c];
+      out[i] = math::delta_mix(xx[i], sx[i], mc);
+    }
+}
+
+void CpuBackend::wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp,
+                      float* y) {
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C * 16)) schedule(static)
+  for (int c = 0; c < C; ++c) {
+    float a = aa[c], b = bb[c], p = pp[c];
+    for (int t = 0; t < T; ++t) {
+      size_t i = size_t(t) * C + c;
+      y[i] = wkv4_step(w[c], u[c], k[i], v[i], a, b, p);
+    }
+    aa[c] = a;
+    bb[c] = b;
+    pp[c] = p;
+  }
+}
+
+void CpuBackend::wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed,
+                      const Vector& u, float* S, float* y) {
+  const size_t C = size_t(H) * N;
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N)) schedule(static)
+  for (int h = 0; h < H; ++h) {
+    size_t o = size_t(h) * N;
+    for (int t = 0; t < T; ++t) {
+      size_t i = t * C + o;
+      const float* w = w_tok ? w_tok + i : w_fixed->data() + o;
+      wkv5_head_step(N, r + i, k + i, v + i, w, u.data() + o, S + o * N, y + i);
+    }
+  }
+}
+
+void CpuBackend::wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
+                      const float* a, float* S, float* y) {
+  const size_t C = size_t(H) * N;
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N)) schedule(static)
+  for (int h = 0; h < H; ++h) {
+    size_t o = size_t(h) * N;
+    for (int t = 0; t < T; ++t) {
+      size_t i = t * C + o;
+      wkv7_head_step(N, r + i, w + i, k + i, v + i, kk + i, a + i, S + o * N, y + i);
+    }
+  }
+}
+
+void CpuBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
+  const size_t C = size_t(H) * N;
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      size_t o = t * C + size_t(h) * N;
+      double ss = 0;
+      for (int n = 0; n < N; ++n) {
+        float z = k[o + n] * k_k[size_t(h) * N + n];
+        kk[o + n] = z;
+        ss += double(z) * z;
+      }
+      // F.normalize: x / max(||x||, 1e-12)
+      float inv = 1.0f / std::fmax(float(std::sqrt(ss)), 1e-12f);
+      for (int n = 0; n < N; ++n) {
+        kk[o + n] *= inv;
+        size_t c = size_t(h) * N + n;
+        k[o + n] = k[o + n] * (1.0f + (a[o + n] - 1.0f) * k_a[c]);
+      }
+    }
+}
+
+void CpuBackend::v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
+  for (size_t i = 0; i < n; ++i) v[i] = v[i] + (v_first[i] - v[i]) * gate[i];
+}
+
+void CpuBackend::v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) {
+  const size_t C = size_t(H) * N;
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      size_t o = t * C + size_t(h) * N;
+      float s = 0;
+      for (int n = 0; n < N; ++n) s += r[o + n] * k[o + n] * r_k[size_t(h) * N + n];
+      for (int n = 0; n < N; ++n) y[o + n] += s * v[o + n];
+    }
+}
+
+}  // namespace skein
