@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
-  libopenblas-dev            # CPU GEMM (multithreaded sgemm)
+  libdnnl-dev                # oneDNN: CPU GEMM (JIT sgemm)
   libopenmpi-dev openmpi-bin # ranks and host-buffer transport
   libboost-dev               # Boost.Asio (header-only)
   libtomlplusplus-dev        # configuration files

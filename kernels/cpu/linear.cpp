@@ -1,12 +1,13 @@
 #include "kernels/cpu/linear.h"
 
-#include <cblas.h>
+#include <dnnl.h>
 #include <immintrin.h>
 #include <omp.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/numeric.h"
@@ -15,6 +16,11 @@ namespace skein::cpu {
 namespace {
 
 int g_threads = 0;
+// Software prefetch this far ahead of each weight stream. Measured on a 2-core Xeon: 8 KiB ahead lifts
+// bf16 decode of the 0.1B shape from 57 to 90 tokens/s (hardware prefetchers alone stop at page ends).
+constexpr int64_t kPrefetchBytes = 8192;
+// Below this many weight bytes a fork/join costs more than the second core saves.
+constexpr size_t kParallelMinBytes = 1 << 20;
 
 int default_threads() {
   cpu_set_t set;
@@ -58,6 +64,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void rows_avx512(c
     __m512 acc[NT][2];
     for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     for (int64_t i = 0; i < K32; i += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + i * es + kPrefetchBytes), _MM_HINT_T0);
       __m512 lo, hi;
       load32_avx512<DT>(row + i * es, lo, hi);
       for (int t = 0; t < NT; ++t) {
@@ -71,6 +78,41 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void rows_avx512(c
       y[t * ldy + o] = s;
     }
   }
+}
+
+// Matrix-vector (one input row): four weight rows stream at once, so each core keeps several
+// independent memory streams in flight; this is what makes decode bandwidth-bound rather than
+// latency-bound.
+template <DType DT>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void matvec_avx512(const Matrix& W, const float* x, float* y,
+                                                                                  int64_t r0, int64_t r1) {
+  const int64_t K = W.cols, es = int64_t(dtype_size(DT));
+  const int64_t K32 = K / 32 * 32;
+  int64_t o = r0;
+  for (; o + 4 <= r1; o += 4) {
+    const uint8_t* row[4];
+    __m512 acc[4][2];
+    for (int r = 0; r < 4; ++r) {
+      row[r] = W.data + (o + r) * K * es;
+      acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < K32; i += 32) {
+      __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+      for (int r = 0; r < 4; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(row[r] + (i + 8192) * es), _MM_HINT_T0);
+        __m512 lo, hi;
+        load32_avx512<DT>(row[r] + i * es, lo, hi);
+        acc[r][0] = _mm512_fmadd_ps(lo, x0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(hi, x1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < 4; ++r) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+      for (int64_t i = K32; i < K; ++i) s += load_scalar(W, row[r], i) * x[i];
+      y[o + r] = s;
+    }
+  }
+  if (o < r1) rows_avx512<DT, 1>(W, x, 0, y, 0, o, r1);
 }
 
 // ---- AVX2: 16 weights per step.
@@ -99,6 +141,7 @@ __attribute__((target("avx2,f16c,fma"))) void rows_avx2(const Matrix& W, const f
     __m256 acc[NT][2];
     for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
     for (int64_t i = 0; i < K16; i += 16) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + i * es + kPrefetchBytes), _MM_HINT_T0);
       __m256 lo, hi;
       load16_avx2<DT>(row + i * es, lo, hi);
       for (int t = 0; t < NT; ++t) {
@@ -150,7 +193,7 @@ void rows_dispatch(const Matrix& W, const float* x, int64_t ldx, float* y, int64
     float* yt = y + t0 * ldy;
     if (g_simd == Simd::Avx512) {
       switch (nt) {
-        case 1: rows_avx512<DT, 1>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 1: matvec_avx512<DT>(W, xt, yt, r0, r1); break;
         case 2: rows_avx512<DT, 2>(W, xt, ldx, yt, ldy, r0, r1); break;
         case 3: rows_avx512<DT, 3>(W, xt, ldx, yt, ldy, r0, r1); break;
         default: rows_avx512<DT, 4>(W, xt, ldx, yt, ldy, r0, r1); break;
@@ -191,11 +234,16 @@ void widen_rows(const Matrix& W, int64_t r0, int64_t r1, float* out) {
   }
 }
 
+// y[M x N] = x[M x K] · W[N x K]^T, row-major, through oneDNN (JIT kernels chosen from CPUID features).
+void sgemm_nt(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const float* W, float* y, int64_t ldy) {
+  if (dnnl_sgemm('N', 'T', M, N, K, 1.0f, x, ldx, W, K, 0.0f, y, ldy) != dnnl_success) throw std::runtime_error("oneDNN sgemm failed");
+}
+
 }  // namespace
 
 void set_compute_threads(int n) {
   g_threads = std::max(1, n);
-  openblas_set_num_threads(g_threads);
+  omp_set_num_threads(g_threads);  // oneDNN's sgemm runs on the OpenMP pool
 }
 
 int compute_threads() {
@@ -216,7 +264,7 @@ void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, in
   const int64_t rows = W.rows;
   // Output rows split evenly; each element's reduction order is fixed, so results do not depend on
   // the thread count.
-  if (nth == 1 || rows * W.cols < 32768) {
+  if (nth == 1 || W.nbytes() < kParallelMinBytes) {
     rows_any(W, x, ldx, y, ldy, T, 0, rows);
     return;
   }
@@ -237,8 +285,7 @@ void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy,
   compute_threads();
   const int64_t K = W.cols;
   if (W.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, int(W.rows), int(K), 1.0f, x, int(ldx),
-                reinterpret_cast<const float*>(W.data), int(K), 0.0f, y, int(ldy));
+    sgemm_nt(T, W.rows, K, x, ldx, reinterpret_cast<const float*>(W.data), y, ldy);
     return;
   }
   // Half-precision weights: widen a block of rows (about 4 MiB) at a time and multiply it.
@@ -248,8 +295,7 @@ void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy,
   for (int64_t r0 = 0; r0 < W.rows; r0 += block) {
     int64_t r1 = std::min(W.rows, r0 + block);
     widen_rows(W, r0, r1, wide.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, int(r1 - r0), int(K), 1.0f, x, int(ldx), wide.data(), int(K), 0.0f,
-                y + r0, int(ldy));
+    sgemm_nt(T, r1 - r0, K, x, ldx, wide.data(), y + r0, ldy);
   }
 }
 

@@ -1,6 +1,6 @@
 // y = W·x over T rows on the CPU. Decode-sized products (few rows) stream the stored weights through a
 // vectorised dot-product kernel, bandwidth-bound by design; larger products widen a block of rows to
-// fp32 and hand it to BLAS sgemm.
+// fp32 and hand it to oneDNN's sgemm.
 #pragma once
 #include <cstdint>
 
