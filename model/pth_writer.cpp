@@ -179,6 +179,12 @@ class ZipWriter {
 
 }  // namespace
 
+void write_stored_zip(const std::string& path, const std::vector<std::pair<std::string, std::string>>& members) {
+  ZipWriter z(path);
+  for (auto& [name, bytes] : members) z.add(name, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  z.finish();
+}
+
 void write_pth(const std::string& path, const std::vector<PthTensorSpec>& tensors,
                const std::function<void(size_t, std::vector<uint8_t>&)>& fill) {
   std::string stem = path;

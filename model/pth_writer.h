@@ -23,4 +23,7 @@ struct PthTensorSpec {
 void write_pth(const std::string& path, const std::vector<PthTensorSpec>& tensors,
                const std::function<void(size_t, std::vector<uint8_t>&)>& fill);
 
+// A plain stored zip of named members (what write_pth builds on); tests use it to craft bad archives.
+void write_stored_zip(const std::string& path, const std::vector<std::pair<std::string, std::string>>& members);
+
 }  // namespace skein

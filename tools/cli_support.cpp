@@ -41,7 +41,8 @@ std::string default_model_path() {
     o.vocab = 256;
     o.seed = 1;
     o.dtype = DType::BF16;
-    std::cerr << "skein: making the default model " << p.string() << " (v7, 6 layers, 256 embd, byte vocab)\n";
+    std::cerr << "skein: making the default model " << p.string() << " (v7, 6 layers, 256 embd, byte vocab)\n"
+              << "skein: its weights are random, so its text is noise; pass --model for a trained checkpoint\n";
     make_model(o, p.string());
   }
   return p.string();

@@ -1,0 +1,89 @@
+// The `skein` command line end to end: logits files against the goldens, state files, tokenizers,
+// generation, and one-line errors with exit status 2.
+#include <gtest/gtest.h>
+
+#include "tests/test_support.h"
+
+namespace skein::test {
+namespace {
+
+std::string join(const std::vector<int32_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+TEST(Cli, LogitsMatchGoldenInEveryMode) {
+  std::string dir = golden("cases/tiny-rwkv-6v0-3m-Q5_1dq");
+  auto man = read_json(dir + "/manifest.json");
+  auto c = man["cases"][0];
+  std::string model = dir + "/" + man["model"].get<std::string>();
+  std::string tokens = join(c["tokens"].get<std::vector<int32_t>>());
+  std::string chunks = join(c["chunks"].get<std::vector<int32_t>>());
+  std::string out = temp_dir();
+  struct M { std::string mode, file; bool all; } modes[] = {
+      {"parallel", "logits_seq_last", false}, {"parallel", "logits_seq_full", true},
+      {"recurrent", "logits_rnn", true}, {"chunks:" + chunks, "logits_chunked_full", true}};
+  for (auto& m : modes) {
+    auto r = run_skein("logits --model " + model + " --tokens " + tokens + " --mode " + m.mode + (m.all ? " --all-positions" : "") +
+                       " --out " + out + "/l.f32 --state-out " + out + "/s.state");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    auto want = read_f32(dir + "/" + c["files"][m.file]["file"].get<std::string>());
+    EXPECT_LE(max_abs_diff(read_f32(out + "/l.f32"), want), 1e-3) << m.mode;
+  }
+  // Split the run at a state file: the second half's last logits equal the whole run's.
+  auto all = c["tokens"].get<std::vector<int32_t>>();
+  std::vector<int32_t> a(all.begin(), all.begin() + 10), b(all.begin() + 10, all.end());
+  ASSERT_EQ(run_skein("logits --model " + model + " --tokens " + join(a) + " --out " + out + "/a.f32 --state-out " + out + "/a.state").exit_code, 0);
+  auto r = run_skein("logits --model " + model + " --tokens " + join(b) + " --out " + out + "/b.f32 --state-in " + out + "/a.state");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LE(max_abs_diff(read_f32(out + "/b.f32"), read_f32(dir + "/" + c["files"]["logits_seq_last"]["file"].get<std::string>())), 1e-3);
+  // A state from another model is refused.
+  r = run_skein("logits --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --tokens 1 --out " + out + "/c.f32 --state-in " + out + "/a.state");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error:"), std::string::npos) << r.output;
+}
+
+TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
+  std::string world = "world:" + shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt";
+  auto r = run_skein("tokenize --tokenizer " + world, "Hello, world!");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "33155 45 40213 34\n");
+  r = run_skein("detokenize --tokenizer " + world, "33155 45 40213 34\n");
+  EXPECT_EQ(r.output, "Hello, world!");
+  r = run_skein("tokenize", "hi");
+  EXPECT_EQ(r.output, "104 105\n");
+}
+
+TEST(Cli, GenerateStreamsGreedyText) {
+  auto r = run_skein("generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --prompt 'The man said' --temperature 0 --alpha-decay 0.996 --max-tokens 40");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("The man said to a state of the stress and"), std::string::npos) << r.output;
+}
+
+TEST(Cli, InspectReportsShape) {
+  auto r = run_skein("inspect --model " + golden("models/rand-v6-bf16.pth"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("version         v6"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("n_layer         4"), std::string::npos);
+  EXPECT_NE(r.output.find("state bytes     "), std::string::npos);
+}
+
+TEST(Cli, ErrorsAreOneLineWithExitCode2) {
+  std::string d = temp_dir();
+  write_file(d + "/bad.pth", "PK\x03\x04 not really a zip");
+  for (std::string args : {"inspect --model " + d + "/bad.pth", "logits --model " + d + "/nope.pth --tokens 1 --out " + d + "/x",
+                           "logits --model " + shared_dir() + "/models/tiny-rwkv-4v0-660K.pth --tokens 1,x --out " + d + "/x",
+                           "logits --model " + shared_dir() + "/models/tiny-rwkv-4v0-660K.pth --tokens 1,999 --out " + d + "/x",
+                           "generate --model " + shared_dir() + "/models/tiny-rwkv-4v0-660K.pth --temperature -1",
+                           "make-model --arch v9 --layers 1 --embd 8 --vocab 8 -o " + d + "/m.pth"}) {
+    auto r = run_skein(args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    std::string last = r.output.substr(r.output.rfind("skein: error:") == std::string::npos ? 0 : r.output.rfind("skein: error:"));
+    EXPECT_EQ(last.rfind("skein: error: ", 0), 0u) << args << "\n" << r.output;
+    EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << args << "\n" << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace skein::test

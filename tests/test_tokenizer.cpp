@@ -1,0 +1,105 @@
+// World tokenizer against the official TRIE_TOKENIZER cases; byte tokenizer; streaming UTF-8.
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "model/tokenizer.h"
+#include "tests/test_support.h"
+
+namespace skein::test {
+namespace {
+
+std::string unhex(const std::string& h) {
+  std::string out;
+  for (size_t i = 0; i + 1 < h.size(); i += 2) out += char(std::stoi(h.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+bool valid_utf8(const std::string& s) {
+  Utf8Stream u;
+  std::string out = u.push(s);
+  return u.pending() == 0 && out == s;
+}
+
+const WorldTokenizer& world() {
+  static WorldTokenizer t(shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt");
+  return t;
+}
+
+TEST(WorldTokenizer, MatchesOfficialCasesByteForByte) {
+  auto j = read_json(golden("tokenizer/world_cases.json"));
+  ASSERT_GE(j["cases"].size(), 40u);
+  for (auto& c : j["cases"]) {
+    std::string input = unhex(c["input_bytes_hex"]);
+    auto want = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(world().encode(input), want) << c["name"];
+    EXPECT_EQ(world().decode(want), unhex(c["decoded_bytes_hex"])) << c["name"];
+    auto tokens = c["token_bytes_hex"].get<std::vector<std::string>>();
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_EQ(world().decode(std::span<const int32_t>(&want[i], 1)), unhex(tokens[i])) << c["name"] << " token " << i;
+  }
+}
+
+TEST(WorldTokenizer, StreamingDecodeNeverEmitsBrokenUtf8) {
+  auto j = read_json(golden("tokenizer/world_cases.json"));
+  for (auto& c : j["partial_decode_cases"]) {
+    auto ids = c["ids"].get<std::vector<int32_t>>();
+    std::string bytes = world().decode(ids);
+    EXPECT_EQ(bytes, unhex(c["decoded_bytes_hex"])) << c["name"];
+    Utf8Stream u;
+    std::string out;
+    for (int32_t id : ids) {
+      std::string piece = u.push(world().decode(std::span<const int32_t>(&id, 1)));
+      EXPECT_TRUE(valid_utf8(piece)) << c["name"];
+      out += piece;
+    }
+    // What was released is exactly the complete-character prefix of the bytes.
+    EXPECT_EQ(out + std::string(bytes.end() - long(u.pending()), bytes.end()), bytes) << c["name"];
+    // When the official decode succeeds, nothing is held back.
+    if (c["decode_text"] != "\xEF\xBF\xBD") EXPECT_EQ(u.pending(), 0u) << c["name"];
+  }
+}
+
+TEST(WorldTokenizer, IdZeroHasNoText) {
+  std::vector<int32_t> ids = {0};
+  EXPECT_THROW(world().decode(ids), Error);
+  EXPECT_EQ(world().vocab_size(), 65530);
+}
+
+TEST(WorldTokenizer, MalformedVocabularyNamesFileAndLine) {
+  std::string dir = temp_dir();
+  write_file(dir + "/v.txt", "1 '\\x00' 1\n2 'ab 2\n");
+  try {
+    WorldTokenizer t(dir + "/v.txt");
+    FAIL() << "accepted a malformed vocabulary";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("v.txt:2"), std::string::npos) << e.what();
+  }
+  write_file(dir + "/w.txt", "1 'a' 2\n");
+  EXPECT_THROW(WorldTokenizer(dir + "/w.txt"), Error);
+}
+
+TEST(ByteTokenizer, RoundTripsAnyBytes) {
+  ByteTokenizer t;
+  std::string s("\x00\xff hello \xe4\xb8\xad", 11);
+  auto ids = t.encode(s);
+  ASSERT_EQ(ids.size(), s.size());
+  EXPECT_EQ(ids[1], 255);
+  EXPECT_EQ(t.decode(ids), s);
+  std::vector<int32_t> bad = {256};
+  EXPECT_THROW(t.decode(bad), Error);
+}
+
+TEST(Utf8Stream, HoldsIncompleteCharactersAndReplacesInvalidBytes) {
+  Utf8Stream u;
+  EXPECT_EQ(u.push("a\xe4"), "a");
+  EXPECT_EQ(u.push("\xb8"), "");
+  EXPECT_EQ(u.push("\xad!"), "\xe4\xb8\xad!");
+  EXPECT_EQ(u.push("\xff"), "\xEF\xBF\xBD");         // can never start a character
+  EXPECT_EQ(u.push("\xe4x"), "\xEF\xBF\xBDx");       // lead byte not continued
+  EXPECT_EQ(u.push("\xed\xa0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+  EXPECT_EQ(u.push("\xf0\x9f"), "");
+  EXPECT_EQ(u.finish(), "\xEF\xBF\xBD");
+}
+
+}  // namespace
+}  // namespace skein::test
