@@ -4,13 +4,11 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev                # oneDNN: CPU GEMM (JIT sgemm)
-  libopenmpi-dev openmpi-bin # ranks and host-buffer transport
-  libboost-dev               # Boost.Asio (header-only)
-  libtomlplusplus-dev        # configuration files
   nlohmann-json3-dev         # safetensors headers, manifests, protocol
   libcli11-dev               # command line
   zlib1g-dev                 # crc32 for zip archives
-  libgtest-dev libgmock-dev  # tests
+  libgtest-dev               # tests
+  python3                    # one test reads make-model output with Python's zipfile + pickle
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -1,5 +1,8 @@
 #include "tests/golden_cases.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "model/architecture.h"
 #include "model/weights.h"
 #include "tests/test_support.h"
@@ -15,6 +18,35 @@ ModelUnderTest load_for_test(const std::string& path, const std::string& emb_ln0
   t.backend = std::make_unique<CpuBackend>();
   t.model = std::make_unique<RwkvModel>(std::move(w), *t.backend);
   return t;
+}
+
+std::string rewrite_checkpoint(const std::string& src, const std::string& name, const std::function<bool(PthTensorSpec&)>& edit,
+                               const std::vector<std::pair<std::string, std::vector<int64_t>>>& extra_shapes,
+                               const std::vector<std::vector<float>>& extra_values, bool reverse) {
+  auto ck = Checkpoint::open(src);
+  std::vector<PthTensorSpec> specs;
+  std::vector<const void*> data;
+  std::vector<size_t> sizes;
+  for (auto& [n, t] : ck->tensors()) {
+    PthTensorSpec s{n, t.dtype, t.shape};
+    if (!edit(s)) continue;
+    specs.push_back(s);
+    data.push_back(t.data);
+    sizes.push_back(t.nbytes);
+  }
+  for (size_t i = 0; i < extra_shapes.size(); ++i) {
+    specs.push_back({extra_shapes[i].first, DType::F32, extra_shapes[i].second});
+    data.push_back(extra_values[i].data());
+    sizes.push_back(extra_values[i].size() * sizeof(float));
+  }
+  if (reverse) {
+    std::reverse(specs.begin(), specs.end());
+    std::reverse(data.begin(), data.end());
+    std::reverse(sizes.begin(), sizes.end());
+  }
+  std::string out = temp_dir() + "/" + name;
+  write_pth(out, specs, [&](size_t i, std::vector<uint8_t>& bytes) { std::memcpy(bytes.data(), data[i], std::min(bytes.size(), sizes[i])); });
+  return out;
 }
 
 ModeOutputs run_modes(RwkvModel& m, const std::vector<int32_t>& tokens, const std::vector<int>& chunks) {

@@ -1,10 +1,12 @@
 // Runs a model over a golden case in every mode the official package was recorded in.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "model/checkpoint.h"
+#include "model/pth_writer.h"
 #include "model/rwkv_model.h"
 #include "worker/cpu_backend.h"
 
@@ -22,6 +24,12 @@ struct ModeOutputs {
   std::vector<float> seq_last, seq_full, rnn, chunked_last, chunked_full;
   std::vector<float> state_seq, state_rnn, state_chunked;
 };
+
+// Copies a checkpoint's tensors into temp_dir()/name: `edit` may change a spec or drop it (false);
+// `extra` tensors (fp32 values) are appended; `reverse` writes the keys in reverse order.
+std::string rewrite_checkpoint(const std::string& src, const std::string& name, const std::function<bool(PthTensorSpec&)>& edit,
+                               const std::vector<std::pair<std::string, std::vector<int64_t>>>& extra_shapes = {},
+                               const std::vector<std::vector<float>>& extra_values = {}, bool reverse = false);
 
 ModeOutputs run_modes(RwkvModel& m, const std::vector<int32_t>& tokens, const std::vector<int>& chunks);
 

@@ -10,6 +10,7 @@
 #include "model/checkpoint.h"
 #include "model/pth_writer.h"
 #include "model/weights.h"
+#include "tests/golden_cases.h"
 #include "tests/test_support.h"
 
 namespace skein::test {
@@ -37,22 +38,8 @@ void expect_error(const std::string& path, const std::string& needle) {
 
 const std::string kModel = "models/rand-v7-bf16.pth";
 
-// Copies a checkpoint's tensors to a new .pth, letting `edit` drop (return false) or change specs.
 std::string rewrite(const std::string& name, const std::function<bool(PthTensorSpec&)>& edit) {
-  auto ck = Checkpoint::open(golden(kModel));
-  std::vector<PthTensorSpec> specs;
-  std::vector<const TensorRef*> src;
-  for (auto& [n, t] : ck->tensors()) {
-    PthTensorSpec s{n, t.dtype, t.shape};
-    if (!edit(s)) continue;
-    specs.push_back(s);
-    src.push_back(&t);
-  }
-  std::string out = temp_dir() + "/" + name;
-  write_pth(out, specs, [&](size_t i, std::vector<uint8_t>& bytes) {
-    std::memcpy(bytes.data(), src[i]->data, std::min<size_t>(bytes.size(), src[i]->nbytes));
-  });
-  return out;
+  return rewrite_checkpoint(golden(kModel), name, edit);
 }
 
 TEST(CheckpointErrors, RewrittenCopyLoads) { EXPECT_EQ(load_error(rewrite("same.pth", [](PthTensorSpec&) { return true; })), ""); }
