@@ -143,7 +143,7 @@ void CpuBackend::wkv4(int T, int C, const Vector& w, const Vector& u, const floa
 void CpuBackend::wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed,
                       const Vector& u, float* S, float* y) {
   const size_t C = size_t(H) * N;
-#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N)) schedule(static)
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N * 4)) schedule(static)
   for (int h = 0; h < H; ++h) {
     size_t o = size_t(h) * N;
     for (int t = 0; t < T; ++t) {
@@ -157,7 +157,7 @@ void CpuBackend::wkv5(int T, int H, int N, const float* r, const float* k, const
 void CpuBackend::wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
                       const float* a, float* S, float* y) {
   const size_t C = size_t(H) * N;
-#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N)) schedule(static)
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N * 4)) schedule(static)
   for (int h = 0; h < H; ++h) {
     size_t o = size_t(h) * N;
     for (int t = 0; t < T; ++t) {
