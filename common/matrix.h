@@ -8,15 +8,26 @@
 
 namespace skein {
 
-// A weight matrix for y = W·x, stored row-major as [rows = outputs][cols = inputs].
-struct Matrix {
-  DType dtype = DType::F32;
-  int64_t rows = 0, cols = 0;
-  const uint8_t* data = nullptr;
-  std::shared_ptr<std::vector<uint8_t>> owned;  // set when the load had to reorder the data
-  size_t nbytes() const { return size_t(rows) * size_t(cols) * dtype_size(dtype); }
+using Vector = std::vector<float>;
+
+// The official uint8 scheme (rwkv `fp16i8`/`fp32i8`): w[o][i] = ((q[o][i] + 0.5) * ry[i]) * rx[o] + my[i] + mx[o].
+struct QuantParams {
+  Vector mx, rx;  // per output row
+  Vector my, ry;  // per input column
 };
 
-using Vector = std::vector<float>;
+// A weight matrix for y = W·x, stored row-major as [rows = outputs][cols = inputs].
+struct Matrix {
+  DType dtype = DType::F32;  // U8: quantized, see `quant`
+  int64_t rows = 0, cols = 0;
+  const uint8_t* data = nullptr;
+  std::shared_ptr<std::vector<uint8_t>> owned;  // set when the load converted or reordered the data
+  std::shared_ptr<const QuantParams> quant;
+  size_t nbytes() const {
+    size_t n = size_t(rows) * size_t(cols) * dtype_size(dtype);
+    if (quant) n += 2 * sizeof(float) * size_t(rows + cols);
+    return n;
+  }
+};
 
 }  // namespace skein

@@ -34,7 +34,7 @@ std::string StopMatcher::flush() {
   return out;
 }
 
-GenerateResult generate(RwkvModel& model, const Tokenizer& tok, State& state, const GenerateRequest& req,
+GenerateResult generate(Engine& model, const Tokenizer& tok, SessionState& state, const GenerateRequest& req,
                         const std::function<void(std::string_view)>& on_text) {
   using clock = std::chrono::steady_clock;
   const int V = model.dims().vocab;

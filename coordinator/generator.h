@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "coordinator/sampler.h"
-#include "model/rwkv_model.h"
+#include "worker/engine.h"
 #include "model/tokenizer.h"
 
 namespace skein {
@@ -28,7 +28,7 @@ struct GenerateResult {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
-GenerateResult generate(RwkvModel& model, const Tokenizer& tok, State& state, const GenerateRequest& req,
+GenerateResult generate(Engine& model, const Tokenizer& tok, SessionState& state, const GenerateRequest& req,
                         const std::function<void(std::string_view)>& on_text = {});
 
 // Holds back text that might be the start of a stop string; reports where a stop string completes.

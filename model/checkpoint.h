@@ -34,6 +34,8 @@ class Checkpoint {
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   const TensorRef& get(const std::string& name) const;  // throws "missing tensor"
   const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
+  // Drops the tensor's pages from this process's memory; the next use reads them from the file again.
+  void release(const TensorRef& t) const { file_->release(t.data, t.nbytes); }
 
  private:
   explicit Checkpoint(std::unique_ptr<MappedFile> f) : file_(std::move(f)) {}

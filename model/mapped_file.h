@@ -17,6 +17,7 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  void release(const uint8_t* p, size_t n) const;  // madvise(DONTNEED) on the whole pages inside [p, p+n)
 
  private:
   std::string path_;

@@ -9,7 +9,7 @@ namespace skein {
 
 namespace {
 // Scratch slots; each grows to the largest batch seen.
-enum Slot { kX, kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kKK, kVFirst, kHeadIn, kLogits, kSlots };
+enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kKK, kHeadIn, kLogits, kSlots };
 }  // namespace
 
 RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {}
@@ -45,52 +45,6 @@ void RwkvModel::embed(std::span<const int32_t> tokens, float* x) {
   be_.embed(w_, tokens.data(), int(tokens.size()), x);
 }
 
-void RwkvModel::forward(std::span<const int32_t> tokens, State& state, float* logits, bool all_positions) {
-  SequenceChunk c{tokens, &state, logits, all_positions};
-  forward(std::span<const SequenceChunk>(&c, 1));
-}
-
-void RwkvModel::forward(std::span<const SequenceChunk> batch) {
-  if (!w_.has_embedding || !w_.has_head) fail("internal: forward() needs the whole model; use run_layers() for a stage");
-  const int C = w_.dims.n_embd;
-  std::vector<int32_t> tokens;
-  for (auto& s : batch) {
-    for (int32_t t : s.tokens)
-      if (t < 0 || t >= w_.dims.vocab) fail("token id ", t, " is out of range for vocabulary size ", w_.dims.vocab);
-    tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
-  }
-  const int R = int(tokens.size());
-  if (R == 0) return;
-  float* x = scratch(kX, size_t(R) * C);
-  float* v_first = w_.dims.arch == Arch::V7 ? scratch(kVFirst, size_t(R) * C) : nullptr;
-  embed(tokens, x);
-  run_layers(x, v_first, batch, R);
-
-  // Only rows whose logits are wanted go through ln_out + head (the head is the largest matrix).
-  std::vector<int> rows;
-  int off = 0;
-  for (auto& s : batch) {
-    if (s.logits && !s.tokens.empty()) {
-      if (s.all_positions)
-        for (int t = 0; t < int(s.tokens.size()); ++t) rows.push_back(off + t);
-      else
-        rows.push_back(off + int(s.tokens.size()) - 1);
-    }
-    off += int(s.tokens.size());
-  }
-  if (rows.empty()) return;
-  std::vector<float> logits(rows.size() * size_t(w_.dims.vocab));
-  head(x, rows, logits.data());
-  size_t k = 0;
-  const size_t V = size_t(w_.dims.vocab);
-  for (auto& s : batch) {
-    if (!s.logits || s.tokens.empty()) continue;
-    size_t n = s.all_positions ? s.tokens.size() : 1;
-    std::copy(logits.begin() + long(k * V), logits.begin() + long((k + n) * V), s.logits);
-    k += n;
-  }
-}
-
 void RwkvModel::head(const float* x, const std::vector<int>& rows, float* logits_host) {
   if (!w_.has_head) fail("internal: head() on a stage without the head");
   const int C = w_.dims.n_embd, V = w_.dims.vocab, n = int(rows.size());
@@ -102,21 +56,32 @@ void RwkvModel::head(const float* x, const std::vector<int>& rows, float* logits
   be_.to_host(logits_host, out, size_t(n) * V);
 }
 
-void RwkvModel::run_layers(float* x, float* v_first, std::span<const SequenceChunk> batch, int R) {
+void RwkvModel::run_layers(float* x, float* v_first, std::span<const StageSequence> batch, int R) {
   std::vector<Seq> seqs;
   int off = 0;
   for (auto& s : batch) {
     if (!s.state || s.state->first_layer() > w_.first_layer || s.state->last_layer() < w_.last_layer)
       fail("internal: state does not cover layers ", w_.first_layer, "..", w_.last_layer - 1);
-    seqs.push_back({off, int(s.tokens.size()), s.state});
-    off += int(s.tokens.size());
+    seqs.push_back({off, s.n_tokens, s.state});
+    off += s.n_tokens;
   }
   if (off != R) fail("internal: batch rows ", off, " != ", R);
   for (int l = w_.first_layer; l < w_.last_layer; ++l) {
-    const LayerWeights& lw = w_.layers[size_t(l - w_.first_layer)];
-    time_mix(l, lw, seqs, R, x, v_first);
-    channel_mix(l, lw, seqs, R, x);
+    if (w_.streamed.count(l)) {
+      // Streamed layer: prepared for this step only, its file pages returned afterwards, so resident
+      // memory stays at the kept layers plus one.
+      LayerWeights lw = w_.load_streamed_layer(l);
+      run_layer(l, lw, seqs, R, x, v_first);
+      w_.release_layer_pages(l);
+    } else {
+      run_layer(l, w_.layers[size_t(l - w_.first_layer)], seqs, R, x, v_first);
+    }
   }
+}
+
+void RwkvModel::run_layer(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first) {
+  time_mix(l, lw, seqs, R, x, v_first);
+  channel_mix(l, lw, seqs, R, x);
 }
 
 void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first) {

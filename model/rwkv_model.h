@@ -1,8 +1,8 @@
-// The RWKV forward pass for every generation (v4, v5.0/5.1/5.2, v6, v7), written once against the
-// Backend interface. One call runs a batch of sequences, each with its own state and its own number of
-// tokens: their rows are stacked so every matrix product covers the whole batch, while token shift and
-// WKV run per sequence. Parallel mode (many tokens), recurrent mode (one token) and any chunking are the
-// same code path.
+// One stage of the RWKV forward pass (a layer range, plus the embedding and/or head where the range
+// holds them) for every generation (v4, v5.0/5.1/5.2, v6, v7), written once against the Backend
+// interface. A call runs a batch of sequences, each with its own state and number of tokens: their rows
+// are stacked so every matrix product covers the whole batch, while token shift and WKV run per
+// sequence. Parallel mode (many tokens), recurrent mode (one token) and any chunking are the same path.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -14,11 +14,9 @@
 
 namespace skein {
 
-struct SequenceChunk {
-  std::span<const int32_t> tokens;
-  State* state = nullptr;
-  float* logits = nullptr;      // host memory: [vocab], or [tokens x vocab] when all_positions; null = none
-  bool all_positions = false;
+struct StageSequence {
+  int n_tokens = 0;
+  State* state = nullptr;  // this stage's shard of the sequence's state
 };
 
 class RwkvModel {
@@ -27,24 +25,24 @@ class RwkvModel {
 
   const ModelDims& dims() const { return w_.dims; }
   const ModelWeights& weights() const { return w_; }
+  // Replaces the embedding lookup with a table already normalised by ln0 ([vocab x C]).
+  void set_embedding_table(std::shared_ptr<const std::vector<float>> t) { w_.emb_override = std::move(t); }
   Backend& backend() const { return be_; }
 
   // Fresh state for this model's layers: zeros (v4: pp = -1e30), or the checkpoint's time_state.
   State new_state() const;
   void reset(State& s) const;
 
-  // Whole model (embedding ... head). Token ids must be < vocab (checked).
-  void forward(std::span<const SequenceChunk> batch);
-  void forward(std::span<const int32_t> tokens, State& state, float* logits, bool all_positions = false);
-
-  // Pipeline-stage pieces: rows of activations x [rows x C] (and v7's v_first) through this weight
-  // range's layers; embedding and head only where this range holds them.
+  // x [rows x C] = ln0(emb[tokens]); only on the stage that holds the embedding.
   void embed(std::span<const int32_t> tokens, float* x);
-  void run_layers(float* x, float* v_first, std::span<const SequenceChunk> batch, int rows);
+  // Rows of activations x (and v7's v_first, [rows x C]) through this stage's layers, in place.
+  void run_layers(float* x, float* v_first, std::span<const StageSequence> batch, int rows);
+  // ln_out + head for the listed rows of x; only on the stage that holds the head.
   void head(const float* x, const std::vector<int>& rows, float* logits_host);
 
  private:
   struct Seq { int offset; int n; State* state; };
+  void run_layer(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first);
   void time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first);
   void channel_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x);
   float* scratch(int slot, size_t n);

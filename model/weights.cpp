@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "kernels/numeric.h"
+#include "model/quantize.h"
 
 namespace skein {
 
@@ -27,6 +28,15 @@ size_t ModelWeights::matrix_bytes() const {
   return n;
 }
 
+size_t ModelWeights::resident_bytes() const {
+  size_t n = matrix_bytes();
+  if (has_embedding) n += emb.nbytes + (ln0_w.size() + ln0_b.size()) * sizeof(float);
+  if (has_head) n += (ln_out_w.size() + ln_out_b.size()) * sizeof(float);
+  for (auto& l : layers)
+    for (auto& [k, v] : l.vec) n += v.size() * sizeof(float);
+  return n;
+}
+
 namespace {
 
 float element(const TensorRef& t, size_t i) {
@@ -41,7 +51,7 @@ float element(const TensorRef& t, size_t i) {
 
 class Loader {
  public:
-  Loader(const Checkpoint& ck, const ModelDims& d) : ck_(ck), d_(d) {}
+  Loader(const Checkpoint& ck, const ModelDims& d, const WeightFormat& f) : ck_(ck), d_(d), f_(f) {}
 
   const TensorRef& tensor(const std::string& name, std::initializer_list<int64_t> shape, bool squeeze) {
     const TensorRef& t = ck_.get(name);
@@ -78,11 +88,13 @@ class Loader {
     m.rows = out;
     m.cols = in;
     m.data = t.data;
-    return m;
+    if (f_.i8) return quantize_i8(m, f_.dtype.value_or(DType::F32));
+    return f_.dtype ? convert_matrix(m, *f_.dtype) : m;
   }
 
-  // Stored [in][out] (LoRA factors used as x @ W): transposed once to [out][in], dtype kept.
-  Matrix lora(const std::string& name, int64_t in, int64_t out) { return transposed(tensor(name, {in, out}, false), 0, in, out); }
+  // Stored [in][out] (LoRA factors used as x @ W): transposed once to [out][in], in the format's dtype.
+  Matrix lora(const std::string& name, int64_t in, int64_t out) { return float_format(transposed(tensor(name, {in, out}, false), 0, in, out)); }
+  Matrix float_format(const Matrix& m) const { return f_.dtype ? convert_matrix(m, *f_.dtype) : m; }
 
   // One [in][out] slice of a stacked tensor, starting at element `offset`.
   static Matrix transposed(const TensorRef& t, size_t offset, int64_t in, int64_t out) {
@@ -102,6 +114,7 @@ class Loader {
 
   const Checkpoint& ck_;
   const ModelDims& d_;
+  const WeightFormat& f_;
 };
 
 Vector map(Vector v, float (*f)(float)) {
@@ -177,7 +190,7 @@ void load_layer(Loader& L, const ModelDims& d, int i, LayerWeights& lw) {
       int64_t D = w1.shape[1] / 5;
       lw.mat["att.maa_w1"] = L.lora(b + "att.time_maa_w1", C, 5 * D);
       const TensorRef& w2 = L.tensor(b + "att.time_maa_w2", {5, D, C}, false);
-      for (int j = 0; j < 5; ++j) lw.mat["att.maa_w2." + std::to_string(j)] = Loader::transposed(w2, size_t(j) * D * C, D, C);
+      for (int j = 0; j < 5; ++j) lw.mat["att.maa_w2." + std::to_string(j)] = L.float_format(Loader::transposed(w2, size_t(j) * D * C, D, C));
       const TensorRef& dw1 = L.ck_.get(b + "att.time_decay_w1");
       if (dw1.shape.size() != 2) fail(L.ck_.path(), ": tensor '", b, "att.time_decay_w1' must be 2-D");
       int64_t DD = dw1.shape[1];
@@ -227,14 +240,16 @@ void load_layer(Loader& L, const ModelDims& d, int i, LayerWeights& lw) {
 }  // namespace
 
 ModelWeights load_weights(std::shared_ptr<const Checkpoint> ck, const ModelDims& dims, int first, int last, bool with_embedding,
-                          bool with_head) {
+                          bool with_head, const WeightFormat& format, std::set<int> streamed) {
   if (first < 0 || last > dims.n_layer || first > last) fail("internal: bad layer range [", first, ",", last, ")");
   ModelWeights w;
   w.dims = dims;
   w.checkpoint = ck;
   w.first_layer = first;
   w.last_layer = last;
-  Loader L(*ck, dims);
+  w.format = format;
+  w.streamed = std::move(streamed);
+  Loader L(*ck, dims, w.format);
   const int64_t C = dims.n_embd;
   if (with_embedding) {
     w.has_embedding = true;
@@ -243,7 +258,16 @@ ModelWeights load_weights(std::shared_ptr<const Checkpoint> ck, const ModelDims&
     w.ln0_b = L.vec("blocks.0.ln0.bias", {C});
   }
   w.layers.resize(size_t(last - first));
-  for (int i = first; i < last; ++i) load_layer(L, dims, i, w.layers[size_t(i - first)]);
+  for (int i = first; i < last; ++i) {
+    if (w.streamed.count(i)) {
+      // Validate now so a bad file fails at load, then give the pages back until the layer runs.
+      LayerWeights probe;
+      load_layer(L, dims, i, probe);
+      w.release_layer_pages(i);
+      continue;
+    }
+    load_layer(L, dims, i, w.layers[size_t(i - first)]);
+  }
   if (with_head) {
     w.has_head = true;
     w.ln_out_w = L.vec("ln_out.weight", {C});
@@ -251,6 +275,38 @@ ModelWeights load_weights(std::shared_ptr<const Checkpoint> ck, const ModelDims&
     w.head = L.linear("head.weight", dims.vocab, C);
   }
   return w;
+}
+
+LayerWeights ModelWeights::load_streamed_layer(int layer) const {
+  Loader L(*checkpoint, dims, format);
+  LayerWeights lw;
+  load_layer(L, dims, layer, lw);
+  return lw;
+}
+
+void ModelWeights::release_layer_pages(int layer) const {
+  const std::string prefix = "blocks." + std::to_string(layer) + ".";
+  for (auto it = checkpoint->tensors().lower_bound(prefix); it != checkpoint->tensors().end() && it->first.rfind(prefix, 0) == 0; ++it)
+    checkpoint->release(it->second);
+}
+
+uint64_t prepared_tensor_bytes(const TensorRef& t, const ModelDims& d, const WeightFormat& f) {
+  const std::string& n = t.name;
+  auto ends = [&](const char* s) { size_t k = std::strlen(s); return n.size() >= k && n.compare(n.size() - k, k, s) == 0; };
+  const uint64_t numel = uint64_t(t.numel());
+  if (n == "emb.weight") return t.nbytes;
+  // v7 layer 0 has no value residual: the official loader drops v0/v1/v2 there, and so does Skein.
+  if (d.arch == Arch::V7 && n.rfind("blocks.0.att.v", 0) == 0 && (ends(".v0") || ends(".v1") || ends(".v2"))) return 0;
+  bool lora = ends("_w1") || ends("_w2") ||
+              (d.arch == Arch::V7 && (ends("att.w1") || ends("att.w2") || ends("att.a1") || ends("att.a2") || ends("att.v1") ||
+                                      ends("att.v2") || ends("att.g1") || ends("att.g2")));
+  bool matrix = t.shape.size() == 2 && ends(".weight") && !lora && n.find(".ln") == std::string::npos;
+  if (matrix && f.i8) return numel + 2 * sizeof(float) * uint64_t(t.shape[0] + t.shape[1]);
+  if (matrix || lora) return numel * dtype_size(f.dtype.value_or(t.dtype));
+  // Vectors become fp32; v5.0/5.1 per-head decay and bonus are expanded per channel.
+  if ((ends("time_decay") || ends("time_first") || ends("time_faaaa")) && numel == uint64_t(d.n_head) && d.head_size > 1)
+    return uint64_t(d.n_embd) * sizeof(float);
+  return numel * sizeof(float);
 }
 
 }  // namespace skein

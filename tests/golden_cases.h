@@ -7,18 +7,19 @@
 
 #include "model/checkpoint.h"
 #include "model/pth_writer.h"
-#include "model/rwkv_model.h"
+#include "worker/engine.h"
 #include "worker/cpu_backend.h"
 
 namespace skein::test {
 
 struct ModelUnderTest {
   std::unique_ptr<CpuBackend> backend;
-  std::unique_ptr<RwkvModel> model;
+  std::unique_ptr<Engine> model;
 };
 
-// Loads a checkpoint; with `emb_ln0` the official normalised embedding table replaces the lookup.
-ModelUnderTest load_for_test(const std::string& path, const std::string& emb_ln0 = "");
+// Loads a checkpoint, placed by `strategy` (empty: one stage, stored dtype); with `emb_ln0` the
+// official normalised embedding table replaces the lookup.
+ModelUnderTest load_for_test(const std::string& path, const std::string& emb_ln0 = "", const std::string& strategy = "");
 
 struct ModeOutputs {
   std::vector<float> seq_last, seq_full, rnn, chunked_last, chunked_full;
@@ -31,6 +32,6 @@ std::string rewrite_checkpoint(const std::string& src, const std::string& name, 
                                const std::vector<std::pair<std::string, std::vector<int64_t>>>& extra_shapes = {},
                                const std::vector<std::vector<float>>& extra_values = {}, bool reverse = false);
 
-ModeOutputs run_modes(RwkvModel& m, const std::vector<int32_t>& tokens, const std::vector<int>& chunks);
+ModeOutputs run_modes(Engine& m, const std::vector<int32_t>& tokens, const std::vector<int>& chunks);
 
 }  // namespace skein::test

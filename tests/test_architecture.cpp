@@ -27,7 +27,7 @@ TEST(Architecture, OneLayerModelsOfEveryGeneration) {
     EXPECT_EQ(d.n_layer, 1) << name;
     auto mut = load_for_test(path);
     std::vector<float> logits(40);
-    State s = mut.model->new_state();
+    SessionState s = mut.model->new_state();
     std::vector<int32_t> t = {1, 2, 3};
     mut.model->forward(t, s, logits.data());
   }

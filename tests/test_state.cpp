@@ -32,19 +32,19 @@ std::vector<int32_t> fox() {
 TEST(State, SaveLoadMidwayGivesExactlyTheUninterruptedLogits) {
   for (std::string m : {"tiny-rwkv-4v0-660K", "tiny-rwkv-5v2-730K", "tiny-rwkv-6v0-3m-Q5_1dq", "tiny-rwkv-7v0-834K"}) {
     Fixture f = open_model(shared_dir() + "/models/" + m + ".pth");
-    RwkvModel& model = *f.mut.model;
+    Engine& model = *f.mut.model;
     auto tokens = fox();
     const size_t V = size_t(model.dims().vocab);
     std::vector<float> want(V), got(V);
-    State a = model.new_state();
+    SessionState a = model.new_state();
     model.forward(std::span(tokens).subspan(0, 20), a, want.data());
     model.forward(std::span(tokens).subspan(20), a, want.data());
 
-    State b = model.new_state();
+    SessionState b = model.new_state();
     model.forward(std::span(tokens).subspan(0, 20), b, got.data());
     std::string path = temp_dir() + "/s.state";
     save_state_file(path, f.header, b.to_host());
-    State c = model.new_state();
+    SessionState c = model.new_state();
     c.from_host(load_state_file(path, f.header));
     model.forward(std::span(tokens).subspan(20), c, got.data());
     EXPECT_EQ(got, want) << m;
@@ -54,12 +54,12 @@ TEST(State, SaveLoadMidwayGivesExactlyTheUninterruptedLogits) {
 
 TEST(State, CloneIsIndependent) {
   Fixture f = open_model(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
-  RwkvModel& model = *f.mut.model;
+  Engine& model = *f.mut.model;
   auto tokens = fox();
-  State a = model.new_state();
+  SessionState a = model.new_state();
   std::vector<float> la(256), lb(256);
   model.forward(std::span(tokens).subspan(0, 10), a, la.data());
-  State b = a.clone();
+  SessionState b = a.clone();
   model.forward(std::span(tokens).subspan(10, 5), a, la.data());
   model.forward(std::span(tokens).subspan(10, 5), b, lb.data());
   EXPECT_EQ(la, lb);

@@ -12,17 +12,24 @@
 #include "model/fingerprint.h"
 #include "model/make_model.h"
 #include "model/weights.h"
+#include "coordinator/placement.h"
+#include "coordinator/strategy.h"
 
 namespace skein::cli {
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, const std::string& strategy) {
   LoadedModel m;
   m.checkpoint = Checkpoint::open(path);
   ModelDims dims = detect_architecture(*m.checkpoint);
   m.backend = std::make_unique<CpuBackend>();
-  m.model = std::make_unique<RwkvModel>(load_all_weights(m.checkpoint, dims), *m.backend);
+  std::vector<StageSpec> stages = strategy.empty() ? Engine::whole_model(dims) : local_stages(make_plan(parse_strategy(strategy), *m.checkpoint, dims, {}));
+  m.model = std::make_unique<Engine>(m.checkpoint, dims, stages, *m.backend);
   m.fingerprint = model_fingerprint(*m.checkpoint);
   return m;
+}
+
+void add_strategy_option(CLI::App* app, std::string& strategy) {
+  app->add_option("--strategy", strategy, "placement and precision, e.g. \"cpu fp32 *2 -> cpu fp32i8\" (default: cpu, stored dtype)");
 }
 
 std::string default_model_path() {

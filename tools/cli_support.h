@@ -8,7 +8,7 @@
 
 #include "coordinator/sampler.h"
 #include "model/checkpoint.h"
-#include "model/rwkv_model.h"
+#include "worker/engine.h"
 #include "model/tokenizer.h"
 #include "worker/cpu_backend.h"
 
@@ -17,12 +17,14 @@ namespace skein::cli {
 struct LoadedModel {
   std::shared_ptr<const Checkpoint> checkpoint;
   std::unique_ptr<CpuBackend> backend;
-  std::unique_ptr<RwkvModel> model;
+  std::unique_ptr<Engine> model;
   uint64_t fingerprint = 0;
 };
 
-// Opens, detects and prepares a checkpoint (errors name the file).
-LoadedModel load_model(const std::string& path);
+// Opens, detects and prepares a checkpoint (errors name the file), placed by `strategy` (empty: one
+// CPU stage keeping the stored dtype).
+LoadedModel load_model(const std::string& path, const std::string& strategy = "");
+void add_strategy_option(CLI::App* app, std::string& strategy);
 
 // The model `skein` runs when none is given: a small v7 checkpoint made by make-model into the user's
 // cache folder on first use.

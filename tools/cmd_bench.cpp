@@ -26,7 +26,7 @@ double peak_rss_mib() {
 
 void add_bench_command(CLI::App& app) {
   struct Opts {
-    std::string model;
+    std::string model, strategy;
     int prompt_tokens = 512, decode_tokens = 128, threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -34,12 +34,13 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--model", o->model, "checkpoint")->required();
   c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::PositiveNumber);
+  add_strategy_option(c, o->strategy);
   add_threads_option(c, o->threads);
   c->callback([o] {
     using clock = std::chrono::steady_clock;
     apply_threads(o->threads);
-    LoadedModel m = load_model(o->model);
-    RwkvModel& model = *m.model;
+    LoadedModel m = load_model(o->model, o->strategy);
+    Engine& model = *m.model;
     const ModelDims& d = model.dims();
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(size_t(std::max(1, o->prompt_tokens)));
@@ -48,12 +49,12 @@ void add_bench_command(CLI::App& app) {
 
     // Warm-up: touch every weight page and size the scratch buffers.
     {
-      State s = model.new_state();
+      SessionState s = model.new_state();
       model.forward(std::span<const int32_t>(prompt.data(), std::min<size_t>(prompt.size(), 16)), s, logits.data());
       model.forward(std::span<const int32_t>(prompt.data(), 1), s, logits.data());
     }
     double prefill_s = 1e30;
-    State state = model.new_state();
+    SessionState state = model.new_state();
     for (int rep = 0; rep < 2; ++rep) {
       model.reset(state);
       auto t0 = clock::now();
@@ -79,26 +80,29 @@ void add_bench_command(CLI::App& app) {
     const double rss_mib = peak_rss_mib();  // before the bandwidth probe allocates its 1 GiB buffer
     double bw = measure_read_bandwidth_gb_s();
 
-    const auto& w = model.weights();
+    const ModelWeights& first = model.stages().front()->weights();
     // Bytes one decode step must move: every matrix (head included), one embedding row, and the state
     // read and written once.
-    double bytes_per_token = double(w.matrix_bytes()) + double(d.n_embd) * double(dtype_size(w.emb.dtype)) +
+    double bytes_per_token = double(model.matrix_bytes()) + double(d.n_embd) * double(dtype_size(first.emb.dtype)) +
                              2.0 * double(d.state_floats() * sizeof(float));
     double prefill_tps = double(prompt.size()) / prefill_s;
     double achieved = decode_best * bytes_per_token / 1e9;
-    std::printf("model            %s (%s, L%d C%d vocab %d, weights %s)\n", o->model.c_str(), arch_name(d.arch), d.n_layer, d.n_embd,
-                d.vocab, dtype_name(w.emb.dtype));
+    std::printf("model            %s (%s, L%d C%d vocab %d, stored %s, strategy \"%s\")\n", o->model.c_str(), arch_name(d.arch),
+                d.n_layer, d.n_embd, d.vocab, dtype_name(first.emb.dtype), o->strategy.empty() ? "cpu, stored dtype" : o->strategy.c_str());
+    std::printf("weights          %.1f MB resident\n", double(model.resident_bytes()) / 1e6);
     std::printf("threads          %d (%s kernels)\n", cpu::compute_threads(), cpu::simd_level());
     std::printf("prefill          %.1f tokens/s (%zu-token prompt in one call)\n", prefill_tps, prompt.size());
     std::printf("decode           %.2f tokens/s best round, %.2f median (batch 1, %d steps in rounds of 32)\n", decode_best,
                 decode_median, o->decode_tokens);
     std::printf("bytes/token      %.1f MB (matrices %.1f MB + embedding row + state %.2f MB x2)\n", bytes_per_token / 1e6,
-                double(w.matrix_bytes()) / 1e6, double(d.state_floats() * sizeof(float)) / 1e6);
+                double(model.matrix_bytes()) / 1e6, double(d.state_floats() * sizeof(float)) / 1e6);
     std::printf("bandwidth        %.2f GB/s measured read limit; decode moves %.2f GB/s = %.1f%% of it\n", bw, achieved,
                 100.0 * achieved / bw);
     std::printf("peak RSS         %.1f MiB (model run, before the bandwidth probe)\n", rss_mib);
     nlohmann::json j = {{"model", o->model},
                         {"arch", arch_name(d.arch)},
+                        {"strategy", o->strategy},
+                        {"resident_weight_bytes", model.resident_bytes()},
                         {"threads", cpu::compute_threads()},
                         {"prefill_tokens", prompt.size()},
                         {"prefill_tok_s", prefill_tps},

@@ -9,7 +9,7 @@ namespace skein::cli {
 
 void add_generate_command(CLI::App& app) {
   struct Opts {
-    std::string model, prompt = "\nIn the ", tokenizer, state_in, state_out;
+    std::string model, prompt = "\nIn the ", tokenizer, state_in, state_out, strategy;
     int max_tokens = 200, threads = 0;
     SamplingParams sampling;
   };
@@ -21,19 +21,20 @@ void add_generate_command(CLI::App& app) {
   c->add_option("--max-tokens", o->max_tokens, "tokens to generate")->capture_default_str();
   c->add_option("--state-in", o->state_in, "continue from this saved state");
   c->add_option("--state-out", o->state_out, "save the final state here");
+  add_strategy_option(c, o->strategy);
   add_sampling_options(c, o->sampling);
   add_threads_option(c, o->threads);
   c->callback([o] {
     apply_threads(o->threads);
     std::string path = o->model.empty() ? default_model_path() : o->model;
-    LoadedModel m = load_model(path);
+    LoadedModel m = load_model(path, o->strategy);
     auto tok = tokenizer_for(o->tokenizer, m.model->dims().vocab);
     if (o->tokenizer.rfind("world:", 0) == 0 && o->sampling.token_stop.empty()) o->sampling.token_stop = {0};  // end of text
     GenerateRequest req;
     req.prompt = tok->encode(o->prompt);
     req.max_tokens = o->max_tokens;
     req.sampling = o->sampling;
-    State state = m.model->new_state();
+    SessionState state = m.model->new_state();
     StateFileHeader hdr{m.model->dims(), 0, m.model->dims().n_layer, m.fingerprint};
     if (!o->state_in.empty()) state.from_host(load_state_file(o->state_in, hdr));
     std::cout << o->prompt << std::flush;

@@ -9,7 +9,7 @@ namespace skein::cli {
 
 void add_logits_command(CLI::App& app) {
   struct Opts {
-    std::string model, tokens, mode = "parallel", out, state_in, state_out;
+    std::string model, tokens, mode = "parallel", out, state_in, state_out, strategy;
     bool all_positions = false;
     int threads = 0;
   };
@@ -22,10 +22,11 @@ void add_logits_command(CLI::App& app) {
   c->add_option("--out", o->out, "output file (little-endian float32)")->required();
   c->add_option("--state-in", o->state_in, "start from this state file");
   c->add_option("--state-out", o->state_out, "write the final state here");
+  add_strategy_option(c, o->strategy);
   add_threads_option(c, o->threads);
   c->callback([o] {
     apply_threads(o->threads);
-    LoadedModel m = load_model(o->model);
+    LoadedModel m = load_model(o->model, o->strategy);
     std::vector<int32_t> tokens = parse_int_list(o->tokens, "--tokens");
     const int V = m.model->dims().vocab;
     std::vector<int32_t> chunks;
@@ -40,7 +41,7 @@ void add_logits_command(CLI::App& app) {
     }
     if (total != tokens.size()) fail("--mode chunks: sizes add up to ", total, " but there are ", tokens.size(), " tokens");
 
-    State state = m.model->new_state();
+    SessionState state = m.model->new_state();
     StateFileHeader hdr{m.model->dims(), 0, m.model->dims().n_layer, m.fingerprint};
     if (!o->state_in.empty()) state.from_host(load_state_file(o->state_in, hdr));
     std::vector<float> out(o->all_positions ? tokens.size() * size_t(V) : size_t(V));

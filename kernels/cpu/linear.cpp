@@ -175,6 +175,70 @@ void rows_scalar(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t
   }
 }
 
+// ---- uint8 (official i8 scheme). With xr = x*ry the product factors as
+//   y[o] = rx[o] * (sum_i q[o][i]*xr[i] + 0.5*sum_i xr[i]) + sum_i x[i]*my[i] + mx[o] * sum_i x[i]
+// so the inner loop is one widening convert and one FMA per weight byte.
+struct U8Inputs {
+  std::vector<float> xr;  // [T][K]
+  std::vector<float> sxr, sxmy, sx;
+};
+
+void prepare_u8_inputs(const Matrix& W, const float* x, int64_t ldx, int T, U8Inputs& in) {
+  const int64_t K = W.cols;
+  const QuantParams& q = *W.quant;
+  in.xr.resize(size_t(T) * size_t(K));
+  in.sxr.assign(size_t(T), 0);
+  in.sxmy.assign(size_t(T), 0);
+  in.sx.assign(size_t(T), 0);
+  for (int t = 0; t < T; ++t) {
+    double a = 0, b = 0, c = 0;
+    for (int64_t i = 0; i < K; ++i) {
+      float xi = x[t * ldx + i], xr = xi * q.ry[size_t(i)];
+      in.xr[size_t(t) * size_t(K) + size_t(i)] = xr;
+      a += xr;
+      b += double(xi) * q.my[size_t(i)];
+      c += xi;
+    }
+    in.sxr[size_t(t)] = float(a);
+    in.sxmy[size_t(t)] = float(b);
+    in.sx[size_t(t)] = float(c);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) float dot_u8_avx512(const uint8_t* q, const float* xr, int64_t K) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= K; i += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(q + i + kPrefetchBytes), _MM_HINT_T0);
+    __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i))));
+    __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i + 16))));
+    a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xr + i), a0);
+    a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xr + i + 16), a1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; i < K; ++i) s += float(q[i]) * xr[i];
+  return s;
+}
+
+float dot_u8_scalar(const uint8_t* q, const float* xr, int64_t K) {
+  float s = 0;
+  for (int64_t i = 0; i < K; ++i) s += float(q[i]) * xr[i];
+  return s;
+}
+
+void rows_u8(const Matrix& W, const U8Inputs& in, float* y, int64_t ldy, int T, int64_t r0, int64_t r1, bool avx512) {
+  const int64_t K = W.cols;
+  const QuantParams& q = *W.quant;
+  for (int64_t o = r0; o < r1; ++o) {
+    const uint8_t* row = W.data + o * K;
+    for (int t = 0; t < T; ++t) {
+      const float* xr = in.xr.data() + size_t(t) * size_t(K);
+      float d = avx512 ? dot_u8_avx512(row, xr, K) : dot_u8_scalar(row, xr, K);
+      y[t * ldy + o] = q.rx[size_t(o)] * (d + 0.5f * in.sxr[size_t(t)]) + in.sxmy[size_t(t)] + q.mx[size_t(o)] * in.sx[size_t(t)];
+    }
+  }
+}
+
 // For bf16 weights the vector kernels take each block of `block` inputs as its even elements followed by
 // its odd ones (the order in which they unpack bf16 pairs); the tail past the last full block stays as is.
 void deinterleave_pairs(const float* x, int64_t ldx, int T, int64_t K, int block, std::vector<float>& out) {
@@ -235,7 +299,7 @@ void rows_any(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ld
     case DType::F32: rows_dispatch<DType::F32>(W, x, ldx, y, ldy, T, r0, r1); break;
     case DType::F16: rows_dispatch<DType::F16>(W, x, ldx, y, ldy, T, r0, r1); break;
     case DType::BF16: rows_dispatch<DType::BF16>(W, x, ldx, y, ldy, T, r0, r1); break;
-    case DType::U8: rows_scalar(W, x, ldx, y, ldy, T, r0, r1); break;
+    case DType::U8: break;  // linear_streaming routes uint8 to rows_u8
   }
 }
 
@@ -245,6 +309,15 @@ void widen_rows(const Matrix& W, int64_t r0, int64_t r1, float* out) {
   const size_t es = dtype_size(W.dtype);
   int64_t n = (r1 - r0) * K;
   const uint8_t* src = W.data + size_t(r0 * K) * es;
+  if (W.dtype == DType::U8) {  // the official element formula, as its mm8 dequantizes
+    const QuantParams& q = *W.quant;
+#pragma omp parallel for num_threads(compute_threads()) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t o = r0 + i / K, c = i % K;
+      out[i] = ((float(src[i]) + 0.5f) * q.ry[size_t(c)]) * q.rx[size_t(o)] + q.my[size_t(c)] + q.mx[size_t(o)];
+    }
+    return;
+  }
 #pragma omp parallel for num_threads(compute_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
@@ -280,6 +353,21 @@ const char* simd_level() {
 
 void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
   const int nth = compute_threads();
+  if (W.dtype == DType::U8) {
+    thread_local U8Inputs in;
+    prepare_u8_inputs(W, x, ldx, T, in);
+    const bool avx512 = g_simd == Simd::Avx512;
+    if (nth == 1 || W.nbytes() < kParallelMinBytes) {
+      rows_u8(W, in, y, ldy, T, 0, W.rows, avx512);
+      return;
+    }
+#pragma omp parallel num_threads(nth)
+    {
+      int tid = omp_get_thread_num(), n = omp_get_num_threads();
+      rows_u8(W, in, y, ldy, T, W.rows * tid / n, W.rows * (tid + 1) / n, avx512);
+    }
+    return;
+  }
   thread_local std::vector<float> pairs;
   if (W.dtype == DType::BF16 && g_simd != Simd::Scalar) {
     deinterleave_pairs(x, ldx, T, W.cols, g_simd == Simd::Avx512 ? 32 : 16, pairs);
@@ -303,7 +391,7 @@ void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, in
 
 void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
   if (T <= 0 || W.rows == 0) return;
-  if (T < kGemmMinRows || W.dtype == DType::U8) {
+  if (T < kGemmMinRows) {
     linear_streaming(W, x, ldx, y, ldy, T);
     return;
   }
@@ -313,7 +401,7 @@ void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy,
     sgemm_nt(T, W.rows, K, x, ldx, reinterpret_cast<const float*>(W.data), y, ldy);
     return;
   }
-  // Half-precision weights: widen a block of rows (about 4 MiB) at a time and multiply it.
+  // Half-precision or uint8 weights: widen a block of rows (about 4 MiB) at a time and multiply it.
   const int64_t block = std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(K, 1));
   thread_local std::vector<float> wide;
   wide.resize(size_t(std::min(block, W.rows) * K));

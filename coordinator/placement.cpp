@@ -1,0 +1,220 @@
+#include "coordinator/placement.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "common/error.h"
+#include "model/weights.h"
+
+namespace skein {
+
+std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<StrategySegment>& segs, int n_units) {
+  // A transcription of rwkv/model.py's "Compute strategy" block, quirks included.
+  const size_t n = segs.size();
+  std::vector<int> plan(n, 0);
+  int stream_i = -1, stream_count = 0, allocated = 0, free_slots = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (segs[i].count) {
+      plan[i] = *segs[i].count;
+      if (segs[i].stream) stream_i = int(i);
+      allocated += plan[i];
+      if (allocated >= n_units) {
+        plan[i] += n_units - allocated;
+        break;
+      }
+    } else {
+      ++free_slots;
+    }
+  }
+  if (stream_i < 0) {
+    if (free_slots > 0 && n_units > allocated)
+      for (size_t i = 0; i < n; ++i)
+        if (plan[i] == 0) {
+          plan[i] = (n_units - allocated) / free_slots;
+          allocated += plan[i];
+          --free_slots;
+        }
+    if (n_units > allocated) plan[n - 1] += n_units - allocated;
+  } else if (n_units > allocated) {
+    stream_count = n_units - allocated;
+    plan[size_t(stream_i)] += stream_count;
+  }
+  std::vector<std::pair<int, int>> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = {plan[i], int(i) == stream_i ? stream_count : 0};
+  return out;
+}
+
+namespace {
+
+std::string gib(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
+  return buf;
+}
+
+std::string mib(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", double(b) / double(1 << 20));
+  return buf;
+}
+
+uint64_t host_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
+
+int unit_of(const std::string& name, int n_layer) {
+  if (name.rfind("blocks.", 0) == 0) return std::stoi(name.substr(7));
+  if (name.rfind("ln_out.", 0) == 0 || name.rfind("head.", 0) == 0) return n_layer;
+  return 0;  // emb.weight: looked up on the first stage
+}
+
+}  // namespace
+
+Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits) {
+  Plan plan;
+  plan.dims = dims;
+  plan.n_units = dims.n_layer + 1;
+  std::vector<StrategySegment> segs = segs_in;
+  auto where = [](const StrategySegment& s) { return "segment \"" + format_segment(s) + "\" (column " + std::to_string(s.column) + ")"; };
+
+  if (int(segs.size()) > plan.n_units)
+    fail("strategy: ", segs.size(), " segments but the model has only ", plan.n_units, " placement units (", dims.n_layer, " layers + head)");
+  int explicit_total = 0, streaming = 0;
+  for (auto& s : segs) {
+    if (s.count) explicit_total += *s.count;
+    streaming += s.stream;
+  }
+  if (streaming > 1) fail("strategy: only one segment may stream its layers (*N+), found ", streaming);
+  if (explicit_total > plan.n_units)
+    fail("strategy: segments ask for ", explicit_total, " units but the model has only ", plan.n_units, " (", dims.n_layer, " layers + head)");
+
+  // Nodes: aliases resolve to host names; unknown names are refused when the hosts are known.
+  for (auto& s : segs) {
+    if (s.node.empty()) continue;
+    if (auto a = limits.node_aliases.find(s.node); a != limits.node_aliases.end()) s.node = a->second;
+    else if (!limits.known_nodes.empty() && !limits.known_nodes.count(s.node))
+      fail("strategy: unknown node '", s.node, "' in ", where(s), "; known: ",
+           [&] { std::string k; for (auto& n : limits.known_nodes) k += (k.empty() ? "" : ", ") + n; for (auto& [a, h] : limits.node_aliases) k += ", " + a; return k; }());
+  }
+  for (size_t i = 0; i < segs.size(); ++i)
+    for (size_t j = i + 1; j < segs.size(); ++j)
+      if (segs[i].device.kind == DeviceSpec::Cuda && segs[i].device == segs[j].device && segs[i].node == segs[j].node)
+        fail("strategy: ", segs[i].device.str(), (segs[i].node.empty() ? "" : " on " + segs[i].node), " appears in two segments (columns ",
+             segs[i].column, " and ", segs[j].column, "); give each GPU one segment");
+
+  auto units = official_unit_assignment(segs, plan.n_units);
+  int next = 0;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    auto [count, streamed] = units[i];
+    if (count <= 0 && !(segs[i].stream && segs[i].count == 0))
+      fail("strategy: ", where(segs[i]), " gets no layers (the units before it already cover the model)");
+    if (count <= 0) continue;
+    PlanStage st;
+    st.segment = segs[i];
+    st.first_unit = next;
+    st.last_unit = next + count - 1;
+    st.streamed_units = streamed;
+    next += count;
+    plan.stages.push_back(st);
+  }
+
+  // Memory per stage from tensor headers.
+  const uint64_t per_layer_state = dims.state_floats_per_layer() * sizeof(float);
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    PlanStage& st = plan.stages[k];
+    int layers = std::min(st.last_unit, dims.n_layer - 1) - st.first_unit + 1;
+    st.state_bytes_per_slot = uint64_t(std::max(0, layers)) * per_layer_state;
+    bool last = k + 1 == plan.stages.size();
+    st.activation_bytes_per_token = last ? 0 : uint64_t(dims.n_embd) * sizeof(float) * (dims.arch == Arch::V7 ? 2 : 1);
+  }
+  for (auto& [name, t] : ck.tensors()) {
+    int u = unit_of(name, dims.n_layer);
+    for (auto& st : plan.stages) {
+      if (u < st.first_unit || u > st.last_unit) continue;
+      uint64_t b = prepared_tensor_bytes(t, dims, WeightFormat{st.segment.dtype, st.segment.i8});
+      if (u > st.last_unit - st.streamed_units && name.rfind("blocks.", 0) == 0) st.streamed_bytes += b;
+      else st.weight_bytes += b;
+    }
+  }
+
+  // Fit: per device, resident weights + one streamed unit + state for every slot. Memory is known from
+  // the limits ("host:device" or "device") or, for this host's CPU, from the OS.
+  std::map<std::pair<std::string, std::string>, uint64_t> need;
+  for (auto& st : plan.stages) {
+    uint64_t one_streamed = st.streamed_units ? st.streamed_bytes / uint64_t(st.streamed_units) : 0;
+    need[{st.segment.node, st.segment.device.str()}] += st.weight_bytes + one_streamed + st.state_bytes_per_slot * uint64_t(std::max(1, limits.slots));
+  }
+  for (auto& [where_key, bytes] : need) {
+    auto& [node, dev] = where_key;
+    uint64_t have = 0;
+    if (auto a = limits.device_memory.find(node + ":" + dev); !node.empty() && a != limits.device_memory.end()) have = a->second;
+    else if (auto b = limits.device_memory.find(dev); b != limits.device_memory.end()) have = b->second;
+    else if (dev == "cpu" && node.empty()) have = host_memory();
+    if (have && bytes > have)
+      fail("strategy: the plan does not fit: ", node.empty() ? "" : node + ":", dev, " needs ", gib(bytes), " (weights, one streamed layer and state for ",
+           std::max(1, limits.slots), " slots) but has ", gib(have));
+  }
+  return plan;
+}
+
+std::string plan_table(const Plan& p) {
+  std::ostringstream os;
+  os << "model: " << arch_name(p.dims.arch) << ", " << p.dims.n_layer << " layers + head = " << p.n_units << " units\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-5s %-22s %-8s %-9s %-12s %12s %12s %12s %10s\n", "stage", "device", "dtype", "units", "streamed",
+                "weights", "streamed wt", "state/slot", "act/token");
+  os << line;
+  for (size_t i = 0; i < p.stages.size(); ++i) {
+    const PlanStage& s = p.stages[i];
+    std::string dev = (s.segment.node.empty() ? "" : s.segment.node + ":") + s.segment.device.str();
+    std::string dt = std::string(dtype_name(s.segment.dtype)) + (s.segment.i8 ? "i8" : "");
+    std::string units = std::to_string(s.first_unit) + "-" + std::to_string(s.last_unit) + (s.last_unit == p.dims.n_layer ? "H" : "");
+    std::string str = s.streamed_units ? std::to_string(s.last_unit - s.streamed_units + 1) + "-" + std::to_string(s.last_unit) : "-";
+    std::snprintf(line, sizeof line, "%-5zu %-22s %-8s %-9s %-12s %12s %12s %12s %10s\n", i, dev.c_str(), dt.c_str(), units.c_str(),
+                  str.c_str(), mib(s.weight_bytes).c_str(), mib(s.streamed_bytes).c_str(), mib(s.state_bytes_per_slot).c_str(),
+                  (std::to_string(s.activation_bytes_per_token) + " B").c_str());
+    os << line;
+  }
+  return os.str();
+}
+
+nlohmann::json plan_json(const Plan& p) {
+  nlohmann::json stages = nlohmann::json::array();
+  for (auto& s : p.stages) {
+    nlohmann::json streamed = nlohmann::json::array();
+    for (int u = s.last_unit - s.streamed_units + 1; u <= s.last_unit && s.streamed_units; ++u) streamed.push_back(u);
+    stages.push_back({{"node", s.segment.node},
+                      {"device", s.segment.device.str()},
+                      {"dtype", dtype_name(s.segment.dtype)},
+                      {"quant", s.segment.i8 ? "i8" : "none"},
+                      {"first_unit", s.first_unit},
+                      {"last_unit", s.last_unit},
+                      {"streamed_units", streamed},
+                      {"weight_bytes", s.weight_bytes},
+                      {"streamed_weight_bytes", s.streamed_bytes},
+                      {"state_bytes_per_slot", s.state_bytes_per_slot},
+                      {"activation_bytes_per_token", s.activation_bytes_per_token}});
+  }
+  return {{"arch", arch_name(p.dims.arch)}, {"n_layer", p.dims.n_layer}, {"n_units", p.n_units}, {"stages", stages}};
+}
+
+std::vector<StageSpec> local_stages(const Plan& p) {
+  std::vector<StageSpec> out;
+  for (size_t i = 0; i < p.stages.size(); ++i) {
+    const PlanStage& s = p.stages[i];
+    if (s.segment.device.kind != DeviceSpec::Cpu)
+      fail("strategy: segment \"", format_segment(s.segment), "\" needs the CUDA backend, which this build cannot run yet");
+    StageSpec spec;
+    spec.first_layer = s.first_unit;
+    spec.last_layer = std::min(s.last_unit + 1, p.dims.n_layer);
+    spec.embedding = i == 0;
+    spec.head = s.last_unit == p.dims.n_layer;
+    spec.format = WeightFormat{s.segment.dtype, s.segment.i8};
+    for (int u = s.last_unit - s.streamed_units + 1; u <= s.last_unit && s.streamed_units; ++u)
+      if (u < p.dims.n_layer) spec.streamed.insert(u);
+    out.push_back(spec);
+  }
+  return out;
+}
+
+}  // namespace skein

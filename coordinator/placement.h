@@ -1,0 +1,56 @@
+// The placement plan: which stage (node, device, precision) holds which of the model's n_layer + 1
+// placement units (blocks 0..n_layer-1, then ln_out + head), and what each stage costs in memory. Built
+// from the strategy and the checkpoint's header alone: no weight byte is read.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "coordinator/strategy.h"
+#include "model/architecture.h"
+#include "model/checkpoint.h"
+#include "worker/engine.h"
+
+namespace skein {
+
+struct PlanLimits {
+  std::map<std::string, std::string> node_aliases;  // alias -> host name
+  std::set<std::string> known_nodes;                // when set, every node prefix must be one of these (or an alias)
+  std::map<std::string, uint64_t> device_memory;    // "host:cuda:0", "cuda:0" or "cpu" -> bytes
+  int slots = 1;                                    // request slots each stage keeps state for
+};
+
+struct PlanStage {
+  StrategySegment segment;         // node resolved through the aliases
+  int first_unit = 0, last_unit = 0;  // inclusive; unit n_layer is ln_out + head
+  int streamed_units = 0;          // the last `streamed_units` units of the range are streamed
+  uint64_t weight_bytes = 0;       // prepared weights kept resident (embedding table on the first stage)
+  uint64_t streamed_bytes = 0;     // prepared weights of the streamed units (one unit in memory at a time)
+  uint64_t state_bytes_per_slot = 0;
+  uint64_t activation_bytes_per_token = 0;  // sent to the next stage (x, and v_first for v7); 0 on the last
+};
+
+struct Plan {
+  ModelDims dims;
+  int n_units = 0;
+  std::vector<PlanStage> stages;
+};
+
+// Units per segment exactly as the official package assigns them: {count, streamed} per segment.
+std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<StrategySegment>& segs, int n_units);
+
+// Throws skein::Error("strategy: ...") for plans that cannot work: more segments than units, counts
+// beyond the model, a segment left without units, a GPU named twice, an unknown node, or a device whose
+// memory (when known) is too small, with the numbers.
+Plan make_plan(const std::vector<StrategySegment>& segs, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits);
+
+std::string plan_table(const Plan& p);
+nlohmann::json plan_json(const Plan& p);
+
+// The stages of a plan as the in-process engine runs them (CPU segments only in this build).
+std::vector<StageSpec> local_stages(const Plan& p);
+
+}  // namespace skein

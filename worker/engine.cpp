@@ -1,0 +1,129 @@
+#include "worker/engine.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+
+namespace skein {
+
+size_t SessionState::size() const {
+  size_t n = 0;
+  for (auto& s : shards) n += s.size();
+  return n;
+}
+
+std::vector<float> SessionState::to_host() const {
+  std::vector<float> out;
+  out.reserve(size());
+  for (auto& s : shards) {
+    auto h = s.to_host();
+    out.insert(out.end(), h.begin(), h.end());
+  }
+  return out;
+}
+
+void SessionState::from_host(const std::vector<float>& v) {
+  if (v.size() != size()) fail("state has ", v.size(), " values, expected ", size());
+  size_t off = 0;
+  for (auto& s : shards) {
+    s.from_host(std::vector<float>(v.begin() + long(off), v.begin() + long(off + s.size())));
+    off += s.size();
+  }
+}
+
+SessionState SessionState::clone() const {
+  SessionState c;
+  for (auto& s : shards) c.shards.push_back(s.clone());
+  return c;
+}
+
+std::vector<StageSpec> Engine::whole_model(const ModelDims& dims, const WeightFormat& format) {
+  return {StageSpec{0, dims.n_layer, true, true, format, {}}};
+}
+
+Engine::Engine(std::shared_ptr<const Checkpoint> ck, const ModelDims& dims, const std::vector<StageSpec>& stages, Backend& backend)
+    : dims_(dims), be_(backend) {
+  if (stages.empty() || !stages.front().embedding || !stages.back().head) fail("internal: stages must start with the embedding and end with the head");
+  int next = 0;
+  for (auto& s : stages) {
+    if (s.first_layer != next) fail("internal: stage layers are not contiguous");
+    next = s.last_layer;
+    stages_.push_back(std::make_unique<RwkvModel>(load_weights(ck, dims, s.first_layer, s.last_layer, s.embedding, s.head, s.format, s.streamed), backend));
+  }
+  if (next != dims.n_layer) fail("internal: stages do not cover every layer");
+}
+
+size_t Engine::matrix_bytes() const {
+  size_t n = 0;
+  for (auto& s : stages_) n += s->weights().matrix_bytes();
+  return n;
+}
+
+size_t Engine::resident_bytes() const {
+  size_t n = 0;
+  for (auto& s : stages_) n += s->weights().resident_bytes();
+  return n;
+}
+
+SessionState Engine::new_state() const {
+  SessionState s;
+  for (auto& st : stages_) s.shards.push_back(st->new_state());
+  return s;
+}
+
+void Engine::reset(SessionState& s) const {
+  for (size_t i = 0; i < stages_.size(); ++i) stages_[i]->reset(s.shards[i]);
+}
+
+void Engine::forward(std::span<const int32_t> tokens, SessionState& state, float* logits, bool all_positions) {
+  EngineSequence c{tokens, &state, logits, all_positions};
+  forward(std::span<const EngineSequence>(&c, 1));
+}
+
+void Engine::forward(std::span<const EngineSequence> batch) {
+  const int C = dims_.n_embd;
+  std::vector<int32_t> tokens;
+  for (auto& s : batch) {
+    if (!s.state || s.state->shards.size() != stages_.size()) fail("internal: session state does not match the engine's stages");
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= dims_.vocab) fail("token id ", t, " is out of range for vocabulary size ", dims_.vocab);
+    tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
+  }
+  const int R = int(tokens.size());
+  if (R == 0) return;
+  if (x_.size() < size_t(R) * C) x_ = DeviceBuffer(be_, size_t(R) * C);
+  if (dims_.arch == Arch::V7 && v_first_.size() < size_t(R) * C) v_first_ = DeviceBuffer(be_, size_t(R) * C);
+  stages_.front()->embed(tokens, x_.get());
+  std::vector<StageSequence> seqs(batch.size());
+  for (size_t k = 0; k < stages_.size(); ++k) {
+    for (size_t i = 0; i < batch.size(); ++i) seqs[i] = {int(batch[i].tokens.size()), &batch[i].state->shards[k]};
+    stages_[k]->run_layers(x_.get(), v_first_.get(), seqs, R);
+  }
+
+  // Only rows whose logits are wanted go through ln_out + head (the head is the largest matrix).
+  std::vector<int> rows;
+  int off = 0;
+  for (auto& s : batch) {
+    int n = int(s.tokens.size());
+    if (s.logits && n > 0) {
+      if (s.all_positions)
+        for (int t = 0; t < n; ++t) rows.push_back(off + t);
+      else
+        rows.push_back(off + n - 1);
+    }
+    off += n;
+  }
+  if (rows.empty()) return;
+  const size_t V = size_t(dims_.vocab);
+  std::vector<float> logits(rows.size() * V);
+  stages_.back()->head(x_.get(), rows, logits.data());
+  size_t k = 0;
+  for (auto& s : batch) {
+    if (!s.logits || s.tokens.empty()) continue;
+    size_t n = s.all_positions ? s.tokens.size() : 1;
+    std::copy(logits.begin() + long(k * V), logits.begin() + long((k + n) * V), s.logits);
+    k += n;
+  }
+}
+
+}  // namespace skein
