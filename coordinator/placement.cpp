@@ -10,6 +10,13 @@
 
 namespace skein {
 
+std::vector<int> PlanStage::streamed_layers(int n_layer) const {
+  std::vector<int> out;
+  for (int u = last_unit - streamed_units + 1; streamed_units > 0 && u <= last_unit; ++u)
+    if (u < n_layer) out.push_back(u);
+  return out;
+}
+
 std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<StrategySegment>& segs, int n_units) {
   // A transcription of rwkv/model.py's "Compute strategy" block, quirks included.
   const size_t n = segs.size();
@@ -31,7 +38,7 @@ std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<Stra
   if (stream_i < 0) {
     if (free_slots > 0 && n_units > allocated)
       for (size_t i = 0; i < n; ++i)
-        if (plan[i] == 0) {
+        if (plan[i] == 0 && free_slots > 0) {  // officially a ZeroDivisionError once an explicit *0 used the last slot
           plan[i] = (n_units - allocated) / free_slots;
           allocated += plan[i];
           --free_slots;
@@ -54,9 +61,12 @@ std::string gib(uint64_t b) {
   return buf;
 }
 
-std::string mib(uint64_t b) {
+std::string human(uint64_t b) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", double(b) / double(1 << 20));
+  if (b < (1u << 10)) std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  else if (b < (1u << 20)) std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / 1024.0);
+  else if (b < (1u << 30)) std::snprintf(buf, sizeof buf, "%.1f MiB", double(b) / double(1 << 20));
+  else std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1u << 30));
   return buf;
 }
 
@@ -141,7 +151,8 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
   // the limits ("host:device" or "device") or, for this host's CPU, from the OS.
   std::map<std::pair<std::string, std::string>, uint64_t> need;
   for (auto& st : plan.stages) {
-    uint64_t one_streamed = st.streamed_units ? st.streamed_bytes / uint64_t(st.streamed_units) : 0;
+    auto sl = st.streamed_layers(dims.n_layer);
+    uint64_t one_streamed = sl.empty() ? 0 : st.streamed_bytes / uint64_t(sl.size());
     need[{st.segment.node, st.segment.device.str()}] += st.weight_bytes + one_streamed + st.state_bytes_per_slot * uint64_t(std::max(1, limits.slots));
   }
   for (auto& [where_key, bytes] : need) {
@@ -169,10 +180,11 @@ std::string plan_table(const Plan& p) {
     std::string dev = (s.segment.node.empty() ? "" : s.segment.node + ":") + s.segment.device.str();
     std::string dt = std::string(dtype_name(s.segment.dtype)) + (s.segment.i8 ? "i8" : "");
     std::string units = std::to_string(s.first_unit) + "-" + std::to_string(s.last_unit) + (s.last_unit == p.dims.n_layer ? "H" : "");
-    std::string str = s.streamed_units ? std::to_string(s.last_unit - s.streamed_units + 1) + "-" + std::to_string(s.last_unit) : "-";
+    auto sl = s.streamed_layers(p.dims.n_layer);
+    std::string str = sl.empty() ? "-" : std::to_string(sl.front()) + "-" + std::to_string(sl.back());
     std::snprintf(line, sizeof line, "%-5zu %-22s %-8s %-9s %-12s %12s %12s %12s %10s\n", i, dev.c_str(), dt.c_str(), units.c_str(),
-                  str.c_str(), mib(s.weight_bytes).c_str(), mib(s.streamed_bytes).c_str(), mib(s.state_bytes_per_slot).c_str(),
-                  (std::to_string(s.activation_bytes_per_token) + " B").c_str());
+                  str.c_str(), human(s.weight_bytes).c_str(), human(s.streamed_bytes).c_str(), human(s.state_bytes_per_slot).c_str(),
+                  human(s.activation_bytes_per_token).c_str());
     os << line;
   }
   return os.str();
@@ -181,8 +193,7 @@ std::string plan_table(const Plan& p) {
 nlohmann::json plan_json(const Plan& p) {
   nlohmann::json stages = nlohmann::json::array();
   for (auto& s : p.stages) {
-    nlohmann::json streamed = nlohmann::json::array();
-    for (int u = s.last_unit - s.streamed_units + 1; u <= s.last_unit && s.streamed_units; ++u) streamed.push_back(u);
+    nlohmann::json streamed = s.streamed_layers(p.dims.n_layer);
     stages.push_back({{"node", s.segment.node},
                       {"device", s.segment.device.str()},
                       {"dtype", dtype_name(s.segment.dtype)},
@@ -210,8 +221,7 @@ std::vector<StageSpec> local_stages(const Plan& p) {
     spec.embedding = i == 0;
     spec.head = s.last_unit == p.dims.n_layer;
     spec.format = WeightFormat{s.segment.dtype, s.segment.i8};
-    for (int u = s.last_unit - s.streamed_units + 1; u <= s.last_unit && s.streamed_units; ++u)
-      if (u < p.dims.n_layer) spec.streamed.insert(u);
+    for (int l : s.streamed_layers(p.dims.n_layer)) spec.streamed.insert(l);
     out.push_back(spec);
   }
   return out;

@@ -26,7 +26,10 @@ struct PlanLimits {
 struct PlanStage {
   StrategySegment segment;         // node resolved through the aliases
   int first_unit = 0, last_unit = 0;  // inclusive; unit n_layer is ln_out + head
-  int streamed_units = 0;          // the last `streamed_units` units of the range are streamed
+  int streamed_units = 0;          // the last `streamed_units` units of the range stream (as officially counted)
+  // Layers whose matrices stream: the streamed units minus the head (the official loader streams only
+  // block matrices).
+  std::vector<int> streamed_layers(int n_layer) const;
   uint64_t weight_bytes = 0;       // prepared weights kept resident (embedding table on the first stage)
   uint64_t streamed_bytes = 0;     // prepared weights of the streamed units (one unit in memory at a time)
   uint64_t state_bytes_per_slot = 0;

@@ -17,20 +17,19 @@
 
 namespace skein::cli {
 
-LoadedModel load_model(const std::string& path, const std::string& strategy) {
+LoadedModel load_model(const std::string& path, const std::string& strategy, const PlanLimits& limits) {
   LoadedModel m;
   m.checkpoint = Checkpoint::open(path);
   ModelDims dims = detect_architecture(*m.checkpoint);
   m.backend = std::make_unique<CpuBackend>();
-  std::vector<StageSpec> stages = strategy.empty() ? Engine::whole_model(dims) : local_stages(make_plan(parse_strategy(strategy), *m.checkpoint, dims, {}));
+  std::vector<StageSpec> stages =
+      strategy.empty() ? Engine::whole_model(dims) : local_stages(make_plan(parse_strategy(strategy), *m.checkpoint, dims, limits));
   m.model = std::make_unique<Engine>(m.checkpoint, dims, stages, *m.backend);
   m.fingerprint = model_fingerprint(*m.checkpoint);
   return m;
 }
 
-void add_strategy_option(CLI::App* app, std::string& strategy) {
-  app->add_option("--strategy", strategy, "placement and precision, e.g. \"cpu fp32 *2 -> cpu fp32i8\" (default: cpu, stored dtype)");
-}
+
 
 std::string default_model_path() {
   namespace fs = std::filesystem;
@@ -65,21 +64,39 @@ std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab) {
   return t;
 }
 
-void add_sampling_options(CLI::App* app, SamplingParams& p) {
-  app->add_option("--temperature", p.temperature, "0 = greedy")->capture_default_str();
-  app->add_option("--top-p", p.top_p, "nucleus cutoff; >= 1 disables")->capture_default_str();
-  app->add_option("--top-k", p.top_k, "0 disables")->capture_default_str();
-  app->add_option("--alpha-presence", p.alpha_presence, "penalty for every token already generated")->capture_default_str();
-  app->add_option("--alpha-frequency", p.alpha_frequency, "penalty per occurrence")->capture_default_str();
-  app->add_option("--alpha-decay", p.alpha_decay, "occurrence counts decay per step")->capture_default_str();
-  app->add_option("--ban", p.token_ban, "token ids never to sample")->delimiter(',');
-  app->add_option("--stop-token", p.token_stop, "token ids that end generation")->delimiter(',');
-  app->add_option("--stop", p.stop, "strings that end generation (repeatable)");
-  app->add_option("--seed", p.seed, "random seed for reproducible sampling")->capture_default_str();
+void RunFlags::add(CLI::App* app, bool with_sampling) {
+  Config& f = flags_;
+  auto over = [&](CLI::Option* o, std::function<void(Config&)> apply) { overrides_.push_back({o, std::move(apply)}); };
+  app->add_option("--config", config_, "TOML configuration file (flags override it)");
+  over(app->add_option("--model", f.model, "checkpoint (.pth or .safetensors)"), [&f](Config& c) { c.model = f.model; });
+  over(app->add_option("--strategy", f.strategy, "placement and precision, e.g. \"cpu fp32 *2 -> cpu fp32i8\" (default: cpu, stored dtype)"),
+       [&f](Config& c) { c.strategy = f.strategy; });
+  over(app->add_option("--threads", f.threads, "compute threads (default: all cores available)"), [&f](Config& c) { c.threads = f.threads; });
+  if (!with_sampling) return;
+  SamplingParams& p = f.sampling;
+  over(app->add_option("--tokenizer", f.tokenizer, "bytes | world:PATH (default: bytes for vocab-256 models)"), [&f](Config& c) { c.tokenizer = f.tokenizer; });
+  over(app->add_option("--max-tokens", f.max_tokens, "tokens to generate")->capture_default_str(), [&f](Config& c) { c.max_tokens = f.max_tokens; });
+  over(app->add_option("--temperature", p.temperature, "0 = greedy")->capture_default_str(), [&p](Config& c) { c.sampling.temperature = p.temperature; });
+  over(app->add_option("--top-p", p.top_p, "nucleus cutoff; >= 1 disables")->capture_default_str(), [&p](Config& c) { c.sampling.top_p = p.top_p; });
+  over(app->add_option("--top-k", p.top_k, "0 disables")->capture_default_str(), [&p](Config& c) { c.sampling.top_k = p.top_k; });
+  over(app->add_option("--alpha-presence", p.alpha_presence, "penalty for every token already generated")->capture_default_str(),
+       [&p](Config& c) { c.sampling.alpha_presence = p.alpha_presence; });
+  over(app->add_option("--alpha-frequency", p.alpha_frequency, "penalty per occurrence")->capture_default_str(),
+       [&p](Config& c) { c.sampling.alpha_frequency = p.alpha_frequency; });
+  over(app->add_option("--alpha-decay", p.alpha_decay, "occurrence counts decay per step")->capture_default_str(),
+       [&p](Config& c) { c.sampling.alpha_decay = p.alpha_decay; });
+  over(app->add_option("--ban", p.token_ban, "token ids never to sample")->delimiter(','), [&p](Config& c) { c.sampling.token_ban = p.token_ban; });
+  over(app->add_option("--stop-token", p.token_stop, "token ids that end generation")->delimiter(','),
+       [&p](Config& c) { c.sampling.token_stop = p.token_stop; });
+  over(app->add_option("--stop", p.stop, "strings that end generation (repeatable)"), [&p](Config& c) { c.sampling.stop = p.stop; });
+  over(app->add_option("--seed", p.seed, "random seed for reproducible sampling")->capture_default_str(), [&p](Config& c) { c.sampling.seed = p.seed; });
 }
 
-void add_threads_option(CLI::App* app, int& threads) {
-  app->add_option("--threads", threads, "compute threads (default: all cores available)");
+Config RunFlags::resolve() const {
+  Config c = config_.empty() ? Config{} : load_config(config_);
+  for (auto& [opt, apply] : overrides_)
+    if (opt->count() > 0) apply(c);
+  return c;
 }
 
 void apply_threads(int threads) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/config.h"
 #include "coordinator/sampler.h"
 #include "model/checkpoint.h"
 #include "worker/engine.h"
@@ -23,8 +24,7 @@ struct LoadedModel {
 
 // Opens, detects and prepares a checkpoint (errors name the file), placed by `strategy` (empty: one
 // CPU stage keeping the stored dtype).
-LoadedModel load_model(const std::string& path, const std::string& strategy = "");
-void add_strategy_option(CLI::App* app, std::string& strategy);
+LoadedModel load_model(const std::string& path, const std::string& strategy = "", const PlanLimits& limits = {});
 
 // The model `skein` runs when none is given: a small v7 checkpoint made by make-model into the user's
 // cache folder on first use.
@@ -33,8 +33,19 @@ std::string default_model_path();
 // "bytes" for vocab-256 models when spec is empty; otherwise make_tokenizer(spec).
 std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab);
 
-void add_sampling_options(CLI::App* app, SamplingParams& p);
-void add_threads_option(CLI::App* app, int& threads);
+// The flags that say which model runs and how; a --config file gives defaults and flags override it.
+class RunFlags {
+ public:
+  void add(CLI::App* app, bool with_sampling);
+  // The effective configuration: the file's (if any), then every flag the user gave.
+  Config resolve() const;
+
+ private:
+  std::string config_;
+  Config flags_;  // values as parsed from the command line
+  std::vector<std::pair<CLI::Option*, std::function<void(Config&)>>> overrides_;
+};
+
 void apply_threads(int threads);
 
 // "1,2,3" -> {1,2,3}; throws skein::Error naming `what` and the bad item.

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "bench/memory_bandwidth.h"
+#include "common/error.h"
 #include "kernels/cpu/linear.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
@@ -26,20 +27,20 @@ double peak_rss_mib() {
 
 void add_bench_command(CLI::App& app) {
   struct Opts {
-    std::string model, strategy;
-    int prompt_tokens = 512, decode_tokens = 128, threads = 0;
+    int prompt_tokens = 512, decode_tokens = 128;
+    RunFlags run;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("bench", "Measure prefill and decode tokens/s against the memory-bandwidth limit");
-  c->add_option("--model", o->model, "checkpoint")->required();
   c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::PositiveNumber);
-  add_strategy_option(c, o->strategy);
-  add_threads_option(c, o->threads);
+  o->run.add(c, false);
   c->callback([o] {
     using clock = std::chrono::steady_clock;
-    apply_threads(o->threads);
-    LoadedModel m = load_model(o->model, o->strategy);
+    Config cfg = o->run.resolve();
+    if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");
+    apply_threads(cfg.threads);
+    LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
     Engine& model = *m.model;
     const ModelDims& d = model.dims();
     std::mt19937 rng(42);
@@ -87,8 +88,8 @@ void add_bench_command(CLI::App& app) {
                              2.0 * double(d.state_floats() * sizeof(float));
     double prefill_tps = double(prompt.size()) / prefill_s;
     double achieved = decode_best * bytes_per_token / 1e9;
-    std::printf("model            %s (%s, L%d C%d vocab %d, stored %s, strategy \"%s\")\n", o->model.c_str(), arch_name(d.arch),
-                d.n_layer, d.n_embd, d.vocab, dtype_name(first.emb.dtype), o->strategy.empty() ? "cpu, stored dtype" : o->strategy.c_str());
+    std::printf("model            %s (%s, L%d C%d vocab %d, stored %s, strategy \"%s\")\n", cfg.model.c_str(), arch_name(d.arch),
+                d.n_layer, d.n_embd, d.vocab, dtype_name(first.emb.dtype), cfg.strategy.empty() ? "cpu, stored dtype" : cfg.strategy.c_str());
     std::printf("weights          %.1f MB resident\n", double(model.resident_bytes()) / 1e6);
     std::printf("threads          %d (%s kernels)\n", cpu::compute_threads(), cpu::simd_level());
     std::printf("prefill          %.1f tokens/s (%zu-token prompt in one call)\n", prefill_tps, prompt.size());
@@ -99,9 +100,9 @@ void add_bench_command(CLI::App& app) {
     std::printf("bandwidth        %.2f GB/s measured read limit; decode moves %.2f GB/s = %.1f%% of it\n", bw, achieved,
                 100.0 * achieved / bw);
     std::printf("peak RSS         %.1f MiB (model run, before the bandwidth probe)\n", rss_mib);
-    nlohmann::json j = {{"model", o->model},
+    nlohmann::json j = {{"model", cfg.model},
                         {"arch", arch_name(d.arch)},
-                        {"strategy", o->strategy},
+                        {"strategy", cfg.strategy},
                         {"resident_weight_bytes", model.resident_bytes()},
                         {"threads", cpu::compute_threads()},
                         {"prefill_tokens", prompt.size()},

@@ -9,24 +9,24 @@ namespace skein::cli {
 
 void add_logits_command(CLI::App& app) {
   struct Opts {
-    std::string model, tokens, mode = "parallel", out, state_in, state_out, strategy;
+    std::string tokens, mode = "parallel", out, state_in, state_out;
     bool all_positions = false;
-    int threads = 0;
+    RunFlags run;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("logits", "Run token ids through the model and write raw float32 logits");
-  c->add_option("--model", o->model, "checkpoint")->required();
   c->add_option("--tokens", o->tokens, "comma-separated token ids")->required();
   c->add_option("--mode", o->mode, "parallel | recurrent | chunks:5,11,8")->capture_default_str();
   c->add_flag("--all-positions", o->all_positions, "write [T x vocab] instead of the last position's [vocab]");
   c->add_option("--out", o->out, "output file (little-endian float32)")->required();
   c->add_option("--state-in", o->state_in, "start from this state file");
   c->add_option("--state-out", o->state_out, "write the final state here");
-  add_strategy_option(c, o->strategy);
-  add_threads_option(c, o->threads);
+  o->run.add(c, false);
   c->callback([o] {
-    apply_threads(o->threads);
-    LoadedModel m = load_model(o->model, o->strategy);
+    Config cfg = o->run.resolve();
+    if (cfg.model.empty()) fail("logits: no model given (--model or [model] path in --config)");
+    apply_threads(cfg.threads);
+    LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
     std::vector<int32_t> tokens = parse_int_list(o->tokens, "--tokens");
     const int V = m.model->dims().vocab;
     std::vector<int32_t> chunks;

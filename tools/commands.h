@@ -10,5 +10,6 @@ void add_tokenize_commands(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_make_model_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 }  // namespace skein::cli

@@ -1,0 +1,171 @@
+#include "coordinator/config.h"
+
+#include <cmath>
+#include <functional>
+#include <toml++/toml.h>
+
+#include "common/error.h"
+
+namespace skein {
+
+uint64_t parse_size(const std::string& s, const std::string& what) {
+  size_t i = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &i);
+  } catch (...) {
+    fail(what, ": '", s, "' is not a size (e.g. 80GiB)");
+  }
+  std::string unit = s.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+  static const std::map<std::string, double> units = {{"", 1},         {"B", 1},          {"KB", 1e3},          {"MB", 1e6},
+                                                      {"GB", 1e9},     {"TB", 1e12},      {"KiB", 1024.0},      {"MiB", 1048576.0},
+                                                      {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+  auto u = units.find(unit);
+  if (u == units.end() || !std::isfinite(v) || v < 0) fail(what, ": '", s, "' is not a size (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
+  return uint64_t(v * u->second);
+}
+
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(const std::string& path) : path_(path) {}
+
+  [[noreturn]] void bad(const toml::node& n, const std::string& what) const {
+    auto src = n.source();
+    fail(path_, ":", src.begin.line, ":", src.begin.column, ": ", what);
+  }
+
+  // Visits a table: every key must be known; `on` reads one key.
+  void table(const toml::table& t, const std::string& name, const std::map<std::string, std::function<void(const toml::node&)>>& keys) const {
+    for (auto& [k, v] : t) {
+      auto it = keys.find(std::string(k.str()));
+      if (it == keys.end()) bad(v, "unknown key '" + std::string(k.str()) + "' in " + (name.empty() ? "the top level" : "[" + name + "]"));
+      it->second(v);
+    }
+  }
+
+  std::string str(const toml::node& n, const std::string& key) const {
+    if (!n.is_string()) bad(n, "'" + key + "' must be a string");
+    return n.value<std::string>().value();
+  }
+  int64_t integer(const toml::node& n, const std::string& key, int64_t lo, int64_t hi) const {
+    if (!n.is_integer()) bad(n, "'" + key + "' must be an integer");
+    int64_t v = n.value<int64_t>().value();
+    if (v < lo || v > hi) bad(n, "'" + key + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + std::to_string(v));
+    return v;
+  }
+  float number(const toml::node& n, const std::string& key) const {
+    if (!n.is_number()) bad(n, "'" + key + "' must be a number");
+    double v = n.value<double>().value();
+    if (!std::isfinite(v)) bad(n, "'" + key + "' must be finite");
+    return float(v);
+  }
+  std::vector<int32_t> int_list(const toml::node& n, const std::string& key) const {
+    if (!n.is_array()) bad(n, "'" + key + "' must be an array of token ids");
+    std::vector<int32_t> out;
+    for (auto& e : *n.as_array()) out.push_back(int32_t(integer(e, key, 0, 1 << 30)));
+    return out;
+  }
+  std::vector<std::string> str_list(const toml::node& n, const std::string& key) const {
+    if (!n.is_array()) bad(n, "'" + key + "' must be an array of strings");
+    std::vector<std::string> out;
+    for (auto& e : *n.as_array()) out.push_back(str(e, key));
+    return out;
+  }
+  const toml::table& sub(const toml::node& n, const std::string& key) const {
+    if (!n.is_table()) bad(n, "'" + key + "' must be a table ([" + key + "])");
+    return *n.as_table();
+  }
+
+  std::string path_;
+};
+
+}  // namespace
+
+Config load_config(const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    auto src = e.source();
+    if (src.begin.line == 0) fail(path, ": cannot read config file: ", e.description());
+    fail(path, ":", src.begin.line, ":", src.begin.column, ": ", e.description());
+  }
+  Config c;
+  c.source = path;
+  Reader r(path);
+  r.table(root, "", {
+    {"model", [&](const toml::node& n) {
+       r.table(r.sub(n, "model"), "model", {
+         {"path", [&](const toml::node& v) { c.model = r.str(v, "path"); }},
+         {"tokenizer", [&](const toml::node& v) { c.tokenizer = r.str(v, "tokenizer"); }},
+         {"strategy", [&](const toml::node& v) {
+            c.strategy = r.str(v, "strategy");
+            try { parse_strategy(c.strategy); } catch (const Error& e) { r.bad(v, e.what()); }
+          }},
+         {"threads", [&](const toml::node& v) { c.threads = int(r.integer(v, "threads", 0, 4096)); }},
+       });
+     }},
+    {"nodes", [&](const toml::node& n) {
+       for (auto& [alias, host] : r.sub(n, "nodes")) c.limits.node_aliases[std::string(alias.str())] = r.str(host, std::string(alias.str()));
+     }},
+    {"devices", [&](const toml::node& n) {
+       for (auto& [dev, mem] : r.sub(n, "devices")) {
+         std::string key(dev.str());
+         try { c.limits.device_memory[key] = parse_size(r.str(mem, key), "device memory"); } catch (const Error& e) { r.bad(mem, e.what()); }
+       }
+     }},
+    {"scheduler", [&](const toml::node& n) {
+       r.table(r.sub(n, "scheduler"), "scheduler", {
+         {"max_slots", [&](const toml::node& v) { c.scheduler.max_slots = int(r.integer(v, "max_slots", 1, 1 << 20)); c.limits.slots = c.scheduler.max_slots; }},
+         {"micro_batch_tokens", [&](const toml::node& v) { c.scheduler.micro_batch_tokens = int(r.integer(v, "micro_batch_tokens", 1, 1 << 20)); }},
+         {"prefill_chunk", [&](const toml::node& v) { c.scheduler.prefill_chunk = int(r.integer(v, "prefill_chunk", 1, 1 << 20)); }},
+       });
+     }},
+    {"server", [&](const toml::node& n) {
+       r.table(r.sub(n, "server"), "server", {
+         {"listen", [&](const toml::node& v) { c.server.listen = r.str(v, "listen"); }},
+         {"port", [&](const toml::node& v) { c.server.port = int(r.integer(v, "port", 0, 65535)); }},
+         {"http_port", [&](const toml::node& v) { c.server.http_port = int(r.integer(v, "http_port", 0, 65535)); }},
+         {"auth_token", [&](const toml::node& v) { c.server.auth_token = r.str(v, "auth_token"); }},
+         {"max_request_bytes", [&](const toml::node& v) { c.server.max_request_bytes = r.integer(v, "max_request_bytes", 256, int64_t(1) << 32); }},
+         {"max_prompt_tokens", [&](const toml::node& v) { c.server.max_prompt_tokens = int(r.integer(v, "max_prompt_tokens", 1, 1 << 24)); }},
+         {"max_tokens_cap", [&](const toml::node& v) { c.server.max_tokens_cap = int(r.integer(v, "max_tokens_cap", 1, 1 << 24)); }},
+         {"queue_length", [&](const toml::node& v) { c.server.queue_length = int(r.integer(v, "queue_length", 1, 1 << 24)); }},
+         {"per_connection_requests", [&](const toml::node& v) { c.server.per_connection_requests = int(r.integer(v, "per_connection_requests", 1, 1 << 16)); }},
+       });
+     }},
+    {"sampling", [&](const toml::node& n) {
+       r.table(r.sub(n, "sampling"), "sampling", {
+         {"temperature", [&](const toml::node& v) { c.sampling.temperature = r.number(v, "temperature"); }},
+         {"top_p", [&](const toml::node& v) { c.sampling.top_p = r.number(v, "top_p"); }},
+         {"top_k", [&](const toml::node& v) { c.sampling.top_k = int(r.integer(v, "top_k", 0, 1 << 24)); }},
+         {"alpha_presence", [&](const toml::node& v) { c.sampling.alpha_presence = r.number(v, "alpha_presence"); }},
+         {"alpha_frequency", [&](const toml::node& v) { c.sampling.alpha_frequency = r.number(v, "alpha_frequency"); }},
+         {"alpha_decay", [&](const toml::node& v) { c.sampling.alpha_decay = r.number(v, "alpha_decay"); }},
+         {"token_ban", [&](const toml::node& v) { c.sampling.token_ban = r.int_list(v, "token_ban"); }},
+         {"token_stop", [&](const toml::node& v) { c.sampling.token_stop = r.int_list(v, "token_stop"); }},
+         {"stop", [&](const toml::node& v) { c.sampling.stop = r.str_list(v, "stop"); }},
+         {"seed", [&](const toml::node& v) { c.sampling.seed = uint64_t(r.integer(v, "seed", 0, INT64_MAX)); }},
+         {"max_tokens", [&](const toml::node& v) { c.max_tokens = int(r.integer(v, "max_tokens", 0, 1 << 24)); }},
+       });
+       // Range checks that do not need the vocabulary.
+       try { SamplingParams p = c.sampling; p.token_ban.clear(); p.token_stop.clear(); p.validate(1); } catch (const Error& e) { r.bad(n, e.what()); }
+     }},
+    {"logging", [&](const toml::node& n) {
+       r.table(r.sub(n, "logging"), "logging", {
+         {"level", [&](const toml::node& v) {
+            c.logging.level = r.str(v, "level");
+            if (c.logging.level != "error" && c.logging.level != "warn" && c.logging.level != "info" && c.logging.level != "debug")
+              r.bad(v, "'level' must be error, warn, info or debug");
+          }},
+         {"file", [&](const toml::node& v) { c.logging.file = r.str(v, "file"); }},
+       });
+     }},
+  });
+  return c;
+}
+
+}  // namespace skein
