@@ -1,6 +1,7 @@
 #include "coordinator/config.h"
 
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <toml++/toml.h>
 
@@ -165,6 +166,18 @@ Config load_config(const std::string& path) {
        });
      }},
   });
+  // Relative paths are relative to the config file, so a config works from any directory.
+  auto dir = std::filesystem::path(path).parent_path();
+  auto resolve = [&](std::string& p) {
+    if (!p.empty() && std::filesystem::path(p).is_relative()) p = (dir / p).lexically_normal().string();
+  };
+  resolve(c.model);
+  if (c.tokenizer.rfind("world:", 0) == 0) {
+    std::string v = c.tokenizer.substr(6);
+    resolve(v);
+    c.tokenizer = "world:" + v;
+  }
+  resolve(c.logging.file);
   return c;
 }
 

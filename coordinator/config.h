@@ -47,7 +47,8 @@ struct Config {
 };
 
 // Reads and validates a config file. Unknown tables or keys, wrong types and out-of-range values are
-// errors: "FILE:LINE:COL: <what>".
+// errors: "FILE:LINE:COL: <what>". Relative paths (model, world tokenizer, log file) are taken relative
+// to the file's folder.
 Config load_config(const std::string& path);
 
 // "80GiB", "512MiB", "1.5TB", "1000000" -> bytes; throws skein::Error naming `what`.

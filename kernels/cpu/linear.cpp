@@ -354,8 +354,9 @@ const char* simd_level() {
 void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
   const int nth = compute_threads();
   if (W.dtype == DType::U8) {
-    thread_local U8Inputs in;
-    prepare_u8_inputs(W, x, ldx, T, in);
+    thread_local U8Inputs scratch;
+    const U8Inputs& in = scratch;  // the caller's instance; a thread_local named inside the region would be each thread's own
+    prepare_u8_inputs(W, x, ldx, T, scratch);
     const bool avx512 = g_simd == Simd::Avx512;
     if (nth == 1 || W.nbytes() < kParallelMinBytes) {
       rows_u8(W, in, y, ldy, T, 0, W.rows, avx512);

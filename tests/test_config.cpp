@@ -1,0 +1,89 @@
+// TOML configuration: the example configs load (so they cannot rot), flags override them, and every
+// error names file, line and column.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "coordinator/config.h"
+#include "tests/test_support.h"
+
+namespace skein::test {
+namespace {
+
+std::string configs() { return std::string(SKEIN_SOURCE_DIR) + "/configs"; }
+
+TEST(Config, ExampleConfigsLoad) {
+  int n = 0;
+  for (auto& e : std::filesystem::directory_iterator(configs())) {
+    if (e.path().extension() != ".toml") continue;
+    Config c = load_config(e.path().string());
+    EXPECT_FALSE(c.model.empty()) << e.path();
+    EXPECT_FALSE(c.strategy.empty()) << e.path();
+    ++n;
+  }
+  EXPECT_GE(n, 2);
+  Config c = load_config(configs() + "/gpu-cluster.toml");
+  EXPECT_EQ(c.limits.node_aliases.at("gpu-b"), "node002");
+  EXPECT_EQ(c.limits.device_memory.at("node001:cuda:0"), 80ull << 30);
+  EXPECT_EQ(c.server.auth_token, "change-me");
+  EXPECT_EQ(c.scheduler.max_slots, 256);
+  EXPECT_EQ(c.limits.slots, 256);
+  EXPECT_EQ(c.sampling.token_stop, std::vector<int32_t>{0});
+}
+
+TEST(Config, TinyCpuConfigRunsAndFlagsOverride) {
+  std::string cfg = configs() + "/tiny-cpu.toml";
+  auto r = run_skein("plan --config " + cfg);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cpu fp32 *2 -> cpu bf16 *1 -> cpu fp32i8"), std::string::npos) << r.output;
+  r = run_skein("plan --config " + cfg + " --strategy 'cpu bf16'");
+  EXPECT_NE(r.output.find("strategy: cpu bf16\n"), std::string::npos) << r.output;
+  r = run_skein("generate --config " + cfg + " --prompt 'The man said' --temperature 0 --alpha-presence 0 --alpha-frequency 0 --max-tokens 20");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("The man said to a state of the s"), std::string::npos) << r.output;  // the fp32 greedy text
+  EXPECT_NE(r.output.find("20 generated"), std::string::npos) << r.output;
+}
+
+std::string config_error(const std::string& toml) {
+  std::string path = temp_dir() + "/bad.toml";
+  write_file(path, toml);
+  try {
+    load_config(path);
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_EQ(m.rfind(path + ":", 0), 0u) << m;
+    return m.substr(path.size());
+  }
+  return "";
+}
+
+TEST(Config, ErrorsNameLineAndColumn) {
+  EXPECT_EQ(config_error("[model]\npath = \"x\"\nstrategy = \"cpu fp8\"\n"),
+            ":3:12: strategy: expected dtype fp32, fp16 or bf16 at column 5, got \"fp8\"");
+  EXPECT_EQ(config_error("[server]\nport = 70000\n"), ":2:8: 'port' must be between 0 and 65535, got 70000");
+  EXPECT_EQ(config_error("[server]\nprot = 1\n"), ":2:8: unknown key 'prot' in [server]");
+  EXPECT_EQ(config_error("[servre]\nport = 1\n"), ":1:1: unknown key 'servre' in the top level");
+  EXPECT_EQ(config_error("[model]\npath = 3\n"), ":2:8: 'path' must be a string");
+  EXPECT_EQ(config_error("[devices]\ncpu = \"lots\"\n"), ":2:7: device memory: 'lots' is not a size (e.g. 80GiB)");
+  EXPECT_EQ(config_error("[sampling]\ntemperature = -1.0\n"), ":1:1: temperature must be a finite number >= 0, got -1");
+  EXPECT_NE(config_error("[model\npath = 1\n").find(":1:"), std::string::npos);  // syntax error
+  std::string missing = temp_dir() + "/none.toml";
+  try {
+    load_config(missing);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos);
+  }
+}
+
+TEST(Config, SizesParse) {
+  EXPECT_EQ(parse_size("80GiB", "x"), 80ull << 30);
+  EXPECT_EQ(parse_size("1.5 GB", "x"), 1500000000ull);
+  EXPECT_EQ(parse_size("4096", "x"), 4096ull);
+  EXPECT_THROW(parse_size("-1GiB", "x"), Error);
+  EXPECT_THROW(parse_size("12 parsecs", "x"), Error);
+}
+
+}  // namespace
+}  // namespace skein::test
