@@ -88,12 +88,19 @@ class Loader {
     m.rows = out;
     m.cols = in;
     m.data = t.data;
-    if (f_.i8) return quantize_i8(m, f_.dtype.value_or(DType::F32));
-    return f_.dtype ? convert_matrix(m, *f_.dtype) : m;
+    if (!f_.i8 && (!f_.dtype || *f_.dtype == t.dtype)) return m;  // used in place from the map
+    Matrix prepared = f_.i8 ? quantize_i8(m, f_.dtype.value_or(DType::F32)) : convert_matrix(m, *f_.dtype);
+    ck_.release(t);  // the prepared copy is all we need: give the file pages back
+    return prepared;
   }
 
   // Stored [in][out] (LoRA factors used as x @ W): transposed once to [out][in], in the format's dtype.
-  Matrix lora(const std::string& name, int64_t in, int64_t out) { return float_format(transposed(tensor(name, {in, out}, false), 0, in, out)); }
+  Matrix lora(const std::string& name, int64_t in, int64_t out) {
+    const TensorRef& t = tensor(name, {in, out}, false);
+    Matrix m = float_format(transposed(t, 0, in, out));
+    ck_.release(t);
+    return m;
+  }
   Matrix float_format(const Matrix& m) const { return f_.dtype ? convert_matrix(m, *f_.dtype) : m; }
 
   // One [in][out] slice of a stacked tensor, starting at element `offset`.
