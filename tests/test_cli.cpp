@@ -69,6 +69,21 @@ TEST(Cli, InspectReportsShape) {
   EXPECT_NE(r.output.find("state bytes     "), std::string::npos);
 }
 
+TEST(Cli, PlanPrintsTableAndJson) {
+  std::string model = golden("models/rand-v6-bf16.pth");
+  auto r = run_skein("plan --model " + model + " --strategy 'cpu fp32 *2 -> cpu bf16i8'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("0-1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("2-4H"), std::string::npos) << r.output;
+  r = run_skein("plan --model " + model + " --strategy 'cpu fp32 *2 -> cpu bf16i8' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["stages"][1]["quant"], "i8");
+  r = run_skein("plan --model " + model + " --strategy 'cpu fp32 *9'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: strategy: segments ask for 9 units"), std::string::npos) << r.output;
+}
+
 TEST(Cli, ErrorsAreOneLineWithExitCode2) {
   std::string d = temp_dir();
   write_file(d + "/bad.pth", "PK\x03\x04 not really a zip");

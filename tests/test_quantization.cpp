@@ -37,19 +37,22 @@ TEST(Quantization, MatchesOfficialI8Strategies) {
 // v7 has no official i8; Skein quantizes the same kinds of matrices. Report the cost against fp32 and
 // the resident bytes against bf16.
 TEST(Quantization, EveryGenerationIncludingV7) {
-  for (std::string m : {"rand-v4-bf16vals-fp32", "rand-v5_2-bf16vals-fp32", "rand-v6-bf16vals-fp32", "rand-v7-fp32"}) {
-    std::string path = golden("models/" + m + ".pth");
+  for (std::string m : {"rand-v4-bf16vals-fp32", "rand-v5_2-bf16vals-fp32", "rand-v6-bf16vals-fp32", "rand-v7-fp32", "tiny-rwkv-4v0-660K",
+                        "tiny-rwkv-5v1-730K", "tiny-rwkv-5v2-730K", "tiny-rwkv-6v0-3m-Q5_1dq", "tiny-rwkv-7v0-834K"}) {
+    std::string path = m.rfind("tiny", 0) == 0 ? shared_dir() + "/models/" + m + ".pth" : golden("models/" + m + ".pth");
     auto f32 = load_for_test(path, "", "cpu fp32");
     auto i8 = load_for_test(path, "", "cpu fp32i8");
     auto bf16 = load_for_test(path, "", "cpu bf16");
     auto bf16i8 = load_for_test(path, "", "cpu bf16i8");  // LoRA factors stay bf16, as in `cpu bf16`
     std::vector<int32_t> tokens = {5, 77, 300, 2, 511, 42, 9, 128, 64, 1};
+    for (auto& t : tokens) t %= f32.model->dims().vocab;
     double d = max_abs_diff(run_modes(*f32.model, tokens, {10}).seq_full, run_modes(*i8.model, tokens, {10}).seq_full);
-    // Official i8 costs 0.03-0.07 on the v4-v6 goldens; these random weights are not trained to be robust,
-    // and v7 quantizes proportionally more of its arithmetic.
-    EXPECT_LE(d, 0.2) << m;
+    // Official i8 costs 0.03-0.07 on the golden cases; these inputs include control bytes the tiny
+    // models never saw, and the random models are not trained to be robust. The official-scheme
+    // equality itself is checked to 1e-3 above.
+    EXPECT_LE(d, 0.3) << m;
     double ratio = double(bf16i8.model->matrix_bytes()) / double(bf16.model->matrix_bytes());
-    EXPECT_LT(ratio, 0.65) << m;
+    EXPECT_LT(ratio, m.rfind("tiny", 0) == 0 ? 0.75 : 0.65) << m;  // tiny models: LoRA and vectors weigh more
     if (std::getenv("SKEIN_TEST_VERBOSE"))
       std::printf("%-26s fp32i8 vs fp32 max|dlogit| %.4f; matrix bytes bf16i8/bf16 %.3f (%zu / %zu)\n", m.c_str(), d, ratio,
                   bf16i8.model->matrix_bytes(), bf16.model->matrix_bytes());

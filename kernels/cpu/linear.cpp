@@ -261,7 +261,8 @@ enum class Simd { Scalar, Avx2, Avx512 };
 Simd detect_simd() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return Simd::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Simd::Avx2;
+  // Every AVX2 CPU has F16C (Ivy Bridge and later), which clang cannot query here.
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::Avx2;
   return Simd::Scalar;
 }
 
