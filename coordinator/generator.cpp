@@ -34,7 +34,7 @@ std::string StopMatcher::flush() {
   return out;
 }
 
-GenerateResult generate(Engine& model, const Tokenizer& tok, SessionState& state, const GenerateRequest& req,
+GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, const GenerateRequest& req,
                         const std::function<void(std::string_view)>& on_text) {
   using clock = std::chrono::steady_clock;
   const int V = model.dims().vocab;
@@ -45,11 +45,7 @@ GenerateResult generate(Engine& model, const Tokenizer& tok, SessionState& state
   GenerateResult res;
   std::vector<float> logits(static_cast<size_t>(V));
   auto t0 = clock::now();
-  const int chunk = std::max(1, req.prefill_chunk);
-  for (size_t i = 0; i < req.prompt.size(); i += size_t(chunk)) {
-    size_t n = std::min(req.prompt.size() - i, size_t(chunk));
-    model.forward(std::span<const int32_t>(req.prompt.data() + i, n), state, logits.data());
-  }
+  model.run(session, req.prompt, req.prefill_chunk, logits.data());
   auto t1 = clock::now();
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -64,7 +60,7 @@ GenerateResult generate(Engine& model, const Tokenizer& tok, SessionState& state
   };
   res.finish_reason = "length";
   for (int step = 0; step < req.max_tokens; ++step) {
-    if (step > 0) model.forward(std::span<const int32_t>(&res.tokens.back(), 1), state, logits.data());
+    if (step > 0) model.run(session, std::span<const int32_t>(&res.tokens.back(), 1), 1, logits.data());
     penalty.apply(logits.data(), V, req.sampling);
     int32_t token = sampler.sample(logits.data(), V, req.sampling);
     if (std::find(req.sampling.token_stop.begin(), req.sampling.token_stop.end(), token) != req.sampling.token_stop.end()) {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "coordinator/sampler.h"
-#include "worker/engine.h"
+#include "coordinator/model_handle.h"
 #include "model/tokenizer.h"
 
 namespace skein {
@@ -28,7 +28,8 @@ struct GenerateResult {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
-GenerateResult generate(Engine& model, const Tokenizer& tok, SessionState& state, const GenerateRequest& req,
+// Runs on `session` of `model`, whose state the prompt continues.
+GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, const GenerateRequest& req,
                         const std::function<void(std::string_view)>& on_text = {});
 
 // Holds back text that might be the start of a stop string; reports where a stop string completes.

@@ -209,6 +209,36 @@ nlohmann::json plan_json(const Plan& p) {
   return {{"arch", arch_name(p.dims.arch)}, {"n_layer", p.dims.n_layer}, {"n_units", p.n_units}, {"stages", stages}};
 }
 
+std::vector<StrategySegment> spread_over_workers(const std::vector<StrategySegment>& segs, int workers) {
+  if (segs.size() == 1 && !segs[0].count && workers > 1) return std::vector<StrategySegment>(size_t(workers), segs[0]);
+  return segs;
+}
+
+std::vector<int> assign_stage_ranks(const Plan& p, const std::vector<std::string>& hosts) {
+  const int workers = int(hosts.size()) - 1;
+  if (workers < 1) fail("cluster: mpirun started 1 rank; a cluster needs the coordinator plus at least one stage rank");
+  if (int(p.stages.size()) != workers)
+    fail("cluster: the strategy has ", p.stages.size(), " stages but mpirun started ", workers, " stage ranks (ranks 1..", workers,
+         "); start ", p.stages.size() + 1, " ranks or change the strategy");
+  // Pinned stages first, so an unpinned stage never takes the only rank a pinned one could use.
+  std::vector<int> ranks(p.stages.size(), -1);
+  std::vector<bool> used(hosts.size(), false);
+  for (bool pinned : {true, false})
+    for (size_t k = 0; k < p.stages.size(); ++k) {
+      const StrategySegment& seg = p.stages[k].segment;
+      if (seg.node.empty() == pinned) continue;
+      for (int r = 1; r <= workers && ranks[k] < 0; ++r)
+        if (!used[size_t(r)] && (seg.node.empty() || hosts[size_t(r)] == seg.node)) ranks[k] = r;
+      if (ranks[k] < 0) {
+        std::string list;
+        for (int r = 1; r <= workers; ++r) list += (r > 1 ? ", " : "") + std::to_string(r) + "=" + hosts[size_t(r)];
+        fail("cluster: segment \"", format_segment(seg), "\" needs a free rank on node '", seg.node, "' (ranks: ", list, ")");
+      }
+      used[size_t(ranks[k])] = true;
+    }
+  return ranks;
+}
+
 std::vector<StageSpec> local_stages(const Plan& p) {
   std::vector<StageSpec> out;
   for (size_t i = 0; i < p.stages.size(); ++i) {

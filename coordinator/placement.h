@@ -56,4 +56,13 @@ nlohmann::json plan_json(const Plan& p);
 // The stages of a plan as the in-process engine runs them (CPU segments only in this build).
 std::vector<StageSpec> local_stages(const Plan& p);
 
+// Under mpirun: a strategy of one segment without a count ("cpu fp32") is spread over every worker rank
+// (as the official grammar shares units between segments without counts); otherwise unchanged.
+std::vector<StrategySegment> spread_over_workers(const std::vector<StrategySegment>& segs, int workers);
+
+// Which rank runs each stage: ranks 1..N-1 are the workers, one stage each, in order; a node prefix
+// must match the rank's host. Errors say what does not match (every rank computes the same answer, so
+// every rank reports it).
+std::vector<int> assign_stage_ranks(const Plan& p, const std::vector<std::string>& hosts);
+
 }  // namespace skein

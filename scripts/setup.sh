@@ -5,6 +5,7 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev                # oneDNN: CPU GEMM (JIT sgemm)
   libtomlplusplus-dev        # configuration files
+  libopenmpi-dev openmpi-bin # ranks and the host-buffer transport
   nlohmann-json3-dev         # safetensors headers, manifests, protocol
   libcli11-dev               # command line
   zlib1g-dev                 # crc32 for zip archives

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "coordinator/placement.h"
+#include "worker/local_model.h"
 #include "model/architecture.h"
 #include "model/weights.h"
 #include "tests/test_support.h"
@@ -48,6 +49,11 @@ std::string rewrite_checkpoint(const std::string& src, const std::string& name, 
   std::string out = temp_dir() + "/" + name;
   write_pth(out, specs, [&](size_t i, std::vector<uint8_t>& bytes) { std::memcpy(bytes.data(), data[i], std::min(bytes.size(), sizes[i])); });
   return out;
+}
+
+GenerateResult generate_fresh(Engine& m, const Tokenizer& tok, const GenerateRequest& req, const std::function<void(std::string_view)>& on_text) {
+  LocalModel local(m);
+  return generate(local, local.open_session(), tok, req, on_text);
 }
 
 ModeOutputs run_modes(Engine& m, const std::vector<int32_t>& tokens, const std::vector<int>& chunks) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/generator.h"
 #include "model/checkpoint.h"
 #include "model/pth_writer.h"
 #include "worker/engine.h"
@@ -31,6 +32,10 @@ struct ModeOutputs {
 std::string rewrite_checkpoint(const std::string& src, const std::string& name, const std::function<bool(PthTensorSpec&)>& edit,
                                const std::vector<std::pair<std::string, std::vector<int64_t>>>& extra_shapes = {},
                                const std::vector<std::vector<float>>& extra_values = {}, bool reverse = false);
+
+// Generation from a fresh state on the in-process engine.
+GenerateResult generate_fresh(Engine& m, const Tokenizer& tok, const GenerateRequest& req,
+                              const std::function<void(std::string_view)>& on_text = {});
 
 ModeOutputs run_modes(Engine& m, const std::vector<int32_t>& tokens, const std::vector<int>& chunks);
 

@@ -75,8 +75,7 @@ TEST(MixedPlan, GivesTheFp32TokensWithinTheI8Error) {
   req.prompt = tok.encode("\nIn the ");
   req.max_tokens = 40;
   req.sampling.temperature = 0;
-  SessionState sa = f32.model->new_state(), sb = mixed.model->new_state();
-  EXPECT_EQ(generate(*f32.model, tok, sa, req).tokens, generate(*mixed.model, tok, sb, req).tokens);
+  EXPECT_EQ(generate_fresh(*f32.model, tok, req).tokens, generate_fresh(*mixed.model, tok, req).tokens);
 }
 
 TEST(MixedPlan, SplittingIntoStagesChangesNothing) {

@@ -23,8 +23,7 @@ TEST(TinyModels, GreedyContinuationsMatchManifests) {
       req.max_tokens = int(want.size());
       req.sampling.temperature = 0;
       req.sampling.alpha_decay = 1;
-      SessionState s = mut.model->new_state();
-      GenerateResult r = generate(*mut.model, tok, s, req);
+      GenerateResult r = generate_fresh(*mut.model, tok, req);
       EXPECT_EQ(r.tokens, want) << id << " " << g["name"];
       ++checked;
     }
@@ -51,9 +50,8 @@ TEST(TinyModels, OfficialGenerateRunsWithPenalties) {
     req.sampling.token_ban = a["token_ban"].get<std::vector<int32_t>>();
     req.sampling.token_stop = a["token_stop"].get<std::vector<int32_t>>();
     req.prefill_chunk = a["chunk_len"];
-    SessionState s = mut.model->new_state();
     std::string streamed;
-    GenerateResult r = generate(*mut.model, tok, s, req, [&](std::string_view piece) { streamed += piece; });
+    GenerateResult r = generate_fresh(*mut.model, tok, req, [&](std::string_view piece) { streamed += piece; });
     EXPECT_EQ(r.text, run["text"].get<std::string>()) << run["model"] << " " << run["prompt"] << " " << a.dump();
     EXPECT_EQ(streamed, r.text);
   }
@@ -66,13 +64,11 @@ TEST(TinyModels, StopStringEndsGenerationBeforeIt) {
   req.prompt = tok.encode("The man said");
   req.max_tokens = 120;
   req.sampling.temperature = 0;
-  SessionState s = mut.model->new_state();
-  GenerateResult full = generate(*mut.model, tok, s, req);
+  GenerateResult full = generate_fresh(*mut.model, tok, req);
   ASSERT_NE(full.text.find(" stress"), std::string::npos);
   req.sampling.stop = {" stress"};
-  SessionState s2 = mut.model->new_state();
   std::string streamed;
-  GenerateResult cut = generate(*mut.model, tok, s2, req, [&](std::string_view p) { streamed += p; });
+  GenerateResult cut = generate_fresh(*mut.model, tok, req, [&](std::string_view p) { streamed += p; });
   EXPECT_EQ(cut.finish_reason, "stop_string");
   EXPECT_EQ(cut.text, full.text.substr(0, full.text.find(" stress")));
   EXPECT_EQ(streamed, cut.text);

@@ -1,5 +1,7 @@
 #include "tools/cli_support.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -7,25 +9,65 @@
 #include <iterator>
 
 #include "common/error.h"
+#include "coordinator/cluster_client.h"
+#include "coordinator/placement.h"
+#include "coordinator/strategy.h"
 #include "kernels/cpu/linear.h"
 #include "model/architecture.h"
 #include "model/fingerprint.h"
 #include "model/make_model.h"
 #include "model/weights.h"
-#include "coordinator/placement.h"
-#include "coordinator/strategy.h"
+#include "worker/local_model.h"
+#include "worker/stage_worker.h"
 
 namespace skein::cli {
 
-LoadedModel load_model(const std::string& path, const std::string& strategy, const PlanLimits& limits) {
+namespace {
+MpiWorld* g_world = nullptr;
+}
+
+MpiWorld* mpi_world() { return g_world; }
+void set_mpi_world(MpiWorld* w) { g_world = w; }
+
+LoadedModel load_model(const std::string& path, const std::string& strategy, PlanLimits limits) {
   LoadedModel m;
   m.checkpoint = Checkpoint::open(path);
-  ModelDims dims = detect_architecture(*m.checkpoint);
-  m.backend = std::make_unique<CpuBackend>();
-  std::vector<StageSpec> stages =
-      strategy.empty() ? Engine::whole_model(dims) : local_stages(make_plan(parse_strategy(strategy), *m.checkpoint, dims, limits));
-  m.model = std::make_unique<Engine>(m.checkpoint, dims, stages, *m.backend);
+  m.dims = detect_architecture(*m.checkpoint);
   m.fingerprint = model_fingerprint(*m.checkpoint);
+  m.backend = std::make_unique<CpuBackend>();
+  MpiWorld* world = mpi_world();
+  if (!world) {
+    std::vector<StageSpec> stages =
+        strategy.empty() ? Engine::whole_model(m.dims) : local_stages(make_plan(parse_strategy(strategy), *m.checkpoint, m.dims, limits));
+    m.engine = std::make_unique<Engine>(m.checkpoint, m.dims, stages, *m.backend);
+    m.handle = std::make_unique<LocalModel>(*m.engine);
+    return m;
+  }
+
+  // Cluster: every rank computes the same plan and rank assignment, so a mismatch fails on every rank.
+  const auto& hosts = world->hosts();
+  for (size_t r = 1; r < hosts.size(); ++r) limits.known_nodes.insert(hosts[r]);
+  std::string s = strategy.empty() ? std::string("cpu ") + dtype_name(m.checkpoint->get("emb.weight").dtype) : strategy;
+  Plan plan = make_plan(spread_over_workers(parse_strategy(s), world->size() - 1), *m.checkpoint, m.dims, limits);
+  std::vector<int> ranks = assign_stage_ranks(plan, hosts);
+  std::vector<StageSpec> specs = local_stages(plan);
+  if (world->rank() == 0) {
+    std::vector<size_t> shard;
+    for (auto& sp : specs) shard.push_back(m.dims.state_floats_per_layer() * size_t(sp.last_layer - sp.first_layer));
+    m.handle = std::make_unique<ClusterClient>(*world, m.dims, ranks, shard, std::max(1, limits.slots));
+    return m;
+  }
+  size_t k = size_t(std::find(ranks.begin(), ranks.end(), world->rank()) - ranks.begin());
+  const StageSpec& sp = specs[k];
+  // Ranks on one host share its cores.
+  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
+    cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));
+  RwkvModel stage(load_weights(m.checkpoint, m.dims, sp.first_layer, sp.last_layer, sp.embedding, sp.head, sp.format, sp.streamed), *m.backend);
+  std::fprintf(stderr, "skein: rank %d (%s) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d threads\n", world->rank(),
+               hosts[size_t(world->rank())].c_str(), k, sp.first_layer, sp.last_layer - 1, sp.embedding ? " + embedding" : "", sp.head ? " + head" : "",
+               double(stage.weights().resident_bytes()) / 1e6, double(m.checkpoint->file_size()) / 1e6, cpu::compute_threads());
+  StageLinks links{0, k > 0 ? ranks[k - 1] : -1, k + 1 < ranks.size() ? ranks[k + 1] : -1};
+  run_stage_worker(*world, links, stage);
   return m;
 }
 

@@ -9,6 +9,8 @@
 #include "coordinator/config.h"
 #include "coordinator/sampler.h"
 #include "model/checkpoint.h"
+#include "coordinator/model_handle.h"
+#include "net/mpi_world.h"
 #include "worker/engine.h"
 #include "model/tokenizer.h"
 #include "worker/cpu_backend.h"
@@ -17,14 +19,22 @@ namespace skein::cli {
 
 struct LoadedModel {
   std::shared_ptr<const Checkpoint> checkpoint;
+  ModelDims dims;
   std::unique_ptr<CpuBackend> backend;
-  std::unique_ptr<Engine> model;
+  std::unique_ptr<Engine> engine;        // the in-process engine (not on the coordinator of a cluster)
+  std::unique_ptr<ModelHandle> handle;   // what commands drive; null on stage-worker ranks
   uint64_t fingerprint = 0;
 };
 
 // Opens, detects and prepares a checkpoint (errors name the file), placed by `strategy` (empty: one
-// CPU stage keeping the stored dtype).
-LoadedModel load_model(const std::string& path, const std::string& strategy = "", const PlanLimits& limits = {});
+// CPU stage keeping the stored dtype). Under mpirun, rank 0 gets a handle on the cluster and every
+// other rank runs its stage here until the coordinator shuts it down (its handle is then null: the
+// command has nothing left to do).
+LoadedModel load_model(const std::string& path, const std::string& strategy = "", PlanLimits limits = {});
+
+// The MPI world when mpirun started several ranks (set by main), else null.
+MpiWorld* mpi_world();
+void set_mpi_world(MpiWorld* w);
 
 // The model `skein` runs when none is given: a small v7 checkpoint made by make-model into the user's
 // cache folder on first use.

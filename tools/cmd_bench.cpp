@@ -40,8 +40,9 @@ void add_bench_command(CLI::App& app) {
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");
     apply_threads(cfg.threads);
+    if (mpi_world()) fail("bench: measures one process; run it without mpirun");
     LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
-    Engine& model = *m.model;
+    Engine& model = *m.engine;
     const ModelDims& d = model.dims();
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(size_t(std::max(1, o->prompt_tokens)));

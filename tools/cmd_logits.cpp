@@ -26,9 +26,13 @@ void add_logits_command(CLI::App& app) {
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("logits: no model given (--model or [model] path in --config)");
     apply_threads(cfg.threads);
-    LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
     std::vector<int32_t> tokens = parse_int_list(o->tokens, "--tokens");
-    const int V = m.model->dims().vocab;
+    LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
+    if (!m.handle) return;  // a stage-worker rank
+    ModelHandle& model = *m.handle;
+    const int V = model.dims().vocab;
+    for (int32_t t : tokens)
+      if (t >= V) fail("--tokens: token id ", t, " is out of range for vocabulary size ", V);
     std::vector<int32_t> chunks;
     if (o->mode == "parallel") chunks = {int32_t(tokens.size())};
     else if (o->mode == "recurrent") chunks.assign(tokens.size(), 1);
@@ -41,18 +45,18 @@ void add_logits_command(CLI::App& app) {
     }
     if (total != tokens.size()) fail("--mode chunks: sizes add up to ", total, " but there are ", tokens.size(), " tokens");
 
-    SessionState state = m.model->new_state();
-    StateFileHeader hdr{m.model->dims(), 0, m.model->dims().n_layer, m.fingerprint};
-    if (!o->state_in.empty()) state.from_host(load_state_file(o->state_in, hdr));
+    int session = model.open_session();
+    StateFileHeader hdr{model.dims(), 0, model.dims().n_layer, m.fingerprint};
+    if (!o->state_in.empty()) model.import_state(session, load_state_file(o->state_in, hdr));
     std::vector<float> out(o->all_positions ? tokens.size() * size_t(V) : size_t(V));
     size_t pos = 0;
     for (auto n : chunks) {
       float* dst = o->all_positions ? out.data() + pos * size_t(V) : out.data();
-      m.model->forward(std::span<const int32_t>(tokens.data() + pos, size_t(n)), state, dst, o->all_positions);
+      model.run(session, std::span<const int32_t>(tokens.data() + pos, size_t(n)), n, dst, o->all_positions);
       pos += size_t(n);
     }
     write_floats(o->out, out);
-    if (!o->state_out.empty()) save_state_file(o->state_out, hdr, state.to_host());
+    if (!o->state_out.empty()) save_state_file(o->state_out, hdr, model.export_state(session));
   });
 }
 

@@ -3,10 +3,29 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include <memory>
+
 #include "common/error.h"
+#include "net/mpi_world.h"
+#include "tools/cli_support.h"
 #include "tools/commands.h"
 
 int main(int argc, char** argv) {
+  // Under mpirun every rank runs the same command line: rank 0 coordinates, the others run stages.
+  std::unique_ptr<skein::MpiWorld> world;
+  if (skein::MpiWorld::launched()) {
+    world = std::make_unique<skein::MpiWorld>(&argc, &argv);
+    if (world->size() > 1) skein::cli::set_mpi_world(world.get());
+  }
+  auto report = [&](const std::string& msg) {
+    std::cout.flush();
+    if (world && world->size() > 1) {
+      std::cerr << "skein: error: rank " << world->rank() << ": " << msg << "\n";
+      world->abort(2);  // a failure on one rank must end the job, never leave the others waiting
+    }
+    std::cerr << "skein: error: " << msg << "\n";
+    return 2;
+  };
   CLI::App app{"Skein: RWKV inference (v4, v5, v6, v7)", "skein"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "skein 0.1.0");
@@ -25,15 +44,11 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   } catch (const skein::Error& e) {
-    std::cout.flush();
-    std::cerr << "skein: error: " << e.what() << "\n";
-    return 2;
+    return report(e.what());
   } catch (const std::bad_alloc&) {
-    std::cerr << "skein: error: out of memory\n";
-    return 2;
+    return report("out of memory");
   } catch (const std::exception& e) {
-    std::cerr << "skein: error: " << e.what() << "\n";
-    return 2;
+    return report(e.what());
   }
   return 0;
 }

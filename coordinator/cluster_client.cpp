@@ -1,0 +1,125 @@
+#include "coordinator/cluster_client.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "net/stage_protocol.h"
+
+namespace skein {
+
+ClusterClient::ClusterClient(MpiWorld& world, const ModelDims& dims, std::vector<int> stage_ranks, std::vector<size_t> state_floats,
+                             int max_slots)
+    : world_(world), dims_(dims), ranks_(std::move(stage_ranks)), state_floats_(std::move(state_floats)), max_slots_(max_slots) {}
+
+ClusterClient::~ClusterClient() {
+  try {
+    shutdown();
+  } catch (...) {
+  }
+}
+
+void ClusterClient::shutdown() {
+  if (down_) return;
+  down_ = true;
+  ControlMessage m;
+  m.op = StageOp::Shutdown;
+  broadcast(m);
+}
+
+void ClusterClient::broadcast(const ControlMessage& m) {
+  std::string bytes = m.encode();
+  for (int r : ranks_) world_.send(r, kTagControl, bytes);
+}
+
+int ClusterClient::take_slot() {
+  for (int s = 0; s < max_slots_; ++s)
+    if (!used_.count(s)) {
+      used_.insert(s);
+      return s;
+    }
+  fail("all ", max_slots_, " request slots are in use");
+}
+
+int ClusterClient::open_session() {
+  int s = take_slot();
+  ControlMessage m;
+  m.op = StageOp::ResetSlot;
+  m.slot = s;
+  broadcast(m);
+  return s;
+}
+
+void ClusterClient::close_session(int session) {
+  if (!used_.erase(session)) return;
+  ControlMessage m;
+  m.op = StageOp::FreeSlot;
+  m.slot = session;
+  broadcast(m);
+}
+
+int ClusterClient::clone_session(int session) {
+  int s = take_slot();
+  ControlMessage m;
+  m.op = StageOp::CloneSlot;
+  m.slot = session;
+  m.slot2 = s;
+  broadcast(m);
+  return s;
+}
+
+void ClusterClient::run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) {
+  const size_t V = size_t(dims_.vocab), step = size_t(std::max(1, chunk));
+  // Every chunk's plan goes out at once: stage k works on chunk i while stage k+1 works on chunk i-1.
+  std::vector<size_t> result_rows;
+  for (size_t i = 0; i < tokens.size(); i += step) {
+    size_t n = std::min(step, tokens.size() - i);
+    bool last_chunk = i + n == tokens.size();
+    ControlMessage m;
+    m.op = StageOp::Step;
+    m.step = ++step_;
+    Want want = all_positions ? Want::All : (last_chunk && logits ? Want::Last : Want::None);
+    if (!logits) want = Want::None;
+    m.entries.push_back({session, int32_t(n), want});
+    std::string rest = m.encode();
+    m.tokens.assign(tokens.begin() + long(i), tokens.begin() + long(i + n));
+    world_.send(ranks_.front(), kTagControl, m.encode());
+    for (size_t k = 1; k < ranks_.size(); ++k) world_.send(ranks_[k], kTagControl, rest);
+    if (want != Want::None) result_rows.push_back(want == Want::All ? n : 1);
+  }
+  size_t row = 0;
+  for (size_t n : result_rows) {
+    world_.recv_into(ranks_.back(), kTagResult, logits + row * V, n * V * sizeof(float));
+    row += n;
+  }
+}
+
+std::vector<float> ClusterClient::export_state(int session) {
+  ControlMessage m;
+  m.op = StageOp::ExportSlot;
+  m.slot = session;
+  broadcast(m);
+  std::vector<float> all;
+  for (size_t k = 0; k < ranks_.size(); ++k) {
+    std::vector<float> part(state_floats_[k]);
+    world_.recv_into(ranks_[k], kTagResult, part.data(), part.size() * sizeof(float));
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  return all;
+}
+
+void ClusterClient::import_state(int session, const std::vector<float>& state) {
+  size_t total = 0;
+  for (size_t n : state_floats_) total += n;
+  if (state.size() != total) fail("state has ", state.size(), " values, expected ", total);
+  size_t off = 0;
+  for (size_t k = 0; k < ranks_.size(); ++k) {
+    ControlMessage m;
+    m.op = StageOp::ImportSlot;
+    m.slot = session;
+    m.state.assign(state.begin() + long(off), state.begin() + long(off + state_floats_[k]));
+    off += state_floats_[k];
+    world_.send(ranks_[k], kTagControl, m.encode());
+  }
+}
+
+}  // namespace skein

@@ -1,0 +1,42 @@
+// The coordinator's side of the cluster (rank 0): it owns the slot numbering, sends step plans and slot
+// operations to the stage ranks, and collects logits and state shards. It never touches weights.
+#pragma once
+#include <set>
+#include <vector>
+
+#include "coordinator/model_handle.h"
+#include "net/mpi_world.h"
+
+namespace skein {
+
+class ClusterClient final : public ModelHandle {
+ public:
+  // stage_ranks[k] runs stage k; state_floats[k] is the size of its shard of one session's state.
+  ClusterClient(MpiWorld& world, const ModelDims& dims, std::vector<int> stage_ranks, std::vector<size_t> state_floats, int max_slots);
+  ~ClusterClient() override;
+
+  const ModelDims& dims() const override { return dims_; }
+  int open_session() override;
+  void close_session(int session) override;
+  int clone_session(int session) override;
+  void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) override;
+  std::vector<float> export_state(int session) override;
+  void import_state(int session, const std::vector<float>& state) override;
+
+  void shutdown();  // tells every stage to exit (also done by the destructor)
+
+ private:
+  int take_slot();
+  void broadcast(const struct ControlMessage& m);
+
+  MpiWorld& world_;
+  ModelDims dims_;
+  std::vector<int> ranks_;
+  std::vector<size_t> state_floats_;
+  int max_slots_;
+  std::set<int> used_;
+  uint64_t step_ = 0;
+  bool down_ = false;
+};
+
+}  // namespace skein

@@ -1,0 +1,82 @@
+#include "net/mpi_world.h"
+
+#include <mpi.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "common/error.h"
+
+namespace skein {
+
+bool MpiWorld::launched() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PMIXP_ABORT_AGENT_PORT"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+MpiWorld::MpiWorld(int* argc, char*** argv) {
+  int provided = 0;
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  std::string mine = std::getenv("SKEIN_HOSTNAME") ? std::getenv("SKEIN_HOSTNAME") : std::string(name, size_t(len));
+  mine.resize(MPI_MAX_PROCESSOR_NAME, '\0');
+  std::vector<char> all(size_t(size_) * MPI_MAX_PROCESSOR_NAME);
+  MPI_Allgather(mine.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, MPI_COMM_WORLD);
+  for (int r = 0; r < size_; ++r) hosts_.emplace_back(all.data() + size_t(r) * MPI_MAX_PROCESSOR_NAME);
+}
+
+MpiWorld::~MpiWorld() { MPI_Finalize(); }
+
+void MpiWorld::send(int dst, int tag, const void* data, size_t bytes) {
+  if (bytes > size_t(INT32_MAX)) fail("message of ", bytes, " bytes is too large for one MPI send");
+  if (MPI_Send(data, int(bytes), MPI_BYTE, dst, tag, MPI_COMM_WORLD) != MPI_SUCCESS) fail("MPI send to rank ", dst, " failed");
+}
+
+void MpiWorld::wait_for(int src, int tag, std::chrono::milliseconds timeout, size_t* bytes) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto nap = std::chrono::microseconds(0);
+  while (true) {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, &st) != MPI_SUCCESS) fail("MPI probe for rank ", src, " failed");
+    if (flag) {
+      int n = 0;
+      MPI_Get_count(&st, MPI_BYTE, &n);
+      *bytes = size_t(n);
+      return;
+    }
+    if (std::chrono::steady_clock::now() > deadline) fail("rank ", src, " sent nothing for ", timeout.count(), " ms (stopped or died)");
+    // Spin briefly for latency, then back off to at most 1 ms.
+    if (nap.count() > 0) std::this_thread::sleep_for(nap);
+    nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(nap.count() < 50 ? 5 : 100));
+  }
+}
+
+std::string MpiWorld::recv(int src, int tag, std::chrono::milliseconds timeout) {
+  size_t n = 0;
+  wait_for(src, tag, timeout, &n);
+  std::string out(n, '\0');
+  if (MPI_Recv(out.data(), int(n), MPI_BYTE, src, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS) fail("MPI receive from rank ", src, " failed");
+  return out;
+}
+
+void MpiWorld::recv_into(int src, int tag, void* data, size_t bytes, std::chrono::milliseconds timeout) {
+  size_t n = 0;
+  wait_for(src, tag, timeout, &n);
+  if (n != bytes) fail("rank ", src, " sent ", n, " bytes, expected ", bytes);
+  if (MPI_Recv(data, int(n), MPI_BYTE, src, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS) fail("MPI receive from rank ", src, " failed");
+}
+
+void MpiWorld::abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+}  // namespace skein

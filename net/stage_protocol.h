@@ -1,0 +1,36 @@
+// Messages between the coordinator (rank 0) and the stage workers. Control (step plans, slot operations)
+// and data (activations, logits, state shards) travel under different MPI tags, so a stage can take the
+// next plan while activations are still on their way.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace skein {
+
+enum Tag : int { kTagControl = 1, kTagActivations = 2, kTagResult = 3, kTagReady = 4 };
+
+enum class StageOp : uint8_t { Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, Shutdown };
+
+// Which logits a step entry wants back from the last stage.
+enum class Want : uint8_t { None = 0, Last = 1, All = 2 };
+
+struct StepEntry {
+  int32_t slot = 0;
+  int32_t n_tokens = 0;
+  Want want = Want::None;
+};
+
+struct ControlMessage {
+  StageOp op = StageOp::Step;
+  uint64_t step = 0;
+  std::vector<StepEntry> entries;  // Step
+  std::vector<int32_t> tokens;     // Step: all entries' tokens, in order (used by the first stage)
+  int32_t slot = -1, slot2 = -1;   // slot operations (CloneSlot: slot -> slot2)
+  std::vector<float> state;        // ImportSlot: this stage's shard
+
+  std::string encode() const;
+  static ControlMessage decode(const std::string& bytes);  // throws skein::Error on malformed input
+};
+
+}  // namespace skein

@@ -1,0 +1,28 @@
+// ModelHandle over the in-process engine: sessions are SessionStates in this process.
+#pragma once
+#include <map>
+
+#include "coordinator/model_handle.h"
+#include "worker/engine.h"
+
+namespace skein {
+
+class LocalModel final : public ModelHandle {
+ public:
+  explicit LocalModel(Engine& engine) : engine_(engine) {}
+  const ModelDims& dims() const override { return engine_.dims(); }
+  int open_session() override;
+  void close_session(int session) override { sessions_.erase(session); }
+  int clone_session(int session) override;
+  void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) override;
+  std::vector<float> export_state(int session) override { return get(session).to_host(); }
+  void import_state(int session, const std::vector<float>& state) override { get(session).from_host(state); }
+
+ private:
+  SessionState& get(int session);
+  Engine& engine_;
+  std::map<int, SessionState> sessions_;
+  int next_ = 0;
+};
+
+}  // namespace skein

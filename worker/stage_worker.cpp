@@ -1,0 +1,101 @@
+#include "worker/stage_worker.h"
+
+#include <map>
+
+#include "common/error.h"
+#include "net/stage_protocol.h"
+
+namespace skein {
+
+void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage) {
+  Backend& be = stage.backend();
+  const ModelDims& d = stage.dims();
+  const size_t C = size_t(d.n_embd), V = size_t(d.vocab);
+  const bool v7 = d.arch == Arch::V7, first = links.prev < 0, last = links.next < 0;
+  std::map<int, State> slots;
+  std::vector<float> host;  // activations as they travel: x, then v_first for v7
+  DeviceBuffer x, v_first;
+
+  auto slot = [&](int id) -> State& {
+    auto it = slots.find(id);
+    if (it == slots.end()) fail("stage worker: slot ", id, " is not open");
+    return it->second;
+  };
+
+  while (true) {
+    ControlMessage m = ControlMessage::decode(world.recv(links.coordinator, kTagControl));
+    switch (m.op) {
+      case StageOp::Shutdown:
+        return;
+      case StageOp::ResetSlot: {
+        auto it = slots.find(m.slot);
+        if (it == slots.end()) slots.emplace(m.slot, stage.new_state());
+        else stage.reset(it->second);
+        break;
+      }
+      case StageOp::FreeSlot:
+        slots.erase(m.slot);
+        break;
+      case StageOp::CloneSlot:
+        slots.insert_or_assign(m.slot2, slot(m.slot).clone());
+        break;
+      case StageOp::ExportSlot: {
+        auto h = slot(m.slot).to_host();
+        world.send(links.coordinator, kTagResult, h.data(), h.size() * sizeof(float));
+        break;
+      }
+      case StageOp::ImportSlot: {
+        auto it = slots.find(m.slot);
+        if (it == slots.end()) it = slots.emplace(m.slot, stage.new_state()).first;
+        it->second.from_host(m.state);
+        break;
+      }
+      case StageOp::Step: {
+        int R = 0;
+        for (auto& e : m.entries) R += e.n_tokens;
+        if (R == 0) break;
+        const size_t rc = size_t(R) * C, parts = v7 ? 2 : 1;
+        if (x.size() < rc) {
+          x = DeviceBuffer(be, rc);
+          if (v7) v_first = DeviceBuffer(be, rc);
+        }
+        host.resize(rc * parts);
+        if (first) {
+          if (m.tokens.size() != size_t(R)) fail("stage worker: step has ", m.tokens.size(), " tokens for ", R, " rows");
+          for (int32_t t : m.tokens)
+            if (t < 0 || t >= d.vocab) fail("token id ", t, " is out of range for vocabulary size ", d.vocab);
+          stage.embed(m.tokens, x.get());
+        } else {
+          world.recv_into(links.prev, kTagActivations, host.data(), host.size() * sizeof(float));
+          be.to_device(x.get(), host.data(), rc);
+          if (v7) be.to_device(v_first.get(), host.data() + rc, rc);
+        }
+        std::vector<StageSequence> seqs;
+        for (auto& e : m.entries) seqs.push_back({e.n_tokens, &slot(e.slot)});
+        stage.run_layers(x.get(), v_first.get(), seqs, R);
+        if (!last) {
+          be.to_host(host.data(), x.get(), rc);
+          if (v7) be.to_host(host.data() + rc, v_first.get(), rc);
+          world.send(links.next, kTagActivations, host.data(), host.size() * sizeof(float));
+          break;
+        }
+        std::vector<int> rows;
+        int off = 0;
+        for (auto& e : m.entries) {
+          if (e.want == Want::All)
+            for (int t = 0; t < e.n_tokens; ++t) rows.push_back(off + t);
+          else if (e.want == Want::Last && e.n_tokens > 0)
+            rows.push_back(off + e.n_tokens - 1);
+          off += e.n_tokens;
+        }
+        if (rows.empty()) break;
+        std::vector<float> logits(rows.size() * V);
+        stage.head(x.get(), rows, logits.data());
+        world.send(links.coordinator, kTagResult, logits.data(), logits.size() * sizeof(float));
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace skein
