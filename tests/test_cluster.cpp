@@ -1,0 +1,99 @@
+// The cluster under mpirun on this machine (ranks oversubscribe its cores): for CPU fp32 the pipeline's
+// logits, states and greedy tokens are bitwise those of the single-process engine, for 2, 3 and 5 ranks
+// and several splits; start-up mismatches fail on every rank with a clear message, never hang.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+
+#include "tests/test_support.h"
+
+namespace skein::test {
+namespace {
+
+std::string mpirun(int ranks, const std::string& args) {
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  // --mca mpi_yield_when_idle: ranks that wait give their core away (2 cores, up to 5 ranks).
+  return "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " + std::string(SKEIN_BINARY) + " " + args;
+}
+
+// Output is stdout then stderr (the ranks' stderr would otherwise interleave with rank 0's text).
+CommandResult run_shell(const std::string& cmd) {
+  std::string out_file = temp_dir() + "/out.txt", err_file = out_file + ".err";
+  int status = std::system(("timeout 120 " + cmd + " > " + out_file + " 2> " + err_file + " < /dev/null").c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, read_file(out_file) + read_file(err_file)};
+}
+
+std::string join(const std::vector<int32_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+void expect_same_as_single_process(const std::string& model, const std::vector<int32_t>& tokens, int ranks, const std::string& strategy) {
+  std::string dir = temp_dir();
+  std::string chunks = "chunks:" + std::to_string(tokens.size() / 3) + "," + std::to_string(tokens.size() - tokens.size() / 3);
+  for (std::string mode : {std::string("parallel"), std::string("recurrent"), chunks}) {
+    std::string common = "logits --model " + model + " --tokens " + join(tokens) + " --mode " + mode + " --all-positions --strategy '" + strategy + "'";
+    auto one = run_skein(common + " --out " + dir + "/one.f32 --state-out " + dir + "/one.state");
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    auto many = run_shell(mpirun(ranks, common + " --out " + dir + "/many.f32 --state-out " + dir + "/many.state"));
+    ASSERT_EQ(many.exit_code, 0) << many.output;
+    EXPECT_EQ(read_file(dir + "/one.f32"), read_file(dir + "/many.f32")) << model << " " << ranks << " ranks, " << mode << ", " << strategy;
+    EXPECT_EQ(read_file(dir + "/one.state"), read_file(dir + "/many.state")) << model << " " << ranks << " ranks, " << mode;
+  }
+}
+
+TEST(Cluster, EveryGoldenModelIsBitwiseExactOnThreeRanks) {
+  for (std::string m : {"rand-v4-bf16vals-fp32", "rand-v5_2-bf16vals-fp32", "rand-v6-bf16vals-fp32", "rand-v7-fp32", "rand-v7-bf16"})
+    expect_same_as_single_process(golden("models/" + m + ".pth"), {3, 141, 59, 265, 358, 97, 93, 238, 462, 64, 338, 327}, 3, "cpu fp32");
+  for (std::string m : {"tiny-rwkv-4v0-660K", "tiny-rwkv-5v1-730K", "tiny-rwkv-5v2-730K", "tiny-rwkv-6v0-3m-Q5_1dq", "tiny-rwkv-7v0-834K"})
+    expect_same_as_single_process(shared_dir() + "/models/" + m + ".pth", {84, 104, 101, 32, 113, 117, 105, 99, 107, 32, 102, 111, 120}, 3, "cpu fp32");
+}
+
+TEST(Cluster, TwoAndFiveRanksAndUnevenSplits) {
+  std::vector<int32_t> fox = {84, 104, 101, 32, 113, 117, 105, 99, 107, 32, 98, 114, 111, 119, 110};
+  std::string v7 = shared_dir() + "/models/tiny-rwkv-7v0-834K.pth", v6 = shared_dir() + "/models/tiny-rwkv-6v0-3m-Q5_1dq.pth";
+  expect_same_as_single_process(v7, fox, 2, "cpu fp32");
+  expect_same_as_single_process(v7, fox, 5, "cpu fp32");
+  expect_same_as_single_process(v6, fox, 5, "cpu fp32 *1 -> cpu fp32 *7 -> cpu fp32 *2 -> cpu fp32");
+  expect_same_as_single_process(v6, fox, 3, "cpu fp32 *12 -> cpu fp32 *1");  // the last stage holds only the head
+}
+
+TEST(Cluster, GenerationMatchesSingleProcess) {
+  std::string args = "generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --prompt 'It was a dark and stormy night' "
+                     "--temperature 0 --alpha-presence 0.5 --alpha-frequency 0.5 --max-tokens 60";
+  auto one = run_shell(std::string(SKEIN_BINARY) + " " + args);
+  auto many = run_shell(mpirun(4, args));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_EQ(many.exit_code, 0) << many.output;
+  std::string want = one.output.substr(0, one.output.find('\n'));
+  EXPECT_GT(want.size(), 80u);
+  EXPECT_EQ(many.output.substr(0, many.output.find('\n')), want) << "cluster:\n" << many.output;
+}
+
+TEST(Cluster, MismatchesFailOnEveryRankWithoutHanging) {
+  std::string model = shared_dir() + "/models/tiny-rwkv-5v2-730K.pth";
+  auto r = run_shell(mpirun(3, "logits --model " + model + " --tokens 1,2 --out /dev/null --strategy 'cpu fp32 *2 -> cpu fp32 *2 -> cpu fp32'"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("the strategy has 3 stages but mpirun started 2 stage ranks"), std::string::npos) << r.output;
+  // Hosts faked per rank with MPMD syntax: node "b" exists, node "c" does not.
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  std::string bin = SKEIN_BINARY, args = " logits --model " + model + " --tokens 1,2 --out /dev/null --strategy ";
+  auto mpmd = [&](const std::string& strategy) {
+    return "mpirun --oversubscribe --mca mpi_yield_when_idle 1 -np 1 -x SKEIN_HOSTNAME=a " + bin + args + strategy + " : -np 1 -x SKEIN_HOSTNAME=b " +
+           bin + args + strategy + " : -np 1 -x SKEIN_HOSTNAME=c0 " + bin + args + strategy;
+  };
+  r = run_shell(mpmd("'c:cpu fp32 *6 -> cpu fp32'"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("unknown node 'c'"), std::string::npos) << r.output;
+  r = run_shell(mpmd("'cpu fp32 *6 -> b:cpu fp32'"));  // pinned stage goes to rank 1 (host b), the other to rank 2
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 1 (b) runs stage 1"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace skein::test
