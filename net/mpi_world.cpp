@@ -59,6 +59,32 @@ void MpiWorld::wait_for(int src, int tag, std::chrono::milliseconds timeout, siz
   }
 }
 
+MpiWorld::Pending MpiWorld::isend(int dst, int tag, const void* data, size_t bytes) {
+  if (bytes > size_t(INT32_MAX)) fail("message of ", bytes, " bytes is too large for one MPI send");
+  auto* req = new MPI_Request;
+  if (MPI_Isend(data, int(bytes), MPI_BYTE, dst, tag, MPI_COMM_WORLD, req) != MPI_SUCCESS) {
+    delete req;
+    fail("MPI send to rank ", dst, " failed");
+  }
+  return Pending{req};
+}
+
+void MpiWorld::wait(Pending& p) {
+  if (!p.request) return;
+  auto* req = static_cast<MPI_Request*>(p.request);
+  // Poll with naps like wait_for, so a waiting rank yields its core.
+  auto nap = std::chrono::microseconds(0);
+  while (true) {
+    int done = 0;
+    if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) fail("MPI send did not complete");
+    if (done) break;
+    if (nap.count() > 0) std::this_thread::sleep_for(nap);
+    nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(nap.count() < 50 ? 5 : 100));
+  }
+  delete req;
+  p.request = nullptr;
+}
+
 std::string MpiWorld::recv(int src, int tag, std::chrono::milliseconds timeout) {
   size_t n = 0;
   wait_for(src, tag, timeout, &n);

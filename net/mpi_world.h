@@ -24,6 +24,12 @@ class MpiWorld {
   const std::vector<std::string>& hosts() const { return hosts_; }
 
   void send(int dst, int tag, const void* data, size_t bytes);
+  // Non-blocking send of `data` (kept alive by the caller until wait()). Returns a request handle.
+  struct Pending {
+    void* request = nullptr;  // MPI_Request, heap-allocated so this header needs no mpi.h
+  };
+  Pending isend(int dst, int tag, const void* data, size_t bytes);
+  void wait(Pending& p);
   void send(int dst, int tag, const std::string& bytes) { send(dst, tag, bytes.data(), bytes.size()); }
   // Receives the next message with `tag` from `src`. Throws skein::Error after `timeout` without one.
   std::string recv(int src, int tag, std::chrono::milliseconds timeout = std::chrono::hours(24 * 365));

@@ -13,7 +13,12 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
   const size_t C = size_t(d.n_embd), V = size_t(d.vocab);
   const bool v7 = d.arch == Arch::V7, first = links.prev < 0, last = links.next < 0;
   std::map<int, State> slots;
-  std::vector<float> host;  // activations as they travel: x, then v_first for v7
+  std::vector<float> host;  // activations received: x, then v_first for v7
+  // Outgoing activations are sent without blocking, from two alternating buffers, so this stage starts
+  // its next step while the next stage is still busy with the last one.
+  std::vector<float> out[2];
+  MpiWorld::Pending out_pending[2];
+  int out_i = 0;
   DeviceBuffer x, v_first;
 
   auto slot = [&](int id) -> State& {
@@ -26,6 +31,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
     ControlMessage m = ControlMessage::decode(world.recv(links.coordinator, kTagControl));
     switch (m.op) {
       case StageOp::Shutdown:
+        for (auto& p : out_pending) world.wait(p);
         return;
       case StageOp::ResetSlot: {
         auto it = slots.find(m.slot);
@@ -74,9 +80,13 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         for (auto& e : m.entries) seqs.push_back({e.n_tokens, &slot(e.slot)});
         stage.run_layers(x.get(), v_first.get(), seqs, R);
         if (!last) {
-          be.to_host(host.data(), x.get(), rc);
-          if (v7) be.to_host(host.data() + rc, v_first.get(), rc);
-          world.send(links.next, kTagActivations, host.data(), host.size() * sizeof(float));
+          out_i ^= 1;
+          world.wait(out_pending[out_i]);  // the send from two steps ago has left this buffer
+          std::vector<float>& o = out[out_i];
+          o.resize(rc * parts);
+          be.to_host(o.data(), x.get(), rc);
+          if (v7) be.to_host(o.data() + rc, v_first.get(), rc);
+          out_pending[out_i] = world.isend(links.next, kTagActivations, o.data(), o.size() * sizeof(float));
           break;
         }
         std::vector<int> rows;
