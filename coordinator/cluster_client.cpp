@@ -1,6 +1,7 @@
 #include "coordinator/cluster_client.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "common/error.h"
 #include "net/stage_protocol.h"
@@ -91,6 +92,56 @@ void ClusterClient::run(int session, std::span<const int32_t> tokens, int chunk,
     world_.recv_into(ranks_.back(), kTagResult, logits + row * V, n * V * sizeof(float));
     row += n;
   }
+}
+
+size_t ClusterClient::rows_wanted(const std::vector<Entry>& entries) const {
+  size_t rows = 0;
+  for (auto& e : entries) rows += e.want == Want::All ? e.tokens.size() : e.want == Want::Last ? 1 : 0;
+  return rows;
+}
+
+uint64_t ClusterClient::submit(const std::vector<Entry>& entries) {
+  ControlMessage m;
+  m.op = StageOp::Step;
+  m.step = ++step_;
+  for (auto& e : entries) {
+    if (!used_.count(e.session)) fail("no session ", e.session);
+    m.entries.push_back({e.session, int32_t(e.tokens.size()), e.want});
+  }
+  std::string rest = m.encode();
+  for (auto& e : entries) m.tokens.insert(m.tokens.end(), e.tokens.begin(), e.tokens.end());
+  world_.send(ranks_.front(), kTagControl, m.encode());
+  for (size_t k = 1; k < ranks_.size(); ++k) world_.send(ranks_[k], kTagControl, rest);
+  if (size_t rows = rows_wanted(entries)) pending_rows_[m.step] = rows;
+  return m.step;
+}
+
+void ClusterClient::collect(uint64_t step, float* logits) {
+  auto it = pending_rows_.find(step);
+  if (it == pending_rows_.end()) return;
+  if (it != pending_rows_.begin()) fail("internal: collect() out of submission order");
+  world_.recv_into(ranks_.back(), kTagResult, logits, it->second * size_t(dims_.vocab) * sizeof(float));
+  pending_rows_.erase(it);
+}
+
+std::vector<StageStats> ClusterClient::stage_stats() {
+  ControlMessage m;
+  m.op = StageOp::Stats;
+  broadcast(m);
+  std::vector<StageStats> out(ranks_.size());
+  for (size_t k = 0; k < ranks_.size(); ++k) world_.recv_into(ranks_[k], kTagResult, &out[k], sizeof(StageStats));
+  return out;
+}
+
+double ClusterClient::echo_seconds(size_t k, size_t bytes) {
+  ControlMessage m;
+  m.op = StageOp::Echo;
+  world_.send(ranks_[k], kTagControl, m.encode());
+  std::string payload(bytes, 'x');
+  auto t0 = std::chrono::steady_clock::now();
+  world_.send(ranks_[k], kTagActivations, payload);
+  std::string back = world_.recv(ranks_[k], kTagActivations);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 std::vector<float> ClusterClient::export_state(int session) {

@@ -1,11 +1,13 @@
 // The coordinator's side of the cluster (rank 0): it owns the slot numbering, sends step plans and slot
 // operations to the stage ranks, and collects logits and state shards. It never touches weights.
 #pragma once
+#include <map>
 #include <set>
 #include <vector>
 
 #include "coordinator/model_handle.h"
 #include "net/mpi_world.h"
+#include "net/stage_protocol.h"
 
 namespace skein {
 
@@ -25,6 +27,24 @@ class ClusterClient final : public ModelHandle {
 
   void shutdown();  // tells every stage to exit (also done by the destructor)
 
+  // Micro-batches: submit() sends one step (several sessions, each its own tokens) and returns at once,
+  // so several steps are in flight; collect() takes a step's logits (rows in entry order), in submission
+  // order. Entries wanting nothing produce no result.
+  struct Entry {
+    int session;
+    std::vector<int32_t> tokens;
+    Want want = Want::Last;
+  };
+  uint64_t submit(const std::vector<Entry>& entries);
+  void collect(uint64_t step, float* logits);
+  size_t rows_wanted(const std::vector<Entry>& entries) const;
+
+  // Busy and wall time of every stage since the previous call.
+  std::vector<StageStats> stage_stats();
+  // Round trip of a `bytes` message between the coordinator and stage `k`, in seconds.
+  double echo_seconds(size_t k, size_t bytes);
+  size_t stages() const { return ranks_.size(); }
+
  private:
   int take_slot();
   void broadcast(const struct ControlMessage& m);
@@ -36,6 +56,7 @@ class ClusterClient final : public ModelHandle {
   int max_slots_;
   std::set<int> used_;
   uint64_t step_ = 0;
+  std::map<uint64_t, size_t> pending_rows_;  // submitted steps that will send logits, and their rows
   bool down_ = false;
 };
 

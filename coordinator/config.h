@@ -35,6 +35,7 @@ struct LoggingConfig {
 };
 
 struct Config {
+  Config() { limits.slots = scheduler.max_slots; }
   std::string source;  // file it came from ("" for defaults)
   std::string model, tokenizer, strategy;
   int threads = 0;

@@ -10,7 +10,14 @@ namespace skein {
 
 enum Tag : int { kTagControl = 1, kTagActivations = 2, kTagResult = 3, kTagReady = 4 };
 
-enum class StageOp : uint8_t { Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, Shutdown };
+enum class StageOp : uint8_t { Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, Stats, Echo, Shutdown };
+
+// A stage's answer to Stats: time spent computing versus time since the previous Stats.
+struct StageStats {
+  double busy_seconds = 0;
+  double wall_seconds = 0;
+  uint64_t steps = 0;
+};
 
 // Which logits a step entry wants back from the last stage.
 enum class Want : uint8_t { None = 0, Last = 1, All = 2 };

@@ -95,5 +95,22 @@ TEST(Cluster, MismatchesFailOnEveryRankWithoutHanging) {
   EXPECT_NE(r.output.find("rank 1 (b) runs stage 1"), std::string::npos) << r.output;
 }
 
+// The pipeline benchmark runs and reports what it promises (its figures are not checked: a benchmark,
+// not a timed test).
+TEST(Cluster, PipelineBenchReports) {
+  auto r = run_shell(mpirun(3, "bench --pipeline --decode-tokens 32 --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string out = r.output.substr(0, r.output.find("skein: rank"));
+  std::string last = out.substr(out.rfind("\n{") + 1);
+  auto j = nlohmann::json::parse(last.substr(0, last.find('\n')));
+  EXPECT_EQ(j["stages"], 2);
+  ASSERT_GE(j["runs"].size(), 3u);
+  for (auto& run : j["runs"]) {
+    EXPECT_GT(run["tokens_per_s"].get<double>(), 0);
+    EXPECT_GE(run["idle_measured"].get<double>(), 0);
+  }
+  EXPECT_EQ(j["hops"].size(), 3u);
+}
+
 }  // namespace
 }  // namespace skein::test

@@ -28,6 +28,7 @@ double peak_rss_mib() {
 void add_bench_command(CLI::App& app) {
   struct Opts {
     int prompt_tokens = 512, decode_tokens = 128;
+    bool pipeline = false;
     RunFlags run;
   };
   auto o = std::make_shared<Opts>();
@@ -35,12 +36,17 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::PositiveNumber);
   o->run.add(c, false);
+  c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
   c->callback([o] {
     using clock = std::chrono::steady_clock;
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");
     apply_threads(cfg.threads);
-    if (mpi_world()) fail("bench: measures one process; run it without mpirun");
+    if (o->pipeline) {
+      run_pipeline_bench(cfg, std::max(4, o->decode_tokens / 8));
+      return;
+    }
+    if (mpi_world()) fail("bench: without --pipeline it measures one process; run it without mpirun");
     LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
     Engine& model = *m.engine;
     const ModelDims& d = model.dims();

@@ -2,7 +2,11 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include "coordinator/config.h"
+
 namespace skein::cli {
+
+using skein::Config;
 
 void add_generate_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
@@ -11,5 +15,8 @@ void add_inspect_command(CLI::App& app);
 void add_make_model_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
+
+// The pipeline benchmark (bench --pipeline), on the cluster mpirun started.
+void run_pipeline_bench(const Config& cfg, int rounds);
 
 }  // namespace skein::cli

@@ -1,5 +1,6 @@
 #include "worker/stage_worker.h"
 
+#include <chrono>
 #include <map>
 
 #include "common/error.h"
@@ -20,6 +21,10 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
   MpiWorld::Pending out_pending[2];
   int out_i = 0;
   DeviceBuffer x, v_first;
+
+  using clock = std::chrono::steady_clock;
+  StageStats stats;
+  auto since = clock::now();
 
   auto slot = [&](int id) -> State& {
     auto it = slots.find(id);
@@ -56,7 +61,20 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         it->second.from_host(m.state);
         break;
       }
+      case StageOp::Stats: {
+        stats.wall_seconds = std::chrono::duration<double>(clock::now() - since).count();
+        world.send(links.coordinator, kTagResult, &stats, sizeof stats);
+        stats = {};
+        since = clock::now();
+        break;
+      }
+      case StageOp::Echo: {  // measures one hop: the payload comes back as it came
+        std::string payload = world.recv(links.coordinator, kTagActivations);
+        world.send(links.coordinator, kTagActivations, payload);
+        break;
+      }
       case StageOp::Step: {
+        auto busy_from = clock::now();
         int R = 0;
         for (auto& e : m.entries) R += e.n_tokens;
         if (R == 0) break;
@@ -78,7 +96,14 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         }
         std::vector<StageSequence> seqs;
         for (auto& e : m.entries) seqs.push_back({e.n_tokens, &slot(e.slot)});
+        if (!first) busy_from = clock::now();  // waiting for the previous stage is idle time
         stage.run_layers(x.get(), v_first.get(), seqs, R);
+        ++stats.steps;
+        struct Busy {  // counts compute time however this step ends
+          StageStats& s;
+          clock::time_point t;
+          ~Busy() { s.busy_seconds += std::chrono::duration<double>(clock::now() - t).count(); }
+        } busy{stats, busy_from};
         if (!last) {
           out_i ^= 1;
           world.wait(out_pending[out_i]);  // the send from two steps ago has left this buffer
