@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "common/error.h"
+#include "common/stop_signal.h"
 
 namespace skein {
 
@@ -60,6 +61,10 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
   };
   res.finish_reason = "length";
   for (int step = 0; step < req.max_tokens; ++step) {
+    if (stop_requested()) {  // SIGTERM: end this request cleanly with what it has
+      res.finish_reason = "cancelled";
+      break;
+    }
     if (step > 0) model.run(session, std::span<const int32_t>(&res.tokens.back(), 1), 1, logits.data());
     penalty.apply(logits.data(), V, req.sampling);
     int32_t token = sampler.sample(logits.data(), V, req.sampling);

@@ -24,7 +24,7 @@ struct GenerateRequest {
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated, stop token excluded
   std::string text;             // exactly what on_text received
-  std::string finish_reason;    // "length", "stop_token" or "stop_string"
+  std::string finish_reason;    // "length", "stop_token", "stop_string" or "cancelled" (SIGTERM)
   double prefill_seconds = 0, decode_seconds = 0;
 };
 

@@ -95,6 +95,23 @@ TEST(Cluster, MismatchesFailOnEveryRankWithoutHanging) {
   EXPECT_NE(r.output.find("rank 1 (b) runs stage 1"), std::string::npos) << r.output;
 }
 
+// SIGTERM drains: the running generation ends as "cancelled", the stages are shut down by the
+// coordinator, and (alone) the process exits 0. mpirun itself forwards the signal and reports it.
+TEST(Cluster, SigtermDrains) {
+  std::string args = "generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --max-tokens 100000000";
+  std::string dir = temp_dir();
+  auto drain = [&](const std::string& cmd, const std::string& name) {
+    std::string out = dir + "/" + name;
+    std::system((cmd + " > " + out + " 2>&1 & pid=$!; sleep 2; kill -TERM $pid; wait $pid; echo \"rc=$?\" >> " + out).c_str());
+    return read_file(out);
+  };
+  std::string one = drain(std::string(SKEIN_BINARY) + " " + args, "one.txt");
+  EXPECT_NE(one.find("finish: cancelled]"), std::string::npos) << one;
+  EXPECT_NE(one.find("rc=0"), std::string::npos) << one;
+  std::string many = drain(mpirun(3, args), "many.txt");
+  EXPECT_NE(many.find("finish: cancelled]"), std::string::npos) << many;
+}
+
 // The pipeline benchmark runs and reports what it promises (its figures are not checked: a benchmark,
 // not a timed test).
 TEST(Cluster, PipelineBenchReports) {

@@ -6,11 +6,15 @@
 #include <memory>
 
 #include "common/error.h"
+#include "common/stop_signal.h"
 #include "net/mpi_world.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
 
 int main(int argc, char** argv) {
+  // SIGTERM drains: generation stops at the next token, stage ranks keep serving until the coordinator
+  // shuts them down, and every rank exits 0.
+  skein::install_stop_handlers();
   // Under mpirun every rank runs the same command line: rank 0 coordinates, the others run stages.
   std::unique_ptr<skein::MpiWorld> world;
   if (skein::MpiWorld::launched()) {
