@@ -100,7 +100,13 @@ size_t ClusterClient::rows_wanted(const std::vector<Entry>& entries) const {
   return rows;
 }
 
-uint64_t ClusterClient::submit(const std::vector<Entry>& entries) {
+uint64_t ClusterClient::submit(const std::vector<BatchEntry>& entries) {
+  std::vector<Entry> e;
+  for (auto& b : entries) e.push_back({b.session, b.tokens, b.want_logits ? Want::Last : Want::None});
+  return submit_step(e);
+}
+
+uint64_t ClusterClient::submit_step(const std::vector<Entry>& entries) {
   ControlMessage m;
   m.op = StageOp::Step;
   m.step = ++step_;

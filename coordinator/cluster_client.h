@@ -35,8 +35,10 @@ class ClusterClient final : public ModelHandle {
     std::vector<int32_t> tokens;
     Want want = Want::Last;
   };
-  uint64_t submit(const std::vector<Entry>& entries);
-  void collect(uint64_t step, float* logits);
+  uint64_t submit_step(const std::vector<Entry>& entries);
+  void collect(uint64_t step, float* logits) override;
+  uint64_t submit(const std::vector<BatchEntry>& entries) override;
+  int max_in_flight() const override { return int(ranks_.size()); }
   size_t rows_wanted(const std::vector<Entry>& entries) const;
 
   // Busy and wall time of every stage since the previous call.

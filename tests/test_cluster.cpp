@@ -74,6 +74,21 @@ TEST(Cluster, GenerationMatchesSingleProcess) {
   EXPECT_EQ(many.output.substr(0, many.output.find('\n')), want) << "cluster:\n" << many.output;
 }
 
+// Several requests continuously batched, with micro-batches in flight on every stage: the same tokens as
+// in one process (where the scheduler test shows they equal each request alone).
+TEST(Cluster, ContinuousBatchingMatchesSingleProcess) {
+  std::string args = "generate --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --temperature 0 --max-tokens 40 "
+                     "--prompt 'The man said' --prompt 'It was a dark and stormy night, and the rain' --prompt A --prompt '\nIn the '";
+  auto one = run_shell(std::string(SKEIN_BINARY) + " " + args);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  std::string want = one.output.substr(0, one.output.rfind("--- [3]"));
+  for (int ranks : {3, 5}) {
+    auto many = run_shell(mpirun(ranks, args));
+    ASSERT_EQ(many.exit_code, 0) << many.output;
+    EXPECT_EQ(many.output.substr(0, want.size()), want) << ranks << " ranks:\n" << many.output;
+  }
+}
+
 TEST(Cluster, MismatchesFailOnEveryRankWithoutHanging) {
   std::string model = shared_dir() + "/models/tiny-rwkv-5v2-730K.pth";
   auto r = run_shell(mpirun(3, "logits --model " + model + " --tokens 1,2 --out /dev/null --strategy 'cpu fp32 *2 -> cpu fp32 *2 -> cpu fp32'"));

@@ -1,21 +1,49 @@
 #include <iostream>
 
 #include "common/error.h"
+#include "common/stop_signal.h"
 #include "coordinator/generator.h"
+#include "coordinator/scheduler.h"
 #include "model/state_file.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
 
 namespace skein::cli {
 
+namespace {
+// Several prompts at once through the continuous-batching scheduler; each result printed when all end.
+void generate_batch(ModelHandle& model, const Tokenizer& tok, const std::vector<std::string>& prompts, const Config& cfg) {
+  Scheduler sched(model, cfg.scheduler.micro_batch_tokens, cfg.scheduler.prefill_chunk);
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  std::vector<std::string> reason(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i)
+    sched.submit({tok.encode(prompts[i]), cfg.max_tokens, cfg.sampling, [&out, i](int32_t t) { out[i].push_back(t); },
+                  [&reason, i](const std::string& r) { reason[i] = r; },
+                  [&tok](int32_t t) { return tok.decode(std::span<const int32_t>(&t, 1)); }});
+  while (!sched.idle()) {
+    if (stop_requested()) sched.cancel_all();
+    else sched.step();
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::string text = tok.decode(out[i]);
+    for (auto& s : cfg.sampling.stop)
+      if (auto p = text.find(s); p != std::string::npos) { text.resize(p); reason[i] = "stop_string"; }
+    Utf8Stream u;
+    std::cout << "--- [" << i << "] " << out[i].size() << " tokens, finish: " << reason[i] << "\n" << prompts[i] << u.push(text) << u.finish() << "\n";
+  }
+  std::cerr << "[" << prompts.size() << " requests in " << sched.steps() << " micro-batches]\n";
+}
+}  // namespace
+
 void add_generate_command(CLI::App& app) {
   struct Opts {
-    std::string prompt = "\nIn the ", state_in, state_out;
+    std::vector<std::string> prompts;
+    std::string state_in, state_out;
     RunFlags run;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("generate", "Generate text from a prompt, streaming it to stdout");
-  c->add_option("--prompt", o->prompt, "prompt text")->capture_default_str();
+  c->add_option("--prompt", o->prompts, "prompt text (default \"\\nIn the \"); several --prompt run together, continuously batched");
   c->add_option("--state-in", o->state_in, "continue from this saved state");
   c->add_option("--state-out", o->state_out, "save the final state here");
   o->run.add(c, true);
@@ -28,15 +56,22 @@ void add_generate_command(CLI::App& app) {
     ModelHandle& model = *m.handle;
     auto tok = tokenizer_for(cfg.tokenizer, model.dims().vocab);
     if (cfg.tokenizer.rfind("world:", 0) == 0 && cfg.sampling.token_stop.empty()) cfg.sampling.token_stop = {0};  // end of text
+    if (o->prompts.empty()) o->prompts = {"\nIn the "};
+    if (o->prompts.size() > 1) {
+      if (!o->state_in.empty() || !o->state_out.empty()) fail("--state-in/--state-out take a single --prompt");
+      generate_batch(model, *tok, o->prompts, cfg);
+      return;
+    }
+    const std::string& prompt = o->prompts.front();
     GenerateRequest req;
-    req.prompt = tok->encode(o->prompt);
+    req.prompt = tok->encode(prompt);
     req.max_tokens = cfg.max_tokens;
     req.sampling = cfg.sampling;
     req.prefill_chunk = cfg.scheduler.prefill_chunk;
     int session = model.open_session();
     StateFileHeader hdr{model.dims(), 0, model.dims().n_layer, m.fingerprint};
     if (!o->state_in.empty()) model.import_state(session, load_state_file(o->state_in, hdr));
-    std::cout << o->prompt << std::flush;
+    std::cout << prompt << std::flush;
     GenerateResult r = generate(model, session, *tok, req, [](std::string_view s) { std::cout << s << std::flush; });
     std::cout << "\n";
     if (!o->state_out.empty()) save_state_file(o->state_out, hdr, model.export_state(session));

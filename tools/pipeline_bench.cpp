@@ -48,7 +48,7 @@ void run_pipeline_bench(const Config& cfg, int rounds) {
   for (int M : counts) {
     auto round = [&] {  // M micro-batches in flight, then their tokens
       std::vector<uint64_t> ids;
-      for (int i = 0; i < M; ++i) ids.push_back(cc->submit({{sessions[size_t(i)], {next[size_t(i)]}, Want::Last}}));
+      for (int i = 0; i < M; ++i) ids.push_back(cc->submit_step({{sessions[size_t(i)], {next[size_t(i)]}, Want::Last}}));
       for (int i = 0; i < M; ++i) {
         cc->collect(ids[size_t(i)], logits.data());
         next[size_t(i)] = argmax(logits.data());
@@ -68,7 +68,7 @@ void run_pipeline_bench(const Config& cfg, int rounds) {
     for (int r = 0; r < rounds; ++r) {
       std::vector<ClusterClient::Entry> batch;
       for (int i = 0; i < M; ++i) batch.push_back({sessions[size_t(i)], {next[size_t(i)]}, Want::Last});
-      cc->collect(cc->submit(batch), logits.data());
+      cc->collect(cc->submit_step(batch), logits.data());
       for (int i = 0; i < M; ++i) next[size_t(i)] = argmax(logits.data() + size_t(i) * V);
     }
     double bsecs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();

@@ -22,6 +22,29 @@ int LocalModel::clone_session(int session) {
   return next_++;
 }
 
+uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
+  const size_t V = size_t(engine_.dims().vocab);
+  size_t wanted = 0;
+  for (auto& e : entries) wanted += e.want_logits;
+  std::vector<float> logits(wanted * V);
+  std::vector<EngineSequence> batch;
+  size_t row = 0;
+  for (auto& e : entries) {
+    batch.push_back({e.tokens, &get(e.session), e.want_logits ? logits.data() + row * V : nullptr, false});
+    row += e.want_logits;
+  }
+  engine_.forward(batch);
+  results_[++step_] = std::move(logits);
+  return step_;
+}
+
+void LocalModel::collect(uint64_t step, float* logits) {
+  auto it = results_.find(step);
+  if (it == results_.end()) fail("internal: no result for step ", step);
+  std::copy(it->second.begin(), it->second.end(), logits);
+  results_.erase(it);
+}
+
 void LocalModel::run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) {
   SessionState& s = get(session);
   const size_t V = size_t(engine_.dims().vocab);

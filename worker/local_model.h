@@ -17,11 +17,15 @@ class LocalModel final : public ModelHandle {
   void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) override;
   std::vector<float> export_state(int session) override { return get(session).to_host(); }
   void import_state(int session, const std::vector<float>& state) override { get(session).from_host(state); }
+  uint64_t submit(const std::vector<BatchEntry>& entries) override;  // runs the step now
+  void collect(uint64_t step, float* logits) override;
 
  private:
   SessionState& get(int session);
   Engine& engine_;
   std::map<int, SessionState> sessions_;
+  std::map<uint64_t, std::vector<float>> results_;
+  uint64_t step_ = 0;
   int next_ = 0;
 };
 

@@ -1,0 +1,59 @@
+// Continuous batching over a ModelHandle. Requests join and leave between steps; every step is a
+// micro-batch mixing prefill chunks and decode tokens up to a token budget; up to max_in_flight()
+// micro-batches are in flight, so every pipeline stage has work. A prompt's chunks do not wait for each
+// other (state dependencies are per layer: chunk k+1 may enter stage 1 once chunk k left it); a decoding
+// request has one token in flight at a time. The scheduler never touches tensors, only token ids.
+#pragma once
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coordinator/model_handle.h"
+#include "coordinator/sampler.h"
+
+namespace skein {
+
+struct ScheduledRequest {
+  std::vector<int32_t> prompt;  // must not be empty
+  int max_tokens = 100;
+  SamplingParams sampling;
+  std::function<void(int32_t token)> on_token;                // each generated token (stop tokens excluded)
+  std::function<void(const std::string& reason)> on_finish;   // "length", "stop_token" or "cancelled"
+  // Text of one token, for the official penalty rule on whitespace and digits (empty: every token counts).
+  std::function<std::string(int32_t)> token_text;
+};
+
+class Scheduler {
+ public:
+  Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk);
+  ~Scheduler();
+
+  void submit(ScheduledRequest r);  // joins at the next step; throws when no session slot is free
+  bool idle() const { return active_.empty() && in_flight_.empty(); }
+  void step();                      // submits what it can, then completes the oldest micro-batch
+  void run_until_idle();
+  void cancel_all();                // finishes every request with "cancelled"
+
+  uint64_t steps() const { return steps_; }
+
+ private:
+  struct Active;
+  struct InFlight {
+    uint64_t id;
+    std::vector<std::pair<Active*, bool>> entries;  // request, wants logits
+  };
+  bool fill();
+  void complete(InFlight& f);
+  void finish(Active& a, const std::string& reason);
+
+  ModelHandle& model_;
+  int budget_, chunk_;
+  std::vector<std::unique_ptr<Active>> active_;
+  std::deque<InFlight> in_flight_;
+  std::vector<float> logits_;
+  uint64_t steps_ = 0;
+};
+
+}  // namespace skein

@@ -1,0 +1,73 @@
+// Continuous batching: requests of different lengths that join at different times get exactly the
+// tokens each would get alone.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "common/error.h"
+#include "coordinator/scheduler.h"
+#include "tests/golden_cases.h"
+#include "tests/test_support.h"
+#include "worker/local_model.h"
+
+namespace skein::test {
+namespace {
+
+TEST(Scheduler, BatchedRequestsGetTheirAloneTokens) {
+  for (std::string m : {"tiny-rwkv-5v2-730K", "tiny-rwkv-7v0-834K", "tiny-rwkv-4v0-660K"}) {
+    auto mut = load_for_test(shared_dir() + "/models/" + m + ".pth");
+    ByteTokenizer tok;
+    const std::vector<std::string> prompts = {"The man said", "\nIn the ", "It was a dark and stormy night, and the rain fell in torrents",
+                                              "A", "The quick brown fox jumps over the lazy dog."};
+    auto request = [&](size_t i) {
+      GenerateRequest r;
+      r.prompt = tok.encode(prompts[i]);
+      r.max_tokens = 10 + int(i) * 7;
+      r.sampling.temperature = 0;
+      r.sampling.alpha_presence = 0.3f;
+      r.sampling.alpha_frequency = 0.2f;
+      return r;
+    };
+    std::map<size_t, std::vector<int32_t>> alone, batched;
+    for (size_t i = 0; i < prompts.size(); ++i) alone[i] = generate_fresh(*mut.model, tok, request(i)).tokens;
+
+    LocalModel local(*mut.model);
+    Scheduler sched(local, 16, 8);  // small budget and chunks: prompts span several steps and mix with decodes
+    auto submit = [&](size_t i) {
+      GenerateRequest g = request(i);
+      sched.submit({g.prompt, g.max_tokens, g.sampling, [&, i](int32_t t) { batched[i].push_back(t); }, {},
+                    [&](int32_t t) { return tok.decode(std::span<const int32_t>(&t, 1)); }});
+    };
+    submit(0);
+    submit(1);
+    for (int s = 0; s < 3; ++s) sched.step();
+    submit(2);
+    for (int s = 0; s < 5; ++s) sched.step();
+    submit(3);
+    submit(4);
+    sched.run_until_idle();
+    for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], alone[i]) << m << " request " << i;
+    EXPECT_LT(sched.steps(), 200u);
+  }
+}
+
+TEST(Scheduler, InvalidRequestIsRefusedWithoutDisturbingOthers) {
+  auto mut = load_for_test(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
+  LocalModel local(*mut.model);
+  Scheduler sched(local, 64, 64);
+  ScheduledRequest r;
+  r.prompt = {1, 2, 3};
+  r.max_tokens = 5;
+  r.sampling.temperature = 0;
+  std::string reason;
+  r.on_finish = [&](const std::string& s) { reason = s; };
+  sched.submit(r);
+  sched.run_until_idle();
+  EXPECT_EQ(reason, "length");
+  r.prompt = {};
+  EXPECT_THROW(sched.submit(r), Error);
+  EXPECT_TRUE(sched.idle());
+}
+
+}  // namespace
+}  // namespace skein::test
