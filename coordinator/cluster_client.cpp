@@ -100,10 +100,34 @@ size_t ClusterClient::rows_wanted(const std::vector<Entry>& entries) const {
   return rows;
 }
 
+void ClusterClient::set_sampling(int session, const SamplingParams& params) {
+  ControlMessage m;
+  m.op = StageOp::SetSampling;
+  m.slot = session;
+  m.blob = encode_sampling(params);
+  world_.send(ranks_.back(), kTagControl, m.encode());
+}
+
+void ClusterClient::set_penalty_free(const std::vector<uint8_t>& penalty_free) {
+  ControlMessage m;
+  m.op = StageOp::SetPenaltyFree;
+  m.blob.assign(penalty_free.begin(), penalty_free.end());
+  world_.send(ranks_.back(), kTagControl, m.encode());
+}
+
 uint64_t ClusterClient::submit(const std::vector<BatchEntry>& entries) {
   std::vector<Entry> e;
-  for (auto& b : entries) e.push_back({b.session, b.tokens, b.want_logits ? Want::Last : Want::None});
+  for (auto& b : entries) e.push_back({b.session, b.tokens, b.sample ? Want::Sample : Want::None});
   return submit_step(e);
+}
+
+void ClusterClient::collect(uint64_t step, int32_t* tokens) {
+  auto it = pending_.find(step);
+  if (it == pending_.end()) return;
+  if (it != pending_.begin()) fail("internal: collect() out of submission order");
+  if (it->second.logit_rows) fail("internal: step ", step, " wants logits, not tokens");
+  world_.recv_into(ranks_.back(), kTagResult, tokens, it->second.samples * sizeof(int32_t));
+  pending_.erase(it);
 }
 
 uint64_t ClusterClient::submit_step(const std::vector<Entry>& entries) {
@@ -118,16 +142,18 @@ uint64_t ClusterClient::submit_step(const std::vector<Entry>& entries) {
   for (auto& e : entries) m.tokens.insert(m.tokens.end(), e.tokens.begin(), e.tokens.end());
   world_.send(ranks_.front(), kTagControl, m.encode());
   for (size_t k = 1; k < ranks_.size(); ++k) world_.send(ranks_[k], kTagControl, rest);
-  if (size_t rows = rows_wanted(entries)) pending_rows_[m.step] = rows;
+  Pending p{rows_wanted(entries), size_t(std::count_if(entries.begin(), entries.end(), [](const Entry& e) { return e.want == Want::Sample; }))};
+  if (p.logit_rows || p.samples) pending_[m.step] = p;
   return m.step;
 }
 
 void ClusterClient::collect(uint64_t step, float* logits) {
-  auto it = pending_rows_.find(step);
-  if (it == pending_rows_.end()) return;
-  if (it != pending_rows_.begin()) fail("internal: collect() out of submission order");
-  world_.recv_into(ranks_.back(), kTagResult, logits, it->second * size_t(dims_.vocab) * sizeof(float));
-  pending_rows_.erase(it);
+  auto it = pending_.find(step);
+  if (it == pending_.end()) return;
+  if (it != pending_.begin()) fail("internal: collect() out of submission order");
+  if (it->second.samples) fail("internal: step ", step, " samples tokens, not logits");
+  world_.recv_into(ranks_.back(), kTagResult, logits, it->second.logit_rows * size_t(dims_.vocab) * sizeof(float));
+  pending_.erase(it);
 }
 
 std::vector<StageStats> ClusterClient::stage_stats() {

@@ -36,8 +36,11 @@ class ClusterClient final : public ModelHandle {
     Want want = Want::Last;
   };
   uint64_t submit_step(const std::vector<Entry>& entries);
-  void collect(uint64_t step, float* logits) override;
+  void collect(uint64_t step, float* logits);  // a step whose entries want logits
+  void set_sampling(int session, const SamplingParams& params) override;
+  void set_penalty_free(const std::vector<uint8_t>& penalty_free) override;
   uint64_t submit(const std::vector<BatchEntry>& entries) override;
+  void collect(uint64_t step, int32_t* tokens) override;  // a step whose entries sample
   int max_in_flight() const override { return int(ranks_.size()); }
   size_t rows_wanted(const std::vector<Entry>& entries) const;
 
@@ -58,7 +61,10 @@ class ClusterClient final : public ModelHandle {
   int max_slots_;
   std::set<int> used_;
   uint64_t step_ = 0;
-  std::map<uint64_t, size_t> pending_rows_;  // submitted steps that will send logits, and their rows
+  struct Pending {
+    size_t logit_rows = 0, samples = 0;
+  };
+  std::map<uint64_t, Pending> pending_;  // submitted steps that will send results
   bool down_ = false;
 };
 

@@ -8,6 +8,17 @@
 
 namespace skein {
 
+std::vector<uint8_t> penalty_free_tokens(const Tokenizer& tok, int vocab) {
+  std::vector<uint8_t> out(size_t(vocab), 0);
+  for (int32_t t = 0; t < vocab && t < tok.vocab_size(); ++t) {
+    try {
+      out[size_t(t)] = is_penalty_free_text(tok.decode(std::span<const int32_t>(&t, 1)));
+    } catch (const Error&) {  // ids without text (World's 0) are never generated as text
+    }
+  }
+  return out;
+}
+
 std::string StopMatcher::push(std::string_view text, bool& stopped) {
   stopped = false;
   held_.append(text);
@@ -74,7 +85,7 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
     }
     res.tokens.push_back(token);
     std::string bytes = tok.decode(std::span<const int32_t>(&token, 1));
-    penalty.record(token, bytes, req.sampling);
+    penalty.record(token, is_penalty_free_text(bytes), req.sampling);
     bool stopped = false;
     emit(stops.push(utf8.push(bytes), stopped));
     if (stopped) {

@@ -32,6 +32,9 @@ struct GenerateResult {
 GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, const GenerateRequest& req,
                         const std::function<void(std::string_view)>& on_text = {});
 
+// One byte per token id: 1 where the token's text is penalty-free (see RepetitionPenalty::record).
+std::vector<uint8_t> penalty_free_tokens(const Tokenizer& tok, int vocab);
+
 // Holds back text that might be the start of a stop string; reports where a stop string completes.
 class StopMatcher {
  public:

@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "coordinator/sampler.h"
 #include "model/architecture.h"
 
 namespace skein {
@@ -27,16 +28,22 @@ class ModelHandle {
   virtual std::vector<float> export_state(int session) = 0;
   virtual void import_state(int session, const std::vector<float>& state) = 0;
 
+  // Sampling happens where the logits are (on the cluster, the last stage): a session's parameters,
+  // occurrence counts and random stream live there, and only token ids come back.
+  virtual void set_sampling(int session, const SamplingParams& params) = 0;
+  // penalty_free[t] != 0: token t's text is within " \t0123456789" (not counted by frequency penalties).
+  virtual void set_penalty_free(const std::vector<uint8_t>& penalty_free) = 0;
+
   // Micro-batches: submit() hands over one step of several sessions (each with its own tokens) and may
-  // return before it ran, so several steps can be in flight; collect() returns a step's logits (one row
-  // per entry that wants them, in entry order), in submission order.
+  // return before it ran, so several steps can be in flight; collect() returns the step's sampled
+  // tokens (one per entry with `sample`, in entry order), in submission order.
   struct BatchEntry {
     int session = 0;
     std::vector<int32_t> tokens;
-    bool want_logits = true;  // of the entry's last token
+    bool sample = true;  // draw the token that follows the entry's last token
   };
   virtual uint64_t submit(const std::vector<BatchEntry>& entries) = 0;
-  virtual void collect(uint64_t step, float* logits) = 0;
+  virtual void collect(uint64_t step, int32_t* tokens) = 0;
   // Steps that may usefully be in flight at once (the pipeline depth).
   virtual int max_in_flight() const { return 1; }
 };

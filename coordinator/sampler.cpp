@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 
 namespace skein {
@@ -65,11 +67,41 @@ void RepetitionPenalty::apply(float* logits, int V, const SamplingParams& p) con
     if (t >= 0 && t < V) logits[t] -= p.alpha_presence + n * p.alpha_frequency;
 }
 
-void RepetitionPenalty::record(int32_t token, const std::string& token_text, const SamplingParams& p) {
-  for (auto& [t, n] : counts_) n *= p.alpha_decay;
+bool is_penalty_free_text(const std::string& token_text) {
   static const std::string kFree = " \t0123456789";
-  float weight = kFree.find(token_text) != std::string::npos ? 0.0f : 1.0f;
-  counts_[token] += weight;
+  return kFree.find(token_text) != std::string::npos;  // Python's `text in ' \t0123456789'`
+}
+
+void RepetitionPenalty::record(int32_t token, bool penalty_free, const SamplingParams& p) {
+  for (auto& [t, n] : counts_) n *= p.alpha_decay;
+  counts_[token] += penalty_free ? 0.0f : 1.0f;
+}
+
+int32_t SlotSampler::next(float* logits, int V, const std::vector<uint8_t>& penalty_free) {
+  penalty_.apply(logits, V, params_);
+  int32_t tok = sampler_.sample(logits, V, params_);
+  penalty_.record(tok, size_t(tok) < penalty_free.size() && penalty_free[size_t(tok)], params_);
+  return tok;
+}
+
+std::string encode_sampling(const SamplingParams& p) {
+  nlohmann::json j = {{"temperature", p.temperature}, {"top_p", p.top_p}, {"top_k", p.top_k}, {"alpha_presence", p.alpha_presence},
+                      {"alpha_frequency", p.alpha_frequency}, {"alpha_decay", p.alpha_decay}, {"token_ban", p.token_ban}, {"seed", p.seed}};
+  return j.dump();
+}
+
+SamplingParams decode_sampling(const std::string& bytes) {
+  auto j = nlohmann::json::parse(bytes);
+  SamplingParams p;
+  p.temperature = j["temperature"];
+  p.top_p = j["top_p"];
+  p.top_k = j["top_k"];
+  p.alpha_presence = j["alpha_presence"];
+  p.alpha_frequency = j["alpha_frequency"];
+  p.alpha_decay = j["alpha_decay"];
+  p.token_ban = j["token_ban"].get<std::vector<int32_t>>();
+  p.seed = j["seed"];
+  return p;
 }
 
 int32_t Sampler::sample(const float* logits, int V, const SamplingParams& p) {

@@ -33,14 +33,16 @@ class RepetitionPenalty {
  public:
   // logits[id] -= alpha_presence + count * alpha_frequency for every token seen; banned tokens -> -inf.
   void apply(float* logits, int V, const SamplingParams& p) const;
-  // After a generated token: decay every count, then add 1 (0 when the token's text is a substring of
-  // " \t0123456789", as officially: whitespace and digits are not penalised by frequency).
-  void record(int32_t token, const std::string& token_text, const SamplingParams& p);
+  // After a generated token: decay every count, then add 1 (0 for a penalty-free token: one whose text
+  // is a substring of " \t0123456789", as officially; whitespace and digits are not penalised by frequency).
+  void record(int32_t token, bool penalty_free, const SamplingParams& p);
   const std::map<int32_t, float>& counts() const { return counts_; }
 
  private:
   std::map<int32_t, float> counts_;
 };
+
+bool is_penalty_free_text(const std::string& token_text);
 
 class Sampler {
  public:
@@ -51,5 +53,22 @@ class Sampler {
  private:
   std::mt19937_64 rng_;
 };
+
+// Everything one request samples with, kept where its logits are (the last pipeline stage): its
+// parameters, occurrence counts and random stream. `penalty_free[t]` marks penalty-free tokens.
+class SlotSampler {
+ public:
+  explicit SlotSampler(const SamplingParams& p) : params_(p), sampler_(p.seed) {}
+  int32_t next(float* logits, int V, const std::vector<uint8_t>& penalty_free);
+
+ private:
+  SamplingParams params_;
+  RepetitionPenalty penalty_;
+  Sampler sampler_;
+};
+
+// SamplingParams on the wire (to the last stage); stop tokens and strings stay with the coordinator.
+std::string encode_sampling(const SamplingParams& p);
+SamplingParams decode_sampling(const std::string& bytes);
 
 }  // namespace skein

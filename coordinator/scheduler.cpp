@@ -14,12 +14,12 @@ struct Scheduler::Active {
   bool awaiting = false;       // a micro-batch that will produce this request's next logits is in flight
   int generated = 0;
   bool done = false;
-  RepetitionPenalty penalty;
-  std::unique_ptr<Sampler> sampler;
 };
 
-Scheduler::Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk)
-    : model_(model), budget_(std::max(1, micro_batch_tokens)), chunk_(std::max(1, prefill_chunk)) {}
+Scheduler::Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk, const std::vector<uint8_t>& penalty_free)
+    : model_(model), budget_(std::max(1, micro_batch_tokens)), chunk_(std::max(1, prefill_chunk)) {
+  model_.set_penalty_free(penalty_free);
+}
 
 Scheduler::~Scheduler() {
   try {
@@ -33,7 +33,7 @@ void Scheduler::submit(ScheduledRequest r) {
   r.sampling.validate(model_.dims().vocab);
   auto a = std::make_unique<Active>();
   a->session = model_.open_session();
-  a->sampler = std::make_unique<Sampler>(r.sampling.seed);
+  model_.set_sampling(a->session, r.sampling);
   a->req = std::move(r);
   if (a->req.max_tokens <= 0) {
     model_.close_session(a->session);
@@ -84,26 +84,22 @@ void Scheduler::step() {
 }
 
 void Scheduler::complete(InFlight& f) {
-  const int V = model_.dims().vocab;
   size_t wanted = 0;
   for (auto& [a, w] : f.entries) wanted += w;
-  logits_.resize(wanted * size_t(V));
-  model_.collect(f.id, logits_.data());
-  size_t row = 0;
+  tokens_.resize(wanted);
+  model_.collect(f.id, tokens_.data());
+  size_t k = 0;
   for (auto& [ap, w] : f.entries) {
     if (!w) continue;
     Active& a = *ap;
-    float* l = logits_.data() + row++ * size_t(V);
+    int32_t tok = tokens_[k++];
     a.awaiting = false;
     if (a.done) continue;
     const SamplingParams& p = a.req.sampling;
-    a.penalty.apply(l, V, p);
-    int32_t tok = a.sampler->sample(l, V, p);
     if (std::find(p.token_stop.begin(), p.token_stop.end(), tok) != p.token_stop.end()) {
       finish(a, "stop_token");
       continue;
     }
-    a.penalty.record(tok, a.req.token_text ? a.req.token_text(tok) : std::string("x"), p);
     ++a.generated;
     if (a.req.on_token) a.req.on_token(tok);
     if (a.generated >= a.req.max_tokens) finish(a, "length");
@@ -128,8 +124,8 @@ void Scheduler::cancel_all() {
     in_flight_.pop_front();
     size_t wanted = 0;
     for (auto& [a, w] : f.entries) wanted += w;
-    logits_.resize(wanted * size_t(model_.dims().vocab));
-    model_.collect(f.id, logits_.data());
+    tokens_.resize(wanted);
+    model_.collect(f.id, tokens_.data());
   }
   for (auto& a : active_) finish(*a, "cancelled");
   active_.clear();

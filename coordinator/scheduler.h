@@ -2,7 +2,8 @@
 // micro-batch mixing prefill chunks and decode tokens up to a token budget; up to max_in_flight()
 // micro-batches are in flight, so every pipeline stage has work. A prompt's chunks do not wait for each
 // other (state dependencies are per layer: chunk k+1 may enter stage 1 once chunk k left it); a decoding
-// request has one token in flight at a time. The scheduler never touches tensors, only token ids.
+// request has one token in flight at a time. Sampling happens where the logits are (ModelHandle); the
+// scheduler never touches tensors, only token ids.
 #pragma once
 #include <deque>
 #include <functional>
@@ -21,13 +22,12 @@ struct ScheduledRequest {
   SamplingParams sampling;
   std::function<void(int32_t token)> on_token;                // each generated token (stop tokens excluded)
   std::function<void(const std::string& reason)> on_finish;   // "length", "stop_token" or "cancelled"
-  // Text of one token, for the official penalty rule on whitespace and digits (empty: every token counts).
-  std::function<std::string(int32_t)> token_text;
 };
 
 class Scheduler {
  public:
-  Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk);
+  // penalty_free: see ModelHandle::set_penalty_free (penalty_free_tokens() computes it from a tokenizer).
+  Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk, const std::vector<uint8_t>& penalty_free);
   ~Scheduler();
 
   void submit(ScheduledRequest r);  // joins at the next step; throws when no session slot is free
@@ -42,7 +42,7 @@ class Scheduler {
   struct Active;
   struct InFlight {
     uint64_t id;
-    std::vector<std::pair<Active*, bool>> entries;  // request, wants logits
+    std::vector<std::pair<Active*, bool>> entries;  // request, samples a token
   };
   bool fill();
   void complete(InFlight& f);
@@ -52,7 +52,7 @@ class Scheduler {
   int budget_, chunk_;
   std::vector<std::unique_ptr<Active>> active_;
   std::deque<InFlight> in_flight_;
-  std::vector<float> logits_;
+  std::vector<int32_t> tokens_;
   uint64_t steps_ = 0;
 };
 

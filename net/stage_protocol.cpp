@@ -56,6 +56,7 @@ std::string ControlMessage::encode() const {
   put(s, slot);
   put(s, slot2);
   put_vec(s, state);
+  put_vec(s, std::vector<char>(blob.begin(), blob.end()));
   return s;
 }
 
@@ -70,6 +71,8 @@ ControlMessage ControlMessage::decode(const std::string& bytes) {
   m.slot = r.get<int32_t>();
   m.slot2 = r.get<int32_t>();
   m.state = r.get_vec<float>();
+  auto b = r.get_vec<char>();
+  m.blob.assign(b.begin(), b.end());
   return m;
 }
 

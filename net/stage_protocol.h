@@ -10,7 +10,9 @@ namespace skein {
 
 enum Tag : int { kTagControl = 1, kTagActivations = 2, kTagResult = 3, kTagReady = 4 };
 
-enum class StageOp : uint8_t { Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, Stats, Echo, Shutdown };
+enum class StageOp : uint8_t {
+  Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, SetSampling, SetPenaltyFree, Stats, Echo, Shutdown
+};
 
 // A stage's answer to Stats: time spent computing versus time since the previous Stats.
 struct StageStats {
@@ -19,8 +21,9 @@ struct StageStats {
   uint64_t steps = 0;
 };
 
-// Which logits a step entry wants back from the last stage.
-enum class Want : uint8_t { None = 0, Last = 1, All = 2 };
+// What a step entry wants back from the last stage: nothing, logits (last or every position), or the
+// token sampled after its last position.
+enum class Want : uint8_t { None = 0, Last = 1, All = 2, Sample = 3 };
 
 struct StepEntry {
   int32_t slot = 0;
@@ -35,6 +38,7 @@ struct ControlMessage {
   std::vector<int32_t> tokens;     // Step: all entries' tokens, in order (used by the first stage)
   int32_t slot = -1, slot2 = -1;   // slot operations (CloneSlot: slot -> slot2)
   std::vector<float> state;        // ImportSlot: this stage's shard
+  std::string blob;                // SetSampling: encoded SamplingParams; SetPenaltyFree: one byte per token
 
   std::string encode() const;
   static ControlMessage decode(const std::string& bytes);  // throws skein::Error on malformed input

@@ -67,9 +67,11 @@ TEST(Sampler, PenaltiesFollowOfficialSemantics) {
   p.alpha_decay = 0.5f;
   p.token_ban = {3};
   RepetitionPenalty pen;
-  pen.record(1, "a", p);
-  pen.record(1, "a", p);   // count: 1*0.5 + 1 = 1.5
-  pen.record(2, " ", p);   // whitespace adds 0 but the token is still present; 1 decays to 0.75
+  pen.record(1, is_penalty_free_text("a"), p);
+  pen.record(1, is_penalty_free_text("a"), p);  // count: 1*0.5 + 1 = 1.5
+  pen.record(2, is_penalty_free_text(" "), p);  // whitespace adds 0 but the token is still present; 1 decays to 0.75
+  EXPECT_TRUE(is_penalty_free_text("12"));       // a substring, as Python's `in` means
+  EXPECT_FALSE(is_penalty_free_text("13"));
   std::vector<float> logits(4, 0.0f);
   pen.apply(logits.data(), 4, p);
   EXPECT_FLOAT_EQ(logits[0], 0.0f);

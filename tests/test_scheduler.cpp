@@ -32,11 +32,10 @@ TEST(Scheduler, BatchedRequestsGetTheirAloneTokens) {
     for (size_t i = 0; i < prompts.size(); ++i) alone[i] = generate_fresh(*mut.model, tok, request(i)).tokens;
 
     LocalModel local(*mut.model);
-    Scheduler sched(local, 16, 8);  // small budget and chunks: prompts span several steps and mix with decodes
+    Scheduler sched(local, 16, 8, penalty_free_tokens(tok, 256));  // small budget and chunks: prompts span several steps
     auto submit = [&](size_t i) {
       GenerateRequest g = request(i);
-      sched.submit({g.prompt, g.max_tokens, g.sampling, [&, i](int32_t t) { batched[i].push_back(t); }, {},
-                    [&](int32_t t) { return tok.decode(std::span<const int32_t>(&t, 1)); }});
+      sched.submit({g.prompt, g.max_tokens, g.sampling, [&, i](int32_t t) { batched[i].push_back(t); }, {}});
     };
     submit(0);
     submit(1);
@@ -54,7 +53,7 @@ TEST(Scheduler, BatchedRequestsGetTheirAloneTokens) {
 TEST(Scheduler, InvalidRequestIsRefusedWithoutDisturbingOthers) {
   auto mut = load_for_test(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
   LocalModel local(*mut.model);
-  Scheduler sched(local, 64, 64);
+  Scheduler sched(local, 64, 64, {});
   ScheduledRequest r;
   r.prompt = {1, 2, 3};
   r.max_tokens = 5;

@@ -13,13 +13,12 @@ namespace skein::cli {
 namespace {
 // Several prompts at once through the continuous-batching scheduler; each result printed when all end.
 void generate_batch(ModelHandle& model, const Tokenizer& tok, const std::vector<std::string>& prompts, const Config& cfg) {
-  Scheduler sched(model, cfg.scheduler.micro_batch_tokens, cfg.scheduler.prefill_chunk);
+  Scheduler sched(model, cfg.scheduler.micro_batch_tokens, cfg.scheduler.prefill_chunk, penalty_free_tokens(tok, model.dims().vocab));
   std::vector<std::vector<int32_t>> out(prompts.size());
   std::vector<std::string> reason(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i)
     sched.submit({tok.encode(prompts[i]), cfg.max_tokens, cfg.sampling, [&out, i](int32_t t) { out[i].push_back(t); },
-                  [&reason, i](const std::string& r) { reason[i] = r; },
-                  [&tok](int32_t t) { return tok.decode(std::span<const int32_t>(&t, 1)); }});
+                  [&reason, i](const std::string& r) { reason[i] = r; }});
   while (!sched.idle()) {
     if (stop_requested()) sched.cancel_all();
     else sched.step();

@@ -23,25 +23,33 @@ int LocalModel::clone_session(int session) {
 }
 
 uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
-  const size_t V = size_t(engine_.dims().vocab);
+  const int V = engine_.dims().vocab;
   size_t wanted = 0;
-  for (auto& e : entries) wanted += e.want_logits;
-  std::vector<float> logits(wanted * V);
+  for (auto& e : entries) wanted += e.sample;
+  std::vector<float> logits(wanted * size_t(V));
   std::vector<EngineSequence> batch;
   size_t row = 0;
   for (auto& e : entries) {
-    batch.push_back({e.tokens, &get(e.session), e.want_logits ? logits.data() + row * V : nullptr, false});
-    row += e.want_logits;
+    batch.push_back({e.tokens, &get(e.session), e.sample ? logits.data() + row * size_t(V) : nullptr, false});
+    row += e.sample;
   }
   engine_.forward(batch);
-  results_[++step_] = std::move(logits);
+  std::vector<int32_t> tokens;
+  row = 0;
+  for (auto& e : entries) {
+    if (!e.sample) continue;
+    auto s = samplers_.find(e.session);
+    if (s == samplers_.end()) fail("session ", e.session, " has no sampling parameters");
+    tokens.push_back(s->second.next(logits.data() + row++ * size_t(V), V, penalty_free_));
+  }
+  results_[++step_] = std::move(tokens);
   return step_;
 }
 
-void LocalModel::collect(uint64_t step, float* logits) {
+void LocalModel::collect(uint64_t step, int32_t* tokens) {
   auto it = results_.find(step);
   if (it == results_.end()) fail("internal: no result for step ", step);
-  std::copy(it->second.begin(), it->second.end(), logits);
+  std::copy(it->second.begin(), it->second.end(), tokens);
   results_.erase(it);
 }
 

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "coordinator/sampler.h"
 #include "net/stage_protocol.h"
 
 namespace skein {
@@ -14,6 +15,8 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
   const size_t C = size_t(d.n_embd), V = size_t(d.vocab);
   const bool v7 = d.arch == Arch::V7, first = links.prev < 0, last = links.next < 0;
   std::map<int, State> slots;
+  std::map<int, SlotSampler> samplers;  // last stage: each session's sampling state
+  std::vector<uint8_t> penalty_free;
   std::vector<float> host;  // activations received: x, then v_first for v7
   // Outgoing activations are sent without blocking, from two alternating buffers, so this stage starts
   // its next step while the next stage is still busy with the last one.
@@ -46,6 +49,13 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
       }
       case StageOp::FreeSlot:
         slots.erase(m.slot);
+        samplers.erase(m.slot);
+        break;
+      case StageOp::SetSampling:
+        samplers.insert_or_assign(m.slot, SlotSampler(decode_sampling(m.blob)));
+        break;
+      case StageOp::SetPenaltyFree:
+        penalty_free.assign(m.blob.begin(), m.blob.end());
         break;
       case StageOp::CloneSlot:
         slots.insert_or_assign(m.slot2, slot(m.slot).clone());
@@ -114,19 +124,33 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           out_pending[out_i] = world.isend(links.next, kTagActivations, o.data(), o.size() * sizeof(float));
           break;
         }
+        // Logits for the entries that want them back, then the sampled tokens (one message each).
         std::vector<int> rows;
+        std::vector<int> sample_slots;
         int off = 0;
         for (auto& e : m.entries) {
           if (e.want == Want::All)
             for (int t = 0; t < e.n_tokens; ++t) rows.push_back(off + t);
-          else if (e.want == Want::Last && e.n_tokens > 0)
+          else if ((e.want == Want::Last || e.want == Want::Sample) && e.n_tokens > 0)
             rows.push_back(off + e.n_tokens - 1);
+          if (e.want == Want::Sample) sample_slots.push_back(e.slot);
           off += e.n_tokens;
         }
         if (rows.empty()) break;
         std::vector<float> logits(rows.size() * V);
         stage.head(x.get(), rows, logits.data());
-        world.send(links.coordinator, kTagResult, logits.data(), logits.size() * sizeof(float));
+        if (sample_slots.size() < rows.size()) {
+          if (!sample_slots.empty()) fail("stage worker: a step may not mix logits and sampling entries");
+          world.send(links.coordinator, kTagResult, logits.data(), logits.size() * sizeof(float));
+          break;
+        }
+        std::vector<int32_t> tokens;
+        for (size_t i = 0; i < sample_slots.size(); ++i) {
+          auto s = samplers.find(sample_slots[i]);
+          if (s == samplers.end()) fail("stage worker: slot ", sample_slots[i], " has no sampling parameters");
+          tokens.push_back(s->second.next(logits.data() + i * V, d.vocab, penalty_free));
+        }
+        world.send(links.coordinator, kTagResult, tokens.data(), tokens.size() * sizeof(int32_t));
         break;
       }
     }
