@@ -2,13 +2,25 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
 
+#include <cstdio>
+
 #include "common/error.h"
 
 namespace skein {
+
+namespace {
+constexpr int kTagHeartbeat = 99;
+}
+
+struct MpiWorld::Heartbeat {
+  std::atomic<bool> stop{false};
+  std::thread thread;
+};
 
 bool MpiWorld::launched() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PMIXP_ABORT_AGENT_PORT"})
@@ -18,7 +30,9 @@ bool MpiWorld::launched() {
 
 MpiWorld::MpiWorld(int* argc, char*** argv) {
   int provided = 0;
-  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  // The heartbeat thread sends while the main thread computes and communicates.
+  MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+  if (provided < MPI_THREAD_MULTIPLE) std::fprintf(stderr, "skein: warning: MPI without thread support; stage liveness is not watched\n");
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
@@ -32,7 +46,57 @@ MpiWorld::MpiWorld(int* argc, char*** argv) {
   for (int r = 0; r < size_; ++r) hosts_.emplace_back(all.data() + size_t(r) * MPI_MAX_PROCESSOR_NAME);
 }
 
-MpiWorld::~MpiWorld() { MPI_Finalize(); }
+MpiWorld::~MpiWorld() {
+  if (heartbeat_) {
+    heartbeat_->stop = true;
+    heartbeat_->thread.join();
+  }
+  MPI_Finalize();
+}
+
+void MpiWorld::start_heartbeat(std::chrono::milliseconds period) {
+  int provided = 0;
+  MPI_Query_thread(&provided);
+  if (provided < MPI_THREAD_MULTIPLE || heartbeat_) return;
+  heartbeat_ = std::make_unique<Heartbeat>();
+  heartbeat_->thread = std::thread([this, period] {
+    char beat = 1;
+    while (!heartbeat_->stop) {
+      MPI_Request req;
+      MPI_Isend(&beat, 1, MPI_BYTE, 0, kTagHeartbeat, MPI_COMM_WORLD, &req);
+      for (auto t = std::chrono::milliseconds(0); t < period && !heartbeat_->stop; t += std::chrono::milliseconds(10))
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      MPI_Request_free(&req);
+    }
+  });
+}
+
+void MpiWorld::watch(const std::vector<int>& ranks, std::chrono::milliseconds limit) {
+  int provided = 0;
+  MPI_Query_thread(&provided);
+  if (provided < MPI_THREAD_MULTIPLE) return;
+  watched_ = ranks;
+  silence_limit_ = limit;
+  last_seen_.assign(size_t(size_), std::chrono::steady_clock::now());
+}
+
+void MpiWorld::check_heartbeats() {
+  if (watched_.empty()) return;
+  auto now = std::chrono::steady_clock::now();
+  while (true) {  // take every beat that arrived
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, kTagHeartbeat, MPI_COMM_WORLD, &flag, &st);
+    if (!flag) break;
+    char beat;
+    MPI_Recv(&beat, 1, MPI_BYTE, st.MPI_SOURCE, kTagHeartbeat, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    last_seen_[size_t(st.MPI_SOURCE)] = now;
+  }
+  for (int r : watched_)
+    if (now - last_seen_[size_t(r)] > silence_limit_)
+      fail("rank ", r, " (", hosts_[size_t(r)], ") stopped answering: no sign of life for ",
+           std::chrono::duration_cast<std::chrono::milliseconds>(now - last_seen_[size_t(r)]).count(), " ms");
+}
 
 void MpiWorld::send(int dst, int tag, const void* data, size_t bytes) {
   if (bytes > size_t(INT32_MAX)) fail("message of ", bytes, " bytes is too large for one MPI send");
@@ -53,6 +117,7 @@ void MpiWorld::wait_for(int src, int tag, std::chrono::milliseconds timeout, siz
       return;
     }
     if (std::chrono::steady_clock::now() > deadline) fail("rank ", src, " sent nothing for ", timeout.count(), " ms (stopped or died)");
+    check_heartbeats();
     // Spin briefly for latency, then back off to at most 1 ms.
     if (nap.count() > 0) std::this_thread::sleep_for(nap);
     nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(nap.count() < 50 ? 5 : 100));

@@ -3,6 +3,7 @@
 // ones computing do not steal their time.
 #pragma once
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,10 +38,23 @@ class MpiWorld {
 
   [[noreturn]] void abort(int code);
 
+  // Liveness. Stage ranks call start_heartbeat(): a thread tells rank 0 every `period` that this
+  // process still runs (a stopped or dead process stops telling). Rank 0 calls watch() with the ranks
+  // to watch; from then on every wait fails with "rank R stopped answering" once a watched rank has
+  // been silent for `limit`.
+  void start_heartbeat(std::chrono::milliseconds period = std::chrono::milliseconds(500));
+  void watch(const std::vector<int>& ranks, std::chrono::milliseconds limit = std::chrono::milliseconds(4000));
+
  private:
   void wait_for(int src, int tag, std::chrono::milliseconds timeout, size_t* bytes);
+  void check_heartbeats();
   int rank_ = 0, size_ = 1;
   std::vector<std::string> hosts_;
+  struct Heartbeat;
+  std::unique_ptr<Heartbeat> heartbeat_;
+  std::vector<int> watched_;
+  std::vector<std::chrono::steady_clock::time_point> last_seen_;
+  std::chrono::milliseconds silence_limit_{4000};
 };
 
 }  // namespace skein

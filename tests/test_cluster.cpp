@@ -107,7 +107,8 @@ TEST(Cluster, MismatchesFailOnEveryRankWithoutHanging) {
   EXPECT_NE(r.output.find("unknown node 'c'"), std::string::npos) << r.output;
   r = run_shell(mpmd("'cpu fp32 *6 -> b:cpu fp32'"));  // pinned stage goes to rank 1 (host b), the other to rank 2
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("rank 1 (b) runs stage 1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rank 1 (b, pid"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("runs stage 1"), std::string::npos) << r.output;
 }
 
 // SIGTERM drains: the running generation ends as "cancelled", the stages are shut down by the
@@ -125,6 +126,26 @@ TEST(Cluster, SigtermDrains) {
   EXPECT_NE(one.find("rc=0"), std::string::npos) << one;
   std::string many = drain(mpirun(3, args), "many.txt");
   EXPECT_NE(many.find("finish: cancelled]"), std::string::npos) << many;
+}
+
+// A stage that stops answering (SIGSTOP) becomes an error on the coordinator within seconds, and the
+// whole job exits non-zero, so Slurm or a supervisor can restart it. (A rank that dies is ended by
+// mpirun itself, with a non-zero exit.)
+TEST(Cluster, StoppedStageBecomesAnErrorWithinSeconds) {
+  std::string dir = temp_dir();
+  std::string cmd = mpirun(3, "generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --max-tokens 100000000");
+  std::string script = "start=$(date +%s%N); " + cmd + " > " + dir + "/out 2> " + dir + "/err & pid=$!; "
+                       "for i in $(seq 50); do grep -q 'rank 2 .*pid' " + dir + "/err && break; sleep 0.1; done; sleep 0.5; "
+                       "victim=$(sed -n 's/.*rank 2 ([^,]*, pid \\([0-9]*\\)).*/\\1/p' " + dir + "/err); kill -STOP $victim; "
+                       "t0=$(date +%s%N); wait $pid; echo \"rc=$?\" >> " + dir + "/err; echo \"detect_ms=$(( ($(date +%s%N) - t0) / 1000000 ))\" >> " +
+                       dir + "/err; kill -KILL $victim 2>/dev/null; true";
+  std::system(("timeout 60 bash -c '" + [&] { std::string q; for (char c : script) { if (c == '\'') q += "'\\''"; else q += c; } return q; }() + "'").c_str());
+  std::string err = read_file(dir + "/err");
+  EXPECT_NE(err.find("stopped answering"), std::string::npos) << err;
+  EXPECT_EQ(err.find("rc=0"), std::string::npos) << err;
+  size_t d = err.find("detect_ms=");
+  ASSERT_NE(d, std::string::npos) << err;
+  EXPECT_LT(std::stoi(err.substr(d + 10)), 8000) << err;  // 4 s of silence, then the abort
 }
 
 // The pipeline benchmark runs and reports what it promises (its figures are not checked: a benchmark,

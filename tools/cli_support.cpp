@@ -1,5 +1,7 @@
 #include "tools/cli_support.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -55,6 +57,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
     std::vector<size_t> shard;
     for (auto& sp : specs) shard.push_back(m.dims.state_floats_per_layer() * size_t(sp.last_layer - sp.first_layer));
     m.handle = std::make_unique<ClusterClient>(*world, m.dims, ranks, shard, std::max(1, limits.slots));
+    world->watch(ranks);  // a stage that stops answering becomes an error within seconds
     return m;
   }
   size_t k = size_t(std::find(ranks.begin(), ranks.end(), world->rank()) - ranks.begin());
@@ -63,10 +66,11 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));
   RwkvModel stage(load_weights(m.checkpoint, m.dims, sp.first_layer, sp.last_layer, sp.embedding, sp.head, sp.format, sp.streamed), *m.backend);
-  std::fprintf(stderr, "skein: rank %d (%s) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d threads\n", world->rank(),
-               hosts[size_t(world->rank())].c_str(), k, sp.first_layer, sp.last_layer - 1, sp.embedding ? " + embedding" : "", sp.head ? " + head" : "",
+  std::fprintf(stderr, "skein: rank %d (%s, pid %d) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d threads\n",
+               world->rank(), hosts[size_t(world->rank())].c_str(), int(getpid()), k, sp.first_layer, sp.last_layer - 1, sp.embedding ? " + embedding" : "", sp.head ? " + head" : "",
                double(stage.weights().resident_bytes()) / 1e6, double(m.checkpoint->file_size()) / 1e6, cpu::compute_threads());
   StageLinks links{0, k > 0 ? ranks[k - 1] : -1, k + 1 < ranks.size() ? ranks[k + 1] : -1};
+  world->start_heartbeat();
   run_stage_worker(*world, links, stage);
   return m;
 }
