@@ -123,6 +123,10 @@ Config load_config(const std::string& path) {
          {"max_slots", [&](const toml::node& v) { c.scheduler.max_slots = int(r.integer(v, "max_slots", 1, 1 << 20)); c.limits.slots = c.scheduler.max_slots; }},
          {"micro_batch_tokens", [&](const toml::node& v) { c.scheduler.micro_batch_tokens = int(r.integer(v, "micro_batch_tokens", 1, 1 << 20)); }},
          {"prefill_chunk", [&](const toml::node& v) { c.scheduler.prefill_chunk = int(r.integer(v, "prefill_chunk", 1, 1 << 20)); }},
+         {"batch_invariant", [&](const toml::node& v) {
+            if (!v.is_boolean()) r.bad(v, "'batch_invariant' must be true or false");
+            c.scheduler.batch_invariant = v.value<bool>().value();
+          }},
        });
      }},
     {"server", [&](const toml::node& n) {

@@ -27,6 +27,7 @@ struct SchedulerConfig {
   int max_slots = 64;            // request states kept per stage
   int micro_batch_tokens = 512;  // rows per micro-batch
   int prefill_chunk = 512;       // prompt tokens per chunk
+  bool batch_invariant = false;  // bit-identical results batched or alone (CPU: slower prefill)
 };
 
 struct LoggingConfig {

@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "coordinator/scheduler.h"
+#include "kernels/cpu/linear.h"
 #include "tests/golden_cases.h"
 #include "tests/test_support.h"
 #include "worker/local_model.h"
@@ -47,6 +48,40 @@ TEST(Scheduler, BatchedRequestsGetTheirAloneTokens) {
     sched.run_until_idle();
     for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], alone[i]) << m << " request " << i;
     EXPECT_LT(sched.steps(), 200u);
+  }
+}
+
+// With batch invariance on, a sequence's logits in a batch are bit for bit its logits alone, whatever
+// the other sequences, their lengths and their states; without it they agree to rounding.
+TEST(Scheduler, BatchInvariantLogitsAreBitwiseTheAloneLogits) {
+  for (std::string m : {"tiny-rwkv-7v0-834K", "tiny-rwkv-6v0-3m-Q5_1dq", "tiny-rwkv-4v0-660K"}) {
+    auto mut = load_for_test(shared_dir() + "/models/" + m + ".pth");
+    Engine& e = *mut.model;
+    const size_t V = 256;
+    std::vector<std::vector<int32_t>> history = {{84, 104, 101}, {}, {73, 116, 32, 119, 97, 115}};
+    std::vector<std::vector<int32_t>> step = {{32, 113, 117, 105, 99, 107, 32}, {65}, {32, 97, 32, 100, 97, 114, 107, 32, 97, 110, 100, 32}};
+    for (bool invariant : {true, false}) {
+      cpu::set_batch_invariant(invariant);
+      std::vector<std::vector<float>> alone(3), batched(3);
+      std::vector<SessionState> states;
+      for (size_t i = 0; i < 3; ++i) {
+        SessionState s = e.new_state();
+        if (!history[i].empty()) e.forward(history[i], s, nullptr);
+        SessionState b = s.clone();
+        alone[i].resize(step[i].size() * V);
+        e.forward(step[i], s, alone[i].data(), true);
+        states.push_back(std::move(b));
+        batched[i].resize(step[i].size() * V);
+      }
+      std::vector<EngineSequence> batch;
+      for (size_t i = 0; i < 3; ++i) batch.push_back({step[i], &states[i], batched[i].data(), true});
+      e.forward(batch);
+      for (size_t i = 0; i < 3; ++i) {
+        if (invariant) EXPECT_EQ(batched[i], alone[i]) << m << " sequence " << i;
+        else EXPECT_LE(max_abs_diff(batched[i], alone[i]), 1e-4) << m << " sequence " << i;
+      }
+    }
+    cpu::set_batch_invariant(false);
   }
 }
 

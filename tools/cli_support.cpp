@@ -118,6 +118,8 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
   over(app->add_option("--strategy", f.strategy, "placement and precision, e.g. \"cpu fp32 *2 -> cpu fp32i8\" (default: cpu, stored dtype)"),
        [&f](Config& c) { c.strategy = f.strategy; });
   over(app->add_option("--threads", f.threads, "compute threads (default: all cores available)"), [&f](Config& c) { c.threads = f.threads; });
+  over(app->add_flag("--batch-invariant", batch_invariant_, "bit-identical results whether a request is batched or alone (slower prefill)"),
+       [this](Config& c) { c.scheduler.batch_invariant = batch_invariant_; });
   if (!with_sampling) return;
   SamplingParams& p = f.sampling;
   over(app->add_option("--tokenizer", f.tokenizer, "bytes | world:PATH (default: bytes for vocab-256 models)"), [&f](Config& c) { c.tokenizer = f.tokenizer; });
@@ -147,6 +149,11 @@ Config RunFlags::resolve() const {
 
 void apply_threads(int threads) {
   if (threads > 0) cpu::set_compute_threads(threads);
+}
+
+void apply_run_config(const Config& cfg) {
+  apply_threads(cfg.threads);
+  cpu::set_batch_invariant(cfg.scheduler.batch_invariant);
 }
 
 std::vector<int32_t> parse_int_list(const std::string& s, const std::string& what) {

@@ -53,10 +53,12 @@ class RunFlags {
  private:
   std::string config_;
   Config flags_;  // values as parsed from the command line
+  bool batch_invariant_ = false;
   std::vector<std::pair<CLI::Option*, std::function<void(Config&)>>> overrides_;
 };
 
 void apply_threads(int threads);
+void apply_run_config(const Config& cfg);  // threads and batch invariance
 
 // "1,2,3" -> {1,2,3}; throws skein::Error naming `what` and the bad item.
 std::vector<int32_t> parse_int_list(const std::string& s, const std::string& what);

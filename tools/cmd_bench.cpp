@@ -41,7 +41,7 @@ void add_bench_command(CLI::App& app) {
     using clock = std::chrono::steady_clock;
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");
-    apply_threads(cfg.threads);
+    apply_run_config(cfg);
     if (o->pipeline) {
       run_pipeline_bench(cfg, std::max(4, o->decode_tokens / 8));
       return;

@@ -48,7 +48,7 @@ void add_generate_command(CLI::App& app) {
   o->run.add(c, true);
   c->callback([o] {
     Config cfg = o->run.resolve();
-    apply_threads(cfg.threads);
+    apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished

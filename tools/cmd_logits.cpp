@@ -25,7 +25,7 @@ void add_logits_command(CLI::App& app) {
   c->callback([o] {
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("logits: no model given (--model or [model] path in --config)");
-    apply_threads(cfg.threads);
+    apply_run_config(cfg);
     std::vector<int32_t> tokens = parse_int_list(o->tokens, "--tokens");
     LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
     if (!m.handle) return;  // a stage-worker rank

@@ -16,6 +16,7 @@ namespace skein::cpu {
 namespace {
 
 int g_threads = 0;
+bool g_batch_invariant = false;
 // Software prefetch this far ahead of each weight stream. Measured on a 2-core Xeon: 8 KiB ahead lifts
 // bf16 decode of the 0.1B shape from 57 to 90 tokens/s (hardware prefetchers alone stop at page ends).
 constexpr int64_t kPrefetchBytes = 8192;
@@ -334,6 +335,9 @@ void sgemm_nt(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, cons
 
 }  // namespace
 
+void set_batch_invariant(bool on) { g_batch_invariant = on; }
+bool batch_invariant() { return g_batch_invariant; }
+
 void set_compute_threads(int n) {
   g_threads = std::max(1, n);
   omp_set_num_threads(g_threads);  // oneDNN's sgemm runs on the OpenMP pool
@@ -393,7 +397,7 @@ void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, in
 
 void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
   if (T <= 0 || W.rows == 0) return;
-  if (T < kGemmMinRows) {
+  if (T < kGemmMinRows || g_batch_invariant) {
     linear_streaming(W, x, ldx, y, ldy, T);
     return;
   }

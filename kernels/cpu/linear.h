@@ -16,6 +16,12 @@ void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, in
 
 inline constexpr int kGemmMinRows = 5;
 
+// Batch invariance: every product goes through the streaming kernel, whose result for a row never
+// depends on the other rows in the batch, so a request batched with others gets bit for bit the logits
+// it gets alone. Costs about half of prefill speed (oneDNN's blocking depends on the batch size).
+void set_batch_invariant(bool on);
+bool batch_invariant();
+
 // Compute threads for kernels and BLAS; defaults to the cores this process may use.
 void set_compute_threads(int n);
 int compute_threads();
