@@ -131,21 +131,42 @@ TEST(Cluster, SigtermDrains) {
 // A stage that stops answering (SIGSTOP) becomes an error on the coordinator within seconds, and the
 // whole job exits non-zero, so Slurm or a supervisor can restart it. (A rank that dies is ended by
 // mpirun itself, with a non-zero exit.)
-TEST(Cluster, StoppedStageBecomesAnErrorWithinSeconds) {
+// Stops (SIGSTOP) or kills (SIGKILL) stage rank 2 in the middle of a generation; returns the job's
+// stderr with "rc=" and "detect_ms=" (from the signal to the end of mpirun) appended.
+std::string disturb_stage(const std::string& signal) {
   std::string dir = temp_dir();
   std::string cmd = mpirun(3, "generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --max-tokens 100000000");
-  std::string script = "start=$(date +%s%N); " + cmd + " > " + dir + "/out 2> " + dir + "/err & pid=$!; "
+  std::string script = cmd + " > " + dir + "/out 2> " + dir + "/err & pid=$!; "
                        "for i in $(seq 50); do grep -q 'rank 2 .*pid' " + dir + "/err && break; sleep 0.1; done; sleep 0.5; "
-                       "victim=$(sed -n 's/.*rank 2 ([^,]*, pid \\([0-9]*\\)).*/\\1/p' " + dir + "/err); kill -STOP $victim; "
+                       "victim=$(sed -n 's/.*rank 2 ([^,]*, pid \\([0-9]*\\)).*/\\1/p' " + dir + "/err); kill -" + signal + " $victim; "
                        "t0=$(date +%s%N); wait $pid; echo \"rc=$?\" >> " + dir + "/err; echo \"detect_ms=$(( ($(date +%s%N) - t0) / 1000000 ))\" >> " +
                        dir + "/err; kill -KILL $victim 2>/dev/null; true";
-  std::system(("timeout 60 bash -c '" + [&] { std::string q; for (char c : script) { if (c == '\'') q += "'\\''"; else q += c; } return q; }() + "'").c_str());
-  std::string err = read_file(dir + "/err");
+  std::string quoted;
+  for (char c : script) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  std::system(("timeout 60 bash -c '" + quoted + "'").c_str());
+  return read_file(dir + "/err");
+}
+
+int detect_ms(const std::string& err) {
+  size_t d = err.find("detect_ms=");
+  return d == std::string::npos ? 1 << 30 : std::stoi(err.substr(d + 10));
+}
+
+// A stage that stops answering becomes an error on the coordinator within seconds, and the whole job
+// exits non-zero, so Slurm or a supervisor can restart it.
+TEST(Cluster, StoppedStageBecomesAnErrorWithinSeconds) {
+  std::string err = disturb_stage("STOP");
   EXPECT_NE(err.find("stopped answering"), std::string::npos) << err;
   EXPECT_EQ(err.find("rc=0"), std::string::npos) << err;
-  size_t d = err.find("detect_ms=");
-  ASSERT_NE(d, std::string::npos) << err;
-  EXPECT_LT(std::stoi(err.substr(d + 10)), 8000) << err;  // 4 s of silence, then the abort
+  EXPECT_LT(detect_ms(err), 8000) << err;  // 4 s of silence, then the abort
+}
+
+// A stage that dies ends the job with a non-zero exit (mpirun sees the death first).
+TEST(Cluster, KilledStageEndsTheJob) {
+  std::string err = disturb_stage("KILL");
+  EXPECT_NE(err.find("rc="), std::string::npos) << err;
+  EXPECT_EQ(err.find("rc=0"), std::string::npos) << err;
+  EXPECT_LT(detect_ms(err), 5000) << err;
 }
 
 // The pipeline benchmark runs and reports what it promises (its figures are not checked: a benchmark,
