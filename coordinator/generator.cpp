@@ -61,8 +61,8 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
   auto t1 = clock::now();
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
-  RepetitionPenalty penalty;
-  Sampler sampler(req.sampling.seed);
+  SlotSampler sampler(req.sampling);
+  const std::vector<uint8_t> penalty_free = penalty_free_tokens(tok, V);
   Utf8Stream utf8;
   StopMatcher stops(req.sampling.stop);
   auto emit = [&](const std::string& s) {
@@ -77,15 +77,13 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
       break;
     }
     if (step > 0) model.run(session, std::span<const int32_t>(&res.tokens.back(), 1), 1, logits.data());
-    penalty.apply(logits.data(), V, req.sampling);
-    int32_t token = sampler.sample(logits.data(), V, req.sampling);
+    int32_t token = sampler.next(logits.data(), V, penalty_free);
     if (std::find(req.sampling.token_stop.begin(), req.sampling.token_stop.end(), token) != req.sampling.token_stop.end()) {
       res.finish_reason = "stop_token";
       break;
     }
     res.tokens.push_back(token);
     std::string bytes = tok.decode(std::span<const int32_t>(&token, 1));
-    penalty.record(token, is_penalty_free_text(bytes), req.sampling);
     bool stopped = false;
     emit(stops.push(utf8.push(bytes), stopped));
     if (stopped) {
