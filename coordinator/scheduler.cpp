@@ -8,12 +8,15 @@ namespace skein {
 
 struct Scheduler::Active {
   ScheduledRequest req;
+  uint64_t handle = 0;
+  bool started = false;
   int session = -1;
   size_t prefilled = 0;        // prompt tokens handed to the model
   int32_t next = -1;           // sampled token waiting to be fed back
   bool awaiting = false;       // a micro-batch that will produce this request's next logits is in flight
   int generated = 0;
   bool done = false;
+  bool cancel_close = false;  // cancelled: close the session once nothing of it is in flight
 };
 
 Scheduler::Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk, const std::vector<uint8_t>& penalty_free)
@@ -28,19 +31,34 @@ Scheduler::~Scheduler() {
   }
 }
 
-void Scheduler::submit(ScheduledRequest r) {
+uint64_t Scheduler::submit(ScheduledRequest r) {
   if (r.prompt.empty()) fail("the prompt is empty");
+  for (int32_t t : r.prompt)
+    if (t < 0 || t >= model_.dims().vocab) fail("token id ", t, " is out of range for vocabulary size ", model_.dims().vocab);
   r.sampling.validate(model_.dims().vocab);
   auto a = std::make_unique<Active>();
+  a->handle = next_handle_++;
   a->session = model_.open_session();
   model_.set_sampling(a->session, r.sampling);
   a->req = std::move(r);
+  uint64_t handle = a->handle;
   if (a->req.max_tokens <= 0) {
     model_.close_session(a->session);
     if (a->req.on_finish) a->req.on_finish("length");
-    return;
+    return handle;
   }
   active_.push_back(std::move(a));
+  return handle;
+}
+
+void Scheduler::cancel(uint64_t handle, const std::string& reason) {
+  for (auto& a : active_)
+    if (a->handle == handle && !a->done) {
+      // Entries already in flight still come back; they are taken and ignored (done is set).
+      a->done = true;
+      if (a->req.on_finish) a->req.on_finish(reason);
+      a->cancel_close = true;
+    }
 }
 
 bool Scheduler::fill() {
@@ -50,6 +68,10 @@ bool Scheduler::fill() {
   for (auto& ap : active_) {
     Active& a = *ap;
     if (a.done || tokens >= budget_) continue;
+    if (!a.started) {
+      a.started = true;
+      if (a.req.on_start) a.req.on_start();
+    }
     if (a.prefilled < a.req.prompt.size()) {
       size_t n = std::min({size_t(chunk_), a.req.prompt.size() - a.prefilled, size_t(budget_ - tokens)});
       bool last = a.prefilled + n == a.req.prompt.size();
@@ -76,11 +98,31 @@ bool Scheduler::fill() {
 void Scheduler::step() {
   while (int(in_flight_.size()) < model_.max_in_flight() && fill()) {
   }
-  if (in_flight_.empty()) return;
+  if (in_flight_.empty()) {
+    reap();
+    return;
+  }
   InFlight f = std::move(in_flight_.front());
   in_flight_.pop_front();
   complete(f);
-  active_.erase(std::remove_if(active_.begin(), active_.end(), [](auto& a) { return a->done; }), active_.end());
+  reap();
+}
+
+void Scheduler::reap() {
+  // A finished request leaves once no micro-batch in flight refers to it.
+  auto referenced = [&](Active* a) {
+    for (auto& f : in_flight_)
+      for (auto& [p, w] : f.entries)
+        if (p == a) return true;
+    return false;
+  };
+  active_.erase(std::remove_if(active_.begin(), active_.end(),
+                               [&](auto& a) {
+                                 if (!a->done || referenced(a.get())) return false;
+                                 if (a->cancel_close) model_.close_session(a->session);
+                                 return true;
+                               }),
+                active_.end());
 }
 
 void Scheduler::complete(InFlight& f) {
@@ -116,6 +158,12 @@ void Scheduler::finish(Active& a, const std::string& reason) {
 
 void Scheduler::run_until_idle() {
   while (!idle()) step();
+}
+
+bool Scheduler::idle() const {
+  for (auto& a : active_)
+    if (!a->done) return false;
+  return in_flight_.empty();
 }
 
 void Scheduler::cancel_all() {

@@ -21,7 +21,8 @@ struct ScheduledRequest {
   int max_tokens = 100;
   SamplingParams sampling;
   std::function<void(int32_t token)> on_token;                // each generated token (stop tokens excluded)
-  std::function<void(const std::string& reason)> on_finish;   // "length", "stop_token" or "cancelled"
+  std::function<void(const std::string& reason)> on_finish;   // "length", "stop_token", "cancelled" or a cancel() reason
+  std::function<void()> on_start;                             // its first micro-batch left the queue
 };
 
 class Scheduler {
@@ -30,8 +31,13 @@ class Scheduler {
   Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk, const std::vector<uint8_t>& penalty_free);
   ~Scheduler();
 
-  void submit(ScheduledRequest r);  // joins at the next step; throws when no session slot is free
-  bool idle() const { return active_.empty() && in_flight_.empty(); }
+  // Joins at the next step; throws skein::Error for an invalid request or when no session slot is free.
+  // Returns a handle for cancel().
+  uint64_t submit(ScheduledRequest r);
+  // Ends a request with `reason` (its on_finish is called; nothing more is generated). Unknown or
+  // finished handles are ignored.
+  void cancel(uint64_t handle, const std::string& reason = "cancelled");
+  bool idle() const;
   void step();                      // submits what it can, then completes the oldest micro-batch
   void run_until_idle();
   void cancel_all();                // finishes every request with "cancelled"
@@ -47,13 +53,14 @@ class Scheduler {
   bool fill();
   void complete(InFlight& f);
   void finish(Active& a, const std::string& reason);
+  void reap();
 
   ModelHandle& model_;
   int budget_, chunk_;
   std::vector<std::unique_ptr<Active>> active_;
   std::deque<InFlight> in_flight_;
   std::vector<int32_t> tokens_;
-  uint64_t steps_ = 0;
+  uint64_t steps_ = 0, next_handle_ = 1;
 };
 
 }  // namespace skein

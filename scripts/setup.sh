@@ -6,6 +6,7 @@ PKGS=(
   libdnnl-dev                # oneDNN: CPU GEMM (JIT sgemm)
   libtomlplusplus-dev        # configuration files
   libopenmpi-dev openmpi-bin # ranks and the host-buffer transport
+  libboost-dev               # Boost.Asio: the client API server
   nlohmann-json3-dev         # safetensors headers, manifests, protocol
   libcli11-dev               # command line
   zlib1g-dev                 # crc32 for zip archives

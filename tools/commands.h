@@ -15,6 +15,7 @@ void add_inspect_command(CLI::App& app);
 void add_make_model_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 // The pipeline benchmark (bench --pipeline), on the cluster mpirun started.
 void run_pipeline_bench(const Config& cfg, int rounds);

@@ -1,0 +1,108 @@
+#include "net/api_request.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/error.h"
+
+namespace skein {
+
+namespace {
+
+float number(const nlohmann::json& j, const char* key) {
+  if (!j.is_number()) fail(key, ": must be a number");
+  double v = j.get<double>();
+  if (!std::isfinite(v)) fail(key, ": must be finite");
+  return float(v);
+}
+
+int64_t integer(const nlohmann::json& j, const char* key) {
+  if (!j.is_number_integer()) fail(key, ": must be an integer");
+  return j.get<int64_t>();
+}
+
+std::vector<int32_t> ids(const nlohmann::json& j, const char* key, int vocab) {
+  if (!j.is_array()) fail(key, ": must be an array of token ids");
+  std::vector<int32_t> out;
+  for (auto& e : j) {
+    int64_t v = integer(e, key);
+    if (v < 0 || v >= vocab) fail(key, ": token id ", v, " is outside the vocabulary (", vocab, ")");
+    out.push_back(int32_t(v));
+  }
+  return out;
+}
+
+}  // namespace
+
+ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab, const ApiLimits& limits) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {
+    fail("malformed JSON");
+  }
+  if (!j.is_object()) fail("a request must be a JSON object");
+  ApiLine out;
+  if (j.contains("cancel")) {
+    if (j.size() != 1 || !j["cancel"].is_string()) fail("cancel: must be {\"cancel\": \"<request id>\"}");
+    out.cancel = ApiCancel{j["cancel"].get<std::string>()};
+    return out;
+  }
+  static const std::set<std::string> known = {"id",  "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
+                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream"};
+  for (auto& [k, v] : j.items())
+    if (!known.count(k)) fail("unknown field '", k, "'");
+  ApiGenerate g;
+  if (!j.contains("id") || !j["id"].is_string() || j["id"].get<std::string>().empty() || j["id"].get<std::string>().size() > 256)
+    fail("id: a request needs a non-empty string id (at most 256 bytes)");
+  g.id = j["id"];
+  if (j.contains("prompt") == j.contains("tokens")) fail("give exactly one of 'prompt' (text) and 'tokens' (ids)");
+  if (j.contains("prompt")) {
+    if (!j["prompt"].is_string()) fail("prompt: must be a string");
+    g.prompt = tok.encode(j["prompt"].get<std::string>());
+  } else {
+    g.prompt = ids(j["tokens"], "tokens", vocab);
+  }
+  if (g.prompt.empty()) fail("prompt: must not be empty");
+  if (int(g.prompt.size()) > limits.max_prompt_tokens)
+    fail("prompt: ", g.prompt.size(), " tokens exceed the limit of ", limits.max_prompt_tokens);
+  g.max_tokens = limits.default_max_tokens;
+  if (j.contains("max_tokens")) {
+    int64_t m = integer(j["max_tokens"], "max_tokens");
+    if (m < 0) fail("max_tokens: must be >= 0");
+    if (m > limits.max_tokens_cap) fail("max_tokens: ", m, " exceeds the cap of ", limits.max_tokens_cap);
+    g.max_tokens = int(m);
+  }
+  g.sampling = limits.defaults;
+  if (j.contains("temperature")) g.sampling.temperature = number(j["temperature"], "temperature");
+  if (j.contains("top_p")) g.sampling.top_p = number(j["top_p"], "top_p");
+  if (j.contains("top_k")) g.sampling.top_k = int(integer(j["top_k"], "top_k"));
+  if (j.contains("alpha_presence")) g.sampling.alpha_presence = number(j["alpha_presence"], "alpha_presence");
+  if (j.contains("alpha_frequency")) g.sampling.alpha_frequency = number(j["alpha_frequency"], "alpha_frequency");
+  if (j.contains("alpha_decay")) g.sampling.alpha_decay = number(j["alpha_decay"], "alpha_decay");
+  if (j.contains("token_ban")) g.sampling.token_ban = ids(j["token_ban"], "token_ban", vocab);
+  if (j.contains("stop_tokens")) g.sampling.token_stop = ids(j["stop_tokens"], "stop_tokens", vocab);
+  if (j.contains("stop")) {
+    if (!j["stop"].is_array()) fail("stop: must be an array of strings");
+    g.sampling.stop.clear();
+    for (auto& s : j["stop"]) {
+      if (!s.is_string() || s.get<std::string>().empty()) fail("stop: must be an array of non-empty strings");
+      g.sampling.stop.push_back(s);
+    }
+  }
+  if (j.contains("seed")) {
+    int64_t s = integer(j["seed"], "seed");
+    if (s < 0) fail("seed: must be >= 0");
+    g.sampling.seed = uint64_t(s);
+  }
+  if (j.contains("stream")) {
+    if (!j["stream"].is_boolean()) fail("stream: must be true or false");
+    g.stream = j["stream"];
+  }
+  g.sampling.validate(vocab);
+  out.generate = std::move(g);
+  return out;
+}
+
+}  // namespace skein

@@ -1,0 +1,40 @@
+// One line of the TCP protocol (newline-delimited JSON, docs/protocol.md), parsed and validated.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coordinator/sampler.h"
+#include "model/tokenizer.h"
+
+namespace skein {
+
+struct ApiGenerate {
+  std::string id;  // the client's request id, echoed in every event
+  std::vector<int32_t> prompt;
+  int max_tokens = 0;
+  SamplingParams sampling;
+  bool stream = true;
+};
+
+struct ApiCancel {
+  std::string id;
+};
+
+struct ApiLine {
+  std::optional<ApiGenerate> generate;
+  std::optional<ApiCancel> cancel;
+};
+
+struct ApiLimits {
+  int max_prompt_tokens = 16384;
+  int max_tokens_cap = 4096;
+  int default_max_tokens = 200;
+  SamplingParams defaults;
+};
+
+// Throws skein::Error with a message naming the field ("temperature: must be a number >= 0").
+ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab, const ApiLimits& limits);
+
+}  // namespace skein

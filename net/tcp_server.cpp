@@ -1,0 +1,187 @@
+#include "net/tcp_server.h"
+
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace skein {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+bool valid_utf8(const std::string& s) {
+  Utf8Stream u;
+  return u.push(s) == s && u.pending() == 0;
+}
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(tcp::socket socket, asio::io_context& io, InferenceService& service, const Tokenizer& tok, int vocab, const ApiLimits& limits,
+             size_t max_line, int max_requests)
+      : socket_(std::move(socket)), io_(io), service_(service), tok_(tok), vocab_(vocab), limits_(limits), buf_(max_line),
+        max_requests_(max_requests) {}
+
+  void start() { read(); }
+
+ private:
+  void read() {
+    auto self = shared_from_this();
+    asio::async_read_until(socket_, buf_, '\n', [this, self](boost::system::error_code ec, size_t n) {
+      if (ec == asio::error::not_found) {  // a line longer than the limit: say so, then hang up
+        send_error("", "request line exceeds " + std::to_string(buf_.max_size()) + " bytes", true);
+        return;
+      }
+      if (ec) return close();
+      std::string line(asio::buffers_begin(buf_.data()), asio::buffers_begin(buf_.data()) + long(n));
+      buf_.consume(n);
+      while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+      if (!line.empty()) handle(line);
+      if (!closing_) read();
+    });
+  }
+
+  void handle(const std::string& line) {
+    if (!valid_utf8(line)) {
+      send_error("", "not UTF-8 text: this port speaks newline-delimited JSON", true);
+      return;
+    }
+    ApiLine req;
+    try {
+      req = parse_api_line(line, tok_, vocab_, limits_);
+    } catch (const Error& e) {
+      std::string id;
+      try {
+        auto j = nlohmann::json::parse(line);
+        if (j.is_object() && j.contains("id") && j["id"].is_string()) id = j["id"];
+      } catch (...) {
+      }
+      send_error(id, e.what(), false);
+      return;
+    }
+    if (req.cancel) {
+      auto it = running_.find(req.cancel->id);
+      if (it == running_.end()) send_error(req.cancel->id, "no running request with this id", false);
+      else service_.cancel(it->second);
+      return;
+    }
+    ApiGenerate& g = *req.generate;
+    if (running_.count(g.id)) return send_error(g.id, "a request with this id is already running on this connection", false);
+    if (int(running_.size()) >= max_requests_)
+      return send_error(g.id, "too many requests on this connection (limit " + std::to_string(max_requests_) + ")", false);
+    std::weak_ptr<Connection> weak = shared_from_this();
+    std::string id = g.id;
+    bool stream = g.stream;
+    ServiceRequest sr;
+    sr.prompt = std::move(g.prompt);
+    sr.max_tokens = g.max_tokens;
+    sr.sampling = std::move(g.sampling);
+    // Called on the service thread: format there, write on the I/O thread.
+    if (stream)
+      sr.on_delta = [this, weak, id](const std::string& text, const std::vector<int32_t>& tokens) {
+        post(weak, nlohmann::json{{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}}.dump());
+      };
+    sr.on_done = [this, weak, id, stream](const GenerationSummary& s) {
+      nlohmann::json j = {{"id", id},
+                          {"event", s.finish_reason == "error" ? "error" : "done"},
+                          {"finish_reason", s.finish_reason},
+                          {"prompt_tokens", s.prompt_tokens},
+                          {"completion_tokens", s.completion_tokens},
+                          {"timing_ms", {{"queue", s.queue_ms}, {"prefill", s.prefill_ms}, {"decode", s.decode_ms}}}};
+      if (!stream) j["text"] = s.text;
+      if (!s.error.empty()) j["error"] = s.error;
+      std::string line = j.dump();
+      asio::post(io_, [weak, id, line] {
+        if (auto c = weak.lock()) {
+          c->running_.erase(id);
+          c->write(line);
+        }
+      });
+    };
+    try {
+      running_[id] = service_.submit(std::move(sr));
+    } catch (const Error& e) {
+      send_error(id, e.what(), false);
+    }
+  }
+
+  void post(const std::weak_ptr<Connection>& weak, std::string line) {
+    asio::post(io_, [weak, line = std::move(line)] {
+      if (auto c = weak.lock()) c->write(line);
+    });
+  }
+
+  void send_error(const std::string& id, const std::string& what, bool then_close) {
+    nlohmann::json j = {{"event", "error"}, {"error", what}};
+    j["id"] = id.empty() ? nlohmann::json(nullptr) : nlohmann::json(id);
+    write(j.dump());
+    if (then_close) closing_ = true;
+  }
+
+  void write(const std::string& line) {
+    if (!socket_.is_open()) return;
+    out_.push_back(line + "\n");
+    if (out_.size() == 1) flush();
+  }
+
+  void flush() {
+    auto self = shared_from_this();
+    asio::async_write(socket_, asio::buffer(out_.front()), [this, self](boost::system::error_code ec, size_t) {
+      if (ec) return close();
+      out_.pop_front();
+      if (!out_.empty()) flush();
+      else if (closing_) close();
+    });
+  }
+
+  // A client that goes away cancels its requests and frees their slots.
+  void close() {
+    for (auto& [id, handle] : running_) service_.cancel(handle);
+    running_.clear();
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  tcp::socket socket_;
+  asio::io_context& io_;
+  InferenceService& service_;
+  const Tokenizer& tok_;
+  int vocab_;
+  const ApiLimits& limits_;
+  asio::streambuf buf_;
+  int max_requests_;
+  std::map<std::string, uint64_t> running_;  // client id -> service id
+  std::deque<std::string> out_;
+  bool closing_ = false;
+};
+
+}  // namespace
+
+TcpServer::TcpServer(asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
+                     int vocab, const ApiLimits& limits, size_t max_line_bytes, int per_connection_requests)
+    : io_(io), acceptor_(io), service_(service), tok_(tok), vocab_(vocab), limits_(limits), max_line_(max_line_bytes),
+      per_connection_(per_connection_requests) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(address, ec);
+  if (ec) fail("server: '", address, "' is not an IP address");
+  tcp::endpoint ep(addr, port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) fail("server: cannot listen on ", address, ":", port, ": ", ec.message());
+  accept();
+}
+
+void TcpServer::accept() {
+  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (!ec) std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, limits_, max_line_, per_connection_)->start();
+    if (acceptor_.is_open()) accept();
+  });
+}
+
+}  // namespace skein
