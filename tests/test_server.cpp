@@ -23,9 +23,13 @@ namespace {
 // `skein serve` as a child process on a free port.
 class Server {
  public:
-  explicit Server(const std::string& extra = "") {
+  // ranks > 1: under mpirun, rank 0 serving and the others running the stages.
+  explicit Server(const std::string& extra = "", int ranks = 1) {
     out_ = temp_dir() + "/serve.out";
-    std::string cmd = std::string(SKEIN_BINARY) + " serve --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --port 0 " + extra;
+    std::string launcher = ranks > 1 ? "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " : "";
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    std::string cmd = launcher + SKEIN_BINARY + " serve --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --port 0 " + extra;
     pid_ = fork();
     if (pid_ == 0) {
       int fd = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -158,6 +162,24 @@ TEST(Server, ConcurrentClientsGetTheirOwnResults) {
   ASSERT_FALSE(eb.empty());
   EXPECT_EQ(ea.back()["text"], " to a state of the stress and ");
   EXPECT_EQ(eb.back()["text"], ", and the sumport in the follo");  // the official generate run, first 30 bytes
+}
+
+// `mpirun -np N skein serve`: the same API with the model split over stage ranks.
+TEST(Server, ServesFromTheClusterUnderMpirun) {
+  Server server("", 3);
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client a(server.port()), b(server.port());
+  a.send(R"({"id": "x", "prompt": "The man said", "max_tokens": 30, "temperature": 0, "stream": false})");
+  b.send(R"({"id": "y", "prompt": "It was a dark and stormy night", "max_tokens": 30, "temperature": 0, "alpha_presence": 0.5, "alpha_frequency": 0.5, "alpha_decay": 0.996})");
+  auto ea = a.until_done("x"), eb = b.until_done("y");
+  ASSERT_FALSE(ea.empty()) << server.output();
+  ASSERT_FALSE(eb.empty()) << server.output();
+  EXPECT_EQ(ea.back()["text"], " to a state of the stress and ");
+  std::string streamed;
+  for (auto& e : eb)
+    if (e["event"] == "delta") streamed += e["text"].get<std::string>();
+  EXPECT_EQ(streamed, ", and the sumport in the follo");
+  EXPECT_EQ(server.terminate() >= 0, true);  // mpirun reports the signal itself; the stages are shut down
 }
 
 TEST(Server, CancelAndDisconnectFreeTheRequest) {
