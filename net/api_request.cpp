@@ -43,6 +43,11 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     fail("malformed JSON");
   }
   if (!j.is_object()) fail("a request must be a JSON object");
+  if (!limits.auth_token.empty()) {
+    if (!j.contains("auth") || !j["auth"].is_string() || j["auth"].get<std::string>() != limits.auth_token)
+      fail("unauthorized: this server needs \"auth\": \"<token>\" in every request");
+  }
+  j.erase("auth");
   ApiLine out;
   if (j.contains("cancel")) {
     if (j.size() != 1 || !j["cancel"].is_string()) fail("cancel: must be {\"cancel\": \"<request id>\"}");

@@ -32,6 +32,7 @@ struct ApiLimits {
   int max_tokens_cap = 4096;
   int default_max_tokens = 200;
   SamplingParams defaults;
+  std::string auth_token;  // when set, every line must carry "auth": <token>
 };
 
 // Throws skein::Error with a message naming the field ("temperature: must be a number >= 0").

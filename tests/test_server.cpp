@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "net/api_client.h"
 #include "tests/test_support.h"
 
 namespace skein::test {
@@ -180,6 +181,41 @@ TEST(Server, ServesFromTheClusterUnderMpirun) {
     if (e["event"] == "delta") streamed += e["text"].get<std::string>();
   EXPECT_EQ(streamed, ", and the sumport in the follo");
   EXPECT_EQ(server.terminate() >= 0, true);  // mpirun reports the signal itself; the stages are shut down
+}
+
+TEST(Server, SkeinClientStreamsTheReply) {
+  Server server;
+  ASSERT_GT(server.port(), 0) << server.output();
+  std::string addr = "127.0.0.1:" + std::to_string(server.port());
+  auto r = run_skein("client --server " + addr + " --prompt 'The man said' --temperature 0 --max-tokens 20");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("The man said to a state of the s\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("finish: length"), std::string::npos) << r.output;
+  // The library the command is built on, used directly.
+  ApiClient c(addr);
+  std::string text;
+  auto done = c.generate({{"id", "q"}, {"prompt", "It was"}, {"max_tokens", 3}, {"temperature", 0}}, [&](const std::string& t) { text += t; });
+  EXPECT_EQ(done["event"], "done");
+  EXPECT_EQ(text, " a ");
+  r = run_skein("client --server 127.0.0.1:1 --prompt x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: cannot connect to 127.0.0.1:1"), std::string::npos) << r.output;
+}
+
+TEST(Server, AuthTokenIsRequiredWhenSet) {
+  Server server("--auth-token s3cret");
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client c(server.port());
+  c.send(R"({"id": "a", "prompt": "x", "max_tokens": 1})");
+  auto e = c.event();
+  EXPECT_EQ(e["event"], "error");
+  EXPECT_NE(e["error"].get<std::string>().find("unauthorized"), std::string::npos);
+  c.send(R"({"id": "a", "prompt": "x", "max_tokens": 1, "auth": "wrong"})");
+  EXPECT_EQ(c.event()["event"], "error");
+  c.send(R"({"id": "a", "prompt": "The man said", "max_tokens": 2, "temperature": 0, "auth": "s3cret", "stream": false})");
+  auto done = c.until_done("a");
+  ASSERT_FALSE(done.empty());
+  EXPECT_EQ(done.back()["text"], " t");
 }
 
 TEST(Server, CancelAndDisconnectFreeTheRequest) {

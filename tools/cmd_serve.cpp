@@ -16,7 +16,7 @@ namespace skein::cli {
 void add_serve_command(CLI::App& app) {
   struct Opts {
     RunFlags run;
-    std::string listen;
+    std::string listen, auth_token;
     int port = -1;
   };
   auto o = std::make_shared<Opts>();
@@ -24,9 +24,11 @@ void add_serve_command(CLI::App& app) {
   o->run.add(c, true);
   c->add_option("--listen", o->listen, "address to listen on (default 127.0.0.1)");
   c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)");
+  c->add_option("--auth-token", o->auth_token, "require \"auth\": TOKEN in every request");
   c->callback([o] {
     Config cfg = o->run.resolve();
     if (!o->listen.empty()) cfg.server.listen = o->listen;
+    if (!o->auth_token.empty()) cfg.server.auth_token = o->auth_token;
     if (o->port >= 0) cfg.server.port = o->port;
     if (cfg.server.port > 65535) fail("--port must be 0..65535");
     apply_run_config(cfg);
@@ -38,7 +40,7 @@ void add_serve_command(CLI::App& app) {
 
     InferenceService service(*m.handle, *tok, cfg.scheduler, cfg.server.queue_length);
     boost::asio::io_context io;
-    ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling};
+    ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
     TcpServer server(io, cfg.server.listen, uint16_t(cfg.server.port), service, *tok, m.dims.vocab, limits, size_t(cfg.server.max_request_bytes),
                      cfg.server.per_connection_requests);
     auto work = boost::asio::make_work_guard(io);

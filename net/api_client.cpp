@@ -1,0 +1,54 @@
+#include "net/api_client.h"
+
+#include "common/error.h"
+
+namespace skein {
+
+namespace asio = boost::asio;
+
+ApiClient::ApiClient(const std::string& host_port) {
+  size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos) fail("--server: expected HOST:PORT, got '", host_port, "'");
+  std::string host = host_port.substr(0, colon), port = host_port.substr(colon + 1);
+  boost::system::error_code ec;
+  auto endpoints = asio::ip::tcp::resolver(io_).resolve(host, port, ec);
+  if (!ec) asio::connect(socket_, endpoints, ec);
+  if (ec) fail("cannot connect to ", host_port, ": ", ec.message());
+}
+
+void ApiClient::send(const nlohmann::json& line) {
+  std::string s = line.dump() + "\n";
+  boost::system::error_code ec;
+  asio::write(socket_, asio::buffer(s), ec);
+  if (ec) fail("server connection lost: ", ec.message());
+}
+
+nlohmann::json ApiClient::next_event() {
+  boost::system::error_code ec;
+  size_t n = asio::read_until(socket_, buf_, '\n', ec);
+  if (ec) fail("server closed the connection");
+  std::string line(asio::buffers_begin(buf_.data()), asio::buffers_begin(buf_.data()) + long(n));
+  buf_.consume(n);
+  try {
+    return nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {
+    fail("server sent a line that is not JSON");
+  }
+}
+
+nlohmann::json ApiClient::generate(nlohmann::json request, const std::function<void(const std::string&)>& on_text) {
+  if (!request.contains("id")) request["id"] = "1";
+  std::string id = request["id"];
+  send(request);
+  while (true) {
+    nlohmann::json e = next_event();
+    if (e.value("id", nlohmann::json()) != id) continue;
+    if (e["event"] == "delta" && on_text) on_text(e["text"].get<std::string>());
+    if (e["event"] == "done" || e["event"] == "error") {
+      if (e.contains("text") && on_text) on_text(e["text"].get<std::string>());
+      return e;
+    }
+  }
+}
+
+}  // namespace skein

@@ -1,0 +1,27 @@
+// A small C++ client for the TCP API (docs/protocol.md), used by `skein client`, the tests and benchmarks.
+#pragma once
+#include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
+
+#include <boost/asio.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace skein {
+
+class ApiClient {
+ public:
+  // Connects to HOST:PORT; throws skein::Error naming the address on failure.
+  explicit ApiClient(const std::string& host_port);
+  void send(const nlohmann::json& line);
+  nlohmann::json next_event();  // blocks; throws skein::Error when the server closes the connection
+  // Sends one request and streams its text; returns the request's final event (done or error).
+  nlohmann::json generate(nlohmann::json request, const std::function<void(const std::string&)>& on_text = {});
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::socket socket_{io_};
+  boost::asio::streambuf buf_;
+};
+
+}  // namespace skein

@@ -1,0 +1,46 @@
+// `skein client`: send one generation request to a running `skein serve` and stream the text.
+#include <iostream>
+
+#include "common/error.h"
+#include "net/api_client.h"
+#include "tools/commands.h"
+
+namespace skein::cli {
+
+void add_client_command(CLI::App& app) {
+  struct Opts {
+    std::string server = "127.0.0.1:7700", prompt, token;
+    int max_tokens = -1, top_k = -1;
+    double temperature = -1, top_p = -1;
+    std::vector<std::string> stop;
+    bool no_stream = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("client", "Send a generation request to `skein serve` and stream the reply");
+  c->add_option("--server", o->server, "HOST:PORT")->capture_default_str();
+  c->add_option("--prompt", o->prompt, "prompt text")->required();
+  c->add_option("--max-tokens", o->max_tokens, "tokens to generate (default: the server's)");
+  c->add_option("--temperature", o->temperature, "0 = greedy (default: the server's)");
+  c->add_option("--top-p", o->top_p, "nucleus cutoff (default: the server's)");
+  c->add_option("--top-k", o->top_k, "0 disables (default: the server's)");
+  c->add_option("--stop", o->stop, "stop string (repeatable)");
+  c->add_flag("--no-stream", o->no_stream, "wait for the whole text");
+  c->add_option("--token", o->token, "the server's auth token");
+  c->callback([o] {
+    nlohmann::json req = {{"id", "cli"}, {"prompt", o->prompt}, {"stream", !o->no_stream}};
+    if (o->max_tokens >= 0) req["max_tokens"] = o->max_tokens;
+    if (o->temperature >= 0) req["temperature"] = o->temperature;
+    if (o->top_p >= 0) req["top_p"] = o->top_p;
+    if (o->top_k >= 0) req["top_k"] = o->top_k;
+    if (!o->stop.empty()) req["stop"] = o->stop;
+    if (!o->token.empty()) req["auth"] = o->token;
+    ApiClient client(o->server);
+    std::cout << o->prompt << std::flush;
+    auto done = client.generate(req, [](const std::string& t) { std::cout << t << std::flush; });
+    std::cout << "\n";
+    if (done["event"] == "error") fail("server: ", done["error"].get<std::string>());
+    std::cerr << "[" << done["completion_tokens"] << " tokens, finish: " << done["finish_reason"].get<std::string>() << "]\n";
+  });
+}
+
+}  // namespace skein::cli
