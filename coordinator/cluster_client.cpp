@@ -71,27 +71,19 @@ int ClusterClient::clone_session(int session) {
 void ClusterClient::run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) {
   const size_t V = size_t(dims_.vocab), step = size_t(std::max(1, chunk));
   // Every chunk's plan goes out at once: stage k works on chunk i while stage k+1 works on chunk i-1.
-  std::vector<size_t> result_rows;
+  std::vector<std::pair<uint64_t, size_t>> results;  // step, first logits row
+  size_t row = 0;
   for (size_t i = 0; i < tokens.size(); i += step) {
     size_t n = std::min(step, tokens.size() - i);
     bool last_chunk = i + n == tokens.size();
-    ControlMessage m;
-    m.op = StageOp::Step;
-    m.step = ++step_;
-    Want want = all_positions ? Want::All : (last_chunk && logits ? Want::Last : Want::None);
-    if (!logits) want = Want::None;
-    m.entries.push_back({session, int32_t(n), want});
-    std::string rest = m.encode();
-    m.tokens.assign(tokens.begin() + long(i), tokens.begin() + long(i + n));
-    world_.send(ranks_.front(), kTagControl, m.encode());
-    for (size_t k = 1; k < ranks_.size(); ++k) world_.send(ranks_[k], kTagControl, rest);
-    if (want != Want::None) result_rows.push_back(want == Want::All ? n : 1);
+    Want want = !logits ? Want::None : all_positions ? Want::All : last_chunk ? Want::Last : Want::None;
+    uint64_t id = submit_step({{session, std::vector<int32_t>(tokens.begin() + long(i), tokens.begin() + long(i + n)), want}});
+    if (want != Want::None) {
+      results.push_back({id, row});
+      row += want == Want::All ? n : 1;
+    }
   }
-  size_t row = 0;
-  for (size_t n : result_rows) {
-    world_.recv_into(ranks_.back(), kTagResult, logits + row * V, n * V * sizeof(float));
-    row += n;
-  }
+  for (auto [id, first] : results) collect(id, logits + first * V);
 }
 
 size_t ClusterClient::rows_wanted(const std::vector<Entry>& entries) const {

@@ -125,11 +125,15 @@ void Scheduler::reap() {
                 active_.end());
 }
 
-void Scheduler::complete(InFlight& f) {
+void Scheduler::take_tokens(const InFlight& f) {
   size_t wanted = 0;
   for (auto& [a, w] : f.entries) wanted += w;
   tokens_.resize(wanted);
   model_.collect(f.id, tokens_.data());
+}
+
+void Scheduler::complete(InFlight& f) {
+  take_tokens(f);
   size_t k = 0;
   for (auto& [ap, w] : f.entries) {
     if (!w) continue;
@@ -170,10 +174,7 @@ void Scheduler::cancel_all() {
   while (!in_flight_.empty()) {  // results already on their way must be taken off the wire
     InFlight f = std::move(in_flight_.front());
     in_flight_.pop_front();
-    size_t wanted = 0;
-    for (auto& [a, w] : f.entries) wanted += w;
-    tokens_.resize(wanted);
-    model_.collect(f.id, tokens_.data());
+    take_tokens(f);
   }
   for (auto& a : active_) finish(*a, "cancelled");
   active_.clear();

@@ -51,6 +51,7 @@ class Scheduler {
     std::vector<std::pair<Active*, bool>> entries;  // request, samples a token
   };
   bool fill();
+  void take_tokens(const InFlight& f);  // the step's sampled tokens into tokens_
   void complete(InFlight& f);
   void finish(Active& a, const std::string& reason);
   void reap();

@@ -165,9 +165,7 @@ void load_layer(Loader& L, const ModelDims& d, int i, LayerWeights& lw) {
       break;
     case Arch::V5_0: case Arch::V5_1: case Arch::V5_2: {
       bool v52 = d.arch == Arch::V5_2;
-      const TensorRef& td = L.ck_.get(b + "att.time_decay");
       Vector decay = v52 ? L.vec(b + "att.time_decay", {H, N}) : L.vec(b + "att.time_decay", {H});
-      (void)td;
       lw.vec["att.w"] = per_channel(map(decay, exp_neg_exp), int(H), int(N));
       // time_faaaa is the bonus itself; older files store time_first, whose exp is the bonus.
       if (L.ck_.has(b + "att.time_faaaa")) {

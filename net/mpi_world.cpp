@@ -15,7 +15,19 @@ namespace skein {
 
 namespace {
 constexpr int kTagHeartbeat = 99;
-}
+
+// Polling that spins briefly for latency, then naps up to 1 ms so a waiting rank yields its core.
+class Backoff {
+ public:
+  void pause() {
+    if (nap_.count() > 0) std::this_thread::sleep_for(nap_);
+    nap_ = std::min(std::chrono::microseconds(1000), nap_ + std::chrono::microseconds(nap_.count() < 50 ? 5 : 100));
+  }
+
+ private:
+  std::chrono::microseconds nap_{0};
+};
+}  // namespace
 
 struct MpiWorld::Heartbeat {
   std::atomic<bool> stop{false};
@@ -105,7 +117,7 @@ void MpiWorld::send(int dst, int tag, const void* data, size_t bytes) {
 
 void MpiWorld::wait_for(int src, int tag, std::chrono::milliseconds timeout, size_t* bytes) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto nap = std::chrono::microseconds(0);
+  Backoff backoff;
   while (true) {
     int flag = 0;
     MPI_Status st;
@@ -118,9 +130,7 @@ void MpiWorld::wait_for(int src, int tag, std::chrono::milliseconds timeout, siz
     }
     if (std::chrono::steady_clock::now() > deadline) fail("rank ", src, " sent nothing for ", timeout.count(), " ms (stopped or died)");
     check_heartbeats();
-    // Spin briefly for latency, then back off to at most 1 ms.
-    if (nap.count() > 0) std::this_thread::sleep_for(nap);
-    nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(nap.count() < 50 ? 5 : 100));
+    backoff.pause();
   }
 }
 
@@ -137,14 +147,12 @@ MpiWorld::Pending MpiWorld::isend(int dst, int tag, const void* data, size_t byt
 void MpiWorld::wait(Pending& p) {
   if (!p.request) return;
   auto* req = static_cast<MPI_Request*>(p.request);
-  // Poll with naps like wait_for, so a waiting rank yields its core.
-  auto nap = std::chrono::microseconds(0);
+  Backoff backoff;
   while (true) {
     int done = 0;
     if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) fail("MPI send did not complete");
     if (done) break;
-    if (nap.count() > 0) std::this_thread::sleep_for(nap);
-    nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(nap.count() < 50 ? 5 : 100));
+    backoff.pause();
   }
   delete req;
   p.request = nullptr;
