@@ -153,7 +153,13 @@ std::vector<StageStats> ClusterClient::stage_stats() {
   m.op = StageOp::Stats;
   broadcast(m);
   std::vector<StageStats> out(ranks_.size());
-  for (size_t k = 0; k < ranks_.size(); ++k) world_.recv_into(ranks_[k], kTagResult, &out[k], sizeof(StageStats));
+  for (size_t k = 0; k < ranks_.size(); ++k) world_.recv_into(ranks_[k], kTagReply, &out[k], sizeof(StageStats));
+  return out;
+}
+
+std::vector<double> ClusterClient::stage_busy() {
+  std::vector<double> out;
+  for (auto& s : stage_stats()) out.push_back(s.wall_seconds > 0 ? s.busy_seconds / s.wall_seconds : 0.0);
   return out;
 }
 
@@ -176,7 +182,7 @@ std::vector<float> ClusterClient::export_state(int session) {
   std::vector<float> all;
   for (size_t k = 0; k < ranks_.size(); ++k) {
     std::vector<float> part(state_floats_[k]);
-    world_.recv_into(ranks_[k], kTagResult, part.data(), part.size() * sizeof(float));
+    world_.recv_into(ranks_[k], kTagReply, part.data(), part.size() * sizeof(float));
     all.insert(all.end(), part.begin(), part.end());
   }
   return all;

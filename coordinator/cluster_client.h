@@ -19,6 +19,8 @@ class ClusterClient final : public ModelHandle {
 
   const ModelDims& dims() const override { return dims_; }
   int open_session() override;
+  int free_slots() const override { return max_slots_ - int(used_.size()); }
+  std::vector<double> stage_busy() override;
   void close_session(int session) override;
   int clone_session(int session) override;
   void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) override;

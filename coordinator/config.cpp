@@ -75,6 +75,11 @@ class Reader {
     for (auto& e : *n.as_array()) out.push_back(str(e, key));
     return out;
   }
+  double positive(const toml::node& n, const std::string& key) const {
+    double v = number(n, key);
+    if (!(v > 0)) bad(n, "'" + key + "' must be > 0");
+    return v;
+  }
   const toml::table& sub(const toml::node& n, const std::string& key) const {
     if (!n.is_table()) bad(n, "'" + key + "' must be a table ([" + key + "])");
     return *n.as_table();
@@ -140,6 +145,34 @@ Config load_config(const std::string& path) {
          {"max_tokens_cap", [&](const toml::node& v) { c.server.max_tokens_cap = int(r.integer(v, "max_tokens_cap", 1, 1 << 24)); }},
          {"queue_length", [&](const toml::node& v) { c.server.queue_length = int(r.integer(v, "queue_length", 1, 1 << 24)); }},
          {"per_connection_requests", [&](const toml::node& v) { c.server.per_connection_requests = int(r.integer(v, "per_connection_requests", 1, 1 << 16)); }},
+         {"client_buffer_bytes", [&](const toml::node& v) { c.server.client_buffer_bytes = r.integer(v, "client_buffer_bytes", 1024, int64_t(1) << 34); }},
+         {"client_timeout_s", [&](const toml::node& v) { c.server.client_timeout_s = r.positive(v, "client_timeout_s"); }},
+         {"stall_seconds", [&](const toml::node& v) { c.server.stall_seconds = r.positive(v, "stall_seconds"); }},
+       });
+     }},
+    {"sessions", [&](const toml::node& n) {
+       r.table(r.sub(n, "sessions"), "sessions", {
+         {"dir", [&](const toml::node& v) { c.sessions.dir = r.str(v, "dir"); }},
+         {"host_bytes", [&](const toml::node& v) { try { c.sessions.host_bytes = parse_size(r.str(v, "host_bytes"), "host_bytes"); } catch (const Error& e) { r.bad(v, e.what()); } }},
+         {"persist", [&](const toml::node& v) {
+            if (!v.is_boolean()) r.bad(v, "'persist' must be true or false");
+            c.sessions.persist = v.value<bool>().value();
+          }},
+       });
+     }},
+    {"cache", [&](const toml::node& n) {
+       r.table(r.sub(n, "cache"), "cache", {
+         {"prefix_bytes", [&](const toml::node& v) { try { c.cache.prefix_bytes = parse_size(r.str(v, "prefix_bytes"), "prefix_bytes"); } catch (const Error& e) { r.bad(v, e.what()); } }},
+         {"block_tokens", [&](const toml::node& v) { c.cache.block_tokens = int(r.integer(v, "block_tokens", 1, 1 << 20)); }},
+       });
+     }},
+    {"chat", [&](const toml::node& n) {
+       r.table(r.sub(n, "chat"), "chat", {
+         {"system_prefix", [&](const toml::node& v) { c.chat.system_prefix = r.str(v, "system_prefix"); }},
+         {"user_prefix", [&](const toml::node& v) { c.chat.user_prefix = r.str(v, "user_prefix"); }},
+         {"assistant_prefix", [&](const toml::node& v) { c.chat.assistant_prefix = r.str(v, "assistant_prefix"); }},
+         {"separator", [&](const toml::node& v) { c.chat.separator = r.str(v, "separator"); }},
+         {"stop", [&](const toml::node& v) { c.chat.stop = r.str_list(v, "stop"); }},
        });
      }},
     {"sampling", [&](const toml::node& n) {
@@ -182,6 +215,7 @@ Config load_config(const std::string& path) {
     c.tokenizer = "world:" + v;
   }
   resolve(c.logging.file);
+  resolve(c.sessions.dir);
   return c;
 }
 

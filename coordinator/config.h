@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "coordinator/placement.h"
 #include "coordinator/sampler.h"
@@ -21,6 +22,27 @@ struct ServerConfig {
   int max_tokens_cap = 4096;
   int queue_length = 256;
   int per_connection_requests = 8;
+  int64_t client_buffer_bytes = 4 << 20;  // events queued for a client that does not read; past it: closed
+  double client_timeout_s = 30;           // a started request line (or HTTP request) must finish within it
+  double stall_seconds = 5;               // /health fails when work waits this long without a step finishing
+};
+
+struct SessionsConfig {
+  std::string dir;                   // saved and spilled sessions ("" = kept in memory only)
+  uint64_t host_bytes = 1ull << 30;  // budget for idle sessions evicted from the slots to host memory
+  bool persist = false;              // save every session at shutdown; list saved ones at start-up
+};
+
+struct CacheConfig {
+  uint64_t prefix_bytes = 256ull << 20;  // prompt-prefix state cache (0 = off)
+  int block_tokens = 16;                 // prefixes are cached at multiples of this
+};
+
+// How /v1/chat/completions turns messages into a prompt: "User: hi\n\nAssistant:" by default.
+struct ChatConfig {
+  std::string system_prefix = "System: ", user_prefix = "User: ", assistant_prefix = "Assistant: ";
+  std::string separator = "\n\n";
+  std::vector<std::string> stop = {"\n\nUser:"};
 };
 
 struct SchedulerConfig {
@@ -43,6 +65,9 @@ struct Config {
   PlanLimits limits;  // node aliases, device memory, slots
   SchedulerConfig scheduler;
   ServerConfig server;
+  SessionsConfig sessions;
+  CacheConfig cache;
+  ChatConfig chat;
   SamplingParams sampling;
   int max_tokens = 200;
   LoggingConfig logging;

@@ -10,6 +10,11 @@ namespace skein {
 
 using Clock = std::chrono::steady_clock;
 
+namespace {
+double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
+}  // namespace
+
 struct InferenceService::Live {
   ServiceRequest req;
   uint64_t handle = 0;
@@ -17,18 +22,24 @@ struct InferenceService::Live {
   StopMatcher stops{{}};
   std::vector<int32_t> pending_tokens;  // tokens whose text has not been sent yet
   GenerationSummary summary;
-  Clock::time_point submitted, started, first_token;
+  Clock::time_point submitted, started, first_token, last_token;
   bool have_first = false, finished = false;
+  uint64_t session_before = 0;  // the session's history before this request's prompt
 };
 
-InferenceService::InferenceService(ModelHandle& model, const Tokenizer& tok, const SchedulerConfig& cfg, int queue_limit)
-    : model_(model), tok_(tok), cfg_(cfg), queue_limit_(size_t(std::max(1, queue_limit))) {}
+InferenceService::InferenceService(ModelHandle& model, const Tokenizer& tok, ServiceOptions opts)
+    : model_(model), tok_(tok), opts_(std::move(opts)), queue_limit_(size_t(std::max(1, opts_.queue_limit))),
+      cache_(size_t(opts_.cache.prefix_bytes), opts_.cache.block_tokens) {
+  sessions_ = std::make_unique<SessionStore>(model_, opts_.sessions, opts_.state_header);
+  progress_ns_ = now_ns();
+}
 
 InferenceService::~InferenceService() { stop(); }
 
 uint64_t InferenceService::submit(ServiceRequest r) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) fail("shutting down: not accepting requests");
+  if (!broken_.empty()) fail("the model failed: ", broken_);
   if (incoming_.size() >= queue_limit_) fail("overloaded: ", incoming_.size(), " requests are already queued");
   uint64_t id = next_id_++;
   incoming_.emplace_back(id, std::move(r));
@@ -39,6 +50,23 @@ uint64_t InferenceService::submit(ServiceRequest r) {
 void InferenceService::cancel(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   cancels_.push_back(id);
+  wake_.notify_one();
+}
+
+void InferenceService::session_op(SessionOp op, const std::string& name, SessionReply done) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ops_.push_back([this, op, name, done] {
+    std::vector<SessionInfo> out;
+    std::string error;
+    try {
+      if (op == SessionOp::List) out = sessions_->list();
+      else if (op == SessionOp::Save) sessions_->save(name);
+      else sessions_->remove(name);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    done(out, error);
+  });
   wake_.notify_one();
 }
 
@@ -58,101 +86,252 @@ size_t InferenceService::running() const {
   return running_;
 }
 
+InferenceService::Health InferenceService::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!broken_.empty()) return {false, "broken", broken_};
+  if (stopping_) return {false, "stopping", "the server is shutting down"};
+  double quiet = double(now_ns() - progress_ns_.load()) * 1e-9;
+  if (has_work_ && quiet > opts_.stall_seconds)
+    return {false, "stalled", "no pipeline step finished for " + std::to_string(int(quiet)) + " s while requests wait (a stage is dead or lagging)"};
+  return {true, "ok", ""};
+}
+
 void InferenceService::admit() {
   std::deque<std::pair<uint64_t, ServiceRequest>> in;
   std::vector<uint64_t> cancels;
+  std::deque<std::function<void()>> ops;
   {
     std::lock_guard<std::mutex> lock(mu_);
     in.swap(incoming_);
     cancels.swap(cancels_);
+    ops.swap(ops_);
   }
-  for (auto& [id, req] : in) {
-    auto live = std::make_shared<Live>();
-    live->req = std::move(req);
-    live->submitted = Clock::now();
-    live->stops = StopMatcher(live->req.sampling.stop);
-    live->summary.prompt_tokens = int(live->req.prompt.size());
-    std::weak_ptr<Live> weak = live;
-    auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-    auto finish = [this, weak, ms, id](const std::string& reason) {
-      auto l = weak.lock();
-      if (!l || l->finished) return;
-      l->finished = true;
-      bool stopped = false;
-      std::string tail = reason == "stop_string" ? "" : l->stops.push(l->utf8.finish(), stopped);
-      if (!stopped && reason != "stop_string") tail += l->stops.flush();
-      if (!tail.empty()) {
-        l->summary.text += tail;
-        if (l->req.on_delta) l->req.on_delta(tail, l->pending_tokens);
-      }
-      auto now = Clock::now();
-      l->summary.finish_reason = stopped ? "stop_string" : reason;
-      l->summary.queue_ms = ms((l->started == Clock::time_point{} ? now : l->started) - l->submitted);
-      if (l->have_first) {
-        l->summary.prefill_ms = ms(l->first_token - l->started);
-        l->summary.decode_ms = ms(now - l->first_token);
-      }
-      if (l->req.on_done) l->req.on_done(l->summary);
-      live_.erase(id);
-    };
-    ScheduledRequest sr;
-    sr.prompt = live->req.prompt;
-    sr.max_tokens = live->req.max_tokens;
-    sr.sampling = live->req.sampling;
-    sr.on_start = [weak] {
-      if (auto l = weak.lock()) l->started = Clock::now();
-    };
-    sr.on_token = [this, weak](int32_t t) {
-      auto l = weak.lock();
-      if (!l || l->finished) return;
-      if (!l->have_first) {
-        l->have_first = true;
-        l->first_token = Clock::now();
-      }
-      ++l->summary.completion_tokens;
-      l->pending_tokens.push_back(t);
-      bool stopped = false;
-      std::string text = l->stops.push(l->utf8.push(tok_.decode(std::span<const int32_t>(&t, 1))), stopped);
-      if (!text.empty() || stopped) {
-        l->summary.text += text;
-        if (l->req.on_delta && !text.empty()) l->req.on_delta(text, l->pending_tokens);
-        l->pending_tokens.clear();
-      }
-      if (stopped) sched_->cancel(l->handle, "stop_string");
-    };
-    sr.on_finish = finish;
-    live_[id] = live;
-    try {
-      live->handle = sched_->submit(std::move(sr));
-    } catch (const Error& e) {
-      live->summary.finish_reason = "error";
-      live->summary.error = e.what();
-      live->finished = true;
-      if (live->req.on_done) live->req.on_done(live->summary);
-      live_.erase(id);
-    }
-  }
+  for (auto& op : ops) op();
+  for (auto& [id, req] : in) start(id, std::move(req));
   for (uint64_t id : cancels)
     if (auto it = live_.find(id); it != live_.end()) sched_->cancel(it->second->handle, "cancelled");
 }
 
-void InferenceService::run() {
-  Scheduler sched(model_, cfg_.micro_batch_tokens, cfg_.prefill_chunk, penalty_free_tokens(tok_, model_.dims().vocab));
-  sched_ = &sched;
-  while (true) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !cancels_.empty() || !sched.idle(); });
-      if (stopping_) break;
+void InferenceService::start(uint64_t id, ServiceRequest req) {
+  auto live = std::make_shared<Live>();
+  live->req = std::move(req);
+  live->submitted = Clock::now();
+  live->stops = StopMatcher(live->req.sampling.stop);
+  live->summary.prompt_tokens = int(live->req.prompt.size());
+  std::weak_ptr<Live> weak = live;
+  auto finish = [this, weak, id](const std::string& reason) {
+    auto l = weak.lock();
+    if (!l || l->finished) return;
+    l->finished = true;
+    bool stopped = false;
+    std::string tail = reason == "stop_string" ? "" : l->stops.push(l->utf8.finish(), stopped);
+    if (!stopped && reason != "stop_string") tail += l->stops.flush();
+    if (!tail.empty()) {
+      l->summary.text += tail;
+      if (l->req.on_delta) l->req.on_delta(tail, l->pending_tokens);
     }
-    admit();
+    auto now = Clock::now();
+    l->summary.finish_reason = stopped ? "stop_string" : reason;
+    l->summary.queue_ms = ms((l->started == Clock::time_point{} ? now : l->started) - l->submitted);
+    if (l->have_first) {
+      l->summary.prefill_ms = ms(l->first_token - l->started);
+      l->summary.decode_ms = ms(now - l->first_token);
+    }
+    tokens_out_ += uint64_t(l->summary.completion_tokens);
+    if (!l->req.session.empty())
+      l->summary.session_tokens = l->session_before + l->req.prompt.size() + uint64_t(l->summary.completion_tokens);
+    metrics_.request_done(l->summary.finish_reason, ms(now - l->submitted) / 1e3, l->have_first ? ms(l->first_token - l->submitted) / 1e3 : -1,
+                          l->summary.prompt_tokens, l->summary.completion_tokens, l->summary.cached_tokens);
+    if (l->req.on_done) l->req.on_done(l->summary);
+    live_.erase(id);
+  };
+  auto refuse = [&](const std::string& what) {
+    live->summary.finish_reason = "error";
+    live->summary.error = what;
+    live->finished = true;
+    metrics_.request_done("error", 0, -1, live->summary.prompt_tokens, 0, 0);
+    if (live->req.on_done) live->req.on_done(live->summary);
+  };
+
+  // A slot and the tokens to run: a session's state (plus what it has not seen yet), or a fresh state,
+  // possibly advanced over a cached prefix.
+  const std::string session = live->req.session;
+  std::vector<int32_t> prompt;
+  int slot = -1;
+  bool fresh = true;
+  try {
+    if (live->req.prompt.empty()) fail("the prompt is empty");
+    if (!session.empty()) {
+      SessionStore::Lease lease = sessions_->acquire(session);
+      slot = lease.slot;
+      fresh = lease.created;
+      prompt = std::move(lease.pending);
+      live->session_before = lease.tokens + prompt.size();
+    } else {
+      slot = sessions_->open_slot();
+    }
+  } catch (const Error& e) {
+    return refuse(e.what());
+  }
+  prompt.insert(prompt.end(), live->req.prompt.begin(), live->req.prompt.end());
+  const std::vector<int32_t> full = prompt;
+  size_t cached = 0, snapshot = 0;
+  try {
+    if (fresh && cache_.enabled()) {
+      PrefixCache::Hit hit = cache_.lookup(prompt);
+      if (hit.tokens) {
+        model_.import_state(slot, *hit.state);
+        prompt.erase(prompt.begin(), prompt.begin() + long(hit.tokens));
+        cached = hit.tokens;
+      }
+      snapshot = cache_.snapshot_point(full, cached);
+    }
+  } catch (const Error& e) {
+    if (session.empty()) model_.close_session(slot);
+    else sessions_->release(session, full, 0);
+    return refuse(e.what());
+  }
+  live->summary.cached_tokens = int(cached);
+  tokens_in_ += prompt.size();
+
+  ScheduledRequest sr;
+  sr.prompt = prompt;
+  sr.max_tokens = live->req.max_tokens;
+  sr.sampling = live->req.sampling;
+  sr.slot = slot;
+  if (snapshot > cached) {
+    sr.snapshot_at = snapshot - cached;
+    sr.on_snapshot = [this, full, snapshot](int s) {
+      cache_.insert(std::span<const int32_t>(full.data(), snapshot), model_.export_state(s));
+    };
+  }
+  const uint64_t run_tokens = prompt.size();
+  sr.on_release = [this, live, session, slot, run_tokens](std::vector<int32_t> unfed) {
+    if (session.empty()) return model_.close_session(slot);
+    uint64_t fed = run_tokens + uint64_t(live->summary.completion_tokens) - unfed.size();
+    sessions_->release(session, std::move(unfed), fed);
+  };
+  sr.on_start = [weak] {
+    if (auto l = weak.lock()) l->started = Clock::now();
+  };
+  sr.on_token = [this, weak](int32_t t) {
+    auto l = weak.lock();
+    if (!l || l->finished) return;
+    auto now = Clock::now();
+    if (!l->have_first) {
+      l->have_first = true;
+      l->first_token = now;
+    } else {
+      metrics_.inter_token(ms(now - l->last_token) / 1e3);
+    }
+    l->last_token = now;
+    ++l->summary.completion_tokens;
+    l->pending_tokens.push_back(t);
+    bool stopped = false;
+    std::string text = l->stops.push(l->utf8.push(tok_.decode(std::span<const int32_t>(&t, 1))), stopped);
+    if (!text.empty() || stopped) {
+      l->summary.text += text;
+      if (l->req.on_delta && !text.empty()) l->req.on_delta(text, l->pending_tokens);
+      l->pending_tokens.clear();
+    }
+    if (stopped) sched_->cancel(l->handle, "stop_string");
+  };
+  sr.on_finish = finish;
+  live_[id] = live;
+  try {
+    live->handle = sched_->submit(std::move(sr));
+  } catch (const Error& e) {
+    live_.erase(id);
+    if (session.empty()) model_.close_session(slot);
+    else sessions_->release(session, full, 0);
+    return refuse(e.what());
+  }
+}
+
+void InferenceService::update_metrics(bool with_stages) {
+  auto now = Clock::now();
+  double dt = std::chrono::duration<double>(now - rate_since_).count();
+  Metrics::Gauges g;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    g.queued = incoming_.size();
+    g.running = running_;
+  }
+  if (with_stages) stage_busy_ = model_.stage_busy();
+  g.stage_busy = stage_busy_;
+  g.slots_total = size_t(opts_.scheduler.max_slots);
+  g.slots_used = size_t(std::max(0, opts_.scheduler.max_slots - model_.free_slots()));
+  g.sessions_slot = sessions_->count("slot");
+  g.sessions_host = sessions_->count("host");
+  g.sessions_disk = sessions_->count("disk");
+  g.session_host_bytes = sessions_->host_bytes_used();
+  g.state_bytes_per_request = model_.dims().state_floats() * sizeof(float);
+  g.cache = cache_.stats();
+  if (with_stages && dt > 0) {  // rates over the interval since the previous stage reading
+    rates_ = {double(tokens_in_ - rate_in_) / dt, double(tokens_out_ - rate_out_) / dt};
+    rate_since_ = now;
+    rate_in_ = tokens_in_;
+    rate_out_ = tokens_out_;
+  }
+  g.tokens_in_per_s = rates_.first;
+  g.tokens_out_per_s = rates_.second;
+  metrics_.set(g);
+}
+
+void InferenceService::run() {
+  Scheduler sched(model_, opts_.scheduler.micro_batch_tokens, opts_.scheduler.prefill_chunk, penalty_free_tokens(tok_, model_.dims().vocab));
+  sched_ = &sched;
+  auto last_metrics = Clock::now();
+  try {
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        has_work_ = !incoming_.empty() || !sched.idle();
+        if (!has_work_) progress_ns_ = now_ns();
+        wake_.wait_for(lock, std::chrono::seconds(1),
+                       [&] { return stopping_ || !incoming_.empty() || !cancels_.empty() || !ops_.empty() || !sched.idle(); });
+        if (stopping_) break;
+        has_work_ = !incoming_.empty() || !sched.idle();
+      }
+      admit();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        running_ = live_.size();
+      }
+      if (!sched.idle()) {
+        sched.step();
+        progress_ns_ = now_ns();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        running_ = live_.size();
+      }
+      if (Clock::now() - last_metrics > std::chrono::seconds(2)) {
+        update_metrics(true);
+        last_metrics = Clock::now();
+      } else {
+        update_metrics(false);
+      }
+    }
+    sched.cancel_all();  // running requests end "cancelled" through their callbacks; sessions are released
+    if (opts_.sessions.persist && !opts_.sessions.dir.empty()) sessions_->save_all();
+  } catch (const Error& e) {
+    // The model failed (a stage died or stopped answering): nothing can be generated any more.
     {
       std::lock_guard<std::mutex> lock(mu_);
-      running_ = live_.size();
+      broken_ = e.what();
     }
-    if (!sched.idle()) sched.step();
+    for (auto& [id, l] : std::map<uint64_t, std::shared_ptr<Live>>(live_)) {
+      if (l->finished) continue;
+      l->finished = true;
+      l->summary.finish_reason = "error";
+      l->summary.error = std::string("the model failed: ") + e.what();
+      if (l->req.on_done) l->req.on_done(l->summary);
+    }
+    live_.clear();
+    sched_ = nullptr;
+    throw;
   }
-  sched.cancel_all();  // running requests end "cancelled" through their callbacks
   std::deque<std::pair<uint64_t, ServiceRequest>> never_started;
   {
     std::lock_guard<std::mutex> lock(mu_);

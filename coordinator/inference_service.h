@@ -1,18 +1,26 @@
 // The serving loop: requests arrive from any thread (the network's), the continuous-batching scheduler
 // runs on the service thread, and results go back through each request's callbacks (called on the
-// service thread). Text is streamed in whole UTF-8 characters and cut at stop strings.
+// service thread). Text is streamed in whole UTF-8 characters and cut at stop strings. Named sessions
+// (SessionStore) and the prompt-prefix cache (PrefixCache) live here, on the service thread, because
+// both move states through the model.
 #pragma once
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "coordinator/config.h"
+#include "coordinator/metrics.h"
 #include "coordinator/model_handle.h"
+#include "coordinator/prefix_cache.h"
 #include "coordinator/sampler.h"
+#include "coordinator/session_store.h"
 #include "model/tokenizer.h"
 
 namespace skein {
@@ -22,6 +30,8 @@ struct GenerationSummary {
   std::string error;          // when finish_reason is "error"
   std::string text;           // everything generated (also when streaming)
   int prompt_tokens = 0, completion_tokens = 0;
+  int cached_tokens = 0;        // prompt tokens that came from the prefix cache or the session's state
+  uint64_t session_tokens = 0;  // tokens the session's state has seen once this request ends
   double queue_ms = 0, prefill_ms = 0, decode_ms = 0;
 };
 
@@ -29,44 +39,84 @@ struct ServiceRequest {
   std::vector<int32_t> prompt;
   int max_tokens = 100;
   SamplingParams sampling;
+  std::string session;  // continue (or start) this named session; "" = a one-off request
   // New text (whole characters) and the tokens it came from; may be called many times.
   std::function<void(const std::string& text, const std::vector<int32_t>& tokens)> on_delta;
   std::function<void(const GenerationSummary&)> on_done;  // exactly once
 };
 
+struct ServiceOptions {
+  SchedulerConfig scheduler;
+  int queue_limit = 256;
+  SessionsConfig sessions;
+  CacheConfig cache;
+  StateFileHeader state_header;  // the model saved session files belong to
+  double stall_seconds = 5;
+};
+
+enum class SessionOp { List, Save, Delete };
+
 class InferenceService {
  public:
-  InferenceService(ModelHandle& model, const Tokenizer& tok, const SchedulerConfig& cfg, int queue_limit);
+  InferenceService(ModelHandle& model, const Tokenizer& tok, ServiceOptions opts);
   ~InferenceService();
 
   // Thread-safe. Throws skein::Error("overloaded: ...") at once when the queue is full.
   uint64_t submit(ServiceRequest r);
   void cancel(uint64_t id);  // thread-safe; on_done follows with "cancelled"
+  // Thread-safe; runs between steps on the service thread, then `done` (there) gets the sessions
+  // (List) or nothing, or an error message.
+  using SessionReply = std::function<void(const std::vector<SessionInfo>& sessions, const std::string& error)>;
+  void session_op(SessionOp op, const std::string& name, SessionReply done);
 
-  // The service loop, on the calling thread, until stop(); then every open request ends "cancelled".
+  // The service loop, on the calling thread, until stop(); then every open request ends "cancelled" and,
+  // with [sessions] persist, every session is saved. A model failure ends every request with an error,
+  // marks the service broken and is rethrown.
   void run();
   void stop();  // thread-safe
 
   size_t queued() const;
   size_t running() const;
+  Metrics& metrics() { return metrics_; }
+
+  struct Health {
+    bool ok = true;
+    std::string status;  // ok | stalled | broken | stopping
+    std::string detail;
+  };
+  Health health() const;  // thread-safe
 
  private:
   struct Live;
   void admit();
+  void start(uint64_t id, ServiceRequest req);
+  void update_metrics(bool with_stages);
 
   ModelHandle& model_;
   const Tokenizer& tok_;
-  SchedulerConfig cfg_;
+  ServiceOptions opts_;
   size_t queue_limit_;
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::pair<uint64_t, ServiceRequest>> incoming_;
   std::vector<uint64_t> cancels_;
+  std::deque<std::function<void()>> ops_;
   bool stopping_ = false;
+  std::string broken_;
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::shared_ptr<Live>> live_;  // service thread only
   size_t running_ = 0;
   class Scheduler* sched_ = nullptr;
+  std::unique_ptr<SessionStore> sessions_;
+  PrefixCache cache_;
+  Metrics metrics_;
+  uint64_t tokens_in_ = 0, tokens_out_ = 0;  // service thread, as are the rates below
+  std::chrono::steady_clock::time_point rate_since_ = std::chrono::steady_clock::now();
+  uint64_t rate_in_ = 0, rate_out_ = 0;
+  std::pair<double, double> rates_{0, 0};
+  std::vector<double> stage_busy_;
+  std::atomic<int64_t> progress_ns_{0};       // steady clock of the last finished step (or of being idle)
+  std::atomic<bool> has_work_{false};
 };
 
 }  // namespace skein

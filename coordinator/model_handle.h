@@ -17,6 +17,7 @@ class ModelHandle {
   virtual const ModelDims& dims() const = 0;
 
   virtual int open_session() = 0;  // a fresh state; throws skein::Error when no slot is free
+  virtual int free_slots() const = 0;
   virtual void close_session(int session) = 0;
   virtual int clone_session(int session) = 0;
 
@@ -46,6 +47,8 @@ class ModelHandle {
   virtual void collect(uint64_t step, int32_t* tokens) = 0;
   // Steps that may usefully be in flight at once (the pipeline depth).
   virtual int max_in_flight() const { return 1; }
+  // Busy fraction of every stage since the previous call (for /metrics); may be called with steps in flight.
+  virtual std::vector<double> stage_busy() = 0;
 };
 
 }  // namespace skein

@@ -16,7 +16,7 @@ struct Scheduler::Active {
   bool awaiting = false;       // a micro-batch that will produce this request's next logits is in flight
   int generated = 0;
   bool done = false;
-  bool cancel_close = false;  // cancelled: close the session once nothing of it is in flight
+  bool owned = true;           // the scheduler opened the slot (else the caller keeps it)
 };
 
 Scheduler::Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk, const std::vector<uint8_t>& penalty_free)
@@ -36,15 +36,18 @@ uint64_t Scheduler::submit(ScheduledRequest r) {
   for (int32_t t : r.prompt)
     if (t < 0 || t >= model_.dims().vocab) fail("token id ", t, " is out of range for vocabulary size ", model_.dims().vocab);
   r.sampling.validate(model_.dims().vocab);
+  if (r.snapshot_at >= r.prompt.size()) r.snapshot_at = 0;
   auto a = std::make_unique<Active>();
   a->handle = next_handle_++;
-  a->session = model_.open_session();
+  a->owned = r.slot < 0;
+  a->session = a->owned ? model_.open_session() : r.slot;
   model_.set_sampling(a->session, r.sampling);
   a->req = std::move(r);
   uint64_t handle = a->handle;
   if (a->req.max_tokens <= 0) {
-    model_.close_session(a->session);
+    if (a->owned) model_.close_session(a->session);
     if (a->req.on_finish) a->req.on_finish("length");
+    if (a->req.on_release) a->req.on_release(a->req.prompt);
     return handle;
   }
   active_.push_back(std::move(a));
@@ -57,12 +60,12 @@ void Scheduler::cancel(uint64_t handle, const std::string& reason) {
       // Entries already in flight still come back; they are taken and ignored (done is set).
       a->done = true;
       if (a->req.on_finish) a->req.on_finish(reason);
-      a->cancel_close = true;
     }
 }
 
 bool Scheduler::fill() {
   std::vector<ModelHandle::BatchEntry> entries;
+  std::vector<Active*> snapshots;
   InFlight f{0, {}};
   int tokens = 0;
   for (auto& ap : active_) {
@@ -74,9 +77,11 @@ bool Scheduler::fill() {
     }
     if (a.prefilled < a.req.prompt.size()) {
       size_t n = std::min({size_t(chunk_), a.req.prompt.size() - a.prefilled, size_t(budget_ - tokens)});
+      if (a.prefilled < a.req.snapshot_at) n = std::min(n, a.req.snapshot_at - a.prefilled);
       bool last = a.prefilled + n == a.req.prompt.size();
       entries.push_back({a.session, std::vector<int32_t>(a.req.prompt.begin() + long(a.prefilled), a.req.prompt.begin() + long(a.prefilled + n)), last});
       a.prefilled += n;
+      if (a.prefilled == a.req.snapshot_at) snapshots.push_back(&a);
       a.awaiting = last;
       f.entries.push_back({&a, last});
       tokens += int(n);
@@ -92,6 +97,8 @@ bool Scheduler::fill() {
   f.id = model_.submit(entries);
   ++steps_;
   in_flight_.push_back(std::move(f));
+  for (Active* a : snapshots)
+    if (a->req.on_snapshot) a->req.on_snapshot(a->session);
   return true;
 }
 
@@ -119,7 +126,7 @@ void Scheduler::reap() {
   active_.erase(std::remove_if(active_.begin(), active_.end(),
                                [&](auto& a) {
                                  if (!a->done || referenced(a.get())) return false;
-                                 if (a->cancel_close) model_.close_session(a->session);
+                                 release(*a);
                                  return true;
                                }),
                 active_.end());
@@ -147,17 +154,23 @@ void Scheduler::complete(InFlight& f) {
       continue;
     }
     ++a.generated;
+    a.next = tok;  // fed with the next step (if the request goes on)
     if (a.req.on_token) a.req.on_token(tok);
     if (a.generated >= a.req.max_tokens) finish(a, "length");
-    else a.next = tok;
   }
 }
 
 void Scheduler::finish(Active& a, const std::string& reason) {
   if (a.done) return;
   a.done = true;
-  model_.close_session(a.session);
   if (a.req.on_finish) a.req.on_finish(reason);
+}
+
+void Scheduler::release(Active& a) {
+  if (a.owned) return model_.close_session(a.session);
+  std::vector<int32_t> unfed(a.req.prompt.begin() + long(a.prefilled), a.req.prompt.end());
+  if (a.next >= 0) unfed.push_back(a.next);
+  if (a.req.on_release) a.req.on_release(std::move(unfed));
 }
 
 void Scheduler::run_until_idle() {
@@ -176,7 +189,10 @@ void Scheduler::cancel_all() {
     in_flight_.pop_front();
     take_tokens(f);
   }
-  for (auto& a : active_) finish(*a, "cancelled");
+  for (auto& a : active_) {
+    finish(*a, "cancelled");
+    release(*a);
+  }
   active_.clear();
 }
 

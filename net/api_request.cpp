@@ -5,6 +5,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "coordinator/session_store.h"
 
 namespace skein {
 
@@ -54,8 +55,27 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     out.cancel = ApiCancel{j["cancel"].get<std::string>()};
     return out;
   }
-  static const std::set<std::string> known = {"id",  "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
-                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream"};
+  if (j.contains("op")) {
+    for (auto& [k, v] : j.items())
+      if (k != "op" && k != "id" && k != "session") fail("unknown field '", k, "' in an op request");
+    ApiSessionOp o;
+    if (!j["op"].is_string()) fail("op: must be a string");
+    o.op = j["op"];
+    if (o.op != "list_sessions" && o.op != "save_session" && o.op != "delete_session")
+      fail("op: '", o.op.substr(0, 64), "' is not one of list_sessions, save_session, delete_session");
+    if (j.contains("id")) {
+      if (!j["id"].is_string() || j["id"].get<std::string>().size() > 256) fail("id: must be a string of at most 256 bytes");
+      o.id = j["id"];
+    }
+    if (o.op != "list_sessions") {
+      if (!j.contains("session") || !j["session"].is_string()) fail("session: ", o.op, " needs \"session\": \"<name>\"");
+      o.session = j["session"];
+    }
+    out.session_op = o;
+    return out;
+  }
+  static const std::set<std::string> known = {"id",    "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
+                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session"};
   for (auto& [k, v] : j.items())
     if (!known.count(k)) fail("unknown field '", k, "'");
   ApiGenerate g;
@@ -104,6 +124,11 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
   if (j.contains("stream")) {
     if (!j["stream"].is_boolean()) fail("stream: must be true or false");
     g.stream = j["stream"];
+  }
+  if (j.contains("session")) {
+    if (!j["session"].is_string()) fail("session: must be a string");
+    g.session = j["session"];
+    SessionStore::check_name(g.session);
   }
   g.sampling.validate(vocab);
   out.generate = std::move(g);

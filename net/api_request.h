@@ -16,6 +16,14 @@ struct ApiGenerate {
   int max_tokens = 0;
   SamplingParams sampling;
   bool stream = true;
+  std::string session;  // continue this named session ("" = none)
+};
+
+// {"op": "list_sessions" | "save_session" | "delete_session", "session": NAME, "id": ...}
+struct ApiSessionOp {
+  std::string id;  // optional, echoed
+  std::string op;
+  std::string session;
 };
 
 struct ApiCancel {
@@ -25,6 +33,7 @@ struct ApiCancel {
 struct ApiLine {
   std::optional<ApiGenerate> generate;
   std::optional<ApiCancel> cancel;
+  std::optional<ApiSessionOp> session_op;
 };
 
 struct ApiLimits {

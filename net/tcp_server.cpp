@@ -1,10 +1,12 @@
 #include "net/tcp_server.h"
 
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "net/listen.h"
 
 namespace skein {
 
@@ -20,14 +22,33 @@ bool valid_utf8(const std::string& s) {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(tcp::socket socket, asio::io_context& io, InferenceService& service, const Tokenizer& tok, int vocab, const ApiLimits& limits,
-             size_t max_line, int max_requests)
-      : socket_(std::move(socket)), io_(io), service_(service), tok_(tok), vocab_(vocab), limits_(limits), buf_(max_line),
-        max_requests_(max_requests) {}
+  Connection(tcp::socket socket, asio::io_context& io, InferenceService& service, const Tokenizer& tok, int vocab, const TcpOptions& opts)
+      : socket_(std::move(socket)), io_(io), timer_(io), service_(service), tok_(tok), vocab_(vocab), limits_(opts.limits), opts_(opts),
+        buf_(opts.max_line_bytes), max_requests_(opts.per_connection_requests) {}
 
-  void start() { read(); }
+  void start() {
+    read();
+    watch();
+  }
 
  private:
+  // A client that starts a line and stalls (or trickles it) is told so and dropped: a line still
+  // unfinished at two consecutive ticks, with no line completed in between, took longer than the timeout.
+  // An idle connection between lines may stay open.
+  void watch() {
+    timer_.expires_after(std::chrono::milliseconds(int64_t(opts_.client_timeout_s * 1000)));
+    auto self = shared_from_this();
+    timer_.async_wait([this, self](boost::system::error_code ec) {
+      if (ec || !socket_.is_open()) return;
+      if (closing_) return close();  // the goodbye could not be delivered in a whole period
+      if (buf_.size() > 0 && partial_at_tick_ && lines_read_ == lines_at_tick_)
+        send_error("", "request line not finished within " + std::to_string(opts_.client_timeout_s) + " s", true);
+      partial_at_tick_ = buf_.size() > 0;
+      lines_at_tick_ = lines_read_;
+      watch();
+    });
+  }
+
   void read() {
     auto self = shared_from_this();
     asio::async_read_until(socket_, buf_, '\n', [this, self](boost::system::error_code ec, size_t n) {
@@ -38,6 +59,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (ec) return close();
       std::string line(asio::buffers_begin(buf_.data()), asio::buffers_begin(buf_.data()) + long(n));
       buf_.consume(n);
+      ++lines_read_;
       while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
       if (!line.empty()) handle(line);
       if (!closing_) read();
@@ -62,6 +84,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       send_error(id, e.what(), false);
       return;
     }
+    if (req.session_op) return session_op(*req.session_op);
     if (req.cancel) {
       auto it = running_.find(req.cancel->id);
       if (it == running_.end()) send_error(req.cancel->id, "no running request with this id", false);
@@ -79,6 +102,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     sr.prompt = std::move(g.prompt);
     sr.max_tokens = g.max_tokens;
     sr.sampling = std::move(g.sampling);
+    sr.session = g.session;
     // Called on the service thread: format there, write on the I/O thread.
     if (stream)
       sr.on_delta = [this, weak, id](const std::string& text, const std::vector<int32_t>& tokens) {
@@ -90,8 +114,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
                           {"finish_reason", s.finish_reason},
                           {"prompt_tokens", s.prompt_tokens},
                           {"completion_tokens", s.completion_tokens},
+                          {"cached_tokens", s.cached_tokens},
                           {"timing_ms", {{"queue", s.queue_ms}, {"prefill", s.prefill_ms}, {"decode", s.decode_ms}}}};
       if (!stream) j["text"] = s.text;
+      if (s.session_tokens) j["session_tokens"] = s.session_tokens;
       if (!s.error.empty()) j["error"] = s.error;
       std::string line = j.dump();
       asio::post(io_, [weak, id, line] {
@@ -108,6 +134,28 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
   }
 
+  void session_op(const ApiSessionOp& o) {
+    SessionOp op = o.op == "list_sessions" ? SessionOp::List : o.op == "save_session" ? SessionOp::Save : SessionOp::Delete;
+    std::weak_ptr<Connection> weak = shared_from_this();
+    service_.session_op(op, o.session, [this, weak, o](const std::vector<SessionInfo>& list, const std::string& error) {
+      nlohmann::json j = {{"id", o.id.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.id)}};
+      if (!error.empty()) {
+        j["event"] = "error";
+        j["error"] = error;
+      } else if (o.op == "list_sessions") {
+        j["event"] = "sessions";
+        j["sessions"] = nlohmann::json::array();
+        for (auto& i : list)
+          j["sessions"].push_back({{"session", i.name}, {"tokens", i.tokens}, {"where", i.where}, {"busy", i.busy}, {"idle_s", i.idle_seconds}});
+      } else {
+        j["event"] = "ok";
+        j["op"] = o.op;
+        j["session"] = o.session;
+      }
+      post(weak, j.dump());
+    });
+  }
+
   void post(const std::weak_ptr<Connection>& weak, std::string line) {
     asio::post(io_, [weak, line = std::move(line)] {
       if (auto c = weak.lock()) c->write(line);
@@ -121,9 +169,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (then_close) closing_ = true;
   }
 
+  // Events wait in out_ while the client is slow; a client that stops reading altogether is dropped
+  // (its requests cancelled) before its queue eats the server's memory.
   void write(const std::string& line) {
     if (!socket_.is_open()) return;
     out_.push_back(line + "\n");
+    out_bytes_ += out_.back().size();
+    if (out_bytes_ > opts_.client_buffer_bytes) {
+      std::fprintf(stderr, "skein: dropping a client that does not read its events (%zu bytes unsent)\n", out_bytes_);
+      return close();
+    }
     if (out_.size() == 1) flush();
   }
 
@@ -131,6 +186,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto self = shared_from_this();
     asio::async_write(socket_, asio::buffer(out_.front()), [this, self](boost::system::error_code ec, size_t) {
       if (ec) return close();
+      out_bytes_ -= out_.front().size();
       out_.pop_front();
       if (!out_.empty()) flush();
       else if (closing_) close();
@@ -142,17 +198,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     for (auto& [id, handle] : running_) service_.cancel(handle);
     running_.clear();
     boost::system::error_code ignored;
+    timer_.cancel();
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
+    out_.clear();
+    out_bytes_ = 0;
   }
 
   tcp::socket socket_;
   asio::io_context& io_;
+  asio::steady_timer timer_;
   InferenceService& service_;
   const Tokenizer& tok_;
   int vocab_;
   const ApiLimits& limits_;
+  const TcpOptions& opts_;
   asio::streambuf buf_;
+  bool partial_at_tick_ = false;
+  uint64_t lines_read_ = 0, lines_at_tick_ = 0;
+  size_t out_bytes_ = 0;
   int max_requests_;
   std::map<std::string, uint64_t> running_;  // client id -> service id
   std::deque<std::string> out_;
@@ -162,24 +226,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
 }  // namespace
 
 TcpServer::TcpServer(asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
-                     int vocab, const ApiLimits& limits, size_t max_line_bytes, int per_connection_requests)
-    : io_(io), acceptor_(io), service_(service), tok_(tok), vocab_(vocab), limits_(limits), max_line_(max_line_bytes),
-      per_connection_(per_connection_requests) {
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(address, ec);
-  if (ec) fail("server: '", address, "' is not an IP address");
-  tcp::endpoint ep(addr, port);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) fail("server: cannot listen on ", address, ":", port, ": ", ec.message());
+                     int vocab, TcpOptions opts)
+    : io_(io), acceptor_(io), service_(service), tok_(tok), vocab_(vocab), opts_(std::move(opts)) {
+  open_acceptor(acceptor_, address, port, "TCP");
   accept();
 }
 
 void TcpServer::accept() {
   acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
-    if (!ec) std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, limits_, max_line_, per_connection_)->start();
+    if (!ec) std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
     if (acceptor_.is_open()) accept();
   });
 }

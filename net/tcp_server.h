@@ -12,10 +12,18 @@
 
 namespace skein {
 
+struct TcpOptions {
+  ApiLimits limits;
+  size_t max_line_bytes = 1 << 20;
+  int per_connection_requests = 8;
+  size_t client_buffer_bytes = 4 << 20;  // unsent events past which a client that does not read is dropped
+  double client_timeout_s = 30;          // a started line must be finished within it
+};
+
 class TcpServer {
  public:
   TcpServer(boost::asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
-            int vocab, const ApiLimits& limits, size_t max_line_bytes, int per_connection_requests);
+            int vocab, TcpOptions opts);
   uint16_t port() const { return acceptor_.local_endpoint().port(); }
   std::string address() const { return acceptor_.local_endpoint().address().to_string(); }
 
@@ -26,9 +34,7 @@ class TcpServer {
   InferenceService& service_;
   const Tokenizer& tok_;
   int vocab_;
-  ApiLimits limits_;
-  size_t max_line_;
-  int per_connection_;
+  TcpOptions opts_;
 };
 
 }  // namespace skein

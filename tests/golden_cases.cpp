@@ -52,7 +52,7 @@ std::string rewrite_checkpoint(const std::string& src, const std::string& name, 
 }
 
 GenerateResult generate_fresh(Engine& m, const Tokenizer& tok, const GenerateRequest& req, const std::function<void(std::string_view)>& on_text) {
-  LocalModel local(m);
+  LocalModel local(m, 64);
   return generate(local, local.open_session(), tok, req, on_text);
 }
 

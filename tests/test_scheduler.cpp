@@ -32,7 +32,7 @@ TEST(Scheduler, BatchedRequestsGetTheirAloneTokens) {
     std::map<size_t, std::vector<int32_t>> alone, batched;
     for (size_t i = 0; i < prompts.size(); ++i) alone[i] = generate_fresh(*mut.model, tok, request(i)).tokens;
 
-    LocalModel local(*mut.model);
+    LocalModel local(*mut.model, 64);
     Scheduler sched(local, 16, 8, penalty_free_tokens(tok, 256));  // small budget and chunks: prompts span several steps
     auto submit = [&](size_t i) {
       GenerateRequest g = request(i);
@@ -87,7 +87,7 @@ TEST(Scheduler, BatchInvariantLogitsAreBitwiseTheAloneLogits) {
 
 TEST(Scheduler, InvalidRequestIsRefusedWithoutDisturbingOthers) {
   auto mut = load_for_test(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
-  LocalModel local(*mut.model);
+  LocalModel local(*mut.model, 64);
   Scheduler sched(local, 64, 64, {});
   ScheduledRequest r;
   r.prompt = {1, 2, 3};

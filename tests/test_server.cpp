@@ -16,118 +16,11 @@
 #include <thread>
 
 #include "net/api_client.h"
+#include "tests/server_harness.h"
 #include "tests/test_support.h"
 
 namespace skein::test {
 namespace {
-
-// `skein serve` as a child process on a free port.
-class Server {
- public:
-  // ranks > 1: under mpirun, rank 0 serving and the others running the stages.
-  explicit Server(const std::string& extra = "", int ranks = 1) {
-    out_ = temp_dir() + "/serve.out";
-    std::string launcher = ranks > 1 ? "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " : "";
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    std::string cmd = launcher + SKEIN_BINARY + " serve --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --port 0 " + extra;
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 200 && port_ == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-      std::ifstream f(out_);
-      std::string line;
-      while (std::getline(f, line))
-        if (auto p = line.find("tcp://127.0.0.1:"); p != std::string::npos) port_ = std::stoi(line.substr(p + 16));
-    }
-  }
-  ~Server() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  int port() const { return port_; }
-  // SIGTERM, then the exit status (or -1 if it did not exit within 10 s).
-  int terminate() {
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 400; ++i) {
-      int st;
-      if (waitpid(pid_, &st, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    return -1;
-  }
-  std::string output() const { return read_file(out_); }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string out_;
-};
-
-// A blocking line client with a receive timeout.
-class Client {
- public:
-  explicit Client(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(uint16_t(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    timeval tv{10, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect failed");
-  }
-  ~Client() { close(); }
-  void close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  void send_raw(const std::string& bytes) { (void)::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
-  void send(const std::string& line) { send_raw(line + "\n"); }
-  // Next line, or "" on timeout or close.
-  std::string line() {
-    while (true) {
-      if (auto p = buf_.find('\n'); p != std::string::npos) {
-        std::string l = buf_.substr(0, p);
-        buf_.erase(0, p + 1);
-        return l;
-      }
-      char tmp[4096];
-      ssize_t n = recv(fd_, tmp, sizeof tmp, 0);
-      if (n <= 0) return "";
-      buf_.append(tmp, size_t(n));
-    }
-  }
-  nlohmann::json event() {
-    std::string l = line();
-    return l.empty() ? nlohmann::json() : nlohmann::json::parse(l);
-  }
-  // Events until the final one of request `id` (done or error), in order.
-  std::vector<nlohmann::json> until_done(const std::string& id) {
-    std::vector<nlohmann::json> out;
-    while (true) {
-      auto e = event();
-      if (e.is_null()) return out;
-      out.push_back(e);
-      if (e["id"] == id && (e["event"] == "done" || e["event"] == "error")) return out;
-    }
-  }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-};
 
 TEST(Server, ProtocolDocExamplesReplay) {
   Server server;

@@ -42,7 +42,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
     std::vector<StageSpec> stages =
         strategy.empty() ? Engine::whole_model(m.dims) : local_stages(make_plan(parse_strategy(strategy), *m.checkpoint, m.dims, limits));
     m.engine = std::make_unique<Engine>(m.checkpoint, m.dims, stages, *m.backend);
-    m.handle = std::make_unique<LocalModel>(*m.engine);
+    m.handle = std::make_unique<LocalModel>(*m.engine, std::max(1, limits.slots));
     return m;
   }
 

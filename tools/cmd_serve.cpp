@@ -1,12 +1,14 @@
 // `skein serve`: the TCP API in front of the model (one process, or rank 0 of an mpirun cluster).
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
 #include "common/error.h"
 #include "common/stop_signal.h"
 #include "coordinator/inference_service.h"
+#include "net/http_server.h"
 #include "net/tcp_server.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
@@ -16,21 +18,28 @@ namespace skein::cli {
 void add_serve_command(CLI::App& app) {
   struct Opts {
     RunFlags run;
-    std::string listen, auth_token;
-    int port = -1;
+    std::string listen, auth_token, sessions_dir;
+    int port = -1, http_port = -2;
   };
   auto o = std::make_shared<Opts>();
-  auto* c = app.add_subcommand("serve", "Serve generation requests over TCP (newline-delimited JSON, docs/protocol.md)");
+  auto* c = app.add_subcommand("serve", "Serve generation requests: NDJSON over TCP (docs/protocol.md) and OpenAI-compatible HTTP");
   o->run.add(c, true);
   c->add_option("--listen", o->listen, "address to listen on (default 127.0.0.1)");
   c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)");
-  c->add_option("--auth-token", o->auth_token, "require \"auth\": TOKEN in every request");
+  c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)");
+  c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)");
+  c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
   c->callback([o] {
     Config cfg = o->run.resolve();
     if (!o->listen.empty()) cfg.server.listen = o->listen;
     if (!o->auth_token.empty()) cfg.server.auth_token = o->auth_token;
     if (o->port >= 0) cfg.server.port = o->port;
-    if (cfg.server.port > 65535) fail("--port must be 0..65535");
+    if (o->http_port >= -1) cfg.server.http_port = o->http_port;
+    if (!o->sessions_dir.empty()) {
+      cfg.sessions.dir = o->sessions_dir;
+      cfg.sessions.persist = true;
+    }
+    if (cfg.server.port > 65535 || cfg.server.http_port > 65535) fail("--port and --http-port must be 0..65535");
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
@@ -38,11 +47,24 @@ void add_serve_command(CLI::App& app) {
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
     if (cfg.tokenizer.rfind("world:", 0) == 0 && cfg.sampling.token_stop.empty()) cfg.sampling.token_stop = {0};
 
-    InferenceService service(*m.handle, *tok, cfg.scheduler, cfg.server.queue_length);
+    ServiceOptions so;
+    so.scheduler = cfg.scheduler;
+    so.queue_limit = cfg.server.queue_length;
+    so.sessions = cfg.sessions;
+    so.cache = cfg.cache;
+    so.state_header = {m.dims, 0, m.dims.n_layer, m.fingerprint};
+    so.stall_seconds = cfg.server.stall_seconds;
+    InferenceService service(*m.handle, *tok, so);
     boost::asio::io_context io;
     ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
-    TcpServer server(io, cfg.server.listen, uint16_t(cfg.server.port), service, *tok, m.dims.vocab, limits, size_t(cfg.server.max_request_bytes),
-                     cfg.server.per_connection_requests);
+    TcpServer server(io, cfg.server.listen, uint16_t(cfg.server.port), service, *tok, m.dims.vocab,
+                     {limits, size_t(cfg.server.max_request_bytes), cfg.server.per_connection_requests, size_t(cfg.server.client_buffer_bytes),
+                      cfg.server.client_timeout_s});
+    std::unique_ptr<HttpServer> http;
+    if (cfg.server.http_port >= 0)
+      http = std::make_unique<HttpServer>(io, cfg.server.listen, uint16_t(cfg.server.http_port), service, *tok, m.dims.vocab,
+                                          HttpOptions{limits, cfg.chat, std::filesystem::path(path).stem().string(), size_t(cfg.server.max_request_bytes),
+                                                      size_t(cfg.server.client_buffer_bytes), cfg.server.client_timeout_s});
     auto work = boost::asio::make_work_guard(io);
     std::thread io_thread([&] { io.run(); });
     std::atomic<bool> done{false};
@@ -50,16 +72,26 @@ void add_serve_command(CLI::App& app) {
       while (!done && !stop_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       service.stop();
     });
-    std::cout << "skein: serving " << path << " (" << arch_name(m.dims.arch) << ") on tcp://" << server.address() << ":" << server.port() << std::endl;
-    service.run();
-    done = true;
-    watcher.join();
     // Let the final events reach the clients, then close.
-    io.post([&] { work.reset(); });
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
-    while (!io.stopped() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    io.stop();
-    io_thread.join();
+    auto drain = [&] {
+      done = true;
+      watcher.join();
+      io.post([&] { work.reset(); });
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+      while (!io.stopped() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      io.stop();
+      io_thread.join();
+    };
+    std::string where = "tcp://" + server.address() + ":" + std::to_string(server.port());
+    if (http) where += " and http://" + server.address() + ":" + std::to_string(http->port());
+    std::cout << "skein: serving " << path << " (" << arch_name(m.dims.arch) << ") on " << where << std::endl;
+    try {
+      service.run();
+    } catch (...) {
+      drain();  // every client has its error event before the job ends
+      throw;
+    }
+    drain();
     std::cerr << "skein: server stopped\n";
   });
 }

@@ -13,11 +13,13 @@ SessionState& LocalModel::get(int session) {
 }
 
 int LocalModel::open_session() {
+  if (free_slots() <= 0) fail("all ", max_sessions_, " request slots are in use");
   sessions_.emplace(next_, engine_.new_state());
   return next_++;
 }
 
 int LocalModel::clone_session(int session) {
+  if (free_slots() <= 0) fail("all ", max_sessions_, " request slots are in use");
   sessions_.emplace(next_, get(session).clone());
   return next_++;
 }
@@ -33,6 +35,7 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
     batch.push_back({e.tokens, &get(e.session), e.sample ? logits.data() + row * size_t(V) : nullptr, false});
     row += e.sample;
   }
+  auto t0 = std::chrono::steady_clock::now();
   engine_.forward(batch);
   std::vector<int32_t> tokens;
   row = 0;
@@ -42,8 +45,18 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
     if (s == samplers_.end()) fail("session ", e.session, " has no sampling parameters");
     tokens.push_back(s->second.next(logits.data() + row++ * size_t(V), V, penalty_free_));
   }
+  busy_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   results_[++step_] = std::move(tokens);
   return step_;
+}
+
+std::vector<double> LocalModel::stage_busy() {
+  auto now = std::chrono::steady_clock::now();
+  double wall = std::chrono::duration<double>(now - since_).count();
+  double busy = wall > 0 ? std::min(1.0, busy_seconds_ / wall) : 0.0;
+  busy_seconds_ = 0;
+  since_ = now;
+  return {busy};
 }
 
 void LocalModel::collect(uint64_t step, int32_t* tokens) {

@@ -1,5 +1,6 @@
 // ModelHandle over the in-process engine: sessions are SessionStates in this process.
 #pragma once
+#include <chrono>
 #include <map>
 
 #include "coordinator/model_handle.h"
@@ -9,9 +10,12 @@ namespace skein {
 
 class LocalModel final : public ModelHandle {
  public:
-  explicit LocalModel(Engine& engine) : engine_(engine) {}
+  // max_sessions: states kept at once (the config's slot count), like a cluster's slot table.
+  LocalModel(Engine& engine, int max_sessions) : engine_(engine), max_sessions_(max_sessions) {}
   const ModelDims& dims() const override { return engine_.dims(); }
   int open_session() override;
+  int free_slots() const override { return max_sessions_ - int(sessions_.size()); }
+  std::vector<double> stage_busy() override;
   void close_session(int session) override {
     sessions_.erase(session);
     samplers_.erase(session);
@@ -33,7 +37,10 @@ class LocalModel final : public ModelHandle {
   std::vector<uint8_t> penalty_free_;
   std::map<uint64_t, std::vector<int32_t>> results_;
   uint64_t step_ = 0;
+  int max_sessions_;
   int next_ = 0;
+  double busy_seconds_ = 0;
+  std::chrono::steady_clock::time_point since_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace skein

@@ -62,7 +62,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         break;
       case StageOp::ExportSlot: {
         auto h = slot(m.slot).to_host();
-        world.send(links.coordinator, kTagResult, h.data(), h.size() * sizeof(float));
+        world.send(links.coordinator, kTagReply, h.data(), h.size() * sizeof(float));
         break;
       }
       case StageOp::ImportSlot: {
@@ -73,7 +73,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
       }
       case StageOp::Stats: {
         stats.wall_seconds = std::chrono::duration<double>(clock::now() - since).count();
-        world.send(links.coordinator, kTagResult, &stats, sizeof stats);
+        world.send(links.coordinator, kTagReply, &stats, sizeof stats);
         stats = {};
         since = clock::now();
         break;

@@ -1,0 +1,212 @@
+#include "coordinator/session_store.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace skein {
+
+namespace fs = std::filesystem;
+
+SessionStore::SessionStore(ModelHandle& model, SessionsConfig cfg, StateFileHeader header)
+    : model_(model), cfg_(std::move(cfg)), header_(header) {
+  if (!cfg_.dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(cfg_.dir, ec);
+    if (ec) fail("sessions: cannot create folder ", cfg_.dir, ": ", ec.message());
+    if (cfg_.persist) scan_dir();
+  }
+}
+
+void SessionStore::check_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 128 && name[0] != '.';
+  for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
+  if (!ok) fail("session: '", name.substr(0, 64), "' is not a valid session name (1-128 of a-z A-Z 0-9 _ - ., not starting with '.')");
+}
+
+std::string SessionStore::state_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".state")).string(); }
+std::string SessionStore::meta_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".json")).string(); }
+
+SessionStore::Session& SessionStore::get(const std::string& name) {
+  auto it = sessions_.find(name);
+  if (it == sessions_.end()) fail("session '", name, "' does not exist");
+  return it->second;
+}
+
+// Sessions saved by an earlier run: listed now, their states read on first use.
+void SessionStore::scan_dir() {
+  for (auto& e : fs::directory_iterator(cfg_.dir)) {
+    if (e.path().extension() != ".json") continue;
+    std::string name = e.path().stem().string();
+    try {
+      check_name(name);
+      std::ifstream f(e.path());
+      auto j = nlohmann::json::parse(f);
+      Session s;
+      s.on_disk = true;
+      s.tokens = j.at("tokens").get<uint64_t>();
+      s.pending = j.at("pending").get<std::vector<int32_t>>();
+      for (int32_t t : s.pending)
+        if (t < 0 || t >= header_.dims.vocab) fail("pending token ", t, " is outside the vocabulary");
+      if (!fs::exists(state_path(name))) fail("its state file is missing");
+      sessions_[name] = std::move(s);
+    } catch (const std::exception& ex) {
+      std::fprintf(stderr, "skein: warning: %s: not a session, skipped (%s)\n", e.path().string().c_str(), ex.what());
+    }
+  }
+}
+
+SessionStore::Lease SessionStore::acquire(const std::string& name) {
+  check_name(name);
+  Lease lease;
+  auto it = sessions_.find(name);
+  if (it == sessions_.end()) {
+    lease.created = true;
+    it = sessions_.emplace(name, Session{}).first;
+  }
+  Session& s = it->second;
+  if (s.busy) fail("session '", name, "' is busy with another request");
+  if (s.slot < 0) {
+    std::vector<float> state;
+    if (s.host) state = std::move(*s.host);
+    else if (s.on_disk) state = load_state_file(state_path(name), header_);
+    int slot;
+    try {
+      slot = open_slot();
+    } catch (...) {
+      if (!state.empty() && s.host) *s.host = std::move(state);  // give it back untouched
+      if (lease.created) sessions_.erase(it);
+      throw;
+    }
+    if (s.host) {
+      host_used_ -= s.host->size() * sizeof(float);
+      s.host.reset();
+    }
+    if (!state.empty()) model_.import_state(slot, state);
+    s.slot = slot;
+  }
+  s.busy = true;
+  s.used = std::chrono::steady_clock::now();
+  lease.slot = s.slot;
+  lease.tokens = s.tokens;
+  lease.pending = std::move(s.pending);
+  s.pending.clear();
+  return lease;
+}
+
+void SessionStore::release(const std::string& name, std::vector<int32_t> unfed, uint64_t fed) {
+  auto it = sessions_.find(name);
+  if (it == sessions_.end()) return;
+  Session& s = it->second;
+  s.busy = false;
+  s.pending = std::move(unfed);
+  s.tokens += fed;
+  s.on_disk = false;  // the state moved on since it was saved
+  s.used = std::chrono::steady_clock::now();
+}
+
+bool SessionStore::evict_one() {
+  Session* lru = nullptr;
+  for (auto& [n, s] : sessions_)
+    if (s.slot >= 0 && !s.busy && (!lru || s.used < lru->used)) lru = &s;
+  if (!lru) return false;
+  const size_t bytes = model_.dims().state_floats() * sizeof(float);
+  bool spillable = !cfg_.dir.empty();
+  if (!spillable && host_used_ + bytes > cfg_.host_bytes) return false;  // nowhere to keep it: never drop a session
+  std::vector<float> state = model_.export_state(lru->slot);
+  model_.close_session(lru->slot);
+  lru->slot = -1;
+  host_used_ += state.size() * sizeof(float);
+  lru->host = std::move(state);
+  spill_host();
+  return true;
+}
+
+int SessionStore::open_slot() {
+  while (model_.free_slots() <= 0)
+    if (!evict_one()) break;
+  if (model_.free_slots() <= 0 && !cfg_.dir.empty()) fail("all request slots are busy with running requests");
+  if (model_.free_slots() <= 0)
+    fail("all request slots are in use (idle sessions fill the host budget of ", cfg_.host_bytes,
+         " bytes: delete sessions or configure [sessions] dir)");
+  return model_.open_session();
+}
+
+void SessionStore::spill_host() {
+  while (host_used_ > cfg_.host_bytes && !cfg_.dir.empty()) {
+    Session* oldest = nullptr;
+    std::string oldest_name;
+    for (auto& [n, s] : sessions_)
+      if (s.host && (!oldest || s.used < oldest->used)) {
+        oldest = &s;
+        oldest_name = n;
+      }
+    if (!oldest) return;
+    write_disk(oldest_name, *oldest, *oldest->host);
+    host_used_ -= oldest->host->size() * sizeof(float);
+    oldest->host.reset();
+  }
+}
+
+void SessionStore::write_disk(const std::string& name, Session& s, const std::vector<float>& state) {
+  save_state_file(state_path(name), header_, state);
+  nlohmann::json meta = {{"tokens", s.tokens}, {"pending", s.pending}};
+  std::string tmp = meta_path(name) + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << meta.dump() << "\n";
+    if (!f) fail(tmp, ": cannot write session metadata");
+  }
+  if (std::rename(tmp.c_str(), meta_path(name).c_str()) != 0) fail(meta_path(name), ": cannot rename ", tmp, " into place");
+  s.on_disk = true;
+}
+
+void SessionStore::save(const std::string& name) {
+  check_name(name);
+  if (cfg_.dir.empty()) fail("sessions: no [sessions] dir is configured, so sessions cannot be saved");
+  Session& s = get(name);
+  if (s.busy) fail("session '", name, "' is busy with a request; save it when the request has finished");
+  if (s.on_disk) return;
+  if (s.host) write_disk(name, s, *s.host);
+  else write_disk(name, s, model_.export_state(s.slot));
+}
+
+void SessionStore::save_all() {
+  for (auto& [n, s] : sessions_)
+    if (!s.busy && !s.on_disk) save(n);
+}
+
+void SessionStore::remove(const std::string& name) {
+  check_name(name);
+  Session& s = get(name);
+  if (s.busy) fail("session '", name, "' is busy with a request");
+  if (s.slot >= 0) model_.close_session(s.slot);
+  if (s.host) host_used_ -= s.host->size() * sizeof(float);
+  if (!cfg_.dir.empty()) {
+    std::error_code ec;
+    fs::remove(meta_path(name), ec);  // metadata first: a half-removed session is never listed
+    fs::remove(state_path(name), ec);
+  }
+  sessions_.erase(name);
+}
+
+std::vector<SessionInfo> SessionStore::list() const {
+  std::vector<SessionInfo> out;
+  auto now = std::chrono::steady_clock::now();
+  for (auto& [n, s] : sessions_)
+    out.push_back({n, s.tokens, s.slot >= 0 ? "slot" : s.host ? "host" : "disk", s.busy,
+                   std::chrono::duration<double>(now - s.used).count()});
+  return out;
+}
+
+size_t SessionStore::count(const std::string& where) const {
+  size_t n = 0;
+  for (auto& i : list()) n += i.where == where;
+  return n;
+}
+
+}  // namespace skein

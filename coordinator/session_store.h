@@ -1,0 +1,84 @@
+// Named sessions: a conversation's whole context is its RWKV state, so a session is a state kept between
+// requests. A resident session holds a slot on the workers; when slots run out the least recently used
+// idle one is exported to host memory, and past the host budget to disk (when a folder is configured).
+// Sessions come back into a slot on use. Runs on the service thread only (it drives the model).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coordinator/config.h"
+#include "coordinator/model_handle.h"
+#include "model/state_file.h"
+
+namespace skein {
+
+struct SessionInfo {
+  std::string name;
+  uint64_t tokens = 0;  // tokens the state has seen (prompts and generated tokens)
+  std::string where;    // slot | host | disk
+  bool busy = false;
+  double idle_seconds = 0;
+};
+
+class SessionStore {
+ public:
+  // `header` identifies the model (state files of another model are refused).
+  SessionStore(ModelHandle& model, SessionsConfig cfg, StateFileHeader header);
+
+  // "a-z A-Z 0-9 _ - ." up to 128 bytes, not starting with '.': names double as file names.
+  static void check_name(const std::string& name);
+
+  // A slot with the session's state (a new session starts from the model's initial state) and the
+  // tokens that must run before the request's prompt. Throws skein::Error when the session is busy or
+  // no slot can be freed.
+  struct Lease {
+    int slot = -1;
+    std::vector<int32_t> pending;
+    bool created = false;
+    uint64_t tokens = 0;  // tokens the state has seen
+  };
+  Lease acquire(const std::string& name);
+  // The request left: `unfed` tokens are prepended to the next prompt; `fed` tokens entered the state.
+  void release(const std::string& name, std::vector<int32_t> unfed, uint64_t fed);
+
+  // Frees one slot by evicting the least recently used idle resident session; false if there is none.
+  bool evict_one();
+  // A free slot, evicting as needed; throws skein::Error when every slot is busy with a running request.
+  int open_slot();
+
+  void save(const std::string& name);  // to `dir` (kept resident); throws when no dir is configured
+  void save_all();                     // every idle session (at shutdown when persist is set)
+  void remove(const std::string& name);
+  std::vector<SessionInfo> list() const;
+  size_t host_bytes_used() const { return host_used_; }
+  size_t count(const std::string& where) const;
+
+ private:
+  struct Session {
+    int slot = -1;
+    std::optional<std::vector<float>> host;  // evicted to host memory
+    bool on_disk = false;                    // the newest state is (also) in the folder
+    std::vector<int32_t> pending;
+    uint64_t tokens = 0;
+    bool busy = false;
+    std::chrono::steady_clock::time_point used = std::chrono::steady_clock::now();
+  };
+  Session& get(const std::string& name);
+  std::string state_path(const std::string& name) const;
+  std::string meta_path(const std::string& name) const;
+  void write_disk(const std::string& name, Session& s, const std::vector<float>& state);
+  void spill_host();  // keeps host memory within budget by moving the oldest host states to disk
+  void scan_dir();
+
+  ModelHandle& model_;
+  SessionsConfig cfg_;
+  StateFileHeader header_;
+  std::map<std::string, Session> sessions_;
+  size_t host_used_ = 0;
+};
+
+}  // namespace skein

@@ -1,0 +1,318 @@
+#include "net/http_server.h"
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <deque>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "common/error.h"
+#include "net/listen.h"
+#include "net/openai_request.h"
+
+namespace skein {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using json = nlohmann::json;
+
+namespace {
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+json error_body(const std::string& message, const std::string& type) {
+  return {{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}}}};
+}
+
+std::string openai_finish(const std::string& reason) {
+  return reason == "length" ? "length" : "stop";  // stop_token, stop_string, cancelled
+}
+
+class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+ public:
+  HttpConnection(tcp::socket socket, asio::io_context& io, InferenceService& service, const Tokenizer& tok, int vocab, const HttpOptions& opts)
+      : stream_(std::move(socket)), io_(io), service_(service), tok_(tok), vocab_(vocab), opts_(opts) {}
+
+  void start() { read(); }
+
+ private:
+  using Response = http::response<http::string_body>;
+
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(opts_.max_body_bytes);
+    stream_.expires_after(timeout());  // a slow or stalled client cannot hold the connection
+    auto self = shared_from_this();
+    http::async_read(stream_, buffer_, *parser_, [this, self](beast::error_code ec, size_t) {
+      if (ec == http::error::body_limit)
+        return reply(413, error_body("request body exceeds " + std::to_string(opts_.max_body_bytes) + " bytes", "invalid_request_error"), false);
+      if (ec == http::error::header_limit) return reply(431, error_body("request headers too large", "invalid_request_error"), false);
+      if (ec == beast::error::timeout && parser_->got_some())
+        return reply(408, error_body("request not received within the timeout", "invalid_request_error"), false);
+      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) return close();
+      if (ec) return reply(400, error_body(std::string("malformed HTTP request: ") + ec.message(), "invalid_request_error"), false);
+      req_ = parser_->release();
+      keep_alive_ = req_.keep_alive();
+      route();
+    });
+  }
+
+  std::chrono::steady_clock::duration timeout() const {
+    return std::chrono::milliseconds(int64_t(opts_.client_timeout_s * 1000));
+  }
+
+  void route() {
+    std::string target(req_.target());
+    if (auto q = target.find('?'); q != std::string::npos) target.resize(q);
+    const auto verb = req_.method();
+    if (target == "/health") {
+      if (verb != http::verb::get) return method_not_allowed();
+      auto h = service_.health();
+      json j = {{"status", h.status}, {"queued", service_.queued()}, {"running", service_.running()}};
+      if (!h.detail.empty()) j["detail"] = h.detail;
+      return reply(h.ok ? 200 : 503, j, keep_alive_);
+    }
+    if (target == "/metrics") {
+      if (verb != http::verb::get) return method_not_allowed();
+      return reply_text(200, "text/plain; version=0.0.4; charset=utf-8", service_.metrics().prometheus());
+    }
+    if (target.rfind("/v1/", 0) != 0) return reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
+    if (!opts_.limits.auth_token.empty()) {
+      auto it = req_.find(http::field::authorization);
+      if (it == req_.end() || std::string(it->value()) != "Bearer " + opts_.limits.auth_token)
+        return reply(401, error_body("unauthorized: send 'Authorization: Bearer <token>'", "authentication_error"), keep_alive_);
+    }
+    if (target == "/v1/models") {
+      if (verb != http::verb::get) return method_not_allowed();
+      json model = {{"id", opts_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "skein"}};
+      return reply(200, {{"object", "list"}, {"data", json::array({model})}}, keep_alive_);
+    }
+    if (target == "/v1/completions" || target == "/v1/chat/completions") {
+      if (verb != http::verb::post) return method_not_allowed();
+      return generate(target == "/v1/chat/completions");
+    }
+    reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
+  }
+
+  void method_not_allowed() { reply(405, error_body("method not allowed", "invalid_request_error"), keep_alive_); }
+
+  void generate(bool chat) {
+    OpenAiRequest r;
+    try {
+      r = parse_openai_request(req_.body(), chat, tok_, vocab_, opts_.limits, opts_.chat);
+    } catch (const Error& e) {
+      return reply(400, error_body(e.what(), "invalid_request_error"), keep_alive_);
+    }
+    chat_ = chat;
+    stream_mode_ = r.stream;
+    include_usage_ = r.include_usage;
+    id_ = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(unix_now()) + "-" + std::to_string(++g_next_id);
+    created_ = unix_now();
+    std::weak_ptr<HttpConnection> weak = shared_from_this();
+    ServiceRequest sr;
+    sr.prompt = std::move(r.prompt);
+    sr.max_tokens = r.max_tokens;
+    sr.sampling = std::move(r.sampling);
+    sr.session = r.session;
+    if (r.stream)
+      sr.on_delta = [this, weak](const std::string& text, const std::vector<int32_t>&) {
+        asio::post(io_, [weak, text] {
+          if (auto c = weak.lock()) c->stream_delta(text);
+        });
+      };
+    // The connection lives until its request is done (the service calls on_done exactly once).
+    sr.on_done = [this, self = shared_from_this()](const GenerationSummary& s) {
+      asio::post(io_, [self, s] { self->done(s); });
+    };
+    try {
+      service_id_ = service_.submit(std::move(sr));
+      running_ = true;
+    } catch (const Error& e) {
+      std::string what = e.what();
+      bool overloaded = what.rfind("overloaded", 0) == 0;
+      return reply(overloaded ? 429 : 503, error_body(what, overloaded ? "overloaded" : "server_error"), keep_alive_);
+    }
+    if (r.stream) {
+      std::string head =
+          "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nServer: skein\r\n\r\n";
+      service_.metrics().http_request(200);
+      send_raw(std::move(head));
+      if (chat_) send_event(chunk(json{{"role", "assistant"}, {"content", ""}}, nullptr));
+    }
+    watch_disconnect();
+  }
+
+  // While a request runs the client normally sends nothing; a read that ends means it went away (and its
+  // request is cancelled). Bytes that do come (a pipelined request) are kept for the next read.
+  void watch_disconnect() {
+    auto self = shared_from_this();
+    auto buf = buffer_.prepare(4096);
+    stream_.expires_never();
+    stream_.async_read_some(buf, [this, self](beast::error_code ec, size_t n) {
+      if (ec) {
+        if (running_) close();
+        return;
+      }
+      buffer_.commit(n);
+      if (running_) watch_disconnect();
+    });
+  }
+
+  json chunk(const json& delta_or_text, const json& finish) {
+    json choice = {{"index", 0}, {"finish_reason", finish}};
+    if (chat_) choice["delta"] = delta_or_text;
+    else {
+      choice["text"] = delta_or_text;
+      choice["logprobs"] = nullptr;
+    }
+    return {{"id", id_}, {"object", chat_ ? "chat.completion.chunk" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
+            {"choices", json::array({choice})}};
+  }
+
+  // The assistant's reply follows "Assistant:"; the space the model writes first is not content.
+  std::string content(std::string text) {
+    if (chat_ && !content_started_) {
+      size_t i = text.find_first_not_of(' ');
+      text = i == std::string::npos ? "" : text.substr(i);
+      if (!text.empty()) content_started_ = true;
+    }
+    return text;
+  }
+
+  void stream_delta(const std::string& text) {
+    std::string t = content(text);
+    if (t.empty()) return;
+    send_event(chunk(chat_ ? json{{"content", t}} : json(t), nullptr));
+  }
+
+  void done(const GenerationSummary& s) {
+    running_ = false;
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);  // ends watch_disconnect's read before the next one starts
+    json usage = {{"prompt_tokens", s.prompt_tokens}, {"completion_tokens", s.completion_tokens},
+                  {"total_tokens", s.prompt_tokens + s.completion_tokens},
+                  {"prompt_tokens_details", {{"cached_tokens", s.cached_tokens}}}};
+    if (stream_mode_) {
+      if (s.finish_reason == "error") send_event(error_body(s.error, "server_error"));
+      else {
+        send_event(chunk(chat_ ? json::object() : json(""), openai_finish(s.finish_reason)));
+        if (include_usage_) {
+          json u = chunk(json::object(), nullptr);
+          u["choices"] = json::array();
+          u["usage"] = usage;
+          send_event(u);
+        }
+      }
+      send_raw("data: [DONE]\n\n");
+      closing_ = true;
+      return;
+    }
+    if (s.finish_reason == "error") return reply(s.error.rfind("overloaded", 0) == 0 ? 429 : 400, error_body(s.error, "invalid_request_error"), keep_alive_);
+    json choice = {{"index", 0}, {"finish_reason", openai_finish(s.finish_reason)}};
+    if (chat_) choice["message"] = {{"role", "assistant"}, {"content", content(s.text)}};
+    else {
+      choice["text"] = s.text;
+      choice["logprobs"] = nullptr;
+    }
+    json body = {{"id", id_}, {"object", chat_ ? "chat.completion" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
+                 {"choices", json::array({choice})}, {"usage", usage}};
+    reply(200, body, keep_alive_);
+  }
+
+  void send_event(const json& j) { send_raw("data: " + j.dump() + "\n\n"); }
+
+  // Streamed bytes wait here while the client is slow; past the buffer bound the client is dropped.
+  void send_raw(std::string bytes) {
+    if (!stream_.socket().is_open()) return;
+    out_bytes_ += bytes.size();
+    out_.push_back(std::move(bytes));
+    if (out_bytes_ > opts_.client_buffer_bytes) return close();
+    if (out_.size() == 1) flush();
+  }
+
+  void flush() {
+    auto self = shared_from_this();
+    stream_.expires_after(timeout());
+    asio::async_write(stream_, asio::buffer(out_.front()), [this, self](beast::error_code ec, size_t) {
+      if (ec) return close();
+      out_bytes_ -= out_.front().size();
+      out_.pop_front();
+      if (!out_.empty()) flush();
+      else if (closing_) close();
+    });
+  }
+
+  void reply(int status, const json& body, bool keep_alive) {
+    reply_text(status, "application/json", body.dump(), keep_alive);
+  }
+
+  void reply_text(int status, const std::string& type, std::string body, bool keep_alive = true) {
+    service_.metrics().http_request(status);
+    auto res = std::make_shared<Response>(http::status(status), req_.version() ? req_.version() : 11);
+    res->set(http::field::server, "skein");
+    res->set(http::field::content_type, type);
+    res->keep_alive(keep_alive);
+    res->body() = std::move(body);
+    res->prepare_payload();
+    auto self = shared_from_this();
+    stream_.expires_after(timeout());
+    http::async_write(stream_, *res, [this, self, res](beast::error_code ec, size_t) {
+      if (ec || !res->keep_alive()) return close();
+      read();
+    });
+  }
+
+  void close() {
+    if (running_) {
+      running_ = false;
+      service_.cancel(service_id_);  // a client that went away frees its slot
+    }
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+    out_.clear();
+    out_bytes_ = 0;
+  }
+
+  static inline std::atomic<uint64_t> g_next_id{0};
+  beast::tcp_stream stream_;
+  asio::io_context& io_;
+  InferenceService& service_;
+  const Tokenizer& tok_;
+  int vocab_;
+  const HttpOptions& opts_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::request<http::string_body> req_;
+  bool keep_alive_ = true;
+  // The request being generated (one at a time per connection, as HTTP/1.1 has it).
+  bool chat_ = false, stream_mode_ = false, include_usage_ = false, running_ = false, closing_ = false, content_started_ = false;
+  uint64_t service_id_ = 0;
+  std::string id_;
+  int64_t created_ = 0;
+  std::deque<std::string> out_;
+  size_t out_bytes_ = 0;
+};
+
+}  // namespace
+
+HttpServer::HttpServer(asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
+                       int vocab, HttpOptions opts)
+    : io_(io), acceptor_(io), service_(service), tok_(tok), vocab_(vocab), opts_(std::move(opts)) {
+  open_acceptor(acceptor_, address, port, "HTTP");
+  accept();
+}
+
+void HttpServer::accept() {
+  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (!ec) std::make_shared<HttpConnection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
+    if (acceptor_.is_open()) accept();
+  });
+}
+
+}  // namespace skein

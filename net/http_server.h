@@ -1,0 +1,41 @@
+// The OpenAI-compatible HTTP API (Boost.Beast): POST /v1/completions and /v1/chat/completions (JSON or
+// server-sent events), GET /v1/models, GET /health, GET /metrics (Prometheus text). One connection object
+// per client on the I/O thread; generation runs on the InferenceService and its events are posted back.
+#pragma once
+#include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
+
+#include <boost/asio.hpp>
+#include <string>
+
+#include "coordinator/config.h"
+#include "coordinator/inference_service.h"
+#include "net/api_request.h"
+
+namespace skein {
+
+struct HttpOptions {
+  ApiLimits limits;  // auth_token: required as "Authorization: Bearer <token>" on /v1/*
+  ChatConfig chat;
+  std::string model_name;
+  size_t max_body_bytes = 1 << 20;
+  size_t client_buffer_bytes = 4 << 20;
+  double client_timeout_s = 30;  // reading a request, and each write to a client
+};
+
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
+             int vocab, HttpOptions opts);
+  uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  void accept();
+  boost::asio::io_context& io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  InferenceService& service_;
+  const Tokenizer& tok_;
+  int vocab_;
+  HttpOptions opts_;
+};
+
+}  // namespace skein

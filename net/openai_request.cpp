@@ -1,0 +1,166 @@
+#include "net/openai_request.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/error.h"
+#include "coordinator/session_store.h"
+
+namespace skein {
+
+namespace {
+
+float number(const nlohmann::json& j, const char* key) {
+  if (!j.is_number()) fail(key, ": must be a number");
+  double v = j.get<double>();
+  if (!std::isfinite(v)) fail(key, ": must be finite");
+  return float(v);
+}
+
+int64_t integer(const nlohmann::json& j, const char* key) {
+  if (!j.is_number_integer()) fail(key, ": must be an integer");
+  return j.get<int64_t>();
+}
+
+std::string text_content(const nlohmann::json& c) {
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) fail("messages: content must be a string or an array of text parts");
+  std::string out;
+  for (auto& part : c) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+      fail("messages: only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
+    out += part["text"].get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& messages, const ChatConfig& chat) {
+  std::string p;
+  for (auto& [role, content] : messages) {
+    const std::string& prefix = role == "system" ? chat.system_prefix : role == "user" ? chat.user_prefix : chat.assistant_prefix;
+    p += prefix + content + chat.separator;
+  }
+  std::string a = chat.assistant_prefix;
+  while (!a.empty() && a.back() == ' ') a.pop_back();  // the model writes the space itself
+  return p + a;
+}
+
+OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tokenizer& tok, int vocab, const ApiLimits& limits,
+                                   const ChatConfig& chat_cfg) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(body);
+  } catch (const nlohmann::json::exception&) {
+    fail("malformed JSON body");
+  }
+  if (!j.is_object()) fail("the body must be a JSON object");
+  static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "stream", "stream_options", "stop", "seed",
+                                               "presence_penalty", "frequency_penalty", "n", "user", "top_k", "alpha_decay", "session",
+                                               "logprobs"};
+  for (auto& [k, v] : j.items()) {
+    bool ok = common.count(k) || (chat ? (k == "messages" || k == "max_completion_tokens") : (k == "prompt" || k == "echo"));
+    if (!ok) fail("unknown parameter '", k, "'");
+  }
+  OpenAiRequest r;
+  if (j.contains("model")) {
+    if (!j["model"].is_string()) fail("model: must be a string");
+    r.model = j["model"];
+  }
+  if (chat) {
+    if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty()) fail("messages: must be a non-empty array");
+    std::vector<std::pair<std::string, std::string>> msgs;
+    for (auto& m : j["messages"]) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
+        fail("messages: every message needs a string role and a content");
+      std::string role = m["role"];
+      if (role == "developer") role = "system";
+      if (role != "system" && role != "user" && role != "assistant") fail("messages: role '", role.substr(0, 32), "' is not system, user or assistant");
+      msgs.emplace_back(role, text_content(m["content"]));
+    }
+    r.prompt = tok.encode(chat_prompt(msgs, chat_cfg));
+  } else {
+    if (!j.contains("prompt")) fail("prompt: required");
+    const auto& p = j["prompt"];
+    if (p.is_string()) {
+      r.prompt = tok.encode(p.get<std::string>());
+    } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
+      r.prompt = tok.encode(p[0].get<std::string>());
+    } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
+      for (auto& t : p) {
+        int64_t v = integer(t, "prompt");
+        if (v < 0 || v >= vocab) fail("prompt: token id ", v, " is outside the vocabulary (", vocab, ")");
+        r.prompt.push_back(int32_t(v));
+      }
+    } else {
+      fail("prompt: must be a string, an array with one string, or an array of token ids");
+    }
+    if (j.contains("echo") && !(j["echo"].is_boolean() && !j["echo"].get<bool>())) fail("echo: only false is supported");
+  }
+  if (r.prompt.empty()) fail(chat ? "messages: the prompt is empty" : "prompt: must not be empty");
+  if (int(r.prompt.size()) > limits.max_prompt_tokens)
+    fail("prompt: ", r.prompt.size(), " tokens exceed the limit of ", limits.max_prompt_tokens);
+  r.max_tokens = limits.default_max_tokens;
+  for (const char* key : {"max_tokens", "max_completion_tokens"})
+    if (j.contains(key) && !j[key].is_null()) {
+      int64_t m = integer(j[key], key);
+      if (m < 0) fail(key, ": must be >= 0");
+      if (m > limits.max_tokens_cap) fail(key, ": ", m, " exceeds the cap of ", limits.max_tokens_cap);
+      r.max_tokens = int(m);
+    }
+  if (j.contains("n") && !j["n"].is_null() && !(j["n"].is_number_integer() && j["n"].get<int64_t>() == 1)) fail("n: only 1 is supported");
+  if (j.contains("logprobs") && !j["logprobs"].is_null() && !(j["logprobs"].is_boolean() && !j["logprobs"].get<bool>()))
+    fail("logprobs: not supported");
+  r.sampling = limits.defaults;
+  if (chat) r.sampling.stop = chat_cfg.stop;
+  auto opt = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+  if (opt("temperature")) r.sampling.temperature = number(j["temperature"], "temperature");
+  if (opt("top_p")) r.sampling.top_p = number(j["top_p"], "top_p");
+  if (opt("top_k")) r.sampling.top_k = int(integer(j["top_k"], "top_k"));
+  if (opt("presence_penalty")) r.sampling.alpha_presence = number(j["presence_penalty"], "presence_penalty");
+  if (opt("frequency_penalty")) r.sampling.alpha_frequency = number(j["frequency_penalty"], "frequency_penalty");
+  if (opt("alpha_decay")) r.sampling.alpha_decay = number(j["alpha_decay"], "alpha_decay");
+  if (opt("stop")) {
+    const auto& s = j["stop"];
+    std::vector<std::string> stops;
+    if (s.is_string()) stops.push_back(s);
+    else if (s.is_array())
+      for (auto& e : s) {
+        if (!e.is_string()) fail("stop: must be a string or an array of strings");
+        stops.push_back(e);
+      }
+    else fail("stop: must be a string or an array of strings");
+    for (auto& e : stops)
+      if (e.empty()) fail("stop: strings must not be empty");
+    r.sampling.stop.insert(r.sampling.stop.end(), stops.begin(), stops.end());
+  }
+  if (opt("seed")) {
+    int64_t s = integer(j["seed"], "seed");
+    if (s < 0) fail("seed: must be >= 0");
+    r.sampling.seed = uint64_t(s);
+  }
+  if (opt("stream")) {
+    if (!j["stream"].is_boolean()) fail("stream: must be true or false");
+    r.stream = j["stream"];
+  }
+  if (opt("stream_options")) {
+    const auto& so = j["stream_options"];
+    if (!so.is_object()) fail("stream_options: must be an object");
+    if (so.contains("include_usage")) {
+      if (!so["include_usage"].is_boolean()) fail("stream_options.include_usage: must be true or false");
+      r.include_usage = so["include_usage"];
+    }
+  }
+  if (opt("user") && !j["user"].is_string()) fail("user: must be a string");
+  if (opt("session")) {
+    if (!j["session"].is_string()) fail("session: must be a string");
+    r.session = j["session"];
+    SessionStore::check_name(r.session);
+  }
+  r.sampling.validate(vocab);
+  return r;
+}
+
+}  // namespace skein

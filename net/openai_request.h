@@ -1,0 +1,32 @@
+// The OpenAI-compatible request bodies (/v1/completions, /v1/chat/completions), parsed and validated
+// into what the service runs. OpenAI names map to the engine's: presence_penalty -> alpha_presence,
+// frequency_penalty -> alpha_frequency; RWKV extras (top_k, alpha_decay, session) are accepted too.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "coordinator/config.h"
+#include "coordinator/sampler.h"
+#include "model/tokenizer.h"
+#include "net/api_request.h"
+
+namespace skein {
+
+struct OpenAiRequest {
+  std::string model;
+  std::vector<int32_t> prompt;
+  int max_tokens = 0;
+  SamplingParams sampling;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  std::string session;
+};
+
+// "User: hi\n\nAssistant:" from chat messages, per the [chat] settings.
+std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& messages, const ChatConfig& chat);
+
+// Throws skein::Error naming the parameter ("temperature: must be a number").
+OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tokenizer& tok, int vocab, const ApiLimits& limits,
+                                   const ChatConfig& chat_cfg);
+
+}  // namespace skein

@@ -1,0 +1,211 @@
+// Named sessions and the prompt-prefix cache, on the in-process engine: a session continues from its
+// state exactly as if the whole history had been sent at once; sessions survive eviction to host memory
+// and disk and a restart; cached prefixes give the same tokens as prefilling them.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "common/error.h"
+#include "coordinator/inference_service.h"
+#include "coordinator/prefix_cache.h"
+#include "model/fingerprint.h"
+#include "tests/golden_cases.h"
+#include "tests/test_support.h"
+#include "worker/local_model.h"
+
+namespace skein::test {
+namespace {
+
+const char* kModel = "tiny-rwkv-5v2-730K";
+
+// An InferenceService over the in-process engine, its loop on a thread.
+struct Service {
+  explicit Service(ServiceOptions o = {}, int slots = 8) {
+    std::string path = shared_dir() + "/models/" + std::string(kModel) + ".pth";
+    mut = load_for_test(path);
+    local = std::make_unique<LocalModel>(*mut.model, slots);
+    o.scheduler.max_slots = slots;
+    o.state_header = {mut.model->dims(), 0, mut.model->dims().n_layer, model_fingerprint(*Checkpoint::open(path))};
+    service = std::make_unique<InferenceService>(*local, tok, o);
+    loop = std::thread([this] { service->run(); });
+  }
+  ~Service() {
+    service->stop();
+    loop.join();
+  }
+  GenerationSummary generate(const std::string& prompt, int max_tokens, const std::string& session = "") {
+    std::promise<GenerationSummary> done;
+    ServiceRequest r;
+    r.prompt = tok.encode(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = 0;
+    r.session = session;
+    r.on_done = [&](const GenerationSummary& s) { done.set_value(s); };
+    service->submit(std::move(r));
+    return done.get_future().get();
+  }
+  std::pair<std::vector<SessionInfo>, std::string> op(SessionOp o, const std::string& name = "") {
+    std::promise<std::pair<std::vector<SessionInfo>, std::string>> done;
+    service->session_op(o, name, [&](const std::vector<SessionInfo>& l, const std::string& e) { done.set_value({l, e}); });
+    return done.get_future().get();
+  }
+  ByteTokenizer tok;
+  ModelUnderTest mut;
+  std::unique_ptr<LocalModel> local;
+  std::unique_ptr<InferenceService> service;
+  std::thread loop;
+};
+
+// What a session's third turn gives must equal sending the whole history at once.
+TEST(Sessions, ContinueAsIfTheHistoryWereSentAtOnce) {
+  Service s;
+  auto a = s.generate("The man said", 10, "chat");
+  auto b = s.generate(" and then", 10, "chat");
+  auto c = s.generate(". It was", 12, "chat");
+  EXPECT_EQ(c.session_tokens, 12u + 10 + 9 + 10 + 8 + 12);
+  Service fresh;
+  auto whole = fresh.generate("The man said" + a.text + " and then" + b.text + ". It was", 12);
+  EXPECT_EQ(c.text, whole.text);
+  EXPECT_EQ(c.prompt_tokens, 8);  // only the new text was sent; the history was in the state
+  auto list = s.op(SessionOp::List).first;
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "chat");
+  EXPECT_EQ(list[0].where, "slot");
+  EXPECT_EQ(list[0].tokens, 12u + 10 + 9 + 10 + 8 + 11);  // the last generated token waits for the next turn
+}
+
+// Two slots, four sessions used in turn: idle sessions are evicted to host memory (and past the host
+// budget, to disk) and come back unchanged.
+TEST(Sessions, EvictedSessionsComeBackUnchanged) {
+  for (bool disk : {false, true}) {
+    ServiceOptions o;
+    if (disk) {
+      o.sessions.dir = temp_dir() + "/spill";
+      o.sessions.host_bytes = 1;  // every evicted state goes on to disk
+    }
+    Service s(o, 2);
+    Service ref;
+    std::vector<std::string> history(4);
+    for (int turn = 0; turn < 3; ++turn)
+      for (int k = 0; k < 4; ++k) {
+        std::string name = "s" + std::to_string(k), msg = turn == 0 ? "Session " + std::to_string(k) + " says" : " and";
+        auto r = s.generate(msg, 6, name);
+        ASSERT_EQ(r.finish_reason, "length") << r.error;
+        auto whole = ref.generate(history[size_t(k)] + msg, 6);
+        EXPECT_EQ(r.text, whole.text) << "session " << k << " turn " << turn << (disk ? " (disk)" : " (host)");
+        history[size_t(k)] += msg + r.text;
+      }
+    auto list = s.op(SessionOp::List).first;
+    size_t resident = 0, away = 0;
+    for (auto& i : list) (i.where == "slot" ? resident : away) += 1;
+    EXPECT_EQ(resident, 2u);
+    EXPECT_EQ(away, 2u);
+    for (auto& i : list)
+      if (i.where != "slot") EXPECT_EQ(i.where, disk ? "disk" : "host");
+  }
+}
+
+TEST(Sessions, SavedSessionsSurviveARestart) {
+  std::string dir = temp_dir() + "/persist";
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  std::string history;
+  {
+    Service s(o);
+    auto a = s.generate("The man said", 8, "kept");
+    auto b = s.generate("Another", 4, "saved-now");
+    EXPECT_EQ(s.op(SessionOp::Save, "saved-now").second, "");
+    history = "The man said" + a.text;
+  }  // shutdown saves "kept" too (persist)
+  EXPECT_TRUE(std::filesystem::exists(dir + "/kept.state"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/saved-now.json"));
+  Service s(o);
+  auto list = s.op(SessionOp::List).first;
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].where, "disk");
+  auto c = s.generate(" to", 8, "kept");
+  Service ref;
+  EXPECT_EQ(c.text, ref.generate(history + " to", 8).text);
+  EXPECT_EQ(s.op(SessionOp::Delete, "saved-now").second, "");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/saved-now.state"));
+  EXPECT_EQ(s.op(SessionOp::List).first.size(), 1u);
+}
+
+TEST(Sessions, ErrorsAreClearAndLoseNothing) {
+  Service s;
+  EXPECT_NE(s.op(SessionOp::Save, "x").second.find("no [sessions] dir"), std::string::npos);
+  EXPECT_NE(s.op(SessionOp::Delete, "nope").second.find("does not exist"), std::string::npos);
+  EXPECT_NE(s.op(SessionOp::Delete, "../etc").second.find("not a valid session name"), std::string::npos);
+  auto bad = s.generate("Hi", 3, "bad/name");
+  EXPECT_EQ(bad.finish_reason, "error");
+  EXPECT_NE(bad.error.find("not a valid session name"), std::string::npos);
+  // A corrupted saved session is skipped with a warning at start-up, never a crash.
+  std::string dir = temp_dir() + "/corrupt";
+  std::filesystem::create_directories(dir);
+  write_file(dir + "/broken.json", "{not json");
+  write_file(dir + "/orphan.json", R"({"tokens": 3, "pending": []})");
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  Service t(o);
+  EXPECT_TRUE(t.op(SessionOp::List).first.empty());
+  // Without a spill folder, a full host budget refuses the new request instead of dropping a session.
+  ServiceOptions tight;
+  tight.sessions.host_bytes = 1;
+  Service u(tight, 1);
+  EXPECT_EQ(u.generate("one", 2, "a").finish_reason, "length");
+  auto r = u.generate("two", 2, "b");
+  EXPECT_EQ(r.finish_reason, "error");
+  EXPECT_NE(r.error.find("host budget"), std::string::npos);
+  EXPECT_EQ(u.op(SessionOp::List).first.size(), 1u);  // "a" is still there
+}
+
+// A prefix shared by several prompts is cached from its second use and hit from its third; the cached
+// state gives the tokens that prefilling the prefix gives.
+TEST(PrefixCache, SharedPrefixesAreHitAndChangeNothing) {
+  ServiceOptions on, off;
+  on.cache.block_tokens = 8;
+  off.cache.prefix_bytes = 0;
+  Service cached(on), plain(off);
+  const std::string system = "You are a helpful assistant who answers briefly. ";
+  std::vector<int> hits;
+  for (int i = 0; i < 5; ++i) {
+    std::string p = system + "Question " + std::to_string(i) + ":";
+    auto a = cached.generate(p, 10), b = plain.generate(p, 10);
+    EXPECT_EQ(a.text, b.text) << i;
+    hits.push_back(a.cached_tokens);
+    EXPECT_EQ(b.cached_tokens, 0);
+  }
+  EXPECT_EQ(hits[0], 0);
+  EXPECT_EQ(hits[1], 0);
+  for (int i = 2; i < 5; ++i) {
+    EXPECT_GE(hits[size_t(i)], 40) << i;
+    EXPECT_EQ(hits[size_t(i)] % 8, 0);
+  }
+  std::string m = cached.service->metrics().prometheus();
+  EXPECT_NE(m.find("skein_cached_prompt_tokens_total"), std::string::npos);
+}
+
+TEST(PrefixCache, LruStaysWithinItsBudget) {
+  PrefixCache c(3 * (100 * sizeof(float) + 8 * sizeof(int32_t)), 8);
+  std::vector<int32_t> p(20);
+  for (int k = 0; k < 5; ++k) {
+    for (int i = 0; i < 20; ++i) p[size_t(i)] = k * 100 + i;
+    c.insert(std::span<const int32_t>(p.data(), 8), std::vector<float>(100, float(k)));
+  }
+  auto st = c.stats();
+  EXPECT_EQ(st.entries, 3u);
+  EXPECT_EQ(st.evictions, 2u);
+  EXPECT_LE(st.bytes, 3 * (100 * sizeof(float) + 8 * sizeof(int32_t)));
+  auto hit = c.lookup(p);  // the newest (k = 4) is there
+  EXPECT_EQ(hit.tokens, 8u);
+  EXPECT_EQ((*hit.state)[0], 4.0f);
+  for (int i = 0; i < 20; ++i) p[size_t(i)] = i;  // k = 0 was evicted
+  EXPECT_EQ(c.lookup(p).tokens, 0u);
+}
+
+}  // namespace
+}  // namespace skein::test
