@@ -91,7 +91,7 @@ InferenceService::Health InferenceService::health() const {
   if (!broken_.empty()) return {false, "broken", broken_};
   if (stopping_) return {false, "stopping", "the server is shutting down"};
   double quiet = double(now_ns() - progress_ns_.load()) * 1e-9;
-  if (has_work_ && quiet > opts_.stall_seconds)
+  if ((has_work_ || !incoming_.empty()) && quiet > opts_.stall_seconds)
     return {false, "stalled", "no pipeline step finished for " + std::to_string(int(quiet)) + " s while requests wait (a stage is dead or lagging)"};
   return {true, "ok", ""};
 }
@@ -283,17 +283,17 @@ void InferenceService::run() {
   sched_ = &sched;
   auto last_metrics = Clock::now();
   try {
+    update_metrics(true);
     while (true) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        has_work_ = !incoming_.empty() || !sched.idle();
-        if (!has_work_) progress_ns_ = now_ns();
         wake_.wait_for(lock, std::chrono::seconds(1),
                        [&] { return stopping_ || !incoming_.empty() || !cancels_.empty() || !ops_.empty() || !sched.idle(); });
         if (stopping_) break;
-        has_work_ = !incoming_.empty() || !sched.idle();
       }
+      progress_ns_ = now_ns();  // awake: health() measures stalls from here while work waits
       admit();
+      has_work_ = !sched.idle();
       {
         std::lock_guard<std::mutex> lock(mu_);
         running_ = live_.size();
@@ -301,6 +301,7 @@ void InferenceService::run() {
       if (!sched.idle()) {
         sched.step();
         progress_ns_ = now_ns();
+        has_work_ = !sched.idle();
       }
       {
         std::lock_guard<std::mutex> lock(mu_);

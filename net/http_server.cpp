@@ -36,7 +36,7 @@ std::string openai_finish(const std::string& reason) {
 class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
  public:
   HttpConnection(tcp::socket socket, asio::io_context& io, InferenceService& service, const Tokenizer& tok, int vocab, const HttpOptions& opts)
-      : stream_(std::move(socket)), io_(io), service_(service), tok_(tok), vocab_(vocab), opts_(opts) {}
+      : stream_(std::move(socket)), io_(io), read_timer_(io), service_(service), tok_(tok), vocab_(vocab), opts_(opts) {}
 
   void start() { read(); }
 
@@ -46,14 +46,26 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   void read() {
     parser_.emplace();
     parser_->body_limit(opts_.max_body_bytes);
-    stream_.expires_after(timeout());  // a slow or stalled client cannot hold the connection
+    // A slow or stalled client cannot hold the connection: our own timer (beast's stream timeout would
+    // close the socket before we could say why).
+    stream_.expires_never();
+    timed_out_ = false;
     auto self = shared_from_this();
+    read_timer_.expires_after(timeout());
+    read_timer_.async_wait([this, self](beast::error_code ec) {
+      if (ec) return;
+      timed_out_ = true;
+      beast::error_code ignored;
+      stream_.socket().cancel(ignored);
+    });
     http::async_read(stream_, buffer_, *parser_, [this, self](beast::error_code ec, size_t) {
+      read_timer_.cancel();
+      if (timed_out_ && parser_->got_some())
+        return reply(408, error_body("request not received within " + std::to_string(opts_.client_timeout_s) + " s", "invalid_request_error"), false);
+      if (timed_out_) return close();
       if (ec == http::error::body_limit)
         return reply(413, error_body("request body exceeds " + std::to_string(opts_.max_body_bytes) + " bytes", "invalid_request_error"), false);
       if (ec == http::error::header_limit) return reply(431, error_body("request headers too large", "invalid_request_error"), false);
-      if (ec == beast::error::timeout && parser_->got_some())
-        return reply(408, error_body("request not received within the timeout", "invalid_request_error"), false);
       if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) return close();
       if (ec) return reply(400, error_body(std::string("malformed HTTP request: ") + ec.message(), "invalid_request_error"), false);
       req_ = parser_->release();
@@ -79,7 +91,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     }
     if (target == "/metrics") {
       if (verb != http::verb::get) return method_not_allowed();
-      return reply_text(200, "text/plain; version=0.0.4; charset=utf-8", service_.metrics().prometheus());
+      return reply_text(200, "text/plain; version=0.0.4; charset=utf-8", service_.metrics().prometheus(), keep_alive_);
     }
     if (target.rfind("/v1/", 0) != 0) return reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
     if (!opts_.limits.auth_token.empty()) {
@@ -251,7 +263,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     reply_text(status, "application/json", body.dump(), keep_alive);
   }
 
-  void reply_text(int status, const std::string& type, std::string body, bool keep_alive = true) {
+  void reply_text(int status, const std::string& type, std::string body, bool keep_alive) {
     service_.metrics().http_request(status);
     auto res = std::make_shared<Response>(http::status(status), req_.version() ? req_.version() : 11);
     res->set(http::field::server, "skein");
@@ -274,14 +286,15 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     }
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.socket().close(ignored);
-    out_.clear();
-    out_bytes_ = 0;
+    stream_.socket().close(ignored);  // a write in flight ends with an error; out_ stays valid until then
+    read_timer_.cancel();
   }
 
   static inline std::atomic<uint64_t> g_next_id{0};
   beast::tcp_stream stream_;
   asio::io_context& io_;
+  asio::steady_timer read_timer_;
+  bool timed_out_ = false;
   InferenceService& service_;
   const Tokenizer& tok_;
   int vocab_;

@@ -200,9 +200,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     boost::system::error_code ignored;
     timer_.cancel();
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
-    out_.clear();
-    out_bytes_ = 0;
+    socket_.close(ignored);  // a write in flight ends with an error; out_ stays valid until then
   }
 
   tcp::socket socket_;

@@ -82,8 +82,10 @@ class Server {
 // A blocking line client with a receive timeout.
 class Client {
  public:
-  explicit Client(int port) {
+  // rcvbuf > 0: a small receive buffer, so a client that does not read fills up fast.
+  explicit Client(int port, int rcvbuf = 0) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(uint16_t(port));

@@ -1,0 +1,228 @@
+// The OpenAI-compatible HTTP API, /health and /metrics, sessions over the TCP protocol (alone and on an
+// mpirun cluster, across a restart), and clients that stall or stop reading.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "tests/server_harness.h"
+#include "tests/test_support.h"
+
+namespace skein::test {
+namespace {
+
+using json = nlohmann::json;
+
+std::string config_file(const std::string& toml) {
+  std::string path = temp_dir() + "/serve-" + std::to_string(std::hash<std::string>()(toml)) + ".toml";
+  write_file(path, toml);
+  return path;
+}
+
+TEST(Http, CompletionsMatchTheTcpApi) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  auto r = http_request(server.http_port(), "POST", "/v1/completions", R"({"model": "x", "prompt": "The man said", "max_tokens": 20, "temperature": 0})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = r.json();
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["text"], " to a state of the s");  // the TCP example of docs/protocol.md
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 12);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 20);
+  EXPECT_EQ(j["usage"]["total_tokens"], 32);
+
+  auto s = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "The man said", "max_tokens": 20, "temperature": 0, "stream": true})");
+  ASSERT_EQ(s.status, 200);
+  EXPECT_EQ(s.headers["content-type"], "text/event-stream");
+  auto events = sse_events(s.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) text += events[i]["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(text, " to a state of the s");
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], "length");
+
+  auto stop = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "The man said", "max_tokens": 50, "temperature": 0, "stop": " of"})");
+  EXPECT_EQ(stop.json()["choices"][0]["text"], " to a state");
+  EXPECT_EQ(stop.json()["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(Http, ChatCompletionsUseTheRwkvChatFormat) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  auto plain = http_request(server.http_port(), "POST", "/v1/completions",
+                            R"({"prompt": "System: Be brief.\n\nUser: Hello\n\nAssistant:", "max_tokens": 24, "temperature": 0})");
+  std::string expected = plain.json()["choices"][0]["text"];
+  while (!expected.empty() && expected[0] == ' ') expected.erase(0, 1);
+  std::string body = R"({"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}], "max_tokens": 24, "temperature": 0)";
+  auto r = http_request(server.http_port(), "POST", "/v1/chat/completions", body + "}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["object"], "chat.completion");
+  EXPECT_EQ(r.json()["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(r.json()["choices"][0]["message"]["content"], expected);
+
+  auto s = http_request(server.http_port(), "POST", "/v1/chat/completions", body + R"(, "stream": true, "stream_options": {"include_usage": true}})");
+  auto events = sse_events(s.body);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string text;
+  for (auto& e : events)
+    if (e.is_object() && !e["choices"].empty() && e["choices"][0]["delta"].contains("content")) text += e["choices"][0]["delta"]["content"].get<std::string>();
+  EXPECT_EQ(text, expected);
+  EXPECT_EQ(events[events.size() - 2]["usage"]["completion_tokens"], 24);
+}
+
+TEST(Http, ModelsHealthAndMetrics) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  auto m = http_request(server.http_port(), "GET", "/v1/models");
+  EXPECT_EQ(m.json()["data"][0]["id"], "tiny-rwkv-5v2-730K");
+  auto h = http_request(server.http_port(), "GET", "/health");
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(h.json()["status"], "ok");
+  http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "Hello", "max_tokens": 5})");
+  auto metrics = http_request(server.http_port(), "GET", "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_EQ(metrics.headers["content-type"].rfind("text/plain", 0), 0u);
+  for (const char* name : {"skein_queue_depth ", "skein_requests_running ", "skein_slots_used ", "skein_tokens_per_second{direction=\"in\"}",
+                           "skein_stage_busy_fraction{stage=\"0\"}", "skein_request_duration_seconds_bucket", "skein_time_to_first_token_seconds_count 1",
+                           "skein_requests_total{finish_reason=\"length\"} 1", "skein_prefix_cache_hit_rate", "skein_generated_tokens_total 5"})
+    EXPECT_NE(metrics.body.find(name), std::string::npos) << name;
+}
+
+TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
+  Server server("--auth-token s3cret");
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const std::string auth = "Authorization: Bearer s3cret\r\n";
+  EXPECT_EQ(http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "x"})").status, 401);
+  EXPECT_EQ(http_request(server.http_port(), "GET", "/v1/models", "", "Authorization: Bearer wrong\r\n").status, 401);
+  EXPECT_EQ(http_request(server.http_port(), "GET", "/health").status, 200);  // probes need no token
+  struct Case {
+    std::string method, target, body;
+    int status;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{{"POST", "/v1/completions", "{oops", 400, "malformed JSON"},
+                                         {"POST", "/v1/completions", R"({"prompt": "x", "bogus": 1})", 400, "unknown parameter 'bogus'"},
+                                         {"POST", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400, "temperature"},
+                                         {"POST", "/v1/completions", R"({"prompt": "x", "max_tokens": 1e9})", 400, "max_tokens"},
+                                         {"POST", "/v1/completions", R"({"prompt": [1, 300]})", 400, "outside the vocabulary"},
+                                         {"POST", "/v1/completions", R"({"prompt": "x", "n": 3})", 400, "n: only 1"},
+                                         {"POST", "/v1/chat/completions", R"({"messages": []})", 400, "messages"},
+                                         {"POST", "/v1/chat/completions", R"({"messages": [{"role": "wizard", "content": "x"}]})", 400, "role"},
+                                         {"POST", "/v1/completions", R"({"prompt": "x", "session": "../x"})", 400, "session"},
+                                         {"GET", "/v1/completions", "", 405, "method not allowed"},
+                                         {"GET", "/v2/nothing", "", 404, "no route"}}) {
+    auto r = http_request(server.http_port(), c.method, c.target, c.body, auth);
+    EXPECT_EQ(r.status, c.status) << c.body << " -> " << r.body;
+    ASSERT_FALSE(r.body.empty()) << c.body;
+    EXPECT_NE(r.json()["error"]["message"].get<std::string>().find(c.message), std::string::npos) << r.body;
+  }
+  auto big = http_request(server.http_port(), "POST", "/v1/completions", std::string(2 << 20, ' '), auth);
+  EXPECT_EQ(big.status, 413);
+  Client garbage(server.http_port());
+  garbage.send_raw(std::string("\xff\xfe\x00\x01 not http\r\n\r\n", 18));
+  EXPECT_EQ(garbage.rest().rfind("HTTP/1.1 400", 0), 0u);
+  auto ok = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "The man said", "max_tokens": 5, "temperature": 0})", auth);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.json()["choices"][0]["text"], " to a");
+}
+
+// A stage that stops answering: /health turns 503 ("stalled") while requests wait, before the
+// heartbeat watchdog ends the job.
+TEST(Http, HealthFailsWhileAStageIsStalled) {
+  Server server("--config " + config_file("[server]\nstall_seconds = 0.5\n"), 3);
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  std::smatch m;
+  std::string out = server.output();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("rank 2 \\([^,]*, pid ([0-9]+)\\)"))) << out;
+  pid_t stage = pid_t(std::stoi(m[1]));
+  EXPECT_EQ(http_request(server.http_port(), "GET", "/health").status, 200);
+  kill(stage, SIGSTOP);
+  Client c(server.port());
+  c.send(R"({"id": "w", "prompt": "Hello", "max_tokens": 200})");
+  int status = 200;
+  for (int i = 0; i < 60 && status == 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    status = http_request(server.http_port(), "GET", "/health").status;
+  }
+  kill(stage, SIGCONT);
+  EXPECT_EQ(status, 503);
+}
+
+std::string generate_text(Client& c, const std::string& id, const std::string& prompt, int n, const std::string& session = "") {
+  json req = {{"id", id}, {"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}, {"stream", false}};
+  if (!session.empty()) req["session"] = session;
+  c.send(req.dump());
+  auto events = c.until_done(id);
+  if (events.empty() || events.back()["event"] != "done") return "<error: " + (events.empty() ? std::string("none") : events.back().dump()) + ">";
+  return events.back()["text"];
+}
+
+// Sessions over the TCP protocol on a 3-rank cluster: turns continue the state kept in the stages'
+// slots, a SIGTERM saves them, and a new cluster with the same folder continues them.
+TEST(Http, SessionsOnTheClusterSurviveARestart) {
+  std::string dir = temp_dir() + "/sessions";
+  std::string history;
+  {
+    Server server("--sessions-dir " + dir, 3);
+    ASSERT_GT(server.port(), 0) << server.output();
+    Client c(server.port());
+    std::string a = generate_text(c, "1", "The man said", 10, "talk");
+    std::string b = generate_text(c, "2", " and", 10, "talk");
+    history = "The man said" + a + " and" + b;
+    EXPECT_EQ(generate_text(c, "3", "The man said" + a + " and", 10), b);  // the same as sending it all
+    c.send(R"({"op": "list_sessions", "id": "l"})");
+    auto l = c.event();
+    ASSERT_EQ(l["event"], "sessions") << l;
+    EXPECT_EQ(l["sessions"][0]["session"], "talk");
+    EXPECT_EQ(l["sessions"][0]["where"], "slot");
+    c.send(R"({"op": "delete_session", "session": "nope"})");
+    EXPECT_EQ(c.event()["event"], "error");
+    server.terminate();  // mpirun forwards SIGTERM to every rank (and reports that it did so in its exit code)
+    EXPECT_NE(server.output().find("skein: server stopped"), std::string::npos) << server.output();
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir + "/talk.state"));
+  Server again("--sessions-dir " + dir, 3);
+  ASSERT_GT(again.port(), 0) << again.output();
+  Client c(again.port());
+  c.send(R"({"op": "list_sessions"})");
+  EXPECT_EQ(c.event()["sessions"][0]["where"], "disk");
+  std::string next = generate_text(c, "4", ". Then", 10, "talk");
+  EXPECT_EQ(next, generate_text(c, "5", history + ". Then", 10));
+}
+
+// A client that starts a line and stalls is told so and dropped; one that stops reading its events is
+// dropped once its unsent events pass the bound; everyone else carries on.
+TEST(Http, StalledAndNonReadingClientsAreDropped) {
+  Server server("--config " + config_file("[server]\nclient_timeout_s = 0.5\nclient_buffer_bytes = 2048\nper_connection_requests = 8\n"));
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client stalled(server.port());
+  stalled.send_raw(R"({"id": "half", "prompt": )");
+  auto e = stalled.event();
+  EXPECT_EQ(e["event"], "error");
+  EXPECT_NE(e["error"].get<std::string>().find("not finished within"), std::string::npos);
+  EXPECT_EQ(stalled.line(), "");  // closed
+
+  Client deaf(server.port(), 4096);  // tiny receive buffer, never read
+  for (int i = 0; i < 8; ++i) deaf.send(R"({"id": "d)" + std::to_string(i) + R"(", "prompt": "Hello", "max_tokens": 4000})");
+  Client good(server.port());
+  EXPECT_EQ(generate_text(good, "g", "The man said", 5), " to a");
+  bool dropped = false;
+  for (int i = 0; i < 100 && !dropped; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    dropped = server.output().find("dropping a client that does not read") != std::string::npos;
+  }
+  EXPECT_TRUE(dropped) << server.output();
+  EXPECT_EQ(generate_text(good, "g2", "The man said", 5), " to a");
+
+  Server http_server("--config " + config_file("[server]\nclient_timeout_s = 0.5\n"));
+  Client slow_http(http_server.http_port());
+  slow_http.send_raw("POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"prompt\"");
+  EXPECT_EQ(slow_http.rest().rfind("HTTP/1.1 408", 0), 0u);
+}
+
+}  // namespace
+}  // namespace skein::test
