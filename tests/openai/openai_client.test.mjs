@@ -1,0 +1,58 @@
+// skein serve's HTTP API driven by the official `openai` npm package, as users' code drives it.
+// SKEIN_HTTP: the server's base URL (".../v1"); the server runs the tiny byte-level v5.2 model with
+// auth token "t0k" (run.sh starts it).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const client = new OpenAI({ baseURL: process.env.SKEIN_HTTP, apiKey: 't0k', maxRetries: 0 });
+const greedy = { model: 'tiny', temperature: 0 };
+
+test('completions, plain and streamed, give the documented greedy text', async () => {
+  const r = await client.completions.create({ ...greedy, prompt: 'The man said', max_tokens: 20 });
+  assert.equal(r.object, 'text_completion');
+  assert.equal(r.choices[0].text, ' to a state of the s');
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 20);
+
+  const stream = await client.completions.create({ ...greedy, prompt: 'The man said', max_tokens: 20, stream: true });
+  let text = '';
+  let finish = null;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.text ?? '';
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(text, ' to a state of the s');
+  assert.equal(finish, 'length');
+});
+
+test('chat completions, plain and streamed, agree', async () => {
+  const messages = [{ role: 'user', content: 'Hello' }];
+  const r = await client.chat.completions.create({ ...greedy, messages, max_tokens: 24 });
+  assert.equal(r.choices[0].message.role, 'assistant');
+  const content = r.choices[0].message.content;
+  assert.ok(content.length > 0);
+
+  const stream = await client.chat.completions.create({ ...greedy, messages, max_tokens: 24, stream: true, stream_options: { include_usage: true } });
+  let text = '';
+  let usage = null;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta?.content ?? '';
+    if (chunk.usage) usage = chunk.usage;
+  }
+  assert.equal(text, content);
+  assert.equal(usage.completion_tokens, 24);
+});
+
+test('models are listed', async () => {
+  const models = [];
+  for await (const m of client.models.list()) models.push(m.id);
+  assert.deepEqual(models, ['tiny-rwkv-5v2-730K']);
+});
+
+test('errors arrive as the package\'s error types', async () => {
+  await assert.rejects(client.completions.create({ ...greedy, prompt: 'x', temperature: -1 }),
+    (e) => e instanceof OpenAI.BadRequestError && /temperature/.test(e.message));
+  const wrong = new OpenAI({ baseURL: process.env.SKEIN_HTTP, apiKey: 'nope', maxRetries: 0 });
+  await assert.rejects(wrong.completions.create({ ...greedy, prompt: 'x' }), (e) => e instanceof OpenAI.AuthenticationError);
+});
