@@ -40,7 +40,8 @@ uint64_t InferenceService::submit(ServiceRequest r) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) fail("shutting down: not accepting requests");
   if (!broken_.empty()) fail("the model failed: ", broken_);
-  if (incoming_.size() >= queue_limit_) fail("overloaded: ", incoming_.size(), " requests are already queued");
+  size_t queued = incoming_.size() + waiting_count_;
+  if (queued >= queue_limit_) fail("overloaded: ", queued, " requests are already queued");
   uint64_t id = next_id_++;
   incoming_.emplace_back(id, std::move(r));
   wake_.notify_one();
@@ -78,7 +79,7 @@ void InferenceService::stop() {
 
 size_t InferenceService::queued() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return incoming_.size();
+  return incoming_.size() + waiting_count_;
 }
 
 size_t InferenceService::running() const {
@@ -107,9 +108,26 @@ void InferenceService::admit() {
     ops.swap(ops_);
   }
   for (auto& op : ops) op();
-  for (auto& [id, req] : in) start(id, std::move(req));
-  for (uint64_t id : cancels)
+  for (auto& r : in) waiting_.push_back(std::move(r));
+  for (uint64_t id : cancels) {
     if (auto it = live_.find(id); it != live_.end()) sched_->cancel(it->second->handle, "cancelled");
+    for (auto w = waiting_.begin(); w != waiting_.end(); ++w)
+      if (w->first == id) {
+        GenerationSummary s;
+        s.finish_reason = "cancelled";
+        s.prompt_tokens = int(w->second.prompt.size());
+        if (w->second.on_done) w->second.on_done(s);
+        waiting_.erase(w);
+        break;
+      }
+  }
+  // In arrival order, as slots allow; the rest wait for running requests to finish.
+  while (!waiting_.empty() && sessions_->slot_ready(waiting_.front().second.session)) {
+    auto [id, req] = std::move(waiting_.front());
+    waiting_.pop_front();
+    start(id, std::move(req));
+  }
+  waiting_count_ = waiting_.size();
 }
 
 void InferenceService::start(uint64_t id, ServiceRequest req) {
@@ -254,7 +272,7 @@ void InferenceService::update_metrics(bool with_stages) {
   Metrics::Gauges g;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    g.queued = incoming_.size();
+    g.queued = incoming_.size() + waiting_count_;
     g.running = running_;
   }
   if (with_stages) stage_busy_ = model_.stage_busy();
@@ -288,7 +306,7 @@ void InferenceService::run() {
       {
         std::unique_lock<std::mutex> lock(mu_);
         wake_.wait_for(lock, std::chrono::seconds(1),
-                       [&] { return stopping_ || !incoming_.empty() || !cancels_.empty() || !ops_.empty() || !sched.idle(); });
+                       [&] { return stopping_ || !incoming_.empty() || !waiting_.empty() || !cancels_.empty() || !ops_.empty() || !sched.idle(); });
         if (stopping_) break;
       }
       progress_ns_ = now_ns();  // awake: health() measures stalls from here while work waits
@@ -336,7 +354,10 @@ void InferenceService::run() {
   std::deque<std::pair<uint64_t, ServiceRequest>> never_started;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    never_started.swap(incoming_);
+    never_started.swap(waiting_);
+    for (auto& r : incoming_) never_started.push_back(std::move(r));
+    incoming_.clear();
+    waiting_count_ = 0;
   }
   for (auto& [id, r] : never_started) {
     GenerationSummary s;

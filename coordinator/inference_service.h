@@ -99,6 +99,9 @@ class InferenceService {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::pair<uint64_t, ServiceRequest>> incoming_;
+  // Admitted but waiting for a slot (every slot runs a request); service thread only, counted in queued().
+  std::deque<std::pair<uint64_t, ServiceRequest>> waiting_;
+  std::atomic<size_t> waiting_count_{0};
   std::vector<uint64_t> cancels_;
   std::deque<std::function<void()>> ops_;
   bool stopping_ = false;

@@ -109,6 +109,15 @@ void SessionStore::release(const std::string& name, std::vector<int32_t> unfed, 
   s.used = std::chrono::steady_clock::now();
 }
 
+bool SessionStore::slot_ready(const std::string& name) const {
+  // A busy session's request is refused at once (acquire says why) rather than queued behind it.
+  if (auto it = sessions_.find(name); it != sessions_.end() && (it->second.slot >= 0 || it->second.busy)) return true;
+  if (model_.free_slots() > 0) return true;
+  for (auto& [n, s] : sessions_)
+    if (s.slot >= 0 && !s.busy) return true;  // evictable
+  return false;
+}
+
 bool SessionStore::evict_one() {
   Session* lru = nullptr;
   for (auto& [n, s] : sessions_)

@@ -45,6 +45,9 @@ class SessionStore {
   // The request left: `unfed` tokens are prepended to the next prompt; `fed` tokens entered the state.
   void release(const std::string& name, std::vector<int32_t> unfed, uint64_t fed);
 
+  // A request for `name` (or, with "", a one-off request) can start now: its slot is there, one is free
+  // or can be freed by an eviction (or it will be refused at once, e.g. a busy session).
+  bool slot_ready(const std::string& name) const;
   // Frees one slot by evicting the least recently used idle resident session; false if there is none.
   bool evict_one();
   // A free slot, evicting as needed; throws skein::Error when every slot is busy with a running request.

@@ -194,6 +194,17 @@ TEST(Http, SessionsOnTheClusterSurviveARestart) {
   EXPECT_EQ(next, generate_text(c, "5", history + ". Then", 10));
 }
 
+// The load generator against a 3-rank cluster: every response arrives whole (it exits non-zero on any
+// lost or garbled response) and the figures are printed.
+TEST(Http, LoadGeneratorLosesNothingOnTheCluster) {
+  Server server("--config " + config_file("[scheduler]\nmax_slots = 8\n"), 3);
+  ASSERT_GT(server.port(), 0) << server.output();
+  auto r = run_skein("bench --server 127.0.0.1:" + std::to_string(server.port()) + " --clients 16 --duration 3 --max-tokens 16");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("0 lost, 0 garbled"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("time to first token: p50"), std::string::npos) << r.output;
+}
+
 // A client that starts a line and stalls is told so and dropped; one that stops reading its events is
 // dropped once its unsent events pass the bound; everyone else carries on.
 TEST(Http, StalledAndNonReadingClientsAreDropped) {

@@ -163,6 +163,25 @@ TEST(Sessions, ErrorsAreClearAndLoseNothing) {
   EXPECT_EQ(u.op(SessionOp::List).first.size(), 1u);  // "a" is still there
 }
 
+// More requests than slots: the extra ones wait for a slot (in arrival order) instead of failing.
+TEST(Sessions, RequestsBeyondTheSlotsWaitForOne) {
+  Service s({}, 2);
+  std::vector<std::promise<GenerationSummary>> done(6);
+  for (size_t i = 0; i < done.size(); ++i) {
+    ServiceRequest r;
+    r.prompt = s.tok.encode("The man said");
+    r.max_tokens = 20;
+    r.sampling.temperature = 0;
+    r.on_done = [&, i](const GenerationSummary& g) { done[i].set_value(g); };
+    s.service->submit(std::move(r));
+  }
+  for (auto& d : done) {
+    auto g = d.get_future().get();
+    EXPECT_EQ(g.finish_reason, "length") << g.error;
+    EXPECT_EQ(g.text, " to a state of the s");
+  }
+}
+
 // A prefix shared by several prompts is cached from its second use and hit from its third; the cached
 // state gives the tokens that prefilling the prefix gives.
 TEST(PrefixCache, SharedPrefixesAreHitAndChangeNothing) {

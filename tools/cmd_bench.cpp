@@ -29,6 +29,9 @@ void add_bench_command(CLI::App& app) {
   struct Opts {
     int prompt_tokens = 512, decode_tokens = 128;
     bool pipeline = false;
+    std::string server;
+    int clients = 64, max_tokens = 64;
+    double duration = 60;
     RunFlags run;
   };
   auto o = std::make_shared<Opts>();
@@ -37,8 +40,13 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::PositiveNumber);
   o->run.add(c, false);
   c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
+  c->add_option("--server", o->server, "HOST:PORT of a running `skein serve`: load-test it with streaming clients");
+  c->add_option("--clients", o->clients, "with --server: concurrent clients")->capture_default_str();
+  c->add_option("--duration", o->duration, "with --server: seconds of load")->capture_default_str();
+  c->add_option("--max-tokens", o->max_tokens, "with --server: tokens per request")->capture_default_str();
   c->callback([o] {
     using clock = std::chrono::steady_clock;
+    if (!o->server.empty()) return run_server_bench(o->server, o->clients, o->duration, o->max_tokens);
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");
     apply_run_config(cfg);

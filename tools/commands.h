@@ -20,5 +20,7 @@ void add_client_command(CLI::App& app);
 
 // The pipeline benchmark (bench --pipeline), on the cluster mpirun started.
 void run_pipeline_bench(const Config& cfg, int rounds);
+// The serving load test (bench --server): N streaming clients against a running server.
+void run_server_bench(const std::string& server, int clients, double seconds, int max_tokens);
 
 }  // namespace skein::cli

@@ -1,0 +1,150 @@
+// `skein bench --server HOST:PORT`: a load generator for a running server. N clients, each on its own
+// connection, send streaming requests back to back for the given time; every response is checked
+// (events in order, whole UTF-8 text, token counts that add up, a final event) and counted as completed,
+// refused (an explicit error such as overloaded) or lost. Reports throughput and the p50/p99 of time to
+// first token and inter-token latency.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "model/tokenizer.h"
+#include "net/api_client.h"
+#include "tools/commands.h"
+
+namespace skein::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct ClientTally {
+  uint64_t completed = 0, refused = 0, lost = 0, garbled = 0, tokens = 0;
+  std::vector<double> ttft, itl;  // seconds
+  std::string first_problem;
+};
+
+bool whole_utf8(const std::string& s) {
+  Utf8Stream u;
+  return u.push(s) == s && u.pending() == 0;
+}
+
+const char* kPrompts[] = {"The man said", "It was a dark and stormy night", "Once upon a time", "\nIn the beginning", "The quick brown fox",
+                          "She opened the door and", "The results of the study", "A long time ago in a"};
+
+void run_client(const std::string& server, int index, Clock::time_point until, int max_tokens, ClientTally& t) {
+  auto problem = [&](const std::string& what) {
+    if (t.first_problem.empty()) t.first_problem = "client " + std::to_string(index) + ": " + what;
+  };
+  std::unique_ptr<ApiClient> c;
+  uint64_t n = 0;
+  while (Clock::now() < until) {
+    try {
+      if (!c) c = std::make_unique<ApiClient>(server);
+      std::string id = std::to_string(index) + "-" + std::to_string(n);
+      nlohmann::json req = {{"id", id}, {"prompt", kPrompts[(size_t(index) + n) % std::size(kPrompts)]}, {"max_tokens", max_tokens},
+                            {"temperature", 0.8}, {"top_p", 0.9}, {"seed", index * 100000 + int(n)}, {"stream", true}};
+      ++n;
+      auto sent = Clock::now();
+      c->send(req);
+      auto last = sent;
+      bool first = true, bad = false, counted = false;
+      uint64_t tokens = 0;
+      while (true) {
+        nlohmann::json e = c->next_event();
+        if (e.value("id", nlohmann::json()) != id) {
+          bad = true;
+          problem("an event for another request: " + e.dump().substr(0, 200));
+          break;
+        }
+        auto now = Clock::now();
+        if (e["event"] == "delta") {
+          size_t k = e["tokens"].size();
+          if (!whole_utf8(e["text"].get<std::string>()) || k == 0) {
+            bad = true;
+            problem("a delta with broken text or no tokens");
+          }
+          double gap = std::chrono::duration<double>(now - last).count();
+          if (first) t.ttft.push_back(gap);
+          else
+            for (size_t i = 0; i < k; ++i) t.itl.push_back(gap / double(k));
+          first = false;
+          last = now;
+          tokens += k;
+        } else if (e["event"] == "done") {
+          if (e["completion_tokens"].get<uint64_t>() != tokens) {
+            bad = true;
+            problem("done says " + e["completion_tokens"].dump() + " tokens, deltas carried " + std::to_string(tokens));
+          }
+          bad ? ++t.garbled : ++t.completed;
+          t.tokens += tokens;
+          counted = true;
+          break;
+        } else if (e["event"] == "error") {
+          ++t.refused;  // explicit: overloaded, or a limit
+          counted = true;
+          break;
+        } else {
+          bad = true;
+          problem("unknown event " + e.dump().substr(0, 200));
+          break;
+        }
+      }
+      if (bad && !counted) {
+        ++t.garbled;
+        c.reset();  // the connection's event stream can no longer be trusted
+      }
+    } catch (const Error& e) {
+      ++t.lost;
+      problem(e.what());
+      c.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+}
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  size_t k = std::min(v.size() - 1, size_t(p * double(v.size())));
+  std::nth_element(v.begin(), v.begin() + long(k), v.end());
+  return v[k];
+}
+
+}  // namespace
+
+void run_server_bench(const std::string& server, int clients, double seconds, int max_tokens) {
+  if (clients < 1 || seconds <= 0 || max_tokens < 1) fail("bench --server: --clients, --duration and --max-tokens must be positive");
+  ApiClient probe(server);  // fails at once, naming the address, when nothing listens there
+  std::vector<ClientTally> tally(static_cast<size_t>(clients));
+  auto start = Clock::now();
+  auto until = start + std::chrono::milliseconds(int64_t(seconds * 1000));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) threads.emplace_back(run_client, server, i, until, max_tokens, std::ref(tally[size_t(i)]));
+  for (auto& t : threads) t.join();
+  double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  ClientTally all;
+  for (auto& t : tally) {
+    all.completed += t.completed;
+    all.refused += t.refused;
+    all.lost += t.lost;
+    all.garbled += t.garbled;
+    all.tokens += t.tokens;
+    all.ttft.insert(all.ttft.end(), t.ttft.begin(), t.ttft.end());
+    all.itl.insert(all.itl.end(), t.itl.begin(), t.itl.end());
+    if (all.first_problem.empty()) all.first_problem = t.first_problem;
+  }
+  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d\n", server.c_str(), clients, wall, max_tokens);
+  std::printf("  requests: %llu completed, %llu refused explicitly, %llu lost, %llu garbled\n", (unsigned long long)all.completed,
+              (unsigned long long)all.refused, (unsigned long long)all.lost, (unsigned long long)all.garbled);
+  std::printf("  throughput: %.1f tokens/s out, %.2f requests/s\n", double(all.tokens) / wall, double(all.completed) / wall);
+  std::printf("  time to first token: p50 %.1f ms, p99 %.1f ms\n", 1e3 * percentile(all.ttft, 0.5), 1e3 * percentile(all.ttft, 0.99));
+  std::printf("  inter-token latency: p50 %.2f ms, p99 %.2f ms\n", 1e3 * percentile(all.itl, 0.5), 1e3 * percentile(all.itl, 0.99));
+  if (!all.first_problem.empty()) std::printf("  first problem: %s\n", all.first_problem.c_str());
+  if (all.lost || all.garbled) fail("bench --server: ", all.lost, " responses lost and ", all.garbled, " garbled");
+}
+
+}  // namespace skein::cli
