@@ -9,7 +9,7 @@ namespace skein::cli {
 
 void add_client_command(CLI::App& app) {
   struct Opts {
-    std::string server = "127.0.0.1:7700", prompt, token;
+    std::string server = "127.0.0.1:7700", prompt, token, session;
     int max_tokens = -1, top_k = -1;
     double temperature = -1, top_p = -1;
     std::vector<std::string> stop;
@@ -26,6 +26,7 @@ void add_client_command(CLI::App& app) {
   c->add_option("--stop", o->stop, "stop string (repeatable)");
   c->add_flag("--no-stream", o->no_stream, "wait for the whole text");
   c->add_option("--token", o->token, "the server's auth token");
+  c->add_option("--session", o->session, "continue (or start) this named session on the server");
   c->callback([o] {
     nlohmann::json req = {{"id", "cli"}, {"prompt", o->prompt}, {"stream", !o->no_stream}};
     if (o->max_tokens >= 0) req["max_tokens"] = o->max_tokens;
@@ -34,12 +35,15 @@ void add_client_command(CLI::App& app) {
     if (o->top_k >= 0) req["top_k"] = o->top_k;
     if (!o->stop.empty()) req["stop"] = o->stop;
     if (!o->token.empty()) req["auth"] = o->token;
+    if (!o->session.empty()) req["session"] = o->session;
     ApiClient client(o->server);
     std::cout << o->prompt << std::flush;
     auto done = client.generate(req, [](const std::string& t) { std::cout << t << std::flush; });
     std::cout << "\n";
     if (done["event"] == "error") fail("server: ", done["error"].get<std::string>());
-    std::cerr << "[" << done["completion_tokens"] << " tokens, finish: " << done["finish_reason"].get<std::string>() << "]\n";
+    std::cerr << "[" << done["completion_tokens"] << " tokens, finish: " << done["finish_reason"].get<std::string>();
+    if (done.contains("session_tokens")) std::cerr << ", session " << o->session << ": " << done["session_tokens"] << " tokens";
+    std::cerr << "]\n";
   });
 }
 
