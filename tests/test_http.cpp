@@ -205,6 +205,36 @@ TEST(Http, LoadGeneratorLosesNothingOnTheCluster) {
   EXPECT_NE(r.output.find("time to first token: p50"), std::string::npos) << r.output;
 }
 
+// A full queue answers "overloaded" at once (TCP and HTTP 429); a connection over its request limit is
+// told so; the running request is untouched.
+TEST(Http, FullQueueAndConnectionLimitsAreExplicit) {
+  Server server("--config " + config_file("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 1\nper_connection_requests = 2\n"));
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client a(server.port());
+  a.send(R"({"id": "run", "prompt": "Hello", "max_tokens": 4000})");
+  ASSERT_EQ(a.event()["event"], "delta");  // it holds the only slot
+  a.send(R"({"id": "wait", "prompt": "Hello", "max_tokens": 5})");  // waits for the slot
+  a.send(R"({"id": "third", "prompt": "Hello", "max_tokens": 5})");
+  json e;
+  do e = a.event(); while (e["event"] == "delta");
+  EXPECT_EQ(e["id"], "third");
+  EXPECT_NE(e["error"].get<std::string>().find("too many requests on this connection"), std::string::npos) << e;
+  Client b(server.port());
+  b.send(R"({"id": "over", "prompt": "Hello", "max_tokens": 5})");
+  auto o = b.event();
+  EXPECT_EQ(o["event"], "error");
+  EXPECT_EQ(o["error"].get<std::string>().rfind("overloaded", 0), 0u) << o;
+  auto h = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "Hello", "max_tokens": 5})");
+  EXPECT_EQ(h.status, 429) << h.body;
+  a.send(R"({"cancel": "run"})");
+  auto run = a.until_done("run");
+  ASSERT_FALSE(run.empty());
+  EXPECT_EQ(run.back()["finish_reason"], "cancelled");
+  auto w = a.until_done("wait");
+  ASSERT_FALSE(w.empty());
+  EXPECT_EQ(w.back()["finish_reason"], "length");  // the waiting request got the slot
+}
+
 // A client that starts a line and stalls is told so and dropped; one that stops reading its events is
 // dropped once its unsent events pass the bound; everyone else carries on.
 TEST(Http, StalledAndNonReadingClientsAreDropped) {
