@@ -136,8 +136,13 @@ TEST(Http, HealthFailsWhileAStageIsStalled) {
   Server server("--config " + config_file("[server]\nstall_seconds = 0.5\n"), 3);
   ASSERT_GT(server.http_port(), 0) << server.output();
   std::smatch m;
-  std::string out = server.output();
-  ASSERT_TRUE(std::regex_search(out, m, std::regex("rank 2 \\([^,]*, pid ([0-9]+)\\)"))) << out;
+  std::string out;
+  for (int i = 0; i < 100; ++i) {  // stage ranks may report after the coordinator's ready line
+    out = server.output();
+    if (std::regex_search(out, m, std::regex("rank 2 \\([^,]*, pid ([0-9]+)\\)"))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(m.empty()) << out;
   pid_t stage = pid_t(std::stoi(m[1]));
   EXPECT_EQ(http_request(server.http_port(), "GET", "/health").status, 200);
   kill(stage, SIGSTOP);
