@@ -6,35 +6,13 @@
 
 #include "common/error.h"
 #include "coordinator/session_store.h"
+#include "net/json_fields.h"
 
 namespace skein {
 
-namespace {
+using json_fields::integer;
+using json_fields::number;
 
-float number(const nlohmann::json& j, const char* key) {
-  if (!j.is_number()) fail(key, ": must be a number");
-  double v = j.get<double>();
-  if (!std::isfinite(v)) fail(key, ": must be finite");
-  return float(v);
-}
-
-int64_t integer(const nlohmann::json& j, const char* key) {
-  if (!j.is_number_integer()) fail(key, ": must be an integer");
-  return j.get<int64_t>();
-}
-
-std::vector<int32_t> ids(const nlohmann::json& j, const char* key, int vocab) {
-  if (!j.is_array()) fail(key, ": must be an array of token ids");
-  std::vector<int32_t> out;
-  for (auto& e : j) {
-    int64_t v = integer(e, key);
-    if (v < 0 || v >= vocab) fail(key, ": token id ", v, " is outside the vocabulary (", vocab, ")");
-    out.push_back(int32_t(v));
-  }
-  return out;
-}
-
-}  // namespace
 
 ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab, const ApiLimits& limits) {
   nlohmann::json j;
@@ -87,7 +65,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     if (!j["prompt"].is_string()) fail("prompt: must be a string");
     g.prompt = tok.encode(j["prompt"].get<std::string>());
   } else {
-    g.prompt = ids(j["tokens"], "tokens", vocab);
+    g.prompt = json_fields::token_ids(j["tokens"], "tokens", vocab);
   }
   if (g.prompt.empty()) fail("prompt: must not be empty");
   if (int(g.prompt.size()) > limits.max_prompt_tokens)
@@ -106,8 +84,8 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
   if (j.contains("alpha_presence")) g.sampling.alpha_presence = number(j["alpha_presence"], "alpha_presence");
   if (j.contains("alpha_frequency")) g.sampling.alpha_frequency = number(j["alpha_frequency"], "alpha_frequency");
   if (j.contains("alpha_decay")) g.sampling.alpha_decay = number(j["alpha_decay"], "alpha_decay");
-  if (j.contains("token_ban")) g.sampling.token_ban = ids(j["token_ban"], "token_ban", vocab);
-  if (j.contains("stop_tokens")) g.sampling.token_stop = ids(j["stop_tokens"], "stop_tokens", vocab);
+  if (j.contains("token_ban")) g.sampling.token_ban = json_fields::token_ids(j["token_ban"], "token_ban", vocab);
+  if (j.contains("stop_tokens")) g.sampling.token_stop = json_fields::token_ids(j["stop_tokens"], "stop_tokens", vocab);
   if (j.contains("stop")) {
     if (!j["stop"].is_array()) fail("stop: must be an array of strings");
     g.sampling.stop.clear();

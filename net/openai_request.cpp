@@ -6,22 +6,14 @@
 
 #include "common/error.h"
 #include "coordinator/session_store.h"
+#include "net/json_fields.h"
 
 namespace skein {
 
 namespace {
 
-float number(const nlohmann::json& j, const char* key) {
-  if (!j.is_number()) fail(key, ": must be a number");
-  double v = j.get<double>();
-  if (!std::isfinite(v)) fail(key, ": must be finite");
-  return float(v);
-}
-
-int64_t integer(const nlohmann::json& j, const char* key) {
-  if (!j.is_number_integer()) fail(key, ": must be an integer");
-  return j.get<int64_t>();
-}
+using json_fields::integer;
+using json_fields::number;
 
 std::string text_content(const nlohmann::json& c) {
   if (c.is_string()) return c.get<std::string>();
@@ -89,11 +81,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
       r.prompt = tok.encode(p[0].get<std::string>());
     } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
-      for (auto& t : p) {
-        int64_t v = integer(t, "prompt");
-        if (v < 0 || v >= vocab) fail("prompt: token id ", v, " is outside the vocabulary (", vocab, ")");
-        r.prompt.push_back(int32_t(v));
-      }
+      r.prompt = json_fields::token_ids(p, "prompt", vocab);
     } else {
       fail("prompt: must be a string, an array with one string, or an array of token ids");
     }
