@@ -243,9 +243,12 @@ std::vector<StageSpec> local_stages(const Plan& p) {
   std::vector<StageSpec> out;
   for (size_t i = 0; i < p.stages.size(); ++i) {
     const PlanStage& s = p.stages[i];
-    if (s.segment.device.kind != DeviceSpec::Cpu)
-      fail("strategy: segment \"", format_segment(s.segment), "\" needs the CUDA backend, which this build cannot run yet");
     StageSpec spec;
+    if (s.segment.device.kind == DeviceSpec::Cuda) {
+      spec.cuda_device = s.segment.device.index;
+      if (s.segment.stream)
+        fail("strategy: segment \"", format_segment(s.segment), "\": streaming layers (*N+) to a GPU is not supported yet; keep them resident (*N)");
+    }
     spec.first_layer = s.first_unit;
     spec.last_layer = std::min(s.last_unit + 1, p.dims.n_layer);
     spec.embedding = i == 0;

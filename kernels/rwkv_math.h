@@ -3,6 +3,7 @@
 // so a CPU test of this file tests the GPU arithmetic too.
 #pragma once
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels/numeric.h"
 
@@ -66,22 +67,65 @@ SKEIN_HD void wkv5_head_step(int N, const float* r, const float* k, const float*
   }
 }
 
-// v7 WKV for one head and one token; S is [value i][key j]:
+// One value column j of the v5/v6 step: the same operations, in the same order, as wkv5_head_step does
+// for column j, so a GPU thread per column computes bit for bit what the CPU loop computes.
+SKEIN_HD void wkv5_column_step(int N, int j, const float* r, const float* k, const float* v, const float* w, const float* u,
+                               float* S, float* y) {
+  float yj = 0.0f, vj = v[j];
+  for (int i = 0; i < N; ++i) {
+    float kv = k[i] * vj;
+    float* Sij = S + i * N + j;
+    yj += r[i] * (u[i] * k[i] * vj + *Sij);
+    *Sij = w[i] * *Sij + kv;
+  }
+  y[j] = yj;
+}
+
+// v7 WKV for one value row i of one head and one token; S is [value i][key j]:
 //   S <- S diag(w) - (S kk)(kk*a)^T + v k^T,   y = S r
+SKEIN_HD void wkv7_row_step(int N, int i, const float* r, const float* w, const float* k, const float* v, const float* kk,
+                            const float* a, float* S, float* y) {
+  float* Si = S + i * N;
+  float sa = 0.0f;
+  for (int j = 0; j < N; ++j) sa += Si[j] * kk[j];
+  float vi = v[i], acc = 0.0f;
+  for (int j = 0; j < N; ++j) {
+    float s = Si[j] * w[j] - sa * (kk[j] * a[j]) + vi * k[j];
+    Si[j] = s;
+    acc += s * r[j];
+  }
+  y[i] = acc;
+}
+
 SKEIN_HD void wkv7_head_step(int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
                              const float* a, float* S, float* y) {
-  for (int i = 0; i < N; ++i) {
-    float* Si = S + i * N;
-    float sa = 0.0f;
-    for (int j = 0; j < N; ++j) sa += Si[j] * kk[j];
-    float vi = v[i], acc = 0.0f;
-    for (int j = 0; j < N; ++j) {
-      float s = Si[j] * w[j] - sa * (kk[j] * a[j]) + vi * k[j];
-      Si[j] = s;
-      acc += s * r[j];
-    }
-    y[i] = acc;
+  for (int i = 0; i < N; ++i) wkv7_row_step(N, i, r, w, k, v, kk, a, S, y);
+}
+
+// v7 keys for one head of one token: kk = normalize(k*k_k) (F.normalize: x / max(||x||, 1e-12)),
+// k = k*(1+(a-1)*k_a). The norm accumulates in double.
+SKEIN_HD void v7_keys_head(int N, float* k, float* kk, const float* a, const float* k_k, const float* k_a) {
+  double ss = 0;
+  for (int n = 0; n < N; ++n) {
+    float z = k[n] * k_k[n];
+    kk[n] = z;
+    ss += double(z) * z;
+  }
+  float inv = 1.0f / fmaxf(float(sqrt(ss)), 1e-12f);
+  for (int n = 0; n < N; ++n) {
+    kk[n] *= inv;
+    k[n] = k[n] * (1.0f + (a[n] - 1.0f) * k_a[n]);
   }
 }
+
+// v7 bonus for one head of one token: y += sum(r*k*r_k) * v.
+SKEIN_HD void v7_bonus_head(int N, float* y, const float* r, const float* k, const float* v, const float* r_k) {
+  float s = 0;
+  for (int n = 0; n < N; ++n) s += r[n] * k[n] * r_k[n];
+  for (int n = 0; n < N; ++n) y[n] += s * v[n];
+}
+
+// The official uint8 weight: ((q + 0.5) * ry[i]) * rx[o] + my[i] + mx[o].
+SKEIN_HD float dequant_u8(uint8_t q, float rx_o, float mx_o, float ry_i, float my_i) { return ((float(q) + 0.5f) * ry_i) * rx_o + my_i + mx_o; }
 
 }  // namespace skein::math

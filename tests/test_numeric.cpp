@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 #include <limits>
 
 #include "kernels/numeric.h"
@@ -70,6 +72,38 @@ TEST(Math, NormRowHasZeroMeanUnitVariance) {
   for (float v : y) { s += v; q += double(v) * v; }
   EXPECT_NEAR(s / 8, 0.0, 1e-6);
   EXPECT_NEAR(q / 8, 1.0, 1e-4);
+}
+
+// The GPU kernels run one thread per v5/v6 value column and per v7 value row; those per-thread
+// functions must compute bit for bit what the CPU's per-head loops compute.
+TEST(Math, PerThreadWkvStepsAreBitwiseTheHeadSteps) {
+  const int N = 64, T = 6;
+  std::vector<float> r(T * N), k(T * N), v(T * N), w(T * N), u(N), kk(T * N), a(T * N);
+  uint32_t seed = 1;
+  auto rnd = [&](float lo, float hi) { seed = seed * 1664525u + 1013904223u; return lo + (hi - lo) * float(seed >> 8) / float(1 << 24); };
+  for (int i = 0; i < T * N; ++i) { r[i] = rnd(-1, 1); k[i] = rnd(-1, 1); v[i] = rnd(-1, 1); w[i] = rnd(0.3f, 0.99f); kk[i] = rnd(-0.3f, 0.3f); a[i] = rnd(0, 1); }
+  for (int i = 0; i < N; ++i) u[i] = rnd(-0.5f, 0.5f);
+  std::vector<float> S1(N * N, 0.1f), S2 = S1, y1(T * N), y2(T * N);
+  for (int t = 0; t < T; ++t) {
+    int o = t * N;
+    math::wkv5_head_step(N, &r[o], &k[o], &v[o], &w[o], u.data(), S1.data(), &y1[o]);
+    for (int j = 0; j < N; ++j) math::wkv5_column_step(N, j, &r[o], &k[o], &v[o], &w[o], u.data(), S2.data(), &y2[o]);
+  }
+  EXPECT_EQ(0, std::memcmp(S1.data(), S2.data(), S1.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)));
+  std::vector<float> S3(N * N, 0.1f), S4 = S3;
+  for (int t = 0; t < T; ++t) {
+    int o = t * N;
+    math::wkv7_head_step(N, &r[o], &w[o], &k[o], &v[o], &kk[o], &a[o], S3.data(), &y1[o]);
+    for (int i = N - 1; i >= 0; --i) math::wkv7_row_step(N, i, &r[o], &w[o], &k[o], &v[o], &kk[o], &a[o], S4.data(), &y2[o]);  // any order
+  }
+  EXPECT_EQ(0, std::memcmp(S3.data(), S4.data(), S3.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)));
+}
+
+TEST(Math, DequantU8IsTheOfficialFormula) {
+  EXPECT_FLOAT_EQ(math::dequant_u8(0, 2.0f, 0.5f, 0.25f, -1.0f), ((0 + 0.5f) * 0.25f) * 2.0f - 1.0f + 0.5f);
+  EXPECT_FLOAT_EQ(math::dequant_u8(255, 1.0f, 0.0f, 1.0f / 256, 0.0f), 255.5f / 256);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "kernels/cpu/linear.h"
 #include "model/architecture.h"
 #include "model/fingerprint.h"
+#include "worker/backend_factory.h"
 #include "model/make_model.h"
 #include "model/weights.h"
 #include "worker/local_model.h"
@@ -65,6 +66,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   // Ranks on one host share its cores.
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));
+  m.backend = make_backend(sp.cuda_device);
   RwkvModel stage(load_weights(m.checkpoint, m.dims, sp.first_layer, sp.last_layer, sp.embedding, sp.head, sp.format, sp.streamed), *m.backend);
   std::fprintf(stderr, "skein: rank %d (%s, pid %d) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d threads\n",
                world->rank(), hosts[size_t(world->rank())].c_str(), int(getpid()), k, sp.first_layer, sp.last_layer - 1, sp.embedding ? " + embedding" : "", sp.head ? " + head" : "",

@@ -20,7 +20,7 @@ namespace skein::cli {
 struct LoadedModel {
   std::shared_ptr<const Checkpoint> checkpoint;
   ModelDims dims;
-  std::unique_ptr<CpuBackend> backend;
+  std::unique_ptr<Backend> backend;
   std::unique_ptr<Engine> engine;        // the in-process engine (not on the coordinator of a cluster)
   std::unique_ptr<ModelHandle> handle;   // what commands drive; null on stage-worker ranks
   uint64_t fingerprint = 0;

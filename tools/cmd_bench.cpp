@@ -12,12 +12,64 @@
 #include "bench/memory_bandwidth.h"
 #include "common/error.h"
 #include "kernels/cpu/linear.h"
+#ifdef SKEIN_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 #include "tools/cli_support.h"
 #include "tools/commands.h"
 
 namespace skein::cli {
 
 namespace {
+
+// The read-bandwidth limit decode is set against: the GPU's peak (memory clock x bus width) when every
+// stage runs on one GPU, else this machine's measured host read bandwidth.
+std::pair<double, std::string> bandwidth_limit(const Engine& model) {
+#ifdef SKEIN_HAVE_CUDA
+  int dev = -1;
+  bool all_gpu = true;
+  for (auto& s : model.stages()) {
+    const std::string n = s->backend().name();
+    if (n.rfind("cuda:", 0) != 0) all_gpu = false;
+    else dev = std::stoi(n.substr(5));
+  }
+  if (all_gpu && dev >= 0) {
+    auto info = cuda::device_info(dev);
+    return {info.peak_bandwidth_gbs, info.name + " peak (memory clock x bus width)"};
+  }
+#else
+  (void)model;
+#endif
+  return {measure_read_bandwidth_gb_s(), "measured host read limit"};
+}
+
+// Decode with B sequences in every step (continuous batching's steady state): tokens/s and the bytes a
+// step moves (every matrix once, each sequence's state read and written).
+struct BatchFigure {
+  int batch;
+  double tok_s, gb_s;
+};
+BatchFigure batched_decode(Engine& model, int B, int steps) {
+  using clock = std::chrono::steady_clock;
+  const ModelDims& d = model.dims();
+  std::vector<SessionState> states;
+  std::vector<int32_t> tokens(static_cast<size_t>(B));
+  for (int b = 0; b < B; ++b) {
+    states.push_back(model.new_state());
+    tokens[size_t(b)] = int32_t((b * 7919 + 1) % d.vocab);
+  }
+  std::vector<float> logits(size_t(B) * size_t(d.vocab));
+  std::vector<EngineSequence> seqs;
+  for (int b = 0; b < B; ++b)
+    seqs.push_back({std::span<const int32_t>(&tokens[size_t(b)], 1), &states[size_t(b)], logits.data() + size_t(b) * size_t(d.vocab), false});
+  model.forward(seqs);  // warm-up (scratch sizes, first-use uploads)
+  auto t0 = clock::now();
+  for (int s = 0; s < steps; ++s) model.forward(seqs);
+  double sec = std::chrono::duration<double>(clock::now() - t0).count();
+  double bytes = double(model.matrix_bytes()) + 2.0 * double(B) * double(d.state_floats() * sizeof(float));
+  return {B, double(B) * steps / sec, bytes * steps / sec / 1e9};
+}
+
 double peak_rss_mib() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -28,6 +80,7 @@ double peak_rss_mib() {
 void add_bench_command(CLI::App& app) {
   struct Opts {
     int prompt_tokens = 512, decode_tokens = 128;
+    std::vector<int> batches;
     bool pipeline = false;
     std::string server;
     int clients = 64, max_tokens = 64;
@@ -38,6 +91,7 @@ void add_bench_command(CLI::App& app) {
   auto* c = app.add_subcommand("bench", "Measure prefill and decode tokens/s against the memory-bandwidth limit");
   c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--batches", o->batches, "also decode with these many sequences per step, e.g. 1,8,64,256")->delimiter(',');
   o->run.add(c, false);
   c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
   c->add_option("--server", o->server, "HOST:PORT of a running `skein serve`: load-test it with streaming clients");
@@ -94,7 +148,12 @@ void add_bench_command(CLI::App& app) {
     std::sort(rounds.begin(), rounds.end());
     const double decode_best = rounds.back(), decode_median = rounds[rounds.size() / 2];
     const double rss_mib = peak_rss_mib();  // before the bandwidth probe allocates its 1 GiB buffer
-    double bw = measure_read_bandwidth_gb_s();
+    auto [bw, bw_what] = bandwidth_limit(model);
+    std::vector<BatchFigure> batch_figures;
+    for (int B : o->batches) {
+      if (B < 1) fail("--batches: batch sizes must be >= 1");
+      batch_figures.push_back(batched_decode(model, B, std::max(4, o->decode_tokens / 4)));
+    }
 
     const ModelWeights& first = model.stages().front()->weights();
     // Bytes one decode step must move: every matrix (head included), one embedding row, and the state
@@ -112,8 +171,10 @@ void add_bench_command(CLI::App& app) {
                 decode_median, o->decode_tokens);
     std::printf("bytes/token      %.1f MB (matrices %.1f MB + embedding row + state %.2f MB x2)\n", bytes_per_token / 1e6,
                 double(model.matrix_bytes()) / 1e6, double(d.state_floats() * sizeof(float)) / 1e6);
-    std::printf("bandwidth        %.2f GB/s measured read limit; decode moves %.2f GB/s = %.1f%% of it\n", bw, achieved,
+    std::printf("bandwidth        %.2f GB/s %s; decode moves %.2f GB/s = %.1f%% of it\n", bw, bw_what.c_str(), achieved,
                 100.0 * achieved / bw);
+    for (auto& f : batch_figures)
+      std::printf("decode batch %-4d %.1f tokens/s, %.2f GB/s = %.1f%% of the limit\n", f.batch, f.tok_s, f.gb_s, 100.0 * f.gb_s / bw);
     std::printf("peak RSS         %.1f MiB (model run, before the bandwidth probe)\n", rss_mib);
     nlohmann::json j = {{"model", cfg.model},
                         {"arch", arch_name(d.arch)},
@@ -129,7 +190,9 @@ void add_bench_command(CLI::App& app) {
                         {"peak_rss_mib", rss_mib},
                         {"bandwidth_gb_s", bw},
                         {"decode_gb_s", achieved},
-                        {"decode_fraction_of_limit", achieved / bw}};
+                        {"decode_fraction_of_limit", achieved / bw},
+                        {"bandwidth_limit", bw_what}};
+    for (auto& f : batch_figures) j["decode_batches"].push_back({{"batch", f.batch}, {"tok_s", f.tok_s}, {"gb_s", f.gb_s}});
     std::cout << j.dump() << std::endl;
   });
 }

@@ -172,19 +172,7 @@ void CpuBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k,
   for (int t = 0; t < T; ++t)
     for (int h = 0; h < H; ++h) {
       size_t o = t * C + size_t(h) * N;
-      double ss = 0;
-      for (int n = 0; n < N; ++n) {
-        float z = k[o + n] * k_k[size_t(h) * N + n];
-        kk[o + n] = z;
-        ss += double(z) * z;
-      }
-      // F.normalize: x / max(||x||, 1e-12)
-      float inv = 1.0f / std::fmax(float(std::sqrt(ss)), 1e-12f);
-      for (int n = 0; n < N; ++n) {
-        kk[o + n] *= inv;
-        size_t c = size_t(h) * N + n;
-        k[o + n] = k[o + n] * (1.0f + (a[o + n] - 1.0f) * k_a[c]);
-      }
+      v7_keys_head(N, k + o, kk + o, a + o, k_k.data() + size_t(h) * N, k_a.data() + size_t(h) * N);
     }
 }
 
@@ -197,9 +185,7 @@ void CpuBackend::v7_bonus(float* y, const float* r, const float* k, const float*
   for (int t = 0; t < T; ++t)
     for (int h = 0; h < H; ++h) {
       size_t o = t * C + size_t(h) * N;
-      float s = 0;
-      for (int n = 0; n < N; ++n) s += r[o + n] * k[o + n] * r_k[size_t(h) * N + n];
-      for (int n = 0; n < N; ++n) y[o + n] += s * v[o + n];
+      v7_bonus_head(N, y + o, r + o, k + o, v + o, r_k.data() + size_t(h) * N);
     }
 }
 

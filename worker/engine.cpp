@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "worker/backend_factory.h"
 
 namespace skein {
 
@@ -48,9 +49,22 @@ Engine::Engine(std::shared_ptr<const Checkpoint> ck, const ModelDims& dims, cons
   for (auto& s : stages) {
     if (s.first_layer != next) fail("internal: stage layers are not contiguous");
     next = s.last_layer;
-    stages_.push_back(std::make_unique<RwkvModel>(load_weights(ck, dims, s.first_layer, s.last_layer, s.embedding, s.head, s.format, s.streamed), backend));
+    Backend* be = &backend;
+    if (s.cuda_device >= 0) {
+      auto& g = gpus_[s.cuda_device];
+      if (!g) g = make_backend(s.cuda_device);
+      be = g.get();
+    }
+    stages_.push_back(std::make_unique<RwkvModel>(load_weights(ck, dims, s.first_layer, s.last_layer, s.embedding, s.head, s.format, s.streamed), *be));
   }
   if (next != dims.n_layer) fail("internal: stages do not cover every layer");
+}
+
+Engine::Activations& Engine::activations(Backend& be, size_t floats) {
+  Activations& a = acts_[&be];
+  if (a.x.size() < floats) a.x = DeviceBuffer(be, floats);
+  if (dims_.arch == Arch::V7 && a.v_first.size() < floats) a.v_first = DeviceBuffer(be, floats);
+  return a;
 }
 
 size_t Engine::matrix_bytes() const {
@@ -91,13 +105,26 @@ void Engine::forward(std::span<const EngineSequence> batch) {
   }
   const int R = int(tokens.size());
   if (R == 0) return;
-  if (x_.size() < size_t(R) * C) x_ = DeviceBuffer(be_, size_t(R) * C);
-  if (dims_.arch == Arch::V7 && v_first_.size() < size_t(R) * C) v_first_ = DeviceBuffer(be_, size_t(R) * C);
-  stages_.front()->embed(tokens, x_.get());
+  const size_t RC = size_t(R) * C;
+  const bool v7 = dims_.arch == Arch::V7;
+  Backend* at = &stages_.front()->backend();
+  Activations* a = &activations(*at, RC);
+  stages_.front()->embed(tokens, a->x.get());
   std::vector<StageSequence> seqs(batch.size());
+  std::vector<float> host;
   for (size_t k = 0; k < stages_.size(); ++k) {
+    Backend& next = stages_[k]->backend();
+    if (&next != at) {  // e.g. cpu -> cuda:0: the activations (and v7's v_first) move through the host
+      host.resize(v7 ? 2 * RC : RC);
+      at->to_host(host.data(), a->x.get(), RC);
+      if (v7) at->to_host(host.data() + RC, a->v_first.get(), RC);
+      a = &activations(next, RC);
+      next.to_device(a->x.get(), host.data(), RC);
+      if (v7) next.to_device(a->v_first.get(), host.data() + RC, RC);
+      at = &next;
+    }
     for (size_t i = 0; i < batch.size(); ++i) seqs[i] = {int(batch[i].tokens.size()), &batch[i].state->shards[k]};
-    stages_[k]->run_layers(x_.get(), v_first_.get(), seqs, R);
+    stages_[k]->run_layers(a->x.get(), a->v_first.get(), seqs, R);
   }
 
   // Only rows whose logits are wanted go through ln_out + head (the head is the largest matrix).
@@ -116,7 +143,7 @@ void Engine::forward(std::span<const EngineSequence> batch) {
   if (rows.empty()) return;
   const size_t V = size_t(dims_.vocab);
   std::vector<float> logits(rows.size() * V);
-  stages_.back()->head(x_.get(), rows, logits.data());
+  stages_.back()->head(a->x.get(), rows, logits.data());
   size_t k = 0;
   for (auto& s : batch) {
     if (!s.logits || s.tokens.empty()) continue;

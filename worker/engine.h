@@ -2,6 +2,7 @@
 // after another on this process's backend, with activations handed from stage to stage. A strategy with
 // several segments on one host runs here; the cluster runs the same stages on separate ranks.
 #pragma once
+#include <map>
 #include <memory>
 #include <set>
 #include <span>
@@ -17,6 +18,7 @@ struct StageSpec {
   bool embedding = false, head = false;
   WeightFormat format;
   std::set<int> streamed;
+  int cuda_device = -1;  // the GPU it runs on; -1: the CPU
 };
 
 // A session's state: one shard per stage, concatenated in layer order (the official layout) on export.
@@ -39,6 +41,7 @@ struct EngineSequence {
 
 class Engine {
  public:
+  // CPU stages run on `backend`; a stage with a cuda_device gets a CUDA backend of its own.
   Engine(std::shared_ptr<const Checkpoint> ck, const ModelDims& dims, const std::vector<StageSpec>& stages, Backend& backend);
   // The whole model as one stage.
   static std::vector<StageSpec> whole_model(const ModelDims& dims, const WeightFormat& format = {});
@@ -56,10 +59,17 @@ class Engine {
   void forward(std::span<const int32_t> tokens, SessionState& state, float* logits, bool all_positions = false);
 
  private:
+  // Activations on one backend; a stage boundary between two backends copies them through the host.
+  struct Activations {
+    DeviceBuffer x, v_first;
+  };
+  Activations& activations(Backend& be, size_t floats);
+
   ModelDims dims_;
   Backend& be_;
+  std::map<int, std::unique_ptr<Backend>> gpus_;  // by device
   std::vector<std::unique_ptr<RwkvModel>> stages_;
-  DeviceBuffer x_, v_first_;
+  std::map<Backend*, Activations> acts_;
 };
 
 }  // namespace skein

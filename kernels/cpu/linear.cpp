@@ -1,4 +1,5 @@
 #include "kernels/cpu/linear.h"
+#include "kernels/rwkv_math.h"
 
 #include <dnnl.h>
 #include <immintrin.h>
@@ -316,7 +317,7 @@ void widen_rows(const Matrix& W, int64_t r0, int64_t r1, float* out) {
 #pragma omp parallel for num_threads(compute_threads()) schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       int64_t o = r0 + i / K, c = i % K;
-      out[i] = ((float(src[i]) + 0.5f) * q.ry[size_t(c)]) * q.rx[size_t(o)] + q.my[size_t(c)] + q.mx[size_t(o)];
+      out[i] = math::dequant_u8(src[i], q.rx[size_t(o)], q.mx[size_t(o)], q.ry[size_t(c)], q.my[size_t(c)]);
     }
     return;
   }

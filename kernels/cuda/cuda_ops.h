@@ -1,8 +1,10 @@
-// Host entry points of the CUDA kernels. Pointers are device memory. The per-element math is the same
-// __host__ __device__ code the CPU backend runs (kernels/rwkv_math.h); the CUDA backend of the model
-// builds on these.
+// Host entry points of the CUDA kernels. Pointers are device memory; launches go to the current device's
+// default stream and return at once (a download waits for them). The per-element math is the same
+// __host__ __device__ code the CPU backend runs (kernels/rwkv_math.h), so the CPU tests of that file
+// test the GPU arithmetic too. Every CUDA or cuBLAS failure becomes a skein::Error.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace skein::cuda {
@@ -10,18 +12,60 @@ namespace skein::cuda {
 // Number of usable GPUs; 0 when there is no driver or no device (cudaGetDeviceCount fails).
 int device_count();
 std::string device_name(int device);
+void set_device(int device);
+struct DeviceInfo {
+  std::string name;
+  size_t total_bytes = 0, free_bytes = 0;
+  double peak_bandwidth_gbs = 0;  // memory clock x bus width x 2 (DDR)
+  int sm = 0;                     // compute capability, e.g. 90
+};
+DeviceInfo device_info(int device);
+void synchronize();
 
 float* alloc_floats(size_t n);
+void* alloc_bytes(size_t n);
 void free_floats(float* p);
+void free_bytes(void* p);
 void upload(float* dst, const float* src, size_t n);
+void upload_bytes(void* dst, const void* src, size_t n);
 void download(float* dst, const float* src, size_t n);
+void copy(float* dst, const float* src, size_t n);
 
-// y[t] = layer_norm(x[t]) over T rows of C, eps 1e-5 (one block per row).
+enum class Unary { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
+enum class WeightType { F32, F16, BF16, U8 };
+
+// ---- elementwise and normalisation (kernels/cuda/elementwise.cu)
+// y[t] = layer_norm(x[t]) over T rows of C, eps 1e-5.
 void layer_norm(const float* x, const float* w, const float* b, float* y, int T, int C);
-// v7 WKV over T tokens for H heads of N (one thread per value row of each head's state).
+// Per-head normalisation in place: T*H groups of N, eps 64e-5.
+void group_norm(float* x, const float* w, const float* b, int T, int H, int N);
+// x[t] = layer_norm(emb[tokens[t]]) with emb [vocab x C] of `type` (F32, F16 or BF16); tokens on the device.
+void embed(const void* emb, WeightType type, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x);
+void unary(Unary op, float* x, size_t n);
+void add(float* x, const float* y, size_t n);
+void mul(float* x, const float* y, size_t n);
+void add_row(float* x, const float* b, int T, int C);
+void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C);
+void delta_mix(const float* xx, const float* sx, const float* m, const float* m_tok, int64_t ld_tok, float* out, int T, int C);
+void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n);
+
+// ---- recurrences (kernels/cuda/wkv.cu); one sequence, its state for this layer
+void wkv4(int T, int C, const float* w, const float* u, const float* k, const float* v, float* aa, float* bb, float* pp, float* y);
+// w_tok [T x C] (v6) or null to use w_fixed [C] (v5).
+void wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed, const float* u,
+          float* S, float* y);
 void wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a,
           float* S, float* y);
-// y[T x rows] = x[T x cols] · W[rows x cols]^T with cuBLAS, fp32 accumulation.
+void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N);
+void v7_bonus(float* y, const float* r, const float* k, const float* v, const float* r_k, int T, int H, int N);
+
+// ---- products (kernels/cuda/linear.cu): y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], W [rows x cols].
+// F32 through cuBLAS sgemm; F16/BF16 through cublasGemmEx on tensor cores (x rounded to the weight
+// type, fp32 accumulation); U8 (the official scheme, per-row rx/mx and per-column ry/my) by a
+// dequantizing matrix-vector kernel for few rows of x, else dequantized to fp16 tiles and GemmEx.
+void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
+            int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T);
+// The fp32 product alone (kept for the kernel tests).
 void linear_f32(const float* W, int rows, int cols, const float* x, float* y, int T);
 
 }  // namespace skein::cuda

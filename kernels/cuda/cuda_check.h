@@ -1,0 +1,18 @@
+// CUDA and cuBLAS status codes to skein::Error (used by the .cu files only).
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "common/error.h"
+
+namespace skein::cuda {
+
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail("CUDA: ", what, ": ", cudaGetErrorString(e));
+}
+inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
+inline void check_blas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: ", what, " failed (status ", int(s), ")");
+}
+
+}  // namespace skein::cuda

@@ -1,0 +1,165 @@
+// Matrix products. Dense weights go through cuBLAS: fp32 by sgemm, fp16/bf16 by GemmEx on tensor cores
+// (activations rounded to the weight type, fp32 accumulation and output). Quantized uint8 weights (the
+// official scheme) are read by a dequantizing kernel for decode-sized batches, so a step reads one byte
+// per weight; larger batches dequantize row tiles to fp16 and use GemmEx.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/rwkv_math.h"
+
+namespace skein::cuda {
+
+namespace {
+
+constexpr int kMatvecMaxRows = 8;        // rows of x up to which U8 uses the dequantizing kernel
+constexpr int64_t kDequantTileRows = 4096;  // U8 rows dequantized at once for GemmEx
+
+struct DeviceContext {
+  cublasHandle_t blas = nullptr;
+  void* scratch = nullptr;
+  size_t scratch_bytes = 0;
+};
+
+DeviceContext& context() {
+  static std::mutex mu;
+  static std::map<int, DeviceContext> contexts;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(mu);
+  DeviceContext& c = contexts[dev];
+  if (!c.blas) check_blas(cublasCreate(&c.blas), "cublasCreate");
+  return c;
+}
+
+// Device scratch of at least `bytes` (grown, never shrunk): the rounded activations and dequantized tiles.
+void* scratch(DeviceContext& c, size_t bytes) {
+  if (c.scratch_bytes < bytes) {
+    if (c.scratch) cudaFree(c.scratch);
+    c.scratch = nullptr;
+    check(cudaMalloc(&c.scratch, bytes), "cudaMalloc (product scratch)");
+    c.scratch_bytes = bytes;
+  }
+  return c.scratch;
+}
+
+template <typename E>
+__device__ E narrow(float v);
+template <>
+__device__ __half narrow<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <typename E>
+__global__ void round_rows_kernel(const float* x, int64_t ldx, E* out, int64_t cols, size_t n) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  size_t t = i / size_t(cols), c = i % size_t(cols);
+  out[i] = narrow<E>(x[t * size_t(ldx) + c]);
+}
+
+__global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const float* mx, const float* ry, const float* my, int64_t r0,
+                                    int64_t cols, size_t n, __half* out) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  int64_t o = r0 + int64_t(i / size_t(cols)), c = int64_t(i % size_t(cols));
+  out[i] = __float2half_rn(math::dequant_u8(W[size_t(o) * size_t(cols) + size_t(c)], rx[o], mx[o], ry[c], my[c]));
+}
+
+// One warp per output row: each lane walks the row's bytes (coalesced), dequantizes them with the shared
+// formula and multiplies by every row of x; the warp then reduces.
+__global__ void matvec_u8_kernel(const uint8_t* W, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
+                                 int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+  int64_t o = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x % 32;
+  if (o >= rows) return;
+  float acc[kMatvecMaxRows] = {};
+  const uint8_t* row = W + size_t(o) * size_t(cols);
+  const float rxo = rx[o], mxo = mx[o];
+  for (int64_t c = lane; c < cols; c += 32) {
+    float w = math::dequant_u8(row[c], rxo, mxo, ry[c], my[c]);
+    for (int t = 0; t < T; ++t) acc[t] += w * x[size_t(t) * size_t(ldx) + size_t(c)];
+  }
+  for (int t = 0; t < T; ++t) {
+    float v = acc[t];
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    if (lane == 0) y[size_t(t) * size_t(ldy) + size_t(o)] = v;
+  }
+}
+
+void gemm_half(cudaDataType type, const void* W, int64_t rows, int64_t cols, const void* x16, float* y, int64_t ldy, int T) {
+  const float one = 1.0f, zero = 0.0f;
+  // Column-major view: y^T [rows x T] = W^T' [rows x cols] * x^T [cols x T].
+  check_blas(cublasGemmEx(context().blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, W, type, int(cols), x16, type, int(cols),
+                          &zero, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "GemmEx");
+}
+
+template <typename E>
+const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int64_t cols, int T, size_t offset_bytes) {
+  size_t n = size_t(T) * size_t(cols);
+  auto* out = reinterpret_cast<E*>(static_cast<char*>(scratch(c, offset_bytes + n * sizeof(E))) + offset_bytes);
+  round_rows_kernel<E><<<int((n + 255) / 256), 256>>>(x, ldx, out, cols, n);
+  check_launch("round activations");
+  return out;
+}
+
+}  // namespace
+
+void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows, int64_t cols,
+            const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+  if (T <= 0 || rows <= 0) return;
+  DeviceContext& c = context();
+  const float one = 1.0f, zero = 0.0f;
+  switch (type) {
+    case WeightType::F32:
+      check_blas(cublasSgemm(c.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, static_cast<const float*>(W), int(cols), x,
+                             int(ldx), &zero, y, int(ldy)),
+                 "sgemm");
+      return;
+    case WeightType::F16:
+      gemm_half(CUDA_R_16F, W, rows, cols, round_activations<__half>(c, x, ldx, cols, T, 0), y, ldy, T);
+      return;
+    case WeightType::BF16:
+      gemm_half(CUDA_R_16BF, W, rows, cols, round_activations<__nv_bfloat16>(c, x, ldx, cols, T, 0), y, ldy, T);
+      return;
+    case WeightType::U8: {
+      const auto* q = static_cast<const uint8_t*>(W);
+      if (T <= kMatvecMaxRows) {
+        const int warps = 8;
+        matvec_u8_kernel<<<int((rows + warps - 1) / warps), warps * 32>>>(q, rx, mx, ry, my, rows, cols, x, ldx, y, ldy, T);
+        check_launch("matvec_u8");
+        return;
+      }
+      // x rounded once at the start of the scratch, the dequantized tile after it (sized first, so the
+      // scratch does not move under x).
+      size_t x_bytes = (size_t(T) * size_t(cols) * sizeof(__half) + 255) / 256 * 256;
+      int64_t tile_rows = std::min(kDequantTileRows, rows);
+      char* base = static_cast<char*>(scratch(c, x_bytes + size_t(tile_rows) * size_t(cols) * sizeof(__half)));
+      const void* x16 = round_activations<__half>(c, x, ldx, cols, T, 0);
+      auto* tile = reinterpret_cast<__half*>(base + x_bytes);
+      for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
+        int64_t n_rows = std::min(tile_rows, rows - r0);
+        size_t n = size_t(n_rows) * size_t(cols);
+        dequant_rows_kernel<<<int((n + 255) / 256), 256>>>(q, rx, mx, ry, my, r0, cols, n, tile);
+        check_launch("dequant rows");
+        gemm_half(CUDA_R_16F, tile, n_rows, cols, x16, y + r0, ldy, T);
+      }
+      return;
+    }
+  }
+}
+
+void linear_f32(const float* W, int rows, int cols, const float* x, float* y, int T) {
+  linear(W, WeightType::F32, nullptr, nullptr, nullptr, nullptr, rows, cols, x, cols, y, rows, T);
+  check(cudaDeviceSynchronize(), "linear_f32");
+}
+
+}  // namespace skein::cuda

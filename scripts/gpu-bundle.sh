@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Prepares .gpu/ (git-ignored) for scripts/gpu-check.sh on a GPU machine that has CUDA, CMake and ninja
+# but none of our Debian libraries and no network: the .deb files of every build dependency, and the
+# reference models the GPU tests read. Run here (with the registry), then carry .gpu to the GPU machine:
+#   bash scripts/gpu-bundle.sh && <device run> carry=[".gpu"] command="bash scripts/gpu-check.sh"
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+shared="${SKEIN_SHARED:-$root/../shared}"
+mkdir -p "$root/.gpu/debs" "$root/.gpu/shared/models" "$root/.gpu/shared/golden/models"
+grep -qx '/.gpu/' "$root/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >>"$root/.git/info/exclude"
+cd "$root/.gpu/debs"
+apt-get download -qq libdnnl-dev libdnnl2 libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libcli11-dev libgtest-dev \
+  libboost1.74-dev libopenmpi-dev libopenmpi3 libpmix2 libhwloc15 libevent-core-2.1-7 libevent-pthreads-2.1-7 libfabric1 libucx0 \
+  libibverbs1 libnl-3-200 libnl-route-3-200 librdmacm1 libpsm2-2 libpsm-infinipath1 2>/dev/null
+cp "$shared"/models/tiny-rwkv-*.pth "$root/.gpu/shared/models/"
+cp "$shared"/golden/models/rand-v{4,5_2,6,7}-bf16.pth "$root/.gpu/shared/golden/models/"
+du -sh "$root/.gpu"

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The GPU device check (issue 6): build with CUDA, run the GPU tests against the CPU fp32 engine, then
+# the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode at batch
+# 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per request).
+# Needs .gpu/ from scripts/gpu-bundle.sh when the machine lacks our libraries. Everything is written to
+# $OUT (or ./gpu-out) as it goes; stages that would overrun SKEIN_GPU_BUDGET_S (default 450 s) are skipped.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="${OUT:-$root/gpu-out}"
+mkdir -p "$out"
+log="$out/gpu-check.log"
+budget=${SKEIN_GPU_BUDGET_S:-450}
+start=$(date +%s)
+elapsed() { echo $(($(date +%s) - start)); }
+say() { echo "[$(elapsed)s] $*" | tee -a "$log"; }
+
+# Build dependencies unpacked from the bundle into a private prefix.
+if [ -d "$root/.gpu/debs" ]; then
+  deps=/tmp/skein-deps
+  mkdir -p "$deps"
+  for f in "$root"/.gpu/debs/*.deb; do dpkg -x "$f" "$deps"; done
+  export CMAKE_PREFIX_PATH="$deps/usr"
+  export CPATH="$deps/usr/include:$deps/usr/include/x86_64-linux-gnu/openmpi${CPATH:+:$CPATH}"
+  export LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$LIBRARY_PATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export OPAL_PREFIX="$deps/usr"
+  ompi="$deps/usr/lib/x86_64-linux-gnu/openmpi"
+  mpi_args=(-DMPI_CXX_SKIP_MPICXX=ON -DMPI_CXX_LIB_NAMES="mpi_cxx;mpi" -DMPI_mpi_LIBRARY="$ompi/lib/libmpi.so"
+            -DMPI_mpi_cxx_LIBRARY="$ompi/lib/libmpi_cxx.so" -DMPI_CXX_HEADER_DIR="$ompi/include" -DMPI_CXX_ADDITIONAL_INCLUDE_DIRS="$ompi/include/openmpi")
+  export PKG_CONFIG_PATH=/nonexistent  # the bundled .pc files name /usr: use the paths above instead
+  export SKEIN_SHARED="$root/.gpu/shared"
+else
+  mpi_args=()
+fi
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv 2>&1 | tee -a "$log"
+
+say "build (CUDA, this GPU's architecture)"
+cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKEIN_CUDA=ON -DSKEIN_CUDA_ARCHS="${SKEIN_GPU_ARCHS:-native}" "${mpi_args[@]}" >>"$log" 2>&1 &&
+  cmake --build "$root/build-gpu" --target skein skein_cuda_tests >>"$log" 2>&1 || { say "BUILD FAILED (see the log)"; tail -40 "$log"; exit 1; }
+
+say "GPU tests"
+(cd "$root/build-gpu" && SKEIN_TEST_VERBOSE=1 timeout 240 ./tests/skein_cuda_tests 2>&1) | tee "$out/gpu-tests.txt" | tail -30 >>"$log"
+grep -E "PASSED|FAILED|SKIPPED" "$out/gpu-tests.txt" | tee -a "$log"
+
+skein="$root/build-gpu/skein"
+bench() {  # model strategy
+  say "bench $(basename "$1") $2"
+  timeout 150 "$skein" bench --model "$1" --strategy "$2" --prompt-tokens 2048 --decode-tokens 64 --batches 1,8,64,256 2>&1 |
+    tee -a "$out/gpu-bench.txt" | grep -E "prefill|decode|bandwidth|weights|bytes/token" | tee -a "$log"
+}
+for shape in "1.5B 24 2048" "7B 32 4096"; do
+  set -- $shape
+  name=$1 layers=$2 embd=$3
+  need=$([ "$name" = 7B ] && echo 240 || echo 90)
+  if [ $(( $(elapsed) + need )) -gt "$budget" ]; then say "skipping the $name benchmarks (budget)"; continue; fi
+  model=/tmp/v7-$name.pth
+  say "make-model v7 $name"
+  "$skein" make-model --arch v7 --layers "$layers" --embd "$embd" --vocab 65536 --seed 1 --dtype fp16 -o "$model" >>"$log" 2>&1
+  for s in "cuda fp16" "cuda bf16" "cuda fp16i8"; do bench "$model" "$s"; done
+  rm -f "$model"
+done
+say "done"

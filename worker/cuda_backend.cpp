@@ -1,0 +1,186 @@
+#include "worker/cuda_backend.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "common/error.h"
+#include "model/weights.h"
+
+namespace skein {
+
+namespace {
+cuda::WeightType weight_type(DType d) {
+  switch (d) {
+    case DType::F32: return cuda::WeightType::F32;
+    case DType::F16: return cuda::WeightType::F16;
+    case DType::BF16: return cuda::WeightType::BF16;
+    case DType::U8: return cuda::WeightType::U8;
+  }
+  return cuda::WeightType::F32;
+}
+cuda::Unary unary_op(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Sigmoid: return cuda::Unary::Sigmoid;
+    case UnaryOp::Silu: return cuda::Unary::Silu;
+    case UnaryOp::Tanh: return cuda::Unary::Tanh;
+    case UnaryOp::ReluSquare: return cuda::Unary::ReluSquare;
+    case UnaryOp::ExpNegExp: return cuda::Unary::ExpNegExp;
+    case UnaryOp::V7Decay: return cuda::Unary::V7Decay;
+  }
+  return cuda::Unary::Sigmoid;
+}
+}  // namespace
+
+CudaBackend::CudaBackend(int device) : device_(device) {
+  int n = cuda::device_count();
+  if (device < 0 || device >= n) fail("cuda:", device, " does not exist (this machine has ", n, " CUDA devices)");
+  select();
+}
+
+CudaBackend::~CudaBackend() {
+  select();
+  for (auto& [h, d] : mirrors_) cuda::free_bytes(d);
+  if (tokens_) cuda::free_bytes(tokens_);
+}
+
+void CudaBackend::select() const { cuda::set_device(device_); }
+
+const void* CudaBackend::mirror(const void* host, size_t bytes) {
+  auto it = mirrors_.find(host);
+  if (it != mirrors_.end()) return it->second;
+  void* d = cuda::alloc_bytes(bytes);
+  cuda::upload_bytes(d, host, bytes);
+  mirrored_bytes_ += bytes;
+  mirrors_.emplace(host, d);
+  return d;
+}
+
+const CudaBackend::DeviceMatrix& CudaBackend::mat(const Matrix& W) {
+  auto it = matrices_.find(W.data);
+  if (it != matrices_.end()) return it->second;
+  DeviceMatrix m;
+  m.type = weight_type(W.dtype);
+  m.data = const_cast<void*>(mirror(W.data, size_t(W.rows) * size_t(W.cols) * dtype_size(W.dtype)));
+  if (W.dtype == DType::U8) {
+    if (!W.quant) fail("internal: a uint8 matrix without its quantization parameters");
+    m.rx = const_cast<float*>(vec(W.quant->rx));
+    m.mx = const_cast<float*>(vec(W.quant->mx));
+    m.ry = const_cast<float*>(vec(W.quant->ry));
+    m.my = const_cast<float*>(vec(W.quant->my));
+  }
+  return matrices_.emplace(W.data, m).first->second;
+}
+
+float* CudaBackend::allocate(size_t n) {
+  select();
+  return cuda::alloc_floats(n);
+}
+void CudaBackend::release(float* p) {
+  select();
+  cuda::free_floats(p);
+}
+void CudaBackend::to_device(float* dst, const float* host, size_t n) {
+  select();
+  cuda::upload(dst, host, n);
+}
+void CudaBackend::to_host(float* host, const float* src, size_t n) {
+  select();
+  cuda::download(host, src, n);
+}
+void CudaBackend::copy(float* dst, const float* src, size_t n) {
+  select();
+  cuda::copy(dst, src, n);
+}
+
+void CudaBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) {
+  select();
+  const int C = w.dims.n_embd;
+  if (w.emb_override) {  // already normalised rows (the tests' official table): gather on the host
+    std::vector<float> rows(size_t(T) * C);
+    for (int t = 0; t < T; ++t)
+      std::copy_n(w.emb_override->data() + size_t(tokens[t]) * C, C, rows.data() + size_t(t) * C);
+    cuda::upload(x, rows.data(), rows.size());
+    return;
+  }
+  if (tokens_cap_ < size_t(T)) {
+    if (tokens_) cuda::free_bytes(tokens_);
+    tokens_cap_ = std::max<size_t>(size_t(T), tokens_cap_ * 2);
+    tokens_ = static_cast<int32_t*>(cuda::alloc_bytes(tokens_cap_ * sizeof(int32_t)));
+  }
+  cuda::upload_bytes(tokens_, tokens, size_t(T) * sizeof(int32_t));
+  const void* table = mirror(w.emb.data, w.emb.nbytes);
+  cuda::embed(table, weight_type(w.emb.dtype), vec(w.ln0_w), vec(w.ln0_b), tokens_, T, C, x);
+}
+
+void CudaBackend::layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) {
+  select();
+  cuda::layer_norm(x, vec(w), vec(b), y, T, C);
+}
+void CudaBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) {
+  select();
+  cuda::group_norm(x, vec(w), vec(b), T, H, N);
+}
+void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+  select();
+  const DeviceMatrix& m = mat(W);
+  cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T);
+}
+void CudaBackend::unary(UnaryOp op, float* x, size_t n) {
+  select();
+  cuda::unary(unary_op(op), x, n);
+}
+void CudaBackend::add(float* x, const float* y, size_t n) {
+  select();
+  cuda::add(x, y, n);
+}
+void CudaBackend::mul(float* x, const float* y, size_t n) {
+  select();
+  cuda::mul(x, y, n);
+}
+void CudaBackend::add_row(float* x, const Vector& b, int T, int C) {
+  select();
+  cuda::add_row(x, vec(b), T, C);
+}
+void CudaBackend::token_shift(const float* xx, float* prev, float* sx, int T, int C) {
+  if (T <= 0) return;
+  select();
+  cuda::copy(sx, prev, size_t(C));
+  cuda::copy(sx + C, xx, size_t(T - 1) * C);
+  cuda::copy(prev, xx + size_t(T - 1) * C, size_t(C));
+}
+void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
+  select();
+  cuda::lerp_mix(xx, sx, vec(m), out, T, C);
+}
+void CudaBackend::delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) {
+  select();
+  cuda::delta_mix(xx, sx, vec(m), m_tok, ld_tok, out, T, C);
+}
+void CudaBackend::wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp, float* y) {
+  select();
+  cuda::wkv4(T, C, vec(w), vec(u), k, v, aa, bb, pp, y);
+}
+void CudaBackend::wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed,
+                       const Vector& u, float* S, float* y) {
+  select();
+  cuda::wkv5(T, H, N, r, k, v, w_tok, w_fixed ? vec(*w_fixed) : nullptr, vec(u), S, y);
+}
+void CudaBackend::wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a,
+                       float* S, float* y) {
+  select();
+  cuda::wkv7(T, H, N, r, w, k, v, kk, a, S, y);
+}
+void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
+  select();
+  cuda::v7_keys(k, kk, a, vec(k_k), vec(k_a), T, H, N);
+}
+void CudaBackend::v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
+  select();
+  cuda::v7_value_residual(v, v_first, gate, n);
+}
+void CudaBackend::v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) {
+  select();
+  cuda::v7_bonus(y, r, k, v, vec(r_k), T, H, N);
+}
+
+}  // namespace skein

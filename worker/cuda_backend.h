@@ -1,0 +1,67 @@
+// The Backend on one NVIDIA GPU. Activations and states live in device memory; weights are the loader's
+// host containers, mirrored to the device on first use and kept there (so a stage uploads its weights
+// once). Every op is one or two kernel launches from kernels/cuda (or cuBLAS); nothing synchronises until
+// a result is copied to the host.
+#pragma once
+#include <memory>
+#include <unordered_map>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "worker/backend.h"
+
+namespace skein {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device);
+  ~CudaBackend() override;
+  std::string name() const override { return "cuda:" + std::to_string(device_); }
+  int device() const { return device_; }
+  size_t mirrored_bytes() const { return mirrored_bytes_; }
+
+  float* allocate(size_t n) override;
+  void release(float* p) override;
+  void to_device(float* dst, const float* host, size_t n) override;
+  void to_host(float* host, const float* src, size_t n) override;
+  void copy(float* dst, const float* src, size_t n) override;
+
+  void embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) override;
+  void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) override;
+  void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) override;
+  void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) override;
+  void unary(UnaryOp op, float* x, size_t n) override;
+  void add(float* x, const float* y, size_t n) override;
+  void mul(float* x, const float* y, size_t n) override;
+  void add_row(float* x, const Vector& b, int T, int C) override;
+  void token_shift(const float* xx, float* prev, float* sx, int T, int C) override;
+  void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) override;
+  void delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) override;
+  void wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp, float* y) override;
+  void wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed, const Vector& u,
+            float* S, float* y) override;
+  void wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a, float* S,
+            float* y) override;
+  void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) override;
+  void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) override;
+  void v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) override;
+
+ private:
+  struct DeviceMatrix {
+    void* data = nullptr;
+    float *rx = nullptr, *mx = nullptr, *ry = nullptr, *my = nullptr;
+    cuda::WeightType type = cuda::WeightType::F32;
+  };
+  void select() const;  // makes this backend's GPU current (a process may drive several)
+  const void* mirror(const void* host, size_t bytes);
+  const float* vec(const Vector& v) { return static_cast<const float*>(mirror(v.data(), v.size() * sizeof(float))); }
+  const DeviceMatrix& mat(const Matrix& W);
+
+  int device_;
+  std::unordered_map<const void*, void*> mirrors_;  // host data -> its device copy
+  std::unordered_map<const void*, DeviceMatrix> matrices_;
+  size_t mirrored_bytes_ = 0;
+  int32_t* tokens_ = nullptr;  // device copy of embed()'s token ids
+  size_t tokens_cap_ = 0;
+};
+
+}  // namespace skein
