@@ -113,6 +113,12 @@ uint64_t ClusterClient::submit(const std::vector<BatchEntry>& entries) {
   return submit_step(e);
 }
 
+uint64_t ClusterClient::submit_logits(const std::vector<LogitsEntry>& entries) {
+  std::vector<Entry> e;
+  for (auto& b : entries) e.push_back({b.session, b.tokens, b.logits ? Want::All : Want::None});
+  return submit_step(e);
+}
+
 void ClusterClient::collect(uint64_t step, int32_t* tokens) {
   auto it = pending_.find(step);
   if (it == pending_.end()) return;

@@ -45,6 +45,15 @@ class ModelHandle {
   };
   virtual uint64_t submit(const std::vector<BatchEntry>& entries) = 0;
   virtual void collect(uint64_t step, int32_t* tokens) = 0;
+  // Scoring steps (evaluation): like submit(), but an entry returns either nothing or the logits of
+  // every one of its positions; collect_logits() writes those rows, in entry order.
+  struct LogitsEntry {
+    int session = 0;
+    std::vector<int32_t> tokens;
+    bool logits = false;
+  };
+  virtual uint64_t submit_logits(const std::vector<LogitsEntry>& entries) = 0;
+  virtual void collect_logits(uint64_t step, float* logits) = 0;
   // Steps that may usefully be in flight at once (the pipeline depth).
   virtual int max_in_flight() const { return 1; }
   // Busy fraction of every stage since the previous call (for /metrics); may be called with steps in flight.

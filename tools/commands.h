@@ -17,6 +17,7 @@ void add_bench_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_client_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 // The pipeline benchmark (bench --pipeline), on the cluster mpirun started.
 void run_pipeline_bench(const Config& cfg, int rounds);

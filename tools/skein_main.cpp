@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   skein::cli::add_plan_command(app);
   skein::cli::add_serve_command(app);
   skein::cli::add_client_command(app);
+  skein::cli::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

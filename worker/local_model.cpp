@@ -50,6 +50,32 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
   return step_;
 }
 
+uint64_t LocalModel::submit_logits(const std::vector<LogitsEntry>& entries) {
+  const size_t V = size_t(engine_.dims().vocab);
+  size_t rows = 0;
+  for (auto& e : entries) rows += e.logits ? e.tokens.size() : 0;
+  std::vector<float> out(rows * V);
+  std::vector<EngineSequence> batch;
+  size_t row = 0;
+  for (auto& e : entries) {
+    batch.push_back({e.tokens, &get(e.session), e.logits ? out.data() + row * V : nullptr, e.logits});
+    row += e.logits ? e.tokens.size() : 0;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  engine_.forward(batch);
+  busy_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rows) logits_[++step_] = std::move(out);
+  else ++step_;
+  return step_;
+}
+
+void LocalModel::collect_logits(uint64_t step, float* logits) {
+  auto it = logits_.find(step);
+  if (it == logits_.end()) return;  // a step without logits
+  std::copy(it->second.begin(), it->second.end(), logits);
+  logits_.erase(it);
+}
+
 std::vector<double> LocalModel::stage_busy() {
   auto now = std::chrono::steady_clock::now();
   double wall = std::chrono::duration<double>(now - since_).count();

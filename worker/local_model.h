@@ -28,6 +28,8 @@ class LocalModel final : public ModelHandle {
   void set_penalty_free(const std::vector<uint8_t>& penalty_free) override { penalty_free_ = penalty_free; }
   uint64_t submit(const std::vector<BatchEntry>& entries) override;  // runs the step now
   void collect(uint64_t step, int32_t* tokens) override;
+  uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override;  // runs the step now
+  void collect_logits(uint64_t step, float* logits) override;
 
  private:
   SessionState& get(int session);
@@ -36,6 +38,7 @@ class LocalModel final : public ModelHandle {
   std::map<int, SlotSampler> samplers_;
   std::vector<uint8_t> penalty_free_;
   std::map<uint64_t, std::vector<int32_t>> results_;
+  std::map<uint64_t, std::vector<float>> logits_;
   uint64_t step_ = 0;
   int max_sessions_;
   int next_ = 0;

@@ -1,0 +1,94 @@
+#include "coordinator/eval_tasks.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace skein {
+
+namespace {
+std::string text_of_line(const std::string& line, const std::string& path, size_t n) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {
+    fail(path, ":", n, ": not a JSON object");
+  }
+  if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) fail(path, ":", n, ": expected {\"text\": \"...\"}");
+  return j["text"];
+}
+}  // namespace
+
+std::vector<LambadaDoc> read_lambada(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) fail(path, ": cannot read the LAMBADA data");
+  std::vector<LambadaDoc> out;
+  std::string line;
+  for (size_t n = 1; std::getline(f, line); ++n) {
+    if (line.empty()) continue;
+    std::string text = text_of_line(line, path, n);
+    size_t sp = text.rfind(' ');
+    if (sp == std::string::npos || sp == 0 || sp + 1 == text.size()) fail(path, ":", n, ": the text needs a context and a last word");
+    out.push_back({text.substr(0, sp), text.substr(sp)});
+  }
+  if (out.empty()) fail(path, ": no documents");
+  return out;
+}
+
+std::vector<ScoreItem> lambada_items(const std::vector<LambadaDoc>& docs, const Tokenizer& tok, int32_t pad_token) {
+  std::vector<ScoreItem> out;
+  for (auto& d : docs) {
+    ScoreItem it;
+    it.tokens.push_back(pad_token);
+    auto ctx = tok.encode(d.context), tgt = tok.encode(d.target);
+    it.tokens.insert(it.tokens.end(), ctx.begin(), ctx.end());
+    it.first_target = it.tokens.size();
+    it.tokens.insert(it.tokens.end(), tgt.begin(), tgt.end());
+    out.push_back(std::move(it));
+  }
+  return out;
+}
+
+std::vector<std::string> read_corpus(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail(path, ": cannot read the corpus");
+  std::vector<std::string> docs;
+  if (path.size() > 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) {
+    std::string line;
+    for (size_t n = 1; std::getline(f, line); ++n)
+      if (!line.empty()) docs.push_back(text_of_line(line, path, n));
+  } else {
+    std::stringstream s;
+    s << f.rdbuf();
+    docs.push_back(s.str());
+  }
+  if (docs.empty()) fail(path, ": no documents");
+  return docs;
+}
+
+std::vector<ScoreItem> perplexity_items(const std::vector<std::string>& docs, const Tokenizer& tok, int context, int stride) {
+  if (context < 2) fail("eval: --context must be at least 2");
+  if (stride < 1 || stride > context - 1) fail("eval: --stride must be between 1 and context - 1 (", context - 1, ")");
+  std::vector<ScoreItem> out;
+  for (auto& d : docs) {
+    auto t = tok.encode(d);
+    if (t.size() < 2) continue;
+    for (size_t s = 0;; s += size_t(stride)) {
+      size_t end = std::min(t.size(), s + size_t(context));
+      ScoreItem it;
+      it.tokens.assign(t.begin() + long(s), t.begin() + long(end));
+      // The first window scores all but its first token; later ones what the previous did not cover.
+      size_t covered = s == 0 ? 1 : (s - size_t(stride) + size_t(context)) - s;
+      it.first_target = std::min(covered, it.tokens.size() - 1);
+      if (s > 0 && covered >= it.tokens.size()) break;
+      out.push_back(std::move(it));
+      if (end == t.size()) break;
+    }
+  }
+  if (out.empty()) fail("eval: the corpus has no text to score");
+  return out;
+}
+
+}  // namespace skein

@@ -1,0 +1,172 @@
+// `skein eval`: perplexity and LAMBADA scores equal a direct computation from `skein logits`, the
+// cluster gives the single process's figures, and a killed eval resumes where it stopped.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "model/tokenizer.h"
+#include "tests/test_support.h"
+
+namespace skein::test {
+namespace {
+
+const std::string kModel = "tiny-rwkv-5v2-730K.pth";
+std::string model() { return shared_dir() + "/models/" + kModel; }
+
+nlohmann::json result_of(const CommandResult& r) {
+  size_t p = r.output.find("{\"");
+  EXPECT_NE(p, std::string::npos) << r.output;
+  if (p == std::string::npos) return {};
+  return nlohmann::json::parse(r.output.substr(p, r.output.find('\n', p) - p));
+}
+
+// Sum of log-softmax at the targets, from `skein logits --all-positions` over tokens[0..n-1).
+double direct_logprob(const std::vector<int32_t>& tokens, size_t first_target, bool& greedy) {
+  std::string ids, out = temp_dir() + "/direct.f32";
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) ids += (i ? "," : "") + std::to_string(tokens[i]);
+  auto r = run_skein("logits --model " + model() + " --tokens " + ids + " --all-positions --out " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto logits = read_f32(out);
+  const size_t V = 256;
+  double sum = 0;
+  greedy = true;
+  for (size_t j = first_target; j < tokens.size(); ++j) {
+    const float* z = logits.data() + (j - 1) * V;
+    size_t best = size_t(std::max_element(z, z + V) - z);
+    double mx = z[best], s = 0;
+    for (size_t v = 0; v < V; ++v) s += std::exp(double(z[v]) - mx);
+    sum += double(z[tokens[j]]) - mx - std::log(s);
+    greedy = greedy && best == size_t(tokens[j]);
+  }
+  return sum;
+}
+
+TEST(Eval, PerplexityEqualsADirectComputation) {
+  std::string text = "The man said to the woman that it was a fine day. She did not agree, and the rain began to fall on the town.";
+  std::string path = temp_dir() + "/corpus.txt";
+  write_file(path, text);
+  auto r = run_skein("eval --task perplexity --model " + model() + " --data " + path + " --context 48 --stride 20");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = result_of(r);
+  // The same windows by hand: [0,48) scores 1..47, then every window moves by 20 and scores its last 20.
+  ByteTokenizer tok;
+  auto t = tok.encode(text);
+  double sum = 0;
+  size_t n = 0;
+  for (size_t s = 0;; s += 20) {
+    size_t end = std::min(t.size(), s + 48), first = s == 0 ? 1 : 28;
+    if (s > 0 && first >= end - s) break;
+    bool g;
+    sum += direct_logprob(std::vector<int32_t>(t.begin() + long(s), t.begin() + long(end)), first, g);
+    n += end - s - first;
+    if (end == t.size()) break;
+  }
+  EXPECT_EQ(j["targets"], n);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(-sum / double(n)), 1e-5 * std::exp(-sum / double(n)));
+  EXPECT_NE(r.output.find("perplexity: " + std::to_string(n) + " tokens"), std::string::npos) << r.output;
+}
+
+TEST(Eval, LambadaFollowsTheChatRwkvMethod) {
+  std::string data = temp_dir() + "/lambada.jsonl";
+  write_file(data, R"({"text": "It was a dark and stormy night, and the rain fell in torrents"})" "\n"
+                   R"({"text": "The man said to a state of the state of the state"})" "\n");
+  auto r = run_skein("eval --model " + model() + " --data " + data + " --pad-token 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = result_of(r);
+  double sum = 0;
+  int correct = 0;
+  for (auto [ctx, tgt] : {std::pair<std::string, std::string>{"It was a dark and stormy night, and the rain fell in", " torrents"},
+                          {"The man said to a state of the state of the", " state"}}) {
+    std::vector<int32_t> tokens = {0};
+    for (unsigned char c : ctx) tokens.push_back(c);
+    size_t first = tokens.size();
+    for (unsigned char c : tgt) tokens.push_back(c);
+    bool greedy;
+    sum += direct_logprob(tokens, first, greedy);
+    correct += greedy;
+  }
+  EXPECT_EQ(j["n"], 2);
+  EXPECT_DOUBLE_EQ(j["accuracy"].get<double>(), correct / 2.0);
+  // The eval batches and chunks differently from one parallel forward: equal to float rounding.
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(-sum / 2), 1e-4 * std::exp(-sum / 2));
+}
+
+std::string mpirun(int ranks, const std::string& args) {
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  return "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " + std::string(SKEIN_BINARY) + " " + args;
+}
+
+TEST(Eval, ClusterGivesTheSingleProcessFigures) {
+  std::string args = "eval --model " + model() + " --data " + shared_dir() + "/data/lambada_test.jsonl --limit 60 --block 16";
+  auto one = run_skein(args);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  std::string out = temp_dir() + "/cluster.txt";
+  int rc = std::system((mpirun(3, args) + " > " + out + " 2>&1").c_str());
+  ASSERT_EQ(rc, 0) << read_file(out);
+  auto a = result_of(one), b = result_of({0, read_file(out)});
+  EXPECT_EQ(a["n"], 60);
+  EXPECT_EQ(a["accuracy"], b["accuracy"]);
+  EXPECT_EQ(a["perplexity"], b["perplexity"]);  // bit for bit: the pipeline computes what one process does
+  EXPECT_EQ(a["model_fingerprint"], b["model_fingerprint"]);
+}
+
+TEST(Eval, AKilledEvalResumesWithoutRedoingItsWork) {
+  std::string dir = temp_dir();
+  std::string args = "eval --model " + model() + " --data " + shared_dir() + "/data/lambada_test.jsonl --limit 400 --block 20";
+  auto whole = run_skein(args + " --output " + dir + "/whole.json");
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/whole.json.progress"));  // removed once finished
+  // Kill a second run once it has checkpointed some blocks, then run it again.
+  std::string cmd = std::string(SKEIN_BINARY) + " " + args + " --output " + dir + "/r.json";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd + " > /dev/null 2>&1").c_str(), nullptr);
+    _exit(127);
+  }
+  size_t at = 0;
+  for (int i = 0; i < 400 && at < 60; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    try {
+      at = read_json(dir + "/r.json.progress")["tally"]["next"].get<size_t>();
+    } catch (...) {
+    }
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  ASSERT_GE(at, 60u);
+  ASSERT_LT(at, 400u) << "the eval finished before it could be killed";
+  auto resumed = run_skein(args + " --output " + dir + "/r.json");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming from"), std::string::npos) << resumed.output;
+  auto a = read_json(dir + "/whole.json"), b = read_json(dir + "/r.json");
+  EXPECT_EQ(a["accuracy"], b["accuracy"]);
+  EXPECT_EQ(a["perplexity"], b["perplexity"]);
+  // A checkpoint of another eval is refused, not silently mixed in.
+  write_file(dir + "/other.progress", R"({"eval": {"task": "perplexity"}, "tally": {"next": 3, "logprob": -1.0, "correct": 0, "targets": 3}})");
+  auto refused = run_skein(args + " --resume " + dir + "/other.progress");
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE(refused.output.find("belongs to another eval"), std::string::npos) << refused.output;
+}
+
+TEST(Eval, BadDataIsAOneLineErrorNamingTheLine) {
+  std::string data = temp_dir() + "/bad.jsonl";
+  write_file(data, "{\"text\": \"fine words here\"}\n{\"txt\": 1}\n");
+  auto r = run_skein("eval --model " + model() + " --data " + data);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("bad.jsonl:2: expected {\"text\""), std::string::npos) << r.output;
+  std::string text = temp_dir() + "/t.txt";
+  write_file(text, "some text to score");
+  auto p = run_skein("eval --task perplexity --model " + model() + " --data " + text + " --context 8 --stride 8");
+  EXPECT_NE(p.output.find("--stride must be between 1 and context - 1"), std::string::npos) << p.output;
+}
+
+}  // namespace
+}  // namespace skein::test

@@ -1,0 +1,203 @@
+// `skein eval`: LAMBADA (accuracy and perplexity, ChatRWKV's method) or per-token perplexity of a corpus,
+// on the same placement as serving (one process, or rank 0 of an mpirun cluster). Progress and ETA go to
+// stderr; the result is one JSON line on stdout (and in --output) followed by a one-line summary.
+// Resumable: after every block of items the running sums are written to a checkpoint file, and a
+// restarted eval continues after the last block it finished.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/stop_signal.h"
+#include "coordinator/eval_tasks.h"
+#include "model/fingerprint.h"
+#include "tools/cli_support.h"
+#include "tools/commands.h"
+
+namespace skein::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Running sums; doubles printed with full precision, so a resumed eval adds up exactly as an
+// uninterrupted one.
+struct Tally {
+  size_t next = 0;  // items done
+  double logprob = 0;
+  uint64_t correct = 0, targets = 0;
+  nlohmann::json to_json() const { return {{"next", next}, {"logprob", logprob}, {"correct", correct}, {"targets", targets}}; }
+  static Tally from_json(const nlohmann::json& j) {
+    return {j.at("next").get<size_t>(), j.at("logprob").get<double>(), j.at("correct").get<uint64_t>(), j.at("targets").get<uint64_t>()};
+  }
+};
+
+void write_atomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << text;
+    if (!f) fail(tmp, ": cannot write");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot rename ", tmp, " into place");
+}
+
+std::string duration(double s) {
+  char b[32];
+  if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(std::fmod(s, 3600) / 60));
+  else if (s >= 60) std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(std::fmod(s, 60)));
+  else std::snprintf(b, sizeof b, "%.0fs", s);
+  return b;
+}
+
+// A bar redrawn in place on a terminal; a line per 10% in a log file (Slurm's output).
+class Progress {
+ public:
+  Progress(size_t total, size_t done) : total_(total), start_done_(done), tty_(isatty(2)) {}
+  void update(size_t done) {
+    auto now = Clock::now();
+    double t = std::chrono::duration<double>(now - start_).count();
+    double rate = t > 0 ? double(done - start_done_) / t : 0;
+    double eta = rate > 0 ? double(total_ - done) / rate : 0;
+    int pct = total_ ? int(100 * done / total_) : 100;
+    if (tty_) {
+      if (now - drawn_ < std::chrono::milliseconds(250) && done < total_) return;
+      drawn_ = now;
+      int w = 30, fill = int(w * double(done) / double(std::max<size_t>(1, total_)));
+      std::fprintf(stderr, "\r[%s%s] %zu/%zu items, %.1f items/s, ETA %s   ", std::string(size_t(fill), '#').c_str(),
+                   std::string(size_t(w - fill), '.').c_str(), done, total_, rate, duration(eta).c_str());
+      if (done == total_) std::fprintf(stderr, "\n");
+    } else if (pct / 10 > last_decile_ || done == total_) {
+      last_decile_ = pct / 10;
+      std::fprintf(stderr, "eval: %zu/%zu items (%d%%), %.1f items/s, ETA %s\n", done, total_, pct, rate, duration(eta).c_str());
+    }
+  }
+
+ private:
+  size_t total_, start_done_;
+  bool tty_;
+  Clock::time_point start_ = Clock::now(), drawn_{};
+  int last_decile_ = -1;
+};
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  struct Opts {
+    RunFlags run;
+    std::string task = "lambada", data, output, resume;
+    int pad = 0, context = 1024, stride = 512, block = 64;
+    size_t limit = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("eval", "Evaluate a model: LAMBADA accuracy/perplexity or corpus perplexity (resumable)");
+  o->run.add(c, false);
+  c->add_option("--task", o->task, "lambada | perplexity")->capture_default_str();
+  c->add_option("--data", o->data, "lambada: a jsonl of {\"text\"}; perplexity: a .jsonl of {\"text\"} or a text file")->required();
+  c->add_option("--pad-token", o->pad, "lambada: the token before each context")->capture_default_str();
+  c->add_option("--context", o->context, "perplexity: tokens per window")->capture_default_str();
+  c->add_option("--stride", o->stride, "perplexity: tokens a window moves by")->capture_default_str();
+  c->add_option("--limit", o->limit, "only the first N items (0: all)");
+  c->add_option("--output", o->output, "also write the result JSON here");
+  c->add_option("--resume", o->resume, "checkpoint file (default: OUTPUT.progress with --output); a restart continues from it");
+  c->add_option("--block", o->block, "items between checkpoints")->capture_default_str();
+  c->callback([o] {
+    if (o->task != "lambada" && o->task != "perplexity") fail("eval: --task must be lambada or perplexity, got '", o->task, "'");
+    if (o->block < 1) fail("eval: --block must be >= 1");
+    Config cfg = o->run.resolve();
+    apply_run_config(cfg);
+    std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
+    LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
+    if (!m.handle) return;  // a stage rank: served until the coordinator finished
+    auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
+    if (o->pad < 0 || o->pad >= m.dims.vocab) fail("eval: --pad-token ", o->pad, " is outside the vocabulary (", m.dims.vocab, ")");
+
+    std::vector<ScoreItem> items = o->task == "lambada" ? lambada_items(read_lambada(o->data), *tok, o->pad)
+                                                        : perplexity_items(read_corpus(o->data), *tok, o->context, o->stride);
+    if (o->limit && o->limit < items.size()) items.resize(o->limit);
+
+    // What a checkpoint must agree on to be resumed.
+    nlohmann::json what = {{"task", o->task},
+                           {"data", std::filesystem::absolute(o->data).string()},
+                           {"data_bytes", std::filesystem::file_size(o->data)},
+                           {"model_fingerprint", fingerprint_hex(m.fingerprint)},
+                           {"items", items.size()}};
+    if (o->task == "lambada") what["pad_token"] = o->pad;
+    else {
+      what["context"] = o->context;
+      what["stride"] = o->stride;
+    }
+    std::string ckpt = !o->resume.empty() ? o->resume : !o->output.empty() ? o->output + ".progress" : "";
+    Tally tally;
+    if (!ckpt.empty() && std::filesystem::exists(ckpt)) {
+      nlohmann::json j;
+      try {
+        std::ifstream f(ckpt);
+        j = nlohmann::json::parse(f);
+        tally = Tally::from_json(j.at("tally"));
+      } catch (const std::exception& e) {
+        fail(ckpt, ": not an eval checkpoint (", e.what(), "); delete it to start over");
+      }
+      if (j.value("eval", nlohmann::json()) != what) fail(ckpt, ": the checkpoint belongs to another eval (", j.value("eval", nlohmann::json()).dump(), "); delete it to start over");
+      if (tally.next > items.size()) fail(ckpt, ": the checkpoint is past the end of the data");
+      std::fprintf(stderr, "eval: resuming from %s at item %zu of %zu\n", ckpt.c_str(), tally.next, items.size());
+    }
+
+    Evaluator ev(*m.handle, cfg.scheduler.micro_batch_tokens, std::max(2, cfg.scheduler.max_slots));
+    Progress progress(items.size(), tally.next);
+    auto t0 = Clock::now();
+    uint64_t tokens_run = 0;
+    while (tally.next < items.size()) {
+      if (stop_requested()) fail("eval: interrupted at item ", tally.next, (ckpt.empty() ? "" : "; run again to resume from " + ckpt));
+      size_t end = std::min(items.size(), tally.next + size_t(o->block));
+      std::vector<ScoreItem> block(items.begin() + long(tally.next), items.begin() + long(end));
+      auto scores = ev.score(block);
+      for (size_t i = 0; i < scores.size(); ++i) {
+        tally.logprob += scores[i].logprob;
+        tally.correct += scores[i].greedy;
+        tally.targets += scores[i].targets;
+        tokens_run += block[i].tokens.size() - 1;
+      }
+      tally.next = end;
+      if (!ckpt.empty()) write_atomically(ckpt, nlohmann::json{{"eval", what}, {"tally", tally.to_json()}}.dump() + "\n");
+      progress.update(tally.next);
+    }
+    double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double n = double(items.size());
+    nlohmann::json result = {{"task", o->task},
+                             {"model", path},
+                             {"model_fingerprint", fingerprint_hex(m.fingerprint)},
+                             {"strategy", cfg.strategy.empty() ? "cpu (stored dtype)" : cfg.strategy},
+                             {"n", items.size()},
+                             {"targets", tally.targets},
+                             {"tokens_per_s", wall > 0 ? double(tokens_run) / wall : 0.0},
+                             {"wall_s", wall}};
+    std::string summary;
+    char b[256];
+    if (o->task == "lambada") {
+      result["accuracy"] = double(tally.correct) / n;
+      result["perplexity"] = std::exp(-tally.logprob / n);
+      std::snprintf(b, sizeof b, "lambada: %zu items, accuracy %.2f%%, ppl %.3f", items.size(), 100.0 * double(tally.correct) / n,
+                    std::exp(-tally.logprob / n));
+    } else {
+      result["perplexity"] = std::exp(-tally.logprob / double(tally.targets));
+      result["bits_per_token"] = -tally.logprob / double(tally.targets) / std::log(2.0);
+      std::snprintf(b, sizeof b, "perplexity: %llu tokens in %zu windows, ppl %.4f", (unsigned long long)tally.targets, items.size(),
+                    std::exp(-tally.logprob / double(tally.targets)));
+    }
+    summary = b;
+    std::snprintf(b, sizeof b, " (%.1f tokens/s, %s)", double(result["tokens_per_s"]), duration(wall).c_str());
+    summary += b;
+    if (!o->output.empty()) write_atomically(o->output, result.dump(2) + "\n");
+    std::cout << result.dump() << "\n" << summary << std::endl;
+    if (!ckpt.empty()) std::filesystem::remove(ckpt);
+  });
+}
+
+}  // namespace skein::cli
