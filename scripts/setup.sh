@@ -12,6 +12,8 @@ PKGS=(
   zlib1g-dev                 # crc32 for zip archives
   libgtest-dev               # tests
   python3                    # one test reads make-model output with Python's zipfile + pickle
+  slurmctld slurmd slurm-client munge  # the deployment tests run a single-node Slurm cluster
+  curl                       # HTTP checks in the deployment tests
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
