@@ -14,6 +14,13 @@ enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4,
 
 RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {}
 
+std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, size_t state_offset) {
+  std::vector<SeqSlice> out;
+  out.reserve(seqs.size());
+  for (auto& s : seqs) out.push_back({s.offset, s.n, s.state->layer(l) + state_offset});
+  return out;
+}
+
 float* RwkvModel::scratch(int slot, size_t n) {
   if (scratch_[slot].size() < n) scratch_[slot] = DeviceBuffer(be_, std::max(n, scratch_[slot].size() * 3 / 2));
   return scratch_[slot].get();
@@ -96,7 +103,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
   float* y = scratch(kY, RC);
   float* out = scratch(kOut, RC);
   be_.layer_norm(x, lw.v("ln1.weight"), lw.v("ln1.bias"), xx, R, C);
-  for (auto& s : seqs) be_.token_shift(xx + size_t(s.offset) * C, s.state->layer(l), sx + size_t(s.offset) * C, s.n, C);
+  be_.token_shift(xx, sx, slices(seqs, l, 0), C);
 
   if (d.arch == Arch::V4) {
     float* t0 = scratch(kT0, RC);
@@ -107,11 +114,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.linear(lw.m("att.key"), t0, C, k, C, R);
     be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), t0, R, C);
     be_.linear(lw.m("att.value"), t0, C, v, C, R);
-    for (auto& s : seqs) {
-      float* st = s.state->layer(l);
-      size_t o = size_t(s.offset) * C;
-      be_.wkv4(s.n, C, lw.v("att.w"), lw.v("att.time_first"), k + o, v + o, st + C, st + 2 * C, st + 3 * C, y + o);
-    }
+    be_.wkv4(slices(seqs, l, C), C, lw.v("att.w"), lw.v("att.time_first"), k, v, y);
     be_.mul(y, r, RC);
   } else if (d.arch == Arch::V5_0 || d.arch == Arch::V5_1 || d.arch == Arch::V5_2) {
     float* t0 = scratch(kT0, RC);
@@ -129,10 +132,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
       be_.unary(UnaryOp::Silu, g, RC);
     }
     const Vector& w = lw.v("att.w");
-    for (auto& s : seqs) {
-      size_t o = size_t(s.offset) * C;
-      be_.wkv5(s.n, H, N, r + o, k + o, v + o, nullptr, &w, lw.v("att.u"), s.state->layer(l) + C, y + o);
-    }
+    be_.wkv5(slices(seqs, l, C), H, N, r, k, v, nullptr, &w, lw.v("att.u"), y);
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
     if (g) be_.mul(y, g, RC);
   } else if (d.arch == Arch::V6) {
@@ -164,10 +164,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.linear(lw.m("att.decay_w2"), dl, dw1.rows, w, C, R);
     be_.add_row(w, lw.v("att.time_decay"), R, C);
     be_.unary(UnaryOp::ExpNegExp, w, RC);
-    for (auto& s : seqs) {
-      size_t o = size_t(s.offset) * C;
-      be_.wkv5(s.n, H, N, r + o, k + o, v + o, w + o, nullptr, lw.v("att.u"), s.state->layer(l) + C, y + o);
-    }
+    be_.wkv5(slices(seqs, l, C), H, N, r, k, v, w, nullptr, lw.v("att.u"), y);
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
     be_.mul(y, g, RC);
   } else {  // v7
@@ -213,10 +210,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
       be_.unary(UnaryOp::Sigmoid, gate, RC);
       be_.v7_value_residual(v, v_first, gate, RC);
     }
-    for (auto& s : seqs) {
-      size_t o = size_t(s.offset) * C;
-      be_.wkv7(s.n, H, N, r + o, w + o, k + o, v + o, kk + o, a + o, s.state->layer(l) + C, y + o);
-    }
+    be_.wkv7(slices(seqs, l, C), H, N, r, w, k, v, kk, a, y);
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
     be_.v7_bonus(y, r, k, v, lw.v("att.r_k"), R, H, N);
     be_.mul(y, g, RC);
@@ -236,7 +230,7 @@ void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq
   float* hidden = scratch(kT1, size_t(R) * F);
   float* out = scratch(kOut, RC);
   be_.layer_norm(x, lw.v("ln2.weight"), lw.v("ln2.bias"), xx, R, C);
-  for (auto& s : seqs) be_.token_shift(xx + size_t(s.offset) * C, s.state->layer(l) + ffn_prev, sx + size_t(s.offset) * C, s.n, C);
+  be_.token_shift(xx, sx, slices(seqs, l, ffn_prev), C);
 
   float* r = nullptr;
   if (d.arch == Arch::V7) {

@@ -54,7 +54,11 @@ TEST_F(CudaKernels, Wkv7MatchesCpu) {
       math::wkv7_head_step(N, &r[i], &w[i], &k[i], &v[i], &kk[i], &a[i], &S[size_t(h) * N * N], &y[i]);
     }
   Dev dr(r), dw(w), dk(k), dv(v), dkk(kk), da(a), dS(std::vector<float>(S.size(), 0.0f)), dy(std::vector<float>(y.size()));
-  cuda::wkv7(T, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dS.p, dy.p);
+  cuda::Slice one{0, T, dS.p};
+  auto* table = static_cast<cuda::Slice*>(cuda::alloc_bytes(sizeof one));
+  cuda::upload_bytes(table, &one, sizeof one);
+  cuda::wkv7(table, 1, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p);
+  cuda::free_bytes(table);
   auto gy = dy.get(), gS = dS.get();
   for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << i;
   for (size_t i = 0; i < S.size(); ++i) ASSERT_NEAR(gS[i], S[i], 1e-4) << i;

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "common/matrix.h"
@@ -14,6 +15,14 @@ namespace skein {
 struct ModelWeights;
 
 enum class UnaryOp { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
+
+// One sequence of a batch as the recurrences see it: its rows [offset, offset + n) of the stacked
+// activations, and its state for the op (device memory: the layer's part the op reads and writes).
+struct SeqSlice {
+  int offset = 0;
+  int n = 0;
+  float* state = nullptr;
+};
 
 class Backend {
  public:
@@ -40,22 +49,24 @@ class Backend {
   virtual void mul(float* x, const float* y, size_t n) = 0;  // x *= y
   virtual void add_row(float* x, const Vector& b, int T, int C) = 0;  // x[t] += b
 
-  // One sequence: sx[0] = prev, sx[t] = xx[t-1]; then prev = xx[T-1].
-  virtual void token_shift(const float* xx, float* prev, float* sx, int T, int C) = 0;
+  // Per sequence (state = prev [C]): sx[first] = prev, sx[t] = xx[t-1]; then prev = xx[last].
+  virtual void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) = 0;
   // out = xx*m + sx*(1-m)   (v4, v5)
   virtual void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) = 0;
   // out = xx + (sx-xx)*(m + m_tok[t])   (v6, v7; m_tok may be null, its rows are ld_tok apart)
   virtual void delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T,
                          int C) = 0;
 
-  // One sequence each. State pointers address that layer's part of the sequence's state.
-  virtual void wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp,
-                    float* y) = 0;
-  // w_tok: per-token decay [T,C] (v6) or null to use w_fixed [C] (v5).
-  virtual void wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed,
-                    const Vector& u, float* S, float* y) = 0;
-  virtual void wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
-                    const float* a, float* S, float* y) = 0;
+  // The recurrences, every sequence of the batch in one call (a GPU launches once, not once per
+  // sequence). Activations are [rows x C]; each slice's state is the op's part of that sequence's layer state.
+  // v4: state = aa, bb, pp [3 x C].
+  virtual void wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) = 0;
+  // v5/v6: state = S [H x N x N]; w_tok: per-token decay [rows x C] (v6) or null to use w_fixed [C] (v5).
+  virtual void wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
+                    const Vector* w_fixed, const Vector& u, float* y) = 0;
+  // v7: state = S [H x N x N].
+  virtual void wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
+                    const float* kk, const float* a, float* y) = 0;
 
   // v7 helpers: kk = normalize_per_head(k*k_k); k = k*(1+(a-1)*k_a)
   virtual void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) = 0;

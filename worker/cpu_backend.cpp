@@ -100,11 +100,16 @@ void CpuBackend::add_row(float* x, const Vector& b, int T, int C) {
     for (int c = 0; c < C; ++c) x[size_t(t) * C + c] += b[c];
 }
 
-void CpuBackend::token_shift(const float* xx, float* prev, float* sx, int T, int C) {
-  if (T <= 0) return;
-  std::memcpy(sx, prev, size_t(C) * sizeof(float));
-  std::memcpy(sx + C, xx, size_t(T - 1) * C * sizeof(float));
-  std::memcpy(prev, xx + size_t(T - 1) * C, size_t(C) * sizeof(float));
+void CpuBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
+  const size_t c = size_t(C);
+  for (const SeqSlice& q : seqs) {
+    if (q.n <= 0) continue;
+    const float* x = xx + size_t(q.offset) * c;
+    float* s = sx + size_t(q.offset) * c;
+    std::memcpy(s, q.state, c * sizeof(float));
+    std::memcpy(s + c, x, size_t(q.n - 1) * c * sizeof(float));
+    std::memcpy(q.state, x + size_t(q.n - 1) * c, c * sizeof(float));
+  }
 }
 
 void CpuBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
@@ -125,46 +130,63 @@ void CpuBackend::delta_mix(const float* xx, const float* sx, const Vector& m, co
     }
 }
 
-void CpuBackend::wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp,
-                      float* y) {
-#pragma omp parallel for num_threads(threads_for(size_t(T) * C * 16)) schedule(static)
-  for (int c = 0; c < C; ++c) {
-    float a = aa[c], b = bb[c], p = pp[c];
-    for (int t = 0; t < T; ++t) {
-      size_t i = size_t(t) * C + c;
-      y[i] = wkv4_step(w[c], u[c], k[i], v[i], a, b, p);
+// The recurrences run in parallel over (sequence, channel or head) pairs; within a pair the tokens
+// follow each other, so the arithmetic is the same whatever the batch.
+void CpuBackend::wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) {
+  const int B = int(seqs.size());
+  size_t work = 0;
+  for (auto& q : seqs) work += size_t(q.n) * size_t(C) * 16;
+#pragma omp parallel for collapse(2) num_threads(threads_for(work)) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < C; ++c) {
+      const SeqSlice& q = seqs[size_t(b)];
+      float *aa = q.state, *bb = q.state + C, *pp = q.state + 2 * C;
+      float a = aa[c], bv = bb[c], p = pp[c];
+      for (int t = 0; t < q.n; ++t) {
+        size_t i = size_t(q.offset + t) * C + c;
+        y[i] = wkv4_step(w[c], u[c], k[i], v[i], a, bv, p);
+      }
+      aa[c] = a;
+      bb[c] = bv;
+      pp[c] = p;
     }
-    aa[c] = a;
-    bb[c] = b;
-    pp[c] = p;
-  }
 }
 
-void CpuBackend::wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed,
-                      const Vector& u, float* S, float* y) {
+void CpuBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
+                      const Vector* w_fixed, const Vector& u, float* y) {
   const size_t C = size_t(H) * N;
-#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N * 4)) schedule(static)
-  for (int h = 0; h < H; ++h) {
-    size_t o = size_t(h) * N;
-    for (int t = 0; t < T; ++t) {
-      size_t i = t * C + o;
-      const float* w = w_tok ? w_tok + i : w_fixed->data() + o;
-      wkv5_head_step(N, r + i, k + i, v + i, w, u.data() + o, S + o * N, y + i);
+  const int B = int(seqs.size());
+  size_t work = 0;
+  for (auto& q : seqs) work += size_t(q.n) * C * N * 4;
+#pragma omp parallel for collapse(2) num_threads(threads_for(work)) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const SeqSlice& q = seqs[size_t(b)];
+      size_t o = size_t(h) * N;
+      for (int t = 0; t < q.n; ++t) {
+        size_t i = size_t(q.offset + t) * C + o;
+        const float* w = w_tok ? w_tok + i : w_fixed->data() + o;
+        wkv5_head_step(N, r + i, k + i, v + i, w, u.data() + o, q.state + o * N, y + i);
+      }
     }
-  }
 }
 
-void CpuBackend::wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
-                      const float* a, float* S, float* y) {
+void CpuBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
+                      const float* kk, const float* a, float* y) {
   const size_t C = size_t(H) * N;
-#pragma omp parallel for num_threads(threads_for(size_t(T) * C * N * 4)) schedule(static)
-  for (int h = 0; h < H; ++h) {
-    size_t o = size_t(h) * N;
-    for (int t = 0; t < T; ++t) {
-      size_t i = t * C + o;
-      wkv7_head_step(N, r + i, w + i, k + i, v + i, kk + i, a + i, S + o * N, y + i);
+  const int B = int(seqs.size());
+  size_t work = 0;
+  for (auto& q : seqs) work += size_t(q.n) * C * N * 4;
+#pragma omp parallel for collapse(2) num_threads(threads_for(work)) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const SeqSlice& q = seqs[size_t(b)];
+      size_t o = size_t(h) * N;
+      for (int t = 0; t < q.n; ++t) {
+        size_t i = size_t(q.offset + t) * C + o;
+        wkv7_head_step(N, r + i, w + i, k + i, v + i, kk + i, a + i, q.state + o * N, y + i);
+      }
     }
-  }
 }
 
 void CpuBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {

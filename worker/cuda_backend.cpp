@@ -1,6 +1,7 @@
 #include "worker/cuda_backend.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <vector>
 
 #include "common/error.h"
@@ -41,6 +42,7 @@ CudaBackend::~CudaBackend() {
   select();
   for (auto& [h, d] : mirrors_) cuda::free_bytes(d);
   if (tokens_) cuda::free_bytes(tokens_);
+  if (slices_) cuda::free_bytes(slices_);
 }
 
 void CudaBackend::select() const { cuda::set_device(device_); }
@@ -53,6 +55,18 @@ const void* CudaBackend::mirror(const void* host, size_t bytes) {
   mirrored_bytes_ += bytes;
   mirrors_.emplace(host, d);
   return d;
+}
+
+// The batch's slices, copied to the device for the launch (the same layout on both sides).
+static_assert(sizeof(SeqSlice) == sizeof(cuda::Slice) && offsetof(SeqSlice, state) == offsetof(cuda::Slice, state));
+const cuda::Slice* CudaBackend::table(std::span<const SeqSlice> seqs) {
+  if (slices_cap_ < seqs.size()) {
+    if (slices_) cuda::free_bytes(slices_);
+    slices_cap_ = std::max<size_t>(seqs.size(), slices_cap_ * 2);
+    slices_ = static_cast<cuda::Slice*>(cuda::alloc_bytes(slices_cap_ * sizeof(cuda::Slice)));
+  }
+  cuda::upload_bytes(slices_, seqs.data(), seqs.size_bytes());
+  return slices_;
 }
 
 const CudaBackend::DeviceMatrix& CudaBackend::mat(const Matrix& W) {
@@ -141,12 +155,9 @@ void CudaBackend::add_row(float* x, const Vector& b, int T, int C) {
   select();
   cuda::add_row(x, vec(b), T, C);
 }
-void CudaBackend::token_shift(const float* xx, float* prev, float* sx, int T, int C) {
-  if (T <= 0) return;
+void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
   select();
-  cuda::copy(sx, prev, size_t(C));
-  cuda::copy(sx + C, xx, size_t(T - 1) * C);
-  cuda::copy(prev, xx + size_t(T - 1) * C, size_t(C));
+  cuda::token_shift(xx, sx, table(seqs), int(seqs.size()), C);
 }
 void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
   select();
@@ -156,19 +167,19 @@ void CudaBackend::delta_mix(const float* xx, const float* sx, const Vector& m, c
   select();
   cuda::delta_mix(xx, sx, vec(m), m_tok, ld_tok, out, T, C);
 }
-void CudaBackend::wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp, float* y) {
+void CudaBackend::wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) {
   select();
-  cuda::wkv4(T, C, vec(w), vec(u), k, v, aa, bb, pp, y);
+  cuda::wkv4(table(seqs), int(seqs.size()), C, vec(w), vec(u), k, v, y);
 }
-void CudaBackend::wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed,
-                       const Vector& u, float* S, float* y) {
+void CudaBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
+                       const Vector* w_fixed, const Vector& u, float* y) {
   select();
-  cuda::wkv5(T, H, N, r, k, v, w_tok, w_fixed ? vec(*w_fixed) : nullptr, vec(u), S, y);
+  cuda::wkv5(table(seqs), int(seqs.size()), H, N, r, k, v, w_tok, w_fixed ? vec(*w_fixed) : nullptr, vec(u), y);
 }
-void CudaBackend::wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a,
-                       float* S, float* y) {
+void CudaBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
+                       const float* kk, const float* a, float* y) {
   select();
-  cuda::wkv7(T, H, N, r, w, k, v, kk, a, S, y);
+  cuda::wkv7(table(seqs), int(seqs.size()), H, N, r, w, k, v, kk, a, y);
 }
 void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
   select();

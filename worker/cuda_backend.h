@@ -33,14 +33,14 @@ class CudaBackend final : public Backend {
   void add(float* x, const float* y, size_t n) override;
   void mul(float* x, const float* y, size_t n) override;
   void add_row(float* x, const Vector& b, int T, int C) override;
-  void token_shift(const float* xx, float* prev, float* sx, int T, int C) override;
+  void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) override;
   void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) override;
   void delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) override;
-  void wkv4(int T, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* aa, float* bb, float* pp, float* y) override;
-  void wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const Vector* w_fixed, const Vector& u,
-            float* S, float* y) override;
-  void wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a, float* S,
-            float* y) override;
+  void wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) override;
+  void wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
+            const Vector* w_fixed, const Vector& u, float* y) override;
+  void wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
+            const float* kk, const float* a, float* y) override;
   void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) override;
   void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) override;
   void v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) override;
@@ -60,8 +60,11 @@ class CudaBackend final : public Backend {
   std::unordered_map<const void*, void*> mirrors_;  // host data -> its device copy
   std::unordered_map<const void*, DeviceMatrix> matrices_;
   size_t mirrored_bytes_ = 0;
+  const cuda::Slice* table(std::span<const SeqSlice> seqs);
   int32_t* tokens_ = nullptr;  // device copy of embed()'s token ids
   size_t tokens_cap_ = 0;
+  cuda::Slice* slices_ = nullptr;  // device copy of a recurrence's batch table
+  size_t slices_cap_ = 0;
 };
 
 }  // namespace skein

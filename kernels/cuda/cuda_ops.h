@@ -49,13 +49,24 @@ void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int 
 void delta_mix(const float* xx, const float* sx, const float* m, const float* m_tok, int64_t ld_tok, float* out, int T, int C);
 void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n);
 
-// ---- recurrences (kernels/cuda/wkv.cu); one sequence, its state for this layer
-void wkv4(int T, int C, const float* w, const float* u, const float* k, const float* v, float* aa, float* bb, float* pp, float* y);
-// w_tok [T x C] (v6) or null to use w_fixed [C] (v5).
-void wkv5(int T, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed, const float* u,
-          float* S, float* y);
-void wkv7(int T, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a,
-          float* S, float* y);
+// ---- recurrences (kernels/cuda/wkv.cu), every sequence of a batch in one launch. `seqs` is a device
+// table of B slices (rows offset..offset+n of the activations, the op's part of that sequence's state);
+// its layout is worker/backend.h's SeqSlice.
+struct Slice {
+  int offset;
+  int n;
+  float* state;
+};
+// Per sequence: sx[first] = prev (the state), sx[t] = xx[t-1], prev = xx[last].
+void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C);
+// v4: state = aa, bb, pp [3 x C].
+void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const float* k, const float* v, float* y);
+// v5/v6: state = S [H x N x N]; w_tok [rows x C] (v6) or null to use w_fixed [C] (v5).
+void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed,
+          const float* u, float* y);
+// v7: state = S [H x N x N].
+void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
+          const float* a, float* y);
 void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N);
 void v7_bonus(float* y, const float* r, const float* k, const float* v, const float* r_k, int T, int H, int N);
 
