@@ -398,7 +398,7 @@ void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, in
 
 void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
   if (T <= 0 || W.rows == 0) return;
-  if (T < kGemmMinRows || g_batch_invariant) {
+  if (T < gemm_min_rows(W) || g_batch_invariant) {
     linear_streaming(W, x, ldx, y, ldy, T);
     return;
   }
