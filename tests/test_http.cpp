@@ -240,6 +240,26 @@ TEST(Http, FullQueueAndConnectionLimitsAreExplicit) {
   EXPECT_EQ(w.back()["finish_reason"], "length");  // the waiting request got the slot
 }
 
+// The prompt-length limit, and numbers that overflow a double (JSON's only way to spell infinity; NaN
+// has no spelling at all), over TCP and HTTP.
+TEST(Http, PromptLimitAndNonFiniteNumbersAreRefused) {
+  Server server("--config " + config_file("[server]\nmax_prompt_tokens = 8\n"));
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client c(server.port());
+  c.send(R"({"id": "long", "prompt": "far more than eight bytes"})");
+  EXPECT_EQ(c.event()["error"], "prompt: 25 tokens exceed the limit of 8");
+  c.send(R"({"id": "inf", "prompt": "x", "temperature": 1e999})");
+  EXPECT_EQ(c.event()["error"], "malformed JSON");
+  c.send(R"({"id": "neg", "prompt": "x", "alpha_frequency": -1e999})");
+  EXPECT_EQ(c.event()["error"], "malformed JSON");
+  auto h = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "far more than eight bytes"})");
+  EXPECT_EQ(h.status, 400);
+  EXPECT_EQ(h.json()["error"]["message"], "prompt: 25 tokens exceed the limit of 8");
+  auto f = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "x", "top_p": 1e999})");
+  EXPECT_EQ(f.json()["error"]["message"], "malformed JSON body");
+  EXPECT_EQ(generate_text(c, "ok", "The man", 3), generate_text(c, "ok2", "The man", 3));  // still serving
+}
+
 // A client that starts a line and stalls is told so and dropped; one that stops reading its events is
 // dropped once its unsent events pass the bound; everyone else carries on.
 TEST(Http, StalledAndNonReadingClientsAreDropped) {
