@@ -131,9 +131,11 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     sr.max_tokens = r.max_tokens;
     sr.sampling = std::move(r.sampling);
     sr.session = r.session;
+    // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
+    asio::io_context& io = io_;
     if (r.stream)
-      sr.on_delta = [this, weak](const std::string& text, const std::vector<int32_t>&) {
-        asio::post(io_, [weak, text] {
+      sr.on_delta = [&io, weak](const std::string& text, const std::vector<int32_t>&) {
+        asio::post(io, [weak, text] {
           if (auto c = weak.lock()) c->stream_delta(text);
         });
       };

@@ -103,12 +103,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     sr.max_tokens = g.max_tokens;
     sr.sampling = std::move(g.sampling);
     sr.session = g.session;
-    // Called on the service thread: format there, write on the I/O thread.
+    // Called on the service thread, possibly after this connection is gone: they hold only the
+    // io_context (which outlives every connection) and a weak pointer; format there, write on the I/O thread.
+    asio::io_context& io = io_;
     if (stream)
-      sr.on_delta = [this, weak, id](const std::string& text, const std::vector<int32_t>& tokens) {
-        post(weak, nlohmann::json{{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}}.dump());
+      sr.on_delta = [&io, weak, id](const std::string& text, const std::vector<int32_t>& tokens) {
+        post(io, weak, nlohmann::json{{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}}.dump());
       };
-    sr.on_done = [this, weak, id, stream](const GenerationSummary& s) {
+    sr.on_done = [&io, weak, id, stream](const GenerationSummary& s) {
       nlohmann::json j = {{"id", id},
                           {"event", s.finish_reason == "error" ? "error" : "done"},
                           {"finish_reason", s.finish_reason},
@@ -120,7 +122,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (s.session_tokens) j["session_tokens"] = s.session_tokens;
       if (!s.error.empty()) j["error"] = s.error;
       std::string line = j.dump();
-      asio::post(io_, [weak, id, line] {
+      asio::post(io, [weak, id, line] {
         if (auto c = weak.lock()) {
           c->running_.erase(id);
           c->write(line);
@@ -137,7 +139,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void session_op(const ApiSessionOp& o) {
     SessionOp op = o.op == "list_sessions" ? SessionOp::List : o.op == "save_session" ? SessionOp::Save : SessionOp::Delete;
     std::weak_ptr<Connection> weak = shared_from_this();
-    service_.session_op(op, o.session, [this, weak, o](const std::vector<SessionInfo>& list, const std::string& error) {
+    asio::io_context& io = io_;
+    service_.session_op(op, o.session, [&io, weak, o](const std::vector<SessionInfo>& list, const std::string& error) {
       nlohmann::json j = {{"id", o.id.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.id)}};
       if (!error.empty()) {
         j["event"] = "error";
@@ -152,12 +155,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
         j["op"] = o.op;
         j["session"] = o.session;
       }
-      post(weak, j.dump());
+      post(io, weak, j.dump());
     });
   }
 
-  void post(const std::weak_ptr<Connection>& weak, std::string line) {
-    asio::post(io_, [weak, line = std::move(line)] {
+  static void post(asio::io_context& io, const std::weak_ptr<Connection>& weak, std::string line) {
+    asio::post(io, [weak, line = std::move(line)] {
       if (auto c = weak.lock()) c->write(line);
     });
   }
