@@ -30,6 +30,14 @@ TEST(Config, ExampleConfigsLoad) {
   EXPECT_EQ(c.scheduler.max_slots, 256);
   EXPECT_EQ(c.limits.slots, 256);
   EXPECT_EQ(c.sampling.token_stop, std::vector<int32_t>{0});
+  Config t = load_config(configs() + "/tiny-cpu.toml");  // lists every key with its default
+  Config d;
+  EXPECT_EQ(t.sessions.host_bytes, d.sessions.host_bytes);
+  EXPECT_EQ(t.cache.prefix_bytes, d.cache.prefix_bytes);
+  EXPECT_EQ(t.chat.separator, d.chat.separator);
+  EXPECT_EQ(t.chat.stop, d.chat.stop);
+  EXPECT_EQ(t.server.client_buffer_bytes, d.server.client_buffer_bytes);
+  EXPECT_EQ(t.server.stall_seconds, d.server.stall_seconds);
 }
 
 TEST(Config, TinyCpuConfigRunsAndFlagsOverride) {
@@ -67,6 +75,9 @@ TEST(Config, ErrorsNameLineAndColumn) {
   EXPECT_EQ(config_error("[model]\npath = 3\n"), ":2:8: 'path' must be a string");
   EXPECT_EQ(config_error("[devices]\ncpu = \"lots\"\n"), ":2:7: device memory: 'lots' is not a size (e.g. 80GiB)");
   EXPECT_EQ(config_error("[sampling]\ntemperature = -1.0\n"), ":1:1: temperature must be a finite number >= 0, got -1");
+  EXPECT_EQ(config_error("[sessions]\nhost_bytes = \"much\"\n"), ":2:14: host_bytes: 'much' is not a size (e.g. 80GiB)");
+  EXPECT_EQ(config_error("[server]\nclient_timeout_s = 0\n"), ":2:20: 'client_timeout_s' must be > 0");
+  EXPECT_EQ(config_error("[cache]\nblock = 4\n"), ":2:9: unknown key 'block' in [cache]");
   EXPECT_NE(config_error("[model\npath = 1\n").find(":1:"), std::string::npos);  // syntax error
   std::string missing = temp_dir() + "/none.toml";
   try {
