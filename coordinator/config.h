@@ -42,7 +42,9 @@ struct CacheConfig {
 struct ChatConfig {
   std::string system_prefix = "System: ", user_prefix = "User: ", assistant_prefix = "Assistant: ";
   std::string separator = "\n\n";
-  std::vector<std::string> stop = {"\n\nUser:"};
+  // A reply ends at a blank line, as in ChatRWKV: the state of a chat session then holds exactly
+  // "...reply\n" plus a pending "\n", so the next turn's "User: ..." follows the separator.
+  std::vector<std::string> stop = {"\n\n"};
 };
 
 struct SchedulerConfig {

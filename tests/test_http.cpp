@@ -74,6 +74,27 @@ TEST(Http, ChatCompletionsUseTheRwkvChatFormat) {
   EXPECT_EQ(events[events.size() - 2]["usage"]["completion_tokens"], 24);
 }
 
+// A chat session over HTTP: the second turn sends only the new message and gets what the whole
+// transcript as one prompt gives.
+TEST(Http, ChatSessionsContinueTheConversation) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  auto chat = [&](const std::string& msg) {
+    json body = {{"messages", {{{"role", "user"}, {"content", msg}}}}, {"max_tokens", 12}, {"temperature", 0}, {"session", "c"}};
+    return http_request(server.http_port(), "POST", "/v1/chat/completions", body.dump()).json()["choices"][0]["message"]["content"].get<std::string>();
+  };
+  auto plain = [&](const std::string& prompt) {
+    json body = {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}};
+    return http_request(server.http_port(), "POST", "/v1/completions", body.dump()).json()["choices"][0]["text"].get<std::string>();
+  };
+  std::string first = chat("Hello"), second = chat("How?");
+  std::string t1 = plain("User: Hello\n\nAssistant:");
+  ASSERT_EQ(t1.find("\n\n"), std::string::npos) << "the model ended its reply; the expected transcript below assumes it did not";
+  std::string t2 = plain("User: Hello\n\nAssistant:" + t1 + "User: How?\n\nAssistant:");
+  EXPECT_EQ(first, t1.substr(t1.find_first_not_of(' ')));
+  EXPECT_EQ(second, t2.substr(t2.find_first_not_of(' ')));
+}
+
 TEST(Http, ModelsHealthAndMetrics) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();
