@@ -299,7 +299,9 @@ void InferenceService::update_metrics(bool with_stages) {
 void InferenceService::run() {
   Scheduler sched(model_, opts_.scheduler.micro_batch_tokens, opts_.scheduler.prefill_chunk, penalty_free_tokens(tok_, model_.dims().vocab));
   sched_ = &sched;
-  auto last_metrics = Clock::now();
+  // Gauges are refreshed a few times a second and stage load every 2 s (a round trip to every stage),
+  // never per step: the loop's hot path only steps.
+  auto last_gauges = Clock::now(), last_stages = Clock::now();
   try {
     update_metrics(true);
     while (true) {
@@ -312,10 +314,6 @@ void InferenceService::run() {
       progress_ns_ = now_ns();  // awake: health() measures stalls from here while work waits
       admit();
       has_work_ = !sched.idle();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        running_ = live_.size();
-      }
       if (!sched.idle()) {
         sched.step();
         progress_ns_ = now_ns();
@@ -325,11 +323,13 @@ void InferenceService::run() {
         std::lock_guard<std::mutex> lock(mu_);
         running_ = live_.size();
       }
-      if (Clock::now() - last_metrics > std::chrono::seconds(2)) {
+      auto now = Clock::now();
+      if (now - last_stages > std::chrono::seconds(2)) {
         update_metrics(true);
-        last_metrics = Clock::now();
-      } else {
+        last_stages = last_gauges = now;
+      } else if (now - last_gauges > std::chrono::milliseconds(250)) {
         update_metrics(false);
+        last_gauges = now;
       }
     }
     sched.cancel_all();  // running requests end "cancelled" through their callbacks; sessions are released
