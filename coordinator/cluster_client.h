@@ -20,6 +20,7 @@ class ClusterClient final : public ModelHandle {
   const ModelDims& dims() const override { return dims_; }
   int open_session() override;
   int free_slots() const override { return max_slots_ - int(used_.size()); }
+  int slots() const override { return max_slots_; }
   std::vector<double> stage_busy() override;
   void close_session(int session) override;
   int clone_session(int session) override;

@@ -125,7 +125,7 @@ Config load_config(const std::string& path) {
      }},
     {"scheduler", [&](const toml::node& n) {
        r.table(r.sub(n, "scheduler"), "scheduler", {
-         {"max_slots", [&](const toml::node& v) { c.scheduler.max_slots = int(r.integer(v, "max_slots", 1, 1 << 20)); c.limits.slots = c.scheduler.max_slots; }},
+         {"max_slots", [&](const toml::node& v) { c.limits.slots = int(r.integer(v, "max_slots", 1, 1 << 20)); }},
          {"micro_batch_tokens", [&](const toml::node& v) { c.scheduler.micro_batch_tokens = int(r.integer(v, "micro_batch_tokens", 1, 1 << 20)); }},
          {"prefill_chunk", [&](const toml::node& v) { c.scheduler.prefill_chunk = int(r.integer(v, "prefill_chunk", 1, 1 << 20)); }},
          {"batch_invariant", [&](const toml::node& v) {

@@ -48,7 +48,6 @@ struct ChatConfig {
 };
 
 struct SchedulerConfig {
-  int max_slots = 64;            // request states kept per stage
   int micro_batch_tokens = 512;  // rows per micro-batch
   int prefill_chunk = 512;       // prompt tokens per chunk
   bool batch_invariant = false;  // bit-identical results batched or alone (CPU: slower prefill)
@@ -60,11 +59,15 @@ struct LoggingConfig {
 };
 
 struct Config {
-  Config() { limits.slots = scheduler.max_slots; }
   std::string source;  // file it came from ("" for defaults)
   std::string model, tokenizer, strategy;
   int threads = 0;
-  PlanLimits limits;  // node aliases, device memory, slots
+  // Node aliases, device memory, and the request slots each stage keeps ([scheduler] max_slots).
+  PlanLimits limits = [] {
+    PlanLimits l;
+    l.slots = 64;
+    return l;
+  }();
   SchedulerConfig scheduler;
   ServerConfig server;
   SessionsConfig sessions;

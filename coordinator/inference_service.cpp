@@ -277,8 +277,8 @@ void InferenceService::update_metrics(bool with_stages) {
   }
   if (with_stages) stage_busy_ = model_.stage_busy();
   g.stage_busy = stage_busy_;
-  g.slots_total = size_t(opts_.scheduler.max_slots);
-  g.slots_used = size_t(std::max(0, opts_.scheduler.max_slots - model_.free_slots()));
+  g.slots_total = size_t(model_.slots());
+  g.slots_used = size_t(std::max(0, model_.slots() - model_.free_slots()));
   g.sessions_slot = sessions_->count("slot");
   g.sessions_host = sessions_->count("host");
   g.sessions_disk = sessions_->count("disk");

@@ -18,6 +18,7 @@ class ModelHandle {
 
   virtual int open_session() = 0;  // a fresh state; throws skein::Error when no slot is free
   virtual int free_slots() const = 0;
+  virtual int slots() const = 0;  // states it can hold at once
   virtual void close_session(int session) = 0;
   virtual int clone_session(int session) = 0;
 

@@ -27,7 +27,6 @@ TEST(Config, ExampleConfigsLoad) {
   EXPECT_EQ(c.limits.node_aliases.at("gpu-b"), "node002");
   EXPECT_EQ(c.limits.device_memory.at("node001:cuda:0"), 80ull << 30);
   EXPECT_EQ(c.server.auth_token, "change-me");
-  EXPECT_EQ(c.scheduler.max_slots, 256);
   EXPECT_EQ(c.limits.slots, 256);
   EXPECT_EQ(c.sampling.token_stop, std::vector<int32_t>{0});
   Config t = load_config(configs() + "/tiny-cpu.toml");  // lists every key with its default

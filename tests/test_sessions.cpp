@@ -26,7 +26,6 @@ struct Service {
     std::string path = shared_dir() + "/models/" + std::string(kModel) + ".pth";
     mut = load_for_test(path);
     local = std::make_unique<LocalModel>(*mut.model, slots);
-    o.scheduler.max_slots = slots;
     o.state_header = {mut.model->dims(), 0, mut.model->dims().n_layer, model_fingerprint(*Checkpoint::open(path))};
     service = std::make_unique<InferenceService>(*local, tok, o);
     loop = std::thread([this] { service->run(); });

@@ -149,7 +149,7 @@ void add_eval_command(CLI::App& app) {
       std::fprintf(stderr, "eval: resuming from %s at item %zu of %zu\n", ckpt.c_str(), tally.next, items.size());
     }
 
-    Evaluator ev(*m.handle, cfg.scheduler.micro_batch_tokens, std::max(2, cfg.scheduler.max_slots));
+    Evaluator ev(*m.handle, cfg.scheduler.micro_batch_tokens, std::max(2, m.handle->slots()));
     Progress progress(items.size(), tally.next);
     auto t0 = Clock::now();
     uint64_t tokens_run = 0;

@@ -15,6 +15,7 @@ class LocalModel final : public ModelHandle {
   const ModelDims& dims() const override { return engine_.dims(); }
   int open_session() override;
   int free_slots() const override { return max_sessions_ - int(sessions_.size()); }
+  int slots() const override { return max_sessions_; }
   std::vector<double> stage_busy() override;
   void close_session(int session) override {
     sessions_.erase(session);
