@@ -31,6 +31,8 @@ void SessionStore::check_name(const std::string& name) {
 std::string SessionStore::state_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".state")).string(); }
 std::string SessionStore::meta_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".json")).string(); }
 
+const char* SessionStore::place(const Session& s) { return s.slot >= 0 ? "slot" : s.host ? "host" : "disk"; }
+
 SessionStore::Session& SessionStore::get(const std::string& name) {
   auto it = sessions_.find(name);
   if (it == sessions_.end()) fail("session '", name, "' does not exist");
@@ -207,14 +209,14 @@ std::vector<SessionInfo> SessionStore::list() const {
   std::vector<SessionInfo> out;
   auto now = std::chrono::steady_clock::now();
   for (auto& [n, s] : sessions_)
-    out.push_back({n, s.tokens, s.slot >= 0 ? "slot" : s.host ? "host" : "disk", s.busy,
+    out.push_back({n, s.tokens, place(s), s.busy,
                    std::chrono::duration<double>(now - s.used).count()});
   return out;
 }
 
 size_t SessionStore::count(const std::string& where) const {
   size_t n = 0;
-  for (auto& i : list()) n += i.where == where;
+  for (auto& [name, s] : sessions_) n += place(s) == where;
   return n;
 }
 

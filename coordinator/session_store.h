@@ -71,6 +71,7 @@ class SessionStore {
     std::chrono::steady_clock::time_point used = std::chrono::steady_clock::now();
   };
   Session& get(const std::string& name);
+  static const char* place(const Session& s);  // slot | host | disk
   std::string state_path(const std::string& name) const;
   std::string meta_path(const std::string& name) const;
   void write_disk(const std::string& name, Session& s, const std::vector<float>& state);

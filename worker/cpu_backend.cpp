@@ -152,8 +152,12 @@ void CpuBackend::wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, co
     }
 }
 
-void CpuBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
-                      const Vector* w_fixed, const Vector& u, float* y) {
+namespace {
+// Runs step(i, o, S) for every token of every (sequence, head) pair, where i is the token's first element
+// of that head, o the head's first channel and S the head's state. Pairs run in parallel, a pair's tokens
+// in order: the v5/v6 and v7 recurrences differ only in their step.
+template <typename Step>
+void for_each_head_token(std::span<const SeqSlice> seqs, int H, int N, Step step) {
   const size_t C = size_t(H) * N;
   const int B = int(seqs.size());
   size_t work = 0;
@@ -163,30 +167,22 @@ void CpuBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float*
     for (int h = 0; h < H; ++h) {
       const SeqSlice& q = seqs[size_t(b)];
       size_t o = size_t(h) * N;
-      for (int t = 0; t < q.n; ++t) {
-        size_t i = size_t(q.offset + t) * C + o;
-        const float* w = w_tok ? w_tok + i : w_fixed->data() + o;
-        wkv5_head_step(N, r + i, k + i, v + i, w, u.data() + o, q.state + o * N, y + i);
-      }
+      for (int t = 0; t < q.n; ++t) step(size_t(q.offset + t) * C + o, o, q.state + o * N);
     }
+}
+}  // namespace
+
+void CpuBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
+                      const Vector* w_fixed, const Vector& u, float* y) {
+  for_each_head_token(seqs, H, N, [&](size_t i, size_t o, float* S) {
+    const float* w = w_tok ? w_tok + i : w_fixed->data() + o;
+    wkv5_head_step(N, r + i, k + i, v + i, w, u.data() + o, S, y + i);
+  });
 }
 
 void CpuBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
                       const float* kk, const float* a, float* y) {
-  const size_t C = size_t(H) * N;
-  const int B = int(seqs.size());
-  size_t work = 0;
-  for (auto& q : seqs) work += size_t(q.n) * C * N * 4;
-#pragma omp parallel for collapse(2) num_threads(threads_for(work)) schedule(static)
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < H; ++h) {
-      const SeqSlice& q = seqs[size_t(b)];
-      size_t o = size_t(h) * N;
-      for (int t = 0; t < q.n; ++t) {
-        size_t i = size_t(q.offset + t) * C + o;
-        wkv7_head_step(N, r + i, w + i, k + i, v + i, kk + i, a + i, q.state + o * N, y + i);
-      }
-    }
+  for_each_head_token(seqs, H, N, [&](size_t i, size_t, float* S) { wkv7_head_step(N, r + i, w + i, k + i, v + i, kk + i, a + i, S, y + i); });
 }
 
 void CpuBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
