@@ -10,6 +10,13 @@
 #define SKEIN_HD inline
 #endif
 
+// Full unrolling where a GPU kernel fixes the trip count (so per-thread state arrays stay in registers).
+#if defined(__CUDA_ARCH__)
+#define SKEIN_UNROLL _Pragma("unroll")
+#else
+#define SKEIN_UNROLL
+#endif
+
 namespace skein {
 
 SKEIN_HD float bits_to_float(uint32_t u) {

@@ -21,17 +21,22 @@ SKEIN_HD float v7_decay(float x) { return expf(-0.606531f * sigmoid(x)); }
 SKEIN_HD float lerp_mix(float x, float prev, float m) { return x * m + prev * (1.0f - m); }
 SKEIN_HD float delta_mix(float x, float prev, float m) { return x + (prev - x) * m; }
 
-// Normalises one row of n values: (x - mean) / sqrt(var + eps) * w + b. Moments accumulate in double so
-// the result does not depend on the summation order.
+// Normalisation of one value once its row's moments are known: mean and the centred sum of squares,
+// both accumulated in double so the result hardly depends on the summation order (a GPU block sums in
+// another order than the CPU loop).
+SKEIN_HD float norm_rstd(double centred_squares, int n, float eps) { return float(1.0 / sqrt(centred_squares / n + double(eps))); }
+SKEIN_HD float norm_apply(float x, float mean, float rstd, float w, float b) { return (x - mean) * rstd * w + b; }
+
+// Normalises one row of n values: (x - mean) / sqrt(var + eps) * w + b.
 SKEIN_HD void norm_row(const float* x, const float* w, const float* b, float* y, int n, float eps) {
   double s = 0;
   for (int i = 0; i < n; ++i) s += x[i];
   double mean = s / n;
   double v = 0;
   for (int i = 0; i < n; ++i) { double d = x[i] - mean; v += d * d; }
-  float rstd = float(1.0 / sqrt(v / n + double(eps)));
+  float rstd = norm_rstd(v, n, eps);
   float fm = float(mean);
-  for (int i = 0; i < n; ++i) y[i] = (x[i] - fm) * rstd * w[i] + b[i];
+  for (int i = 0; i < n; ++i) y[i] = norm_apply(x[i], fm, rstd, w[i], b[i]);
 }
 
 // v4 WKV for one channel and one token. aa/bb are numerator/denominator scaled by exp(-pp).
@@ -67,34 +72,46 @@ SKEIN_HD void wkv5_head_step(int N, const float* r, const float* k, const float*
   }
 }
 
-// One value column j of the v5/v6 step: the same operations, in the same order, as wkv5_head_step does
-// for column j, so a GPU thread per column computes bit for bit what the CPU loop computes.
-SKEIN_HD void wkv5_column_step(int N, int j, const float* r, const float* k, const float* v, const float* w, const float* u,
-                               float* S, float* y) {
-  float yj = 0.0f, vj = v[j];
+// One value column of the v5/v6 step: the same operations, in the same order, as wkv5_head_step does
+// for column j, so a GPU thread per column computes bit for bit what the CPU loop computes. The column
+// is S[i*stride] (stride N in the state; 1 for a GPU thread's copy in registers). Returns y_j.
+SKEIN_HD float wkv5_column(int N, float* col, int stride, float vj, const float* r, const float* k, const float* w, const float* u) {
+  float yj = 0.0f;
+  SKEIN_UNROLL
   for (int i = 0; i < N; ++i) {
     float kv = k[i] * vj;
-    float* Sij = S + i * N + j;
-    yj += r[i] * (u[i] * k[i] * vj + *Sij);
-    *Sij = w[i] * *Sij + kv;
+    float& Sij = col[i * stride];
+    yj += r[i] * (u[i] * k[i] * vj + Sij);
+    Sij = w[i] * Sij + kv;
   }
-  y[j] = yj;
+  return yj;
 }
 
-// v7 WKV for one value row i of one head and one token; S is [value i][key j]:
+SKEIN_HD void wkv5_column_step(int N, int j, const float* r, const float* k, const float* v, const float* w, const float* u,
+                               float* S, float* y) {
+  y[j] = wkv5_column(N, S + j, N, v[j], r, k, w, u);
+}
+
+// v7 WKV for one value row of one head and one token; S is [value i][key j]:
 //   S <- S diag(w) - (S kk)(kk*a)^T + v k^T,   y = S r
-SKEIN_HD void wkv7_row_step(int N, int i, const float* r, const float* w, const float* k, const float* v, const float* kk,
-                            const float* a, float* S, float* y) {
-  float* Si = S + i * N;
+// Si is row i (in the state, or a GPU thread's copy in registers); returns y_i.
+SKEIN_HD float wkv7_row(int N, float* Si, float vi, const float* r, const float* w, const float* k, const float* kk, const float* a) {
   float sa = 0.0f;
+  SKEIN_UNROLL
   for (int j = 0; j < N; ++j) sa += Si[j] * kk[j];
-  float vi = v[i], acc = 0.0f;
+  float acc = 0.0f;
+  SKEIN_UNROLL
   for (int j = 0; j < N; ++j) {
     float s = Si[j] * w[j] - sa * (kk[j] * a[j]) + vi * k[j];
     Si[j] = s;
     acc += s * r[j];
   }
-  y[i] = acc;
+  return acc;
+}
+
+SKEIN_HD void wkv7_row_step(int N, int i, const float* r, const float* w, const float* k, const float* v, const float* kk,
+                            const float* a, float* S, float* y) {
+  y[i] = wkv7_row(N, S + i * N, v[i], r, w, k, kk, a);
 }
 
 SKEIN_HD void wkv7_head_step(int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
@@ -127,5 +144,11 @@ SKEIN_HD void v7_bonus_head(int N, float* y, const float* r, const float* k, con
 
 // The official uint8 weight: ((q + 0.5) * ry[i]) * rx[o] + my[i] + mx[o].
 SKEIN_HD float dequant_u8(uint8_t q, float rx_o, float mx_o, float ry_i, float my_i) { return ((float(q) + 0.5f) * ry_i) * rx_o + my_i + mx_o; }
+
+// One output of the official uint8 product, factored with xr = x*ry so the inner loop is one convert
+// and one FMA per weight byte:  y[o] = rx[o]*(sum_i q[o][i]*xr[i] + 0.5*sum xr) + sum x*my + mx[o]*sum x.
+SKEIN_HD float u8_output(float dot_q_xr, float sum_xr, float sum_x_my, float sum_x, float rx_o, float mx_o) {
+  return rx_o * (dot_q_xr + 0.5f * sum_xr) + sum_x_my + mx_o * sum_x;
+}
 
 }  // namespace skein::math

@@ -236,7 +236,7 @@ void rows_u8(const Matrix& W, const U8Inputs& in, float* y, int64_t ldy, int T, 
     for (int t = 0; t < T; ++t) {
       const float* xr = in.xr.data() + size_t(t) * size_t(K);
       float d = avx512 ? dot_u8_avx512(row, xr, K) : dot_u8_scalar(row, xr, K);
-      y[t * ldy + o] = q.rx[size_t(o)] * (d + 0.5f * in.sxr[size_t(t)]) + in.sxmy[size_t(t)] + q.mx[size_t(o)] * in.sx[size_t(t)];
+      y[t * ldy + o] = math::u8_output(d, in.sxr[size_t(t)], in.sxmy[size_t(t)], in.sx[size_t(t)], q.rx[size_t(o)], q.mx[size_t(o)]);
     }
   }
 }

@@ -7,6 +7,9 @@
 
 namespace skein::cuda {
 
+// The current device's stream: every launch, copy and cuBLAS call of Skein goes to it (kernels/cuda/device.cu).
+cudaStream_t stream();
+
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail("CUDA: ", what, ": ", cudaGetErrorString(e));
 }

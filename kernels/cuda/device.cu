@@ -1,10 +1,62 @@
-// Device discovery and memory; every CUDA error becomes a skein::Error.
+// Device discovery, memory and the one stream per device that every launch, copy and allocation of
+// Skein goes to. Nothing here waits for the GPU except a download: allocations are stream-ordered
+// (cudaMallocAsync, pool kept warm), and small host data (token ids, batch tables) is staged through a
+// pinned ring so a step enqueues its whole forward pass without a host round trip.
 #include <cuda_runtime.h>
+
+#include <cstring>
+#include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace skein::cuda {
+
+namespace {
+
+constexpr size_t kStagingHalf = size_t(2) << 20;  // two halves of pinned staging, 2 MiB each
+
+struct DeviceContext {
+  cudaStream_t stream = nullptr;
+  // Pinned staging ring in two halves: a half is refilled only after the event recorded when the
+  // ring left it has completed, i.e. after the copies that read it ran.
+  char* staging = nullptr;
+  int half = 0;
+  size_t used = 0;
+  cudaEvent_t left[2] = {};
+  bool pending[2] = {};
+};
+
+std::mutex g_mu;
+std::map<int, DeviceContext>& contexts() {
+  static std::map<int, DeviceContext> m;
+  return m;
+}
+
+DeviceContext& context() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(g_mu);
+  DeviceContext& c = contexts()[dev];
+  if (!c.stream) {
+    check(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    // Freed blocks stay in the pool: a step's temporaries come back without a trip to the driver.
+    cudaMemPool_t pool;
+    check(cudaDeviceGetDefaultMemPool(&pool, dev), "cudaDeviceGetDefaultMemPool");
+    uint64_t keep = UINT64_MAX;
+    check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+    check(cudaMallocHost(&c.staging, 2 * kStagingHalf), "cudaMallocHost (staging)");
+    for (auto& e : c.left) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+  }
+  return c;
+}
+
+}  // namespace
+
+cudaStream_t stream() { return context().stream; }
+void* stream_handle() { return context().stream; }
 
 int device_count() {
   int n = 0;
@@ -37,19 +89,54 @@ DeviceInfo device_info(int device) {
   return d;
 }
 
-void synchronize() { check(cudaDeviceSynchronize(), "synchronize"); }
+void synchronize() { check(cudaStreamSynchronize(stream()), "synchronize"); }
 
 float* alloc_floats(size_t n) { return static_cast<float*>(alloc_bytes(n * sizeof(float))); }
 void* alloc_bytes(size_t n) {
   void* p = nullptr;
-  check(cudaMalloc(&p, n ? n : 1), "cudaMalloc");
+  check(cudaMallocAsync(&p, n ? n : 1, stream()), "cudaMallocAsync");
   return p;
 }
-void free_floats(float* p) { cudaFree(p); }
-void free_bytes(void* p) { cudaFree(p); }
+void free_floats(float* p) { free_bytes(p); }
+void free_bytes(void* p) {
+  if (p) cudaFreeAsync(p, stream());
+}
+// Pageable sources: the driver stages them before returning, so the caller may reuse its buffer at once;
+// the copy is ordered on the stream like every kernel.
 void upload(float* dst, const float* src, size_t n) { upload_bytes(dst, src, n * sizeof(float)); }
-void upload_bytes(void* dst, const void* src, size_t n) { check(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice), "upload"); }
-void download(float* dst, const float* src, size_t n) { check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost), "download"); }
-void copy(float* dst, const float* src, size_t n) { check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice), "copy"); }
+void upload_bytes(void* dst, const void* src, size_t n) {
+  if (n) check(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream()), "upload");
+}
+void download(float* dst, const float* src, size_t n) { download_bytes(dst, src, n * sizeof(float)); }
+void download_bytes(void* dst, const void* src, size_t n) {
+  if (!n) return;
+  cudaStream_t s = stream();
+  check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s), "download");
+  check(cudaStreamSynchronize(s), "download");
+}
+void copy(float* dst, const float* src, size_t n) {
+  if (n) check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "copy");
+}
+
+void stage(void* dst, const void* src, size_t n) {
+  if (!n) return;
+  DeviceContext& c = context();
+  if (n > kStagingHalf) {  // larger than the ring: an ordinary (staged by the driver) upload
+    upload_bytes(dst, src, n);
+    return;
+  }
+  if (c.used + n > kStagingHalf) {
+    check(cudaEventRecord(c.left[c.half], c.stream), "cudaEventRecord");
+    c.pending[c.half] = true;
+    c.half ^= 1;
+    c.used = 0;
+    if (c.pending[c.half]) check(cudaEventSynchronize(c.left[c.half]), "staging wait");
+    c.pending[c.half] = false;
+  }
+  char* h = c.staging + size_t(c.half) * kStagingHalf + c.used;
+  std::memcpy(h, src, n);
+  check(cudaMemcpyAsync(dst, h, n, cudaMemcpyHostToDevice, c.stream), "staged upload");
+  c.used += (n + 255) / 256 * 256;
+}
 
 }  // namespace skein::cuda

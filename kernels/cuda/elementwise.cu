@@ -1,8 +1,11 @@
-// Elementwise, normalisation and embedding kernels. Each thread runs the shared per-element or per-row
-// function of kernels/rwkv_math.h, so its arithmetic is the CPU backend's.
+// Elementwise, normalisation and embedding kernels. Elementwise kernels run the shared per-element
+// functions of kernels/rwkv_math.h; norms take a block (or warp) per row and share the moment and
+// per-element formulas with the CPU's norm_row.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "common/error.h"
 #include "kernels/cuda/cuda_check.h"
@@ -15,19 +18,65 @@ namespace {
 
 constexpr int kThreads = 256;
 int blocks_for(size_t n) { return int((n + kThreads - 1) / kThreads); }
+// Threads for one row of C values: a multiple of 32, at most 1024, about 8 values each.
+int row_threads(int C) { return std::min(1024, std::max(32, (C / 8 + 31) / 32 * 32)); }
 
-// One thread per row keeps the accumulation order of the CPU's norm_row (moments in double, in order).
-__global__ void layer_norm_kernel(const float* x, const float* w, const float* b, float* y, int T, int C) {
-  int t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (t < T) math::norm_row(x + size_t(t) * C, w, b, y + size_t(t) * C, C, 1e-5f);
+// Sum of one double per thread over the block (blockDim a multiple of 32, at most 1024); every thread
+// gets the total.
+__device__ double block_sum(double v) {
+  __shared__ double partial[32];
+  for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  __syncthreads();  // `partial` may still be read by the previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  double total = 0;
+  for (int i = 0; i < warps; ++i) total += partial[i];
+  return total;
 }
 
+__device__ double warp_sum(double v) {
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// One block per row: the moments are block sums in double, then every element through the shared
+// norm_apply (kernels/rwkv_math.h), as the CPU's norm_row does.
+__device__ void norm_row_block(const float* x, const float* w, const float* b, float* y, int C, float eps) {
+  double s = 0;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+  const double mean = block_sum(s) / C;
+  double v = 0;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    double d = x[c] - mean;
+    v += d * d;
+  }
+  const float rstd = math::norm_rstd(block_sum(v), C, eps), fm = float(mean);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = math::norm_apply(x[c], fm, rstd, w[c], b[c]);
+}
+
+__global__ void layer_norm_kernel(const float* x, const float* w, const float* b, float* y, int C) {
+  const size_t t = blockIdx.x;
+  norm_row_block(x + t * C, w, b, y + t * C, C, 1e-5f);
+}
+
+// One warp per group (a head of N values).
 __global__ void group_norm_kernel(float* x, const float* w, const float* b, int groups, int H, int N) {
-  int g = blockIdx.x * blockDim.x + threadIdx.x;
+  const int g = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (g >= groups) return;
-  int h = g % H;
   float* p = x + size_t(g) * N;
-  math::norm_row(p, w + size_t(h) * N, b + size_t(h) * N, p, N, 64e-5f);
+  const float* wh = w + size_t(g % H) * N;
+  const float* bh = b + size_t(g % H) * N;
+  double s = 0;
+  for (int i = lane; i < N; i += 32) s += p[i];
+  const double mean = warp_sum(s) / N;
+  double v = 0;
+  for (int i = lane; i < N; i += 32) {
+    double d = p[i] - mean;
+    v += d * d;
+  }
+  const float rstd = math::norm_rstd(warp_sum(v), N, 64e-5f), fm = float(mean);
+  for (int i = lane; i < N; i += 32) p[i] = math::norm_apply(p[i], fm, rstd, wh[i], bh[i]);
 }
 
 template <typename E>
@@ -39,15 +88,21 @@ __device__ float widen<__half>(__half v) { return __half2float(v); }
 template <>
 __device__ float widen<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-// Gathers one embedding row per thread into x, widened, then normalises it in place with ln0.
+// One block per token: gathers its embedding row widened into x, then normalises it in place with ln0
+// (each thread touches the same columns in both passes, so no barrier is needed between them).
 template <typename E>
-__global__ void embed_kernel(const E* emb, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x) {
-  int t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (t >= T) return;
+__global__ void embed_kernel(const E* emb, const float* ln_w, const float* ln_b, const int32_t* tokens, int C, float* x) {
+  const size_t t = blockIdx.x;
   const E* src = emb + size_t(tokens[t]) * C;
-  float* out = x + size_t(t) * C;
-  for (int c = 0; c < C; ++c) out[c] = widen<E>(src[c]);
-  math::norm_row(out, ln_w, ln_b, out, C, 1e-5f);
+  float* out = x + t * C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) out[c] = widen<E>(src[c]);
+  norm_row_block(out, ln_w, ln_b, out, C, 1e-5f);
+}
+
+__global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, float* out) {
+  const float* src = x + size_t(rows[blockIdx.x]) * C;
+  float* dst = out + size_t(blockIdx.x) * C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
 __global__ void unary_kernel(Unary op, float* x, size_t n) {
@@ -98,66 +153,72 @@ __global__ void value_residual_kernel(float* v, const float* v_first, const floa
 
 void layer_norm(const float* x, const float* w, const float* b, float* y, int T, int C) {
   if (T <= 0) return;
-  layer_norm_kernel<<<blocks_for(size_t(T)), kThreads>>>(x, w, b, y, T, C);
+  layer_norm_kernel<<<T, row_threads(C), 0, stream()>>>(x, w, b, y, C);
   check_launch("layer_norm");
 }
 
 void group_norm(float* x, const float* w, const float* b, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  group_norm_kernel<<<blocks_for(size_t(groups)), kThreads>>>(x, w, b, groups, H, N);
+  group_norm_kernel<<<(groups + 7) / 8, 256, 0, stream()>>>(x, w, b, groups, H, N);
   check_launch("group_norm");
 }
 
 void embed(const void* emb, WeightType type, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x) {
   if (T <= 0) return;
   switch (type) {
-    case WeightType::F32: embed_kernel<float><<<blocks_for(size_t(T)), kThreads>>>(static_cast<const float*>(emb), ln_w, ln_b, tokens, T, C, x); break;
-    case WeightType::F16: embed_kernel<__half><<<blocks_for(size_t(T)), kThreads>>>(static_cast<const __half*>(emb), ln_w, ln_b, tokens, T, C, x); break;
+    case WeightType::F32: embed_kernel<float><<<T, row_threads(C), 0, stream()>>>(static_cast<const float*>(emb), ln_w, ln_b, tokens, C, x); break;
+    case WeightType::F16: embed_kernel<__half><<<T, row_threads(C), 0, stream()>>>(static_cast<const __half*>(emb), ln_w, ln_b, tokens, C, x); break;
     case WeightType::BF16:
-      embed_kernel<__nv_bfloat16><<<blocks_for(size_t(T)), kThreads>>>(static_cast<const __nv_bfloat16*>(emb), ln_w, ln_b, tokens, T, C, x);
+      embed_kernel<__nv_bfloat16><<<T, row_threads(C), 0, stream()>>>(static_cast<const __nv_bfloat16*>(emb), ln_w, ln_b, tokens, C, x);
       break;
     case WeightType::U8: fail("CUDA embed: a quantized embedding table is not supported");
   }
   check_launch("embed");
 }
 
+void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) {
+  if (n <= 0) return;
+  gather_rows_kernel<<<n, row_threads(C), 0, stream()>>>(x, rows, C, out);
+  check_launch("gather_rows");
+}
+
 void unary(Unary op, float* x, size_t n) {
   if (!n) return;
-  unary_kernel<<<blocks_for(n), kThreads>>>(op, x, n);
+  unary_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, n);
   check_launch("unary");
 }
 void add(float* x, const float* y, size_t n) {
   if (!n) return;
-  add_kernel<<<blocks_for(n), kThreads>>>(x, y, n);
+  add_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, n);
   check_launch("add");
 }
 void mul(float* x, const float* y, size_t n) {
   if (!n) return;
-  mul_kernel<<<blocks_for(n), kThreads>>>(x, y, n);
+  mul_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, n);
   check_launch("mul");
 }
 void add_row(float* x, const float* b, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n) return;
-  add_row_kernel<<<blocks_for(n), kThreads>>>(x, b, n, C);
+  add_row_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, b, n, C);
   check_launch("add_row");
 }
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n) return;
-  lerp_mix_kernel<<<blocks_for(n), kThreads>>>(xx, sx, m, out, n, C);
+  lerp_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, m, out, n, C);
   check_launch("lerp_mix");
 }
 void delta_mix(const float* xx, const float* sx, const float* m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n) return;
-  delta_mix_kernel<<<blocks_for(n), kThreads>>>(xx, sx, m, m_tok, ld_tok, out, n, C);
+  delta_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, m, m_tok, ld_tok, out, n, C);
   check_launch("delta_mix");
 }
 void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
   if (!n) return;
-  value_residual_kernel<<<blocks_for(n), kThreads>>>(v, v_first, gate, n);
+  value_residual_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(v, v_first, gate, n);
   check_launch("v7_value_residual");
 }
 

@@ -1,7 +1,8 @@
 // Matrix products. Dense weights go through cuBLAS: fp32 by sgemm, fp16/bf16 by GemmEx on tensor cores
 // (activations rounded to the weight type, fp32 accumulation and output). Quantized uint8 weights (the
-// official scheme) are read by a dequantizing kernel for decode-sized batches, so a step reads one byte
-// per weight; larger batches dequantize row tiles to fp16 and use GemmEx.
+// official scheme) are read by a matrix-vector kernel for decode-sized batches (factored as the CPU
+// does, math::u8_output), so a step reads one byte per weight; larger batches dequantize row tiles to
+// fp16 with the official element formula and use GemmEx. Everything runs on the device's one stream.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -35,16 +36,18 @@ DeviceContext& context() {
   check(cudaGetDevice(&dev), "cudaGetDevice");
   std::lock_guard<std::mutex> lock(mu);
   DeviceContext& c = contexts[dev];
-  if (!c.blas) check_blas(cublasCreate(&c.blas), "cublasCreate");
+  if (!c.blas) {
+    check_blas(cublasCreate(&c.blas), "cublasCreate");
+    check_blas(cublasSetStream(c.blas, stream()), "cublasSetStream");
+  }
   return c;
 }
 
 // Device scratch of at least `bytes` (grown, never shrunk): the rounded activations and dequantized tiles.
 void* scratch(DeviceContext& c, size_t bytes) {
   if (c.scratch_bytes < bytes) {
-    if (c.scratch) cudaFree(c.scratch);
-    c.scratch = nullptr;
-    check(cudaMalloc(&c.scratch, bytes), "cudaMalloc (product scratch)");
+    free_bytes(c.scratch);  // stream-ordered: products already enqueued keep reading the old block
+    c.scratch = alloc_bytes(bytes);
     c.scratch_bytes = bytes;
   }
   return c.scratch;
@@ -73,24 +76,70 @@ __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const flo
   out[i] = __float2half_rn(math::dequant_u8(W[size_t(o) * size_t(cols) + size_t(c)], rx[o], mx[o], ry[c], my[c]));
 }
 
-// One warp per output row: each lane walks the row's bytes (coalesced), dequantizes them with the shared
-// formula and multiplies by every row of x; the warp then reduces.
-__global__ void matvec_u8_kernel(const uint8_t* W, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
-                                 int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
-  int64_t o = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  int lane = threadIdx.x % 32;
+// uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
+// of x: xr = x*ry and the three sums (in double, one block per row).
+__global__ void u8_prepare_kernel(const float* x, int64_t ldx, const float* ry, const float* my, int64_t cols, float* xr, float* sums) {
+  const int t = blockIdx.x;
+  const float* xt = x + size_t(t) * size_t(ldx);
+  double a = 0, b = 0, c = 0;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    float xi = xt[i], r = xi * ry[i];
+    xr[size_t(t) * size_t(cols) + size_t(i)] = r;
+    a += r;
+    b += double(xi) * my[i];
+    c += xi;
+  }
+  __shared__ double part[3][32];
+  for (int off = 16; off > 0; off /= 2) {
+    a += __shfl_down_sync(0xffffffffu, a, off);
+    b += __shfl_down_sync(0xffffffffu, b, off);
+    c += __shfl_down_sync(0xffffffffu, c, off);
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) { part[0][warp] = a; part[1][warp] = b; part[2][warp] = c; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double s[3] = {0, 0, 0};
+    for (int w = 0; w < int(blockDim.x / 32); ++w)
+      for (int k = 0; k < 3; ++k) s[k] += part[k][w];
+    for (int k = 0; k < 3; ++k) sums[t * 3 + k] = float(s[k]);
+  }
+}
+
+// Then one warp per output row: each lane reads 16 weight bytes at a time (one 128-bit load, so the
+// warp streams 512 contiguous bytes), converts and multiplies them by xr (read through the cache: every
+// row uses the same xr), and the warp reduces.
+template <bool kVector>
+__global__ void matvec_u8_kernel(const uint8_t* W, const float* rx, const float* mx, int64_t rows, int64_t cols, const float* xr,
+                                 const float* sums, float* y, int64_t ldy, int T) {
+  const int64_t o = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
   if (o >= rows) return;
   float acc[kMatvecMaxRows] = {};
   const uint8_t* row = W + size_t(o) * size_t(cols);
-  const float rxo = rx[o], mxo = mx[o];
-  for (int64_t c = lane; c < cols; c += 32) {
-    float w = math::dequant_u8(row[c], rxo, mxo, ry[c], my[c]);
-    for (int t = 0; t < T; ++t) acc[t] += w * x[size_t(t) * size_t(ldx) + size_t(c)];
+  if (kVector) {
+    for (int64_t c = int64_t(lane) * 16; c < cols; c += 32 * 16) {
+      uint4 packed = __ldg(reinterpret_cast<const uint4*>(row + c));
+      const uint8_t* q = reinterpret_cast<const uint8_t*>(&packed);
+      for (int t = 0; t < T; ++t) {
+        const float4* xv = reinterpret_cast<const float4*>(xr + size_t(t) * size_t(cols) + size_t(c));
+        float sum = 0.0f;
+#pragma unroll
+        for (int g = 0; g < 4; ++g) {
+          float4 x4 = __ldg(xv + g);
+          sum += float(q[4 * g]) * x4.x + float(q[4 * g + 1]) * x4.y + float(q[4 * g + 2]) * x4.z + float(q[4 * g + 3]) * x4.w;
+        }
+        acc[t] += sum;
+      }
+    }
+  } else {
+    for (int64_t c = lane; c < cols; c += 32)
+      for (int t = 0; t < T; ++t) acc[t] += float(row[c]) * xr[size_t(t) * size_t(cols) + size_t(c)];
   }
   for (int t = 0; t < T; ++t) {
     float v = acc[t];
     for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    if (lane == 0) y[size_t(t) * size_t(ldy) + size_t(o)] = v;
+    if (lane == 0) y[size_t(t) * size_t(ldy) + size_t(o)] = math::u8_output(v, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
   }
 }
 
@@ -106,7 +155,7 @@ template <typename E>
 const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int64_t cols, int T, size_t offset_bytes) {
   size_t n = size_t(T) * size_t(cols);
   auto* out = reinterpret_cast<E*>(static_cast<char*>(scratch(c, offset_bytes + n * sizeof(E))) + offset_bytes);
-  round_rows_kernel<E><<<int((n + 255) / 256), 256>>>(x, ldx, out, cols, n);
+  round_rows_kernel<E><<<int((n + 255) / 256), 256, 0, stream()>>>(x, ldx, out, cols, n);
   check_launch("round activations");
   return out;
 }
@@ -133,8 +182,17 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
     case WeightType::U8: {
       const auto* q = static_cast<const uint8_t*>(W);
       if (T <= kMatvecMaxRows) {
-        const int warps = 8;
-        matvec_u8_kernel<<<int((rows + warps - 1) / warps), warps * 32>>>(q, rx, mx, ry, my, rows, cols, x, ldx, y, ldy, T);
+        // xr [T x cols] then the sums [T x 3] in the scratch.
+        size_t xr_bytes = (size_t(T) * size_t(cols) * sizeof(float) + 255) / 256 * 256;
+        char* base = static_cast<char*>(scratch(c, xr_bytes + size_t(T) * 3 * sizeof(float)));
+        auto* xr = reinterpret_cast<float*>(base);
+        auto* sums = reinterpret_cast<float*>(base + xr_bytes);
+        u8_prepare_kernel<<<T, 256, 0, stream()>>>(x, ldx, ry, my, cols, xr, sums);
+        check_launch("u8 prepare");
+        const int warps = 8, blocks = int((rows + warps - 1) / warps);
+        const bool vector = cols % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0;
+        if (vector) matvec_u8_kernel<true><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy, T);
+        else matvec_u8_kernel<false><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy, T);
         check_launch("matvec_u8");
         return;
       }
@@ -148,7 +206,7 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
       for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
         int64_t n_rows = std::min(tile_rows, rows - r0);
         size_t n = size_t(n_rows) * size_t(cols);
-        dequant_rows_kernel<<<int((n + 255) / 256), 256>>>(q, rx, mx, ry, my, r0, cols, n, tile);
+        dequant_rows_kernel<<<int((n + 255) / 256), 256, 0, stream()>>>(q, rx, mx, ry, my, r0, cols, n, tile);
         check_launch("dequant rows");
         gemm_half(CUDA_R_16F, tile, n_rows, cols, x16, y + r0, ldy, T);
       }
@@ -159,7 +217,7 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
 
 void linear_f32(const float* W, int rows, int cols, const float* x, float* y, int T) {
   linear(W, WeightType::F32, nullptr, nullptr, nullptr, nullptr, rows, cols, x, cols, y, rows, T);
-  check(cudaDeviceSynchronize(), "linear_f32");
+  synchronize();
 }
 
 }  // namespace skein::cuda

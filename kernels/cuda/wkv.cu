@@ -68,6 +68,60 @@ __global__ void wkv7_kernel(const Slice* seqs, int H, int N, const float* r, con
   }
 }
 
+// The same steps with the thread's part of the state in registers and each token's inputs in shared
+// memory (the layout of the official CUDA kernels): for the usual head size N = 64. The arithmetic is the
+// shared wkv5_column / wkv7_row, called with the register copy instead of the state in memory.
+template <int N>
+__global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const float* k, const float* v, const float* w_tok,
+                                 const float* w_fixed, const float* u, float* y) {
+  const int h = blockIdx.x, j = threadIdx.x;
+  const Slice q = seqs[blockIdx.y];
+  const size_t C = size_t(H) * N, o = size_t(h) * N;
+  __shared__ float sr[N], sk[N], sw[N], su[N];
+  float col[N];
+  float* S = q.state + o * N;
+  SKEIN_UNROLL
+  for (int i = 0; i < N; ++i) col[i] = S[i * N + j];
+  su[j] = u[o + j];
+  for (int t = 0; t < q.n; ++t) {
+    const size_t i0 = size_t(q.offset + t) * C + o;
+    __syncthreads();
+    sr[j] = r[i0 + j];
+    sk[j] = k[i0 + j];
+    sw[j] = w_tok ? w_tok[i0 + j] : w_fixed[o + j];
+    __syncthreads();
+    y[i0 + j] = math::wkv5_column(N, col, 1, v[i0 + j], sr, sk, sw, su);
+  }
+  SKEIN_UNROLL
+  for (int i = 0; i < N; ++i) S[i * N + j] = col[i];
+}
+
+template <int N>
+__global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const float* w, const float* k, const float* v, const float* kk,
+                                 const float* a, float* y) {
+  const int h = blockIdx.x, i = threadIdx.x;
+  const Slice q = seqs[blockIdx.y];
+  const size_t C = size_t(H) * N, o = size_t(h) * N;
+  __shared__ float sr[N], sw[N], sk[N], skk[N], sa[N];
+  float row[N];
+  float* Si = q.state + o * N + size_t(i) * N;
+  SKEIN_UNROLL
+  for (int j = 0; j < N; ++j) row[j] = Si[j];
+  for (int t = 0; t < q.n; ++t) {
+    const size_t i0 = size_t(q.offset + t) * C + o;
+    __syncthreads();
+    sr[i] = r[i0 + i];
+    sw[i] = w[i0 + i];
+    sk[i] = k[i0 + i];
+    skk[i] = kk[i0 + i];
+    sa[i] = a[i0 + i];
+    __syncthreads();
+    y[i0 + i] = math::wkv7_row(N, row, v[i0 + i], sr, sw, sk, skk, sa);
+  }
+  SKEIN_UNROLL
+  for (int j = 0; j < N; ++j) Si[j] = row[j];
+}
+
 __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int groups, int H, int N) {
   int g = blockIdx.x * blockDim.x + threadIdx.x;
   if (g >= groups) return;
@@ -86,41 +140,43 @@ __global__ void v7_bonus_kernel(float* y, const float* r, const float* k, const 
 
 void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C) {
   if (B <= 0) return;
-  token_shift_kernel<<<dim3((C + 127) / 128, B), 128>>>(xx, sx, seqs, C);
+  token_shift_kernel<<<dim3((C + 127) / 128, B), 128, 0, stream()>>>(xx, sx, seqs, C);
   check_launch("token_shift");
 }
 
 void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const float* k, const float* v, float* y) {
   if (B <= 0) return;
-  wkv4_kernel<<<dim3((C + 127) / 128, B), 128>>>(seqs, C, w, u, k, v, y);
+  wkv4_kernel<<<dim3((C + 127) / 128, B), 128, 0, stream()>>>(seqs, C, w, u, k, v, y);
   check_launch("wkv4");
 }
 
 void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed,
           const float* u, float* y) {
   if (B <= 0) return;
-  wkv5_kernel<<<dim3(H, B), N>>>(seqs, H, N, r, k, v, w_tok, w_fixed, u, y);
+  if (N == 64) wkv5_fast_kernel<64><<<dim3(H, B), 64, 0, stream()>>>(seqs, H, r, k, v, w_tok, w_fixed, u, y);
+  else wkv5_kernel<<<dim3(H, B), N, 0, stream()>>>(seqs, H, N, r, k, v, w_tok, w_fixed, u, y);
   check_launch("wkv5");
 }
 
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y) {
   if (B <= 0) return;
-  wkv7_kernel<<<dim3(H, B), N>>>(seqs, H, N, r, w, k, v, kk, a, y);
+  if (N == 64) wkv7_fast_kernel<64><<<dim3(H, B), 64, 0, stream()>>>(seqs, H, r, w, k, v, kk, a, y);
+  else wkv7_kernel<<<dim3(H, B), N, 0, stream()>>>(seqs, H, N, r, w, k, v, kk, a, y);
   check_launch("wkv7");
 }
 
 void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  v7_keys_kernel<<<(groups + 127) / 128, 128>>>(k, kk, a, k_k, k_a, groups, H, N);
+  v7_keys_kernel<<<(groups + 127) / 128, 128, 0, stream()>>>(k, kk, a, k_k, k_a, groups, H, N);
   check_launch("v7_keys");
 }
 
 void v7_bonus(float* y, const float* r, const float* k, const float* v, const float* r_k, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  v7_bonus_kernel<<<(groups + 127) / 128, 128>>>(y, r, k, v, r_k, groups, H, N);
+  v7_bonus_kernel<<<(groups + 127) / 128, 128, 0, stream()>>>(y, r, k, v, r_k, groups, H, N);
   check_launch("v7_bonus");
 }
 
