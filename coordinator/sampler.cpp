@@ -40,7 +40,7 @@ std::vector<float> sampling_probabilities(const float* logits, int V, float temp
 
   std::vector<int> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
-  // Descending probability; ties keep the higher id first, as numpy's ascending argsort reversed does.
+  // Descending probability; equal probabilities keep ascending id order (stable).
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[size_t(a)] > probs[size_t(b)]; });
   if (top_p < 1.0f) {  // top_p >= 1 means no cutoff (the official float32 cumsum may never reach 1.0)
     float cum = 0.0f, cutoff = probs[size_t(order[0])];
@@ -78,10 +78,47 @@ void RepetitionPenalty::record(int32_t token, bool penalty_free, const SamplingP
 }
 
 int32_t SlotSampler::next(float* logits, int V, const std::vector<uint8_t>& penalty_free) {
-  penalty_.apply(logits, V, params_);
-  int32_t tok = sampler_.sample(logits, V, params_);
-  penalty_.record(tok, size_t(tok) < penalty_free.size() && penalty_free[size_t(tok)], params_);
+  int32_t tok = sample_row(logits, V, prepare());
+  record(tok, penalty_free);
   return tok;
+}
+
+SampleRequest SlotSampler::prepare() {
+  SampleRequest r;
+  r.temperature = params_.temperature;
+  r.top_p = params_.top_p;
+  r.top_k = params_.top_k;
+  if (params_.temperature != 0.0f) r.u = sampler_.uniform();
+  // One entry per token (a banned token that also has a count stays banned).
+  std::map<int32_t, float> amount;
+  for (auto& [t, n] : penalty_.counts()) amount[t] = params_.alpha_presence + n * params_.alpha_frequency;
+  for (auto t : params_.token_ban) amount[t] = INFINITY;
+  r.penalties.reserve(amount.size());
+  for (auto& [t, a] : amount) r.penalties.push_back({t, a});
+  return r;
+}
+
+void SlotSampler::record(int32_t token, const std::vector<uint8_t>& penalty_free) {
+  penalty_.record(token, size_t(token) < penalty_free.size() && penalty_free[size_t(token)], params_);
+}
+
+int32_t draw_token(const std::vector<float>& probs, double u) {
+  double cum = 0;
+  int last = 0;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] <= 0) continue;
+    last = int(i);
+    cum += probs[i];
+    if (u < cum) return int32_t(i);
+  }
+  return last;
+}
+
+int32_t sample_row(float* logits, int V, const SampleRequest& r) {
+  for (auto& p : r.penalties)
+    if (p.token >= 0 && p.token < V) logits[p.token] = std::isinf(p.amount) ? -INFINITY : logits[p.token] - p.amount;
+  if (r.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
+  return draw_token(sampling_probabilities(logits, V, r.temperature, r.top_p, r.top_k), r.u);
 }
 
 std::string encode_sampling(const SamplingParams& p) {
@@ -106,17 +143,7 @@ SamplingParams decode_sampling(const std::string& bytes) {
 
 int32_t Sampler::sample(const float* logits, int V, const SamplingParams& p) {
   if (p.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
-  std::vector<float> probs = sampling_probabilities(logits, V, p.temperature, p.top_p, p.top_k);
-  double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-  double cum = 0;
-  int last = 0;
-  for (int i = 0; i < V; ++i) {
-    if (probs[size_t(i)] <= 0) continue;
-    last = i;
-    cum += probs[size_t(i)];
-    if (u < cum) return i;
-  }
-  return last;
+  return draw_token(sampling_probabilities(logits, V, p.temperature, p.top_p, p.top_k), uniform());
 }
 
 }  // namespace skein

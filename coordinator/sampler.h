@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/backend.h"
+
 namespace skein {
 
 struct SamplingParams {
@@ -44,11 +46,20 @@ class RepetitionPenalty {
 
 bool is_penalty_free_text(const std::string& token_text);
 
+// The token a row's probabilities give for the uniform draw u: the first whose cumulative probability
+// exceeds u (the last possible one if rounding leaves u beyond the total).
+int32_t draw_token(const std::vector<float>& probs, double u);
+// The CPU's execution of a SampleRequest on one row of logits (penalties applied in place); the GPU
+// kernel (kernels/cuda/sampling.cu) is tested against it.
+int32_t sample_row(float* logits, int V, const SampleRequest& r);
+
 class Sampler {
  public:
   explicit Sampler(uint64_t seed) : rng_(seed) {}
   // Draws from logits (penalties already applied). temperature 0 returns the first maximal logit.
   int32_t sample(const float* logits, int V, const SamplingParams& p);
+  // The uniform a non-greedy draw uses (the next number of this stream).
+  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
  private:
   std::mt19937_64 rng_;
@@ -60,6 +71,10 @@ class SlotSampler {
  public:
   explicit SlotSampler(const SamplingParams& p) : params_(p), sampler_(p.seed) {}
   int32_t next(float* logits, int V, const std::vector<uint8_t>& penalty_free);
+  // The same in two halves, for a backend that samples where the logits are: the request for this
+  // step (draws the uniform from this slot's stream), then the token it gave.
+  SampleRequest prepare();
+  void record(int32_t token, const std::vector<uint8_t>& penalty_free);
 
  private:
   SamplingParams params_;

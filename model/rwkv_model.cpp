@@ -52,15 +52,25 @@ void RwkvModel::embed(std::span<const int32_t> tokens, float* x) {
   be_.embed(w_, tokens.data(), int(tokens.size()), x);
 }
 
-void RwkvModel::head(const float* x, const std::vector<int>& rows, float* logits_host) {
+float* RwkvModel::head_logits(const float* x, const std::vector<int>& rows) {
   if (!w_.has_head) fail("internal: head() on a stage without the head");
   const int C = w_.dims.n_embd, V = w_.dims.vocab, n = int(rows.size());
   float* hin = scratch(kHeadIn, size_t(n) * C);
-  for (int i = 0; i < n; ++i) be_.copy(hin + size_t(i) * C, x + size_t(rows[size_t(i)]) * C, size_t(C));
+  std::vector<int32_t> idx(rows.begin(), rows.end());
+  be_.gather_rows(x, idx.data(), n, C, hin);
   be_.layer_norm(hin, w_.ln_out_w, w_.ln_out_b, hin, n, C);
   float* out = scratch(kLogits, size_t(n) * V);
   be_.linear(w_.head, hin, C, out, V, n);
-  be_.to_host(logits_host, out, size_t(n) * V);
+  return out;
+}
+
+void RwkvModel::head(const float* x, const std::vector<int>& rows, float* logits_host) {
+  be_.to_host(logits_host, head_logits(x, rows), rows.size() * size_t(w_.dims.vocab));
+}
+
+void RwkvModel::head_sample(const float* x, const std::vector<int>& rows, std::span<const SampleRequest> requests, int32_t* tokens) {
+  if (requests.size() != rows.size()) fail("internal: ", requests.size(), " sampling requests for ", rows.size(), " rows");
+  be_.sample(head_logits(x, rows), int(rows.size()), w_.dims.vocab, requests, tokens);
 }
 
 void RwkvModel::run_layers(float* x, float* v_first, std::span<const StageSequence> batch, int R) {

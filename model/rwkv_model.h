@@ -39,6 +39,8 @@ class RwkvModel {
   void run_layers(float* x, float* v_first, std::span<const StageSequence> batch, int rows);
   // ln_out + head for the listed rows of x; only on the stage that holds the head.
   void head(const float* x, const std::vector<int>& rows, float* logits_host);
+  // The same, then one token per row drawn on this stage's device (only token ids come back).
+  void head_sample(const float* x, const std::vector<int>& rows, std::span<const SampleRequest> requests, int32_t* tokens);
 
  private:
   struct Seq { int offset; int n; State* state; };
@@ -46,6 +48,7 @@ class RwkvModel {
   void time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first);
   void channel_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x);
   float* scratch(int slot, size_t n);
+  float* head_logits(const float* x, const std::vector<int>& rows);  // device [rows x V]
   // The batch's sequences for a recurrence of layer l: rows and the op's part of each state.
   static std::vector<SeqSlice> slices(const std::vector<Seq>& seqs, int l, size_t state_offset);
 

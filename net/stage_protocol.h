@@ -10,7 +10,7 @@ namespace skein {
 
 // Results of steps and replies to slot/stat operations travel under different tags, so the coordinator can
 // export a state or read stage load while steps are in flight.
-enum Tag : int { kTagControl = 1, kTagActivations = 2, kTagResult = 3, kTagReady = 4, kTagReply = 5 };
+enum Tag : int { kTagControl = 1, kTagActivations = 2, kTagResult = 3, kTagReady = 4, kTagReply = 5, kTagNccl = 6 };
 
 enum class StageOp : uint8_t {
   Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, SetSampling, SetPenaltyFree, Stats, Echo, Shutdown

@@ -12,20 +12,6 @@
 namespace skein::test {
 namespace {
 
-std::string mpirun(int ranks, const std::string& args) {
-  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  // --mca mpi_yield_when_idle: ranks that wait give their core away (2 cores, up to 5 ranks).
-  return "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " + std::string(SKEIN_BINARY) + " " + args;
-}
-
-// Output is stdout then stderr (the ranks' stderr would otherwise interleave with rank 0's text).
-CommandResult run_shell(const std::string& cmd) {
-  std::string out_file = temp_dir() + "/out.txt", err_file = out_file + ".err";
-  int status = std::system(("timeout 120 " + cmd + " > " + out_file + " 2> " + err_file + " < /dev/null").c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, read_file(out_file) + read_file(err_file)};
-}
-
 std::string join(const std::vector<int32_t>& v) {
   std::string s;
   for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
@@ -39,7 +25,7 @@ void expect_same_as_single_process(const std::string& model, const std::vector<i
     std::string common = "logits --model " + model + " --tokens " + join(tokens) + " --mode " + mode + " --all-positions --strategy '" + strategy + "'";
     auto one = run_skein(common + " --out " + dir + "/one.f32 --state-out " + dir + "/one.state");
     ASSERT_EQ(one.exit_code, 0) << one.output;
-    auto many = run_shell(mpirun(ranks, common + " --out " + dir + "/many.f32 --state-out " + dir + "/many.state"));
+    auto many = run_shell(mpirun_skein(ranks, common + " --out " + dir + "/many.f32 --state-out " + dir + "/many.state"));
     ASSERT_EQ(many.exit_code, 0) << many.output;
     EXPECT_EQ(read_file(dir + "/one.f32"), read_file(dir + "/many.f32")) << model << " " << ranks << " ranks, " << mode << ", " << strategy;
     EXPECT_EQ(read_file(dir + "/one.state"), read_file(dir + "/many.state")) << model << " " << ranks << " ranks, " << mode;
@@ -66,7 +52,7 @@ TEST(Cluster, GenerationMatchesSingleProcess) {
   std::string args = "generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --prompt 'It was a dark and stormy night' "
                      "--temperature 0 --alpha-presence 0.5 --alpha-frequency 0.5 --max-tokens 60";
   auto one = run_shell(std::string(SKEIN_BINARY) + " " + args);
-  auto many = run_shell(mpirun(4, args));
+  auto many = run_shell(mpirun_skein(4, args));
   ASSERT_EQ(one.exit_code, 0) << one.output;
   ASSERT_EQ(many.exit_code, 0) << many.output;
   std::string want = one.output.substr(0, one.output.find('\n'));
@@ -83,7 +69,7 @@ TEST(Cluster, ContinuousBatchingMatchesSingleProcess) {
   ASSERT_EQ(one.exit_code, 0) << one.output;
   std::string want = one.output.substr(0, one.output.rfind("--- [3]"));
   for (int ranks : {3, 5}) {
-    auto many = run_shell(mpirun(ranks, args));
+    auto many = run_shell(mpirun_skein(ranks, args));
     ASSERT_EQ(many.exit_code, 0) << many.output;
     EXPECT_EQ(many.output.substr(0, want.size()), want) << ranks << " ranks:\n" << many.output;
   }
@@ -91,7 +77,7 @@ TEST(Cluster, ContinuousBatchingMatchesSingleProcess) {
 
 TEST(Cluster, MismatchesFailOnEveryRankWithoutHanging) {
   std::string model = shared_dir() + "/models/tiny-rwkv-5v2-730K.pth";
-  auto r = run_shell(mpirun(3, "logits --model " + model + " --tokens 1,2 --out /dev/null --strategy 'cpu fp32 *2 -> cpu fp32 *2 -> cpu fp32'"));
+  auto r = run_shell(mpirun_skein(3, "logits --model " + model + " --tokens 1,2 --out /dev/null --strategy 'cpu fp32 *2 -> cpu fp32 *2 -> cpu fp32'"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("the strategy has 3 stages but mpirun started 2 stage ranks"), std::string::npos) << r.output;
   // Hosts faked per rank with MPMD syntax: node "b" exists, node "c" does not.
@@ -124,7 +110,7 @@ TEST(Cluster, SigtermDrains) {
   std::string one = drain(std::string(SKEIN_BINARY) + " " + args, "one.txt");
   EXPECT_NE(one.find("finish: cancelled]"), std::string::npos) << one;
   EXPECT_NE(one.find("rc=0"), std::string::npos) << one;
-  std::string many = drain(mpirun(3, args), "many.txt");
+  std::string many = drain(mpirun_skein(3, args), "many.txt");
   EXPECT_NE(many.find("finish: cancelled]"), std::string::npos) << many;
 }
 
@@ -135,7 +121,7 @@ TEST(Cluster, SigtermDrains) {
 // stderr with "rc=" and "detect_ms=" (from the signal to the end of mpirun) appended.
 std::string disturb_stage(const std::string& signal) {
   std::string dir = temp_dir();
-  std::string cmd = mpirun(3, "generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --max-tokens 100000000");
+  std::string cmd = mpirun_skein(3, "generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --max-tokens 100000000");
   std::string script = cmd + " > " + dir + "/out 2> " + dir + "/err & pid=$!; "
                        "for i in $(seq 50); do grep -q 'rank 2 .*pid' " + dir + "/err && break; sleep 0.1; done; sleep 0.5; "
                        "victim=$(sed -n 's/.*rank 2 ([^,]*, pid \\([0-9]*\\)).*/\\1/p' " + dir + "/err); kill -" + signal + " $victim; "
@@ -172,7 +158,7 @@ TEST(Cluster, KilledStageEndsTheJob) {
 // The pipeline benchmark runs and reports what it promises (its figures are not checked: a benchmark,
 // not a timed test).
 TEST(Cluster, PipelineBenchReports) {
-  auto r = run_shell(mpirun(3, "bench --pipeline --decode-tokens 32 --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth"));
+  auto r = run_shell(mpirun_skein(3, "bench --pipeline --decode-tokens 32 --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string out = r.output.substr(0, r.output.find("skein: rank"));
   std::string last = out.substr(out.rfind("\n{") + 1);

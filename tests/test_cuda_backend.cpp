@@ -8,7 +8,10 @@
 //   tokens of the tiny trained models in fp32 identical to the CPU's.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -109,6 +112,66 @@ TEST_F(CudaBackendTest, BatchedDecodeMatchesSequencesAlone) {
     e.forward(prompts[size_t(b)], alone, logits.data());
     EXPECT_LE(max_abs_diff(logits, std::vector<float>(batched.begin() + long(size_t(b) * V), batched.begin() + long(size_t(b + 1) * V))), 1e-4) << b;
     EXPECT_LE(max_abs_diff(alone.to_host(), states[size_t(b)].to_host()), 1e-5) << b;
+  }
+}
+
+// stdout of a command (stderr kept apart: the ranks' start-up lines go there).
+std::string stdout_of(const std::string& cmd, int* exit_code, std::string* err = nullptr) {
+  std::string dir = temp_dir();
+  int status = std::system(("timeout 180 " + cmd + " > " + dir + "/out 2> " + dir + "/err < /dev/null").c_str());
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  if (err) *err = read_file(dir + "/err");
+  return read_file(dir + "/out");
+}
+
+std::string tiny(const std::string& name) { return shared_dir() + "/models/" + name + ".pth"; }
+
+// Sampling on the GPU (seeded top-p, penalties) draws the CPU's tokens, in one process and with the
+// GPU as the cluster's last stage (activations CPU -> GPU over MPI host buffers).
+TEST_F(CudaBackendTest, GpuSamplingAndAGpuClusterStageGiveTheCpuText) {
+  std::string gen = "generate --model " + tiny("tiny-rwkv-7v0-834K") +
+                    " --prompt 'The little' --max-tokens 40 --temperature 0.8 --top-p 0.7 --alpha-presence 0.4 --alpha-frequency 0.2 --seed 7";
+  int rc = 0;
+  std::string err;
+  std::string cpu = stdout_of(std::string(SKEIN_BINARY) + " " + gen + " --strategy 'cpu fp32'", &rc, &err);
+  ASSERT_EQ(rc, 0) << err;
+  std::string gpu = stdout_of(std::string(SKEIN_BINARY) + " " + gen + " --strategy 'cuda fp32'", &rc, &err);
+  ASSERT_EQ(rc, 0) << err;
+  EXPECT_EQ(gpu, cpu);
+  std::string cluster = stdout_of(mpirun_skein(3, gen + " --strategy 'cpu fp32 *3 -> cuda:0 fp32'"), &rc, &err);
+  ASSERT_EQ(rc, 0) << err;
+  EXPECT_EQ(cluster, cpu);
+  EXPECT_NE(err.find("in over MPI"), std::string::npos) << err;
+}
+
+// Logits of a pipeline whose last stage is a GPU rank equal the one-process run of the same plan.
+TEST_F(CudaBackendTest, ClusterLogitsWithAGpuStageMatchOneProcess) {
+  std::string dir = temp_dir();
+  std::string args = "logits --model " + tiny("tiny-rwkv-6v0-3m-Q5_1dq") + " --tokens 84,104,101,32,113,117,105,99,107 --all-positions --strategy 'cpu fp32 *2 -> cuda:0 fp32'";
+  auto one = run_skein(args + " --out " + dir + "/one.f32");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto many = run_shell(mpirun_skein(3, args + " --out " + dir + "/many.f32"));
+  ASSERT_EQ(many.exit_code, 0) << many.output;
+  EXPECT_LE(max_abs_diff(read_f32(dir + "/one.f32"), read_f32(dir + "/many.f32")), 1e-5);
+}
+
+// Two GPU stages on two ranks: the hop goes over NCCL (or over MPI with SKEIN_NCCL=0), with the same
+// logits either way as the one-process run of the plan.
+TEST_F(CudaBackendTest, NcclHopBetweenTwoGpuRanks) {
+  if (cuda::device_count() < 2) GTEST_SKIP() << "needs two GPUs: NCCL cannot pair a GPU with itself";
+  std::string dir = temp_dir();
+  for (std::string m : {"tiny-rwkv-7v0-834K", "tiny-rwkv-5v2-730K"}) {
+    std::string args = "logits --model " + tiny(m) + " --tokens 84,104,101,32,113,117,105,99,107 --all-positions --strategy 'cuda:0 fp32 -> cuda:1 fp32'";
+    auto one = run_skein(args + " --out " + dir + "/one.f32");
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    auto nccl = run_shell(mpirun_skein(3, args + " --out " + dir + "/nccl.f32"));
+    ASSERT_EQ(nccl.exit_code, 0) << nccl.output;
+    EXPECT_NE(nccl.output.find("out over NCCL"), std::string::npos) << nccl.output;
+    auto mpi = run_shell("SKEIN_NCCL=0 " + mpirun_skein(3, args + " --out " + dir + "/mpi.f32"));
+    ASSERT_EQ(mpi.exit_code, 0) << mpi.output;
+    EXPECT_NE(mpi.output.find("out over MPI"), std::string::npos) << mpi.output;
+    EXPECT_LE(max_abs_diff(read_f32(dir + "/one.f32"), read_f32(dir + "/nccl.f32")), 1e-5) << m;
+    EXPECT_EQ(read_file(dir + "/nccl.f32"), read_file(dir + "/mpi.f32")) << m;
   }
 }
 

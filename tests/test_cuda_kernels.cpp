@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "coordinator/sampler.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/rwkv_math.h"
 
@@ -29,6 +30,14 @@ class CudaKernels : public ::testing::Test {
     explicit Dev(const std::vector<float>& h) : p(cuda::alloc_floats(h.size())), n(h.size()) { cuda::upload(p, h.data(), n); }
     ~Dev() { cuda::free_floats(p); }
     std::vector<float> get() const { std::vector<float> h(n); cuda::download(h.data(), p, n); return h; }
+  };
+  // A batch table on the device.
+  struct Table {
+    cuda::Slice* p;
+    explicit Table(const std::vector<cuda::Slice>& s) : p(static_cast<cuda::Slice*>(cuda::alloc_bytes(s.size() * sizeof(cuda::Slice)))) {
+      cuda::upload_bytes(p, s.data(), s.size() * sizeof(cuda::Slice));
+    }
+    ~Table() { cuda::free_bytes(p); }
   };
 };
 
@@ -62,6 +71,129 @@ TEST_F(CudaKernels, Wkv7MatchesCpu) {
   auto gy = dy.get(), gS = dS.get();
   for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << i;
   for (size_t i = 0; i < S.size(); ++i) ASSERT_NEAR(gS[i], S[i], 1e-4) << i;
+}
+
+// Two sequences of different lengths in one launch, for the register kernel (N = 64) and the general
+// one (N = 32); v5 with a fixed decay and v6 with a per-token one.
+TEST_F(CudaKernels, BatchedWkv5AndWkv7MatchCpuForEveryHeadSize) {
+  for (int N : {64, 32}) {
+    const int H = 3, C = H * N, lens[2] = {4, 1}, T = lens[0] + lens[1];
+    auto r = random(size_t(T) * C, -1, 1, 20), w = random(size_t(T) * C, 0.3f, 0.99f, 21), k = random(size_t(T) * C, -1, 1, 22);
+    auto v = random(size_t(T) * C, -1, 1, 23), kk = random(size_t(T) * C, -0.2f, 0.2f, 24), a = random(size_t(T) * C, 0, 1, 25);
+    auto u = random(C, -0.5f, 0.5f, 26), S0 = random(2 * size_t(H) * N * N, -0.5f, 0.5f, 27);
+    for (int gen : {5, 6, 7}) {
+      std::vector<float> S = S0, y(size_t(T) * C);
+      int off = 0;
+      for (int b = 0; b < 2; ++b) {
+        for (int t = 0; t < lens[b]; ++t)
+          for (int h = 0; h < H; ++h) {
+            size_t i = size_t(off + t) * C + size_t(h) * N, o = size_t(b) * H * N * N + size_t(h) * N * N;
+            if (gen == 7) math::wkv7_head_step(N, &r[i], &w[i], &k[i], &v[i], &kk[i], &a[i], &S[o], &y[i]);
+            else math::wkv5_head_step(N, &r[i], &k[i], &v[i], gen == 6 ? &w[i] : &w[size_t(h) * N], &u[size_t(h) * N], &S[o], &y[i]);
+          }
+        off += lens[b];
+      }
+      Dev dr(r), dw(w), dk(k), dv(v), dkk(kk), da(a), du(u), dS(S0), dy(std::vector<float>(y.size()));
+      Table table({{0, lens[0], dS.p}, {lens[0], lens[1], dS.p + size_t(H) * N * N}});
+      if (gen == 7) cuda::wkv7(table.p, 2, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p);
+      else cuda::wkv5(table.p, 2, H, N, dr.p, dk.p, dv.p, gen == 6 ? dw.p : nullptr, gen == 6 ? nullptr : dw.p, du.p, dy.p);
+      auto gy = dy.get(), gS = dS.get();
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << "v" << gen << " N " << N << " y " << i;
+      for (size_t i = 0; i < S.size(); ++i) ASSERT_NEAR(gS[i], S[i], 1e-4) << "v" << gen << " N " << N << " S " << i;
+    }
+  }
+}
+
+TEST_F(CudaKernels, GroupNormMatchesCpu) {
+  const int T = 3, H = 5, N = 64;
+  auto x = random(size_t(T) * H * N, -4, 4, 30), w = random(size_t(H) * N, 0.5f, 1.5f, 31), b = random(size_t(H) * N, -0.2f, 0.2f, 32);
+  std::vector<float> want(x.size());
+  for (int g = 0; g < T * H; ++g)
+    math::norm_row(&x[size_t(g) * N], &w[size_t(g % H) * N], &b[size_t(g % H) * N], &want[size_t(g) * N], N, 64e-5f);
+  Dev dx(x), dw(w), db(b);
+  cuda::group_norm(dx.p, dw.p, db.p, T, H, N);
+  auto got = dx.get();
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5) << i;
+}
+
+// The uint8 product for decode batches (factored matrix-vector kernel, vector and scalar loads) and for
+// prefill (dequantized fp16 tiles) against the official element formula in double.
+TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
+  for (int cols : {256, 100}) {
+    const int rows = 72;
+    std::mt19937 g(40);
+    std::vector<uint8_t> q(size_t(rows) * cols);
+    for (auto& b : q) b = uint8_t(g() & 255u);
+    auto rx = random(rows, 0.001f, 0.01f, 41), mx = random(rows, -0.05f, 0.05f, 42), ry = random(cols, 0.5f, 1.5f, 43),
+         my = random(cols, -0.05f, 0.05f, 44);
+    void* dq = cuda::alloc_bytes(q.size());
+    cuda::upload_bytes(dq, q.data(), q.size());
+    Dev drx(rx), dmx(mx), dry(ry), dmy(my);
+    for (int T : {1, 3, 8, 20}) {
+      auto x = random(size_t(T) * cols, -1, 1, 45 + T);
+      Dev dx(x), dy(std::vector<float>(size_t(T) * rows));
+      cuda::linear(dq, cuda::WeightType::U8, drx.p, dmx.p, dry.p, dmy.p, rows, cols, dx.p, cols, dy.p, rows, T);
+      auto got = dy.get();
+      for (int t = 0; t < T; ++t)
+        for (int o = 0; o < rows; ++o) {
+          double s = 0;
+          for (int i = 0; i < cols; ++i)
+            s += double(math::dequant_u8(q[size_t(o) * cols + i], rx[size_t(o)], mx[size_t(o)], ry[size_t(i)], my[size_t(i)])) * x[size_t(t) * cols + i];
+          ASSERT_NEAR(got[size_t(t) * rows + o], s, T > 8 ? 2e-2 : 1e-3) << "cols " << cols << " T " << T << " row " << o;
+        }
+    }
+    cuda::free_bytes(dq);
+  }
+}
+
+// GPU sampling draws the CPU reference's token (coordinator/sampler.cpp sample_row) for the same
+// logits and uniform: greedy, top-p, top-k with tied probabilities, temperatures, penalties and bans.
+TEST_F(CudaKernels, SamplingMatchesCpuReference) {
+  for (int V : {256, 65536}) {
+    std::vector<SampleRequest> reqs;
+    std::mt19937_64 g(50);
+    std::uniform_real_distribution<double> U(0, 1);
+    for (float temp : {0.0f, 1.0f, 0.7f, 1.5f})
+      for (float top_p : {0.0f, 0.5f, 0.85f, 1.0f})
+        for (int top_k : {0, 1, 5, 40}) {
+          SampleRequest r;
+          r.temperature = temp;
+          r.top_p = top_p;
+          r.top_k = top_k;
+          r.u = U(g);
+          r.penalties = {{3, 0.5f}, {7, INFINITY}, {int32_t(V - 1), 1.25f}};
+          reqs.push_back(r);
+        }
+    const int n = int(reqs.size());
+    std::vector<float> logits = random(size_t(n) * V, -4, 4, 51);
+    for (int i = 0; i < n; ++i)  // ties: the same value at several ids, some among the largest
+      for (int j : {10, 20, 30, 40}) logits[size_t(i) * V + size_t(j)] = 6.0f;
+    std::vector<int32_t> want(static_cast<size_t>(n));
+    {
+      std::vector<float> host = logits;
+      for (int i = 0; i < n; ++i) want[size_t(i)] = sample_row(host.data() + size_t(i) * V, V, reqs[size_t(i)]);
+    }
+    std::vector<cuda::SampleRow> rows;
+    std::vector<cuda::Penalty> pens;
+    for (auto& r : reqs) {
+      int begin = int(pens.size());
+      for (auto& p : r.penalties) pens.push_back({p.token, p.amount});
+      rows.push_back({r.temperature, r.top_p, r.top_k, begin, int(pens.size()), r.u});
+    }
+    Dev dl(logits), probs(std::vector<float>(logits.size()));
+    void* drows = cuda::alloc_bytes(rows.size() * sizeof rows[0]);
+    void* dpens = cuda::alloc_bytes(pens.size() * sizeof pens[0]);
+    void* dtok = cuda::alloc_bytes(size_t(n) * sizeof(int32_t));
+    cuda::upload_bytes(drows, rows.data(), rows.size() * sizeof rows[0]);
+    cuda::upload_bytes(dpens, pens.data(), pens.size() * sizeof pens[0]);
+    cuda::sample(dl.p, n, V, static_cast<cuda::SampleRow*>(drows), static_cast<cuda::Penalty*>(dpens), probs.p, static_cast<int32_t*>(dtok));
+    std::vector<int32_t> got(static_cast<size_t>(n));
+    cuda::download_bytes(got.data(), dtok, got.size() * sizeof(int32_t));
+    for (void* p : {drows, dpens, dtok}) cuda::free_bytes(p);
+    for (int i = 0; i < n; ++i)
+      EXPECT_EQ(got[size_t(i)], want[size_t(i)]) << "V " << V << " T " << reqs[size_t(i)].temperature << " top_p " << reqs[size_t(i)].top_p
+                                                 << " top_k " << reqs[size_t(i)].top_k << " u " << reqs[size_t(i)].u;
+  }
 }
 
 TEST_F(CudaKernels, CublasLinearMatchesCpu) {

@@ -98,20 +98,13 @@ TEST(Eval, LambadaFollowsTheChatRwkvMethod) {
   EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(-sum / 2), 1e-4 * std::exp(-sum / 2));
 }
 
-std::string mpirun(int ranks, const std::string& args) {
-  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  return "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " + std::string(SKEIN_BINARY) + " " + args;
-}
-
 TEST(Eval, ClusterGivesTheSingleProcessFigures) {
   std::string args = "eval --model " + model() + " --data " + shared_dir() + "/data/lambada_test.jsonl --limit 60 --block 16";
   auto one = run_skein(args);
   ASSERT_EQ(one.exit_code, 0) << one.output;
-  std::string out = temp_dir() + "/cluster.txt";
-  int rc = std::system((mpirun(3, args) + " > " + out + " 2>&1").c_str());
-  ASSERT_EQ(rc, 0) << read_file(out);
-  auto a = result_of(one), b = result_of({0, read_file(out)});
+  auto many = run_shell(mpirun_skein(3, args));
+  ASSERT_EQ(many.exit_code, 0) << many.output;
+  auto a = result_of(one), b = result_of(many);
   EXPECT_EQ(a["n"], 60);
   EXPECT_EQ(a["accuracy"], b["accuracy"]);
   EXPECT_EQ(a["perplexity"], b["perplexity"]);  // bit for bit: the pipeline computes what one process does

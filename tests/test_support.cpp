@@ -67,6 +67,19 @@ std::string temp_dir() {
   return p;
 }
 
+std::string mpirun_skein(int ranks, const std::string& args) {
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  // --mca mpi_yield_when_idle: ranks that wait give their core away (2 cores, up to 5 ranks).
+  return "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " + std::string(SKEIN_BINARY) + " " + args;
+}
+
+CommandResult run_shell(const std::string& cmd) {
+  std::string out_file = temp_dir() + "/out.txt", err_file = out_file + ".err";
+  int status = std::system(("timeout 120 " + cmd + " > " + out_file + " 2> " + err_file + " < /dev/null").c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, read_file(out_file) + read_file(err_file)};
+}
+
 CommandResult run_skein(const std::string& args, const std::string& input) {
   std::string cmd = std::string(SKEIN_BINARY) + " " + args;
   std::string in_file;

@@ -24,6 +24,11 @@ struct CommandResult {
 // Runs `skein <args>` through the shell; stdin from `input` when given.
 CommandResult run_skein(const std::string& args, const std::string& input = "");
 
+// `mpirun -np N skein <args>` as a shell command (root allowed, oversubscribed, waiting ranks yield their core).
+std::string mpirun_skein(int ranks, const std::string& args);
+// Runs a shell command with a 120 s limit; output is stdout then stderr (ranks' stderr would interleave).
+CommandResult run_shell(const std::string& cmd);
+
 // A fresh temporary directory, removed at exit.
 std::string temp_dir();
 

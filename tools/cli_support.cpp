@@ -68,10 +68,22 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));
   m.backend = make_backend(sp.cuda_device);
   RwkvModel stage(load_weights(m.checkpoint, m.dims, sp.first_layer, sp.last_layer, sp.embedding, sp.head, sp.format, sp.streamed), *m.backend);
-  std::fprintf(stderr, "skein: rank %d (%s, pid %d) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d threads\n",
-               world->rank(), hosts[size_t(world->rank())].c_str(), int(getpid()), k, sp.first_layer, sp.last_layer - 1, sp.embedding ? " + embedding" : "", sp.head ? " + head" : "",
-               double(stage.weights().resident_bytes()) / 1e6, double(m.checkpoint->file_size()) / 1e6, cpu::compute_threads());
   StageLinks links{0, k > 0 ? ranks[k - 1] : -1, k + 1 < ranks.size() ? ranks[k + 1] : -1};
+  // GPU to GPU hops over NCCL, unless both ends name one GPU of one host (NCCL cannot pair a device with
+  // itself; MPI can) or SKEIN_NCCL=0 asks for MPI everywhere.
+  const char* nccl_env = std::getenv("SKEIN_NCCL");
+  const bool nccl = NcclLink::available() && !(nccl_env && std::string(nccl_env) == "0");
+  auto gpu_hop = [&](size_t a, size_t b) {
+    return nccl && specs[a].cuda_device >= 0 && specs[b].cuda_device >= 0 &&
+           !(hosts[size_t(ranks[a])] == hosts[size_t(ranks[b])] && specs[a].cuda_device == specs[b].cuda_device);
+  };
+  links.nccl_prev = k > 0 && gpu_hop(k - 1, k);
+  links.nccl_next = k + 1 < ranks.size() && gpu_hop(k, k + 1);
+  links.cuda_device = sp.cuda_device;
+  std::fprintf(stderr, "skein: rank %d (%s, pid %d) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d threads%s%s\n",
+               world->rank(), hosts[size_t(world->rank())].c_str(), int(getpid()), k, sp.first_layer, sp.last_layer - 1, sp.embedding ? " + embedding" : "", sp.head ? " + head" : "",
+               double(stage.weights().resident_bytes()) / 1e6, double(m.checkpoint->file_size()) / 1e6, cpu::compute_threads(),
+               k > 0 ? (links.nccl_prev ? "; in over NCCL" : "; in over MPI") : "", k + 1 < ranks.size() ? (links.nccl_next ? "; out over NCCL" : "; out over MPI") : "");
   world->start_heartbeat();
   run_stage_worker(*world, links, stage);
   return m;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/matrix.h"
 
@@ -15,6 +16,21 @@ namespace skein {
 struct ModelWeights;
 
 enum class UnaryOp { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
+
+// One row's draw with the official PIPELINE semantics (coordinator/sampler): the penalties, then
+// greedy (temperature 0: the first maximal logit) or softmax, top-p, top-k, temperature and the first
+// token whose cumulative probability exceeds u. The host prepares it (counts, random stream); the
+// backend that holds the logits executes it, so only token ids leave the device.
+struct TokenPenalty {
+  int32_t token;
+  float amount;  // logits[token] -= amount; +inf bans the token
+};
+struct SampleRequest {
+  float temperature = 1.0f, top_p = 1.0f;
+  int top_k = 0;
+  double u = 0;  // uniform in [0, 1)
+  std::vector<TokenPenalty> penalties;  // one entry per token
+};
 
 // One sequence of a batch as the recurrences see it: its rows [offset, offset + n) of the stacked
 // activations, and its state for the op (device memory: the layer's part the op reads and writes).
@@ -35,6 +51,11 @@ class Backend {
   virtual void to_device(float* dst, const float* host, size_t n) = 0;
   virtual void to_host(float* host, const float* src, size_t n) = 0;
   virtual void copy(float* dst, const float* src, size_t n) = 0;
+  // Draws one token per row of logits [n x V] (device memory, modified: penalties are applied in place)
+  // into tokens (host).
+  virtual void sample(float* logits, int n, int V, std::span<const SampleRequest> rows, int32_t* tokens) = 0;
+  // out[i] = x[rows[i]] for n rows of C (rows are host indices): the rows that go to the head.
+  virtual void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) = 0;
 
   // ---- ops; T rows of C (or H heads of N) values each
   // x[t] = ln0(emb[tokens[t]]) (or the override table's row)

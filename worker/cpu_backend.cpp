@@ -6,6 +6,7 @@
 #include <new>
 #include <vector>
 
+#include "coordinator/sampler.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/numeric.h"
 #include "kernels/rwkv_math.h"
@@ -30,6 +31,12 @@ void CpuBackend::release(float* p) { std::free(p); }
 void CpuBackend::to_device(float* dst, const float* host, size_t n) { std::memcpy(dst, host, n * sizeof(float)); }
 void CpuBackend::to_host(float* host, const float* src, size_t n) { std::memcpy(host, src, n * sizeof(float)); }
 void CpuBackend::copy(float* dst, const float* src, size_t n) { std::memmove(dst, src, n * sizeof(float)); }
+void CpuBackend::sample(float* logits, int n, int V, std::span<const SampleRequest> rows, int32_t* tokens) {
+  for (int i = 0; i < n; ++i) tokens[i] = sample_row(logits + size_t(i) * size_t(V), V, rows[size_t(i)]);
+}
+void CpuBackend::gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) {
+  for (int i = 0; i < n; ++i) std::memmove(out + size_t(i) * C, x + size_t(rows[i]) * C, size_t(C) * sizeof(float));
+}
 
 void CpuBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) {
   const int C = w.dims.n_embd;

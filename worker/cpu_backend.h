@@ -13,6 +13,8 @@ class CpuBackend final : public Backend {
   void to_device(float* dst, const float* host, size_t n) override;
   void to_host(float* host, const float* src, size_t n) override;
   void copy(float* dst, const float* src, size_t n) override;
+  void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) override;
+  void sample(float* logits, int n, int V, std::span<const SampleRequest> rows, int32_t* tokens) override;
 
   void embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) override;
   void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) override;

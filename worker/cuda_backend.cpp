@@ -41,8 +41,6 @@ CudaBackend::CudaBackend(int device) : device_(device) {
 CudaBackend::~CudaBackend() {
   select();
   for (auto& [h, d] : mirrors_) cuda::free_bytes(d);
-  if (tokens_) cuda::free_bytes(tokens_);
-  if (slices_) cuda::free_bytes(slices_);
 }
 
 void CudaBackend::select() const { cuda::set_device(device_); }
@@ -57,16 +55,25 @@ const void* CudaBackend::mirror(const void* host, size_t bytes) {
   return d;
 }
 
+void* CudaBackend::StepBuffer::reserve(size_t bytes) {
+  if (cap < bytes) {
+    cuda::free_bytes(p);
+    cap = std::max(bytes, cap * 2);
+    p = cuda::alloc_bytes(cap);
+  }
+  return p;
+}
+void* CudaBackend::StepBuffer::put(const void* host, size_t bytes) {
+  reserve(bytes);
+  cuda::stage(p, host, bytes);
+  return p;
+}
+CudaBackend::StepBuffer::~StepBuffer() { cuda::free_bytes(p); }
+
 // The batch's slices, copied to the device for the launch (the same layout on both sides).
 static_assert(sizeof(SeqSlice) == sizeof(cuda::Slice) && offsetof(SeqSlice, state) == offsetof(cuda::Slice, state));
 const cuda::Slice* CudaBackend::table(std::span<const SeqSlice> seqs) {
-  if (slices_cap_ < seqs.size()) {
-    if (slices_) cuda::free_bytes(slices_);
-    slices_cap_ = std::max<size_t>(seqs.size(), slices_cap_ * 2);
-    slices_ = static_cast<cuda::Slice*>(cuda::alloc_bytes(slices_cap_ * sizeof(cuda::Slice)));
-  }
-  cuda::upload_bytes(slices_, seqs.data(), seqs.size_bytes());
-  return slices_;
+  return static_cast<const cuda::Slice*>(slices_.put(seqs.data(), seqs.size_bytes()));
 }
 
 const CudaBackend::DeviceMatrix& CudaBackend::mat(const Matrix& W) {
@@ -106,6 +113,30 @@ void CudaBackend::copy(float* dst, const float* src, size_t n) {
   cuda::copy(dst, src, n);
 }
 
+void CudaBackend::sample(float* logits, int n, int V, std::span<const SampleRequest> rows, int32_t* tokens) {
+  if (n <= 0) return;
+  select();
+  std::vector<cuda::SampleRow> table;
+  std::vector<cuda::Penalty> penalties;
+  for (int i = 0; i < n; ++i) {
+    const SampleRequest& r = rows[size_t(i)];
+    int begin = int(penalties.size());
+    for (auto& p : r.penalties) penalties.push_back({p.token, p.amount});
+    table.push_back({r.temperature, r.top_p, r.top_k, begin, int(penalties.size()), r.u});
+  }
+  auto* d_rows = static_cast<cuda::SampleRow*>(sample_rows_.put(table.data(), table.size() * sizeof(cuda::SampleRow)));
+  auto* d_pen = static_cast<cuda::Penalty*>(sample_penalties_.put(penalties.data(), penalties.size() * sizeof(cuda::Penalty)));
+  float* probs = static_cast<float*>(sample_probs_.reserve(size_t(n) * size_t(V) * sizeof(float)));
+  auto* d_tokens = static_cast<int32_t*>(sample_tokens_.reserve(size_t(n) * sizeof(int32_t)));
+  cuda::sample(logits, n, V, d_rows, d_pen, probs, d_tokens);
+  cuda::download_bytes(tokens, d_tokens, size_t(n) * sizeof(int32_t));
+}
+
+void CudaBackend::gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) {
+  select();
+  cuda::gather_rows(x, static_cast<const int32_t*>(rows_.put(rows, size_t(n) * sizeof(int32_t))), n, C, out);
+}
+
 void CudaBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) {
   select();
   const int C = w.dims.n_embd;
@@ -116,14 +147,9 @@ void CudaBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, flo
     cuda::upload(x, rows.data(), rows.size());
     return;
   }
-  if (tokens_cap_ < size_t(T)) {
-    if (tokens_) cuda::free_bytes(tokens_);
-    tokens_cap_ = std::max<size_t>(size_t(T), tokens_cap_ * 2);
-    tokens_ = static_cast<int32_t*>(cuda::alloc_bytes(tokens_cap_ * sizeof(int32_t)));
-  }
-  cuda::upload_bytes(tokens_, tokens, size_t(T) * sizeof(int32_t));
+  const auto* toks = static_cast<const int32_t*>(tokens_.put(tokens, size_t(T) * sizeof(int32_t)));
   const void* table = mirror(w.emb.data, w.emb.nbytes);
-  cuda::embed(table, weight_type(w.emb.dtype), vec(w.ln0_w), vec(w.ln0_b), tokens_, T, C, x);
+  cuda::embed(table, weight_type(w.emb.dtype), vec(w.ln0_w), vec(w.ln0_b), toks, T, C, x);
 }
 
 void CudaBackend::layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) {

@@ -24,6 +24,8 @@ class CudaBackend final : public Backend {
   void to_device(float* dst, const float* host, size_t n) override;
   void to_host(float* host, const float* src, size_t n) override;
   void copy(float* dst, const float* src, size_t n) override;
+  void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) override;
+  void sample(float* logits, int n, int V, std::span<const SampleRequest> rows, int32_t* tokens) override;
 
   void embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) override;
   void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) override;
@@ -60,11 +62,17 @@ class CudaBackend final : public Backend {
   std::unordered_map<const void*, void*> mirrors_;  // host data -> its device copy
   std::unordered_map<const void*, DeviceMatrix> matrices_;
   size_t mirrored_bytes_ = 0;
-  const cuda::Slice* table(std::span<const SeqSlice> seqs);
-  int32_t* tokens_ = nullptr;  // device copy of embed()'s token ids
-  size_t tokens_cap_ = 0;
-  cuda::Slice* slices_ = nullptr;  // device copy of a recurrence's batch table
-  size_t slices_cap_ = 0;
+  // A device buffer for small per-step host data (token ids, head rows, batch tables, sampling rows),
+  // grown as needed; stream-ordered, so launches already enqueued keep reading the old block.
+  struct StepBuffer {
+    void* p = nullptr;
+    size_t cap = 0;
+    void* reserve(size_t bytes);
+    void* put(const void* host, size_t bytes);  // reserve + a staged (pinned, asynchronous) upload
+    ~StepBuffer();
+  };
+  const cuda::Slice* table(std::span<const SeqSlice> seqs);  // a recurrence's batch, on the device
+  StepBuffer tokens_, rows_, slices_, sample_rows_, sample_penalties_, sample_probs_, sample_tokens_;
 };
 
 }  // namespace skein

@@ -127,12 +127,16 @@ void Engine::forward(std::span<const EngineSequence> batch) {
     stages_[k]->run_layers(a->x.get(), a->v_first.get(), seqs, R);
   }
 
-  // Only rows whose logits are wanted go through ln_out + head (the head is the largest matrix).
-  std::vector<int> rows;
+  // Only rows whose logits or tokens are wanted go through ln_out + head (the head is the largest matrix).
+  std::vector<int> rows, sample_rows;
+  std::vector<SampleRequest> requests;
   int off = 0;
   for (auto& s : batch) {
     int n = int(s.tokens.size());
-    if (s.logits && n > 0) {
+    if (n > 0 && s.sample) {
+      sample_rows.push_back(off + n - 1);
+      requests.push_back(*s.sample);
+    } else if (s.logits && n > 0) {
       if (s.all_positions)
         for (int t = 0; t < n; ++t) rows.push_back(off + t);
       else
@@ -140,13 +144,20 @@ void Engine::forward(std::span<const EngineSequence> batch) {
     }
     off += n;
   }
+  if (!sample_rows.empty()) {
+    std::vector<int32_t> tokens(sample_rows.size());
+    stages_.back()->head_sample(a->x.get(), sample_rows, requests, tokens.data());
+    size_t k = 0;
+    for (auto& s : batch)
+      if (s.sample && !s.tokens.empty()) *s.token = tokens[k++];
+  }
   if (rows.empty()) return;
   const size_t V = size_t(dims_.vocab);
   std::vector<float> logits(rows.size() * V);
   stages_.back()->head(a->x.get(), rows, logits.data());
   size_t k = 0;
   for (auto& s : batch) {
-    if (!s.logits || s.tokens.empty()) continue;
+    if (s.sample || !s.logits || s.tokens.empty()) continue;
     size_t n = s.all_positions ? s.tokens.size() : 1;
     std::copy(logits.begin() + long(k * V), logits.begin() + long((k + n) * V), s.logits);
     k += n;

@@ -37,6 +37,9 @@ struct EngineSequence {
   SessionState* state = nullptr;
   float* logits = nullptr;  // host: [vocab], or [tokens x vocab] with all_positions; null = none
   bool all_positions = false;
+  // Or: draw the next token from the last position's logits where they are computed (no logits then).
+  const SampleRequest* sample = nullptr;
+  int32_t* token = nullptr;
 };
 
 class Engine {

@@ -25,26 +25,33 @@ int LocalModel::clone_session(int session) {
 }
 
 uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
-  const int V = engine_.dims().vocab;
-  size_t wanted = 0;
-  for (auto& e : entries) wanted += e.sample;
-  std::vector<float> logits(wanted * size_t(V));
-  std::vector<EngineSequence> batch;
-  size_t row = 0;
-  for (auto& e : entries) {
-    batch.push_back({e.tokens, &get(e.session), e.sample ? logits.data() + row * size_t(V) : nullptr, false});
-    row += e.sample;
-  }
-  auto t0 = std::chrono::steady_clock::now();
-  engine_.forward(batch);
-  std::vector<int32_t> tokens;
-  row = 0;
+  // Each sampling entry's request (penalties, its random draw) is prepared here and executed where the
+  // logits are: on a GPU last stage only the token ids come back.
+  std::vector<SampleRequest> requests;
+  requests.reserve(entries.size());
+  std::vector<SlotSampler*> samplers;
   for (auto& e : entries) {
     if (!e.sample) continue;
     auto s = samplers_.find(e.session);
     if (s == samplers_.end()) fail("session ", e.session, " has no sampling parameters");
-    tokens.push_back(s->second.next(logits.data() + row++ * size_t(V), V, penalty_free_));
+    samplers.push_back(&s->second);
+    requests.push_back(s->second.prepare());
   }
+  std::vector<int32_t> tokens(requests.size());
+  std::vector<EngineSequence> batch;
+  size_t row = 0;
+  for (auto& e : entries) {
+    EngineSequence q{e.tokens, &get(e.session), nullptr, false};
+    if (e.sample) {
+      q.sample = &requests[row];
+      q.token = &tokens[row];
+      ++row;
+    }
+    batch.push_back(q);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  engine_.forward(batch);
+  for (size_t i = 0; i < tokens.size(); ++i) samplers[i]->record(tokens[i], penalty_free_);
   busy_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   results_[++step_] = std::move(tokens);
   return step_;

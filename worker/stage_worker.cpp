@@ -25,6 +25,12 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
   int out_i = 0;
   DeviceBuffer x, v_first;
 
+  // NCCL links come up pairwise along the chain: the one from the previous stage first, then the one
+  // to the next (which that stage makes first), so no two ranks wait on each other.
+  std::unique_ptr<NcclLink> from_prev, to_next;
+  if (links.nccl_prev) from_prev = std::make_unique<NcclLink>(world, links.prev, false, links.cuda_device);
+  if (links.nccl_next) to_next = std::make_unique<NcclLink>(world, links.next, true, links.cuda_device);
+
   using clock = std::chrono::steady_clock;
   StageStats stats;
   auto since = clock::now();
@@ -99,6 +105,9 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           for (int32_t t : m.tokens)
             if (t < 0 || t >= d.vocab) fail("token id ", t, " is out of range for vocabulary size ", d.vocab);
           stage.embed(m.tokens, x.get());
+        } else if (from_prev) {  // device to device; the layers below queue behind the receive
+          if (v7) from_prev->recv({x.get(), v_first.get()}, rc);
+          else from_prev->recv({x.get()}, rc);
         } else {
           world.recv_into(links.prev, kTagActivations, host.data(), host.size() * sizeof(float));
           be.to_device(x.get(), host.data(), rc);
@@ -114,6 +123,11 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           clock::time_point t;
           ~Busy() { s.busy_seconds += std::chrono::duration<double>(clock::now() - t).count(); }
         } busy{stats, busy_from};
+        if (to_next) {
+          if (v7) to_next->send({x.get(), v_first.get()}, rc);
+          else to_next->send({x.get()}, rc);
+          break;
+        }
         if (!last) {
           out_i ^= 1;
           world.wait(out_pending[out_i]);  // the send from two steps ago has left this buffer
@@ -137,19 +151,25 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           off += e.n_tokens;
         }
         if (rows.empty()) break;
-        std::vector<float> logits(rows.size() * V);
-        stage.head(x.get(), rows, logits.data());
         if (sample_slots.size() < rows.size()) {
           if (!sample_slots.empty()) fail("stage worker: a step may not mix logits and sampling entries");
+          std::vector<float> logits(rows.size() * V);
+          stage.head(x.get(), rows, logits.data());
           world.send(links.coordinator, kTagResult, logits.data(), logits.size() * sizeof(float));
           break;
         }
-        std::vector<int32_t> tokens;
-        for (size_t i = 0; i < sample_slots.size(); ++i) {
-          auto s = samplers.find(sample_slots[i]);
-          if (s == samplers.end()) fail("stage worker: slot ", sample_slots[i], " has no sampling parameters");
-          tokens.push_back(s->second.next(logits.data() + i * V, d.vocab, penalty_free));
+        // Sampled where the logits are (on a GPU stage, on the GPU): only token ids travel.
+        std::vector<SlotSampler*> row_samplers;
+        std::vector<SampleRequest> requests;
+        for (int s : sample_slots) {
+          auto it = samplers.find(s);
+          if (it == samplers.end()) fail("stage worker: slot ", s, " has no sampling parameters");
+          row_samplers.push_back(&it->second);
+          requests.push_back(it->second.prepare());
         }
+        std::vector<int32_t> tokens(rows.size());
+        stage.head_sample(x.get(), rows, requests, tokens.data());
+        for (size_t i = 0; i < tokens.size(); ++i) row_samplers[i]->record(tokens[i], penalty_free);
         world.send(links.coordinator, kTagResult, tokens.data(), tokens.size() * sizeof(int32_t));
         break;
       }

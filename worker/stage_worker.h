@@ -5,6 +5,7 @@
 #pragma once
 #include "model/rwkv_model.h"
 #include "net/mpi_world.h"
+#include "net/nccl_link.h"
 
 namespace skein {
 
@@ -12,6 +13,9 @@ struct StageLinks {
   int coordinator = 0;
   int prev = -1;  // rank of the previous stage; -1 on the first stage
   int next = -1;  // rank of the next stage; -1 on the last stage
+  // Hops whose both ends are GPUs go over NCCL (net/nccl_link) instead of MPI host buffers.
+  bool nccl_prev = false, nccl_next = false;
+  int cuda_device = -1;  // this stage's GPU, for its NCCL links
 };
 
 void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage);

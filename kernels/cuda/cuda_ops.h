@@ -1,5 +1,5 @@
-// Host entry points of the CUDA kernels. Pointers are device memory; launches go to the current device's
-// default stream and return at once (a download waits for them). The per-element math is the same
+// Host entry points of the CUDA kernels. Pointers are device memory; launches, copies and allocations go
+// to the current device's one stream and return at once (a download waits for them). The per-element math is the same
 // __host__ __device__ code the CPU backend runs (kernels/rwkv_math.h), so the CPU tests of that file
 // test the GPU arithmetic too. Every CUDA or cuBLAS failure becomes a skein::Error.
 #pragma once
@@ -20,7 +20,9 @@ struct DeviceInfo {
   int sm = 0;                     // compute capability, e.g. 90
 };
 DeviceInfo device_info(int device);
-void synchronize();
+void synchronize();  // waits for the current device's stream
+// The current device's stream as a cudaStream_t (for NCCL and CUDA graphs outside the .cu files).
+void* stream_handle();
 
 float* alloc_floats(size_t n);
 void* alloc_bytes(size_t n);
@@ -29,7 +31,10 @@ void free_bytes(void* p);
 void upload(float* dst, const float* src, size_t n);
 void upload_bytes(void* dst, const void* src, size_t n);
 void download(float* dst, const float* src, size_t n);
+void download_bytes(void* dst, const void* src, size_t n);
 void copy(float* dst, const float* src, size_t n);
+// Small host data (token ids, batch tables) through a pinned ring: returns at once, `src` may be reused.
+void stage(void* dst, const void* src, size_t n);
 
 enum class Unary { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
 enum class WeightType { F32, F16, BF16, U8 };
@@ -41,6 +46,8 @@ void layer_norm(const float* x, const float* w, const float* b, float* y, int T,
 void group_norm(float* x, const float* w, const float* b, int T, int H, int N);
 // x[t] = layer_norm(emb[tokens[t]]) with emb [vocab x C] of `type` (F32, F16 or BF16); tokens on the device.
 void embed(const void* emb, WeightType type, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x);
+// out[i] = x[rows[i]] for n rows of C; rows on the device.
+void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out);
 void unary(Unary op, float* x, size_t n);
 void add(float* x, const float* y, size_t n);
 void mul(float* x, const float* y, size_t n);
@@ -69,6 +76,21 @@ void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w
           const float* a, float* y);
 void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N);
 void v7_bonus(float* y, const float* r, const float* k, const float* v, const float* r_k, int T, int H, int N);
+
+// ---- sampling (kernels/cuda/sampling.cu): one token per row of logits [n x V] (penalties applied in
+// place), the official PIPELINE steps; probs is scratch [n x V]; rows, penalties and tokens on the device.
+struct SampleRow {
+  float temperature;
+  float top_p;
+  int top_k;
+  int penalty_begin, penalty_end;  // this row's entries of the penalty table
+  double u;
+};
+struct Penalty {
+  int32_t token;
+  float amount;  // +inf bans
+};
+void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* penalties, float* probs, int32_t* tokens);
 
 // ---- products (kernels/cuda/linear.cu): y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], W [rows x cols].
 // F32 through cuBLAS sgemm; F16/BF16 through cublasGemmEx on tensor cores (x rounded to the weight
