@@ -22,8 +22,37 @@ std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, siz
 }
 
 float* RwkvModel::scratch(int slot, size_t n) {
-  if (scratch_[slot].size() < n) scratch_[slot] = DeviceBuffer(be_, std::max(n, scratch_[slot].size() * 3 / 2));
+  if (scratch_[slot].size() < n) {
+    ++scratch_epoch_;  // recorded steps point at the old buffer
+    scratch_[slot] = DeviceBuffer(be_, std::max(n, scratch_[slot].size() * 3 / 2));
+  }
   return scratch_[slot].get();
+}
+
+// A batch size's first decode step runs directly (sizing buffers, uploading weights); its second is
+// recorded; later ones replay the recording with the step's new inputs (the sequences' states).
+void RwkvModel::run_recorded(int batch, const float* x, const float* v_first, const std::function<void()>& step) {
+  constexpr size_t kMaxRecorded = 64;
+  std::erase_if(recorded_, [&](const Recorded& r) { return r.scratch_epoch != scratch_epoch_; });
+  auto it = std::find_if(recorded_.begin(), recorded_.end(), [&](const Recorded& r) { return r.batch == batch && r.x == x && r.v_first == v_first; });
+  if (it == recorded_.end()) {
+    if (recorded_.size() >= kMaxRecorded) recorded_.erase(recorded_.begin());
+    recorded_.push_back({batch, x, v_first, scratch_epoch_, false, nullptr});
+    step();
+    return;
+  }
+  if (it->rec) {
+    if (be_.replay(*it->rec, step)) return;
+    it->rec.reset();  // stale (a buffer it uses moved): recorded again next time
+    step();
+    return;
+  }
+  if (it->failed) {
+    step();
+    return;
+  }
+  it->rec = be_.record(step);  // runs the step either way
+  it->failed = it->rec == nullptr;
 }
 
 State RwkvModel::new_state() const {
@@ -83,6 +112,14 @@ void RwkvModel::run_layers(float* x, float* v_first, std::span<const StageSequen
     off += s.n_tokens;
   }
   if (off != R) fail("internal: batch rows ", off, " != ", R);
+  // Decode steps (one token per sequence, every layer resident) on a recording backend replay a graph.
+  bool decode = be_.can_record() && w_.streamed.empty() && R == int(seqs.size());
+  if (decode) {
+    run_recorded(R, x, v_first, [&] {
+      for (int l = w_.first_layer; l < w_.last_layer; ++l) run_layer(l, w_.layers[size_t(l - w_.first_layer)], seqs, R, x, v_first);
+    });
+    return;
+  }
   for (int l = w_.first_layer; l < w_.last_layer; ++l) {
     if (w_.streamed.count(l)) {
       // Streamed layer: prepared for this step only, its file pages returned afterwards, so resident

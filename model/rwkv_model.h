@@ -5,6 +5,7 @@
 // sequence. Parallel mode (many tokens), recurrent mode (one token) and any chunking are the same path.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -52,9 +53,21 @@ class RwkvModel {
   // The batch's sequences for a recurrence of layer l: rows and the op's part of each state.
   static std::vector<SeqSlice> slices(const std::vector<Seq>& seqs, int l, size_t state_offset);
 
+  // Decode steps recorded per batch size (CUDA graphs), valid while the buffers they use stay put.
+  struct Recorded {
+    int batch = 0;
+    const float *x = nullptr, *v_first = nullptr;
+    uint64_t scratch_epoch = 0;
+    bool failed = false;  // recording is not possible for this step: run it directly
+    std::unique_ptr<StepRecording> rec;
+  };
+  void run_recorded(int batch, const float* x, const float* v_first, const std::function<void()>& step);
+
   ModelWeights w_;
   Backend& be_;
   std::vector<DeviceBuffer> scratch_;
+  std::vector<Recorded> recorded_;  // most recent last
+  uint64_t scratch_epoch_ = 0;      // bumped when a scratch buffer moves
 };
 
 }  // namespace skein

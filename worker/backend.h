@@ -5,6 +5,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,10 +42,28 @@ struct SeqSlice {
   float* state = nullptr;
 };
 
+// A recorded step (a CUDA graph and its inputs), owned by whoever replays it.
+class StepRecording {
+ public:
+  virtual ~StepRecording() = default;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+
+  // ---- recording of repeated steps (decode), where the device has it (CUDA graphs).
+  // record(step) runs `step` (a sequence of the ops below) once and returns a recording of it, or null
+  // when this backend cannot record (it then ran the step directly). replay(r, step) runs the recorded
+  // ops again with the small host inputs (token ids, batch tables) that `step` produces now; it returns
+  // false, having run nothing, when the recording no longer fits (the caller then drops it).
+  virtual bool can_record() const { return false; }
+  virtual std::unique_ptr<StepRecording> record(const std::function<void()>& step) {
+    step();
+    return nullptr;
+  }
+  virtual bool replay(StepRecording& r, const std::function<void()>& step) { return false; }
 
   // ---- memory (counts are in floats)
   virtual float* allocate(size_t n) = 0;

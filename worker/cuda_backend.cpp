@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "common/error.h"
@@ -35,6 +37,8 @@ cuda::Unary unary_op(UnaryOp op) {
 CudaBackend::CudaBackend(int device) : device_(device) {
   int n = cuda::device_count();
   if (device < 0 || device >= n) fail("cuda:", device, " does not exist (this machine has ", n, " CUDA devices)");
+  const char* g = std::getenv("SKEIN_CUDA_GRAPHS");
+  graphs_ = !(g && std::string(g) == "0");
   select();
 }
 
@@ -45,9 +49,135 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::select() const { cuda::set_device(device_); }
 
+bool CudaBackend::begin_op() const {
+  select();
+  return mode_ == Mode::Run || mode_ == Mode::Capture;
+}
+
+// ---- CUDA graphs. A recording owns its graph and its inputs: a pinned host area and a device arena,
+// one slice per host input of the step in call order. The graph's upload nodes copy area -> arena, so a
+// replay only rewrites the area (the same calls with the same sizes) and launches.
+struct CudaBackend::Recording final : StepRecording {
+  int device = 0;
+  cuda::Graph* graph = nullptr;
+  char* host = nullptr;  // pinned
+  char* dev = nullptr;
+  size_t bytes = 0, cursor = 0;
+  std::vector<size_t> sizes;  // each input's size, in call order
+  size_t next = 0;            // the input a refill is at
+  bool mismatch = false;      // a refill's calls differ from the recorded ones
+  uint64_t epoch = 0;         // cuda::workspace_epoch() when recorded
+  cuda::Event* done = nullptr;  // after the last launch: the area may be rewritten
+  ~Recording() override {
+    cuda::set_device(device);
+    if (done) cuda::wait(done);
+    cuda::destroy(graph);
+    cuda::destroy(done);
+    cuda::free_bytes(dev);
+    cuda::free_pinned(host);
+  }
+};
+
+namespace {
+size_t aligned(size_t n) { return (n + 255) / 256 * 256; }
+struct OnExit {
+  std::function<void()> f;
+  ~OnExit() { f(); }
+};
+}  // namespace
+
+void* CudaBackend::put(StepBuffer& b, const void* host, size_t bytes) {
+  switch (mode_) {
+    case Mode::Run:
+      b.reserve(bytes);
+      cuda::stage(b.p, host, bytes);
+      return b.p;
+    case Mode::Size:
+      rec_->sizes.push_back(bytes);
+      rec_->bytes += aligned(bytes);
+      return nullptr;
+    case Mode::Capture:
+    case Mode::Fill: {
+      Recording& r = *rec_;
+      if (mode_ == Mode::Fill && (r.next >= r.sizes.size() || r.sizes[r.next] != bytes)) {
+        r.mismatch = true;
+        return nullptr;
+      }
+      ++r.next;
+      char* h = r.host + r.cursor;
+      char* d = r.dev + r.cursor;
+      r.cursor += aligned(bytes);
+      std::memcpy(h, host, bytes);
+      if (mode_ == Mode::Capture) cuda::upload_pinned(d, h, bytes);
+      return d;
+    }
+  }
+  return nullptr;
+}
+
+std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& step) {
+  select();
+  auto r = std::make_unique<Recording>();
+  r->device = device_;
+  OnExit reset{[this] {  // every way out leaves the backend running ops again
+    mode_ = Mode::Run;
+    rec_ = nullptr;
+  }};
+  rec_ = r.get();
+  mode_ = Mode::Size;  // pass 1: the step's host inputs, without running anything
+  step();
+  r->dev = static_cast<char*>(cuda::alloc_bytes(r->bytes));
+  r->host = static_cast<char*>(cuda::alloc_pinned(r->bytes));
+  r->done = cuda::new_event();
+  r->epoch = cuda::workspace_epoch();
+  mode_ = Mode::Capture;  // pass 2: the launches into a graph
+  cuda::begin_capture();
+  try {
+    step();
+  } catch (...) {  // e.g. a weight not yet on the device: nothing ran, so run the step directly
+    cuda::end_capture(false);
+    mode_ = Mode::Run;
+    rec_ = nullptr;
+    step();
+    return nullptr;
+  }
+  r->graph = cuda::end_capture(!r->mismatch);
+  mode_ = Mode::Run;
+  rec_ = nullptr;
+  if (!r->graph || cuda::workspace_epoch() != r->epoch) {
+    step();
+    return nullptr;
+  }
+  cuda::launch(r->graph);
+  cuda::record(r->done);
+  return r;
+}
+
+bool CudaBackend::replay(StepRecording& base, const std::function<void()>& step) {
+  auto* r = dynamic_cast<Recording*>(&base);
+  if (!r || r->device != device_ || cuda::workspace_epoch() != r->epoch) return false;
+  select();
+  cuda::wait(r->done);  // the last launch has read the input area
+  OnExit reset{[this] {  // every way out leaves the backend running ops again
+    mode_ = Mode::Run;
+    rec_ = nullptr;
+  }};
+  r->cursor = 0;
+  r->next = 0;
+  r->mismatch = false;
+  rec_ = r;
+  mode_ = Mode::Fill;
+  step();
+  if (r->mismatch || r->next != r->sizes.size()) return false;
+  cuda::launch(r->graph);
+  cuda::record(r->done);
+  return true;
+}
+
 const void* CudaBackend::mirror(const void* host, size_t bytes) {
   auto it = mirrors_.find(host);
   if (it != mirrors_.end()) return it->second;
+  if (mode_ == Mode::Capture) fail("internal: a weight is uploaded while a step is recorded");
   void* d = cuda::alloc_bytes(bytes);
   cuda::upload_bytes(d, host, bytes);
   mirrored_bytes_ += bytes;
@@ -63,17 +193,12 @@ void* CudaBackend::StepBuffer::reserve(size_t bytes) {
   }
   return p;
 }
-void* CudaBackend::StepBuffer::put(const void* host, size_t bytes) {
-  reserve(bytes);
-  cuda::stage(p, host, bytes);
-  return p;
-}
 CudaBackend::StepBuffer::~StepBuffer() { cuda::free_bytes(p); }
 
 // The batch's slices, copied to the device for the launch (the same layout on both sides).
 static_assert(sizeof(SeqSlice) == sizeof(cuda::Slice) && offsetof(SeqSlice, state) == offsetof(cuda::Slice, state));
 const cuda::Slice* CudaBackend::table(std::span<const SeqSlice> seqs) {
-  return static_cast<const cuda::Slice*>(slices_.put(seqs.data(), seqs.size_bytes()));
+  return static_cast<const cuda::Slice*>(put(slices_, seqs.data(), seqs.size_bytes()));
 }
 
 const CudaBackend::DeviceMatrix& CudaBackend::mat(const Matrix& W) {
@@ -92,12 +217,17 @@ const CudaBackend::DeviceMatrix& CudaBackend::mat(const Matrix& W) {
   return matrices_.emplace(W.data, m).first->second;
 }
 
+// A buffer (re)allocated inside a recorded step would be owned by the graph (capture) or leave the
+// graph pointing at freed memory (refill): the recording is abandoned instead.
 float* CudaBackend::allocate(size_t n) {
   select();
+  if (mode_ == Mode::Capture) fail("internal: memory is allocated while a step is recorded");
+  if (mode_ == Mode::Fill) rec_->mismatch = true;
   return cuda::alloc_floats(n);
 }
 void CudaBackend::release(float* p) {
   select();
+  if (mode_ == Mode::Fill || mode_ == Mode::Capture) rec_->mismatch = true;
   cuda::free_floats(p);
 }
 void CudaBackend::to_device(float* dst, const float* host, size_t n) {
@@ -109,13 +239,13 @@ void CudaBackend::to_host(float* host, const float* src, size_t n) {
   cuda::download(host, src, n);
 }
 void CudaBackend::copy(float* dst, const float* src, size_t n) {
-  select();
+  if (!begin_op()) return;
   cuda::copy(dst, src, n);
 }
 
 void CudaBackend::sample(float* logits, int n, int V, std::span<const SampleRequest> rows, int32_t* tokens) {
   if (n <= 0) return;
-  select();
+  if (!begin_op()) return;
   std::vector<cuda::SampleRow> table;
   std::vector<cuda::Penalty> penalties;
   for (int i = 0; i < n; ++i) {
@@ -124,8 +254,8 @@ void CudaBackend::sample(float* logits, int n, int V, std::span<const SampleRequ
     for (auto& p : r.penalties) penalties.push_back({p.token, p.amount});
     table.push_back({r.temperature, r.top_p, r.top_k, begin, int(penalties.size()), r.u});
   }
-  auto* d_rows = static_cast<cuda::SampleRow*>(sample_rows_.put(table.data(), table.size() * sizeof(cuda::SampleRow)));
-  auto* d_pen = static_cast<cuda::Penalty*>(sample_penalties_.put(penalties.data(), penalties.size() * sizeof(cuda::Penalty)));
+  auto* d_rows = static_cast<cuda::SampleRow*>(put(sample_rows_, table.data(), table.size() * sizeof(cuda::SampleRow)));
+  auto* d_pen = static_cast<cuda::Penalty*>(put(sample_penalties_, penalties.data(), penalties.size() * sizeof(cuda::Penalty)));
   float* probs = static_cast<float*>(sample_probs_.reserve(size_t(n) * size_t(V) * sizeof(float)));
   auto* d_tokens = static_cast<int32_t*>(sample_tokens_.reserve(size_t(n) * sizeof(int32_t)));
   cuda::sample(logits, n, V, d_rows, d_pen, probs, d_tokens);
@@ -133,12 +263,12 @@ void CudaBackend::sample(float* logits, int n, int V, std::span<const SampleRequ
 }
 
 void CudaBackend::gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) {
-  select();
-  cuda::gather_rows(x, static_cast<const int32_t*>(rows_.put(rows, size_t(n) * sizeof(int32_t))), n, C, out);
+  if (!begin_op()) return;
+  cuda::gather_rows(x, static_cast<const int32_t*>(put(rows_, rows, size_t(n) * sizeof(int32_t))), n, C, out);
 }
 
 void CudaBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) {
-  select();
+  if (!begin_op()) return;
   const int C = w.dims.n_embd;
   if (w.emb_override) {  // already normalised rows (the tests' official table): gather on the host
     std::vector<float> rows(size_t(T) * C);
@@ -147,76 +277,76 @@ void CudaBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, flo
     cuda::upload(x, rows.data(), rows.size());
     return;
   }
-  const auto* toks = static_cast<const int32_t*>(tokens_.put(tokens, size_t(T) * sizeof(int32_t)));
+  const auto* toks = static_cast<const int32_t*>(put(tokens_, tokens, size_t(T) * sizeof(int32_t)));
   const void* table = mirror(w.emb.data, w.emb.nbytes);
   cuda::embed(table, weight_type(w.emb.dtype), vec(w.ln0_w), vec(w.ln0_b), toks, T, C, x);
 }
 
 void CudaBackend::layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) {
-  select();
+  if (!begin_op()) return;
   cuda::layer_norm(x, vec(w), vec(b), y, T, C);
 }
 void CudaBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) {
-  select();
+  if (!begin_op()) return;
   cuda::group_norm(x, vec(w), vec(b), T, H, N);
 }
 void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
-  select();
+  if (!begin_op()) return;
   const DeviceMatrix& m = mat(W);
   cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T);
 }
 void CudaBackend::unary(UnaryOp op, float* x, size_t n) {
-  select();
+  if (!begin_op()) return;
   cuda::unary(unary_op(op), x, n);
 }
 void CudaBackend::add(float* x, const float* y, size_t n) {
-  select();
+  if (!begin_op()) return;
   cuda::add(x, y, n);
 }
 void CudaBackend::mul(float* x, const float* y, size_t n) {
-  select();
+  if (!begin_op()) return;
   cuda::mul(x, y, n);
 }
 void CudaBackend::add_row(float* x, const Vector& b, int T, int C) {
-  select();
+  if (!begin_op()) return;
   cuda::add_row(x, vec(b), T, C);
 }
 void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
-  select();
+  if (!begin_op()) return;
   cuda::token_shift(xx, sx, table(seqs), int(seqs.size()), C);
 }
 void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
-  select();
+  if (!begin_op()) return;
   cuda::lerp_mix(xx, sx, vec(m), out, T, C);
 }
 void CudaBackend::delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) {
-  select();
+  if (!begin_op()) return;
   cuda::delta_mix(xx, sx, vec(m), m_tok, ld_tok, out, T, C);
 }
 void CudaBackend::wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) {
-  select();
+  if (!begin_op()) return;
   cuda::wkv4(table(seqs), int(seqs.size()), C, vec(w), vec(u), k, v, y);
 }
 void CudaBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
                        const Vector* w_fixed, const Vector& u, float* y) {
-  select();
+  if (!begin_op()) return;
   cuda::wkv5(table(seqs), int(seqs.size()), H, N, r, k, v, w_tok, w_fixed ? vec(*w_fixed) : nullptr, vec(u), y);
 }
 void CudaBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
                        const float* kk, const float* a, float* y) {
-  select();
+  if (!begin_op()) return;
   cuda::wkv7(table(seqs), int(seqs.size()), H, N, r, w, k, v, kk, a, y);
 }
 void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
-  select();
+  if (!begin_op()) return;
   cuda::v7_keys(k, kk, a, vec(k_k), vec(k_a), T, H, N);
 }
 void CudaBackend::v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
-  select();
+  if (!begin_op()) return;
   cuda::v7_value_residual(v, v_first, gate, n);
 }
 void CudaBackend::v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) {
-  select();
+  if (!begin_op()) return;
   cuda::v7_bonus(y, r, k, v, vec(r_k), T, H, N);
 }
 

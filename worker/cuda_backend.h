@@ -19,6 +19,11 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   size_t mirrored_bytes() const { return mirrored_bytes_; }
 
+  // CUDA graphs for decode steps; SKEIN_CUDA_GRAPHS=0 turns them off (every step launches its kernels).
+  bool can_record() const override { return graphs_; }
+  std::unique_ptr<StepRecording> record(const std::function<void()>& step) override;
+  bool replay(StepRecording& r, const std::function<void()>& step) override;
+
   float* allocate(size_t n) override;
   void release(float* p) override;
   void to_device(float* dst, const float* host, size_t n) override;
@@ -54,11 +59,20 @@ class CudaBackend final : public Backend {
     cuda::WeightType type = cuda::WeightType::F32;
   };
   void select() const;  // makes this backend's GPU current (a process may drive several)
+  // Every op starts here: selects the GPU; false while a recording pass only collects host inputs.
+  bool begin_op() const;
+  // How ops behave: run; count the inputs of a step about to be recorded; record them into the graph;
+  // or refill a recording's inputs for a replay.
+  enum class Mode { Run, Size, Capture, Fill };
+  Mode mode_ = Mode::Run;
+  struct Recording;
+  Recording* rec_ = nullptr;  // the recording being sized, captured or refilled
   const void* mirror(const void* host, size_t bytes);
   const float* vec(const Vector& v) { return static_cast<const float*>(mirror(v.data(), v.size() * sizeof(float))); }
   const DeviceMatrix& mat(const Matrix& W);
 
   int device_;
+  bool graphs_ = true;
   std::unordered_map<const void*, void*> mirrors_;  // host data -> its device copy
   std::unordered_map<const void*, DeviceMatrix> matrices_;
   size_t mirrored_bytes_ = 0;
@@ -68,9 +82,11 @@ class CudaBackend final : public Backend {
     void* p = nullptr;
     size_t cap = 0;
     void* reserve(size_t bytes);
-    void* put(const void* host, size_t bytes);  // reserve + a staged (pinned, asynchronous) upload
     ~StepBuffer();
   };
+  // Host data for the next launch: into `b` through the staging ring, or, while recording, into the
+  // recording's own pinned input area and device arena (whose addresses the graph keeps).
+  void* put(StepBuffer& b, const void* host, size_t bytes);
   const cuda::Slice* table(std::span<const SeqSlice> seqs);  // a recurrence's batch, on the device
   StepBuffer tokens_, rows_, slices_, sample_rows_, sample_penalties_, sample_probs_, sample_tokens_;
 };

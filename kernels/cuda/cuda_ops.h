@@ -36,6 +36,27 @@ void copy(float* dst, const float* src, size_t n);
 // Small host data (token ids, batch tables) through a pinned ring: returns at once, `src` may be reused.
 void stage(void* dst, const void* src, size_t n);
 
+// ---- CUDA graphs (kernels/cuda/device.cu): a step's launches recorded once from the stream and replayed.
+struct Graph;
+void begin_capture();  // thread-local mode: a synchronising call during capture fails instead of hanging
+// Ends the capture; `keep` false (an error happened) discards it. Returns the instantiated graph or null.
+Graph* end_capture(bool keep);
+void launch(Graph* g);
+void destroy(Graph* g);
+// Page-locked host memory, and an upload from it that a capture records as a graph node (the node
+// reads the same host address at every replay).
+void* alloc_pinned(size_t n);
+void free_pinned(void* p);
+void upload_pinned(void* dst, const void* pinned_src, size_t n);
+struct Event;
+Event* new_event();
+void record(Event* e);  // on the stream
+void wait(Event* e);    // host waits for it
+void destroy(Event* e);
+// Bumped whenever a buffer a recorded graph may point at (the products' scratch) is reallocated.
+uint64_t workspace_epoch();
+void bump_workspace_epoch();
+
 enum class Unary { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
 enum class WeightType { F32, F16, BF16, U8 };
 

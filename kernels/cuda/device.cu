@@ -4,6 +4,7 @@
 // pinned ring so a step enqueues its whole forward pass without a host round trip.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstring>
 #include <cstdint>
 #include <map>
@@ -117,6 +118,69 @@ void download_bytes(void* dst, const void* src, size_t n) {
 void copy(float* dst, const float* src, size_t n) {
   if (n) check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "copy");
 }
+
+struct Graph {
+  cudaGraphExec_t exec;
+};
+struct Event {
+  cudaEvent_t e;
+};
+
+void begin_capture() { check(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture"); }
+
+Graph* end_capture(bool keep) {
+  cudaGraph_t g = nullptr;
+  cudaError_t e = cudaStreamEndCapture(stream(), &g);
+  if (e != cudaSuccess || !keep) {
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();  // a failed capture leaves an error behind; the stream itself is usable again
+    if (keep) check(e, "cudaStreamEndCapture");
+    return nullptr;
+  }
+  cudaGraphExec_t exec = nullptr;
+  e = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  check(e, "cudaGraphInstantiate");
+  return new Graph{exec};
+}
+
+void launch(Graph* g) { check(cudaGraphLaunch(g->exec, stream()), "cudaGraphLaunch"); }
+void destroy(Graph* g) {
+  if (!g) return;
+  cudaGraphExecDestroy(g->exec);
+  delete g;
+}
+
+void* alloc_pinned(size_t n) {
+  void* p = nullptr;
+  check(cudaMallocHost(&p, n ? n : 1), "cudaMallocHost");
+  return p;
+}
+void free_pinned(void* p) {
+  if (p) cudaFreeHost(p);
+}
+void upload_pinned(void* dst, const void* pinned_src, size_t n) {
+  if (n) check(cudaMemcpyAsync(dst, pinned_src, n, cudaMemcpyHostToDevice, stream()), "upload (pinned)");
+}
+
+Event* new_event() {
+  auto* e = new Event{};
+  check(cudaEventCreateWithFlags(&e->e, cudaEventDisableTiming), "cudaEventCreate");
+  return e;
+}
+void record(Event* e) { check(cudaEventRecord(e->e, stream()), "cudaEventRecord"); }
+void wait(Event* e) { check(cudaEventSynchronize(e->e), "cudaEventSynchronize"); }
+void destroy(Event* e) {
+  if (!e) return;
+  cudaEventDestroy(e->e);
+  delete e;
+}
+
+namespace {
+std::atomic<uint64_t> g_workspace_epoch{0};
+}
+uint64_t workspace_epoch() { return g_workspace_epoch.load(); }
+void bump_workspace_epoch() { ++g_workspace_epoch; }
 
 void stage(void* dst, const void* src, size_t n) {
   if (!n) return;

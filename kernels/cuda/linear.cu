@@ -27,7 +27,9 @@ struct DeviceContext {
   cublasHandle_t blas = nullptr;
   void* scratch = nullptr;
   size_t scratch_bytes = 0;
+  void* workspace = nullptr;
 };
+constexpr size_t kBlasWorkspace = size_t(32) << 20;  // NVIDIA's advice for Hopper
 
 DeviceContext& context() {
   static std::mutex mu;
@@ -39,6 +41,9 @@ DeviceContext& context() {
   if (!c.blas) {
     check_blas(cublasCreate(&c.blas), "cublasCreate");
     check_blas(cublasSetStream(c.blas, stream()), "cublasSetStream");
+    // A workspace of our own, so products recorded into a CUDA graph never allocate.
+    check(cudaMalloc(&c.workspace, kBlasWorkspace), "cudaMalloc (cuBLAS workspace)");
+    check_blas(cublasSetWorkspace(c.blas, c.workspace, kBlasWorkspace), "cublasSetWorkspace");
   }
   return c;
 }
@@ -49,6 +54,7 @@ void* scratch(DeviceContext& c, size_t bytes) {
     free_bytes(c.scratch);  // stream-ordered: products already enqueued keep reading the old block
     c.scratch = alloc_bytes(bytes);
     c.scratch_bytes = bytes;
+    bump_workspace_epoch();  // recorded graphs that used the old block are stale
   }
   return c.scratch;
 }
