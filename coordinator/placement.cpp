@@ -147,13 +147,16 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     }
   }
 
-  // Fit: per device, resident weights + one streamed unit + state for every slot. Memory is known from
+  // Fit: per device, resident weights + one streamed unit (two on a GPU) + state for every slot. Memory is known from
   // the limits ("host:device" or "device") or, for this host's CPU, from the OS.
   std::map<std::pair<std::string, std::string>, uint64_t> need;
   for (auto& st : plan.stages) {
     auto sl = st.streamed_layers(dims.n_layer);
     uint64_t one_streamed = sl.empty() ? 0 : st.streamed_bytes / uint64_t(sl.size());
-    need[{st.segment.node, st.segment.device.str()}] += st.weight_bytes + one_streamed + st.state_bytes_per_slot * uint64_t(std::max(1, limits.slots));
+    // A GPU holds two streamed layers at once (the one running, the one being copied in).
+    uint64_t streaming = one_streamed * (st.segment.device.kind == DeviceSpec::Cuda ? 2 : 1);
+    need[{st.segment.node, st.segment.device.str()}] += st.weight_bytes + streaming + st.state_bytes_per_slot * uint64_t(std::max(1, limits.slots));
+    if (st.segment.device.kind == DeviceSpec::Cuda) need[{st.segment.node, "cpu"}] += st.streamed_bytes;  // held in host memory
   }
   for (auto& [where_key, bytes] : need) {
     auto& [node, dev] = where_key;
@@ -246,8 +249,6 @@ std::vector<StageSpec> local_stages(const Plan& p) {
     StageSpec spec;
     if (s.segment.device.kind == DeviceSpec::Cuda) {
       spec.cuda_device = s.segment.device.index;
-      if (s.segment.stream)
-        fail("strategy: segment \"", format_segment(s.segment), "\": streaming layers (*N+) to a GPU is not supported yet; keep them resident (*N)");
     }
     spec.first_layer = s.first_unit;
     spec.last_layer = std::min(s.last_unit + 1, p.dims.n_layer);

@@ -12,7 +12,14 @@ namespace {
 enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kKK, kHeadIn, kLogits, kSlots };
 }  // namespace
 
-RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {}
+RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {
+  if (be_.streams_from_host())
+    for (int l : w_.streamed) {
+      LayerWeights& lw = held_[l] = w_.load_streamed_layer(l);
+      be_.hold_in_host(lw);
+      w_.release_layer_pages(l);
+    }
+}
 
 std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, size_t state_offset) {
   std::vector<SeqSlice> out;
@@ -121,9 +128,17 @@ void RwkvModel::run_layers(float* x, float* v_first, std::span<const StageSequen
     return;
   }
   for (int l = w_.first_layer; l < w_.last_layer; ++l) {
-    if (w_.streamed.count(l)) {
-      // Streamed layer: prepared for this step only, its file pages returned afterwards, so resident
-      // memory stays at the kept layers plus one.
+    if (auto h = held_.find(l); h != held_.end()) {
+      // Streamed from host memory: the next streamed layer (or, after the last, the first one, for the
+      // next step) is copied in while this one runs.
+      be_.bring_in(h->second);
+      auto next = std::next(h) != held_.end() ? std::next(h) : held_.begin();
+      if (next != h) be_.prefetch(next->second);
+      run_layer(l, h->second, seqs, R, x, v_first);
+      be_.let_go(h->second);
+    } else if (w_.streamed.count(l)) {
+      // Streamed from the file: prepared for this step only, its file pages returned afterwards, so
+      // resident memory stays at the kept layers plus one.
       LayerWeights lw = w_.load_streamed_layer(l);
       run_layer(l, lw, seqs, R, x, v_first);
       w_.release_layer_pages(l);

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -67,6 +68,8 @@ class RwkvModel {
   Backend& be_;
   std::vector<DeviceBuffer> scratch_;
   std::vector<Recorded> recorded_;  // most recent last
+  // Streamed layers prepared once and held in host memory, on a backend that streams from there (GPU).
+  std::map<int, LayerWeights> held_;
   uint64_t scratch_epoch_ = 0;      // bumped when a scratch buffer moves
 };
 

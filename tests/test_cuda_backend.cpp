@@ -152,6 +152,21 @@ TEST_F(CudaBackendTest, RecordedDecodeStepsEqualDirectOnes) {
   EXPECT_EQ(max_abs_diff(g, d), 0.0);
 }
 
+// Layers streamed to the GPU from pinned host memory (*N+, two device slots taking turns) compute what
+// resident layers do, for one, two and all-but-one streamed layers, in one process and batched.
+TEST_F(CudaBackendTest, LayersStreamedFromHostEqualResidentOnes) {
+  for (std::string t : {"tiny-rwkv-7v0-834K", "tiny-rwkv-6v0-3m-Q5_1dq"}) {
+    std::string path = shared_dir() + "/models/" + t + ".pth";
+    auto resident = load_for_test(path, "", "cuda fp16");
+    auto want = trace(*resident.model, 4);
+    const int L = resident.model->dims().n_layer;
+    for (int keep : {L - 1, L - 2, 1}) {
+      auto streamed = load_for_test(path, "", "cuda fp16 *" + std::to_string(keep) + "+");
+      EXPECT_EQ(max_abs_diff(trace(*streamed.model, 4), want), 0.0) << t << " keeping " << keep;
+    }
+  }
+}
+
 // stdout of a command (stderr kept apart: the ranks' start-up lines go there).
 std::string stdout_of(const std::string& cmd, int* exit_code, std::string* err = nullptr) {
   std::string dir = temp_dir();

@@ -16,6 +16,7 @@
 namespace skein {
 
 struct ModelWeights;
+struct LayerWeights;
 
 enum class UnaryOp { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
 
@@ -64,6 +65,16 @@ class Backend {
     return nullptr;
   }
   virtual bool replay(StepRecording& r, const std::function<void()>& step) { return false; }
+
+  // ---- streamed layers (*N+). A backend that streams from host memory (a GPU) keeps such layers
+  // prepared in host memory (hold_in_host, once) and on the device only while they run: bring_in before
+  // a layer's ops (its copy may already be under way from prefetch), let_go after them. Otherwise the
+  // model prepares a streamed layer from the file at each use.
+  virtual bool streams_from_host() const { return false; }
+  virtual void hold_in_host(const LayerWeights& lw) {}
+  virtual void prefetch(const LayerWeights& lw) {}
+  virtual void bring_in(const LayerWeights& lw) {}
+  virtual void let_go(const LayerWeights& lw) {}
 
   // ---- memory (counts are in floats)
   virtual float* allocate(size_t n) = 0;

@@ -45,6 +45,82 @@ CudaBackend::CudaBackend(int device) : device_(device) {
 CudaBackend::~CudaBackend() {
   select();
   for (auto& [h, d] : mirrors_) cuda::free_bytes(d);
+  for (auto& s : slots_) {
+    if (s.free) cuda::wait(s.free);
+    cuda::free_bytes(s.dev);
+    cuda::destroy(s.ready);
+    cuda::destroy(s.free);
+  }
+  cuda::synchronize();
+  for (auto& [lw, h] : held_) cuda::free_pinned(h.pinned);
+}
+
+// ---- streamed layers
+namespace {
+template <typename F>
+void for_each_tensor(const LayerWeights& lw, F f) {  // every host array a layer's ops read
+  for (auto& [name, v] : lw.vec) f(static_cast<const void*>(v.data()), v.size() * sizeof(float));
+  for (auto& [name, m] : lw.mat) {
+    f(m.data, size_t(m.rows) * size_t(m.cols) * dtype_size(m.dtype));
+    if (m.quant)
+      for (const Vector* q : {&m.quant->rx, &m.quant->mx, &m.quant->ry, &m.quant->my}) f(static_cast<const void*>(q->data()), q->size() * sizeof(float));
+  }
+}
+}  // namespace
+
+void CudaBackend::hold_in_host(const LayerWeights& lw) {
+  select();
+  HeldLayer h;
+  for_each_tensor(lw, [&](const void* p, size_t n) {
+    h.parts.push_back({p, h.bytes});
+    h.bytes += (n + 255) / 256 * 256;
+  });
+  h.pinned = static_cast<char*>(cuda::alloc_pinned(h.bytes));
+  size_t i = 0;
+  for_each_tensor(lw, [&](const void* p, size_t n) { std::memcpy(h.pinned + h.parts[i++].second, p, n); });
+  slot_bytes_ = std::max(slot_bytes_, h.bytes);
+  held_[&lw] = std::move(h);
+}
+
+CudaBackend::Slot& CudaBackend::slot_for(const LayerWeights& lw) {
+  for (auto& s : slots_)
+    if (s.layer == &lw) return s;
+  Slot& s = slots_[0].last_use <= slots_[1].last_use ? slots_[0] : slots_[1];  // the one used longer ago
+  auto it = held_.find(&lw);
+  if (it == held_.end()) fail("internal: a streamed layer was not held in host memory");
+  if (!s.dev) {
+    s.dev = static_cast<char*>(cuda::alloc_bytes(slot_bytes_));
+    s.ready = cuda::new_event();
+    s.free = cuda::new_event();
+    cuda::record(s.free);
+  }
+  cuda::copy_stream_waits(s.free);  // the layer that used this slot has finished
+  cuda::upload_on_copy_stream(s.dev, it->second.pinned, it->second.bytes);
+  cuda::record_on_copy_stream(s.ready);
+  s.layer = &lw;
+  s.last_use = ++uses_;
+  return s;
+}
+
+void CudaBackend::prefetch(const LayerWeights& lw) {
+  select();
+  slot_for(lw);
+}
+
+void CudaBackend::bring_in(const LayerWeights& lw) {
+  select();
+  Slot& s = slot_for(lw);
+  s.last_use = ++uses_;
+  cuda::stream_waits(s.ready);
+  const HeldLayer& h = held_.at(&lw);
+  for (auto& [p, off] : h.parts) transient_[p] = s.dev + off;
+}
+
+void CudaBackend::let_go(const LayerWeights& lw) {
+  select();
+  for (auto& s : slots_)
+    if (s.layer == &lw) cuda::record(s.free);
+  transient_.clear();
 }
 
 void CudaBackend::select() const { cuda::set_device(device_); }
@@ -175,6 +251,8 @@ bool CudaBackend::replay(StepRecording& base, const std::function<void()>& step)
 }
 
 const void* CudaBackend::mirror(const void* host, size_t bytes) {
+  if (!transient_.empty())
+    if (auto t = transient_.find(host); t != transient_.end()) return t->second;
   auto it = mirrors_.find(host);
   if (it != mirrors_.end()) return it->second;
   if (mode_ == Mode::Capture) fail("internal: a weight is uploaded while a step is recorded");
@@ -201,9 +279,10 @@ const cuda::Slice* CudaBackend::table(std::span<const SeqSlice> seqs) {
   return static_cast<const cuda::Slice*>(put(slices_, seqs.data(), seqs.size_bytes()));
 }
 
-const CudaBackend::DeviceMatrix& CudaBackend::mat(const Matrix& W) {
+CudaBackend::DeviceMatrix CudaBackend::mat(const Matrix& W) {
   auto it = matrices_.find(W.data);
   if (it != matrices_.end()) return it->second;
+  const bool streamed = transient_.count(W.data) != 0;  // a streamed layer's: not cached
   DeviceMatrix m;
   m.type = weight_type(W.dtype);
   m.data = const_cast<void*>(mirror(W.data, size_t(W.rows) * size_t(W.cols) * dtype_size(W.dtype)));
@@ -214,6 +293,7 @@ const CudaBackend::DeviceMatrix& CudaBackend::mat(const Matrix& W) {
     m.ry = const_cast<float*>(vec(W.quant->ry));
     m.my = const_cast<float*>(vec(W.quant->my));
   }
+  if (streamed) return m;
   return matrices_.emplace(W.data, m).first->second;
 }
 
@@ -292,7 +372,7 @@ void CudaBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, 
 }
 void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
   if (!begin_op()) return;
-  const DeviceMatrix& m = mat(W);
+  const DeviceMatrix m = mat(W);
   cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T);
 }
 void CudaBackend::unary(UnaryOp op, float* x, size_t n) {

@@ -24,6 +24,12 @@ class CudaBackend final : public Backend {
   std::unique_ptr<StepRecording> record(const std::function<void()>& step) override;
   bool replay(StepRecording& r, const std::function<void()>& step) override;
 
+  bool streams_from_host() const override { return true; }
+  void hold_in_host(const LayerWeights& lw) override;
+  void prefetch(const LayerWeights& lw) override;
+  void bring_in(const LayerWeights& lw) override;
+  void let_go(const LayerWeights& lw) override;
+
   float* allocate(size_t n) override;
   void release(float* p) override;
   void to_device(float* dst, const float* host, size_t n) override;
@@ -69,11 +75,31 @@ class CudaBackend final : public Backend {
   Recording* rec_ = nullptr;  // the recording being sized, captured or refilled
   const void* mirror(const void* host, size_t bytes);
   const float* vec(const Vector& v) { return static_cast<const float*>(mirror(v.data(), v.size() * sizeof(float))); }
-  const DeviceMatrix& mat(const Matrix& W);
+  DeviceMatrix mat(const Matrix& W);
 
   int device_;
   bool graphs_ = true;
   std::unordered_map<const void*, void*> mirrors_;  // host data -> its device copy
+  // Streamed layers: each held layer's tensors packed in one pinned block; two device slots take turns
+  // holding the layer that runs and the one being copied in (copy stream), so copies overlap compute.
+  struct HeldLayer {
+    char* pinned = nullptr;
+    size_t bytes = 0;
+    std::vector<std::pair<const void*, size_t>> parts;  // host data -> offset in the block
+  };
+  struct Slot {
+    char* dev = nullptr;
+    const LayerWeights* layer = nullptr;  // what the slot holds (or is receiving)
+    cuda::Event* ready = nullptr;         // copy finished
+    cuda::Event* free = nullptr;          // the ops that used it finished
+    uint64_t last_use = 0;
+  };
+  std::unordered_map<const LayerWeights*, HeldLayer> held_;
+  Slot slots_[2];
+  size_t slot_bytes_ = 0;
+  uint64_t uses_ = 0;
+  std::unordered_map<const void*, void*> transient_;  // host data of the layer running -> its slot copy
+  Slot& slot_for(const LayerWeights& lw);
   std::unordered_map<const void*, DeviceMatrix> matrices_;
   size_t mirrored_bytes_ = 0;
   // A device buffer for small per-step host data (token ids, head rows, batch tables, sampling rows),

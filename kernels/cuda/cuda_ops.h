@@ -53,6 +53,11 @@ Event* new_event();
 void record(Event* e);  // on the stream
 void wait(Event* e);    // host waits for it
 void destroy(Event* e);
+// A second stream per device for host -> device weight copies that overlap compute (streamed layers).
+void upload_on_copy_stream(void* dst, const void* pinned_src, size_t n);
+void record_on_copy_stream(Event* e);
+void copy_stream_waits(Event* e);  // later copies wait for e (recorded on the compute stream)
+void stream_waits(Event* e);       // later compute waits for e (recorded on the copy stream)
 // Bumped whenever a buffer a recorded graph may point at (the products' scratch) is reallocated.
 uint64_t workspace_epoch();
 void bump_workspace_epoch();

@@ -21,6 +21,7 @@ constexpr size_t kStagingHalf = size_t(2) << 20;  // two halves of pinned stagin
 
 struct DeviceContext {
   cudaStream_t stream = nullptr;
+  cudaStream_t copies = nullptr;  // weight uploads of streamed layers
   // Pinned staging ring in two halves: a half is refilled only after the event recorded when the
   // ring left it has completed, i.e. after the copies that read it ran.
   char* staging = nullptr;
@@ -43,6 +44,7 @@ DeviceContext& context() {
   DeviceContext& c = contexts()[dev];
   if (!c.stream) {
     check(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaStreamCreateWithFlags(&c.copies, cudaStreamNonBlocking), "cudaStreamCreate");
     // Freed blocks stay in the pool: a step's temporaries come back without a trip to the driver.
     cudaMemPool_t pool;
     check(cudaDeviceGetDefaultMemPool(&pool, dev), "cudaDeviceGetDefaultMemPool");
@@ -175,6 +177,13 @@ void destroy(Event* e) {
   cudaEventDestroy(e->e);
   delete e;
 }
+
+void upload_on_copy_stream(void* dst, const void* pinned_src, size_t n) {
+  if (n) check(cudaMemcpyAsync(dst, pinned_src, n, cudaMemcpyHostToDevice, context().copies), "upload (copy stream)");
+}
+void record_on_copy_stream(Event* e) { check(cudaEventRecord(e->e, context().copies), "cudaEventRecord"); }
+void copy_stream_waits(Event* e) { check(cudaStreamWaitEvent(context().copies, e->e, 0), "cudaStreamWaitEvent"); }
+void stream_waits(Event* e) { check(cudaStreamWaitEvent(stream(), e->e, 0), "cudaStreamWaitEvent"); }
 
 namespace {
 std::atomic<uint64_t> g_workspace_epoch{0};
