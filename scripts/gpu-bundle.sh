@@ -10,7 +10,7 @@ mkdir -p "$root/.gpu/debs" "$root/.gpu/shared/models" "$root/.gpu/shared/golden/
 grep -qx '/.gpu/' "$root/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >>"$root/.git/info/exclude"
 cd "$root/.gpu/debs"
 apt-get download -qq libdnnl-dev libdnnl2 libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libcli11-dev libgtest-dev \
-  libboost1.74-dev libopenmpi-dev libopenmpi3 libpmix2 libhwloc15 libevent-core-2.1-7 libevent-pthreads-2.1-7 libfabric1 libucx0 \
+  libboost1.74-dev libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 libevent-core-2.1-7 libevent-pthreads-2.1-7 libfabric1 libucx0 \
   libibverbs1 libnl-3-200 libnl-route-3-200 librdmacm1 libpsm2-2 libpsm-infinipath1 2>/dev/null
 cp "$shared"/models/tiny-rwkv-*.pth "$root/.gpu/shared/models/"
 cp "$shared"/golden/models/rand-v{4,5_2,6,7}-bf16.pth "$root/.gpu/shared/golden/models/"
