@@ -24,7 +24,10 @@ if [ -d "$root/.gpu/debs" ]; then
   export LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3${LIBRARY_PATH:+:$LIBRARY_PATH}"
   export LD_LIBRARY_PATH="$LIBRARY_PATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export OPAL_PREFIX="$deps/usr"
-  export PATH="$deps/usr/bin:$PATH"  # the bundled mpirun, for the cluster tests with a GPU stage
+  # The bundled mpirun, for the cluster tests with a GPU stage (Debian makes the mpirun name with
+  # update-alternatives, which unpacking does not run).
+  ln -sf orterun "$deps/usr/bin/mpirun"
+  export PATH="$deps/usr/bin:$PATH"
   ompi="$deps/usr/lib/x86_64-linux-gnu/openmpi"
   mpi_args=(-DMPI_CXX_SKIP_MPICXX=ON -DMPI_CXX_LIB_NAMES="mpi_cxx;mpi" -DMPI_mpi_LIBRARY="$ompi/lib/libmpi.so"
             -DMPI_mpi_cxx_LIBRARY="$ompi/lib/libmpi_cxx.so" -DMPI_CXX_HEADER_DIR="$ompi/include" -DMPI_CXX_ADDITIONAL_INCLUDE_DIRS="$ompi/include/openmpi")

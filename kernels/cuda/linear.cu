@@ -51,6 +51,11 @@ DeviceContext& context() {
 // Device scratch of at least `bytes` (grown, never shrunk): the rounded activations and dequantized tiles.
 void* scratch(DeviceContext& c, size_t bytes) {
   if (c.scratch_bytes < bytes) {
+    // Growing inside a graph capture would leave the scratch owned by a graph that never runs: refuse,
+    // and the recording falls back to launching directly (which grows it for the next recording).
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    check(cudaStreamIsCapturing(stream(), &capturing), "cudaStreamIsCapturing");
+    if (capturing != cudaStreamCaptureStatusNone) fail("CUDA: product scratch must grow while a step is recorded");
     free_bytes(c.scratch);  // stream-ordered: products already enqueued keep reading the old block
     c.scratch = alloc_bytes(bytes);
     c.scratch_bytes = bytes;
