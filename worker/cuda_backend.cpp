@@ -46,6 +46,7 @@ CudaBackend::~CudaBackend() {
   select();
   for (auto& [h, d] : mirrors_) cuda::free_bytes(d);
   for (auto& s : slots_) {
+    if (s.ready) cuda::wait(s.ready);  // a prefetch may still be copying into the slot
     if (s.free) cuda::wait(s.free);
     cuda::free_bytes(s.dev);
     cuda::destroy(s.ready);
@@ -175,7 +176,8 @@ void* CudaBackend::put(StepBuffer& b, const void* host, size_t bytes) {
     case Mode::Capture:
     case Mode::Fill: {
       Recording& r = *rec_;
-      if (mode_ == Mode::Fill && (r.next >= r.sizes.size() || r.sizes[r.next] != bytes)) {
+      if (r.next >= r.sizes.size() || r.sizes[r.next] != bytes) {  // not the calls that were sized
+        if (mode_ == Mode::Capture) fail("internal: a recorded step's inputs changed between its passes");
         r.mismatch = true;
         return nullptr;
       }
