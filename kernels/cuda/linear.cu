@@ -119,19 +119,21 @@ __global__ void u8_prepare_kernel(const float* x, int64_t ldx, const float* ry, 
 
 // Then one warp per output row: each lane reads 16 weight bytes at a time (one 128-bit load, so the
 // warp streams 512 contiguous bytes), converts and multiplies them by xr (read through the cache: every
-// row uses the same xr), and the warp reduces.
-template <bool kVector>
+// row uses the same xr), and the warp reduces. T (rows of x) is a template argument so the
+// accumulators stay in registers.
+template <bool kVector, int T>
 __global__ void matvec_u8_kernel(const uint8_t* W, const float* rx, const float* mx, int64_t rows, int64_t cols, const float* xr,
-                                 const float* sums, float* y, int64_t ldy, int T) {
+                                 const float* sums, float* y, int64_t ldy) {
   const int64_t o = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (o >= rows) return;
-  float acc[kMatvecMaxRows] = {};
+  float acc[T] = {};
   const uint8_t* row = W + size_t(o) * size_t(cols);
   if (kVector) {
     for (int64_t c = int64_t(lane) * 16; c < cols; c += 32 * 16) {
       uint4 packed = __ldg(reinterpret_cast<const uint4*>(row + c));
       const uint8_t* q = reinterpret_cast<const uint8_t*>(&packed);
+#pragma unroll
       for (int t = 0; t < T; ++t) {
         const float4* xv = reinterpret_cast<const float4*>(xr + size_t(t) * size_t(cols) + size_t(c));
         float sum = 0.0f;
@@ -145,12 +147,40 @@ __global__ void matvec_u8_kernel(const uint8_t* W, const float* rx, const float*
     }
   } else {
     for (int64_t c = lane; c < cols; c += 32)
+#pragma unroll
       for (int t = 0; t < T; ++t) acc[t] += float(row[c]) * xr[size_t(t) * size_t(cols) + size_t(c)];
   }
+#pragma unroll
   for (int t = 0; t < T; ++t) {
     float v = acc[t];
     for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
     if (lane == 0) y[size_t(t) * size_t(ldy) + size_t(o)] = math::u8_output(v, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
+  }
+}
+
+template <int T>
+void matvec_u8_rows(const uint8_t* q, const float* rx, const float* mx, int64_t rows, int64_t cols, const float* xr, const float* sums, float* y,
+                    int64_t ldy) {
+  const int warps = 8, blocks = int((rows + warps - 1) / warps);
+  if (cols % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0)
+    matvec_u8_kernel<true, T><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+  else
+    matvec_u8_kernel<false, T><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+  check_launch("matvec_u8");
+}
+
+void matvec_u8(const uint8_t* q, const float* rx, const float* mx, int64_t rows, int64_t cols, const float* xr, const float* sums, float* y,
+               int64_t ldy, int T) {
+  static_assert(kMatvecMaxRows == 8);
+  switch (T) {
+    case 1: return matvec_u8_rows<1>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    case 2: return matvec_u8_rows<2>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    case 3: return matvec_u8_rows<3>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    case 4: return matvec_u8_rows<4>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    case 5: return matvec_u8_rows<5>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    case 6: return matvec_u8_rows<6>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    case 7: return matvec_u8_rows<7>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    default: return matvec_u8_rows<8>(q, rx, mx, rows, cols, xr, sums, y, ldy);
   }
 }
 
@@ -200,11 +230,7 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
         auto* sums = reinterpret_cast<float*>(base + xr_bytes);
         u8_prepare_kernel<<<T, 256, 0, stream()>>>(x, ldx, ry, my, cols, xr, sums);
         check_launch("u8 prepare");
-        const int warps = 8, blocks = int((rows + warps - 1) / warps);
-        const bool vector = cols % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0;
-        if (vector) matvec_u8_kernel<true><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy, T);
-        else matvec_u8_kernel<false><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy, T);
-        check_launch("matvec_u8");
+        matvec_u8(q, rx, mx, rows, cols, xr, sums, y, ldy, T);
         return;
       }
       // x rounded once at the start of the scratch, the dequantized tile after it (sized first, so the

@@ -68,58 +68,112 @@ __global__ void wkv7_kernel(const Slice* seqs, int H, int N, const float* r, con
   }
 }
 
-// The same steps with the thread's part of the state in registers and each token's inputs in shared
-// memory (the layout of the official CUDA kernels): for the usual head size N = 64. The arithmetic is the
-// shared wkv5_column / wkv7_row, called with the register copy instead of the state in memory.
-template <int N>
-__global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const float* k, const float* v, const float* w_tok,
-                                 const float* w_fixed, const float* u, float* y) {
-  const int h = blockIdx.x, j = threadIdx.x;
-  const Slice q = seqs[blockIdx.y];
-  const size_t C = size_t(H) * N, o = size_t(h) * N;
-  __shared__ float sr[N], sk[N], sw[N], su[N];
-  float col[N];
-  float* S = q.state + o * N;
-  SKEIN_UNROLL
-  for (int i = 0; i < N; ++i) col[i] = S[i * N + j];
-  su[j] = u[o + j];
-  for (int t = 0; t < q.n; ++t) {
-    const size_t i0 = size_t(q.offset + t) * C + o;
-    __syncthreads();
-    sr[j] = r[i0 + j];
-    sk[j] = k[i0 + j];
-    sw[j] = w_tok ? w_tok[i0 + j] : w_fixed[o + j];
-    __syncthreads();
-    y[i0 + j] = math::wkv5_column(N, col, 1, v[i0 + j], sr, sk, sw, su);
+// The same steps for the usual head size N = 64, laid out for speed (as the official CUDA kernels do):
+// a block is one warp holding 32 of a head's rows (v7) or columns (v5/v6) of the state in registers, so a
+// head takes two blocks and a token needs only warp barriers; each token's input vectors go through shared
+// memory in two buffers, and the next token's are loaded while the current one computes. The arithmetic
+// is the shared wkv7_row / wkv5_column, called on the register copy.
+constexpr int kLanes = 32;
+
+template <int N, int kVectors>
+struct TokenInputs {  // this lane's share of a token's input vectors (N / 32 elements of each)
+  float e[kVectors][N / kLanes];
+  __device__ void load(const float* const* src, size_t i0, int lane) {
+#pragma unroll
+    for (int a = 0; a < kVectors; ++a)
+#pragma unroll
+      for (int m = 0; m < N / kLanes; ++m) e[a][m] = src[a][i0 + size_t(lane + m * kLanes)];
   }
-  SKEIN_UNROLL
-  for (int i = 0; i < N; ++i) S[i * N + j] = col[i];
-}
+  __device__ void store(float (*dst)[N], int lane) const {
+#pragma unroll
+    for (int a = 0; a < kVectors; ++a)
+#pragma unroll
+      for (int m = 0; m < N / kLanes; ++m) dst[a][lane + m * kLanes] = e[a][m];
+  }
+};
 
 template <int N>
 __global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const float* w, const float* k, const float* v, const float* kk,
                                  const float* a, float* y) {
-  const int h = blockIdx.x, i = threadIdx.x;
+  const int h = blockIdx.x / (N / kLanes), lane = threadIdx.x, i = (blockIdx.x % (N / kLanes)) * kLanes + lane;
   const Slice q = seqs[blockIdx.y];
+  if (q.n <= 0) return;
   const size_t C = size_t(H) * N, o = size_t(h) * N;
-  __shared__ float sr[N], sw[N], sk[N], skk[N], sa[N];
+  __shared__ float in[2][5][N];  // r, w, k, kk, a
+  const float* src[5] = {r + o, w + o, k + o, kk + o, a + o};
   float row[N];
   float* Si = q.state + o * N + size_t(i) * N;
   SKEIN_UNROLL
   for (int j = 0; j < N; ++j) row[j] = Si[j];
+  TokenInputs<N, 5> next;
+  next.load(src, size_t(q.offset) * C, lane);
+  float v_next = v[size_t(q.offset) * C + o + i];
+  next.store(in[0], lane);
+  __syncwarp();
   for (int t = 0; t < q.n; ++t) {
-    const size_t i0 = size_t(q.offset + t) * C + o;
-    __syncthreads();
-    sr[i] = r[i0 + i];
-    sw[i] = w[i0 + i];
-    sk[i] = k[i0 + i];
-    skk[i] = kk[i0 + i];
-    sa[i] = a[i0 + i];
-    __syncthreads();
-    y[i0 + i] = math::wkv7_row(N, row, v[i0 + i], sr, sw, sk, skk, sa);
+    const int b = t & 1;
+    const size_t i0 = size_t(q.offset + t) * C;
+    const float vi = v_next;
+    if (t + 1 < q.n) {  // in flight while this token computes
+      next.load(src, i0 + C, lane);
+      v_next = v[i0 + C + o + i];
+    }
+    y[i0 + o + i] = math::wkv7_row(N, row, vi, in[b][0], in[b][1], in[b][2], in[b][3], in[b][4]);
+    if (t + 1 < q.n) next.store(in[b ^ 1], lane);
+    __syncwarp();
   }
   SKEIN_UNROLL
   for (int j = 0; j < N; ++j) Si[j] = row[j];
+}
+
+template <int N>
+__global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const float* k, const float* v, const float* w_tok,
+                                 const float* w_fixed, const float* u, float* y) {
+  const int h = blockIdx.x / (N / kLanes), lane = threadIdx.x, j = (blockIdx.x % (N / kLanes)) * kLanes + lane;
+  const Slice q = seqs[blockIdx.y];
+  if (q.n <= 0) return;
+  const size_t C = size_t(H) * N, o = size_t(h) * N;
+  __shared__ float in[2][3][N];  // r, k, w
+  __shared__ float su[N];
+  // A fixed decay (v5) is read at the same place for every token: a zero row stride.
+  const size_t w_stride = w_tok ? C : 0;
+  const float* w_base = w_tok ? w_tok + o : w_fixed + o;
+  float col[N];
+  float* S = q.state + o * N;
+  SKEIN_UNROLL
+  for (int i = 0; i < N; ++i) col[i] = S[i * N + j];
+  for (int m = lane; m < N; m += kLanes) su[m] = u[o + m];
+  const float* rk[2] = {r + o, k + o};
+  TokenInputs<N, 2> next;
+  float w_next[N / kLanes];
+  auto load = [&](int t) {
+    next.load(rk, size_t(q.offset + t) * C, lane);
+#pragma unroll
+    for (int m = 0; m < N / kLanes; ++m) w_next[m] = w_base[size_t(q.offset + t) * w_stride + size_t(lane + m * kLanes)];
+  };
+  auto store = [&](int b) {
+    next.store(in[b], lane);
+#pragma unroll
+    for (int m = 0; m < N / kLanes; ++m) in[b][2][lane + m * kLanes] = w_next[m];
+  };
+  load(0);
+  float v_next = v[size_t(q.offset) * C + o + j];
+  store(0);
+  __syncwarp();
+  for (int t = 0; t < q.n; ++t) {
+    const int b = t & 1;
+    const size_t i0 = size_t(q.offset + t) * C;
+    const float vj = v_next;
+    if (t + 1 < q.n) {
+      load(t + 1);
+      v_next = v[i0 + C + o + j];
+    }
+    y[i0 + o + j] = math::wkv5_column(N, col, 1, vj, in[b][0], in[b][1], in[b][2], su);
+    if (t + 1 < q.n) store(b ^ 1);
+    __syncwarp();
+  }
+  SKEIN_UNROLL
+  for (int i = 0; i < N; ++i) S[i * N + j] = col[i];
 }
 
 __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int groups, int H, int N) {
@@ -153,7 +207,7 @@ void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const
 void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed,
           const float* u, float* y) {
   if (B <= 0) return;
-  if (N == 64) wkv5_fast_kernel<64><<<dim3(H, B), 64, 0, stream()>>>(seqs, H, r, k, v, w_tok, w_fixed, u, y);
+  if (N == 64) wkv5_fast_kernel<64><<<dim3(H * 64 / kLanes, B), kLanes, 0, stream()>>>(seqs, H, r, k, v, w_tok, w_fixed, u, y);
   else wkv5_kernel<<<dim3(H, B), N, 0, stream()>>>(seqs, H, N, r, k, v, w_tok, w_fixed, u, y);
   check_launch("wkv5");
 }
@@ -161,7 +215,7 @@ void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y) {
   if (B <= 0) return;
-  if (N == 64) wkv7_fast_kernel<64><<<dim3(H, B), 64, 0, stream()>>>(seqs, H, r, w, k, v, kk, a, y);
+  if (N == 64) wkv7_fast_kernel<64><<<dim3(H * 64 / kLanes, B), kLanes, 0, stream()>>>(seqs, H, r, w, k, v, kk, a, y);
   else wkv7_kernel<<<dim3(H, B), N, 0, stream()>>>(seqs, H, N, r, w, k, v, kk, a, y);
   check_launch("wkv7");
 }
