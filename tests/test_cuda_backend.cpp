@@ -178,21 +178,21 @@ std::string stdout_of(const std::string& cmd, int* exit_code, std::string* err =
 
 std::string tiny(const std::string& name) { return shared_dir() + "/models/" + name + ".pth"; }
 
-// Sampling on the GPU (seeded top-p, penalties) draws the CPU's tokens, in one process and with the
-// GPU as the cluster's last stage (activations CPU -> GPU over MPI host buffers).
-TEST_F(CudaBackendTest, GpuSamplingAndAGpuClusterStageGiveTheCpuText) {
+// Seeded sampling (top-p, penalties) on a GPU last stage: the cluster (activations CPU -> GPU over MPI
+// host buffers, tokens drawn on the GPU rank) writes the text of the same plan in one process. (The
+// kernel's draws equal the CPU reference's for equal logits: CudaKernels.SamplingMatchesCpuReference.)
+TEST_F(CudaBackendTest, GpuSamplingOnAClusterStageGivesTheOneProcessText) {
   std::string gen = "generate --model " + tiny("tiny-rwkv-7v0-834K") +
-                    " --prompt 'The little' --max-tokens 40 --temperature 0.8 --top-p 0.7 --alpha-presence 0.4 --alpha-frequency 0.2 --seed 7";
+                    " --prompt 'The little' --max-tokens 40 --temperature 0.8 --top-p 0.7 --alpha-presence 0.4 --alpha-frequency 0.2 --seed 7"
+                    " --strategy 'cpu fp32 *3 -> cuda:0 fp32'";
   int rc = 0;
   std::string err;
-  std::string cpu = stdout_of(std::string(SKEIN_BINARY) + " " + gen + " --strategy 'cpu fp32'", &rc, &err);
+  std::string one = stdout_of(std::string(SKEIN_BINARY) + " " + gen, &rc, &err);
   ASSERT_EQ(rc, 0) << err;
-  std::string gpu = stdout_of(std::string(SKEIN_BINARY) + " " + gen + " --strategy 'cuda fp32'", &rc, &err);
+  std::string cluster = stdout_of(mpirun_skein(3, gen), &rc, &err);
   ASSERT_EQ(rc, 0) << err;
-  EXPECT_EQ(gpu, cpu);
-  std::string cluster = stdout_of(mpirun_skein(3, gen + " --strategy 'cpu fp32 *3 -> cuda:0 fp32'"), &rc, &err);
-  ASSERT_EQ(rc, 0) << err;
-  EXPECT_EQ(cluster, cpu);
+  EXPECT_EQ(cluster, one);
+  EXPECT_GT(one.size(), 40u);
   EXPECT_NE(err.find("in over MPI"), std::string::npos) << err;
 }
 
