@@ -30,7 +30,7 @@ std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, siz
 
 float* RwkvModel::scratch(int slot, size_t n) {
   if (scratch_[slot].size() < n) {
-    ++scratch_epoch_;  // recorded steps point at the old buffer
+    if (slot < kHeadIn) ++scratch_epoch_;  // recorded steps (layers only, not the head) point at the old buffer
     scratch_[slot] = DeviceBuffer(be_, std::max(n, scratch_[slot].size() * 3 / 2));
   }
   return scratch_[slot].get();

@@ -5,7 +5,7 @@
 
 namespace skein {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   float* allocate(size_t n) override;
