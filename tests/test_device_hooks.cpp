@@ -1,8 +1,13 @@
-// The model's decode-step recording logic (RwkvModel::run_recorded), on the CPU: a backend that
-// "records" by remembering the step and "replays" by running it again stands in for CUDA graphs, so the
-// bookkeeping (first step direct, second recorded, later ones replayed, recordings dropped when a
-// buffer moves or the backend refuses them) is tested without a GPU, with the real model arithmetic.
+// The model's device-facing bookkeeping, on the CPU with the real arithmetic: decode-step recording
+// (RwkvModel::run_recorded; a backend that "replays" by running the step again stands in for CUDA
+// graphs: first step direct, second recorded, later ones replayed, recordings dropped when a buffer moves
+// or the backend refuses them), and layers streamed from host memory (the order of hold, prefetch,
+// bring-in and let-go that a GPU's copy slots rely on).
 #include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
 
 #include "model/checkpoint.h"
 #include "model/architecture.h"
@@ -96,6 +101,38 @@ TEST(StepRecording, StaleOrRefusedRecordingsFallBackToDirectSteps) {
   probe.refuse_replays = true;
   EXPECT_EQ(decode(probed, 2, 5, 3), decode(plain, 2, 5, 3));
   EXPECT_GT(probe.refused, 0);
+}
+
+// The CPU backend, told to keep streamed layers in host memory, logging the streaming calls.
+class StreamProbe final : public CpuBackend {
+ public:
+  std::vector<std::string> calls;
+  std::map<const LayerWeights*, int> layer_of;
+  int next_id = 0;
+  bool streams_from_host() const override { return true; }
+  void hold_in_host(const LayerWeights& lw) override { calls.push_back("hold " + std::to_string(layer_of[&lw] = next_id++)); }
+  void prefetch(const LayerWeights& lw) override { calls.push_back("prefetch " + std::to_string(layer_of.at(&lw))); }
+  void bring_in(const LayerWeights& lw) override { calls.push_back("in " + std::to_string(layer_of.at(&lw))); }
+  void let_go(const LayerWeights& lw) override { calls.push_back("out " + std::to_string(layer_of.at(&lw))); }
+};
+
+TEST(LayerStreaming, HeldOnceAndBroughtInAroundTheirOps) {
+  Models m(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
+  CpuBackend cpu;
+  StreamProbe probe;
+  Engine plain(m.ck, m.dims, Engine::whole_model(m.dims), cpu);
+  StageSpec spec = Engine::whole_model(m.dims).front();
+  const int L = m.dims.n_layer;
+  spec.streamed = {L - 3, L - 2, L - 1};  // the last three layers streamed, as "*N+" places them
+  Engine streamed(m.ck, m.dims, {spec}, probe);
+  EXPECT_EQ(probe.calls, (std::vector<std::string>{"hold 0", "hold 1", "hold 2"}));
+  probe.calls.clear();
+  EXPECT_EQ(decode(streamed, 2, 2, 3), decode(plain, 2, 2, 3));
+  // Every forward call: each streamed layer brought in, the next one prefetched while it runs (after
+  // the last, the first again, for the next call), then let go.
+  const std::vector<std::string> one_call = {"in 0", "prefetch 1", "out 0", "in 1", "prefetch 2", "out 1", "in 2", "prefetch 0", "out 2"};
+  ASSERT_EQ(probe.calls.size() % one_call.size(), 0u);
+  for (size_t i = 0; i < probe.calls.size(); ++i) EXPECT_EQ(probe.calls[i], one_call[i % one_call.size()]) << i;
 }
 
 }  // namespace
