@@ -9,20 +9,28 @@
 
 namespace skein {
 
+// Load-time conversions run once per matrix but over every weight (a 7B model has 7e9): they are
+// parallel over rows and read rows contiguously. Each element's arithmetic does not depend on the
+// order (min, max, one subtraction or division each), so the result is the serial one bit for bit.
 std::vector<float> matrix_to_f32(const Matrix& m) {
-  const size_t n = size_t(m.rows) * size_t(m.cols);
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    uint16_t h;
-    switch (m.dtype) {
-      case DType::F32: std::memcpy(&out[i], m.data + 4 * i, 4); break;
-      case DType::F16: std::memcpy(&h, m.data + 2 * i, 2); out[i] = fp16_to_float(h); break;
-      case DType::BF16: std::memcpy(&h, m.data + 2 * i, 2); out[i] = bf16_to_float(h); break;
-      case DType::U8: {
-        const QuantParams& q = *m.quant;
-        size_t o = i / size_t(m.cols), c = i % size_t(m.cols);
-        out[i] = ((float(m.data[i]) + 0.5f) * q.ry[c]) * q.rx[o] + q.my[c] + q.mx[o];
-        break;
+  const int64_t rows = m.rows, cols = m.cols;
+  std::vector<float> out(size_t(rows) * size_t(cols));
+#pragma omp parallel for schedule(static)
+  for (int64_t o = 0; o < rows; ++o) {
+    float* dst = out.data() + size_t(o) * size_t(cols);
+    const size_t base = size_t(o) * size_t(cols);
+    for (int64_t c = 0; c < cols; ++c) {
+      const size_t i = base + size_t(c);
+      uint16_t h;
+      switch (m.dtype) {
+        case DType::F32: std::memcpy(&dst[c], m.data + 4 * i, 4); break;
+        case DType::F16: std::memcpy(&h, m.data + 2 * i, 2); dst[c] = fp16_to_float(h); break;
+        case DType::BF16: std::memcpy(&h, m.data + 2 * i, 2); dst[c] = bf16_to_float(h); break;
+        case DType::U8: {
+          const QuantParams& q = *m.quant;
+          dst[c] = ((float(m.data[i]) + 0.5f) * q.ry[size_t(c)]) * q.rx[size_t(o)] + q.my[size_t(c)] + q.mx[size_t(o)];
+          break;
+        }
       }
     }
   }
@@ -46,9 +54,11 @@ Matrix convert_matrix(const Matrix& m, DType dtype) {
   out.cols = m.cols;
   out.owned = std::make_shared<std::vector<uint8_t>>(f.size() * dtype_size(dtype));
   uint8_t* d = out.owned->data();
-  for (size_t i = 0; i < f.size(); ++i) {
-    if (dtype == DType::F32) std::memcpy(d + 4 * i, &f[i], 4);
-    else { uint16_t h = dtype == DType::BF16 ? float_to_bf16(f[i]) : float_to_fp16(f[i]); std::memcpy(d + 2 * i, &h, 2); }
+  const int64_t n = int64_t(f.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    if (dtype == DType::F32) std::memcpy(d + 4 * i, &f[size_t(i)], 4);
+    else { uint16_t h = dtype == DType::BF16 ? float_to_bf16(f[size_t(i)]) : float_to_fp16(f[size_t(i)]); std::memcpy(d + 2 * i, &h, 2); }
   }
   out.data = d;
   return out;
@@ -56,52 +66,65 @@ Matrix convert_matrix(const Matrix& m, DType dtype) {
 
 Matrix quantize_i8(const Matrix& m, DType param_dtype) {
   // The official code works on M = W^T, shape [in][out]: "rows" are inputs (my, ry), "columns" outputs
-  // (mx, rx). Here W is [out][in], so M[i][o] = w[o*in + i].
+  // (mx, rx). Here W is [out][in] (w[o*in + i] = M[i][o]), so an output's values are contiguous.
   const int64_t out = m.rows, in = m.cols;
   std::vector<float> w = matrix_to_f32(m);
-  auto M = [&](int64_t i, int64_t o) -> float& { return w[size_t(o * in + i)]; };
+  float* W = w.data();
   auto q = std::make_shared<QuantParams>();
   q->mx.assign(size_t(out), 0); q->rx.assign(size_t(out), 0);
   q->my.assign(size_t(in), 0); q->ry.assign(size_t(in), 0);
-  auto row_min = [&] {  // my[i] = min over o, then subtract
-    for (int64_t i = 0; i < in; ++i) {
-      float v = INFINITY;
-      for (int64_t o = 0; o < out; ++o) v = std::min(v, M(i, o));
-      q->my[size_t(i)] = v;
-      for (int64_t o = 0; o < out; ++o) M(i, o) = M(i, o) - v;
+  // Per input i, a reduction over the outputs: each thread takes a block of inputs and walks the rows.
+  auto per_input = [&](std::vector<float>& res, float init, bool is_min) {
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (int64_t i0 = 0; i0 < in; i0 += 256) {
+        const int64_t i1 = std::min(in, i0 + 256);
+        for (int64_t i = i0; i < i1; ++i) res[size_t(i)] = init;
+        for (int64_t o = 0; o < out; ++o) {
+          const float* row = W + size_t(o) * size_t(in);
+          for (int64_t i = i0; i < i1; ++i) res[size_t(i)] = is_min ? std::min(res[size_t(i)], row[i]) : std::max(res[size_t(i)], row[i]);
+        }
+      }
     }
   };
+  auto rows_apply = [&](auto f) {  // f(o, row) for every output row, in parallel
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < out; ++o) f(o, W + size_t(o) * size_t(in));
+  };
+  auto row_min = [&] {  // my[i] = min over o, then subtract
+    per_input(q->my, INFINITY, true);
+    rows_apply([&](int64_t, float* row) { for (int64_t i = 0; i < in; ++i) row[i] = row[i] - q->my[size_t(i)]; });
+  };
   auto col_min = [&] {
-    for (int64_t o = 0; o < out; ++o) {
+    rows_apply([&](int64_t o, float* row) {
       float v = INFINITY;
-      for (int64_t i = 0; i < in; ++i) v = std::min(v, M(i, o));
+      for (int64_t i = 0; i < in; ++i) v = std::min(v, row[i]);
       q->mx[size_t(o)] = v;
-      for (int64_t i = 0; i < in; ++i) M(i, o) = M(i, o) - v;
-    }
+      for (int64_t i = 0; i < in; ++i) row[i] = row[i] - v;
+    });
   };
   auto nonzero = [](float z) { return z == 0.0f ? 1.0f : z; };
   if (in > out) { row_min(); col_min(); }
   else { col_min(); row_min(); }
-  for (int64_t o = 0; o < out; ++o) {
+  rows_apply([&](int64_t o, float* row) {
     float v = -INFINITY;
-    for (int64_t i = 0; i < in; ++i) v = std::max(v, M(i, o));
+    for (int64_t i = 0; i < in; ++i) v = std::max(v, row[i]);
     q->rx[size_t(o)] = v;
     float d = nonzero(v);
-    for (int64_t i = 0; i < in; ++i) M(i, o) = M(i, o) / d;
-  }
-  for (int64_t i = 0; i < in; ++i) {
-    float v = -INFINITY;
-    for (int64_t o = 0; o < out; ++o) v = std::max(v, M(i, o));
-    q->ry[size_t(i)] = v;
-    float d = nonzero(v);
-    for (int64_t o = 0; o < out; ++o) M(i, o) = M(i, o) / d;
-  }
+    for (int64_t i = 0; i < in; ++i) row[i] = row[i] / d;
+  });
+  per_input(q->ry, -INFINITY, false);
+  rows_apply([&](int64_t, float* row) { for (int64_t i = 0; i < in; ++i) row[i] = row[i] / nonzero(q->ry[size_t(i)]); });
   Matrix r;
   r.dtype = DType::U8;
   r.rows = out;
   r.cols = in;
   r.owned = std::make_shared<std::vector<uint8_t>>(w.size());
-  for (size_t k = 0; k < w.size(); ++k) r.owned->at(k) = uint8_t(std::clamp(std::floor(w[k] * 256.0f), 0.0f, 255.0f));
+  uint8_t* dst = r.owned->data();
+  const int64_t n = int64_t(w.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < n; ++k) dst[k] = uint8_t(std::clamp(std::floor(W[k] * 256.0f), 0.0f, 255.0f));
   r.data = r.owned->data();
   for (auto& v : q->mx) v = round_to(v, param_dtype);
   for (auto& v : q->my) v = round_to(v, param_dtype);
