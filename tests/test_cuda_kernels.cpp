@@ -104,6 +104,27 @@ TEST_F(CudaKernels, BatchedWkv5AndWkv7MatchCpuForEveryHeadSize) {
   }
 }
 
+// Token shift over sequences longer than one block of tokens, and a one-token one, in one launch.
+TEST_F(CudaKernels, TokenShiftOverLongAndShortSequences) {
+  const int C = 96, lens[3] = {150, 1, 64}, T = lens[0] + lens[1] + lens[2];
+  auto xx = random(size_t(T) * C, -1, 1, 60), state = random(3 * size_t(C), -1, 1, 61);
+  std::vector<float> want_sx(xx.size()), want_state = state;
+  int off = 0;
+  for (int b = 0; b < 3; ++b) {
+    for (int c = 0; c < C; ++c) {
+      want_sx[size_t(off) * C + c] = state[size_t(b) * C + c];
+      for (int t = 1; t < lens[b]; ++t) want_sx[size_t(off + t) * C + c] = xx[size_t(off + t - 1) * C + c];
+      want_state[size_t(b) * C + c] = xx[size_t(off + lens[b] - 1) * C + c];
+    }
+    off += lens[b];
+  }
+  Dev dxx(xx), dsx(std::vector<float>(xx.size())), dstate(state);
+  Table table({{0, lens[0], dstate.p}, {lens[0], lens[1], dstate.p + C}, {lens[0] + lens[1], lens[2], dstate.p + 2 * C}});
+  cuda::token_shift(dxx.p, dsx.p, table.p, 3, C, 150);
+  EXPECT_EQ(dsx.get(), want_sx);
+  EXPECT_EQ(dstate.get(), want_state);
+}
+
 TEST_F(CudaKernels, GroupNormMatchesCpu) {
   const int T = 3, H = 5, N = 64;
   auto x = random(size_t(T) * H * N, -4, 4, 30), w = random(size_t(H) * N, 0.5f, 1.5f, 31), b = random(size_t(H) * N, -0.2f, 0.2f, 32);

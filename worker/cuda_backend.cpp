@@ -395,7 +395,9 @@ void CudaBackend::add_row(float* x, const Vector& b, int T, int C) {
 }
 void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
   if (!begin_op()) return;
-  cuda::token_shift(xx, sx, table(seqs), int(seqs.size()), C);
+  int longest = 0;
+  for (auto& s : seqs) longest = std::max(longest, s.n);
+  cuda::token_shift(xx, sx, table(seqs), int(seqs.size()), C, longest);
 }
 void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
   if (!begin_op()) return;

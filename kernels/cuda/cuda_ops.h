@@ -90,8 +90,9 @@ struct Slice {
   int n;
   float* state;
 };
-// Per sequence: sx[first] = prev (the state), sx[t] = xx[t-1], prev = xx[last].
-void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C);
+// Per sequence: sx[first] = prev (the state), sx[t] = xx[t-1], prev = xx[last]. max_tokens: the
+// longest sequence's token count.
+void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C, int max_tokens);
 // v4: state = aa, bb, pp [3 x C].
 void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const float* k, const float* v, float* y);
 // v5/v6: state = S [H x N x N]; w_tok [rows x C] (v6) or null to use w_fixed [C] (v5).

@@ -12,16 +12,21 @@ namespace skein::cuda {
 
 namespace {
 
-// Thread (sequence blockIdx.y, channel c): the shift for that channel over the sequence's rows.
+// Thread (channel c, sequence blockIdx.y, block of kShiftTokens tokens blockIdx.z): the shift for
+// those rows, so a long prompt's rows are copied in parallel. The thread that has a sequence's first
+// token is the only one that touches the state: it reads it, then stores the sequence's last row.
+constexpr int kShiftTokens = 64;
 __global__ void token_shift_kernel(const float* xx, float* sx, const Slice* seqs, int C) {
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const Slice q = seqs[blockIdx.y];
-  if (q.n <= 0) return;
-  size_t base = size_t(q.offset) * C + c;
-  sx[base] = q.state[c];
-  for (int t = 1; t < q.n; ++t) sx[base + size_t(t) * C] = xx[base + size_t(t - 1) * C];
-  q.state[c] = xx[base + size_t(q.n - 1) * C];
+  const int t0 = int(blockIdx.z) * kShiftTokens, t1 = min(q.n, t0 + kShiftTokens);
+  const size_t base = size_t(q.offset) * C + c;
+  for (int t = max(t0, 1); t < t1; ++t) sx[base + size_t(t) * C] = xx[base + size_t(t - 1) * C];
+  if (t0 == 0 && q.n > 0) {
+    sx[base] = q.state[c];
+    q.state[c] = xx[base + size_t(q.n - 1) * C];
+  }
 }
 
 __global__ void wkv4_kernel(const Slice* seqs, int C, const float* w, const float* u, const float* k, const float* v, float* y) {
@@ -192,9 +197,9 @@ __global__ void v7_bonus_kernel(float* y, const float* r, const float* k, const 
 
 }  // namespace
 
-void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C) {
-  if (B <= 0) return;
-  token_shift_kernel<<<dim3((C + 127) / 128, B), 128, 0, stream()>>>(xx, sx, seqs, C);
+void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C, int max_tokens) {
+  if (B <= 0 || max_tokens <= 0) return;
+  token_shift_kernel<<<dim3((C + 127) / 128, B, (max_tokens + kShiftTokens - 1) / kShiftTokens), 128, 0, stream()>>>(xx, sx, seqs, C);
   check_launch("token_shift");
 }
 
