@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "kernels/sampling_math.h"
 
 namespace skein {
 
@@ -35,8 +36,8 @@ std::vector<float> sampling_probabilities(const float* logits, int V, float temp
   float mx = -INFINITY;
   for (int i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
   double sum = 0;
-  for (int i = 0; i < V; ++i) { probs[size_t(i)] = std::exp(logits[i] - mx); sum += probs[size_t(i)]; }
-  for (auto& p : probs) p = float(p / sum);
+  for (int i = 0; i < V; ++i) { probs[size_t(i)] = math::softmax_numerator(logits[i], mx); sum += probs[size_t(i)]; }
+  for (auto& p : probs) p = math::normalized(p, sum);
 
   std::vector<int> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
@@ -54,10 +55,10 @@ std::vector<float> sampling_probabilities(const float* logits, int V, float temp
   if (top_k > 0 && top_k < V)
     for (int i = top_k; i < V; ++i) probs[size_t(order[size_t(i)])] = 0.0f;
   if (temperature != 1.0f)
-    for (auto& p : probs) p = std::pow(p, 1.0f / temperature);
+    for (auto& p : probs) p = math::tempered(p, temperature);
   double total = 0;
   for (auto p : probs) total += p;
-  for (auto& p : probs) p = float(p / total);
+  for (auto& p : probs) p = math::normalized(p, total);
   return probs;
 }
 
@@ -116,7 +117,7 @@ int32_t draw_token(const std::vector<float>& probs, double u) {
 
 int32_t sample_row(float* logits, int V, const SampleRequest& r) {
   for (auto& p : r.penalties)
-    if (p.token >= 0 && p.token < V) logits[p.token] = std::isinf(p.amount) ? -INFINITY : logits[p.token] - p.amount;
+    if (p.token >= 0 && p.token < V) logits[p.token] = math::penalized(logits[p.token], p.amount);
   if (r.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
   return draw_token(sampling_probabilities(logits, V, r.temperature, r.top_p, r.top_k), r.u);
 }

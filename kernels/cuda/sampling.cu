@@ -1,6 +1,6 @@
 // Token sampling on the GPU, so a last stage returns token ids instead of [rows x vocab] logits. One
 // block per row runs the official PIPELINE steps in the CPU reference's order (coordinator/sampler.cpp,
-// sample_row): penalties; greedy as the first maximal logit; else softmax (float exp, double sum),
+// sample_row) with its per-element arithmetic (kernels/sampling_math.h): penalties; greedy as the first maximal logit; else softmax (float exp, double sum),
 // top-p, top-k, temperature, renormalise, and the first token whose cumulative probability exceeds u.
 // Sorting is replaced by radix selection on the probabilities' bit patterns (non-negative floats order
 // like their bits): the top-p cutoff is the largest probability c with mass(p >= c) >= top_p, found
@@ -15,6 +15,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/sampling_math.h"
 
 namespace skein::cuda {
 
@@ -159,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(float* logits, int V, 
 
   for (int i = r.penalty_begin + tid; i < r.penalty_end; i += nt) {  // one entry per token: no two threads share one
     Penalty q = penalties[i];
-    if (q.token >= 0 && q.token < V) l[q.token] = isinf(q.amount) ? -INFINITY : l[q.token] - q.amount;
+    if (q.token >= 0 && q.token < V) l[q.token] = math::penalized(l[q.token], q.amount);
   }
   __syncthreads();
 
@@ -185,14 +186,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(float* logits, int V, 
   mx = block_max(mx, s);
   double sum = 0;
   for (int i = tid; i < V; i += nt) {
-    float e = expf(l[i] - mx);
+    float e = math::softmax_numerator(l[i], mx);
     p[i] = e;
     sum += e;
   }
   sum = block_sum(sum, s);
   float largest = 0;
   for (int i = tid; i < V; i += nt) {
-    p[i] = float(double(p[i]) / sum);
+    p[i] = math::normalized(p[i], sum);
     largest = fmaxf(largest, p[i]);
   }
   largest = block_max(largest, s);
@@ -207,7 +208,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(float* logits, int V, 
     float q = p[i];
     if (q < cutoff) q = 0.0f;
     if (use_k && rank_key(p[i], i) < kth) q = 0.0f;
-    if (r.temperature != 1.0f) q = powf(q, 1.0f / r.temperature);
+    if (r.temperature != 1.0f) q = math::tempered(q, r.temperature);
     p[i] = q;
     total += q;
   }
@@ -219,7 +220,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(float* logits, int V, 
   double mine = 0;
   int last = -1;
   for (int i = i0; i < i1; ++i) {
-    float q = float(double(p[i]) / total);
+    float q = math::normalized(p[i], total);
     p[i] = q;
     if (q > 0.0f) {
       mine += q;
