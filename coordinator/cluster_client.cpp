@@ -180,6 +180,21 @@ double ClusterClient::echo_seconds(size_t k, size_t bytes) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+HopResult ClusterClient::hop_round_trip(size_t k, size_t floats, int reps) {
+  if (k + 1 >= ranks_.size()) fail("hop probe: stage ", k, " has no next stage");
+  ControlMessage m;
+  m.op = StageOp::HopProbe;
+  m.slot = int32_t(floats);
+  m.slot2 = reps;
+  m.blob = "in";
+  world_.send(ranks_[k + 1], kTagControl, m.encode());
+  m.blob = "out";
+  world_.send(ranks_[k], kTagControl, m.encode());
+  HopResult r;
+  world_.recv_into(ranks_[k], kTagReply, &r, sizeof r);
+  return r;
+}
+
 std::vector<float> ClusterClient::export_state(int session) {
   ControlMessage m;
   m.op = StageOp::ExportSlot;

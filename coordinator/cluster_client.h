@@ -53,6 +53,9 @@ class ClusterClient final : public ModelHandle {
   std::vector<StageStats> stage_stats();
   // Round trip of a `bytes` message between the coordinator and stage `k`, in seconds.
   double echo_seconds(size_t k, size_t bytes);
+  // Best of `reps` round trips of `floats` between stage k and stage k+1 over their activation link
+  // (whether that was NCCL is in the result). The pipeline must be idle.
+  HopResult hop_round_trip(size_t k, size_t floats, int reps);
   size_t stages() const { return ranks_.size(); }
 
  private:

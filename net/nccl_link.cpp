@@ -117,6 +117,23 @@ void NcclLink::recv(std::initializer_list<float*> parts, size_t n) {
   check_nccl(ncclGroupEnd(), "ncclGroupEnd");
 }
 
+void NcclLink::round_trip(float* dev, size_t n) {
+  Impl& m = *impl_;
+  cuda::set_device(m.device);
+  check_cuda(cudaStreamSynchronize(m.comm_stream), "waiting for earlier sends");
+  check_nccl(ncclSend(dev, n, ncclFloat32, m.peer, m.comm, m.compute), "ncclSend");
+  check_nccl(ncclRecv(dev, n, ncclFloat32, m.peer, m.comm, m.compute), "ncclRecv");
+  check_cuda(cudaStreamSynchronize(m.compute), "round trip");
+}
+
+void NcclLink::answer(float* dev, size_t n) {
+  Impl& m = *impl_;
+  cuda::set_device(m.device);
+  check_nccl(ncclRecv(dev, n, ncclFloat32, m.peer, m.comm, m.compute), "ncclRecv");
+  check_nccl(ncclSend(dev, n, ncclFloat32, m.peer, m.comm, m.compute), "ncclSend");
+  check_cuda(cudaStreamSynchronize(m.compute), "answer");
+}
+
 #else  // built without NCCL: the MPI path carries every hop
 
 struct NcclLink::Impl {};
@@ -125,6 +142,8 @@ NcclLink::NcclLink(MpiWorld&, int, bool, int) { fail("NCCL: this build has no NC
 NcclLink::~NcclLink() = default;
 void NcclLink::send(std::initializer_list<const float*>, size_t) {}
 void NcclLink::recv(std::initializer_list<float*>, size_t) {}
+void NcclLink::round_trip(float*, size_t) {}
+void NcclLink::answer(float*, size_t) {}
 
 #endif
 

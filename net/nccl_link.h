@@ -29,6 +29,11 @@ class NcclLink {
   // Receives into each part on the compute stream: kernels enqueued afterwards see the data.
   void recv(std::initializer_list<float*> parts, size_t n);
 
+  // Latency probes (the pipeline benchmark), with the pipeline idle: the sending end sends n floats and
+  // waits for them back; the receiving end returns them. Both wait for completion.
+  void round_trip(float* dev, size_t n);
+  void answer(float* dev, size_t n);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

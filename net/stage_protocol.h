@@ -13,7 +13,15 @@ namespace skein {
 enum Tag : int { kTagControl = 1, kTagActivations = 2, kTagResult = 3, kTagReady = 4, kTagReply = 5, kTagNccl = 6 };
 
 enum class StageOp : uint8_t {
-  Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, SetSampling, SetPenaltyFree, Stats, Echo, Shutdown
+  Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, SetSampling, SetPenaltyFree, Stats, Echo, HopProbe, Shutdown
+};
+
+// HopProbe: two neighbouring stages send `slot` floats back and forth `slot2` times over the link that
+// carries their activations (NCCL or MPI); blob "out" marks the stage that starts (and answers rank 0
+// with a HopResult), "in" the one that answers.
+struct HopResult {
+  double best_round_trip_seconds = 0;
+  int32_t nccl = 0;
 };
 
 // A stage's answer to Stats: time spent computing versus time since the previous Stats.

@@ -169,7 +169,11 @@ TEST(Cluster, PipelineBenchReports) {
     EXPECT_GT(run["tokens_per_s"].get<double>(), 0);
     EXPECT_GE(run["idle_measured"].get<double>(), 0);
   }
-  EXPECT_EQ(j["hops"].size(), 3u);
+  // 1, 16 and 256 tokens from rank 0 to the first stage and between the two stages (over MPI here).
+  ASSERT_EQ(j["hops"].size(), 6u);
+  EXPECT_EQ(j["hops"][3]["hop"], "s0-s1");
+  EXPECT_EQ(j["hops"][3]["via"], "MPI");
+  for (auto& h : j["hops"]) EXPECT_GT(h["one_way_us"].get<double>(), 0);
 }
 
 }  // namespace

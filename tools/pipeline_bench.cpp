@@ -76,16 +76,26 @@ void run_pipeline_bench(const Config& cfg, int rounds) {
     std::printf("%4d %12.1f %13.1f%% %13.1f%% %16.1f\n", M, tps, 100 * idle, 100 * model, btps);
     runs.push_back({{"micro_batches", M}, {"tokens_per_s", tps}, {"idle_measured", idle}, {"idle_model", model}, {"batched_tokens_per_s", btps}});
   }
+  // Activation hops: rank 0 to the first stage (MPI, as step plans and tokens go), and every stage to
+  // the next over the link their activations use (NCCL between GPU stages, else MPI host buffers).
   nlohmann::json hops = nlohmann::json::array();
   const size_t per_token = size_t(d.n_embd) * sizeof(float) * (d.arch == Arch::V7 ? 2 : 1);
+  auto report = [&](const std::string& hop, const char* via, int tokens, double one_way) {
+    size_t bytes = per_token * size_t(tokens);
+    std::printf("hop %-16s %-4s %3d-token activation message (%zu bytes): %.1f us one way, %.2f GB/s\n", hop.c_str(), via, tokens, bytes,
+                one_way * 1e6, double(bytes) / one_way / 1e9);
+    hops.push_back({{"hop", hop}, {"via", via}, {"tokens", tokens}, {"bytes", bytes}, {"one_way_us", one_way * 1e6}});
+  };
   for (int tokens : {1, 16, 256}) {
     double best = 1e30;
     for (int rep = 0; rep < 50; ++rep) best = std::min(best, cc->echo_seconds(0, per_token * size_t(tokens)));
-    double one_way = best / 2;
-    std::printf("hop: %3d-token activation message (%zu bytes): %.1f us one way, %.2f GB/s\n", tokens, per_token * size_t(tokens), one_way * 1e6,
-                double(per_token * size_t(tokens)) / one_way / 1e9);
-    hops.push_back({{"tokens", tokens}, {"bytes", per_token * size_t(tokens)}, {"one_way_us", one_way * 1e6}});
+    report("coordinator-s0", "MPI", tokens, best / 2);
   }
+  for (size_t k = 0; k + 1 < size_t(S); ++k)
+    for (int tokens : {1, 16, 256}) {
+      HopResult r = cc->hop_round_trip(k, per_token * size_t(tokens) / sizeof(float), 50);
+      report("s" + std::to_string(k) + "-s" + std::to_string(k + 1), r.nccl ? "NCCL" : "MPI", tokens, r.best_round_trip_seconds / 2);
+    }
   for (int s : sessions) cc->close_session(s);
   std::cout << nlohmann::json{{"stages", S}, {"arch", arch_name(d.arch)}, {"runs", runs}, {"hops", hops}}.dump() << std::endl;
 }

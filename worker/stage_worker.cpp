@@ -1,5 +1,6 @@
 #include "worker/stage_worker.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -87,6 +88,34 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
       case StageOp::Echo: {  // measures one hop: the payload comes back as it came
         std::string payload = world.recv(links.coordinator, kTagActivations);
         world.send(links.coordinator, kTagActivations, payload);
+        break;
+      }
+      case StageOp::HopProbe: {  // round trips with a neighbour over the activations' link
+        const bool out = m.blob == "out";
+        const int peer = out ? links.next : links.prev;
+        if (peer < 0 || m.slot < 0 || m.slot2 <= 0) fail("stage worker: a hop probe needs a neighbour, a size and a count");
+        NcclLink* link = out ? to_next.get() : from_prev.get();
+        const size_t n = size_t(m.slot);
+        HopResult r;
+        r.best_round_trip_seconds = 1e30;
+        r.nccl = link != nullptr;
+        DeviceBuffer dev;
+        std::vector<float> buf(n);
+        if (link) dev = DeviceBuffer(be, std::max<size_t>(n, 1));
+        for (int rep = 0; rep < m.slot2; ++rep) {
+          auto t0 = clock::now();
+          if (link && out) link->round_trip(dev.get(), n);
+          else if (link) link->answer(dev.get(), n);
+          else if (out) {
+            world.send(peer, kTagActivations, buf.data(), n * sizeof(float));
+            world.recv_into(peer, kTagActivations, buf.data(), n * sizeof(float));
+          } else {
+            world.recv_into(peer, kTagActivations, buf.data(), n * sizeof(float));
+            world.send(peer, kTagActivations, buf.data(), n * sizeof(float));
+          }
+          r.best_round_trip_seconds = std::min(r.best_round_trip_seconds, std::chrono::duration<double>(clock::now() - t0).count());
+        }
+        if (out) world.send(links.coordinator, kTagReply, &r, sizeof r);
         break;
       }
       case StageOp::Step: {
