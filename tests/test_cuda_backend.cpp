@@ -149,7 +149,9 @@ TEST_F(CudaBackendTest, RecordedDecodeStepsEqualDirectOnes) {
   };
   auto g = run(*graphs.model), d = run(*direct.model);
   ASSERT_EQ(g.size(), d.size());
-  EXPECT_EQ(max_abs_diff(g, d), 0.0);
+  // The same kernels on the same shapes: equal up to cuBLAS picking another algorithm for other
+  // addresses (a wrong state table or stale buffer would be off by far more).
+  EXPECT_LE(max_abs_diff(g, d), 1e-5);
 }
 
 // Layers streamed to the GPU from pinned host memory (*N+, two device slots taking turns) compute what
@@ -162,7 +164,7 @@ TEST_F(CudaBackendTest, LayersStreamedFromHostEqualResidentOnes) {
     const int L = resident.model->dims().n_layer;
     for (int keep : {L - 1, L - 2, 1}) {
       auto streamed = load_for_test(path, "", "cuda fp16 *" + std::to_string(keep) + "+");
-      EXPECT_EQ(max_abs_diff(trace(*streamed.model, 4), want), 0.0) << t << " keeping " << keep;
+      EXPECT_LE(max_abs_diff(trace(*streamed.model, 4), want), 1e-5) << t << " keeping " << keep;
     }
   }
 }
