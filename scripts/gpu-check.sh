@@ -38,8 +38,11 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv 2>&1 | tee -a "$log"
 
-say "build (CUDA, this GPU's architecture)"
-cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKEIN_CUDA=ON -DSKEIN_CUDA_ARCHS="${SKEIN_GPU_ARCHS:-native}" "${mpi_args[@]}" >>"$log" 2>&1 &&
+# This card's architecture (e.g. 90), from the driver; CMake's "native" (3.24+) otherwise.
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
+archs=${SKEIN_GPU_ARCHS:-${cap:-native}}
+say "build (CUDA, architecture $archs)"
+cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKEIN_CUDA=ON -DSKEIN_CUDA_ARCHS="$archs" "${mpi_args[@]}" >>"$log" 2>&1 &&
   cmake --build "$root/build-gpu" --target skein skein_cuda_tests >>"$log" 2>&1 || { say "BUILD FAILED (see the log)"; tail -40 "$log"; exit 1; }
 
 say "GPU tests"
