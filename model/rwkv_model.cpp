@@ -13,12 +13,16 @@ enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4,
 }  // namespace
 
 RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {
-  if (be_.streams_from_host())
-    for (int l : w_.streamed) {
+  for (int l : w_.streamed) {
+    if (be_.streams_from_host()) {
       LayerWeights& lw = held_[l] = w_.load_streamed_layer(l);
       be_.hold_in_host(lw);
-      w_.release_layer_pages(l);
+      if (w_.dims.has_time_state) streamed_time_state_[l] = lw.v("att.time_state");
+    } else if (w_.dims.has_time_state) {
+      streamed_time_state_[l] = w_.load_streamed_layer(l).v("att.time_state");
     }
+    w_.release_layer_pages(l);
+  }
 }
 
 std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, size_t state_offset) {
@@ -76,7 +80,8 @@ void RwkvModel::reset(State& s) const {
     float* base = host.data() + size_t(l - s.first_layer()) * per;
     if (d.arch == Arch::V4) std::fill(base + 3 * C, base + 4 * C, -1e30f);
     if (d.has_time_state && l >= w_.first_layer && l < w_.last_layer) {
-      const Vector& ts = w_.layers[size_t(l - w_.first_layer)].v("att.time_state");
+      auto streamed = streamed_time_state_.find(l);
+      const Vector& ts = streamed != streamed_time_state_.end() ? streamed->second : w_.layers[size_t(l - w_.first_layer)].v("att.time_state");
       std::copy(ts.begin(), ts.end(), base + C);
     }
   }

@@ -70,6 +70,8 @@ class RwkvModel {
   std::vector<Recorded> recorded_;  // most recent last
   // Streamed layers prepared once and held in host memory, on a backend that streams from there (GPU).
   std::map<int, LayerWeights> held_;
+  // A state-tuned checkpoint's initial wkv state of each streamed layer (reset() needs it every time).
+  std::map<int, Vector> streamed_time_state_;
   uint64_t scratch_epoch_ = 0;      // bumped when a scratch buffer moves
 };
 

@@ -68,6 +68,9 @@ void check_time_state(const std::string& model, bool transposed) {
           float want = transposed ? values[l][(size_t(h) * N + j) * N + i] : values[l][(size_t(h) * N + i) * N + j];
           ASSERT_EQ(st[l * per + C + (size_t(h) * N + i) * N + j], want) << model;
         }
+  // The same with the later layers streamed from the file (*N+): their time_state is kept for resets.
+  auto streamed = load_for_test(path, "", "cpu fp32 *2+");
+  EXPECT_EQ(streamed.model->new_state().to_host(), st) << model;
   // And generation starts from it: the first logits differ from the plain model's.
   auto plain = load_for_test(golden("models/" + model));
   std::vector<int32_t> t = {7};
