@@ -103,6 +103,21 @@ void SlotSampler::record(int32_t token, const std::vector<uint8_t>& penalty_free
   penalty_.record(token, size_t(token) < penalty_free.size() && penalty_free[size_t(token)], params_);
 }
 
+std::vector<SampleRequest> SlotSamplers::prepare(const std::vector<int>& slots) {
+  std::vector<SampleRequest> out;
+  out.reserve(slots.size());
+  for (int s : slots) {
+    auto it = samplers_.find(s);
+    if (it == samplers_.end()) fail("slot ", s, " has no sampling parameters");
+    out.push_back(it->second.prepare());
+  }
+  return out;
+}
+
+void SlotSamplers::record(const std::vector<int>& slots, const std::vector<int32_t>& tokens) {
+  for (size_t i = 0; i < slots.size() && i < tokens.size(); ++i) samplers_.at(slots[i]).record(tokens[i], penalty_free_);
+}
+
 int32_t draw_token(const std::vector<float>& probs, double u) {
   double cum = 0;
   int last = 0;

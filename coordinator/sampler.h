@@ -82,6 +82,23 @@ class SlotSampler {
   Sampler sampler_;
 };
 
+// The samplers of a slot table, kept where the logits are (the last stage, or the local model), and
+// which tokens are penalty-free. A step's sampling slots get their requests from prepare() and their
+// tokens back through record(), in the same order.
+class SlotSamplers {
+ public:
+  void set(int slot, const SamplingParams& p) { samplers_.insert_or_assign(slot, SlotSampler(p)); }
+  void erase(int slot) { samplers_.erase(slot); }
+  void set_penalty_free(std::vector<uint8_t> penalty_free) { penalty_free_ = std::move(penalty_free); }
+  // Throws skein::Error for a slot without sampling parameters.
+  std::vector<SampleRequest> prepare(const std::vector<int>& slots);
+  void record(const std::vector<int>& slots, const std::vector<int32_t>& tokens);
+
+ private:
+  std::map<int, SlotSampler> samplers_;
+  std::vector<uint8_t> penalty_free_;
+};
+
 // SamplingParams on the wire (to the last stage); stop tokens and strings stay with the coordinator.
 std::string encode_sampling(const SamplingParams& p);
 SamplingParams decode_sampling(const std::string& bytes);

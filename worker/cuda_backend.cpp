@@ -56,6 +56,10 @@ CudaBackend::~CudaBackend() {
   for (auto& [lw, h] : held_) cuda::free_pinned(h.pinned);
 }
 
+namespace {
+size_t aligned(size_t n) { return (n + 255) / 256 * 256; }  // device and pinned blocks start on 256 bytes
+}  // namespace
+
 // ---- streamed layers
 namespace {
 template <typename F>
@@ -74,7 +78,7 @@ void CudaBackend::hold_in_host(const LayerWeights& lw) {
   HeldLayer h;
   for_each_tensor(lw, [&](const void* p, size_t n) {
     h.parts.push_back({p, h.bytes});
-    h.bytes += (n + 255) / 256 * 256;
+    h.bytes += aligned(n);
   });
   h.pinned = static_cast<char*>(cuda::alloc_pinned(h.bytes));
   size_t i = 0;
@@ -155,14 +159,6 @@ struct CudaBackend::Recording final : StepRecording {
   }
 };
 
-namespace {
-size_t aligned(size_t n) { return (n + 255) / 256 * 256; }
-struct OnExit {
-  std::function<void()> f;
-  ~OnExit() { f(); }
-};
-}  // namespace
-
 void* CudaBackend::put(StepBuffer& b, const void* host, size_t bytes) {
   switch (mode_) {
     case Mode::Run:
@@ -193,35 +189,37 @@ void* CudaBackend::put(StepBuffer& b, const void* host, size_t bytes) {
   return nullptr;
 }
 
+void CudaBackend::run_in(Mode mode, Recording* r, const std::function<void()>& step) {
+  struct Reset {  // every way out leaves the backend running ops again
+    CudaBackend& b;
+    ~Reset() {
+      b.mode_ = Mode::Run;
+      b.rec_ = nullptr;
+    }
+  } reset{*this};
+  mode_ = mode;
+  rec_ = r;
+  step();
+}
+
 std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& step) {
   select();
   auto r = std::make_unique<Recording>();
   r->device = device_;
-  OnExit reset{[this] {  // every way out leaves the backend running ops again
-    mode_ = Mode::Run;
-    rec_ = nullptr;
-  }};
-  rec_ = r.get();
-  mode_ = Mode::Size;  // pass 1: the step's host inputs, without running anything
-  step();
+  run_in(Mode::Size, r.get(), step);  // pass 1: the step's host inputs, without running anything
   r->dev = static_cast<char*>(cuda::alloc_bytes(r->bytes));
   r->host = static_cast<char*>(cuda::alloc_pinned(r->bytes));
   r->done = cuda::new_event();
   r->epoch = cuda::workspace_epoch();
-  mode_ = Mode::Capture;  // pass 2: the launches into a graph
-  cuda::begin_capture();
+  cuda::begin_capture();  // pass 2: the launches into a graph
   try {
-    step();
+    run_in(Mode::Capture, r.get(), step);
   } catch (...) {  // e.g. a weight not yet on the device: nothing ran, so run the step directly
     cuda::end_capture(false);
-    mode_ = Mode::Run;
-    rec_ = nullptr;
     step();
     return nullptr;
   }
   r->graph = cuda::end_capture(!r->mismatch);
-  mode_ = Mode::Run;
-  rec_ = nullptr;
   if (!r->graph || cuda::workspace_epoch() != r->epoch) {
     step();
     return nullptr;
@@ -236,16 +234,10 @@ bool CudaBackend::replay(StepRecording& base, const std::function<void()>& step)
   if (!r || r->device != device_ || cuda::workspace_epoch() != r->epoch) return false;
   select();
   cuda::wait(r->done);  // the last launch has read the input area
-  OnExit reset{[this] {  // every way out leaves the backend running ops again
-    mode_ = Mode::Run;
-    rec_ = nullptr;
-  }};
   r->cursor = 0;
   r->next = 0;
   r->mismatch = false;
-  rec_ = r;
-  mode_ = Mode::Fill;
-  step();
+  run_in(Mode::Fill, r, step);
   if (r->mismatch || r->next != r->sizes.size()) return false;
   cuda::launch(r->graph);
   cuda::record(r->done);

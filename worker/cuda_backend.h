@@ -73,6 +73,7 @@ class CudaBackend final : public Backend {
   Mode mode_ = Mode::Run;
   struct Recording;
   Recording* rec_ = nullptr;  // the recording being sized, captured or refilled
+  void run_in(Mode mode, Recording* r, const std::function<void()>& step);  // back to Run afterwards
   const void* mirror(const void* host, size_t bytes);
   const float* vec(const Vector& v) { return static_cast<const float*>(mirror(v.data(), v.size() * sizeof(float))); }
   DeviceMatrix mat(const Matrix& W);

@@ -27,16 +27,10 @@ int LocalModel::clone_session(int session) {
 uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
   // Each sampling entry's request (penalties, its random draw) is prepared here and executed where the
   // logits are: on a GPU last stage only the token ids come back.
-  std::vector<SampleRequest> requests;
-  requests.reserve(entries.size());
-  std::vector<SlotSampler*> samplers;
-  for (auto& e : entries) {
-    if (!e.sample) continue;
-    auto s = samplers_.find(e.session);
-    if (s == samplers_.end()) fail("session ", e.session, " has no sampling parameters");
-    samplers.push_back(&s->second);
-    requests.push_back(s->second.prepare());
-  }
+  std::vector<int> sampling;
+  for (auto& e : entries)
+    if (e.sample) sampling.push_back(e.session);
+  std::vector<SampleRequest> requests = samplers_.prepare(sampling);
   std::vector<int32_t> tokens(requests.size());
   std::vector<EngineSequence> batch;
   size_t row = 0;
@@ -51,7 +45,7 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
   }
   auto t0 = std::chrono::steady_clock::now();
   engine_.forward(batch);
-  for (size_t i = 0; i < tokens.size(); ++i) samplers[i]->record(tokens[i], penalty_free_);
+  samplers_.record(sampling, tokens);
   busy_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   results_[++step_] = std::move(tokens);
   return step_;

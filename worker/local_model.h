@@ -25,8 +25,8 @@ class LocalModel final : public ModelHandle {
   void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) override;
   std::vector<float> export_state(int session) override { return get(session).to_host(); }
   void import_state(int session, const std::vector<float>& state) override { get(session).from_host(state); }
-  void set_sampling(int session, const SamplingParams& params) override { samplers_.insert_or_assign(session, SlotSampler(params)); }
-  void set_penalty_free(const std::vector<uint8_t>& penalty_free) override { penalty_free_ = penalty_free; }
+  void set_sampling(int session, const SamplingParams& params) override { samplers_.set(session, params); }
+  void set_penalty_free(const std::vector<uint8_t>& penalty_free) override { samplers_.set_penalty_free(penalty_free); }
   uint64_t submit(const std::vector<BatchEntry>& entries) override;  // runs the step now
   void collect(uint64_t step, int32_t* tokens) override;
   uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override;  // runs the step now
@@ -36,8 +36,7 @@ class LocalModel final : public ModelHandle {
   SessionState& get(int session);
   Engine& engine_;
   std::map<int, SessionState> sessions_;
-  std::map<int, SlotSampler> samplers_;
-  std::vector<uint8_t> penalty_free_;
+  SlotSamplers samplers_;
   std::map<uint64_t, std::vector<int32_t>> results_;
   std::map<uint64_t, std::vector<float>> logits_;
   uint64_t step_ = 0;

@@ -16,8 +16,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
   const size_t C = size_t(d.n_embd), V = size_t(d.vocab);
   const bool v7 = d.arch == Arch::V7, first = links.prev < 0, last = links.next < 0;
   std::map<int, State> slots;
-  std::map<int, SlotSampler> samplers;  // last stage: each session's sampling state
-  std::vector<uint8_t> penalty_free;
+  SlotSamplers samplers;  // last stage: each session's sampling state
   std::vector<float> host;  // activations received: x, then v_first for v7
   // Outgoing activations are sent without blocking, from two alternating buffers, so this stage starts
   // its next step while the next stage is still busy with the last one.
@@ -59,10 +58,10 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         samplers.erase(m.slot);
         break;
       case StageOp::SetSampling:
-        samplers.insert_or_assign(m.slot, SlotSampler(decode_sampling(m.blob)));
+        samplers.set(m.slot, decode_sampling(m.blob));
         break;
       case StageOp::SetPenaltyFree:
-        penalty_free.assign(m.blob.begin(), m.blob.end());
+        samplers.set_penalty_free(std::vector<uint8_t>(m.blob.begin(), m.blob.end()));
         break;
       case StageOp::CloneSlot:
         slots.insert_or_assign(m.slot2, slot(m.slot).clone());
@@ -188,17 +187,10 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           break;
         }
         // Sampled where the logits are (on a GPU stage, on the GPU): only token ids travel.
-        std::vector<SlotSampler*> row_samplers;
-        std::vector<SampleRequest> requests;
-        for (int s : sample_slots) {
-          auto it = samplers.find(s);
-          if (it == samplers.end()) fail("stage worker: slot ", s, " has no sampling parameters");
-          row_samplers.push_back(&it->second);
-          requests.push_back(it->second.prepare());
-        }
+        std::vector<SampleRequest> requests = samplers.prepare(sample_slots);
         std::vector<int32_t> tokens(rows.size());
         stage.head_sample(x.get(), rows, requests, tokens.data());
-        for (size_t i = 0; i < tokens.size(); ++i) row_samplers[i]->record(tokens[i], penalty_free);
+        samplers.record(sample_slots, tokens);
         world.send(links.coordinator, kTagResult, tokens.data(), tokens.size() * sizeof(int32_t));
         break;
       }
