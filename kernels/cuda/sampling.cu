@@ -35,25 +35,19 @@ struct Shared {
   int found;
 };
 
-__device__ float block_max(float v, Shared& s) {
-  for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) s.fpart[threadIdx.x / 32] = v;
-  __syncthreads();
-  float m = -INFINITY;
-  for (int w = 0; w < int(blockDim.x / 32); ++w) m = fmaxf(m, s.fpart[w]);
-  return m;
-}
-
-__device__ int block_max_int(int v, Shared& s) {
+// The block's maximum of one value per thread (float or int), in every thread.
+template <typename T>
+__device__ T block_max(T v, T (&partial)[32], T lowest) {
   for (int off = 16; off > 0; off /= 2) v = max(v, __shfl_xor_sync(0xffffffffu, v, off));
   __syncthreads();
-  if (threadIdx.x % 32 == 0) s.ipart[threadIdx.x / 32] = v;
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
   __syncthreads();
-  int m = INT_MIN;
-  for (int w = 0; w < int(blockDim.x / 32); ++w) m = max(m, s.ipart[w]);
+  T m = lowest;
+  for (int w = 0; w < int(blockDim.x / 32); ++w) m = max(m, partial[w]);
   return m;
 }
+__device__ float block_max(float v, Shared& s) { return block_max(v, s.fpart, -INFINITY); }
+__device__ int block_max_int(int v, Shared& s) { return block_max(v, s.ipart, INT_MIN); }
 
 __device__ double block_sum(double v, Shared& s) {
   __syncthreads();
