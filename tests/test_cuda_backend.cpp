@@ -18,6 +18,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "tests/golden_cases.h"
 #include "tests/test_support.h"
+#include "worker/cuda_backend.h"
 
 namespace skein::test {
 namespace {
@@ -148,6 +149,12 @@ TEST_F(CudaBackendTest, RecordedDecodeStepsEqualDirectOnes) {
     return out;
   };
   auto g = run(*graphs.model), d = run(*direct.model);
+  // Step 0 runs directly, step 1 is recorded, steps 2..7 replay it: a capture that silently fell back
+  // to direct launches would pass the comparison below untested.
+  auto* recorder = dynamic_cast<CudaBackend*>(&graphs.model->stages().front()->backend());
+  ASSERT_NE(recorder, nullptr);
+  EXPECT_EQ(recorder->recorded_steps(), 1);
+  EXPECT_EQ(recorder->replayed_steps(), 6);
   ASSERT_EQ(g.size(), d.size());
   // The same kernels on the same shapes: equal up to cuBLAS picking another algorithm for other
   // addresses (a wrong state table or stale buffer would be off by far more).

@@ -130,7 +130,7 @@ void CudaBackend::let_go(const LayerWeights& lw) {
 
 void CudaBackend::select() const { cuda::set_device(device_); }
 
-bool CudaBackend::begin_op() const {
+bool CudaBackend::launching() const {
   select();
   return mode_ == Mode::Run || mode_ == Mode::Capture;
 }
@@ -160,6 +160,7 @@ struct CudaBackend::Recording final : StepRecording {
 };
 
 void* CudaBackend::put(StepBuffer& b, const void* host, size_t bytes) {
+  select();
   switch (mode_) {
     case Mode::Run:
       b.reserve(bytes);
@@ -226,6 +227,7 @@ std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& 
   }
   cuda::launch(r->graph);
   cuda::record(r->done);
+  ++recorded_steps_;
   return r;
 }
 
@@ -241,6 +243,7 @@ bool CudaBackend::replay(StepRecording& base, const std::function<void()>& step)
   if (r->mismatch || r->next != r->sizes.size()) return false;
   cuda::launch(r->graph);
   cuda::record(r->done);
+  ++replayed_steps_;
   return true;
 }
 
@@ -313,13 +316,12 @@ void CudaBackend::to_host(float* host, const float* src, size_t n) {
   cuda::download(host, src, n);
 }
 void CudaBackend::copy(float* dst, const float* src, size_t n) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::copy(dst, src, n);
 }
 
 void CudaBackend::sample(float* logits, int n, int V, std::span<const SampleRequest> rows, int32_t* tokens) {
   if (n <= 0) return;
-  if (!begin_op()) return;
   std::vector<cuda::SampleRow> table;
   std::vector<cuda::Penalty> penalties;
   for (int i = 0; i < n; ++i) {
@@ -330,6 +332,7 @@ void CudaBackend::sample(float* logits, int n, int V, std::span<const SampleRequ
   }
   auto* d_rows = static_cast<cuda::SampleRow*>(put(sample_rows_, table.data(), table.size() * sizeof(cuda::SampleRow)));
   auto* d_pen = static_cast<cuda::Penalty*>(put(sample_penalties_, penalties.data(), penalties.size() * sizeof(cuda::Penalty)));
+  if (!launching()) return;
   float* probs = static_cast<float*>(sample_probs_.reserve(size_t(n) * size_t(V) * sizeof(float)));
   auto* d_tokens = static_cast<int32_t*>(sample_tokens_.reserve(size_t(n) * sizeof(int32_t)));
   cuda::sample(logits, n, V, d_rows, d_pen, probs, d_tokens);
@@ -337,92 +340,98 @@ void CudaBackend::sample(float* logits, int n, int V, std::span<const SampleRequ
 }
 
 void CudaBackend::gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) {
-  if (!begin_op()) return;
-  cuda::gather_rows(x, static_cast<const int32_t*>(put(rows_, rows, size_t(n) * sizeof(int32_t))), n, C, out);
+  const auto* d_rows = static_cast<const int32_t*>(put(rows_, rows, size_t(n) * sizeof(int32_t)));
+  if (!launching()) return;
+  cuda::gather_rows(x, d_rows, n, C, out);
 }
 
 void CudaBackend::embed(const ModelWeights& w, const int32_t* tokens, int T, float* x) {
-  if (!begin_op()) return;
   const int C = w.dims.n_embd;
-  if (w.emb_override) {  // already normalised rows (the tests' official table): gather on the host
+  if (w.emb_override) {  // already normalised rows (the tests' official table): gathered on the host
     std::vector<float> rows(size_t(T) * C);
     for (int t = 0; t < T; ++t)
       std::copy_n(w.emb_override->data() + size_t(tokens[t]) * C, C, rows.data() + size_t(t) * C);
-    cuda::upload(x, rows.data(), rows.size());
+    const auto* d_rows = static_cast<const float*>(put(embedded_rows_, rows.data(), rows.size() * sizeof(float)));
+    if (launching()) cuda::copy(x, d_rows, rows.size());
     return;
   }
   const auto* toks = static_cast<const int32_t*>(put(tokens_, tokens, size_t(T) * sizeof(int32_t)));
+  if (!launching()) return;
   const void* table = mirror(w.emb.data, w.emb.nbytes);
   cuda::embed(table, weight_type(w.emb.dtype), vec(w.ln0_w), vec(w.ln0_b), toks, T, C, x);
 }
 
 void CudaBackend::layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::layer_norm(x, vec(w), vec(b), y, T, C);
 }
 void CudaBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::group_norm(x, vec(w), vec(b), T, H, N);
 }
 void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   const DeviceMatrix m = mat(W);
   cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T);
 }
 void CudaBackend::unary(UnaryOp op, float* x, size_t n) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::unary(unary_op(op), x, n);
 }
 void CudaBackend::add(float* x, const float* y, size_t n) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::add(x, y, n);
 }
 void CudaBackend::mul(float* x, const float* y, size_t n) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::mul(x, y, n);
 }
 void CudaBackend::add_row(float* x, const Vector& b, int T, int C) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::add_row(x, vec(b), T, C);
 }
 void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
-  if (!begin_op()) return;
+  const cuda::Slice* t = table(seqs);
+  if (!launching()) return;
   int longest = 0;
   for (auto& s : seqs) longest = std::max(longest, s.n);
-  cuda::token_shift(xx, sx, table(seqs), int(seqs.size()), C, longest);
+  cuda::token_shift(xx, sx, t, int(seqs.size()), C, longest);
 }
 void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::lerp_mix(xx, sx, vec(m), out, T, C);
 }
 void CudaBackend::delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::delta_mix(xx, sx, vec(m), m_tok, ld_tok, out, T, C);
 }
 void CudaBackend::wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) {
-  if (!begin_op()) return;
-  cuda::wkv4(table(seqs), int(seqs.size()), C, vec(w), vec(u), k, v, y);
+  const cuda::Slice* t = table(seqs);
+  if (!launching()) return;
+  cuda::wkv4(t, int(seqs.size()), C, vec(w), vec(u), k, v, y);
 }
 void CudaBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
                        const Vector* w_fixed, const Vector& u, float* y) {
-  if (!begin_op()) return;
-  cuda::wkv5(table(seqs), int(seqs.size()), H, N, r, k, v, w_tok, w_fixed ? vec(*w_fixed) : nullptr, vec(u), y);
+  const cuda::Slice* t = table(seqs);
+  if (!launching()) return;
+  cuda::wkv5(t, int(seqs.size()), H, N, r, k, v, w_tok, w_fixed ? vec(*w_fixed) : nullptr, vec(u), y);
 }
 void CudaBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
                        const float* kk, const float* a, float* y) {
-  if (!begin_op()) return;
-  cuda::wkv7(table(seqs), int(seqs.size()), H, N, r, w, k, v, kk, a, y);
+  const cuda::Slice* t = table(seqs);
+  if (!launching()) return;
+  cuda::wkv7(t, int(seqs.size()), H, N, r, w, k, v, kk, a, y);
 }
 void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::v7_keys(k, kk, a, vec(k_k), vec(k_a), T, H, N);
 }
 void CudaBackend::v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::v7_value_residual(v, v_first, gate, n);
 }
 void CudaBackend::v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) {
-  if (!begin_op()) return;
+  if (!launching()) return;
   cuda::v7_bonus(y, r, k, v, vec(r_k), T, H, N);
 }
 

@@ -23,6 +23,9 @@ class CudaBackend final : public Backend {
   bool can_record() const override { return graphs_; }
   std::unique_ptr<StepRecording> record(const std::function<void()>& step) override;
   bool replay(StepRecording& r, const std::function<void()>& step) override;
+  // Steps captured into graphs and steps replayed from them (a capture that fails runs the step directly).
+  int recorded_steps() const { return recorded_steps_; }
+  int replayed_steps() const { return replayed_steps_; }
 
   bool streams_from_host() const override { return true; }
   void hold_in_host(const LayerWeights& lw) override;
@@ -65,8 +68,10 @@ class CudaBackend final : public Backend {
     cuda::WeightType type = cuda::WeightType::F32;
   };
   void select() const;  // makes this backend's GPU current (a process may drive several)
-  // Every op starts here: selects the GPU; false while a recording pass only collects host inputs.
-  bool begin_op() const;
+  // Every op asks before launching (it also selects the GPU): false in a recording's sizing and refill
+  // passes, which launch nothing. An op hands its host inputs to put() before asking, so those passes
+  // see every input of the step.
+  bool launching() const;
   // How ops behave: run; count the inputs of a step about to be recorded; record them into the graph;
   // or refill a recording's inputs for a replay.
   enum class Mode { Run, Size, Capture, Fill };
@@ -80,6 +85,7 @@ class CudaBackend final : public Backend {
 
   int device_;
   bool graphs_ = true;
+  int recorded_steps_ = 0, replayed_steps_ = 0;
   std::unordered_map<const void*, void*> mirrors_;  // host data -> its device copy
   // Streamed layers: each held layer's tensors packed in one pinned block; two device slots take turns
   // holding the layer that runs and the one being copied in (copy stream), so copies overlap compute.
@@ -115,7 +121,7 @@ class CudaBackend final : public Backend {
   // recording's own pinned input area and device arena (whose addresses the graph keeps).
   void* put(StepBuffer& b, const void* host, size_t bytes);
   const cuda::Slice* table(std::span<const SeqSlice> seqs);  // a recurrence's batch, on the device
-  StepBuffer tokens_, rows_, slices_, sample_rows_, sample_penalties_, sample_probs_, sample_tokens_;
+  StepBuffer tokens_, embedded_rows_, rows_, slices_, sample_rows_, sample_penalties_, sample_probs_, sample_tokens_;
 };
 
 }  // namespace skein

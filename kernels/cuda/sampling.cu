@@ -114,6 +114,7 @@ __device__ uint64_t rank_key(float p, int i) { return (uint64_t(bits(p)) << 32) 
 
 // The k-th largest key; keys are distinct.
 __device__ uint64_t kth_largest_key(const float* p, int V, int k, Shared& s) {
+  __syncthreads();  // the top-p search's result may still be being read from s.prefix
   if (threadIdx.x == 0) {
     s.prefix = 0;
     s.need = k;
