@@ -9,6 +9,7 @@
 
 #include "coordinator/sampler.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/numeric.h"
 #include "kernels/rwkv_math.h"
 #include "kernels/sampling_math.h"
 
@@ -167,6 +168,43 @@ TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
         }
     }
     cuda::free_bytes(dq);
+  }
+}
+
+// fp16 and bf16 products: the matrix-vector kernel for decode batches (fp32 activations; 16-byte loads,
+// and scalar loads for odd widths or misaligned activations) and GemmEx beyond 8 rows (activations
+// rounded to the weight type), against the widened weights in double.
+TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
+  for (bool bf16 : {false, true}) {
+    for (int cols : {264, 100}) {
+      const int rows = 72;
+      auto wf = random(size_t(rows) * cols, -1, 1, 70);
+      std::vector<uint16_t> w(wf.size());
+      std::vector<float> wide(wf.size());
+      for (size_t i = 0; i < w.size(); ++i) {
+        w[i] = bf16 ? float_to_bf16(wf[i]) : float_to_fp16(wf[i]);
+        wide[i] = bf16 ? bf16_to_float(w[i]) : fp16_to_float(w[i]);
+      }
+      void* dw = cuda::alloc_bytes(w.size() * 2);
+      cuda::upload_bytes(dw, w.data(), w.size() * 2);
+      for (int T : {1, 3, 8, 12})
+        for (int skew : {0, 1}) {  // skew 1: rows of x one float apart from 16-byte alignment
+          const int64_t ldx = cols + skew;
+          auto x = random(size_t(T) * size_t(ldx) + size_t(skew), -1, 1, 71 + T);
+          Dev dx(x), dy(std::vector<float>(size_t(T) * rows));
+          cuda::linear(dw, bf16 ? cuda::WeightType::BF16 : cuda::WeightType::F16, nullptr, nullptr, nullptr, nullptr, rows, cols,
+                       dx.p + skew, ldx, dy.p, rows, T);
+          auto got = dy.get();
+          const double tol = T <= 8 ? 1e-3 : (bf16 ? 0.1 : 2e-2);
+          for (int t = 0; t < T; ++t)
+            for (int o = 0; o < rows; ++o) {
+              double s = 0;
+              for (int i = 0; i < cols; ++i) s += double(wide[size_t(o) * cols + i]) * x[size_t(skew) + size_t(t) * size_t(ldx) + size_t(i)];
+              ASSERT_NEAR(got[size_t(t) * rows + o], s, tol) << (bf16 ? "bf16" : "fp16") << " cols " << cols << " T " << T << " skew " << skew;
+            }
+        }
+      cuda::free_bytes(dw);
+    }
   }
 }
 

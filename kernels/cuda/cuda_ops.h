@@ -120,9 +120,10 @@ struct Penalty {
 void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* penalties, float* probs, int32_t* tokens);
 
 // ---- products (kernels/cuda/linear.cu): y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], W [rows x cols].
-// F32 through cuBLAS sgemm; F16/BF16 through cublasGemmEx on tensor cores (x rounded to the weight
-// type, fp32 accumulation); U8 (the official scheme, per-row rx/mx and per-column ry/my) by a
-// dequantizing matrix-vector kernel for few rows of x, else dequantized to fp16 tiles and GemmEx.
+// F32 through cuBLAS sgemm. F16, BF16 and U8 (the official scheme, per-row rx/mx and per-column ry/my)
+// by a matrix-vector kernel with fp32 x for up to 8 rows of x; beyond that F16/BF16 through
+// cublasGemmEx on tensor cores (x rounded to the weight type, fp32 accumulation) and U8 dequantized to
+// fp16 tiles and GemmEx.
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T);
 // The fp32 product alone (kept for the kernel tests).

@@ -1,8 +1,9 @@
-// Matrix products. Dense weights go through cuBLAS: fp32 by sgemm, fp16/bf16 by GemmEx on tensor cores
-// (activations rounded to the weight type, fp32 accumulation and output). Quantized uint8 weights (the
-// official scheme) are read by a matrix-vector kernel for decode-sized batches (factored as the CPU
-// does, math::u8_output), so a step reads one byte per weight; larger batches dequantize row tiles to
-// fp16 with the official element formula and use GemmEx. Everything runs on the device's one stream.
+// Matrix products. Decode-sized batches (up to 8 rows of x) of fp16, bf16 and uint8 weights go through
+// one matrix-vector kernel that streams the weights once with fp32 activations, as the CPU backend
+// computes (uint8 factored as the CPU does, math::u8_output). Larger batches use cuBLAS: fp32 by sgemm,
+// fp16/bf16 by GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation),
+// uint8 dequantized to fp16 row tiles with the official element formula, then GemmEx. Everything runs
+// on the device's one stream.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,7 +21,7 @@ namespace skein::cuda {
 
 namespace {
 
-constexpr int kMatvecMaxRows = 8;        // rows of x up to which U8 uses the dequantizing kernel
+constexpr int kMatvecMaxRows = 8;           // rows of x up to which half and uint8 weights use matvec_kernel
 constexpr int64_t kDequantTileRows = 4096;  // U8 rows dequantized at once for GemmEx
 
 struct DeviceContext {
@@ -117,30 +118,60 @@ __global__ void u8_prepare_kernel(const float* x, int64_t ldx, const float* ry, 
   }
 }
 
-// Then one warp per output row: each lane reads 16 weight bytes at a time (one 128-bit load, so the
-// warp streams 512 contiguous bytes), converts and multiplies them by xr (read through the cache: every
-// row uses the same xr), and the warp reduces. T (rows of x) is a template argument so the
-// accumulators stay in registers.
-template <bool kVector, int T>
-__global__ void matvec_u8_kernel(const uint8_t* W, const float* rx, const float* mx, int64_t rows, int64_t cols, const float* xr,
-                                 const float* sums, float* y, int64_t ldy) {
+// Decode-sized products: one warp per output row. Each lane reads 16 weight bytes at a time (one
+// 128-bit load, so the warp streams 512 contiguous bytes of the row), widens them and multiplies them by
+// the fp32 activations (read through the cache: every row uses the same ones), and the warp reduces.
+// One kernel for every weight format; T (rows of x) is a template argument so the accumulators stay in
+// registers. A format: the element type, elements per 16-byte load, and the widening to fp32.
+struct U8Weights {
+  using Elem = uint8_t;
+  static constexpr int kPerLoad = 16;
+  static __device__ float widen(uint8_t q) { return float(q); }
+};
+struct F16Weights {
+  using Elem = __half;
+  static constexpr int kPerLoad = 8;
+  static __device__ float widen(__half h) { return __half2float(h); }
+};
+struct BF16Weights {
+  using Elem = __nv_bfloat16;
+  static constexpr int kPerLoad = 8;
+  static __device__ float widen(__nv_bfloat16 h) { return __bfloat162float(h); }
+};
+// What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored output.
+struct PlainOutput {
+  __device__ float operator()(int64_t, int, float dot) const { return dot; }
+};
+struct U8Output {
+  const float *rx, *mx, *sums;  // sums [T x 3] from u8_prepare_kernel
+  __device__ float operator()(int64_t o, int t, float dot) const {
+    return math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
+  }
+};
+
+template <typename Fmt, bool kVector, int T, typename Output>
+__global__ void matvec_kernel(const typename Fmt::Elem* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy,
+                              Output output) {
+  using Elem = typename Fmt::Elem;
+  constexpr int K = Fmt::kPerLoad;
   const int64_t o = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (o >= rows) return;
   float acc[T] = {};
-  const uint8_t* row = W + size_t(o) * size_t(cols);
+  const Elem* row = W + size_t(o) * size_t(cols);
   if (kVector) {
-    for (int64_t c = int64_t(lane) * 16; c < cols; c += 32 * 16) {
+#pragma unroll 4  // several 16-byte loads in flight per lane
+    for (int64_t c = int64_t(lane) * K; c < cols; c += 32 * K) {
       uint4 packed = __ldg(reinterpret_cast<const uint4*>(row + c));
-      const uint8_t* q = reinterpret_cast<const uint8_t*>(&packed);
+      const Elem* q = reinterpret_cast<const Elem*>(&packed);
 #pragma unroll
       for (int t = 0; t < T; ++t) {
-        const float4* xv = reinterpret_cast<const float4*>(xr + size_t(t) * size_t(cols) + size_t(c));
+        const float4* xv = reinterpret_cast<const float4*>(x + size_t(t) * size_t(ldx) + size_t(c));
         float sum = 0.0f;
 #pragma unroll
-        for (int g = 0; g < 4; ++g) {
+        for (int g = 0; g < K / 4; ++g) {
           float4 x4 = __ldg(xv + g);
-          sum += float(q[4 * g]) * x4.x + float(q[4 * g + 1]) * x4.y + float(q[4 * g + 2]) * x4.z + float(q[4 * g + 3]) * x4.w;
+          sum += Fmt::widen(q[4 * g]) * x4.x + Fmt::widen(q[4 * g + 1]) * x4.y + Fmt::widen(q[4 * g + 2]) * x4.z + Fmt::widen(q[4 * g + 3]) * x4.w;
         }
         acc[t] += sum;
       }
@@ -148,39 +179,42 @@ __global__ void matvec_u8_kernel(const uint8_t* W, const float* rx, const float*
   } else {
     for (int64_t c = lane; c < cols; c += 32)
 #pragma unroll
-      for (int t = 0; t < T; ++t) acc[t] += float(row[c]) * xr[size_t(t) * size_t(cols) + size_t(c)];
+      for (int t = 0; t < T; ++t) acc[t] += Fmt::widen(row[c]) * x[size_t(t) * size_t(ldx) + size_t(c)];
   }
 #pragma unroll
   for (int t = 0; t < T; ++t) {
     float v = acc[t];
     for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    if (lane == 0) y[size_t(t) * size_t(ldy) + size_t(o)] = math::u8_output(v, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
+    if (lane == 0) y[size_t(t) * size_t(ldy) + size_t(o)] = output(o, t, v);
   }
 }
 
-template <int T>
-void matvec_u8_rows(const uint8_t* q, const float* rx, const float* mx, int64_t rows, int64_t cols, const float* xr, const float* sums, float* y,
-                    int64_t ldy) {
+template <typename Fmt, int T, typename Output>
+void matvec_rows(const void* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, Output output) {
   const int warps = 8, blocks = int((rows + warps - 1) / warps);
-  if (cols % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0)
-    matvec_u8_kernel<true, T><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+  const auto* w = static_cast<const typename Fmt::Elem*>(W);
+  // 16-byte loads need every row start and every activation group on 16 bytes.
+  const bool vector = cols % Fmt::kPerLoad == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                      ldx % 4 == 0;
+  if (vector)
+    matvec_kernel<Fmt, true, T><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
   else
-    matvec_u8_kernel<false, T><<<blocks, warps * 32, 0, stream()>>>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-  check_launch("matvec_u8");
+    matvec_kernel<Fmt, false, T><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
+  check_launch("matvec");
 }
 
-void matvec_u8(const uint8_t* q, const float* rx, const float* mx, int64_t rows, int64_t cols, const float* xr, const float* sums, float* y,
-               int64_t ldy, int T) {
+template <typename Fmt, typename Output = PlainOutput>
+void matvec(const void* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, Output output = {}) {
   static_assert(kMatvecMaxRows == 8);
   switch (T) {
-    case 1: return matvec_u8_rows<1>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-    case 2: return matvec_u8_rows<2>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-    case 3: return matvec_u8_rows<3>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-    case 4: return matvec_u8_rows<4>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-    case 5: return matvec_u8_rows<5>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-    case 6: return matvec_u8_rows<6>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-    case 7: return matvec_u8_rows<7>(q, rx, mx, rows, cols, xr, sums, y, ldy);
-    default: return matvec_u8_rows<8>(q, rx, mx, rows, cols, xr, sums, y, ldy);
+    case 1: return matvec_rows<Fmt, 1>(W, rows, cols, x, ldx, y, ldy, output);
+    case 2: return matvec_rows<Fmt, 2>(W, rows, cols, x, ldx, y, ldy, output);
+    case 3: return matvec_rows<Fmt, 3>(W, rows, cols, x, ldx, y, ldy, output);
+    case 4: return matvec_rows<Fmt, 4>(W, rows, cols, x, ldx, y, ldy, output);
+    case 5: return matvec_rows<Fmt, 5>(W, rows, cols, x, ldx, y, ldy, output);
+    case 6: return matvec_rows<Fmt, 6>(W, rows, cols, x, ldx, y, ldy, output);
+    case 7: return matvec_rows<Fmt, 7>(W, rows, cols, x, ldx, y, ldy, output);
+    default: return matvec_rows<Fmt, 8>(W, rows, cols, x, ldx, y, ldy, output);
   }
 }
 
@@ -215,9 +249,11 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
                  "sgemm");
       return;
     case WeightType::F16:
+      if (T <= kMatvecMaxRows) return matvec<F16Weights>(W, rows, cols, x, ldx, y, ldy, T);
       gemm_half(CUDA_R_16F, W, rows, cols, round_activations<__half>(c, x, ldx, cols, T, 0), y, ldy, T);
       return;
     case WeightType::BF16:
+      if (T <= kMatvecMaxRows) return matvec<BF16Weights>(W, rows, cols, x, ldx, y, ldy, T);
       gemm_half(CUDA_R_16BF, W, rows, cols, round_activations<__nv_bfloat16>(c, x, ldx, cols, T, 0), y, ldy, T);
       return;
     case WeightType::U8: {
@@ -230,7 +266,7 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
         auto* sums = reinterpret_cast<float*>(base + xr_bytes);
         u8_prepare_kernel<<<T, 256, 0, stream()>>>(x, ldx, ry, my, cols, xr, sums);
         check_launch("u8 prepare");
-        matvec_u8(q, rx, mx, rows, cols, xr, sums, y, ldy, T);
+        matvec<U8Weights>(q, rows, cols, xr, cols, y, ldy, T, U8Output{rx, mx, sums});
         return;
       }
       // x rounded once at the start of the scratch, the dequantized tile after it (sized first, so the
