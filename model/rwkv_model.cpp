@@ -229,8 +229,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.unary(UnaryOp::Tanh, dl, size_t(R) * dw1.rows);
     float* w = scratch(kKK, RC);
     be_.linear(lw.m("att.decay_w2"), dl, dw1.rows, w, C, R);
-    be_.add_row(w, lw.v("att.time_decay"), R, C);
-    be_.unary(UnaryOp::ExpNegExp, w, RC);
+    be_.bias_activate(UnaryOp::ExpNegExp, w, lw.v("att.time_decay"), R, C);
     be_.wkv5(slices(seqs, l, C), H, N, r, k, v, w, nullptr, lw.v("att.u"), y);
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
     be_.mul(y, g, RC);
@@ -250,8 +249,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     float* w = scratch(kW, RC);
     be_.delta_mix(xx, sx, lw.v("att.x_w"), nullptr, 0, t0, R, C);
     lora("w", t0, &tanh_op, w);
-    be_.add_row(w, lw.v("att.w0"), R, C);
-    be_.unary(UnaryOp::V7Decay, w, RC);
+    be_.bias_activate(UnaryOp::V7Decay, w, lw.v("att.w0"), R, C);
     be_.delta_mix(xx, sx, lw.v("att.x_k"), nullptr, 0, t0, R, C);
     be_.linear(lw.m("att.key"), t0, C, k, C, R);
     float* xv = scratch(kT2, RC);
@@ -260,8 +258,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     float* a = scratch(kA, RC);
     be_.delta_mix(xx, sx, lw.v("att.x_a"), nullptr, 0, t0, R, C);
     lora("a", t0, nullptr, a);
-    be_.add_row(a, lw.v("att.a0"), R, C);
-    be_.unary(UnaryOp::Sigmoid, a, RC);
+    be_.bias_activate(UnaryOp::Sigmoid, a, lw.v("att.a0"), R, C);
     float* g = scratch(kG, RC);
     be_.delta_mix(xx, sx, lw.v("att.x_g"), nullptr, 0, t0, R, C);
     lora("g", t0, &sig, g);
@@ -273,8 +270,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
       if (!v_first) fail("internal: v7 layer ", l, " needs v_first");
       float* gate = scratch(kT3, RC);
       lora("v", xv, nullptr, gate);
-      be_.add_row(gate, lw.v("att.v0"), R, C);
-      be_.unary(UnaryOp::Sigmoid, gate, RC);
+      be_.bias_activate(UnaryOp::Sigmoid, gate, lw.v("att.v0"), R, C);
       be_.v7_value_residual(v, v_first, gate, RC);
     }
     be_.wkv7(slices(seqs, l, C), H, N, r, w, k, v, kk, a, y);

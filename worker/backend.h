@@ -99,7 +99,7 @@ class Backend {
   virtual void unary(UnaryOp op, float* x, size_t n) = 0;
   virtual void add(float* x, const float* y, size_t n) = 0;  // x += y
   virtual void mul(float* x, const float* y, size_t n) = 0;  // x *= y
-  virtual void add_row(float* x, const Vector& b, int T, int C) = 0;  // x[t] += b
+  virtual void bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) = 0;  // x[t] = op(x[t] + b)
 
   // Per sequence (state = prev [C]): sx[first] = prev, sx[t] = xx[t-1]; then prev = xx[last].
   virtual void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) = 0;

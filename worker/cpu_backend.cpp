@@ -102,9 +102,10 @@ void CpuBackend::add(float* x, const float* y, size_t n) {
 void CpuBackend::mul(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] *= y[i];
 }
-void CpuBackend::add_row(float* x, const Vector& b, int T, int C) {
+void CpuBackend::bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) {
   for (int t = 0; t < T; ++t)
     for (int c = 0; c < C; ++c) x[size_t(t) * C + c] += b[c];
+  unary(op, x, size_t(T) * C);
 }
 
 void CpuBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {

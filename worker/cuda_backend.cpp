@@ -386,9 +386,9 @@ void CudaBackend::mul(float* x, const float* y, size_t n) {
   if (!launching()) return;
   cuda::mul(x, y, n);
 }
-void CudaBackend::add_row(float* x, const Vector& b, int T, int C) {
+void CudaBackend::bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) {
   if (!launching()) return;
-  cuda::add_row(x, vec(b), T, C);
+  cuda::bias_activate(unary_op(op), x, vec(b), T, C);
 }
 void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
   const cuda::Slice* t = table(seqs);

@@ -48,7 +48,7 @@ class CudaBackend final : public Backend {
   void unary(UnaryOp op, float* x, size_t n) override;
   void add(float* x, const float* y, size_t n) override;
   void mul(float* x, const float* y, size_t n) override;
-  void add_row(float* x, const Vector& b, int T, int C) override;
+  void bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) override;
   void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) override;
   void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) override;
   void delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) override;

@@ -77,7 +77,7 @@ void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out);
 void unary(Unary op, float* x, size_t n);
 void add(float* x, const float* y, size_t n);
 void mul(float* x, const float* y, size_t n);
-void add_row(float* x, const float* b, int T, int C);
+void bias_activate(Unary op, float* x, const float* b, int T, int C);  // x[t] = op(x[t] + b), one launch
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C);
 void delta_mix(const float* xx, const float* sx, const float* m, const float* m_tok, int64_t ld_tok, float* out, int T, int C);
 void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n);

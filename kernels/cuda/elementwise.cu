@@ -105,19 +105,21 @@ __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, f
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
+__device__ float activate(Unary op, float v) {
+  switch (op) {
+    case Unary::Sigmoid: return math::sigmoid(v);
+    case Unary::Silu: return math::silu(v);
+    case Unary::Tanh: return tanhf(v);
+    case Unary::ReluSquare: return math::relu_square(v);
+    case Unary::ExpNegExp: return math::exp_neg_exp(v);
+    case Unary::V7Decay: return math::v7_decay(v);
+  }
+  return v;
+}
+
 __global__ void unary_kernel(Unary op, float* x, size_t n) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  float v = x[i];
-  switch (op) {
-    case Unary::Sigmoid: v = math::sigmoid(v); break;
-    case Unary::Silu: v = math::silu(v); break;
-    case Unary::Tanh: v = tanhf(v); break;
-    case Unary::ReluSquare: v = math::relu_square(v); break;
-    case Unary::ExpNegExp: v = math::exp_neg_exp(v); break;
-    case Unary::V7Decay: v = math::v7_decay(v); break;
-  }
-  x[i] = v;
+  if (i < n) x[i] = activate(op, x[i]);
 }
 
 __global__ void add_kernel(float* x, const float* y, size_t n) {
@@ -128,9 +130,9 @@ __global__ void mul_kernel(float* x, const float* y, size_t n) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] *= y[i];
 }
-__global__ void add_row_kernel(float* x, const float* b, size_t n, int C) {
+__global__ void bias_activate_kernel(Unary op, float* x, const float* b, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] += b[i % size_t(C)];
+  if (i < n) x[i] = activate(op, x[i] + b[i % size_t(C)]);
 }
 __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m, float* out, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -198,11 +200,11 @@ void mul(float* x, const float* y, size_t n) {
   mul_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, n);
   check_launch("mul");
 }
-void add_row(float* x, const float* b, int T, int C) {
+void bias_activate(Unary op, float* x, const float* b, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n) return;
-  add_row_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, b, n, C);
-  check_launch("add_row");
+  bias_activate_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, b, n, C);
+  check_launch("bias_activate");
 }
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C) {
   size_t n = size_t(T) * C;
