@@ -9,7 +9,7 @@ namespace skein {
 
 namespace {
 // Scratch slots; each grows to the largest batch seen.
-enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kKK, kHeadIn, kLogits, kSlots };
+enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kT5, kT6, kT7, kKK, kHeadIn, kLogits, kSlots };
 }  // namespace
 
 RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {
@@ -30,6 +30,11 @@ std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, siz
   out.reserve(seqs.size());
   for (auto& s : seqs) out.push_back({s.offset, s.n, s.state->layer(l) + state_offset});
   return out;
+}
+
+void RwkvModel::mix(const float* xx, const float* sx, const Vector& m, float* out, int R, int C) {
+  const DeltaMix one[1] = {{&m, nullptr, out}};
+  be_.delta_mix(xx, sx, one, 0, R, C);
 }
 
 float* RwkvModel::scratch(int slot, size_t n) {
@@ -206,17 +211,19 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     const Matrix& w1 = lw.m("att.maa_w1");
     const int64_t D5 = w1.rows, D = D5 / 5;
     float* xxx = scratch(kT0, RC);
-    be_.delta_mix(xx, sx, lw.v("att.time_maa_x"), nullptr, 0, xxx, R, C);
+    mix(xx, sx, lw.v("att.time_maa_x"), xxx, R, C);
     float* lora = scratch(kT1, size_t(R) * D5);
     be_.linear(w1, xxx, C, lora, D5, R);
     be_.unary(UnaryOp::Tanh, lora, size_t(R) * D5);
     // The five token-dependent mixes, in the official order w, k, v, r, g.
     const char* names[5] = {"att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r", "att.time_maa_g"};
     float* mixed[5] = {scratch(kW, RC), scratch(kT2, RC), scratch(kT3, RC), scratch(kT4, RC), scratch(kA, RC)};
+    DeltaMix mixes[5];
     for (int j = 0; j < 5; ++j) {
       be_.linear(lw.m("att.maa_w2." + std::to_string(j)), lora + j * D, D5, mixed[j], C, R);
-      be_.delta_mix(xx, sx, lw.v(names[j]), mixed[j], C, mixed[j], R, C);
+      mixes[j] = {&lw.v(names[j]), mixed[j], mixed[j]};
     }
+    be_.delta_mix(xx, sx, mixes, C, R, C);
     be_.linear(lw.m("att.receptance"), mixed[3], C, r, C, R);
     be_.linear(lw.m("att.key"), mixed[1], C, k, C, R);
     be_.linear(lw.m("att.value"), mixed[2], C, v, C, R);
@@ -244,24 +251,22 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
       be_.linear(lw.m("att." + n + "2"), lo, a.rows, dst, C, R);
     };
     UnaryOp tanh_op = UnaryOp::Tanh, sig = UnaryOp::Sigmoid;
-    be_.delta_mix(xx, sx, lw.v("att.x_r"), nullptr, 0, t0, R, C);
-    be_.linear(lw.m("att.receptance"), t0, C, r, C, R);
+    // The six mixes of the token with its predecessor, in one pass.
+    float *xr = t0, *xw = scratch(kT4, RC), *xk = scratch(kT5, RC), *xv = scratch(kT2, RC), *xa = scratch(kT6, RC), *xg = scratch(kT7, RC);
+    const DeltaMix mixes[6] = {{&lw.v("att.x_r"), nullptr, xr}, {&lw.v("att.x_w"), nullptr, xw}, {&lw.v("att.x_k"), nullptr, xk},
+                               {&lw.v("att.x_v"), nullptr, xv}, {&lw.v("att.x_a"), nullptr, xa}, {&lw.v("att.x_g"), nullptr, xg}};
+    be_.delta_mix(xx, sx, mixes, 0, R, C);
+    be_.linear(lw.m("att.receptance"), xr, C, r, C, R);
     float* w = scratch(kW, RC);
-    be_.delta_mix(xx, sx, lw.v("att.x_w"), nullptr, 0, t0, R, C);
-    lora("w", t0, &tanh_op, w);
+    lora("w", xw, &tanh_op, w);
     be_.bias_activate(UnaryOp::V7Decay, w, lw.v("att.w0"), R, C);
-    be_.delta_mix(xx, sx, lw.v("att.x_k"), nullptr, 0, t0, R, C);
-    be_.linear(lw.m("att.key"), t0, C, k, C, R);
-    float* xv = scratch(kT2, RC);
-    be_.delta_mix(xx, sx, lw.v("att.x_v"), nullptr, 0, xv, R, C);
+    be_.linear(lw.m("att.key"), xk, C, k, C, R);
     be_.linear(lw.m("att.value"), xv, C, v, C, R);
     float* a = scratch(kA, RC);
-    be_.delta_mix(xx, sx, lw.v("att.x_a"), nullptr, 0, t0, R, C);
-    lora("a", t0, nullptr, a);
+    lora("a", xa, nullptr, a);
     be_.bias_activate(UnaryOp::Sigmoid, a, lw.v("att.a0"), R, C);
     float* g = scratch(kG, RC);
-    be_.delta_mix(xx, sx, lw.v("att.x_g"), nullptr, 0, t0, R, C);
-    lora("g", t0, &sig, g);
+    lora("g", xg, &sig, g);
     float* kk = scratch(kKK, RC);
     be_.v7_keys(k, kk, a, lw.v("att.k_k"), lw.v("att.k_a"), R, H, N);
     if (l == 0) {
@@ -297,16 +302,16 @@ void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq
 
   float* r = nullptr;
   if (d.arch == Arch::V7) {
-    be_.delta_mix(xx, sx, lw.v("ffn.x_k"), nullptr, 0, t0, R, C);
+    mix(xx, sx, lw.v("ffn.x_k"), t0, R, C);
   } else {
     r = scratch(kR, RC);
     bool lerp = d.arch != Arch::V6;
     if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_r"), t0, R, C);
-    else be_.delta_mix(xx, sx, lw.v("ffn.time_maa_r"), nullptr, 0, t0, R, C);
+    else mix(xx, sx, lw.v("ffn.time_maa_r"), t0, R, C);
     be_.linear(lw.m("ffn.receptance"), t0, C, r, C, R);
     be_.unary(UnaryOp::Sigmoid, r, RC);
     if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_k"), t0, R, C);
-    else be_.delta_mix(xx, sx, lw.v("ffn.time_maa_k"), nullptr, 0, t0, R, C);
+    else mix(xx, sx, lw.v("ffn.time_maa_k"), t0, R, C);
   }
   be_.linear(lw.m("ffn.key"), t0, C, hidden, F, R);
   be_.unary(UnaryOp::ReluSquare, hidden, size_t(R) * F);

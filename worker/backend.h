@@ -35,6 +35,14 @@ struct SampleRequest {
   std::vector<TokenPenalty> penalties;  // one entry per token
 };
 
+// One token-shift mix (v6, v7): out[t] = xx[t] + (sx[t] - xx[t]) * (m + m_tok[t]); m_tok (rows ld_tok
+// apart) may be null, and may be out itself.
+struct DeltaMix {
+  const Vector* m;
+  const float* m_tok;
+  float* out;
+};
+
 // One sequence of a batch as the recurrences see it: its rows [offset, offset + n) of the stacked
 // activations, and its state for the op (device memory: the layer's part the op reads and writes).
 struct SeqSlice {
@@ -105,9 +113,8 @@ class Backend {
   virtual void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) = 0;
   // out = xx*m + sx*(1-m)   (v4, v5)
   virtual void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) = 0;
-  // out = xx + (sx-xx)*(m + m_tok[t])   (v6, v7; m_tok may be null, its rows are ld_tok apart)
-  virtual void delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T,
-                         int C) = 0;
+  // Every mix of `mixes` over the same rows in one pass (v7 mixes each token six ways, v6 five).
+  virtual void delta_mix(const float* xx, const float* sx, std::span<const DeltaMix> mixes, int64_t ld_tok, int T, int C) = 0;
 
   // The recurrences, every sequence of the batch in one call (a GPU launches once, not once per
   // sequence). Activations are [rows x C]; each slice's state is the op's part of that sequence's layer state.

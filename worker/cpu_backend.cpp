@@ -128,14 +128,16 @@ void CpuBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, flo
     }
 }
 
-void CpuBackend::delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T,
-                           int C) {
-  for (int t = 0; t < T; ++t)
-    for (int c = 0; c < C; ++c) {
-      size_t i = size_t(t) * C + c;
-      float mc = m_tok ? m[c] + m_tok[t * ld_tok + c] : m[c];
-      out[i] = math::delta_mix(xx[i], sx[i], mc);
-    }
+void CpuBackend::delta_mix(const float* xx, const float* sx, std::span<const DeltaMix> mixes, int64_t ld_tok, int T, int C) {
+  for (const DeltaMix& d : mixes) {
+    const Vector& m = *d.m;
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < C; ++c) {
+        size_t i = size_t(t) * C + c;
+        float mc = d.m_tok ? m[c] + d.m_tok[t * ld_tok + c] : m[c];
+        d.out[i] = math::delta_mix(xx[i], sx[i], mc);
+      }
+  }
 }
 
 // The recurrences run in parallel over (sequence, channel or head) pairs; within a pair the tokens

@@ -401,9 +401,14 @@ void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, fl
   if (!launching()) return;
   cuda::lerp_mix(xx, sx, vec(m), out, T, C);
 }
-void CudaBackend::delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) {
+void CudaBackend::delta_mix(const float* xx, const float* sx, std::span<const DeltaMix> mixes, int64_t ld_tok, int T, int C) {
   if (!launching()) return;
-  cuda::delta_mix(xx, sx, vec(m), m_tok, ld_tok, out, T, C);
+  for (size_t first = 0; first < mixes.size(); first += cuda::Mixes::kMax) {
+    cuda::Mixes batch;
+    for (size_t i = first; i < std::min(mixes.size(), first + cuda::Mixes::kMax); ++i)
+      batch.mix[batch.count++] = {vec(*mixes[i].m), mixes[i].m_tok, mixes[i].out};
+    cuda::delta_mix(xx, sx, batch, ld_tok, T, C);
+  }
 }
 void CudaBackend::wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) {
   const cuda::Slice* t = table(seqs);

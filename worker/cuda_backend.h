@@ -51,7 +51,7 @@ class CudaBackend final : public Backend {
   void bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) override;
   void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) override;
   void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) override;
-  void delta_mix(const float* xx, const float* sx, const Vector& m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) override;
+  void delta_mix(const float* xx, const float* sx, std::span<const DeltaMix> mixes, int64_t ld_tok, int T, int C) override;
   void wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) override;
   void wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
             const Vector* w_fixed, const Vector& u, float* y) override;

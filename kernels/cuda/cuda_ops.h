@@ -79,7 +79,17 @@ void add(float* x, const float* y, size_t n);
 void mul(float* x, const float* y, size_t n);
 void bias_activate(Unary op, float* x, const float* b, int T, int C);  // x[t] = op(x[t] + b), one launch
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C);
-void delta_mix(const float* xx, const float* sx, const float* m, const float* m_tok, int64_t ld_tok, float* out, int T, int C);
+// Up to kMax mixes of the same rows, one launch: out = xx + (sx - xx) * (m + m_tok[t]) (m_tok may be null).
+struct Mixes {
+  static constexpr int kMax = 6;
+  struct Mix {
+    const float* m;
+    const float* m_tok;
+    float* out;
+  } mix[kMax] = {};
+  int count = 0;
+};
+void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_tok, int T, int C);
 void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n);
 
 // ---- recurrences (kernels/cuda/wkv.cu), every sequence of a batch in one launch. `seqs` is a device

@@ -138,13 +138,19 @@ __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = math::lerp_mix(xx[i], sx[i], m[i % size_t(C)]);
 }
-__global__ void delta_mix_kernel(const float* xx, const float* sx, const float* m, const float* m_tok, int64_t ld_tok, float* out, size_t n,
-                                 int C) {
+// Each thread reads its element of xx and sx once for every mix.
+__global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, int64_t ld_tok, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  size_t t = i / size_t(C), c = i % size_t(C);
-  float mc = m_tok ? m[c] + m_tok[t * size_t(ld_tok) + c] : m[c];
-  out[i] = math::delta_mix(xx[i], sx[i], mc);
+  const size_t t = i / size_t(C), c = i % size_t(C);
+  const float x = xx[i], prev = sx[i];
+#pragma unroll
+  for (int k = 0; k < Mixes::kMax; ++k) {  // constant indices keep the parameters out of local memory
+    if (k >= mixes.count) break;
+    const Mixes::Mix& d = mixes.mix[k];
+    float mc = d.m_tok ? d.m[c] + d.m_tok[t * size_t(ld_tok) + c] : d.m[c];
+    d.out[i] = math::delta_mix(x, prev, mc);
+  }
 }
 __global__ void value_residual_kernel(float* v, const float* v_first, const float* gate, size_t n) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -212,10 +218,10 @@ void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int 
   lerp_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, m, out, n, C);
   check_launch("lerp_mix");
 }
-void delta_mix(const float* xx, const float* sx, const float* m, const float* m_tok, int64_t ld_tok, float* out, int T, int C) {
+void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_tok, int T, int C) {
   size_t n = size_t(T) * C;
-  if (!n) return;
-  delta_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, m, m_tok, ld_tok, out, n, C);
+  if (!n || mixes.count <= 0) return;
+  delta_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, mixes, ld_tok, n, C);
   check_launch("delta_mix");
 }
 void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
