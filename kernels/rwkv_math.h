@@ -7,6 +7,11 @@
 
 #include "kernels/numeric.h"
 
+namespace skein {
+// The activations the model applies elementwise.
+enum class UnaryOp { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
+}  // namespace skein
+
 namespace skein::math {
 
 SKEIN_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -15,6 +20,35 @@ SKEIN_HD float relu_square(float x) { float r = x > 0.0f ? x : 0.0f; return r * 
 SKEIN_HD float exp_neg_exp(float x) { return expf(-expf(x)); }
 // v7 decay: exp(-exp(-softplus(-x) - 0.5)) == exp(-e^-0.5 * sigmoid(x)); 0.606531 = e^-0.5 as officially.
 SKEIN_HD float v7_decay(float x) { return expf(-0.606531f * sigmoid(x)); }
+
+SKEIN_HD float activate(UnaryOp op, float x) {
+  switch (op) {
+    case UnaryOp::Sigmoid: return sigmoid(x);
+    case UnaryOp::Silu: return silu(x);
+    case UnaryOp::Tanh: return tanhf(x);
+    case UnaryOp::ReluSquare: return relu_square(x);
+    case UnaryOp::ExpNegExp: return exp_neg_exp(x);
+    case UnaryOp::V7Decay: return v7_decay(x);
+  }
+  return x;
+}
+
+}  // namespace skein::math
+
+namespace skein {
+// What a matrix product does with each result: store it, store an activation of it, or add it to the
+// output (a residual), so the product's kernel does what would otherwise be a second pass.
+struct ProductOutput {
+  enum Kind { Store, Activate, Add } kind = Store;
+  UnaryOp op = UnaryOp::Sigmoid;  // for Activate
+  static ProductOutput activated(UnaryOp op) { return {Activate, op}; }
+  static ProductOutput added() { return {Add, UnaryOp::Sigmoid}; }
+  // The value to write where `old` is.
+  SKEIN_HD float apply(float dot, float old) const { return kind == Activate ? math::activate(op, dot) : kind == Add ? old + dot : dot; }
+};
+}  // namespace skein
+
+namespace skein::math {
 
 // Token-shift mixes. v4/v5 interpolate with weight m on the current token; v6/v7 move from x towards
 // the previous token by m.

@@ -173,15 +173,13 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
   float* k = scratch(kK, RC);
   float* v = scratch(kV, RC);
   float* y = scratch(kY, RC);
-  float* out = scratch(kOut, RC);
   be_.layer_norm(x, lw.v("ln1.weight"), lw.v("ln1.bias"), xx, R, C);
   be_.token_shift(xx, sx, slices(seqs, l, 0), C);
 
   if (d.arch == Arch::V4) {
     float* t0 = scratch(kT0, RC);
     be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), t0, R, C);
-    be_.linear(lw.m("att.receptance"), t0, C, r, C, R);
-    be_.unary(UnaryOp::Sigmoid, r, RC);
+    be_.linear(lw.m("att.receptance"), t0, C, r, C, R, ProductOutput::activated(UnaryOp::Sigmoid));
     be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), t0, R, C);
     be_.linear(lw.m("att.key"), t0, C, k, C, R);
     be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), t0, R, C);
@@ -200,8 +198,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     if (lw.has_m("att.gate")) {
       g = scratch(kG, RC);
       be_.lerp_mix(xx, sx, lw.v("att.time_mix_g"), t0, R, C);
-      be_.linear(lw.m("att.gate"), t0, C, g, C, R);
-      be_.unary(UnaryOp::Silu, g, RC);
+      be_.linear(lw.m("att.gate"), t0, C, g, C, R, ProductOutput::activated(UnaryOp::Silu));
     }
     const Vector& w = lw.v("att.w");
     be_.wkv5(slices(seqs, l, C), H, N, r, k, v, nullptr, &w, lw.v("att.u"), y);
@@ -213,8 +210,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     float* xxx = scratch(kT0, RC);
     mix(xx, sx, lw.v("att.time_maa_x"), xxx, R, C);
     float* lora = scratch(kT1, size_t(R) * D5);
-    be_.linear(w1, xxx, C, lora, D5, R);
-    be_.unary(UnaryOp::Tanh, lora, size_t(R) * D5);
+    be_.linear(w1, xxx, C, lora, D5, R, ProductOutput::activated(UnaryOp::Tanh));
     // The five token-dependent mixes, in the official order w, k, v, r, g.
     const char* names[5] = {"att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r", "att.time_maa_g"};
     float* mixed[5] = {scratch(kW, RC), scratch(kT2, RC), scratch(kT3, RC), scratch(kT4, RC), scratch(kA, RC)};
@@ -228,12 +224,10 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.linear(lw.m("att.key"), mixed[1], C, k, C, R);
     be_.linear(lw.m("att.value"), mixed[2], C, v, C, R);
     float* g = scratch(kG, RC);
-    be_.linear(lw.m("att.gate"), mixed[4], C, g, C, R);
-    be_.unary(UnaryOp::Silu, g, RC);
+    be_.linear(lw.m("att.gate"), mixed[4], C, g, C, R, ProductOutput::activated(UnaryOp::Silu));
     const Matrix& dw1 = lw.m("att.decay_w1");
     float* dl = scratch(kT1, size_t(R) * dw1.rows);
-    be_.linear(dw1, mixed[0], C, dl, dw1.rows, R);
-    be_.unary(UnaryOp::Tanh, dl, size_t(R) * dw1.rows);
+    be_.linear(dw1, mixed[0], C, dl, dw1.rows, R, ProductOutput::activated(UnaryOp::Tanh));
     float* w = scratch(kKK, RC);
     be_.linear(lw.m("att.decay_w2"), dl, dw1.rows, w, C, R);
     be_.bias_activate(UnaryOp::ExpNegExp, w, lw.v("att.time_decay"), R, C);
@@ -246,8 +240,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     auto lora = [&](const std::string& n, const float* in, UnaryOp* act, float* dst) {
       const Matrix& a = lw.m("att." + n + "1");
       if (a.rows > C) fail(w_.checkpoint->path(), ": LoRA rank of att.", n, "1 exceeds n_embd");
-      be_.linear(a, in, C, lo, a.rows, R);
-      if (act) be_.unary(*act, lo, size_t(R) * a.rows);
+      be_.linear(a, in, C, lo, a.rows, R, act ? ProductOutput::activated(*act) : ProductOutput{});
       be_.linear(lw.m("att." + n + "2"), lo, a.rows, dst, C, R);
     };
     UnaryOp tanh_op = UnaryOp::Tanh, sig = UnaryOp::Sigmoid;
@@ -283,8 +276,7 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.v7_bonus(y, r, k, v, lw.v("att.r_k"), R, H, N);
     be_.mul(y, g, RC);
   }
-  be_.linear(lw.m("att.output"), y, C, out, C, R);
-  be_.add(x, out, RC);
+  be_.linear(lw.m("att.output"), y, C, x, C, R, ProductOutput::added());  // the residual
 }
 
 void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x) {
@@ -296,7 +288,6 @@ void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq
   float* sx = scratch(kSX, RC);
   float* t0 = scratch(kT0, RC);
   float* hidden = scratch(kT1, size_t(R) * F);
-  float* out = scratch(kOut, RC);
   be_.layer_norm(x, lw.v("ln2.weight"), lw.v("ln2.bias"), xx, R, C);
   be_.token_shift(xx, sx, slices(seqs, l, ffn_prev), C);
 
@@ -308,15 +299,15 @@ void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq
     bool lerp = d.arch != Arch::V6;
     if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_r"), t0, R, C);
     else mix(xx, sx, lw.v("ffn.time_maa_r"), t0, R, C);
-    be_.linear(lw.m("ffn.receptance"), t0, C, r, C, R);
-    be_.unary(UnaryOp::Sigmoid, r, RC);
+    be_.linear(lw.m("ffn.receptance"), t0, C, r, C, R, ProductOutput::activated(UnaryOp::Sigmoid));
     if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_k"), t0, R, C);
     else mix(xx, sx, lw.v("ffn.time_maa_k"), t0, R, C);
   }
-  be_.linear(lw.m("ffn.key"), t0, C, hidden, F, R);
-  be_.unary(UnaryOp::ReluSquare, hidden, size_t(R) * F);
+  be_.linear(lw.m("ffn.key"), t0, C, hidden, F, R, ProductOutput::activated(UnaryOp::ReluSquare));
+  if (!r) return be_.linear(lw.m("ffn.value"), hidden, F, x, C, R, ProductOutput::added());  // v7: no receptance gate
+  float* out = scratch(kOut, RC);
   be_.linear(lw.m("ffn.value"), hidden, F, out, C, R);
-  if (r) be_.mul(out, r, RC);
+  be_.mul(out, r, RC);
   be_.add(x, out, RC);
 }
 

@@ -12,13 +12,12 @@
 #include <vector>
 
 #include "common/matrix.h"
+#include "kernels/rwkv_math.h"
 
 namespace skein {
 
 struct ModelWeights;
 struct LayerWeights;
-
-enum class UnaryOp { Sigmoid, Silu, Tanh, ReluSquare, ExpNegExp, V7Decay };
 
 // One row's draw with the official PIPELINE semantics (coordinator/sampler): the penalties, then
 // greedy (temperature 0: the first maximal logit) or softmax, top-p, top-k, temperature and the first
@@ -102,8 +101,8 @@ class Backend {
   virtual void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) = 0;
   // Per-head normalisation in place (ln_x), eps 64e-5 in every official generation.
   virtual void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) = 0;
-  // y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i]
-  virtual void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) = 0;
+  // y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], or its activation, or y += it (ProductOutput)
+  virtual void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) = 0;
   virtual void unary(UnaryOp op, float* x, size_t n) = 0;
   virtual void add(float* x, const float* y, size_t n) = 0;  // x += y
   virtual void mul(float* x, const float* y, size_t n) = 0;  // x *= y

@@ -76,24 +76,28 @@ void CpuBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, i
     }
 }
 
-void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
-  cpu::linear(W, x, ldx, y, ldy, T);
+void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
+  if (out.kind == ProductOutput::Store) return cpu::linear(W, x, ldx, y, ldy, T);
+  // Activations are applied in place; sums go through a buffer and are added.
+  const size_t rows = size_t(W.rows), n = size_t(T) * rows;
+  thread_local std::vector<float> sums;
+  const bool add = out.kind == ProductOutput::Add;
+  if (add) sums.resize(n);
+  float* products = add ? sums.data() : y;
+  const size_t ld = add ? rows : size_t(ldy);
+  cpu::linear(W, x, ldx, products, int64_t(ld), T);
+#pragma omp parallel for num_threads(threads_for(n * 8)) schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const size_t t = i / rows, o = i % rows;
+    float& dst = y[t * size_t(ldy) + o];
+    dst = out.apply(products[t * ld + o], dst);
+  }
 }
 
 void CpuBackend::unary(UnaryOp op, float* x, size_t n) {
   const int nth = threads_for(n * 8);
-  switch (op) {
-#define SKEIN_UNARY(OP, F) \
-  case UnaryOp::OP:        \
-    _Pragma("omp parallel for num_threads(nth) schedule(static)") for (size_t i = 0; i < n; ++i) x[i] = F(x[i]); break;
-    SKEIN_UNARY(Sigmoid, sigmoid)
-    SKEIN_UNARY(Silu, silu)
-    SKEIN_UNARY(Tanh, tanhf)
-    SKEIN_UNARY(ReluSquare, relu_square)
-    SKEIN_UNARY(ExpNegExp, exp_neg_exp)
-    SKEIN_UNARY(V7Decay, v7_decay)
-#undef SKEIN_UNARY
-  }
+#pragma omp parallel for num_threads(nth) schedule(static)
+  for (size_t i = 0; i < n; ++i) x[i] = math::activate(op, x[i]);
 }
 
 void CpuBackend::add(float* x, const float* y, size_t n) {

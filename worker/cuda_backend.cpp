@@ -21,17 +21,6 @@ cuda::WeightType weight_type(DType d) {
   }
   return cuda::WeightType::F32;
 }
-cuda::Unary unary_op(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::Sigmoid: return cuda::Unary::Sigmoid;
-    case UnaryOp::Silu: return cuda::Unary::Silu;
-    case UnaryOp::Tanh: return cuda::Unary::Tanh;
-    case UnaryOp::ReluSquare: return cuda::Unary::ReluSquare;
-    case UnaryOp::ExpNegExp: return cuda::Unary::ExpNegExp;
-    case UnaryOp::V7Decay: return cuda::Unary::V7Decay;
-  }
-  return cuda::Unary::Sigmoid;
-}
 }  // namespace
 
 CudaBackend::CudaBackend(int device) : device_(device) {
@@ -369,14 +358,14 @@ void CudaBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, 
   if (!launching()) return;
   cuda::group_norm(x, vec(w), vec(b), T, H, N);
 }
-void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
   if (!launching()) return;
   const DeviceMatrix m = mat(W);
-  cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T);
+  cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T, out);
 }
 void CudaBackend::unary(UnaryOp op, float* x, size_t n) {
   if (!launching()) return;
-  cuda::unary(unary_op(op), x, n);
+  cuda::unary(op, x, n);
 }
 void CudaBackend::add(float* x, const float* y, size_t n) {
   if (!launching()) return;
@@ -388,7 +377,7 @@ void CudaBackend::mul(float* x, const float* y, size_t n) {
 }
 void CudaBackend::bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) {
   if (!launching()) return;
-  cuda::bias_activate(unary_op(op), x, vec(b), T, C);
+  cuda::bias_activate(op, x, vec(b), T, C);
 }
 void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
   const cuda::Slice* t = table(seqs);

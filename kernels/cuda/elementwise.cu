@@ -105,21 +105,16 @@ __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, f
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
-__device__ float activate(Unary op, float v) {
-  switch (op) {
-    case Unary::Sigmoid: return math::sigmoid(v);
-    case Unary::Silu: return math::silu(v);
-    case Unary::Tanh: return tanhf(v);
-    case Unary::ReluSquare: return math::relu_square(v);
-    case Unary::ExpNegExp: return math::exp_neg_exp(v);
-    case Unary::V7Decay: return math::v7_decay(v);
-  }
-  return v;
+__global__ void unary_kernel(UnaryOp op, float* x, size_t n) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = math::activate(op, x[i]);
 }
 
-__global__ void unary_kernel(Unary op, float* x, size_t n) {
+__global__ void activate_rows_kernel(UnaryOp op, float* y, int64_t n, int64_t ldy, size_t total) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = activate(op, x[i]);
+  if (i >= total) return;
+  float& v = y[(i / size_t(n)) * size_t(ldy) + i % size_t(n)];
+  v = math::activate(op, v);
 }
 
 __global__ void add_kernel(float* x, const float* y, size_t n) {
@@ -130,9 +125,9 @@ __global__ void mul_kernel(float* x, const float* y, size_t n) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] *= y[i];
 }
-__global__ void bias_activate_kernel(Unary op, float* x, const float* b, size_t n, int C) {
+__global__ void bias_activate_kernel(UnaryOp op, float* x, const float* b, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = activate(op, x[i] + b[i % size_t(C)]);
+  if (i < n) x[i] = math::activate(op, x[i] + b[i % size_t(C)]);
 }
 __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m, float* out, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -191,10 +186,16 @@ void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) 
   check_launch("gather_rows");
 }
 
-void unary(Unary op, float* x, size_t n) {
+void unary(UnaryOp op, float* x, size_t n) {
   if (!n) return;
   unary_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, n);
   check_launch("unary");
+}
+void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy) {
+  size_t total = size_t(T) * size_t(n);
+  if (!total) return;
+  activate_rows_kernel<<<blocks_for(total), kThreads, 0, stream()>>>(op, y, n, ldy, total);
+  check_launch("activate_rows");
 }
 void add(float* x, const float* y, size_t n) {
   if (!n) return;
@@ -206,7 +207,7 @@ void mul(float* x, const float* y, size_t n) {
   mul_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, n);
   check_launch("mul");
 }
-void bias_activate(Unary op, float* x, const float* b, int T, int C) {
+void bias_activate(UnaryOp op, float* x, const float* b, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n) return;
   bias_activate_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, b, n, C);

@@ -138,14 +138,18 @@ struct BF16Weights {
   static constexpr int kPerLoad = 8;
   static __device__ float widen(__nv_bfloat16 h) { return __bfloat162float(h); }
 };
-// What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored output.
+// What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored
+// output; then stored, activated or added to y as the caller asked.
 struct PlainOutput {
-  __device__ float operator()(int64_t, int, float dot) const { return dot; }
+  ProductOutput out;
+  __device__ void operator()(float* dst, int64_t, int, float dot) const { *dst = out.apply(dot, out.kind == ProductOutput::Add ? *dst : 0.0f); }
 };
 struct U8Output {
   const float *rx, *mx, *sums;  // sums [T x 3] from u8_prepare_kernel
-  __device__ float operator()(int64_t o, int t, float dot) const {
-    return math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
+  ProductOutput out;
+  __device__ void operator()(float* dst, int64_t o, int t, float dot) const {
+    const float v = math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
+    *dst = out.apply(v, out.kind == ProductOutput::Add ? *dst : 0.0f);
   }
 };
 
@@ -185,7 +189,7 @@ __global__ void matvec_kernel(const typename Fmt::Elem* W, int64_t rows, int64_t
   for (int t = 0; t < T; ++t) {
     float v = acc[t];
     for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    if (lane == 0) y[size_t(t) * size_t(ldy) + size_t(o)] = output(o, t, v);
+    if (lane == 0) output(y + size_t(t) * size_t(ldy) + size_t(o), o, t, v);
   }
 }
 
@@ -203,8 +207,8 @@ void matvec_rows(const void* W, int64_t rows, int64_t cols, const float* x, int6
   check_launch("matvec");
 }
 
-template <typename Fmt, typename Output = PlainOutput>
-void matvec(const void* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, Output output = {}) {
+template <typename Fmt, typename Output>
+void matvec(const void* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, Output output) {
   static_assert(kMatvecMaxRows == 8);
   switch (T) {
     case 1: return matvec_rows<Fmt, 1>(W, rows, cols, x, ldx, y, ldy, output);
@@ -218,11 +222,12 @@ void matvec(const void* W, int64_t rows, int64_t cols, const float* x, int64_t l
   }
 }
 
-void gemm_half(cudaDataType type, const void* W, int64_t rows, int64_t cols, const void* x16, float* y, int64_t ldy, int T) {
-  const float one = 1.0f, zero = 0.0f;
+// beta 1 adds the products to y (ProductOutput::Add), 0 stores them.
+void gemm_half(cudaDataType type, const void* W, int64_t rows, int64_t cols, const void* x16, float* y, int64_t ldy, int T, float beta) {
+  const float one = 1.0f;
   // Column-major view: y^T [rows x T] = W^T' [rows x cols] * x^T [cols x T].
   check_blas(cublasGemmEx(context().blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, W, type, int(cols), x16, type, int(cols),
-                          &zero, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                          &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
 }
 
@@ -238,24 +243,28 @@ const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int
 }  // namespace
 
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows, int64_t cols,
-            const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
+            const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
   if (T <= 0 || rows <= 0) return;
   DeviceContext& c = context();
-  const float one = 1.0f, zero = 0.0f;
+  const float one = 1.0f, beta = out.kind == ProductOutput::Add ? 1.0f : 0.0f;
+  // cuBLAS stores or adds; an activation is a pass over the results afterwards.
+  auto finish = [&] {
+    if (out.kind == ProductOutput::Activate) activate_rows(out.op, y, T, rows, ldy);
+  };
   switch (type) {
     case WeightType::F32:
       check_blas(cublasSgemm(c.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, static_cast<const float*>(W), int(cols), x,
-                             int(ldx), &zero, y, int(ldy)),
+                             int(ldx), &beta, y, int(ldy)),
                  "sgemm");
-      return;
+      return finish();
     case WeightType::F16:
-      if (T <= kMatvecMaxRows) return matvec<F16Weights>(W, rows, cols, x, ldx, y, ldy, T);
-      gemm_half(CUDA_R_16F, W, rows, cols, round_activations<__half>(c, x, ldx, cols, T, 0), y, ldy, T);
-      return;
+      if (T <= kMatvecMaxRows) return matvec<F16Weights>(W, rows, cols, x, ldx, y, ldy, T, PlainOutput{out});
+      gemm_half(CUDA_R_16F, W, rows, cols, round_activations<__half>(c, x, ldx, cols, T, 0), y, ldy, T, beta);
+      return finish();
     case WeightType::BF16:
-      if (T <= kMatvecMaxRows) return matvec<BF16Weights>(W, rows, cols, x, ldx, y, ldy, T);
-      gemm_half(CUDA_R_16BF, W, rows, cols, round_activations<__nv_bfloat16>(c, x, ldx, cols, T, 0), y, ldy, T);
-      return;
+      if (T <= kMatvecMaxRows) return matvec<BF16Weights>(W, rows, cols, x, ldx, y, ldy, T, PlainOutput{out});
+      gemm_half(CUDA_R_16BF, W, rows, cols, round_activations<__nv_bfloat16>(c, x, ldx, cols, T, 0), y, ldy, T, beta);
+      return finish();
     case WeightType::U8: {
       const auto* q = static_cast<const uint8_t*>(W);
       if (T <= kMatvecMaxRows) {
@@ -266,8 +275,7 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
         auto* sums = reinterpret_cast<float*>(base + xr_bytes);
         u8_prepare_kernel<<<T, 256, 0, stream()>>>(x, ldx, ry, my, cols, xr, sums);
         check_launch("u8 prepare");
-        matvec<U8Weights>(q, rows, cols, xr, cols, y, ldy, T, U8Output{rx, mx, sums});
-        return;
+        return matvec<U8Weights>(q, rows, cols, xr, cols, y, ldy, T, U8Output{rx, mx, sums, out});
       }
       // x rounded once at the start of the scratch, the dequantized tile after it (sized first, so the
       // scratch does not move under x).
@@ -281,9 +289,9 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
         size_t n = size_t(n_rows) * size_t(cols);
         dequant_rows_kernel<<<int((n + 255) / 256), 256, 0, stream()>>>(q, rx, mx, ry, my, r0, cols, n, tile);
         check_launch("dequant rows");
-        gemm_half(CUDA_R_16F, tile, n_rows, cols, x16, y + r0, ldy, T);
+        gemm_half(CUDA_R_16F, tile, n_rows, cols, x16, y + r0, ldy, T, beta);
       }
-      return;
+      return finish();
     }
   }
 }
