@@ -169,12 +169,24 @@ SKEIN_HD void v7_keys_head(int N, float* k, float* kk, const float* a, const flo
   }
 }
 
-// v7 bonus for one head of one token: y += sum(r*k*r_k) * v.
-SKEIN_HD void v7_bonus_head(int N, float* y, const float* r, const float* k, const float* v, const float* r_k) {
-  float s = 0;
-  for (int n = 0; n < N; ++n) s += r[n] * k[n] * r_k[n];
-  for (int n = 0; n < N; ++n) y[n] += s * v[n];
+// v7's bonus weight for one head of one token, sum(r*k*r_k), accumulated in double like the norms so
+// the GPU's warp sum and this loop agree.
+SKEIN_HD float v7_bonus_weight(double sum_rkr) { return float(sum_rkr); }
+// One element of v7's attention output: (ln_x(y) + bonus*v) * g.
+SKEIN_HD float v7_output(float normed, float bonus, float v, float g) { return (normed + bonus * v) * g; }
+
+// v7's attention output for one head of one token, in place: y = (ln_x(y) + sum(r*k*r_k) * v) * g.
+SKEIN_HD void v7_output_head(int N, float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w,
+                             const float* ln_b, const float* r_k) {
+  double s = 0;
+  for (int n = 0; n < N; ++n) s += double(r[n] * k[n] * r_k[n]);
+  const float bonus = v7_bonus_weight(s);
+  norm_row(y, ln_w, ln_b, y, N, 64e-5f);
+  for (int n = 0; n < N; ++n) y[n] = v7_output(y[n], bonus, v[n], g[n]);
 }
+
+// v7's value residual: v moves towards the first layer's value by sigmoid(gate + v0).
+SKEIN_HD float v7_value_residual(float v, float v_first, float gate_logit, float v0) { return v + (v_first - v) * sigmoid(gate_logit + v0); }
 
 // The official uint8 weight: ((q + 0.5) * ry[i]) * rx[o] + my[i] + mx[o].
 SKEIN_HD float dequant_u8(uint8_t q, float rx_o, float mx_o, float ry_i, float my_i) { return ((float(q) + 0.5f) * ry_i) * rx_o + my_i + mx_o; }

@@ -268,13 +268,10 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
       if (!v_first) fail("internal: v7 layer ", l, " needs v_first");
       float* gate = scratch(kT3, RC);
       lora("v", xv, nullptr, gate);
-      be_.bias_activate(UnaryOp::Sigmoid, gate, lw.v("att.v0"), R, C);
-      be_.v7_value_residual(v, v_first, gate, RC);
+      be_.v7_value_residual(v, v_first, gate, lw.v("att.v0"), R, C);
     }
     be_.wkv7(slices(seqs, l, C), H, N, r, w, k, v, kk, a, y);
-    be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
-    be_.v7_bonus(y, r, k, v, lw.v("att.r_k"), R, H, N);
-    be_.mul(y, g, RC);
+    be_.v7_output(y, r, k, v, g, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), lw.v("att.r_k"), R, H, N);
   }
   be_.linear(lw.m("att.output"), y, C, x, C, R, ProductOutput::added());  // the residual
 }

@@ -129,6 +129,30 @@ TEST_F(CudaKernels, TokenShiftOverLongAndShortSequences) {
   EXPECT_EQ(dstate.get(), want_state);
 }
 
+// v7's fused attention output (ln_x, bonus, gate; a warp per head) and value residual against the
+// CPU's per-head functions, for head sizes 64 and 32.
+TEST_F(CudaKernels, V7OutputAndValueResidualMatchCpu) {
+  for (int N : {64, 32}) {
+    const int T = 3, H = 4, C = H * N;
+    auto y = random(size_t(T) * C, -2, 2, 90), r = random(size_t(T) * C, -1, 1, 91), k = random(size_t(T) * C, -1, 1, 92);
+    auto v = random(size_t(T) * C, -1, 1, 93), g = random(size_t(T) * C, 0, 1, 94), lw = random(C, 0.5f, 1.5f, 95), lb = random(C, -0.2f, 0.2f, 96);
+    auto rk = random(C, -1, 1, 97), vf = random(size_t(T) * C, -1, 1, 98), gate = random(size_t(T) * C, -3, 3, 99), v0 = random(C, -1, 1, 100);
+    std::vector<float> want = y, want_v = v;
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < H; ++h) {
+        size_t o = size_t(t) * C + size_t(h) * N, w = size_t(h) * N;
+        math::v7_output_head(N, &want[o], &r[o], &k[o], &v[o], &g[o], &lw[w], &lb[w], &rk[w]);
+      }
+    for (size_t i = 0; i < want_v.size(); ++i) want_v[i] = math::v7_value_residual(v[i], vf[i], gate[i], v0[i % size_t(C)]);
+    Dev dy(y), dr(r), dk(k), dv(v), dg(g), dlw(lw), dlb(lb), drk(rk), dvf(vf), dgate(gate), dv0(v0);
+    cuda::v7_output(dy.p, dr.p, dk.p, dv.p, dg.p, dlw.p, dlb.p, drk.p, T, H, N);
+    cuda::v7_value_residual(dv.p, dvf.p, dgate.p, dv0.p, T, C);
+    auto got = dy.get(), got_v = dv.get();
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5) << "N " << N << " y " << i;
+    for (size_t i = 0; i < got_v.size(); ++i) ASSERT_NEAR(got_v[i], want_v[i], 1e-6) << "N " << N << " v " << i;
+  }
+}
+
 TEST_F(CudaKernels, GroupNormMatchesCpu) {
   const int T = 3, H = 5, N = 64;
   auto x = random(size_t(T) * H * N, -4, 4, 30), w = random(size_t(H) * N, 0.5f, 1.5f, 31), b = random(size_t(H) * N, -0.2f, 0.2f, 32);

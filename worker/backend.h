@@ -128,10 +128,11 @@ class Backend {
 
   // v7 helpers: kk = normalize_per_head(k*k_k); k = k*(1+(a-1)*k_a)
   virtual void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) = 0;
-  // v += (v_first - v) * gate
-  virtual void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) = 0;
-  // y += sum_head(r*k*r_k) * v
-  virtual void v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) = 0;
+  // v += (v_first - v) * sigmoid(gate + v0), gate [T x C] before its bias
+  virtual void v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) = 0;
+  // Per head, in place: y = (ln_x(y) + sum(r*k*r_k) * v) * g
+  virtual void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
+                         const Vector& r_k, int T, int H, int N) = 0;
 };
 
 // RAII device buffer.

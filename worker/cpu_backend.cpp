@@ -208,16 +208,22 @@ void CpuBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k,
     }
 }
 
-void CpuBackend::v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
-  for (size_t i = 0; i < n; ++i) v[i] = v[i] + (v_first[i] - v[i]) * gate[i];
+void CpuBackend::v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) {
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < C; ++c) {
+      size_t i = size_t(t) * C + c;
+      v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[c]);
+    }
 }
 
-void CpuBackend::v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) {
+void CpuBackend::v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
+                           const Vector& r_k, int T, int H, int N) {
   const size_t C = size_t(H) * N;
+#pragma omp parallel for num_threads(threads_for(size_t(T) * C)) schedule(static)
   for (int t = 0; t < T; ++t)
     for (int h = 0; h < H; ++h) {
-      size_t o = t * C + size_t(h) * N;
-      v7_bonus_head(N, y + o, r + o, k + o, v + o, r_k.data() + size_t(h) * N);
+      size_t o = t * C + size_t(h) * N, w = size_t(h) * N;
+      math::v7_output_head(N, y + o, r + o, k + o, v + o, g + o, ln_w.data() + w, ln_b.data() + w, r_k.data() + w);
     }
 }
 

@@ -33,8 +33,9 @@ class CpuBackend : public Backend {
   void wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
             const float* kk, const float* a, float* y) override;
   void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) override;
-  void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) override;
-  void v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) override;
+  void v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) override;
+  void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
+                 const Vector& r_k, int T, int H, int N) override;
 };
 
 }  // namespace skein

@@ -420,13 +420,14 @@ void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k
   if (!launching()) return;
   cuda::v7_keys(k, kk, a, vec(k_k), vec(k_a), T, H, N);
 }
-void CudaBackend::v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
+void CudaBackend::v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) {
   if (!launching()) return;
-  cuda::v7_value_residual(v, v_first, gate, n);
+  cuda::v7_value_residual(v, v_first, gate, vec(v0), T, C);
 }
-void CudaBackend::v7_bonus(float* y, const float* r, const float* k, const float* v, const Vector& r_k, int T, int H, int N) {
+void CudaBackend::v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
+                            const Vector& r_k, int T, int H, int N) {
   if (!launching()) return;
-  cuda::v7_bonus(y, r, k, v, vec(r_k), T, H, N);
+  cuda::v7_output(y, r, k, v, g, vec(ln_w), vec(ln_b), vec(r_k), T, H, N);
 }
 
 }  // namespace skein

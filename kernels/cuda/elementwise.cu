@@ -147,9 +147,34 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
     d.out[i] = math::delta_mix(x, prev, mc);
   }
 }
-__global__ void value_residual_kernel(float* v, const float* v_first, const float* gate, size_t n) {
+__global__ void value_residual_kernel(float* v, const float* v_first, const float* gate, const float* v0, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) v[i] = v[i] + (v_first[i] - v[i]) * gate[i];
+  if (i < n) v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[i % size_t(C)]);
+}
+
+// One warp per head of a token: ln_x's moments and the bonus weight as warp sums in double, then each
+// element through the shared v7_output (kernels/rwkv_math.h), as the CPU's v7_output_head does.
+__global__ void v7_output_kernel(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b,
+                                 const float* r_k, int groups, int H, int N) {
+  const int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (grp >= groups) return;
+  const size_t o = size_t(grp) * N, w = size_t(grp % H) * N;
+  float* p = y + o;
+  double s = 0, bonus = 0;
+  for (int i = lane; i < N; i += 32) {
+    s += p[i];
+    bonus += double(r[o + i] * k[o + i] * r_k[w + i]);
+  }
+  const double mean = warp_sum(s) / N;
+  const float b = math::v7_bonus_weight(warp_sum(bonus));
+  double var = 0;
+  for (int i = lane; i < N; i += 32) {
+    double d = p[i] - mean;
+    var += d * d;
+  }
+  const float rstd = math::norm_rstd(warp_sum(var), N, 64e-5f), fm = float(mean);
+  for (int i = lane; i < N; i += 32)
+    p[i] = math::v7_output(math::norm_apply(p[i], fm, rstd, ln_w[w + i], ln_b[w + i]), b, v[o + i], g[o + i]);
 }
 
 }  // namespace
@@ -225,10 +250,19 @@ void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_
   delta_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, mixes, ld_tok, n, C);
   check_launch("delta_mix");
 }
-void v7_value_residual(float* v, const float* v_first, const float* gate, size_t n) {
+void v7_value_residual(float* v, const float* v_first, const float* gate, const float* v0, int T, int C) {
+  size_t n = size_t(T) * C;
   if (!n) return;
-  value_residual_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(v, v_first, gate, n);
+  value_residual_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(v, v_first, gate, v0, n, C);
   check_launch("v7_value_residual");
+}
+
+void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b, const float* r_k,
+               int T, int H, int N) {
+  int groups = T * H;
+  if (groups <= 0) return;
+  v7_output_kernel<<<(groups + 7) / 8, 256, 0, stream()>>>(y, r, k, v, g, ln_w, ln_b, r_k, groups, H, N);
+  check_launch("v7_output");
 }
 
 }  // namespace skein::cuda

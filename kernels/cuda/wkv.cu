@@ -1,7 +1,7 @@
 // The recurrences (WKV of every generation, token shift) and v7's per-head key and bonus steps. Every
 // sequence of a batch is in one launch (grid y = sequence). Threads are laid out so each runs one shared
 // function of kernels/rwkv_math.h: a channel (v4), a value column (v5/v6), a value row (v7), a head of
-// a token (v7 keys, bonus); each loops over its sequence's tokens in order.
+// a token (v7 keys); each loops over its sequence's tokens in order.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_check.h"
@@ -188,12 +188,6 @@ __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float*
   math::v7_keys_head(N, k + o, kk + o, a + o, k_k + h, k_a + h);
 }
 
-__global__ void v7_bonus_kernel(float* y, const float* r, const float* k, const float* v, const float* r_k, int groups, int H, int N) {
-  int g = blockIdx.x * blockDim.x + threadIdx.x;
-  if (g >= groups) return;
-  size_t o = size_t(g) * N, h = size_t(g % H) * N;
-  math::v7_bonus_head(N, y + o, r + o, k + o, v + o, r_k + h);
-}
 
 }  // namespace
 
@@ -232,11 +226,5 @@ void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float*
   check_launch("v7_keys");
 }
 
-void v7_bonus(float* y, const float* r, const float* k, const float* v, const float* r_k, int T, int H, int N) {
-  int groups = T * H;
-  if (groups <= 0) return;
-  v7_bonus_kernel<<<(groups + 127) / 128, 128, 0, stream()>>>(y, r, k, v, r_k, groups, H, N);
-  check_launch("v7_bonus");
-}
 
 }  // namespace skein::cuda
