@@ -118,9 +118,9 @@ __global__ void u8_prepare_kernel(const float* x, int64_t ldx, const float* ry, 
   }
 }
 
-// Decode-sized products: one warp per output row. Each lane reads 16 weight bytes at a time (one
-// 128-bit load, so the warp streams 512 contiguous bytes of the row), widens them and multiplies them by
-// the fp32 activations (read through the cache: every row uses the same ones), and the warp reduces.
+// Decode-sized products: a warp per output row (or a few, below). Each lane reads 16 weight bytes at a
+// time (one 128-bit load, so the warp streams 512 contiguous bytes of a row), widens them and multiplies
+// them by the fp32 activations (read through the cache: every row uses the same ones); the warp reduces.
 // One kernel for every weight format; T (rows of x) is a template argument so the accumulators stay in
 // registers. A format: the element type, elements per 16-byte load, and the widening to fp32.
 struct U8Weights {
@@ -153,57 +153,80 @@ struct U8Output {
   }
 };
 
-template <typename Fmt, bool kVector, int T, typename Output>
+// A warp computes kRows output rows, so each activation value it loads serves kRows weights: with T
+// rows of x the activations would otherwise be read T times per weight byte through L1, which caps
+// bandwidth well before memory does. Each output's summation order depends on neither T nor kRows.
+template <typename Fmt, bool kVector, int T, int kRows, typename Output>
 __global__ void matvec_kernel(const typename Fmt::Elem* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy,
                               Output output) {
   using Elem = typename Fmt::Elem;
   constexpr int K = Fmt::kPerLoad;
-  const int64_t o = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int64_t o0 = (int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * kRows;
   const int lane = threadIdx.x % 32;
-  if (o >= rows) return;
-  float acc[T] = {};
-  const Elem* row = W + size_t(o) * size_t(cols);
+  if (o0 >= rows) return;
+  const int n_rows = int(rows - o0 < kRows ? rows - o0 : kRows);
+  float acc[kRows][T] = {};
+  const Elem* row[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) row[r] = W + size_t(o0 + (r < n_rows ? r : 0)) * size_t(cols);  // spare rows repeat the first
   if (kVector) {
-#pragma unroll 4  // several 16-byte loads in flight per lane
+#pragma unroll 2  // several 16-byte loads in flight per lane
     for (int64_t c = int64_t(lane) * K; c < cols; c += 32 * K) {
-      uint4 packed = __ldg(reinterpret_cast<const uint4*>(row + c));
-      const Elem* q = reinterpret_cast<const Elem*>(&packed);
+      uint4 packed[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) packed[r] = __ldg(reinterpret_cast<const uint4*>(row[r] + c));
 #pragma unroll
       for (int t = 0; t < T; ++t) {
         const float4* xv = reinterpret_cast<const float4*>(x + size_t(t) * size_t(ldx) + size_t(c));
-        float sum = 0.0f;
+        float4 x4[K / 4];
 #pragma unroll
-        for (int g = 0; g < K / 4; ++g) {
-          float4 x4 = __ldg(xv + g);
-          sum += Fmt::widen(q[4 * g]) * x4.x + Fmt::widen(q[4 * g + 1]) * x4.y + Fmt::widen(q[4 * g + 2]) * x4.z + Fmt::widen(q[4 * g + 3]) * x4.w;
+        for (int g = 0; g < K / 4; ++g) x4[g] = __ldg(xv + g);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          const Elem* q = reinterpret_cast<const Elem*>(&packed[r]);
+          float sum = 0.0f;
+#pragma unroll
+          for (int g = 0; g < K / 4; ++g)
+            sum += Fmt::widen(q[4 * g]) * x4[g].x + Fmt::widen(q[4 * g + 1]) * x4[g].y + Fmt::widen(q[4 * g + 2]) * x4[g].z +
+                   Fmt::widen(q[4 * g + 3]) * x4[g].w;
+          acc[r][t] += sum;
         }
-        acc[t] += sum;
       }
     }
   } else {
     for (int64_t c = lane; c < cols; c += 32)
 #pragma unroll
-      for (int t = 0; t < T; ++t) acc[t] += Fmt::widen(row[c]) * x[size_t(t) * size_t(ldx) + size_t(c)];
+      for (int t = 0; t < T; ++t) {
+        const float xt = x[size_t(t) * size_t(ldx) + size_t(c)];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) acc[r][t] += Fmt::widen(row[r][c]) * xt;
+      }
   }
 #pragma unroll
-  for (int t = 0; t < T; ++t) {
-    float v = acc[t];
-    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-    if (lane == 0) output(y + size_t(t) * size_t(ldy) + size_t(o), o, t, v);
-  }
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      float v = acc[r][t];
+      for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+      if (lane == 0 && r < n_rows) output(y + size_t(t) * size_t(ldy) + size_t(o0 + r), o0 + r, t, v);
+    }
 }
 
 template <typename Fmt, int T, typename Output>
 void matvec_rows(const void* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, Output output) {
-  const int warps = 8, blocks = int((rows + warps - 1) / warps);
+  // One row per warp for a single x (enough warps to keep memory busy), more as x's rows grow.
+  constexpr int kRows = T == 1 ? 1 : T == 2 ? 2 : 4;
+  const int warps = 8;
+  const int64_t per_block = int64_t(warps) * kRows;
+  const int blocks = int((rows + per_block - 1) / per_block);
   const auto* w = static_cast<const typename Fmt::Elem*>(W);
   // 16-byte loads need every row start and every activation group on 16 bytes.
   const bool vector = cols % Fmt::kPerLoad == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                       ldx % 4 == 0;
   if (vector)
-    matvec_kernel<Fmt, true, T><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
+    matvec_kernel<Fmt, true, T, kRows><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
   else
-    matvec_kernel<Fmt, false, T><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
+    matvec_kernel<Fmt, false, T, kRows><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
   check_launch("matvec");
 }
 
