@@ -128,19 +128,37 @@ SKEIN_HD void wkv5_column_step(int N, int j, const float* r, const float* k, con
 
 // v7 WKV for one value row of one head and one token; S is [value i][key j]:
 //   S <- S diag(w) - (S kk)(kk*a)^T + v k^T,   y = S r
-// Si is row i (in the state, or a GPU thread's copy in registers); returns y_i.
+// Si is row i (in the state, or a GPU thread's copy in registers); returns y_i. Both dot products keep
+// four partial sums (j mod 4): four independent chains instead of one N long, which a GPU thread would
+// wait on add by add.
+SKEIN_HD float wkv7_update(float& Sij, float vi, float sa, float r, float w, float k, float kk, float a) {
+  const float s = Sij * w - sa * (kk * a) + vi * k;
+  Sij = s;
+  return s * r;
+}
 SKEIN_HD float wkv7_row(int N, float* Si, float vi, const float* r, const float* w, const float* k, const float* kk, const float* a) {
-  float sa = 0.0f;
+  float p0 = 0.0f, p1 = 0.0f, p2 = 0.0f, p3 = 0.0f;
+  int j = 0;
   SKEIN_UNROLL
-  for (int j = 0; j < N; ++j) sa += Si[j] * kk[j];
-  float acc = 0.0f;
-  SKEIN_UNROLL
-  for (int j = 0; j < N; ++j) {
-    float s = Si[j] * w[j] - sa * (kk[j] * a[j]) + vi * k[j];
-    Si[j] = s;
-    acc += s * r[j];
+  for (; j + 4 <= N; j += 4) {
+    p0 += Si[j] * kk[j];
+    p1 += Si[j + 1] * kk[j + 1];
+    p2 += Si[j + 2] * kk[j + 2];
+    p3 += Si[j + 3] * kk[j + 3];
   }
-  return acc;
+  for (; j < N; ++j) p0 += Si[j] * kk[j];
+  const float sa = (p0 + p1) + (p2 + p3);
+  float q0 = 0.0f, q1 = 0.0f, q2 = 0.0f, q3 = 0.0f;
+  j = 0;
+  SKEIN_UNROLL
+  for (; j + 4 <= N; j += 4) {
+    q0 += wkv7_update(Si[j], vi, sa, r[j], w[j], k[j], kk[j], a[j]);
+    q1 += wkv7_update(Si[j + 1], vi, sa, r[j + 1], w[j + 1], k[j + 1], kk[j + 1], a[j + 1]);
+    q2 += wkv7_update(Si[j + 2], vi, sa, r[j + 2], w[j + 2], k[j + 2], kk[j + 2], a[j + 2]);
+    q3 += wkv7_update(Si[j + 3], vi, sa, r[j + 3], w[j + 3], k[j + 3], kk[j + 3], a[j + 3]);
+  }
+  for (; j < N; ++j) q0 += wkv7_update(Si[j], vi, sa, r[j], w[j], k[j], kk[j], a[j]);
+  return (q0 + q1) + (q2 + q3);
 }
 
 SKEIN_HD void wkv7_row_step(int N, int i, const float* r, const float* w, const float* k, const float* v, const float* kk,

@@ -20,6 +20,30 @@ namespace {
 // Elementwise loops split across threads only when there is enough work to pay for the fork.
 constexpr size_t kParallelMin = 1 << 16;
 int threads_for(size_t work) { return work >= kParallelMin ? cpu::compute_threads() : 1; }
+
+// out[i] = op(in[i]) for T rows of n values (ld_in / ld_out apart). The operation is a template
+// argument, so each loop is one activation with no per-element dispatch.
+template <UnaryOp kOp>
+void activate_rows(const float* in, int64_t ld_in, float* out, int64_t ld_out, int T, size_t n) {
+  if (size_t(T) * n * 8 < kParallelMin) {  // no fork for a decode step's few values (an activation is ~8 adds)
+    for (int t = 0; t < T; ++t)
+      for (size_t i = 0; i < n; ++i) out[size_t(t) * size_t(ld_out) + i] = math::activate(kOp, in[size_t(t) * size_t(ld_in) + i]);
+    return;
+  }
+#pragma omp parallel for collapse(2) num_threads(cpu::compute_threads()) schedule(static)
+  for (int t = 0; t < T; ++t)
+    for (size_t i = 0; i < n; ++i) out[size_t(t) * size_t(ld_out) + i] = math::activate(kOp, in[size_t(t) * size_t(ld_in) + i]);
+}
+void activate_rows(UnaryOp op, const float* in, int64_t ld_in, float* out, int64_t ld_out, int T, size_t n) {
+  switch (op) {
+    case UnaryOp::Sigmoid: return activate_rows<UnaryOp::Sigmoid>(in, ld_in, out, ld_out, T, n);
+    case UnaryOp::Silu: return activate_rows<UnaryOp::Silu>(in, ld_in, out, ld_out, T, n);
+    case UnaryOp::Tanh: return activate_rows<UnaryOp::Tanh>(in, ld_in, out, ld_out, T, n);
+    case UnaryOp::ReluSquare: return activate_rows<UnaryOp::ReluSquare>(in, ld_in, out, ld_out, T, n);
+    case UnaryOp::ExpNegExp: return activate_rows<UnaryOp::ExpNegExp>(in, ld_in, out, ld_out, T, n);
+    case UnaryOp::V7Decay: return activate_rows<UnaryOp::V7Decay>(in, ld_in, out, ld_out, T, n);
+  }
+}
 }  // namespace
 
 float* CpuBackend::allocate(size_t n) {
@@ -77,28 +101,26 @@ void CpuBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, i
 }
 
 void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
-  if (out.kind == ProductOutput::Store) return cpu::linear(W, x, ldx, y, ldy, T);
-  // Activations are applied in place; sums go through a buffer and are added.
-  const size_t rows = size_t(W.rows), n = size_t(T) * rows;
+  if (out.kind != ProductOutput::Add) {
+    cpu::linear(W, x, ldx, y, ldy, T);
+    if (out.kind == ProductOutput::Activate) activate_rows(out.op, y, ldy, y, ldy, T, size_t(W.rows));
+    return;
+  }
+  // y += W x: the products go through a buffer, then one add per row.
+  const size_t rows = size_t(W.rows);
   thread_local std::vector<float> sums;
-  const bool add = out.kind == ProductOutput::Add;
-  if (add) sums.resize(n);
-  float* products = add ? sums.data() : y;
-  const size_t ld = add ? rows : size_t(ldy);
-  cpu::linear(W, x, ldx, products, int64_t(ld), T);
-#pragma omp parallel for num_threads(threads_for(n * 8)) schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const size_t t = i / rows, o = i % rows;
-    float& dst = y[t * size_t(ldy) + o];
-    dst = out.apply(products[t * ld + o], dst);
+  sums.resize(size_t(T) * rows);
+  const float* s = sums.data();  // the caller's buffer (a thread_local named inside the region would be each thread's own)
+  cpu::linear(W, x, ldx, sums.data(), int64_t(rows), T);
+#pragma omp parallel for num_threads(threads_for(size_t(T) * rows)) schedule(static) if (size_t(T) * rows >= kParallelMin)
+  for (int t = 0; t < T; ++t) {
+    float* yt = y + size_t(t) * size_t(ldy);
+    const float* st = s + size_t(t) * rows;
+    for (size_t o = 0; o < rows; ++o) yt[o] += st[o];
   }
 }
 
-void CpuBackend::unary(UnaryOp op, float* x, size_t n) {
-  const int nth = threads_for(n * 8);
-#pragma omp parallel for num_threads(nth) schedule(static)
-  for (size_t i = 0; i < n; ++i) x[i] = math::activate(op, x[i]);
-}
+void CpuBackend::unary(UnaryOp op, float* x, size_t n) { activate_rows(op, x, int64_t(n), x, int64_t(n), 1, n); }
 
 void CpuBackend::add(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] += y[i];

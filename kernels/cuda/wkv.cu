@@ -104,7 +104,7 @@ __global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const
   const Slice q = seqs[blockIdx.y];
   if (q.n <= 0) return;
   const size_t C = size_t(H) * N, o = size_t(h) * N;
-  __shared__ float in[2][5][N];  // r, w, k, kk, a
+  __shared__ __align__(16) float in[2][5][N];  // r, w, k, kk, a (16-byte aligned: vector loads)
   const float* src[5] = {r + o, w + o, k + o, kk + o, a + o};
   float row[N];
   float* Si = q.state + o * N + size_t(i) * N;
@@ -138,8 +138,8 @@ __global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const
   const Slice q = seqs[blockIdx.y];
   if (q.n <= 0) return;
   const size_t C = size_t(H) * N, o = size_t(h) * N;
-  __shared__ float in[2][3][N];  // r, k, w
-  __shared__ float su[N];
+  __shared__ __align__(16) float in[2][3][N];  // r, k, w (16-byte aligned: vector loads)
+  __shared__ __align__(16) float su[N];
   // A fixed decay (v5) is read at the same place for every token: a zero row stride.
   const size_t w_stride = w_tok ? C : 0;
   const float* w_base = w_tok ? w_tok + o : w_fixed + o;
