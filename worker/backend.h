@@ -103,7 +103,6 @@ class Backend {
   virtual void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) = 0;
   // y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], or its activation, or y += it (ProductOutput)
   virtual void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) = 0;
-  virtual void unary(UnaryOp op, float* x, size_t n) = 0;
   virtual void add(float* x, const float* y, size_t n) = 0;  // x += y
   virtual void mul(float* x, const float* y, size_t n) = 0;  // x *= y
   virtual void bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) = 0;  // x[t] = op(x[t] + b)

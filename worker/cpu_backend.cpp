@@ -112,15 +112,13 @@ void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, 
   sums.resize(size_t(T) * rows);
   const float* s = sums.data();  // the caller's buffer (a thread_local named inside the region would be each thread's own)
   cpu::linear(W, x, ldx, sums.data(), int64_t(rows), T);
-#pragma omp parallel for num_threads(threads_for(size_t(T) * rows)) schedule(static) if (size_t(T) * rows >= kParallelMin)
+#pragma omp parallel for num_threads(threads_for(size_t(T) * rows)) schedule(static)
   for (int t = 0; t < T; ++t) {
     float* yt = y + size_t(t) * size_t(ldy);
     const float* st = s + size_t(t) * rows;
     for (size_t o = 0; o < rows; ++o) yt[o] += st[o];
   }
 }
-
-void CpuBackend::unary(UnaryOp op, float* x, size_t n) { activate_rows(op, x, int64_t(n), x, int64_t(n), 1, n); }
 
 void CpuBackend::add(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] += y[i];
@@ -131,7 +129,7 @@ void CpuBackend::mul(float* x, const float* y, size_t n) {
 void CpuBackend::bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) {
   for (int t = 0; t < T; ++t)
     for (int c = 0; c < C; ++c) x[size_t(t) * C + c] += b[c];
-  unary(op, x, size_t(T) * C);
+  activate_rows(op, x, C, x, C, T, size_t(C));
 }
 
 void CpuBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {

@@ -20,7 +20,6 @@ class CpuBackend : public Backend {
   void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) override;
   void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) override;
   void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) override;
-  void unary(UnaryOp op, float* x, size_t n) override;
   void add(float* x, const float* y, size_t n) override;
   void mul(float* x, const float* y, size_t n) override;
   void bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) override;

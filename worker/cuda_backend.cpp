@@ -363,10 +363,6 @@ void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y,
   const DeviceMatrix m = mat(W);
   cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T, out);
 }
-void CudaBackend::unary(UnaryOp op, float* x, size_t n) {
-  if (!launching()) return;
-  cuda::unary(op, x, n);
-}
 void CudaBackend::add(float* x, const float* y, size_t n) {
   if (!launching()) return;
   cuda::add(x, y, n);

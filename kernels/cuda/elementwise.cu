@@ -105,11 +105,6 @@ __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, f
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
-__global__ void unary_kernel(UnaryOp op, float* x, size_t n) {
-  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = math::activate(op, x[i]);
-}
-
 __global__ void activate_rows_kernel(UnaryOp op, float* y, int64_t n, int64_t ldy, size_t total) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
@@ -211,11 +206,6 @@ void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) 
   check_launch("gather_rows");
 }
 
-void unary(UnaryOp op, float* x, size_t n) {
-  if (!n) return;
-  unary_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, n);
-  check_launch("unary");
-}
 void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy) {
   size_t total = size_t(T) * size_t(n);
   if (!total) return;
