@@ -60,13 +60,11 @@ __global__ void layer_norm_kernel(const float* x, const float* w, const float* b
   norm_row_block(x + t * C, w, b, y + t * C, C, 1e-5f);
 }
 
-// One warp per group (a head of N values).
-__global__ void group_norm_kernel(float* x, const float* w, const float* b, int groups, int H, int N) {
-  const int g = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (g >= groups) return;
-  float* p = x + size_t(g) * N;
-  const float* wh = w + size_t(g % H) * N;
-  const float* bh = b + size_t(g % H) * N;
+// A group's mean and 1/std with a warp (moments in double, as the CPU's norm_row).
+struct Moments {
+  float mean, rstd;
+};
+__device__ Moments warp_moments(const float* p, int N, int lane, float eps) {
   double s = 0;
   for (int i = lane; i < N; i += 32) s += p[i];
   const double mean = warp_sum(s) / N;
@@ -75,8 +73,18 @@ __global__ void group_norm_kernel(float* x, const float* w, const float* b, int 
     double d = p[i] - mean;
     v += d * d;
   }
-  const float rstd = math::norm_rstd(warp_sum(v), N, 64e-5f), fm = float(mean);
-  for (int i = lane; i < N; i += 32) p[i] = math::norm_apply(p[i], fm, rstd, wh[i], bh[i]);
+  return {float(mean), math::norm_rstd(warp_sum(v), N, eps)};
+}
+
+// One warp per group (a head of N values).
+__global__ void group_norm_kernel(float* x, const float* w, const float* b, int groups, int H, int N) {
+  const int g = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (g >= groups) return;
+  float* p = x + size_t(g) * N;
+  const float* wh = w + size_t(g % H) * N;
+  const float* bh = b + size_t(g % H) * N;
+  const Moments m = warp_moments(p, N, lane, 64e-5f);
+  for (int i = lane; i < N; i += 32) p[i] = math::norm_apply(p[i], m.mean, m.rstd, wh[i], bh[i]);
 }
 
 template <typename E>
@@ -155,21 +163,11 @@ __global__ void v7_output_kernel(float* y, const float* r, const float* k, const
   if (grp >= groups) return;
   const size_t o = size_t(grp) * N, w = size_t(grp % H) * N;
   float* p = y + o;
-  double s = 0, bonus = 0;
-  for (int i = lane; i < N; i += 32) {
-    s += p[i];
-    bonus += double(r[o + i] * k[o + i] * r_k[w + i]);
-  }
-  const double mean = warp_sum(s) / N;
+  double bonus = 0;
+  for (int i = lane; i < N; i += 32) bonus += double(r[o + i] * k[o + i] * r_k[w + i]);
   const float b = math::v7_bonus_weight(warp_sum(bonus));
-  double var = 0;
-  for (int i = lane; i < N; i += 32) {
-    double d = p[i] - mean;
-    var += d * d;
-  }
-  const float rstd = math::norm_rstd(warp_sum(var), N, 64e-5f), fm = float(mean);
-  for (int i = lane; i < N; i += 32)
-    p[i] = math::v7_output(math::norm_apply(p[i], fm, rstd, ln_w[w + i], ln_b[w + i]), b, v[o + i], g[o + i]);
+  const Moments m = warp_moments(p, N, lane, 64e-5f);
+  for (int i = lane; i < N; i += 32) p[i] = math::v7_output(math::norm_apply(p[i], m.mean, m.rstd, ln_w[w + i], ln_b[w + i]), b, v[o + i], g[o + i]);
 }
 
 }  // namespace
