@@ -8,6 +8,8 @@
 
 #include "kernels/cpu/linear.h"
 #include "kernels/numeric.h"
+#include "kernels/rwkv_math.h"
+#include "worker/cpu_backend.h"
 
 namespace skein {
 namespace {
@@ -74,6 +76,37 @@ TEST(Linear, StreamingResultDoesNotDependOnThreadCount) {
   cpu::linear_streaming(w.m, x.data(), 768, y2.data(), 2048, 3);
   cpu::set_compute_threads(before);
   EXPECT_EQ(y1, y2);
+}
+
+// The backend's product outputs (an activation of the products, or the products added to y) equal the
+// plain product followed by that pass, with y rows wider than the product (ldy > rows), decode and
+// prefill sized.
+TEST(Linear, BackendProductOutputsActivateOrAddIntoStridedRows) {
+  CpuBackend be;
+  const int rows = 130, cols = 200, ldy = 150;
+  TestMatrix w = make_matrix(DType::F16, rows, cols, 11);
+  for (int T : {1, 70}) {
+    std::mt19937 g(5);
+    std::uniform_real_distribution<float> d(-1, 1);
+    std::vector<float> x(size_t(T) * cols), base(size_t(T) * ldy);
+    for (auto& v : x) v = d(g);
+    for (auto& v : base) v = d(g);
+    std::vector<float> plain = base, act = base, sum = base;
+    be.linear(w.m, x.data(), cols, plain.data(), ldy, T);
+    be.linear(w.m, x.data(), cols, act.data(), ldy, T, ProductOutput::activated(UnaryOp::Silu));
+    be.linear(w.m, x.data(), cols, sum.data(), ldy, T, ProductOutput::added());
+    for (int t = 0; t < T; ++t)
+      for (int o = 0; o < ldy; ++o) {
+        size_t i = size_t(t) * ldy + size_t(o);
+        if (o >= rows) {  // beyond the product's rows: untouched
+          ASSERT_EQ(act[i], base[i]);
+          ASSERT_EQ(sum[i], base[i]);
+          continue;
+        }
+        ASSERT_EQ(act[i], math::silu(plain[i])) << "T " << T << " " << i;
+        ASSERT_EQ(sum[i], base[i] + plain[i]) << "T " << T << " " << i;
+      }
+  }
 }
 
 }  // namespace
