@@ -33,23 +33,6 @@ SKEIN_HD float activate(UnaryOp op, float x) {
   return x;
 }
 
-}  // namespace skein::math
-
-namespace skein {
-// What a matrix product does with each result: store it, store an activation of it, or add it to the
-// output (a residual), so the product's kernel does what would otherwise be a second pass.
-struct ProductOutput {
-  enum Kind { Store, Activate, Add } kind = Store;
-  UnaryOp op = UnaryOp::Sigmoid;  // for Activate
-  static ProductOutput activated(UnaryOp op) { return {Activate, op}; }
-  static ProductOutput added() { return {Add, UnaryOp::Sigmoid}; }
-  // The value to write where `old` is.
-  SKEIN_HD float apply(float dot, float old) const { return kind == Activate ? math::activate(op, dot) : kind == Add ? old + dot : dot; }
-};
-}  // namespace skein
-
-namespace skein::math {
-
 // Token-shift mixes. v4/v5 interpolate with weight m on the current token; v6/v7 move from x towards
 // the previous token by m.
 SKEIN_HD float lerp_mix(float x, float prev, float m) { return x * m + prev * (1.0f - m); }
@@ -187,18 +170,16 @@ SKEIN_HD void v7_keys_head(int N, float* k, float* kk, const float* a, const flo
   }
 }
 
-// v7's bonus weight for one head of one token, sum(r*k*r_k), accumulated in double like the norms so
-// the GPU's warp sum and this loop agree.
-SKEIN_HD float v7_bonus_weight(double sum_rkr) { return float(sum_rkr); }
 // One element of v7's attention output: (ln_x(y) + bonus*v) * g.
 SKEIN_HD float v7_output(float normed, float bonus, float v, float g) { return (normed + bonus * v) * g; }
 
 // v7's attention output for one head of one token, in place: y = (ln_x(y) + sum(r*k*r_k) * v) * g.
+// The bonus weight sum(r*k*r_k) accumulates in double like the norms, so a GPU warp's sum agrees.
 SKEIN_HD void v7_output_head(int N, float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w,
                              const float* ln_b, const float* r_k) {
   double s = 0;
   for (int n = 0; n < N; ++n) s += double(r[n] * k[n] * r_k[n]);
-  const float bonus = v7_bonus_weight(s);
+  const float bonus = float(s);
   norm_row(y, ln_w, ln_b, y, N, 64e-5f);
   for (int n = 0; n < N; ++n) y[n] = v7_output(y[n], bonus, v[n], g[n]);
 }

@@ -10,6 +10,7 @@
 #include "coordinator/sampler.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/numeric.h"
+#include "kernels/product_output.h"
 #include "kernels/rwkv_math.h"
 #include "kernels/sampling_math.h"
 

@@ -8,7 +8,7 @@
 
 #include "kernels/cpu/linear.h"
 #include "kernels/numeric.h"
-#include "kernels/rwkv_math.h"
+#include "kernels/product_output.h"
 #include "worker/cpu_backend.h"
 
 namespace skein {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/matrix.h"
-#include "kernels/rwkv_math.h"
+#include "kernels/product_output.h"
 
 namespace skein {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/rwkv_math.h"
+#include "kernels/product_output.h"
 
 namespace skein::cuda {
 

@@ -165,7 +165,7 @@ __global__ void v7_output_kernel(float* y, const float* r, const float* k, const
   float* p = y + o;
   double bonus = 0;
   for (int i = lane; i < N; i += 32) bonus += double(r[o + i] * k[o + i] * r_k[w + i]);
-  const float b = math::v7_bonus_weight(warp_sum(bonus));
+  const float b = float(warp_sum(bonus));
   const Moments m = warp_moments(p, N, lane, 64e-5f);
   for (int i = lane; i < N; i += 32) p[i] = math::v7_output(math::norm_apply(p[i], m.mean, m.rstd, ln_w[w + i], ln_b[w + i]), b, v[o + i], g[o + i]);
 }
