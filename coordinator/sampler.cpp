@@ -157,9 +157,4 @@ SamplingParams decode_sampling(const std::string& bytes) {
   return p;
 }
 
-int32_t Sampler::sample(const float* logits, int V, const SamplingParams& p) {
-  if (p.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
-  return draw_token(sampling_probabilities(logits, V, p.temperature, p.top_p, p.top_k), uniform());
-}
-
 }  // namespace skein

@@ -53,11 +53,10 @@ int32_t draw_token(const std::vector<float>& probs, double u);
 // kernel (kernels/cuda/sampling.cu) is tested against it.
 int32_t sample_row(float* logits, int V, const SampleRequest& r);
 
+// A request's seeded random stream: one uniform per non-greedy draw.
 class Sampler {
  public:
   explicit Sampler(uint64_t seed) : rng_(seed) {}
-  // Draws from logits (penalties already applied). temperature 0 returns the first maximal logit.
-  int32_t sample(const float* logits, int V, const SamplingParams& p);
   // The uniform a non-greedy draw uses (the next number of this stream).
   double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 

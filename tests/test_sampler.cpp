@@ -43,18 +43,26 @@ TEST(Sampler, TopPOneKeepsEveryToken) {
 TEST(Sampler, GreedyPicksMaximumAndSeedsReproduce) {
   std::vector<float> logits(300);
   for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(float(i)) * 3;
+  // A slot's sampler (no penalties configured) on a fresh copy of the logits each step.
+  auto draw = [&](SlotSampler& s) {
+    std::vector<float> l = logits;
+    return int(s.next(l.data(), 300, {}));
+  };
   SamplingParams p;
   p.temperature = 0;
-  Sampler s(1);
-  EXPECT_EQ(s.sample(logits.data(), 300, p), int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+  SlotSampler greedy(p);
+  EXPECT_EQ(draw(greedy), int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()));
   p.temperature = 1.0f;
   p.top_p = 0.95f;
-  Sampler a(42), b(42), c(43);
+  p.seed = 42;
+  SlotSampler a(p), b(p);
+  p.seed = 43;
+  SlotSampler c(p);
   std::vector<int> ra, rb, rc;
   for (int i = 0; i < 50; ++i) {
-    ra.push_back(a.sample(logits.data(), 300, p));
-    rb.push_back(b.sample(logits.data(), 300, p));
-    rc.push_back(c.sample(logits.data(), 300, p));
+    ra.push_back(draw(a));
+    rb.push_back(draw(b));
+    rc.push_back(draw(c));
   }
   EXPECT_EQ(ra, rb);
   EXPECT_NE(ra, rc);
