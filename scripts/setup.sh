@@ -2,7 +2,7 @@
 # Installs every Debian package Skein builds and tests with. Idempotent; run as root (or with sudo).
 set -euo pipefail
 PKGS=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache git
   libdnnl-dev                # oneDNN: CPU GEMM (JIT sgemm)
   libtomlplusplus-dev        # configuration files
   libopenmpi-dev openmpi-bin # ranks and the host-buffer transport
