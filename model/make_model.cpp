@@ -30,8 +30,10 @@ struct Spec {
   Init init;
 };
 
-uint64_t splitmix(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+// splitmix64's k-th output after seeding with `base`: counter-based, so a tensor's values are drawn in
+// parallel and still equal the sequential stream.
+uint64_t splitmix_at(uint64_t base, uint64_t k) {
+  uint64_t z = base + (k + 1) * 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
@@ -148,10 +150,11 @@ uint64_t make_model(const MakeModelOptions& o, const std::string& path) {
   }
   write_pth(path, tensors, [&](size_t i, std::vector<uint8_t>& out) {
     const Spec& s = specs[i];
-    uint64_t rng = o.seed * 0x100000001b3ull + i * 0x9e3779b97f4a7c15ull + 1;
-    const size_t n = out.size() / dtype_size(s.t.dtype);
-    for (size_t k = 0; k < n; ++k) {
-      float u = float(splitmix(rng) >> 40) * (1.0f / 16777216.0f);
+    const uint64_t rng = o.seed * 0x100000001b3ull + i * 0x9e3779b97f4a7c15ull + 1;
+    const int64_t n = int64_t(out.size() / dtype_size(s.t.dtype));
+#pragma omp parallel for schedule(static) if (n >= (1 << 20))
+    for (int64_t k = 0; k < n; ++k) {
+      float u = float(splitmix_at(rng, uint64_t(k)) >> 40) * (1.0f / 16777216.0f);
       float v = s.init.lo + (s.init.hi - s.init.lo) * u;
       switch (s.t.dtype) {
         case DType::F32: std::memcpy(out.data() + 4 * k, &v, 4); break;
