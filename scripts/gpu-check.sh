@@ -18,25 +18,38 @@ say() { echo "[$(elapsed)s] $*" | tee -a "$log"; }
 if [ -d "$root/.gpu/debs" ]; then
   deps=/tmp/skein-deps
   mkdir -p "$deps"
-  for f in "$root"/.gpu/debs/*.deb; do dpkg -x "$f" "$deps"; done
+  unpack() {  # dpkg -x, or ar + tar where the image has no dpkg
+    if command -v dpkg >/dev/null; then dpkg -x "$1" "$2"; return; fi
+    local tmp; tmp=$(mktemp -d)
+    (cd "$tmp" && ar x "$1") && tar -xf "$tmp"/data.tar.* -C "$2"
+    rm -rf "$tmp"
+  }
+  for f in "$root"/.gpu/debs/*.deb; do unpack "$f" "$deps"; done
   export CMAKE_PREFIX_PATH="$deps/usr"
   export CPATH="$deps/usr/include:$deps/usr/include/x86_64-linux-gnu/openmpi${CPATH:+:$CPATH}"
-  export LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib:$deps/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3:$deps/usr/lib/libpsm1${LIBRARY_PATH:+:$LIBRARY_PATH}"
   export LD_LIBRARY_PATH="$LIBRARY_PATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export OPAL_PREFIX="$deps/usr"
   # The bundled mpirun, for the cluster tests with a GPU stage (Debian makes the mpirun name with
   # update-alternatives, which unpacking does not run).
   ln -sf orterun "$deps/usr/bin/mpirun"
+  ln -sf libpsm_infinipath.so.1.16 "$deps/usr/lib/libpsm1/libpsm_infinipath.so.1"  # also an alternatives link
   export PATH="$deps/usr/bin:$PATH"
+  # Open MPI 4 will not start, even on one node, without an ssh/rsh program to name; none is called here.
+  command -v ssh >/dev/null || export OMPI_MCA_plm_rsh_agent=false
   ompi="$deps/usr/lib/x86_64-linux-gnu/openmpi"
   mpi_args=(-DMPI_CXX_SKIP_MPICXX=ON -DMPI_CXX_LIB_NAMES="mpi_cxx;mpi" -DMPI_mpi_LIBRARY="$ompi/lib/libmpi.so"
-            -DMPI_mpi_cxx_LIBRARY="$ompi/lib/libmpi_cxx.so" -DMPI_CXX_HEADER_DIR="$ompi/include" -DMPI_CXX_ADDITIONAL_INCLUDE_DIRS="$ompi/include/openmpi")
-  export PKG_CONFIG_PATH=/nonexistent  # the bundled .pc files name /usr: use the paths above instead
+            -DMPI_mpi_cxx_LIBRARY="$ompi/lib/libmpi_cxx.so" -DMPI_CXX_HEADER_DIR="$ompi/include" -DMPI_CXX_ADDITIONAL_INCLUDE_DIRS="$ompi/include/openmpi"
+            # Debian's libz.so link is absolute (/lib/...): name the unpacked library itself.
+            -DZLIB_INCLUDE_DIR="$deps/usr/include" -DZLIB_LIBRARY="$(ls "$deps"/lib/x86_64-linux-gnu/libz.so.1.* | head -1)")
   export SKEIN_SHARED="$root/.gpu/shared"
 else
   mpi_args=()
 fi
+# nvcc where CUDA images put it when it is not on PATH (CMake looks on PATH and in /usr/local/cuda).
+command -v nvcc >/dev/null || for d in /usr/local/cuda*/bin; do [ -x "$d/nvcc" ] && export PATH="$PATH:$d" && break; done
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv 2>&1 | tee -a "$log"
+for tool in c++ cmake ninja nvcc; do echo "$tool: $(command -v $tool || echo 'not on PATH') $($tool --version 2>/dev/null | grep -m1 -iE 'version|release|[0-9]\.[0-9]')"; done | tee -a "$log"
 
 # This card's architecture (e.g. 90), from the driver; CMake's "native" (3.24+) otherwise.
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
