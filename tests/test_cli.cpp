@@ -2,6 +2,8 @@
 // generation, and one-line errors with exit status 2.
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "tests/test_support.h"
 
 namespace skein::test {
@@ -82,6 +84,26 @@ TEST(Cli, PlanPrintsTableAndJson) {
   r = run_skein("plan --model " + model + " --strategy 'cpu fp32 *9'");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error: strategy: segments ask for 9 units"), std::string::npos) << r.output;
+}
+
+// `bench`: figures and the JSON line; with --profile each phase's op table, one wkv7 per layer per step.
+TEST(Cli, BenchPrintsFiguresAndAnOpProfile) {
+  auto r = run_skein("bench --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --prompt-tokens 32 --decode-tokens 8 --batches 2 --profile");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (std::string phase : {"profile prefill (32 tokens) on cpu", "profile decode batch 1 on cpu", "profile decode batch 2 on cpu"})
+    EXPECT_NE(r.output.find(phase), std::string::npos) << phase << "\n" << r.output;
+  size_t table = r.output.find("profile decode batch 1 on cpu");
+  size_t row = r.output.find("\n  wkv7 ", table);
+  ASSERT_NE(row, std::string::npos) << r.output;
+  std::istringstream line(r.output.substr(row + 1, r.output.find('\n', row + 1) - row - 1));
+  std::string op;
+  double calls = 0;
+  line >> op >> calls;
+  EXPECT_EQ(calls, 12.0) << line.str();  // per step: one per layer
+  auto j = nlohmann::json::parse(r.output.substr(r.output.rfind("\n{") + 1));
+  EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
+  EXPECT_EQ(j["decode_batches"][0]["batch"], 2);
+  EXPECT_GT(j["state_bytes_per_request"].get<double>(), 0);
 }
 
 TEST(Cli, ErrorsAreOneLineWithExitCode2) {

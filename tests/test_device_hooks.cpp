@@ -2,9 +2,10 @@
 // (RwkvModel::run_recorded; a backend that "replays" by running the step again stands in for CUDA
 // graphs: first step direct, second recorded, later ones replayed, recordings dropped when a buffer moves
 // or the backend refuses them), and layers streamed from host memory (the order of hold, prefetch,
-// bring-in and let-go that a GPU's copy slots rely on).
+// bring-in and let-go that a GPU's copy slots rely on), and op profiling (`bench --profile`).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "tests/test_support.h"
 #include "worker/cpu_backend.h"
 #include "worker/engine.h"
+#include "worker/profiling_backend.h"
 
 namespace skein::test {
 namespace {
@@ -133,6 +135,46 @@ TEST(LayerStreaming, HeldOnceAndBroughtInAroundTheirOps) {
   const std::vector<std::string> one_call = {"in 0", "prefetch 1", "out 0", "in 1", "prefetch 2", "out 1", "in 2", "prefetch 0", "out 2"};
   ASSERT_EQ(probe.calls.size() % one_call.size(), 0u);
   for (size_t i = 0; i < probe.calls.size(); ++i) EXPECT_EQ(probe.calls[i], one_call[i % one_call.size()]) << i;
+}
+
+// Profiling changes no result, counts each op of a step once, and its times add up to no more than
+// the step took.
+TEST(OpProfile, ForwardsEveryOpAndSplitsTheStepTime) {
+  Models m(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
+  CpuBackend cpu;
+  ProfilingBackend profiled_cpu(std::make_unique<CpuBackend>());
+  Engine plain(m.ck, m.dims, Engine::whole_model(m.dims), cpu), profiled(m.ck, m.dims, Engine::whole_model(m.dims), profiled_cpu);
+  EXPECT_EQ(decode(profiled, 2, 3, 4), decode(plain, 2, 3, 4));
+
+  profiled_cpu.reset();
+  EXPECT_TRUE(profiled_cpu.totals().empty());
+  SessionState a = profiled.new_state(), b = profiled.new_state();
+  int32_t ta = 65, tb = 66;
+  std::vector<float> logits(2 * size_t(m.dims.vocab));
+  std::vector<EngineSequence> step = {{std::span<const int32_t>(&ta, 1), &a, logits.data(), false},
+                                      {std::span<const int32_t>(&tb, 1), &b, logits.data() + m.dims.vocab, false}};
+  const auto t0 = std::chrono::steady_clock::now();
+  profiled.forward(step);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const int L = m.dims.n_layer;
+  std::map<std::string, ProfilingBackend::OpTime> by_op;
+  double sum = 0;
+  for (auto& t : profiled_cpu.totals()) {
+    by_op[t.op] = t;
+    sum += t.seconds;
+    EXPECT_GE(t.seconds, 0.0) << t.op;
+  }
+  EXPECT_EQ(by_op["wkv7"].calls, L);
+  EXPECT_EQ(by_op["v7_keys"].calls, L);
+  EXPECT_EQ(by_op["v7_value_residual"].calls, L - 1);  // every layer but the first
+  EXPECT_EQ(by_op["layer_norm"].calls, 2 * L + 1);     // ln1, ln2 and the head's ln_out
+  EXPECT_EQ(by_op["embed"].calls, 1);
+  EXPECT_EQ(by_op["download"].calls, 1);
+  const auto& head = by_op["linear fp32 256x64"];  // the head, one product per step
+  EXPECT_EQ(head.weight_bytes, double(head.calls) * 256 * 64 * 4);
+  EXPECT_GT(sum, 0.0);
+  EXPECT_LE(sum, wall);
 }
 
 }  // namespace

@@ -37,7 +37,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   m.checkpoint = Checkpoint::open(path);
   m.dims = detect_architecture(*m.checkpoint);
   m.fingerprint = model_fingerprint(*m.checkpoint);
-  m.backend = std::make_unique<CpuBackend>();
+  m.backend = make_backend(-1);
   MpiWorld* world = mpi_world();
   if (!world) {
     std::vector<StageSpec> stages =

@@ -3,10 +3,12 @@
 // over the bandwidth is the fraction of the hardware limit achieved.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "bench/memory_bandwidth.h"
@@ -17,6 +19,8 @@
 #endif
 #include "tools/cli_support.h"
 #include "tools/commands.h"
+#include "worker/backend_factory.h"
+#include "worker/profiling_backend.h"
 
 namespace skein::cli {
 
@@ -43,13 +47,46 @@ std::pair<double, std::string> bandwidth_limit(const Engine& model) {
   return {measure_read_bandwidth_gb_s(), "measured host read limit"};
 }
 
+// --profile: each stage backend's op times over one phase of the bench, per step of that phase.
+class Profile {
+ public:
+  explicit Profile(Engine& model) {
+    for (auto& s : model.stages())
+      if (auto* p = dynamic_cast<ProfilingBackend*>(&s->backend()); p && std::find(backends_.begin(), backends_.end(), p) == backends_.end())
+        backends_.push_back(p);
+  }
+  void reset() {
+    for (auto* b : backends_) b->reset();
+  }
+  void print(const std::string& phase, int steps) {
+    for (auto* b : backends_) {
+      auto ops = b->totals();
+      double total = 0;
+      int64_t calls = 0;
+      for (auto& o : ops) total += o.seconds, calls += o.calls;
+      std::printf("profile %s on %s, per step (%d steps; direct launches, no CUDA graphs):\n", phase.c_str(),
+                  b->name().c_str(), steps);
+      std::printf("  %-28s %8s %11s %6s %9s\n", "op", "calls", "us", "%", "GB/s");
+      for (auto& o : ops) {
+        std::printf("  %-28s %8.1f %11.1f %6.1f", o.op.c_str(), double(o.calls) / steps, 1e6 * o.seconds / steps, 100.0 * o.seconds / total);
+        if (o.weight_bytes > 0) std::printf(" %9.1f", o.weight_bytes / o.seconds / 1e9);  // weights read per second
+        std::printf("\n");
+      }
+      std::printf("  %-28s %8.1f %11.1f\n", "total", double(calls) / steps, 1e6 * total / steps);
+    }
+  }
+
+ private:
+  std::vector<ProfilingBackend*> backends_;
+};
+
 // Decode with B sequences in every step (continuous batching's steady state): tokens/s and the bytes a
 // step moves (every matrix once, each sequence's state read and written).
 struct BatchFigure {
   int batch;
   double tok_s, gb_s;
 };
-BatchFigure batched_decode(Engine& model, int B, int steps) {
+BatchFigure batched_decode(Engine& model, int B, int steps, Profile* profile) {
   using clock = std::chrono::steady_clock;
   const ModelDims& d = model.dims();
   std::vector<SessionState> states;
@@ -73,9 +110,11 @@ BatchFigure batched_decode(Engine& model, int B, int steps) {
   // device replays recorded steps (CUDA graphs), so the timed steps are the steady state.
   model.forward(seqs);
   model.forward(seqs);
+  if (profile) profile->reset();
   auto t0 = clock::now();
   for (int s = 0; s < steps; ++s) model.forward(seqs);
   double sec = std::chrono::duration<double>(clock::now() - t0).count();
+  if (profile) profile->print("decode batch " + std::to_string(B), steps);
   double bytes = double(model.matrix_bytes()) + 2.0 * double(B) * double(d.state_floats() * sizeof(float));
   return {B, double(B) * steps / sec, bytes * steps / sec / 1e9};
 }
@@ -91,7 +130,7 @@ void add_bench_command(CLI::App& app) {
   struct Opts {
     int prompt_tokens = 512, decode_tokens = 128;
     std::vector<int> batches;
-    bool pipeline = false;
+    bool pipeline = false, profile = false;
     std::string server;
     int clients = 64, max_tokens = 64;
     double duration = 60;
@@ -103,6 +142,8 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--batches", o->batches, "also decode with these many sequences per step, e.g. 1,8,64,256")->delimiter(',');
   o->run.add(c, false);
+  c->add_flag("--profile", o->profile,
+              "print each op's device time per step (prefill, decode, each batch); ops launch directly, without CUDA graphs");
   c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
   c->add_option("--server", o->server, "HOST:PORT of a running `skein serve`: load-test it with streaming clients");
   c->add_option("--clients", o->clients, "with --server: concurrent clients")->capture_default_str();
@@ -119,8 +160,11 @@ void add_bench_command(CLI::App& app) {
       return;
     }
     if (mpi_world()) fail("bench: without --pipeline it measures one process; run it without mpirun");
+    set_backend_profiling(o->profile);
     LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
     Engine& model = *m.engine;
+    std::optional<Profile> profile;
+    if (o->profile) profile.emplace(model);
     const ModelDims& d = model.dims();
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(size_t(std::max(1, o->prompt_tokens)));
@@ -135,12 +179,14 @@ void add_bench_command(CLI::App& app) {
     }
     double prefill_s = 1e30;
     SessionState state = model.new_state();
+    if (profile) profile->reset();
     for (int rep = 0; rep < 2; ++rep) {
       model.reset(state);
       auto t0 = clock::now();
       model.forward(prompt, state, logits.data());
       prefill_s = std::min(prefill_s, std::chrono::duration<double>(clock::now() - t0).count());
     }
+    if (profile) profile->print("prefill (" + std::to_string(prompt.size()) + " tokens)", 2);
     // Decode in rounds of 32 steps. The bandwidth probe reports its best pass, so the decode figure set
     // against it is the best round too; the median round is printed beside it.
     // Greedy tokens drawn on the model's last device, fed back: the serving loop's decode step.
@@ -148,6 +194,7 @@ void add_bench_command(CLI::App& app) {
     SampleRequest greedy;
     greedy.temperature = 0;
     std::vector<double> rounds;
+    if (profile) profile->reset();
     for (int done = 0; done < o->decode_tokens;) {
       int n = std::min(32, o->decode_tokens - done);
       auto t1 = clock::now();
@@ -161,6 +208,7 @@ void add_bench_command(CLI::App& app) {
       rounds.push_back(double(n) / std::chrono::duration<double>(clock::now() - t1).count());
       done += n;
     }
+    if (profile) profile->print("decode batch 1", o->decode_tokens);
     std::sort(rounds.begin(), rounds.end());
     const double decode_best = rounds.back(), decode_median = rounds[rounds.size() / 2];
     const double rss_mib = peak_rss_mib();  // before the bandwidth probe allocates its 1 GiB buffer
@@ -168,7 +216,7 @@ void add_bench_command(CLI::App& app) {
     std::vector<BatchFigure> batch_figures;
     for (int B : o->batches) {
       if (B < 1) fail("--batches: batch sizes must be >= 1");
-      batch_figures.push_back(batched_decode(model, B, std::max(4, o->decode_tokens / 4)));
+      batch_figures.push_back(batched_decode(model, B, std::max(4, o->decode_tokens / 4), profile ? &*profile : nullptr));
     }
 
     const ModelWeights& first = model.stages().front()->weights();

@@ -3,6 +3,7 @@
 // runs it. Activation and state pointers come from allocate(); weights are host containers that a
 // device backend mirrors once.
 #pragma once
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -56,10 +57,27 @@ class StepRecording {
   virtual ~StepRecording() = default;
 };
 
+// A point in a device's sequence of work (profiling, worker/profiling_backend.h). By default the host
+// clock, right for a device whose ops run synchronously; a GPU marks its stream.
+class WorkMark {
+ public:
+  virtual ~WorkMark() = default;
+};
+struct HostMark final : WorkMark {
+  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+
+  // ---- profiling: mark() the point the work enqueued so far reaches; seconds_between(a, b) waits
+  // until b is reached and returns the device time from a to b (marks of this backend).
+  virtual std::unique_ptr<WorkMark> mark() { return std::make_unique<HostMark>(); }
+  virtual double seconds_between(const WorkMark& a, const WorkMark& b) {
+    return std::chrono::duration<double>(static_cast<const HostMark&>(b).at - static_cast<const HostMark&>(a).at).count();
+  }
 
   // ---- recording of repeated steps (decode), where the device has it (CUDA graphs).
   // record(step) runs `step` (a sequence of the ops below) once and returns a recording of it, or null

@@ -2,13 +2,17 @@
 
 #include "common/error.h"
 #include "worker/cpu_backend.h"
+#include "worker/profiling_backend.h"
 #ifdef SKEIN_HAVE_CUDA
 #include "worker/cuda_backend.h"
 #endif
 
 namespace skein {
 
-std::unique_ptr<Backend> make_backend(int cuda_device) {
+namespace {
+bool g_profiling = false;
+
+std::unique_ptr<Backend> device_backend(int cuda_device) {
   if (cuda_device < 0) return std::make_unique<CpuBackend>();
 #ifdef SKEIN_HAVE_CUDA
   return std::make_unique<CudaBackend>(cuda_device);
@@ -16,5 +20,14 @@ std::unique_ptr<Backend> make_backend(int cuda_device) {
   fail("cuda:", cuda_device, " needs a build with CUDA (nvcc was not found when Skein was built)");
 #endif
 }
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(int cuda_device) {
+  auto b = device_backend(cuda_device);
+  if (g_profiling) return std::make_unique<ProfilingBackend>(std::move(b));
+  return b;
+}
+
+void set_backend_profiling(bool on) { g_profiling = on; }
 
 }  // namespace skein

@@ -9,5 +9,7 @@ namespace skein {
 
 // cuda_device < 0: the CPU backend.
 std::unique_ptr<Backend> make_backend(int cuda_device);
+// Backends made from now on time their ops (a ProfilingBackend around each): `skein bench --profile`.
+void set_backend_profiling(bool on);
 
 }  // namespace skein

@@ -236,6 +236,26 @@ bool CudaBackend::replay(StepRecording& base, const std::function<void()>& step)
   return true;
 }
 
+namespace {
+struct StreamMark final : WorkMark {
+  cuda::Event* event = nullptr;
+  ~StreamMark() override { cuda::destroy(event); }
+};
+}  // namespace
+
+std::unique_ptr<WorkMark> CudaBackend::mark() {
+  select();
+  auto m = std::make_unique<StreamMark>();
+  m->event = cuda::new_event(true);
+  cuda::record(m->event);
+  return m;
+}
+
+double CudaBackend::seconds_between(const WorkMark& a, const WorkMark& b) {
+  select();
+  return cuda::elapsed_seconds(static_cast<const StreamMark&>(a).event, static_cast<const StreamMark&>(b).event);
+}
+
 const void* CudaBackend::mirror(const void* host, size_t bytes) {
   if (!transient_.empty())
     if (auto t = transient_.find(host); t != transient_.end()) return t->second;

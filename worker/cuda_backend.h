@@ -27,6 +27,10 @@ class CudaBackend final : public Backend {
   int recorded_steps() const { return recorded_steps_; }
   int replayed_steps() const { return replayed_steps_; }
 
+  // Profiling marks are events on the stream.
+  std::unique_ptr<WorkMark> mark() override;
+  double seconds_between(const WorkMark& a, const WorkMark& b) override;
+
   bool streams_from_host() const override { return true; }
   void hold_in_host(const LayerWeights& lw) override;
   void prefetch(const LayerWeights& lw) override;

@@ -51,7 +51,8 @@ void* alloc_pinned(size_t n);
 void free_pinned(void* p);
 void upload_pinned(void* dst, const void* pinned_src, size_t n);
 struct Event;
-Event* new_event();
+Event* new_event(bool timed = false);  // timed: usable with elapsed_seconds (profiling)
+double elapsed_seconds(Event* from, Event* to);  // waits for `to`
 void record(Event* e);  // on the stream
 void wait(Event* e);    // host waits for it
 void destroy(Event* e);

@@ -165,13 +165,19 @@ void upload_pinned(void* dst, const void* pinned_src, size_t n) {
   if (n) check(cudaMemcpyAsync(dst, pinned_src, n, cudaMemcpyHostToDevice, stream()), "upload (pinned)");
 }
 
-Event* new_event() {
+Event* new_event(bool timed) {
   auto* e = new Event{};
-  check(cudaEventCreateWithFlags(&e->e, cudaEventDisableTiming), "cudaEventCreate");
+  check(cudaEventCreateWithFlags(&e->e, timed ? cudaEventDefault : cudaEventDisableTiming), "cudaEventCreate");
   return e;
 }
 void record(Event* e) { check(cudaEventRecord(e->e, stream()), "cudaEventRecord"); }
 void wait(Event* e) { check(cudaEventSynchronize(e->e), "cudaEventSynchronize"); }
+double elapsed_seconds(Event* from, Event* to) {
+  check(cudaEventSynchronize(to->e), "cudaEventSynchronize");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, from->e, to->e), "cudaEventElapsedTime");
+  return double(ms) / 1e3;
+}
 void destroy(Event* e) {
   if (!e) return;
   cudaEventDestroy(e->e);
