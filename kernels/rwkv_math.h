@@ -155,7 +155,9 @@ SKEIN_HD void wkv7_head_step(int N, const float* r, const float* w, const float*
 }
 
 // v7 keys for one head of one token: kk = normalize(k*k_k) (F.normalize: x / max(||x||, 1e-12)),
-// k = k*(1+(a-1)*k_a). The norm accumulates in double.
+// k = k*(1+(a-1)*k_a). The norm accumulates in double. A GPU warp runs the same per-element pieces.
+SKEIN_HD float v7_key_scale(double squares) { return 1.0f / fmaxf(float(sqrt(squares)), 1e-12f); }
+SKEIN_HD float v7_key_update(float k, float a, float k_a) { return k * (1.0f + (a - 1.0f) * k_a); }
 SKEIN_HD void v7_keys_head(int N, float* k, float* kk, const float* a, const float* k_k, const float* k_a) {
   double ss = 0;
   for (int n = 0; n < N; ++n) {
@@ -163,10 +165,10 @@ SKEIN_HD void v7_keys_head(int N, float* k, float* kk, const float* a, const flo
     kk[n] = z;
     ss += double(z) * z;
   }
-  float inv = 1.0f / fmaxf(float(sqrt(ss)), 1e-12f);
+  const float inv = v7_key_scale(ss);
   for (int n = 0; n < N; ++n) {
     kk[n] *= inv;
-    k[n] = k[n] * (1.0f + (a[n] - 1.0f) * k_a[n]);
+    k[n] = v7_key_update(k[n], a[n], k_a[n]);
   }
 }
 

@@ -154,6 +154,27 @@ TEST_F(CudaKernels, V7OutputAndValueResidualMatchCpu) {
   }
 }
 
+TEST_F(CudaKernels, V7KeysMatchCpu) {
+  for (int N : {64, 32}) {
+    const int T = 5, H = 3, C = H * N;
+    auto k = random(size_t(T) * C, -2, 2, 110), a = random(size_t(T) * C, 0, 1, 111), kk0 = random(size_t(T) * C, -9, 9, 112);
+    auto k_k = random(C, 0.5f, 1.5f, 113), k_a = random(C, 0, 1, 114);
+    std::fill(k.begin(), k.begin() + N, 0.0f);  // a zero head: F.normalize's 1e-12 floor
+    std::vector<float> want_k = k, want_kk = kk0;
+    for (int g = 0; g < T * H; ++g) {
+      size_t o = size_t(g) * N, w = size_t(g % H) * N;
+      math::v7_keys_head(N, &want_k[o], &want_kk[o], &a[o], &k_k[w], &k_a[w]);
+    }
+    Dev dk(k), dkk(kk0), da(a), dk_k(k_k), dk_a(k_a);
+    cuda::v7_keys(dk.p, dkk.p, da.p, dk_k.p, dk_a.p, T, H, N);
+    auto got_k = dk.get(), got_kk = dkk.get();
+    for (size_t i = 0; i < got_k.size(); ++i) {
+      ASSERT_NEAR(got_kk[i], want_kk[i], 1e-6) << "N " << N << " kk " << i;
+      ASSERT_NEAR(got_k[i], want_k[i], 1e-6) << "N " << N << " k " << i;
+    }
+  }
+}
+
 TEST_F(CudaKernels, GroupNormMatchesCpu) {
   const int T = 3, H = 5, N = 64;
   auto x = random(size_t(T) * H * N, -4, 4, 30), w = random(size_t(H) * N, 0.5f, 1.5f, 31), b = random(size_t(H) * N, -0.2f, 0.2f, 32);

@@ -39,7 +39,9 @@ TEST_P(MakeModelTest, LoadsAndModesAgree) {
   EXPECT_EQ(d.n_layer, 3);
   EXPECT_EQ(d.n_embd, 128);
   EXPECT_EQ(d.vocab, 300);
-  if (c.expect != Arch::V4) EXPECT_EQ(d.head_size, 32);
+  if (c.expect != Arch::V4) {
+    EXPECT_EQ(d.head_size, 32);
+  }
   auto mut = load_for_test(path);
   std::vector<int32_t> tokens = {1, 299, 17, 5, 5, 42, 100, 7, 0, 250, 3};
   ModeOutputs m = run_modes(*mut.model, tokens, {4, 7});

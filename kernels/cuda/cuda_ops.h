@@ -92,6 +92,8 @@ struct Mixes {
   int count = 0;
 };
 void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_tok, int T, int C);
+// Per head of each token (a warp per head): kk = normalize(k*k_k); k = k*(1+(a-1)*k_a).
+void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N);
 // v += (v_first - v) * sigmoid(gate + v0) over T rows of C.
 void v7_value_residual(float* v, const float* v_first, const float* gate, const float* v0, int T, int C);
 // Per head of each token, in place: y = (ln_x(y) + sum(r*k*r_k) * v) * g (a warp per head).
@@ -117,7 +119,6 @@ void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k
 // v7: state = S [H x N x N].
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y);
-void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N);
 
 // ---- sampling (kernels/cuda/sampling.cu): one token per row of logits [n x V] (penalties applied in
 // place), the official PIPELINE steps; probs is scratch [n x V]; rows, penalties and tokens on the device.

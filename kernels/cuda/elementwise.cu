@@ -155,6 +155,24 @@ __global__ void value_residual_kernel(float* v, const float* v_first, const floa
   if (i < n) v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[i % size_t(C)]);
 }
 
+// One warp per head of a token (reads of consecutive elements by consecutive lanes): the squared norm as
+// a warp sum in double, then each element through the shared pieces of math::v7_keys_head.
+__global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int groups, int H, int N) {
+  const int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (grp >= groups) return;
+  const size_t o = size_t(grp) * N, w = size_t(grp % H) * N;
+  double squares = 0;
+  for (int i = lane; i < N; i += 32) {
+    const float z = k[o + i] * k_k[w + i];
+    squares += double(z) * z;
+  }
+  const float inv = math::v7_key_scale(warp_sum(squares));
+  for (int i = lane; i < N; i += 32) {
+    kk[o + i] = k[o + i] * k_k[w + i] * inv;
+    k[o + i] = math::v7_key_update(k[o + i], a[o + i], k_a[w + i]);
+  }
+}
+
 // One warp per head of a token: ln_x's moments and the bonus weight as warp sums in double, then each
 // element through the shared v7_output (kernels/rwkv_math.h), as the CPU's v7_output_head does.
 __global__ void v7_output_kernel(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b,
@@ -243,6 +261,13 @@ void v7_value_residual(float* v, const float* v_first, const float* gate, const 
   if (!n) return;
   value_residual_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(v, v_first, gate, v0, n, C);
   check_launch("v7_value_residual");
+}
+
+void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N) {
+  int groups = T * H;
+  if (groups <= 0) return;
+  v7_keys_kernel<<<(groups + 7) / 8, 256, 0, stream()>>>(k, kk, a, k_k, k_a, groups, H, N);
+  check_launch("v7_keys");
 }
 
 void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b, const float* r_k,

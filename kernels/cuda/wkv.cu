@@ -1,7 +1,6 @@
-// The recurrences (WKV of every generation, token shift) and v7's per-head key and bonus steps. Every
-// sequence of a batch is in one launch (grid y = sequence). Threads are laid out so each runs one shared
-// function of kernels/rwkv_math.h: a channel (v4), a value column (v5/v6), a value row (v7), a head of
-// a token (v7 keys); each loops over its sequence's tokens in order.
+// The recurrences (WKV of every generation, token shift). Every sequence of a batch is in one launch
+// (grid y = sequence). Threads are laid out so each runs one shared function of kernels/rwkv_math.h: a
+// channel (v4), a value column (v5/v6), a value row (v7); each loops over its sequence's tokens in order.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_check.h"
@@ -181,14 +180,6 @@ __global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const
   for (int i = 0; i < N; ++i) S[i * N + j] = col[i];
 }
 
-__global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int groups, int H, int N) {
-  int g = blockIdx.x * blockDim.x + threadIdx.x;
-  if (g >= groups) return;
-  size_t o = size_t(g) * N, h = size_t(g % H) * N;
-  math::v7_keys_head(N, k + o, kk + o, a + o, k_k + h, k_a + h);
-}
-
-
 }  // namespace
 
 void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C, int max_tokens) {
@@ -218,13 +209,5 @@ void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w
   else wkv7_kernel<<<dim3(H, B), N, 0, stream()>>>(seqs, H, N, r, w, k, v, kk, a, y);
   check_launch("wkv7");
 }
-
-void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N) {
-  int groups = T * H;
-  if (groups <= 0) return;
-  v7_keys_kernel<<<(groups + 127) / 128, 128, 0, stream()>>>(k, kk, a, k_k, k_a, groups, H, N);
-  check_launch("v7_keys");
-}
-
 
 }  // namespace skein::cuda
