@@ -229,19 +229,19 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     float* dl = scratch(kT1, size_t(R) * dw1.rows);
     be_.linear(dw1, mixed[0], C, dl, dw1.rows, R, ProductOutput::activated(UnaryOp::Tanh));
     float* w = scratch(kKK, RC);
-    be_.linear(lw.m("att.decay_w2"), dl, dw1.rows, w, C, R);
-    be_.bias_activate(UnaryOp::ExpNegExp, w, lw.v("att.time_decay"), R, C);
+    be_.linear(lw.m("att.decay_w2"), dl, dw1.rows, w, C, R, ProductOutput::activated(UnaryOp::ExpNegExp, lw.v("att.time_decay").data()));
     be_.wkv5(slices(seqs, l, C), H, N, r, k, v, w, nullptr, lw.v("att.u"), y);
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
     be_.mul(y, g, RC);
   } else {  // v7
     float* t0 = scratch(kT0, RC);
     float* lo = scratch(kT1, RC);  // LoRA hidden (every LoRA rank is <= C)
-    auto lora = [&](const std::string& n, const float* in, UnaryOp* act, float* dst) {
+    // dst = out(lora_2 · act(lora_1 · in)): `out` may add a bias and activate.
+    auto lora = [&](const std::string& n, const float* in, UnaryOp* act, float* dst, ProductOutput out = {}) {
       const Matrix& a = lw.m("att." + n + "1");
       if (a.rows > C) fail(w_.checkpoint->path(), ": LoRA rank of att.", n, "1 exceeds n_embd");
       be_.linear(a, in, C, lo, a.rows, R, act ? ProductOutput::activated(*act) : ProductOutput{});
-      be_.linear(lw.m("att." + n + "2"), lo, a.rows, dst, C, R);
+      be_.linear(lw.m("att." + n + "2"), lo, a.rows, dst, C, R, out);
     };
     UnaryOp tanh_op = UnaryOp::Tanh, sig = UnaryOp::Sigmoid;
     // The six mixes of the token with its predecessor, in one pass.
@@ -251,13 +251,11 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.delta_mix(xx, sx, mixes, 0, R, C);
     be_.linear(lw.m("att.receptance"), xr, C, r, C, R);
     float* w = scratch(kW, RC);
-    lora("w", xw, &tanh_op, w);
-    be_.bias_activate(UnaryOp::V7Decay, w, lw.v("att.w0"), R, C);
+    lora("w", xw, &tanh_op, w, ProductOutput::activated(UnaryOp::V7Decay, lw.v("att.w0").data()));
     be_.linear(lw.m("att.key"), xk, C, k, C, R);
     be_.linear(lw.m("att.value"), xv, C, v, C, R);
     float* a = scratch(kA, RC);
-    lora("a", xa, nullptr, a);
-    be_.bias_activate(UnaryOp::Sigmoid, a, lw.v("att.a0"), R, C);
+    lora("a", xa, nullptr, a, ProductOutput::activated(UnaryOp::Sigmoid, lw.v("att.a0").data()));
     float* g = scratch(kG, RC);
     lora("g", xg, &sig, g);
     float* kk = scratch(kKK, RC);

@@ -256,7 +256,7 @@ TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
 
 // A product's output options (activation, adding to y) give what a separate pass over the stored
 // products gives, in the matrix-vector kernel (2 rows), cuBLAS (12 rows), for fp16 and fp32 weights.
-TEST_F(CudaKernels, ProductOutputsActivateOrAdd) {
+TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
   const int rows = 72, cols = 264;
   auto wf = random(size_t(rows) * cols, -0.2f, 0.2f, 80);
   std::vector<uint16_t> w16(wf.size());
@@ -268,15 +268,17 @@ TEST_F(CudaKernels, ProductOutputsActivateOrAdd) {
     for (int T : {2, 12}) {
       const void* W = half ? d16 : static_cast<const void*>(d32.p);
       const auto type = half ? cuda::WeightType::F16 : cuda::WeightType::F32;
-      auto x = random(size_t(T) * cols, -1, 1, 81), base = random(size_t(T) * rows, -1, 1, 82);
-      Dev dx(x), plain(std::vector<float>(base.size())), act(std::vector<float>(base.size())), sum(base);
+      auto x = random(size_t(T) * cols, -1, 1, 81), base = random(size_t(T) * rows, -1, 1, 82), bias = random(rows, -1, 1, 83);
+      Dev dx(x), plain(std::vector<float>(base.size())), act(std::vector<float>(base.size())), sum(base), biased(base), dbias(bias);
       auto product = [&](float* y, ProductOutput out) { cuda::linear(W, type, nullptr, nullptr, nullptr, nullptr, rows, cols, dx.p, cols, y, rows, T, out); };
       product(plain.p, {});
       product(act.p, ProductOutput::activated(UnaryOp::Tanh));
       product(sum.p, ProductOutput::added());
-      auto p = plain.get(), a = act.get(), s = sum.get();
+      product(biased.p, ProductOutput::activated(UnaryOp::Sigmoid, dbias.p));
+      auto p = plain.get(), a = act.get(), s = sum.get(), b = biased.get();
       for (size_t i = 0; i < p.size(); ++i) {
         ASSERT_NEAR(a[i], std::tanh(p[i]), 1e-5) << (half ? "fp16" : "fp32") << " T " << T << " " << i;
+        ASSERT_NEAR(b[i], math::sigmoid(p[i] + bias[i % rows]), 1e-6) << (half ? "fp16" : "fp32") << " T " << T << " " << i;
         ASSERT_NEAR(s[i], base[i] + p[i], 1e-5) << (half ? "fp16" : "fp32") << " T " << T << " " << i;
       }
     }

@@ -81,7 +81,7 @@ TEST(Linear, StreamingResultDoesNotDependOnThreadCount) {
 // The backend's product outputs (an activation of the products, or the products added to y) equal the
 // plain product followed by that pass, with y rows wider than the product (ldy > rows), decode and
 // prefill sized.
-TEST(Linear, BackendProductOutputsActivateOrAddIntoStridedRows) {
+TEST(Linear, BackendProductOutputsActivateWithBiasOrAddIntoStridedRows) {
   CpuBackend be;
   const int rows = 130, cols = 200, ldy = 150;
   TestMatrix w = make_matrix(DType::F16, rows, cols, 11);
@@ -91,19 +91,23 @@ TEST(Linear, BackendProductOutputsActivateOrAddIntoStridedRows) {
     std::vector<float> x(size_t(T) * cols), base(size_t(T) * ldy);
     for (auto& v : x) v = d(g);
     for (auto& v : base) v = d(g);
-    std::vector<float> plain = base, act = base, sum = base;
+    std::vector<float> plain = base, act = base, sum = base, biased = base, bias(rows);
+    for (auto& v : bias) v = d(g);
     be.linear(w.m, x.data(), cols, plain.data(), ldy, T);
     be.linear(w.m, x.data(), cols, act.data(), ldy, T, ProductOutput::activated(UnaryOp::Silu));
     be.linear(w.m, x.data(), cols, sum.data(), ldy, T, ProductOutput::added());
+    be.linear(w.m, x.data(), cols, biased.data(), ldy, T, ProductOutput::activated(UnaryOp::V7Decay, bias.data()));
     for (int t = 0; t < T; ++t)
       for (int o = 0; o < ldy; ++o) {
         size_t i = size_t(t) * ldy + size_t(o);
         if (o >= rows) {  // beyond the product's rows: untouched
           ASSERT_EQ(act[i], base[i]);
           ASSERT_EQ(sum[i], base[i]);
+          ASSERT_EQ(biased[i], base[i]);
           continue;
         }
         ASSERT_EQ(act[i], math::silu(plain[i])) << "T " << T << " " << i;
+        ASSERT_EQ(biased[i], math::v7_decay(plain[i] + bias[size_t(o)])) << "T " << T << " " << i;
         ASSERT_EQ(sum[i], base[i] + plain[i]) << "T " << T << " " << i;
       }
   }

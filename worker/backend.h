@@ -119,11 +119,11 @@ class Backend {
   virtual void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) = 0;
   // Per-head normalisation in place (ln_x), eps 64e-5 in every official generation.
   virtual void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) = 0;
-  // y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], or its activation, or y += it (ProductOutput)
+  // y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], or its activation (of it plus out.bias[o], a weight
+  // vector of W.rows values), or y += it (ProductOutput)
   virtual void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) = 0;
   virtual void add(float* x, const float* y, size_t n) = 0;  // x += y
   virtual void mul(float* x, const float* y, size_t n) = 0;  // x *= y
-  virtual void bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) = 0;  // x[t] = op(x[t] + b)
 
   // Per sequence (state = prev [C]): sx[first] = prev, sx[t] = xx[t-1]; then prev = xx[last].
   virtual void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) = 0;

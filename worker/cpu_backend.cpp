@@ -21,27 +21,37 @@ namespace {
 constexpr size_t kParallelMin = 1 << 16;
 int threads_for(size_t work) { return work >= kParallelMin ? cpu::compute_threads() : 1; }
 
-// out[i] = op(in[i]) for T rows of n values (ld_in / ld_out apart). The operation is a template
-// argument, so each loop is one activation with no per-element dispatch.
-template <UnaryOp kOp>
-void activate_rows(const float* in, int64_t ld_in, float* out, int64_t ld_out, int T, size_t n) {
+// y[i] = op(y[i] + bias[i]) (bias may be null) for T rows of n values, ldy apart. The operation and
+// whether there is a bias are template arguments, so each loop is one activation with no per-element
+// dispatch.
+template <UnaryOp kOp, bool kBias>
+void activate_rows(float* y, int64_t ldy, const float* bias, int T, size_t n) {
+  auto one = [&](int t, size_t i) {
+    float& v = y[size_t(t) * size_t(ldy) + i];
+    v = math::activate(kOp, kBias ? v + bias[i] : v);
+  };
   if (size_t(T) * n * 8 < kParallelMin) {  // no fork for a decode step's few values (an activation is ~8 adds)
     for (int t = 0; t < T; ++t)
-      for (size_t i = 0; i < n; ++i) out[size_t(t) * size_t(ld_out) + i] = math::activate(kOp, in[size_t(t) * size_t(ld_in) + i]);
+      for (size_t i = 0; i < n; ++i) one(t, i);
     return;
   }
 #pragma omp parallel for collapse(2) num_threads(cpu::compute_threads()) schedule(static)
   for (int t = 0; t < T; ++t)
-    for (size_t i = 0; i < n; ++i) out[size_t(t) * size_t(ld_out) + i] = math::activate(kOp, in[size_t(t) * size_t(ld_in) + i]);
+    for (size_t i = 0; i < n; ++i) one(t, i);
 }
-void activate_rows(UnaryOp op, const float* in, int64_t ld_in, float* out, int64_t ld_out, int T, size_t n) {
+template <UnaryOp kOp>
+void activate_rows(float* y, int64_t ldy, const float* bias, int T, size_t n) {
+  if (bias) activate_rows<kOp, true>(y, ldy, bias, T, n);
+  else activate_rows<kOp, false>(y, ldy, bias, T, n);
+}
+void activate_rows(UnaryOp op, float* y, int64_t ldy, const float* bias, int T, size_t n) {
   switch (op) {
-    case UnaryOp::Sigmoid: return activate_rows<UnaryOp::Sigmoid>(in, ld_in, out, ld_out, T, n);
-    case UnaryOp::Silu: return activate_rows<UnaryOp::Silu>(in, ld_in, out, ld_out, T, n);
-    case UnaryOp::Tanh: return activate_rows<UnaryOp::Tanh>(in, ld_in, out, ld_out, T, n);
-    case UnaryOp::ReluSquare: return activate_rows<UnaryOp::ReluSquare>(in, ld_in, out, ld_out, T, n);
-    case UnaryOp::ExpNegExp: return activate_rows<UnaryOp::ExpNegExp>(in, ld_in, out, ld_out, T, n);
-    case UnaryOp::V7Decay: return activate_rows<UnaryOp::V7Decay>(in, ld_in, out, ld_out, T, n);
+    case UnaryOp::Sigmoid: return activate_rows<UnaryOp::Sigmoid>(y, ldy, bias, T, n);
+    case UnaryOp::Silu: return activate_rows<UnaryOp::Silu>(y, ldy, bias, T, n);
+    case UnaryOp::Tanh: return activate_rows<UnaryOp::Tanh>(y, ldy, bias, T, n);
+    case UnaryOp::ReluSquare: return activate_rows<UnaryOp::ReluSquare>(y, ldy, bias, T, n);
+    case UnaryOp::ExpNegExp: return activate_rows<UnaryOp::ExpNegExp>(y, ldy, bias, T, n);
+    case UnaryOp::V7Decay: return activate_rows<UnaryOp::V7Decay>(y, ldy, bias, T, n);
   }
 }
 }  // namespace
@@ -103,7 +113,7 @@ void CpuBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, i
 void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
   if (out.kind != ProductOutput::Add) {
     cpu::linear(W, x, ldx, y, ldy, T);
-    if (out.kind == ProductOutput::Activate) activate_rows(out.op, y, ldy, y, ldy, T, size_t(W.rows));
+    if (out.kind == ProductOutput::Activate) activate_rows(out.op, y, ldy, out.bias, T, size_t(W.rows));
     return;
   }
   // y += W x: the products go through a buffer, then one add per row.
@@ -125,11 +135,6 @@ void CpuBackend::add(float* x, const float* y, size_t n) {
 }
 void CpuBackend::mul(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] *= y[i];
-}
-void CpuBackend::bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) {
-  for (int t = 0; t < T; ++t)
-    for (int c = 0; c < C; ++c) x[size_t(t) * C + c] += b[c];
-  activate_rows(op, x, C, x, C, T, size_t(C));
 }
 
 void CpuBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {

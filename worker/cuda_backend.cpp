@@ -381,6 +381,7 @@ void CudaBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, 
 void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
   if (!launching()) return;
   const DeviceMatrix m = mat(W);
+  if (out.bias) out.bias = static_cast<const float*>(mirror(out.bias, size_t(W.rows) * sizeof(float)));  // a weight vector's device copy
   cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T, out);
 }
 void CudaBackend::add(float* x, const float* y, size_t n) {
@@ -390,10 +391,6 @@ void CudaBackend::add(float* x, const float* y, size_t n) {
 void CudaBackend::mul(float* x, const float* y, size_t n) {
   if (!launching()) return;
   cuda::mul(x, y, n);
-}
-void CudaBackend::bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) {
-  if (!launching()) return;
-  cuda::bias_activate(op, x, vec(b), T, C);
 }
 void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
   const cuda::Slice* t = table(seqs);

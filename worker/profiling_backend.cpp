@@ -74,9 +74,6 @@ void ProfilingBackend::add(float* x, const float* y, size_t n) {
 void ProfilingBackend::mul(float* x, const float* y, size_t n) {
   timed("mul", 0, [&] { inner_->mul(x, y, n); });
 }
-void ProfilingBackend::bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) {
-  timed("bias_activate", 0, [&] { inner_->bias_activate(op, x, b, T, C); });
-}
 void ProfilingBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
   timed("token_shift", 0, [&] { inner_->token_shift(xx, sx, seqs, C); });
 }

@@ -48,7 +48,6 @@ class ProfilingBackend final : public Backend {
   void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) override;
   void add(float* x, const float* y, size_t n) override;
   void mul(float* x, const float* y, size_t n) override;
-  void bias_activate(UnaryOp op, float* x, const Vector& b, int T, int C) override;
   void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) override;
   void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) override;
   void delta_mix(const float* xx, const float* sx, std::span<const DeltaMix> mixes, int64_t ld_tok, int T, int C) override;

@@ -76,10 +76,10 @@ void group_norm(float* x, const float* w, const float* b, int T, int H, int N);
 void embed(const void* emb, WeightType type, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x);
 // out[i] = x[rows[i]] for n rows of C; rows on the device.
 void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out);
-void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy);  // T rows of n values, ldy apart
+// y = op(y + bias) (bias [n] or null) for T rows of n values, ldy apart.
+void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy, const float* bias = nullptr);
 void add(float* x, const float* y, size_t n);
 void mul(float* x, const float* y, size_t n);
-void bias_activate(UnaryOp op, float* x, const float* b, int T, int C);  // x[t] = op(x[t] + b), one launch
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C);
 // Up to kMax mixes of the same rows, one launch: out = xx + (sx - xx) * (m + m_tok[t]) (m_tok may be null).
 struct Mixes {
@@ -140,7 +140,7 @@ void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* p
 // by a matrix-vector kernel with fp32 x for up to 8 rows of x; beyond that F16/BF16 through
 // cublasGemmEx on tensor cores (x rounded to the weight type, fp32 accumulation) and U8 dequantized to
 // fp16 tiles and GemmEx.
-// `out` says what becomes of each result (stored, activated, added to y).
+// `out` says what becomes of each result (stored, activated, added to y); out.bias is device memory.
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {});
 // The fp32 product alone (kept for the kernel tests).

@@ -113,11 +113,12 @@ __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, f
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
-__global__ void activate_rows_kernel(UnaryOp op, float* y, int64_t n, int64_t ldy, size_t total) {
+__global__ void activate_rows_kernel(UnaryOp op, float* y, int64_t n, int64_t ldy, const float* bias, size_t total) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  float& v = y[(i / size_t(n)) * size_t(ldy) + i % size_t(n)];
-  v = math::activate(op, v);
+  const size_t c = i % size_t(n);
+  float& v = y[(i / size_t(n)) * size_t(ldy) + c];
+  v = math::activate(op, bias ? v + bias[c] : v);
 }
 
 __global__ void add_kernel(float* x, const float* y, size_t n) {
@@ -127,10 +128,6 @@ __global__ void add_kernel(float* x, const float* y, size_t n) {
 __global__ void mul_kernel(float* x, const float* y, size_t n) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] *= y[i];
-}
-__global__ void bias_activate_kernel(UnaryOp op, float* x, const float* b, size_t n, int C) {
-  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = math::activate(op, x[i] + b[i % size_t(C)]);
 }
 __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m, float* out, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -222,10 +219,10 @@ void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) 
   check_launch("gather_rows");
 }
 
-void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy) {
+void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy, const float* bias) {
   size_t total = size_t(T) * size_t(n);
   if (!total) return;
-  activate_rows_kernel<<<blocks_for(total), kThreads, 0, stream()>>>(op, y, n, ldy, total);
+  activate_rows_kernel<<<blocks_for(total), kThreads, 0, stream()>>>(op, y, n, ldy, bias, total);
   check_launch("activate_rows");
 }
 void add(float* x, const float* y, size_t n) {
@@ -237,12 +234,6 @@ void mul(float* x, const float* y, size_t n) {
   if (!n) return;
   mul_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, n);
   check_launch("mul");
-}
-void bias_activate(UnaryOp op, float* x, const float* b, int T, int C) {
-  size_t n = size_t(T) * C;
-  if (!n) return;
-  bias_activate_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, x, b, n, C);
-  check_launch("bias_activate");
 }
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C) {
   size_t n = size_t(T) * C;

@@ -142,14 +142,14 @@ struct BF16Weights {
 // output; then stored, activated or added to y as the caller asked.
 struct PlainOutput {
   ProductOutput out;
-  __device__ void operator()(float* dst, int64_t, int, float dot) const { *dst = out.apply(dot, out.kind == ProductOutput::Add ? *dst : 0.0f); }
+  __device__ void operator()(float* dst, int64_t o, int, float dot) const { *dst = out.apply(dot, out.kind == ProductOutput::Add ? *dst : 0.0f, o); }
 };
 struct U8Output {
   const float *rx, *mx, *sums;  // sums [T x 3] from u8_prepare_kernel
   ProductOutput out;
   __device__ void operator()(float* dst, int64_t o, int t, float dot) const {
     const float v = math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
-    *dst = out.apply(v, out.kind == ProductOutput::Add ? *dst : 0.0f);
+    *dst = out.apply(v, out.kind == ProductOutput::Add ? *dst : 0.0f, o);
   }
 };
 
@@ -270,9 +270,9 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
   if (T <= 0 || rows <= 0) return;
   DeviceContext& c = context();
   const float one = 1.0f, beta = out.kind == ProductOutput::Add ? 1.0f : 0.0f;
-  // cuBLAS stores or adds; an activation is a pass over the results afterwards.
+  // cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
   auto finish = [&] {
-    if (out.kind == ProductOutput::Activate) activate_rows(out.op, y, T, rows, ldy);
+    if (out.kind == ProductOutput::Activate) activate_rows(out.op, y, T, rows, ldy, out.bias);
   };
   switch (type) {
     case WeightType::F32:
