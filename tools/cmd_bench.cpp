@@ -226,6 +226,7 @@ void add_bench_command(CLI::App& app) {
                              2.0 * double(d.state_floats() * sizeof(float));
     double prefill_tps = double(prompt.size()) / prefill_s;
     double achieved = decode_best * bytes_per_token / 1e9;
+    if (profile) std::printf("note             --profile: the figures below are of profiled steps (timed op by op, no CUDA graphs)\n");
     std::printf("model            %s (%s, L%d C%d vocab %d, stored %s, strategy \"%s\")\n", cfg.model.c_str(), arch_name(d.arch),
                 d.n_layer, d.n_embd, d.vocab, dtype_name(first.emb.dtype), cfg.strategy.empty() ? "cpu, stored dtype" : cfg.strategy.c_str());
     std::printf("weights          %.1f MB resident\n", double(model.resident_bytes()) / 1e6);
