@@ -13,7 +13,6 @@ namespace skein::cuda {
 
 // Number of usable GPUs; 0 when there is no driver or no device (cudaGetDeviceCount fails).
 int device_count();
-std::string device_name(int device);
 void set_device(int device);
 struct DeviceInfo {
   std::string name;

@@ -70,8 +70,6 @@ int device_count() {
   return n;
 }
 
-std::string device_name(int device) { return device_info(device).name; }
-
 void set_device(int device) { check(cudaSetDevice(device), "cudaSetDevice"); }
 
 DeviceInfo device_info(int device) {
