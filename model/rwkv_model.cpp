@@ -9,7 +9,7 @@ namespace skein {
 
 namespace {
 // Scratch slots; each grows to the largest batch seen.
-enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kT5, kT6, kT7, kKK, kHeadIn, kLogits, kSlots };
+enum Slot { kXX, kSX, kR, kK, kV, kW, kA, kG, kY, kOut, kT0, kT1, kT2, kT3, kT4, kT5, kT6, kT7, kKK, kLoraA, kLoraG, kLoraV, kHeadIn, kLogits, kSlots };
 }  // namespace
 
 RwkvModel::RwkvModel(ModelWeights weights, Backend& backend) : w_(std::move(weights)), be_(backend), scratch_(kSlots) {
@@ -177,29 +177,30 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
   be_.token_shift(xx, sx, slices(seqs, l, 0), C);
 
   if (d.arch == Arch::V4) {
-    float* t0 = scratch(kT0, RC);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), t0, R, C);
-    be_.linear(lw.m("att.receptance"), t0, C, r, C, R, ProductOutput::activated(UnaryOp::Sigmoid));
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), t0, R, C);
-    be_.linear(lw.m("att.key"), t0, C, k, C, R);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), t0, R, C);
-    be_.linear(lw.m("att.value"), t0, C, v, C, R);
+    float *xr = scratch(kT0, RC), *xk = scratch(kT2, RC), *xv = scratch(kT3, RC);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), xr, R, C);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), xk, R, C);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), xv, R, C);
+    const Product rkv[] = {{&lw.m("att.receptance"), xr, C, r, C, ProductOutput::activated(UnaryOp::Sigmoid)},
+                           {&lw.m("att.key"), xk, C, k, C},
+                           {&lw.m("att.value"), xv, C, v, C}};
+    be_.linears(rkv, R);
     be_.wkv4(slices(seqs, l, C), C, lw.v("att.w"), lw.v("att.time_first"), k, v, y);
     be_.mul(y, r, RC);
   } else if (d.arch == Arch::V5_0 || d.arch == Arch::V5_1 || d.arch == Arch::V5_2) {
-    float* t0 = scratch(kT0, RC);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), t0, R, C);
-    be_.linear(lw.m("att.receptance"), t0, C, r, C, R);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), t0, R, C);
-    be_.linear(lw.m("att.key"), t0, C, k, C, R);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), t0, R, C);
-    be_.linear(lw.m("att.value"), t0, C, v, C, R);
+    float *xr = scratch(kT0, RC), *xk = scratch(kT2, RC), *xv = scratch(kT3, RC);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), xr, R, C);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), xk, R, C);
+    be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), xv, R, C);
+    std::vector<Product> products = {{&lw.m("att.receptance"), xr, C, r, C}, {&lw.m("att.key"), xk, C, k, C}, {&lw.m("att.value"), xv, C, v, C}};
     float* g = nullptr;
     if (lw.has_m("att.gate")) {
       g = scratch(kG, RC);
-      be_.lerp_mix(xx, sx, lw.v("att.time_mix_g"), t0, R, C);
-      be_.linear(lw.m("att.gate"), t0, C, g, C, R, ProductOutput::activated(UnaryOp::Silu));
+      float* xg = scratch(kT4, RC);
+      be_.lerp_mix(xx, sx, lw.v("att.time_mix_g"), xg, R, C);
+      products.push_back({&lw.m("att.gate"), xg, C, g, C, ProductOutput::activated(UnaryOp::Silu)});
     }
+    be_.linears(products, R);
     const Vector& w = lw.v("att.w");
     be_.wkv5(slices(seqs, l, C), H, N, r, k, v, nullptr, &w, lw.v("att.u"), y);
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
@@ -215,57 +216,62 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     const char* names[5] = {"att.time_maa_w", "att.time_maa_k", "att.time_maa_v", "att.time_maa_r", "att.time_maa_g"};
     float* mixed[5] = {scratch(kW, RC), scratch(kT2, RC), scratch(kT3, RC), scratch(kT4, RC), scratch(kA, RC)};
     DeltaMix mixes[5];
+    std::vector<Product> offsets;
     for (int j = 0; j < 5; ++j) {
-      be_.linear(lw.m("att.maa_w2." + std::to_string(j)), lora + j * D, D5, mixed[j], C, R);
+      offsets.push_back({&lw.m("att.maa_w2." + std::to_string(j)), lora + j * D, D5, mixed[j], C});
       mixes[j] = {&lw.v(names[j]), mixed[j], mixed[j]};
     }
+    be_.linears(offsets, R);
     be_.delta_mix(xx, sx, mixes, C, R, C);
-    be_.linear(lw.m("att.receptance"), mixed[3], C, r, C, R);
-    be_.linear(lw.m("att.key"), mixed[1], C, k, C, R);
-    be_.linear(lw.m("att.value"), mixed[2], C, v, C, R);
     float* g = scratch(kG, RC);
-    be_.linear(lw.m("att.gate"), mixed[4], C, g, C, R, ProductOutput::activated(UnaryOp::Silu));
     const Matrix& dw1 = lw.m("att.decay_w1");
     float* dl = scratch(kT1, size_t(R) * dw1.rows);
-    be_.linear(dw1, mixed[0], C, dl, dw1.rows, R, ProductOutput::activated(UnaryOp::Tanh));
+    const Product products[] = {{&lw.m("att.receptance"), mixed[3], C, r, C},
+                                {&lw.m("att.key"), mixed[1], C, k, C},
+                                {&lw.m("att.value"), mixed[2], C, v, C},
+                                {&lw.m("att.gate"), mixed[4], C, g, C, ProductOutput::activated(UnaryOp::Silu)},
+                                {&dw1, mixed[0], C, dl, dw1.rows, ProductOutput::activated(UnaryOp::Tanh)}};
+    be_.linears(products, R);
     float* w = scratch(kKK, RC);
     be_.linear(lw.m("att.decay_w2"), dl, dw1.rows, w, C, R, ProductOutput::activated(UnaryOp::ExpNegExp, lw.v("att.time_decay").data()));
     be_.wkv5(slices(seqs, l, C), H, N, r, k, v, w, nullptr, lw.v("att.u"), y);
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
     be_.mul(y, g, RC);
   } else {  // v7
-    float* t0 = scratch(kT0, RC);
-    float* lo = scratch(kT1, RC);  // LoRA hidden (every LoRA rank is <= C)
-    // dst = out(lora_2 · act(lora_1 · in)): `out` may add a bias and activate.
-    auto lora = [&](const std::string& n, const float* in, UnaryOp* act, float* dst, ProductOutput out = {}) {
-      const Matrix& a = lw.m("att." + n + "1");
-      if (a.rows > C) fail(w_.checkpoint->path(), ": LoRA rank of att.", n, "1 exceeds n_embd");
-      be_.linear(a, in, C, lo, a.rows, R, act ? ProductOutput::activated(*act) : ProductOutput{});
-      be_.linear(lw.m("att." + n + "2"), lo, a.rows, dst, C, R, out);
-    };
-    UnaryOp tanh_op = UnaryOp::Tanh, sig = UnaryOp::Sigmoid;
     // The six mixes of the token with its predecessor, in one pass.
-    float *xr = t0, *xw = scratch(kT4, RC), *xk = scratch(kT5, RC), *xv = scratch(kT2, RC), *xa = scratch(kT6, RC), *xg = scratch(kT7, RC);
+    float *xr = scratch(kT0, RC), *xw = scratch(kT4, RC), *xk = scratch(kT5, RC), *xv = scratch(kT2, RC), *xa = scratch(kT6, RC),
+          *xg = scratch(kT7, RC);
     const DeltaMix mixes[6] = {{&lw.v("att.x_r"), nullptr, xr}, {&lw.v("att.x_w"), nullptr, xw}, {&lw.v("att.x_k"), nullptr, xk},
                                {&lw.v("att.x_v"), nullptr, xv}, {&lw.v("att.x_a"), nullptr, xa}, {&lw.v("att.x_g"), nullptr, xg}};
     be_.delta_mix(xx, sx, mixes, 0, R, C);
-    be_.linear(lw.m("att.receptance"), xr, C, r, C, R);
-    float* w = scratch(kW, RC);
-    lora("w", xw, &tanh_op, w, ProductOutput::activated(UnaryOp::V7Decay, lw.v("att.w0").data()));
-    be_.linear(lw.m("att.key"), xk, C, k, C, R);
-    be_.linear(lw.m("att.value"), xv, C, v, C, R);
-    float* a = scratch(kA, RC);
-    lora("a", xa, nullptr, a, ProductOutput::activated(UnaryOp::Sigmoid, lw.v("att.a0").data()));
-    float* g = scratch(kG, RC);
-    lora("g", xg, &sig, g);
+    // r, k, v and every LoRA's first factor read only the mixes: one set of products. The LoRAs' second
+    // factors (dst = out(lora_2 · act(lora_1 · in)), `out` may add a bias and activate) are the next.
+    float *w = scratch(kW, RC), *a = scratch(kA, RC), *g = scratch(kG, RC);
+    std::vector<Product> first = {{&lw.m("att.receptance"), xr, C, r, C}, {&lw.m("att.key"), xk, C, k, C}, {&lw.m("att.value"), xv, C, v, C}};
+    std::vector<Product> second;
+    auto lora = [&](const std::string& n, const float* in, ProductOutput act, float* dst, ProductOutput out, int hidden_slot) {
+      const Matrix& f1 = lw.m("att." + n + "1");
+      if (f1.rows > C) fail(w_.checkpoint->path(), ": LoRA rank of att.", n, "1 exceeds n_embd");
+      float* hidden = scratch(hidden_slot, RC);
+      first.push_back({&f1, in, C, hidden, f1.rows, act});
+      second.push_back({&lw.m("att." + n + "2"), hidden, f1.rows, dst, C, out});
+    };
+    lora("w", xw, ProductOutput::activated(UnaryOp::Tanh), w, ProductOutput::activated(UnaryOp::V7Decay, lw.v("att.w0").data()), kT1);
+    lora("a", xa, {}, a, ProductOutput::activated(UnaryOp::Sigmoid, lw.v("att.a0").data()), kLoraA);
+    lora("g", xg, ProductOutput::activated(UnaryOp::Sigmoid), g, {}, kLoraG);
+    float* gate = nullptr;  // the value residual's, every layer but the first
+    if (l > 0) {
+      gate = scratch(kT3, RC);
+      lora("v", xv, {}, gate, {}, kLoraV);
+    }
+    be_.linears(first, R);
+    be_.linears(second, R);
     float* kk = scratch(kKK, RC);
     be_.v7_keys(k, kk, a, lw.v("att.k_k"), lw.v("att.k_a"), R, H, N);
     if (l == 0) {
       be_.copy(v_first, v, RC);
     } else {
       if (!v_first) fail("internal: v7 layer ", l, " needs v_first");
-      float* gate = scratch(kT3, RC);
-      lora("v", xv, nullptr, gate);
       be_.v7_value_residual(v, v_first, gate, lw.v("att.v0"), R, C);
     }
     be_.wkv7(slices(seqs, l, C), H, N, r, w, k, v, kk, a, y);
@@ -286,20 +292,22 @@ void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq
   be_.layer_norm(x, lw.v("ln2.weight"), lw.v("ln2.bias"), xx, R, C);
   be_.token_shift(xx, sx, slices(seqs, l, ffn_prev), C);
 
-  float* r = nullptr;
-  if (d.arch == Arch::V7) {
+  if (d.arch == Arch::V7) {  // no receptance gate
     mix(xx, sx, lw.v("ffn.x_k"), t0, R, C);
-  } else {
-    r = scratch(kR, RC);
-    bool lerp = d.arch != Arch::V6;
-    if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_r"), t0, R, C);
-    else mix(xx, sx, lw.v("ffn.time_maa_r"), t0, R, C);
-    be_.linear(lw.m("ffn.receptance"), t0, C, r, C, R, ProductOutput::activated(UnaryOp::Sigmoid));
-    if (lerp) be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_k"), t0, R, C);
-    else mix(xx, sx, lw.v("ffn.time_maa_k"), t0, R, C);
+    be_.linear(lw.m("ffn.key"), t0, C, hidden, F, R, ProductOutput::activated(UnaryOp::ReluSquare));
+    return be_.linear(lw.m("ffn.value"), hidden, F, x, C, R, ProductOutput::added());
   }
-  be_.linear(lw.m("ffn.key"), t0, C, hidden, F, R, ProductOutput::activated(UnaryOp::ReluSquare));
-  if (!r) return be_.linear(lw.m("ffn.value"), hidden, F, x, C, R, ProductOutput::added());  // v7: no receptance gate
+  float *xr = scratch(kT2, RC), *r = scratch(kR, RC);
+  if (d.arch == Arch::V6) {
+    const DeltaMix mixes[2] = {{&lw.v("ffn.time_maa_r"), nullptr, xr}, {&lw.v("ffn.time_maa_k"), nullptr, t0}};
+    be_.delta_mix(xx, sx, mixes, 0, R, C);
+  } else {
+    be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_r"), xr, R, C);
+    be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_k"), t0, R, C);
+  }
+  const Product rk[] = {{&lw.m("ffn.receptance"), xr, C, r, C, ProductOutput::activated(UnaryOp::Sigmoid)},
+                        {&lw.m("ffn.key"), t0, C, hidden, F, ProductOutput::activated(UnaryOp::ReluSquare)}};
+  be_.linears(rk, R);
   float* out = scratch(kOut, RC);
   be_.linear(lw.m("ffn.value"), hidden, F, out, C, R);
   be_.mul(out, r, RC);

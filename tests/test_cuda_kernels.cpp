@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -283,6 +284,83 @@ TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
       }
     }
   cuda::free_bytes(d16);
+}
+
+// Products launched together (cuda::linears: one matrix-vector launch per weight format and load
+// width, at most 8 products each) give exactly what each product gives alone: more fp16 products than
+// one launch takes, odd widths (scalar loads), uint8 and bf16 beside them, fp32 through cuBLAS, every
+// output option, at decode batch sizes and beyond (cuBLAS, one product after another).
+TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
+  struct Weights {
+    cuda::WeightType type;
+    int64_t rows, cols;
+    void* W = nullptr;
+    std::unique_ptr<Dev> rx, mx, ry, my, bias;
+  };
+  std::vector<Weights> ws;
+  std::mt19937 g(90);
+  auto add = [&](cuda::WeightType type, int64_t rows, int64_t cols) {
+    Weights w{type, rows, cols};
+    const size_t n = size_t(rows) * size_t(cols);
+    auto f = random(n, -0.3f, 0.3f, g());
+    if (type == cuda::WeightType::U8) {
+      std::vector<uint8_t> q(n);
+      for (auto& b : q) b = uint8_t(g() & 255u);
+      w.W = cuda::alloc_bytes(n);
+      cuda::upload_bytes(w.W, q.data(), n);
+      w.rx = std::make_unique<Dev>(random(size_t(rows), 0.001f, 0.01f, g()));
+      w.mx = std::make_unique<Dev>(random(size_t(rows), -0.05f, 0.05f, g()));
+      w.ry = std::make_unique<Dev>(random(size_t(cols), 0.5f, 1.5f, g()));
+      w.my = std::make_unique<Dev>(random(size_t(cols), -0.05f, 0.05f, g()));
+    } else if (type == cuda::WeightType::F32) {
+      w.W = cuda::alloc_bytes(n * 4);
+      cuda::upload_bytes(w.W, f.data(), n * 4);
+    } else {
+      std::vector<uint16_t> h(n);
+      for (size_t i = 0; i < n; ++i) h[i] = type == cuda::WeightType::BF16 ? float_to_bf16(f[i]) : float_to_fp16(f[i]);
+      w.W = cuda::alloc_bytes(n * 2);
+      cuda::upload_bytes(w.W, h.data(), n * 2);
+    }
+    w.bias = std::make_unique<Dev>(random(size_t(rows), -1, 1, g()));
+    ws.push_back(std::move(w));
+  };
+  for (int i = 0; i < 10; ++i) add(cuda::WeightType::F16, 17 + 13 * i, i == 3 ? 100 : 264);
+  add(cuda::WeightType::BF16, 40, 264);
+  add(cuda::WeightType::U8, 70, 256);
+  add(cuda::WeightType::U8, 20, 100);
+  add(cuda::WeightType::U8, 9, 256);
+  add(cuda::WeightType::F32, 30, 80);
+  for (int T : {1, 3, 8, 12}) {
+    std::vector<std::unique_ptr<Dev>> xs, together, alone;
+    std::vector<cuda::LinearJob> jobs;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const Weights& w = ws[i];
+      xs.push_back(std::make_unique<Dev>(random(size_t(T) * size_t(w.cols), -1, 1, g())));
+      auto base = random(size_t(T) * size_t(w.rows), -1, 1, g());
+      together.push_back(std::make_unique<Dev>(base));
+      alone.push_back(std::make_unique<Dev>(base));
+      ProductOutput out;
+      switch (i % 4) {
+        case 1: out = ProductOutput::activated(UnaryOp::Tanh); break;
+        case 2: out = ProductOutput::activated(UnaryOp::Sigmoid, w.bias->p); break;
+        case 3: out = ProductOutput::added(); break;
+        default: break;
+      }
+      const bool u8 = w.type == cuda::WeightType::U8;
+      jobs.push_back({w.W, w.type, u8 ? w.rx->p : nullptr, u8 ? w.mx->p : nullptr, u8 ? w.ry->p : nullptr, u8 ? w.my->p : nullptr, w.rows,
+                      w.cols, xs[i]->p, w.cols, together[i]->p, w.rows, out});
+    }
+    cuda::linears(jobs.data(), int(jobs.size()), T);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      cuda::LinearJob j = jobs[i];
+      cuda::linear(j.W, j.type, j.rx, j.mx, j.ry, j.my, j.rows, j.cols, j.x, j.ldx, alone[i]->p, j.ldy, T, j.out);
+    }
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      auto a = together[i]->get(), b = alone[i]->get();
+      for (size_t e = 0; e < a.size(); ++e) ASSERT_NEAR(a[e], b[e], T > 8 ? 1e-5 : 0.0) << "product " << i << " T " << T << " element " << e;
+    }
+  }
+  for (auto& w : ws) cuda::free_bytes(w.W);
 }
 
 // The official top-p cutoff accumulates the sorted probabilities in float32 (the CPU reference does

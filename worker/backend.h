@@ -43,6 +43,16 @@ struct DeltaMix {
   float* out;
 };
 
+// One of several independent products over the same rows (Backend::linears).
+struct Product {
+  const Matrix* W;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  ProductOutput out = {};
+};
+
 // One sequence of a batch as the recurrences see it: its rows [offset, offset + n) of the stacked
 // activations, and its state for the op (device memory: the layer's part the op reads and writes).
 struct SeqSlice {
@@ -122,6 +132,11 @@ class Backend {
   // y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], or its activation (of it plus out.bias[o], a weight
   // vector of W.rows values), or y += it (ProductOutput)
   virtual void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) = 0;
+  // Independent products over the same T rows (no product's y overlaps another's x or y), in one go
+  // where the device can: a GPU launches a decode step's small products together with the large ones.
+  virtual void linears(std::span<const Product> products, int T) {
+    for (const Product& p : products) linear(*p.W, p.x, p.ldx, p.y, p.ldy, T, p.out);
+  }
   virtual void add(float* x, const float* y, size_t n) = 0;  // x += y
   virtual void mul(float* x, const float* y, size_t n) = 0;  // x *= y
 

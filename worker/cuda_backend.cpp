@@ -378,11 +378,24 @@ void CudaBackend::group_norm(float* x, const Vector& w, const Vector& b, int T, 
   if (!launching()) return;
   cuda::group_norm(x, vec(w), vec(b), T, H, N);
 }
+cuda::LinearJob CudaBackend::job(const Product& p) {
+  const Matrix& W = *p.W;
+  const DeviceMatrix m = mat(W);
+  ProductOutput out = p.out;
+  if (out.bias) out.bias = static_cast<const float*>(mirror(out.bias, size_t(W.rows) * sizeof(float)));  // a weight vector's device copy
+  return {m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, p.x, p.ldx, p.y, p.ldy, out};
+}
 void CudaBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
   if (!launching()) return;
-  const DeviceMatrix m = mat(W);
-  if (out.bias) out.bias = static_cast<const float*>(mirror(out.bias, size_t(W.rows) * sizeof(float)));  // a weight vector's device copy
-  cuda::linear(m.data, m.type, m.rx, m.mx, m.ry, m.my, W.rows, W.cols, x, ldx, y, ldy, T, out);
+  const cuda::LinearJob j = job({&W, x, ldx, y, ldy, out});
+  cuda::linears(&j, 1, T);
+}
+void CudaBackend::linears(std::span<const Product> products, int T) {
+  if (!launching()) return;
+  std::vector<cuda::LinearJob> jobs;
+  jobs.reserve(products.size());
+  for (const Product& p : products) jobs.push_back(job(p));
+  cuda::linears(jobs.data(), int(jobs.size()), T);
 }
 void CudaBackend::add(float* x, const float* y, size_t n) {
   if (!launching()) return;

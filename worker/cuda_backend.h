@@ -49,6 +49,7 @@ class CudaBackend final : public Backend {
   void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) override;
   void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) override;
   void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) override;
+  void linears(std::span<const Product> products, int T) override;
   void add(float* x, const float* y, size_t n) override;
   void mul(float* x, const float* y, size_t n) override;
   void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) override;
@@ -85,6 +86,7 @@ class CudaBackend final : public Backend {
   const void* mirror(const void* host, size_t bytes);
   const float* vec(const Vector& v) { return static_cast<const float*>(mirror(v.data(), v.size() * sizeof(float))); }
   DeviceMatrix mat(const Matrix& W);
+  cuda::LinearJob job(const Product& p);  // the product's device pointers
 
   int device_;
   bool graphs_ = true;

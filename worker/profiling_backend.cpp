@@ -68,6 +68,18 @@ void ProfilingBackend::linear(const Matrix& W, const float* x, int64_t ldx, floa
   std::string op = std::string("linear ") + dtype_name(W.dtype) + " " + std::to_string(W.rows) + "x" + std::to_string(W.cols);
   timed(std::move(op), double(W.nbytes()), [&] { inner_->linear(W, x, ldx, y, ldy, T, out); });
 }
+void ProfilingBackend::linears(std::span<const Product> products, int T) {
+  // A set of products runs as one (a GPU launches them together): timed as one, named by its size and
+  // weight formats, e.g. "linears 7x fp16".
+  std::string formats;
+  double bytes = 0;
+  for (const Product& p : products) {
+    const std::string f = dtype_name(p.W->dtype);
+    if (formats.find(f) == std::string::npos) formats += (formats.empty() ? "" : "+") + f;
+    bytes += double(p.W->nbytes());
+  }
+  timed("linears " + std::to_string(products.size()) + "x " + formats, bytes, [&] { inner_->linears(products, T); });
+}
 void ProfilingBackend::add(float* x, const float* y, size_t n) {
   timed("add", 0, [&] { inner_->add(x, y, n); });
 }

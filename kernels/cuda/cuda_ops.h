@@ -142,6 +142,21 @@ void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* p
 // `out` says what becomes of each result (stored, activated, added to y); out.bias is device memory.
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {});
+// Several independent products over T rows each (no product's y overlaps another's x or y). Up to 8
+// rows, products of the same weight format share one matrix-vector launch (a layer's r, k, v and its
+// LoRA inputs: one launch, not seven); cuBLAS runs the rest one after another.
+struct LinearJob {
+  const void* W;
+  WeightType type;
+  const float *rx, *mx, *ry, *my;  // U8 only
+  int64_t rows, cols;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  ProductOutput out;
+};
+void linears(const LinearJob* jobs, int count, int T);
 // The fp32 product alone (kept for the kernel tests).
 void linear_f32(const float* W, int rows, int cols, const float* x, float* y, int T);
 

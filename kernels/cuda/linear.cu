@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -88,17 +89,43 @@ __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const flo
   out[i] = __float2half_rn(math::dequant_u8(W[size_t(o) * size_t(cols) + size_t(c)], rx[o], mx[o], ry[c], my[c]));
 }
 
+// Kernel parameters are read with constant indices only (a dynamic index would copy the whole table
+// into local memory): a block finds its entry of a small table by unrolled selection.
+template <typename Entry, int kMax>
+__device__ Entry pick(const Entry (&table)[kMax], int count, int index) {
+  Entry e = table[0];
+#pragma unroll
+  for (int i = 1; i < kMax; ++i)
+    if (i < count && index >= table[i].first_block) e = table[i];
+  return e;
+}
+
+constexpr int kMaxGroup = 8;  // products per launch: a v7 layer's r, k, v and four LoRA inputs
+
 // uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
-// of x: xr = x*ry and the three sums (in double, one block per row).
-__global__ void u8_prepare_kernel(const float* x, int64_t ldx, const float* ry, const float* my, int64_t cols, float* xr, float* sums) {
+// of each product's x: xr = x*ry and the three sums (in double, one block per row and product).
+struct U8Prepare {
+  const float* x;
+  int64_t ldx;
+  const float *ry, *my;
+  int64_t cols;
+  float *xr, *sums;  // xr [T x cols], sums [T x 3]
+  int first_block;   // blockIdx.y of this product (its index)
+};
+struct U8Prepares {
+  U8Prepare job[kMaxGroup];
+  int count = 0;
+};
+__global__ void u8_prepare_kernel(U8Prepares jobs) {
+  const U8Prepare j = pick(jobs.job, jobs.count, int(blockIdx.y));
   const int t = blockIdx.x;
-  const float* xt = x + size_t(t) * size_t(ldx);
+  const float* xt = j.x + size_t(t) * size_t(j.ldx);
   double a = 0, b = 0, c = 0;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-    float xi = xt[i], r = xi * ry[i];
-    xr[size_t(t) * size_t(cols) + size_t(i)] = r;
+  for (int64_t i = threadIdx.x; i < j.cols; i += blockDim.x) {
+    float xi = xt[i], r = xi * j.ry[i];
+    j.xr[size_t(t) * size_t(j.cols) + size_t(i)] = r;
     a += r;
-    b += double(xi) * my[i];
+    b += double(xi) * j.my[i];
     c += xi;
   }
   __shared__ double part[3][32];
@@ -114,7 +141,7 @@ __global__ void u8_prepare_kernel(const float* x, int64_t ldx, const float* ry, 
     double s[3] = {0, 0, 0};
     for (int w = 0; w < int(blockDim.x / 32); ++w)
       for (int k = 0; k < 3; ++k) s[k] += part[k][w];
-    for (int k = 0; k < 3; ++k) sums[t * 3 + k] = float(s[k]);
+    for (int k = 0; k < 3; ++k) j.sums[t * 3 + k] = float(s[k]);
   }
 }
 
@@ -153,22 +180,44 @@ struct U8Output {
   }
 };
 
+// One product of a launch: W [rows x cols] times T rows of x into y; its blocks start at first_block.
+template <typename Output>
+struct MatvecJob {
+  const void* W;
+  int64_t rows, cols;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  Output output;
+  int first_block;
+};
+template <typename Output>
+struct MatvecJobs {
+  MatvecJob<Output> job[kMaxGroup];
+  int count = 0;
+};
+
 // A warp computes kRows output rows, so each activation value it loads serves kRows weights: with T
 // rows of x the activations would otherwise be read T times per weight byte through L1, which caps
 // bandwidth well before memory does. Each output's summation order depends on neither T nor kRows.
+// One launch covers several independent products (a layer's r, k, v and LoRA inputs), so the small
+// ones ride along with the large and the step pays one launch, not seven.
 template <typename Fmt, bool kVector, int T, int kRows, typename Output>
-__global__ void matvec_kernel(const typename Fmt::Elem* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy,
-                              Output output) {
+__global__ void matvec_kernel(MatvecJobs<Output> jobs) {
   using Elem = typename Fmt::Elem;
   constexpr int K = Fmt::kPerLoad;
-  const int64_t o0 = (int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * kRows;
+  const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
+  const int64_t rows = job.rows, cols = job.cols, ldx = job.ldx;
+  const float* x = job.x;
+  const int64_t o0 = (int64_t(int(blockIdx.x) - job.first_block) * (blockDim.x / 32) + threadIdx.x / 32) * kRows;
   const int lane = threadIdx.x % 32;
   if (o0 >= rows) return;
   const int n_rows = int(rows - o0 < kRows ? rows - o0 : kRows);
   float acc[kRows][T] = {};
   const Elem* row[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) row[r] = W + size_t(o0 + (r < n_rows ? r : 0)) * size_t(cols);  // spare rows repeat the first
+  for (int r = 0; r < kRows; ++r) row[r] = static_cast<const Elem*>(job.W) + size_t(o0 + (r < n_rows ? r : 0)) * size_t(cols);  // spare rows repeat the first
   if (kVector) {
 #pragma unroll 2  // several 16-byte loads in flight per lane
     for (int64_t c = int64_t(lane) * K; c < cols; c += 32 * K) {
@@ -208,40 +257,44 @@ __global__ void matvec_kernel(const typename Fmt::Elem* W, int64_t rows, int64_t
     for (int t = 0; t < T; ++t) {
       float v = acc[r][t];
       for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-      if (lane == 0 && r < n_rows) output(y + size_t(t) * size_t(ldy) + size_t(o0 + r), o0 + r, t, v);
+      if (lane == 0 && r < n_rows) job.output(job.y + size_t(t) * size_t(job.ldy) + size_t(o0 + r), o0 + r, t, v);
     }
 }
 
+constexpr int kMatvecWarps = 8;  // per block
+// One row per warp for a single x (enough warps to keep memory busy), more as x's rows grow.
+constexpr int rows_per_warp(int T) { return T == 1 ? 1 : T == 2 ? 2 : 4; }
+
 template <typename Fmt, int T, typename Output>
-void matvec_rows(const void* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, Output output) {
-  // One row per warp for a single x (enough warps to keep memory busy), more as x's rows grow.
-  constexpr int kRows = T == 1 ? 1 : T == 2 ? 2 : 4;
-  const int warps = 8;
-  const int64_t per_block = int64_t(warps) * kRows;
-  const int blocks = int((rows + per_block - 1) / per_block);
-  const auto* w = static_cast<const typename Fmt::Elem*>(W);
-  // 16-byte loads need every row start and every activation group on 16 bytes.
-  const bool vector = cols % Fmt::kPerLoad == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                      ldx % 4 == 0;
+void matvec_rows(MatvecJobs<Output>& jobs, bool vector) {
+  constexpr int kRows = rows_per_warp(T);
+  constexpr int64_t per_block = int64_t(kMatvecWarps) * kRows;
+  int64_t blocks = 0;
+  for (int i = 0; i < jobs.count; ++i) {
+    jobs.job[i].first_block = int(blocks);
+    blocks += (jobs.job[i].rows + per_block - 1) / per_block;
+  }
+  if (blocks == 0) return;
   if (vector)
-    matvec_kernel<Fmt, true, T, kRows><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
+    matvec_kernel<Fmt, true, T, kRows><<<unsigned(blocks), kMatvecWarps * 32, 0, stream()>>>(jobs);
   else
-    matvec_kernel<Fmt, false, T, kRows><<<blocks, warps * 32, 0, stream()>>>(w, rows, cols, x, ldx, y, ldy, output);
+    matvec_kernel<Fmt, false, T, kRows><<<unsigned(blocks), kMatvecWarps * 32, 0, stream()>>>(jobs);
   check_launch("matvec");
 }
 
+// `vector`: every product's rows and x rows start on 16 bytes and its width is whole 16-byte loads.
 template <typename Fmt, typename Output>
-void matvec(const void* W, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, Output output) {
+void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
   static_assert(kMatvecMaxRows == 8);
   switch (T) {
-    case 1: return matvec_rows<Fmt, 1>(W, rows, cols, x, ldx, y, ldy, output);
-    case 2: return matvec_rows<Fmt, 2>(W, rows, cols, x, ldx, y, ldy, output);
-    case 3: return matvec_rows<Fmt, 3>(W, rows, cols, x, ldx, y, ldy, output);
-    case 4: return matvec_rows<Fmt, 4>(W, rows, cols, x, ldx, y, ldy, output);
-    case 5: return matvec_rows<Fmt, 5>(W, rows, cols, x, ldx, y, ldy, output);
-    case 6: return matvec_rows<Fmt, 6>(W, rows, cols, x, ldx, y, ldy, output);
-    case 7: return matvec_rows<Fmt, 7>(W, rows, cols, x, ldx, y, ldy, output);
-    default: return matvec_rows<Fmt, 8>(W, rows, cols, x, ldx, y, ldy, output);
+    case 1: return matvec_rows<Fmt, 1>(jobs, vector);
+    case 2: return matvec_rows<Fmt, 2>(jobs, vector);
+    case 3: return matvec_rows<Fmt, 3>(jobs, vector);
+    case 4: return matvec_rows<Fmt, 4>(jobs, vector);
+    case 5: return matvec_rows<Fmt, 5>(jobs, vector);
+    case 6: return matvec_rows<Fmt, 6>(jobs, vector);
+    case 7: return matvec_rows<Fmt, 7>(jobs, vector);
+    default: return matvec_rows<Fmt, 8>(jobs, vector);
   }
 }
 
@@ -265,58 +318,130 @@ const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int
 
 }  // namespace
 
-void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows, int64_t cols,
-            const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
-  if (T <= 0 || rows <= 0) return;
+namespace {
+
+// One product through cuBLAS (any T for fp32; beyond kMatvecMaxRows rows for the others).
+void blas_product(const LinearJob& j, int T) {
   DeviceContext& c = context();
-  const float one = 1.0f, beta = out.kind == ProductOutput::Add ? 1.0f : 0.0f;
-  // cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
-  auto finish = [&] {
-    if (out.kind == ProductOutput::Activate) activate_rows(out.op, y, T, rows, ldy, out.bias);
-  };
-  switch (type) {
+  const float one = 1.0f, beta = j.out.kind == ProductOutput::Add ? 1.0f : 0.0f;
+  switch (j.type) {
     case WeightType::F32:
-      check_blas(cublasSgemm(c.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, static_cast<const float*>(W), int(cols), x,
-                             int(ldx), &beta, y, int(ldy)),
+      check_blas(cublasSgemm(c.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(j.rows), T, int(j.cols), &one, static_cast<const float*>(j.W), int(j.cols), j.x,
+                             int(j.ldx), &beta, j.y, int(j.ldy)),
                  "sgemm");
-      return finish();
+      break;
     case WeightType::F16:
-      if (T <= kMatvecMaxRows) return matvec<F16Weights>(W, rows, cols, x, ldx, y, ldy, T, PlainOutput{out});
-      gemm_half(CUDA_R_16F, W, rows, cols, round_activations<__half>(c, x, ldx, cols, T, 0), y, ldy, T, beta);
-      return finish();
+      gemm_half(CUDA_R_16F, j.W, j.rows, j.cols, round_activations<__half>(c, j.x, j.ldx, j.cols, T, 0), j.y, j.ldy, T, beta);
+      break;
     case WeightType::BF16:
-      if (T <= kMatvecMaxRows) return matvec<BF16Weights>(W, rows, cols, x, ldx, y, ldy, T, PlainOutput{out});
-      gemm_half(CUDA_R_16BF, W, rows, cols, round_activations<__nv_bfloat16>(c, x, ldx, cols, T, 0), y, ldy, T, beta);
-      return finish();
+      gemm_half(CUDA_R_16BF, j.W, j.rows, j.cols, round_activations<__nv_bfloat16>(c, j.x, j.ldx, j.cols, T, 0), j.y, j.ldy, T, beta);
+      break;
     case WeightType::U8: {
-      const auto* q = static_cast<const uint8_t*>(W);
-      if (T <= kMatvecMaxRows) {
-        // xr [T x cols] then the sums [T x 3] in the scratch.
-        size_t xr_bytes = (size_t(T) * size_t(cols) * sizeof(float) + 255) / 256 * 256;
-        char* base = static_cast<char*>(scratch(c, xr_bytes + size_t(T) * 3 * sizeof(float)));
-        auto* xr = reinterpret_cast<float*>(base);
-        auto* sums = reinterpret_cast<float*>(base + xr_bytes);
-        u8_prepare_kernel<<<T, 256, 0, stream()>>>(x, ldx, ry, my, cols, xr, sums);
-        check_launch("u8 prepare");
-        return matvec<U8Weights>(q, rows, cols, xr, cols, y, ldy, T, U8Output{rx, mx, sums, out});
-      }
       // x rounded once at the start of the scratch, the dequantized tile after it (sized first, so the
       // scratch does not move under x).
-      size_t x_bytes = (size_t(T) * size_t(cols) * sizeof(__half) + 255) / 256 * 256;
-      int64_t tile_rows = std::min(kDequantTileRows, rows);
-      char* base = static_cast<char*>(scratch(c, x_bytes + size_t(tile_rows) * size_t(cols) * sizeof(__half)));
-      const void* x16 = round_activations<__half>(c, x, ldx, cols, T, 0);
+      const auto* q = static_cast<const uint8_t*>(j.W);
+      size_t x_bytes = (size_t(T) * size_t(j.cols) * sizeof(__half) + 255) / 256 * 256;
+      int64_t tile_rows = std::min(kDequantTileRows, j.rows);
+      char* base = static_cast<char*>(scratch(c, x_bytes + size_t(tile_rows) * size_t(j.cols) * sizeof(__half)));
+      const void* x16 = round_activations<__half>(c, j.x, j.ldx, j.cols, T, 0);
       auto* tile = reinterpret_cast<__half*>(base + x_bytes);
-      for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
-        int64_t n_rows = std::min(tile_rows, rows - r0);
-        size_t n = size_t(n_rows) * size_t(cols);
-        dequant_rows_kernel<<<int((n + 255) / 256), 256, 0, stream()>>>(q, rx, mx, ry, my, r0, cols, n, tile);
+      for (int64_t r0 = 0; r0 < j.rows; r0 += tile_rows) {
+        int64_t n_rows = std::min(tile_rows, j.rows - r0);
+        size_t n = size_t(n_rows) * size_t(j.cols);
+        dequant_rows_kernel<<<int((n + 255) / 256), 256, 0, stream()>>>(q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
         check_launch("dequant rows");
-        gemm_half(CUDA_R_16F, tile, n_rows, cols, x16, y + r0, ldy, T, beta);
+        gemm_half(CUDA_R_16F, tile, n_rows, j.cols, x16, j.y + r0, j.ldy, T, beta);
       }
-      return finish();
+      break;
     }
   }
+  // cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
+  if (j.out.kind == ProductOutput::Activate) activate_rows(j.out.op, j.y, T, j.rows, j.ldy, j.out.bias);
+}
+
+template <typename Output>
+MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, int64_t ldx, Output output) {
+  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, 0};
+}
+
+// Products of one half-precision format, up to kMaxGroup per launch.
+template <typename Fmt>
+void half_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
+  for (size_t first = 0; first < group.size(); first += kMaxGroup) {
+    MatvecJobs<PlainOutput> jobs;
+    for (size_t i = first; i < std::min(group.size(), first + kMaxGroup); ++i)
+      jobs.job[jobs.count++] = matvec_job(*group[i], group[i]->x, group[i]->ldx, PlainOutput{group[i]->out});
+    matvec<Fmt>(jobs, T, vector);
+  }
+}
+
+// uint8 products, up to kMaxGroup per launch pair: one launch prepares every product's xr and sums
+// (in the scratch), one streams the weights.
+void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
+  DeviceContext& c = context();
+  for (size_t first = 0; first < group.size(); first += kMaxGroup) {
+    const size_t last = std::min(group.size(), first + kMaxGroup);
+    std::vector<size_t> offset;  // each product's xr, then its sums, in one scratch block
+    size_t bytes = 0;
+    for (size_t i = first; i < last; ++i) {
+      offset.push_back(bytes);
+      bytes += (size_t(T) * size_t(group[i]->cols) * sizeof(float) + 255) / 256 * 256 + (size_t(T) * 3 * sizeof(float) + 255) / 256 * 256;
+    }
+    char* base = static_cast<char*>(scratch(c, bytes));
+    U8Prepares prep;
+    MatvecJobs<U8Output> jobs;
+    for (size_t i = first; i < last; ++i) {
+      const LinearJob& j = *group[i];
+      auto* xr = reinterpret_cast<float*>(base + offset[i - first]);
+      auto* sums = reinterpret_cast<float*>(base + offset[i - first] + (size_t(T) * size_t(j.cols) * sizeof(float) + 255) / 256 * 256);
+      prep.job[prep.count] = {j.x, j.ldx, j.ry, j.my, j.cols, xr, sums, prep.count};
+      ++prep.count;
+      jobs.job[jobs.count++] = matvec_job(j, xr, j.cols, U8Output{j.rx, j.mx, sums, j.out});
+    }
+    u8_prepare_kernel<<<dim3(unsigned(T), unsigned(prep.count)), 256, 0, stream()>>>(prep);
+    check_launch("u8 prepare");
+    matvec<U8Weights>(jobs, T, vector);
+  }
+}
+
+// 16-byte loads need every weight row and every activation row to start on 16 bytes.
+bool vector_weights(const LinearJob& j, int elems_per_load) {
+  return j.cols % elems_per_load == 0 && reinterpret_cast<uintptr_t>(j.W) % 16 == 0;
+}
+bool vector_loads(const LinearJob& j, int elems_per_load) {
+  return vector_weights(j, elems_per_load) && reinterpret_cast<uintptr_t>(j.x) % 16 == 0 && j.ldx % 4 == 0;
+}
+
+}  // namespace
+
+void linears(const LinearJob* jobs, int count, int T) {
+  if (T <= 0) return;
+  // Decode-sized products grouped by weight format and load width, each group one launch (or two).
+  std::vector<const LinearJob*> f16[2], bf16[2], u8[2];
+  for (int i = 0; i < count; ++i) {
+    const LinearJob& j = jobs[i];
+    if (j.rows <= 0) continue;
+    if (T > kMatvecMaxRows || j.type == WeightType::F32) {
+      blas_product(j, T);
+      continue;
+    }
+    switch (j.type) {
+      case WeightType::F16: f16[vector_loads(j, F16Weights::kPerLoad)].push_back(&j); break;
+      case WeightType::BF16: bf16[vector_loads(j, BF16Weights::kPerLoad)].push_back(&j); break;
+      default: u8[vector_weights(j, U8Weights::kPerLoad)].push_back(&j); break;  // x becomes xr: aligned, rows cols apart
+    }
+  }
+  for (bool vector : {false, true}) {
+    if (!f16[vector].empty()) half_matvecs<F16Weights>(f16[vector], T, vector);
+    if (!bf16[vector].empty()) half_matvecs<BF16Weights>(bf16[vector], T, vector);
+    if (!u8[vector].empty()) u8_matvecs(u8[vector], T, vector);
+  }
+}
+
+void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows, int64_t cols,
+            const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out) {
+  const LinearJob job{W, type, rx, mx, ry, my, rows, cols, x, ldx, y, ldy, out};
+  linears(&job, 1, T);
 }
 
 void linear_f32(const float* W, int rows, int cols, const float* x, float* y, int T) {
