@@ -32,11 +32,6 @@ std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, siz
   return out;
 }
 
-void RwkvModel::mix(const float* xx, const float* sx, const Vector& m, float* out, int R, int C) {
-  const DeltaMix one[1] = {{&m, nullptr, out}};
-  be_.delta_mix(xx, sx, one, 0, R, C);
-}
-
 float* RwkvModel::scratch(int slot, size_t n) {
   if (scratch_[slot].size() < n) {
     if (slot < kHeadIn) ++scratch_epoch_;  // recorded steps (layers only, not the head) point at the old buffer
@@ -167,14 +162,17 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
   const ModelDims& d = w_.dims;
   const int C = d.n_embd, H = d.n_head, N = d.head_size;
   const size_t RC = size_t(R) * C;
-  float* xx = scratch(kXX, RC);
-  float* sx = scratch(kSX, RC);
   float* r = scratch(kR, RC);
   float* k = scratch(kK, RC);
   float* v = scratch(kV, RC);
   float* y = scratch(kY, RC);
-  be_.layer_norm(x, lw.v("ln1.weight"), lw.v("ln1.bias"), xx, R, C);
-  be_.token_shift(xx, sx, slices(seqs, l, 0), C);
+  float *xx = nullptr, *sx = nullptr;  // the normalised tokens and their predecessors
+  if (d.arch != Arch::V7) {            // v7 norms, shifts and mixes in one op (below)
+    xx = scratch(kXX, RC);
+    sx = scratch(kSX, RC);
+    be_.layer_norm(x, lw.v("ln1.weight"), lw.v("ln1.bias"), xx, R, C);
+    be_.token_shift(xx, sx, slices(seqs, l, 0), C);
+  }
 
   if (d.arch == Arch::V4) {
     float *xr = scratch(kT0, RC), *xk = scratch(kT2, RC), *xv = scratch(kT3, RC);
@@ -209,7 +207,8 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     const Matrix& w1 = lw.m("att.maa_w1");
     const int64_t D5 = w1.rows, D = D5 / 5;
     float* xxx = scratch(kT0, RC);
-    mix(xx, sx, lw.v("att.time_maa_x"), xxx, R, C);
+    const DeltaMix x_mix[1] = {{&lw.v("att.time_maa_x"), nullptr, xxx}};
+    be_.delta_mix(xx, sx, x_mix, 0, R, C);
     float* lora = scratch(kT1, size_t(R) * D5);
     be_.linear(w1, xxx, C, lora, D5, R, ProductOutput::activated(UnaryOp::Tanh));
     // The five token-dependent mixes, in the official order w, k, v, r, g.
@@ -238,12 +237,12 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.group_norm(y, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), R, H, N);
     be_.mul(y, g, RC);
   } else {  // v7
-    // The six mixes of the token with its predecessor, in one pass.
+    // The six mixes of the normalised token with its predecessor, in one pass.
     float *xr = scratch(kT0, RC), *xw = scratch(kT4, RC), *xk = scratch(kT5, RC), *xv = scratch(kT2, RC), *xa = scratch(kT6, RC),
           *xg = scratch(kT7, RC);
     const DeltaMix mixes[6] = {{&lw.v("att.x_r"), nullptr, xr}, {&lw.v("att.x_w"), nullptr, xw}, {&lw.v("att.x_k"), nullptr, xk},
                                {&lw.v("att.x_v"), nullptr, xv}, {&lw.v("att.x_a"), nullptr, xa}, {&lw.v("att.x_g"), nullptr, xg}};
-    be_.delta_mix(xx, sx, mixes, 0, R, C);
+    be_.norm_shift_mix(x, lw.v("ln1.weight"), lw.v("ln1.bias"), slices(seqs, l, 0), mixes, R, C);
     // r, k, v and every LoRA's first factor read only the mixes: one set of products. The LoRAs' second
     // factors (dst = out(lora_2 · act(lora_1 · in)), `out` may add a bias and activate) are the next.
     float *w = scratch(kW, RC), *a = scratch(kA, RC), *g = scratch(kG, RC);
@@ -285,23 +284,23 @@ void RwkvModel::channel_mix(int l, const LayerWeights& lw, const std::vector<Seq
   const int C = d.n_embd, F = d.dim_ffn;
   const size_t RC = size_t(R) * C;
   const size_t ffn_prev = d.arch == Arch::V4 ? 4 * size_t(C) : size_t(C) + d.state_floats_per_layer() - 2 * size_t(C);
-  float* xx = scratch(kXX, RC);
-  float* sx = scratch(kSX, RC);
   float* t0 = scratch(kT0, RC);
   float* hidden = scratch(kT1, size_t(R) * F);
-  be_.layer_norm(x, lw.v("ln2.weight"), lw.v("ln2.bias"), xx, R, C);
-  be_.token_shift(xx, sx, slices(seqs, l, ffn_prev), C);
-
+  const Vector &ln_w = lw.v("ln2.weight"), &ln_b = lw.v("ln2.bias");
   if (d.arch == Arch::V7) {  // no receptance gate
-    mix(xx, sx, lw.v("ffn.x_k"), t0, R, C);
+    const DeltaMix k_mix[1] = {{&lw.v("ffn.x_k"), nullptr, t0}};
+    be_.norm_shift_mix(x, ln_w, ln_b, slices(seqs, l, ffn_prev), k_mix, R, C);
     be_.linear(lw.m("ffn.key"), t0, C, hidden, F, R, ProductOutput::activated(UnaryOp::ReluSquare));
     return be_.linear(lw.m("ffn.value"), hidden, F, x, C, R, ProductOutput::added());
   }
   float *xr = scratch(kT2, RC), *r = scratch(kR, RC);
   if (d.arch == Arch::V6) {
     const DeltaMix mixes[2] = {{&lw.v("ffn.time_maa_r"), nullptr, xr}, {&lw.v("ffn.time_maa_k"), nullptr, t0}};
-    be_.delta_mix(xx, sx, mixes, 0, R, C);
+    be_.norm_shift_mix(x, ln_w, ln_b, slices(seqs, l, ffn_prev), mixes, R, C);
   } else {
+    float *xx = scratch(kXX, RC), *sx = scratch(kSX, RC);
+    be_.layer_norm(x, ln_w, ln_b, xx, R, C);
+    be_.token_shift(xx, sx, slices(seqs, l, ffn_prev), C);
     be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_r"), xr, R, C);
     be_.lerp_mix(xx, sx, lw.v("ffn.time_mix_k"), t0, R, C);
   }

@@ -50,7 +50,6 @@ class RwkvModel {
   void time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first);
   void channel_mix(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x);
   float* scratch(int slot, size_t n);
-  void mix(const float* xx, const float* sx, const Vector& m, float* out, int R, int C);  // one delta mix
   float* head_logits(const float* x, const std::vector<int>& rows);  // device [rows x V]
   // The batch's sequences for a recurrence of layer l: rows and the op's part of each state.
   static std::vector<SeqSlice> slices(const std::vector<Seq>& seqs, int l, size_t state_offset);

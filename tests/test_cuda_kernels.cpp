@@ -131,6 +131,50 @@ TEST_F(CudaKernels, TokenShiftOverLongAndShortSequences) {
   EXPECT_EQ(dstate.get(), want_state);
 }
 
+// The fused layer norm + token shift + mixes (one block per row) against the CPU's three steps, over
+// sequences of several tokens, one token and none in one launch, with one mix and with six.
+TEST_F(CudaKernels, NormShiftMixMatchesNormThenShiftThenMix) {
+  for (int n_mix : {1, 6})
+    for (int C : {768, 96}) {
+      const std::vector<int> lens = {5, 1, 0, 3};
+      const int B = int(lens.size()), T = 9;
+      auto x = random(size_t(T) * C, -3, 3, 100 + C), w = random(size_t(C), 0.5f, 1.5f, 101), b = random(size_t(C), -0.2f, 0.2f, 102),
+           state = random(size_t(B) * C, -1, 1, 103);
+      std::vector<std::vector<float>> m;
+      for (int k = 0; k < n_mix; ++k) m.push_back(random(size_t(C), 0, 1, 104 + k));
+      // CPU: xx, then sx and the states, then each mix.
+      std::vector<float> xx(x.size()), sx(x.size()), want_state = state;
+      for (int t = 0; t < T; ++t) math::norm_row(&x[size_t(t) * C], w.data(), b.data(), &xx[size_t(t) * C], C, 1e-5f);
+      std::vector<cuda::Slice> host_table;
+      Dev dstate(state);
+      for (int q = 0, off = 0; q < B; off += lens[size_t(q)], ++q) {
+        host_table.push_back({off, lens[size_t(q)], dstate.p + size_t(q) * C});
+        for (int i = 0; i < lens[size_t(q)]; ++i)
+          for (int c = 0; c < C; ++c)
+            sx[size_t(off + i) * C + c] = i == 0 ? state[size_t(q) * C + c] : xx[size_t(off + i - 1) * C + c];
+        if (lens[size_t(q)] > 0)
+          for (int c = 0; c < C; ++c) want_state[size_t(q) * C + c] = xx[size_t(off + lens[size_t(q)] - 1) * C + c];
+      }
+      Table table(host_table);
+      Dev dx(x), dw(w), db(b);
+      std::vector<std::unique_ptr<Dev>> dm, dout;
+      cuda::Mixes mixes;
+      for (int k = 0; k < n_mix; ++k) {
+        dm.push_back(std::make_unique<Dev>(m[size_t(k)]));
+        dout.push_back(std::make_unique<Dev>(std::vector<float>(x.size())));
+        mixes.mix[mixes.count++] = {dm.back()->p, nullptr, dout.back()->p};
+      }
+      cuda::norm_shift_mix(dx.p, dw.p, db.p, table.p, B, mixes, T, C);
+      auto got_state = dstate.get();
+      for (size_t i = 0; i < got_state.size(); ++i) ASSERT_NEAR(got_state[i], want_state[i], 1e-5) << "C " << C << " state " << i;
+      for (int k = 0; k < n_mix; ++k) {
+        auto got = dout[size_t(k)]->get();
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], math::delta_mix(xx[i], sx[i], m[size_t(k)][i % size_t(C)]), 1e-5) << "C " << C << " mix " << k << " element " << i;
+      }
+    }
+}
+
 // v7's fused attention output (ln_x, bonus, gate; a warp per head) and value residual against the
 // CPU's per-head functions, for head sizes 64 and 32.
 TEST_F(CudaKernels, V7OutputAndValueResidualMatchCpu) {

@@ -168,7 +168,13 @@ TEST(OpProfile, ForwardsEveryOpAndSplitsTheStepTime) {
   EXPECT_EQ(by_op["wkv7"].calls, L);
   EXPECT_EQ(by_op["v7_keys"].calls, L);
   EXPECT_EQ(by_op["v7_value_residual"].calls, L - 1);  // every layer but the first
-  EXPECT_EQ(by_op["layer_norm"].calls, 2 * L + 1);     // ln1, ln2 and the head's ln_out
+  EXPECT_EQ(by_op["norm_shift_mix"].calls, 2 * L);     // ln1 and ln2 with their shifts and mixes
+  EXPECT_EQ(by_op["layer_norm"].calls, 1);             // the head's ln_out
+  // Per layer, r, k, v and the LoRAs' first factors as one set, their second factors as another.
+  EXPECT_EQ(by_op["linears 7x fp32"].calls, L - 1);    // v's LoRA from the second layer on
+  EXPECT_EQ(by_op["linears 6x fp32"].calls, 1);
+  EXPECT_EQ(by_op["linears 3x fp32"].calls, 1);
+  EXPECT_EQ(by_op["linears 4x fp32"].calls, L - 1);
   EXPECT_EQ(by_op["embed"].calls, 1);
   EXPECT_EQ(by_op["download"].calls, 1);
   const auto& head = by_op["linear fp32 256x64"];  // the head, one product per step

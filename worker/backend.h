@@ -142,6 +142,11 @@ class Backend {
 
   // Per sequence (state = prev [C]): sx[first] = prev, sx[t] = xx[t-1]; then prev = xx[last].
   virtual void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) = 0;
+  // delta_mix of layer_norm(x) and its token shift (token_shift's state update included), without
+  // xx and sx in between: a GPU does a decode step's norm, shift and mixes in one launch. The
+  // mixes' m_tok must be null; seqs are in row order.
+  virtual void norm_shift_mix(const float* x, const Vector& ln_w, const Vector& ln_b, std::span<const SeqSlice> seqs,
+                              std::span<const DeltaMix> mixes, int T, int C) = 0;
   // out = xx*m + sx*(1-m)   (v4, v5)
   virtual void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) = 0;
   // Every mix of `mixes` over the same rows in one pass (v7 mixes each token six ways, v6 five).

@@ -149,6 +149,16 @@ void CpuBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlic
   }
 }
 
+void CpuBackend::norm_shift_mix(const float* x, const Vector& ln_w, const Vector& ln_b, std::span<const SeqSlice> seqs,
+                                std::span<const DeltaMix> mixes, int T, int C) {
+  thread_local std::vector<float> xx, sx;
+  xx.resize(size_t(T) * size_t(C));
+  sx.resize(xx.size());
+  layer_norm(x, ln_w, ln_b, xx.data(), T, C);
+  token_shift(xx.data(), sx.data(), seqs, C);
+  delta_mix(xx.data(), sx.data(), mixes, 0, T, C);
+}
+
 void CpuBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
   for (int t = 0; t < T; ++t)
     for (int c = 0; c < C; ++c) {

@@ -412,6 +412,26 @@ void CudaBackend::token_shift(const float* xx, float* sx, std::span<const SeqSli
   for (auto& s : seqs) longest = std::max(longest, s.n);
   cuda::token_shift(xx, sx, t, int(seqs.size()), C, longest);
 }
+void CudaBackend::norm_shift_mix(const float* x, const Vector& ln_w, const Vector& ln_b, std::span<const SeqSlice> seqs,
+                                 std::span<const DeltaMix> mixes, int T, int C) {
+  int row = 0;
+  for (const SeqSlice& s : seqs) {  // the kernel finds a row's sequence by bisection
+    if (s.offset != row || s.n < 0) fail("internal: norm_shift_mix needs the sequences in row order");
+    row += s.n;
+  }
+  if (row != T) fail("internal: norm_shift_mix over ", T, " rows for sequences of ", row);
+  // The state moves once, so every mix is in the one launch.
+  if (mixes.size() > size_t(cuda::Mixes::kMax)) fail("internal: norm_shift_mix takes at most ", cuda::Mixes::kMax, " mixes");
+  cuda::Mixes batch;
+  for (const DeltaMix& m : mixes) {
+    if (m.m_tok) fail("internal: norm_shift_mix takes no token-dependent mix");
+    batch.mix[batch.count++] = {nullptr, nullptr, m.out};
+  }
+  const cuda::Slice* t = table(seqs);
+  if (!launching()) return;
+  for (int i = 0; i < batch.count; ++i) batch.mix[i].m = vec(*mixes[size_t(i)].m);
+  cuda::norm_shift_mix(x, vec(ln_w), vec(ln_b), t, int(seqs.size()), batch, T, C);
+}
 void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
   if (!launching()) return;
   cuda::lerp_mix(xx, sx, vec(m), out, T, C);

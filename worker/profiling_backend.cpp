@@ -89,6 +89,10 @@ void ProfilingBackend::mul(float* x, const float* y, size_t n) {
 void ProfilingBackend::token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) {
   timed("token_shift", 0, [&] { inner_->token_shift(xx, sx, seqs, C); });
 }
+void ProfilingBackend::norm_shift_mix(const float* x, const Vector& ln_w, const Vector& ln_b, std::span<const SeqSlice> seqs,
+                                      std::span<const DeltaMix> mixes, int T, int C) {
+  timed("norm_shift_mix", 0, [&] { inner_->norm_shift_mix(x, ln_w, ln_b, seqs, mixes, T, C); });
+}
 void ProfilingBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
   timed("lerp_mix", 0, [&] { inner_->lerp_mix(xx, sx, m, out, T, C); });
 }

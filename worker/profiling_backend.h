@@ -50,6 +50,8 @@ class ProfilingBackend final : public Backend {
   void add(float* x, const float* y, size_t n) override;
   void mul(float* x, const float* y, size_t n) override;
   void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) override;
+  void norm_shift_mix(const float* x, const Vector& ln_w, const Vector& ln_b, std::span<const SeqSlice> seqs, std::span<const DeltaMix> mixes,
+                      int T, int C) override;
   void lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) override;
   void delta_mix(const float* xx, const float* sx, std::span<const DeltaMix> mixes, int64_t ld_tok, int T, int C) override;
   void wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) override;

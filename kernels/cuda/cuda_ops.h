@@ -110,6 +110,10 @@ struct Slice {
 // Per sequence: sx[first] = prev (the state), sx[t] = xx[t-1], prev = xx[last]. max_tokens: the
 // longest sequence's token count.
 void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C, int max_tokens);
+// delta_mix(xx, sx) with xx = layer_norm(x) and sx its token shift (the state moved as token_shift
+// does), one block per row: the row's norm, its predecessor's (or the state) and every mix at once.
+// seqs: B slices in row order covering T rows; the mixes' m_tok must be null.
+void norm_shift_mix(const float* x, const float* ln_w, const float* ln_b, const Slice* seqs, int B, const Mixes& mixes, int T, int C);
 // v4: state = aa, bb, pp [3 x C].
 void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const float* k, const float* v, float* y);
 // v5/v6: state = S [H x N x N]; w_tok [rows x C] (v6) or null to use w_fixed [C] (v5).

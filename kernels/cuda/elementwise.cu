@@ -40,9 +40,11 @@ __device__ double warp_sum(double v) {
   return v;
 }
 
-// One block per row: the moments are block sums in double, then every element through the shared
-// norm_apply (kernels/rwkv_math.h), as the CPU's norm_row does.
-__device__ void norm_row_block(const float* x, const float* w, const float* b, float* y, int C, float eps) {
+// A row's mean and 1/std: block sums in double, as the CPU's norm_row.
+struct Moments {
+  float mean, rstd;
+};
+__device__ Moments block_moments(const float* x, int C, float eps) {
   double s = 0;
   for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
   const double mean = block_sum(s) / C;
@@ -51,8 +53,14 @@ __device__ void norm_row_block(const float* x, const float* w, const float* b, f
     double d = x[c] - mean;
     v += d * d;
   }
-  const float rstd = math::norm_rstd(block_sum(v), C, eps), fm = float(mean);
-  for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = math::norm_apply(x[c], fm, rstd, w[c], b[c]);
+  return {float(mean), math::norm_rstd(block_sum(v), C, eps)};
+}
+
+// One block per row: the moments, then every element through the shared norm_apply
+// (kernels/rwkv_math.h), as the CPU's norm_row does.
+__device__ void norm_row_block(const float* x, const float* w, const float* b, float* y, int C, float eps) {
+  const Moments m = block_moments(x, C, eps);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = math::norm_apply(x[c], m.mean, m.rstd, w[c], b[c]);
 }
 
 __global__ void layer_norm_kernel(const float* x, const float* w, const float* b, float* y, int C) {
@@ -61,9 +69,6 @@ __global__ void layer_norm_kernel(const float* x, const float* w, const float* b
 }
 
 // A group's mean and 1/std with a warp (moments in double, as the CPU's norm_row).
-struct Moments {
-  float mean, rstd;
-};
 __device__ Moments warp_moments(const float* p, int N, int lane, float eps) {
   double s = 0;
   for (int i = lane; i < N; i += 32) s += p[i];
@@ -147,6 +152,43 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
     d.out[i] = math::delta_mix(x, prev, mc);
   }
 }
+// One block per row t (the layer norm's block size, so the moments are summed as layer_norm sums
+// them). A row's shifted value is its predecessor's norm, recomputed here (that row's block may not
+// have run), or the sequence's state; the block of a sequence's first row also moves the state to its
+// last row's norm, each thread reading its state elements before writing them.
+__global__ void norm_shift_mix_kernel(const float* x, const float* w, const float* b, const Slice* seqs, int B, Mixes mixes, int C) {
+  const int t = blockIdx.x;
+  int lo = 0, hi = B - 1;  // the last slice that starts at or before t (empty slices lose to the next)
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (seqs[mid].offset <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  const Slice q = seqs[lo];
+  const int p = t - q.offset;
+  const float* row = x + size_t(t) * C;
+  const float* last = x + size_t(q.offset + q.n - 1) * C;
+  const Moments now = block_moments(row, C, 1e-5f);
+  const Moments before = p > 0 ? block_moments(row - C, C, 1e-5f) : Moments{};
+  const Moments end = p == 0 && q.n > 1 ? block_moments(last, C, 1e-5f) : now;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float xx = math::norm_apply(row[c], now.mean, now.rstd, w[c], b[c]);
+    float sx;
+    if (p > 0) {
+      sx = math::norm_apply(row[c - C], before.mean, before.rstd, w[c], b[c]);
+    } else {
+      sx = q.state[c];
+      q.state[c] = q.n > 1 ? math::norm_apply(last[c], end.mean, end.rstd, w[c], b[c]) : xx;
+    }
+    const size_t i = size_t(t) * C + c;
+#pragma unroll
+    for (int k = 0; k < Mixes::kMax; ++k) {  // constant indices keep the parameters out of local memory
+      if (k >= mixes.count) break;
+      mixes.mix[k].out[i] = math::delta_mix(xx, sx, mixes.mix[k].m[c]);
+    }
+  }
+}
+
 __global__ void value_residual_kernel(float* v, const float* v_first, const float* gate, const float* v0, size_t n, int C) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[i % size_t(C)]);
@@ -246,6 +288,11 @@ void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_
   if (!n || mixes.count <= 0) return;
   delta_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, mixes, ld_tok, n, C);
   check_launch("delta_mix");
+}
+void norm_shift_mix(const float* x, const float* ln_w, const float* ln_b, const Slice* seqs, int B, const Mixes& mixes, int T, int C) {
+  if (T <= 0 || B <= 0) return;
+  norm_shift_mix_kernel<<<T, row_threads(C), 0, stream()>>>(x, ln_w, ln_b, seqs, B, mixes, C);
+  check_launch("norm_shift_mix");
 }
 void v7_value_residual(float* v, const float* v_first, const float* gate, const float* v0, int T, int C) {
   size_t n = size_t(T) * C;
