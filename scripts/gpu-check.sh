@@ -62,6 +62,12 @@ cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKEI
 say "GPU tests"
 (cd "$root/build-gpu" && SKEIN_TEST_VERBOSE=1 timeout 240 ./tests/skein_cuda_tests 2>&1) | tee "$out/gpu-tests.txt" | tail -30 >>"$log"
 grep -E "PASSED|FAILED|SKIPPED" "$out/gpu-tests.txt" | tee -a "$log"
+if grep -q "FAILED" "$out/gpu-tests.txt"; then
+  # Which launch mode a failure needs: the same tests with kernels launched one after another.
+  say "GPU tests again without chained launches (SKEIN_CUDA_PDL=0)"
+  (cd "$root/build-gpu" && SKEIN_CUDA_PDL=0 SKEIN_TEST_VERBOSE=1 timeout 240 ./tests/skein_cuda_tests 2>&1) | tee "$out/gpu-tests-no-pdl.txt" |
+    grep -E "PASSED|FAILED" | tee -a "$log"
+fi
 
 skein="$root/build-gpu/skein"
 bench() {  # model strategy [batches] [note] [more bench flags]
@@ -81,8 +87,9 @@ for shape in "7B 32 4096" "1.5B 24 2048"; do
   "$skein" make-model --arch v7 --layers "$layers" --embd "$embd" --vocab 65536 --seed 1 --dtype fp16 -o "$model" >>"$log" 2>&1
   for s in "cuda fp16" "cuda bf16" "cuda fp16i8"; do bench "$model" "$s"; done
   if [ "$name" = 1.5B ]; then
-    # What CUDA graphs buy at batch 1, and layers streamed from pinned host memory (*N+, PCIe-bound).
+    # What CUDA graphs and chained launches buy at batch 1, and layers streamed from pinned host memory (*N+, PCIe-bound).
     SKEIN_CUDA_GRAPHS=0 bench "$model" "cuda fp16" 1 "(CUDA graphs off)"
+    SKEIN_CUDA_PDL=0 bench "$model" "cuda fp16" 1 "(chained launches off)"
     bench "$model" "cuda fp16 *12+" 1 "(12 resident, 12 streamed)"
     rm -f "$model"
   fi

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <cstdint>
 #include <map>
@@ -29,6 +30,7 @@ struct DeviceContext {
   size_t used = 0;
   cudaEvent_t left[2] = {};
   bool pending[2] = {};
+  bool chained = false;  // programmatic dependent launches (kernels/cuda/chained_launch.h)
 };
 
 std::mutex g_mu;
@@ -52,6 +54,10 @@ DeviceContext& context() {
     check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
     check(cudaMallocHost(&c.staging, 2 * kStagingHalf), "cudaMallocHost (staging)");
     for (auto& e : c.left) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    int major = 0;
+    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+    const char* pdl = std::getenv("SKEIN_CUDA_PDL");
+    c.chained = major >= 9 && !(pdl && std::strcmp(pdl, "0") == 0);
   }
   return c;
 }
@@ -59,6 +65,7 @@ DeviceContext& context() {
 }  // namespace
 
 cudaStream_t stream() { return context().stream; }
+bool chained_launches() { return context().chained; }
 void* stream_handle() { return context().stream; }
 
 int device_count() {

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/rwkv_math.h"
@@ -64,6 +65,7 @@ __device__ void norm_row_block(const float* x, const float* w, const float* b, f
 }
 
 __global__ void layer_norm_kernel(const float* x, const float* w, const float* b, float* y, int C) {
+  chained_start();
   const size_t t = blockIdx.x;
   norm_row_block(x + t * C, w, b, y + t * C, C, 1e-5f);
 }
@@ -83,6 +85,7 @@ __device__ Moments warp_moments(const float* p, int N, int lane, float eps) {
 
 // One warp per group (a head of N values).
 __global__ void group_norm_kernel(float* x, const float* w, const float* b, int groups, int H, int N) {
+  chained_start();
   const int g = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (g >= groups) return;
   float* p = x + size_t(g) * N;
@@ -105,6 +108,7 @@ __device__ float widen<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float
 // (each thread touches the same columns in both passes, so no barrier is needed between them).
 template <typename E>
 __global__ void embed_kernel(const E* emb, const float* ln_w, const float* ln_b, const int32_t* tokens, int C, float* x) {
+  chained_start();
   const size_t t = blockIdx.x;
   const E* src = emb + size_t(tokens[t]) * C;
   float* out = x + t * C;
@@ -113,12 +117,14 @@ __global__ void embed_kernel(const E* emb, const float* ln_w, const float* ln_b,
 }
 
 __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, float* out) {
+  chained_start();
   const float* src = x + size_t(rows[blockIdx.x]) * C;
   float* dst = out + size_t(blockIdx.x) * C;
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
 __global__ void activate_rows_kernel(UnaryOp op, float* y, int64_t n, int64_t ldy, const float* bias, size_t total) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const size_t c = i % size_t(n);
@@ -127,19 +133,23 @@ __global__ void activate_rows_kernel(UnaryOp op, float* y, int64_t n, int64_t ld
 }
 
 __global__ void add_kernel(float* x, const float* y, size_t n) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] += y[i];
 }
 __global__ void mul_kernel(float* x, const float* y, size_t n) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] *= y[i];
 }
 __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m, float* out, size_t n, int C) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = math::lerp_mix(xx[i], sx[i], m[i % size_t(C)]);
 }
 // Each thread reads its element of xx and sx once for every mix.
 __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, int64_t ld_tok, size_t n, int C) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const size_t t = i / size_t(C), c = i % size_t(C);
@@ -157,6 +167,7 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
 // have run), or the sequence's state; the block of a sequence's first row also moves the state to its
 // last row's norm, each thread reading its state elements before writing them.
 __global__ void norm_shift_mix_kernel(const float* x, const float* w, const float* b, const Slice* seqs, int B, Mixes mixes, int C) {
+  chained_start();
   const int t = blockIdx.x;
   int lo = 0, hi = B - 1;  // the last slice that starts at or before t (empty slices lose to the next)
   while (lo < hi) {
@@ -190,6 +201,7 @@ __global__ void norm_shift_mix_kernel(const float* x, const float* w, const floa
 }
 
 __global__ void value_residual_kernel(float* v, const float* v_first, const float* gate, const float* v0, size_t n, int C) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[i % size_t(C)]);
 }
@@ -197,6 +209,7 @@ __global__ void value_residual_kernel(float* v, const float* v_first, const floa
 // One warp per head of a token (reads of consecutive elements by consecutive lanes): the squared norm as
 // a warp sum in double, then each element through the shared pieces of math::v7_keys_head.
 __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int groups, int H, int N) {
+  chained_start();
   const int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (grp >= groups) return;
   const size_t o = size_t(grp) * N, w = size_t(grp % H) * N;
@@ -216,6 +229,7 @@ __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float*
 // element through the shared v7_output (kernels/rwkv_math.h), as the CPU's v7_output_head does.
 __global__ void v7_output_kernel(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b,
                                  const float* r_k, int groups, int H, int N) {
+  chained_start();
   const int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (grp >= groups) return;
   const size_t o = size_t(grp) * N, w = size_t(grp % H) * N;
@@ -231,89 +245,75 @@ __global__ void v7_output_kernel(float* y, const float* r, const float* k, const
 
 void layer_norm(const float* x, const float* w, const float* b, float* y, int T, int C) {
   if (T <= 0) return;
-  layer_norm_kernel<<<T, row_threads(C), 0, stream()>>>(x, w, b, y, C);
-  check_launch("layer_norm");
+  chain(layer_norm_kernel, T, row_threads(C), "layer_norm", x, w, b, y, C);
 }
 
 void group_norm(float* x, const float* w, const float* b, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  group_norm_kernel<<<(groups + 7) / 8, 256, 0, stream()>>>(x, w, b, groups, H, N);
-  check_launch("group_norm");
+  chain(group_norm_kernel, (groups + 7) / 8, 256, "group_norm", x, w, b, groups, H, N);
 }
 
 void embed(const void* emb, WeightType type, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x) {
   if (T <= 0) return;
   switch (type) {
-    case WeightType::F32: embed_kernel<float><<<T, row_threads(C), 0, stream()>>>(static_cast<const float*>(emb), ln_w, ln_b, tokens, C, x); break;
-    case WeightType::F16: embed_kernel<__half><<<T, row_threads(C), 0, stream()>>>(static_cast<const __half*>(emb), ln_w, ln_b, tokens, C, x); break;
+    case WeightType::F32: return chain(embed_kernel<float>, T, row_threads(C), "embed", static_cast<const float*>(emb), ln_w, ln_b, tokens, C, x);
+    case WeightType::F16: return chain(embed_kernel<__half>, T, row_threads(C), "embed", static_cast<const __half*>(emb), ln_w, ln_b, tokens, C, x);
     case WeightType::BF16:
-      embed_kernel<__nv_bfloat16><<<T, row_threads(C), 0, stream()>>>(static_cast<const __nv_bfloat16*>(emb), ln_w, ln_b, tokens, C, x);
-      break;
+      return chain(embed_kernel<__nv_bfloat16>, T, row_threads(C), "embed", static_cast<const __nv_bfloat16*>(emb), ln_w, ln_b, tokens, C, x);
     case WeightType::U8: fail("CUDA embed: a quantized embedding table is not supported");
   }
-  check_launch("embed");
 }
 
 void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) {
   if (n <= 0) return;
-  gather_rows_kernel<<<n, row_threads(C), 0, stream()>>>(x, rows, C, out);
-  check_launch("gather_rows");
+  chain(gather_rows_kernel, n, row_threads(C), "gather_rows", x, rows, C, out);
 }
 
 void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy, const float* bias) {
   size_t total = size_t(T) * size_t(n);
   if (!total) return;
-  activate_rows_kernel<<<blocks_for(total), kThreads, 0, stream()>>>(op, y, n, ldy, bias, total);
-  check_launch("activate_rows");
+  chain(activate_rows_kernel, blocks_for(total), kThreads, "activate_rows", op, y, n, ldy, bias, total);
 }
 void add(float* x, const float* y, size_t n) {
   if (!n) return;
-  add_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, n);
-  check_launch("add");
+  chain(add_kernel, blocks_for(n), kThreads, "add", x, y, n);
 }
 void mul(float* x, const float* y, size_t n) {
   if (!n) return;
-  mul_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, y, n);
-  check_launch("mul");
+  chain(mul_kernel, blocks_for(n), kThreads, "mul", x, y, n);
 }
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n) return;
-  lerp_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, m, out, n, C);
-  check_launch("lerp_mix");
+  chain(lerp_mix_kernel, blocks_for(n), kThreads, "lerp_mix", xx, sx, m, out, n, C);
 }
 void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_tok, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n || mixes.count <= 0) return;
-  delta_mix_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(xx, sx, mixes, ld_tok, n, C);
-  check_launch("delta_mix");
+  chain(delta_mix_kernel, blocks_for(n), kThreads, "delta_mix", xx, sx, mixes, ld_tok, n, C);
 }
 void norm_shift_mix(const float* x, const float* ln_w, const float* ln_b, const Slice* seqs, int B, const Mixes& mixes, int T, int C) {
   if (T <= 0 || B <= 0) return;
-  norm_shift_mix_kernel<<<T, row_threads(C), 0, stream()>>>(x, ln_w, ln_b, seqs, B, mixes, C);
-  check_launch("norm_shift_mix");
+  chain(norm_shift_mix_kernel, T, row_threads(C), "norm_shift_mix", x, ln_w, ln_b, seqs, B, mixes, C);
 }
 void v7_value_residual(float* v, const float* v_first, const float* gate, const float* v0, int T, int C) {
   size_t n = size_t(T) * C;
   if (!n) return;
-  value_residual_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(v, v_first, gate, v0, n, C);
-  check_launch("v7_value_residual");
+  chain(value_residual_kernel, blocks_for(n), kThreads, "v7_value_residual", v, v_first, gate, v0, n, C);
 }
 
 void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  v7_keys_kernel<<<(groups + 7) / 8, 256, 0, stream()>>>(k, kk, a, k_k, k_a, groups, H, N);
-  check_launch("v7_keys");
+  chain(v7_keys_kernel, (groups + 7) / 8, 256, "v7_keys", k, kk, a, k_k, k_a, groups, H, N);
 }
 
 void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b, const float* r_k,
                int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  v7_output_kernel<<<(groups + 7) / 8, 256, 0, stream()>>>(y, r, k, v, g, ln_w, ln_b, r_k, groups, H, N);
-  check_launch("v7_output");
+  chain(v7_output_kernel, (groups + 7) / 8, 256, "v7_output", y, r, k, v, g, ln_w, ln_b, r_k, groups, H, N);
 }
 
 }  // namespace skein::cuda

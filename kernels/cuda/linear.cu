@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/rwkv_math.h"
@@ -75,6 +76,7 @@ __device__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat1
 
 template <typename E>
 __global__ void round_rows_kernel(const float* x, int64_t ldx, E* out, int64_t cols, size_t n) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   size_t t = i / size_t(cols), c = i % size_t(cols);
@@ -83,6 +85,7 @@ __global__ void round_rows_kernel(const float* x, int64_t ldx, E* out, int64_t c
 
 __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const float* mx, const float* ry, const float* my, int64_t r0,
                                     int64_t cols, size_t n, __half* out) {
+  chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   int64_t o = r0 + int64_t(i / size_t(cols)), c = int64_t(i % size_t(cols));
@@ -117,6 +120,7 @@ struct U8Prepares {
   int count = 0;
 };
 __global__ void u8_prepare_kernel(U8Prepares jobs) {
+  chained_start();
   const U8Prepare j = pick(jobs.job, jobs.count, int(blockIdx.y));
   const int t = blockIdx.x;
   const float* xt = j.x + size_t(t) * size_t(j.ldx);
@@ -180,6 +184,8 @@ struct U8Output {
   }
 };
 
+constexpr int kPrefetchLoads = 4;  // 16-byte loads per lane prefetched per row: a row's first 2 KiB
+
 // One product of a launch: W [rows x cols] times T rows of x into y; its blocks start at first_block.
 template <typename Output>
 struct MatvecJob {
@@ -218,6 +224,17 @@ __global__ void matvec_kernel(MatvecJobs<Output> jobs) {
   const Elem* row[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) row[r] = static_cast<const Elem*>(job.W) + size_t(o0 + (r < n_rows ? r : 0)) * size_t(cols);  // spare rows repeat the first
+  // Nothing writes weights: the first of this warp's rows stream into L2 while the kernel before
+  // (a chained launch) finishes.
+  if (kVector)
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int p = 0; p < kPrefetchLoads; ++p) {
+        const int64_t c = (int64_t(p) * 32 + lane) * K;
+        if (c < cols) asm volatile("prefetch.global.L2 [%0];" ::"l"(row[r] + c));
+      }
+  chained_start();
   if (kVector) {
 #pragma unroll 2  // several 16-byte loads in flight per lane
     for (int64_t c = int64_t(lane) * K; c < cols; c += 32 * K) {
@@ -276,10 +293,9 @@ void matvec_rows(MatvecJobs<Output>& jobs, bool vector) {
   }
   if (blocks == 0) return;
   if (vector)
-    matvec_kernel<Fmt, true, T, kRows><<<unsigned(blocks), kMatvecWarps * 32, 0, stream()>>>(jobs);
+    chain(matvec_kernel<Fmt, true, T, kRows, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs);
   else
-    matvec_kernel<Fmt, false, T, kRows><<<unsigned(blocks), kMatvecWarps * 32, 0, stream()>>>(jobs);
-  check_launch("matvec");
+    chain(matvec_kernel<Fmt, false, T, kRows, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs);
 }
 
 // `vector`: every product's rows and x rows start on 16 bytes and its width is whole 16-byte loads.
@@ -311,8 +327,7 @@ template <typename E>
 const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int64_t cols, int T, size_t offset_bytes) {
   size_t n = size_t(T) * size_t(cols);
   auto* out = reinterpret_cast<E*>(static_cast<char*>(scratch(c, offset_bytes + n * sizeof(E))) + offset_bytes);
-  round_rows_kernel<E><<<int((n + 255) / 256), 256, 0, stream()>>>(x, ldx, out, cols, n);
-  check_launch("round activations");
+  chain(round_rows_kernel<E>, unsigned((n + 255) / 256), 256, "round activations", x, ldx, out, cols, n);
   return out;
 }
 
@@ -348,8 +363,7 @@ void blas_product(const LinearJob& j, int T) {
       for (int64_t r0 = 0; r0 < j.rows; r0 += tile_rows) {
         int64_t n_rows = std::min(tile_rows, j.rows - r0);
         size_t n = size_t(n_rows) * size_t(j.cols);
-        dequant_rows_kernel<<<int((n + 255) / 256), 256, 0, stream()>>>(q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
-        check_launch("dequant rows");
+        chain(dequant_rows_kernel, unsigned((n + 255) / 256), 256, "dequant rows", q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
         gemm_half(CUDA_R_16F, tile, n_rows, j.cols, x16, j.y + r0, j.ldy, T, beta);
       }
       break;
@@ -398,8 +412,7 @@ void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) 
       ++prep.count;
       jobs.job[jobs.count++] = matvec_job(j, xr, j.cols, U8Output{j.rx, j.mx, sums, j.out});
     }
-    u8_prepare_kernel<<<dim3(unsigned(T), unsigned(prep.count)), 256, 0, stream()>>>(prep);
-    check_launch("u8 prepare");
+    chain(u8_prepare_kernel, dim3(unsigned(T), unsigned(prep.count)), 256, "u8 prepare", prep);
     matvec<U8Weights>(jobs, T, vector);
   }
 }

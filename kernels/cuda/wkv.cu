@@ -3,6 +3,7 @@
 // channel (v4), a value column (v5/v6), a value row (v7); each loops over its sequence's tokens in order.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/rwkv_math.h"
@@ -16,6 +17,7 @@ namespace {
 // token is the only one that touches the state: it reads it, then stores the sequence's last row.
 constexpr int kShiftTokens = 64;
 __global__ void token_shift_kernel(const float* xx, float* sx, const Slice* seqs, int C) {
+  chained_start();
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const Slice q = seqs[blockIdx.y];
@@ -29,6 +31,7 @@ __global__ void token_shift_kernel(const float* xx, float* sx, const Slice* seqs
 }
 
 __global__ void wkv4_kernel(const Slice* seqs, int C, const float* w, const float* u, const float* k, const float* v, float* y) {
+  chained_start();
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const Slice q = seqs[blockIdx.y];
@@ -48,6 +51,7 @@ __global__ void wkv4_kernel(const Slice* seqs, int C, const float* w, const floa
 // synchronisation; tokens follow each other in order.
 __global__ void wkv5_kernel(const Slice* seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
                             const float* w_fixed, const float* u, float* y) {
+  chained_start();
   int h = blockIdx.x, j = threadIdx.x;
   if (j >= N) return;
   const Slice q = seqs[blockIdx.y];
@@ -62,6 +66,7 @@ __global__ void wkv5_kernel(const Slice* seqs, int H, int N, const float* r, con
 // Block (head, sequence), thread: one value row of that head's state.
 __global__ void wkv7_kernel(const Slice* seqs, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
                             const float* a, float* y) {
+  chained_start();
   int h = blockIdx.x, row = threadIdx.x;
   if (row >= N) return;
   const Slice q = seqs[blockIdx.y];
@@ -99,6 +104,7 @@ struct TokenInputs {  // this lane's share of a token's input vectors (N / 32 el
 template <int N>
 __global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const float* w, const float* k, const float* v, const float* kk,
                                  const float* a, float* y) {
+  chained_start();
   const int h = blockIdx.x / (N / kLanes), lane = threadIdx.x, i = (blockIdx.x % (N / kLanes)) * kLanes + lane;
   const Slice q = seqs[blockIdx.y];
   if (q.n <= 0) return;
@@ -133,6 +139,7 @@ __global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const
 template <int N>
 __global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const float* k, const float* v, const float* w_tok,
                                  const float* w_fixed, const float* u, float* y) {
+  chained_start();
   const int h = blockIdx.x / (N / kLanes), lane = threadIdx.x, j = (blockIdx.x % (N / kLanes)) * kLanes + lane;
   const Slice q = seqs[blockIdx.y];
   if (q.n <= 0) return;
@@ -184,30 +191,26 @@ __global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const
 
 void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C, int max_tokens) {
   if (B <= 0 || max_tokens <= 0) return;
-  token_shift_kernel<<<dim3((C + 127) / 128, B, (max_tokens + kShiftTokens - 1) / kShiftTokens), 128, 0, stream()>>>(xx, sx, seqs, C);
-  check_launch("token_shift");
+  chain(token_shift_kernel, dim3((C + 127) / 128, B, (max_tokens + kShiftTokens - 1) / kShiftTokens), 128, "token_shift", xx, sx, seqs, C);
 }
 
 void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const float* k, const float* v, float* y) {
   if (B <= 0) return;
-  wkv4_kernel<<<dim3((C + 127) / 128, B), 128, 0, stream()>>>(seqs, C, w, u, k, v, y);
-  check_launch("wkv4");
+  chain(wkv4_kernel, dim3((C + 127) / 128, B), 128, "wkv4", seqs, C, w, u, k, v, y);
 }
 
 void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed,
           const float* u, float* y) {
   if (B <= 0) return;
-  if (N == 64) wkv5_fast_kernel<64><<<dim3(H * 64 / kLanes, B), kLanes, 0, stream()>>>(seqs, H, r, k, v, w_tok, w_fixed, u, y);
-  else wkv5_kernel<<<dim3(H, B), N, 0, stream()>>>(seqs, H, N, r, k, v, w_tok, w_fixed, u, y);
-  check_launch("wkv5");
+  if (N == 64) chain(wkv5_fast_kernel<64>, dim3(H * 64 / kLanes, B), kLanes, "wkv5", seqs, H, r, k, v, w_tok, w_fixed, u, y);
+  else chain(wkv5_kernel, dim3(H, B), N, "wkv5", seqs, H, N, r, k, v, w_tok, w_fixed, u, y);
 }
 
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y) {
   if (B <= 0) return;
-  if (N == 64) wkv7_fast_kernel<64><<<dim3(H * 64 / kLanes, B), kLanes, 0, stream()>>>(seqs, H, r, w, k, v, kk, a, y);
-  else wkv7_kernel<<<dim3(H, B), N, 0, stream()>>>(seqs, H, N, r, w, k, v, kk, a, y);
-  check_launch("wkv7");
+  if (N == 64) chain(wkv7_fast_kernel<64>, dim3(H * 64 / kLanes, B), kLanes, "wkv7", seqs, H, r, w, k, v, kk, a, y);
+  else chain(wkv7_kernel, dim3(H, B), N, "wkv7", seqs, H, N, r, w, k, v, kk, a, y);
 }
 
 }  // namespace skein::cuda
