@@ -109,12 +109,23 @@ __global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const
   const Slice q = seqs[blockIdx.y];
   if (q.n <= 0) return;
   const size_t C = size_t(H) * N, o = size_t(h) * N;
-  __shared__ __align__(16) float in[2][5][N];  // r, w, k, kk, a (16-byte aligned: vector loads)
+  // The block's 32 state rows (2048 contiguous floats) move between memory and registers through
+  // shared memory, so the loads and stores are coalesced (a thread reading its own row directly would
+  // touch 32 rows 256 bytes apart per load: at decode, where the state is most of the traffic, that
+  // wastes most of every sector). Padded rows make the per-thread row reads conflict-free. The same
+  // shared memory then holds each token's inputs: r, w, k, kk, a, two tokens' worth.
+  constexpr int kTile = kLanes * (N + 1);
+  __shared__ __align__(16) float smem[kTile > 2 * 5 * N ? kTile : 2 * 5 * N];
+  float(*in)[5][N] = reinterpret_cast<float(*)[5][N]>(smem);
+  float* rows = q.state + o * N + size_t(i - lane) * N;  // this block's first row
   const float* src[5] = {r + o, w + o, k + o, kk + o, a + o};
   float row[N];
-  float* Si = q.state + o * N + size_t(i) * N;
+#pragma unroll 16
+  for (int e = lane; e < kLanes * N; e += kLanes) smem[(e / N) * (N + 1) + e % N] = rows[e];
+  __syncwarp();
   SKEIN_UNROLL
-  for (int j = 0; j < N; ++j) row[j] = Si[j];
+  for (int j = 0; j < N; ++j) row[j] = smem[lane * (N + 1) + j];
+  __syncwarp();  // the inputs take the shared memory over
   TokenInputs<N, 5> next;
   next.load(src, size_t(q.offset) * C, lane);
   float v_next = v[size_t(q.offset) * C + o + i];
@@ -133,7 +144,10 @@ __global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const
     __syncwarp();
   }
   SKEIN_UNROLL
-  for (int j = 0; j < N; ++j) Si[j] = row[j];
+  for (int j = 0; j < N; ++j) smem[lane * (N + 1) + j] = row[j];
+  __syncwarp();
+#pragma unroll 16
+  for (int e = lane; e < kLanes * N; e += kLanes) rows[e] = smem[(e / N) * (N + 1) + e % N];
 }
 
 template <int N>
