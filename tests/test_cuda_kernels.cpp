@@ -332,8 +332,9 @@ TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
 
 // Products launched together (cuda::linears: one matrix-vector launch per weight format and load
 // width, at most 8 products each) give exactly what each product gives alone: more fp16 products than
-// one launch takes, odd widths (scalar loads), uint8 and bf16 beside them, fp32 through cuBLAS, every
-// output option, at decode batch sizes and beyond (cuBLAS, one product after another).
+// one launch takes, odd widths (scalar loads), two products of one input, uint8 and bf16 beside them,
+// fp32 through cuBLAS, every output option, at decode batch sizes and beyond (cuBLAS, the inputs
+// rounded in one launch).
 TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   struct Weights {
     cuda::WeightType type;
@@ -391,8 +392,9 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
         default: break;
       }
       const bool u8 = w.type == cuda::WeightType::U8;
+      const float* x = i == 5 ? xs[4]->p : xs[i]->p;  // two products of one input (rounded once beyond 8 rows)
       jobs.push_back({w.W, w.type, u8 ? w.rx->p : nullptr, u8 ? w.mx->p : nullptr, u8 ? w.ry->p : nullptr, u8 ? w.my->p : nullptr, w.rows,
-                      w.cols, xs[i]->p, w.cols, together[i]->p, w.rows, out});
+                      w.cols, x, w.cols, together[i]->p, w.rows, out});
     }
     cuda::linears(jobs.data(), int(jobs.size()), T);
     for (size_t i = 0; i < jobs.size(); ++i) {

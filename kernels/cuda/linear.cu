@@ -2,8 +2,9 @@
 // one matrix-vector kernel that streams the weights once with fp32 activations, as the CPU backend
 // computes (uint8 factored as the CPU does, math::u8_output). Larger batches use cuBLAS: fp32 by sgemm,
 // fp16/bf16 by GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation),
-// uint8 dequantized to fp16 row tiles with the official element formula, then GemmEx. Everything runs
-// on the device's one stream.
+// uint8 dequantized to fp16 row tiles with the official element formula, then GemmEx. A set of
+// independent products (linears) shares launches: one matrix-vector launch per weight format, or one
+// rounding launch for all the inputs of its GEMMs. Everything runs on the device's one stream.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -74,24 +75,6 @@ __device__ __half narrow<__half>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-template <typename E>
-__global__ void round_rows_kernel(const float* x, int64_t ldx, E* out, int64_t cols, size_t n) {
-  chained_start();
-  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  size_t t = i / size_t(cols), c = i % size_t(cols);
-  out[i] = narrow<E>(x[t * size_t(ldx) + c]);
-}
-
-__global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const float* mx, const float* ry, const float* my, int64_t r0,
-                                    int64_t cols, size_t n, __half* out) {
-  chained_start();
-  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  int64_t o = r0 + int64_t(i / size_t(cols)), c = int64_t(i % size_t(cols));
-  out[i] = __float2half_rn(math::dequant_u8(W[size_t(o) * size_t(cols) + size_t(c)], rx[o], mx[o], ry[c], my[c]));
-}
-
 // Kernel parameters are read with constant indices only (a dynamic index would copy the whole table
 // into local memory): a block finds its entry of a small table by unrolled selection.
 template <typename Entry, int kMax>
@@ -104,6 +87,37 @@ __device__ Entry pick(const Entry (&table)[kMax], int count, int index) {
 }
 
 constexpr int kMaxGroup = 8;  // products per launch: a v7 layer's r, k, v and four LoRA inputs
+
+// T rows of fp32 activations rounded to the weight type for GemmEx, several inputs per launch (each
+// input's blocks after the previous input's).
+struct RoundJob {
+  const float* x;
+  int64_t ldx, cols;
+  void* out;  // [T x cols] of the weight type
+  int first_block;
+};
+struct RoundJobs {
+  RoundJob job[kMaxGroup];
+  int count = 0;
+};
+template <typename E>
+__global__ void round_rows_kernel(RoundJobs jobs, int T) {
+  chained_start();
+  const RoundJob j = pick(jobs.job, jobs.count, int(blockIdx.x));
+  const size_t i = size_t(int(blockIdx.x) - j.first_block) * blockDim.x + threadIdx.x;
+  if (i >= size_t(T) * size_t(j.cols)) return;
+  const size_t t = i / size_t(j.cols), c = i % size_t(j.cols);
+  static_cast<E*>(j.out)[i] = narrow<E>(j.x[t * size_t(j.ldx) + c]);
+}
+
+__global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const float* mx, const float* ry, const float* my, int64_t r0,
+                                    int64_t cols, size_t n, __half* out) {
+  chained_start();
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  int64_t o = r0 + int64_t(i / size_t(cols)), c = int64_t(i % size_t(cols));
+  out[i] = __float2half_rn(math::dequant_u8(W[size_t(o) * size_t(cols) + size_t(c)], rx[o], mx[o], ry[c], my[c]));
+}
 
 // uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
 // of each product's x: xr = x*ry and the three sums (in double, one block per row and product).
@@ -327,18 +341,63 @@ void gemm_half(cudaDataType type, const void* W, int64_t rows, int64_t cols, con
 }
 
 template <typename E>
-const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int64_t cols, int T, size_t offset_bytes) {
-  size_t n = size_t(T) * size_t(cols);
-  auto* out = reinterpret_cast<E*>(static_cast<char*>(scratch(c, offset_bytes + n * sizeof(E))) + offset_bytes);
-  chain(round_rows_kernel<E>, unsigned((n + 255) / 256), 256, "round activations", x, ldx, out, cols, n);
-  return out;
+void round_rows(RoundJobs& jobs, int T) {
+  int64_t blocks = 0;
+  for (int i = 0; i < jobs.count; ++i) {
+    jobs.job[i].first_block = int(blocks);
+    blocks += (int64_t(T) * jobs.job[i].cols + 255) / 256;
+  }
+  if (blocks > 0) chain(round_rows_kernel<E>, unsigned(blocks), 256, "round activations", jobs, T);
+}
+
+size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// x rounded to E at the start of the scratch.
+template <typename E>
+const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int64_t cols, int T) {
+  RoundJobs one;
+  one.job[one.count++] = {x, ldx, cols, scratch(c, size_t(T) * size_t(cols) * sizeof(E)), 0};
+  round_rows<E>(one, T);
+  return one.job[0].out;
+}
+
+// fp16/bf16 products beyond kMatvecMaxRows rows: every distinct input of up to kMaxGroup products
+// rounded in one launch (a LoRA often reads a large product's input), then a GemmEx each.
+template <typename E>
+void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, int T) {
+  DeviceContext& c = context();
+  for (size_t first = 0; first < group.size(); first += kMaxGroup) {
+    const size_t last = std::min(group.size(), first + kMaxGroup);
+    RoundJobs inputs;
+    std::vector<int> input_of;
+    std::vector<size_t> offset;
+    size_t bytes = 0;
+    for (size_t i = first; i < last; ++i) {
+      const LinearJob& j = *group[i];
+      int k = 0;
+      while (k < inputs.count && !(inputs.job[k].x == j.x && inputs.job[k].ldx == j.ldx && inputs.job[k].cols == j.cols)) ++k;
+      if (k == inputs.count) {
+        inputs.job[inputs.count++] = {j.x, j.ldx, j.cols, nullptr, 0};
+        offset.push_back(bytes);
+        bytes += aligned(size_t(T) * size_t(j.cols) * sizeof(E));
+      }
+      input_of.push_back(k);
+    }
+    char* base = static_cast<char*>(scratch(c, bytes));  // sized before any pointer into it is taken
+    for (int k = 0; k < inputs.count; ++k) inputs.job[k].out = base + offset[size_t(k)];
+    round_rows<E>(inputs, T);
+    for (size_t i = first; i < last; ++i) {
+      const LinearJob& j = *group[i];
+      gemm_half(type, j.W, j.rows, j.cols, inputs.job[input_of[i - first]].out, j.y, j.ldy, T, j.out.kind == ProductOutput::Add ? 1.0f : 0.0f);
+    }
+  }
 }
 
 }  // namespace
 
 namespace {
 
-// One product through cuBLAS (any T for fp32; beyond kMatvecMaxRows rows for the others).
+// An fp32 product (any T) or a uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
 void blas_product(const LinearJob& j, int T) {
   DeviceContext& c = context();
   const float one = 1.0f, beta = j.out.kind == ProductOutput::Add ? 1.0f : 0.0f;
@@ -349,19 +408,15 @@ void blas_product(const LinearJob& j, int T) {
                  "sgemm");
       break;
     case WeightType::F16:
-      gemm_half(CUDA_R_16F, j.W, j.rows, j.cols, round_activations<__half>(c, j.x, j.ldx, j.cols, T, 0), j.y, j.ldy, T, beta);
-      break;
-    case WeightType::BF16:
-      gemm_half(CUDA_R_16BF, j.W, j.rows, j.cols, round_activations<__nv_bfloat16>(c, j.x, j.ldx, j.cols, T, 0), j.y, j.ldy, T, beta);
-      break;
+    case WeightType::BF16: fail("internal: half-precision products go through half_gemms");
     case WeightType::U8: {
       // x rounded once at the start of the scratch, the dequantized tile after it (sized first, so the
       // scratch does not move under x).
       const auto* q = static_cast<const uint8_t*>(j.W);
-      size_t x_bytes = (size_t(T) * size_t(j.cols) * sizeof(__half) + 255) / 256 * 256;
+      size_t x_bytes = aligned(size_t(T) * size_t(j.cols) * sizeof(__half));
       int64_t tile_rows = std::min(kDequantTileRows, j.rows);
       char* base = static_cast<char*>(scratch(c, x_bytes + size_t(tile_rows) * size_t(j.cols) * sizeof(__half)));
-      const void* x16 = round_activations<__half>(c, j.x, j.ldx, j.cols, T, 0);
+      const void* x16 = round_activations<__half>(c, j.x, j.ldx, j.cols, T);
       auto* tile = reinterpret_cast<__half*>(base + x_bytes);
       for (int64_t r0 = 0; r0 < j.rows; r0 += tile_rows) {
         int64_t n_rows = std::min(tile_rows, j.rows - r0);
@@ -372,7 +427,10 @@ void blas_product(const LinearJob& j, int T) {
       break;
     }
   }
-  // cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
+}
+
+// cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
+void activate_after_blas(const LinearJob& j, int T) {
   if (j.out.kind == ProductOutput::Activate) activate_rows(j.out.op, j.y, T, j.rows, j.ldy, j.out.bias);
 }
 
@@ -402,7 +460,7 @@ void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) 
     size_t bytes = 0;
     for (size_t i = first; i < last; ++i) {
       offset.push_back(bytes);
-      bytes += (size_t(T) * size_t(group[i]->cols) * sizeof(float) + 255) / 256 * 256 + (size_t(T) * 3 * sizeof(float) + 255) / 256 * 256;
+      bytes += aligned(size_t(T) * size_t(group[i]->cols) * sizeof(float)) + aligned(size_t(T) * 3 * sizeof(float));
     }
     char* base = static_cast<char*>(scratch(c, bytes));
     U8Prepares prep;
@@ -410,7 +468,7 @@ void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) 
     for (size_t i = first; i < last; ++i) {
       const LinearJob& j = *group[i];
       auto* xr = reinterpret_cast<float*>(base + offset[i - first]);
-      auto* sums = reinterpret_cast<float*>(base + offset[i - first] + (size_t(T) * size_t(j.cols) * sizeof(float) + 255) / 256 * 256);
+      auto* sums = reinterpret_cast<float*>(base + offset[i - first] + aligned(size_t(T) * size_t(j.cols) * sizeof(float)));
       prep.job[prep.count] = {j.x, j.ldx, j.ry, j.my, j.cols, xr, sums, prep.count};
       ++prep.count;
       jobs.job[jobs.count++] = matvec_job(j, xr, j.cols, U8Output{j.rx, j.mx, sums, j.out});
@@ -432,13 +490,29 @@ bool vector_loads(const LinearJob& j, int elems_per_load) {
 
 void linears(const LinearJob* jobs, int count, int T) {
   if (T <= 0) return;
+  if (T > kMatvecMaxRows) {
+    std::vector<const LinearJob*> f16, bf16;
+    for (int i = 0; i < count; ++i) {
+      const LinearJob& j = jobs[i];
+      if (j.rows <= 0) continue;
+      if (j.type == WeightType::F16) f16.push_back(&j);
+      else if (j.type == WeightType::BF16) bf16.push_back(&j);
+      else blas_product(j, T);
+    }
+    if (!f16.empty()) half_gemms<__half>(CUDA_R_16F, f16, T);
+    if (!bf16.empty()) half_gemms<__nv_bfloat16>(CUDA_R_16BF, bf16, T);
+    for (int i = 0; i < count; ++i)
+      if (jobs[i].rows > 0) activate_after_blas(jobs[i], T);
+    return;
+  }
   // Decode-sized products grouped by weight format and load width, each group one launch (or two).
   std::vector<const LinearJob*> f16[2], bf16[2], u8[2];
   for (int i = 0; i < count; ++i) {
     const LinearJob& j = jobs[i];
     if (j.rows <= 0) continue;
-    if (T > kMatvecMaxRows || j.type == WeightType::F32) {
+    if (j.type == WeightType::F32) {
       blas_product(j, T);
+      activate_after_blas(j, T);
       continue;
     }
     switch (j.type) {
