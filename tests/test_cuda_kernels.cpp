@@ -337,15 +337,18 @@ TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
 // rounded in one launch).
 TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   struct Weights {
-    cuda::WeightType type;
-    int64_t rows, cols;
+    cuda::WeightType type = cuda::WeightType::F16;
+    int64_t rows = 0, cols = 0;
     void* W = nullptr;
     std::unique_ptr<Dev> rx, mx, ry, my, bias;
   };
   std::vector<Weights> ws;
   std::mt19937 g(90);
   auto add = [&](cuda::WeightType type, int64_t rows, int64_t cols) {
-    Weights w{type, rows, cols};
+    Weights w;
+    w.type = type;
+    w.rows = rows;
+    w.cols = cols;
     const size_t n = size_t(rows) * size_t(cols);
     auto f = random(n, -0.3f, 0.3f, g());
     if (type == cuda::WeightType::U8) {
