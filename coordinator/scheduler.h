@@ -22,16 +22,16 @@ struct ScheduledRequest {
   SamplingParams sampling;
   std::function<void(int32_t token)> on_token;                // each generated token (stop tokens excluded)
   std::function<void(const std::string& reason)> on_finish;   // "length", "stop_token", "cancelled" or a cancel() reason
-  std::function<void()> on_start;                             // its first micro-batch left the queue
+  std::function<void()> on_start{};                           // its first micro-batch left the queue
   // A slot the caller owns (a kept session, or a state imported from the prefix cache): the request runs
   // on it and leaves it open. on_release then reports the tokens that never reached the state (prompt
   // not yet prefilled, the last sampled token) once nothing of the request is in flight.
   int slot = -1;
-  std::function<void(std::vector<int32_t> unfed)> on_release;
+  std::function<void(std::vector<int32_t> unfed)> on_release{};
   // Called once right after the first `snapshot_at` prompt tokens were submitted (0: never); an export
   // of the slot then sees exactly those tokens (slot operations are ordered after earlier steps).
   size_t snapshot_at = 0;
-  std::function<void(int slot)> on_snapshot;
+  std::function<void(int slot)> on_snapshot{};
 };
 
 class Scheduler {

@@ -101,8 +101,11 @@ TEST(Sessions, EvictedSessionsComeBackUnchanged) {
     for (auto& i : list) (i.where == "slot" ? resident : away) += 1;
     EXPECT_EQ(resident, 2u);
     EXPECT_EQ(away, 2u);
-    for (auto& i : list)
-      if (i.where != "slot") EXPECT_EQ(i.where, disk ? "disk" : "host");
+    for (auto& i : list) {
+      if (i.where != "slot") {
+        EXPECT_EQ(i.where, disk ? "disk" : "host");
+      }
+    }
   }
 }
 
