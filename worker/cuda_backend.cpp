@@ -422,14 +422,12 @@ void CudaBackend::norm_shift_mix(const float* x, const Vector& ln_w, const Vecto
   if (row != T) fail("internal: norm_shift_mix over ", T, " rows for sequences of ", row);
   // The state moves once, so every mix is in the one launch.
   if (mixes.size() > size_t(cuda::Mixes::kMax)) fail("internal: norm_shift_mix takes at most ", cuda::Mixes::kMax, " mixes");
-  cuda::Mixes batch;
-  for (const DeltaMix& m : mixes) {
+  for (const DeltaMix& m : mixes)
     if (m.m_tok) fail("internal: norm_shift_mix takes no token-dependent mix");
-    batch.mix[batch.count++] = {nullptr, nullptr, m.out};
-  }
   const cuda::Slice* t = table(seqs);
   if (!launching()) return;
-  for (int i = 0; i < batch.count; ++i) batch.mix[i].m = vec(*mixes[size_t(i)].m);
+  cuda::Mixes batch;
+  for (const DeltaMix& m : mixes) batch.mix[batch.count++] = {vec(*m.m), nullptr, m.out};
   cuda::norm_shift_mix(x, vec(ln_w), vec(ln_b), t, int(seqs.size()), batch, T, C);
 }
 void CudaBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {

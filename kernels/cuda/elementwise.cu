@@ -147,13 +147,8 @@ __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = math::lerp_mix(xx[i], sx[i], m[i % size_t(C)]);
 }
-// Each thread reads its element of xx and sx once for every mix.
-__global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, int64_t ld_tok, size_t n, int C) {
-  chained_start();
-  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const size_t t = i / size_t(C), c = i % size_t(C);
-  const float x = xx[i], prev = sx[i];
+// Element i (token t, channel c) of every mix, from the token's value and its predecessor's.
+__device__ __forceinline__ void write_mixes(const Mixes& mixes, int64_t ld_tok, size_t i, size_t t, size_t c, float x, float prev) {
 #pragma unroll
   for (int k = 0; k < Mixes::kMax; ++k) {  // constant indices keep the parameters out of local memory
     if (k >= mixes.count) break;
@@ -161,6 +156,14 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
     float mc = d.m_tok ? d.m[c] + d.m_tok[t * size_t(ld_tok) + c] : d.m[c];
     d.out[i] = math::delta_mix(x, prev, mc);
   }
+}
+
+// Each thread reads its element of xx and sx once for every mix.
+__global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, int64_t ld_tok, size_t n, int C) {
+  chained_start();
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  write_mixes(mixes, ld_tok, i, i / size_t(C), i % size_t(C), xx[i], sx[i]);
 }
 // One block per row t (the layer norm's block size, so the moments are summed as layer_norm sums
 // them). A row's shifted value is its predecessor's norm, recomputed here (that row's block may not
@@ -191,12 +194,7 @@ __global__ void norm_shift_mix_kernel(const float* x, const float* w, const floa
       sx = q.state[c];
       q.state[c] = q.n > 1 ? math::norm_apply(last[c], end.mean, end.rstd, w[c], b[c]) : xx;
     }
-    const size_t i = size_t(t) * C + c;
-#pragma unroll
-    for (int k = 0; k < Mixes::kMax; ++k) {  // constant indices keep the parameters out of local memory
-      if (k >= mixes.count) break;
-      mixes.mix[k].out[i] = math::delta_mix(xx, sx, mixes.mix[k].m[c]);
-    }
+    write_mixes(mixes, 0, size_t(t) * C + c, size_t(t), size_t(c), xx, sx);
   }
 }
 

@@ -340,6 +340,11 @@ void gemm_half(cudaDataType type, const void* W, int64_t rows, int64_t cols, con
              "GemmEx");
 }
 
+// cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
+void activate_after_blas(const LinearJob& j, int T) {
+  if (j.out.kind == ProductOutput::Activate) activate_rows(j.out.op, j.y, T, j.rows, j.ldy, j.out.bias);
+}
+
 template <typename E>
 void round_rows(RoundJobs& jobs, int T) {
   int64_t blocks = 0;
@@ -389,13 +394,10 @@ void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, i
     for (size_t i = first; i < last; ++i) {
       const LinearJob& j = *group[i];
       gemm_half(type, j.W, j.rows, j.cols, inputs.job[input_of[i - first]].out, j.y, j.ldy, T, j.out.kind == ProductOutput::Add ? 1.0f : 0.0f);
+      activate_after_blas(j, T);
     }
   }
 }
-
-}  // namespace
-
-namespace {
 
 // An fp32 product (any T) or a uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
 void blas_product(const LinearJob& j, int T) {
@@ -427,11 +429,7 @@ void blas_product(const LinearJob& j, int T) {
       break;
     }
   }
-}
-
-// cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
-void activate_after_blas(const LinearJob& j, int T) {
-  if (j.out.kind == ProductOutput::Activate) activate_rows(j.out.op, j.y, T, j.rows, j.ldy, j.out.bias);
+  activate_after_blas(j, T);
 }
 
 template <typename Output>
@@ -501,8 +499,6 @@ void linears(const LinearJob* jobs, int count, int T) {
     }
     if (!f16.empty()) half_gemms<__half>(CUDA_R_16F, f16, T);
     if (!bf16.empty()) half_gemms<__nv_bfloat16>(CUDA_R_16BF, bf16, T);
-    for (int i = 0; i < count; ++i)
-      if (jobs[i].rows > 0) activate_after_blas(jobs[i], T);
     return;
   }
   // Decode-sized products grouped by weight format and load width, each group one launch (or two).
@@ -512,7 +508,6 @@ void linears(const LinearJob* jobs, int count, int T) {
     if (j.rows <= 0) continue;
     if (j.type == WeightType::F32) {
       blas_product(j, T);
-      activate_after_blas(j, T);
       continue;
     }
     switch (j.type) {
