@@ -48,8 +48,8 @@ void RwkvModel::run_recorded(int batch, const float* x, const float* v_first, co
   auto it = std::find_if(recorded_.begin(), recorded_.end(), [&](const Recorded& r) { return r.batch == batch && r.x == x && r.v_first == v_first; });
   if (it == recorded_.end()) {
     if (recorded_.size() >= kMaxRecorded) recorded_.erase(recorded_.begin());
+    step();  // may size scratch buffers: the entry takes the epoch they have after it
     recorded_.push_back({batch, x, v_first, scratch_epoch_, false, nullptr});
-    step();
     return;
   }
   if (it->rec) {

@@ -98,5 +98,8 @@ done
 if [ -f /tmp/v7-7B.pth ] && [ $(( $(elapsed) + 60 )) -le "$budget" ]; then
   bench /tmp/v7-7B.pth "cuda fp16" 1,256 "(op profile)" --profile
 fi
+if [ -f /tmp/v7-7B.pth ] && [ $(( $(elapsed) + 60 )) -le "$budget" ]; then
+  bench /tmp/v7-7B.pth "cuda fp16i8" 1 "(op profile)" --profile
+fi
 rm -f /tmp/v7-7B.pth
 say "done"

@@ -147,14 +147,21 @@ __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = math::lerp_mix(xx[i], sx[i], m[i % size_t(C)]);
 }
-// Element i (token t, channel c) of every mix, from the token's value and its predecessor's.
+// Element i (token t, channel c) of every mix, from the token's value and its predecessor's. Every
+// mix's weight is loaded before the first store: the pointers may alias as far as the compiler knows,
+// so loads after a store would each wait a memory round trip.
 __device__ __forceinline__ void write_mixes(const Mixes& mixes, int64_t ld_tok, size_t i, size_t t, size_t c, float x, float prev) {
+  float mc[Mixes::kMax];
 #pragma unroll
   for (int k = 0; k < Mixes::kMax; ++k) {  // constant indices keep the parameters out of local memory
     if (k >= mixes.count) break;
     const Mixes::Mix& d = mixes.mix[k];
-    float mc = d.m_tok ? d.m[c] + d.m_tok[t * size_t(ld_tok) + c] : d.m[c];
-    d.out[i] = math::delta_mix(x, prev, mc);
+    mc[k] = d.m_tok ? d.m[c] + d.m_tok[t * size_t(ld_tok) + c] : d.m[c];
+  }
+#pragma unroll
+  for (int k = 0; k < Mixes::kMax; ++k) {
+    if (k >= mixes.count) break;
+    mixes.mix[k].out[i] = math::delta_mix(x, prev, mc[k]);
   }
 }
 
@@ -165,11 +172,13 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
   if (i >= n) return;
   write_mixes(mixes, ld_tok, i, i / size_t(C), i % size_t(C), xx[i], sx[i]);
 }
-// One block per row t (the layer norm's block size, so the moments are summed as layer_norm sums
-// them). A row's shifted value is its predecessor's norm, recomputed here (that row's block may not
-// have run), or the sequence's state; the block of a sequence's first row also moves the state to its
-// last row's norm, each thread reading its state elements before writing them.
-__global__ void norm_shift_mix_kernel(const float* x, const float* w, const float* b, const Slice* seqs, int B, Mixes mixes, int C) {
+// Block (row t, column chunk blockIdx.y): every block of a row sums the row's moments (with the
+// layer norm's block size, so they are summed as layer_norm sums them), then handles its chunk's
+// columns; a short batch splits each row over many blocks so a decode step is not one block's
+// latency. A row's shifted value is its predecessor's norm, recomputed here (that row's blocks may
+// not have run), or the sequence's state; the blocks of a sequence's first row also move the state to
+// its last row's norm, each thread reading its state elements before writing them.
+__global__ void norm_shift_mix_kernel(const float* x, const float* w, const float* b, const Slice* seqs, int B, Mixes mixes, int C, int chunk) {
   chained_start();
   const int t = blockIdx.x;
   int lo = 0, hi = B - 1;  // the last slice that starts at or before t (empty slices lose to the next)
@@ -185,7 +194,8 @@ __global__ void norm_shift_mix_kernel(const float* x, const float* w, const floa
   const Moments now = block_moments(row, C, 1e-5f);
   const Moments before = p > 0 ? block_moments(row - C, C, 1e-5f) : Moments{};
   const Moments end = p == 0 && q.n > 1 ? block_moments(last, C, 1e-5f) : now;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+  const int c1 = min(C, int(blockIdx.y + 1) * chunk);
+  for (int c = int(blockIdx.y) * chunk + threadIdx.x; c < c1; c += blockDim.x) {
     const float xx = math::norm_apply(row[c], now.mean, now.rstd, w[c], b[c]);
     float sx;
     if (p > 0) {
@@ -293,7 +303,11 @@ void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_
 }
 void norm_shift_mix(const float* x, const float* ln_w, const float* ln_b, const Slice* seqs, int B, const Mixes& mixes, int T, int C) {
   if (T <= 0 || B <= 0) return;
-  chain(norm_shift_mix_kernel, T, row_threads(C), "norm_shift_mix", x, ln_w, ln_b, seqs, B, mixes, C);
+  // About 256 blocks in all, so few rows are split in chunks of at least a block's width, and many
+  // rows (prefill) are not split (each block re-reads its rows for the moments).
+  const int threads = row_threads(C), chunks = std::clamp(256 / T, 1, std::max(1, C / threads));
+  const int chunk = (C + chunks - 1) / chunks;
+  chain(norm_shift_mix_kernel, dim3(T, chunks), threads, "norm_shift_mix", x, ln_w, ln_b, seqs, B, mixes, C, chunk);
 }
 void v7_value_residual(float* v, const float* v_first, const float* gate, const float* v0, int T, int C) {
   size_t n = size_t(T) * C;

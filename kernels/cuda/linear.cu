@@ -133,18 +133,34 @@ struct U8Prepares {
   U8Prepare job[kMaxGroup];
   int count = 0;
 };
-__global__ void u8_prepare_kernel(U8Prepares jobs) {
+constexpr int kPrepareThreads = 1024, kPrepareLoads = 4;  // a 16384-wide row: 4 rounds of 4 loads per thread
+__global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares jobs) {
   chained_start();
   const U8Prepare j = pick(jobs.job, jobs.count, int(blockIdx.y));
   const int t = blockIdx.x;
   const float* xt = j.x + size_t(t) * size_t(j.ldx);
+  float* xr = j.xr + size_t(t) * size_t(j.cols);
   double a = 0, b = 0, c = 0;
-  for (int64_t i = threadIdx.x; i < j.cols; i += blockDim.x) {
-    float xi = xt[i], r = xi * j.ry[i];
-    j.xr[size_t(t) * size_t(j.cols) + size_t(i)] = r;
-    a += r;
-    b += double(xi) * j.my[i];
-    c += xi;
+  // Each round loads before it stores (xr may alias the inputs as far as the compiler knows, and a
+  // load after a store waits for memory): a decode step's row is a few rounds, not a load per element.
+  for (int64_t base = threadIdx.x; base < j.cols; base += int64_t(kPrepareLoads) * blockDim.x) {
+    float xi[kPrepareLoads], ryi[kPrepareLoads], myi[kPrepareLoads];
+#pragma unroll
+    for (int u = 0; u < kPrepareLoads; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      xi[u] = i < j.cols ? xt[i] : 0.0f;
+      ryi[u] = i < j.cols ? j.ry[i] : 0.0f;
+      myi[u] = i < j.cols ? j.my[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kPrepareLoads; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      const float r = xi[u] * ryi[u];
+      if (i < j.cols) xr[i] = r;
+      a += r;
+      b += double(xi[u]) * myi[u];
+      c += xi[u];
+    }
   }
   __shared__ double part[3][32];
   for (int off = 16; off > 0; off /= 2) {
@@ -253,28 +269,48 @@ __global__ void matvec_kernel(MatvecJobs<Output> jobs) {
       }
   chained_start();
   if (kVector) {
-#pragma unroll 2  // several 16-byte loads in flight per lane
-    for (int64_t c = int64_t(lane) * K; c < cols; c += 32 * K) {
-      uint4 packed[kRows];
+    // A warp's row is a serial stream of 16-byte loads per lane: each round issues kInFlight of them
+    // (and their x) before any arithmetic, so enough bytes are in flight to keep memory busy; a
+    // single x (decode at batch 1, one row per warp) needs the most. Rounds and the tail add their
+    // chunks in column order, so the summation order is the same for any kInFlight.
+    constexpr int kInFlight = T == 1 ? 4 : 2;
+    auto add_chunk = [&](const uint4 (&packed)[kRows], const float4 (&x4)[T][K / 4]) {
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) packed[r] = __ldg(reinterpret_cast<const uint4*>(row[r] + c));
-#pragma unroll
-      for (int t = 0; t < T; ++t) {
-        const float4* xv = reinterpret_cast<const float4*>(x + size_t(t) * size_t(ldx) + size_t(c));
-        float4 x4[K / 4];
-#pragma unroll
-        for (int g = 0; g < K / 4; ++g) x4[g] = __ldg(xv + g);
+      for (int t = 0; t < T; ++t)
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
           const Elem* q = reinterpret_cast<const Elem*>(&packed[r]);
           float sum = 0.0f;
 #pragma unroll
           for (int g = 0; g < K / 4; ++g)
-            sum += Fmt::widen(q[4 * g]) * x4[g].x + Fmt::widen(q[4 * g + 1]) * x4[g].y + Fmt::widen(q[4 * g + 2]) * x4[g].z +
-                   Fmt::widen(q[4 * g + 3]) * x4[g].w;
+            sum += Fmt::widen(q[4 * g]) * x4[t][g].x + Fmt::widen(q[4 * g + 1]) * x4[t][g].y + Fmt::widen(q[4 * g + 2]) * x4[t][g].z +
+                   Fmt::widen(q[4 * g + 3]) * x4[t][g].w;
           acc[r][t] += sum;
         }
-      }
+    };
+    auto load_chunk = [&](int64_t c, uint4 (&packed)[kRows], float4 (&x4)[T][K / 4]) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) packed[r] = __ldg(reinterpret_cast<const uint4*>(row[r] + c));
+#pragma unroll
+      for (int t = 0; t < T; ++t)
+#pragma unroll
+        for (int g = 0; g < K / 4; ++g) x4[t][g] = __ldg(reinterpret_cast<const float4*>(x + size_t(t) * size_t(ldx) + size_t(c)) + g);
+    };
+    constexpr int64_t kStep = 32 * K;
+    int64_t c = int64_t(lane) * K;
+    for (; c + (kInFlight - 1) * kStep < cols; c += kInFlight * kStep) {
+      uint4 packed[kInFlight][kRows];
+      float4 x4[kInFlight][T][K / 4];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) load_chunk(c + u * kStep, packed[u], x4[u]);
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) add_chunk(packed[u], x4[u]);
+    }
+    for (; c < cols; c += kStep) {
+      uint4 packed[kRows];
+      float4 x4[T][K / 4];
+      load_chunk(c, packed, x4);
+      add_chunk(packed, x4);
     }
   } else {
     for (int64_t c = lane; c < cols; c += 32)
@@ -471,7 +507,7 @@ void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) 
       ++prep.count;
       jobs.job[jobs.count++] = matvec_job(j, xr, j.cols, U8Output{j.rx, j.mx, sums, j.out});
     }
-    chain(u8_prepare_kernel, dim3(unsigned(T), unsigned(prep.count)), 256, "u8 prepare", prep);
+    chain(u8_prepare_kernel, dim3(unsigned(T), unsigned(prep.count)), kPrepareThreads, "u8 prepare", prep);
     matvec<U8Weights>(jobs, T, vector);
   }
 }

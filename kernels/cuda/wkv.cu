@@ -77,11 +77,93 @@ __global__ void wkv7_kernel(const Slice* seqs, int H, int N, const float* r, con
   }
 }
 
-// The same steps for the usual head size N = 64, laid out for speed (as the official CUDA kernels do):
-// a block is one warp holding 32 of a head's rows (v7) or columns (v5/v6) of the state in registers, so a
-// head takes two blocks and a token needs only warp barriers; each token's input vectors go through shared
-// memory in two buffers, and the next token's are loaded while the current one computes. The arithmetic
-// is the shared wkv7_row / wkv5_column, called on the register copy.
+// v7 with the usual head size N = 64, laid out for memory bandwidth (at decode each sequence's state
+// is most of a layer's traffic) and for a short chain of work per token (prefill): a block holds 32
+// of a head's rows, four threads per row, each thread 16 of the row's values in registers as four
+// float4 chunks (chunk part + 4m), so one warp instruction moves 8 rows' 64 contiguous bytes. A row's
+// two dot products are summed across its four threads with two shuffles (every thread gets the same
+// sum). Each token's inputs (r, w, k, kk, a, v) go through shared memory, the next token's loaded
+// while the current one computes. The per-element arithmetic is the shared wkv7_update.
+constexpr int kRowsPerBlock = 32, kThreadsPerRow = 4;
+
+__global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
+    wkv7_rows_kernel(const Slice* seqs, int H, const float* r, const float* w, const float* k, const float* v, const float* kk,
+                     const float* a, float* y) {
+  constexpr int N = 64, kChunks = N / 4 / kThreadsPerRow;  // float4 chunks per thread
+  chained_start();
+  const Slice q = seqs[blockIdx.y];
+  if (q.n <= 0) return;
+  const int tid = threadIdx.x, part = tid % kThreadsPerRow;
+  const int h = blockIdx.x / (N / kRowsPerBlock), i = (blockIdx.x % (N / kRowsPerBlock)) * kRowsPerBlock + tid / kThreadsPerRow;
+  const size_t C = size_t(H) * N, o = size_t(h) * N;
+  float4* row = reinterpret_cast<float4*>(q.state + (o + size_t(i)) * N);  // 16-byte aligned: C and N*N are multiples of 4
+  float4 s[kChunks];
+#pragma unroll
+  for (int m = 0; m < kChunks; ++m) s[m] = row[part + kThreadsPerRow * m];
+  // Token inputs, two tokens' worth: r, w, k, kk, a, v. Thread tid loads column tid % 64 of vectors
+  // (tid < 64 ? 0, 2, 4 : 1, 3, 5), so each pointer below is fixed per thread.
+  __shared__ __align__(16) float in[2][6][N];
+  const int col = tid % N, odd = tid / N;
+  const float* src[3] = {odd ? w : r, odd ? kk : k, odd ? v : a};
+  float next[3];
+  auto load = [&](size_t i0) {
+#pragma unroll
+    for (int m = 0; m < 3; ++m) next[m] = src[m][i0 + o + size_t(col)];
+  };
+  auto store = [&](int b) {
+#pragma unroll
+    for (int m = 0; m < 3; ++m) in[b][2 * m + odd][col] = next[m];
+  };
+  load(size_t(q.offset) * C);
+  store(0);
+  __syncthreads();
+  for (int t = 0; t < q.n; ++t) {
+    const int b = t & 1;
+    const size_t i0 = size_t(q.offset + t) * C;
+    if (t + 1 < q.n) load(i0 + C);  // in flight while this token computes
+    const float4* rv = reinterpret_cast<const float4*>(in[b][0]);
+    const float4* wv = reinterpret_cast<const float4*>(in[b][1]);
+    const float4* kv = reinterpret_cast<const float4*>(in[b][2]);
+    const float4* kkv = reinterpret_cast<const float4*>(in[b][3]);
+    const float4* av = reinterpret_cast<const float4*>(in[b][4]);
+    float p0 = 0.0f, p1 = 0.0f, p2 = 0.0f, p3 = 0.0f;
+#pragma unroll
+    for (int m = 0; m < kChunks; ++m) {
+      const float4 c = kkv[part + kThreadsPerRow * m];
+      p0 += s[m].x * c.x;
+      p1 += s[m].y * c.y;
+      p2 += s[m].z * c.z;
+      p3 += s[m].w * c.w;
+    }
+    float sa = (p0 + p1) + (p2 + p3);
+    sa += __shfl_xor_sync(0xffffffffu, sa, 1);
+    sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+    const float vi = in[b][5][i];
+    float q0 = 0.0f, q1 = 0.0f, q2 = 0.0f, q3 = 0.0f;
+#pragma unroll
+    for (int m = 0; m < kChunks; ++m) {
+      const int c = part + kThreadsPerRow * m;
+      const float4 rc = rv[c], wc = wv[c], kc = kv[c], kkc = kkv[c], ac = av[c];
+      q0 += math::wkv7_update(s[m].x, vi, sa, rc.x, wc.x, kc.x, kkc.x, ac.x);
+      q1 += math::wkv7_update(s[m].y, vi, sa, rc.y, wc.y, kc.y, kkc.y, ac.y);
+      q2 += math::wkv7_update(s[m].z, vi, sa, rc.z, wc.z, kc.z, kkc.z, ac.z);
+      q3 += math::wkv7_update(s[m].w, vi, sa, rc.w, wc.w, kc.w, kkc.w, ac.w);
+    }
+    float yi = (q0 + q1) + (q2 + q3);
+    yi += __shfl_xor_sync(0xffffffffu, yi, 1);
+    yi += __shfl_xor_sync(0xffffffffu, yi, 2);
+    if (part == 0) y[i0 + o + size_t(i)] = yi;
+    if (t + 1 < q.n) store(b ^ 1);
+    __syncthreads();
+  }
+#pragma unroll
+  for (int m = 0; m < kChunks; ++m) row[part + kThreadsPerRow * m] = s[m];
+}
+
+// v5/v6 with N = 64 (as the official CUDA kernels do): a block is one warp holding 32 of a head's
+// columns of the state in registers, so a head takes two blocks and a token needs only warp barriers;
+// each token's input vectors go through shared memory in two buffers, the next token's loaded while
+// the current one computes. The arithmetic is the shared wkv5_column, called on the register copy.
 constexpr int kLanes = 32;
 
 template <int N, int kVectors>
@@ -100,55 +182,6 @@ struct TokenInputs {  // this lane's share of a token's input vectors (N / 32 el
       for (int m = 0; m < N / kLanes; ++m) dst[a][lane + m * kLanes] = e[a][m];
   }
 };
-
-template <int N>
-__global__ void wkv7_fast_kernel(const Slice* seqs, int H, const float* r, const float* w, const float* k, const float* v, const float* kk,
-                                 const float* a, float* y) {
-  chained_start();
-  const int h = blockIdx.x / (N / kLanes), lane = threadIdx.x, i = (blockIdx.x % (N / kLanes)) * kLanes + lane;
-  const Slice q = seqs[blockIdx.y];
-  if (q.n <= 0) return;
-  const size_t C = size_t(H) * N, o = size_t(h) * N;
-  // The block's 32 state rows (2048 contiguous floats) move between memory and registers through
-  // shared memory, so the loads and stores are coalesced (a thread reading its own row directly would
-  // touch 32 rows 256 bytes apart per load: at decode, where the state is most of the traffic, that
-  // wastes most of every sector). Padded rows make the per-thread row reads conflict-free. The same
-  // shared memory then holds each token's inputs: r, w, k, kk, a, two tokens' worth.
-  constexpr int kTile = kLanes * (N + 1);
-  __shared__ __align__(16) float smem[kTile > 2 * 5 * N ? kTile : 2 * 5 * N];
-  float(*in)[5][N] = reinterpret_cast<float(*)[5][N]>(smem);
-  float* rows = q.state + o * N + size_t(i - lane) * N;  // this block's first row
-  const float* src[5] = {r + o, w + o, k + o, kk + o, a + o};
-  float row[N];
-#pragma unroll 16
-  for (int e = lane; e < kLanes * N; e += kLanes) smem[(e / N) * (N + 1) + e % N] = rows[e];
-  __syncwarp();
-  SKEIN_UNROLL
-  for (int j = 0; j < N; ++j) row[j] = smem[lane * (N + 1) + j];
-  __syncwarp();  // the inputs take the shared memory over
-  TokenInputs<N, 5> next;
-  next.load(src, size_t(q.offset) * C, lane);
-  float v_next = v[size_t(q.offset) * C + o + i];
-  next.store(in[0], lane);
-  __syncwarp();
-  for (int t = 0; t < q.n; ++t) {
-    const int b = t & 1;
-    const size_t i0 = size_t(q.offset + t) * C;
-    const float vi = v_next;
-    if (t + 1 < q.n) {  // in flight while this token computes
-      next.load(src, i0 + C, lane);
-      v_next = v[i0 + C + o + i];
-    }
-    y[i0 + o + i] = math::wkv7_row(N, row, vi, in[b][0], in[b][1], in[b][2], in[b][3], in[b][4]);
-    if (t + 1 < q.n) next.store(in[b ^ 1], lane);
-    __syncwarp();
-  }
-  SKEIN_UNROLL
-  for (int j = 0; j < N; ++j) smem[lane * (N + 1) + j] = row[j];
-  __syncwarp();
-#pragma unroll 16
-  for (int e = lane; e < kLanes * N; e += kLanes) rows[e] = smem[(e / N) * (N + 1) + e % N];
-}
 
 template <int N>
 __global__ void wkv5_fast_kernel(const Slice* seqs, int H, const float* r, const float* k, const float* v, const float* w_tok,
@@ -223,7 +256,7 @@ void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y) {
   if (B <= 0) return;
-  if (N == 64) chain(wkv7_fast_kernel<64>, dim3(H * 64 / kLanes, B), kLanes, "wkv7", seqs, H, r, w, k, v, kk, a, y);
+  if (N == 64) chain(wkv7_rows_kernel, dim3(H * 64 / kRowsPerBlock, B), kRowsPerBlock * kThreadsPerRow, "wkv7", seqs, H, r, w, k, v, kk, a, y);
   else chain(wkv7_kernel, dim3(H, B), N, "wkv7", seqs, H, N, r, w, k, v, kk, a, y);
 }
 
