@@ -58,8 +58,9 @@ TEST_F(CudaKernels, LayerNormMatchesCpu) {
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5) << i;
 }
 
+// A prompt longer than the kernel's ring of token inputs (8 tokens), so every stage is refilled.
 TEST_F(CudaKernels, Wkv7MatchesCpu) {
-  const int T = 5, H = 2, N = 64, C = H * N;
+  const int T = 37, H = 2, N = 64, C = H * N;
   auto r = random(size_t(T) * C, -1, 1, 4), w = random(size_t(T) * C, 0.3f, 0.99f, 5), k = random(size_t(T) * C, -1, 1, 6);
   auto v = random(size_t(T) * C, -1, 1, 7), kk = random(size_t(T) * C, -0.2f, 0.2f, 8), a = random(size_t(T) * C, 0, 1, 9);
   std::vector<float> S(size_t(H) * N * N, 0.0f), y(size_t(T) * C);
@@ -234,8 +235,9 @@ TEST_F(CudaKernels, GroupNormMatchesCpu) {
 
 // The uint8 product for decode batches (factored matrix-vector kernel, vector and scalar loads) and for
 // prefill (dequantized fp16 tiles) against the official element formula in double.
+// Widths of whole 16-byte loads (256: 16 loads, so 16 lanes a row; 32: two lanes a row) and not (100).
 TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
-  for (int cols : {256, 100}) {
+  for (int cols : {256, 32, 100}) {
     const int rows = 70;  // not a multiple of the rows a warp takes
     std::mt19937 g(40);
     std::vector<uint8_t> q(size_t(rows) * cols);
@@ -264,10 +266,12 @@ TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
 
 // fp16 and bf16 products: the matrix-vector kernel for decode batches (fp32 activations; 16-byte loads,
 // and scalar loads for odd widths or misaligned activations) and GemmEx beyond 8 rows (activations
-// rounded to the weight type), against the widened weights in double.
+// rounded to the weight type), against the widened weights in double. Widths: a warp a row (264), rows
+// narrower than a warp's loads, which share a warp (64: 8 lanes a row, like a LoRA factor; 16: 2 lanes),
+// and scalar loads (100).
 TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
   for (bool bf16 : {false, true}) {
-    for (int cols : {264, 100}) {
+    for (int cols : {264, 64, 16, 100}) {
       const int rows = 70;  // not a multiple of the rows a warp takes
       auto wf = random(size_t(rows) * cols, -1, 1, 70);
       std::vector<uint16_t> w(wf.size());
@@ -378,6 +382,8 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   add(cuda::WeightType::U8, 20, 100);
   add(cuda::WeightType::U8, 9, 256);
   add(cuda::WeightType::F32, 30, 80);
+  add(cuda::WeightType::F16, 45, 64);  // narrow rows: several share a warp
+  add(cuda::WeightType::BF16, 23, 32);
   for (int T : {1, 3, 8, 12}) {
     std::vector<std::unique_ptr<Dev>> xs, together, alone;
     std::vector<cuda::LinearJob> jobs;

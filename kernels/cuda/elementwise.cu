@@ -22,17 +22,29 @@ int blocks_for(size_t n) { return int((n + kThreads - 1) / kThreads); }
 // Threads for one row of C values: a multiple of 32, at most 1024, about 8 values each.
 int row_threads(int C) { return std::min(1024, std::max(32, (C / 8 + 31) / 32 * 32)); }
 
-// Sum of one double per thread over the block (blockDim a multiple of 32, at most 1024); every thread
-// gets the total.
-__device__ double block_sum(double v) {
-  __shared__ double partial[32];
-  for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+// Sums of two doubles per thread over the block (blockDim a multiple of 32, at most 1024); every
+// thread gets both totals. One pair of barriers for both.
+struct Sums {
+  double a, b;
+};
+__device__ Sums block_sums(double a, double b) {
+  __shared__ double partial[2][32];
+  for (int off = 16; off > 0; off /= 2) {
+    a += __shfl_down_sync(0xffffffffu, a, off);
+    b += __shfl_down_sync(0xffffffffu, b, off);
+  }
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   __syncthreads();  // `partial` may still be read by the previous call
-  if (lane == 0) partial[warp] = v;
+  if (lane == 0) {
+    partial[0][warp] = a;
+    partial[1][warp] = b;
+  }
   __syncthreads();
-  double total = 0;
-  for (int i = 0; i < warps; ++i) total += partial[i];
+  Sums total{0, 0};
+  for (int i = 0; i < warps; ++i) {
+    total.a += partial[0][i];
+    total.b += partial[1][i];
+  }
   return total;
 }
 
@@ -41,20 +53,32 @@ __device__ double warp_sum(double v) {
   return v;
 }
 
-// A row's mean and 1/std: block sums in double, as the CPU's norm_row.
+// A row's mean and 1/std in one pass over it: the sum and the sum of squares in double (the centred
+// sum of squares is their difference, exact enough in double for any activation range a model has),
+// read as float4 where the row allows, so a decode step's row is two loads per thread, not two
+// dependent passes.
 struct Moments {
   float mean, rstd;
 };
 __device__ Moments block_moments(const float* x, int C, float eps) {
-  double s = 0;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
-  const double mean = block_sum(s) / C;
-  double v = 0;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    double d = x[c] - mean;
-    v += d * d;
+  double s = 0, ss = 0;
+  if (C % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 2
+    for (int c = threadIdx.x; c < C / 4; c += blockDim.x) {
+      const float4 v = x4[c];
+      s += (double(v.x) + double(v.y)) + (double(v.z) + double(v.w));
+      ss += (double(v.x) * v.x + double(v.y) * v.y) + (double(v.z) * v.z + double(v.w) * v.w);
+    }
+  } else {
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      s += x[c];
+      ss += double(x[c]) * x[c];
+    }
   }
-  return {float(mean), math::norm_rstd(block_sum(v), C, eps)};
+  const Sums t = block_sums(s, ss);
+  const double mean = t.a / C;
+  return {float(mean), math::norm_rstd(fmax(0.0, t.b - t.a * mean), C, eps)};
 }
 
 // One block per row: the moments, then every element through the shared norm_apply
@@ -303,9 +327,10 @@ void delta_mix(const float* xx, const float* sx, const Mixes& mixes, int64_t ld_
 }
 void norm_shift_mix(const float* x, const float* ln_w, const float* ln_b, const Slice* seqs, int B, const Mixes& mixes, int T, int C) {
   if (T <= 0 || B <= 0) return;
-  // About 256 blocks in all, so few rows are split in chunks of at least a block's width, and many
-  // rows (prefill) are not split (each block re-reads its rows for the moments).
-  const int threads = row_threads(C), chunks = std::clamp(256 / T, 1, std::max(1, C / threads));
+  // Up to about 1024 blocks: a decode batch's rows are split in chunks of at least a block's width
+  // (a thread's columns are a chain of memory round trips), a prefill's are not (each block re-reads
+  // its rows for the moments).
+  const int threads = row_threads(C), chunks = std::clamp(1024 / T, 1, std::max(1, C / threads));
   const int chunk = (C + chunks - 1) / chunks;
   chain(norm_shift_mix_kernel, dim3(T, chunks), threads, "norm_shift_mix", x, ln_w, ln_b, seqs, B, mixes, C, chunk);
 }

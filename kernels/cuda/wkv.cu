@@ -77,13 +77,34 @@ __global__ void wkv7_kernel(const Slice* seqs, int H, int N, const float* r, con
   }
 }
 
+// Asynchronous 4-byte copies from global to shared memory (sm_80+; a plain copy before that), in
+// commit groups a thread waits for by count.
+__device__ __forceinline__ void copy_async(float* shared, const float* global) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(unsigned(__cvta_generic_to_shared(shared))), "l"(global) : "memory");
+#else
+  *shared = *global;
+#endif
+}
+__device__ __forceinline__ void commit_async() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void wait_async() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+#endif
+}
+
 // v7 with the usual head size N = 64, laid out for memory bandwidth (at decode each sequence's state
 // is most of a layer's traffic) and for a short chain of work per token (prefill): a block holds 32
 // of a head's rows, four threads per row, each thread 16 of the row's values in registers as four
 // float4 chunks (chunk part + 4m), so one warp instruction moves 8 rows' 64 contiguous bytes. A row's
 // two dot products are summed across its four threads with two shuffles (every thread gets the same
-// sum). Each token's inputs (r, w, k, kk, a, v) go through shared memory, the next token's loaded
-// while the current one computes. The per-element arithmetic is the shared wkv7_update.
+// sum). Each token's inputs (r, w, k, kk, a, v) go through shared memory, several tokens ahead of the
+// one computing. The per-element arithmetic is the shared wkv7_update.
 constexpr int kRowsPerBlock = 32, kThreadsPerRow = 4;
 
 __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
@@ -100,27 +121,26 @@ __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
   float4 s[kChunks];
 #pragma unroll
   for (int m = 0; m < kChunks; ++m) s[m] = row[part + kThreadsPerRow * m];
-  // Token inputs, two tokens' worth: r, w, k, kk, a, v. Thread tid loads column tid % 64 of vectors
-  // (tid < 64 ? 0, 2, 4 : 1, 3, 5), so each pointer below is fixed per thread.
-  __shared__ __align__(16) float in[2][6][N];
+  // Token inputs r, w, k, kk, a, v in a ring of kStages tokens, copied straight to shared memory
+  // (cp.async) kStages - 1 tokens ahead of the one computing, so a prompt's tokens do not each wait a
+  // memory round trip. Thread tid copies column tid % 64 of vectors (tid < 64 ? 0, 2, 4 : 1, 3, 5).
+  constexpr int kStages = 8;
+  __shared__ __align__(16) float in[kStages][6][N];
   const int col = tid % N, odd = tid / N;
   const float* src[3] = {odd ? w : r, odd ? kk : k, odd ? v : a};
-  float next[3];
-  auto load = [&](size_t i0) {
+  auto fetch = [&](int t) {  // token t's inputs into its stage; a group either way, so groups count tokens
+    if (t < q.n)
 #pragma unroll
-    for (int m = 0; m < 3; ++m) next[m] = src[m][i0 + o + size_t(col)];
+      for (int m = 0; m < 3; ++m) copy_async(&in[t % kStages][2 * m + odd][col], src[m] + size_t(q.offset + t) * C + o + size_t(col));
+    commit_async();
   };
-  auto store = [&](int b) {
-#pragma unroll
-    for (int m = 0; m < 3; ++m) in[b][2 * m + odd][col] = next[m];
-  };
-  load(size_t(q.offset) * C);
-  store(0);
-  __syncthreads();
+  for (int t = 0; t < kStages - 1; ++t) fetch(t);
   for (int t = 0; t < q.n; ++t) {
-    const int b = t & 1;
+    const int b = t % kStages;
     const size_t i0 = size_t(q.offset + t) * C;
-    if (t + 1 < q.n) load(i0 + C);  // in flight while this token computes
+    wait_async<kStages - 2>();  // this thread's copies of token t have landed
+    __syncthreads();            // everyone's have, and everyone is done with token t - 1's stage
+    fetch(t + kStages - 1);     // into token t - 1's stage
     const float4* rv = reinterpret_cast<const float4*>(in[b][0]);
     const float4* wv = reinterpret_cast<const float4*>(in[b][1]);
     const float4* kv = reinterpret_cast<const float4*>(in[b][2]);
@@ -153,8 +173,6 @@ __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
     yi += __shfl_xor_sync(0xffffffffu, yi, 1);
     yi += __shfl_xor_sync(0xffffffffu, yi, 2);
     if (part == 0) y[i0 + o + size_t(i)] = yi;
-    if (t + 1 < q.n) store(b ^ 1);
-    __syncthreads();
   }
 #pragma unroll
   for (int m = 0; m < kChunks; ++m) row[part + kThreadsPerRow * m] = s[m];
