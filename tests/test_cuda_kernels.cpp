@@ -235,7 +235,7 @@ TEST_F(CudaKernels, GroupNormMatchesCpu) {
 
 // The uint8 product for decode batches (factored matrix-vector kernel, vector and scalar loads) and for
 // prefill (dequantized fp16 tiles) against the official element formula in double.
-// Widths of whole 16-byte loads (256: 16 loads, so 16 lanes a row; 32: two lanes a row) and not (100).
+// Widths of whole 16-byte loads (256; 32, two loads, so most of a warp's lanes have none) and not (100).
 TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
   for (int cols : {256, 32, 100}) {
     const int rows = 70;  // not a multiple of the rows a warp takes
@@ -266,9 +266,8 @@ TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
 
 // fp16 and bf16 products: the matrix-vector kernel for decode batches (fp32 activations; 16-byte loads,
 // and scalar loads for odd widths or misaligned activations) and GemmEx beyond 8 rows (activations
-// rounded to the weight type), against the widened weights in double. Widths: a warp a row (264), rows
-// narrower than a warp's loads, which share a warp (64: 8 lanes a row, like a LoRA factor; 16: 2 lanes),
-// and scalar loads (100).
+// rounded to the weight type), against the widened weights in double. Widths: more loads than a warp's
+// lanes (264), fewer (64, like a LoRA factor: 8 loads; 16: 2), and scalar loads (100).
 TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
   for (bool bf16 : {false, true}) {
     for (int cols : {264, 64, 16, 100}) {
@@ -382,7 +381,7 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   add(cuda::WeightType::U8, 20, 100);
   add(cuda::WeightType::U8, 9, 256);
   add(cuda::WeightType::F32, 30, 80);
-  add(cuda::WeightType::F16, 45, 64);  // narrow rows: several share a warp
+  add(cuda::WeightType::F16, 45, 64);  // narrow rows: fewer loads than a warp's lanes
   add(cuda::WeightType::BF16, 23, 32);
   for (int T : {1, 3, 8, 12}) {
     std::vector<std::unique_ptr<Dev>> xs, together, alone;

@@ -228,8 +228,6 @@ struct U8Output {
 constexpr int kPrefetchLoads = 4;  // 16-byte loads per lane prefetched per row: a row's first 2 KiB
 
 // One product of a launch: W [rows x cols] times T rows of x into y; its blocks start at first_block.
-// `lanes` lanes share a row: 32, or fewer for a row narrower than a warp's 16-byte loads (a LoRA
-// factor's 64 fp16 columns are 8 loads), so a warp takes 32 / lanes row groups and no lane idles.
 template <typename Output>
 struct MatvecJob {
   const void* W;
@@ -240,7 +238,6 @@ struct MatvecJob {
   int64_t ldy;
   Output output;
   int first_block;
-  int lanes;
 };
 template <typename Output>
 struct MatvecJobs {
@@ -260,23 +257,22 @@ __global__ void matvec_kernel(MatvecJobs<Output> jobs) {
   const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
   const int64_t rows = job.rows, cols = job.cols, ldx = job.ldx;
   const float* x = job.x;
-  const int lanes = job.lanes, groups = 32 / lanes, lane = threadIdx.x % lanes;
-  const int64_t o0 = ((int64_t(int(blockIdx.x) - job.first_block) * (blockDim.x / 32) + threadIdx.x / 32) * groups + int(threadIdx.x % 32) / lanes) * kRows;
-  // A warp's groups reduce together below, so a group past the last row stays (with no columns).
-  const bool active = o0 < rows;
-  const int n_rows = active ? int(rows - o0 < kRows ? rows - o0 : kRows) : 0;
+  const int64_t o0 = (int64_t(int(blockIdx.x) - job.first_block) * (blockDim.x / 32) + threadIdx.x / 32) * kRows;
+  const int lane = threadIdx.x % 32;
+  if (o0 >= rows) return;
+  const int n_rows = int(rows - o0 < kRows ? rows - o0 : kRows);
   float acc[kRows][T] = {};
   const Elem* row[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) row[r] = static_cast<const Elem*>(job.W) + size_t(active ? o0 + (r < n_rows ? r : 0) : 0) * size_t(cols);  // spare rows repeat the first
+  for (int r = 0; r < kRows; ++r) row[r] = static_cast<const Elem*>(job.W) + size_t(o0 + (r < n_rows ? r : 0)) * size_t(cols);  // spare rows repeat the first
   // Nothing writes weights: the first of this warp's rows stream into L2 while the kernel before
   // (a chained launch) finishes.
-  if (kVector && active)
+  if (kVector)
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
 #pragma unroll
       for (int p = 0; p < kPrefetchLoads; ++p) {
-        const int64_t c = (int64_t(p) * lanes + lane) * K;
+        const int64_t c = (int64_t(p) * 32 + lane) * K;
         if (c < cols) asm volatile("prefetch.global.L2 [%0];" ::"l"(row[r] + c));
       }
   chained_start();
@@ -308,9 +304,9 @@ __global__ void matvec_kernel(MatvecJobs<Output> jobs) {
 #pragma unroll
         for (int g = 0; g < K / 4; ++g) x4[t][g] = __ldg(reinterpret_cast<const float4*>(x + size_t(t) * size_t(ldx) + size_t(c)) + g);
     };
-    const int64_t kStep = int64_t(lanes) * K, end = active ? cols : 0;
+    constexpr int64_t kStep = 32 * K;
     int64_t c = int64_t(lane) * K;
-    for (; c + (kInFlight - 1) * kStep < end; c += kInFlight * kStep) {
+    for (; c + (kInFlight - 1) * kStep < cols; c += kInFlight * kStep) {
       uint4 packed[kInFlight][kRows];
       float4 x4[kInFlight][T][K / 4];
 #pragma unroll
@@ -318,14 +314,14 @@ __global__ void matvec_kernel(MatvecJobs<Output> jobs) {
 #pragma unroll
       for (int u = 0; u < kInFlight; ++u) add_chunk(packed[u], x4[u]);
     }
-    for (; c < end; c += kStep) {
+    for (; c < cols; c += kStep) {
       uint4 packed[kRows];
       float4 x4[T][K / 4];
       load_chunk(c, packed, x4);
       add_chunk(packed, x4);
     }
   } else {
-    for (int64_t c = lane; c < (active ? cols : 0); c += lanes)
+    for (int64_t c = lane; c < cols; c += 32)
 #pragma unroll
       for (int t = 0; t < T; ++t) {
         const float xt = x[size_t(t) * size_t(ldx) + size_t(c)];
@@ -338,7 +334,7 @@ __global__ void matvec_kernel(MatvecJobs<Output> jobs) {
 #pragma unroll
     for (int t = 0; t < T; ++t) {
       float v = acc[r][t];
-      for (int off = lanes / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+      for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
       if (lane == 0 && r < n_rows) job.output(job.y + size_t(t) * size_t(job.ldy) + size_t(o0 + r), o0 + r, t, v);
     }
 }
@@ -350,14 +346,11 @@ constexpr int rows_per_warp(int T) { return T == 1 ? 1 : T == 2 ? 2 : 4; }
 template <typename Fmt, int T, typename Output>
 void matvec_rows(MatvecJobs<Output>& jobs, bool vector) {
   constexpr int kRows = rows_per_warp(T);
+  constexpr int64_t per_block = int64_t(kMatvecWarps) * kRows;
   int64_t blocks = 0;
   for (int i = 0; i < jobs.count; ++i) {
-    MatvecJob<Output>& j = jobs.job[i];
-    j.lanes = 32;  // the fewest lanes that still give each one a load (16-byte loads only)
-    while (vector && j.lanes > 1 && int64_t(j.lanes / 2) * Fmt::kPerLoad >= j.cols) j.lanes /= 2;
-    const int64_t per_block = int64_t(kMatvecWarps) * (32 / j.lanes) * kRows;
-    j.first_block = int(blocks);
-    blocks += (j.rows + per_block - 1) / per_block;
+    jobs.job[i].first_block = int(blocks);
+    blocks += (jobs.job[i].rows + per_block - 1) / per_block;
   }
   if (blocks == 0) return;
   if (vector)
@@ -485,7 +478,7 @@ void blas_product(const LinearJob& j, int T) {
 
 template <typename Output>
 MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, int64_t ldx, Output output) {
-  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, 0, 32};
+  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, 0};
 }
 
 // Products of one half-precision format, up to kMaxGroup per launch.
