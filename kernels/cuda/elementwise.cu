@@ -129,7 +129,7 @@ template <>
 __device__ float widen<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // One block per token: gathers its embedding row widened into x, then normalises it in place with ln0
-// (each thread touches the same columns in both passes, so no barrier is needed between them).
+// (the moments read the row as float4, other threads' columns: a barrier between the two).
 template <typename E>
 __global__ void embed_kernel(const E* emb, const float* ln_w, const float* ln_b, const int32_t* tokens, int C, float* x) {
   chained_start();
@@ -137,6 +137,7 @@ __global__ void embed_kernel(const E* emb, const float* ln_w, const float* ln_b,
   const E* src = emb + size_t(tokens[t]) * C;
   float* out = x + t * C;
   for (int c = threadIdx.x; c < C; c += blockDim.x) out[c] = widen<E>(src[c]);
+  __syncthreads();
   norm_row_block(out, ln_w, ln_b, out, C, 1e-5f);
 }
 
