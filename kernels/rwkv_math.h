@@ -111,9 +111,9 @@ SKEIN_HD void wkv5_column_step(int N, int j, const float* r, const float* k, con
 
 // v7 WKV for one value row of one head and one token; S is [value i][key j]:
 //   S <- S diag(w) - (S kk)(kk*a)^T + v k^T,   y = S r
-// Si is row i (in the state, or a GPU thread's copy in registers); returns y_i. Both dot products keep
-// four partial sums (j mod 4): four independent chains instead of one N long, which a GPU thread would
-// wait on add by add.
+// Si is row i of the state; returns y_i. Both dot products keep four partial sums (j mod 4): four
+// independent chains instead of one N long. wkv7_update is one element's step: the GPU's head-size-64
+// kernel splits a row over four threads and calls it per element.
 SKEIN_HD float wkv7_update(float& Sij, float vi, float sa, float r, float w, float k, float kk, float a) {
   const float s = Sij * w - sa * (kk * a) + vi * k;
   Sij = s;

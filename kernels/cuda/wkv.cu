@@ -1,6 +1,7 @@
 // The recurrences (WKV of every generation, token shift). Every sequence of a batch is in one launch
-// (grid y = sequence). Threads are laid out so each runs one shared function of kernels/rwkv_math.h: a
-// channel (v4), a value column (v5/v6), a value row (v7); each loops over its sequence's tokens in order.
+// (grid y = sequence). Threads are laid out so each runs shared functions of kernels/rwkv_math.h on a
+// channel (v4), a value column (v5/v6), a value row (v7; a quarter row per thread at head size 64);
+// each loops over its sequence's tokens in order.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/chained_launch.h"
