@@ -174,23 +174,21 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     be_.token_shift(xx, sx, slices(seqs, l, 0), C);
   }
 
-  if (d.arch == Arch::V4) {
+  // v4/v5: the r, k and v products of the token interpolated with its predecessor, one mix each.
+  auto lerp_rkv = [&](ProductOutput r_out) {
     float *xr = scratch(kT0, RC), *xk = scratch(kT2, RC), *xv = scratch(kT3, RC);
     be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), xr, R, C);
     be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), xk, R, C);
     be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), xv, R, C);
-    const Product rkv[] = {{&lw.m("att.receptance"), xr, C, r, C, ProductOutput::activated(UnaryOp::Sigmoid)},
-                           {&lw.m("att.key"), xk, C, k, C},
-                           {&lw.m("att.value"), xv, C, v, C}};
-    be_.linears(rkv, R);
+    return std::vector<Product>{{&lw.m("att.receptance"), xr, C, r, C, r_out}, {&lw.m("att.key"), xk, C, k, C}, {&lw.m("att.value"), xv, C, v, C}};
+  };
+
+  if (d.arch == Arch::V4) {
+    be_.linears(lerp_rkv(ProductOutput::activated(UnaryOp::Sigmoid)), R);
     be_.wkv4(slices(seqs, l, C), C, lw.v("att.w"), lw.v("att.time_first"), k, v, y);
     be_.mul(y, r, RC);
   } else if (d.arch == Arch::V5_0 || d.arch == Arch::V5_1 || d.arch == Arch::V5_2) {
-    float *xr = scratch(kT0, RC), *xk = scratch(kT2, RC), *xv = scratch(kT3, RC);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_r"), xr, R, C);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_k"), xk, R, C);
-    be_.lerp_mix(xx, sx, lw.v("att.time_mix_v"), xv, R, C);
-    std::vector<Product> products = {{&lw.m("att.receptance"), xr, C, r, C}, {&lw.m("att.key"), xk, C, k, C}, {&lw.m("att.value"), xv, C, v, C}};
+    std::vector<Product> products = lerp_rkv({});
     float* g = nullptr;
     if (lw.has_m("att.gate")) {
       g = scratch(kG, RC);
