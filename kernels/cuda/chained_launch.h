@@ -1,7 +1,7 @@
 // Programmatic dependent launch (compute capability 9.0+, used by the .cu files only). A decode step
 // is a chain of short kernels, each waiting for the one before; launched with chain(), a kernel is
 // scheduled while its predecessor still runs, so launch latency and the predecessor's tail overlap
-// its start (a matrix-vector kernel also prefetches its weights, which nothing writes, meanwhile).
+// its start (a product kernel also prefetches its weights, which nothing writes, meanwhile).
 // The contract: a chained kernel calls wait_for_previous_kernel() before it touches memory that
 // earlier work writes or reads, and release_next_kernel() once it may let its successor be
 // scheduled. Without a launch attribute (older GPUs, SKEIN_CUDA_PDL=0) the wait returns at once.

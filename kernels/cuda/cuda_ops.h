@@ -140,14 +140,14 @@ void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* p
 
 // ---- products (kernels/cuda/linear.cu): y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], W [rows x cols].
 // F32 through cuBLAS sgemm. F16, BF16 and U8 (the official scheme, per-row rx/mx and per-column ry/my)
-// by a matrix-vector kernel with fp32 x for up to 8 rows of x; beyond that F16/BF16 through
+// by a tensor-core kernel (tf32, x split in two parts: fp32 accuracy) for up to 8 rows of x; beyond that F16/BF16 through
 // cublasGemmEx on tensor cores (x rounded to the weight type, fp32 accumulation) and U8 dequantized to
 // fp16 tiles and GemmEx.
 // `out` says what becomes of each result (stored, activated, added to y); out.bias is device memory.
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {});
 // Several independent products over T rows each (no product's y overlaps another's x or y). Up to 8
-// rows, products of the same weight format share one matrix-vector launch (a layer's r, k, v and its
+// rows, products of the same weight format share one launch (a layer's r, k, v and its
 // LoRA inputs: one launch, not seven); cuBLAS runs the rest one after another.
 struct LinearJob {
   const void* W;

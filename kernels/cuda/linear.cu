@@ -1,6 +1,6 @@
 // Matrix products. Decode-sized batches (up to 8 rows of x) of fp16, bf16 and uint8 weights go through
-// one matrix-vector kernel that streams the weights once with fp32 activations, as the CPU backend
-// computes (uint8 factored as the CPU does, math::u8_output). Larger batches use cuBLAS: fp32 by sgemm,
+// one tensor-core kernel that streams the weights once with activations kept to fp32 accuracy, as the
+// CPU backend computes (uint8 factored as the CPU does, math::u8_output). Larger batches use cuBLAS: fp32 by sgemm,
 // fp16/bf16 by GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation),
 // uint8 dequantized to fp16 row tiles with the official element formula, then GemmEx. A set of
 // independent products (linears) shares launches: one matrix-vector launch per weight format, or one
@@ -13,12 +13,17 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/rwkv_math.h"
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "Skein's CUDA kernels need compute capability 8.0 or newer (tf32 tensor-core products)"
+#endif
 
 namespace skein::cuda {
 
@@ -179,20 +184,30 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
   }
 }
 
-// Decode-sized products: a warp per output row (or a few, below). Each lane reads 16 weight bytes at a
-// time (one 128-bit load, so the warp streams 512 contiguous bytes of a row), widens them and multiplies
-// them by the fp32 activations (read through the cache: every row uses the same ones); the warp reduces.
-// One kernel for every weight format; T (rows of x) is a template argument so the accumulators stay in
-// registers. A format: the element type, elements per 16-byte load, and the widening to fp32.
+// Decode-sized products (up to kMatvecMaxRows rows of x) on the tensor cores, one kernel for every
+// weight format. A warp multiplies a 16-row tile of W by all of x's rows with mma.m16n8k8 in tf32:
+// the tile is the A operand, x's rows (at most 8) are B's columns, and the sums are fp32. The
+// multiply-adds are free next to the memory traffic, so a warp can afford 16 rows (each activation it
+// loads serves 16 weights, where a warp per row read x through L1 twice per weight byte) and a batch
+// of 8 costs what a batch of 1 does: the weights' bytes are the only work left.
+//
+// fp32 accuracy: every weight format widens exactly to tf32 (fp16 and bf16 mantissas fit its 10 bits,
+// uint8 codes are integers below 256), and each activation is split into hi = tf32(x) and
+// lo = tf32(x - hi), two products summed in the same accumulators: x is carried to about 2^-22 of its
+// value, the products are exact and the sums fp32.
+//
+// No shuffles: the instruction sums A[m][k] * B[k][n] over k, and lane (g = lane / 4, t = lane % 4)
+// holds A at k = t and t + 4 of rows g and g + 8, and B at k = t and t + 4 of column g. Any placement of
+// a step's 8 weight columns on those k gives the same sum when A and B agree on it, so each lane uses
+// its own 16-byte loads of rows g and g + 8 (and the same columns of x row g): elements 2j and 2j + 1
+// are k = t and t + 4 of step j. Lanes t = 0..3 read 64 contiguous bytes of a row per load.
+// A format: the element type, elements per 16-byte load, and the widening to fp32.
 struct U8Weights {
   using Elem = uint8_t;
   static constexpr int kPerLoad = 16;
-  // The exact float(q), as 2^23 + q (q in the low mantissa bits) minus 2^23: an integer OR and a
-  // full-rate subtract, where an int-to-float conversion runs at a quarter rate and, at one weight
-  // per byte read, would cap the kernel near the memory's speed.
-  static __device__ float widen(uint8_t q) { return __uint_as_float(0x4B000000u | q) - 8388608.0f; }
-  // Element i of a 16-byte load: one byte permute builds 2^23 + q straight from the packed word
-  // (bytes q, 0, 0, 0x4B), where extracting the byte first and then setting the exponent takes three.
+  // The exact float(q) as 2^23 + q minus 2^23, one byte permute building 2^23 + q straight from the
+  // packed word (bytes q, 0, 0, 0x4B) and a full-rate subtract, where an int-to-float conversion runs at
+  // a quarter rate.
   static __device__ float widen_at(const uint4& p, int i) {
     const unsigned word = i < 4 ? p.x : i < 8 ? p.y : i < 12 ? p.z : p.w;
     return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u | unsigned(i % 4))) - 8388608.0f;
@@ -201,14 +216,12 @@ struct U8Weights {
 struct F16Weights {
   using Elem = __half;
   static constexpr int kPerLoad = 8;
-  static __device__ float widen(__half h) { return __half2float(h); }
-  static __device__ float widen_at(const uint4& p, int i) { return widen(reinterpret_cast<const __half*>(&p)[i]); }
+  static __device__ float widen_at(const uint4& p, int i) { return __half2float(reinterpret_cast<const __half*>(&p)[i]); }
 };
 struct BF16Weights {
   using Elem = __nv_bfloat16;
   static constexpr int kPerLoad = 8;
-  static __device__ float widen(__nv_bfloat16 h) { return __bfloat162float(h); }
-  static __device__ float widen_at(const uint4& p, int i) { return widen(reinterpret_cast<const __nv_bfloat16*>(&p)[i]); }
+  static __device__ float widen_at(const uint4& p, int i) { return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(&p)[i]); }
 };
 // What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored
 // output; then stored, activated or added to y as the caller asked.
@@ -225,9 +238,11 @@ struct U8Output {
   }
 };
 
-constexpr int kPrefetchLoads = 4;  // 16-byte loads per lane prefetched per row: a row's first 2 KiB
-
-// One product of a launch: W [rows x cols] times T rows of x into y; its blocks start at first_block.
+// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into `splits`
+// slices of slice_cols (a power of two, at most a block's warps): the warps of one tile's slices sit
+// in one block and add their sums in shared memory, in slice order, so the result is deterministic
+// and a narrow product (a 64-row LoRA factor) still spreads over many warps. Its blocks start at
+// first_block.
 template <typename Output>
 struct MatvecJob {
   const void* W;
@@ -237,6 +252,8 @@ struct MatvecJob {
   float* y;
   int64_t ldy;
   Output output;
+  int splits;
+  int64_t slice_cols;
   int first_block;
 };
 template <typename Output>
@@ -245,134 +262,137 @@ struct MatvecJobs {
   int count = 0;
 };
 
-// A warp computes kRows output rows, so each activation value it loads serves kRows weights: with T
-// rows of x the activations would otherwise be read T times per weight byte through L1, which caps
-// bandwidth well before memory does. Each output's summation order depends on neither T nor kRows.
-// One launch covers several independent products (a layer's r, k, v and LoRA inputs), so the small
-// ones ride along with the large and the step pays one launch, not seven.
-template <typename Fmt, bool kVector, int T, int kRows, typename Output>
-__global__ void matvec_kernel(MatvecJobs<Output> jobs) {
-  using Elem = typename Fmt::Elem;
-  constexpr int K = Fmt::kPerLoad;
-  const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
-  const int64_t rows = job.rows, cols = job.cols, ldx = job.ldx;
-  const float* x = job.x;
-  const int64_t o0 = (int64_t(int(blockIdx.x) - job.first_block) * (blockDim.x / 32) + threadIdx.x / 32) * kRows;
-  const int lane = threadIdx.x % 32;
-  if (o0 >= rows) return;
-  const int n_rows = int(rows - o0 < kRows ? rows - o0 : kRows);
-  float acc[kRows][T] = {};
-  const Elem* row[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) row[r] = static_cast<const Elem*>(job.W) + size_t(o0 + (r < n_rows ? r : 0)) * size_t(cols);  // spare rows repeat the first
-  // Nothing writes weights: the first of this warp's rows stream into L2 while the kernel before
-  // (a chained launch) finishes.
-  if (kVector)
-#pragma unroll
-    for (int r = 0; r < kRows; ++r)
-#pragma unroll
-      for (int p = 0; p < kPrefetchLoads; ++p) {
-        const int64_t c = (int64_t(p) * 32 + lane) * K;
-        if (c < cols) asm volatile("prefetch.global.L2 [%0];" ::"l"(row[r] + c));
-      }
-  chained_start();
-  if (kVector) {
-    // A warp's row is a serial stream of 16-byte loads per lane: each round issues kInFlight of them
-    // (and their x) before any arithmetic, so enough bytes are in flight to keep memory busy; a
-    // single x (decode at batch 1, one row per warp) needs the most. Rounds and the tail add their
-    // chunks in column order, so the summation order is the same for any kInFlight.
-    constexpr int kInFlight = T == 1 ? 4 : 2;
-    auto add_chunk = [&](const uint4 (&packed)[kRows], const float4 (&x4)[T][K / 4]) {
-#pragma unroll
-      for (int t = 0; t < T; ++t)
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          const uint4& q = packed[r];
-          float sum = 0.0f;
-#pragma unroll
-          for (int g = 0; g < K / 4; ++g)
-            sum += Fmt::widen_at(q, 4 * g) * x4[t][g].x + Fmt::widen_at(q, 4 * g + 1) * x4[t][g].y + Fmt::widen_at(q, 4 * g + 2) * x4[t][g].z +
-                   Fmt::widen_at(q, 4 * g + 3) * x4[t][g].w;
-          acc[r][t] += sum;
-        }
-    };
-    auto load_chunk = [&](int64_t c, uint4 (&packed)[kRows], float4 (&x4)[T][K / 4]) {
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) packed[r] = __ldg(reinterpret_cast<const uint4*>(row[r] + c));
-#pragma unroll
-      for (int t = 0; t < T; ++t)
-#pragma unroll
-        for (int g = 0; g < K / 4; ++g) x4[t][g] = __ldg(reinterpret_cast<const float4*>(x + size_t(t) * size_t(ldx) + size_t(c)) + g);
-    };
-    constexpr int64_t kStep = 32 * K;
-    int64_t c = int64_t(lane) * K;
-    for (; c + (kInFlight - 1) * kStep < cols; c += kInFlight * kStep) {
-      uint4 packed[kInFlight][kRows];
-      float4 x4[kInFlight][T][K / 4];
-#pragma unroll
-      for (int u = 0; u < kInFlight; ++u) load_chunk(c + u * kStep, packed[u], x4[u]);
-#pragma unroll
-      for (int u = 0; u < kInFlight; ++u) add_chunk(packed[u], x4[u]);
-    }
-    for (; c < cols; c += kStep) {
-      uint4 packed[kRows];
-      float4 x4[T][K / 4];
-      load_chunk(c, packed, x4);
-      add_chunk(packed, x4);
-    }
-  } else {
-    for (int64_t c = lane; c < cols; c += 32)
-#pragma unroll
-      for (int t = 0; t < T; ++t) {
-        const float xt = x[size_t(t) * size_t(ldx) + size_t(c)];
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) acc[r][t] += Fmt::widen(row[r][c]) * xt;
-      }
-  }
-#pragma unroll
-  for (int r = 0; r < kRows; ++r)
-#pragma unroll
-    for (int t = 0; t < T; ++t) {
-      float v = acc[r][t];
-      for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-      if (lane == 0 && r < n_rows) job.output(job.y + size_t(t) * size_t(job.ldy) + size_t(o0 + r), o0 + r, t, v);
-    }
+constexpr int kMatvecWarps = 8;  // per block
+// Steps per round: each lane issues this many 16-byte loads of each of its two rows (and its x) before
+// any arithmetic, 4 KiB per warp in flight.
+constexpr int kMatvecSteps = 4;
+
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+// d += A * B for one 16x8x8 step (operands in the mma fragment order described above).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-constexpr int kMatvecWarps = 8;  // per block
-// One row per warp for a single x (enough warps to keep memory busy), more as x's rows grow.
-constexpr int rows_per_warp(int T) { return T == 1 ? 1 : T == 2 ? 2 : 4; }
-
-template <typename Fmt, int T, typename Output>
-void matvec_rows(MatvecJobs<Output>& jobs, bool vector) {
-  constexpr int kRows = rows_per_warp(T);
-  constexpr int64_t per_block = int64_t(kMatvecWarps) * kRows;
-  int64_t blocks = 0;
-  for (int i = 0; i < jobs.count; ++i) {
-    jobs.job[i].first_block = int(blocks);
-    blocks += (jobs.job[i].rows + per_block - 1) / per_block;
+// kVector: rows of W and x start on 16 bytes and cols is whole 16-byte loads; otherwise the same
+// loads are made element by element.
+template <typename Fmt, bool kVector, typename Output>
+__global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_kernel(MatvecJobs<Output> jobs, int T) {
+  using Elem = typename Fmt::Elem;
+  using Bits = std::conditional_t<sizeof(Elem) == 2, uint16_t, uint8_t>;
+  constexpr int E = Fmt::kPerLoad;
+  constexpr int64_t kStepCols = 4 * E;  // the 4 lanes of a row, one load each
+  const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
+  const int S = job.splits, slice = warp % S;
+  const int64_t rows = job.rows, cols = job.cols;
+  const int64_t o0 = (int64_t(int(blockIdx.x) - job.first_block) * (kMatvecWarps / S) + warp / S) * 16;
+  const int64_t c_begin = int64_t(slice) * job.slice_cols;
+  // A tile past the last row (the last block's) does no work but still meets the block's barrier.
+  const int64_t c_end = o0 < rows ? (cols < c_begin + job.slice_cols ? cols : c_begin + job.slice_cols) : c_begin;
+  const int64_t last = rows - 1;  // rows past the end read the last one; their sums are dropped
+  const Bits* wa = static_cast<const Bits*>(job.W) + size_t(o0 + g < last ? o0 + g : last) * size_t(cols);
+  const Bits* wb = static_cast<const Bits*>(job.W) + size_t(o0 + g + 8 < last ? o0 + g + 8 : last) * size_t(cols);
+  const bool has_x = g < T;
+  const float* xg = job.x + size_t(has_x ? g : 0) * size_t(job.ldx);
+  // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
+  // (a chained launch) finishes. Lane t fetches step t of both rows.
+  if (c_begin + t * kStepCols < c_end) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + c_begin + t * kStepCols));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + c_begin + t * kStepCols));
   }
-  if (blocks == 0) return;
-  if (vector)
-    chain(matvec_kernel<Fmt, true, T, kRows, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs);
-  else
-    chain(matvec_kernel<Fmt, false, T, kRows, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs);
+  chained_start();
+  auto load_weights = [&](const Bits* row, int64_t c, uint4& p) {
+    if (kVector) {
+      p = c < c_end ? __ldg(reinterpret_cast<const uint4*>(row + c)) : make_uint4(0, 0, 0, 0);
+    } else {  // the same 16 bytes, element by element (little-endian, as the vector load lays them)
+      uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+      for (int i = 0; i < E; ++i)
+        if (c + i < c_end) w[i * int(sizeof(Bits)) / 4] |= uint32_t(row[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
+      p = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  };
+  // Eight activations of x row g from column c (zeros past the slice, or for rows x does not have).
+  auto load_x = [&](int64_t c, float (&v)[8]) {
+    if (kVector && has_x && c < c_end) {
+      const float4 lo = __ldg(reinterpret_cast<const float4*>(xg + c)), hi = __ldg(reinterpret_cast<const float4*>(xg + c) + 1);
+      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < c_end ? xg[c + i] : 0.0f;
+    }
+  };
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int64_t base = c_begin; base < c_end; base += kMatvecSteps * kStepCols) {
+    uint4 pa[kMatvecSteps], pb[kMatvecSteps];
+#pragma unroll
+    for (int u = 0; u < kMatvecSteps; ++u) {
+      load_weights(wa, base + u * kStepCols + t * E, pa[u]);
+      load_weights(wb, base + u * kStepCols + t * E, pb[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kMatvecSteps; ++u)
+#pragma unroll
+      for (int h = 0; h < E; h += 8) {
+        float xv[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
+        load_x(base + u * kStepCols + t * E + h, xv);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int i = h + 2 * j;
+          const uint32_t a0 = __float_as_uint(Fmt::widen_at(pa[u], i)), a2 = __float_as_uint(Fmt::widen_at(pa[u], i + 1));
+          const uint32_t a1 = __float_as_uint(Fmt::widen_at(pb[u], i)), a3 = __float_as_uint(Fmt::widen_at(pb[u], i + 1));
+          const float x0 = xv[2 * j], x1 = xv[2 * j + 1];
+          const uint32_t h0 = to_tf32(x0), h1 = to_tf32(x1);
+          mma_tf32(acc, a0, a1, a2, a3, h0, h1);
+          mma_tf32(acc, a0, a1, a2, a3, to_tf32(x0 - __uint_as_float(h0)), to_tf32(x1 - __uint_as_float(h1)));
+        }
+      }
+  }
+  if (S > 1) {  // S is the block's: every warp of it takes this branch or none does
+    __shared__ float partial[kMatvecWarps][4][32];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) partial[warp][r][lane] = acc[r];
+    __syncthreads();
+    if (slice != 0) return;
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+      for (int s = 1; s < S; ++s) acc[r] += partial[warp + s][r][lane];
+  }
+  // Accumulator r of lane (g, t): row g + 8 * (r / 2) of the tile, x row 2t + r % 2.
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int tok = 2 * t + r % 2;
+    const int64_t o = o0 + g + 8 * (r / 2);
+    if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, acc[r]);
+  }
 }
 
 // `vector`: every product's rows and x rows start on 16 bytes and its width is whole 16-byte loads.
 template <typename Fmt, typename Output>
 void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
-  static_assert(kMatvecMaxRows == 8);
-  switch (T) {
-    case 1: return matvec_rows<Fmt, 1>(jobs, vector);
-    case 2: return matvec_rows<Fmt, 2>(jobs, vector);
-    case 3: return matvec_rows<Fmt, 3>(jobs, vector);
-    case 4: return matvec_rows<Fmt, 4>(jobs, vector);
-    case 5: return matvec_rows<Fmt, 5>(jobs, vector);
-    case 6: return matvec_rows<Fmt, 6>(jobs, vector);
-    case 7: return matvec_rows<Fmt, 7>(jobs, vector);
-    default: return matvec_rows<Fmt, 8>(jobs, vector);
+  constexpr int64_t kStepCols = 4 * Fmt::kPerLoad, kRoundCols = kMatvecSteps * kStepCols;
+  int64_t blocks = 0;
+  for (int i = 0; i < jobs.count; ++i) {
+    MatvecJob<Output>& j = jobs.job[i];
+    int S = 1;  // as many slices as leave each a round of loads or more
+    while (S < kMatvecWarps && 2 * S * kRoundCols <= j.cols) S *= 2;
+    j.splits = S;
+    j.slice_cols = (j.cols + S * kStepCols - 1) / (S * kStepCols) * kStepCols;
+    j.first_block = int(blocks);
+    const int64_t tiles = (j.rows + 15) / 16, tiles_per_block = kMatvecWarps / S;
+    blocks += (tiles + tiles_per_block - 1) / tiles_per_block;
   }
+  if (blocks == 0) return;
+  if (vector)
+    chain(matvec_kernel<Fmt, true, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs, T);
+  else
+    chain(matvec_kernel<Fmt, false, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs, T);
 }
 
 // beta 1 adds the products to y (ProductOutput::Add), 0 stores them.
@@ -478,7 +498,7 @@ void blas_product(const LinearJob& j, int T) {
 
 template <typename Output>
 MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, int64_t ldx, Output output) {
-  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, 0};
+  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, 1, 0, 0};
 }
 
 // Products of one half-precision format, up to kMaxGroup per launch.
