@@ -172,17 +172,18 @@ __global__ void lerp_mix_kernel(const float* xx, const float* sx, const float* m
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = math::lerp_mix(xx[i], sx[i], m[i % size_t(C)]);
 }
-// Element i (token t, channel c) of every mix, from the token's value and its predecessor's. Every
-// mix's weight is loaded before the first store: the pointers may alias as far as the compiler knows,
-// so loads after a store would each wait a memory round trip.
-__device__ __forceinline__ void write_mixes(const Mixes& mixes, int64_t ld_tok, size_t i, size_t t, size_t c, float x, float prev) {
-  float mc[Mixes::kMax];
+// Every mix's weight for token t, channel c (loaded together: the stores that follow may alias them
+// as far as the compiler knows, so loads after a store would each wait a memory round trip).
+__device__ __forceinline__ void load_mix_weights(const Mixes& mixes, int64_t ld_tok, size_t t, size_t c, float (&mc)[Mixes::kMax]) {
 #pragma unroll
   for (int k = 0; k < Mixes::kMax; ++k) {  // constant indices keep the parameters out of local memory
     if (k >= mixes.count) break;
     const Mixes::Mix& d = mixes.mix[k];
     mc[k] = d.m_tok ? d.m[c] + d.m_tok[t * size_t(ld_tok) + c] : d.m[c];
   }
+}
+// Element i of every mix, from the token's value x, its predecessor's, and the weights.
+__device__ __forceinline__ void store_mixes(const Mixes& mixes, size_t i, float x, float prev, const float (&mc)[Mixes::kMax]) {
 #pragma unroll
   for (int k = 0; k < Mixes::kMax; ++k) {
     if (k >= mixes.count) break;
@@ -195,18 +196,24 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
   chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  write_mixes(mixes, ld_tok, i, i / size_t(C), i % size_t(C), xx[i], sx[i]);
+  float mc[Mixes::kMax];
+  load_mix_weights(mixes, ld_tok, i / size_t(C), i % size_t(C), mc);
+  store_mixes(mixes, i, xx[i], sx[i], mc);
 }
 // Block (row t, column chunk blockIdx.y): every block of a row sums the row's moments (with the
 // layer norm's block size, so they are summed as layer_norm sums them), then handles its chunk's
 // columns; a short batch splits each row over many blocks so a decode step is not one block's
 // latency. A row's shifted value is its predecessor's norm, recomputed here (that row's blocks may
 // not have run), or the sequence's state; the blocks of a sequence's first row also move the state to
-// its last row's norm, each thread reading its state elements before writing them.
-__global__ void norm_shift_mix_kernel(const float* x, const float* w, const float* b, const Slice* seqs, int B, Mixes mixes, int C, int chunk) {
+// its last row's norm, each thread reading its state elements before writing them. A thread takes
+// kMixColumns columns a round and loads all of them before its first store (the stores may alias the
+// loads as far as the compiler knows: a column at a time would wait a memory round trip each).
+constexpr int kMixColumns = 2;
+__global__ void __launch_bounds__(1024) norm_shift_mix_kernel(const float* x, const float* w, const float* b, const Slice* seqs, int B, Mixes mixes, int C, int chunk) {
   chained_start();
   const int t = blockIdx.x;
   int lo = 0, hi = B - 1;  // the last slice that starts at or before t (empty slices lose to the next)
+  if (t < B && seqs[t].offset == t && seqs[t].n > 0) lo = hi = t;  // a decode step: sequence t is row t
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
     if (seqs[mid].offset <= t) lo = mid;
@@ -218,18 +225,36 @@ __global__ void norm_shift_mix_kernel(const float* x, const float* w, const floa
   const float* last = x + size_t(q.offset + q.n - 1) * C;
   const Moments now = block_moments(row, C, 1e-5f);
   const Moments before = p > 0 ? block_moments(row - C, C, 1e-5f) : Moments{};
-  const Moments end = p == 0 && q.n > 1 ? block_moments(last, C, 1e-5f) : now;
+  const bool moves_state = p == 0 && q.n > 1;  // the state becomes the last row's norm, not this one's
+  const Moments end = moves_state ? block_moments(last, C, 1e-5f) : now;
   const int c1 = min(C, int(blockIdx.y + 1) * chunk);
-  for (int c = int(blockIdx.y) * chunk + threadIdx.x; c < c1; c += blockDim.x) {
-    const float xx = math::norm_apply(row[c], now.mean, now.rstd, w[c], b[c]);
-    float sx;
-    if (p > 0) {
-      sx = math::norm_apply(row[c - C], before.mean, before.rstd, w[c], b[c]);
-    } else {
-      sx = q.state[c];
-      q.state[c] = q.n > 1 ? math::norm_apply(last[c], end.mean, end.rstd, w[c], b[c]) : xx;
+  for (int c0 = int(blockIdx.y) * chunk + int(threadIdx.x); c0 < c1; c0 += kMixColumns * int(blockDim.x)) {
+    float xv[kMixColumns], wv[kMixColumns], bv[kMixColumns], prev[kMixColumns], lastv[kMixColumns], mc[kMixColumns][Mixes::kMax];
+#pragma unroll
+    for (int u = 0; u < kMixColumns; ++u) {
+      const int c = c0 + u * int(blockDim.x);
+      if (c >= c1) break;
+      xv[u] = row[c];
+      wv[u] = w[c];
+      bv[u] = b[c];
+      prev[u] = p > 0 ? row[c - C] : q.state[c];
+      lastv[u] = moves_state ? last[c] : 0.0f;
+      load_mix_weights(mixes, 0, size_t(t), size_t(c), mc[u]);
     }
-    write_mixes(mixes, 0, size_t(t) * C + c, size_t(t), size_t(c), xx, sx);
+#pragma unroll
+    for (int u = 0; u < kMixColumns; ++u) {
+      const int c = c0 + u * int(blockDim.x);
+      if (c >= c1) break;
+      const float xx = math::norm_apply(xv[u], now.mean, now.rstd, wv[u], bv[u]);
+      float sx;
+      if (p > 0) {
+        sx = math::norm_apply(prev[u], before.mean, before.rstd, wv[u], bv[u]);
+      } else {
+        sx = prev[u];
+        q.state[c] = moves_state ? math::norm_apply(lastv[u], end.mean, end.rstd, wv[u], bv[u]) : xx;
+      }
+      store_mixes(mixes, size_t(t) * C + c, xx, sx, mc[u]);
+    }
   }
 }
 
