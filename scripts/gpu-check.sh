@@ -2,7 +2,7 @@
 # The GPU device check (issue 6): build with CUDA, run the GPU tests against the CPU fp32 engine, then
 # the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode at batch
 # 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per request),
-# and op-by-op profiles of 7B decode (fp16 at batch 1 and 256, fp16i8 at batch 1).
+# and op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8).
 # Needs .gpu/ from scripts/gpu-bundle.sh when the machine lacks our libraries. Everything is written to
 # $OUT (or ./gpu-out) as it goes; stages that would overrun SKEIN_GPU_BUDGET_S (default 450 s) are skipped.
 set -uo pipefail
@@ -95,7 +95,7 @@ for shape in "7B 32 4096" "1.5B 24 2048"; do
   fi
 done
 # Last, where a 7B step's time goes op by op (direct launches): what to fuse or tune next.
-for profile in "cuda fp16:1,256" "cuda fp16i8:1"; do  # strategy:batches
+for profile in "cuda fp16:1,8,256" "cuda fp16i8:1,8"; do  # strategy:batches
   if [ -f /tmp/v7-7B.pth ] && [ $(( $(elapsed) + 60 )) -le "$budget" ]; then
     bench /tmp/v7-7B.pth "${profile%%:*}" "${profile#*:}" "(op profile)" --profile
   fi
