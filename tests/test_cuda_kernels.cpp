@@ -233,13 +233,13 @@ TEST_F(CudaKernels, GroupNormMatchesCpu) {
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5) << i;
 }
 
-// The uint8 product for decode batches (factored tensor-core kernel, vector and scalar loads) and for
-// prefill (dequantized fp16 tiles) against the official element formula in double.
-// Widths of whole 16-byte loads (2064: columns split over 8 warps, the last slice short; 256, one
-// warp; 32, two loads, so most of a warp's lanes have none) and not (100).
+// The uint8 product (factored tensor-core kernel, vector and scalar loads, x in groups of 8 rows; large
+// weights beyond 8 rows as dequantized fp16 tiles through GemmEx) against the official element formula
+// in double. Widths of whole 16-byte loads (2064: columns split over 8 warps, the last slice short;
+// 256, one warp; 32, two loads, so most of a warp's lanes have none) and not (100); 70 rows is not a
+// multiple of a warp's 16; 4200 x 1032 is past kSmallProductBytes.
 TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
-  for (int cols : {2064, 256, 32, 100}) {
-    const int rows = 70;  // not a multiple of the rows a warp takes
+  for (auto [rows, cols] : {std::pair{70, 2064}, {70, 256}, {70, 32}, {70, 100}, {4200, 1032}}) {
     std::mt19937 g(40);
     std::vector<uint8_t> q(size_t(rows) * cols);
     for (auto& b : q) b = uint8_t(g() & 255u);
@@ -258,24 +258,24 @@ TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
           double s = 0;
           for (int i = 0; i < cols; ++i)
             s += double(math::dequant_u8(q[size_t(o) * cols + i], rx[size_t(o)], mx[size_t(o)], ry[size_t(i)], my[size_t(i)])) * x[size_t(t) * cols + i];
-          // Beyond 8 rows the fp16 roundings of weights and activations add up as a random walk: sqrt(cols).
-          ASSERT_NEAR(got[size_t(t) * rows + o], s, T > 8 ? 2e-2 * std::max(1.0, std::sqrt(cols / 256.0)) : 1e-3)
-              << "cols " << cols << " T " << T << " row " << o;
+          // Through GemmEx the fp16 roundings of weights and activations add up as a random walk: sqrt(cols).
+          const bool gemm = T > 8 && int64_t(rows) * cols > cuda::kSmallProductBytes;
+          ASSERT_NEAR(got[size_t(t) * rows + o], s, gemm ? 2e-2 * std::sqrt(cols / 256.0) : 1e-3) << "cols " << cols << " T " << T << " row " << o;
         }
     }
     cuda::free_bytes(dq);
   }
 }
 
-// fp16 and bf16 products: the tensor-core kernel for decode batches (activations to fp32 accuracy;
-// 16-byte loads, and scalar loads for odd widths or misaligned activations) and GemmEx beyond 8 rows
-// (activations rounded to the weight type), against the widened weights in double. Widths: columns
-// split over 8 warps (1032) and 2 (264), both with a short last slice; one warp's (64, like a LoRA
-// factor; 16, one load for half the lanes); scalar loads (100).
+// fp16 and bf16 products: the tensor-core kernel (activations to fp32 accuracy; 16-byte loads, and
+// scalar loads for odd widths or misaligned activations; x in groups of 8 rows) and, for large weights
+// beyond 8 rows, GemmEx (activations rounded to the weight type), against the widened weights in
+// double. Widths: columns split over 8 warps (1032) and 2 (264), both with a short last slice; one
+// warp's (64, like a LoRA factor; 16, one load for half the lanes); scalar loads (100). 70 rows is not
+// a multiple of a warp's 16; 2100 x 1032 is past kSmallProductBytes.
 TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
   for (bool bf16 : {false, true}) {
-    for (int cols : {1032, 264, 64, 16, 100}) {
-      const int rows = 70;  // not a multiple of the rows a warp takes
+    for (auto [rows, cols] : {std::pair{70, 1032}, {70, 264}, {70, 64}, {70, 16}, {70, 100}, {2100, 1032}}) {
       auto wf = random(size_t(rows) * cols, -1, 1, 70);
       std::vector<uint16_t> w(wf.size());
       std::vector<float> wide(wf.size());
@@ -293,8 +293,9 @@ TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
           cuda::linear(dw, bf16 ? cuda::WeightType::BF16 : cuda::WeightType::F16, nullptr, nullptr, nullptr, nullptr, rows, cols,
                        dx.p + skew, ldx, dy.p, rows, T);
           auto got = dy.get();
-          // Beyond 8 rows the activations' roundings add up as a random walk: sqrt(cols).
-          const double tol = T <= 8 ? 1e-3 : (bf16 ? 0.1 : 2e-2) * std::max(1.0, std::sqrt(cols / 264.0));
+          // Through GemmEx the activations' roundings add up as a random walk: sqrt(cols).
+          const bool gemm = T > 8 && int64_t(rows) * cols * 2 > cuda::kSmallProductBytes;
+          const double tol = gemm ? (bf16 ? 0.1 : 2e-2) * std::sqrt(cols / 264.0) : 1e-3;
           for (int t = 0; t < T; ++t)
             for (int o = 0; o < rows; ++o) {
               double s = 0;
@@ -308,9 +309,10 @@ TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
 }
 
 // A product's output options (activation, adding to y) give what a separate pass over the stored
-// products gives, in the tensor-core kernel (2 rows), cuBLAS (12 rows), for fp16 and fp32 weights.
+// products gives, in the tensor-core kernel (2 rows of x) and cuBLAS (12 rows, weights past
+// kSmallProductBytes), for fp16 and fp32 weights.
 TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
-  const int rows = 72, cols = 264;
+  const int rows = 8000, cols = 264;
   auto wf = random(size_t(rows) * cols, -0.2f, 0.2f, 80);
   std::vector<uint16_t> w16(wf.size());
   for (size_t i = 0; i < wf.size(); ++i) w16[i] = float_to_fp16(wf[i]);
@@ -341,8 +343,8 @@ TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
 // Products launched together (cuda::linears: one tensor-core launch per weight format and load
 // width, at most 8 products each) give exactly what each product gives alone: more fp16 products than
 // one launch takes, odd widths (scalar loads), two products of one input, uint8 and bf16 beside them,
-// fp32 through cuBLAS, every output option, at decode batch sizes and beyond (cuBLAS, the inputs
-// rounded in one launch).
+// fp32 through cuBLAS, every output option, at decode batch sizes and beyond (small products on the
+// tensor cores in groups of 8 rows of x, large ones through cuBLAS with their inputs rounded in one launch).
 TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   struct Weights {
     cuda::WeightType type = cuda::WeightType::F16;
@@ -389,6 +391,11 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   add(cuda::WeightType::F16, 45, 64);  // narrow rows: fewer loads than a warp's lanes
   add(cuda::WeightType::BF16, 23, 32);
   add(cuda::WeightType::U8, 30, 1024);  // columns split over 4 warps, beside uint8 products of one warp
+  // Past kSmallProductBytes (GemmEx beyond 8 rows of x): two fp16 products of one input, and uint8.
+  const size_t large = ws.size();
+  add(cuda::WeightType::F16, 8000, 264);
+  add(cuda::WeightType::F16, 8000, 264);
+  add(cuda::WeightType::U8, 16400, 264);
   for (int T : {1, 3, 8, 12}) {
     std::vector<std::unique_ptr<Dev>> xs, together, alone;
     std::vector<cuda::LinearJob> jobs;
@@ -406,7 +413,8 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
         default: break;
       }
       const bool u8 = w.type == cuda::WeightType::U8;
-      const float* x = i == 5 ? xs[4]->p : xs[i]->p;  // two products of one input (rounded once beyond 8 rows)
+      // Two products of one input, small and large (the large pair's input rounded once beyond 8 rows).
+      const float* x = i == 5 ? xs[4]->p : i == large + 1 ? xs[large]->p : xs[i]->p;
       jobs.push_back({w.W, w.type, u8 ? w.rx->p : nullptr, u8 ? w.mx->p : nullptr, u8 ? w.ry->p : nullptr, u8 ? w.my->p : nullptr, w.rows,
                       w.cols, x, w.cols, together[i]->p, w.rows, out});
     }

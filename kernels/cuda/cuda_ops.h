@@ -140,14 +140,18 @@ void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* p
 
 // ---- products (kernels/cuda/linear.cu): y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], W [rows x cols].
 // F32 through cuBLAS sgemm. F16, BF16 and U8 (the official scheme, per-row rx/mx and per-column ry/my)
-// by a tensor-core kernel (tf32, x split in two parts: fp32 accuracy) for up to 8 rows of x; beyond that F16/BF16 through
-// cublasGemmEx on tensor cores (x rounded to the weight type, fp32 accumulation) and U8 dequantized to
-// fp16 tiles and GemmEx.
+// by a tensor-core kernel (tf32, x split in two parts: fp32 accuracy) for up to 8 rows of x, and for
+// any number when the weights are at most kSmallProductBytes; the rest F16/BF16 through cublasGemmEx on
+// tensor cores (x rounded to the weight type, fp32 accumulation) and U8 dequantized to fp16 tiles and GemmEx.
+// Small products (the LoRA factors) stay on the tensor-core kernel beyond 8 rows of x: it takes x in
+// groups of 8 rows and re-reads such weights from L2 per group, where cuBLAS spent 10-40 us on each of
+// these skinny products at batch 256 on an H200 (and x needs no rounding pass).
+constexpr int64_t kSmallProductBytes = int64_t(4) << 20;
 // `out` says what becomes of each result (stored, activated, added to y); out.bias is device memory.
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {});
-// Several independent products over T rows each (no product's y overlaps another's x or y). Up to 8
-// rows, products of the same weight format share one launch (a layer's r, k, v and its
+// Several independent products over T rows each (no product's y overlaps another's x or y). Products
+// of the same weight format on the tensor-core kernel share one launch (a layer's r, k, v and its
 // LoRA inputs: one launch, not seven); cuBLAS runs the rest one after another.
 struct LinearJob {
   const void* W;

@@ -1,10 +1,11 @@
-// Matrix products. Decode-sized batches (up to 8 rows of x) of fp16, bf16 and uint8 weights go through
-// one tensor-core kernel that streams the weights once with activations kept to fp32 accuracy, as the
-// CPU backend computes (uint8 factored as the CPU does, math::u8_output). Larger batches use cuBLAS: fp32 by sgemm,
-// fp16/bf16 by GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation),
-// uint8 dequantized to fp16 row tiles with the official element formula, then GemmEx. A set of
-// independent products (linears) shares launches: one matrix-vector launch per weight format, or one
-// rounding launch for all the inputs of its GEMMs. Everything runs on the device's one stream.
+// Matrix products. fp16, bf16 and uint8 weights go through one tensor-core kernel with activations
+// kept to fp32 accuracy, as the CPU backend computes (uint8 factored as the CPU does,
+// math::u8_output): every product up to 8 rows of x (decode), and beyond that the small ones (LoRA
+// factors, at most kSmallProductBytes of weights). The rest use cuBLAS: fp32 by sgemm, fp16/bf16 by
+// GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation), uint8
+// dequantized to fp16 row tiles with the official element formula, then GemmEx. A set of independent
+// products (linears) shares launches: one tensor-core launch per weight format, or one rounding launch
+// for all the inputs of its GEMMs. Everything runs on the device's one stream.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -29,7 +30,7 @@ namespace skein::cuda {
 
 namespace {
 
-constexpr int kMatvecMaxRows = 8;           // rows of x up to which half and uint8 weights use matvec_kernel
+constexpr int kMatvecMaxRows = 8;  // rows of x up to which every half and uint8 product uses matvec_kernel
 constexpr int64_t kDequantTileRows = 4096;  // U8 rows dequantized at once for GemmEx
 
 struct DeviceContext {
@@ -185,8 +186,8 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
 }
 
 // Decode-sized products (up to kMatvecMaxRows rows of x) on the tensor cores, one kernel for every
-// weight format. A warp multiplies a 16-row tile of W by all of x's rows with mma.m16n8k8 in tf32:
-// the tile is the A operand, x's rows (at most 8) are B's columns, and the sums are fp32. The
+// weight format. A warp multiplies a 16-row tile of W by 8 rows of x with mma.m16n8k8 in tf32: the
+// tile is the A operand, the rows of x (group blockIdx.y of 8) are B's columns, and the sums are fp32. The
 // multiply-adds are free next to the memory traffic, so a warp can afford 16 rows (each activation it
 // loads serves 16 weights, where a warp per row read x through L1 twice per weight byte) and a batch
 // of 8 costs what a batch of 1 does: the weights' bytes are the only work left.
@@ -298,8 +299,9 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
   const int64_t last = rows - 1;  // rows past the end read the last one; their sums are dropped
   const Bits* wa = static_cast<const Bits*>(job.W) + size_t(o0 + g < last ? o0 + g : last) * size_t(cols);
   const Bits* wb = static_cast<const Bits*>(job.W) + size_t(o0 + g + 8 < last ? o0 + g + 8 : last) * size_t(cols);
-  const bool has_x = g < T;
-  const float* xg = job.x + size_t(has_x ? g : 0) * size_t(job.ldx);
+  const int tok0 = int(blockIdx.y) * 8;  // this block's group of x rows; lane g reads row tok0 + g
+  const bool has_x = tok0 + g < T;
+  const float* xg = job.x + size_t(has_x ? tok0 + g : 0) * size_t(job.ldx);
   // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
   // (a chained launch) finishes. Lane t fetches step t of both rows.
   if (c_begin + t * kStepCols < c_end) {
@@ -364,10 +366,10 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
     for (int r = 0; r < 4; ++r)
       for (int s = 1; s < S; ++s) acc[r] += partial[warp + s][r][lane];
   }
-  // Accumulator r of lane (g, t): row g + 8 * (r / 2) of the tile, x row 2t + r % 2.
+  // Accumulator r of lane (g, t): row g + 8 * (r / 2) of the tile, x row 2t + r % 2 of the group.
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const int tok = 2 * t + r % 2;
+    const int tok = tok0 + 2 * t + r % 2;
     const int64_t o = o0 + g + 8 * (r / 2);
     if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, acc[r]);
   }
@@ -389,10 +391,11 @@ void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
     blocks += (tiles + tiles_per_block - 1) / tiles_per_block;
   }
   if (blocks == 0) return;
+  const dim3 grid(unsigned(blocks), unsigned((T + 7) / 8));
   if (vector)
-    chain(matvec_kernel<Fmt, true, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs, T);
+    chain(matvec_kernel<Fmt, true, Output>, grid, kMatvecWarps * 32, "matvec", jobs, T);
   else
-    chain(matvec_kernel<Fmt, false, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs, T);
+    chain(matvec_kernel<Fmt, false, Output>, grid, kMatvecWarps * 32, "matvec", jobs, T);
 }
 
 // beta 1 adds the products to y (ProductOutput::Add), 0 stores them.
@@ -430,7 +433,7 @@ const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int
   return one.job[0].out;
 }
 
-// fp16/bf16 products beyond kMatvecMaxRows rows: every distinct input of up to kMaxGroup products
+// Large fp16/bf16 products beyond kMatvecMaxRows rows: every distinct input of up to kMaxGroup products
 // rounded in one launch (a LoRA often reads a large product's input), then a GemmEx each.
 template <typename E>
 void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, int T) {
@@ -463,7 +466,7 @@ void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, i
   }
 }
 
-// An fp32 product (any T) or a uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
+// An fp32 product (any T) or a large uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
 void blas_product(const LinearJob& j, int T) {
   DeviceContext& c = context();
   const float one = 1.0f, beta = j.out.kind == ProductOutput::Add ? 1.0f : 0.0f;
@@ -548,36 +551,27 @@ bool vector_loads(const LinearJob& j, int elems_per_load) {
   return vector_weights(j, elems_per_load) && reinterpret_cast<uintptr_t>(j.x) % 16 == 0 && j.ldx % 4 == 0;
 }
 
+int64_t weight_bytes(const LinearJob& j) { return j.rows * j.cols * (j.type == WeightType::U8 ? 1 : j.type == WeightType::F32 ? 4 : 2); }
+
 }  // namespace
 
 void linears(const LinearJob* jobs, int count, int T) {
   if (T <= 0) return;
-  if (T > kMatvecMaxRows) {
-    std::vector<const LinearJob*> f16, bf16;
-    for (int i = 0; i < count; ++i) {
-      const LinearJob& j = jobs[i];
-      if (j.rows <= 0) continue;
-      if (j.type == WeightType::F16) f16.push_back(&j);
-      else if (j.type == WeightType::BF16) bf16.push_back(&j);
-      else blas_product(j, T);
-    }
-    if (!f16.empty()) half_gemms<__half>(CUDA_R_16F, f16, T);
-    if (!bf16.empty()) half_gemms<__nv_bfloat16>(CUDA_R_16BF, bf16, T);
-    return;
-  }
-  // Decode-sized products grouped by weight format and load width, each group one launch (or two).
-  std::vector<const LinearJob*> f16[2], bf16[2], u8[2];
+  // Tensor-core products grouped by weight format and load width, each group one launch (or two);
+  // fp32 and, beyond 8 rows of x, large products through cuBLAS.
+  std::vector<const LinearJob*> f16[2], bf16[2], u8[2], gemm_f16, gemm_bf16;
   for (int i = 0; i < count; ++i) {
     const LinearJob& j = jobs[i];
     if (j.rows <= 0) continue;
-    if (j.type == WeightType::F32) {
-      blas_product(j, T);
-      continue;
-    }
+    const bool blas = j.type == WeightType::F32 || (T > kMatvecMaxRows && weight_bytes(j) > kSmallProductBytes);
     switch (j.type) {
-      case WeightType::F16: f16[vector_loads(j, F16Weights::kPerLoad)].push_back(&j); break;
-      case WeightType::BF16: bf16[vector_loads(j, BF16Weights::kPerLoad)].push_back(&j); break;
-      default: u8[vector_weights(j, U8Weights::kPerLoad)].push_back(&j); break;  // x becomes xr: aligned, rows cols apart
+      case WeightType::F32: blas_product(j, T); break;
+      case WeightType::F16: (blas ? gemm_f16 : f16[vector_loads(j, F16Weights::kPerLoad)]).push_back(&j); break;
+      case WeightType::BF16: (blas ? gemm_bf16 : bf16[vector_loads(j, BF16Weights::kPerLoad)]).push_back(&j); break;
+      case WeightType::U8:
+        if (blas) blas_product(j, T);
+        else u8[vector_weights(j, U8Weights::kPerLoad)].push_back(&j);  // x becomes xr: aligned, rows cols apart
+        break;
     }
   }
   for (bool vector : {false, true}) {
@@ -585,6 +579,8 @@ void linears(const LinearJob* jobs, int count, int T) {
     if (!bf16[vector].empty()) half_matvecs<BF16Weights>(bf16[vector], T, vector);
     if (!u8[vector].empty()) u8_matvecs(u8[vector], T, vector);
   }
+  if (!gemm_f16.empty()) half_gemms<__half>(CUDA_R_16F, gemm_f16, T);
+  if (!gemm_bf16.empty()) half_gemms<__nv_bfloat16>(CUDA_R_16BF, gemm_bf16, T);
 }
 
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows, int64_t cols,
