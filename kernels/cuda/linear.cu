@@ -116,13 +116,41 @@ __global__ void round_rows_kernel(RoundJobs jobs, int T) {
   static_cast<E*>(j.out)[i] = narrow<E>(j.x[t * size_t(j.ldx) + c]);
 }
 
+// A tile of uint8 rows as fp16 through the official element formula, 16 consecutive weights per thread.
+// With kVector (rows of whole 16-byte loads, 16-byte aligned column scales) that is one load of codes,
+// the column scales and offsets as float4s (cached: every row reads the same) and two 16-byte stores,
+// where an element per thread moved the tile at about a sixth of the memory's speed (H200).
+__device__ __forceinline__ uint32_t two_halves(float lo, float hi) {
+  return uint32_t(__half_as_ushort(__float2half_rn(lo))) | uint32_t(__half_as_ushort(__float2half_rn(hi))) << 16;
+}
+template <bool kVector>
 __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const float* mx, const float* ry, const float* my, int64_t r0,
                                     int64_t cols, size_t n, __half* out) {
   chained_start();
-  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  int64_t o = r0 + int64_t(i / size_t(cols)), c = int64_t(i % size_t(cols));
-  out[i] = __float2half_rn(math::dequant_u8(W[size_t(o) * size_t(cols) + size_t(c)], rx[o], mx[o], ry[c], my[c]));
+  const size_t e = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) * 16;
+  if (e >= n) return;
+  if (kVector) {
+    const int64_t o = r0 + int64_t(e / size_t(cols)), c = int64_t(e % size_t(cols));
+    const uint4 q = __ldg(reinterpret_cast<const uint4*>(W + size_t(o) * size_t(cols) + size_t(c)));
+    const float rxo = rx[o], mxo = mx[o];
+    uint32_t h[8];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const unsigned word = k == 0 ? q.x : k == 1 ? q.y : k == 2 ? q.z : q.w;
+      const float4 ry4 = __ldg(reinterpret_cast<const float4*>(ry + c) + k), my4 = __ldg(reinterpret_cast<const float4*>(my + c) + k);
+      h[2 * k] = two_halves(math::dequant_u8(uint8_t(word), rxo, mxo, ry4.x, my4.x), math::dequant_u8(uint8_t(word >> 8), rxo, mxo, ry4.y, my4.y));
+      h[2 * k + 1] =
+          two_halves(math::dequant_u8(uint8_t(word >> 16), rxo, mxo, ry4.z, my4.z), math::dequant_u8(uint8_t(word >> 24), rxo, mxo, ry4.w, my4.w));
+    }
+    uint4* dst = reinterpret_cast<uint4*>(out + e);
+    dst[0] = make_uint4(h[0], h[1], h[2], h[3]);
+    dst[1] = make_uint4(h[4], h[5], h[6], h[7]);
+  } else {
+    for (size_t i = e; i < e + 16 && i < n; ++i) {
+      const int64_t o = r0 + int64_t(i / size_t(cols)), c = int64_t(i % size_t(cols));
+      out[i] = __float2half_rn(math::dequant_u8(W[size_t(o) * size_t(cols) + size_t(c)], rx[o], mx[o], ry[c], my[c]));
+    }
+  }
 }
 
 // uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
@@ -487,10 +515,15 @@ void blas_product(const LinearJob& j, int T) {
       char* base = static_cast<char*>(scratch(c, x_bytes + size_t(tile_rows) * size_t(j.cols) * sizeof(__half)));
       const void* x16 = round_activations<__half>(c, j.x, j.ldx, j.cols, T);
       auto* tile = reinterpret_cast<__half*>(base + x_bytes);
+      const bool vector = j.cols % 16 == 0 && (reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(j.ry) | reinterpret_cast<uintptr_t>(j.my)) % 16 == 0;
       for (int64_t r0 = 0; r0 < j.rows; r0 += tile_rows) {
         int64_t n_rows = std::min(tile_rows, j.rows - r0);
         size_t n = size_t(n_rows) * size_t(j.cols);
-        chain(dequant_rows_kernel, unsigned((n + 255) / 256), 256, "dequant rows", q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
+        const unsigned blocks = unsigned((n + 16 * 256 - 1) / (16 * 256));
+        if (vector)
+          chain(dequant_rows_kernel<true>, blocks, 256, "dequant rows", q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
+        else
+          chain(dequant_rows_kernel<false>, blocks, 256, "dequant rows", q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
         gemm_half(CUDA_R_16F, tile, n_rows, j.cols, x16, j.y + r0, j.ldy, T, beta);
       }
       break;
