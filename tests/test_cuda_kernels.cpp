@@ -177,9 +177,9 @@ TEST_F(CudaKernels, NormShiftMixMatchesNormThenShiftThenMix) {
 }
 
 // v7's fused attention output (ln_x, bonus, gate; a warp per head) and value residual against the
-// CPU's per-head functions, for head sizes 64 and 32.
+// CPU's per-head functions, for head sizes 64 and 32, and 16 and 96 (lanes without a value).
 TEST_F(CudaKernels, V7OutputAndValueResidualMatchCpu) {
-  for (int N : {64, 32}) {
+  for (int N : {64, 32, 16, 96}) {
     const int T = 3, H = 4, C = H * N;
     auto y = random(size_t(T) * C, -2, 2, 90), r = random(size_t(T) * C, -1, 1, 91), k = random(size_t(T) * C, -1, 1, 92);
     auto v = random(size_t(T) * C, -1, 1, 93), g = random(size_t(T) * C, 0, 1, 94), lw = random(C, 0.5f, 1.5f, 95), lb = random(C, -0.2f, 0.2f, 96);
@@ -201,7 +201,7 @@ TEST_F(CudaKernels, V7OutputAndValueResidualMatchCpu) {
 }
 
 TEST_F(CudaKernels, V7KeysMatchCpu) {
-  for (int N : {64, 32}) {
+  for (int N : {64, 32, 16, 96}) {  // 16 and 96: lanes without a value
     const int T = 5, H = 3, C = H * N;
     auto k = random(size_t(T) * C, -2, 2, 110), a = random(size_t(T) * C, 0, 1, 111), kk0 = random(size_t(T) * C, -9, 9, 112);
     auto k_k = random(C, 0.5f, 1.5f, 113), k_a = random(C, 0, 1, 114);

@@ -264,39 +264,80 @@ __global__ void value_residual_kernel(float* v, const float* v_first, const floa
   if (i < n) v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[i % size_t(C)]);
 }
 
-// One warp per head of a token (reads of consecutive elements by consecutive lanes): the squared norm as
-// a warp sum in double, then each element through the shared pieces of math::v7_keys_head.
+// v7_keys and v7_output: one warp per head of a token, each lane holding its values (elements lane,
+// lane + 32, ...; PL per lane, N <= 32 * PL) in registers: every load is issued before the first
+// reduction, so a head costs one memory round trip, not one per pass over it. Sums are in double in
+// the CPU's order (each lane's elements in turn, then the warp), so the results are its own.
+template <int PL>
 __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int groups, int H, int N) {
   chained_start();
   const int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (grp >= groups) return;
   const size_t o = size_t(grp) * N, w = size_t(grp % H) * N;
+  float kv[PL], kkw[PL], av[PL], kaw[PL];
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    const int i = lane + 32 * m;
+    if (i >= N) break;
+    kv[m] = k[o + i], kkw[m] = k_k[w + i], av[m] = a[o + i], kaw[m] = k_a[w + i];
+  }
   double squares = 0;
-  for (int i = lane; i < N; i += 32) {
-    const float z = k[o + i] * k_k[w + i];
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    if (lane + 32 * m >= N) break;
+    const float z = kv[m] * kkw[m];
     squares += double(z) * z;
   }
   const float inv = math::v7_key_scale(warp_sum(squares));
-  for (int i = lane; i < N; i += 32) {
-    kk[o + i] = k[o + i] * k_k[w + i] * inv;
-    k[o + i] = math::v7_key_update(k[o + i], a[o + i], k_a[w + i]);
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    const int i = lane + 32 * m;
+    if (i >= N) break;
+    kk[o + i] = kv[m] * kkw[m] * inv;
+    k[o + i] = math::v7_key_update(kv[m], av[m], kaw[m]);
   }
 }
 
-// One warp per head of a token: ln_x's moments and the bonus weight as warp sums in double, then each
-// element through the shared v7_output (kernels/rwkv_math.h), as the CPU's v7_output_head does.
+// ln_x's moments and the bonus weight as warp sums, then each element through the shared v7_output
+// (kernels/rwkv_math.h), as the CPU's v7_output_head does.
+template <int PL>
 __global__ void v7_output_kernel(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b,
                                  const float* r_k, int groups, int H, int N) {
   chained_start();
   const int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (grp >= groups) return;
   const size_t o = size_t(grp) * N, w = size_t(grp % H) * N;
-  float* p = y + o;
-  double bonus = 0;
-  for (int i = lane; i < N; i += 32) bonus += double(r[o + i] * k[o + i] * r_k[w + i]);
+  float yv[PL], rv[PL], kv[PL], vv[PL], gv[PL], rkw[PL], lnw[PL], lnb[PL];
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    const int i = lane + 32 * m;
+    if (i >= N) break;
+    yv[m] = y[o + i], rv[m] = r[o + i], kv[m] = k[o + i], vv[m] = v[o + i], gv[m] = g[o + i];
+    rkw[m] = r_k[w + i], lnw[m] = ln_w[w + i], lnb[m] = ln_b[w + i];
+  }
+  double bonus = 0, sum = 0;
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    if (lane + 32 * m >= N) break;
+    bonus += double(rv[m] * kv[m] * rkw[m]);
+    sum += yv[m];
+  }
   const float b = float(warp_sum(bonus));
-  const Moments m = warp_moments(p, N, lane, 64e-5f);
-  for (int i = lane; i < N; i += 32) p[i] = math::v7_output(math::norm_apply(p[i], m.mean, m.rstd, ln_w[w + i], ln_b[w + i]), b, v[o + i], g[o + i]);
+  const double mean = warp_sum(sum) / N;
+  double var = 0;
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    if (lane + 32 * m >= N) break;
+    const double d = yv[m] - mean;
+    var += d * d;
+  }
+  const float mean_f = float(mean), rstd = math::norm_rstd(warp_sum(var), N, 64e-5f);
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    const int i = lane + 32 * m;
+    if (i >= N) break;
+    y[o + i] = math::v7_output(math::norm_apply(yv[m], mean_f, rstd, lnw[m], lnb[m]), b, vv[m], gv[m]);
+  }
 }
 
 }  // namespace
@@ -369,14 +410,24 @@ void v7_value_residual(float* v, const float* v_first, const float* gate, const 
 void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  chain(v7_keys_kernel, (groups + 7) / 8, 256, "v7_keys", k, kk, a, k_k, k_a, groups, H, N);
+  if (N > 256) fail("CUDA v7_keys: head size " + std::to_string(N) + " is above 256, the most a warp holds");
+  auto launch = [&](auto kernel) { chain(kernel, (groups + 7) / 8, 256, "v7_keys", k, kk, a, k_k, k_a, groups, H, N); };
+  if (N <= 32) launch(v7_keys_kernel<1>);
+  else if (N <= 64) launch(v7_keys_kernel<2>);
+  else if (N <= 128) launch(v7_keys_kernel<4>);
+  else launch(v7_keys_kernel<8>);
 }
 
 void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b, const float* r_k,
                int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  chain(v7_output_kernel, (groups + 7) / 8, 256, "v7_output", y, r, k, v, g, ln_w, ln_b, r_k, groups, H, N);
+  if (N > 256) fail("CUDA v7_output: head size " + std::to_string(N) + " is above 256, the most a warp holds");
+  auto launch = [&](auto kernel) { chain(kernel, (groups + 7) / 8, 256, "v7_output", y, r, k, v, g, ln_w, ln_b, r_k, groups, H, N); };
+  if (N <= 32) launch(v7_output_kernel<1>);
+  else if (N <= 64) launch(v7_output_kernel<2>);
+  else if (N <= 128) launch(v7_output_kernel<4>);
+  else launch(v7_output_kernel<8>);
 }
 
 }  // namespace skein::cuda
