@@ -267,11 +267,11 @@ struct U8Output {
   }
 };
 
-// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into `splits`
-// slices of slice_cols (a power of two, at most a block's warps): the warps of one tile's slices sit
-// in one block and add their sums in shared memory, in slice order, so the result is deterministic
-// and a narrow product (a 64-row LoRA factor) still spreads over many warps. Its blocks start at
-// first_block.
+// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into
+// `splits` slices of slice_cols each (splits a power of two, at most a block's warps): the warps of
+// one tile's slices sit in one block and add their sums in shared memory, in slice order, so the
+// result is deterministic and a narrow product (a 64-row LoRA factor) still spreads over many warps.
+// Its blocks start at first_block.
 template <typename Output>
 struct MatvecJob {
   const void* W;
