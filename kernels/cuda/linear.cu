@@ -20,6 +20,7 @@
 #include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/mma_tile.h"
 #include "kernels/rwkv_math.h"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -225,11 +226,9 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
 // lo = tf32(x - hi), two products summed in the same accumulators: x is carried to about 2^-22 of its
 // value, the products are exact and the sums fp32.
 //
-// No shuffles: the instruction sums A[m][k] * B[k][n] over k, and lane (g = lane / 4, t = lane % 4)
-// holds A at k = t and t + 4 of rows g and g + 8, and B at k = t and t + 4 of column g. Any placement of
-// a step's 8 weight columns on those k gives the same sum when A and B agree on it, so each lane uses
-// its own 16-byte loads of rows g and g + 8 (and the same columns of x row g): elements 2j and 2j + 1
-// are k = t and t + 4 of step j. Lanes t = 0..3 read 64 contiguous bytes of a row per load.
+// No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x)
+// are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
+// layout as functions the CPU tests multiply through). The 4 lanes of a row read 64 contiguous bytes.
 // A format: the element type, elements per 16-byte load, and the widening to fp32.
 struct U8Weights {
   using Elem = uint8_t;
@@ -267,11 +266,10 @@ struct U8Output {
   }
 };
 
-// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into
-// `splits` slices of slice_cols each (splits a power of two, at most a block's warps): the warps of
-// one tile's slices sit in one block and add their sums in shared memory, in slice order, so the
-// result is deterministic and a narrow product (a 64-row LoRA factor) still spreads over many warps.
-// Its blocks start at first_block.
+// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into slices
+// (mma::slices): the warps of one tile's slices sit in one block and add their sums in shared memory,
+// in slice order, so the result is deterministic and a narrow product (a 64-row LoRA factor) still
+// spreads over many warps. Its blocks start at first_block.
 template <typename Output>
 struct MatvecJob {
   const void* W;
@@ -281,8 +279,7 @@ struct MatvecJob {
   float* y;
   int64_t ldy;
   Output output;
-  int splits;
-  int64_t slice_cols;
+  mma::Slices slices;
   int first_block;
 };
 template <typename Output>
@@ -291,10 +288,10 @@ struct MatvecJobs {
   int count = 0;
 };
 
-constexpr int kMatvecWarps = 8;  // per block
+constexpr int kMatvecWarps = mma::kWarps;  // per block
 // Steps per round: each lane issues this many 16-byte loads of each of its two rows (and its x) before
 // any arithmetic, 4 KiB per warp in flight.
-constexpr int kMatvecSteps = 4;
+constexpr int kMatvecSteps = mma::kSteps;
 
 __device__ __forceinline__ uint32_t to_tf32(float v) {
   uint32_t r;
@@ -317,24 +314,26 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
   constexpr int E = Fmt::kPerLoad;
   constexpr int64_t kStepCols = 4 * E;  // the 4 lanes of a row, one load each
   const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
-  const int S = job.splits, slice = warp % S;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, t = lane % 4;
+  const int S = job.slices.splits, slice = warp % S;
   const int64_t rows = job.rows, cols = job.cols;
   const int64_t o0 = (int64_t(int(blockIdx.x) - job.first_block) * (kMatvecWarps / S) + warp / S) * 16;
-  const int64_t c_begin = int64_t(slice) * job.slice_cols;
+  const int64_t c_begin = mma::slice_begin(job.slices, slice, E), c_next = mma::slice_begin(job.slices, slice + 1, E);
   // A tile past the last row (the last block's) does no work but still meets the block's barrier.
-  const int64_t c_end = o0 < rows ? (cols < c_begin + job.slice_cols ? cols : c_begin + job.slice_cols) : c_begin;
+  const int64_t c_end = o0 < rows ? (cols < c_next ? cols : c_next) : c_begin;
   const int64_t last = rows - 1;  // rows past the end read the last one; their sums are dropped
-  const Bits* wa = static_cast<const Bits*>(job.W) + size_t(o0 + g < last ? o0 + g : last) * size_t(cols);
-  const Bits* wb = static_cast<const Bits*>(job.W) + size_t(o0 + g + 8 < last ? o0 + g + 8 : last) * size_t(cols);
-  const int tok0 = int(blockIdx.y) * 8;  // this block's group of x rows; lane g reads row tok0 + g
-  const bool has_x = tok0 + g < T;
-  const float* xg = job.x + size_t(has_x ? tok0 + g : 0) * size_t(job.ldx);
+  const int64_t ra = o0 + mma::a_row(lane, 0), rb = o0 + mma::a_row(lane, 1);  // this lane's two tile rows
+  const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
+  const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
+  const int tok0 = int(blockIdx.y) * 8;  // this block's group of x rows; the lane reads row tok0 + b_col
+  const bool has_x = tok0 + mma::b_col(lane) < T;
+  const float* xg = job.x + size_t(has_x ? tok0 + mma::b_col(lane) : 0) * size_t(job.ldx);
   // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
-  // (a chained launch) finishes. Lane t fetches step t of both rows.
-  if (c_begin + t * kStepCols < c_end) {
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + c_begin + t * kStepCols));
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + c_begin + t * kStepCols));
+  // (a chained launch) finishes. Lane t fetches step t of both rows (a round is kMatvecSteps = 4 steps).
+  static_assert(kMatvecSteps == 4);
+  if (const int64_t c = mma::load_column(c_begin, t, 0, E); c < c_end) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + c));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + c));
   }
   chained_start();
   auto load_weights = [&](const Bits* row, int64_t c, uint4& p) {
@@ -363,24 +362,24 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
     uint4 pa[kMatvecSteps], pb[kMatvecSteps];
 #pragma unroll
     for (int u = 0; u < kMatvecSteps; ++u) {
-      load_weights(wa, base + u * kStepCols + t * E, pa[u]);
-      load_weights(wb, base + u * kStepCols + t * E, pb[u]);
+      load_weights(wa, mma::load_column(base, u, t, E), pa[u]);
+      load_weights(wb, mma::load_column(base, u, t, E), pb[u]);
     }
 #pragma unroll
     for (int u = 0; u < kMatvecSteps; ++u)
 #pragma unroll
       for (int h = 0; h < E; h += 8) {
         float xv[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
-        load_x(base + u * kStepCols + t * E + h, xv);
+        load_x(mma::load_column(base, u, t, E) + h, xv);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int i = h + 2 * j;
-          const uint32_t a0 = __float_as_uint(Fmt::widen_at(pa[u], i)), a2 = __float_as_uint(Fmt::widen_at(pa[u], i + 1));
-          const uint32_t a1 = __float_as_uint(Fmt::widen_at(pb[u], i)), a3 = __float_as_uint(Fmt::widen_at(pb[u], i + 1));
-          const float x0 = xv[2 * j], x1 = xv[2 * j + 1];
+        for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
+          uint32_t a[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a[r] = __float_as_uint(Fmt::widen_at(r % 2 ? pb[u] : pa[u], mma::a_element(j, r)));
+          const float x0 = xv[mma::b_element(j, 0) - h], x1 = xv[mma::b_element(j, 1) - h];
           const uint32_t h0 = to_tf32(x0), h1 = to_tf32(x1);
-          mma_tf32(acc, a0, a1, a2, a3, h0, h1);
-          mma_tf32(acc, a0, a1, a2, a3, to_tf32(x0 - __uint_as_float(h0)), to_tf32(x1 - __uint_as_float(h1)));
+          mma_tf32(acc, a[0], a[1], a[2], a[3], h0, h1);
+          mma_tf32(acc, a[0], a[1], a[2], a[3], to_tf32(x0 - __uint_as_float(h0)), to_tf32(x1 - __uint_as_float(h1)));
         }
       }
   }
@@ -394,11 +393,11 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
     for (int r = 0; r < 4; ++r)
       for (int s = 1; s < S; ++s) acc[r] += partial[warp + s][r][lane];
   }
-  // Accumulator r of lane (g, t): row g + 8 * (r / 2) of the tile, x row 2t + r % 2 of the group.
+  // Accumulator r: tile row c_row, x row c_col of the group.
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const int tok = tok0 + 2 * t + r % 2;
-    const int64_t o = o0 + g + 8 * (r / 2);
+    const int tok = tok0 + mma::c_col(lane, r);
+    const int64_t o = o0 + mma::c_row(lane, r);
     if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, acc[r]);
   }
 }
@@ -406,16 +405,12 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
 // `vector`: every product's rows and x rows start on 16 bytes and its width is whole 16-byte loads.
 template <typename Fmt, typename Output>
 void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
-  constexpr int64_t kStepCols = 4 * Fmt::kPerLoad, kRoundCols = kMatvecSteps * kStepCols;
   int64_t blocks = 0;
   for (int i = 0; i < jobs.count; ++i) {
     MatvecJob<Output>& j = jobs.job[i];
-    int S = 1;  // as many slices as leave each a round of loads or more
-    while (S < kMatvecWarps && 2 * S * kRoundCols <= j.cols) S *= 2;
-    j.splits = S;
-    j.slice_cols = (j.cols + S * kStepCols - 1) / (S * kStepCols) * kStepCols;
+    j.slices = mma::slices(j.cols, Fmt::kPerLoad);
     j.first_block = int(blocks);
-    const int64_t tiles = (j.rows + 15) / 16, tiles_per_block = kMatvecWarps / S;
+    const int64_t tiles = (j.rows + 15) / 16, tiles_per_block = kMatvecWarps / j.slices.splits;
     blocks += (tiles + tiles_per_block - 1) / tiles_per_block;
   }
   if (blocks == 0) return;
@@ -534,7 +529,7 @@ void blas_product(const LinearJob& j, int T) {
 
 template <typename Output>
 MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, int64_t ldx, Output output) {
-  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, 1, 0, 0};
+  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, {1, 0}, 0};
 }
 
 // Products of one half-precision format, up to kMaxGroup per launch.

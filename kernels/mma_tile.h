@@ -1,0 +1,56 @@
+// The layout of the CUDA products' tensor-core tiles (kernels/cuda/linear.cu) as plain functions that
+// the CPU tests run too: what each lane of a warp hands to mma.m16n8k8 (tf32), where the results land,
+// and how a product's columns are split over a block's warps. The kernel is written with these very
+// functions; tests/test_mma_tile.cpp multiplies through them on the CPU, with the instruction's
+// fragment layout below as its reference, and compares with a plain product.
+#pragma once
+#include <cstdint>
+
+#include "kernels/numeric.h"
+
+namespace skein::mma {
+
+// mma.m16n8k8 with tf32 operands (PTX ISA, "Matrix Fragments for mma.m16n8k8"): D[16x8] += A[16x8] B[8x8]
+// over k. Lane l is thread t = l % 4 of group g = l / 4.
+//   A register r (0..3): row g + 8 (r % 2), k = t + 4 (r / 2).
+//   B register r (0..1): k = t + 4 r, column g.
+//   C register r (0..3): row g + 8 (r / 2), column 2 t + r % 2.
+SKEIN_HD int a_row(int lane, int r) { return lane / 4 + 8 * (r % 2); }
+SKEIN_HD int a_k(int lane, int r) { return lane % 4 + 4 * (r / 2); }
+SKEIN_HD int b_k(int lane, int r) { return lane % 4 + 4 * r; }
+SKEIN_HD int b_col(int lane) { return lane / 4; }
+SKEIN_HD int c_row(int lane, int r) { return lane / 4 + 8 * (r / 2); }
+SKEIN_HD int c_col(int lane, int r) { return 2 * (lane % 4) + r % 2; }
+
+// The kernel's operands, with no shuffles: each lane loads 16 bytes (E elements) of tile rows
+// a_row(lane, 0) and a_row(lane, 1) and the same columns of x row b_col(lane), and k-step j of that load
+// takes A register r from element a_element(j, r) of row a_row(lane, r), B register r from element
+// b_element(j, r). A's k = t + 4 (r / 2) and B's k = t + 4 r' name the same element when r' = r / 2, so
+// A and B agree on which column sits at each k, which is all a sum over k needs.
+SKEIN_HD int a_element(int j, int r) { return 2 * j + r / 2; }
+SKEIN_HD int b_element(int j, int r) { return 2 * j + r; }
+
+// Lane t's load of step u in a round starting at column `base`: the 4 lanes of a row side by side
+// (64 contiguous bytes), steps one after another.
+SKEIN_HD int64_t load_column(int64_t base, int u, int t, int E) { return base + int64_t(u) * 4 * E + int64_t(t) * E; }
+
+constexpr int kWarps = 8;  // per block
+constexpr int kSteps = 4;  // loads per lane and row issued before any arithmetic (a round)
+
+// A product's columns over `splits` warps of a block (a power of two, at most kWarps): as many as leave
+// each slice a round of loads or more. Its `steps` (4 loads side by side, the last one maybe short)
+// are dealt out evenly, so the slices differ by a step at most.
+struct Slices {
+  int splits;
+  int64_t steps;
+};
+SKEIN_HD Slices slices(int64_t cols, int E) {
+  const int64_t step = 4 * int64_t(E), round = kSteps * step;
+  int s = 1;
+  while (s < kWarps && 2 * s * round <= cols) s *= 2;
+  return {s, (cols + step - 1) / step};
+}
+// The first column of slice i (i = splits: the end of the last).
+SKEIN_HD int64_t slice_begin(const Slices& s, int i, int E) { return s.steps * i / s.splits * 4 * int64_t(E); }
+
+}  // namespace skein::mma

@@ -1,0 +1,122 @@
+// The tensor-core products' tile layout (kernels/mma_tile.h) on the CPU, where no GPU runs the kernel:
+// the mma.m16n8k8 fragment layout places every element once, and a whole product assembled through the
+// layout (tile by tile, slice by slice, round by round, as kernels/cuda/linear.cu walks it, each k-step
+// an instruction's D = A B + C taken from the lanes' registers) equals the plain product.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/mma_tile.h"
+
+namespace skein::test {
+namespace {
+
+TEST(MmaTile, FragmentLayoutPlacesEveryElementOnce) {
+  std::vector<int> a(16 * 8), b(8 * 8), c(16 * 8);
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int r = 0; r < 4; ++r) ++a[size_t(mma::a_row(lane, r) * 8 + mma::a_k(lane, r))];
+    for (int r = 0; r < 2; ++r) ++b[size_t(mma::b_k(lane, r) * 8 + mma::b_col(lane))];
+    for (int r = 0; r < 4; ++r) ++c[size_t(mma::c_row(lane, r) * 8 + mma::c_col(lane, r))];
+  }
+  for (int n : a) EXPECT_EQ(n, 1);
+  for (int n : b) EXPECT_EQ(n, 1);
+  for (int n : c) EXPECT_EQ(n, 1);
+}
+
+TEST(MmaTile, SlicesAreEvenRunsOfWholeSteps) {
+  for (int E : {8, 16})
+    for (int64_t cols : {16, 64, 100, 264, 511, 512, 1024, 2064, 4096, 16384}) {
+      const mma::Slices s = mma::slices(cols, E);
+      const int64_t step = 4 * E, round = mma::kSteps * step;
+      EXPECT_TRUE(s.splits == 1 || s.splits == 2 || s.splits == 4 || s.splits == 8) << cols;
+      EXPECT_EQ(mma::slice_begin(s, 0, E), 0) << cols;
+      EXPECT_GE(mma::slice_begin(s, s.splits, E), cols) << cols;
+      EXPECT_LT(mma::slice_begin(s, s.splits, E) - cols, step) << cols;
+      for (int i = 0; i < s.splits; ++i) {
+        const int64_t n = mma::slice_begin(s, i + 1, E) - mma::slice_begin(s, i, E);
+        EXPECT_EQ(n % step, 0) << cols << " slice " << i;
+        EXPECT_GE(n, s.splits > 1 ? round : step) << cols << " slice " << i << ": short of a round";
+        EXPECT_LE(n, mma::slice_begin(s, 1, E) + step) << cols << " slice " << i << ": uneven";
+      }
+    }
+  EXPECT_EQ(mma::slices(4096, 8).splits, 8);  // a 7B layer's rows: every warp of a block on one tile
+}
+
+// y [T x rows] = x [T x cols] W^T through the kernel's layout, in double.
+std::vector<double> product_through_tiles(const std::vector<double>& W, const std::vector<double>& x, int64_t rows, int64_t cols, int T, int E) {
+  const mma::Slices sl = mma::slices(cols, E);
+  std::vector<double> y(size_t(T) * size_t(rows), std::nan(""));
+  for (int64_t o0 = 0; o0 < rows; o0 += 16)
+    for (int tok0 = 0; tok0 < T; tok0 += 8) {
+      double total[32][4] = {};
+      for (int slice = 0; slice < sl.splits; ++slice) {  // summed in slice order, as the block does
+        const int64_t c_begin = mma::slice_begin(sl, slice, E), c_end = std::min(cols, mma::slice_begin(sl, slice + 1, E));
+        double acc[32][4] = {};
+        for (int64_t base = c_begin; base < c_end; base += mma::kSteps * 4 * E)
+          for (int u = 0; u < mma::kSteps; ++u)
+            for (int j = 0; j < E / 2; ++j) {
+              double A[16][8], B[8][8], D[16][8] = {};
+              for (int lane = 0; lane < 32; ++lane) {
+                const int64_t c = mma::load_column(base, u, lane % 4, E);
+                for (int r = 0; r < 4; ++r) {
+                  const int64_t row = std::min(rows - 1, o0 + mma::a_row(lane, r)), col = c + mma::a_element(j, r);
+                  A[mma::a_row(lane, r)][mma::a_k(lane, r)] = col < c_end ? W[size_t(row * cols + col)] : 0.0;
+                }
+                for (int r = 0; r < 2; ++r) {
+                  const int tok = tok0 + mma::b_col(lane);
+                  const int64_t col = c + mma::b_element(j, r);
+                  B[mma::b_k(lane, r)][mma::b_col(lane)] = col < c_end && tok < T ? x[size_t(tok * cols + col)] : 0.0;
+                }
+              }
+              for (int m = 0; m < 16; ++m)
+                for (int n = 0; n < 8; ++n)
+                  for (int k = 0; k < 8; ++k) D[m][n] += A[m][k] * B[k][n];
+              for (int lane = 0; lane < 32; ++lane)
+                for (int r = 0; r < 4; ++r) acc[lane][r] += D[mma::c_row(lane, r)][mma::c_col(lane, r)];
+            }
+        for (int lane = 0; lane < 32; ++lane)
+          for (int r = 0; r < 4; ++r) total[lane][r] += acc[lane][r];
+      }
+      for (int lane = 0; lane < 32; ++lane)
+        for (int r = 0; r < 4; ++r) {
+          const int tok = tok0 + mma::c_col(lane, r);
+          const int64_t o = o0 + mma::c_row(lane, r);
+          if (tok >= T || o >= rows) continue;
+          EXPECT_TRUE(std::isnan(y[size_t(tok * rows + o)])) << "output " << tok << "," << o << " written twice";
+          y[size_t(tok * rows + o)] = total[lane][r];
+        }
+    }
+  return y;
+}
+
+// Shapes the GPU tests use and a 7B layer's: columns split over 1, 2, 4 and 8 warps with short last
+// slices, widths below one step, rows short of a tile, 1 to 20 rows of x (token groups), the fp16 and
+// uint8 load widths (8 and 16 elements), and a width that is not whole loads (element-wise loads).
+TEST(MmaTile, ProductsThroughTheLayoutEqualPlainProducts) {
+  struct Shape {
+    int64_t rows, cols;
+    int T, E;
+  };
+  for (Shape s : {Shape{70, 264, 1, 8}, {70, 264, 12, 8}, {70, 1032, 3, 8}, {45, 64, 8, 8}, {23, 32, 5, 8}, {70, 16, 2, 8}, {70, 100, 3, 8},
+                  {70, 2064, 3, 16}, {70, 256, 20, 16}, {9, 256, 3, 16}, {30, 1024, 8, 16}, {40, 1040, 8, 16}, {16, 4096, 1, 8},
+                  {17, 16384, 2, 8}}) {
+    std::mt19937 g(unsigned(s.rows * 131 + s.cols * 7 + s.T));
+    std::uniform_real_distribution<double> d(-1, 1);
+    std::vector<double> W(size_t(s.rows * s.cols)), x(size_t(s.T * s.cols));
+    for (auto& v : W) v = d(g);
+    for (auto& v : x) v = d(g);
+    const auto y = product_through_tiles(W, x, s.rows, s.cols, s.T, s.E);
+    for (int t = 0; t < s.T; ++t)
+      for (int64_t o = 0; o < s.rows; ++o) {
+        double want = 0;
+        for (int64_t i = 0; i < s.cols; ++i) want += W[size_t(o * s.cols + i)] * x[size_t(t * s.cols + i)];
+        ASSERT_NEAR(y[size_t(t * s.rows + o)], want, 1e-9) << s.rows << "x" << s.cols << " T " << s.T << " E " << s.E << " row " << o << " x row " << t;
+      }
+  }
+}
+
+}  // namespace
+}  // namespace skein::test
