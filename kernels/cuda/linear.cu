@@ -308,7 +308,7 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1
 // kVector: rows of W and x start on 16 bytes and cols is whole 16-byte loads; otherwise the same
 // loads are made element by element.
 template <typename Fmt, bool kVector, typename Output>
-__global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_kernel(MatvecJobs<Output> jobs, int T) {
+__global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_kernel(MatvecJobs<Output> jobs, int T, int tok_base) {
   using Elem = typename Fmt::Elem;
   using Bits = std::conditional_t<sizeof(Elem) == 2, uint16_t, uint8_t>;
   constexpr int E = Fmt::kPerLoad;
@@ -325,7 +325,7 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
   const int64_t ra = o0 + mma::a_row(lane, 0), rb = o0 + mma::a_row(lane, 1);  // this lane's two tile rows
   const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
   const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
-  const int tok0 = int(blockIdx.y) * 8;  // this block's group of x rows; the lane reads row tok0 + b_col
+  const int tok0 = tok_base + int(blockIdx.y) * 8;  // this block's group of x rows; the lane reads row tok0 + b_col
   const bool has_x = tok0 + mma::b_col(lane) < T;
   const float* xg = job.x + size_t(has_x ? tok0 + mma::b_col(lane) : 0) * size_t(job.ldx);
   // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
@@ -414,11 +414,14 @@ void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
     blocks += (tiles + tiles_per_block - 1) / tiles_per_block;
   }
   if (blocks == 0) return;
-  const dim3 grid(unsigned(blocks), unsigned((T + 7) / 8));
-  if (vector)
-    chain(matvec_kernel<Fmt, true, Output>, grid, kMatvecWarps * 32, "matvec", jobs, T);
-  else
-    chain(matvec_kernel<Fmt, false, Output>, grid, kMatvecWarps * 32, "matvec", jobs, T);
+  constexpr int kMaxGroups = 65535;  // a grid's y extent: longer prompts take several launches
+  for (int tok = 0; tok < T; tok += 8 * kMaxGroups) {
+    const dim3 grid(unsigned(blocks), unsigned(std::min(kMaxGroups, (T - tok + 7) / 8)));
+    if (vector)
+      chain(matvec_kernel<Fmt, true, Output>, grid, kMatvecWarps * 32, "matvec", jobs, T, tok);
+    else
+      chain(matvec_kernel<Fmt, false, Output>, grid, kMatvecWarps * 32, "matvec", jobs, T, tok);
+  }
 }
 
 // beta 1 adds the products to y (ProductOutput::Add), 0 stores them.
