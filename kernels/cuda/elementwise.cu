@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <string>
+#include <type_traits>
 
 #include "common/error.h"
 #include "kernels/cuda/chained_launch.h"
@@ -95,28 +97,49 @@ __global__ void layer_norm_kernel(const float* x, const float* w, const float* b
 }
 
 // A group's mean and 1/std with a warp (moments in double, as the CPU's norm_row).
-__device__ Moments warp_moments(const float* p, int N, int lane, float eps) {
+// The head kernels below (group_norm, v7_keys, v7_output) take one warp per head of a token, each lane
+// holding its values (elements lane, lane + 32, ...; PL per lane, N <= 32 * PL) in registers: every
+// load is issued before the first reduction, so a head costs one memory round trip, not one per pass
+// over it. Sums are in double in the CPU's order (each lane's elements in turn, then the warp), so the
+// results are its own. The moments of a head held that way:
+template <int PL>
+__device__ Moments warp_moments(const float (&v)[PL], int N, int lane, float eps) {
   double s = 0;
-  for (int i = lane; i < N; i += 32) s += p[i];
+#pragma unroll
+  for (int m = 0; m < PL; ++m)
+    if (lane + 32 * m < N) s += v[m];
   const double mean = warp_sum(s) / N;
-  double v = 0;
-  for (int i = lane; i < N; i += 32) {
-    double d = p[i] - mean;
-    v += d * d;
-  }
-  return {float(mean), math::norm_rstd(warp_sum(v), N, eps)};
+  double var = 0;
+#pragma unroll
+  for (int m = 0; m < PL; ++m)
+    if (lane + 32 * m < N) {
+      const double d = v[m] - mean;
+      var += d * d;
+    }
+  return {float(mean), math::norm_rstd(warp_sum(var), N, eps)};
 }
 
-// One warp per group (a head of N values).
+// A group is a head of N values.
+template <int PL>
 __global__ void group_norm_kernel(float* x, const float* w, const float* b, int groups, int H, int N) {
   chained_start();
   const int g = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (g >= groups) return;
-  float* p = x + size_t(g) * N;
-  const float* wh = w + size_t(g % H) * N;
-  const float* bh = b + size_t(g % H) * N;
-  const Moments m = warp_moments(p, N, lane, 64e-5f);
-  for (int i = lane; i < N; i += 32) p[i] = math::norm_apply(p[i], m.mean, m.rstd, wh[i], bh[i]);
+  const size_t o = size_t(g) * N, wo = size_t(g % H) * N;
+  float xv[PL], wv[PL], bv[PL];
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    const int i = lane + 32 * m;
+    if (i >= N) break;
+    xv[m] = x[o + i], wv[m] = w[wo + i], bv[m] = b[wo + i];
+  }
+  const Moments mo = warp_moments(xv, N, lane, 64e-5f);
+#pragma unroll
+  for (int m = 0; m < PL; ++m) {
+    const int i = lane + 32 * m;
+    if (i >= N) break;
+    x[o + i] = math::norm_apply(xv[m], mo.mean, mo.rstd, wv[m], bv[m]);
+  }
 }
 
 template <typename E>
@@ -264,10 +287,6 @@ __global__ void value_residual_kernel(float* v, const float* v_first, const floa
   if (i < n) v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[i % size_t(C)]);
 }
 
-// v7_keys and v7_output: one warp per head of a token, each lane holding its values (elements lane,
-// lane + 32, ...; PL per lane, N <= 32 * PL) in registers: every load is issued before the first
-// reduction, so a head costs one memory round trip, not one per pass over it. Sums are in double in
-// the CPU's order (each lane's elements in turn, then the warp), so the results are its own.
 template <int PL>
 __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int groups, int H, int N) {
   chained_start();
@@ -315,29 +334,28 @@ __global__ void v7_output_kernel(float* y, const float* r, const float* k, const
     yv[m] = y[o + i], rv[m] = r[o + i], kv[m] = k[o + i], vv[m] = v[o + i], gv[m] = g[o + i];
     rkw[m] = r_k[w + i], lnw[m] = ln_w[w + i], lnb[m] = ln_b[w + i];
   }
-  double bonus = 0, sum = 0;
+  double bonus = 0;
 #pragma unroll
-  for (int m = 0; m < PL; ++m) {
-    if (lane + 32 * m >= N) break;
-    bonus += double(rv[m] * kv[m] * rkw[m]);
-    sum += yv[m];
-  }
+  for (int m = 0; m < PL; ++m)
+    if (lane + 32 * m < N) bonus += double(rv[m] * kv[m] * rkw[m]);
   const float b = float(warp_sum(bonus));
-  const double mean = warp_sum(sum) / N;
-  double var = 0;
-#pragma unroll
-  for (int m = 0; m < PL; ++m) {
-    if (lane + 32 * m >= N) break;
-    const double d = yv[m] - mean;
-    var += d * d;
-  }
-  const float mean_f = float(mean), rstd = math::norm_rstd(warp_sum(var), N, 64e-5f);
+  const Moments mo = warp_moments(yv, N, lane, 64e-5f);
 #pragma unroll
   for (int m = 0; m < PL; ++m) {
     const int i = lane + 32 * m;
     if (i >= N) break;
-    y[o + i] = math::v7_output(math::norm_apply(yv[m], mean_f, rstd, lnw[m], lnb[m]), b, vv[m], gv[m]);
+    y[o + i] = math::v7_output(math::norm_apply(yv[m], mo.mean, mo.rstd, lnw[m], lnb[m]), b, vv[m], gv[m]);
   }
+}
+
+// Runs launch(std::integral_constant<int, PL>) for the registers per lane a head of N values needs.
+template <typename Launch>
+void per_lane(int N, const char* what, Launch launch) {
+  if (N > 256) fail(std::string("CUDA ") + what + ": head size " + std::to_string(N) + " is above 256, the most a warp holds");
+  if (N <= 32) launch(std::integral_constant<int, 1>{});
+  else if (N <= 64) launch(std::integral_constant<int, 2>{});
+  else if (N <= 128) launch(std::integral_constant<int, 4>{});
+  else launch(std::integral_constant<int, 8>{});
 }
 
 }  // namespace
@@ -350,7 +368,7 @@ void layer_norm(const float* x, const float* w, const float* b, float* y, int T,
 void group_norm(float* x, const float* w, const float* b, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  chain(group_norm_kernel, (groups + 7) / 8, 256, "group_norm", x, w, b, groups, H, N);
+  per_lane(N, "group_norm", [&](auto pl) { chain(group_norm_kernel<pl()>, (groups + 7) / 8, 256, "group_norm", x, w, b, groups, H, N); });
 }
 
 void embed(const void* emb, WeightType type, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x) {
@@ -410,24 +428,15 @@ void v7_value_residual(float* v, const float* v_first, const float* gate, const 
 void v7_keys(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  if (N > 256) fail("CUDA v7_keys: head size " + std::to_string(N) + " is above 256, the most a warp holds");
-  auto launch = [&](auto kernel) { chain(kernel, (groups + 7) / 8, 256, "v7_keys", k, kk, a, k_k, k_a, groups, H, N); };
-  if (N <= 32) launch(v7_keys_kernel<1>);
-  else if (N <= 64) launch(v7_keys_kernel<2>);
-  else if (N <= 128) launch(v7_keys_kernel<4>);
-  else launch(v7_keys_kernel<8>);
+  per_lane(N, "v7_keys", [&](auto pl) { chain(v7_keys_kernel<pl()>, (groups + 7) / 8, 256, "v7_keys", k, kk, a, k_k, k_a, groups, H, N); });
 }
 
 void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const float* ln_w, const float* ln_b, const float* r_k,
                int T, int H, int N) {
   int groups = T * H;
   if (groups <= 0) return;
-  if (N > 256) fail("CUDA v7_output: head size " + std::to_string(N) + " is above 256, the most a warp holds");
-  auto launch = [&](auto kernel) { chain(kernel, (groups + 7) / 8, 256, "v7_output", y, r, k, v, g, ln_w, ln_b, r_k, groups, H, N); };
-  if (N <= 32) launch(v7_output_kernel<1>);
-  else if (N <= 64) launch(v7_output_kernel<2>);
-  else if (N <= 128) launch(v7_output_kernel<4>);
-  else launch(v7_output_kernel<8>);
+  per_lane(N, "v7_output",
+           [&](auto pl) { chain(v7_output_kernel<pl()>, (groups + 7) / 8, 256, "v7_output", y, r, k, v, g, ln_w, ln_b, r_k, groups, H, N); });
 }
 
 }  // namespace skein::cuda
