@@ -5,6 +5,11 @@
 
 #include "common/error.h"
 
+// The floor for every kernel: the products use tf32 tensor cores (mma.sync), the recurrences cp.async.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "Skein's CUDA kernels need compute capability 8.0 or newer"
+#endif
+
 namespace skein::cuda {
 
 // The current device's stream: every launch, copy and cuBLAS call of Skein goes to it (kernels/cuda/device.cu).

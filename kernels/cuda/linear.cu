@@ -23,10 +23,6 @@
 #include "kernels/mma_tile.h"
 #include "kernels/rwkv_math.h"
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#error "Skein's CUDA kernels need compute capability 8.0 or newer (tf32 tensor-core products)"
-#endif
-
 namespace skein::cuda {
 
 namespace {
@@ -331,7 +327,7 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
   // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
   // (a chained launch) finishes. Lane t fetches step t of both rows (a round is kMatvecSteps = 4 steps).
   static_assert(kMatvecSteps == 4);
-  if (const int64_t c = mma::load_column(c_begin, t, 0, E); c < c_end) {
+  if (const int64_t c = c_begin + t * kStepCols; c < c_end) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + c));
     asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + c));
   }
@@ -347,7 +343,7 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
       p = make_uint4(w[0], w[1], w[2], w[3]);
     }
   };
-  // Eight activations of x row g from column c (zeros past the slice, or for rows x does not have).
+  // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does not have).
   auto load_x = [&](int64_t c, float (&v)[8]) {
     if (kVector && has_x && c < c_end) {
       const float4 lo = __ldg(reinterpret_cast<const float4*>(xg + c)), hi = __ldg(reinterpret_cast<const float4*>(xg + c) + 1);
@@ -492,6 +488,14 @@ void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, i
   }
 }
 
+// 16-byte loads need every weight row and every activation row to start on 16 bytes.
+bool vector_weights(const LinearJob& j, int elems_per_load) {
+  return j.cols % elems_per_load == 0 && reinterpret_cast<uintptr_t>(j.W) % 16 == 0;
+}
+bool vector_loads(const LinearJob& j, int elems_per_load) {
+  return vector_weights(j, elems_per_load) && reinterpret_cast<uintptr_t>(j.x) % 16 == 0 && j.ldx % 4 == 0;
+}
+
 // An fp32 product (any T) or a large uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
 void blas_product(const LinearJob& j, int T) {
   DeviceContext& c = context();
@@ -513,7 +517,7 @@ void blas_product(const LinearJob& j, int T) {
       char* base = static_cast<char*>(scratch(c, x_bytes + size_t(tile_rows) * size_t(j.cols) * sizeof(__half)));
       const void* x16 = round_activations<__half>(c, j.x, j.ldx, j.cols, T);
       auto* tile = reinterpret_cast<__half*>(base + x_bytes);
-      const bool vector = j.cols % 16 == 0 && (reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(j.ry) | reinterpret_cast<uintptr_t>(j.my)) % 16 == 0;
+      const bool vector = vector_weights(j, U8Weights::kPerLoad) && (reinterpret_cast<uintptr_t>(j.ry) | reinterpret_cast<uintptr_t>(j.my)) % 16 == 0;
       for (int64_t r0 = 0; r0 < j.rows; r0 += tile_rows) {
         int64_t n_rows = std::min(tile_rows, j.rows - r0);
         size_t n = size_t(n_rows) * size_t(j.cols);
@@ -572,14 +576,6 @@ void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) 
     chain(u8_prepare_kernel, dim3(unsigned(T), unsigned(prep.count)), kPrepareThreads, "u8 prepare", prep);
     matvec<U8Weights>(jobs, T, vector);
   }
-}
-
-// 16-byte loads need every weight row and every activation row to start on 16 bytes.
-bool vector_weights(const LinearJob& j, int elems_per_load) {
-  return j.cols % elems_per_load == 0 && reinterpret_cast<uintptr_t>(j.W) % 16 == 0;
-}
-bool vector_loads(const LinearJob& j, int elems_per_load) {
-  return vector_weights(j, elems_per_load) && reinterpret_cast<uintptr_t>(j.x) % 16 == 0 && j.ldx % 4 == 0;
 }
 
 int64_t weight_bytes(const LinearJob& j) { return j.rows * j.cols * (j.type == WeightType::U8 ? 1 : j.type == WeightType::F32 ? 4 : 2); }

@@ -78,25 +78,14 @@ __global__ void wkv7_kernel(const Slice* seqs, int H, int N, const float* r, con
   }
 }
 
-// Asynchronous 4-byte copies from global to shared memory (sm_80+; a plain copy before that), in
-// commit groups a thread waits for by count.
+// Asynchronous 4-byte copies from global to shared memory, in commit groups a thread waits for by count.
 __device__ __forceinline__ void copy_async(float* shared, const float* global) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(unsigned(__cvta_generic_to_shared(shared))), "l"(global) : "memory");
-#else
-  *shared = *global;
-#endif
 }
-__device__ __forceinline__ void commit_async() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int kPending>
 __device__ __forceinline__ void wait_async() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-#endif
 }
 
 // v7 with the usual head size N = 64, laid out for memory bandwidth (at decode each sequence's state
