@@ -58,7 +58,8 @@ TEST_F(CudaKernels, LayerNormMatchesCpu) {
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5) << i;
 }
 
-// A prompt longer than the kernel's ring of token inputs (8 tokens), so every stage is refilled.
+// A prompt longer than the kernel's ring of token inputs (8 tokens), so every stage is refilled: in one
+// launch (the prompt kernel, 16 threads per state row) and token by token (the decode kernel, 4).
 TEST_F(CudaKernels, Wkv7MatchesCpu) {
   const int T = 37, H = 2, N = 64, C = H * N;
   auto r = random(size_t(T) * C, -1, 1, 4), w = random(size_t(T) * C, 0.3f, 0.99f, 5), k = random(size_t(T) * C, -1, 1, 6);
@@ -69,15 +70,16 @@ TEST_F(CudaKernels, Wkv7MatchesCpu) {
       size_t i = size_t(t) * C + size_t(h) * N;
       math::wkv7_head_step(N, &r[i], &w[i], &k[i], &v[i], &kk[i], &a[i], &S[size_t(h) * N * N], &y[i]);
     }
-  Dev dr(r), dw(w), dk(k), dv(v), dkk(kk), da(a), dS(std::vector<float>(S.size(), 0.0f)), dy(std::vector<float>(y.size()));
-  cuda::Slice one{0, T, dS.p};
-  auto* table = static_cast<cuda::Slice*>(cuda::alloc_bytes(sizeof one));
-  cuda::upload_bytes(table, &one, sizeof one);
-  cuda::wkv7(table, 1, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p);
-  cuda::free_bytes(table);
-  auto gy = dy.get(), gS = dS.get();
-  for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << i;
-  for (size_t i = 0; i < S.size(); ++i) ASSERT_NEAR(gS[i], S[i], 1e-4) << i;
+  for (bool stepwise : {false, true}) {
+    Dev dr(r), dw(w), dk(k), dv(v), dkk(kk), da(a), dS(std::vector<float>(S.size(), 0.0f)), dy(std::vector<float>(y.size()));
+    for (int t = 0; t < (stepwise ? T : 1); ++t) {
+      Table table({stepwise ? cuda::Slice{t, 1, dS.p} : cuda::Slice{0, T, dS.p}});
+      cuda::wkv7(table.p, 1, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p, stepwise ? 1 : T);
+    }
+    auto gy = dy.get(), gS = dS.get();
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << (stepwise ? "stepwise " : "") << i;
+    for (size_t i = 0; i < S.size(); ++i) ASSERT_NEAR(gS[i], S[i], 1e-4) << (stepwise ? "stepwise " : "") << i;
+  }
 }
 
 // Two sequences of different lengths in one launch, for the register kernel (N = 64) and the general
@@ -102,7 +104,7 @@ TEST_F(CudaKernels, BatchedWkv5AndWkv7MatchCpuForEveryHeadSize) {
       }
       Dev dr(r), dw(w), dk(k), dv(v), dkk(kk), da(a), du(u), dS(S0), dy(std::vector<float>(y.size()));
       Table table({{0, lens[0], dS.p}, {lens[0], lens[1], dS.p + size_t(H) * N * N}});
-      if (gen == 7) cuda::wkv7(table.p, 2, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p);
+      if (gen == 7) cuda::wkv7(table.p, 2, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p, lens[0]);
       else cuda::wkv5(table.p, 2, H, N, dr.p, dk.p, dv.p, gen == 6 ? dw.p : nullptr, gen == 6 ? nullptr : dw.p, du.p, dy.p);
       auto gy = dy.get(), gS = dS.get();
       for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << "v" << gen << " N " << N << " y " << i;
@@ -235,12 +237,12 @@ TEST_F(CudaKernels, GroupNormMatchesCpu) {
   }
 }
 
-// The uint8 product (factored tensor-core kernel, vector and scalar loads, x in groups of 8 rows; large
-// weights beyond 8 rows as dequantized fp16 tiles through GemmEx) against the official element formula
-// in double. Widths of whole 16-byte loads (2064: columns split over 8 warps, the last slice short;
-// 256, one warp; 32, two loads, so most of a warp's lanes have none) and not (100); 70 rows is not a
-// multiple of a warp's 16; 4200 x 1040 is past kSmallProductBytes (its tiles dequantized 16 codes per
-// load; ProductsLaunchedTogetherEqualProductsAlone has a large width that is not whole loads).
+// The uint8 product (factored tensor-core kernel up to 8 rows of x, vector and scalar loads; beyond
+// that dequantized fp16 tiles through GemmEx) against the official element formula in double. Widths of
+// whole 16-byte loads (2064: columns split over 8 warps, the last slice short; 256, one warp; 32, two
+// loads, so most of a warp's lanes have none) and not (100); 70 rows is not a multiple of a warp's 16;
+// 4200 x 1040 takes two dequantized tiles (16 codes per load; ProductsLaunchedTogetherEqualProductsAlone
+// has a large width that is not whole loads).
 TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
   for (auto [rows, cols] : {std::pair{70, 2064}, {70, 256}, {70, 32}, {70, 100}, {4200, 1040}}) {
     std::mt19937 g(40);
@@ -262,20 +264,19 @@ TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
           for (int i = 0; i < cols; ++i)
             s += double(math::dequant_u8(q[size_t(o) * cols + i], rx[size_t(o)], mx[size_t(o)], ry[size_t(i)], my[size_t(i)])) * x[size_t(t) * cols + i];
           // Through GemmEx the fp16 roundings of weights and activations add up as a random walk: sqrt(cols).
-          const bool gemm = T > 8 && int64_t(rows) * cols > cuda::kSmallProductBytes;
-          ASSERT_NEAR(got[size_t(t) * rows + o], s, gemm ? 2e-2 * std::sqrt(cols / 256.0) : 1e-3) << "cols " << cols << " T " << T << " row " << o;
+          ASSERT_NEAR(got[size_t(t) * rows + o], s, T > 8 ? 2e-2 * std::sqrt(cols / 256.0) : 1e-3) << "cols " << cols << " T " << T << " row " << o;
         }
     }
     cuda::free_bytes(dq);
   }
 }
 
-// fp16 and bf16 products: the tensor-core kernel (activations to fp32 accuracy; 16-byte loads, and
-// scalar loads for odd widths or misaligned activations; x in groups of 8 rows) and, for large weights
-// beyond 8 rows, GemmEx (activations rounded to the weight type), against the widened weights in
-// double. Widths: columns split over 8 warps (1032) and 2 (264), both with a short last slice; one
-// warp's (64, like a LoRA factor; 16, one load for half the lanes); scalar loads (100). 70 rows is not
-// a multiple of a warp's 16; 2100 x 1032 is past kSmallProductBytes.
+// fp16 and bf16 products: the tensor-core kernel up to 8 rows of x (activations split into 16-bit
+// parts, fp32 accuracy at any magnitude: x up to 1e5, past fp16's range; 16-byte loads, and scalar loads
+// for odd widths) and beyond that GemmEx (activations rounded to the weight type), against the widened
+// weights in double. Widths: columns split over 8 warps (1032) and 2 (264), both with a short last
+// slice; one warp's (64, like a LoRA factor; 16, one load for half the lanes); scalar loads (100). 70
+// rows is not a multiple of a warp's 16; activations one float off 16-byte alignment (skew).
 TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
   for (bool bf16 : {false, true}) {
     for (auto [rows, cols] : {std::pair{70, 1032}, {70, 264}, {70, 64}, {70, 16}, {70, 100}, {2100, 1032}}) {
@@ -291,14 +292,14 @@ TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
       for (int T : {1, 3, 8, 12})
         for (int skew : {0, 1}) {  // skew 1: rows of x one float apart from 16-byte alignment
           const int64_t ldx = cols + skew;
-          auto x = random(size_t(T) * size_t(ldx) + size_t(skew), -1, 1, 71 + T);
+          const float scale = T <= 8 && skew ? 1e5f : 1.0f;  // GemmEx rounds x to fp16: not past its range
+          auto x = random(size_t(T) * size_t(ldx) + size_t(skew), -scale, scale, 71 + T);
           Dev dx(x), dy(std::vector<float>(size_t(T) * rows));
           cuda::linear(dw, bf16 ? cuda::WeightType::BF16 : cuda::WeightType::F16, nullptr, nullptr, nullptr, nullptr, rows, cols,
                        dx.p + skew, ldx, dy.p, rows, T);
           auto got = dy.get();
           // Through GemmEx the activations' roundings add up as a random walk: sqrt(cols).
-          const bool gemm = T > 8 && int64_t(rows) * cols * 2 > cuda::kSmallProductBytes;
-          const double tol = gemm ? (bf16 ? 0.1 : 2e-2) * std::sqrt(cols / 264.0) : 1e-3;
+          const double tol = T > 8 ? (bf16 ? 0.1 : 2e-2) * std::sqrt(cols / 264.0) : 1e-3 * scale;
           for (int t = 0; t < T; ++t)
             for (int o = 0; o < rows; ++o) {
               double s = 0;
@@ -312,8 +313,8 @@ TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
 }
 
 // A product's output options (activation, adding to y) give what a separate pass over the stored
-// products gives, in the tensor-core kernel (2 rows of x) and cuBLAS (12 rows, weights past
-// kSmallProductBytes), for fp16 and fp32 weights.
+// products gives, in the tensor-core kernel (2 rows of x) and cuBLAS (12 rows), for fp16 and fp32
+// weights.
 TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
   const int rows = 8000, cols = 264;
   auto wf = random(size_t(rows) * cols, -0.2f, 0.2f, 80);
@@ -346,8 +347,8 @@ TEST_F(CudaKernels, ProductOutputsActivateWithBiasOrAdd) {
 // Products launched together (cuda::linears: one tensor-core launch per weight format and load
 // width, at most 8 products each) give exactly what each product gives alone: more fp16 products than
 // one launch takes, odd widths (scalar loads), two products of one input, uint8 and bf16 beside them,
-// fp32 through cuBLAS, every output option, at decode batch sizes and beyond (small products on the
-// tensor cores in groups of 8 rows of x, large ones through cuBLAS with their inputs rounded in one launch).
+// fp32 through cuBLAS, every output option, at decode batch sizes and beyond (through cuBLAS, inputs
+// rounded in one launch).
 TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   struct Weights {
     cuda::WeightType type = cuda::WeightType::F16;
@@ -394,7 +395,7 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   add(cuda::WeightType::F16, 45, 64);  // narrow rows: fewer loads than a warp's lanes
   add(cuda::WeightType::BF16, 23, 32);
   add(cuda::WeightType::U8, 30, 1024);  // columns split over 4 warps, beside uint8 products of one warp
-  // Past kSmallProductBytes (GemmEx beyond 8 rows of x): two fp16 products of one input, and uint8.
+  // Large products: two fp16 products of one input, and uint8.
   const size_t large = ws.size();
   add(cuda::WeightType::F16, 8000, 264);
   add(cuda::WeightType::F16, 8000, 264);

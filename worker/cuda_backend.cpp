@@ -26,7 +26,7 @@ cuda::WeightType weight_type(DType d) {
 CudaBackend::CudaBackend(int device) : device_(device) {
   int n = cuda::device_count();
   if (device < 0 || device >= n) fail("cuda:", device, " does not exist (this machine has ", n, " CUDA devices)");
-  // The products run on tf32 tensor cores (mma.sync), which compute capability 8.0 introduced.
+  // The products run on bf16 tensor cores (mma.sync), which compute capability 8.0 introduced.
   if (const cuda::DeviceInfo info = cuda::device_info(device); info.sm < 80)
     fail("cuda:", device, " (", info.name, ") has compute capability ", info.sm / 10, ".", info.sm % 10, "; Skein's CUDA kernels need 8.0 or newer");
   const char* g = std::getenv("SKEIN_CUDA_GRAPHS");
@@ -461,7 +461,9 @@ void CudaBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float
                        const float* kk, const float* a, float* y) {
   const cuda::Slice* t = table(seqs);
   if (!launching()) return;
-  cuda::wkv7(t, int(seqs.size()), H, N, r, w, k, v, kk, a, y);
+  int longest = 0;
+  for (const SeqSlice& q : seqs) longest = std::max(longest, q.n);
+  cuda::wkv7(t, int(seqs.size()), H, N, r, w, k, v, kk, a, y, longest);
 }
 void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
   if (!launching()) return;

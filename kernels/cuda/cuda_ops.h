@@ -119,9 +119,9 @@ void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const
 // v5/v6: state = S [H x N x N]; w_tok [rows x C] (v6) or null to use w_fixed [C] (v5).
 void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed,
           const float* u, float* y);
-// v7: state = S [H x N x N].
+// v7: state = S [H x N x N]; max_tokens: the longest slice (1 for a decode step).
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
-          const float* a, float* y);
+          const float* a, float* y, int max_tokens);
 
 // ---- sampling (kernels/cuda/sampling.cu): one token per row of logits [n x V] (penalties applied in
 // place), the official PIPELINE steps; probs is scratch [n x V]; rows, penalties and tokens on the device.
@@ -140,13 +140,9 @@ void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* p
 
 // ---- products (kernels/cuda/linear.cu): y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], W [rows x cols].
 // F32 through cuBLAS sgemm. F16, BF16 and U8 (the official scheme, per-row rx/mx and per-column ry/my)
-// by a tensor-core kernel (tf32, x split in two parts: fp32 accuracy) for up to 8 rows of x, and for
-// any number when the weights are at most kSmallProductBytes; the rest F16/BF16 through cublasGemmEx on
-// tensor cores (x rounded to the weight type, fp32 accumulation) and U8 dequantized to fp16 tiles and GemmEx.
-// Small products (the LoRA factors) stay on the tensor-core kernel beyond 8 rows of x: it takes x in
-// groups of 8 rows and re-reads such weights from L2 per group, where cuBLAS spent 10-40 us on each of
-// these skinny products at batch 256 on an H200 (and x needs no rounding pass).
-constexpr int64_t kSmallProductBytes = int64_t(4) << 20;
+// by a tensor-core kernel for up to 8 rows of x (fp16/bf16 operands, x split in 16-bit parts: fp32
+// accuracy); beyond that F16/BF16 through cublasGemmEx on tensor cores (x rounded to the weight type,
+// fp32 accumulation) and U8 dequantized to fp16 tiles and GemmEx.
 // `out` says what becomes of each result (stored, activated, added to y); out.bias is device memory.
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {});
