@@ -59,7 +59,7 @@ TEST_F(CudaKernels, LayerNormMatchesCpu) {
 }
 
 // A prompt longer than the kernel's ring of token inputs (8 tokens), so every stage is refilled: in one
-// launch (the prompt kernel, 16 threads per state row) and token by token (the decode kernel, 4).
+// launch and token by token (as decode steps run it).
 TEST_F(CudaKernels, Wkv7MatchesCpu) {
   const int T = 37, H = 2, N = 64, C = H * N;
   auto r = random(size_t(T) * C, -1, 1, 4), w = random(size_t(T) * C, 0.3f, 0.99f, 5), k = random(size_t(T) * C, -1, 1, 6);
@@ -74,7 +74,7 @@ TEST_F(CudaKernels, Wkv7MatchesCpu) {
     Dev dr(r), dw(w), dk(k), dv(v), dkk(kk), da(a), dS(std::vector<float>(S.size(), 0.0f)), dy(std::vector<float>(y.size()));
     for (int t = 0; t < (stepwise ? T : 1); ++t) {
       Table table({stepwise ? cuda::Slice{t, 1, dS.p} : cuda::Slice{0, T, dS.p}});
-      cuda::wkv7(table.p, 1, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p, stepwise ? 1 : T);
+      cuda::wkv7(table.p, 1, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p);
     }
     auto gy = dy.get(), gS = dS.get();
     for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << (stepwise ? "stepwise " : "") << i;
@@ -104,7 +104,7 @@ TEST_F(CudaKernels, BatchedWkv5AndWkv7MatchCpuForEveryHeadSize) {
       }
       Dev dr(r), dw(w), dk(k), dv(v), dkk(kk), da(a), du(u), dS(S0), dy(std::vector<float>(y.size()));
       Table table({{0, lens[0], dS.p}, {lens[0], lens[1], dS.p + size_t(H) * N * N}});
-      if (gen == 7) cuda::wkv7(table.p, 2, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p, lens[0]);
+      if (gen == 7) cuda::wkv7(table.p, 2, H, N, dr.p, dw.p, dk.p, dv.p, dkk.p, da.p, dy.p);
       else cuda::wkv5(table.p, 2, H, N, dr.p, dk.p, dv.p, gen == 6 ? dw.p : nullptr, gen == 6 ? nullptr : dw.p, du.p, dy.p);
       auto gy = dy.get(), gS = dS.get();
       for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(gy[i], y[i], 1e-4) << "v" << gen << " N " << N << " y " << i;
@@ -242,9 +242,10 @@ TEST_F(CudaKernels, GroupNormMatchesCpu) {
 // whole 16-byte loads (2064: columns split over 8 warps, the last slice short; 256, one warp; 32, two
 // loads, so most of a warp's lanes have none) and not (100); 70 rows is not a multiple of a warp's 16;
 // 4200 x 1040 takes two dequantized tiles (16 codes per load; ProductsLaunchedTogetherEqualProductsAlone
-// has a large width that is not whole loads).
+// has a large width that is not whole loads); 16400 columns are more than the split launch holds in
+// registers at once.
 TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
-  for (auto [rows, cols] : {std::pair{70, 2064}, {70, 256}, {70, 32}, {70, 100}, {4200, 1040}}) {
+  for (auto [rows, cols] : {std::pair{70, 2064}, {70, 256}, {70, 32}, {70, 100}, {4200, 1040}, {20, 16400}}) {
     std::mt19937 g(40);
     std::vector<uint8_t> q(size_t(rows) * cols);
     for (auto& b : q) b = uint8_t(g() & 255u);
@@ -275,11 +276,12 @@ TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
 // parts, fp32 accuracy at any magnitude: x up to 1e5, past fp16's range; 16-byte loads, and scalar loads
 // for odd widths) and beyond that GemmEx (activations rounded to the weight type), against the widened
 // weights in double. Widths: columns split over 8 warps (1032) and 2 (264), both with a short last
-// slice; one warp's (64, like a LoRA factor; 16, one load for half the lanes); scalar loads (100). 70
-// rows is not a multiple of a warp's 16; activations one float off 16-byte alignment (skew).
+// slice; one warp's (64, like a LoRA factor; 16, one load for half the lanes); scalar loads (100);
+// 20000, more than the split launch holds in registers at once. 70 rows is not a multiple of a warp's
+// 16; activations one float off 16-byte alignment (skew).
 TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
   for (bool bf16 : {false, true}) {
-    for (auto [rows, cols] : {std::pair{70, 1032}, {70, 264}, {70, 64}, {70, 16}, {70, 100}, {2100, 1032}}) {
+    for (auto [rows, cols] : {std::pair{70, 1032}, {70, 264}, {70, 64}, {70, 16}, {70, 100}, {2100, 1032}, {20, 20000}}) {
       auto wf = random(size_t(rows) * cols, -1, 1, 70);
       std::vector<uint16_t> w(wf.size());
       std::vector<float> wide(wf.size());

@@ -461,9 +461,7 @@ void CudaBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float
                        const float* kk, const float* a, float* y) {
   const cuda::Slice* t = table(seqs);
   if (!launching()) return;
-  int longest = 0;
-  for (const SeqSlice& q : seqs) longest = std::max(longest, q.n);
-  cuda::wkv7(t, int(seqs.size()), H, N, r, w, k, v, kk, a, y, longest);
+  cuda::wkv7(t, int(seqs.size()), H, N, r, w, k, v, kk, a, y);
 }
 void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
   if (!launching()) return;

@@ -119,9 +119,9 @@ void wkv4(const Slice* seqs, int B, int C, const float* w, const float* u, const
 // v5/v6: state = S [H x N x N]; w_tok [rows x C] (v6) or null to use w_fixed [C] (v5).
 void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k, const float* v, const float* w_tok, const float* w_fixed,
           const float* u, float* y);
-// v7: state = S [H x N x N]; max_tokens: the longest slice (1 for a decode step).
+// v7: state = S [H x N x N].
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
-          const float* a, float* y, int max_tokens);
+          const float* a, float* y);
 
 // ---- sampling (kernels/cuda/sampling.cu): one token per row of logits [n x V] (penalties applied in
 // place), the official PIPELINE steps; probs is scratch [n x V]; rows, penalties and tokens on the device.

@@ -198,51 +198,80 @@ struct SplitJobs {
   SplitJob job[kMaxGroup];
   int count = 0;
 };
-constexpr int kSplitThreads = 1024;
+// A row of x is a decode step's critical path (the products wait for it), so latency is what counts:
+// a thread issues all its loads at once (kSplitPer values, kept in registers for the second pass), where
+// a loop of one load per round trip took about 30 us for a 16384-wide row (H200). Wider rows, rare,
+// loop over kSplitThreads * kSplitPer columns at a time, and read each value twice.
+constexpr int kSplitThreads = 1024, kSplitPer = 16;
 template <bool kBf16>
 __global__ void __launch_bounds__(kSplitThreads) split_rows_kernel(SplitJobs jobs) {
   chained_start();
   const SplitJob j = pick(jobs.job, jobs.count, int(blockIdx.y));
-  const int t = blockIdx.x;
+  const int t = blockIdx.x, tid = int(threadIdx.x);
   const float* xt = j.x + size_t(t) * size_t(j.ldx);
-  auto value = [&](int64_t i) { return j.ry ? xt[i] * j.ry[i] : xt[i]; };
+  const bool u8 = j.ry != nullptr;  // the block's: uniform branches
+  constexpr int64_t kSpan = int64_t(kSplitThreads) * kSplitPer;
+  auto value = [&](int64_t i) { return u8 ? xt[i] * j.ry[i] : xt[i]; };
+  float v[kSplitPer];
   float top = 0.0f;
   double a = 0, b = 0, c = 0;
-  for (int64_t i = threadIdx.x; i < j.cols; i += blockDim.x) {
-    const float v = value(i);
-    top = fmaxf(top, fabsf(v));
-    if (j.ry) {
-      a += v;
-      b += double(xt[i]) * j.my[i];
-      c += xt[i];
+  for (int64_t c0 = 0; c0 < j.cols; c0 += kSpan) {
+#pragma unroll
+    for (int k = 0; k < kSplitPer; ++k) {
+      const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
+      v[k] = i < j.cols ? value(i) : 0.0f;
     }
+#pragma unroll
+    for (int k = 0; k < kSplitPer; ++k) top = fmaxf(top, fabsf(v[k]));
+    if (u8)
+#pragma unroll
+      for (int k = 0; k < kSplitPer; ++k) {
+        const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
+        if (i >= j.cols) break;
+        a += v[k];
+        b += double(xt[i]) * j.my[i];
+        c += xt[i];
+      }
   }
-  for (int off = 16; off > 0; off /= 2) {
-    top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, off));
-    a += __shfl_xor_sync(0xffffffffu, a, off);
-    b += __shfl_xor_sync(0xffffffffu, b, off);
-    c += __shfl_xor_sync(0xffffffffu, c, off);
-  }
-  __shared__ float tops[32];
-  __shared__ double part[3][32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = int(blockDim.x / 32);
+  __shared__ float tops[kSplitThreads / 32];
+  __shared__ double part[3][kSplitThreads / 32];
+  const int lane = tid % 32, warp = tid / 32;
+  for (int off = 16; off > 0; off /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, off));
+  if (u8)
+    for (int off = 16; off > 0; off /= 2) {
+      a += __shfl_xor_sync(0xffffffffu, a, off);
+      b += __shfl_xor_sync(0xffffffffu, b, off);
+      c += __shfl_xor_sync(0xffffffffu, c, off);
+    }
   if (lane == 0) tops[warp] = top, part[0][warp] = a, part[1][warp] = b, part[2][warp] = c;
   __syncthreads();
-  top = 0.0f;
-  for (int w = 0; w < warps; ++w) top = fmaxf(top, tops[w]);  // every thread, in the same order
+  top = tops[lane];  // a warp's 32 lanes take the 32 warps' maxima
+  for (int off = 16; off > 0; off /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, off));
   const int e = mma::row_exponent(top);
   const float scale = mma::pow2(e);
-  for (int64_t i = threadIdx.x; i < j.cols; i += blockDim.x) {
-    uint16_t p[mma::Parts<kBf16>::kCount];
-    mma::split<kBf16>(value(i) * scale, p);
+  uint16_t* out = j.parts + size_t(t) * size_t(j.cols);
+  for (int64_t c0 = 0; c0 < j.cols; c0 += kSpan) {
+    if (j.cols > kSpan)  // a wide row: this span's values again (v holds the last span's)
 #pragma unroll
-    for (int k = 0; k < mma::Parts<kBf16>::kCount; ++k) j.parts[size_t(k) * j.part_stride + size_t(t) * size_t(j.cols) + size_t(i)] = p[k];
+      for (int k = 0; k < kSplitPer; ++k) {
+        const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
+        v[k] = i < j.cols ? value(i) : 0.0f;
+      }
+#pragma unroll
+    for (int k = 0; k < kSplitPer; ++k) {
+      const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
+      if (i >= j.cols) break;
+      uint16_t p[mma::Parts<kBf16>::kCount];
+      mma::split<kBf16>(v[k] * scale, p);
+#pragma unroll
+      for (int q = 0; q < mma::Parts<kBf16>::kCount; ++q) out[size_t(q) * j.part_stride + size_t(i)] = p[q];
+    }
   }
-  if (threadIdx.x == 0) {
+  if (tid == 0) {
     j.scales[t] = mma::pow2(-e);
-    if (j.ry) {
+    if (u8) {
       double s[3] = {0, 0, 0};
-      for (int w = 0; w < warps; ++w)
+      for (int w = 0; w < kSplitThreads / 32; ++w)
         for (int k = 0; k < 3; ++k) s[k] += part[k][w];
       for (int k = 0; k < 3; ++k) j.sums[t * 3 + k] = float(s[k]);
     }

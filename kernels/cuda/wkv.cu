@@ -88,21 +88,15 @@ __device__ __forceinline__ void wait_async() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
-// v7 with the usual head size N = 64. A block holds 32 of a head's rows, kThreadsPerRow threads per
-// row, each thread 64 / kThreadsPerRow of the row's values in registers as float4 chunks (chunk part +
-// kThreadsPerRow m), so one warp instruction moves whole rows' contiguous bytes. A row's two dot
-// products are summed across its threads with shuffles (every thread gets the same sum). Each token's
-// inputs (r, w, k, kk, a, v) go through shared memory, several tokens ahead of the one computing. The
-// per-element arithmetic is the shared wkv7_update.
-//   Decode (a token per sequence, kThreadsPerRow 4): each thread streams 64 bytes of state in and out,
-//   so a batch's states move near the memory's speed.
-//   Prompts (kThreadsPerRow 16): a token's work is a chain through the state, so time per token is
-//   its latency; at batch 1 four threads per row left one warp per scheduler (64 heads x 64 rows x 4
-//   threads over 132 SMs) and every dependent instruction's wait showed (0.4 us a token, H200). Sixteen
-//   give each scheduler four warps to interleave, at two more shuffles per sum.
-constexpr int kRowsPerBlock = 32;
+// v7 with the usual head size N = 64, laid out for memory bandwidth (at decode each sequence's state
+// is most of a layer's traffic) and for a short chain of work per token (prefill): a block holds 32
+// of a head's rows, four threads per row, each thread 16 of the row's values in registers as four
+// float4 chunks (chunk part + 4m), so one warp instruction moves 8 rows' 64 contiguous bytes. A row's
+// two dot products are summed across its four threads with two shuffles (every thread gets the same
+// sum). Each token's inputs (r, w, k, kk, a, v) go through shared memory, several tokens ahead of the
+// one computing. The per-element arithmetic is the shared wkv7_update.
+constexpr int kRowsPerBlock = 32, kThreadsPerRow = 4;
 
-template <int kThreadsPerRow>
 __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
     wkv7_rows_kernel(const Slice* seqs, int H, const float* r, const float* w, const float* k, const float* v, const float* kk,
                      const float* a, float* y) {
@@ -119,22 +113,15 @@ __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
   for (int m = 0; m < kChunks; ++m) s[m] = row[part + kThreadsPerRow * m];
   // Token inputs r, w, k, kk, a, v in a ring of kStages tokens, copied straight to shared memory
   // (cp.async) kStages - 1 tokens ahead of the one computing, so a prompt's tokens do not each wait a
-  // memory round trip. The block's threads copy the 6 x 64 values of a token between them.
-  constexpr int kStages = 8, kThreads = kRowsPerBlock * kThreadsPerRow, kCopies = (6 * N + kThreads - 1) / kThreads;
+  // memory round trip. Thread tid copies column tid % 64 of vectors (tid < 64 ? 0, 2, 4 : 1, 3, 5).
+  constexpr int kStages = 8;
   __shared__ __align__(16) float in[kStages][6][N];
-  // This thread's copies: elements tid + j kThreads of the 6 x 64, their sources found once (a
-  // dynamically indexed array of pointers would live in local memory).
-  const float* src[kCopies];
-#pragma unroll
-  for (int j = 0; j < kCopies; ++j) {
-    const int e = tid + j * kThreads, vec = e / N;
-    src[j] = (vec == 0 ? r : vec == 1 ? w : vec == 2 ? k : vec == 3 ? kk : vec == 4 ? a : v) + o + size_t(e % N);
-  }
+  const int col = tid % N, odd = tid / N;
+  const float* src[3] = {odd ? w : r, odd ? kk : k, odd ? v : a};
   auto fetch = [&](int t) {  // token t's inputs into its stage; a group either way, so groups count tokens
     if (t < q.n)
 #pragma unroll
-      for (int j = 0; j < kCopies; ++j)
-        if (const int e = tid + j * kThreads; e < 6 * N) copy_async(&in[t % kStages][0][0] + e, src[j] + size_t(q.offset + t) * C);
+      for (int m = 0; m < 3; ++m) copy_async(&in[t % kStages][2 * m + odd][col], src[m] + size_t(q.offset + t) * C + o + size_t(col));
     commit_async();
   };
   for (int t = 0; t < kStages - 1; ++t) fetch(t);
@@ -159,8 +146,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
       p3 += s[m].w * c.w;
     }
     float sa = (p0 + p1) + (p2 + p3);
-#pragma unroll
-    for (int off = 1; off < kThreadsPerRow; off *= 2) sa += __shfl_xor_sync(0xffffffffu, sa, off);
+    sa += __shfl_xor_sync(0xffffffffu, sa, 1);
+    sa += __shfl_xor_sync(0xffffffffu, sa, 2);
     const float vi = in[b][5][i];
     float q0 = 0.0f, q1 = 0.0f, q2 = 0.0f, q3 = 0.0f;
 #pragma unroll
@@ -173,8 +160,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
       q3 += math::wkv7_update(s[m].w, vi, sa, rc.w, wc.w, kc.w, kkc.w, ac.w);
     }
     float yi = (q0 + q1) + (q2 + q3);
-#pragma unroll
-    for (int off = 1; off < kThreadsPerRow; off *= 2) yi += __shfl_xor_sync(0xffffffffu, yi, off);
+    yi += __shfl_xor_sync(0xffffffffu, yi, 1);
+    yi += __shfl_xor_sync(0xffffffffu, yi, 2);
     if (part == 0) y[i0 + o + size_t(i)] = yi;
   }
 #pragma unroll
@@ -275,12 +262,10 @@ void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k
 }
 
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
-          const float* a, float* y, int max_tokens) {
+          const float* a, float* y) {
   if (B <= 0) return;
-  const dim3 grid(unsigned(H * 64 / kRowsPerBlock), unsigned(B));
-  if (N != 64) chain(wkv7_kernel, dim3(H, B), N, "wkv7", seqs, H, N, r, w, k, v, kk, a, y);
-  else if (max_tokens > 1) chain(wkv7_rows_kernel<16>, grid, kRowsPerBlock * 16, "wkv7", seqs, H, r, w, k, v, kk, a, y);
-  else chain(wkv7_rows_kernel<4>, grid, kRowsPerBlock * 4, "wkv7", seqs, H, r, w, k, v, kk, a, y);
+  if (N == 64) chain(wkv7_rows_kernel, dim3(H * 64 / kRowsPerBlock, B), kRowsPerBlock * kThreadsPerRow, "wkv7", seqs, H, r, w, k, v, kk, a, y);
+  else chain(wkv7_kernel, dim3(H, B), N, "wkv7", seqs, H, N, r, w, k, v, kk, a, y);
 }
 
 }  // namespace skein::cuda
