@@ -26,7 +26,7 @@ cuda::WeightType weight_type(DType d) {
 CudaBackend::CudaBackend(int device) : device_(device) {
   int n = cuda::device_count();
   if (device < 0 || device >= n) fail("cuda:", device, " does not exist (this machine has ", n, " CUDA devices)");
-  // The products run on bf16 tensor cores (mma.sync), which compute capability 8.0 introduced.
+  // The products run on tf32 tensor cores (mma.sync), which compute capability 8.0 introduced.
   if (const cuda::DeviceInfo info = cuda::device_info(device); info.sm < 80)
     fail("cuda:", device, " (", info.name, ") has compute capability ", info.sm / 10, ".", info.sm % 10, "; Skein's CUDA kernels need 8.0 or newer");
   const char* g = std::getenv("SKEIN_CUDA_GRAPHS");

@@ -5,7 +5,7 @@
 
 #include "common/error.h"
 
-// The floor for every kernel: the products use fp16/bf16 tensor cores (mma.sync), the recurrences cp.async.
+// The floor for every kernel: the products use tf32 tensor cores (mma.sync), the recurrences cp.async.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "Skein's CUDA kernels need compute capability 8.0 or newer"
 #endif

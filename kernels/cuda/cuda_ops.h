@@ -140,9 +140,11 @@ void sample(float* logits, int n, int V, const SampleRow* rows, const Penalty* p
 
 // ---- products (kernels/cuda/linear.cu): y[t*ldy + o] = sum_i W[o][i] x[t*ldx + i], W [rows x cols].
 // F32 through cuBLAS sgemm. F16, BF16 and U8 (the official scheme, per-row rx/mx and per-column ry/my)
-// by a tensor-core kernel for up to 8 rows of x (fp16/bf16 operands, x split in 16-bit parts: fp32
-// accuracy); beyond that F16/BF16 through cublasGemmEx on tensor cores (x rounded to the weight type,
-// fp32 accumulation) and U8 dequantized to fp16 tiles and GemmEx.
+// by a tensor-core kernel (tf32, x split in two parts: fp32 accuracy) for up to 8 rows of x; beyond
+// that F16/BF16 through cublasGemmEx on tensor cores (x rounded to the weight type, fp32 accumulation)
+// and U8 dequantized to fp16 tiles and GemmEx. (Keeping the LoRA factors on the tensor-core kernel in
+// 8-row groups of x was measured on an H200: their four second factors took 19 ms of a 2048-token
+// prompt, against 4.8 ms through cuBLAS.)
 // `out` says what becomes of each result (stored, activated, added to y); out.bias is device memory.
 void linear(const void* W, WeightType type, const float* rx, const float* mx, const float* ry, const float* my, int64_t rows,
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {});

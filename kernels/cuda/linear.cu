@@ -1,11 +1,10 @@
-// Matrix products. Up to 8 rows of x (decode), fp16, bf16 and uint8 weights go through one
-// tensor-core kernel with activations kept to fp32 accuracy, as the CPU backend computes (x split into
-// 16-bit parts, mma::split; uint8 factored as the CPU does, math::u8_output). Beyond that cuBLAS: fp32
-// by sgemm, fp16/bf16 by GemmEx on tensor cores (activations rounded to the weight type, fp32
-// accumulation), uint8 dequantized to fp16 row tiles with the official element formula, then GemmEx. A
-// set of independent products (linears) shares launches: per weight format one split launch and one
-// tensor-core launch, or one rounding launch for all the inputs of its GEMMs. Everything runs on the
-// device's one stream.
+// Matrix products. fp16, bf16 and uint8 weights go through one tensor-core kernel with activations
+// kept to fp32 accuracy, as the CPU backend computes (uint8 factored as the CPU does,
+// math::u8_output), up to 8 rows of x (decode). Beyond that cuBLAS: fp32 by sgemm, fp16/bf16 by
+// GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation), uint8
+// dequantized to fp16 row tiles with the official element formula, then GemmEx. A set of independent
+// products (linears) shares launches: one tensor-core launch per weight format, or one rounding launch
+// for all the inputs of its GEMMs. Everything runs on the device's one stream.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -27,7 +26,7 @@ namespace skein::cuda {
 
 namespace {
 
-constexpr int kMatvecMaxRows = 8;  // rows of x up to which half and uint8 products use matvec_kernel (one mma column each)
+constexpr int kMatvecMaxRows = 8;  // rows of x up to which every half and uint8 product uses matvec_kernel
 constexpr int64_t kDequantTileRows = 4096;  // U8 rows dequantized at once for GemmEx
 
 struct DeviceContext {
@@ -150,148 +149,103 @@ __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const flo
   }
 }
 
-// A weight format on the tensor cores: its element, elements per 16-byte load, the 16-bit operand type
-// its elements widen to exactly, and that widening of one load into E / 2 registers (two elements each).
-struct U8Weights {
-  using Elem = uint8_t;
-  static constexpr int kPerLoad = 16;
-  static constexpr bool kBf16 = false;
-  // Codes as fp16, exactly: the bytes (q, 0x64) are the half 1024 + q, so one byte permute builds two
-  // of them and one half2 subtract of 1024 leaves q, where a conversion per code ran at a quarter rate.
-  static __device__ void widen(const uint4& p, uint32_t (&h)[kPerLoad / 2]) {
-    const uint32_t w[4] = {p.x, p.y, p.z, p.w};
-    const __half2 k1024 = __floats2half2_rn(1024.0f, 1024.0f);
-#pragma unroll
-    for (int k = 0; k < 4; ++k)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const uint32_t biased = __byte_perm(w[k], 0x64646464u, i ? 0x4342u : 0x4140u);
-        const __half2 q = __hsub2(*reinterpret_cast<const __half2*>(&biased), k1024);
-        h[2 * k + i] = *reinterpret_cast<const uint32_t*>(&q);
-      }
-  }
-};
-template <typename E, bool kIsBf16>
-struct HalfWeights {  // fp16 and bf16 weights are operands as they are
-  using Elem = E;
-  static constexpr int kPerLoad = 8;
-  static constexpr bool kBf16 = kIsBf16;
-  static __device__ void widen(const uint4& p, uint32_t (&h)[kPerLoad / 2]) { h[0] = p.x, h[1] = p.y, h[2] = p.z, h[3] = p.w; }
-};
-using F16Weights = HalfWeights<__half, false>;
-using BF16Weights = HalfWeights<__nv_bfloat16, true>;
-
-// Decode products take x as 16-bit parts (mma::split): first, each row t of each product's x is scaled
-// and split into the scratch, one block per row and input. For uint8 the row is xr = x*ry, the CPU's
-// factoring (math::u8_output), and the block also sums xr, x*my and x (in double).
-struct SplitJob {
+// uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
+// of each product's x: xr = x*ry and the three sums (in double, one block per row and product).
+struct U8Prepare {
   const float* x;
-  int64_t ldx, cols;
-  const float *ry, *my;  // uint8 only, else null
-  uint16_t* parts;       // part p of row t at parts + p * part_stride + t * cols
-  size_t part_stride;
-  float* scales;  // [T]: 2^-e, what the row's sums are multiplied by
-  float* sums;    // [T x 3], uint8 only
-  int first_block;  // blockIdx.y of this input (its index)
+  int64_t ldx;
+  const float *ry, *my;
+  int64_t cols;
+  float *xr, *sums;  // xr [T x cols], sums [T x 3]
+  int first_block;   // blockIdx.y of this product (its index)
 };
-struct SplitJobs {
-  SplitJob job[kMaxGroup];
+struct U8Prepares {
+  U8Prepare job[kMaxGroup];
   int count = 0;
 };
-// A row of x is a decode step's critical path (the products wait for it), so latency is what counts:
-// a thread issues all its loads at once (kSplitPer values, kept in registers for the second pass), where
-// a loop of one load per round trip took about 30 us for a 16384-wide row (H200). Wider rows, rare,
-// loop over kSplitThreads * kSplitPer columns at a time, and read each value twice.
-constexpr int kSplitThreads = 1024, kSplitPer = 16;
-template <bool kBf16>
-__global__ void __launch_bounds__(kSplitThreads) split_rows_kernel(SplitJobs jobs) {
+constexpr int kPrepareThreads = 1024, kPrepareLoads = 4;  // a 16384-wide row: 4 rounds of 4 loads per thread
+__global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares jobs) {
   chained_start();
-  const SplitJob j = pick(jobs.job, jobs.count, int(blockIdx.y));
-  const int t = blockIdx.x, tid = int(threadIdx.x);
+  const U8Prepare j = pick(jobs.job, jobs.count, int(blockIdx.y));
+  const int t = blockIdx.x;
   const float* xt = j.x + size_t(t) * size_t(j.ldx);
-  const bool u8 = j.ry != nullptr;  // the block's: uniform branches
-  constexpr int64_t kSpan = int64_t(kSplitThreads) * kSplitPer;
-  auto value = [&](int64_t i) { return u8 ? xt[i] * j.ry[i] : xt[i]; };
-  float v[kSplitPer];
-  float top = 0.0f;
+  float* xr = j.xr + size_t(t) * size_t(j.cols);
   double a = 0, b = 0, c = 0;
-  for (int64_t c0 = 0; c0 < j.cols; c0 += kSpan) {
+  // Each round loads before it stores (xr may alias the inputs as far as the compiler knows, and a
+  // load after a store waits for memory): a decode step's row is a few rounds, not a load per element.
+  for (int64_t base = threadIdx.x; base < j.cols; base += int64_t(kPrepareLoads) * blockDim.x) {
+    float xi[kPrepareLoads], ryi[kPrepareLoads], myi[kPrepareLoads];
 #pragma unroll
-    for (int k = 0; k < kSplitPer; ++k) {
-      const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
-      v[k] = i < j.cols ? value(i) : 0.0f;
+    for (int u = 0; u < kPrepareLoads; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      xi[u] = i < j.cols ? xt[i] : 0.0f;
+      ryi[u] = i < j.cols ? j.ry[i] : 0.0f;
+      myi[u] = i < j.cols ? j.my[i] : 0.0f;
     }
 #pragma unroll
-    for (int k = 0; k < kSplitPer; ++k) top = fmaxf(top, fabsf(v[k]));
-    if (u8)
-#pragma unroll
-      for (int k = 0; k < kSplitPer; ++k) {
-        const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
-        if (i >= j.cols) break;
-        a += v[k];
-        b += double(xt[i]) * j.my[i];
-        c += xt[i];
-      }
+    for (int u = 0; u < kPrepareLoads; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      const float r = xi[u] * ryi[u];
+      if (i < j.cols) xr[i] = r;
+      a += r;
+      b += double(xi[u]) * myi[u];
+      c += xi[u];
+    }
   }
-  __shared__ float tops[kSplitThreads / 32];
-  __shared__ double part[3][kSplitThreads / 32];
-  const int lane = tid % 32, warp = tid / 32;
-  for (int off = 16; off > 0; off /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, off));
-  if (u8)
-    for (int off = 16; off > 0; off /= 2) {
-      a += __shfl_xor_sync(0xffffffffu, a, off);
-      b += __shfl_xor_sync(0xffffffffu, b, off);
-      c += __shfl_xor_sync(0xffffffffu, c, off);
-    }
-  if (lane == 0) tops[warp] = top, part[0][warp] = a, part[1][warp] = b, part[2][warp] = c;
+  __shared__ double part[3][32];
+  for (int off = 16; off > 0; off /= 2) {
+    a += __shfl_down_sync(0xffffffffu, a, off);
+    b += __shfl_down_sync(0xffffffffu, b, off);
+    c += __shfl_down_sync(0xffffffffu, c, off);
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) { part[0][warp] = a; part[1][warp] = b; part[2][warp] = c; }
   __syncthreads();
-  top = tops[lane];  // a warp's 32 lanes take the 32 warps' maxima
-  for (int off = 16; off > 0; off /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, off));
-  const int e = mma::row_exponent(top);
-  const float scale = mma::pow2(e);
-  uint16_t* out = j.parts + size_t(t) * size_t(j.cols);
-  for (int64_t c0 = 0; c0 < j.cols; c0 += kSpan) {
-    if (j.cols > kSpan)  // a wide row: this span's values again (v holds the last span's)
-#pragma unroll
-      for (int k = 0; k < kSplitPer; ++k) {
-        const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
-        v[k] = i < j.cols ? value(i) : 0.0f;
-      }
-#pragma unroll
-    for (int k = 0; k < kSplitPer; ++k) {
-      const int64_t i = c0 + tid + int64_t(k) * kSplitThreads;
-      if (i >= j.cols) break;
-      uint16_t p[mma::Parts<kBf16>::kCount];
-      mma::split<kBf16>(v[k] * scale, p);
-#pragma unroll
-      for (int q = 0; q < mma::Parts<kBf16>::kCount; ++q) out[size_t(q) * j.part_stride + size_t(i)] = p[q];
-    }
-  }
-  if (tid == 0) {
-    j.scales[t] = mma::pow2(-e);
-    if (u8) {
-      double s[3] = {0, 0, 0};
-      for (int w = 0; w < kSplitThreads / 32; ++w)
-        for (int k = 0; k < 3; ++k) s[k] += part[k][w];
-      for (int k = 0; k < 3; ++k) j.sums[t * 3 + k] = float(s[k]);
-    }
+  if (threadIdx.x == 0) {
+    double s[3] = {0, 0, 0};
+    for (int w = 0; w < int(blockDim.x / 32); ++w)
+      for (int k = 0; k < 3; ++k) s[k] += part[k][w];
+    for (int k = 0; k < 3; ++k) j.sums[t * 3 + k] = float(s[k]);
   }
 }
 
 // Decode-sized products (up to kMatvecMaxRows rows of x) on the tensor cores, one kernel for every
-// weight format. A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k16: the tile is
-// the A operand as its 16-bit elements (fp16 and bf16 weights as stored, uint8 codes widened exactly),
-// the parts of the rows of x are B's columns, once per part, and the sums are fp32. The
+// weight format. A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k8 in tf32: the
+// tile is the A operand, the rows of x (up to 8) are B's columns, and the sums are fp32. The
 // multiply-adds are free next to the memory traffic, so a warp can afford 16 rows (each activation it
-// loads serves 16 weights) and a batch of 8 costs what a batch of 1 does. A 16-byte load of fp16
-// weights is two instructions per part and nothing else: the loop's work per weight byte is what
-// bounded the earlier tf32 form (widening every weight and splitting every activation in the loop), whose
-// uint8 products ran at half the bytes per second of fp16.
+// loads serves 16 weights, where a warp per row read x through L1 twice per weight byte) and a batch
+// of 8 costs what a batch of 1 does: the weights' bytes are the only work left.
 //
-// No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x's
-// parts) are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
+// fp32 accuracy: every weight format widens exactly to tf32 (fp16 and bf16 mantissas fit its 10 bits,
+// uint8 codes are integers below 256), and each activation is split into hi = tf32(x) and
+// lo = tf32(x - hi), two products summed in the same accumulators: x is carried to about 2^-22 of its
+// value, the products are exact and the sums fp32.
+//
+// No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x)
+// are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
 // layout as functions the CPU tests multiply through). The 4 lanes of a row read 64 contiguous bytes.
-//
+// A format: the element type, elements per 16-byte load, and the widening to fp32.
+struct U8Weights {
+  using Elem = uint8_t;
+  static constexpr int kPerLoad = 16;
+  // The exact float(q) as 2^23 + q minus 2^23, one byte permute building 2^23 + q straight from the
+  // packed word (bytes q, 0, 0, 0x4B) and a full-rate subtract, where an int-to-float conversion runs at
+  // a quarter rate.
+  static __device__ float widen_at(const uint4& p, int i) {
+    const unsigned word = i < 4 ? p.x : i < 8 ? p.y : i < 12 ? p.z : p.w;
+    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u | unsigned(i % 4))) - 8388608.0f;
+  }
+};
+struct F16Weights {
+  using Elem = __half;
+  static constexpr int kPerLoad = 8;
+  static __device__ float widen_at(const uint4& p, int i) { return __half2float(reinterpret_cast<const __half*>(&p)[i]); }
+};
+struct BF16Weights {
+  using Elem = __nv_bfloat16;
+  static constexpr int kPerLoad = 8;
+  static __device__ float widen_at(const uint4& p, int i) { return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(&p)[i]); }
+};
 // What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored
 // output; then stored, activated or added to y as the caller asked.
 struct PlainOutput {
@@ -299,7 +253,7 @@ struct PlainOutput {
   __device__ void operator()(float* dst, int64_t o, int, float dot) const { *dst = out.apply(dot, out.kind == ProductOutput::Add ? *dst : 0.0f, o); }
 };
 struct U8Output {
-  const float *rx, *mx, *sums;  // sums [T x 3] from split_rows_kernel
+  const float *rx, *mx, *sums;  // sums [T x 3] from u8_prepare_kernel
   ProductOutput out;
   __device__ void operator()(float* dst, int64_t o, int t, float dot) const {
     const float v = math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
@@ -307,17 +261,16 @@ struct U8Output {
   }
 };
 
-// One product of a launch: W [rows x cols] times T rows of x (as parts, rows cols apart) into y. Its
-// columns are cut into slices (mma::slices): the warps of one tile's slices sit in one block and add
-// their sums in shared memory, in slice order, so the result is deterministic and a narrow product (a
-// 64-row LoRA factor) still spreads over many warps. Its blocks start at first_block.
+// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into slices
+// (mma::slices): the warps of one tile's slices sit in one block and add their sums in shared memory,
+// in slice order, so the result is deterministic and a narrow product (a 64-row LoRA factor) still
+// spreads over many warps. Its blocks start at first_block.
 template <typename Output>
 struct MatvecJob {
   const void* W;
   int64_t rows, cols;
-  const uint16_t* parts;
-  size_t part_stride;
-  const float* scales;
+  const float* x;
+  int64_t ldx;
   float* y;
   int64_t ldy;
   Output output;
@@ -331,30 +284,29 @@ struct MatvecJobs {
 };
 
 constexpr int kMatvecWarps = mma::kWarps;  // per block
-// Steps per round: each lane issues this many 16-byte loads of each of its two rows before any
-// arithmetic, 4 KiB per warp in flight.
+// Steps per round: each lane issues this many 16-byte loads of each of its two rows (and its x) before
+// any arithmetic, 4 KiB per warp in flight.
 constexpr int kMatvecSteps = mma::kSteps;
 
-// d += A * B for one 16x8x16 step (operands in the mma fragment order described above).
-template <bool kBf16>
-__device__ __forceinline__ void mma_16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-  if constexpr (kBf16)
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  else
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+// d += A * B for one 16x8x8 step (operands in the mma fragment order described above).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// kVector: rows of W start on 16 bytes and cols is whole 16-byte loads (so are the parts' rows);
-// otherwise the same loads are made element by element.
+// kVector: rows of W and x start on 16 bytes and cols is whole 16-byte loads; otherwise the same
+// loads are made element by element.
 template <typename Fmt, bool kVector, typename Output>
 __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_kernel(MatvecJobs<Output> jobs, int T) {
   using Elem = typename Fmt::Elem;
   using Bits = std::conditional_t<sizeof(Elem) == 2, uint16_t, uint8_t>;
-  constexpr int E = Fmt::kPerLoad, kParts = mma::Parts<Fmt::kBf16>::kCount;
+  constexpr int E = Fmt::kPerLoad;
   constexpr int64_t kStepCols = 4 * E;  // the 4 lanes of a row, one load each
   const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, t = lane % 4;
@@ -369,9 +321,9 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
   const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
   const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
   const bool has_x = mma::b_col(lane) < T;  // the lane's row of x (T <= 8)
-  const uint16_t* xg = job.parts + size_t(has_x ? mma::b_col(lane) : 0) * size_t(cols);
+  const float* xg = job.x + size_t(has_x ? mma::b_col(lane) : 0) * size_t(job.ldx);
   // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
-  // (a chained launch: the split) finishes. Lane t fetches step t of both rows (a round is 4 steps).
+  // (a chained launch) finishes. Lane t fetches step t of both rows (a round is kMatvecSteps = 4 steps).
   static_assert(kMatvecSteps == 4);
   if (const int64_t c = c_begin + t * kStepCols; c < c_end) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + c));
@@ -389,22 +341,14 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
       p = make_uint4(w[0], w[1], w[2], w[3]);
     }
   };
-  // Part k of this lane's row of x at the E columns from c, as E / 2 registers (zeros past the slice,
-  // or for rows x does not have).
-  auto load_x = [&](int k, int64_t c, uint32_t (&v)[E / 2]) {
-    const uint16_t* src = xg + size_t(k) * job.part_stride;
+  // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does not have).
+  auto load_x = [&](int64_t c, float (&v)[8]) {
     if (kVector && has_x && c < c_end) {
-#pragma unroll
-      for (int i = 0; i < E / 8; ++i) {
-        const uint4 q = __ldg(reinterpret_cast<const uint4*>(src + c) + i);
-        v[4 * i] = q.x, v[4 * i + 1] = q.y, v[4 * i + 2] = q.z, v[4 * i + 3] = q.w;
-      }
+      const float4 lo = __ldg(reinterpret_cast<const float4*>(xg + c)), hi = __ldg(reinterpret_cast<const float4*>(xg + c) + 1);
+      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
     } else {
 #pragma unroll
-      for (int i = 0; i < E / 2; ++i) {
-        const uint32_t lo = has_x && c + 2 * i < c_end ? src[c + 2 * i] : 0u, hi = has_x && c + 2 * i + 1 < c_end ? src[c + 2 * i + 1] : 0u;
-        v[i] = lo | hi << 16;
-      }
+      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < c_end ? xg[c + i] : 0.0f;
     }
   };
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -416,20 +360,22 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
       load_weights(wb, mma::load_column(base, u, t, E), pb[u]);
     }
 #pragma unroll
-    for (int u = 0; u < kMatvecSteps; ++u) {
-      uint32_t a[E / 2], b[E / 2];
-      Fmt::widen(pa[u], a);
-      Fmt::widen(pb[u], b);
+    for (int u = 0; u < kMatvecSteps; ++u)
 #pragma unroll
-      for (int k = 0; k < kParts; ++k) {
-        uint32_t xv[E / 2];  // x is cached (every warp reads it)
-        load_x(k, mma::load_column(base, u, t, E), xv);
-        // Instruction m: A registers (row a, row b, row a, row b) = registers 2m, 2m, 2m + 1, 2m + 1 of
-        // the rows (mma::a_element), B = registers 2m, 2m + 1 of x (mma::b_element).
+      for (int h = 0; h < E; h += 8) {
+        float xv[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
+        load_x(mma::load_column(base, u, t, E) + h, xv);
 #pragma unroll
-        for (int m = 0; m < E / 4; ++m) mma_16<Fmt::kBf16>(acc, a[2 * m], b[2 * m], a[2 * m + 1], b[2 * m + 1], xv[2 * m], xv[2 * m + 1]);
+        for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
+          uint32_t a[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a[r] = __float_as_uint(Fmt::widen_at(r % 2 ? pb[u] : pa[u], mma::a_element(j, r)));
+          const float x0 = xv[mma::b_element(j, 0) - h], x1 = xv[mma::b_element(j, 1) - h];
+          const uint32_t h0 = to_tf32(x0), h1 = to_tf32(x1);
+          mma_tf32(acc, a[0], a[1], a[2], a[3], h0, h1);
+          mma_tf32(acc, a[0], a[1], a[2], a[3], to_tf32(x0 - __uint_as_float(h0)), to_tf32(x1 - __uint_as_float(h1)));
+        }
       }
-    }
   }
   if (S > 1) {  // S is the block's: every warp of it takes this branch or none does
     __shared__ float partial[kMatvecWarps][4][32];
@@ -441,16 +387,16 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
     for (int r = 0; r < 4; ++r)
       for (int s = 1; s < S; ++s) acc[r] += partial[warp + s][r][lane];
   }
-  // Accumulator r: tile row c_row, x row c_col; the row's scale undone (a power of two).
+  // Accumulator r: tile row c_row, x row c_col.
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     const int tok = mma::c_col(lane, r);
     const int64_t o = o0 + mma::c_row(lane, r);
-    if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, acc[r] * job.scales[tok]);
+    if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, acc[r]);
   }
 }
 
-// `vector`: every product's rows start on 16 bytes and its width is whole 16-byte loads.
+// `vector`: every product's rows and x rows start on 16 bytes and its width is whole 16-byte loads.
 template <typename Fmt, typename Output>
 void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
   int64_t blocks = 0;
@@ -536,9 +482,12 @@ void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, i
   }
 }
 
-// 16-byte loads of weights need every row to start on 16 bytes (the kernel's parts of x are laid out so).
+// 16-byte loads need every weight row and every activation row to start on 16 bytes.
 bool vector_weights(const LinearJob& j, int elems_per_load) {
   return j.cols % elems_per_load == 0 && reinterpret_cast<uintptr_t>(j.W) % 16 == 0;
+}
+bool vector_loads(const LinearJob& j, int elems_per_load) {
+  return vector_weights(j, elems_per_load) && reinterpret_cast<uintptr_t>(j.x) % 16 == 0 && j.ldx % 4 == 0;
 }
 
 // An fp32 product (any T) or a large uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
@@ -579,53 +528,47 @@ void blas_product(const LinearJob& j, int T) {
   activate_after_blas(j, T);
 }
 
-// Products of one weight format on the tensor-core kernel, up to kMaxGroup per launch pair: one
-// launch splits every distinct row of x into parts in the scratch (uint8: every product's xr, with its
-// sums), one streams the weights.
+template <typename Output>
+MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, int64_t ldx, Output output) {
+  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, {1, 0}, 0};
+}
+
+// Products of one half-precision format, up to kMaxGroup per launch.
 template <typename Fmt>
-void matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
-  constexpr bool kU8 = std::is_same_v<Fmt, U8Weights>;
-  constexpr int kParts = mma::Parts<Fmt::kBf16>::kCount;
-  using Output = std::conditional_t<kU8, U8Output, PlainOutput>;
+void half_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
+  for (size_t first = 0; first < group.size(); first += kMaxGroup) {
+    MatvecJobs<PlainOutput> jobs;
+    for (size_t i = first; i < std::min(group.size(), first + kMaxGroup); ++i)
+      jobs.job[jobs.count++] = matvec_job(*group[i], group[i]->x, group[i]->ldx, PlainOutput{group[i]->out});
+    matvec<Fmt>(jobs, T, vector);
+  }
+}
+
+// uint8 products, up to kMaxGroup per launch pair: one launch prepares every product's xr and sums
+// (in the scratch), one streams the weights.
+void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
   DeviceContext& c = context();
   for (size_t first = 0; first < group.size(); first += kMaxGroup) {
     const size_t last = std::min(group.size(), first + kMaxGroup);
-    SplitJobs splits;
-    std::vector<int> input_of;
-    std::vector<size_t> offset;  // each input's parts, then its scales and sums, in one scratch block
+    std::vector<size_t> offset;  // each product's xr, then its sums, in one scratch block
     size_t bytes = 0;
     for (size_t i = first; i < last; ++i) {
-      const LinearJob& j = *group[i];
-      int k = 0;  // a LoRA often reads a large product's input: split once (xr differs per uint8 product)
-      while (!kU8 && k < splits.count && !(splits.job[k].x == j.x && splits.job[k].ldx == j.ldx && splits.job[k].cols == j.cols)) ++k;
-      if (kU8 || k == splits.count) {
-        k = splits.count++;
-        const size_t stride = aligned(size_t(T) * size_t(j.cols) * sizeof(uint16_t));
-        splits.job[k] = {j.x, j.ldx, j.cols, kU8 ? j.ry : nullptr, kU8 ? j.my : nullptr, nullptr, stride / sizeof(uint16_t), nullptr, nullptr, k};
-        offset.push_back(bytes);
-        bytes += kParts * stride + aligned(size_t(T) * sizeof(float)) + aligned(size_t(T) * 3 * sizeof(float));
-      }
-      input_of.push_back(k);
+      offset.push_back(bytes);
+      bytes += aligned(size_t(T) * size_t(group[i]->cols) * sizeof(float)) + aligned(size_t(T) * 3 * sizeof(float));
     }
-    char* base = static_cast<char*>(scratch(c, bytes));  // sized before any pointer into it is taken
-    for (int k = 0; k < splits.count; ++k) {
-      SplitJob& s = splits.job[k];
-      char* at = base + offset[size_t(k)];
-      s.parts = reinterpret_cast<uint16_t*>(at);
-      s.scales = reinterpret_cast<float*>(at + kParts * s.part_stride * sizeof(uint16_t));
-      s.sums = reinterpret_cast<float*>(reinterpret_cast<char*>(s.scales) + aligned(size_t(T) * sizeof(float)));
-    }
-    MatvecJobs<Output> jobs;
+    char* base = static_cast<char*>(scratch(c, bytes));
+    U8Prepares prep;
+    MatvecJobs<U8Output> jobs;
     for (size_t i = first; i < last; ++i) {
       const LinearJob& j = *group[i];
-      const SplitJob& s = splits.job[input_of[i - first]];
-      Output output;
-      if constexpr (kU8) output = U8Output{j.rx, j.mx, s.sums, j.out};
-      else output = PlainOutput{j.out};
-      jobs.job[jobs.count++] = {j.W, j.rows, j.cols, s.parts, s.part_stride, s.scales, j.y, j.ldy, output, {1, 0}, 0};
+      auto* xr = reinterpret_cast<float*>(base + offset[i - first]);
+      auto* sums = reinterpret_cast<float*>(base + offset[i - first] + aligned(size_t(T) * size_t(j.cols) * sizeof(float)));
+      prep.job[prep.count] = {j.x, j.ldx, j.ry, j.my, j.cols, xr, sums, prep.count};
+      ++prep.count;
+      jobs.job[jobs.count++] = matvec_job(j, xr, j.cols, U8Output{j.rx, j.mx, sums, j.out});
     }
-    chain(split_rows_kernel<Fmt::kBf16>, dim3(unsigned(T), unsigned(splits.count)), kSplitThreads, "split activations", splits);
-    matvec<Fmt>(jobs, T, vector);
+    chain(u8_prepare_kernel, dim3(unsigned(T), unsigned(prep.count)), kPrepareThreads, "u8 prepare", prep);
+    matvec<U8Weights>(jobs, T, vector);
   }
 }
 
@@ -633,8 +576,8 @@ void matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
 
 void linears(const LinearJob* jobs, int count, int T) {
   if (T <= 0) return;
-  // Up to kMatvecMaxRows rows of x: tensor-core products grouped by weight format and load width, each
-  // group one launch pair. Beyond that, and fp32 always, cuBLAS.
+  // Tensor-core products grouped by weight format and load width, each group one launch (or two);
+  // fp32, and everything beyond 8 rows of x, through cuBLAS.
   std::vector<const LinearJob*> f16[2], bf16[2], u8[2], gemm_f16, gemm_bf16;
   for (int i = 0; i < count; ++i) {
     const LinearJob& j = jobs[i];
@@ -642,18 +585,18 @@ void linears(const LinearJob* jobs, int count, int T) {
     const bool blas = j.type == WeightType::F32 || T > kMatvecMaxRows;
     switch (j.type) {
       case WeightType::F32: blas_product(j, T); break;
-      case WeightType::F16: (blas ? gemm_f16 : f16[vector_weights(j, F16Weights::kPerLoad)]).push_back(&j); break;
-      case WeightType::BF16: (blas ? gemm_bf16 : bf16[vector_weights(j, BF16Weights::kPerLoad)]).push_back(&j); break;
+      case WeightType::F16: (blas ? gemm_f16 : f16[vector_loads(j, F16Weights::kPerLoad)]).push_back(&j); break;
+      case WeightType::BF16: (blas ? gemm_bf16 : bf16[vector_loads(j, BF16Weights::kPerLoad)]).push_back(&j); break;
       case WeightType::U8:
         if (blas) blas_product(j, T);
-        else u8[vector_weights(j, U8Weights::kPerLoad)].push_back(&j);
+        else u8[vector_weights(j, U8Weights::kPerLoad)].push_back(&j);  // x becomes xr: aligned, rows cols apart
         break;
     }
   }
   for (bool vector : {false, true}) {
-    if (!f16[vector].empty()) matvecs<F16Weights>(f16[vector], T, vector);
-    if (!bf16[vector].empty()) matvecs<BF16Weights>(bf16[vector], T, vector);
-    if (!u8[vector].empty()) matvecs<U8Weights>(u8[vector], T, vector);
+    if (!f16[vector].empty()) half_matvecs<F16Weights>(f16[vector], T, vector);
+    if (!bf16[vector].empty()) half_matvecs<BF16Weights>(bf16[vector], T, vector);
+    if (!u8[vector].empty()) u8_matvecs(u8[vector], T, vector);
   }
   if (!gemm_f16.empty()) half_gemms<__half>(CUDA_R_16F, gemm_f16, T);
   if (!gemm_bf16.empty()) half_gemms<__nv_bfloat16>(CUDA_R_16BF, gemm_bf16, T);
