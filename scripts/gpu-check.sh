@@ -2,7 +2,8 @@
 # The GPU device check (issue 6): build with CUDA, run the GPU tests against the CPU fp32 engine, then
 # the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode at batch
 # 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per request),
-# and op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8).
+# op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8), and for kernel
+# work away from the GPU the products' SASS and an Nsight Compute look at batch-1 products (where present).
 # Needs .gpu/ from scripts/gpu-bundle.sh when the machine lacks our libraries. Everything is written to
 # $OUT (or ./gpu-out) as it goes; stages that would overrun SKEIN_GPU_BUDGET_S (default 450 s) are skipped.
 set -uo pipefail
@@ -82,7 +83,7 @@ fits() { [ $(( $(elapsed) + $1 )) -le "$budget" ] || { say "skipping $2 (budget)
 for shape in "7B 32 4096" "1.5B 24 2048"; do
   set -- $shape
   name=$1 layers=$2 embd=$3
-  fits $([ "$name" = 7B ] && echo 35 || echo 150) "the $name benchmarks" || continue
+  fits "$([ "$name" = 7B ] && echo 35 || echo 150)" "the $name benchmarks" || continue
   model=/tmp/v7-$name.pth
   say "make-model v7 $name"
   "$skein" make-model --arch v7 --layers "$layers" --embd "$embd" --vocab 65536 --seed 1 --dtype fp16 -o "$model" >>"$log" 2>&1
@@ -103,5 +104,18 @@ for profile in "cuda fp16:1,8,256" "cuda fp16i8:1,8"; do  # strategy:batches
     bench /tmp/v7-7B.pth "${profile%%:*}" "${profile#*:}" "(op profile)" --profile
   fi
 done
+# For work on the kernels away from the GPU: the decode products' machine code, and where a batch-1 step
+# of the product kernel stalls (Nsight Compute, where the image has it and lets us read the counters).
+obj=$(find "$root/build-gpu" -name 'linear.cu.o' | head -1)
+if [ -n "$obj" ] && command -v cuobjdump >/dev/null; then
+  cuobjdump -sass "$obj" >"$out/linear.sass" 2>&1 && say "products' SASS in linear.sass"
+fi
+if [ -f /tmp/v7-7B.pth ] && command -v ncu >/dev/null && fits 90 "the Nsight Compute run"; then
+  say "ncu: 7B fp16 decode products at batch 1"
+  SKEIN_CUDA_GRAPHS=0 timeout 90 ncu --kernel-name regex:matvec_kernel --launch-skip 170 --launch-count 6 --section SpeedOfLight \
+    --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats \
+    "$skein" bench --model /tmp/v7-7B.pth --strategy "cuda fp16" --prompt-tokens 4 --decode-tokens 4 --batches 1 >"$out/ncu.txt" 2>&1
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers|Stall|Warp Cycles|Issued" "$out/ncu.txt" | head -40 | tee -a "$log"
+fi
 rm -f /tmp/v7-7B.pth
 say "done"
