@@ -134,7 +134,7 @@ TEST_F(CudaKernels, TokenShiftOverLongAndShortSequences) {
   EXPECT_EQ(dstate.get(), want_state);
 }
 
-// The fused layer norm + token shift + mixes (one block per row) against the CPU's three steps, over
+// The fused layer norm + token shift + mixes (one launch) against the CPU's three steps, over
 // sequences of several tokens, one token and none in one launch, with one mix and with six.
 TEST_F(CudaKernels, NormShiftMixMatchesNormThenShiftThenMix) {
   for (int n_mix : {1, 6})
@@ -274,9 +274,10 @@ TEST_F(CudaKernels, Uint8ProductsMatchTheOfficialFormula) {
 // fp16 and bf16 products: the tensor-core kernel up to 8 rows of x (activations in two tf32 parts,
 // fp32 accuracy at any magnitude: x up to 1e5, past fp16's range; 16-byte loads, and scalar loads for
 // odd widths or misaligned activations) and beyond that GemmEx (activations rounded to the weight
-// type), against the widened weights in double. Widths: columns split over 8 warps (1032) and 2 (264), both with a short last
-// slice; one warp's (64, like a LoRA factor; 16, one load for half the lanes); scalar loads (100). 70
-// rows is not a multiple of a warp's 16; activations one float off 16-byte alignment (skew).
+// type), against the widened weights in double. Widths: columns split over 8 warps (1032) and 2 (264),
+// both with a short last slice; one warp's (64, like a LoRA factor; 16, one load for half the lanes);
+// scalar loads (100). 70 rows is not a multiple of a warp's 16; activations one float off 16-byte
+// alignment (skew).
 TEST_F(CudaKernels, HalfProductsMatchWidenedWeights) {
   for (bool bf16 : {false, true}) {
     for (auto [rows, cols] : {std::pair{70, 1032}, {70, 264}, {70, 64}, {70, 16}, {70, 100}, {2100, 1032}}) {
@@ -395,7 +396,7 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   add(cuda::WeightType::F16, 45, 64);  // narrow rows: fewer loads than a warp's lanes
   add(cuda::WeightType::BF16, 23, 32);
   add(cuda::WeightType::U8, 30, 1024);  // columns split over 4 warps, beside uint8 products of one warp
-  // Large products: two fp16 products of one input, and uint8.
+  // Large products: two fp16 products of one input, and uint8 over several dequantized tiles.
   const size_t large = ws.size();
   add(cuda::WeightType::F16, 8000, 264);
   add(cuda::WeightType::F16, 8000, 264);

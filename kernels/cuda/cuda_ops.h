@@ -111,7 +111,8 @@ struct Slice {
 // longest sequence's token count.
 void token_shift(const float* xx, float* sx, const Slice* seqs, int B, int C, int max_tokens);
 // delta_mix(xx, sx) with xx = layer_norm(x) and sx its token shift (the state moved as token_shift
-// does), one block per row: the row's norm, its predecessor's (or the state) and every mix at once.
+// does) in one launch: a row's norm, its predecessor's (or the state) and every mix at once (a short
+// batch's rows split in column chunks over several blocks).
 // seqs: B slices in row order covering T rows; the mixes' m_tok must be null.
 void norm_shift_mix(const float* x, const float* ln_w, const float* ln_b, const Slice* seqs, int B, const Mixes& mixes, int T, int C);
 // v4: state = aa, bb, pp [3 x C].

@@ -210,8 +210,8 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
 }
 
 // Decode-sized products (up to kMatvecMaxRows rows of x) on the tensor cores, one kernel for every
-// weight format. A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k8 in tf32: the
-// tile is the A operand, the rows of x (up to 8) are B's columns, and the sums are fp32. The
+// weight format. A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k8 in tf32:
+// the tile is the A operand, the rows of x are B's columns, and the sums are fp32. The
 // multiply-adds are free next to the memory traffic, so a warp can afford 16 rows (each activation it
 // loads serves 16 weights, where a warp per row read x through L1 twice per weight byte) and a batch
 // of 8 costs what a batch of 1 does: the weights' bytes are the only work left.
@@ -449,7 +449,7 @@ const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int
   return one.job[0].out;
 }
 
-// Large fp16/bf16 products beyond kMatvecMaxRows rows: every distinct input of up to kMaxGroup products
+// fp16/bf16 products beyond kMatvecMaxRows rows: every distinct input of up to kMaxGroup products
 // rounded in one launch (a LoRA often reads a large product's input), then a GemmEx each.
 template <typename E>
 void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, int T) {
@@ -490,7 +490,7 @@ bool vector_loads(const LinearJob& j, int elems_per_load) {
   return vector_weights(j, elems_per_load) && reinterpret_cast<uintptr_t>(j.x) % 16 == 0 && j.ldx % 4 == 0;
 }
 
-// An fp32 product (any T) or a large uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
+// An fp32 product (any T) or a uint8 one beyond kMatvecMaxRows rows, through cuBLAS.
 void blas_product(const LinearJob& j, int T) {
   DeviceContext& c = context();
   const float one = 1.0f, beta = j.out.kind == ProductOutput::Add ? 1.0f : 0.0f;
@@ -582,7 +582,7 @@ void linears(const LinearJob* jobs, int count, int T) {
   for (int i = 0; i < count; ++i) {
     const LinearJob& j = jobs[i];
     if (j.rows <= 0) continue;
-    const bool blas = j.type == WeightType::F32 || T > kMatvecMaxRows;
+    const bool blas = T > kMatvecMaxRows;
     switch (j.type) {
       case WeightType::F32: blas_product(j, T); break;
       case WeightType::F16: (blas ? gemm_f16 : f16[vector_loads(j, F16Weights::kPerLoad)]).push_back(&j); break;
