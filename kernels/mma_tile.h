@@ -35,7 +35,7 @@ SKEIN_HD int b_element(int j, int r) { return 2 * j + r; }
 SKEIN_HD int64_t load_column(int64_t base, int u, int t, int E) { return base + int64_t(u) * 4 * E + int64_t(t) * E; }
 
 constexpr int kWarps = 8;  // per block
-constexpr int kSteps = 4;  // loads per lane and row issued before any arithmetic (a round)
+constexpr int kSteps = 2;  // loads per lane and row in a round (the kernel keeps the next round in flight)
 
 // A product's columns over `splits` warps of a block (a power of two, at most kWarps): as many as leave
 // each slice a round of loads or more. Its `steps` (4 loads side by side, the last one maybe short)

@@ -149,14 +149,23 @@ __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const flo
   }
 }
 
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+
 // uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
-// of each product's x: xr = x*ry and the three sums (in double, one block per row and product).
+// of each product's x: xr = x*ry, already split into the tf32 parts the tensor cores take (hi = tf32(xr),
+// lo = tf32(xr - hi); the product kernel would otherwise split it again in every warp, and uint8's
+// widening leaves it the least time to spare), and the three sums (in double, one block per row and
+// product).
 struct U8Prepare {
   const float* x;
   int64_t ldx;
   const float *ry, *my;
   int64_t cols;
-  float *xr, *sums;  // xr [T x cols], sums [T x 3]
+  float *xr_hi, *xr_lo, *sums;  // xr's parts [T x cols] each, sums [T x 3]
   int first_block;   // blockIdx.y of this product (its index)
 };
 struct U8Prepares {
@@ -169,9 +178,10 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
   const U8Prepare j = pick(jobs.job, jobs.count, int(blockIdx.y));
   const int t = blockIdx.x;
   const float* xt = j.x + size_t(t) * size_t(j.ldx);
-  float* xr = j.xr + size_t(t) * size_t(j.cols);
+  float* hi = j.xr_hi + size_t(t) * size_t(j.cols);
+  float* lo = j.xr_lo + size_t(t) * size_t(j.cols);
   double a = 0, b = 0, c = 0;
-  // Each round loads before it stores (xr may alias the inputs as far as the compiler knows, and a
+  // Each round loads before it stores (xr's parts may alias the inputs as far as the compiler knows, and a
   // load after a store waits for memory): a decode step's row is a few rounds, not a load per element.
   for (int64_t base = threadIdx.x; base < j.cols; base += int64_t(kPrepareLoads) * blockDim.x) {
     float xi[kPrepareLoads], ryi[kPrepareLoads], myi[kPrepareLoads];
@@ -185,8 +195,11 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
 #pragma unroll
     for (int u = 0; u < kPrepareLoads; ++u) {
       const int64_t i = base + int64_t(u) * blockDim.x;
-      const float r = xi[u] * ryi[u];
-      if (i < j.cols) xr[i] = r;
+      const float r = xi[u] * ryi[u], r_hi = __uint_as_float(to_tf32(r));
+      if (i < j.cols) {
+        hi[i] = r_hi;
+        lo[i] = __uint_as_float(to_tf32(r - r_hi));
+      }
       a += r;
       b += double(xi[u]) * myi[u];
       c += xi[u];
@@ -218,16 +231,17 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
 //
 // fp32 accuracy: every weight format widens exactly to tf32 (fp16 and bf16 mantissas fit its 10 bits,
 // uint8 codes are integers below 256), and each activation is split into hi = tf32(x) and
-// lo = tf32(x - hi), two products summed in the same accumulators: x is carried to about 2^-22 of its
-// value, the products are exact and the sums fp32.
+// lo = tf32(x - hi) (in the loop, or for uint8 once by u8_prepare_kernel), two products summed in
+// fp32: x is carried to about 2^-22 of its value, the products are exact and the sums fp32.
 //
 // No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x)
 // are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
 // layout as functions the CPU tests multiply through). The 4 lanes of a row read 64 contiguous bytes.
-// A format: the element type, elements per 16-byte load, and the widening to fp32.
+// A format: the element type, elements per 16-byte load, whether x comes split, and the widening to fp32.
 struct U8Weights {
   using Elem = uint8_t;
   static constexpr int kPerLoad = 16;
+  static constexpr bool kSplitX = true;  // x comes from u8_prepare_kernel in its tf32 parts
   // The exact float(q) as 2^23 + q minus 2^23, one byte permute building 2^23 + q straight from the
   // packed word (bytes q, 0, 0, 0x4B) and a full-rate subtract, where an int-to-float conversion runs at
   // a quarter rate.
@@ -239,11 +253,13 @@ struct U8Weights {
 struct F16Weights {
   using Elem = __half;
   static constexpr int kPerLoad = 8;
+  static constexpr bool kSplitX = false;
   static __device__ float widen_at(const uint4& p, int i) { return __half2float(reinterpret_cast<const __half*>(&p)[i]); }
 };
 struct BF16Weights {
   using Elem = __nv_bfloat16;
   static constexpr int kPerLoad = 8;
+  static constexpr bool kSplitX = false;
   static __device__ float widen_at(const uint4& p, int i) { return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(&p)[i]); }
 };
 // What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored
@@ -270,6 +286,7 @@ struct MatvecJob {
   const void* W;
   int64_t rows, cols;
   const float* x;
+  const float* x_lo;  // the tf32 low parts of x, where the format's x comes split (x then the high parts)
   int64_t ldx;
   float* y;
   int64_t ldy;
@@ -284,15 +301,11 @@ struct MatvecJobs {
 };
 
 constexpr int kMatvecWarps = mma::kWarps;  // per block
-// Steps per round: each lane issues this many 16-byte loads of each of its two rows (and its x) before
-// any arithmetic, 4 KiB per warp in flight.
+// Steps per round: each lane loads this many 16 bytes of each of its two rows per round, 2 KiB a warp,
+// and keeps the next round in flight while it multiplies (two rounds of registers: at 4 steps a round
+// the kernel spilled; at 2, with two blocks of 8 warps an SM, 32 to 64 KiB are in flight per SM).
 constexpr int kMatvecSteps = mma::kSteps;
 
-__device__ __forceinline__ uint32_t to_tf32(float v) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return r;
-}
 // d += A * B for one 16x8x8 step (operands in the mma fragment order described above).
 __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -300,10 +313,22 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// 16 bytes of weights, read once per product: kept out of L1 (where x, read by every warp, stays) and
+// fetched into L2 in 256-byte pieces (a round reads 256 contiguous bytes of each row).
+__device__ __forceinline__ uint4 stream_load(const void* p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+#else
+  return __ldg(static_cast<const uint4*>(p));
+#endif
+}
+
 // kVector: rows of W and x start on 16 bytes and cols is whole 16-byte loads; otherwise the same
 // loads are made element by element.
 template <typename Fmt, bool kVector, typename Output>
-__global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_kernel(MatvecJobs<Output> jobs, int T) {
+__global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 2 : 1) matvec_kernel(MatvecJobs<Output> jobs, int T) {
   using Elem = typename Fmt::Elem;
   using Bits = std::conditional_t<sizeof(Elem) == 2, uint16_t, uint8_t>;
   constexpr int E = Fmt::kPerLoad;
@@ -321,10 +346,12 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
   const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
   const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
   const bool has_x = mma::b_col(lane) < T;  // the lane's row of x (T <= 8)
-  const float* xg = job.x + size_t(has_x ? mma::b_col(lane) : 0) * size_t(job.ldx);
+  const size_t x_row = size_t(has_x ? mma::b_col(lane) : 0) * size_t(job.ldx);
+  const float* xg = job.x + x_row;
+  const float* xg_lo = Fmt::kSplitX ? job.x_lo + x_row : nullptr;
   // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
-  // (a chained launch) finishes. Lane t fetches step t of both rows (a round is kMatvecSteps = 4 steps).
-  static_assert(kMatvecSteps == 4);
+  // (a chained launch) finishes. Lane t fetches step t of both rows: the first two rounds.
+  static_assert(2 * kMatvecSteps == 4);
   if (const int64_t c = c_begin + t * kStepCols; c < c_end) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + c));
     asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + c));
@@ -332,7 +359,7 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
   chained_start();
   auto load_weights = [&](const Bits* row, int64_t c, uint4& p) {
     if (kVector) {
-      p = c < c_end ? __ldg(reinterpret_cast<const uint4*>(row + c)) : make_uint4(0, 0, 0, 0);
+      p = c < c_end ? stream_load(row + c) : make_uint4(0, 0, 0, 0);
     } else {  // the same 16 bytes, element by element (little-endian, as the vector load lays them)
       uint32_t w[4] = {0, 0, 0, 0};
 #pragma unroll
@@ -342,57 +369,84 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 3 : 1) matvec_ker
     }
   };
   // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does not have).
-  auto load_x = [&](int64_t c, float (&v)[8]) {
+  auto load_x = [&](const float* row, int64_t c, float (&v)[8]) {
     if (kVector && has_x && c < c_end) {
-      const float4 lo = __ldg(reinterpret_cast<const float4*>(xg + c)), hi = __ldg(reinterpret_cast<const float4*>(xg + c) + 1);
+      const float4 lo = __ldg(reinterpret_cast<const float4*>(row + c)), hi = __ldg(reinterpret_cast<const float4*>(row + c) + 1);
       v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
     } else {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < c_end ? xg[c + i] : 0.0f;
+      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < c_end ? row[c + i] : 0.0f;
     }
   };
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t base = c_begin; base < c_end; base += kMatvecSteps * kStepCols) {
-    uint4 pa[kMatvecSteps], pb[kMatvecSteps];
-#pragma unroll
-    for (int u = 0; u < kMatvecSteps; ++u) {
-      load_weights(wa, mma::load_column(base, u, t, E), pa[u]);
-      load_weights(wb, mma::load_column(base, u, t, E), pb[u]);
-    }
+  // Four independent accumulation chains (step parity x the hi and lo parts of x), summed in a fixed
+  // order at the end: one chain made every mma of a round wait for the one before it.
+  float acc[2][2][4] = {};
+  auto multiply_round = [&](int64_t base, const uint4 (&pa)[kMatvecSteps], const uint4 (&pb)[kMatvecSteps]) {
 #pragma unroll
     for (int u = 0; u < kMatvecSteps; ++u)
 #pragma unroll
       for (int h = 0; h < E; h += 8) {
-        float xv[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
-        load_x(mma::load_column(base, u, t, E) + h, xv);
+        float xv[8], xl[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
+        load_x(xg, mma::load_column(base, u, t, E) + h, xv);
+        if (Fmt::kSplitX) load_x(xg_lo, mma::load_column(base, u, t, E) + h, xl);
 #pragma unroll
         for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
           uint32_t a[4];
 #pragma unroll
           for (int r = 0; r < 4; ++r) a[r] = __float_as_uint(Fmt::widen_at(r % 2 ? pb[u] : pa[u], mma::a_element(j, r)));
-          const float x0 = xv[mma::b_element(j, 0) - h], x1 = xv[mma::b_element(j, 1) - h];
-          const uint32_t h0 = to_tf32(x0), h1 = to_tf32(x1);
-          mma_tf32(acc, a[0], a[1], a[2], a[3], h0, h1);
-          mma_tf32(acc, a[0], a[1], a[2], a[3], to_tf32(x0 - __uint_as_float(h0)), to_tf32(x1 - __uint_as_float(h1)));
+          const int e0 = mma::b_element(j, 0) - h, e1 = mma::b_element(j, 1) - h;
+          if (Fmt::kSplitX) {
+            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(xv[e0]), __float_as_uint(xv[e1]));
+            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(xl[e0]), __float_as_uint(xl[e1]));
+          } else {
+            const uint32_t h0 = to_tf32(xv[e0]), h1 = to_tf32(xv[e1]);
+            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], h0, h1);
+            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], to_tf32(xv[e0] - __uint_as_float(h0)), to_tf32(xv[e1] - __uint_as_float(h1)));
+          }
         }
       }
+  };
+  auto load_round = [&](int64_t base, uint4 (&pa)[kMatvecSteps], uint4 (&pb)[kMatvecSteps]) {
+#pragma unroll
+    for (int u = 0; u < kMatvecSteps; ++u) {
+      load_weights(wa, mma::load_column(base, u, t, E), pa[u]);
+      load_weights(wb, mma::load_column(base, u, t, E), pb[u]);
+    }
+  };
+  // Double-buffered rounds: the next round's loads are in flight while this one is multiplied, so a
+  // warp always has a round of weights on the way (with one buffer, none while it computed).
+  constexpr int64_t kRoundCols = kMatvecSteps * kStepCols;
+  uint4 pa0[kMatvecSteps], pb0[kMatvecSteps], pa1[kMatvecSteps], pb1[kMatvecSteps];
+  int64_t base = c_begin;
+  if (base < c_end) load_round(base, pa0, pb0);
+  while (base < c_end) {
+    if (base + kRoundCols < c_end) load_round(base + kRoundCols, pa1, pb1);
+    multiply_round(base, pa0, pb0);
+    base += kRoundCols;
+    if (base >= c_end) break;
+    if (base + kRoundCols < c_end) load_round(base + kRoundCols, pa0, pb0);
+    multiply_round(base, pa1, pb1);
+    base += kRoundCols;
   }
+  float sum[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) sum[r] = (acc[0][0][r] + acc[0][1][r]) + (acc[1][0][r] + acc[1][1][r]);
   if (S > 1) {  // S is the block's: every warp of it takes this branch or none does
     __shared__ float partial[kMatvecWarps][4][32];
 #pragma unroll
-    for (int r = 0; r < 4; ++r) partial[warp][r][lane] = acc[r];
+    for (int r = 0; r < 4; ++r) partial[warp][r][lane] = sum[r];
     __syncthreads();
     if (slice != 0) return;
 #pragma unroll
     for (int r = 0; r < 4; ++r)
-      for (int s = 1; s < S; ++s) acc[r] += partial[warp + s][r][lane];
+      for (int s = 1; s < S; ++s) sum[r] += partial[warp + s][r][lane];
   }
   // Accumulator r: tile row c_row, x row c_col.
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     const int tok = mma::c_col(lane, r);
     const int64_t o = o0 + mma::c_row(lane, r);
-    if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, acc[r]);
+    if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, sum[r]);
   }
 }
 
@@ -529,8 +583,8 @@ void blas_product(const LinearJob& j, int T) {
 }
 
 template <typename Output>
-MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, int64_t ldx, Output output) {
-  return {j.W, j.rows, j.cols, x, ldx, j.y, j.ldy, output, {1, 0}, 0};
+MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, const float* x_lo, int64_t ldx, Output output) {
+  return {j.W, j.rows, j.cols, x, x_lo, ldx, j.y, j.ldy, output, {1, 0}, 0};
 }
 
 // Products of one half-precision format, up to kMaxGroup per launch.
@@ -539,33 +593,35 @@ void half_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector
   for (size_t first = 0; first < group.size(); first += kMaxGroup) {
     MatvecJobs<PlainOutput> jobs;
     for (size_t i = first; i < std::min(group.size(), first + kMaxGroup); ++i)
-      jobs.job[jobs.count++] = matvec_job(*group[i], group[i]->x, group[i]->ldx, PlainOutput{group[i]->out});
+      jobs.job[jobs.count++] = matvec_job(*group[i], group[i]->x, nullptr, group[i]->ldx, PlainOutput{group[i]->out});
     matvec<Fmt>(jobs, T, vector);
   }
 }
 
-// uint8 products, up to kMaxGroup per launch pair: one launch prepares every product's xr and sums
-// (in the scratch), one streams the weights.
+// uint8 products, up to kMaxGroup per launch pair: one launch prepares every product's xr (split) and
+// sums (in the scratch), one streams the weights.
 void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
   DeviceContext& c = context();
   for (size_t first = 0; first < group.size(); first += kMaxGroup) {
     const size_t last = std::min(group.size(), first + kMaxGroup);
-    std::vector<size_t> offset;  // each product's xr, then its sums, in one scratch block
+    std::vector<size_t> offset;  // each product's xr high parts, low parts, then its sums, in one scratch block
     size_t bytes = 0;
     for (size_t i = first; i < last; ++i) {
       offset.push_back(bytes);
-      bytes += aligned(size_t(T) * size_t(group[i]->cols) * sizeof(float)) + aligned(size_t(T) * 3 * sizeof(float));
+      bytes += 2 * aligned(size_t(T) * size_t(group[i]->cols) * sizeof(float)) + aligned(size_t(T) * 3 * sizeof(float));
     }
     char* base = static_cast<char*>(scratch(c, bytes));
     U8Prepares prep;
     MatvecJobs<U8Output> jobs;
     for (size_t i = first; i < last; ++i) {
       const LinearJob& j = *group[i];
-      auto* xr = reinterpret_cast<float*>(base + offset[i - first]);
-      auto* sums = reinterpret_cast<float*>(base + offset[i - first] + aligned(size_t(T) * size_t(j.cols) * sizeof(float)));
-      prep.job[prep.count] = {j.x, j.ldx, j.ry, j.my, j.cols, xr, sums, prep.count};
+      const size_t part = aligned(size_t(T) * size_t(j.cols) * sizeof(float));
+      auto* hi = reinterpret_cast<float*>(base + offset[i - first]);
+      auto* lo = reinterpret_cast<float*>(base + offset[i - first] + part);
+      auto* sums = reinterpret_cast<float*>(base + offset[i - first] + 2 * part);
+      prep.job[prep.count] = {j.x, j.ldx, j.ry, j.my, j.cols, hi, lo, sums, prep.count};
       ++prep.count;
-      jobs.job[jobs.count++] = matvec_job(j, xr, j.cols, U8Output{j.rx, j.mx, sums, j.out});
+      jobs.job[jobs.count++] = matvec_job(j, hi, lo, j.cols, U8Output{j.rx, j.mx, sums, j.out});
     }
     chain(u8_prepare_kernel, dim3(unsigned(T), unsigned(prep.count)), kPrepareThreads, "u8 prepare", prep);
     matvec<U8Weights>(jobs, T, vector);
