@@ -1,8 +1,9 @@
 // The layout of the CUDA products' tensor-core tiles (kernels/cuda/linear.cu) as plain functions that
 // the CPU tests run too: what each lane of a warp hands to mma.m16n8k8 (tf32), where the results land,
-// and how a product's columns are split over a block's warps. The kernel is written with these very
-// functions; tests/test_mma_tile.cpp multiplies through them on the CPU, with the instruction's
-// fragment layout below as its reference, and compares with a plain product.
+// how a product's columns are split over a block's warps, and how an activation becomes two tf32
+// parts. The kernel is written with these very functions; tests/test_mma_tile.cpp multiplies through
+// them on the CPU, with the instruction's fragment layout below as its reference, and compares with a
+// plain product.
 #pragma once
 #include <cstdint>
 
@@ -33,6 +34,29 @@ SKEIN_HD int b_element(int j, int r) { return 2 * j + r; }
 // Lane t's load of step u in a round starting at column `base`: the 4 lanes of a row side by side
 // (64 contiguous bytes), steps one after another.
 SKEIN_HD int64_t load_column(int64_t base, int u, int t, int E) { return base + int64_t(u) * 4 * E + int64_t(t) * E; }
+
+// v rounded to tf32 (a 10-bit mantissa), to nearest with ties away from zero: the device's
+// cvt.rna.tf32.f32, whose result is a float with its low 13 bits zero. On the host the same rounding
+// on the bits (adding half of the dropped part to the magnitude carries into the kept bits).
+SKEIN_HD float round_tf32(float v) {
+#ifdef __CUDA_ARCH__
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return __uint_as_float(r);
+#else
+  const uint32_t b = float_to_bits(v);
+  return (b & 0x7f800000u) == 0x7f800000u ? v : bits_to_float((b + 0x1000u) & ~0x1fffu);  // infinities and NaNs pass
+#endif
+}
+// An activation as the two tf32 parts the products multiply it in: hi + lo is x to about 2^-22 of
+// its value, and each part times a tf32 weight is exact in fp32.
+struct Tf32Parts {
+  float hi, lo;
+};
+SKEIN_HD Tf32Parts split_tf32(float x) {
+  const float hi = round_tf32(x);
+  return {hi, round_tf32(x - hi)};
+}
 
 constexpr int kWarps = 8;  // per block
 constexpr int kSteps = 2;  // loads per lane and row in a round (the kernel keeps the next round in flight)

@@ -1,11 +1,13 @@
 // The tensor-core products' tile layout (kernels/mma_tile.h) on the CPU, where no GPU runs the kernel:
-// the mma.m16n8k8 fragment layout places every element once, and a whole product assembled through the
+// the mma.m16n8k8 fragment layout places every element once, a whole product assembled through the
 // layout (tile by tile, slice by slice, round by round, as kernels/cuda/linear.cu walks it, each k-step
-// an instruction's D = A B + C taken from the lanes' registers) equals the plain product.
+// an instruction's D = A B + C taken from the lanes' registers) equals the plain product, and the tf32
+// split of activations keeps fp32 accuracy.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -114,6 +116,46 @@ TEST(MmaTile, ProductsThroughTheLayoutEqualPlainProducts) {
         for (int64_t i = 0; i < s.cols; ++i) want += W[size_t(o * s.cols + i)] * x[size_t(t * s.cols + i)];
         ASSERT_NEAR(y[size_t(t * s.rows + o)], want, 1e-9) << s.rows << "x" << s.cols << " T " << s.T << " E " << s.E << " row " << o << " x row " << t;
       }
+  }
+}
+
+// cvt.rna.tf32.f32 on the host: to nearest, ties away from zero, low 13 bits cleared.
+TEST(MmaTile, RoundTf32IsTheDevicesRounding) {
+  const float ulp = std::ldexp(1.0f, -10);  // tf32's spacing at 1
+  EXPECT_EQ(mma::round_tf32(1.0f + ulp / 2), 1.0f + ulp);  // a tie goes away from zero
+  EXPECT_EQ(mma::round_tf32(-(1.0f + ulp / 2)), -(1.0f + ulp));
+  EXPECT_EQ(mma::round_tf32(std::nextafter(1.0f + ulp / 2, 0.0f)), 1.0f);
+  EXPECT_EQ(mma::round_tf32(1.0f + ulp), 1.0f + ulp);
+  EXPECT_TRUE(std::isinf(mma::round_tf32(std::numeric_limits<float>::max())));  // rounds up out of range
+  EXPECT_TRUE(std::isinf(mma::round_tf32(INFINITY)));
+  EXPECT_TRUE(std::isnan(mma::round_tf32(NAN)));
+  std::mt19937 g(7);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::uniform_int_distribution<int> e(-60, 60);
+  for (int i = 0; i < 100000; ++i) {
+    const float x = std::ldexp(d(g), e(g)), r = mma::round_tf32(x);
+    ASSERT_EQ(float_to_bits(r) & 0x1fffu, 0u) << x;
+    ASSERT_LE(std::fabs(double(r) - x), std::ldexp(std::fabs(double(x)), -11)) << x;
+  }
+}
+
+// What the kernel multiplies in place of x: hi + lo is x to 2^-22 of its value, and each part times a
+// weight that widens exactly to tf32 (fp16, bf16, a uint8 code) is exact in fp32, so a product's only
+// rounding is its fp32 sums.
+TEST(MmaTile, SplitActivationsCarryFp32Accuracy) {
+  std::mt19937 g(11);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::uniform_int_distribution<int> e(-30, 30);
+  for (int i = 0; i < 100000; ++i) {
+    const float x = std::ldexp(d(g), e(g));
+    const mma::Tf32Parts p = mma::split_tf32(x);
+    ASSERT_EQ(mma::round_tf32(p.hi), p.hi);
+    ASSERT_EQ(mma::round_tf32(p.lo), p.lo);
+    ASSERT_LE(std::fabs((double(p.hi) + p.lo) - x), std::ldexp(std::fabs(double(x)), -22)) << x;
+    const float w = fp16_to_float(float_to_fp16(d(g))), code = float(i % 256);
+    ASSERT_EQ(double(w * p.hi), double(w) * p.hi) << w << " " << x;
+    ASSERT_EQ(double(w * p.lo), double(w) * p.lo) << w << " " << x;
+    ASSERT_EQ(double(code * p.hi), double(code) * p.hi) << code << " " << x;
   }
 }
 

@@ -149,15 +149,9 @@ __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const flo
   }
 }
 
-__device__ __forceinline__ uint32_t to_tf32(float v) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return r;
-}
-
 // uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
-// of each product's x: xr = x*ry, already split into the tf32 parts the tensor cores take (hi = tf32(xr),
-// lo = tf32(xr - hi); the product kernel would otherwise split it again in every warp, and uint8's
+// of each product's x: xr = x*ry, already split into the tf32 parts the tensor cores take
+// (mma::split_tf32; the product kernel would otherwise split it again in every warp, and uint8's
 // widening leaves it the least time to spare), and the three sums (in double, one block per row and
 // product).
 struct U8Prepare {
@@ -195,10 +189,11 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
 #pragma unroll
     for (int u = 0; u < kPrepareLoads; ++u) {
       const int64_t i = base + int64_t(u) * blockDim.x;
-      const float r = xi[u] * ryi[u], r_hi = __uint_as_float(to_tf32(r));
+      const float r = xi[u] * ryi[u];
       if (i < j.cols) {
-        hi[i] = r_hi;
-        lo[i] = __uint_as_float(to_tf32(r - r_hi));
+        const mma::Tf32Parts parts = mma::split_tf32(r);
+        hi[i] = parts.hi;
+        lo[i] = parts.lo;
       }
       a += r;
       b += double(xi[u]) * myi[u];
@@ -399,9 +394,9 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 2 : 1) matvec_ker
             mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(xv[e0]), __float_as_uint(xv[e1]));
             mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(xl[e0]), __float_as_uint(xl[e1]));
           } else {
-            const uint32_t h0 = to_tf32(xv[e0]), h1 = to_tf32(xv[e1]);
-            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], h0, h1);
-            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], to_tf32(xv[e0] - __uint_as_float(h0)), to_tf32(xv[e1] - __uint_as_float(h1)));
+            const mma::Tf32Parts p0 = mma::split_tf32(xv[e0]), p1 = mma::split_tf32(xv[e1]);
+            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(p0.hi), __float_as_uint(p1.hi));
+            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(p0.lo), __float_as_uint(p1.lo));
           }
         }
       }
