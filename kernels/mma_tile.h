@@ -42,7 +42,7 @@ SKEIN_HD float round_tf32(float v) {
 #ifdef __CUDA_ARCH__
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return __uint_as_float(r);
+  return bits_to_float(r);
 #else
   const uint32_t b = float_to_bits(v);
   return (b & 0x7f800000u) == 0x7f800000u ? v : bits_to_float((b + 0x1000u) & ~0x1fffu);  // infinities and NaNs pass

@@ -309,15 +309,11 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1
 }
 
 // 16 bytes of weights, read once per product: kept out of L1 (where x, read by every warp, stays) and
-// fetched into L2 in 256-byte pieces (a round reads 256 contiguous bytes of each row).
+// fetched into L2 in 256-byte pieces (two rounds of a row: a round reads 128 contiguous bytes of it).
 __device__ __forceinline__ uint4 stream_load(const void* p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
-#else
-  return __ldg(static_cast<const uint4*>(p));
-#endif
 }
 
 // kVector: rows of W and x start on 16 bytes and cols is whole 16-byte loads; otherwise the same
@@ -409,19 +405,21 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 2 : 1) matvec_ker
     }
   };
   // Double-buffered rounds: the next round's loads are in flight while this one is multiplied, so a
-  // warp always has a round of weights on the way (with one buffer, none while it computed).
+  // warp always has a round of weights on the way (with one buffer, none while it computed). The two
+  // buffers swap roles every round (named, not indexed, so they stay in registers).
   constexpr int64_t kRoundCols = kMatvecSteps * kStepCols;
   uint4 pa0[kMatvecSteps], pb0[kMatvecSteps], pa1[kMatvecSteps], pb1[kMatvecSteps];
   int64_t base = c_begin;
-  if (base < c_end) load_round(base, pa0, pb0);
-  while (base < c_end) {
-    if (base + kRoundCols < c_end) load_round(base + kRoundCols, pa1, pb1);
-    multiply_round(base, pa0, pb0);
+  auto round = [&](const uint4 (&pa)[kMatvecSteps], const uint4 (&pb)[kMatvecSteps], uint4 (&next_a)[kMatvecSteps], uint4 (&next_b)[kMatvecSteps]) {
+    if (base + kRoundCols < c_end) load_round(base + kRoundCols, next_a, next_b);
+    multiply_round(base, pa, pb);
     base += kRoundCols;
-    if (base >= c_end) break;
-    if (base + kRoundCols < c_end) load_round(base + kRoundCols, pa0, pb0);
-    multiply_round(base, pa1, pb1);
-    base += kRoundCols;
+    return base < c_end;  // another round follows
+  };
+  if (base < c_end) {
+    load_round(base, pa0, pb0);
+    while (round(pa0, pb0, pa1, pb1) && round(pa1, pb1, pa0, pb0)) {
+    }
   }
   float sum[4];
 #pragma unroll
