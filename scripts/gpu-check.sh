@@ -57,9 +57,12 @@ for tool in c++ cmake ninja nvcc; do echo "$tool: $(command -v $tool || echo 'no
 # This card's architecture (e.g. 90), from the driver; CMake's "native" (3.24+) otherwise.
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
 archs=${SKEIN_GPU_ARCHS:-${cap:-native}}
+build() {  # source dir, build dir, targets...
+  cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKEIN_CUDA=ON -DSKEIN_CUDA_ARCHS="$archs" "${mpi_args[@]}" >>"$log" 2>&1 &&
+    cmake --build "$2" --target "${@:3}" >>"$log" 2>&1
+}
 say "build (CUDA, architecture $archs)"
-cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKEIN_CUDA=ON -DSKEIN_CUDA_ARCHS="$archs" "${mpi_args[@]}" >>"$log" 2>&1 &&
-  cmake --build "$root/build-gpu" --target skein skein_cuda_tests >>"$log" 2>&1 || { say "BUILD FAILED (see the log)"; tail -40 "$log"; exit 1; }
+build "$root" "$root/build-gpu" skein skein_cuda_tests || { say "BUILD FAILED (see the log)"; tail -40 "$log"; exit 1; }
 
 say "GPU tests"
 (cd "$root/build-gpu" && SKEIN_TEST_VERBOSE=1 timeout 240 ./tests/skein_cuda_tests 2>&1) | tee "$out/gpu-tests.txt" | tail -30 >>"$log"
@@ -107,8 +110,7 @@ if [ -f "$root/.gpu/baseline/COMMIT" ] && [ -f /tmp/v7-7B.pth ] && fits 100 "the
   rm -rf "$base" && mkdir -p "$base/src"
   tar -C "$root" --exclude=./.git --exclude=./build --exclude=./build-gpu --exclude=./.gpu --exclude=./gpu-out -cf - . | tar -C "$base/src" -xf -
   (cd "$root/.gpu/baseline" && find . -type f ! -name COMMIT -exec cp --parents {} "$base/src/" \;)
-  if cmake -S "$base/src" -B "$base/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKEIN_CUDA=ON -DSKEIN_CUDA_ARCHS="$archs" "${mpi_args[@]}" >>"$log" 2>&1 &&
-    cmake --build "$base/build" --target skein >>"$log" 2>&1; then
+  if build "$base/src" "$base/build" skein; then
     for s in "cuda fp16" "cuda fp16i8"; do skein="$base/build/skein" bench /tmp/v7-7B.pth "$s" 1,8 "(baseline $commit)"; done
   else
     say "baseline build failed (see the log)"
