@@ -263,16 +263,10 @@ void RwkvModel::time_mix(int l, const LayerWeights& lw, const std::vector<Seq>& 
     }
     be_.linears(first, R);
     be_.linears(second, R);
-    float* kk = scratch(kKK, RC);
-    be_.v7_keys(k, kk, a, lw.v("att.k_k"), lw.v("att.k_a"), R, H, N);
-    if (l == 0) {
-      be_.copy(v_first, v, RC);
-    } else {
-      if (!v_first) fail("internal: v7 layer ", l, " needs v_first");
-      be_.v7_value_residual(v, v_first, gate, lw.v("att.v0"), R, C);
-    }
-    be_.wkv7(slices(seqs, l, C), H, N, r, w, k, v, kk, a, y);
-    be_.v7_output(y, r, k, v, g, lw.v("att.ln_x.weight"), lw.v("att.ln_x.bias"), lw.v("att.r_k"), R, H, N);
+    if (!v_first) fail("internal: v7 layer ", l, " needs v_first");
+    const V7Attention in{r, w, a, g, k, v, scratch(kKK, RC), v_first, gate, &lw.v("att.k_k"), &lw.v("att.k_a"), l > 0 ? &lw.v("att.v0") : nullptr,
+                         &lw.v("att.ln_x.weight"), &lw.v("att.ln_x.bias"), &lw.v("att.r_k")};
+    be_.v7_attention(slices(seqs, l, C), H, N, in, y, R);
   }
   be_.linear(lw.m("att.output"), y, C, x, C, R, ProductOutput::added());  // the residual
 }

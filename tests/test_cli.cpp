@@ -86,14 +86,14 @@ TEST(Cli, PlanPrintsTableAndJson) {
   EXPECT_NE(r.output.find("skein: error: strategy: segments ask for 9 units"), std::string::npos) << r.output;
 }
 
-// `bench`: figures and the JSON line; with --profile each phase's op table, one wkv7 per layer per step.
+// `bench`: figures and the JSON line; with --profile each phase's op table, one v7_attention per layer per step.
 TEST(Cli, BenchPrintsFiguresAndAnOpProfile) {
   auto r = run_skein("bench --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --prompt-tokens 32 --decode-tokens 8 --batches 2 --profile");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (std::string phase : {"profile prefill (32 tokens) on cpu", "profile decode batch 1 on cpu", "profile decode batch 2 on cpu"})
     EXPECT_NE(r.output.find(phase), std::string::npos) << phase << "\n" << r.output;
   size_t table = r.output.find("profile decode batch 1 on cpu");
-  size_t row = r.output.find("\n  wkv7 ", table);
+  size_t row = r.output.find("\n  v7_attention ", table);
   ASSERT_NE(row, std::string::npos) << r.output;
   std::istringstream line(r.output.substr(row + 1, r.output.find('\n', row + 1) - row - 1));
   std::string op;

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "coordinator/sampler.h"
@@ -221,6 +222,63 @@ TEST_F(CudaKernels, V7KeysMatchCpu) {
       ASSERT_NEAR(got_k[i], want_k[i], 1e-6) << "N " << N << " k " << i;
     }
   }
+}
+
+// v7's attention after its products, against the CPU's per-head functions in the backend's order: a
+// decode step (one token per sequence: one launch at head size 64) and a prompt's chunks (four
+// launches), at the first layer (v_first = v) and a later one (the value residual); y, the states and
+// v_first.
+TEST_F(CudaKernels, V7AttentionMatchesCpuInOneLaunchAndInFour) {
+  for (int N : {64, 32})
+    for (bool decode : {true, false})
+      for (bool first_layer : {true, false}) {
+        const std::vector<int> lens = decode ? std::vector<int>{1, 1, 1} : std::vector<int>{5, 1, 9};
+        const int H = 3, C = H * N, B = int(lens.size());
+        int T = 0;
+        for (int n : lens) T += n;
+        const size_t TC = size_t(T) * C, HNN = size_t(H) * N * N;
+        auto r = random(TC, -1, 1, 120), w = random(TC, 0.3f, 0.99f, 121), k = random(TC, -2, 2, 122), v = random(TC, -1, 1, 123);
+        auto a = random(TC, 0, 1, 124), g = random(TC, 0, 1, 125), gate = random(TC, -3, 3, 126), vf0 = random(TC, -1, 1, 127);
+        auto k_k = random(C, 0.5f, 1.5f, 128), k_a = random(C, 0, 1, 129), v0 = random(C, -1, 1, 130), lw = random(C, 0.5f, 1.5f, 131);
+        auto lb = random(C, -0.2f, 0.2f, 132), rk = random(C, -1, 1, 133), S0 = random(size_t(B) * HNN, -0.5f, 0.5f, 134);
+        // The CPU, sequence by sequence, head by head, token by token.
+        std::vector<float> ck = k, cv = v, ckk(TC), cvf = vf0, cS = S0, cy(TC);
+        int off = 0;
+        for (int b = 0; b < B; ++b) {
+          for (int h = 0; h < H; ++h)
+            for (int t = 0; t < lens[size_t(b)]; ++t) {
+              const size_t i = size_t(off + t) * C + size_t(h) * N, o = size_t(h) * N;
+              math::v7_keys_head(N, &ck[i], &ckk[i], &a[i], &k_k[o], &k_a[o]);
+              for (int n = 0; n < N; ++n) {
+                if (first_layer) cvf[i + n] = cv[i + n];
+                else cv[i + n] = math::v7_value_residual(cv[i + n], cvf[i + n], gate[i + n], v0[o + size_t(n)]);
+              }
+              math::wkv7_head_step(N, &r[i], &w[i], &ck[i], &cv[i], &ckk[i], &a[i], &cS[size_t(b) * HNN + size_t(h) * N * N], &cy[i]);
+              math::v7_output_head(N, &cy[i], &r[i], &ck[i], &cv[i], &g[i], &lw[o], &lb[o], &rk[o]);
+            }
+          off += lens[size_t(b)];
+        }
+        Dev dr(r), dw(w), dk(k), dv(v), da(a), dg(g), dgate(gate), dvf(vf0), dk_k(k_k), dk_a(k_a), dv0(v0), dlw(lw), dlb(lb), drk(rk);
+        const std::vector<float> zeros(TC, 0.0f);
+        Dev dkk(zeros), dS(S0), dy(zeros);
+        // The sequences' states in reverse order: the table, not the rows, says where each one is.
+        std::vector<cuda::Slice> slices;
+        off = 0;
+        for (int b = 0; b < B; ++b) {
+          slices.push_back({off, lens[size_t(b)], dS.p + size_t(B - 1 - b) * HNN});
+          off += lens[size_t(b)];
+        }
+        Table table(slices);
+        const cuda::V7AttentionArgs in{dr.p, dw.p, da.p, dg.p, dk.p, dv.p, dkk.p, dvf.p, first_layer ? nullptr : dgate.p,
+                                       dk_k.p, dk_a.p, dv0.p, dlw.p, dlb.p, drk.p};
+        cuda::v7_attention(table.p, B, H, N, in, dy.p, T, decode);
+        auto gy = dy.get(), gS = dS.get(), gvf = dvf.get();
+        const std::string what = "N " + std::to_string(N) + (decode ? " decode" : " prompt") + (first_layer ? " first layer" : " later layer");
+        for (size_t i = 0; i < TC; ++i) ASSERT_NEAR(gy[i], cy[i], 1e-4) << what << " y " << i;
+        for (int b = 0; b < B; ++b)
+          for (size_t i = 0; i < HNN; ++i) ASSERT_NEAR(gS[size_t(B - 1 - b) * HNN + i], cS[size_t(b) * HNN + i], 1e-4) << what << " S " << b << " " << i;
+        for (size_t i = 0; i < TC; ++i) ASSERT_EQ(gvf[i], cvf[i]) << what << " v_first " << i;
+      }
 }
 
 TEST_F(CudaKernels, GroupNormMatchesCpu) {

@@ -166,9 +166,7 @@ TEST(OpProfile, ForwardsEveryOpAndSplitsTheStepTime) {
     sum += t.seconds;
     EXPECT_GE(t.seconds, 0.0) << t.op;
   }
-  EXPECT_EQ(by_op["wkv7"].calls, L);
-  EXPECT_EQ(by_op["v7_keys"].calls, L);
-  EXPECT_EQ(by_op["v7_value_residual"].calls, L - 1);  // every layer but the first
+  EXPECT_EQ(by_op["v7_attention"].calls, L);
   EXPECT_EQ(by_op["norm_shift_mix"].calls, 2 * L);     // ln1 and ln2 with their shifts and mixes
   EXPECT_EQ(by_op["layer_norm"].calls, 1);             // the head's ln_out
   // Per layer, r, k, v and the LoRAs' first factors as one set, their second factors as another.

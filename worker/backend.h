@@ -43,6 +43,15 @@ struct DeltaMix {
   float* out;
 };
 
+// The inputs of Backend::v7_attention: activations [rows x C], per-channel weights [C].
+struct V7Attention {
+  const float *r, *w, *a, *g;
+  float *k, *v, *kk;
+  float* v_first;
+  const float* gate;  // the value residual's gate before v0; null at the first layer
+  const Vector *k_k, *k_a, *v0, *ln_w, *ln_b, *r_k;  // v0 is not read at the first layer
+};
+
 // One of several independent products over the same rows (Backend::linears).
 struct Product {
   const Matrix* W;
@@ -159,17 +168,13 @@ class Backend {
   // v5/v6: state = S [H x N x N]; w_tok: per-token decay [rows x C] (v6) or null to use w_fixed [C] (v5).
   virtual void wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
                     const Vector* w_fixed, const Vector& u, float* y) = 0;
-  // v7: state = S [H x N x N].
-  virtual void wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
-                    const float* kk, const float* a, float* y) = 0;
-
-  // v7 helpers: kk = normalize_per_head(k*k_k); k = k*(1+(a-1)*k_a)
-  virtual void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) = 0;
-  // v += (v_first - v) * sigmoid(gate + v0), gate [T x C] before its bias
-  virtual void v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) = 0;
-  // Per head, in place: y = (ln_x(y) + sum(r*k*r_k) * v) * g
-  virtual void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
-                         const Vector& r_k, int T, int H, int N) = 0;
+  // v7's attention between its products and its output product, per head of each token in the
+  // official order: the keys, kk = normalize(k*k_k) and k = k*(1+(a-1)*k_a); the value residual,
+  // v += (v_first - v)*sigmoid(gate + v0), or at the first layer (gate null) v_first = v; wkv7 on the
+  // state S [H x N x N]; and y = (ln_x(wkv) + sum(r*k*r_k)*v)*g. k, v and kk are the op's scratch:
+  // what they hold afterwards is unspecified (a GPU decode step does it all in one launch that writes
+  // only y, v_first and the state).
+  virtual void v7_attention(std::span<const SeqSlice> seqs, int H, int N, const V7Attention& in, float* y, int T) = 0;
 };
 
 // RAII device buffer.

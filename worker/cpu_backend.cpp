@@ -229,37 +229,17 @@ void CpuBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float*
   });
 }
 
-void CpuBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
-                      const float* kk, const float* a, float* y) {
-  for_each_head_token(seqs, H, N, [&](size_t i, size_t, float* S) { wkv7_head_step(N, r + i, w + i, k + i, v + i, kk + i, a + i, S, y + i); });
-}
-
-void CpuBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
-  const size_t C = size_t(H) * N;
-  for (int t = 0; t < T; ++t)
-    for (int h = 0; h < H; ++h) {
-      size_t o = t * C + size_t(h) * N;
-      v7_keys_head(N, k + o, kk + o, a + o, k_k.data() + size_t(h) * N, k_a.data() + size_t(h) * N);
+// Per head of each token, everything in turn (the state's recurrence is the only order between them).
+void CpuBackend::v7_attention(std::span<const SeqSlice> seqs, int H, int N, const V7Attention& in, float* y, int T) {
+  for_each_head_token(seqs, H, N, [&](size_t i, size_t o, float* S) {
+    v7_keys_head(N, in.k + i, in.kk + i, in.a + i, in.k_k->data() + o, in.k_a->data() + o);
+    for (int n = 0; n < N; ++n) {
+      if (in.gate) in.v[i + n] = v7_value_residual(in.v[i + n], in.v_first[i + n], in.gate[i + n], (*in.v0)[o + size_t(n)]);
+      else in.v_first[i + n] = in.v[i + n];
     }
-}
-
-void CpuBackend::v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) {
-  for (int t = 0; t < T; ++t)
-    for (int c = 0; c < C; ++c) {
-      size_t i = size_t(t) * C + c;
-      v[i] = math::v7_value_residual(v[i], v_first[i], gate[i], v0[c]);
-    }
-}
-
-void CpuBackend::v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
-                           const Vector& r_k, int T, int H, int N) {
-  const size_t C = size_t(H) * N;
-#pragma omp parallel for num_threads(threads_for(size_t(T) * C)) schedule(static)
-  for (int t = 0; t < T; ++t)
-    for (int h = 0; h < H; ++h) {
-      size_t o = t * C + size_t(h) * N, w = size_t(h) * N;
-      math::v7_output_head(N, y + o, r + o, k + o, v + o, g + o, ln_w.data() + w, ln_b.data() + w, r_k.data() + w);
-    }
+    wkv7_head_step(N, in.r + i, in.w + i, in.k + i, in.v + i, in.kk + i, in.a + i, S, y + i);
+    v7_output_head(N, y + i, in.r + i, in.k + i, in.v + i, in.g + i, in.ln_w->data() + o, in.ln_b->data() + o, in.r_k->data() + o);
+  });
 }
 
 }  // namespace skein

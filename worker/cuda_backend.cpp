@@ -457,24 +457,13 @@ void CudaBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const float
   if (!launching()) return;
   cuda::wkv5(t, int(seqs.size()), H, N, r, k, v, w_tok, w_fixed ? vec(*w_fixed) : nullptr, vec(u), y);
 }
-void CudaBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
-                       const float* kk, const float* a, float* y) {
+void CudaBackend::v7_attention(std::span<const SeqSlice> seqs, int H, int N, const V7Attention& in, float* y, int T) {
   const cuda::Slice* t = table(seqs);
   if (!launching()) return;
-  cuda::wkv7(t, int(seqs.size()), H, N, r, w, k, v, kk, a, y);
-}
-void CudaBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
-  if (!launching()) return;
-  cuda::v7_keys(k, kk, a, vec(k_k), vec(k_a), T, H, N);
-}
-void CudaBackend::v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) {
-  if (!launching()) return;
-  cuda::v7_value_residual(v, v_first, gate, vec(v0), T, C);
-}
-void CudaBackend::v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
-                            const Vector& r_k, int T, int H, int N) {
-  if (!launching()) return;
-  cuda::v7_output(y, r, k, v, g, vec(ln_w), vec(ln_b), vec(r_k), T, H, N);
+  const bool decode = std::all_of(seqs.begin(), seqs.end(), [](const SeqSlice& s) { return s.n == 1; });
+  const cuda::V7AttentionArgs args{in.r, in.w, in.a, in.g, in.k, in.v, in.kk, in.v_first, in.gate, vec(*in.k_k), vec(*in.k_a),
+                                   in.v0 ? vec(*in.v0) : nullptr, vec(*in.ln_w), vec(*in.ln_b), vec(*in.r_k)};
+  cuda::v7_attention(t, int(seqs.size()), H, N, args, y, T, decode);
 }
 
 }  // namespace skein

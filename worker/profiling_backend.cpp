@@ -106,19 +106,8 @@ void ProfilingBackend::wkv5(std::span<const SeqSlice> seqs, int H, int N, const 
                             const Vector* w_fixed, const Vector& u, float* y) {
   timed("wkv5", 0, [&] { inner_->wkv5(seqs, H, N, r, k, v, w_tok, w_fixed, u, y); });
 }
-void ProfilingBackend::wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
-                            const float* kk, const float* a, float* y) {
-  timed("wkv7", 0, [&] { inner_->wkv7(seqs, H, N, r, w, k, v, kk, a, y); });
-}
-void ProfilingBackend::v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) {
-  timed("v7_keys", 0, [&] { inner_->v7_keys(k, kk, a, k_k, k_a, T, H, N); });
-}
-void ProfilingBackend::v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) {
-  timed("v7_value_residual", 0, [&] { inner_->v7_value_residual(v, v_first, gate, v0, T, C); });
-}
-void ProfilingBackend::v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w,
-                                 const Vector& ln_b, const Vector& r_k, int T, int H, int N) {
-  timed("v7_output", 0, [&] { inner_->v7_output(y, r, k, v, g, ln_w, ln_b, r_k, T, H, N); });
+void ProfilingBackend::v7_attention(std::span<const SeqSlice> seqs, int H, int N, const V7Attention& in, float* y, int T) {
+  timed("v7_attention", 0, [&] { inner_->v7_attention(seqs, H, N, in, y, T); });
 }
 
 }  // namespace skein

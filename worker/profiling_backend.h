@@ -57,12 +57,7 @@ class ProfilingBackend final : public Backend {
   void wkv4(std::span<const SeqSlice> seqs, int C, const Vector& w, const Vector& u, const float* k, const float* v, float* y) override;
   void wkv5(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* k, const float* v, const float* w_tok,
             const Vector* w_fixed, const Vector& u, float* y) override;
-  void wkv7(std::span<const SeqSlice> seqs, int H, int N, const float* r, const float* w, const float* k, const float* v,
-            const float* kk, const float* a, float* y) override;
-  void v7_keys(float* k, float* kk, const float* a, const Vector& k_k, const Vector& k_a, int T, int H, int N) override;
-  void v7_value_residual(float* v, const float* v_first, const float* gate, const Vector& v0, int T, int C) override;
-  void v7_output(float* y, const float* r, const float* k, const float* v, const float* g, const Vector& ln_w, const Vector& ln_b,
-                 const Vector& r_k, int T, int H, int N) override;
+  void v7_attention(std::span<const SeqSlice> seqs, int H, int N, const V7Attention& in, float* y, int T) override;
 
  private:
   // Runs one op between two marks; `settles` (after a download) also turns the marks into totals.

@@ -123,6 +123,17 @@ void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k
 // v7: state = S [H x N x N].
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y);
+// v7's attention after its products (worker/backend.h's v7_attention) for B sequences of T rows in
+// all: with one_token_each (a decode step) and N = 64, one launch (kernels/cuda/v7_attention.cu);
+// otherwise v7_keys, v7_value_residual (or v_first = v), wkv7 and v7_output.
+struct V7AttentionArgs {
+  const float *r, *w, *a, *g;
+  float *k, *v, *kk;  // scratch: unspecified afterwards
+  float* v_first;
+  const float* gate;  // null at the first layer
+  const float *k_k, *k_a, *v0, *ln_w, *ln_b, *r_k;
+};
+void v7_attention(const Slice* seqs, int B, int H, int N, const V7AttentionArgs& in, float* y, int T, bool one_token_each);
 
 // ---- sampling (kernels/cuda/sampling.cu): one token per row of logits [n x V] (penalties applied in
 // place), the official PIPELINE steps; probs is scratch [n x V]; rows, penalties and tokens on the device.

@@ -13,6 +13,7 @@
 #include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/warp_sums.cuh"
 #include "kernels/rwkv_math.h"
 
 namespace skein::cuda {
@@ -50,18 +51,10 @@ __device__ Sums block_sums(double a, double b) {
   return total;
 }
 
-__device__ double warp_sum(double v) {
-  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
-
 // A row's mean and 1/std in one pass over it: the sum and the sum of squares in double (the centred
 // sum of squares is their difference, exact enough in double for any activation range a model has),
 // read as float4 where the row allows, so a decode step's row is two loads per thread, not two
 // dependent passes.
-struct Moments {
-  float mean, rstd;
-};
 __device__ Moments block_moments(const float* x, int C, float eps) {
   double s = 0, ss = 0;
   if (C % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
@@ -96,29 +89,10 @@ __global__ void layer_norm_kernel(const float* x, const float* w, const float* b
   norm_row_block(x + t * C, w, b, y + t * C, C, 1e-5f);
 }
 
-// A group's mean and 1/std with a warp (moments in double, as the CPU's norm_row).
 // The head kernels below (group_norm, v7_keys, v7_output) take one warp per head of a token, each lane
-// holding its values (elements lane, lane + 32, ...; PL per lane, N <= 32 * PL) in registers: every
-// load is issued before the first reduction, so a head costs one memory round trip, not one per pass
-// over it. Sums are in double in the CPU's order (each lane's elements in turn, then the warp), so the
-// results are its own. The moments of a head held that way:
-template <int PL>
-__device__ Moments warp_moments(const float (&v)[PL], int N, int lane, float eps) {
-  double s = 0;
-#pragma unroll
-  for (int m = 0; m < PL; ++m)
-    if (lane + 32 * m < N) s += v[m];
-  const double mean = warp_sum(s) / N;
-  double var = 0;
-#pragma unroll
-  for (int m = 0; m < PL; ++m)
-    if (lane + 32 * m < N) {
-      const double d = v[m] - mean;
-      var += d * d;
-    }
-  return {float(mean), math::norm_rstd(warp_sum(var), N, eps)};
-}
-
+// holding its values (elements lane, lane + 32, ...; PL per lane) in registers: every load is issued
+// before the first reduction, so a head costs one memory round trip, not one per pass over it. Their
+// sums (warp_sums.cuh) are the CPU's.
 // A group is a head of N values.
 template <int PL>
 __global__ void group_norm_kernel(float* x, const float* w, const float* b, int groups, int H, int N) {

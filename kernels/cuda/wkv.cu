@@ -7,6 +7,7 @@
 #include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/wkv7_row.cuh"
 #include "kernels/rwkv_math.h"
 
 namespace skein::cuda {
@@ -90,27 +91,23 @@ __device__ __forceinline__ void wait_async() {
 
 // v7 with the usual head size N = 64, laid out for memory bandwidth (at decode each sequence's state
 // is most of a layer's traffic) and for a short chain of work per token (prefill): a block holds 32
-// of a head's rows, four threads per row, each thread 16 of the row's values in registers as four
-// float4 chunks (chunk part + 4m), so one warp instruction moves 8 rows' 64 contiguous bytes. A row's
-// two dot products are summed across its four threads with two shuffles (every thread gets the same
-// sum). Each token's inputs (r, w, k, kk, a, v) go through shared memory, several tokens ahead of the
-// one computing. The per-element arithmetic is the shared wkv7_update.
-constexpr int kRowsPerBlock = 32, kThreadsPerRow = 4;
+// of a head's rows, four threads per row (wkv7_row.cuh). Each token's inputs (r, w, k, kk, a, v) go
+// through shared memory, several tokens ahead of the one computing.
+constexpr int kRowsPerBlock = 32;
 
-__global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
+__global__ void __launch_bounds__(kRowsPerBlock * kWkv7ThreadsPerRow)
     wkv7_rows_kernel(const Slice* seqs, int H, const float* r, const float* w, const float* k, const float* v, const float* kk,
                      const float* a, float* y) {
-  constexpr int N = 64, kChunks = N / 4 / kThreadsPerRow;  // float4 chunks per thread
+  constexpr int N = kWkv7Head;
   chained_start();
   const Slice q = seqs[blockIdx.y];
   if (q.n <= 0) return;
-  const int tid = threadIdx.x, part = tid % kThreadsPerRow;
-  const int h = blockIdx.x / (N / kRowsPerBlock), i = (blockIdx.x % (N / kRowsPerBlock)) * kRowsPerBlock + tid / kThreadsPerRow;
+  const int tid = threadIdx.x, part = tid % kWkv7ThreadsPerRow;
+  const int h = blockIdx.x / (N / kRowsPerBlock), i = (blockIdx.x % (N / kRowsPerBlock)) * kRowsPerBlock + tid / kWkv7ThreadsPerRow;
   const size_t C = size_t(H) * N, o = size_t(h) * N;
-  float4* row = reinterpret_cast<float4*>(q.state + (o + size_t(i)) * N);  // 16-byte aligned: C and N*N are multiples of 4
-  float4 s[kChunks];
-#pragma unroll
-  for (int m = 0; m < kChunks; ++m) s[m] = row[part + kThreadsPerRow * m];
+  float* row = q.state + (o + size_t(i)) * N;  // 16-byte aligned: C and N*N are multiples of 4
+  float4 s[kWkv7Chunks];
+  wkv7_load_row(row, part, s);
   // Token inputs r, w, k, kk, a, v in a ring of kStages tokens, copied straight to shared memory
   // (cp.async) kStages - 1 tokens ahead of the one computing, so a prompt's tokens do not each wait a
   // memory round trip. Thread tid copies column tid % 64 of vectors (tid < 64 ? 0, 2, 4 : 1, 3, 5).
@@ -131,41 +128,10 @@ __global__ void __launch_bounds__(kRowsPerBlock * kThreadsPerRow)
     wait_async<kStages - 2>();  // this thread's copies of token t have landed
     __syncthreads();            // everyone's have, and everyone is done with token t - 1's stage
     fetch(t + kStages - 1);     // into token t - 1's stage
-    const float4* rv = reinterpret_cast<const float4*>(in[b][0]);
-    const float4* wv = reinterpret_cast<const float4*>(in[b][1]);
-    const float4* kv = reinterpret_cast<const float4*>(in[b][2]);
-    const float4* kkv = reinterpret_cast<const float4*>(in[b][3]);
-    const float4* av = reinterpret_cast<const float4*>(in[b][4]);
-    float p0 = 0.0f, p1 = 0.0f, p2 = 0.0f, p3 = 0.0f;
-#pragma unroll
-    for (int m = 0; m < kChunks; ++m) {
-      const float4 c = kkv[part + kThreadsPerRow * m];
-      p0 += s[m].x * c.x;
-      p1 += s[m].y * c.y;
-      p2 += s[m].z * c.z;
-      p3 += s[m].w * c.w;
-    }
-    float sa = (p0 + p1) + (p2 + p3);
-    sa += __shfl_xor_sync(0xffffffffu, sa, 1);
-    sa += __shfl_xor_sync(0xffffffffu, sa, 2);
-    const float vi = in[b][5][i];
-    float q0 = 0.0f, q1 = 0.0f, q2 = 0.0f, q3 = 0.0f;
-#pragma unroll
-    for (int m = 0; m < kChunks; ++m) {
-      const int c = part + kThreadsPerRow * m;
-      const float4 rc = rv[c], wc = wv[c], kc = kv[c], kkc = kkv[c], ac = av[c];
-      q0 += math::wkv7_update(s[m].x, vi, sa, rc.x, wc.x, kc.x, kkc.x, ac.x);
-      q1 += math::wkv7_update(s[m].y, vi, sa, rc.y, wc.y, kc.y, kkc.y, ac.y);
-      q2 += math::wkv7_update(s[m].z, vi, sa, rc.z, wc.z, kc.z, kkc.z, ac.z);
-      q3 += math::wkv7_update(s[m].w, vi, sa, rc.w, wc.w, kc.w, kkc.w, ac.w);
-    }
-    float yi = (q0 + q1) + (q2 + q3);
-    yi += __shfl_xor_sync(0xffffffffu, yi, 1);
-    yi += __shfl_xor_sync(0xffffffffu, yi, 2);
+    const float yi = wkv7_row_step4(s, part, in[b][5][i], in[b][0], in[b][1], in[b][2], in[b][3], in[b][4]);
     if (part == 0) y[i0 + o + size_t(i)] = yi;
   }
-#pragma unroll
-  for (int m = 0; m < kChunks; ++m) row[part + kThreadsPerRow * m] = s[m];
+  wkv7_store_row(row, part, s);
 }
 
 // v5/v6 with N = 64 (as the official CUDA kernels do): a block is one warp holding 32 of a head's
@@ -264,7 +230,7 @@ void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y) {
   if (B <= 0) return;
-  if (N == 64) chain(wkv7_rows_kernel, dim3(H * 64 / kRowsPerBlock, B), kRowsPerBlock * kThreadsPerRow, "wkv7", seqs, H, r, w, k, v, kk, a, y);
+  if (N == kWkv7Head) chain(wkv7_rows_kernel, dim3(H * kWkv7Head / kRowsPerBlock, B), kRowsPerBlock * kWkv7ThreadsPerRow, "wkv7", seqs, H, r, w, k, v, kk, a, y);
   else chain(wkv7_kernel, dim3(H, B), N, "wkv7", seqs, H, N, r, w, k, v, kk, a, y);
 }
 
