@@ -162,7 +162,8 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
             int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {});
 // Several independent products over T rows each (no product's y overlaps another's x or y). Products
 // of the same weight format on the tensor-core kernel share one launch (a layer's r, k, v and its
-// LoRA inputs: one launch, not seven); cuBLAS runs the rest one after another.
+// LoRA inputs: one launch, not seven); beyond 8 rows their fp16/bf16 GEMMs run side by side on four
+// streams forked from the device stream and joined back to it.
 struct LinearJob {
   const void* W;
   WeightType type;

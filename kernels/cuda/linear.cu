@@ -4,7 +4,8 @@
 // GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation), uint8
 // dequantized to fp16 row tiles with the official element formula, then GemmEx. A set of independent
 // products (linears) shares launches: one tensor-core launch per weight format, or one rounding launch
-// for all the inputs of its GEMMs. Everything runs on the device's one stream.
+// for all the inputs of its GEMMs, which then run side by side on streams forked from the device's
+// stream and joined back to it. Everything else runs on the device's stream.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -29,11 +30,17 @@ namespace {
 constexpr int kMatvecMaxRows = 8;  // rows of x up to which every half and uint8 product uses matvec_kernel
 constexpr int64_t kDequantTileRows = 4096;  // U8 rows dequantized at once for GemmEx
 
+// A set's GEMMs run side by side on kGemmLanes streams (lane 0 is the device's stream), each with its
+// own cuBLAS handle and workspace: beyond 8 rows a v7 layer's r, k and v, and above all its LoRA
+// factors (64 to 480 rows of W: a few tiles each, most of the GPU idle), would otherwise run one
+// after another.
+constexpr int kGemmLanes = 4;
 struct DeviceContext {
-  cublasHandle_t blas = nullptr;
+  cublasHandle_t blas[kGemmLanes] = {};
+  cudaStream_t lane[kGemmLanes] = {};
+  cudaEvent_t fork = nullptr, join[kGemmLanes] = {};
   void* scratch = nullptr;
   size_t scratch_bytes = 0;
-  void* workspace = nullptr;
 };
 constexpr size_t kBlasWorkspace = size_t(32) << 20;  // NVIDIA's advice for Hopper
 
@@ -44,12 +51,20 @@ DeviceContext& context() {
   check(cudaGetDevice(&dev), "cudaGetDevice");
   std::lock_guard<std::mutex> lock(mu);
   DeviceContext& c = contexts[dev];
-  if (!c.blas) {
-    check_blas(cublasCreate(&c.blas), "cublasCreate");
-    check_blas(cublasSetStream(c.blas, stream()), "cublasSetStream");
-    // A workspace of our own, so products recorded into a CUDA graph never allocate.
-    check(cudaMalloc(&c.workspace, kBlasWorkspace), "cudaMalloc (cuBLAS workspace)");
-    check_blas(cublasSetWorkspace(c.blas, c.workspace, kBlasWorkspace), "cublasSetWorkspace");
+  if (!c.blas[0]) {
+    c.lane[0] = stream();
+    for (int l = 1; l < kGemmLanes; ++l) check(cudaStreamCreateWithFlags(&c.lane[l], cudaStreamNonBlocking), "cudaStreamCreate (GEMM lane)");
+    check(cudaEventCreateWithFlags(&c.fork, cudaEventDisableTiming), "cudaEventCreate");
+    for (auto& e : c.join) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    for (int l = 0; l < kGemmLanes; ++l) {
+      check_blas(cublasCreate(&c.blas[l]), "cublasCreate");
+      check_blas(cublasSetStream(c.blas[l], c.lane[l]), "cublasSetStream");
+      // A workspace of each handle's own, so products recorded into a CUDA graph never allocate and
+      // lanes running at once never share one.
+      void* workspace = nullptr;
+      check(cudaMalloc(&workspace, kBlasWorkspace), "cudaMalloc (cuBLAS workspace)");
+      check_blas(cublasSetWorkspace(c.blas[l], workspace, kBlasWorkspace), "cublasSetWorkspace");
+    }
   }
   return c;
 }
@@ -462,10 +477,11 @@ void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
 }
 
 // beta 1 adds the products to y (ProductOutput::Add), 0 stores them.
-void gemm_half(cudaDataType type, const void* W, int64_t rows, int64_t cols, const void* x16, float* y, int64_t ldy, int T, float beta) {
+void gemm_half(cublasHandle_t blas, cudaDataType type, const void* W, int64_t rows, int64_t cols, const void* x16, float* y, int64_t ldy, int T,
+               float beta) {
   const float one = 1.0f;
   // Column-major view: y^T [rows x T] = W^T' [rows x cols] * x^T [cols x T].
-  check_blas(cublasGemmEx(context().blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, W, type, int(cols), x16, type, int(cols),
+  check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, W, type, int(cols), x16, type, int(cols),
                           &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
 }
@@ -496,8 +512,23 @@ const void* round_activations(DeviceContext& c, const float* x, int64_t ldx, int
   return one.job[0].out;
 }
 
+// Lanes 1..lanes-1 start after the work enqueued so far on the device's stream, which waits for them
+// at the join (a CUDA graph capture follows the same edges).
+void fork_lanes(DeviceContext& c, int lanes) {
+  if (lanes < 2) return;
+  check(cudaEventRecord(c.fork, c.lane[0]), "cudaEventRecord (fork)");
+  for (int l = 1; l < lanes; ++l) check(cudaStreamWaitEvent(c.lane[l], c.fork, 0), "cudaStreamWaitEvent (fork)");
+}
+void join_lanes(DeviceContext& c, int lanes) {
+  for (int l = 1; l < lanes; ++l) {
+    check(cudaEventRecord(c.join[l], c.lane[l]), "cudaEventRecord (join)");
+    check(cudaStreamWaitEvent(c.lane[0], c.join[l], 0), "cudaStreamWaitEvent (join)");
+  }
+}
+
 // fp16/bf16 products beyond kMatvecMaxRows rows: every distinct input of up to kMaxGroup products
-// rounded in one launch (a LoRA often reads a large product's input), then a GemmEx each.
+// rounded in one launch (a LoRA often reads a large product's input), then a GemmEx each, side by
+// side on the lanes.
 template <typename E>
 void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, int T) {
   DeviceContext& c = context();
@@ -521,11 +552,23 @@ void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, i
     char* base = static_cast<char*>(scratch(c, bytes));  // sized before any pointer into it is taken
     for (int k = 0; k < inputs.count; ++k) inputs.job[k].out = base + offset[size_t(k)];
     round_rows<E>(inputs, T);
-    for (size_t i = first; i < last; ++i) {
+    // Each GEMM to the lane with the least work so far (largest first), the lanes forked from the
+    // device's stream after the rounding and joined back before the activations.
+    std::vector<size_t> order;
+    for (size_t i = first; i < last; ++i) order.push_back(i);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return group[a]->rows * group[a]->cols > group[b]->rows * group[b]->cols; });
+    const int lanes = int(std::min<size_t>(kGemmLanes, order.size()));
+    fork_lanes(c, lanes);
+    double work[kGemmLanes] = {};
+    for (size_t i : order) {
       const LinearJob& j = *group[i];
-      gemm_half(type, j.W, j.rows, j.cols, inputs.job[input_of[i - first]].out, j.y, j.ldy, T, j.out.kind == ProductOutput::Add ? 1.0f : 0.0f);
-      activate_after_blas(j, T);
+      const int l = int(std::min_element(work, work + lanes) - work);
+      work[l] += double(j.rows) * double(j.cols);
+      gemm_half(c.blas[l], type, j.W, j.rows, j.cols, inputs.job[input_of[i - first]].out, j.y, j.ldy, T,
+                j.out.kind == ProductOutput::Add ? 1.0f : 0.0f);
     }
+    join_lanes(c, lanes);
+    for (size_t i = first; i < last; ++i) activate_after_blas(*group[i], T);
   }
 }
 
@@ -543,7 +586,7 @@ void blas_product(const LinearJob& j, int T) {
   const float one = 1.0f, beta = j.out.kind == ProductOutput::Add ? 1.0f : 0.0f;
   switch (j.type) {
     case WeightType::F32:
-      check_blas(cublasSgemm(c.blas, CUBLAS_OP_T, CUBLAS_OP_N, int(j.rows), T, int(j.cols), &one, static_cast<const float*>(j.W), int(j.cols), j.x,
+      check_blas(cublasSgemm(c.blas[0], CUBLAS_OP_T, CUBLAS_OP_N, int(j.rows), T, int(j.cols), &one, static_cast<const float*>(j.W), int(j.cols), j.x,
                              int(j.ldx), &beta, j.y, int(j.ldy)),
                  "sgemm");
       break;
@@ -567,7 +610,7 @@ void blas_product(const LinearJob& j, int T) {
           chain(dequant_rows_kernel<true>, blocks, 256, "dequant rows", q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
         else
           chain(dequant_rows_kernel<false>, blocks, 256, "dequant rows", q, j.rx, j.mx, j.ry, j.my, r0, j.cols, n, tile);
-        gemm_half(CUDA_R_16F, tile, n_rows, j.cols, x16, j.y + r0, j.ldy, T, beta);
+        gemm_half(c.blas[0], CUDA_R_16F, tile, n_rows, j.cols, x16, j.y + r0, j.ldy, T, beta);
       }
       break;
     }
