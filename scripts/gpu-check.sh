@@ -2,7 +2,7 @@
 # The GPU device check (issue 6): build with CUDA, run the GPU tests against the CPU fp32 engine, then
 # the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode at batch
 # 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per request),
-# 7B decode at batch 1 and 8 built from a baseline commit where .gpu/baseline has one (gpu-bundle.sh),
+# 7B decode at batch 1, 8 (and 256) built from a baseline commit where .gpu/baseline has one (gpu-bundle.sh),
 # op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8), and for kernel
 # work away from the GPU the products' SASS and an Nsight Compute look at batch-1 products (where present).
 # Needs .gpu/ from scripts/gpu-bundle.sh when the machine lacks our libraries. Everything is written to
@@ -103,13 +103,13 @@ for shape in "7B 32 4096" "1.5B 24 2048"; do
   fi
 done
 # A baseline commit's tree (.gpu/baseline from gpu-bundle.sh) built and run on the same card: 7B
-# decode at batch 1 and 8 before and after a change.
+# decode at batch 1 and 8 (fp16 also 256) before and after a change.
 if [ -f "$root/.gpu/baseline/COMMIT" ] && [ -f /tmp/v7-7B.pth ] && fits 100 "the baseline comparison"; then
   base=/tmp/skein-baseline commit=$(cat "$root/.gpu/baseline/COMMIT")
   say "baseline: commit $commit"
   rm -rf "$base" && mkdir -p "$base/src" && tar -C "$base/src" -xf "$root/.gpu/baseline/tree.tar"
   if build "$base/src" "$base/build" skein; then
-    for s in "cuda fp16" "cuda fp16i8"; do skein="$base/build/skein" bench /tmp/v7-7B.pth "$s" 1,8 "(baseline $commit)"; done
+    for s in "cuda fp16:1,8,256" "cuda fp16i8:1,8"; do skein="$base/build/skein" bench /tmp/v7-7B.pth "${s%%:*}" "${s#*:}" "(baseline $commit)"; done
   else
     say "baseline build failed (see the log)"
   fi
