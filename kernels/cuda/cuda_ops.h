@@ -75,8 +75,6 @@ void group_norm(float* x, const float* w, const float* b, int T, int H, int N);
 void embed(const void* emb, WeightType type, const float* ln_w, const float* ln_b, const int32_t* tokens, int T, int C, float* x);
 // out[i] = x[rows[i]] for n rows of C; rows on the device.
 void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out);
-// y = op(y + bias) (bias [n] or null) for T rows of n values, ldy apart.
-void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy, const float* bias);
 void add(float* x, const float* y, size_t n);
 void mul(float* x, const float* y, size_t n);
 void lerp_mix(const float* xx, const float* sx, const float* m, float* out, int T, int C);

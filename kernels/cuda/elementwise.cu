@@ -145,14 +145,6 @@ __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, f
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
-__global__ void activate_rows_kernel(UnaryOp op, float* y, int64_t n, int64_t ldy, const float* bias, size_t total) {
-  chained_start();
-  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const size_t c = i % size_t(n);
-  float& v = y[(i / size_t(n)) * size_t(ldy) + c];
-  v = math::activate(op, bias ? v + bias[c] : v);
-}
 
 __global__ void add_kernel(float* x, const float* y, size_t n) {
   chained_start();
@@ -361,11 +353,6 @@ void gather_rows(const float* x, const int32_t* rows, int n, int C, float* out) 
   chain(gather_rows_kernel, n, row_threads(C), "gather_rows", x, rows, C, out);
 }
 
-void activate_rows(UnaryOp op, float* y, int T, int64_t n, int64_t ldy, const float* bias) {
-  size_t total = size_t(T) * size_t(n);
-  if (!total) return;
-  chain(activate_rows_kernel, blocks_for(total), kThreads, "activate_rows", op, y, n, ldy, bias, total);
-}
 void add(float* x, const float* y, size_t n) {
   if (!n) return;
   chain(add_kernel, blocks_for(n), kThreads, "add", x, y, n);

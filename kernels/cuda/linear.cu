@@ -486,9 +486,38 @@ void gemm_half(cublasHandle_t blas, cudaDataType type, const void* W, int64_t ro
              "GemmEx");
 }
 
-// cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards.
-void activate_after_blas(const LinearJob& j, int T) {
-  if (j.out.kind == ProductOutput::Activate) activate_rows(j.out.op, j.y, T, j.rows, j.ldy, j.out.bias);
+// cuBLAS stores or adds; an activation (and its bias) is a pass over the results afterwards, every
+// activated product of a set in one launch (each product's blocks after the previous one's).
+struct ActivateJob {
+  float* y;
+  int64_t n, ldy;
+  const float* bias;  // [n] or null
+  UnaryOp op;
+  int first_block;
+};
+struct ActivateJobs {
+  ActivateJob job[kMaxGroup];
+  int count = 0;
+  void add(const LinearJob& j) {
+    if (j.out.kind == ProductOutput::Activate) job[count++] = {j.y, j.rows, j.ldy, j.out.bias, j.out.op, 0};
+  }
+};
+__global__ void activate_kernel(ActivateJobs jobs, int T) {
+  chained_start();
+  const ActivateJob j = pick(jobs.job, jobs.count, int(blockIdx.x));
+  const size_t i = size_t(int(blockIdx.x) - j.first_block) * blockDim.x + threadIdx.x;
+  if (i >= size_t(T) * size_t(j.n)) return;
+  const size_t c = i % size_t(j.n);
+  float& v = j.y[(i / size_t(j.n)) * size_t(j.ldy) + c];
+  v = math::activate(j.op, j.bias ? v + j.bias[c] : v);
+}
+void activate_after_blas(ActivateJobs& jobs, int T) {
+  int64_t blocks = 0;
+  for (int i = 0; i < jobs.count; ++i) {
+    jobs.job[i].first_block = int(blocks);
+    blocks += (int64_t(T) * jobs.job[i].n + 255) / 256;
+  }
+  if (blocks > 0) chain(activate_kernel, unsigned(blocks), 256, "activate", jobs, T);
 }
 
 template <typename E>
@@ -568,7 +597,9 @@ void half_gemms(cudaDataType type, const std::vector<const LinearJob*>& group, i
                 j.out.kind == ProductOutput::Add ? 1.0f : 0.0f);
     }
     join_lanes(c, lanes);
-    for (size_t i = first; i < last; ++i) activate_after_blas(*group[i], T);
+    ActivateJobs activations;
+    for (size_t i = first; i < last; ++i) activations.add(*group[i]);
+    activate_after_blas(activations, T);
   }
 }
 
@@ -615,7 +646,9 @@ void blas_product(const LinearJob& j, int T) {
       break;
     }
   }
-  activate_after_blas(j, T);
+  ActivateJobs activation;
+  activation.add(j);
+  activate_after_blas(activation, T);
 }
 
 template <typename Output>
