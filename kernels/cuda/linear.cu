@@ -183,7 +183,12 @@ struct U8Prepares {
 };
 constexpr int kPrepareThreads = 1024, kPrepareLoads = 4;  // a 16384-wide row: 4 rounds of 4 loads per thread
 __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares jobs) {
-  chained_start();
+  // Released before the wait: the product kernel this one prepares for is then scheduled, and
+  // prefetches its weights, while the kernel before this one still runs (released after it, as
+  // chained_start does, the product kernel's launch waited for that kernel to end: five times a layer
+  // at decode, where fp16 products chain straight into each other).
+  release_next_kernel();
+  wait_for_previous_kernel();
   const U8Prepare j = pick(jobs.job, jobs.count, int(blockIdx.y));
   const int t = blockIdx.x;
   const float* xt = j.x + size_t(t) * size_t(j.ldx);

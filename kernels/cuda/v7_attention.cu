@@ -29,8 +29,9 @@ __global__ void __launch_bounds__(kHeadThreads) v7_attention_decode_kernel(const
   const int i = tid / kWkv7ThreadsPerRow, part = tid % kWkv7ThreadsPerRow;
   const size_t o = size_t(blockIdx.x) * N;
   // Before the wait: what the kernels this one may overlap do not write. The state rows were last
-  // written by this op a step ago (a chained kernel starts only once the kernel two before it has
-  // finished), the batch table and the weights before the step began.
+  // written by this op a step ago (this kernel's predecessor, a product launch, released it after its
+  // own wait: every kernel before that one has finished), the batch table and the weights before the
+  // step began.
   const Slice q = seqs[blockIdx.y];
   float* row = q.state + (o + size_t(i)) * N;  // 16-byte aligned: N*N is a multiple of 4
   float4 s[kWkv7Chunks];
