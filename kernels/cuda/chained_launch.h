@@ -28,8 +28,9 @@ __device__ __forceinline__ void release_next_kernel() {
 // The top of a kernel that reads nothing before its inputs are ready. Releasing after the wait keeps
 // at most two kernels of the chain on the GPU, the one running and the next one waiting, so a kernel
 // that starts after one released this way starts only once every kernel before its predecessor has
-// finished. (uint8 products' prepare launch releases first, so that the product kernel it prepares for
-// is scheduled early: every product kernel releases after its wait.)
+// finished. (Two short kernels that precede product kernels release first, so that the product
+// kernel is scheduled while the product before it still runs: norm_shift_mix and uint8 products'
+// prepare launch. Every product kernel releases after its wait.)
 __device__ __forceinline__ void chained_start() {
   wait_for_previous_kernel();
   release_next_kernel();

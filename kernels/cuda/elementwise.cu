@@ -189,6 +189,7 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
   load_mix_weights(mixes, ld_tok, i / size_t(C), i % size_t(C), mc);
   store_mixes(mixes, i, xx[i], sx[i], mc);
 }
+constexpr int kMixColumns = 2;
 // Block (row t, column chunk blockIdx.y): every block of a row sums the row's moments (with the
 // layer norm's block size, so they are summed as layer_norm sums them), then handles its chunk's
 // columns; a short batch splits each row over many blocks so a decode step is not one block's
@@ -197,9 +198,12 @@ __global__ void delta_mix_kernel(const float* xx, const float* sx, Mixes mixes, 
 // its last row's norm, each thread reading its state elements before writing them. A thread takes
 // kMixColumns columns a round and loads all of them before its first store (the stores may alias the
 // loads as far as the compiler knows: a column at a time would wait a memory round trip each).
-constexpr int kMixColumns = 2;
+// It releases its successor (a layer's products, which read only weights before their own wait)
+// before waiting itself, so the product kernel's launch and weight prefetch overlap the product
+// kernel before this one, not just this short one.
 __global__ void __launch_bounds__(1024) norm_shift_mix_kernel(const float* x, const float* w, const float* b, const Slice* seqs, int B, Mixes mixes, int C, int chunk) {
-  chained_start();
+  release_next_kernel();
+  wait_for_previous_kernel();
   const int t = blockIdx.x;
   int lo = 0, hi = B - 1;  // the last slice that starts at or before t (empty slices lose to the next)
   if (t < B && seqs[t].offset == t && seqs[t].n > 0) lo = hi = t;  // a decode step: sequence t is row t
