@@ -3,7 +3,7 @@
 # but none of our Debian libraries and no network: the .deb files of every build dependency, and the
 # reference models the GPU tests read. Run here (with the registry), then carry .gpu to the GPU machine:
 #   bash scripts/gpu-bundle.sh && <device run> carry=[".gpu"] command="bash scripts/gpu-check.sh"
-# (SKEIN_GPU_BASELINE=<commit> bash scripts/gpu-bundle.sh adds a baseline's sources: see below).
+# (SKEIN_GPU_BASELINE="<commit> ..." bash scripts/gpu-bundle.sh adds baselines' sources: see below).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared="${SKEIN_SHARED:-$root/../shared}"
@@ -13,16 +13,15 @@ cd "$root/.gpu/debs"
 apt-get download -qq libdnnl-dev libdnnl2 libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libcli11-dev libgtest-dev zlib1g-dev zlib1g ocl-icd-libopencl1 libnuma1 libmunge2 ibverbs-providers \
   libboost1.74-dev libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 libevent-core-2.1-7 libevent-pthreads-2.1-7 libfabric1 libucx0 \
   libibverbs1 libnl-3-200 libnl-route-3-200 librdmacm1 libpsm2-2 libpsm-infinipath1 2>/dev/null
-# SKEIN_GPU_BASELINE=<commit>: that commit's tree, for gpu-check.sh to build beside ours and decode
-# with on the same card (a change measured against what it replaces, in one device session).
+# SKEIN_GPU_BASELINE="<commit> ...": those commits' trees, for gpu-check.sh to build beside ours and
+# decode with on the same card (changes measured against what they replace, in one device session).
 rm -rf "$root/.gpu/baseline"
-if [ -n "${SKEIN_GPU_BASELINE:-}" ]; then
-  commit=$(git -C "$root" rev-parse --short "$SKEIN_GPU_BASELINE")
+for c in ${SKEIN_GPU_BASELINE:-}; do
+  commit=$(git -C "$root" rev-parse --short "$c")
   mkdir -p "$root/.gpu/baseline"
-  git -C "$root" archive --format=tar -o "$root/.gpu/baseline/tree.tar" "$commit"
-  echo "$commit" >"$root/.gpu/baseline/COMMIT"
-  echo "baseline $commit: $(du -h "$root/.gpu/baseline/tree.tar" | cut -f1) of sources"
-fi
+  git -C "$root" archive --format=tar -o "$root/.gpu/baseline/$commit.tar" "$commit"
+  echo "baseline $commit: $(du -h "$root/.gpu/baseline/$commit.tar" | cut -f1) of sources"
+done
 cp "$shared"/models/tiny-rwkv-*.pth "$root/.gpu/shared/models/"
 cp "$shared"/golden/models/rand-v{4,5_2,6,7}-bf16.pth "$root/.gpu/shared/golden/models/"
 du -sh "$root/.gpu"

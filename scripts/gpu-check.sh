@@ -2,7 +2,7 @@
 # The GPU device check (issue 6): build with CUDA, run the GPU tests against the CPU fp32 engine, then
 # the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode at batch
 # 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per request),
-# 7B decode at batch 1, 8 (and 256) built from a baseline commit where .gpu/baseline has one (gpu-bundle.sh),
+# 7B decode at batch 1, 8 (and 256) built from baseline commits where .gpu/baseline has them (gpu-bundle.sh),
 # op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8), and for kernel
 # work away from the GPU the products' SASS and an Nsight Compute look at batch-1 products (where present).
 # Needs .gpu/ from scripts/gpu-bundle.sh when the machine lacks our libraries. Everything is written to
@@ -81,45 +81,50 @@ bench() {  # model strategy [batches] [note] [more bench flags]
   timeout 150 "$skein" bench --model "$1" --strategy "$2" --prompt-tokens 2048 --decode-tokens 64 --batches "${3:-1,8,64,256}" "${@:5}" 2>&1 |
     tee -a "$out/gpu-bench.txt" | grep -E "prefill|decode|bandwidth|weights|bytes/token" | tee -a "$log"
 }
-# 7B first: the issue's targets are set on it.
-# Each stage runs only if its usual time (H200) fits in what is left of the budget.
+# Each stage runs only if its usual time (H200) fits in what is left of the budget, in order of what
+# the issue's targets need: 7B (they are set on it), baselines, the 7B fp16 profile, then 1.5B.
 fits() { [ $(( $(elapsed) + $1 )) -le "$budget" ] || { say "skipping $2 (budget)"; return 1; }; }
-for shape in "7B 32 4096" "1.5B 24 2048"; do
-  set -- $shape
-  name=$1 layers=$2 embd=$3
-  fits "$([ "$name" = 7B ] && echo 35 || echo 150)" "the $name benchmarks" || continue
-  model=/tmp/v7-$name.pth
-  say "make-model v7 $name"
-  "$skein" make-model --arch v7 --layers "$layers" --embd "$embd" --vocab 65536 --seed 1 --dtype fp16 -o "$model" >>"$log" 2>&1
+make_model() {  # name layers embd
+  say "make-model v7 $1"
+  "$skein" make-model --arch v7 --layers "$2" --embd "$3" --vocab 65536 --seed 1 --dtype fp16 -o "/tmp/v7-$1.pth" >>"$log" 2>&1
+}
+if fits 35 "the 7B benchmarks"; then
+  make_model 7B 32 4096
   for s in "cuda fp16" "cuda fp16i8" "cuda bf16"; do  # the targets' dtypes first
-    if [ "$name" = 1.5B ] || fits 50 "7B $s"; then bench "$model" "$s"; fi
+    if fits 50 "7B $s"; then bench /tmp/v7-7B.pth "$s"; fi
   done
-  if [ "$name" = 1.5B ]; then
-    # What CUDA graphs and chained launches buy at batch 1, and layers streamed from pinned host memory (*N+, PCIe-bound).
-    SKEIN_CUDA_GRAPHS=0 bench "$model" "cuda fp16" 1 "(CUDA graphs off)"
-    SKEIN_CUDA_PDL=0 bench "$model" "cuda fp16" 1 "(chained launches off)"
-    bench "$model" "cuda fp16 *12+" 1 "(12 resident, 12 streamed)"
-    rm -f "$model"
-  fi
-done
-# A baseline commit's tree (.gpu/baseline from gpu-bundle.sh) built and run on the same card: 7B
-# decode at batch 1 and 8 (fp16 also 256) before and after a change.
-if [ -f "$root/.gpu/baseline/COMMIT" ] && [ -f /tmp/v7-7B.pth ] && fits 100 "the baseline comparison"; then
-  base=/tmp/skein-baseline commit=$(cat "$root/.gpu/baseline/COMMIT")
+fi
+# Baseline commits' trees (.gpu/baseline from gpu-bundle.sh), each built and run on the same card: 7B
+# decode at batch 1 and 8 (fp16 also 256) before and after changes.
+for tree in "$root"/.gpu/baseline/*.tar; do
+  [ -f "$tree" ] && [ -f /tmp/v7-7B.pth ] || continue
+  commit=$(basename "$tree" .tar)
+  fits 100 "baseline $commit" || continue
+  base=/tmp/skein-baseline-$commit
   say "baseline: commit $commit"
-  rm -rf "$base" && mkdir -p "$base/src" && tar -C "$base/src" -xf "$root/.gpu/baseline/tree.tar"
+  rm -rf "$base" && mkdir -p "$base/src" && tar -C "$base/src" -xf "$tree"
   if build "$base/src" "$base/build" skein; then
     for s in "cuda fp16:1,8,256" "cuda fp16i8:1,8"; do skein="$base/build/skein" bench /tmp/v7-7B.pth "${s%%:*}" "${s#*:}" "(baseline $commit)"; done
   else
-    say "baseline build failed (see the log)"
+    say "baseline $commit: build failed (see the log)"
   fi
-fi
-# Last, where a 7B step's time goes op by op (direct launches): what to fuse or tune next.
-for profile in "cuda fp16:1,8,256" "cuda fp16i8:1,8"; do  # strategy:batches
-  if [ -f /tmp/v7-7B.pth ] && fits 60 "the $profile profile"; then
-    bench /tmp/v7-7B.pth "${profile%%:*}" "${profile#*:}" "(op profile)" --profile
-  fi
+  rm -rf "$base"
 done
+# Where a 7B step's time goes op by op (direct launches): what to fuse or tune next.
+profile() {  # strategy batches
+  if [ -f /tmp/v7-7B.pth ] && fits 60 "the $1 profile"; then bench /tmp/v7-7B.pth "$1" "$2" "(op profile)" --profile; fi
+}
+profile "cuda fp16" 1,8,256
+if fits 150 "the 1.5B benchmarks"; then
+  make_model 1.5B 24 2048
+  for s in "cuda fp16" "cuda fp16i8" "cuda bf16"; do bench /tmp/v7-1.5B.pth "$s"; done
+  # What CUDA graphs and chained launches buy at batch 1, and layers streamed from pinned host memory (*N+, PCIe-bound).
+  SKEIN_CUDA_GRAPHS=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(CUDA graphs off)"
+  SKEIN_CUDA_PDL=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(chained launches off)"
+  bench /tmp/v7-1.5B.pth "cuda fp16 *12+" 1 "(12 resident, 12 streamed)"
+  rm -f /tmp/v7-1.5B.pth
+fi
+profile "cuda fp16i8" 1,8
 # For work on the kernels away from the GPU: the decode products' machine code, and where a batch-1 step
 # of the product kernel stalls (Nsight Compute, where the image has it and lets us read the counters).
 obj=$(find "$root/build-gpu" -name 'linear.cu.o' | head -1)
