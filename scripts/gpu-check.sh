@@ -82,7 +82,8 @@ bench() {  # model strategy [batches] [note] [more bench flags]
     tee -a "$out/gpu-bench.txt" | grep -E "prefill|decode|bandwidth|weights|bytes/token" | tee -a "$log"
 }
 # Each stage runs only if its usual time (H200) fits in what is left of the budget, in order of what
-# the issue's targets need: 7B (they are set on it), baselines, the 7B fp16 profile, then 1.5B.
+# the issue's targets need: 7B (they are set on it), baselines, the 7B fp16 profile, the product
+# kernel's SASS and Nsight Compute report, then 1.5B and the fp16i8 profile.
 fits() { [ $(( $(elapsed) + $1 )) -le "$budget" ] || { say "skipping $2 (budget)"; return 1; }; }
 make_model() {  # name layers embd
   say "make-model v7 $1"
@@ -115,16 +116,6 @@ profile() {  # strategy batches
   if [ -f /tmp/v7-7B.pth ] && fits 60 "the $1 profile"; then bench /tmp/v7-7B.pth "$1" "$2" "(op profile)" --profile; fi
 }
 profile "cuda fp16" 1,8,256
-if fits 150 "the 1.5B benchmarks"; then
-  make_model 1.5B 24 2048
-  for s in "cuda fp16" "cuda fp16i8" "cuda bf16"; do bench /tmp/v7-1.5B.pth "$s"; done
-  # What CUDA graphs and chained launches buy at batch 1, and layers streamed from pinned host memory (*N+, PCIe-bound).
-  SKEIN_CUDA_GRAPHS=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(CUDA graphs off)"
-  SKEIN_CUDA_PDL=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(chained launches off)"
-  bench /tmp/v7-1.5B.pth "cuda fp16 *12+" 1 "(12 resident, 12 streamed)"
-  rm -f /tmp/v7-1.5B.pth
-fi
-profile "cuda fp16i8" 1,8
 # For work on the kernels away from the GPU: the decode products' machine code, and where a batch-1 step
 # of the product kernel stalls (Nsight Compute, where the image has it and lets us read the counters).
 obj=$(find "$root/build-gpu" -name 'linear.cu.o' | head -1)
@@ -138,5 +129,15 @@ if [ -f /tmp/v7-7B.pth ] && command -v ncu >/dev/null && fits 90 "the Nsight Com
     "$skein" bench --model /tmp/v7-7B.pth --strategy "cuda fp16" --prompt-tokens 4 --decode-tokens 4 --batches 1 >"$out/ncu.txt" 2>&1
   grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers|Stall|Warp Cycles|Issued" "$out/ncu.txt" | head -40 | tee -a "$log"
 fi
+if fits 150 "the 1.5B benchmarks"; then
+  make_model 1.5B 24 2048
+  for s in "cuda fp16" "cuda fp16i8" "cuda bf16"; do bench /tmp/v7-1.5B.pth "$s"; done
+  # What CUDA graphs and chained launches buy at batch 1, and layers streamed from pinned host memory (*N+, PCIe-bound).
+  SKEIN_CUDA_GRAPHS=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(CUDA graphs off)"
+  SKEIN_CUDA_PDL=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(chained launches off)"
+  bench /tmp/v7-1.5B.pth "cuda fp16 *12+" 1 "(12 resident, 12 streamed)"
+  rm -f /tmp/v7-1.5B.pth
+fi
+profile "cuda fp16i8" 1,8
 rm -f /tmp/v7-7B.pth
 say "done"
