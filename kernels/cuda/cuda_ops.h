@@ -1,5 +1,6 @@
 // Host entry points of the CUDA kernels. Pointers are device memory; launches, copies and allocations go
-// to the current device's one stream and return at once (a download waits for them). The per-element math is the same
+// to the current device's one stream (a set of GEMMs forks from it and joins back) and return at once (a
+// download waits for them). The per-element math is the same
 // __host__ __device__ code the CPU backend runs (kernels/rwkv_math.h), so the CPU tests of that file
 // test the GPU arithmetic too. Every CUDA or cuBLAS failure becomes a skein::Error.
 #pragma once
