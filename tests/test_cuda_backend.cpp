@@ -117,48 +117,51 @@ TEST_F(CudaBackendTest, BatchedDecodeMatchesSequencesAlone) {
 }
 
 // Decode steps replayed from CUDA graphs give exactly the directly launched kernels' results, also when
-// the same batch size is run for different sessions in turn (the graph's state tables are refilled).
+// the same batch size is run for different sessions in turn (the graph's state tables are refilled):
+// at a batch of 4 (tensor-core products) and of 12 (cuBLAS GEMMs forked onto side streams and joined
+// back, which the graph must capture as edges).
 TEST_F(CudaBackendTest, RecordedDecodeStepsEqualDirectOnes) {
   std::string path = shared_dir() + "/models/tiny-rwkv-7v0-834K.pth";
-  auto graphs = load_for_test(path, "", "cuda fp16");
-  setenv("SKEIN_CUDA_GRAPHS", "0", 1);
-  auto direct = load_for_test(path, "", "cuda fp16");
-  unsetenv("SKEIN_CUDA_GRAPHS");
   const size_t V = 256;
-  const int B = 4;
-  auto run = [&](Engine& e) {
-    std::vector<SessionState> a, b;
-    for (int i = 0; i < B; ++i) {
-      a.push_back(e.new_state());
-      b.push_back(e.new_state());
-    }
-    std::vector<float> out;
-    for (int step = 0; step < 8; ++step) {
-      auto& group = step % 2 ? b : a;  // two sets of sessions take turns at the same batch size
-      std::vector<int32_t> toks(B);
-      std::vector<float> logits(B * V);
-      std::vector<EngineSequence> seqs;
+  for (const int B : {4, 12}) {
+    auto graphs = load_for_test(path, "", "cuda fp16");
+    setenv("SKEIN_CUDA_GRAPHS", "0", 1);
+    auto direct = load_for_test(path, "", "cuda fp16");
+    unsetenv("SKEIN_CUDA_GRAPHS");
+    auto run = [&](Engine& e) {
+      std::vector<SessionState> a, b;
       for (int i = 0; i < B; ++i) {
-        toks[size_t(i)] = int32_t(32 + (step * 7 + i * 13) % 90);
-        seqs.push_back({std::span<const int32_t>(&toks[size_t(i)], 1), &group[size_t(i)], logits.data() + size_t(i) * V, false});
+        a.push_back(e.new_state());
+        b.push_back(e.new_state());
       }
-      e.forward(seqs);
-      out.insert(out.end(), logits.begin(), logits.end());
-    }
-    for (auto& s : a) for (float f : s.to_host()) out.push_back(f);
-    return out;
-  };
-  auto g = run(*graphs.model), d = run(*direct.model);
-  // Step 0 runs directly, step 1 is recorded, steps 2..7 replay it: a capture that silently fell back
-  // to direct launches would pass the comparison below untested.
-  auto* recorder = dynamic_cast<CudaBackend*>(&graphs.model->stages().front()->backend());
-  ASSERT_NE(recorder, nullptr);
-  EXPECT_EQ(recorder->recorded_steps(), 1);
-  EXPECT_EQ(recorder->replayed_steps(), 6);
-  ASSERT_EQ(g.size(), d.size());
-  // The same kernels on the same shapes: equal up to cuBLAS picking another algorithm for other
-  // addresses (a wrong state table or stale buffer would be off by far more).
-  EXPECT_LE(max_abs_diff(g, d), 1e-5);
+      std::vector<float> out;
+      for (int step = 0; step < 8; ++step) {
+        auto& group = step % 2 ? b : a;  // two sets of sessions take turns at the same batch size
+        std::vector<int32_t> toks(static_cast<size_t>(B));
+        std::vector<float> logits(size_t(B) * V);
+        std::vector<EngineSequence> seqs;
+        for (int i = 0; i < B; ++i) {
+          toks[size_t(i)] = int32_t(32 + (step * 7 + i * 13) % 90);
+          seqs.push_back({std::span<const int32_t>(&toks[size_t(i)], 1), &group[size_t(i)], logits.data() + size_t(i) * V, false});
+        }
+        e.forward(seqs);
+        out.insert(out.end(), logits.begin(), logits.end());
+      }
+      for (auto& s : a) for (float f : s.to_host()) out.push_back(f);
+      return out;
+    };
+    auto g = run(*graphs.model), d = run(*direct.model);
+    // Step 0 runs directly, step 1 is recorded, steps 2..7 replay it: a capture that silently fell back
+    // to direct launches would pass the comparison below untested.
+    auto* recorder = dynamic_cast<CudaBackend*>(&graphs.model->stages().front()->backend());
+    ASSERT_NE(recorder, nullptr);
+    EXPECT_EQ(recorder->recorded_steps(), 1) << "batch " << B;
+    EXPECT_EQ(recorder->replayed_steps(), 6) << "batch " << B;
+    ASSERT_EQ(g.size(), d.size());
+    // The same kernels on the same shapes: equal up to cuBLAS picking another algorithm for other
+    // addresses (a wrong state table or stale buffer would be off by far more).
+    EXPECT_LE(max_abs_diff(g, d), 1e-5) << "batch " << B;
+  }
 }
 
 // Layers streamed to the GPU from pinned host memory (*N+, two device slots taking turns) compute what
