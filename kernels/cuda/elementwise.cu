@@ -145,7 +145,6 @@ __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int C, f
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 
-
 __global__ void add_kernel(float* x, const float* y, size_t n) {
   chained_start();
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -270,14 +269,7 @@ __global__ void v7_keys_kernel(float* k, float* kk, const float* a, const float*
     if (i >= N) break;
     kv[m] = k[o + i], kkw[m] = k_k[w + i], av[m] = a[o + i], kaw[m] = k_a[w + i];
   }
-  double squares = 0;
-#pragma unroll
-  for (int m = 0; m < PL; ++m) {
-    if (lane + 32 * m >= N) break;
-    const float z = kv[m] * kkw[m];
-    squares += double(z) * z;
-  }
-  const float inv = math::v7_key_scale(warp_sum(squares));
+  const float inv = warp_key_scale(kv, kkw, N, lane);
 #pragma unroll
   for (int m = 0; m < PL; ++m) {
     const int i = lane + 32 * m;
@@ -304,11 +296,7 @@ __global__ void v7_output_kernel(float* y, const float* r, const float* k, const
     yv[m] = y[o + i], rv[m] = r[o + i], kv[m] = k[o + i], vv[m] = v[o + i], gv[m] = g[o + i];
     rkw[m] = r_k[w + i], lnw[m] = ln_w[w + i], lnb[m] = ln_b[w + i];
   }
-  double bonus = 0;
-#pragma unroll
-  for (int m = 0; m < PL; ++m)
-    if (lane + 32 * m < N) bonus += double(rv[m] * kv[m] * rkw[m]);
-  const float b = float(warp_sum(bonus));
+  const float b = warp_bonus(rv, kv, rkw, N, lane);
   const Moments mo = warp_moments(yv, N, lane, 64e-5f);
 #pragma unroll
   for (int m = 0; m < PL; ++m) {

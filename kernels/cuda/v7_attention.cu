@@ -49,28 +49,23 @@ __global__ void __launch_bounds__(kHeadThreads) v7_attention_decode_kernel(const
   const size_t base = size_t(q.offset) * size_t(H) * N + o;  // this token's head
   float g[2] = {}, bonus = 0.0f;
   if (warp == 0) {
-    float kv[2], av[2], rv[2];
-    double squares = 0;
+    float kv[2], av[2], rv[2], k_new[2];
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
       const size_t e = base + size_t(lane + 32 * m);
       kv[m] = in.k[e], av[m] = in.a[e], rv[m] = in.r[e], g[m] = in.g[e];
-      const float z = kv[m] * k_k[m];
-      squares += double(z) * z;
     }
-    const float inv = math::v7_key_scale(warp_sum(squares));
-    double bonus_sum = 0;
+    const float inv = warp_key_scale(kv, k_k, N, lane);
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
       const int e = lane + 32 * m;
-      const float k_new = math::v7_key_update(kv[m], av[m], k_a[m]);
+      k_new[m] = math::v7_key_update(kv[m], av[m], k_a[m]);
       kk[e] = kv[m] * k_k[m] * inv;
-      k[e] = k_new;
+      k[e] = k_new[m];
       r[e] = rv[m];
       a[e] = av[m];
-      bonus_sum += double(rv[m] * k_new * r_k[m]);
     }
-    bonus = float(warp_sum(bonus_sum));
+    bonus = warp_bonus(rv, k_new, r_k, N, lane);
   } else if (warp < 3) {
     const int e = tid - 32;
     float ve = in.v[base + size_t(e)];

@@ -230,7 +230,8 @@ void wkv5(const Slice* seqs, int B, int H, int N, const float* r, const float* k
 void wkv7(const Slice* seqs, int B, int H, int N, const float* r, const float* w, const float* k, const float* v, const float* kk,
           const float* a, float* y) {
   if (B <= 0) return;
-  if (N == kWkv7Head) chain(wkv7_rows_kernel, dim3(H * kWkv7Head / kRowsPerBlock, B), kRowsPerBlock * kWkv7ThreadsPerRow, "wkv7", seqs, H, r, w, k, v, kk, a, y);
+  if (N == kWkv7Head)
+    chain(wkv7_rows_kernel, dim3(H * kWkv7Head / kRowsPerBlock, B), kRowsPerBlock * kWkv7ThreadsPerRow, "wkv7", seqs, H, r, w, k, v, kk, a, y);
   else chain(wkv7_kernel, dim3(H, B), N, "wkv7", seqs, H, N, r, w, k, v, kk, a, y);
 }
 
