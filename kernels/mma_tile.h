@@ -59,17 +59,16 @@ SKEIN_HD Tf32Parts split_tf32(float x) {
 }
 
 constexpr int kWarps = 8;  // per block
-constexpr int kSteps = 2;  // loads per lane and row in a round (the kernel keeps the next round in flight)
 
 // A product's columns over `splits` warps of a block (a power of two, at most kWarps): as many as leave
-// each slice a round of loads or more. Its `steps` (4 loads side by side, the last one maybe short)
-// are dealt out evenly, so the slices differ by a step at most.
+// each slice a round of loads or more (a round: `steps_per_round` loads of 4 lanes side by side per row). Its
+// steps (the last one maybe short) are dealt out evenly, so the slices differ by a step at most.
 struct Slices {
   int splits;
   int64_t steps;
 };
-SKEIN_HD Slices slices(int64_t cols, int E) {
-  const int64_t step = 4 * int64_t(E), round = kSteps * step;
+SKEIN_HD Slices slices(int64_t cols, int E, int steps_per_round) {
+  const int64_t step = 4 * int64_t(E), round = steps_per_round * step;
   int s = 1;
   while (s < kWarps && 2 * s * round <= cols) s *= 2;
   return {s, (cols + step - 1) / step};

@@ -29,35 +29,41 @@ TEST(MmaTile, FragmentLayoutPlacesEveryElementOnce) {
 }
 
 TEST(MmaTile, SlicesAreEvenRunsOfWholeSteps) {
-  for (int E : {8, 16})
-    for (int64_t cols : {16, 64, 100, 264, 511, 512, 1024, 2064, 4096, 16384}) {
-      const mma::Slices s = mma::slices(cols, E);
-      const int64_t step = 4 * E, round = mma::kSteps * step;
-      EXPECT_TRUE(s.splits == 1 || s.splits == 2 || s.splits == 4 || s.splits == 8) << cols;
-      EXPECT_EQ(mma::slice_begin(s, 0, E), 0) << cols;
-      EXPECT_GE(mma::slice_begin(s, s.splits, E), cols) << cols;
-      EXPECT_LT(mma::slice_begin(s, s.splits, E) - cols, step) << cols;
-      for (int i = 0; i < s.splits; ++i) {
-        const int64_t n = mma::slice_begin(s, i + 1, E) - mma::slice_begin(s, i, E);
-        EXPECT_EQ(n % step, 0) << cols << " slice " << i;
-        EXPECT_GE(n, s.splits > 1 ? round : step) << cols << " slice " << i << ": short of a round";
-        EXPECT_LE(n, mma::slice_begin(s, 1, E) + step) << cols << " slice " << i << ": uneven";
+  for (int steps : {1, 2, 4})
+    for (int E : {8, 16})
+      for (int64_t cols : {16, 64, 100, 264, 511, 512, 1024, 2064, 4096, 16384}) {
+        const mma::Slices s = mma::slices(cols, E, steps);
+        const int64_t step = 4 * E, round = steps * step;
+        EXPECT_TRUE(s.splits == 1 || s.splits == 2 || s.splits == 4 || s.splits == 8) << cols;
+        EXPECT_EQ(mma::slice_begin(s, 0, E), 0) << cols;
+        EXPECT_GE(mma::slice_begin(s, s.splits, E), cols) << cols;
+        EXPECT_LT(mma::slice_begin(s, s.splits, E) - cols, step) << cols;
+        for (int i = 0; i < s.splits; ++i) {
+          const int64_t n = mma::slice_begin(s, i + 1, E) - mma::slice_begin(s, i, E);
+          EXPECT_EQ(n % step, 0) << cols << " slice " << i;
+          EXPECT_GE(n, s.splits > 1 ? round : step) << cols << " slice " << i << ": short of a round";
+          EXPECT_LE(n, mma::slice_begin(s, 1, E) + step) << cols << " slice " << i << ": uneven";
+        }
       }
-    }
-  EXPECT_EQ(mma::slices(4096, 8).splits, 8);  // a 7B layer's rows: every warp of a block on one tile
+  // A 7B layer's rows, fp16 and uint8, at every round the products may run: every warp of a block on one tile.
+  for (int steps : {1, 2, 4}) {
+    EXPECT_EQ(mma::slices(4096, 8, steps).splits, 8);
+    EXPECT_EQ(mma::slices(4096, 16, steps).splits, 8);
+  }
 }
 
 // y [T x rows] = x [T x cols] W^T through the kernel's layout, in double.
-std::vector<double> product_through_tiles(const std::vector<double>& W, const std::vector<double>& x, int64_t rows, int64_t cols, int T, int E) {
-  const mma::Slices sl = mma::slices(cols, E);
+std::vector<double> product_through_tiles(const std::vector<double>& W, const std::vector<double>& x, int64_t rows, int64_t cols, int T, int E,
+                                          int steps) {
+  const mma::Slices sl = mma::slices(cols, E, steps);
   std::vector<double> y(size_t(T) * size_t(rows), std::nan(""));
   for (int64_t o0 = 0; o0 < rows; o0 += 16) {
     double total[32][4] = {};
     for (int slice = 0; slice < sl.splits; ++slice) {  // summed in slice order, as the block does
       const int64_t c_begin = mma::slice_begin(sl, slice, E), c_end = std::min(cols, mma::slice_begin(sl, slice + 1, E));
       double acc[32][4] = {};
-      for (int64_t base = c_begin; base < c_end; base += mma::kSteps * 4 * E)
-        for (int u = 0; u < mma::kSteps; ++u)
+      for (int64_t base = c_begin; base < c_end; base += steps * 4 * E)
+        for (int u = 0; u < steps; ++u)
           for (int j = 0; j < E / 2; ++j) {
             double A[16][8], B[8][8], D[16][8] = {};
             for (int lane = 0; lane < 32; ++lane) {
@@ -109,13 +115,16 @@ TEST(MmaTile, ProductsThroughTheLayoutEqualPlainProducts) {
     std::vector<double> W(size_t(s.rows * s.cols)), x(size_t(s.T * s.cols));
     for (auto& v : W) v = d(g);
     for (auto& v : x) v = d(g);
-    const auto y = product_through_tiles(W, x, s.rows, s.cols, s.T, s.E);
+    std::vector<double> want(size_t(s.T * s.rows));
     for (int t = 0; t < s.T; ++t)
-      for (int64_t o = 0; o < s.rows; ++o) {
-        double want = 0;
-        for (int64_t i = 0; i < s.cols; ++i) want += W[size_t(o * s.cols + i)] * x[size_t(t * s.cols + i)];
-        ASSERT_NEAR(y[size_t(t * s.rows + o)], want, 1e-9) << s.rows << "x" << s.cols << " T " << s.T << " E " << s.E << " row " << o << " x row " << t;
-      }
+      for (int64_t o = 0; o < s.rows; ++o)
+        for (int64_t i = 0; i < s.cols; ++i) want[size_t(t * s.rows + o)] += W[size_t(o * s.cols + i)] * x[size_t(t * s.cols + i)];
+    for (int steps : {1, 2, 4}) {
+      const auto y = product_through_tiles(W, x, s.rows, s.cols, s.T, s.E, steps);
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(y[i], want[i], 1e-9) << s.rows << "x" << s.cols << " T " << s.T << " E " << s.E << " steps " << steps << " row "
+                                         << int64_t(i) % s.rows << " x row " << int64_t(i) / s.rows;
+    }
   }
 }
 

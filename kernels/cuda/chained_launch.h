@@ -38,19 +38,26 @@ __device__ __forceinline__ void chained_start() {
 
 bool chained_launches();  // the current device takes them and SKEIN_CUDA_PDL is not 0 (device.cu)
 
-// kernel<<<grid, block, 0, stream()>>>(args...), as a programmatic dependent launch where the device has them.
+// kernel<<<grid, block, shared_bytes, stream()>>>(args...), as a programmatic dependent launch where
+// the device has them. Dynamic shared memory beyond 48 KiB needs the kernel's opt-in
+// (cudaFuncAttributeMaxDynamicSharedMemorySize) on the current device first.
 template <typename... Params, typename... Args>
-void chain(void (*kernel)(Params...), dim3 grid, dim3 block, const char* what, Args&&... args) {
+void chain_with_shared(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, const char* what, Args&&... args) {
   cudaLaunchAttribute attribute = {};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
   config.stream = stream();
   config.attrs = &attribute;
   config.numAttrs = chained_launches() ? 1 : 0;
   check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), what);
+}
+template <typename... Params, typename... Args>
+void chain(void (*kernel)(Params...), dim3 grid, dim3 block, const char* what, Args&&... args) {
+  chain_with_shared(kernel, grid, block, 0, what, std::forward<Args>(args)...);
 }
 
 }  // namespace skein::cuda

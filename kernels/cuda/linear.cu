@@ -1,5 +1,5 @@
-// Matrix products. fp16, bf16 and uint8 weights go through one tensor-core kernel with activations
-// kept to fp32 accuracy, as the CPU backend computes (uint8 factored as the CPU does,
+// Matrix products. fp16, bf16 and uint8 weights go through one tensor-core kernel (matvec.cuh) with
+// activations kept to fp32 accuracy, as the CPU backend computes (uint8 factored as the CPU does,
 // math::u8_output), up to 8 rows of x (decode). Beyond that cuBLAS: fp32 by sgemm, fp16/bf16 by
 // GemmEx on tensor cores (activations rounded to the weight type, fp32 accumulation), uint8
 // dequantized to fp16 row tiles with the official element formula, then GemmEx. A set of independent
@@ -20,6 +20,8 @@
 #include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/job_table.cuh"
+#include "kernels/cuda/matvec.cuh"
 #include "kernels/mma_tile.h"
 #include "kernels/rwkv_math.h"
 
@@ -27,7 +29,6 @@ namespace skein::cuda {
 
 namespace {
 
-constexpr int kMatvecMaxRows = 8;  // rows of x up to which every half and uint8 product uses matvec_kernel
 constexpr int64_t kDequantTileRows = 4096;  // U8 rows dequantized at once for GemmEx
 
 // A set's GEMMs run side by side on kGemmLanes streams (lane 0 is the device's stream), each with its
@@ -91,19 +92,6 @@ template <>
 __device__ __half narrow<__half>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// Kernel parameters are read with constant indices only (a dynamic index would copy the whole table
-// into local memory): a block finds its entry of a small table by unrolled selection.
-template <typename Entry, int kMax>
-__device__ Entry pick(const Entry (&table)[kMax], int count, int index) {
-  Entry e = table[0];
-#pragma unroll
-  for (int i = 1; i < kMax; ++i)
-    if (i < count && index >= table[i].first_block) e = table[i];
-  return e;
-}
-
-constexpr int kMaxGroup = 8;  // products per launch: a v7 layer's r, k, v and four LoRA inputs
 
 // T rows of fp32 activations rounded to the weight type for GemmEx, several inputs per launch (each
 // input's blocks after the previous input's).
@@ -235,250 +223,6 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
       for (int k = 0; k < 3; ++k) s[k] += part[k][w];
     for (int k = 0; k < 3; ++k) j.sums[t * 3 + k] = float(s[k]);
   }
-}
-
-// Decode-sized products (up to kMatvecMaxRows rows of x) on the tensor cores, one kernel for every
-// weight format. A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k8 in tf32:
-// the tile is the A operand, the rows of x are B's columns, and the sums are fp32. The
-// multiply-adds are free next to the memory traffic, so a warp can afford 16 rows (each activation it
-// loads serves 16 weights, where a warp per row read x through L1 twice per weight byte) and a batch
-// of 8 costs what a batch of 1 does: the weights' bytes are the only work left.
-//
-// fp32 accuracy: every weight format widens exactly to tf32 (fp16 and bf16 mantissas fit its 10 bits,
-// uint8 codes are integers below 256), and each activation is split into hi = tf32(x) and
-// lo = tf32(x - hi) (in the loop, or for uint8 once by u8_prepare_kernel), two products summed in
-// fp32: x is carried to about 2^-22 of its value, the products are exact and the sums fp32.
-//
-// No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x)
-// are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
-// layout as functions the CPU tests multiply through). The 4 lanes of a row read 64 contiguous bytes.
-// A format: the element type, elements per 16-byte load, whether x comes split, and the widening to fp32.
-struct U8Weights {
-  using Elem = uint8_t;
-  static constexpr int kPerLoad = 16;
-  static constexpr bool kSplitX = true;  // x comes from u8_prepare_kernel in its tf32 parts
-  // The exact float(q) as 2^23 + q minus 2^23, one byte permute building 2^23 + q straight from the
-  // packed word (bytes q, 0, 0, 0x4B) and a full-rate subtract, where an int-to-float conversion runs at
-  // a quarter rate.
-  static __device__ float widen_at(const uint4& p, int i) {
-    const unsigned word = i < 4 ? p.x : i < 8 ? p.y : i < 12 ? p.z : p.w;
-    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u | unsigned(i % 4))) - 8388608.0f;
-  }
-};
-struct F16Weights {
-  using Elem = __half;
-  static constexpr int kPerLoad = 8;
-  static constexpr bool kSplitX = false;
-  static __device__ float widen_at(const uint4& p, int i) { return __half2float(reinterpret_cast<const __half*>(&p)[i]); }
-};
-struct BF16Weights {
-  using Elem = __nv_bfloat16;
-  static constexpr int kPerLoad = 8;
-  static constexpr bool kSplitX = false;
-  static __device__ float widen_at(const uint4& p, int i) { return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(&p)[i]); }
-};
-// What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored
-// output; then stored, activated or added to y as the caller asked.
-struct PlainOutput {
-  ProductOutput out;
-  __device__ void operator()(float* dst, int64_t o, int, float dot) const { *dst = out.apply(dot, out.kind == ProductOutput::Add ? *dst : 0.0f, o); }
-};
-struct U8Output {
-  const float *rx, *mx, *sums;  // sums [T x 3] from u8_prepare_kernel
-  ProductOutput out;
-  __device__ void operator()(float* dst, int64_t o, int t, float dot) const {
-    const float v = math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
-    *dst = out.apply(v, out.kind == ProductOutput::Add ? *dst : 0.0f, o);
-  }
-};
-
-// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into slices
-// (mma::slices): the warps of one tile's slices sit in one block and add their sums in shared memory,
-// in slice order, so the result is deterministic and a narrow product (a 64-row LoRA factor) still
-// spreads over many warps. Its blocks start at first_block.
-template <typename Output>
-struct MatvecJob {
-  const void* W;
-  int64_t rows, cols;
-  const float* x;
-  const float* x_lo;  // the tf32 low parts of x, where the format's x comes split (x then the high parts)
-  int64_t ldx;
-  float* y;
-  int64_t ldy;
-  Output output;
-  mma::Slices slices;
-  int first_block;
-};
-template <typename Output>
-struct MatvecJobs {
-  MatvecJob<Output> job[kMaxGroup];
-  int count = 0;
-};
-
-constexpr int kMatvecWarps = mma::kWarps;  // per block
-// Steps per round: each lane loads this many 16 bytes of each of its two rows per round, 2 KiB a warp,
-// and keeps the next round in flight while it multiplies (two rounds of registers: at 4 steps a round
-// the kernel spilled; at 2, with two blocks of 8 warps an SM, 32 to 64 KiB are in flight per SM).
-constexpr int kMatvecSteps = mma::kSteps;
-
-// d += A * B for one 16x8x8 step (operands in the mma fragment order described above).
-__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// 16 bytes of weights, read once per product: kept out of L1 (where x, read by every warp, stays) and
-// fetched into L2 in 256-byte pieces (two rounds of a row: a round reads 128 contiguous bytes of it).
-__device__ __forceinline__ uint4 stream_load(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
-
-// kVector: rows of W and x start on 16 bytes and cols is whole 16-byte loads; otherwise the same
-// loads are made element by element.
-template <typename Fmt, bool kVector, typename Output>
-__global__ void __launch_bounds__(kMatvecWarps * 32, kVector ? 2 : 1) matvec_kernel(MatvecJobs<Output> jobs, int T) {
-  using Elem = typename Fmt::Elem;
-  using Bits = std::conditional_t<sizeof(Elem) == 2, uint16_t, uint8_t>;
-  constexpr int E = Fmt::kPerLoad;
-  constexpr int64_t kStepCols = 4 * E;  // the 4 lanes of a row, one load each
-  const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, t = lane % 4;
-  const int S = job.slices.splits, slice = warp % S;
-  const int64_t rows = job.rows, cols = job.cols;
-  const int64_t o0 = (int64_t(int(blockIdx.x) - job.first_block) * (kMatvecWarps / S) + warp / S) * 16;
-  const int64_t c_begin = mma::slice_begin(job.slices, slice, E), c_next = mma::slice_begin(job.slices, slice + 1, E);
-  // A tile past the last row (the last block's) does no work but still meets the block's barrier.
-  const int64_t c_end = o0 < rows ? (cols < c_next ? cols : c_next) : c_begin;
-  const int64_t last = rows - 1;  // rows past the end read the last one; their sums are dropped
-  const int64_t ra = o0 + mma::a_row(lane, 0), rb = o0 + mma::a_row(lane, 1);  // this lane's two tile rows
-  const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
-  const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
-  const bool has_x = mma::b_col(lane) < T;  // the lane's row of x (T <= 8)
-  const size_t x_row = size_t(has_x ? mma::b_col(lane) : 0) * size_t(job.ldx);
-  const float* xg = job.x + x_row;
-  const float* xg_lo = Fmt::kSplitX ? job.x_lo + x_row : nullptr;
-  // Nothing writes weights: the first round of this warp's rows streams into L2 while the kernel before
-  // (a chained launch) finishes. Lane t fetches step t of both rows: the first two rounds.
-  static_assert(2 * kMatvecSteps == 4);
-  if (const int64_t c = c_begin + t * kStepCols; c < c_end) {
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + c));
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + c));
-  }
-  chained_start();
-  auto load_weights = [&](const Bits* row, int64_t c, uint4& p) {
-    if (kVector) {
-      p = c < c_end ? stream_load(row + c) : make_uint4(0, 0, 0, 0);
-    } else {  // the same 16 bytes, element by element (little-endian, as the vector load lays them)
-      uint32_t w[4] = {0, 0, 0, 0};
-#pragma unroll
-      for (int i = 0; i < E; ++i)
-        if (c + i < c_end) w[i * int(sizeof(Bits)) / 4] |= uint32_t(row[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
-      p = make_uint4(w[0], w[1], w[2], w[3]);
-    }
-  };
-  // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does not have).
-  auto load_x = [&](const float* row, int64_t c, float (&v)[8]) {
-    if (kVector && has_x && c < c_end) {
-      const float4 lo = __ldg(reinterpret_cast<const float4*>(row + c)), hi = __ldg(reinterpret_cast<const float4*>(row + c) + 1);
-      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < c_end ? row[c + i] : 0.0f;
-    }
-  };
-  // Four independent accumulation chains (step parity x the hi and lo parts of x), summed in a fixed
-  // order at the end: one chain made every mma of a round wait for the one before it.
-  float acc[2][2][4] = {};
-  auto multiply_round = [&](int64_t base, const uint4 (&pa)[kMatvecSteps], const uint4 (&pb)[kMatvecSteps]) {
-#pragma unroll
-    for (int u = 0; u < kMatvecSteps; ++u)
-#pragma unroll
-      for (int h = 0; h < E; h += 8) {
-        float xv[8], xl[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
-        load_x(xg, mma::load_column(base, u, t, E) + h, xv);
-        if (Fmt::kSplitX) load_x(xg_lo, mma::load_column(base, u, t, E) + h, xl);
-#pragma unroll
-        for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
-          uint32_t a[4];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) a[r] = __float_as_uint(Fmt::widen_at(r % 2 ? pb[u] : pa[u], mma::a_element(j, r)));
-          const int e0 = mma::b_element(j, 0) - h, e1 = mma::b_element(j, 1) - h;
-          if (Fmt::kSplitX) {
-            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(xv[e0]), __float_as_uint(xv[e1]));
-            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(xl[e0]), __float_as_uint(xl[e1]));
-          } else {
-            const mma::Tf32Parts p0 = mma::split_tf32(xv[e0]), p1 = mma::split_tf32(xv[e1]);
-            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(p0.hi), __float_as_uint(p1.hi));
-            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(p0.lo), __float_as_uint(p1.lo));
-          }
-        }
-      }
-  };
-  auto load_round = [&](int64_t base, uint4 (&pa)[kMatvecSteps], uint4 (&pb)[kMatvecSteps]) {
-#pragma unroll
-    for (int u = 0; u < kMatvecSteps; ++u) {
-      load_weights(wa, mma::load_column(base, u, t, E), pa[u]);
-      load_weights(wb, mma::load_column(base, u, t, E), pb[u]);
-    }
-  };
-  // Double-buffered rounds: the next round's loads are in flight while this one is multiplied, so a
-  // warp always has a round of weights on the way (with one buffer, none while it computed). The two
-  // buffers swap roles every round (named, not indexed, so they stay in registers).
-  constexpr int64_t kRoundCols = kMatvecSteps * kStepCols;
-  uint4 pa0[kMatvecSteps], pb0[kMatvecSteps], pa1[kMatvecSteps], pb1[kMatvecSteps];
-  int64_t base = c_begin;
-  auto round = [&](const uint4 (&pa)[kMatvecSteps], const uint4 (&pb)[kMatvecSteps], uint4 (&next_a)[kMatvecSteps], uint4 (&next_b)[kMatvecSteps]) {
-    if (base + kRoundCols < c_end) load_round(base + kRoundCols, next_a, next_b);
-    multiply_round(base, pa, pb);
-    base += kRoundCols;
-    return base < c_end;  // another round follows
-  };
-  if (base < c_end) {
-    load_round(base, pa0, pb0);
-    while (round(pa0, pb0, pa1, pb1) && round(pa1, pb1, pa0, pb0)) {
-    }
-  }
-  float sum[4];
-#pragma unroll
-  for (int r = 0; r < 4; ++r) sum[r] = (acc[0][0][r] + acc[0][1][r]) + (acc[1][0][r] + acc[1][1][r]);
-  if (S > 1) {  // S is the block's: every warp of it takes this branch or none does
-    __shared__ float partial[kMatvecWarps][4][32];
-#pragma unroll
-    for (int r = 0; r < 4; ++r) partial[warp][r][lane] = sum[r];
-    __syncthreads();
-    if (slice != 0) return;
-#pragma unroll
-    for (int r = 0; r < 4; ++r)
-      for (int s = 1; s < S; ++s) sum[r] += partial[warp + s][r][lane];
-  }
-  // Accumulator r: tile row c_row, x row c_col.
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const int tok = mma::c_col(lane, r);
-    const int64_t o = o0 + mma::c_row(lane, r);
-    if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, sum[r]);
-  }
-}
-
-// `vector`: every product's rows and x rows start on 16 bytes and its width is whole 16-byte loads.
-template <typename Fmt, typename Output>
-void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
-  int64_t blocks = 0;
-  for (int i = 0; i < jobs.count; ++i) {
-    MatvecJob<Output>& j = jobs.job[i];
-    j.slices = mma::slices(j.cols, Fmt::kPerLoad);
-    j.first_block = int(blocks);
-    const int64_t tiles = (j.rows + 15) / 16, tiles_per_block = kMatvecWarps / j.slices.splits;
-    blocks += (tiles + tiles_per_block - 1) / tiles_per_block;
-  }
-  if (blocks == 0) return;
-  if (vector)
-    chain(matvec_kernel<Fmt, true, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs, T);
-  else
-    chain(matvec_kernel<Fmt, false, Output>, unsigned(blocks), kMatvecWarps * 32, "matvec", jobs, T);
 }
 
 // beta 1 adds the products to y (ProductOutput::Add), 0 stores them.

@@ -4,6 +4,7 @@
 // each loops over its sequence's tokens in order.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/chained_launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -77,16 +78,6 @@ __global__ void wkv7_kernel(const Slice* seqs, int H, int N, const float* r, con
     size_t i = size_t(q.offset + t) * C + o;
     math::wkv7_row_step(N, row, r + i, w + i, k + i, v + i, kk + i, a + i, q.state + o * N, y + i);
   }
-}
-
-// Asynchronous 4-byte copies from global to shared memory, in commit groups a thread waits for by count.
-__device__ __forceinline__ void copy_async(float* shared, const float* global) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(unsigned(__cvta_generic_to_shared(shared))), "l"(global) : "memory");
-}
-__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wait_async() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
 // v7 with the usual head size N = 64, laid out for memory bandwidth (at decode each sequence's state

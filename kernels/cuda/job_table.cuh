@@ -1,0 +1,23 @@
+// One launch for several independent jobs (a layer's r, k and v products, their inputs' rounding, ...):
+// the jobs go in a small table passed by value, each owning a run of the grid's blocks (used by the
+// .cu files only).
+#pragma once
+#include <cuda_runtime.h>
+
+namespace skein::cuda {
+
+constexpr int kMaxGroup = 8;  // jobs per launch: a v7 layer's r, k, v and four LoRA inputs
+
+// Kernel parameters are read with constant indices only (a dynamic index would copy the whole table
+// into local memory): a block finds its entry by unrolled selection, the last whose first_block it
+// has reached.
+template <typename Entry, int kMax>
+__device__ Entry pick(const Entry (&table)[kMax], int count, int index) {
+  Entry e = table[0];
+#pragma unroll
+  for (int i = 1; i < kMax; ++i)
+    if (i < count && index >= table[i].first_block) e = table[i];
+  return e;
+}
+
+}  // namespace skein::cuda

@@ -1,0 +1,316 @@
+// Decode-sized products (up to 8 rows of x) on the tensor cores, one kernel for every weight format
+// (used by kernels/cuda/linear.cu, and by the product sweep, bench/product_sweep.cu, which runs the
+// kernel at other pipeline depths than the product's).
+//
+// A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k8 in tf32: the tile is the A
+// operand, the rows of x are B's columns, and the sums are fp32. The multiply-adds are free next to the
+// memory traffic, so a warp can afford 16 rows (each activation it loads serves 16 weights, where a
+// warp per row read x through L1 twice per weight byte) and a batch of 8 costs what a batch of 1 does:
+// the weights' bytes are the only work left.
+//
+// fp32 accuracy: every weight format widens exactly to tf32 (fp16 and bf16 mantissas fit its 10 bits,
+// uint8 codes are integers below 256), and each activation is split into hi = tf32(x) and
+// lo = tf32(x - hi) (in the loop, or for uint8 once by linear.cu's prepare launch), two products
+// summed in fp32: x is carried to about 2^-22 of its value, the products are exact and the sums fp32.
+//
+// No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x)
+// are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
+// layout as functions the CPU tests multiply through). The 4 lanes of a row read 64 contiguous bytes.
+//
+// Memory: a round is kSteps such loads per lane and row. The weights go through a ring of kStages
+// rounds per warp in shared memory, filled by cp.async: kStages - 1 rounds are on their way while the
+// warp multiplies one, and no register holds a weight before it is used. Rounds held in registers
+// left one round in flight, 2 KiB a warp, 32 KiB an SM at two blocks: about what Little's law asks of
+// an H200 (4.8 TB/s over 132 SMs at ~0.8 us), with nothing to spare. `skein bench --products` times
+// the kernel at several depths (bench/product_sweep.cu).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <mutex>
+#include <set>
+#include <type_traits>
+
+#include "kernels/cuda/async_copy.cuh"
+#include "kernels/cuda/chained_launch.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/job_table.cuh"
+#include "kernels/mma_tile.h"
+#include "kernels/product_output.h"
+#include "kernels/rwkv_math.h"
+
+namespace skein::cuda {
+// Internal to each .cu file that includes it: its kernels are its own instantiations.
+namespace {
+
+// The products' pipeline: loads per lane and row in a round, rounds in a warp's ring.
+constexpr int kMatvecSteps = 2, kMatvecStages = 4;
+constexpr int kMatvecWarps = mma::kWarps;  // per block
+constexpr int kMatvecMaxRows = 8;          // rows of x: one mma column each
+
+// A format: the element type, elements per 16-byte load, whether x comes split, and the widening to fp32.
+struct U8Weights {
+  using Elem = uint8_t;
+  static constexpr int kPerLoad = 16;
+  static constexpr bool kSplitX = true;  // x comes in its tf32 parts (linear.cu's u8_prepare_kernel)
+  // The exact float(q) as 2^23 + q minus 2^23, one byte permute building 2^23 + q straight from the
+  // packed word (bytes q, 0, 0, 0x4B) and a full-rate subtract, where an int-to-float conversion runs at
+  // a quarter rate.
+  static __device__ float widen_at(const uint4& p, int i) {
+    const unsigned word = i < 4 ? p.x : i < 8 ? p.y : i < 12 ? p.z : p.w;
+    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u | unsigned(i % 4))) - 8388608.0f;
+  }
+};
+struct F16Weights {
+  using Elem = __half;
+  static constexpr int kPerLoad = 8;
+  static constexpr bool kSplitX = false;
+  static __device__ float widen_at(const uint4& p, int i) { return __half2float(reinterpret_cast<const __half*>(&p)[i]); }
+};
+struct BF16Weights {
+  using Elem = __nv_bfloat16;
+  static constexpr int kPerLoad = 8;
+  static constexpr bool kSplitX = false;
+  static __device__ float widen_at(const uint4& p, int i) { return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(&p)[i]); }
+};
+
+// What a row's dot products become: the value itself (fp16/bf16), or the uint8 scheme's factored
+// output (math::u8_output, as the CPU computes it); then stored, activated or added to y as asked.
+struct PlainOutput {
+  ProductOutput out;
+  __device__ void operator()(float* dst, int64_t o, int, float dot) const { *dst = out.apply(dot, out.kind == ProductOutput::Add ? *dst : 0.0f, o); }
+};
+struct U8Output {
+  const float *rx, *mx, *sums;  // sums [T x 3]: per row of x, sum x*ry, sum x*my, sum x
+  ProductOutput out;
+  __device__ void operator()(float* dst, int64_t o, int t, float dot) const {
+    const float v = math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
+    *dst = out.apply(v, out.kind == ProductOutput::Add ? *dst : 0.0f, o);
+  }
+};
+
+// One product of a launch: W [rows x cols] times T rows of x into y. Its columns are cut into slices
+// (mma::slices): the warps of one tile's slices sit in one block and add their sums in shared memory,
+// in slice order, so the result is deterministic and a narrow product (a 64-row LoRA factor) still
+// spreads over many warps. Its blocks start at first_block.
+template <typename Output>
+struct MatvecJob {
+  const void* W;
+  int64_t rows, cols;
+  const float* x;
+  const float* x_lo;  // the tf32 low parts of x, where the format's x comes split (x then the high parts)
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+  Output output;
+  mma::Slices slices;
+  int first_block;
+};
+template <typename Output>
+struct MatvecJobs {
+  MatvecJob<Output> job[kMaxGroup];
+  int count = 0;
+};
+
+// d += A * B for one 16x8x8 step (operands in the mma fragment order of kernels/mma_tile.h).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// A block's ring: per warp kStages rounds of kSteps loads of two rows by 32 lanes, each (round, step,
+// row) 512 contiguous bytes of shared memory, lane by lane (conflict-free both ways).
+constexpr size_t matvec_ring_bytes(int steps, int stages) { return size_t(kMatvecWarps) * size_t(stages) * size_t(steps) * 2 * 32 * 16; }
+
+// kVector: rows of W and x start on 16 bytes and cols is whole 16-byte loads (the weights then stream
+// through the ring); otherwise the same loads are made element by element, into registers.
+template <typename Fmt, bool kVector, typename Output, int kSteps, int kStages>
+__global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs<Output> jobs, int T) {
+  static_assert(kStages >= 2, "a ring of one round keeps nothing in flight");
+  using Elem = typename Fmt::Elem;
+  using Bits = std::conditional_t<sizeof(Elem) == 2, uint16_t, uint8_t>;
+  constexpr int E = Fmt::kPerLoad;
+  constexpr int64_t kStepCols = 4 * E, kRoundCols = kSteps * kStepCols;  // the 4 lanes of a row, one load each
+  const MatvecJob<Output> job = pick(jobs.job, jobs.count, int(blockIdx.x));
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, t = lane % 4;
+  const int S = job.slices.splits, slice = warp % S;
+  const int64_t rows = job.rows, cols = job.cols;
+  const int64_t o0 = (int64_t(int(blockIdx.x) - job.first_block) * (kMatvecWarps / S) + warp / S) * 16;
+  const int64_t c_begin = mma::slice_begin(job.slices, slice, E), c_next = mma::slice_begin(job.slices, slice + 1, E);
+  // A tile past the last row (the last block's) does no work but still meets the block's barrier.
+  const int64_t c_end = o0 < rows ? (cols < c_next ? cols : c_next) : c_begin;
+  const int64_t last = rows - 1;  // rows past the end read the last one; their sums are dropped
+  const int64_t ra = o0 + mma::a_row(lane, 0), rb = o0 + mma::a_row(lane, 1);  // this lane's two tile rows
+  const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
+  const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
+  const int64_t rounds = (c_end - c_begin + kRoundCols - 1) / kRoundCols;
+
+  // Ring slot s, step u, row h (0: wa, 1: wb) of this lane.
+  extern __shared__ uint4 ring[];
+  uint4* const my_ring = ring + size_t(warp) * kStages * kSteps * 2 * 32 + lane;
+  auto ring_at = [&](int s, int u, int h) -> uint4& { return my_ring[((s * kSteps + u) * 2 + h) * 32]; };
+  // Round r of this lane's two rows into slot s: zeros (nothing read) past the slice.
+  auto fill = [&](int64_t r, int s) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      const int64_t c = mma::load_column(c_begin + r * kRoundCols, u, t, E);
+      const bool in = c < c_end;  // whole loads: c_end is cols or a step boundary
+      copy_async_16(&ring_at(s, u, 0), in ? wa + c : wa, in ? 16u : 0u);
+      copy_async_16(&ring_at(s, u, 1), in ? wb + c : wb, in ? 16u : 0u);
+    }
+  };
+  // Nothing writes weights: the first kStages - 1 rounds start on their way while the kernel before
+  // (a chained launch) finishes. One commit group per round, empty ones too, so that group counts
+  // stay in step with rounds.
+  if (kVector) {
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < rounds) fill(s, s);
+      commit_async();
+    }
+  }
+  chained_start();
+
+  const bool has_x = mma::b_col(lane) < T;  // the lane's row of x (T <= 8)
+  const size_t x_row = size_t(has_x ? mma::b_col(lane) : 0) * size_t(job.ldx);
+  const float* xg = job.x + x_row;
+  const float* xg_lo = Fmt::kSplitX ? job.x_lo + x_row : nullptr;
+  // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does not have).
+  auto load_x = [&](const float* row, int64_t c, float (&v)[8]) {
+    if (kVector && has_x && c < c_end) {
+      const float4 lo = __ldg(reinterpret_cast<const float4*>(row + c)), hi = __ldg(reinterpret_cast<const float4*>(row + c) + 1);
+      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < c_end ? row[c + i] : 0.0f;
+    }
+  };
+  // Four independent accumulation chains (step parity x the hi and lo parts of x), summed in a fixed
+  // order at the end: one chain made every mma of a round wait for the one before it.
+  float acc[2][2][4] = {};
+  auto multiply_round = [&](int64_t base, const uint4 (&pa)[kSteps], const uint4 (&pb)[kSteps]) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u)
+#pragma unroll
+      for (int h = 0; h < E; h += 8) {
+        float xv[8], xl[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
+        load_x(xg, mma::load_column(base, u, t, E) + h, xv);
+        if (Fmt::kSplitX) load_x(xg_lo, mma::load_column(base, u, t, E) + h, xl);
+#pragma unroll
+        for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
+          uint32_t a[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a[r] = __float_as_uint(Fmt::widen_at(r % 2 ? pb[u] : pa[u], mma::a_element(j, r)));
+          const int e0 = mma::b_element(j, 0) - h, e1 = mma::b_element(j, 1) - h;
+          if (Fmt::kSplitX) {
+            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(xv[e0]), __float_as_uint(xv[e1]));
+            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(xl[e0]), __float_as_uint(xl[e1]));
+          } else {
+            const mma::Tf32Parts p0 = mma::split_tf32(xv[e0]), p1 = mma::split_tf32(xv[e1]);
+            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(p0.hi), __float_as_uint(p1.hi));
+            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(p0.lo), __float_as_uint(p1.lo));
+          }
+        }
+      }
+  };
+
+  if (kVector) {
+    int slot = 0;  // round r's: r % kStages
+    for (int64_t r = 0; r < rounds; ++r) {
+      wait_async<kStages - 2>();  // round r has landed (groups complete in order)
+      // The slot round r + kStages - 1 refills is the one round r - 1 read; every lane has read it.
+      __syncwarp();
+      const int refill = slot == 0 ? kStages - 1 : slot - 1;
+      if (r + kStages - 1 < rounds) fill(r + kStages - 1, refill);
+      commit_async();
+      uint4 pa[kSteps], pb[kSteps];
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) pa[u] = ring_at(slot, u, 0), pb[u] = ring_at(slot, u, 1);
+      multiply_round(c_begin + r * kRoundCols, pa, pb);
+      slot = slot == kStages - 1 ? 0 : slot + 1;
+    }
+  } else {  // the same 16 bytes, element by element (little-endian, as the vector load lays them)
+    for (int64_t r = 0; r < rounds; ++r) {
+      uint4 pa[kSteps], pb[kSteps];
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+        const int64_t c = mma::load_column(c_begin + r * kRoundCols, u, t, E);
+        uint32_t w[2][4] = {};
+#pragma unroll
+        for (int i = 0; i < E; ++i)
+          if (c + i < c_end) {
+            w[0][i * int(sizeof(Bits)) / 4] |= uint32_t(wa[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
+            w[1][i * int(sizeof(Bits)) / 4] |= uint32_t(wb[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
+          }
+        pa[u] = make_uint4(w[0][0], w[0][1], w[0][2], w[0][3]);
+        pb[u] = make_uint4(w[1][0], w[1][1], w[1][2], w[1][3]);
+      }
+      multiply_round(c_begin + r * kRoundCols, pa, pb);
+    }
+  }
+
+  float sum[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) sum[r] = (acc[0][0][r] + acc[0][1][r]) + (acc[1][0][r] + acc[1][1][r]);
+  if (S > 1) {  // S is the block's: every warp of it takes this branch or none does
+    __shared__ float partial[kMatvecWarps][4][32];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) partial[warp][r][lane] = sum[r];
+    __syncthreads();
+    if (slice != 0) return;
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+      for (int s = 1; s < S; ++s) sum[r] += partial[warp + s][r][lane];
+  }
+  // Accumulator r: tile row c_row, x row c_col.
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int tok = mma::c_col(lane, r);
+    const int64_t o = o0 + mma::c_row(lane, r);
+    if (tok < T && o < rows) job.output(job.y + size_t(tok) * size_t(job.ldy) + size_t(o), o, tok, sum[r]);
+  }
+}
+
+// Launches the products of `jobs` (one weight format) over T rows of x at the given pipeline depth;
+// kVector as for the kernel.
+template <typename Fmt, bool kVector, typename Output, int kSteps, int kStages>
+void launch_matvec(MatvecJobs<Output>& jobs, int T) {
+  int64_t blocks = 0;
+  for (int i = 0; i < jobs.count; ++i) {
+    MatvecJob<Output>& j = jobs.job[i];
+    j.slices = mma::slices(j.cols, Fmt::kPerLoad, kSteps);
+    j.first_block = int(blocks);
+    const int64_t tiles = (j.rows + 15) / 16, tiles_per_block = kMatvecWarps / j.slices.splits;
+    blocks += (tiles + tiles_per_block - 1) / tiles_per_block;
+  }
+  if (blocks == 0) return;
+  auto* kernel = matvec_kernel<Fmt, kVector, Output, kSteps, kStages>;
+  constexpr size_t ring = kVector ? matvec_ring_bytes(kSteps, kStages) : 0;
+  if (ring > 48 * 1024) {  // the opt-in above 48 KiB, once per device
+    static std::mutex mu;
+    static std::set<int> opted_in;
+    int dev = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    std::lock_guard<std::mutex> lock(mu);
+    if (!opted_in.count(dev)) {
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ring)), "cudaFuncSetAttribute (matvec ring)");
+      opted_in.insert(dev);
+    }
+  }
+  chain_with_shared(kernel, unsigned(blocks), kMatvecWarps * 32, ring, "matvec", jobs, T);
+}
+
+// The products' launch; `vector`: every product's rows and x rows start on 16 bytes and its width is
+// whole 16-byte loads.
+template <typename Fmt, typename Output>
+void matvec(MatvecJobs<Output>& jobs, int T, bool vector) {
+  if (vector)
+    launch_matvec<Fmt, true, Output, kMatvecSteps, kMatvecStages>(jobs, T);
+  else
+    launch_matvec<Fmt, false, Output, kMatvecSteps, kMatvecStages>(jobs, T);
+}
+
+}  // namespace
+}  // namespace skein::cuda
