@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU device check (issue 6): build with CUDA, run the GPU tests against the CPU fp32 engine, then
-# the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode at batch
-# 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per request),
-# 7B decode at batch 1, 8 (and 256) built from baseline commits where .gpu/baseline has them (gpu-bundle.sh),
+# the decode product kernel at several pipeline depths against a plain read of the same bytes (bench
+# --products), the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode
+# at batch 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per
+# request), 7B decode at batch 1, 8 (and 256) built from baseline commits where .gpu/baseline has them (gpu-bundle.sh),
 # op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8), and for kernel
 # work away from the GPU the products' SASS and an Nsight Compute look at batch-1 products (where present).
 # Needs .gpu/ from scripts/gpu-bundle.sh when the machine lacks our libraries. Everything is written to
@@ -75,6 +76,12 @@ if grep -q "FAILED" "$out/gpu-tests.txt"; then
 fi
 
 skein="$root/build-gpu/skein"
+# The product kernel alone at each pipeline depth, against a plain read of the same bytes: which depth
+# to run, and how far the kernel is from what the memory gives (seconds; before the models).
+if [ $(elapsed) -le $((budget - 30)) ]; then
+  say "product sweep (bench --products)"
+  timeout 60 "$skein" bench --products 2>&1 | tee "$out/gpu-products.txt" | grep -vE '^\{' | tee -a "$log"
+fi
 bench() {  # model strategy [batches] [note] [more bench flags]
   say "bench $(basename "$1") $2 ${4:-}"
   echo "== $(basename "$1") $2 ${4:-}" >>"$out/gpu-bench.txt"

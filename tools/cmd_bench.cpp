@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "kernels/cpu/linear.h"
 #ifdef SKEIN_HAVE_CUDA
+#include "bench/product_sweep.h"
 #include "kernels/cuda/cuda_ops.h"
 #endif
 #include "tools/cli_support.h"
@@ -119,6 +120,38 @@ BatchFigure batched_decode(Engine& model, int B, int steps, Profile* profile) {
   return {B, double(B) * steps / sec, bytes * steps / sec / 1e9};
 }
 
+// --products: the decode product kernel at each pipeline depth the sweep runs, per shape, beside a
+// plain read of the same bytes and the card's peak.
+void run_product_sweep(int device) {
+#ifdef SKEIN_HAVE_CUDA
+  const int n = cuda::device_count();
+  if (n == 0) fail("bench --products: no GPU (the CUDA runtime finds no device)");
+  if (device < 0 || device >= n) fail("bench --products: --device ", device, " is not one of this machine's ", n, " GPUs");
+  const cuda::DeviceInfo info = cuda::device_info(device);
+  const auto rows = sweep_products(device, decode_product_shapes(), 20);
+  std::printf("products on %s (cuda:%d), peak %.1f GB/s; 'read' is a plain read of the same bytes; * marks the products' depth\n",
+              info.name.c_str(), device, info.peak_bandwidth_gbs);
+  std::printf("  %-6s %-12s %2s  %-19s %6s %9s %9s %7s %7s %10s %s\n", "format", "rows x cols", "T", "kernel", "blk/SM", "us", "GB/s", "% peak",
+              "% read", "max error", "same");
+  nlohmann::json j = {{"device", info.name}, {"peak_gb_s", info.peak_bandwidth_gbs}};
+  double read_gb_s = 0;
+  for (const ProductSweepRow& r : rows) {
+    const std::string shape = std::to_string(r.shape.rows) + "x" + std::to_string(r.shape.cols);
+    if (r.kernel == "read") read_gb_s = r.gb_s;
+    std::printf("  %-6s %-12s %2d %c%-19s %6d %9.1f %9.1f %7.1f %7.1f", r.shape.format.c_str(), shape.c_str(), r.shape.T, r.product ? '*' : ' ',
+                r.kernel.c_str(), r.blocks_per_sm, r.us, r.gb_s, 100.0 * r.gb_s / info.peak_bandwidth_gbs, 100.0 * r.gb_s / read_gb_s);
+    if (r.kernel != "read") std::printf(" %10.2e %s", r.max_error, r.same_as_product ? "yes" : "no");
+    std::printf("\n");
+    j["rows"].push_back({{"format", r.shape.format}, {"rows", r.shape.rows}, {"cols", r.shape.cols}, {"T", r.shape.T}, {"kernel", r.kernel},
+                         {"product", r.product}, {"blocks_per_sm", r.blocks_per_sm}, {"us", r.us}, {"gb_s", r.gb_s}, {"max_error", r.max_error}, {"same_as_product", r.same_as_product}});
+  }
+  std::printf("%s\n", j.dump().c_str());
+#else
+  (void)device;
+  fail("bench --products: this build has no CUDA backend");
+#endif
+}
+
 double peak_rss_mib() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -130,7 +163,8 @@ void add_bench_command(CLI::App& app) {
   struct Opts {
     int prompt_tokens = 512, decode_tokens = 128;
     std::vector<int> batches;
-    bool pipeline = false, profile = false;
+    bool pipeline = false, profile = false, products = false;
+    int device = 0;
     std::string server;
     int clients = 64, max_tokens = 64;
     double duration = 60;
@@ -145,6 +179,9 @@ void add_bench_command(CLI::App& app) {
   c->add_flag("--profile", o->profile,
               "print each op's device time per step (prefill, decode, each batch); ops launch directly, without CUDA graphs");
   c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
+  c->add_flag("--products", o->products,
+              "no model: the decode product kernel at several pipeline depths on 7B shapes, against a plain read and the GPU's peak");
+  c->add_option("--device", o->device, "with --products: the GPU")->capture_default_str();
   c->add_option("--server", o->server, "HOST:PORT of a running `skein serve`: load-test it with streaming clients");
   c->add_option("--clients", o->clients, "with --server: concurrent clients")->capture_default_str();
   c->add_option("--duration", o->duration, "with --server: seconds of load")->capture_default_str();
@@ -152,6 +189,7 @@ void add_bench_command(CLI::App& app) {
   c->callback([o] {
     using clock = std::chrono::steady_clock;
     if (!o->server.empty()) return run_server_bench(o->server, o->clients, o->duration, o->max_tokens);
+    if (o->products) return run_product_sweep(o->device);
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");
     apply_run_config(cfg);
