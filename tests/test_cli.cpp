@@ -115,7 +115,8 @@ TEST(Cli, ErrorsAreOneLineWithExitCode2) {
                            "generate --model " + shared_dir() + "/models/tiny-rwkv-4v0-660K.pth --temperature -1",
                            "make-model --arch v9 --layers 1 --embd 8 --vocab 8 -o " + d + "/m.pth",
                            "generate --model " + shared_dir() + "/models/tiny-rwkv-4v0-660K.pth --strategy \"cuda:7 fp16\"",
-                           "generate --model " + shared_dir() + "/models/tiny-rwkv-4v0-660K.pth --strategy \"cuda fp16 *2+ -> cpu fp32 *1+\""}) {
+                           "generate --model " + shared_dir() + "/models/tiny-rwkv-4v0-660K.pth --strategy \"cuda fp16 *2+ -> cpu fp32 *1+\"",
+                           std::string("bench --products --device 64")}) {
     auto r = run_skein(args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     std::string last = r.output.substr(r.output.rfind("skein: error:") == std::string::npos ? 0 : r.output.rfind("skein: error:"));

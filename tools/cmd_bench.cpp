@@ -179,9 +179,9 @@ void add_bench_command(CLI::App& app) {
   c->add_flag("--profile", o->profile,
               "print each op's device time per step (prefill, decode, each batch); ops launch directly, without CUDA graphs");
   c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
-  c->add_flag("--products", o->products,
-              "no model: the decode product kernel at several pipeline depths on 7B shapes, against a plain read and the GPU's peak");
-  c->add_option("--device", o->device, "with --products: the GPU")->capture_default_str();
+  auto* products = c->add_flag("--products", o->products,
+                               "no model: the decode product kernel at several pipeline depths on 7B shapes, against a plain read and the GPU's peak");
+  c->add_option("--device", o->device, "with --products: the GPU")->capture_default_str()->needs(products);
   c->add_option("--server", o->server, "HOST:PORT of a running `skein serve`: load-test it with streaming clients");
   c->add_option("--clients", o->clients, "with --server: concurrent clients")->capture_default_str();
   c->add_option("--duration", o->duration, "with --server: seconds of load")->capture_default_str();
