@@ -76,4 +76,12 @@ SKEIN_HD Slices slices(int64_t cols, int E, int steps_per_round) {
 // The first column of slice i (i = splits: the end of the last).
 SKEIN_HD int64_t slice_begin(const Slices& s, int i, int E) { return s.steps * i / s.splits * 4 * int64_t(E); }
 
+// A warp's ring of `stages` rounds of weights in shared memory, filled by asynchronous copies in one
+// commit group per round, so group g is round g: rounds 0 .. stages - 2 before the loop, then at the
+// top of iteration r, once round r has landed (at most stages - 2 groups still in flight), round
+// r + stages - 1 into the slot round r - 1 was read from; then round r is read.
+SKEIN_HD int ring_slot(int round, int stages) { return round % stages; }
+SKEIN_HD int ring_refill(int round, int stages) { return round + stages - 1; }  // the round iteration `round` copies
+SKEIN_HD constexpr int ring_pending(int stages) { return stages - 2; }  // groups left in flight by iteration r's wait
+
 }  // namespace skein::mma

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/mma_tile.h"
@@ -126,6 +127,40 @@ TEST(MmaTile, ProductsThroughTheLayoutEqualPlainProducts) {
                                          << int64_t(i) % s.rows << " x row " << int64_t(i) / s.rows;
     }
   }
+}
+
+// The products' weight ring (mma::ring_*, as kernels/cuda/matvec.cuh runs it) played through with
+// copies that land as late as the waits allow: every round is read from its slot after its copy
+// landed, no copy is issued into a slot whose round has not been read, and every round is read once.
+TEST(MmaTile, RingReadsEveryRoundAfterItLandsAndBeforeItIsOverwritten) {
+  for (int stages : {2, 3, 4, 6, 8})
+    for (int rounds : {0, 1, 2, 3, 4, 5, 8, 17}) {
+      const std::string where = "stages " + std::to_string(stages) + ", rounds " + std::to_string(rounds);
+      std::vector<int> held(size_t(stages), -1);       // the round last copied into each slot
+      std::vector<bool> read(size_t(stages), true);    // whether that round has been read
+      std::vector<int> group_of(size_t(rounds), -1);   // the commit group carrying each round
+      int groups = 0, landed = 0, reads = 0;
+      auto fill = [&](int r) {
+        const int s = mma::ring_slot(r, stages);
+        ASSERT_TRUE(read[size_t(s)]) << where << ": round " << r << " overwrites unread round " << held[size_t(s)];
+        held[size_t(s)] = r, read[size_t(s)] = false, group_of[size_t(r)] = groups;
+      };
+      for (int r = 0; r < stages - 1; ++r) {
+        if (r < rounds) fill(r);
+        ++groups;
+      }
+      for (int r = 0; r < rounds; ++r) {
+        landed = std::max(landed, groups - mma::ring_pending(stages));  // the wait: as few landed as it allows
+        if (mma::ring_refill(r, stages) < rounds) fill(mma::ring_refill(r, stages));
+        ++groups;
+        const int s = mma::ring_slot(r, stages);
+        ASSERT_EQ(held[size_t(s)], r) << where;
+        ASSERT_LT(group_of[size_t(r)], landed) << where << ": round " << r << " read before its copy landed";
+        read[size_t(s)] = true;
+        ++reads;
+      }
+      EXPECT_EQ(reads, rounds) << where;
+    }
 }
 
 // cvt.rna.tf32.f32 on the host: to nearest, ties away from zero, low 13 bits cleared.

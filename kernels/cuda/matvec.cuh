@@ -145,14 +145,15 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
   const int64_t ra = o0 + mma::a_row(lane, 0), rb = o0 + mma::a_row(lane, 1);  // this lane's two tile rows
   const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
   const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
-  const int64_t rounds = (c_end - c_begin + kRoundCols - 1) / kRoundCols;
+  const int rounds = int((c_end - c_begin + kRoundCols - 1) / kRoundCols);  // a slice is at most 16384 columns
 
   // Ring slot s, step u, row h (0: wa, 1: wb) of this lane.
   extern __shared__ uint4 ring[];
   uint4* const my_ring = ring + size_t(warp) * kStages * kSteps * 2 * 32 + lane;
   auto ring_at = [&](int s, int u, int h) -> uint4& { return my_ring[((s * kSteps + u) * 2 + h) * 32]; };
-  // Round r of this lane's two rows into slot s: zeros (nothing read) past the slice.
-  auto fill = [&](int64_t r, int s) {
+  // Round r of this lane's two rows into its slot: zeros (nothing read) past the slice.
+  auto fill = [&](int r) {
+    const int s = mma::ring_slot(r, kStages);
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
       const int64_t c = mma::load_column(c_begin + r * kRoundCols, u, t, E);
@@ -162,12 +163,12 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
     }
   };
   // Nothing writes weights: the first kStages - 1 rounds start on their way while the kernel before
-  // (a chained launch) finishes. One commit group per round, empty ones too, so that group counts
-  // stay in step with rounds.
+  // (a chained launch) finishes. One commit group per round, empty ones too, so that group g is round
+  // g (the schedule is mma::ring_*, which tests/test_mma_tile.cpp plays through).
   if (kVector) {
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-      if (s < rounds) fill(s, s);
+    for (int r = 0; r < kStages - 1; ++r) {
+      if (r < rounds) fill(r);
       commit_async();
     }
   }
@@ -217,22 +218,20 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
   };
 
   if (kVector) {
-    int slot = 0;  // round r's: r % kStages
-    for (int64_t r = 0; r < rounds; ++r) {
-      wait_async<kStages - 2>();  // round r has landed (groups complete in order)
-      // The slot round r + kStages - 1 refills is the one round r - 1 read; every lane has read it.
+    for (int r = 0; r < rounds; ++r) {
+      wait_async<mma::ring_pending(kStages)>();  // round r has landed (groups complete in order)
+      // The refill goes to the slot round r - 1 was read from; every lane has read it.
       __syncwarp();
-      const int refill = slot == 0 ? kStages - 1 : slot - 1;
-      if (r + kStages - 1 < rounds) fill(r + kStages - 1, refill);
+      if (mma::ring_refill(r, kStages) < rounds) fill(mma::ring_refill(r, kStages));
       commit_async();
+      const int slot = mma::ring_slot(r, kStages);
       uint4 pa[kSteps], pb[kSteps];
 #pragma unroll
       for (int u = 0; u < kSteps; ++u) pa[u] = ring_at(slot, u, 0), pb[u] = ring_at(slot, u, 1);
-      multiply_round(c_begin + r * kRoundCols, pa, pb);
-      slot = slot == kStages - 1 ? 0 : slot + 1;
+      multiply_round(c_begin + int64_t(r) * kRoundCols, pa, pb);
     }
   } else {  // the same 16 bytes, element by element (little-endian, as the vector load lays them)
-    for (int64_t r = 0; r < rounds; ++r) {
+    for (int r = 0; r < rounds; ++r) {
       uint4 pa[kSteps], pb[kSteps];
 #pragma unroll
       for (int u = 0; u < kSteps; ++u) {
