@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
   const int64_t ra = o0 + mma::a_row(lane, 0), rb = o0 + mma::a_row(lane, 1);  // this lane's two tile rows
   const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
   const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
-  const int rounds = int((c_end - c_begin + kRoundCols - 1) / kRoundCols);  // a row's width over 64: far inside an int
+  const int rounds = int((c_end - c_begin + kRoundCols - 1) / kRoundCols);  // at most a row's width over 32: far inside an int
 
   // Ring slot s, step u, row h (0: wa, 1: wb) of this lane.
   extern __shared__ uint4 ring[];
