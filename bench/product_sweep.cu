@@ -81,23 +81,17 @@ uint64_t splitmix64(uint64_t& state) {
 // Seconds per launch of `launch(copy)`, best of three rounds of `repeats` launches each, copies in turn.
 template <typename F>
 double seconds_per_launch(int copies, int repeats, F&& launch) {
-  cudaEvent_t from, to;
-  check(cudaEventCreate(&from), "cudaEventCreate");
-  check(cudaEventCreate(&to), "cudaEventCreate");
-  cudaStream_t s = cuda::stream();
+  cuda::Event *from = cuda::new_event(true), *to = cuda::new_event(true);
   launch(0);  // warm-up
   double best = 1e30;
   for (int round = 0; round < 3; ++round) {
-    check(cudaEventRecord(from, s), "cudaEventRecord");
+    cuda::record(from);
     for (int i = 0; i < repeats; ++i) launch(i % copies);
-    check(cudaEventRecord(to, s), "cudaEventRecord");
-    check(cudaEventSynchronize(to), "cudaEventSynchronize");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, from, to), "cudaEventElapsedTime");
-    best = std::min(best, double(ms) / 1e3 / repeats);
+    cuda::record(to);
+    best = std::min(best, cuda::elapsed_seconds(from, to) / repeats);
   }
-  cudaEventDestroy(from);
-  cudaEventDestroy(to);
+  cuda::destroy(from);
+  cuda::destroy(to);
   return best;
 }
 

@@ -76,9 +76,11 @@ if grep -q "FAILED" "$out/gpu-tests.txt"; then
 fi
 
 skein="$root/build-gpu/skein"
+# Each stage runs only if its usual time (H200) fits in what is left of the budget.
+fits() { [ $(( $(elapsed) + $1 )) -le "$budget" ] || { say "skipping $2 (budget)"; return 1; }; }
 # The product kernel alone at each pipeline depth, against a plain read of the same bytes: which depth
 # to run, and how far the kernel is from what the memory gives (seconds; before the models).
-if [ $(elapsed) -le $((budget - 30)) ]; then
+if fits 30 "the product sweep"; then
   say "product sweep (bench --products)"
   timeout 60 "$skein" bench --products 2>&1 | tee "$out/gpu-products.txt" | grep -vE '^\{' | tee -a "$log"
 fi
@@ -88,10 +90,8 @@ bench() {  # model strategy [batches] [note] [more bench flags]
   timeout 150 "$skein" bench --model "$1" --strategy "$2" --prompt-tokens 2048 --decode-tokens 64 --batches "${3:-1,8,64,256}" "${@:5}" 2>&1 |
     tee -a "$out/gpu-bench.txt" | grep -E "prefill|decode|bandwidth|weights|bytes/token" | tee -a "$log"
 }
-# Each stage runs only if its usual time (H200) fits in what is left of the budget, in order of what
-# the targets need: 7B (they are set on it), baselines, the 7B fp16 profile, the product
-# kernel's SASS and Nsight Compute report, then 1.5B and the fp16i8 profile.
-fits() { [ $(( $(elapsed) + $1 )) -le "$budget" ] || { say "skipping $2 (budget)"; return 1; }; }
+# The rest in order of what the targets need: 7B (they are set on it), baselines, the 7B fp16
+# profile, the product kernel's SASS and Nsight Compute report, then 1.5B and the fp16i8 profile.
 make_model() {  # name layers embd
   say "make-model v7 $1"
   "$skein" make-model --arch v7 --layers "$2" --embd "$3" --vocab 65536 --seed 1 --dtype fp16 -o "/tmp/v7-$1.pth" >>"$log" 2>&1

@@ -495,6 +495,30 @@ TEST_F(CudaKernels, ProductsLaunchedTogetherEqualProductsAlone) {
   for (auto& w : ws) cuda::free_bytes(w.W);
 }
 
+// The product sweep's depths on small shapes (split over 1 to 8 warps, a tile short of 16 rows, 1 to
+// 8 rows of x): each at fp32 accuracy, and the depths with the products' steps per round bit for bit
+// the products' results (the ring's depth moves no arithmetic).
+TEST_F(CudaKernels, ProductSweepDepthsAgree) {
+  const std::vector<ProductShape> shapes = {{"fp16", 300, 1024, 1}, {"fp16", 70, 264, 8}, {"fp16", 33, 4096, 5}, {"uint8", 300, 2048, 3},
+                                            {"uint8", 45, 256, 8}};
+  const auto rows = sweep_products(0, shapes, 2);
+  int products = 0, product_steps = 0;
+  for (const ProductSweepRow& r : rows)
+    if (r.product) product_steps = r.steps;
+  for (const ProductSweepRow& r : rows) {
+    const std::string where = r.shape.format + " " + std::to_string(r.shape.rows) + "x" + std::to_string(r.shape.cols) + " T " +
+                              std::to_string(r.shape.T) + " " + r.kernel;
+    EXPECT_GT(r.gb_s, 0) << where;
+    if (r.kernel == "read") continue;
+    products += r.product;
+    EXPECT_LT(r.max_error, 1e-5) << where;
+    if (r.steps == product_steps) {
+      EXPECT_TRUE(r.same_as_product) << where;
+    }
+  }
+  EXPECT_EQ(products, int(shapes.size()));
+}
+
 // The official top-p cutoff accumulates the sorted probabilities in float32 (the CPU reference does
 // too); the GPU sums masses in double. Where the two sums cross top_p at different probabilities the
 // cutoffs legitimately differ, so such rows are not compared.
@@ -528,30 +552,6 @@ bool top_p_is_ambiguous(const std::vector<float>& logits, const SampleRequest& r
 
 // GPU sampling draws the CPU reference's token (coordinator/sampler.cpp sample_row) for the same
 // logits and uniform: greedy, top-p, top-k with tied probabilities, temperatures, penalties and bans.
-// The product sweep's depths on small shapes (split over 1 to 8 warps, a tile short of 16 rows, 1 to
-// 8 rows of x): each at fp32 accuracy, and the depths with the products' steps per round bit for bit
-// the products' results (the ring's depth moves no arithmetic).
-TEST_F(CudaKernels, ProductSweepDepthsAgree) {
-  const std::vector<ProductShape> shapes = {{"fp16", 300, 1024, 1}, {"fp16", 70, 264, 8}, {"fp16", 33, 4096, 5}, {"uint8", 300, 2048, 3},
-                                            {"uint8", 45, 256, 8}};
-  const auto rows = sweep_products(0, shapes, 2);
-  int products = 0, product_steps = 0;
-  for (const ProductSweepRow& r : rows)
-    if (r.product) product_steps = r.steps;
-  for (const ProductSweepRow& r : rows) {
-    const std::string where = r.shape.format + " " + std::to_string(r.shape.rows) + "x" + std::to_string(r.shape.cols) + " T " +
-                              std::to_string(r.shape.T) + " " + r.kernel;
-    EXPECT_GT(r.gb_s, 0) << where;
-    if (r.kernel == "read") continue;
-    products += r.product;
-    EXPECT_LT(r.max_error, 1e-5) << where;
-    if (r.steps == product_steps) {
-      EXPECT_TRUE(r.same_as_product) << where;
-    }
-  }
-  EXPECT_EQ(products, int(shapes.size()));
-}
-
 TEST_F(CudaKernels, SamplingMatchesCpuReference) {
   for (int V : {256, 65536}) {
     std::vector<SampleRequest> reqs;

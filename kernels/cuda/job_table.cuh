@@ -4,6 +4,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace skein::cuda {
 
 constexpr int kMaxGroup = 8;  // jobs per launch: a v7 layer's r, k, v and four LoRA inputs
@@ -18,6 +20,18 @@ __device__ Entry pick(const Entry (&table)[kMax], int count, int index) {
   for (int i = 1; i < kMax; ++i)
     if (i < count && index >= table[i].first_block) e = table[i];
   return e;
+}
+
+// Gives each job of a table its run of blocks, in order (`blocks_of(job)` blocks each), and returns
+// the launch's grid size.
+template <typename Jobs, typename BlocksOf>
+int64_t lay_out_blocks(Jobs& jobs, BlocksOf blocks_of) {
+  int64_t blocks = 0;
+  for (int i = 0; i < jobs.count; ++i) {
+    jobs.job[i].first_block = int(blocks);
+    blocks += blocks_of(jobs.job[i]);
+  }
+  return blocks;
 }
 
 }  // namespace skein::cuda

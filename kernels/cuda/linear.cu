@@ -261,21 +261,13 @@ __global__ void activate_kernel(ActivateJobs jobs, int T) {
   v = math::activate(j.op, j.bias ? v + j.bias[c] : v);
 }
 void activate_after_blas(ActivateJobs& jobs, int T) {
-  int64_t blocks = 0;
-  for (int i = 0; i < jobs.count; ++i) {
-    jobs.job[i].first_block = int(blocks);
-    blocks += (int64_t(T) * jobs.job[i].n + 255) / 256;
-  }
+  const int64_t blocks = lay_out_blocks(jobs, [T](const ActivateJob& j) { return (int64_t(T) * j.n + 255) / 256; });
   if (blocks > 0) chain(activate_kernel, unsigned(blocks), 256, "activate", jobs, T);
 }
 
 template <typename E>
 void round_rows(RoundJobs& jobs, int T) {
-  int64_t blocks = 0;
-  for (int i = 0; i < jobs.count; ++i) {
-    jobs.job[i].first_block = int(blocks);
-    blocks += (int64_t(T) * jobs.job[i].cols + 255) / 256;
-  }
+  const int64_t blocks = lay_out_blocks(jobs, [T](const RoundJob& j) { return (int64_t(T) * j.cols + 255) / 256; });
   if (blocks > 0) chain(round_rows_kernel<E>, unsigned(blocks), 256, "round activations", jobs, T);
 }
 

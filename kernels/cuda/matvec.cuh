@@ -276,14 +276,11 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
 // kVector as for the kernel.
 template <typename Fmt, bool kVector, typename Output, int kSteps, int kStages>
 void launch_matvec(MatvecJobs<Output>& jobs, int T) {
-  int64_t blocks = 0;
-  for (int i = 0; i < jobs.count; ++i) {
-    MatvecJob<Output>& j = jobs.job[i];
+  const int64_t blocks = lay_out_blocks(jobs, [](MatvecJob<Output>& j) {
     j.slices = mma::slices(j.cols, Fmt::kPerLoad, kSteps);
-    j.first_block = int(blocks);
     const int64_t tiles = (j.rows + 15) / 16, tiles_per_block = kMatvecWarps / j.slices.splits;
-    blocks += (tiles + tiles_per_block - 1) / tiles_per_block;
-  }
+    return (tiles + tiles_per_block - 1) / tiles_per_block;
+  });
   if (blocks == 0) return;
   auto* kernel = matvec_kernel<Fmt, kVector, Output, kSteps, kStages>;
   constexpr size_t ring = kVector ? matvec_ring_bytes(kSteps, kStages) : 0;
