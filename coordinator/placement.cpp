@@ -80,6 +80,29 @@ int unit_of(const std::string& name, int n_layer) {
 
 }  // namespace
 
+uint64_t PlanStage::streaming_bytes(int n_layer) const {
+  const auto sl = streamed_layers(n_layer);
+  const uint64_t one = sl.empty() ? 0 : streamed_bytes / uint64_t(sl.size());
+  return one * (segment.device.kind == DeviceSpec::Cuda ? 2 : 1);  // a GPU's: the one running, the one being copied in
+}
+
+uint64_t device_bytes(const PlanStage& st, int n_layer, int slots) {
+  return st.weight_bytes + st.streaming_bytes(n_layer) + st.state_bytes_per_slot * uint64_t(std::max(1, slots));
+}
+
+void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name) {
+  const PlanStage& st = p.stages.at(stage);
+  const uint64_t need = device_bytes(st, p.dims.n_layer, slots);
+  if (need <= free_bytes) return;
+  const int last_layer = std::min(st.last_unit, p.dims.n_layer - 1);
+  std::string layers = st.first_unit > last_layer ? "the head" : "layers " + std::to_string(st.first_unit) + "-" + std::to_string(last_layer);
+  if (st.last_unit == p.dims.n_layer && st.first_unit <= last_layer) layers += " + head";
+  fail("strategy: stage ", stage, " (", layers, ", \"", format_segment(st.segment), "\") needs ", gib(need), " on ", device_name, " but it has ",
+       gib(free_bytes), " free: ", gib(st.weight_bytes), " of weights, ", gib(st.streaming_bytes(p.dims.n_layer)), " of streamed layers in flight, ",
+       gib(st.state_bytes_per_slot * uint64_t(std::max(1, slots))), " of state for ", std::max(1, slots),
+       " slots; use an i8 format, stream layers (*N+), fewer slots or more stages");
+}
+
 Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits) {
   Plan plan;
   plan.dims = dims;
@@ -147,15 +170,11 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     }
   }
 
-  // Fit: per device, resident weights + one streamed unit (two on a GPU) + state for every slot. Memory is known from
-  // the limits ("host:device" or "device") or, for this host's CPU, from the OS.
+  // Fit: per device, what its stages keep there (device_bytes). Memory is known from the limits
+  // ("host:device" or "device") or, for this host's CPU, from the OS.
   std::map<std::pair<std::string, std::string>, uint64_t> need;
   for (auto& st : plan.stages) {
-    auto sl = st.streamed_layers(dims.n_layer);
-    uint64_t one_streamed = sl.empty() ? 0 : st.streamed_bytes / uint64_t(sl.size());
-    // A GPU holds two streamed layers at once (the one running, the one being copied in).
-    uint64_t streaming = one_streamed * (st.segment.device.kind == DeviceSpec::Cuda ? 2 : 1);
-    need[{st.segment.node, st.segment.device.str()}] += st.weight_bytes + streaming + st.state_bytes_per_slot * uint64_t(std::max(1, limits.slots));
+    need[{st.segment.node, st.segment.device.str()}] += device_bytes(st, dims.n_layer, limits.slots);
     if (st.segment.device.kind == DeviceSpec::Cuda) need[{st.segment.node, "cpu"}] += st.streamed_bytes;  // held in host memory
   }
   for (auto& [where_key, bytes] : need) {

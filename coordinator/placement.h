@@ -30,6 +30,8 @@ struct PlanStage {
   // Layers whose matrices stream: the streamed units minus the head (the official loader streams only
   // block matrices).
   std::vector<int> streamed_layers(int n_layer) const;
+  // The streamed layers' bytes on the device at once: one on a CPU, two on a GPU (running, copying in).
+  uint64_t streaming_bytes(int n_layer) const;
   uint64_t weight_bytes = 0;       // prepared weights kept resident (embedding table on the first stage)
   uint64_t streamed_bytes = 0;     // prepared weights of the streamed units (one unit in memory at a time)
   uint64_t state_bytes_per_slot = 0;
@@ -49,6 +51,13 @@ std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<Stra
 // beyond the model, a segment left without units, a GPU named twice, an unknown node, or a device whose
 // memory (when known) is too small, with the numbers.
 Plan make_plan(const std::vector<StrategySegment>& segs, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits);
+
+// What a stage keeps on its device: resident weights, the streamed layers in flight and state for
+// every slot (activations and library workspaces come on top).
+uint64_t device_bytes(const PlanStage& st, int n_layer, int slots);
+// Throws skein::Error("strategy: ...") when `device_name` (the GPU that runs plan stage `stage`, as
+// measured where it runs) has less than device_bytes free, with the stage's figures and the remedies.
+void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name);
 
 std::string plan_table(const Plan& p);
 nlohmann::json plan_json(const Plan& p);

@@ -219,6 +219,23 @@ TEST_F(CudaBackendTest, ClusterLogitsWithAGpuStageMatchOneProcess) {
   EXPECT_LE(max_abs_diff(read_f32(dir + "/one.f32"), read_f32(dir + "/many.f32")), 1e-5);
 }
 
+// A plan that cannot fit the GPU (state for 2^20 slots of 11 of the tiny v7's layers: 195 GB) stops
+// before loading, with the stage's figures on one line, in one process and on the cluster rank that
+// runs the stage.
+TEST_F(CudaBackendTest, OversizedGpuStageStopsAtStartWithTheFigures) {
+  std::string dir = temp_dir();
+  write_file(dir + "/big.toml", "[scheduler]\nmax_slots = 1048576\n");
+  std::string args = "generate --config " + dir + "/big.toml --model " + tiny("tiny-rwkv-7v0-834K") +
+                     " --prompt 'The' --max-tokens 4 --strategy 'cpu fp32 *1 -> cuda:0 fp32'";
+  auto one = run_skein(args);
+  EXPECT_NE(one.exit_code, 0);
+  EXPECT_NE(one.output.find("strategy: stage 1 (layers 1-11 + head"), std::string::npos) << one.output;
+  EXPECT_NE(one.output.find("of state for 1048576 slots"), std::string::npos) << one.output;
+  auto many = run_shell(mpirun_skein(3, args));
+  EXPECT_NE(many.exit_code, 0);
+  EXPECT_NE(many.output.find("free: "), std::string::npos) << many.output;
+}
+
 // Two GPU stages on two ranks: the hop goes over NCCL (or over MPI with SKEIN_NCCL=0), with the same
 // logits either way as the one-process run of the plan.
 TEST_F(CudaBackendTest, NcclHopBetweenTwoGpuRanks) {

@@ -153,6 +153,33 @@ TEST(Plan, WeightBytesMatchWhatTheLoaderKeeps) {
   EXPECT_EQ(p.stages[0].weight_bytes, mut.model->stages()[0]->weights().resident_bytes());
 }
 
+// A GPU stage is checked against what its GPU has free where it runs: the stage's weights, its
+// streamed layers in flight (two on a GPU) and state for every slot, with the figures in the error.
+TEST(Plan, GpuStageIsCheckedAgainstItsFreeMemory) {
+  auto ck = Checkpoint::open(shared_dir() + "/models/tiny-rwkv-5v2-730K.pth");  // 12 layers, 13 units
+  ModelDims d = detect_architecture(*ck);
+  const Plan p = make_plan(parse_strategy("cpu fp32 *4 -> cuda:1 fp16 *2+"), *ck, d, {});
+  ASSERT_EQ(p.stages.size(), 2u);
+  const PlanStage& gpu = p.stages[1];
+  // Units 6-12 stream as officially counted; the head's matrices stay, so layers 6-11 stream.
+  ASSERT_EQ(gpu.streamed_layers(d.n_layer).size(), 6u);
+  const uint64_t one_layer = gpu.streamed_bytes / 6;
+  EXPECT_EQ(gpu.streaming_bytes(d.n_layer), 2 * one_layer);
+  const uint64_t need = gpu.weight_bytes + 2 * one_layer + 3 * gpu.state_bytes_per_slot;
+  EXPECT_EQ(device_bytes(gpu, d.n_layer, 3), need);
+
+  EXPECT_EQ(error_of([&] { check_stage_fits(p, 1, 3, need, "cuda:1 (test GPU)"); }), "");
+  const std::string msg = error_of([&] { check_stage_fits(p, 1, 3, need - 1, "cuda:1 (test GPU)"); });
+  EXPECT_NE(msg.find("strategy: stage 1 (layers 4-11 + head, \"cuda:1 fp16 *2+\") needs"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("on cuda:1 (test GPU) but it has"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("of state for 3 slots"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  // More slots need more state: what fits one slot does not fit a hundred.
+  const uint64_t one_slot = device_bytes(gpu, d.n_layer, 1);
+  EXPECT_EQ(error_of([&] { check_stage_fits(p, 1, 1, one_slot, "cuda:1"); }), "");
+  EXPECT_NE(error_of([&] { check_stage_fits(p, 1, 100, one_slot, "cuda:1"); }), "");
+}
+
 // Deterministic fuzzing: random edits of valid strings must either parse or raise skein::Error, and a
 // parsed strategy must either plan or raise skein::Error. (tests/fuzz/strategy_fuzzer.cpp is the
 // libFuzzer entry point over the same function.)

@@ -32,6 +32,16 @@ MpiWorld* g_world = nullptr;
 MpiWorld* mpi_world() { return g_world; }
 void set_mpi_world(MpiWorld* w) { g_world = w; }
 
+namespace {
+// A stage bound for a GPU of this machine fails here, before a byte is loaded, when the GPU cannot
+// hold what the plan says it keeps (rather than running out of memory at the first request).
+void check_gpu_fits(const Plan& plan, size_t k, int slots) {
+  const PlanStage& st = plan.stages[k];
+  if (st.segment.device.kind != DeviceSpec::Cuda) return;
+  if (const auto gpu = gpu_memory(st.segment.device.index)) check_stage_fits(plan, k, slots, gpu->free_bytes, gpu->name);
+}
+}  // namespace
+
 LoadedModel load_model(const std::string& path, const std::string& strategy, PlanLimits limits) {
   LoadedModel m;
   m.checkpoint = Checkpoint::open(path);
@@ -40,8 +50,12 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   m.backend = make_backend(-1);
   MpiWorld* world = mpi_world();
   if (!world) {
-    std::vector<StageSpec> stages =
-        strategy.empty() ? Engine::whole_model(m.dims) : local_stages(make_plan(parse_strategy(strategy), *m.checkpoint, m.dims, limits));
+    std::vector<StageSpec> stages = Engine::whole_model(m.dims);
+    if (!strategy.empty()) {
+      const Plan plan = make_plan(parse_strategy(strategy), *m.checkpoint, m.dims, limits);
+      for (size_t k = 0; k < plan.stages.size(); ++k) check_gpu_fits(plan, k, limits.slots);
+      stages = local_stages(plan);
+    }
     m.engine = std::make_unique<Engine>(m.checkpoint, m.dims, stages, *m.backend);
     m.handle = std::make_unique<LocalModel>(*m.engine, std::max(1, limits.slots));
     return m;
@@ -63,6 +77,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   }
   size_t k = size_t(std::find(ranks.begin(), ranks.end(), world->rank()) - ranks.begin());
   const StageSpec& sp = specs[k];
+  check_gpu_fits(plan, k, limits.slots);  // on the rank that runs it: only this host knows its GPUs
   // Ranks on one host share its cores.
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));
