@@ -15,7 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/placement.h"
+#include "coordinator/strategy.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "model/architecture.h"
 #include "tests/golden_cases.h"
 #include "tests/test_support.h"
 #include "worker/cuda_backend.h"
@@ -234,6 +237,19 @@ TEST_F(CudaBackendTest, OversizedGpuStageStopsAtStartWithTheFigures) {
   auto many = run_shell(mpirun_skein(3, args));
   EXPECT_NE(many.exit_code, 0);
   EXPECT_NE(many.output.find("free: "), std::string::npos) << many.output;
+
+  // Two stages of one process on one GPU (node prefixes name no host without mpirun) add up: slots
+  // for which each stage's state takes 60% of the free memory fit one stage, not both.
+  const std::string two = "a:cuda:0 fp32 *6 -> b:cuda:0 fp32";
+  auto ck = Checkpoint::open(tiny("tiny-rwkv-7v0-834K"));
+  const Plan p = make_plan(parse_strategy(two), *ck, detect_architecture(*ck), {});
+  const uint64_t slots = uint64_t(0.6 * double(cuda::device_info(0).free_bytes)) / p.stages[0].state_bytes_per_slot;
+  ASSERT_LE(slots, 1u << 20);
+  write_file(dir + "/two.toml", "[scheduler]\nmax_slots = " + std::to_string(slots) + "\n");
+  auto both = run_skein("generate --config " + dir + "/two.toml --model " + tiny("tiny-rwkv-7v0-834K") + " --prompt 'The' --max-tokens 4 --strategy '" + two + "'");
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_NE(both.output.find("strategy: stage 1 (layers 6-11 + head"), std::string::npos) << both.output;
+  EXPECT_NE(both.output.find("beside the stages before it"), std::string::npos) << both.output;
 }
 
 // Two GPU stages on two ranks: the hop goes over NCCL (or over MPI with SKEIN_NCCL=0), with the same

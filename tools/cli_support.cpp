@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 
 #include "common/error.h"
 #include "coordinator/cluster_client.h"
@@ -33,12 +34,21 @@ MpiWorld* mpi_world() { return g_world; }
 void set_mpi_world(MpiWorld* w) { g_world = w; }
 
 namespace {
-// A stage bound for a GPU of this machine fails here, before a byte is loaded, when the GPU cannot
-// hold what the plan says it keeps (rather than running out of memory at the first request).
-void check_gpu_fits(const Plan& plan, size_t k, int slots) {
-  const PlanStage& st = plan.stages[k];
-  if (st.segment.device.kind != DeviceSpec::Cuda) return;
-  if (const auto gpu = gpu_memory(st.segment.device.index)) check_stage_fits(plan, k, slots, gpu->free_bytes, gpu->name);
+// Stages bound for GPUs of this machine fail here, before a byte is loaded, when a GPU cannot hold
+// what the plan says they keep (rather than running out of memory at the first request). Stages of
+// one process on one GPU add up (without mpirun, node prefixes name no other host).
+void check_gpus_fit(const Plan& plan, const std::vector<size_t>& stages, int slots) {
+  std::map<int, uint64_t> taken;
+  for (size_t k : stages) {
+    const PlanStage& st = plan.stages[k];
+    if (st.segment.device.kind != DeviceSpec::Cuda) continue;
+    const int dev = st.segment.device.index;
+    const auto gpu = gpu_memory(dev);
+    if (!gpu) continue;  // making its backend says what is missing
+    const uint64_t before = taken[dev], left = gpu->free_bytes > before ? gpu->free_bytes - before : 0;
+    check_stage_fits(plan, k, slots, left, before ? gpu->name + " beside the stages before it" : gpu->name);
+    taken[dev] += device_bytes(st, plan.dims.n_layer, slots);
+  }
 }
 }  // namespace
 
@@ -53,7 +63,9 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
     std::vector<StageSpec> stages = Engine::whole_model(m.dims);
     if (!strategy.empty()) {
       const Plan plan = make_plan(parse_strategy(strategy), *m.checkpoint, m.dims, limits);
-      for (size_t k = 0; k < plan.stages.size(); ++k) check_gpu_fits(plan, k, limits.slots);
+      std::vector<size_t> all(plan.stages.size());
+      for (size_t k = 0; k < all.size(); ++k) all[k] = k;
+      check_gpus_fit(plan, all, limits.slots);
       stages = local_stages(plan);
     }
     m.engine = std::make_unique<Engine>(m.checkpoint, m.dims, stages, *m.backend);
@@ -77,7 +89,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   }
   size_t k = size_t(std::find(ranks.begin(), ranks.end(), world->rank()) - ranks.begin());
   const StageSpec& sp = specs[k];
-  check_gpu_fits(plan, k, limits.slots);  // on the rank that runs it: only this host knows its GPUs
+  check_gpus_fit(plan, {k}, limits.slots);  // on the rank that runs it: only this host knows its GPUs
   // Ranks on one host share its cores.
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));
