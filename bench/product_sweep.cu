@@ -11,6 +11,7 @@
 #include <random>
 
 #include "bench/product_sweep.h"
+#include "common/hash.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/matvec.cuh"
 
@@ -71,13 +72,6 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 // Seconds per launch of `launch(copy)`, best of three rounds of `repeats` launches each, copies in turn.
 template <typename F>
 double seconds_per_launch(int copies, int repeats, F&& launch) {
@@ -129,9 +123,8 @@ std::vector<ProductSweepRow> sweep_products(int device, const std::vector<Produc
     if (!weights || weights_format != shape.format || weights_rows != shape.rows || weights_cols != shape.cols) {
       weights.reset();
       w.resize(bytes);
-      uint64_t state = 0x9e3779b97f4a7c15ull;
       for (size_t i = 0; i < bytes; i += 8) {
-        const uint64_t r = splitmix64(state);
+        const uint64_t r = splitmix_at(0x9e3779b97f4a7c15ull, i / 8);
         std::memcpy(&w[i], &r, std::min<size_t>(8, bytes - i));
       }
       if (!u8)

@@ -1,4 +1,5 @@
-// FNV-1a 64: a small, dependency-free hash for fingerprints and state-file checksums.
+// Small, dependency-free hashes: FNV-1a 64 for fingerprints and state-file checksums, splitmix64 for
+// reproducible random weights.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -20,5 +21,14 @@ class Fnv64 {
  private:
   uint64_t h_ = 0xcbf29ce484222325ull;
 };
+
+// splitmix64's k-th output after seeding with `base`: counter-based, so values are drawn in parallel
+// (or out of order) and still equal the sequential stream.
+inline uint64_t splitmix_at(uint64_t base, uint64_t k) {
+  uint64_t z = base + (k + 1) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 }  // namespace skein

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/hash.h"
 #include "kernels/numeric.h"
 #include "model/pth_writer.h"
 
@@ -29,15 +30,6 @@ struct Spec {
   PthTensorSpec t;
   Init init;
 };
-
-// splitmix64's k-th output after seeding with `base`: counter-based, so a tensor's values are drawn in
-// parallel and still equal the sequential stream.
-uint64_t splitmix_at(uint64_t base, uint64_t k) {
-  uint64_t z = base + (k + 1) * 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 int round32(double v) { return std::max(32, int(std::lround(v / 32.0)) * 32); }
 
