@@ -1,4 +1,4 @@
-// The layout of the CUDA products' tensor-core tiles (kernels/cuda/linear.cu) as plain functions that
+// The layout of the CUDA products' tensor-core tiles (kernels/cuda/matvec.cuh) as plain functions that
 // the CPU tests run too: what each lane of a warp hands to mma.m16n8k8 (tf32), where the results land,
 // how a product's columns are split over a block's warps, and how an activation becomes two tf32
 // parts. The kernel is written with these very functions; tests/test_mma_tile.cpp multiplies through

@@ -1,6 +1,6 @@
 // The tensor-core products' tile layout (kernels/mma_tile.h) on the CPU, where no GPU runs the kernel:
 // the mma.m16n8k8 fragment layout places every element once, a whole product assembled through the
-// layout (tile by tile, slice by slice, round by round, as kernels/cuda/linear.cu walks it, each k-step
+// layout (tile by tile, slice by slice, round by round, as kernels/cuda/matvec.cuh walks it, each k-step
 // an instruction's D = A B + C taken from the lanes' registers) equals the plain product, and the tf32
 // split of activations keeps fp32 accuracy.
 #include <gtest/gtest.h>

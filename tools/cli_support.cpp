@@ -10,6 +10,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <numeric>
 
 #include "common/error.h"
 #include "coordinator/cluster_client.h"
@@ -64,7 +65,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
     if (!strategy.empty()) {
       const Plan plan = make_plan(parse_strategy(strategy), *m.checkpoint, m.dims, limits);
       std::vector<size_t> all(plan.stages.size());
-      for (size_t k = 0; k < all.size(); ++k) all[k] = k;
+      std::iota(all.begin(), all.end(), size_t(0));
       check_gpus_fit(plan, all, limits.slots);
       stages = local_stages(plan);
     }
