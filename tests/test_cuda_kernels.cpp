@@ -261,8 +261,10 @@ TEST_F(CudaKernels, V7AttentionMatchesCpuInOneLaunchAndInFour) {
         }
         Dev dr(r), dw(w), dk(k), dv(v), da(a), dg(g), dgate(gate), dvf(vf0), dk_k(k_k), dk_a(k_a), dv0(v0), dlw(lw), dlb(lb), drk(rk);
         const std::vector<float> zeros(TC, 0.0f);
-        Dev dkk(zeros), dS(S0), dy(zeros);
         // The sequences' states in reverse order: the table, not the rows, says where each one is.
+        std::vector<float> S0_reversed(S0.size());
+        for (int b = 0; b < B; ++b) std::copy_n(S0.begin() + long(size_t(b) * HNN), HNN, S0_reversed.begin() + long(size_t(B - 1 - b) * HNN));
+        Dev dkk(zeros), dS(S0_reversed), dy(zeros);
         std::vector<cuda::Slice> slices;
         off = 0;
         for (int b = 0; b < B; ++b) {

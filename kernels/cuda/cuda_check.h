@@ -15,8 +15,12 @@ namespace skein::cuda {
 // The current device's stream: every launch, copy and cuBLAS call of Skein goes to it (kernels/cuda/device.cu).
 cudaStream_t stream();
 
+// A failed call also leaves its error as the thread's last error; it is taken here so that the next
+// check_launch does not report it as its own launch's.
 inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("CUDA: ", what, ": ", cudaGetErrorString(e));
+  if (e == cudaSuccess) return;
+  cudaGetLastError();
+  fail("CUDA: ", what, ": ", cudaGetErrorString(e));
 }
 inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
 inline void check_blas(cublasStatus_t s, const char* what) {

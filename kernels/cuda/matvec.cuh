@@ -284,7 +284,10 @@ void launch_matvec(MatvecJobs<Output>& jobs, int T) {
   if (blocks == 0) return;
   auto* kernel = matvec_kernel<Fmt, kVector, Output, kSteps, kStages>;
   constexpr size_t ring = kVector ? matvec_ring_bytes(kSteps, kStages) : 0;
-  if (ring > 48 * 1024) {  // the opt-in above 48 KiB, once per device
+  // The ring's opt-in, once per device. Without it a block's static and dynamic shared memory
+  // together may not pass 48 KiB, so a ring of exactly 48 KiB beside the kernel's 4 KiB of partial
+  // sums would not launch: opt in for every ring, not only for rings above 48 KiB.
+  if (ring > 0) {
     static std::mutex mu;
     static std::set<int> opted_in;
     int dev = 0;
