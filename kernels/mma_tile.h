@@ -35,27 +35,20 @@ SKEIN_HD int b_element(int j, int r) { return 2 * j + r; }
 // (64 contiguous bytes), steps one after another.
 SKEIN_HD int64_t load_column(int64_t base, int u, int t, int E) { return base + int64_t(u) * 4 * E + int64_t(t) * E; }
 
-// v rounded to tf32 (a 10-bit mantissa), to nearest with ties away from zero: the device's
-// cvt.rna.tf32.f32, whose result is a float with its low 13 bits zero. On the host the same rounding
-// on the bits (adding half of the dropped part to the magnitude carries into the kept bits).
-SKEIN_HD float round_tf32(float v) {
-#ifdef __CUDA_ARCH__
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return bits_to_float(r);
-#else
-  const uint32_t b = float_to_bits(v);
-  return (b & 0x7f800000u) == 0x7f800000u ? v : bits_to_float((b + 0x1000u) & ~0x1fffu);  // infinities and NaNs pass
-#endif
-}
-// An activation as the two tf32 parts the products multiply it in: hi + lo is x to about 2^-22 of
-// its value, and each part times a tf32 weight is exact in fp32.
+// v cut to tf32 (a 10-bit mantissa): its low 13 bits cleared, toward zero. One bit operation on host
+// and device alike, where the device's rounding conversion (cvt.rna.tf32.f32) is five instructions on
+// sm_90; the products split every activation they multiply, and at batch 1 those conversions were half
+// of the kernel's instructions (ncu, H200). Infinities and NaNs keep their kind.
+SKEIN_HD float truncate_tf32(float v) { return bits_to_float(float_to_bits(v) & ~0x1fffu); }
+// An activation as the two tf32 parts the products multiply it in: hi is x cut to tf32, lo the rest
+// (x - hi is exact in fp32) cut again, so hi + lo is x to 2^-21 of its value (the rest has at most 13
+// significant bits and lo keeps 11), and each part times a tf32 weight is exact in fp32.
 struct Tf32Parts {
   float hi, lo;
 };
 SKEIN_HD Tf32Parts split_tf32(float x) {
-  const float hi = round_tf32(x);
-  return {hi, round_tf32(x - hi)};
+  const float hi = truncate_tf32(x);
+  return {hi, truncate_tf32(x - hi)};
 }
 
 constexpr int kWarps = 8;  // per block

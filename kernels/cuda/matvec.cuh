@@ -10,8 +10,9 @@
 //
 // fp32 accuracy: every weight format widens exactly to tf32 (fp16 and bf16 mantissas fit its 10 bits,
 // uint8 codes are integers below 256), and each activation is split into hi = tf32(x) and
-// lo = tf32(x - hi) (in the loop, or for uint8 once by linear.cu's prepare launch), two products
-// summed in fp32: x is carried to about 2^-22 of its value, the products are exact and the sums fp32.
+// lo = tf32(x - hi) (mma::split_tf32, three bit and float operations: in the loop, or for uint8 once
+// by linear.cu's prepare launch), two products summed in fp32: x is carried to 2^-21 of its value,
+// the products are exact and the sums fp32.
 //
 // No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x)
 // are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
@@ -146,20 +147,30 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
   const Bits* wa = static_cast<const Bits*>(job.W) + size_t(ra < last ? ra : last) * size_t(cols);
   const Bits* wb = static_cast<const Bits*>(job.W) + size_t(rb < last ? rb : last) * size_t(cols);
   const int rounds = int((c_end - c_begin + kRoundCols - 1) / kRoundCols);  // at most a row's width over 32: far inside an int
+  // Columns from here on count from this lane's first load (mma::load_column of round 0, step 0) in
+  // 32 bits, a row being far narrower than 2^31: the loop's addresses are then one add each, where
+  // 64-bit columns made the address arithmetic a third of its instructions. A load at column c (a
+  // whole load: c_end is cols or a step boundary) is inside the slice when c < lane_end.
+  const int64_t lane_col = mma::load_column(c_begin, 0, t, E);
+  const int lane_end = int(c_end - lane_col);
+  const Bits *wa_lane = wa + lane_col, *wb_lane = wb + lane_col;
+  auto column = [](int r, int u) { return r * int(kRoundCols) + u * int(kStepCols); };  // load_column(c_begin + r*kRoundCols, u, t, E) - lane_col
 
   // Ring slot s, step u, row h (0: wa, 1: wb) of this lane.
   extern __shared__ uint4 ring[];
   uint4* const my_ring = ring + size_t(warp) * kStages * kSteps * 2 * 32 + lane;
   auto ring_at = [&](int s, int u, int h) -> uint4& { return my_ring[((s * kSteps + u) * 2 + h) * 32]; };
+  const unsigned ring_base = shared_address(my_ring);  // ring_at(0, 0, 0) in the shared space
   // Round r of this lane's two rows into its slot: zeros (nothing read) past the slice.
   auto fill = [&](int r) {
     const int s = mma::ring_slot(r, kStages);
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
-      const int64_t c = mma::load_column(c_begin + r * kRoundCols, u, t, E);
-      const bool in = c < c_end;  // whole loads: c_end is cols or a step boundary
-      copy_async_16(&ring_at(s, u, 0), in ? wa + c : wa, in ? 16u : 0u);
-      copy_async_16(&ring_at(s, u, 1), in ? wb + c : wb, in ? 16u : 0u);
+      const int c = column(r, u);
+      const bool in = c < lane_end;
+      const unsigned dst = ring_base + unsigned((s * kSteps + u) * 2 * 32 * 16);
+      copy_async_16(dst, in ? wa_lane + c : wa, in ? 16u : 0u);
+      copy_async_16(dst + 32 * 16, in ? wb_lane + c : wb, in ? 16u : 0u);
     }
   };
   // Nothing writes weights: the first kStages - 1 rounds start on their way while the kernel before
@@ -176,34 +187,39 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
 
   const bool has_x = mma::b_col(lane) < T;  // the lane's row of x (T <= 8)
   const size_t x_row = size_t(has_x ? mma::b_col(lane) : 0) * size_t(job.ldx);
-  const float* xg = job.x + x_row;
-  const float* xg_lo = Fmt::kSplitX ? job.x_lo + x_row : nullptr;
-  // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does not have).
-  auto load_x = [&](const float* row, int64_t c, float (&v)[8]) {
-    if (kVector && has_x && c < c_end) {
-      const float4 lo = __ldg(reinterpret_cast<const float4*>(row + c)), hi = __ldg(reinterpret_cast<const float4*>(row + c) + 1);
+  const float* x_lane = job.x + x_row + lane_col;
+  const float* x_lo_lane = Fmt::kSplitX ? job.x_lo + x_row + lane_col : nullptr;
+  // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does
+  // not have): a predicated pair of loads, no branch.
+  auto load_x = [&](const float* row, int c, float (&v)[8]) {
+    if (kVector) {
+      float4 lo = make_float4(0.0f, 0.0f, 0.0f, 0.0f), hi = lo;
+      if (has_x && c < lane_end) {
+        lo = __ldg(reinterpret_cast<const float4*>(row + c));
+        hi = __ldg(reinterpret_cast<const float4*>(row + c) + 1);
+      }
       v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
     } else {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < c_end ? row[c + i] : 0.0f;
+      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < lane_end ? row[c + i] : 0.0f;
     }
   };
   // Four independent accumulation chains (step parity x the hi and lo parts of x), summed in a fixed
   // order at the end: one chain made every mma of a round wait for the one before it.
   float acc[2][2][4] = {};
-  auto multiply_round = [&](int64_t base, const uint4 (&pa)[kSteps], const uint4 (&pb)[kSteps]) {
+  auto multiply_round = [&](int r, const uint4 (&pa)[kSteps], const uint4 (&pb)[kSteps]) {
 #pragma unroll
     for (int u = 0; u < kSteps; ++u)
 #pragma unroll
       for (int h = 0; h < E; h += 8) {
         float xv[8], xl[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
-        load_x(xg, mma::load_column(base, u, t, E) + h, xv);
-        if (Fmt::kSplitX) load_x(xg_lo, mma::load_column(base, u, t, E) + h, xl);
+        load_x(x_lane, column(r, u) + h, xv);
+        if (Fmt::kSplitX) load_x(x_lo_lane, column(r, u) + h, xl);
 #pragma unroll
         for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
           uint32_t a[4];
 #pragma unroll
-          for (int r = 0; r < 4; ++r) a[r] = __float_as_uint(Fmt::widen_at(r % 2 ? pb[u] : pa[u], mma::a_element(j, r)));
+          for (int q = 0; q < 4; ++q) a[q] = __float_as_uint(Fmt::widen_at(q % 2 ? pb[u] : pa[u], mma::a_element(j, q)));
           const int e0 = mma::b_element(j, 0) - h, e1 = mma::b_element(j, 1) - h;
           if (Fmt::kSplitX) {
             mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(xv[e0]), __float_as_uint(xv[e1]));
@@ -228,25 +244,25 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
       uint4 pa[kSteps], pb[kSteps];
 #pragma unroll
       for (int u = 0; u < kSteps; ++u) pa[u] = ring_at(slot, u, 0), pb[u] = ring_at(slot, u, 1);
-      multiply_round(c_begin + int64_t(r) * kRoundCols, pa, pb);
+      multiply_round(r, pa, pb);
     }
   } else {  // the same 16 bytes, element by element (little-endian, as the vector load lays them)
     for (int r = 0; r < rounds; ++r) {
       uint4 pa[kSteps], pb[kSteps];
 #pragma unroll
       for (int u = 0; u < kSteps; ++u) {
-        const int64_t c = mma::load_column(c_begin + r * kRoundCols, u, t, E);
+        const int c = column(r, u);
         uint32_t w[2][4] = {};
 #pragma unroll
         for (int i = 0; i < E; ++i)
-          if (c + i < c_end) {
-            w[0][i * int(sizeof(Bits)) / 4] |= uint32_t(wa[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
-            w[1][i * int(sizeof(Bits)) / 4] |= uint32_t(wb[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
+          if (c + i < lane_end) {
+            w[0][i * int(sizeof(Bits)) / 4] |= uint32_t(wa_lane[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
+            w[1][i * int(sizeof(Bits)) / 4] |= uint32_t(wb_lane[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
           }
         pa[u] = make_uint4(w[0][0], w[0][1], w[0][2], w[0][3]);
         pb[u] = make_uint4(w[1][0], w[1][1], w[1][2], w[1][3]);
       }
-      multiply_round(c_begin + r * kRoundCols, pa, pb);
+      multiply_round(r, pa, pb);
     }
   }
 
