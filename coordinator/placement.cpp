@@ -70,8 +70,6 @@ std::string human(uint64_t b) {
   return buf;
 }
 
-uint64_t host_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
-
 int unit_of(const std::string& name, int n_layer) {
   if (name.rfind("blocks.", 0) == 0) return std::stoi(name.substr(7));
   if (name.rfind("ln_out.", 0) == 0 || name.rfind("head.", 0) == 0) return n_layer;
@@ -101,6 +99,27 @@ void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_byte
        gib(free_bytes), " free: ", gib(st.weight_bytes), " of weights, ", gib(st.streaming_bytes(p.dims.n_layer)), " of streamed layers in flight, ",
        gib(st.state_bytes_per_slot * uint64_t(std::max(1, slots))), " of state for ", std::max(1, slots),
        " slots; use an i8 format, stream layers (*N+), fewer slots or more stages");
+}
+
+uint64_t host_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
+
+uint64_t host_bytes(const Plan& p, const std::vector<size_t>& stages, int slots) {
+  uint64_t bytes = 0;
+  for (size_t k : stages) {
+    const PlanStage& st = p.stages.at(k);
+    bytes += st.segment.device.kind == DeviceSpec::Cuda ? st.streamed_bytes : device_bytes(st, p.dims.n_layer, slots);
+  }
+  return bytes;
+}
+
+void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots, uint64_t memory, const std::string& host_name) {
+  const uint64_t need = host_bytes(p, stages, slots);
+  if (need <= memory) return;
+  std::string list;
+  for (size_t k : stages) list += (list.empty() ? "" : ", ") + std::to_string(k);
+  fail("strategy: the stages on ", host_name, " (", list, ") need ", gib(need), " of its memory (CPU stages' weights, streamed layer and state for ",
+       std::max(1, slots), " slots; GPU stages' streamed layers) but it has ", gib(memory),
+       "; use an i8 format, stream layers (*N+), fewer slots or another host");
 }
 
 Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits) {

@@ -59,6 +59,15 @@ uint64_t device_bytes(const PlanStage& st, int n_layer, int slots);
 // measured where it runs) has less than device_bytes free, with the stage's figures and the remedies.
 void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name);
 
+// What plan stages `stages` keep in their host's memory: a CPU stage's device_bytes, a GPU stage's
+// streamed layers (pinned host copies).
+uint64_t host_bytes(const Plan& p, const std::vector<size_t>& stages, int slots);
+// Throws skein::Error("strategy: ...") when `host_name`, with `memory` bytes, cannot hold what
+// `stages` (every stage it runs) keep there: make_plan checks only this host's unprefixed CPU stages,
+// while a process runs node-prefixed ones here too, and cluster ranks share their host.
+void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots, uint64_t memory, const std::string& host_name);
+uint64_t host_memory();  // this machine's physical memory
+
 std::string plan_table(const Plan& p);
 nlohmann::json plan_json(const Plan& p);
 

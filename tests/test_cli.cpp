@@ -1,6 +1,7 @@
 // The `skein` command line end to end: logits files against the goldens, state files, tokenizers,
 // generation, and one-line errors with exit status 2.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <sstream>
 
@@ -123,6 +124,21 @@ TEST(Cli, ErrorsAreOneLineWithExitCode2) {
     EXPECT_EQ(last.rfind("skein: error: ", 0), 0u) << args << "\n" << r.output;
     EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << args << "\n" << r.output;
   }
+}
+
+// Node-prefixed stages run on this host when there is no mpirun: a plan that cannot fit its memory
+// stops before loading, with the figures (tiny-rwkv-7v0 keeps ~200 KiB of state a slot, so a million
+// slots need ~200 GiB; state is allocated as slots fill, so without the check this would start).
+TEST(Cli, StagesThatCannotFitThisHostStopAtStart) {
+  if (uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)) > (uint64_t(256) << 30))
+    GTEST_SKIP() << "this host has more memory than a million slots of state need";
+  std::string d = temp_dir();
+  write_file(d + "/slots.toml", "[scheduler]\nmax_slots = 1048576\n");
+  auto r = run_skein("generate --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --config " + d +
+                     "/slots.toml --strategy \"a:cpu fp32 *2 -> b:cpu fp32\" --prompt The --max-tokens 1");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("skein: error: strategy: the stages on this host (0, 1) need"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("state for 1048576 slots"), std::string::npos) << r.output;
 }
 
 }  // namespace

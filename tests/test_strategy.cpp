@@ -180,6 +180,25 @@ TEST(Plan, GpuStageIsCheckedAgainstItsFreeMemory) {
   EXPECT_NE(error_of([&] { check_stage_fits(p, 1, 100, one_slot, "cuda:1"); }), "");
 }
 
+// A host holds its CPU stages and its GPU stages' streamed layers; node-prefixed stages count too
+// (make_plan checks only unprefixed CPU stages against this machine).
+TEST(Plan, HostIsCheckedAgainstEveryStageItRuns) {
+  auto ck = Checkpoint::open(shared_dir() + "/models/tiny-rwkv-5v2-730K.pth");
+  ModelDims d = detect_architecture(*ck);
+  const Plan p = make_plan(parse_strategy("a:cpu fp32 *4 -> b:cpu fp32 *4 -> cuda:0 fp16 *2+"), *ck, d, {});
+  ASSERT_EQ(p.stages.size(), 3u);
+  const uint64_t need = device_bytes(p.stages[0], d.n_layer, 2) + device_bytes(p.stages[1], d.n_layer, 2) + p.stages[2].streamed_bytes;
+  ASSERT_GT(p.stages[2].streamed_bytes, 0u);
+  EXPECT_EQ(host_bytes(p, {0, 1, 2}, 2), need);
+  EXPECT_EQ(error_of([&] { check_host_fits(p, {0, 1, 2}, 2, need, "this host"); }), "");
+  const std::string msg = error_of([&] { check_host_fits(p, {0, 1, 2}, 2, need - 1, "this host"); });
+  EXPECT_NE(msg.find("strategy: the stages on this host (0, 1, 2) need"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("state for 2 slots"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  // Each host only what it runs: stage 1 alone fits where all three do not.
+  EXPECT_EQ(error_of([&] { check_host_fits(p, {1}, 2, need - 1, "b"); }), "");
+}
+
 // Deterministic fuzzing: random edits of valid strings must either parse or raise skein::Error, and a
 // parsed strategy must either plan or raise skein::Error. (tests/fuzz/strategy_fuzzer.cpp is the
 // libFuzzer entry point over the same function.)

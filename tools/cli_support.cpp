@@ -67,6 +67,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
       std::vector<size_t> all(plan.stages.size());
       std::iota(all.begin(), all.end(), size_t(0));
       check_gpus_fit(plan, all, limits.slots);
+      check_host_fits(plan, all, limits.slots, host_memory(), "this host");  // node prefixes name no other host here
       stages = local_stages(plan);
     }
     m.engine = std::make_unique<Engine>(m.checkpoint, m.dims, stages, *m.backend);
@@ -91,6 +92,10 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   size_t k = size_t(std::find(ranks.begin(), ranks.end(), world->rank()) - ranks.begin());
   const StageSpec& sp = specs[k];
   check_gpus_fit(plan, {k}, limits.slots);  // on the rank that runs it: only this host knows its GPUs
+  std::vector<size_t> here;  // every stage whose rank shares this host's memory
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (hosts[size_t(ranks[i])] == hosts[size_t(world->rank())]) here.push_back(i);
+  check_host_fits(plan, here, limits.slots, host_memory(), hosts[size_t(world->rank())]);
   // Ranks on one host share its cores.
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));
