@@ -113,16 +113,21 @@ if fits 60 "the 1.5B benchmarks"; then
   rm -f /tmp/v7-1.5B.pth
 fi
 # Baseline commits' trees (.gpu/baseline from gpu-bundle.sh), each built and run on the same card: 7B
-# decode at batch 1 and 8 (fp16 also 256) before and after changes.
+# decode at batch 1 and 8 (fp16 also 256) before and after changes, and the product sweep where it has one.
 for tree in "$root"/.gpu/baseline/*.tar; do
   [ -f "$tree" ] && [ -f /tmp/v7-7B.pth ] || continue
   commit=$(basename "$tree" .tar)
-  fits 100 "baseline $commit" || continue
+  fits 120 "baseline $commit" || continue
   base=/tmp/skein-baseline-$commit
   say "baseline: commit $commit"
   rm -rf "$base" && mkdir -p "$base/src" && tar -C "$base/src" -xf "$tree"
   if build "$base/src" "$base/build" skein; then
     for s in "cuda fp16:1,8,256" "cuda fp16i8:1,8"; do skein="$base/build/skein" bench /tmp/v7-7B.pth "${s%%:*}" "${s#*:}" "(baseline $commit)"; done
+    # The product kernel alone, where the baseline has the sweep: the kernel's own change, without the step around it.
+    if "$base/build/skein" bench --help 2>/dev/null | grep -q -- --products; then
+      say "product sweep of baseline $commit"
+      timeout 60 "$base/build/skein" bench --products 2>&1 | tee "$out/gpu-products-$commit.txt" | grep -E "^  (fp16|uint8) .* (read|\*steps)" | tee -a "$log"
+    fi
   else
     say "baseline $commit: build failed (see the log)"
   fi
