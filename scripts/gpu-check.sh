@@ -147,9 +147,10 @@ fi
 if [ -f /tmp/v7-7B.pth ] && command -v ncu >/dev/null && fits 90 "the Nsight Compute run"; then
   say "ncu: 7B fp16 decode products at batch 1"
   SKEIN_CUDA_GRAPHS=0 timeout 90 ncu --kernel-name regex:matvec_kernel --launch-skip 170 --launch-count 6 --section SpeedOfLight \
-    --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats \
+    --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats --section InstructionStats \
     "$skein" bench --model /tmp/v7-7B.pth --strategy "cuda fp16" --prompt-tokens 4 --decode-tokens 4 --batches 1 >"$out/ncu.txt" 2>&1
-  grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers|Stall|Warp Cycles|Issued" "$out/ncu.txt" | head -40 | tee -a "$log"
+  # Executed instructions over the bytes each launch reads (its grid names the shape): 177 per KiB before edcaf67.
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers|Stall|Warp Cycles|Issued|Executed Instructions  " "$out/ncu.txt" | head -60 | tee -a "$log"
 fi
 profile "cuda fp16i8" 1,8
 rm -f /tmp/v7-7B.pth
