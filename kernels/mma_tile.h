@@ -38,7 +38,7 @@ SKEIN_HD int64_t load_column(int64_t base, int u, int t, int E) { return base + 
 // v cut to tf32 (a 10-bit mantissa): its low 13 bits cleared, toward zero. One bit operation on host
 // and device alike, where the device's rounding conversion (cvt.rna.tf32.f32) is five instructions on
 // sm_90; the products split every activation they multiply, and at batch 1 those conversions were half
-// of the kernel's instructions (ncu, H200). Infinities and NaNs keep their kind.
+// of the kernel's instructions (ncu, H200). An infinity stays one; a NaN's two parts still sum to NaN.
 SKEIN_HD float truncate_tf32(float v) { return bits_to_float(float_to_bits(v) & ~0x1fffu); }
 // An activation as the two tf32 parts the products multiply it in: hi is x cut to tf32, lo the rest
 // (x - hi is exact in fp32) cut again, so hi + lo is x to 2^-21 of its value (the rest has at most 13
