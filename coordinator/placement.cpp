@@ -103,12 +103,16 @@ void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_byte
 
 uint64_t host_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
 
+namespace {
+// One stage's share of its host's memory: a CPU stage's device_bytes, a GPU stage's pinned streamed layers.
+uint64_t stage_host_bytes(const PlanStage& st, int n_layer, int slots) {
+  return st.segment.device.kind == DeviceSpec::Cuda ? st.streamed_bytes : device_bytes(st, n_layer, slots);
+}
+}  // namespace
+
 uint64_t host_bytes(const Plan& p, const std::vector<size_t>& stages, int slots) {
   uint64_t bytes = 0;
-  for (size_t k : stages) {
-    const PlanStage& st = p.stages.at(k);
-    bytes += st.segment.device.kind == DeviceSpec::Cuda ? st.streamed_bytes : device_bytes(st, p.dims.n_layer, slots);
-  }
+  for (size_t k : stages) bytes += stage_host_bytes(p.stages.at(k), p.dims.n_layer, slots);
   return bytes;
 }
 
@@ -189,12 +193,13 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     }
   }
 
-  // Fit: per device, what its stages keep there (device_bytes). Memory is known from the limits
-  // ("host:device" or "device") or, for this host's CPU, from the OS.
+  // Fit: per GPU, what its stages keep there (device_bytes); per host's memory ("cpu"), what its
+  // stages keep there (the rule host_bytes sums). Memory is known from the limits ("host:device" or
+  // "device") or, for this host's CPU, from the OS.
   std::map<std::pair<std::string, std::string>, uint64_t> need;
   for (auto& st : plan.stages) {
-    need[{st.segment.node, st.segment.device.str()}] += device_bytes(st, dims.n_layer, limits.slots);
-    if (st.segment.device.kind == DeviceSpec::Cuda) need[{st.segment.node, "cpu"}] += st.streamed_bytes;  // held in host memory
+    if (st.segment.device.kind == DeviceSpec::Cuda) need[{st.segment.node, st.segment.device.str()}] += device_bytes(st, dims.n_layer, limits.slots);
+    need[{st.segment.node, "cpu"}] += stage_host_bytes(st, dims.n_layer, limits.slots);  // a GPU stage's streamed layers too
   }
   for (auto& [where_key, bytes] : need) {
     auto& [node, dev] = where_key;
