@@ -21,8 +21,10 @@ namespace {
 constexpr int kHeadThreads = kWkv7Head * kWkv7ThreadsPerRow;  // four threads per state row
 
 // Block (head blockIdx.x, sequence blockIdx.y). Warp 0 holds the head's keys two elements a lane (as
-// the v7_keys and v7_output kernels do), warps 1 and 2 its values; then every thread steps its quarter
-// of a state row; then warp 0 normalises the head's outputs and writes them.
+// the v7_keys and v7_output kernels do), warps 1 and 2 its values and what the output needs (ln_x's
+// weights, the gate) in shared memory, not in warp 0's registers across the WKV step: at 64 registers
+// a thread an SM holds four blocks, at 69 three, and a batch's step is bound by moving the state; then
+// every thread steps its quarter of a state row; then warp 0 normalises the head's outputs and writes them.
 __global__ void __launch_bounds__(kHeadThreads) v7_attention_decode_kernel(const Slice* seqs, int H, V7AttentionArgs in, float* y) {
   constexpr int N = kWkv7Head;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -36,24 +38,24 @@ __global__ void __launch_bounds__(kHeadThreads) v7_attention_decode_kernel(const
   float* row = q.state + (o + size_t(i)) * N;  // 16-byte aligned: N*N is a multiple of 4
   float4 s[kWkv7Chunks];
   wkv7_load_row(row, part, s);
-  float k_k[2], k_a[2], r_k[2], ln_w[2], ln_b[2];
+  float k_k[2], k_a[2], r_k[2];
   if (warp == 0)
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
       const size_t e = o + size_t(lane + 32 * m);
-      k_k[m] = in.k_k[e], k_a[m] = in.k_a[e], r_k[m] = in.r_k[e], ln_w[m] = in.ln_w[e], ln_b[m] = in.ln_b[e];
+      k_k[m] = in.k_k[e], k_a[m] = in.k_a[e], r_k[m] = in.r_k[e];
     }
   chained_start();
 
-  __shared__ __align__(16) float r[N], w[N], k[N], kk[N], a[N], v[N], out[N];
+  __shared__ __align__(16) float r[N], w[N], k[N], kk[N], a[N], v[N], out[N], ln_w[N], ln_b[N], g[N];
   const size_t base = size_t(q.offset) * size_t(H) * N + o;  // this token's head
-  float g[2] = {}, bonus = 0.0f;
+  float bonus = 0.0f;
   if (warp == 0) {
     float kv[2], av[2], rv[2], k_new[2];
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
       const size_t e = base + size_t(lane + 32 * m);
-      kv[m] = in.k[e], av[m] = in.a[e], rv[m] = in.r[e], g[m] = in.g[e];
+      kv[m] = in.k[e], av[m] = in.a[e], rv[m] = in.r[e];
     }
     const float inv = warp_key_scale(kv, k_k, N, lane);
 #pragma unroll
@@ -73,6 +75,7 @@ __global__ void __launch_bounds__(kHeadThreads) v7_attention_decode_kernel(const
     else in.v_first[base + size_t(e)] = ve;  // the first layer's values, for the layers after it
     v[e] = ve;
     w[e] = in.w[base + size_t(e)];
+    ln_w[e] = in.ln_w[o + size_t(e)], ln_b[e] = in.ln_b[o + size_t(e)], g[e] = in.g[base + size_t(e)];
   }
   __syncthreads();
   const float yi = wkv7_row_step4(s, part, v[i], r, w, k, kk, a);
@@ -85,7 +88,7 @@ __global__ void __launch_bounds__(kHeadThreads) v7_attention_decode_kernel(const
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
       const int e = lane + 32 * m;
-      y[base + size_t(e)] = math::v7_output(math::norm_apply(yv[m], mo.mean, mo.rstd, ln_w[m], ln_b[m]), bonus, v[e], g[m]);
+      y[base + size_t(e)] = math::v7_output(math::norm_apply(yv[m], mo.mean, mo.rstd, ln_w[e], ln_b[e]), bonus, v[e], g[e]);
     }
   }
 }
