@@ -4,7 +4,8 @@
 # --products), the GPU benchmark on v7 checkpoints of 1.5B and 7B shape in fp16, bf16 and fp16i8 (decode
 # at batch 1, 8, 64, 256; prefill of 2048 tokens; bandwidth against the card's peak; state bytes per
 # request), 7B decode at batch 1, 8 (and 256) built from baseline commits where .gpu/baseline has them (gpu-bundle.sh),
-# op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8), and for kernel
+# op-by-op profiles of 7B decode (fp16 at batch 1, 8 and 256, fp16i8 at batch 1 and 8) and of 1.5B
+# fp16i8 (prefill, batch 1), and for kernel
 # work away from the GPU the products' SASS and an Nsight Compute look at batch-1 products (where present).
 # Needs .gpu/ from scripts/gpu-bundle.sh when the machine lacks our libraries. Everything is written to
 # $OUT (or ./gpu-out) as it goes; stages that would overrun SKEIN_GPU_BUDGET_S (default 450 s) are skipped.
@@ -110,7 +111,6 @@ if fits 60 "the 1.5B benchmarks"; then
   SKEIN_CUDA_GRAPHS=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(CUDA graphs off)"
   SKEIN_CUDA_PDL=0 bench /tmp/v7-1.5B.pth "cuda fp16" 1 "(chained launches off)"
   bench /tmp/v7-1.5B.pth "cuda fp16 *12+" 1 "(12 resident, 12 streamed)"
-  rm -f /tmp/v7-1.5B.pth
 fi
 # Baseline commits' trees (.gpu/baseline from gpu-bundle.sh), each built and run on the same card: 7B
 # decode at batch 1 and 8 (fp16 also 256) before and after changes, and the product sweep where it has one.
@@ -153,5 +153,7 @@ if [ -f /tmp/v7-7B.pth ] && command -v ncu >/dev/null && fits 90 "the Nsight Com
   grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers|Stall|Warp Cycles|Issued|Executed Instructions  " "$out/ncu.txt" | head -60 | tee -a "$log"
 fi
 profile "cuda fp16i8" 1,8
-rm -f /tmp/v7-7B.pth
+# 1.5B fp16i8 prefill fell from 46k tokens/s (4e6acdd) to 27k (ff3660d) while 7B's held: where it goes.
+if [ -f /tmp/v7-1.5B.pth ] && fits 30 "the 1.5B fp16i8 profile"; then bench /tmp/v7-1.5B.pth "cuda fp16i8" 1 "(op profile)" --profile; fi
+rm -f /tmp/v7-7B.pth /tmp/v7-1.5B.pth
 say "done"
