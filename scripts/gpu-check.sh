@@ -134,10 +134,10 @@ for tree in "$root"/.gpu/baseline/*.tar; do
   rm -rf "$base"
 done
 # Where a 7B step's time goes op by op (direct launches): what to fuse or tune next.
-profile() {  # strategy batches
-  if [ -f /tmp/v7-7B.pth ] && fits 60 "the $1 profile"; then bench /tmp/v7-7B.pth "$1" "$2" "(op profile)" --profile; fi
+profile() {  # model strategy batches [usual seconds]
+  if [ -f "$1" ] && fits "${4:-60}" "the $(basename "$1") $2 profile"; then bench "$1" "$2" "$3" "(op profile)" --profile; fi
 }
-profile "cuda fp16" 1,8,256
+profile /tmp/v7-7B.pth "cuda fp16" 1,8,256
 # For work on the kernels away from the GPU: the decode products' machine code, and where a batch-1 step
 # of the product kernel stalls (Nsight Compute, where the image has it and lets us read the counters).
 obj=$(find "$root/build-gpu" -name 'linear.cu.o' | head -1)
@@ -152,8 +152,8 @@ if [ -f /tmp/v7-7B.pth ] && command -v ncu >/dev/null && fits 90 "the Nsight Com
   # Executed instructions over the bytes each launch reads (its grid names the shape): 177 per KiB before edcaf67.
   grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers|Stall|Warp Cycles|Issued|Executed Instructions  " "$out/ncu.txt" | head -60 | tee -a "$log"
 fi
-profile "cuda fp16i8" 1,8
+profile /tmp/v7-7B.pth "cuda fp16i8" 1,8
 # 1.5B fp16i8 prefill fell from 46k tokens/s (4e6acdd) to 27k (ff3660d) while 7B's held: where it goes.
-if [ -f /tmp/v7-1.5B.pth ] && fits 30 "the 1.5B fp16i8 profile"; then bench /tmp/v7-1.5B.pth "cuda fp16i8" 1 "(op profile)" --profile; fi
+profile /tmp/v7-1.5B.pth "cuda fp16i8" 1 30
 rm -f /tmp/v7-7B.pth /tmp/v7-1.5B.pth
 say "done"
