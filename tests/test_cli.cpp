@@ -1,10 +1,10 @@
 // The `skein` command line end to end: logits files against the goldens, state files, tokenizers,
 // generation, and one-line errors with exit status 2.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <sstream>
 
+#include "coordinator/placement.h"
 #include "tests/test_support.h"
 
 namespace skein::test {
@@ -130,7 +130,7 @@ TEST(Cli, ErrorsAreOneLineWithExitCode2) {
 // stops before loading, with the figures (tiny-rwkv-7v0 keeps ~200 KiB of state a slot, so a million
 // slots need ~200 GiB; state is allocated as slots fill, so without the check this would start).
 TEST(Cli, StagesThatCannotFitThisHostStopAtStart) {
-  if (uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)) > (uint64_t(256) << 30))
+  if (host_memory() > (uint64_t(256) << 30))
     GTEST_SKIP() << "this host has more memory than a million slots of state need";
   std::string d = temp_dir();
   write_file(d + "/slots.toml", "[scheduler]\nmax_slots = 1048576\n");
