@@ -146,20 +146,26 @@ std::vector<ProductSweepRow> sweep_products(int device, const std::vector<Produc
       std::memcpy(&h, &w[2 * e], 2);
       return __half2float(h);
     };
-    // x in [-1, 1]; uint8's in its tf32 parts, as the products' prepare launch hands it over.
+    // x in [-1, 1]; uint8's in its fp16 parts, as the products' prepare launch hands it over (unscaled:
+    // [-1, 1] is inside fp16's range).
     const size_t xn = size_t(shape.T) * size_t(shape.cols);
-    std::vector<float> x(xn), x_lo(xn);
+    std::vector<float> x(xn);
+    std::vector<uint16_t> x_hi(xn), x_lo(xn);
     std::vector<double> exact_x(xn);
     for (size_t i = 0; i < xn; ++i) {
       const float v = uniform(rng);
-      const mma::Tf32Parts parts = mma::split_tf32(v);
-      x[i] = u8 ? parts.hi : v;
-      x_lo[i] = parts.lo;
-      exact_x[i] = u8 ? double(parts.hi) + double(parts.lo) : double(v);
+      const mma::F16Parts parts = mma::split_f16(v);
+      x[i] = v;
+      x_hi[i] = parts.hi, x_lo[i] = parts.lo;
+      exact_x[i] = u8 ? double(fp16_to_float(parts.hi)) + double(fp16_to_float(parts.lo)) : double(v);
     }
-    DeviceBuffer X(xn * 4), X_lo(xn * 4), Y(size_t(shape.T) * size_t(shape.rows) * 4), sink(4096 * 4);
-    cuda::upload(static_cast<float*>(X.p), x.data(), xn);
-    cuda::upload(static_cast<float*>(X_lo.p), x_lo.data(), xn);
+    DeviceBuffer X(xn * 4), X_lo(xn * 2), Y(size_t(shape.T) * size_t(shape.rows) * 4), sink(4096 * 4);
+    if (u8) {
+      cuda::upload_bytes(X.p, x_hi.data(), xn * 2);
+      cuda::upload_bytes(X_lo.p, x_lo.data(), xn * 2);
+    } else {
+      cuda::upload(static_cast<float*>(X.p), x.data(), xn);
+    }
 
     // The floor first.
     {
@@ -208,9 +214,8 @@ std::vector<ProductSweepRow> sweep_products(int device, const std::vector<Produc
       if (cuda::matvec_ring_bytes(d.steps, d.stages) + 4096 > size_t(max_shared)) continue;
       auto jobs_for = [&](int c) {
         Jobs jobs;
-        jobs.job[jobs.count++] = {static_cast<uint8_t*>(W.p) + size_t(c) * bytes, shape.rows, shape.cols, static_cast<const float*>(X.p),
-                                  u8 ? static_cast<const float*>(X_lo.p) : nullptr, shape.cols, static_cast<float*>(Y.p), shape.rows,
-                                  cuda::PlainOutput{ProductOutput{}}, {1, 0}, 0};
+        jobs.job[jobs.count++] = {static_cast<uint8_t*>(W.p) + size_t(c) * bytes, shape.rows, shape.cols, X.p, u8 ? X_lo.p : nullptr,
+                                  shape.cols, static_cast<float*>(Y.p), shape.rows, cuda::PlainOutput{ProductOutput{}}, {1, 0}, 0};
         return jobs;
       };
       const Launch launch = u8 ? d.uint8 : d.fp16;

@@ -1,7 +1,7 @@
 // The layout of the CUDA products' tensor-core tiles (kernels/cuda/matvec.cuh) as plain functions that
-// the CPU tests run too: what each lane of a warp hands to mma.m16n8k8 (tf32), where the results land,
-// how a product's columns are split over a block's warps, and how an activation becomes two tf32
-// parts. The kernel is written with these very functions; tests/test_mma_tile.cpp multiplies through
+// the CPU tests run too: what each lane of a warp hands to mma.m16n8k8 (tf32; fp16 and bf16 weights)
+// or mma.m16n8k16 (fp16; uint8 codes), where the results land, how a product's columns are split over
+// a block's warps, and how an activation becomes two tf32 or two fp16 parts. The kernel is written with these very functions; tests/test_mma_tile.cpp multiplies through
 // them on the CPU, with the instruction's fragment layout below as its reference, and compares with a
 // plain product.
 #pragma once
@@ -49,6 +49,61 @@ struct Tf32Parts {
 SKEIN_HD Tf32Parts split_tf32(float x) {
   const float hi = truncate_tf32(x);
   return {hi, truncate_tf32(x - hi)};
+}
+
+// uint8 products run on mma.m16n8k16 with fp16 operands instead: a code is exact in fp16, and k16
+// takes a register pair per element pair, so a 16-byte load of codes is four instructions' worth of
+// A with no widening to fp32 (kernels/cuda/matvec.cuh). Its fragments (PTX ISA, "Matrix Fragments for
+// mma.m16n8k16 with floating point type"), half h (0: the low 16 bits) of a register:
+//   A register r (0..3): row g + 8 (r % 2) (a_row), k = 2 t + h + 8 (r / 2).
+//   B register r (0..1): k = 2 t + h + 8 r, column g (b_col).
+//   C as for m16n8k8 (c_row, c_col).
+SKEIN_HD int a16_k(int lane, int r, int h) { return 2 * (lane % 4) + h + 8 * (r / 2); }
+SKEIN_HD int b16_k(int lane, int r, int h) { return 2 * (lane % 4) + h + 8 * r; }
+// k-step j (0..3) of a lane's 16-element load: A register r takes elements a16_element(j, r, h) of row
+// a_row(lane, r) (bytes 2 (r / 2) + h of the load's word j), B register r elements b16_element(j, r, h) of
+// x (halves word 2 j + r). A's k = 2t + h + 8 (r / 2) and B's k = 2t + h + 8 r' name the same element
+// when r' = r / 2, as in the tf32 layout.
+SKEIN_HD int a16_element(int j, int r, int h) { return 4 * j + 2 * (r / 2) + h; }
+SKEIN_HD int b16_element(int j, int r, int h) { return 4 * j + 2 * r + h; }
+
+// The byte permute of PTX's prmt (CUDA's __byte_perm): byte i of the result is byte s_i (selector
+// nibble i, 0..7) of the eight bytes y:x.
+SKEIN_HD uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t v = uint64_t(y) << 32 | x;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= uint32_t(v >> (8 * ((s >> (4 * i)) & 7u)) & 0xffu) << (8 * i);
+  return r;
+#endif
+}
+// Codes 2p and 2p + 1 of a word of four as two fp16 values 1024 + q: 0x64 set above each code byte
+// is fp16's exponent of 1024, the code its mantissa's low bits. One permute; the kernel's one
+// subtract of 1024 from both halves (exact) leaves q.
+constexpr uint32_t kF16Of1024Pair = 0x64006400u;
+SKEIN_HD uint32_t biased_code_pair(uint32_t codes, int p) { return byte_perm(codes, 0x64646464u, p ? 0x5342u : 0x5140u); }
+
+// Activations of a uint8 product in fp16 parts. fp16's range is narrow (2^-24 to 65504), so a row of
+// x is first scaled by a power of two that brings its largest magnitude into [2^14, 2^15) (exact; the
+// sums are scaled back by its inverse), then split like split_tf32 with rounding: hi = fp16(v),
+// lo = fp16(v - hi). hi + lo is v to 2^-22 of its value, or 2^-25 absolute (2^-39 of the row's
+// largest) where lo falls below fp16's normal range; each part times a code is exact in fp32.
+SKEIN_HD int f16_scale_exponent(float max_abs) {
+  const uint32_t bits = float_to_bits(max_abs) & 0x7fffffffu;
+  const int e = int(bits >> 23);  // biased: max_abs is in [2^(e-127), 2^(e-126)) when e > 0
+  if (bits == 0 || e == 255) return 0;  // zeros, infinities and NaNs are not scaled
+  const int k = 141 - e;                // 14 - (e - 127)
+  return k < 126 ? k : 126;             // below 2^-112 (subnormal too): 2^126, whose inverse is normal
+}
+SKEIN_HD float pow2(int k) { return bits_to_float(uint32_t(k + 127) << 23); }  // k in [-126, 127]
+struct F16Parts {
+  uint16_t hi, lo;  // fp16 bits
+};
+SKEIN_HD F16Parts split_f16(float v) {
+  const uint16_t hi = float_to_fp16(v);
+  return {hi, float_to_fp16(v - fp16_to_float(hi))};
 }
 
 constexpr int kWarps = 8;  // per block

@@ -1,8 +1,9 @@
 // The tensor-core products' tile layout (kernels/mma_tile.h) on the CPU, where no GPU runs the kernel:
-// the mma.m16n8k8 fragment layout places every element once, a whole product assembled through the
-// layout (tile by tile, slice by slice, round by round, as kernels/cuda/matvec.cuh walks it, each k-step
-// an instruction's D = A B + C taken from the lanes' registers) equals the plain product, and the tf32
-// split of activations keeps fp32 accuracy.
+// the mma.m16n8k8 and mma.m16n8k16 fragment layouts place every element once, a whole product assembled
+// through either layout (tile by tile, slice by slice, round by round, as kernels/cuda/matvec.cuh walks
+// it, each k-step an instruction's D = A B + C taken from the lanes' registers) equals the plain
+// product, the byte permute makes uint8 codes fp16, and the tf32 and scaled fp16 splits of activations
+// keep fp32 accuracy.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,6 +30,25 @@ TEST(MmaTile, FragmentLayoutPlacesEveryElementOnce) {
   for (int n : c) EXPECT_EQ(n, 1);
 }
 
+TEST(MmaTile, Fp16FragmentLayoutPlacesEveryElementOnce) {
+  std::vector<int> a(16 * 16), b(16 * 8), load(16);
+  for (int lane = 0; lane < 32; ++lane)
+    for (int h = 0; h < 2; ++h) {
+      for (int r = 0; r < 4; ++r) ++a[size_t(mma::a_row(lane, r) * 16 + mma::a16_k(lane, r, h))];
+      for (int r = 0; r < 2; ++r) ++b[size_t(mma::b16_k(lane, r, h) * 8 + mma::b_col(lane))];
+    }
+  for (int n : a) EXPECT_EQ(n, 1);
+  for (int n : b) EXPECT_EQ(n, 1);
+  // The four k-steps of a load take each of its 16 elements once per row (2 rows: A registers r % 2).
+  for (int j = 0; j < 4; ++j)
+    for (int h = 0; h < 2; ++h) {
+      for (int r = 0; r < 4; r += 2) ++load[size_t(mma::a16_element(j, r, h))];
+      EXPECT_EQ(mma::a16_element(j, 0, h), mma::b16_element(j, 0, h));  // A and B agree on each k
+      EXPECT_EQ(mma::a16_element(j, 2, h), mma::b16_element(j, 1, h));
+    }
+  for (int n : load) EXPECT_EQ(n, 1);
+}
+
 TEST(MmaTile, SlicesAreEvenRunsOfWholeSteps) {
   for (int steps : {1, 2, 4})
     for (int E : {8, 16})
@@ -53,9 +73,10 @@ TEST(MmaTile, SlicesAreEvenRunsOfWholeSteps) {
   }
 }
 
-// y [T x rows] = x [T x cols] W^T through the kernel's layout, in double.
+// y [T x rows] = x [T x cols] W^T through the kernel's layout, in double: mma.m16n8k8 steps (tf32), or
+// with k16 mma.m16n8k16 steps (fp16, the uint8 products').
 std::vector<double> product_through_tiles(const std::vector<double>& W, const std::vector<double>& x, int64_t rows, int64_t cols, int T, int E,
-                                          int steps) {
+                                          int steps, bool k16 = false) {
   const mma::Slices sl = mma::slices(cols, E, steps);
   std::vector<double> y(size_t(T) * size_t(rows), std::nan(""));
   for (int64_t o0 = 0; o0 < rows; o0 += 16) {
@@ -65,23 +86,27 @@ std::vector<double> product_through_tiles(const std::vector<double>& W, const st
       double acc[32][4] = {};
       for (int64_t base = c_begin; base < c_end; base += steps * 4 * E)
         for (int u = 0; u < steps; ++u)
-          for (int j = 0; j < E / 2; ++j) {
-            double A[16][8], B[8][8], D[16][8] = {};
+          for (int j = 0; j < (k16 ? E / 4 : E / 2); ++j) {
+            const int K = k16 ? 16 : 8, halves = k16 ? 2 : 1;
+            double A[16][16], B[16][8], D[16][8] = {};
             for (int lane = 0; lane < 32; ++lane) {
               const int64_t c = mma::load_column(base, u, lane % 4, E);
-              for (int r = 0; r < 4; ++r) {
-                const int64_t row = std::min(rows - 1, o0 + mma::a_row(lane, r)), col = c + mma::a_element(j, r);
-                A[mma::a_row(lane, r)][mma::a_k(lane, r)] = col < c_end ? W[size_t(row * cols + col)] : 0.0;
-              }
-              for (int r = 0; r < 2; ++r) {
-                const int tok = mma::b_col(lane);
-                const int64_t col = c + mma::b_element(j, r);
-                B[mma::b_k(lane, r)][mma::b_col(lane)] = col < c_end && tok < T ? x[size_t(tok * cols + col)] : 0.0;
+              for (int h = 0; h < halves; ++h) {
+                for (int r = 0; r < 4; ++r) {
+                  const int64_t row = std::min(rows - 1, o0 + mma::a_row(lane, r));
+                  const int64_t col = c + (k16 ? mma::a16_element(j, r, h) : mma::a_element(j, r));
+                  A[mma::a_row(lane, r)][k16 ? mma::a16_k(lane, r, h) : mma::a_k(lane, r)] = col < c_end ? W[size_t(row * cols + col)] : 0.0;
+                }
+                for (int r = 0; r < 2; ++r) {
+                  const int tok = mma::b_col(lane);
+                  const int64_t col = c + (k16 ? mma::b16_element(j, r, h) : mma::b_element(j, r));
+                  B[k16 ? mma::b16_k(lane, r, h) : mma::b_k(lane, r)][mma::b_col(lane)] = col < c_end && tok < T ? x[size_t(tok * cols + col)] : 0.0;
+                }
               }
             }
             for (int m = 0; m < 16; ++m)
               for (int n = 0; n < 8; ++n)
-                for (int k = 0; k < 8; ++k) D[m][n] += A[m][k] * B[k][n];
+                for (int k = 0; k < K; ++k) D[m][n] += A[m][k] * B[k][n];
             for (int lane = 0; lane < 32; ++lane)
               for (int r = 0; r < 4; ++r) acc[lane][r] += D[mma::c_row(lane, r)][mma::c_col(lane, r)];
           }
@@ -120,12 +145,14 @@ TEST(MmaTile, ProductsThroughTheLayoutEqualPlainProducts) {
     for (int t = 0; t < s.T; ++t)
       for (int64_t o = 0; o < s.rows; ++o)
         for (int64_t i = 0; i < s.cols; ++i) want[size_t(t * s.rows + o)] += W[size_t(o * s.cols + i)] * x[size_t(t * s.cols + i)];
-    for (int steps : {1, 2, 4}) {
-      const auto y = product_through_tiles(W, x, s.rows, s.cols, s.T, s.E, steps);
-      for (size_t i = 0; i < want.size(); ++i)
-        ASSERT_NEAR(y[i], want[i], 1e-9) << s.rows << "x" << s.cols << " T " << s.T << " E " << s.E << " steps " << steps << " row "
-                                         << int64_t(i) % s.rows << " x row " << int64_t(i) / s.rows;
-    }
+    for (int steps : {1, 2, 4})
+      for (bool k16 : {false, true}) {
+        if (k16 && s.E != 16) continue;  // fp16 k-steps are uint8's, whose loads are 16 codes
+        const auto y = product_through_tiles(W, x, s.rows, s.cols, s.T, s.E, steps, k16);
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_NEAR(y[i], want[i], 1e-9) << s.rows << "x" << s.cols << " T " << s.T << " E " << s.E << " steps " << steps << " k16 " << k16
+                                           << " row " << int64_t(i) % s.rows << " x row " << int64_t(i) / s.rows;
+      }
   }
 }
 
@@ -200,6 +227,67 @@ TEST(MmaTile, SplitActivationsCarryFp32Accuracy) {
     ASSERT_EQ(double(w * p.hi), double(w) * p.hi) << w << " " << x;
     ASSERT_EQ(double(w * p.lo), double(w) * p.lo) << w << " " << x;
     ASSERT_EQ(double(code * p.hi), double(code) * p.hi) << code << " " << x;
+  }
+}
+
+// The permute that makes codes fp16: each half of biased_code_pair(word, p) is 1024 + code 2p + h of
+// the word, exactly, so subtracting 1024 leaves the code.
+TEST(MmaTile, BiasedCodePairsAreTheCodesPlus1024InFp16) {
+  EXPECT_EQ(fp16_to_float(uint16_t(mma::kF16Of1024Pair)), 1024.0f);
+  EXPECT_EQ(mma::kF16Of1024Pair >> 16, mma::kF16Of1024Pair & 0xffffu);
+  std::mt19937 g(5);
+  for (int i = 0; i < 20000; ++i) {
+    const uint32_t word = i < 256 ? uint32_t(i) * 0x01010101u : uint32_t(g());
+    for (int p = 0; p < 2; ++p) {
+      const uint32_t pair = mma::biased_code_pair(word, p);
+      for (int h = 0; h < 2; ++h) {
+        const float code = float(word >> (8 * (2 * p + h)) & 0xffu);
+        ASSERT_EQ(fp16_to_float(uint16_t(pair >> (16 * h))), 1024.0f + code) << std::hex << word << " p " << p << " h " << h;
+        ASSERT_EQ(fp16_to_float(float_to_fp16(1024.0f + code - 1024.0f)), code);
+      }
+    }
+  }
+}
+
+// A uint8 product's activations: the row's scale brings its largest magnitude into [2^14, 2^15), hi + lo
+// is the scaled value to 2^-22 of itself or 2^-25 absolute, each part times a code is exact in fp32,
+// and the inverse scale restores the units exactly.
+TEST(MmaTile, ScaledFp16PartsCarryFp32Accuracy) {
+  EXPECT_EQ(mma::f16_scale_exponent(0.0f), 0);
+  EXPECT_EQ(mma::f16_scale_exponent(INFINITY), 0);
+  EXPECT_EQ(mma::f16_scale_exponent(NAN), 0);
+  EXPECT_EQ(mma::f16_scale_exponent(1.0f), 14);
+  EXPECT_EQ(mma::f16_scale_exponent(std::nextafter(2.0f, 0.0f)), 14);
+  EXPECT_EQ(mma::f16_scale_exponent(65536.0f), -2);
+  EXPECT_EQ(mma::f16_scale_exponent(std::numeric_limits<float>::max()), -113);
+  EXPECT_EQ(mma::f16_scale_exponent(std::numeric_limits<float>::denorm_min()), 126);
+  for (int k : {-113, -1, 0, 1, 14, 126}) EXPECT_EQ(double(mma::pow2(k)) * double(mma::pow2(-k)), 1.0) << k;
+  std::mt19937 g(13);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::uniform_int_distribution<int> e(-40, 40), spread(0, 40);
+  for (int row = 0; row < 2000; ++row) {
+    const int top = e(g);
+    std::vector<float> x(64);
+    float peak = 0;
+    for (auto& v : x) {
+      v = std::ldexp(d(g), top - spread(g));
+      peak = std::max(peak, std::fabs(v));
+    }
+    const int k = mma::f16_scale_exponent(peak);
+    const float s = mma::pow2(k);
+    ASSERT_GE(peak * s, 16384.0f) << peak;
+    ASSERT_LT(peak * s, 32768.0f) << peak;
+    for (float v : x) {
+      const float scaled = v * s;
+      ASSERT_EQ(double(scaled), std::ldexp(double(v), k));  // exact
+      const mma::F16Parts p = mma::split_f16(scaled);
+      const double hi = fp16_to_float(p.hi), lo = fp16_to_float(p.lo);
+      ASSERT_LE(std::fabs(hi + lo - scaled), std::max(std::ldexp(std::fabs(double(scaled)), -22), std::ldexp(1.0, -25))) << v;
+      const float code = float(row % 256);
+      ASSERT_EQ(double(code * float(hi)), double(code) * hi);
+      ASSERT_EQ(double(code * float(lo)), double(code) * lo);
+      ASSERT_EQ(double(float(hi + lo) * mma::pow2(-k)), std::ldexp(double(float(hi + lo)), -k));
+    }
   }
 }
 

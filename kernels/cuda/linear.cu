@@ -153,17 +153,18 @@ __global__ void dequant_rows_kernel(const uint8_t* W, const float* rx, const flo
 }
 
 // uint8 decode products, factored as the CPU's streaming kernel is (math::u8_output). First, per row t
-// of each product's x: xr = x*ry, already split into the tf32 parts the tensor cores take
-// (mma::split_tf32; the product kernel would otherwise split it again in every warp, and uint8's
-// widening leaves it the least time to spare), and the three sums (in double, one block per row and
-// product).
+// of each product's x (one block per row and product): the three sums (in double) and xr = x*ry,
+// scaled by the power of two that brings the row's largest |xr| into fp16's range and split into the
+// fp16 parts the tensor cores take (mma::f16_scale_exponent, mma::split_f16), with the scale's inverse
+// as a fourth sum.
 struct U8Prepare {
   const float* x;
   int64_t ldx;
   const float *ry, *my;
   int64_t cols;
-  float *xr_hi, *xr_lo, *sums;  // xr's parts [T x cols] each, sums [T x 3]
-  int first_block;   // blockIdx.y of this product (its index)
+  uint16_t *xr_hi, *xr_lo;  // xr's fp16 parts [T x cols] each
+  float* sums;              // [T x 4]
+  int first_block;          // blockIdx.y of this product (its index)
 };
 struct U8Prepares {
   U8Prepare job[kMaxGroup];
@@ -180,51 +181,67 @@ __global__ void __launch_bounds__(kPrepareThreads) u8_prepare_kernel(U8Prepares 
   const U8Prepare j = pick(jobs.job, jobs.count, int(blockIdx.y));
   const int t = blockIdx.x;
   const float* xt = j.x + size_t(t) * size_t(j.ldx);
-  float* hi = j.xr_hi + size_t(t) * size_t(j.cols);
-  float* lo = j.xr_lo + size_t(t) * size_t(j.cols);
+  uint16_t* hi = j.xr_hi + size_t(t) * size_t(j.cols);
+  uint16_t* lo = j.xr_lo + size_t(t) * size_t(j.cols);
+  // The sums and the largest |xr|, then the split with the row's scale: each round loads before it
+  // stores (xr's parts may alias the inputs as far as the compiler knows, and a load after a store
+  // waits for memory), so a row is a few rounds of loads, not a load per element.
   double a = 0, b = 0, c = 0;
-  // Each round loads before it stores (xr's parts may alias the inputs as far as the compiler knows, and a
-  // load after a store waits for memory): a decode step's row is a few rounds, not a load per element.
-  for (int64_t base = threadIdx.x; base < j.cols; base += int64_t(kPrepareLoads) * blockDim.x) {
-    float xi[kPrepareLoads], ryi[kPrepareLoads], myi[kPrepareLoads];
+  float peak = 0.0f;
+  for (int64_t base = threadIdx.x; base < j.cols; base += int64_t(kPrepareLoads) * blockDim.x)
 #pragma unroll
     for (int u = 0; u < kPrepareLoads; ++u) {
       const int64_t i = base + int64_t(u) * blockDim.x;
-      xi[u] = i < j.cols ? xt[i] : 0.0f;
-      ryi[u] = i < j.cols ? j.ry[i] : 0.0f;
-      myi[u] = i < j.cols ? j.my[i] : 0.0f;
-    }
-#pragma unroll
-    for (int u = 0; u < kPrepareLoads; ++u) {
-      const int64_t i = base + int64_t(u) * blockDim.x;
-      const float r = xi[u] * ryi[u];
-      if (i < j.cols) {
-        const mma::Tf32Parts parts = mma::split_tf32(r);
-        hi[i] = parts.hi;
-        lo[i] = parts.lo;
-      }
+      const float xi = i < j.cols ? xt[i] : 0.0f, r = xi * (i < j.cols ? j.ry[i] : 0.0f);
       a += r;
-      b += double(xi[u]) * myi[u];
-      c += xi[u];
+      b += double(xi) * (i < j.cols ? j.my[i] : 0.0f);
+      c += xi;
+      peak = fmaxf(peak, fabsf(r));
     }
-  }
   __shared__ double part[3][32];
+  __shared__ float peaks[32];
+  __shared__ float scale;
   for (int off = 16; off > 0; off /= 2) {
     a += __shfl_down_sync(0xffffffffu, a, off);
     b += __shfl_down_sync(0xffffffffu, b, off);
     c += __shfl_down_sync(0xffffffffu, c, off);
+    peak = fmaxf(peak, __shfl_down_sync(0xffffffffu, peak, off));
   }
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) { part[0][warp] = a; part[1][warp] = b; part[2][warp] = c; }
+  if (lane == 0) { part[0][warp] = a; part[1][warp] = b; part[2][warp] = c; peaks[warp] = peak; }
   __syncthreads();
   if (threadIdx.x == 0) {
     double s[3] = {0, 0, 0};
-    for (int w = 0; w < int(blockDim.x / 32); ++w)
+    float m = 0.0f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) {
       for (int k = 0; k < 3; ++k) s[k] += part[k][w];
-    for (int k = 0; k < 3; ++k) j.sums[t * 3 + k] = float(s[k]);
+      m = fmaxf(m, peaks[w]);
+    }
+    const int k = mma::f16_scale_exponent(m);
+    for (int q = 0; q < 3; ++q) j.sums[t * 4 + q] = float(s[q]);
+    j.sums[t * 4 + 3] = mma::pow2(-k);
+    scale = mma::pow2(k);
+  }
+  __syncthreads();
+  const float s = scale;
+  for (int64_t base = threadIdx.x; base < j.cols; base += int64_t(kPrepareLoads) * blockDim.x) {
+    float r[kPrepareLoads];
+#pragma unroll
+    for (int u = 0; u < kPrepareLoads; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      r[u] = i < j.cols ? xt[i] * j.ry[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kPrepareLoads; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      if (i < j.cols) {
+        const mma::F16Parts parts = mma::split_f16(r[u] * s);
+        hi[i] = parts.hi;
+        lo[i] = parts.lo;
+      }
+    }
   }
 }
-
 // beta 1 adds the products to y (ProductOutput::Add), 0 stores them.
 void gemm_half(cublasHandle_t blas, cudaDataType type, const void* W, int64_t rows, int64_t cols, const void* x16, float* y, int64_t ldy, int T,
                float beta) {
@@ -393,7 +410,7 @@ void blas_product(const LinearJob& j, int T) {
 }
 
 template <typename Output>
-MatvecJob<Output> matvec_job(const LinearJob& j, const float* x, const float* x_lo, int64_t ldx, Output output) {
+MatvecJob<Output> matvec_job(const LinearJob& j, const void* x, const void* x_lo, int64_t ldx, Output output) {
   return {j.W, j.rows, j.cols, x, x_lo, ldx, j.y, j.ldy, output, {1, 0}, 0};
 }
 
@@ -408,8 +425,8 @@ void half_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector
   }
 }
 
-// uint8 products, up to kMaxGroup per launch pair: one launch prepares every product's xr (split) and
-// sums (in the scratch), one streams the weights.
+// uint8 products, up to kMaxGroup per launch pair: one launch prepares every product's xr (scaled, in
+// fp16 parts) and sums (in the scratch), one streams the weights.
 void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) {
   DeviceContext& c = context();
   for (size_t first = 0; first < group.size(); first += kMaxGroup) {
@@ -418,16 +435,16 @@ void u8_matvecs(const std::vector<const LinearJob*>& group, int T, bool vector) 
     size_t bytes = 0;
     for (size_t i = first; i < last; ++i) {
       offset.push_back(bytes);
-      bytes += 2 * aligned(size_t(T) * size_t(group[i]->cols) * sizeof(float)) + aligned(size_t(T) * 3 * sizeof(float));
+      bytes += 2 * aligned(size_t(T) * size_t(group[i]->cols) * sizeof(uint16_t)) + aligned(size_t(T) * 4 * sizeof(float));
     }
     char* base = static_cast<char*>(scratch(c, bytes));
     U8Prepares prep;
     MatvecJobs<U8Output> jobs;
     for (size_t i = first; i < last; ++i) {
       const LinearJob& j = *group[i];
-      const size_t part = aligned(size_t(T) * size_t(j.cols) * sizeof(float));
-      auto* hi = reinterpret_cast<float*>(base + offset[i - first]);
-      auto* lo = reinterpret_cast<float*>(base + offset[i - first] + part);
+      const size_t part = aligned(size_t(T) * size_t(j.cols) * sizeof(uint16_t));
+      auto* hi = reinterpret_cast<uint16_t*>(base + offset[i - first]);
+      auto* lo = reinterpret_cast<uint16_t*>(base + offset[i - first] + part);
       auto* sums = reinterpret_cast<float*>(base + offset[i - first] + 2 * part);
       prep.job[prep.count] = {j.x, j.ldx, j.ry, j.my, j.cols, hi, lo, sums, prep.count};
       ++prep.count;

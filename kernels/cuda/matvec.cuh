@@ -2,17 +2,21 @@
 // (used by kernels/cuda/linear.cu, and by the product sweep, bench/product_sweep.cu, which runs the
 // kernel at other pipeline depths than the product's).
 //
-// A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k8 in tf32: the tile is the A
-// operand, the rows of x are B's columns, and the sums are fp32. The multiply-adds are free next to the
-// memory traffic, so a warp can afford 16 rows (each activation it loads serves 16 weights, where a
-// warp per row read x through L1 twice per weight byte) and a batch of 8 costs what a batch of 1 does:
-// the weights' bytes are the only work left.
+// A warp multiplies a 16-row tile of W by up to 8 rows of x with mma.m16n8k8 in tf32 (mma.m16n8k16 in
+// fp16 for uint8 codes): the tile is the A operand, the rows of x are B's columns, and the sums are
+// fp32. The multiply-adds are free next to the memory traffic, so a warp can afford 16 rows (each
+// activation it loads serves 16 weights, where a warp per row read x through L1 twice per weight byte)
+// and a batch of 8 costs what a batch of 1 does: the weights' bytes are the only work left.
 //
-// fp32 accuracy: every weight format widens exactly to tf32 (fp16 and bf16 mantissas fit its 10 bits,
-// uint8 codes are integers below 256), and each activation is split into hi = tf32(x) and
-// lo = tf32(x - hi) (mma::split_tf32, three bit and float operations: in the loop, or for uint8 once
-// by linear.cu's prepare launch), two products summed in fp32: x is carried to 2^-21 of its value,
-// the products are exact and the sums fp32.
+// fp32 accuracy: fp16 and bf16 weights widen exactly to tf32 (their mantissas fit its 10 bits), and
+// each activation is split in the loop into hi = tf32(x) and lo = tf32(x - hi) (mma::split_tf32), two
+// products summed in fp32: x is carried to 2^-21 of its value, the products are exact and the sums
+// fp32. uint8 codes are exact in fp16, so uint8 products run on mma.m16n8k16 in fp16 instead: twice
+// the k per instruction, and a code pair becomes an A register in a permute and a subtract, where
+// widening each code to tf32 took two instructions (at batch 1 the uint8 kernel moved its bytes at
+// about half fp16's rate, H200). Its activations come from linear.cu's prepare launch as the fp16
+// parts of x*ry scaled by a power of two per row (mma::split_f16, carried to 2^-22), and the sums are
+// scaled back in the output.
 //
 // No shuffles: each lane's own 16-byte loads of two tile rows (and the same columns of its row of x)
 // are its operands, A and B agreeing on which column sits at each k (kernels/mma_tile.h has the
@@ -51,28 +55,27 @@ constexpr int kMatvecWarps = mma::kWarps;  // per block
 constexpr int kMatvecMaxRows = 8;          // rows of x: one mma column each
 
 // A format: the element type, elements per 16-byte load, whether x comes split, and the widening to fp32.
+// kHalfParts: x comes as the fp16 parts of its scaled values (mma::split_f16, linear.cu's
+// u8_prepare_kernel) and the products run on mma.m16n8k16 in fp16; otherwise x is fp32, split into tf32
+// parts in the loop, and the weights widen to tf32 for mma.m16n8k8.
 struct U8Weights {
   using Elem = uint8_t;
+  using XElem = uint16_t;  // fp16 bits
   static constexpr int kPerLoad = 16;
-  static constexpr bool kSplitX = true;  // x comes in its tf32 parts (linear.cu's u8_prepare_kernel)
-  // The exact float(q) as 2^23 + q minus 2^23, one byte permute building 2^23 + q straight from the
-  // packed word (bytes q, 0, 0, 0x4B) and a full-rate subtract, where an int-to-float conversion runs at
-  // a quarter rate.
-  static __device__ float widen_at(const uint4& p, int i) {
-    const unsigned word = i < 4 ? p.x : i < 8 ? p.y : i < 12 ? p.z : p.w;
-    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u | unsigned(i % 4))) - 8388608.0f;
-  }
+  static constexpr bool kHalfParts = true;
 };
 struct F16Weights {
   using Elem = __half;
+  using XElem = float;
   static constexpr int kPerLoad = 8;
-  static constexpr bool kSplitX = false;
+  static constexpr bool kHalfParts = false;
   static __device__ float widen_at(const uint4& p, int i) { return __half2float(reinterpret_cast<const __half*>(&p)[i]); }
 };
 struct BF16Weights {
   using Elem = __nv_bfloat16;
+  using XElem = float;
   static constexpr int kPerLoad = 8;
-  static constexpr bool kSplitX = false;
+  static constexpr bool kHalfParts = false;
   static __device__ float widen_at(const uint4& p, int i) { return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(&p)[i]); }
 };
 
@@ -83,10 +86,11 @@ struct PlainOutput {
   __device__ void operator()(float* dst, int64_t o, int, float dot) const { *dst = out.apply(dot, out.kind == ProductOutput::Add ? *dst : 0.0f, o); }
 };
 struct U8Output {
-  const float *rx, *mx, *sums;  // sums [T x 3]: per row of x, sum x*ry, sum x*my, sum x
+  const float *rx, *mx, *sums;  // sums [T x 4]: per row of x, sum x*ry, sum x*my, sum x, and 2^-k (x*ry was scaled by 2^k)
   ProductOutput out;
   __device__ void operator()(float* dst, int64_t o, int t, float dot) const {
-    const float v = math::u8_output(dot, sums[3 * t], sums[3 * t + 1], sums[3 * t + 2], rx[o], mx[o]);
+    const float* s = sums + 4 * t;
+    const float v = math::u8_output(dot * s[3], s[0], s[1], s[2], rx[o], mx[o]);
     *dst = out.apply(v, out.kind == ProductOutput::Add ? *dst : 0.0f, o);
   }
 };
@@ -99,8 +103,8 @@ template <typename Output>
 struct MatvecJob {
   const void* W;
   int64_t rows, cols;
-  const float* x;
-  const float* x_lo;  // the tf32 low parts of x, where the format's x comes split (x then the high parts)
+  const void* x;     // [T x ldx] of the format's XElem: fp32, or with kHalfParts the high parts
+  const void* x_lo;  // with kHalfParts, the low parts (ldx apart too)
   int64_t ldx;
   float* y;
   int64_t ldy;
@@ -113,6 +117,20 @@ struct MatvecJobs {
   MatvecJob<Output> job[kMaxGroup];
   int count = 0;
 };
+
+// d += A * B for one 16x8x16 step in fp16 (operands in the mma fragment order of kernels/mma_tile.h).
+__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// Codes 2p and 2p + 1 of a word as an fp16 pair: a permute to 1024 + q, one subtract (both exact).
+__device__ __forceinline__ uint32_t codes_f16x2(uint32_t word, int p) {
+  uint32_t pair;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(pair) : "r"(mma::biased_code_pair(word, p)), "r"(mma::kF16Of1024Pair));
+  return pair;
+}
+__device__ __forceinline__ uint32_t word_at(const uint4& p, int i) { return i == 0 ? p.x : i == 1 ? p.y : i == 2 ? p.z : p.w; }
 
 // d += A * B for one 16x8x8 step (operands in the mma fragment order of kernels/mma_tile.h).
 __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
@@ -187,8 +205,9 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
 
   const bool has_x = mma::b_col(lane) < T;  // the lane's row of x (T <= 8)
   const size_t x_row = size_t(has_x ? mma::b_col(lane) : 0) * size_t(job.ldx);
-  const float* x_lane = job.x + x_row + lane_col;
-  const float* x_lo_lane = Fmt::kSplitX ? job.x_lo + x_row + lane_col : nullptr;
+  using XElem = typename Fmt::XElem;
+  const XElem* x_lane = static_cast<const XElem*>(job.x) + x_row + lane_col;
+  const XElem* x_lo_lane = Fmt::kHalfParts ? static_cast<const XElem*>(job.x_lo) + x_row + lane_col : nullptr;
   // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does
   // not have): a predicated pair of loads, no branch.
   auto load_x = [&](const float* row, int c, float (&v)[8]) {
@@ -204,33 +223,65 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
       for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < lane_end ? row[c + i] : 0.0f;
     }
   };
+  // The 16 fp16 parts of this lane's row of x from column c as 8 words (zeros past the slice, or for
+  // rows x does not have).
+  auto load_x_halves = [&](const XElem* row, int c, uint32_t (&v)[8]) {
+    if (kVector) {
+      uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+      if (has_x && c < lane_end) {
+        lo = __ldg(reinterpret_cast<const uint4*>(row + c));
+        hi = __ldg(reinterpret_cast<const uint4*>(row + c) + 1);
+      }
+      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = 0;
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        if (has_x && c + i < lane_end) v[i / 2] |= uint32_t(row[c + i]) << (16 * (i % 2));
+    }
+  };
   // Four independent accumulation chains (step parity x the hi and lo parts of x), summed in a fixed
   // order at the end: one chain made every mma of a round wait for the one before it.
   float acc[2][2][4] = {};
   auto multiply_round = [&](int r, const uint4 (&pa)[kSteps], const uint4 (&pb)[kSteps]) {
 #pragma unroll
-    for (int u = 0; u < kSteps; ++u)
+    for (int u = 0; u < kSteps; ++u) {
+      if constexpr (Fmt::kHalfParts) {
+        // A load of 16 codes a row is four k16-steps; its words become A with a permute and a subtract
+        // per code pair, and x's parts are B as they come.
+        uint32_t xh[8], xl[8];
+        load_x_halves(x_lane, column(r, u), xh);
+        load_x_halves(x_lo_lane, column(r, u), xl);
 #pragma unroll
-      for (int h = 0; h < E; h += 8) {
-        float xv[8], xl[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
-        load_x(x_lane, column(r, u) + h, xv);
-        if (Fmt::kSplitX) load_x(x_lo_lane, column(r, u) + h, xl);
-#pragma unroll
-        for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
+        for (int j = 0; j < 4; ++j) {
           uint32_t a[4];
 #pragma unroll
-          for (int q = 0; q < 4; ++q) a[q] = __float_as_uint(Fmt::widen_at(q % 2 ? pb[u] : pa[u], mma::a_element(j, q)));
-          const int e0 = mma::b_element(j, 0) - h, e1 = mma::b_element(j, 1) - h;
-          if (Fmt::kSplitX) {
-            mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(xv[e0]), __float_as_uint(xv[e1]));
-            mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(xl[e0]), __float_as_uint(xl[e1]));
-          } else {
-            const mma::Tf32Parts p0 = mma::split_tf32(xv[e0]), p1 = mma::split_tf32(xv[e1]);
+          for (int q = 0; q < 4; ++q) {
+            const int e = mma::a16_element(j, q, 0);  // the pair's first code: word e / 4, pair (e % 4) / 2
+            a[q] = codes_f16x2(word_at(q % 2 ? pb[u] : pa[u], e / 4), (e % 4) / 2);
+          }
+          const int b0 = mma::b16_element(j, 0, 0) / 2, b1 = mma::b16_element(j, 1, 0) / 2;  // words of x's halves
+          mma_f16(acc[u % 2][0], a[0], a[1], a[2], a[3], xh[b0], xh[b1]);
+          mma_f16(acc[u % 2][1], a[0], a[1], a[2], a[3], xl[b0], xl[b1]);
+        }
+      } else {
+#pragma unroll
+        for (int h = 0; h < E; h += 8) {
+          float xv[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
+          load_x(x_lane, column(r, u) + h, xv);
+#pragma unroll
+          for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
+            uint32_t a[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) a[q] = __float_as_uint(Fmt::widen_at(q % 2 ? pb[u] : pa[u], mma::a_element(j, q)));
+            const mma::Tf32Parts p0 = mma::split_tf32(xv[mma::b_element(j, 0) - h]), p1 = mma::split_tf32(xv[mma::b_element(j, 1) - h]);
             mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(p0.hi), __float_as_uint(p1.hi));
             mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(p0.lo), __float_as_uint(p1.lo));
           }
         }
       }
+    }
   };
 
   if (kVector) {
