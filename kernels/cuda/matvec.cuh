@@ -54,8 +54,8 @@ constexpr int kMatvecSteps = 2, kMatvecStages = 4;
 constexpr int kMatvecWarps = mma::kWarps;  // per block
 constexpr int kMatvecMaxRows = 8;          // rows of x: one mma column each
 
-// A format: the element type, elements per 16-byte load, whether x comes split, and the widening to fp32.
-// kHalfParts: x comes as the fp16 parts of its scaled values (mma::split_f16, linear.cu's
+// A format: the element type, elements per 16-byte load, the type x comes in, and (tf32 formats) the
+// widening to fp32. kHalfParts: x comes as the fp16 parts of its scaled values (mma::split_f16, linear.cu's
 // u8_prepare_kernel) and the products run on mma.m16n8k16 in fp16; otherwise x is fp32, split into tf32
 // parts in the loop, and the weights widen to tf32 for mma.m16n8k8.
 struct U8Weights {
