@@ -132,6 +132,21 @@ __device__ __forceinline__ uint32_t codes_f16x2(uint32_t word, int p) {
 }
 __device__ __forceinline__ uint32_t word_at(const uint4& p, int i) { return i == 0 ? p.x : i == 1 ? p.y : i == 2 ? p.z : p.w; }
 
+// Elements c, c + 1, ... of row packed into kWords 32-bit words little-endian, as a vector load lays
+// them out, with zeros from column `end` on: the element-by-element form of a load of weights or x.
+template <typename T>
+__device__ __forceinline__ uint32_t element_bits(T v) { return uint32_t(v); }  // the weights' and fp16 parts' bits
+__device__ __forceinline__ uint32_t element_bits(float v) { return __float_as_uint(v); }
+template <int kWords, typename T>
+__device__ __forceinline__ void pack_words(const T* row, int c, int end, uint32_t (&w)[kWords]) {
+  constexpr int kPerWord = 4 / int(sizeof(T));
+#pragma unroll
+  for (int k = 0; k < kWords; ++k) w[k] = 0;
+#pragma unroll
+  for (int i = 0; i < kWords * kPerWord; ++i)
+    if (c + i < end) w[i / kPerWord] |= element_bits(row[c + i]) << (8 * int(sizeof(T)) * (i % kPerWord));
+}
+
 // d += A * B for one 16x8x8 step (operands in the mma fragment order of kernels/mma_tile.h).
 __device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -208,24 +223,9 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
   using XElem = typename Fmt::XElem;
   const XElem* x_lane = static_cast<const XElem*>(job.x) + x_row + lane_col;
   const XElem* x_lo_lane = Fmt::kHalfParts ? static_cast<const XElem*>(job.x_lo) + x_row + lane_col : nullptr;
-  // Eight activations of this lane's row of x from column c (zeros past the slice, or for rows x does
-  // not have): a predicated pair of loads, no branch.
-  auto load_x = [&](const float* row, int c, float (&v)[8]) {
-    if (kVector) {
-      float4 lo = make_float4(0.0f, 0.0f, 0.0f, 0.0f), hi = lo;
-      if (has_x && c < lane_end) {
-        lo = __ldg(reinterpret_cast<const float4*>(row + c));
-        hi = __ldg(reinterpret_cast<const float4*>(row + c) + 1);
-      }
-      v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = has_x && c + i < lane_end ? row[c + i] : 0.0f;
-    }
-  };
-  // The 16 fp16 parts of this lane's row of x from column c as 8 words (zeros past the slice, or for
-  // rows x does not have).
-  auto load_x_halves = [&](const XElem* row, int c, uint32_t (&v)[8]) {
+  // 32 bytes of this lane's row of x from column c as 8 words: eight fp32 activations, or sixteen fp16
+  // parts (zeros past the slice, or for rows x does not have). Vector: a predicated pair of loads, no branch.
+  auto load_x = [&](const XElem* row, int c, uint32_t (&v)[8]) {
     if (kVector) {
       uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
       if (has_x && c < lane_end) {
@@ -234,11 +234,7 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
       }
       v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
     } else {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = 0;
-#pragma unroll
-      for (int i = 0; i < 16; ++i)
-        if (has_x && c + i < lane_end) v[i / 2] |= uint32_t(row[c + i]) << (16 * (i % 2));
+      pack_words(row, c, has_x ? lane_end : 0, v);
     }
   };
   // Four independent accumulation chains (step parity x the hi and lo parts of x), summed in a fixed
@@ -251,8 +247,8 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
         // A load of 16 codes a row is four k16-steps; its words become A with a permute and a subtract
         // per code pair, and x's parts are B as they come.
         uint32_t xh[8], xl[8];
-        load_x_halves(x_lane, column(r, u), xh);
-        load_x_halves(x_lo_lane, column(r, u), xl);
+        load_x(x_lane, column(r, u), xh);
+        load_x(x_lo_lane, column(r, u), xl);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           uint32_t a[4];
@@ -268,14 +264,15 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
       } else {
 #pragma unroll
         for (int h = 0; h < E; h += 8) {
-          float xv[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
+          uint32_t xv[8];  // x is cached (every warp reads it): loaded eight at a time, it holds few registers
           load_x(x_lane, column(r, u) + h, xv);
 #pragma unroll
           for (int j = h / 2; j < h / 2 + 4; ++j) {  // k-steps j of the load use its elements 2j and 2j + 1
             uint32_t a[4];
 #pragma unroll
             for (int q = 0; q < 4; ++q) a[q] = __float_as_uint(Fmt::widen_at(q % 2 ? pb[u] : pa[u], mma::a_element(j, q)));
-            const mma::Tf32Parts p0 = mma::split_tf32(xv[mma::b_element(j, 0) - h]), p1 = mma::split_tf32(xv[mma::b_element(j, 1) - h]);
+            const mma::Tf32Parts p0 = mma::split_tf32(__uint_as_float(xv[mma::b_element(j, 0) - h])),
+                                 p1 = mma::split_tf32(__uint_as_float(xv[mma::b_element(j, 1) - h]));
             mma_tf32(acc[u % 2][0], a[0], a[1], a[2], a[3], __float_as_uint(p0.hi), __float_as_uint(p1.hi));
             mma_tf32(acc[u % 2][1], a[0], a[1], a[2], a[3], __float_as_uint(p0.lo), __float_as_uint(p1.lo));
           }
@@ -302,14 +299,9 @@ __global__ void __launch_bounds__(kMatvecWarps * 32, 2) matvec_kernel(MatvecJobs
       uint4 pa[kSteps], pb[kSteps];
 #pragma unroll
       for (int u = 0; u < kSteps; ++u) {
-        const int c = column(r, u);
-        uint32_t w[2][4] = {};
-#pragma unroll
-        for (int i = 0; i < E; ++i)
-          if (c + i < lane_end) {
-            w[0][i * int(sizeof(Bits)) / 4] |= uint32_t(wa_lane[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
-            w[1][i * int(sizeof(Bits)) / 4] |= uint32_t(wb_lane[c + i]) << (8 * (i * int(sizeof(Bits)) % 4));
-          }
+        uint32_t w[2][4];
+        pack_words(wa_lane, column(r, u), lane_end, w[0]);
+        pack_words(wb_lane, column(r, u), lane_end, w[1]);
         pa[u] = make_uint4(w[0][0], w[0][1], w[0][2], w[0][3]);
         pb[u] = make_uint4(w[1][0], w[1][1], w[1][2], w[1][3]);
       }
