@@ -63,11 +63,21 @@ __device__ __forceinline__ const float* input_source(const V7AttentionArgs& in, 
   }
 }
 
-// Item `item` (sequence item / H, head item % H): its state rows into the stage, 16 bytes a copy, four
-// a thread, neighbours' copies contiguous.
-__device__ __forceinline__ void stage_state(const Slice* seqs, int H, int item, Stage& st) {
+// Item `item` of a step: head item % H of sequence item / H. Where its state rows start, its offset
+// in the head's weights (o) and in the token's rows (base).
+struct HeadItem {
+  float* state;
+  size_t o, base;
+};
+__device__ __forceinline__ HeadItem head_item(const Slice* seqs, int H, int item) {
   const Slice q = seqs[item / H];
-  const float4* rows = reinterpret_cast<const float4*>(q.state + size_t(item % H) * kHeadState);  // 16-byte aligned: N*N is a multiple of 4
+  const size_t o = size_t(item % H) * kWkv7Head;
+  return {q.state + o * kWkv7Head, o, size_t(q.offset) * size_t(H) * kWkv7Head + o};  // state 16-byte aligned: N*N is a multiple of 4
+}
+
+// Its state rows into the stage, 16 bytes a copy, four a thread, neighbours' copies contiguous.
+__device__ __forceinline__ void stage_state(const HeadItem& h, Stage& st) {
+  const float4* rows = reinterpret_cast<const float4*>(h.state);
   const unsigned dst = shared_address(st.state);
 #pragma unroll
   for (int j = 0; j < kHeadState / 4 / kHeadThreads; ++j) {
@@ -76,13 +86,12 @@ __device__ __forceinline__ void stage_state(const Slice* seqs, int H, int item, 
   }
 }
 // Its inputs, 4 bytes a copy (no alignment asked of the callers' arrays); a quarter of the block per input.
-__device__ __forceinline__ void stage_inputs(const Slice* seqs, int H, const V7AttentionArgs& in, int item, Stage& st) {
-  const size_t o = size_t(item % H) * kWkv7Head, base = size_t(seqs[item / H].offset) * size_t(H) * kWkv7Head + o;
+__device__ __forceinline__ void stage_inputs(const V7AttentionArgs& in, const HeadItem& h, Stage& st) {
   const int e = int(threadIdx.x) % kWkv7Head, quarter = int(threadIdx.x) / kWkv7Head;
   const int inputs = in.gate ? kInputs : kVFirst;
 #pragma unroll
   for (int a = 0; a < kInputs; ++a)
-    if (a % 4 == quarter && a < inputs) copy_async(&st.in[a][e], input_source(in, a, base, o) + e);
+    if (a % 4 == quarter && a < inputs) copy_async(&st.in[a][e], input_source(in, a, h.base, h.o) + e);
 }
 
 // Blocks of kHeadThreads, as many as the device holds at once (each takes items blockIdx.x,
@@ -103,23 +112,24 @@ __global__ void __launch_bounds__(kHeadThreads, 4) v7_attention_decode_kernel(co
   // The first state before the wait: the state rows were last written by this op a step ago (this
   // kernel's predecessor, a product launch, released it after its own wait: every kernel before that
   // one has finished), the batch table before the step began. The inputs after it.
-  if (item < items) stage_state(seqs, H, item, stage[0]);
+  if (item < items) stage_state(head_item(seqs, H, item), stage[0]);
   chained_start();
-  if (item < items) stage_inputs(seqs, H, in, item, stage[0]);
+  if (item < items) stage_inputs(in, head_item(seqs, H, item), stage[0]);
   commit_async();
 
   for (int n = 0; item < items; ++n, item += stride) {
     Stage& st = stage[n % 2];
     const int next = item + stride;
     if (next < items) {  // to the stage the item before this one used: every thread has left it (the loop's last barrier)
-      stage_state(seqs, H, next, stage[(n + 1) % 2]);
-      stage_inputs(seqs, H, in, next, stage[(n + 1) % 2]);
+      const HeadItem ahead = head_item(seqs, H, next);
+      stage_state(ahead, stage[(n + 1) % 2]);
+      stage_inputs(in, ahead, stage[(n + 1) % 2]);
     }
     commit_async();
     wait_async<1>();  // this item's copies, this thread's
     __syncthreads();  // and every thread's
 
-    const size_t o = size_t(item % H) * N, base = size_t(seqs[item / H].offset) * size_t(H) * N + o;
+    const HeadItem h = head_item(seqs, H, item);
     float bonus = 0.0f;
     if (warp == 0) {
       float kv[2], k_k[2], rv[2], r_k[2], k_new[2];
@@ -141,15 +151,14 @@ __global__ void __launch_bounds__(kHeadThreads, 4) v7_attention_decode_kernel(co
       const int e = tid - 32;
       float ve = st.in[kV][e];
       if (in.gate) ve = math::v7_value_residual(ve, st.in[kVFirst][e], st.in[kGate][e], st.in[kV0][e]);
-      else in.v_first[base + size_t(e)] = ve;  // the first layer's values, for the layers after it
+      else in.v_first[h.base + size_t(e)] = ve;  // the first layer's values, for the layers after it
       v[e] = ve;
     }
     __syncthreads();
     float4 s[kWkv7Chunks];
-#pragma unroll
-    for (int m = 0; m < kWkv7Chunks; ++m) s[m] = st.state[i * (N / 4) + part + kWkv7ThreadsPerRow * m];
+    wkv7_load_row(reinterpret_cast<const float*>(st.state) + i * N, part, s);
     const float yi = wkv7_row_step4(s, part, v[i], st.in[kR], st.in[kW], k, kk, st.in[kA]);
-    wkv7_store_row(seqs[item / H].state + (o + size_t(i)) * N, part, s);
+    wkv7_store_row(h.state + size_t(i) * N, part, s);
     if (part == 0) out[i] = yi;
     __syncthreads();
     if (warp == 0) {
@@ -158,7 +167,7 @@ __global__ void __launch_bounds__(kHeadThreads, 4) v7_attention_decode_kernel(co
 #pragma unroll
       for (int m = 0; m < 2; ++m) {
         const int e = lane + 32 * m;
-        y[base + size_t(e)] = math::v7_output(math::norm_apply(yv[m], mo.mean, mo.rstd, st.in[kLnW][e], st.in[kLnB][e]), bonus, v[e], st.in[kG][e]);
+        y[h.base + size_t(e)] = math::v7_output(math::norm_apply(yv[m], mo.mean, mo.rstd, st.in[kLnW][e], st.in[kLnB][e]), bonus, v[e], st.in[kG][e]);
       }
     }
     __syncthreads();  // before the next item writes k, kk, v, out and the next copies go to this stage
