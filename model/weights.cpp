@@ -289,10 +289,22 @@ LayerWeights ModelWeights::load_streamed_layer(int layer) const {
   return lw;
 }
 
-void ModelWeights::release_layer_pages(int layer) const {
+namespace {
+template <typename F>
+void for_each_layer_tensor(const Checkpoint& ck, int layer, F f) {  // the checkpoint's "blocks.<layer>." tensors
   const std::string prefix = "blocks." + std::to_string(layer) + ".";
-  for (auto it = checkpoint->tensors().lower_bound(prefix); it != checkpoint->tensors().end() && it->first.rfind(prefix, 0) == 0; ++it)
-    checkpoint->release(it->second);
+  for (auto it = ck.tensors().lower_bound(prefix); it != ck.tensors().end() && it->first.rfind(prefix, 0) == 0; ++it) f(it->second);
+}
+}  // namespace
+
+void ModelWeights::release_layer_pages(int layer) const {
+  for_each_layer_tensor(*checkpoint, layer, [&](const TensorRef& t) { checkpoint->release(t); });
+}
+
+size_t ModelWeights::streamed_bytes() const {
+  size_t n = 0;
+  for (int l : streamed) for_each_layer_tensor(*checkpoint, l, [&](const TensorRef& t) { n += prepared_tensor_bytes(t, dims, format); });
+  return n;
 }
 
 uint64_t prepared_tensor_bytes(const TensorRef& t, const ModelDims& d, const WeightFormat& f) {

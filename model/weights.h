@@ -56,6 +56,7 @@ struct ModelWeights {
 
   size_t matrix_bytes() const;    // bytes of every resident matrix (what a decode step reads), head included
   size_t resident_bytes() const;  // everything prepared and kept: matrices, vectors, the embedding table
+  size_t streamed_bytes() const;  // the streamed layers' tensors, prepared: what a step brings in from host memory
 
   // A streamed layer's weights, prepared now; release_layer_pages() afterwards returns its file pages.
   LayerWeights load_streamed_layer(int layer) const;

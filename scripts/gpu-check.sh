@@ -89,7 +89,7 @@ bench() {  # model strategy [batches] [note] [more bench flags]
   say "bench $(basename "$1") $2 ${4:-}"
   echo "== $(basename "$1") $2 ${4:-}" >>"$out/gpu-bench.txt"
   timeout 150 "$skein" bench --model "$1" --strategy "$2" --prompt-tokens 2048 --decode-tokens 64 --batches "${3:-1,8,64,256}" "${@:5}" 2>&1 |
-    tee -a "$out/gpu-bench.txt" | grep -E "prefill|decode|bandwidth|weights|bytes/token" | tee -a "$log"
+    tee -a "$out/gpu-bench.txt" | grep -E "prefill|decode|bandwidth|weights|bytes/token|streamed" | tee -a "$log"
 }
 # The rest in order of what the issue's targets need: 7B (they are set on it), 1.5B, baselines, the 7B
 # fp16 profile, the product kernel's SASS and Nsight Compute report, then the fp16i8 profile.

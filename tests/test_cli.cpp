@@ -105,6 +105,26 @@ TEST(Cli, BenchPrintsFiguresAndAnOpProfile) {
   EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
   EXPECT_EQ(j["decode_batches"][0]["batch"], 2);
   EXPECT_GT(j["state_bytes_per_request"].get<double>(), 0);
+  EXPECT_FALSE(j.contains("streamed_bytes_per_token")) << "nothing is streamed without *N+";
+}
+
+// A plan streaming layers (*N+) moves them in at every step: bench reports those bytes, the same as the
+// plan's streamed weight bytes, and their rate against the host link.
+TEST(Cli, BenchReportsStreamedLayersAgainstTheirLimit) {
+  const std::string model = shared_dir() + "/models/tiny-rwkv-7v0-834K.pth", strategy = " --strategy 'cpu fp32 *6+'";
+  auto plan = run_skein("plan --json --model " + model + strategy);
+  ASSERT_EQ(plan.exit_code, 0) << plan.output;
+  auto p = nlohmann::json::parse(plan.output.substr(plan.output.rfind("\n{") == std::string::npos ? 0 : plan.output.rfind("\n{") + 1));
+  const double planned = p["stages"][0]["streamed_weight_bytes"].get<double>();
+  ASSERT_GT(planned, 0);
+  auto r = run_skein("bench --model " + model + strategy + " --prompt-tokens 8 --decode-tokens 8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\nstreamed         "), std::string::npos) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.rfind("\n{") + 1));
+  EXPECT_EQ(j["streamed_bytes_per_token"].get<double>(), planned);
+  EXPECT_NEAR(j["streamed_gb_s"].get<double>(), j["decode_tok_s"].get<double>() * planned / 1e9, 1e-9);
+  EXPECT_GT(j["streaming_limit_gb_s"].get<double>(), 0);
+  EXPECT_EQ(j["streaming_limit"], "measured host read limit");
 }
 
 TEST(Cli, ErrorsAreOneLineWithExitCode2) {

@@ -7,6 +7,7 @@
 //   fp16i8 0.5 (the official uint8 scheme's own error, see tests/test_quantization.cpp), and greedy
 //   tokens of the tiny trained models in fp32 identical to the CPU's.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <sys/wait.h>
 
@@ -180,6 +181,16 @@ TEST_F(CudaBackendTest, LayersStreamedFromHostEqualResidentOnes) {
       EXPECT_LE(max_abs_diff(trace(*streamed.model, 4), want), 1e-5) << t << " keeping " << keep;
     }
   }
+}
+
+// A GPU plan streaming layers is set against the pinned copy to its GPU, measured in the same run.
+TEST_F(CudaBackendTest, BenchSetsStreamedLayersAgainstAPinnedCopy) {
+  auto r = run_skein("bench --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --strategy 'cuda fp16 *6+' --prompt-tokens 8 --decode-tokens 8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.rfind("\n{") + 1));
+  EXPECT_GT(j["streamed_bytes_per_token"].get<double>(), 0);
+  EXPECT_EQ(j["streaming_limit"], "measured pinned host-to-cuda:0 copy");
+  EXPECT_GT(j["streaming_limit_gb_s"].get<double>(), 1.0) << "slower than any PCIe link";
 }
 
 // stdout of a command (stderr kept apart: the ranks' start-up lines go there).

@@ -48,6 +48,22 @@ std::pair<double, std::string> bandwidth_limit(const Engine& model) {
   return {measure_read_bandwidth_gb_s(), "measured host read limit"};
 }
 
+// The rate streamed layers (*N+) come in at most: pinned host -> GPU copies, measured, when a GPU stage
+// streams (the copy engine's link, PCIe or C2C), else `host`, the measured host read bandwidth (a CPU
+// stage prepares its streamed layers from the mapped file at each use).
+std::pair<double, std::string> streaming_limit(const Engine& model, std::pair<double, std::string> host) {
+#ifdef SKEIN_HAVE_CUDA
+  for (auto& s : model.stages()) {
+    const std::string n = s->backend().name();
+    if (!s->weights().streamed.empty() && n.rfind("cuda:", 0) == 0)
+      return {cuda::measure_upload_gb_s(std::stoi(n.substr(5))), "measured pinned host-to-" + n + " copy"};
+  }
+#else
+  (void)model;
+#endif
+  return host;
+}
+
 // --profile: each stage backend's op times over one phase of the bench, per step of that phase.
 class Profile {
  public:
@@ -276,6 +292,15 @@ void add_bench_command(CLI::App& app) {
                 double(model.matrix_bytes()) / 1e6, double(d.state_floats() * sizeof(float)) / 1e6);
     std::printf("bandwidth        %.2f GB/s %s; decode moves %.2f GB/s = %.1f%% of it\n", bw, bw_what.c_str(), achieved,
                 100.0 * achieved / bw);
+    // Streamed layers are not in bytes/token (they do not stay in device memory): each step brings
+    // them in again over the host link, which bounds such a plan's decode.
+    const double streamed = double(model.streamed_bytes()), brought = decode_best * streamed / 1e9;
+    std::pair<double, std::string> link;
+    if (streamed > 0) {
+      link = streaming_limit(model, {bw, bw_what});
+      std::printf("streamed         %.1f MB/token from host memory; decode brings in %.2f GB/s = %.1f%% of %.2f GB/s %s\n",
+                  streamed / 1e6, brought, 100.0 * brought / link.first, link.first, link.second.c_str());
+    }
     for (auto& f : batch_figures)
       std::printf("decode batch %-4d %.1f tokens/s, %.2f GB/s = %.1f%% of the limit\n", f.batch, f.tok_s, f.gb_s, 100.0 * f.gb_s / bw);
     std::printf("peak RSS         %.1f MiB (model run, before the bandwidth probe)\n", rss_mib);
@@ -295,6 +320,12 @@ void add_bench_command(CLI::App& app) {
                         {"decode_gb_s", achieved},
                         {"decode_fraction_of_limit", achieved / bw},
                         {"bandwidth_limit", bw_what}};
+    if (streamed > 0) {
+      j["streamed_bytes_per_token"] = streamed;
+      j["streamed_gb_s"] = brought;
+      j["streaming_limit_gb_s"] = link.first;
+      j["streaming_limit"] = link.second;
+    }
     for (auto& f : batch_figures) j["decode_batches"].push_back({{"batch", f.batch}, {"tok_s", f.tok_s}, {"gb_s", f.gb_s}});
     std::cout << j.dump() << std::endl;
   });

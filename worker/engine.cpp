@@ -67,17 +67,14 @@ Engine::Activations& Engine::activations(Backend& be, size_t floats) {
   return a;
 }
 
-size_t Engine::matrix_bytes() const {
+size_t Engine::stage_sum(size_t (ModelWeights::*bytes)() const) const {
   size_t n = 0;
-  for (auto& s : stages_) n += s->weights().matrix_bytes();
+  for (auto& s : stages_) n += (s->weights().*bytes)();
   return n;
 }
-
-size_t Engine::resident_bytes() const {
-  size_t n = 0;
-  for (auto& s : stages_) n += s->weights().resident_bytes();
-  return n;
-}
+size_t Engine::matrix_bytes() const { return stage_sum(&ModelWeights::matrix_bytes); }
+size_t Engine::resident_bytes() const { return stage_sum(&ModelWeights::resident_bytes); }
+size_t Engine::streamed_bytes() const { return stage_sum(&ModelWeights::streamed_bytes); }
 
 SessionState Engine::new_state() const {
   SessionState s;

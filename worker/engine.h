@@ -53,6 +53,7 @@ class Engine {
   const std::vector<std::unique_ptr<RwkvModel>>& stages() const { return stages_; }
   size_t matrix_bytes() const;    // resident matrices, what one decode step reads
   size_t resident_bytes() const;  // all prepared weights kept in memory
+  size_t streamed_bytes() const;  // streamed layers (*N+): prepared bytes brought in per step
 
   SessionState new_state() const;
   void reset(SessionState& s) const;
@@ -67,6 +68,7 @@ class Engine {
     DeviceBuffer x, v_first;
   };
   Activations& activations(Backend& be, size_t floats);
+  size_t stage_sum(size_t (ModelWeights::*bytes)() const) const;
 
   ModelDims dims_;
   Backend& be_;

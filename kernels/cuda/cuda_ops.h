@@ -58,6 +58,8 @@ void wait(Event* e);    // host waits for it
 void destroy(Event* e);
 // A second stream per device for host -> device weight copies that overlap compute (streamed layers).
 void upload_on_copy_stream(void* dst, const void* pinned_src, size_t n);
+// Best of `repeats` copies of `bytes` from pinned host memory to `device` on its copy stream, GB/s (1e9).
+double measure_upload_gb_s(int device, size_t bytes = size_t(256) << 20, int repeats = 4);
 void record_on_copy_stream(Event* e);
 void copy_stream_waits(Event* e);  // later copies wait for e (recorded on the compute stream)
 void stream_waits(Event* e);       // later compute waits for e (recorded on the copy stream)

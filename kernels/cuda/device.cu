@@ -4,6 +4,7 @@
 // pinned ring so a step enqueues its whole forward pass without a host round trip.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -187,6 +188,34 @@ void destroy(Event* e) {
   if (!e) return;
   cudaEventDestroy(e->e);
   delete e;
+}
+
+// Pinned host -> device copies on the copy stream, as streamed layers make them; the copy engine's
+// rate over this link (PCIe or C2C) is what a plan streaming layers (*N+) can reach per token.
+double measure_upload_gb_s(int device, size_t bytes, int repeats) {
+  int current = 0;
+  check(cudaGetDevice(&current), "cudaGetDevice");
+  set_device(device);
+  void* host = alloc_pinned(bytes);
+  std::memset(host, 1, bytes);  // the pages exist before the first copy
+  void* dev = nullptr;
+  check(cudaMalloc(&dev, bytes), "cudaMalloc (upload probe)");
+  Event* from = new_event(true);
+  Event* to = new_event(true);
+  double best = 0;
+  for (int r = 0; r < repeats + 1; ++r) {  // the first copy warms the link up and is not counted
+    record_on_copy_stream(from);
+    upload_on_copy_stream(dev, host, bytes);
+    record_on_copy_stream(to);
+    const double s = elapsed_seconds(from, to);
+    if (r > 0 && s > 0) best = std::max(best, double(bytes) / s / 1e9);
+  }
+  destroy(from);
+  destroy(to);
+  cudaFree(dev);
+  free_pinned(host);
+  set_device(current);
+  return best;
 }
 
 void upload_on_copy_stream(void* dst, const void* pinned_src, size_t n) {
