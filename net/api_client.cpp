@@ -17,7 +17,12 @@ ApiClient::ApiClient(const std::string& host_port) {
 }
 
 void ApiClient::send(const nlohmann::json& line) {
-  std::string s = line.dump() + "\n";
+  std::string s;
+  try {
+    s = line.dump() + "\n";
+  } catch (const nlohmann::json::type_error&) {
+    fail("client: the request's text is not UTF-8 (the protocol carries JSON text)");
+  }
   boost::system::error_code ec;
   asio::write(socket_, asio::buffer(s), ec);
   if (ec) fail("server connection lost: ", ec.message());

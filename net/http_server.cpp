@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "common/error.h"
+#include "net/json_text.h"
 #include "net/listen.h"
 #include "net/openai_request.h"
 
@@ -238,7 +239,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     reply(200, body, keep_alive_);
   }
 
-  void send_event(const json& j) { send_raw("data: " + j.dump() + "\n\n"); }
+  void send_event(const json& j) { send_raw("data: " + json_text(j) + "\n\n"); }
 
   // Streamed bytes wait here while the client is slow; past the buffer bound the client is dropped.
   void send_raw(std::string bytes) {
@@ -262,7 +263,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   }
 
   void reply(int status, const json& body, bool keep_alive) {
-    reply_text(status, "application/json", body.dump(), keep_alive);
+    reply_text(status, "application/json", json_text(body), keep_alive);
   }
 
   void reply_text(int status, const std::string& type, std::string body, bool keep_alive) {

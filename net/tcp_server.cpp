@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "net/json_text.h"
 #include "net/listen.h"
 
 namespace skein {
@@ -108,7 +109,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::io_context& io = io_;
     if (stream)
       sr.on_delta = [&io, weak, id](const std::string& text, const std::vector<int32_t>& tokens) {
-        post(io, weak, nlohmann::json{{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}}.dump());
+        post(io, weak, json_text(nlohmann::json{{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}}));
       };
     sr.on_done = [&io, weak, id, stream](const GenerationSummary& s) {
       nlohmann::json j = {{"id", id},
@@ -121,7 +122,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (!stream) j["text"] = s.text;
       if (s.session_tokens) j["session_tokens"] = s.session_tokens;
       if (!s.error.empty()) j["error"] = s.error;
-      std::string line = j.dump();
+      std::string line = json_text(j);
       asio::post(io, [weak, id, line] {
         if (auto c = weak.lock()) {
           c->running_.erase(id);
@@ -155,7 +156,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         j["op"] = o.op;
         j["session"] = o.session;
       }
-      post(io, weak, j.dump());
+      post(io, weak, json_text(j));
     });
   }
 
@@ -168,7 +169,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void send_error(const std::string& id, const std::string& what, bool then_close) {
     nlohmann::json j = {{"event", "error"}, {"error", what}};
     j["id"] = id.empty() ? nlohmann::json(nullptr) : nlohmann::json(id);
-    write(j.dump());
+    write(json_text(j));
     if (then_close) closing_ = true;
   }
 

@@ -135,7 +135,9 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
                                          {"POST", "/v1/chat/completions", R"({"messages": [{"role": "wizard", "content": "x"}]})", 400, "role"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "session": "../x"})", 400, "session"},
                                          {"GET", "/v1/completions", "", 405, "method not allowed"},
-                                         {"GET", "/v2/nothing", "", 404, "no route"}}) {
+                                         {"GET", "/v2/nothing", "", 404, "no route"},
+                                         // not UTF-8: echoed with U+FFFD (JSON cannot carry the byte; the server must not throw)
+                                         {"GET", "/v2/\x9a", "", 404, "no route for /v2/\xef\xbf\xbd"}}) {
     auto r = http_request(server.http_port(), c.method, c.target, c.body, auth);
     EXPECT_EQ(r.status, c.status) << c.body << " -> " << r.body;
     ASSERT_FALSE(r.body.empty()) << c.body;
