@@ -8,7 +8,7 @@
 #include <optional>
 
 #include "common/error.h"
-#include "net/json_text.h"
+#include "common/json_text.h"
 #include "net/listen.h"
 #include "net/openai_request.h"
 

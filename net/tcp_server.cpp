@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "net/json_text.h"
+#include "common/json_text.h"
 #include "net/listen.h"
 
 namespace skein {

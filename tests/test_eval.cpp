@@ -149,6 +149,31 @@ TEST(Eval, AKilledEvalResumesWithoutRedoingItsWork) {
   EXPECT_NE(refused.output.find("belongs to another eval"), std::string::npos) << refused.output;
 }
 
+// A data file whose name is not UTF-8 (Linux allows any bytes): the checkpoint and the result carry
+// the name with U+FFFD, and a checkpoint written so is recognised as this eval's on resume.
+TEST(Eval, ADataPathThatIsNotUtf8IsCheckpointedAndResumed) {
+  const std::string dir = std::filesystem::absolute(temp_dir()).string(), data = dir + "/lambada\xe9.jsonl";
+  std::filesystem::copy_file(shared_dir() + "/data/lambada_test.jsonl", data);
+  const std::string args = "eval --model " + model() + " --data '" + data + "' --limit 40 --block 20";
+  auto whole = run_skein(args + " --output " + dir + "/whole.json");
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  auto a = read_json(dir + "/whole.json");
+  // A checkpoint at item 0, as the eval writes it: resuming from it must give the whole run's figures.
+  nlohmann::json what = {{"task", "lambada"},
+                         {"data", dir + "/lambada\xef\xbf\xbd.jsonl"},
+                         {"data_bytes", std::filesystem::file_size(data)},
+                         {"model_fingerprint", a["model_fingerprint"]},
+                         {"items", 40},
+                         {"pad_token", 0}};
+  write_file(dir + "/p.progress", nlohmann::json{{"eval", what}, {"tally", {{"next", 0}, {"logprob", 0.0}, {"correct", 0}, {"targets", 0}}}}.dump());
+  auto resumed = run_skein(args + " --resume " + dir + "/p.progress --output " + dir + "/r.json");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming from"), std::string::npos) << resumed.output;
+  auto b = read_json(dir + "/r.json");
+  EXPECT_EQ(a["perplexity"], b["perplexity"]);
+  EXPECT_EQ(a["accuracy"], b["accuracy"]);
+}
+
 TEST(Eval, BadDataIsAOneLineErrorNamingTheLine) {
   std::string data = temp_dir() + "/bad.jsonl";
   write_file(data, "{\"text\": \"fine words here\"}\n{\"txt\": 1}\n");

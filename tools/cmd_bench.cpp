@@ -13,6 +13,7 @@
 
 #include "bench/memory_bandwidth.h"
 #include "common/error.h"
+#include "common/json_text.h"
 #include "kernels/cpu/linear.h"
 #ifdef SKEIN_HAVE_CUDA
 #include "bench/product_sweep.h"
@@ -161,7 +162,7 @@ void run_product_sweep(int device) {
     j["rows"].push_back({{"format", r.shape.format}, {"rows", r.shape.rows}, {"cols", r.shape.cols}, {"T", r.shape.T}, {"kernel", r.kernel},
                          {"product", r.product}, {"blocks_per_sm", r.blocks_per_sm}, {"us", r.us}, {"gb_s", r.gb_s}, {"max_error", r.max_error}, {"same_as_product", r.same_as_product}});
   }
-  std::printf("%s\n", j.dump().c_str());
+  std::printf("%s\n", json_text(j).c_str());
 #else
   (void)device;
   fail("bench --products: this build has no CUDA backend");
@@ -327,7 +328,7 @@ void add_bench_command(CLI::App& app) {
       j["streaming_limit"] = link.second;
     }
     for (auto& f : batch_figures) j["decode_batches"].push_back({{"batch", f.batch}, {"tok_s", f.tok_s}, {"gb_s", f.gb_s}});
-    std::cout << j.dump() << std::endl;
+    std::cout << json_text(j) << std::endl;
   });
 }
 

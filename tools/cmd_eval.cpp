@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "common/stop_signal.h"
 #include "coordinator/eval_tasks.h"
 #include "model/fingerprint.h"
@@ -133,6 +134,7 @@ void add_eval_command(CLI::App& app) {
       what["context"] = o->context;
       what["stride"] = o->stride;
     }
+    what = nlohmann::json::parse(json_text(what));  // as a checkpoint stores it (a path that is not UTF-8 gets U+FFFD)
     std::string ckpt = !o->resume.empty() ? o->resume : !o->output.empty() ? o->output + ".progress" : "";
     Tally tally;
     if (!ckpt.empty() && std::filesystem::exists(ckpt)) {
@@ -165,7 +167,7 @@ void add_eval_command(CLI::App& app) {
         tokens_run += block[i].tokens.size() - 1;
       }
       tally.next = end;
-      if (!ckpt.empty()) write_atomically(ckpt, nlohmann::json{{"eval", what}, {"tally", tally.to_json()}}.dump() + "\n");
+      if (!ckpt.empty()) write_atomically(ckpt, json_text(nlohmann::json{{"eval", what}, {"tally", tally.to_json()}}) + "\n");
       progress.update(tally.next);
     }
     double wall = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -194,8 +196,8 @@ void add_eval_command(CLI::App& app) {
     summary = b;
     std::snprintf(b, sizeof b, " (%.1f tokens/s, %s)", double(result["tokens_per_s"]), duration(wall).c_str());
     summary += b;
-    if (!o->output.empty()) write_atomically(o->output, result.dump(2) + "\n");
-    std::cout << result.dump() << "\n" << summary << std::endl;
+    if (!o->output.empty()) write_atomically(o->output, json_text(result, 2) + "\n");
+    std::cout << json_text(result) << "\n" << summary << std::endl;
     if (!ckpt.empty()) std::filesystem::remove(ckpt);
   });
 }
