@@ -28,6 +28,14 @@ namespace skein::cli {
 
 namespace {
 
+#ifdef SKEIN_HAVE_CUDA
+// The GPU a stage runs on (its backend is named "cuda:K"), -1 for the CPU.
+int cuda_device_of(const RwkvModel& stage) {
+  const std::string n = stage.backend().name();
+  return n.rfind("cuda:", 0) == 0 ? std::stoi(n.substr(5)) : -1;
+}
+#endif
+
 // The read-bandwidth limit decode is set against: the GPU's peak (memory clock x bus width) when every
 // stage runs on one GPU, else this machine's measured host read bandwidth.
 std::pair<double, std::string> bandwidth_limit(const Engine& model) {
@@ -35,9 +43,9 @@ std::pair<double, std::string> bandwidth_limit(const Engine& model) {
   int dev = -1;
   bool all_gpu = true;
   for (auto& s : model.stages()) {
-    const std::string n = s->backend().name();
-    if (n.rfind("cuda:", 0) != 0) all_gpu = false;
-    else dev = std::stoi(n.substr(5));
+    const int k = cuda_device_of(*s);
+    if (k < 0) all_gpu = false;
+    else dev = k;
   }
   if (all_gpu && dev >= 0) {
     auto info = cuda::device_info(dev);
@@ -54,11 +62,9 @@ std::pair<double, std::string> bandwidth_limit(const Engine& model) {
 // stage prepares its streamed layers from the mapped file at each use).
 std::pair<double, std::string> streaming_limit(const Engine& model, std::pair<double, std::string> host) {
 #ifdef SKEIN_HAVE_CUDA
-  for (auto& s : model.stages()) {
-    const std::string n = s->backend().name();
-    if (!s->weights().streamed.empty() && n.rfind("cuda:", 0) == 0)
-      return {cuda::measure_upload_gb_s(std::stoi(n.substr(5))), "measured pinned host-to-" + n + " copy"};
-  }
+  for (auto& s : model.stages())
+    if (const int k = cuda_device_of(*s); k >= 0 && !s->weights().streamed.empty())
+      return {cuda::measure_upload_gb_s(k), "measured pinned host-to-cuda:" + std::to_string(k) + " copy"};
 #else
   (void)model;
 #endif
