@@ -111,7 +111,7 @@ Config load_config(const std::string& path) {
             c.strategy = r.str(v, "strategy");
             try { parse_strategy(c.strategy); } catch (const Error& e) { r.bad(v, e.what()); }
           }},
-         {"threads", [&](const toml::node& v) { c.threads = int(r.integer(v, "threads", 0, 4096)); }},
+         {"threads", [&](const toml::node& v) { c.threads = int(r.integer(v, "threads", 0, kMaxThreads)); }},
        });
      }},
     {"nodes", [&](const toml::node& n) {
@@ -189,8 +189,7 @@ Config load_config(const std::string& path) {
          {"seed", [&](const toml::node& v) { c.sampling.seed = uint64_t(r.integer(v, "seed", 0, INT64_MAX)); }},
          {"max_tokens", [&](const toml::node& v) { c.max_tokens = int(r.integer(v, "max_tokens", 0, 1 << 24)); }},
        });
-       // Range checks that do not need the vocabulary.
-       try { SamplingParams p = c.sampling; p.token_ban.clear(); p.token_stop.clear(); p.validate(1); } catch (const Error& e) { r.bad(n, e.what()); }
+       try { c.sampling.validate_ranges(); } catch (const Error& e) { r.bad(n, e.what()); }
      }},
     {"logging", [&](const toml::node& n) {
        r.table(r.sub(n, "logging"), "logging", {

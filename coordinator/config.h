@@ -58,6 +58,9 @@ struct LoggingConfig {
   std::string file;            // empty: stderr
 };
 
+// Compute threads a config or flag may ask for (OpenMP failed to start 100,000 and crashed).
+constexpr int kMaxThreads = 4096;
+
 struct Config {
   std::string source;  // file it came from ("" for defaults)
   std::string model, tokenizer, strategy;

@@ -11,7 +11,7 @@
 
 namespace skein {
 
-void SamplingParams::validate(int vocab) const {
+void SamplingParams::validate_ranges() const {
   auto finite = [](float v) { return std::isfinite(v); };
   if (!finite(temperature) || temperature < 0) fail("temperature must be a finite number >= 0, got ", temperature);
   if (!finite(top_p) || top_p < 0) fail("top_p must be a finite number >= 0, got ", top_p);
@@ -19,12 +19,16 @@ void SamplingParams::validate(int vocab) const {
   if (!finite(alpha_presence)) fail("alpha_presence must be finite");
   if (!finite(alpha_frequency)) fail("alpha_frequency must be finite");
   if (!finite(alpha_decay) || alpha_decay < 0 || alpha_decay > 1) fail("alpha_decay must be in [0, 1], got ", alpha_decay);
+  for (auto& s : stop)
+    if (s.empty()) fail("stop strings must not be empty");
+}
+
+void SamplingParams::validate(int vocab) const {
+  validate_ranges();
   for (auto t : token_ban)
     if (t < 0 || t >= vocab) fail("token_ban id ", t, " is outside the vocabulary (", vocab, ")");
   for (auto t : token_stop)
     if (t < 0 || t >= vocab) fail("token_stop id ", t, " is outside the vocabulary (", vocab, ")");
-  for (auto& s : stop)
-    if (s.empty()) fail("stop strings must not be empty");
 }
 
 std::vector<float> sampling_probabilities(const float* logits, int V, float temperature, float top_p, int top_k) {

@@ -25,6 +25,8 @@ struct SamplingParams {
 
   // Throws skein::Error naming the first invalid field (NaN, negative, out of range).
   void validate(int vocab) const;
+  // The same checks but the token ids, which need the model's vocabulary (configs and flags, before loading).
+  void validate_ranges() const;
 };
 
 // The final normalised distribution the official sample_logits draws from. Returns V probabilities.

@@ -146,6 +146,22 @@ TEST(Cli, ErrorsAreOneLineWithExitCode2) {
   }
 }
 
+// A flag out of range ends the command before anything loads or prints: --threads 100000 crashed
+// OpenMP, a bad sampling flag failed only after the prompt had been echoed, and a batch of 10^8
+// states (18 TiB) was allocated until the kernel killed the bench.
+TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
+  const std::string model = shared_dir() + "/models/tiny-rwkv-4v0-660K.pth", gen = "generate --model " + model + " --prompt Hello ";
+  for (std::string args : {gen + "--threads 100000", gen + "--threads -1", gen + "--temperature -1", gen + "--top-k -2",
+                           gen + "--alpha-decay 2", gen + "--max-tokens 99999999999", gen + "--bogus", std::string("bench --threads 5000"),
+                           "serve --model " + model + " --port 70000", "serve --model " + model + " --http-port -2", "plan --model " + model + " --slots 0",
+                           "bench --model " + model + " --prompt-tokens 0", "bench --model " + model + " --batches 100000000"}) {
+    auto r = run_skein(args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output.rfind("skein: error: ", 0), 0u) << args << "\n" << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
+  }
+}
+
 // Node-prefixed stages run on this host when there is no mpirun: a plan that cannot fit its memory
 // stops before loading, with the figures (tiny-rwkv-7v0 keeps ~200 KiB of state a slot, so a million
 // slots need ~200 GiB; state is allocated as slots fill, so without the check this would start).

@@ -34,6 +34,8 @@ MpiWorld* g_world = nullptr;
 MpiWorld* mpi_world() { return g_world; }
 void set_mpi_world(MpiWorld* w) { g_world = w; }
 
+std::string default_strategy(const Checkpoint& ck) { return std::string("cpu ") + dtype_name(ck.get("emb.weight").dtype); }
+
 namespace {
 // Stages bound for GPUs of this machine fail here, before a byte is loaded, when a GPU cannot hold
 // what the plan says they keep (rather than running out of memory at the first request). Stages of
@@ -61,15 +63,13 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   m.backend = make_backend(-1);
   MpiWorld* world = mpi_world();
   if (!world) {
-    std::vector<StageSpec> stages = Engine::whole_model(m.dims);
-    if (!strategy.empty()) {
-      const Plan plan = make_plan(parse_strategy(strategy), *m.checkpoint, m.dims, limits);
-      std::vector<size_t> all(plan.stages.size());
-      std::iota(all.begin(), all.end(), size_t(0));
-      check_gpus_fit(plan, all, limits.slots);
-      check_host_fits(plan, all, limits.slots, host_memory(), "this host");  // node prefixes name no other host here
-      stages = local_stages(plan);
-    }
+    // Without a strategy the whole model runs as stored on the CPU; its plan still checks the memory.
+    const Plan plan = make_plan(parse_strategy(strategy.empty() ? default_strategy(*m.checkpoint) : strategy), *m.checkpoint, m.dims, limits);
+    std::vector<size_t> all(plan.stages.size());
+    std::iota(all.begin(), all.end(), size_t(0));
+    check_gpus_fit(plan, all, limits.slots);
+    check_host_fits(plan, all, limits.slots, host_memory(), "this host");  // node prefixes name no other host here
+    const std::vector<StageSpec> stages = strategy.empty() ? Engine::whole_model(m.dims) : local_stages(plan);
     m.engine = std::make_unique<Engine>(m.checkpoint, m.dims, stages, *m.backend);
     m.handle = std::make_unique<LocalModel>(*m.engine, std::max(1, limits.slots));
     return m;
@@ -78,7 +78,7 @@ LoadedModel load_model(const std::string& path, const std::string& strategy, Pla
   // Cluster: every rank computes the same plan and rank assignment, so a mismatch fails on every rank.
   const auto& hosts = world->hosts();
   for (size_t r = 1; r < hosts.size(); ++r) limits.known_nodes.insert(hosts[r]);
-  std::string s = strategy.empty() ? std::string("cpu ") + dtype_name(m.checkpoint->get("emb.weight").dtype) : strategy;
+  std::string s = strategy.empty() ? default_strategy(*m.checkpoint) : strategy;
   Plan plan = make_plan(spread_over_workers(parse_strategy(s), world->size() - 1), *m.checkpoint, m.dims, limits);
   std::vector<int> ranks = assign_stage_ranks(plan, hosts);
   std::vector<StageSpec> specs = local_stages(plan);
@@ -164,7 +164,8 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
   over(app->add_option("--model", f.model, "checkpoint (.pth or .safetensors)"), [&f](Config& c) { c.model = f.model; });
   over(app->add_option("--strategy", f.strategy, "placement and precision, e.g. \"cpu fp32 *2 -> cpu fp32i8\" (default: cpu, stored dtype)"),
        [&f](Config& c) { c.strategy = f.strategy; });
-  over(app->add_option("--threads", f.threads, "compute threads (default: all cores available)"), [&f](Config& c) { c.threads = f.threads; });
+  over(app->add_option("--threads", f.threads, "compute threads (default: all cores available)")->check(CLI::Range(0, kMaxThreads)),
+       [&f](Config& c) { c.threads = f.threads; });
   over(app->add_flag("--batch-invariant", batch_invariant_, "bit-identical results whether a request is batched or alone (slower prefill)"),
        [this](Config& c) { c.scheduler.batch_invariant = batch_invariant_; });
   if (!with_sampling) return;
@@ -191,6 +192,9 @@ Config RunFlags::resolve() const {
   Config c = config_.empty() ? Config{} : load_config(config_);
   for (auto& [opt, apply] : overrides_)
     if (opt->count() > 0) apply(c);
+  // Flags meet a config file's ranges before anything loads (ids wait for the vocabulary).
+  c.sampling.validate_ranges();
+  if (c.max_tokens < 0) fail("max_tokens must be >= 0, got ", c.max_tokens);
   return c;
 }
 

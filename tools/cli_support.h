@@ -26,6 +26,9 @@ struct LoadedModel {
   uint64_t fingerprint = 0;
 };
 
+// The strategy of a run that names none: "cpu <the embedding's stored dtype>".
+std::string default_strategy(const Checkpoint& ck);
+
 // Opens, detects and prepares a checkpoint (errors name the file), placed by `strategy` (empty: one
 // CPU stage keeping the stored dtype). Under mpirun, rank 0 gets a handle on the cluster and every
 // other rank runs its stage here until the coordinator shuts it down (its handle is then null: the

@@ -195,8 +195,8 @@ void add_bench_command(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("bench", "Measure prefill and decode tokens/s against the memory-bandwidth limit");
-  c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::Range(1, 1 << 24));
   c->add_option("--batches", o->batches, "also decode with these many sequences per step, e.g. 1,8,64,256")->delimiter(',');
   o->run.add(c, false);
   c->add_flag("--profile", o->profile,
@@ -221,6 +221,13 @@ void add_bench_command(CLI::App& app) {
       return;
     }
     if (mpi_world()) fail("bench: without --pipeline it measures one process; run it without mpirun");
+    // The states it holds at once (batch 1's and the largest batch's) are checked against memory at load.
+    int largest = 0;
+    for (int B : o->batches) {
+      if (B < 1) fail("--batches: batch sizes must be >= 1");
+      largest = std::max(largest, B);
+    }
+    cfg.limits.slots = 1 + largest;
     set_backend_profiling(o->profile);
     LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
     Engine& model = *m.engine;
@@ -275,10 +282,8 @@ void add_bench_command(CLI::App& app) {
     const double rss_mib = peak_rss_mib();  // before the bandwidth probe allocates its 1 GiB buffer
     auto [bw, bw_what] = bandwidth_limit(model);
     std::vector<BatchFigure> batch_figures;
-    for (int B : o->batches) {
-      if (B < 1) fail("--batches: batch sizes must be >= 1");
+    for (int B : o->batches)
       batch_figures.push_back(batched_decode(model, B, std::max(4, o->decode_tokens / 4), profile ? &*profile : nullptr));
-    }
 
     const ModelWeights& first = model.stages().front()->weights();
     // Bytes one decode step must move: every matrix (head included), one embedding row, and the state

@@ -19,14 +19,14 @@ void add_plan_command(CLI::App& app) {
   auto* c = app.add_subcommand("plan", "Show which stage holds which layers, and what each stage costs");
   o->run.add(c, false);
   c->add_flag("--json", o->json, "print the plan as JSON (for launch scripts)");
-  c->add_option("--slots", o->slots, "request slots per stage for the memory check (default: config, else 1)");
+  c->add_option("--slots", o->slots, "request slots per stage for the memory check (default: config, else 1)")->check(CLI::Range(1, 1 << 20));
   c->callback([o] {
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("plan: no model given (--model or [model] path in --config)");
     if (o->slots > 0) cfg.limits.slots = o->slots;
     auto ck = Checkpoint::open(cfg.model);
     ModelDims dims = detect_architecture(*ck);
-    std::string strategy = cfg.strategy.empty() ? std::string("cpu ") + dtype_name(ck->get("emb.weight").dtype) : cfg.strategy;
+    std::string strategy = cfg.strategy.empty() ? default_strategy(*ck) : cfg.strategy;
     Plan p = make_plan(parse_strategy(strategy), *ck, dims, cfg.limits);
     if (o->json) std::cout << plan_json(p).dump() << "\n";
     else std::cout << "strategy: " << strategy << "\n" << plan_table(p);

@@ -19,27 +19,27 @@ void add_serve_command(CLI::App& app) {
   struct Opts {
     RunFlags run;
     std::string listen, auth_token, sessions_dir;
-    int port = -1, http_port = -2;
+    int port = 0, http_port = 0;
+    CLI::Option *port_flag = nullptr, *http_port_flag = nullptr;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("serve", "Serve generation requests: NDJSON over TCP (docs/protocol.md) and OpenAI-compatible HTTP");
   o->run.add(c, true);
   c->add_option("--listen", o->listen, "address to listen on (default 127.0.0.1)");
-  c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)");
-  c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)");
+  o->port_flag = c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)")->check(CLI::Range(0, 65535));
+  o->http_port_flag = c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)")->check(CLI::Range(-1, 65535));
   c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)");
   c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
   c->callback([o] {
     Config cfg = o->run.resolve();
     if (!o->listen.empty()) cfg.server.listen = o->listen;
     if (!o->auth_token.empty()) cfg.server.auth_token = o->auth_token;
-    if (o->port >= 0) cfg.server.port = o->port;
-    if (o->http_port >= -1) cfg.server.http_port = o->http_port;
+    if (o->port_flag->count()) cfg.server.port = o->port;
+    if (o->http_port_flag->count()) cfg.server.http_port = o->http_port;
     if (!o->sessions_dir.empty()) {
       cfg.sessions.dir = o->sessions_dir;
       cfg.sessions.persist = true;
     }
-    if (cfg.server.port > 65535 || cfg.server.http_port > 65535) fail("--port and --http-port must be 0..65535");
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     LoadedModel m = load_model(path, cfg.strategy, cfg.limits);

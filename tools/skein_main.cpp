@@ -47,9 +47,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
     return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
+  } catch (const CLI::ParseError& e) {  // a flag that is missing, unknown, malformed or out of range
+    return report(std::string(e.what()) + " (--help lists the options)");
   } catch (const skein::Error& e) {
     return report(e.what());
   } catch (const std::bad_alloc&) {
