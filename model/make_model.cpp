@@ -41,8 +41,9 @@ uint64_t make_model(const MakeModelOptions& o, const std::string& path) {
   const int64_t hs = o.arch == Arch::V4 ? C : o.head_size;
   if (hs < 1 || C % hs) fail("make-model: head size ", hs, " must divide n_embd ", C);
   const int64_t H = C / hs;
+  if (o.dim_ffn < 0) fail("make-model: --ffn must be >= 1 (0: the generation's usual width), got ", o.dim_ffn);
   int64_t F = o.dim_ffn;
-  if (F <= 0) F = o.arch == Arch::V6 ? int64_t(C * 7 / 2 / 32 * 32) : 4 * C;
+  if (F == 0) F = o.arch == Arch::V6 ? int64_t(C * 7 / 2 / 32 * 32) : 4 * C;
   if (F < 1) F = 32;
 
   std::vector<Spec> specs;

@@ -154,7 +154,8 @@ TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
   for (std::string args : {gen + "--threads 100000", gen + "--threads -1", gen + "--temperature -1", gen + "--top-k -2",
                            gen + "--alpha-decay 2", gen + "--max-tokens 99999999999", gen + "--bogus", std::string("bench --threads 5000"),
                            "serve --model " + model + " --port 70000", "serve --model " + model + " --http-port -2", "plan --model " + model + " --slots 0",
-                           "bench --model " + model + " --prompt-tokens 0", "bench --model " + model + " --batches 100000000"}) {
+                           "bench --model " + model + " --prompt-tokens 0", "bench --model " + model + " --batches 100000000",
+                           "eval --model " + model + " --data " + model + " --limit -1", "make-model --layers 1 --embd 64 --vocab 8 --ffn -4 -o " + temp_dir() + "/m.pth"}) {
     auto r = run_skein(args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_EQ(r.output.rfind("skein: error: ", 0), 0u) << args << "\n" << r.output;

@@ -94,7 +94,7 @@ void add_eval_command(CLI::App& app) {
     RunFlags run;
     std::string task = "lambada", data, output, resume;
     int pad = 0, context = 1024, stride = 512, block = 64;
-    size_t limit = 0;
+    int64_t limit = 0;  // signed, so that -1 is refused rather than wrapped to "all"
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("eval", "Evaluate a model: LAMBADA accuracy/perplexity or corpus perplexity (resumable)");
@@ -104,7 +104,7 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--pad-token", o->pad, "lambada: the token before each context")->capture_default_str();
   c->add_option("--context", o->context, "perplexity: tokens per window")->capture_default_str();
   c->add_option("--stride", o->stride, "perplexity: tokens a window moves by")->capture_default_str();
-  c->add_option("--limit", o->limit, "only the first N items (0: all)");
+  c->add_option("--limit", o->limit, "only the first N items (0: all)")->check(CLI::Range(int64_t(0), INT64_MAX));
   c->add_option("--output", o->output, "also write the result JSON here");
   c->add_option("--resume", o->resume, "checkpoint file (default: OUTPUT.progress with --output); a restart continues from it");
   c->add_option("--block", o->block, "items between checkpoints")->capture_default_str();
@@ -121,7 +121,7 @@ void add_eval_command(CLI::App& app) {
 
     std::vector<ScoreItem> items = o->task == "lambada" ? lambada_items(read_lambada(o->data), *tok, o->pad)
                                                         : perplexity_items(read_corpus(o->data), *tok, o->context, o->stride);
-    if (o->limit && o->limit < items.size()) items.resize(o->limit);
+    if (o->limit && size_t(o->limit) < items.size()) items.resize(size_t(o->limit));
 
     // What a checkpoint must agree on to be resumed.
     nlohmann::json what = {{"task", o->task},
