@@ -24,7 +24,9 @@ uint64_t parse_size(const std::string& s, const std::string& what) {
                                                       {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
   auto u = units.find(unit);
   if (u == units.end() || !std::isfinite(v) || v < 0) fail(what, ": '", s, "' is not a size (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
-  return uint64_t(v * u->second);
+  const double bytes = v * u->second;
+  if (bytes >= 18446744073709551616.0) fail(what, ": '", s, "' is more bytes than 64 bits count");  // the cast would be undefined
+  return uint64_t(bytes);
 }
 
 namespace {

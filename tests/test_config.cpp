@@ -93,6 +93,9 @@ TEST(Config, SizesParse) {
   EXPECT_EQ(parse_size("4096", "x"), 4096ull);
   EXPECT_THROW(parse_size("-1GiB", "x"), Error);
   EXPECT_THROW(parse_size("12 parsecs", "x"), Error);
+  EXPECT_EQ(parse_size("16777215TiB", "x"), 16777215ull << 40);  // 2^64 - 2^40, the largest whole TiB
+  EXPECT_THROW(parse_size("18446744073709551616", "x"), Error);  // 2^64
+  EXPECT_THROW(parse_size("99999999999TiB", "x"), Error);
 }
 
 }  // namespace
