@@ -19,6 +19,8 @@ inline float number(const nlohmann::json& j, const char* key) {
 
 inline int64_t integer(const nlohmann::json& j, const char* key) {
   if (!j.is_number_integer()) fail(key, ": must be an integer");
+  // nlohmann keeps 2^63..2^64-1 unsigned; read as int64_t they would turn negative and be misreported.
+  if (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t(INT64_MAX)) fail(key, ": ", j.get<uint64_t>(), " is too large");
   return j.get<int64_t>();
 }
 

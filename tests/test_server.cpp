@@ -164,6 +164,10 @@ TEST(Server, BadInputNeverDisturbsOtherClients) {
       auto e = bad.event();
       EXPECT_EQ(e["event"], "error") << req << " -> " << e.dump();
     }
+    // 2^64 - 1 is an integer JSON keeps unsigned: too large, not "must be >= 0" as its int64_t wrap said.
+    bad.send(R"({"id": "s", "prompt": "x", "seed": 18446744073709551615})");
+    auto e = bad.event();
+    EXPECT_EQ(e["error"], "seed: 18446744073709551615 is too large") << e.dump();
   }
   auto rest = good.until_done("slow");
   ASSERT_FALSE(rest.empty());
