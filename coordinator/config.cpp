@@ -210,10 +210,11 @@ Config load_config(const std::string& path) {
     if (!p.empty() && std::filesystem::path(p).is_relative()) p = (dir / p).lexically_normal().string();
   };
   resolve(c.model);
-  if (c.tokenizer.rfind("world:", 0) == 0) {
-    std::string v = c.tokenizer.substr(6);
+  for (std::string kind : {"world:", "bpe:"}) {
+    if (c.tokenizer.rfind(kind, 0) != 0) continue;
+    std::string v = c.tokenizer.substr(kind.size());
     resolve(v);
-    c.tokenizer = "world:" + v;
+    c.tokenizer = kind + v;
   }
   resolve(c.logging.file);
   resolve(c.sessions.dir);

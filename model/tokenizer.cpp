@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "model/bpe_tokenizer.h"
 
 namespace skein {
 
@@ -168,7 +169,8 @@ std::string WorldTokenizer::decode(std::span<const int32_t> ids) const {
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "bytes") return std::make_unique<ByteTokenizer>();
   if (spec.rfind("world:", 0) == 0) return std::make_unique<WorldTokenizer>(spec.substr(6));
-  fail("tokenizer: unknown spec '", spec, "' (expected 'bytes' or 'world:PATH')");
+  if (spec.rfind("bpe:", 0) == 0) return std::make_unique<BpeTokenizer>(spec.substr(4));
+  fail("tokenizer: unknown spec '", spec, "' (expected 'bytes', 'world:PATH' or 'bpe:PATH')");
 }
 
 namespace {

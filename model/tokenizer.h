@@ -1,9 +1,10 @@
 // Tokenizers: the RWKV World vocabulary (greedy longest match over UTF-8 bytes, as the official
-// TRIE_TOKENIZER) and the byte tokenizer of the tiny models (token id = byte value). Both map text to ids
-// and ids to bytes; Utf8Stream turns a stream of bytes into text that never splits a character.
+// TRIE_TOKENIZER), the byte tokenizer of the tiny models (token id = byte value) and byte-level BPE
+// (bpe_tokenizer.h, for the RWKV-4 Pile models). Each maps text to ids and ids to bytes; Utf8Stream turns a stream of bytes into text that never splits a character.
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,6 +21,8 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(std::string_view bytes) const = 0;
   // Bytes of the ids; throws skein::Error for an id with no bytes in the vocabulary.
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
+  // The id that ends a text (generation stops there unless told otherwise), if the vocabulary has one.
+  virtual std::optional<int32_t> end_of_text() const { return std::nullopt; }
 };
 
 class ByteTokenizer final : public Tokenizer {
@@ -37,6 +40,7 @@ class WorldTokenizer final : public Tokenizer {
   int vocab_size() const override { return int(tokens_.size()); }
   std::vector<int32_t> encode(std::string_view bytes) const override;
   std::string decode(std::span<const int32_t> ids) const override;
+  std::optional<int32_t> end_of_text() const override { return 0; }
 
  private:
   std::vector<std::string> tokens_;  // id -> bytes; id 0 (end of text) has none
@@ -46,7 +50,8 @@ class WorldTokenizer final : public Tokenizer {
   std::vector<int32_t> node_token_;
 };
 
-// "bytes" or "world:PATH". Throws skein::Error on an unknown spec or unreadable vocabulary.
+// "bytes", "world:PATH" (rwkv_vocab_v20230424.txt) or "bpe:PATH" (a byte-level BPE tokenizer.json, e.g.
+// 20B_tokenizer.json; model/bpe_tokenizer.h). Throws skein::Error on an unknown spec or a bad file.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
 
 // Accumulates bytes and releases only complete UTF-8 characters; an incomplete sequence at the end is

@@ -10,7 +10,7 @@ shared="${SKEIN_SHARED:-$root/../shared}"
 mkdir -p "$root/.gpu/debs" "$root/.gpu/shared/models" "$root/.gpu/shared/golden/models"
 grep -qx '/.gpu/' "$root/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >>"$root/.git/info/exclude"
 cd "$root/.gpu/debs"
-apt-get download -qq libdnnl-dev libdnnl2 libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libcli11-dev libgtest-dev zlib1g-dev zlib1g ocl-icd-libopencl1 libnuma1 libmunge2 ibverbs-providers \
+apt-get download -qq libdnnl-dev libdnnl2 libunistring-dev libunistring2 libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libcli11-dev libgtest-dev zlib1g-dev zlib1g ocl-icd-libopencl1 libnuma1 libmunge2 ibverbs-providers \
   libboost1.74-dev libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 libevent-core-2.1-7 libevent-pthreads-2.1-7 libfabric1 libucx0 \
   libibverbs1 libnl-3-200 libnl-route-3-200 librdmacm1 libpsm2-2 libpsm-infinipath1 2>/dev/null
 # SKEIN_GPU_BASELINE="<commit> ...": those commits' trees, for gpu-check.sh to build beside ours and

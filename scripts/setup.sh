@@ -4,6 +4,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build ccache git
   libdnnl-dev                # oneDNN: CPU GEMM (JIT sgemm)
+  libunistring-dev           # NFC and Unicode classes for the byte-level BPE tokenizer (RWKV-4 Pile models)
   libtomlplusplus-dev        # configuration files
   libopenmpi-dev openmpi-bin # ranks and the host-buffer transport
   libboost-dev               # Boost.Asio: the client API server
@@ -22,7 +23,8 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# Node.js runs the HTTP API's tests with the official `openai` npm package (pinned by package-lock.json).
+# Node.js runs the HTTP API's tests with the official `openai` npm package (pinned by package-lock.json),
+# and the BPE tokenizer's reference.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
@@ -30,3 +32,5 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ -d "$root/tests/openai/node_modules/openai" ] || (cd "$root/tests/openai" && npm ci --no-audit --no-fund --loglevel=error)
+# Hugging Face's `tokenizers` (npm binding of its Rust library): the reference for the BPE tokenizer's tests.
+[ -d "$root/tests/hf_tokenizers/node_modules/tokenizers" ] || (cd "$root/tests/hf_tokenizers" && npm ci --no-audit --no-fund --loglevel=error)

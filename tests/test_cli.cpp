@@ -58,6 +58,25 @@ TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
   EXPECT_EQ(r.output, "104 105\n");
 }
 
+// A model with the RWKV-4 Pile vocabulary (50277 ids) reads and writes text through 20B_tokenizer.json,
+// stops at <|endoftext|> by default, and the CLI's tokenize/detokenize use the same tokenizer.
+TEST(Cli, PileVocabularyModelsTalkThroughTheBpeTokenizer) {
+  const std::string bpe = "bpe:" + shared_dir() + "/tokenizers/20B_tokenizer.json", dir = temp_dir();
+  auto r = run_skein("tokenize --tokenizer " + bpe, "Hello  world");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "12092 50276 10186\n");
+  r = run_skein("detokenize --tokenizer " + bpe, "12092 50276 10186 0");
+  EXPECT_EQ(r.output, "Hello  world");
+  ASSERT_EQ(run_skein("make-model --arch v4 --layers 2 --embd 64 --vocab 50277 -o " + dir + "/pile.pth").exit_code, 0);
+  r = run_skein("generate --model " + dir + "/pile.pth --prompt 'Hello world' --max-tokens 6 --temperature 0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("bpe:PATH"), std::string::npos) << r.output;  // no default for this vocabulary: says which to choose
+  r = run_skein("generate --model " + dir + "/pile.pth --tokenizer " + bpe + " --prompt 'Hello world' --max-tokens 6 --temperature 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("Hello world", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find("generated"), std::string::npos) << r.output;
+}
+
 TEST(Cli, GenerateStreamsGreedyText) {
   auto r = run_skein("generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --prompt 'The man said' --temperature 0 --alpha-decay 0.996 --max-tokens 40");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -39,6 +39,18 @@ TEST(Config, ExampleConfigsLoad) {
   EXPECT_EQ(t.server.stall_seconds, d.server.stall_seconds);
 }
 
+// A tokenizer file named relative to the config is found from any working directory.
+TEST(Config, TokenizerPathsAreRelativeToTheConfig) {
+  const std::string dir = temp_dir();
+  std::filesystem::create_directories(dir + "/sub");
+  for (std::string kind : {"world:", "bpe:"}) {
+    write_file(dir + "/sub/c.toml", "[model]\ntokenizer = \"" + kind + "../vocab/t.json\"\n");
+    EXPECT_EQ(load_config(dir + "/sub/c.toml").tokenizer, kind + dir + "/vocab/t.json");
+  }
+  write_file(dir + "/sub/c.toml", "[model]\ntokenizer = \"bytes\"\n");
+  EXPECT_EQ(load_config(dir + "/sub/c.toml").tokenizer, "bytes");
+}
+
 TEST(Config, TinyCpuConfigRunsAndFlagsOverride) {
   std::string cfg = configs() + "/tiny-cpu.toml";
   auto r = run_skein("plan --config " + cfg);

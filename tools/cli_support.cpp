@@ -150,7 +150,7 @@ std::string default_model_path() {
 std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab) {
   if (spec.empty()) {
     if (vocab == 256) return std::make_unique<ByteTokenizer>();
-    fail("this model has a vocabulary of ", vocab, "; choose a tokenizer with --tokenizer world:PATH");
+    fail("this model has a vocabulary of ", vocab, "; choose a tokenizer: --tokenizer world:PATH (World models) or bpe:PATH (20B_tokenizer.json: RWKV-4 Pile)");
   }
   auto t = make_tokenizer(spec);
   if (t->vocab_size() > vocab) fail("tokenizer '", spec, "' has ", t->vocab_size(), " ids but the model's vocabulary is ", vocab);
@@ -170,7 +170,7 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
        [this](Config& c) { c.scheduler.batch_invariant = batch_invariant_; });
   if (!with_sampling) return;
   SamplingParams& p = f.sampling;
-  over(app->add_option("--tokenizer", f.tokenizer, "bytes | world:PATH (default: bytes for vocab-256 models)"), [&f](Config& c) { c.tokenizer = f.tokenizer; });
+  over(app->add_option("--tokenizer", f.tokenizer, "bytes | world:PATH | bpe:PATH (default: bytes for vocab-256 models)"), [&f](Config& c) { c.tokenizer = f.tokenizer; });
   over(app->add_option("--max-tokens", f.max_tokens, "tokens to generate")->capture_default_str(), [&f](Config& c) { c.max_tokens = f.max_tokens; });
   over(app->add_option("--temperature", p.temperature, "0 = greedy")->capture_default_str(), [&p](Config& c) { c.sampling.temperature = p.temperature; });
   over(app->add_option("--top-p", p.top_p, "nucleus cutoff; >= 1 disables")->capture_default_str(), [&p](Config& c) { c.sampling.top_p = p.top_p; });

@@ -54,7 +54,7 @@ void add_generate_command(CLI::App& app) {
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished
     ModelHandle& model = *m.handle;
     auto tok = tokenizer_for(cfg.tokenizer, model.dims().vocab);
-    if (cfg.tokenizer.rfind("world:", 0) == 0 && cfg.sampling.token_stop.empty()) cfg.sampling.token_stop = {0};  // end of text
+    if (cfg.sampling.token_stop.empty() && tok->end_of_text()) cfg.sampling.token_stop = {*tok->end_of_text()};
     if (o->prompts.empty()) o->prompts = {"\nIn the "};
     if (o->prompts.size() > 1) {
       if (!o->state_in.empty() || !o->state_out.empty()) fail("--state-in/--state-out take a single --prompt");

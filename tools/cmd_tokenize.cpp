@@ -9,7 +9,7 @@ namespace skein::cli {
 void add_tokenize_commands(CLI::App& app) {
   auto spec = std::make_shared<std::string>("bytes");
   auto* t = app.add_subcommand("tokenize", "Text on stdin -> token ids (space-separated) on stdout");
-  t->add_option("--tokenizer", *spec, "bytes | world:PATH")->capture_default_str();
+  t->add_option("--tokenizer", *spec, "bytes | world:PATH | bpe:PATH")->capture_default_str();
   t->callback([spec] {
     auto tok = make_tokenizer(*spec);
     auto ids = tok->encode(read_all(std::cin));
@@ -18,7 +18,7 @@ void add_tokenize_commands(CLI::App& app) {
   });
   auto spec2 = std::make_shared<std::string>("bytes");
   auto* d = app.add_subcommand("detokenize", "Token ids on stdin (spaces, commas or newlines) -> text on stdout");
-  d->add_option("--tokenizer", *spec2, "bytes | world:PATH")->capture_default_str();
+  d->add_option("--tokenizer", *spec2, "bytes | world:PATH | bpe:PATH")->capture_default_str();
   d->callback([spec2] {
     auto tok = make_tokenizer(*spec2);
     std::string in = read_all(std::cin);
