@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "model/architecture.h"
 #include "model/checkpoint.h"
+#include "model/mapped_file.h"
 #include "model/pth_writer.h"
 #include "model/weights.h"
 #include "tests/golden_cases.h"
@@ -108,6 +109,22 @@ TEST(CheckpointErrors, CompressedMemberIsRefused) {
   b[cd + 10] = 8;  // method: deflate
   write_file(d + "/z.pth", b);
   expect_error(d + "/z.pth", "compressed");
+}
+
+// Weights are read in place from the map: a file truncated under a running process would end it with
+// SIGBUS and a core dump; it ends with the one-line error instead (exit status 2), naming the file.
+TEST(CheckpointErrors, AFileCutShortWhileMappedEndsWithAnErrorLine) {
+  const std::string path = temp_dir() + "/cut.pth";
+  write_file(path, std::string(3 << 16, 'x'));
+  EXPECT_EXIT(
+      {
+        MappedFile m(path);
+        std::filesystem::resize_file(path, 0);
+        volatile uint8_t byte = m.data()[2 << 16];
+        (void)byte;
+        std::exit(0);
+      },
+      testing::ExitedWithCode(2), "skein: error: .*cut.pth: the file was cut short while in use");
 }
 
 TEST(CheckpointErrors, BadSafetensors) {
