@@ -7,7 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
-#include <csignal>
+#include <signal.h>
 #include <cstring>
 #include <mutex>
 
@@ -25,6 +25,7 @@ struct Mapping {
 };
 Mapping g_mappings[64];  // read lock-free by the handler
 std::mutex g_mappings_mu;
+struct sigaction g_previous {};
 
 extern "C" void on_bus_error(int sig, siginfo_t* info, void*) {
   const uintptr_t addr = uintptr_t(info->si_addr);
@@ -36,7 +37,8 @@ extern "C" void on_bus_error(int sig, siginfo_t* info, void*) {
     say(": the file was cut short while in use (truncated or rewritten in place); restart with the new file\n");
     ::_exit(2);
   }
-  std::signal(sig, SIG_DFL);  // not ours: the default action when the faulting access repeats
+  (void)sig;
+  sigaction(SIGBUS, &g_previous, nullptr);  // not ours: whoever had SIGBUS before (MPI, the default) sees the repeat
 }
 
 void track(const uint8_t* data, size_t size, const std::string& path) {
@@ -46,7 +48,7 @@ void track(const uint8_t* data, size_t size, const std::string& path) {
     sa.sa_sigaction = on_bus_error;
     sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, nullptr);
+    sigaction(SIGBUS, &sa, &g_previous);
   });
   std::lock_guard<std::mutex> lock(g_mappings_mu);
   for (Mapping& m : g_mappings) {
