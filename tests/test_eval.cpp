@@ -174,6 +174,44 @@ TEST(Eval, ADataPathThatIsNotUtf8IsCheckpointedAndResumed) {
   EXPECT_EQ(a["accuracy"], b["accuracy"]);
 }
 
+// A checkpoint of this eval whose tally is damaged stops the eval with what is wrong, where a count of
+// -1 read as 2^64 - 1 once made the accuracy 1.8e17.
+TEST(Eval, ADamagedCheckpointTallyIsRefused) {
+  const std::string dir = temp_dir(), data = shared_dir() + "/data/lambada_test.jsonl";
+  const std::string args = "eval --model " + model() + " --data " + data + " --limit 8 --block 4";
+  auto whole = run_skein(args + " --output " + dir + "/whole.json");
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  const nlohmann::json what = {{"task", "lambada"},
+                               {"data", std::filesystem::absolute(data).string()},
+                               {"data_bytes", std::filesystem::file_size(data)},
+                               {"model_fingerprint", read_json(dir + "/whole.json")["model_fingerprint"]},
+                               {"items", 8},
+                               {"pad_token", 0}};
+  const nlohmann::json good = {{"next", 4}, {"logprob", -20.5}, {"correct", 1}, {"targets", 9}};
+  auto with = [&](const char* key, nlohmann::json v) {
+    nlohmann::json t = good;
+    t[key] = std::move(v);
+    return t;
+  };
+  write_file(dir + "/ok.progress", nlohmann::json{{"eval", what}, {"tally", good}}.dump());
+  auto ok = run_skein(args + " --resume " + dir + "/ok.progress");
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;  // the undamaged one is this eval's
+  for (auto [tally, says] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {with("correct", -1), "'correct' must be a whole number >= 0, got -1"},
+           {with("correct", 1e308), "'correct' must be a whole number >= 0"},
+           {with("next", -3), "'next' must be a whole number >= 0"},
+           {with("logprob", 5.0), "'logprob' must be a finite number <= 0"},
+           {with("logprob", "x"), "'logprob' must be a finite number <= 0"},
+           {with("correct", 5), "does not add up (5 correct of 4 items with 9 targets)"},
+           {with("targets", 2), "does not add up"}}) {
+    write_file(dir + "/bad.progress", nlohmann::json{{"eval", what}, {"tally", tally}}.dump());
+    auto r = run_skein(args + " --resume " + dir + "/bad.progress");
+    EXPECT_EQ(r.exit_code, 2) << tally.dump() << "\n" << r.output;
+    EXPECT_NE(r.output.find("bad.progress: not an eval checkpoint"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+  }
+}
+
 TEST(Eval, BadDataIsAOneLineErrorNamingTheLine) {
   std::string data = temp_dir() + "/bad.jsonl";
   write_file(data, "{\"text\": \"fine words here\"}\n{\"txt\": 1}\n");

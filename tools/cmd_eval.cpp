@@ -34,8 +34,20 @@ struct Tally {
   double logprob = 0;
   uint64_t correct = 0, targets = 0;
   nlohmann::json to_json() const { return {{"next", next}, {"logprob", logprob}, {"correct", correct}, {"targets", targets}}; }
+  // Read strictly: a damaged checkpoint must stop the eval, not turn into a result (a "correct" of -1
+  // read as 2^64 - 1 gave an accuracy of 1.8e17).
   static Tally from_json(const nlohmann::json& j) {
-    return {j.at("next").get<size_t>(), j.at("logprob").get<double>(), j.at("correct").get<uint64_t>(), j.at("targets").get<uint64_t>()};
+    auto count = [&](const char* key) {
+      const auto& v = j.at(key);
+      if (!v.is_number_unsigned()) fail("tally '", key, "' must be a whole number >= 0, got ", v.dump());
+      return v.get<uint64_t>();
+    };
+    const auto& lp = j.at("logprob");
+    if (!lp.is_number() || !std::isfinite(lp.get<double>()) || lp.get<double>() > 0) fail("tally 'logprob' must be a finite number <= 0, got ", lp.dump());
+    Tally t{size_t(count("next")), lp.get<double>(), count("correct"), count("targets")};
+    if (t.correct > t.next || t.next > t.targets)  // every item has a target token, and is right or not
+      fail("tally does not add up (", t.correct, " correct of ", t.next, " items with ", t.targets, " targets)");
+    return t;
   }
 };
 
