@@ -136,6 +136,30 @@ TEST(Sessions, SavedSessionsSurviveARestart) {
   EXPECT_EQ(s.op(SessionOp::List).first.size(), 1u);
 }
 
+// A saved session whose metadata is damaged is skipped with a warning at start, never misread: a token
+// count of -1 read as 2^64 - 1, a pending token of 1.5 as 1.
+TEST(Sessions, DamagedMetadataIsSkippedNotMisread) {
+  std::string dir = temp_dir() + "/persist";
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  {
+    Service s(o);
+    for (const char* name : {"counted", "pending", "fine"}) s.generate("The man said", 4, name);
+  }
+  auto edit = [&](const std::string& name, const char* key, nlohmann::json v) {
+    nlohmann::json j = read_json(dir + "/" + name + ".json");
+    j[key] = std::move(v);
+    write_file(dir + "/" + name + ".json", j.dump());
+  };
+  edit("counted", "tokens", -1);
+  edit("pending", "pending", nlohmann::json::array({1.5}));
+  Service s(o);
+  auto list = s.op(SessionOp::List).first;
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "fine");
+}
+
 TEST(Sessions, ErrorsAreClearAndLoseNothing) {
   Service s;
   EXPECT_NE(s.op(SessionOp::Save, "x").second.find("no [sessions] dir"), std::string::npos);
