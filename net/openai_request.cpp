@@ -51,7 +51,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   if (!j.is_object()) fail("the body must be a JSON object");
   static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "stream", "stream_options", "stop", "seed",
                                                "presence_penalty", "frequency_penalty", "n", "user", "top_k", "alpha_decay", "session",
-                                               "logprobs"};
+                                               "logprobs", "response_format"};
   for (auto& [k, v] : j.items()) {
     bool ok = common.count(k) || (chat ? (k == "messages" || k == "max_completion_tokens") : (k == "prompt" || k == "echo"));
     if (!ok) fail("unknown parameter '", k, "'");
@@ -101,6 +101,9 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   if (j.contains("n") && !j["n"].is_null() && !(j["n"].is_number_integer() && j["n"].get<int64_t>() == 1)) fail("n: only 1 is supported");
   if (j.contains("logprobs") && !j["logprobs"].is_null() && !(j["logprobs"].is_boolean() && !j["logprobs"].get<bool>()))
     fail("logprobs: not supported");
+  // Plain text is what every request gets; a client that names it explicitly is served.
+  if (j.contains("response_format") && !j["response_format"].is_null() && j["response_format"] != nlohmann::json{{"type", "text"}})
+    fail("response_format: only {\"type\": \"text\"} is supported");
   r.sampling = limits.defaults;
   if (chat) r.sampling.stop = chat_cfg.stop;
   auto opt = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };

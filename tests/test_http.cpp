@@ -127,6 +127,8 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   };
   for (const Case& c : std::vector<Case>{{"POST", "/v1/completions", "{oops", 400, "malformed JSON"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "bogus": 1})", 400, "unknown parameter 'bogus'"},
+                                         {"POST", "/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})", 400,
+                                          "response_format: only {\"type\": \"text\"} is supported"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400, "temperature"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "max_tokens": 1e9})", 400, "max_tokens"},
                                          {"POST", "/v1/completions", R"({"prompt": [1, 300]})", 400, "outside the vocabulary"},
@@ -151,6 +153,9 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   auto ok = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "The man said", "max_tokens": 5, "temperature": 0})", auth);
   EXPECT_EQ(ok.status, 200);
   EXPECT_EQ(ok.json()["choices"][0]["text"], " to a");
+  auto text = http_request(server.http_port(), "POST", "/v1/chat/completions",
+                           R"({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "response_format": {"type": "text"}})", auth);
+  EXPECT_EQ(text.status, 200) << text.body;  // plain text named explicitly, as some clients do
 }
 
 // A stage that stops answering: /health turns 503 ("stalled") while requests wait, before the
