@@ -190,11 +190,16 @@ TEST(Cli, StagesThatCannotFitThisHostStopAtStart) {
     GTEST_SKIP() << "this host has more memory than a million slots of state need";
   std::string d = temp_dir();
   write_file(d + "/slots.toml", "[scheduler]\nmax_slots = 1048576\n");
-  auto r = run_skein("generate --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --config " + d +
-                     "/slots.toml --strategy \"a:cpu fp32 *2 -> b:cpu fp32\" --prompt The --max-tokens 1");
+  // serve: a server keeps every configured slot (generate holds one state per prompt)
+  auto r = run_shell("timeout 60 " + std::string(SKEIN_BINARY) + " serve --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --config " + d +
+                     "/slots.toml --strategy \"a:cpu fp32 *2 -> b:cpu fp32\" --port 0 --http-port -1");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("skein: error: strategy: the stages on this host (0, 1) need"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("state for 1048576 slots"), std::string::npos) << r.output;
+  // generate holds a state per prompt, so the same config fits for it
+  auto g = run_skein("generate --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --config " + d +
+                     "/slots.toml --strategy \"a:cpu fp32 *2 -> b:cpu fp32\" --prompt The --max-tokens 1");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
 }
 
 }  // namespace

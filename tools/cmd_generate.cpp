@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <iostream>
 
 #include "common/error.h"
@@ -50,6 +51,8 @@ void add_generate_command(CLI::App& app) {
     Config cfg = o->run.resolve();
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
+    // States held at once: one per prompt (up to the configured slots), which is what the memory check counts.
+    cfg.limits.slots = std::min(cfg.limits.slots, int(std::max<size_t>(1, o->prompts.size())));
     LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished
     ModelHandle& model = *m.handle;
