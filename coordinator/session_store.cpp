@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "net/json_fields.h"
 
 namespace skein {
 
@@ -50,14 +51,11 @@ void SessionStore::scan_dir() {
       auto j = nlohmann::json::parse(f);
       Session s;
       s.on_disk = true;
-      // Strict reads: nlohmann would turn -1 into 2^64 - 1 and 1.5 into 1.
-      if (!j.at("tokens").is_number_unsigned()) fail("'tokens' must be a whole number >= 0, got ", j.at("tokens").dump());
-      s.tokens = j.at("tokens").get<uint64_t>();
-      if (!j.at("pending").is_array()) fail("'pending' must be an array of token ids");
-      for (auto& t : j.at("pending")) {
-        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= header_.dims.vocab) fail("pending token ", t.dump(), " is outside the vocabulary");
-        s.pending.push_back(int32_t(t.get<int64_t>()));
-      }
+      // The request parsers' strict reads: nlohmann's own would turn -1 into 2^64 - 1 and 1.5 into 1.
+      const int64_t tokens = json_fields::integer(j.at("tokens"), "tokens");
+      if (tokens < 0) fail("tokens: must be >= 0");
+      s.tokens = uint64_t(tokens);
+      s.pending = json_fields::token_ids(j.at("pending"), "pending", header_.dims.vocab);
       if (!fs::exists(state_path(name))) fail("its state file is missing");
       sessions_[name] = std::move(s);
     } catch (const std::exception& ex) {

@@ -4,10 +4,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <signal.h>
 
 #include <atomic>
 #include <cerrno>
-#include <signal.h>
 #include <cstring>
 #include <mutex>
 
@@ -27,7 +27,7 @@ Mapping g_mappings[64];  // read lock-free by the handler
 std::mutex g_mappings_mu;
 struct sigaction g_previous {};
 
-extern "C" void on_bus_error(int sig, siginfo_t* info, void*) {
+extern "C" void on_bus_error(int, siginfo_t* info, void*) {
   const uintptr_t addr = uintptr_t(info->si_addr);
   for (const Mapping& m : g_mappings) {
     if (addr < m.begin.load() || addr >= m.end.load()) continue;
@@ -37,7 +37,6 @@ extern "C" void on_bus_error(int sig, siginfo_t* info, void*) {
     say(": the file was cut short while in use (truncated or rewritten in place); restart with the new file\n");
     ::_exit(2);
   }
-  (void)sig;
   sigaction(SIGBUS, &g_previous, nullptr);  // not ours: whoever had SIGBUS before (MPI, the default) sees the repeat
 }
 

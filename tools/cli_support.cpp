@@ -157,6 +157,10 @@ std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab) {
   return t;
 }
 
+void stop_at_end_of_text(SamplingParams& sampling, const Tokenizer& tok) {
+  if (sampling.token_stop.empty() && tok.end_of_text()) sampling.token_stop = {*tok.end_of_text()};
+}
+
 void RunFlags::add(CLI::App* app, bool with_sampling) {
   Config& f = flags_;
   auto over = [&](CLI::Option* o, std::function<void(Config&)> apply) { overrides_.push_back({o, std::move(apply)}); };

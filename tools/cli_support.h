@@ -45,6 +45,8 @@ std::string default_model_path();
 
 // "bytes" for vocab-256 models when spec is empty; otherwise make_tokenizer(spec).
 std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab);
+// Generation stops at the tokenizer's end-of-text id unless stop tokens were given.
+void stop_at_end_of_text(SamplingParams& sampling, const Tokenizer& tok);
 
 // The flags that say which model runs and how; a --config file gives defaults and flags override it.
 class RunFlags {

@@ -57,7 +57,7 @@ void add_generate_command(CLI::App& app) {
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished
     ModelHandle& model = *m.handle;
     auto tok = tokenizer_for(cfg.tokenizer, model.dims().vocab);
-    if (cfg.sampling.token_stop.empty() && tok->end_of_text()) cfg.sampling.token_stop = {*tok->end_of_text()};
+    stop_at_end_of_text(cfg.sampling, *tok);
     if (o->prompts.empty()) o->prompts = {"\nIn the "};
     if (o->prompts.size() > 1) {
       if (!o->state_in.empty() || !o->state_out.empty()) fail("--state-in/--state-out take a single --prompt");

@@ -45,7 +45,7 @@ void add_serve_command(CLI::App& app) {
     LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
-    if (cfg.sampling.token_stop.empty() && tok->end_of_text()) cfg.sampling.token_stop = {*tok->end_of_text()};
+    stop_at_end_of_text(cfg.sampling, *tok);
 
     ServiceOptions so;
     so.scheduler = cfg.scheduler;
