@@ -59,6 +59,7 @@ void ClusterClient::close_session(int session) {
 }
 
 int ClusterClient::clone_session(int session) {
+  if (!used_.count(session)) fail("slot ", session, " is not open");
   int s = take_slot();
   ControlMessage m;
   m.op = StageOp::CloneSlot;

@@ -54,14 +54,15 @@ void InferenceService::cancel(uint64_t id) {
   wake_.notify_one();
 }
 
-void InferenceService::session_op(SessionOp op, const std::string& name, SessionReply done) {
+void InferenceService::session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to) {
   std::lock_guard<std::mutex> lock(mu_);
-  ops_.push_back([this, op, name, done] {
+  ops_.push_back([this, op, name, done, to] {
     std::vector<SessionInfo> out;
     std::string error;
     try {
       if (op == SessionOp::List) out = sessions_->list();
       else if (op == SessionOp::Save) sessions_->save(name);
+      else if (op == SessionOp::Fork) sessions_->fork(name, to);
       else sessions_->remove(name);
     } catch (const Error& e) {
       error = e.what();

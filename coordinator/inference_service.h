@@ -54,7 +54,7 @@ struct ServiceOptions {
   double stall_seconds = 5;
 };
 
-enum class SessionOp { List, Save, Delete };
+enum class SessionOp { List, Save, Delete, Fork };
 
 class InferenceService {
  public:
@@ -65,9 +65,9 @@ class InferenceService {
   uint64_t submit(ServiceRequest r);
   void cancel(uint64_t id);  // thread-safe; on_done follows with "cancelled"
   // Thread-safe; runs between steps on the service thread, then `done` (there) gets the sessions
-  // (List) or nothing, or an error message.
+  // (List) or nothing, or an error message. `to`: the new session of a Fork.
   using SessionReply = std::function<void(const std::vector<SessionInfo>& sessions, const std::string& error)>;
-  void session_op(SessionOp op, const std::string& name, SessionReply done);
+  void session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to = "");
 
   // The service loop, on the calling thread, until stop(); then every open request ends "cancelled" and,
   // with [sessions] persist, every session is saved. A model failure ends every request with an error,

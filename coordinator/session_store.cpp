@@ -178,6 +178,30 @@ void SessionStore::write_disk(const std::string& name, Session& s, const std::ve
   s.on_disk = true;
 }
 
+void SessionStore::fork(const std::string& from, const std::string& to) {
+  check_name(from);
+  check_name(to);
+  Session& s = get(from);
+  if (sessions_.count(to)) fail("session '", to, "' already exists: delete it first, or fork under another name");
+  if (s.busy) fail("session '", from, "' is busy with a request; fork it when the request has finished");
+  Session copy;
+  copy.pending = s.pending;
+  copy.tokens = s.tokens;
+  copy.on_disk = false;  // its own files are written when it is saved or spilled
+  if (s.slot >= 0 && model_.free_slots() > 0) {
+    copy.slot = model_.clone_session(s.slot);
+  } else {
+    const size_t bytes = model_.dims().state_floats() * sizeof(float);
+    if (cfg_.dir.empty() && host_used_ + bytes > cfg_.host_bytes)
+      fail("no free slot for the fork and idle sessions fill the host budget of ", cfg_.host_bytes,
+           " bytes: delete sessions or configure [sessions] dir");
+    copy.host = s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(from), header_);
+    host_used_ += bytes;
+  }
+  sessions_.emplace(to, std::move(copy));
+  spill_host();
+}
+
 void SessionStore::save(const std::string& name) {
   check_name(name);
   if (cfg_.dir.empty()) fail("sessions: no [sessions] dir is configured, so sessions cannot be saved");

@@ -53,6 +53,10 @@ class SessionStore {
   // A free slot, evicting as needed; throws skein::Error when every slot is busy with a running request.
   int open_slot();
 
+  // A new session `to` that starts where `from` stands: the same state, history and pending tokens; the
+  // two then go their own ways (branching a conversation costs one state copy, no prefill). The copy
+  // takes a free slot when there is one (copied where the state lives, on the workers), else host memory.
+  void fork(const std::string& from, const std::string& to);
   void save(const std::string& name);  // to `dir` (kept resident); throws when no dir is configured
   void save_all();                     // every idle session (at shutdown when persist is set)
   void remove(const std::string& name);

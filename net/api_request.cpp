@@ -34,13 +34,14 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     return out;
   }
   if (j.contains("op")) {
-    for (auto& [k, v] : j.items())
-      if (k != "op" && k != "id" && k != "session") fail("unknown field '", k, "' in an op request");
     ApiSessionOp o;
     if (!j["op"].is_string()) fail("op: must be a string");
     o.op = j["op"];
-    if (o.op != "list_sessions" && o.op != "save_session" && o.op != "delete_session")
-      fail("op: '", o.op.substr(0, 64), "' is not one of list_sessions, save_session, delete_session");
+    if (o.op != "list_sessions" && o.op != "save_session" && o.op != "delete_session" && o.op != "fork_session")
+      fail("op: '", o.op.substr(0, 64), "' is not one of list_sessions, save_session, delete_session, fork_session");
+    for (auto& [k, v] : j.items())
+      if (k != "op" && k != "id" && k != "session" && (k != "to" || o.op != "fork_session"))
+        fail("unknown field '", k, "' in a ", o.op, " request");
     if (j.contains("id")) {
       if (!j["id"].is_string() || j["id"].get<std::string>().size() > 256) fail("id: must be a string of at most 256 bytes");
       o.id = j["id"];
@@ -48,6 +49,10 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     if (o.op != "list_sessions") {
       if (!j.contains("session") || !j["session"].is_string()) fail("session: ", o.op, " needs \"session\": \"<name>\"");
       o.session = j["session"];
+    }
+    if (o.op == "fork_session") {
+      if (!j.contains("to") || !j["to"].is_string()) fail("to: fork_session needs \"to\": \"<new session name>\"");
+      o.to = j["to"];
     }
     out.session_op = o;
     return out;

@@ -19,11 +19,13 @@ struct ApiGenerate {
   std::string session;  // continue this named session ("" = none)
 };
 
-// {"op": "list_sessions" | "save_session" | "delete_session", "session": NAME, "id": ...}
+// {"op": "list_sessions" | "save_session" | "delete_session" | "fork_session", "session": NAME,
+//  "to": NEW_NAME (fork_session only), "id": ...}
 struct ApiSessionOp {
   std::string id;  // optional, echoed
   std::string op;
   std::string session;
+  std::string to;
 };
 
 struct ApiCancel {

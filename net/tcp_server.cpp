@@ -138,7 +138,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void session_op(const ApiSessionOp& o) {
-    SessionOp op = o.op == "list_sessions" ? SessionOp::List : o.op == "save_session" ? SessionOp::Save : SessionOp::Delete;
+    SessionOp op = o.op == "list_sessions"  ? SessionOp::List
+                   : o.op == "save_session" ? SessionOp::Save
+                   : o.op == "fork_session" ? SessionOp::Fork
+                                            : SessionOp::Delete;
     std::weak_ptr<Connection> weak = shared_from_this();
     asio::io_context& io = io_;
     service_.session_op(op, o.session, [&io, weak, o](const std::vector<SessionInfo>& list, const std::string& error) {
@@ -155,9 +158,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         j["event"] = "ok";
         j["op"] = o.op;
         j["session"] = o.session;
+        if (o.op == "fork_session") j["to"] = o.to;
       }
       post(io, weak, json_text(j));
-    });
+    }, o.to);
   }
 
   static void post(asio::io_context& io, const std::weak_ptr<Connection>& weak, std::string line) {

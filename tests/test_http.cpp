@@ -214,6 +214,15 @@ TEST(Http, SessionsOnTheClusterSurviveARestart) {
     EXPECT_EQ(l["sessions"][0]["where"], "slot");
     c.send(R"({"op": "delete_session", "session": "nope"})");
     EXPECT_EQ(c.event()["event"], "error");
+    // A fork is copied in the stages' slots and goes on as its source would.
+    c.send(R"({"op": "fork_session", "session": "talk", "to": "branch", "id": "f"})");
+    auto f = c.event();
+    EXPECT_EQ(f, nlohmann::json::parse(R"({"id": "f", "event": "ok", "op": "fork_session", "session": "talk", "to": "branch"})"));
+    EXPECT_EQ(generate_text(c, "b1", ". Then", 10, "branch"), generate_text(c, "b2", history + ". Then", 10));
+    c.send(R"({"op": "fork_session", "session": "talk"})");
+    EXPECT_NE(c.event()["error"].get<std::string>().find("fork_session needs \"to\""), std::string::npos);
+    c.send(R"({"op": "save_session", "session": "talk", "to": "x"})");
+    EXPECT_NE(c.event()["error"].get<std::string>().find("unknown field 'to' in a save_session request"), std::string::npos);
     server.terminate();  // mpirun forwards SIGTERM to every rank (and reports that it did so in its exit code)
     EXPECT_NE(server.output().find("skein: server stopped"), std::string::npos) << server.output();
   }

@@ -45,10 +45,15 @@ struct Service {
     service->submit(std::move(r));
     return done.get_future().get();
   }
-  std::pair<std::vector<SessionInfo>, std::string> op(SessionOp o, const std::string& name = "") {
+  std::pair<std::vector<SessionInfo>, std::string> op(SessionOp o, const std::string& name = "", const std::string& to = "") {
     std::promise<std::pair<std::vector<SessionInfo>, std::string>> done;
-    service->session_op(o, name, [&](const std::vector<SessionInfo>& l, const std::string& e) { done.set_value({l, e}); });
+    service->session_op(o, name, [&](const std::vector<SessionInfo>& l, const std::string& e) { done.set_value({l, e}); }, to);
     return done.get_future().get();
+  }
+  std::string where(const std::string& name) {
+    for (auto& i : op(SessionOp::List).first)
+      if (i.name == name) return i.where;
+    return "missing";
   }
   ByteTokenizer tok;
   ModelUnderTest mut;
@@ -89,7 +94,8 @@ TEST(Sessions, EvictedSessionsComeBackUnchanged) {
     std::vector<std::string> history(4);
     for (int turn = 0; turn < 3; ++turn)
       for (int k = 0; k < 4; ++k) {
-        std::string name = "s" + std::to_string(k), msg = turn == 0 ? "Session " + std::to_string(k) + " says" : " and";
+        const std::string number = std::to_string(k), name = std::string("s").append(number);
+        const std::string msg = turn == 0 ? std::string("Session ").append(number).append(" says") : " and";
         auto r = s.generate(msg, 6, name);
         ASSERT_EQ(r.finish_reason, "length") << r.error;
         auto whole = ref.generate(history[size_t(k)] + msg, 6);
@@ -107,6 +113,86 @@ TEST(Sessions, EvictedSessionsComeBackUnchanged) {
       }
     }
   }
+}
+
+// A fork starts where its source stands, then each goes its own way exactly as sending its own whole
+// history would. The source may be in a slot (the copy takes a free slot, or host memory when none is
+// free), in host memory or on disk.
+TEST(Sessions, AForkGoesOnAsSendingItsWholeHistoryWould) {
+  struct Case {
+    const char* source;  // where the source is when it is forked
+    int slots;
+    bool disk;
+    const char* fork;  // where the fork is made
+  };
+  for (const Case& c : {Case{"slot", 4, false, "slot"}, Case{"slot", 1, false, "host"}, Case{"host", 1, false, "host"},
+                        Case{"disk", 1, true, "disk"}}) {
+    SCOPED_TRACE(testing::Message() << "source in " << c.source << ", fork in " << c.fork);
+    ServiceOptions o;
+    if (c.disk) {
+      o.sessions.dir = temp_dir() + "/fork";
+      o.sessions.host_bytes = 1;  // evicted states go on to disk
+    }
+    Service s(o, c.slots);
+    const std::string start = "The man said";
+    auto a = s.generate(start, 8, "a");
+    if (std::string(c.source) != "slot") s.generate("Something else", 2, "other");  // evicts "a"
+    ASSERT_EQ(s.where("a"), c.source);
+    ASSERT_EQ(s.op(SessionOp::Fork, "a", "b").second, "");
+    EXPECT_EQ(s.where("b"), c.fork);
+    // Both continue from the same history, then differ.
+    Service ref;
+    const std::string history = start + a.text;
+    auto a2 = s.generate(" and then", 8, "a");
+    auto b2 = s.generate(" and then", 8, "b");
+    EXPECT_EQ(a2.text, ref.generate(history + " and then", 8).text);
+    EXPECT_EQ(b2.text, a2.text);
+    EXPECT_EQ(b2.session_tokens, a2.session_tokens);
+    auto b3 = s.generate(". But", 8, "b");
+    EXPECT_EQ(b3.text, ref.generate(history + " and then" + b2.text + ". But", 8).text);
+    auto a3 = s.generate(" so", 8, "a");
+    EXPECT_EQ(a3.text, ref.generate(history + " and then" + a2.text + " so", 8).text);
+  }
+}
+
+// A fork that cannot be made says why and changes nothing: a missing source, a name taken, a bad name,
+// a source busy with a request, no room.
+TEST(Sessions, AForkThatCannotBeMadeSaysWhyAndChangesNothing) {
+  Service s({}, 4);
+  auto a = s.generate("The man said", 6, "a");
+  s.generate("Other", 2, "taken");
+  EXPECT_NE(s.op(SessionOp::Fork, "nope", "b").second.find("session 'nope' does not exist"), std::string::npos);
+  EXPECT_NE(s.op(SessionOp::Fork, "a", "taken").second.find("session 'taken' already exists"), std::string::npos);
+  EXPECT_NE(s.op(SessionOp::Fork, "a", "a").second.find("already exists"), std::string::npos);
+  EXPECT_NE(s.op(SessionOp::Fork, "a", "../b").second.find("not a valid session name"), std::string::npos);
+  // Busy: a long request on "a", forked once its first text has come.
+  std::promise<void> first;
+  std::promise<GenerationSummary> done;
+  bool once = false;
+  ServiceRequest r;
+  r.prompt = s.tok.encode(" and");
+  r.max_tokens = 1000000;
+  r.session = "a";
+  r.on_delta = [&](const std::string&, const std::vector<int32_t>&) {
+    if (!once) first.set_value();
+    once = true;
+  };
+  r.on_done = [&](const GenerationSummary& g) { done.set_value(g); };
+  uint64_t id = s.service->submit(std::move(r));
+  first.get_future().wait();
+  EXPECT_NE(s.op(SessionOp::Fork, "a", "b").second.find("session 'a' is busy"), std::string::npos);
+  s.service->cancel(id);
+  EXPECT_EQ(done.get_future().get().finish_reason, "cancelled");
+  auto list = s.op(SessionOp::List).first;
+  ASSERT_EQ(list.size(), 2u);  // a and taken: no half-made b
+  EXPECT_EQ(s.where("b"), "missing");
+  // No free slot and no room in host memory (and no folder to spill to).
+  ServiceOptions tight;
+  tight.sessions.host_bytes = 1;
+  Service u(tight, 1);
+  u.generate("one", 2, "a");
+  EXPECT_NE(u.op(SessionOp::Fork, "a", "b").second.find("host budget"), std::string::npos);
+  EXPECT_EQ(u.op(SessionOp::List).first.size(), 1u);
 }
 
 TEST(Sessions, SavedSessionsSurviveARestart) {
