@@ -109,6 +109,7 @@ Config load_config(const std::string& path) {
        r.table(r.sub(n, "model"), "model", {
          {"path", [&](const toml::node& v) { c.model = r.str(v, "path"); }},
          {"tokenizer", [&](const toml::node& v) { c.tokenizer = r.str(v, "tokenizer"); }},
+         {"initial_state", [&](const toml::node& v) { c.initial_state = r.str(v, "initial_state"); }},
          {"strategy", [&](const toml::node& v) {
             c.strategy = r.str(v, "strategy");
             try { parse_strategy(c.strategy); } catch (const Error& e) { r.bad(v, e.what()); }
@@ -210,6 +211,7 @@ Config load_config(const std::string& path) {
     if (!p.empty() && std::filesystem::path(p).is_relative()) p = (dir / p).lexically_normal().string();
   };
   resolve(c.model);
+  resolve(c.initial_state);
   for (std::string kind : {"world:", "bpe:"}) {
     if (c.tokenizer.rfind(kind, 0) != 0) continue;
     std::string v = c.tokenizer.substr(kind.size());

@@ -64,6 +64,7 @@ constexpr int kMaxThreads = 4096;
 struct Config {
   std::string source;  // file it came from ("" for defaults)
   std::string model, tokenizer, strategy;
+  std::string initial_state;  // a state-tuning file merged into the model (model/initial_state.h)
   int threads = 0;
   // Node aliases, device memory, and the request slots each stage keeps ([scheduler] max_slots).
   PlanLimits limits = [] {

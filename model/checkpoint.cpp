@@ -15,7 +15,7 @@ std::string TensorRef::shape_str() const {
 }
 
 std::shared_ptr<const Checkpoint> Checkpoint::open(const std::string& path) {
-  auto ck = std::shared_ptr<Checkpoint>(new Checkpoint(std::make_unique<MappedFile>(path)));
+  auto ck = std::shared_ptr<Checkpoint>(new Checkpoint(std::make_shared<const MappedFile>(path)));
   const uint8_t* d = ck->file_->data();
   size_t n = ck->file_->size();
   if (n >= 4 && d[0] == 'P' && d[1] == 'K') {
@@ -28,6 +28,18 @@ std::shared_ptr<const Checkpoint> Checkpoint::open(const std::string& path) {
     fail(path, ": unrecognised file format (expected a torch .pth zip archive or .safetensors)");
   }
   if (ck->tensors_.empty()) fail(path, ": checkpoint holds no tensors");
+  return ck;
+}
+
+std::shared_ptr<const Checkpoint> Checkpoint::merged(const Checkpoint& base, const Checkpoint& extra) {
+  auto ck = std::shared_ptr<Checkpoint>(new Checkpoint(base.file_));
+  ck->format_ = base.format_;
+  ck->tensors_ = base.tensors_;
+  ck->extra_files_ = base.extra_files_;
+  ck->extra_files_.push_back(extra.file_);
+  ck->extra_files_.insert(ck->extra_files_.end(), extra.extra_files_.begin(), extra.extra_files_.end());
+  for (auto& [name, t] : extra.tensors_)
+    if (!ck->tensors_.emplace(name, t).second) fail(extra.path(), ": tensor '", name, "' is also in ", base.path());
   return ck;
 }
 

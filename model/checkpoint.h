@@ -27,6 +27,10 @@ class Checkpoint {
  public:
   // Detects the format from the file's first bytes. Throws skein::Error("<path>: <problem>").
   static std::shared_ptr<const Checkpoint> open(const std::string& path);
+  // `base` with `extra`'s tensors beside its own, as if one file held both (a state-tuning file beside
+  // its model: model/initial_state.h); `extra` stays mapped while the result lives. Throws on a name
+  // both hold.
+  static std::shared_ptr<const Checkpoint> merged(const Checkpoint& base, const Checkpoint& extra);
 
   const std::string& path() const { return file_->path(); }
   const std::string& format() const { return format_; }
@@ -35,15 +39,16 @@ class Checkpoint {
   const TensorRef& get(const std::string& name) const;  // throws "missing tensor"
   const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
   // Drops the tensor's pages from this process's memory; the next use reads them from the file again.
-  void release(const TensorRef& t) const { file_->release(t.data, t.nbytes); }
+  void release(const TensorRef& t) const { file_->release(t.data, t.nbytes); }  // by address: merged files too
 
  private:
-  explicit Checkpoint(std::unique_ptr<MappedFile> f) : file_(std::move(f)) {}
+  explicit Checkpoint(std::shared_ptr<const MappedFile> f) : file_(std::move(f)) {}
   void load_torch_zip();
   void load_safetensors();
   void add(TensorRef t);
 
-  std::unique_ptr<MappedFile> file_;
+  std::shared_ptr<const MappedFile> file_;
+  std::vector<std::shared_ptr<const MappedFile>> extra_files_;  // merged in; their tensors point into them
   std::string format_;
   std::map<std::string, TensorRef> tensors_;
 };

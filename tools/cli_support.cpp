@@ -19,6 +19,7 @@
 #include "kernels/cpu/linear.h"
 #include "model/architecture.h"
 #include "model/fingerprint.h"
+#include "model/initial_state.h"
 #include "worker/backend_factory.h"
 #include "model/make_model.h"
 #include "model/weights.h"
@@ -55,9 +56,16 @@ void check_gpus_fit(const Plan& plan, const std::vector<size_t>& stages, int slo
 }
 }  // namespace
 
-LoadedModel load_model(const std::string& path, const std::string& strategy, PlanLimits limits) {
+std::shared_ptr<const Checkpoint> open_checkpoint(const std::string& path, const std::string& initial_state) {
+  auto ck = Checkpoint::open(path);
+  return initial_state.empty() ? ck : attach_initial_state(*ck, initial_state);
+}
+
+LoadedModel load_model(const std::string& path, const Config& cfg) {
+  const std::string& strategy = cfg.strategy;
+  PlanLimits limits = cfg.limits;
   LoadedModel m;
-  m.checkpoint = Checkpoint::open(path);
+  m.checkpoint = open_checkpoint(path, cfg.initial_state);
   m.dims = detect_architecture(*m.checkpoint);
   m.fingerprint = model_fingerprint(*m.checkpoint);
   m.backend = make_backend(-1);
@@ -168,6 +176,8 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
   over(app->add_option("--model", f.model, "checkpoint (.pth or .safetensors)"), [&f](Config& c) { c.model = f.model; });
   over(app->add_option("--strategy", f.strategy, "placement and precision, e.g. \"cpu fp32 *2 -> cpu fp32i8\" (default: cpu, stored dtype)"),
        [&f](Config& c) { c.strategy = f.strategy; });
+  over(app->add_option("--initial-state", f.initial_state, "a state-tuning file (.pth or .safetensors of blocks.N.att.time_state): every sequence starts from it"),
+       [&f](Config& c) { c.initial_state = f.initial_state; });
   over(app->add_option("--threads", f.threads, "compute threads (default: all cores available)")->check(CLI::Range(0, kMaxThreads)),
        [&f](Config& c) { c.threads = f.threads; });
   over(app->add_flag("--batch-invariant", batch_invariant_, "bit-identical results whether a request is batched or alone (slower prefill)"),

@@ -29,11 +29,14 @@ struct LoadedModel {
 // The strategy of a run that names none: "cpu <the embedding's stored dtype>".
 std::string default_strategy(const Checkpoint& ck);
 
-// Opens, detects and prepares a checkpoint (errors name the file), placed by `strategy` (empty: one
-// CPU stage keeping the stored dtype). Under mpirun, rank 0 gets a handle on the cluster and every
-// other rank runs its stage here until the coordinator shuts it down (its handle is then null: the
-// command has nothing left to do).
-LoadedModel load_model(const std::string& path, const std::string& strategy = "", PlanLimits limits = {});
+// Opens the checkpoint at `path` (with cfg.initial_state's tuned states merged in, if named), detects
+// and prepares it (errors name the file), placed by cfg.strategy (empty: one CPU stage keeping the
+// stored dtype) within cfg.limits. Under mpirun, rank 0 gets a handle on the cluster and every other
+// rank runs its stage here until the coordinator shuts it down (its handle is then null: the command
+// has nothing left to do).
+LoadedModel load_model(const std::string& path, const Config& cfg);
+// The checkpoint at `path` with `initial_state`'s tuned states merged in ("" for none).
+std::shared_ptr<const Checkpoint> open_checkpoint(const std::string& path, const std::string& initial_state);
 
 // The MPI world when mpirun started several ranks (set by main), else null.
 MpiWorld* mpi_world();

@@ -229,7 +229,7 @@ void add_bench_command(CLI::App& app) {
     }
     cfg.limits.slots = 1 + largest;
     set_backend_profiling(o->profile);
-    LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
+    LoadedModel m = load_model(cfg.model, cfg);
     Engine& model = *m.engine;
     std::optional<Profile> profile;
     if (o->profile) profile.emplace(model);

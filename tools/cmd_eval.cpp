@@ -126,7 +126,7 @@ void add_eval_command(CLI::App& app) {
     Config cfg = o->run.resolve();
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
-    LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
+    LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator finished
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
     if (o->pad < 0 || o->pad >= m.dims.vocab) fail("eval: --pad-token ", o->pad, " is outside the vocabulary (", m.dims.vocab, ")");

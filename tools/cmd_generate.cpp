@@ -53,7 +53,7 @@ void add_generate_command(CLI::App& app) {
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     // States held at once: one per prompt (up to the configured slots), which is what the memory check counts.
     cfg.limits.slots = std::min(cfg.limits.slots, int(std::max<size_t>(1, o->prompts.size())));
-    LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
+    LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished
     ModelHandle& model = *m.handle;
     auto tok = tokenizer_for(cfg.tokenizer, model.dims().vocab);

@@ -28,7 +28,7 @@ void add_logits_command(CLI::App& app) {
     apply_run_config(cfg);
     std::vector<int32_t> tokens = parse_int_list(o->tokens, "--tokens");
     cfg.limits.slots = 1;  // one sequence: the memory check counts one state, not a server's slots
-    LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
+    LoadedModel m = load_model(cfg.model, cfg);
     if (!m.handle) return;  // a stage-worker rank
     ModelHandle& model = *m.handle;
     const int V = model.dims().vocab;

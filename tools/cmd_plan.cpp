@@ -24,7 +24,7 @@ void add_plan_command(CLI::App& app) {
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("plan: no model given (--model or [model] path in --config)");
     if (o->slots > 0) cfg.limits.slots = o->slots;
-    auto ck = Checkpoint::open(cfg.model);
+    auto ck = open_checkpoint(cfg.model, cfg.initial_state);
     ModelDims dims = detect_architecture(*ck);
     std::string strategy = cfg.strategy.empty() ? default_strategy(*ck) : cfg.strategy;
     Plan p = make_plan(parse_strategy(strategy), *ck, dims, cfg.limits);

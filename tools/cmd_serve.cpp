@@ -42,7 +42,7 @@ void add_serve_command(CLI::App& app) {
     }
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
-    LoadedModel m = load_model(path, cfg.strategy, cfg.limits);
+    LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
     stop_at_end_of_text(cfg.sampling, *tok);

@@ -16,7 +16,7 @@
 namespace skein::cli {
 
 void run_pipeline_bench(const Config& cfg, int rounds) {
-  LoadedModel m = load_model(cfg.model, cfg.strategy, cfg.limits);
+  LoadedModel m = load_model(cfg.model, cfg);
   if (!m.handle) return;  // a stage rank
   auto* cc = dynamic_cast<ClusterClient*>(m.handle.get());
   if (!cc) fail("bench --pipeline: run it under mpirun with at least 2 ranks");
