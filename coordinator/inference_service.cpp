@@ -57,17 +57,19 @@ void InferenceService::cancel(uint64_t id) {
 void InferenceService::session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to) {
   std::lock_guard<std::mutex> lock(mu_);
   ops_.push_back([this, op, name, done, to] {
-    std::vector<SessionInfo> out;
-    std::string error;
+    SessionOpResult r;
     try {
-      if (op == SessionOp::List) out = sessions_->list();
+      if (op == SessionOp::List) r.sessions = sessions_->list();
       else if (op == SessionOp::Save) sessions_->save(name);
       else if (op == SessionOp::Fork) sessions_->fork(name, to);
       else sessions_->remove(name);
+    } catch (const SessionError& e) {
+      r.error = e.what();
+      r.fault = e.fault;
     } catch (const Error& e) {
-      error = e.what();
+      r.error = e.what();
     }
-    done(out, error);
+    done(r);
   });
   wake_.notify_one();
 }

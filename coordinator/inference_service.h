@@ -65,8 +65,13 @@ class InferenceService {
   uint64_t submit(ServiceRequest r);
   void cancel(uint64_t id);  // thread-safe; on_done follows with "cancelled"
   // Thread-safe; runs between steps on the service thread, then `done` (there) gets the sessions
-  // (List) or nothing, or an error message. `to`: the new session of a Fork.
-  using SessionReply = std::function<void(const std::vector<SessionInfo>& sessions, const std::string& error)>;
+  // (List), or why the operation was refused. `to`: the new session of a Fork.
+  struct SessionOpResult {
+    std::vector<SessionInfo> sessions;
+    std::string error;  // "" when done
+    SessionFault fault = SessionFault::Failed;
+  };
+  using SessionReply = std::function<void(const SessionOpResult&)>;
   void session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to = "");
 
   // The service loop, on the calling thread, until stop(); then every open request ends "cancelled" and,

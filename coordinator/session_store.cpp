@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -12,6 +13,15 @@
 namespace skein {
 
 namespace fs = std::filesystem;
+
+namespace {
+template <typename... Parts>
+[[noreturn]] void refuse(SessionFault why, const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  throw SessionError(why, os.str());
+}
+}  // namespace
 
 SessionStore::SessionStore(ModelHandle& model, SessionsConfig cfg, StateFileHeader header)
     : model_(model), cfg_(std::move(cfg)), header_(header) {
@@ -26,7 +36,7 @@ SessionStore::SessionStore(ModelHandle& model, SessionsConfig cfg, StateFileHead
 void SessionStore::check_name(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 128 && name[0] != '.';
   for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
-  if (!ok) fail("session: '", name.substr(0, 64), "' is not a valid session name (1-128 of a-z A-Z 0-9 _ - ., not starting with '.')");
+  if (!ok) refuse(SessionFault::BadRequest, "session: '", name.substr(0, 64), "' is not a valid session name (1-128 of a-z A-Z 0-9 _ - ., not starting with '.')");
 }
 
 std::string SessionStore::state_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".state")).string(); }
@@ -36,7 +46,7 @@ const char* SessionStore::place(const Session& s) { return s.slot >= 0 ? "slot" 
 
 SessionStore::Session& SessionStore::get(const std::string& name) {
   auto it = sessions_.find(name);
-  if (it == sessions_.end()) fail("session '", name, "' does not exist");
+  if (it == sessions_.end()) refuse(SessionFault::NotFound, "session '", name, "' does not exist");
   return it->second;
 }
 
@@ -73,7 +83,7 @@ SessionStore::Lease SessionStore::acquire(const std::string& name) {
     it = sessions_.emplace(name, Session{}).first;
   }
   Session& s = it->second;
-  if (s.busy) fail("session '", name, "' is busy with another request");
+  if (s.busy) refuse(SessionFault::Conflict, "session '", name, "' is busy with another request");
   if (s.slot < 0) {
     std::vector<float> state;
     if (s.host) state = std::move(*s.host);
@@ -142,9 +152,9 @@ bool SessionStore::evict_one() {
 int SessionStore::open_slot() {
   while (model_.free_slots() <= 0)
     if (!evict_one()) break;
-  if (model_.free_slots() <= 0 && !cfg_.dir.empty()) fail("all request slots are busy with running requests");
+  if (model_.free_slots() <= 0 && !cfg_.dir.empty()) refuse(SessionFault::NoRoom, "all request slots are busy with running requests");
   if (model_.free_slots() <= 0)
-    fail("all request slots are in use (idle sessions fill the host budget of ", cfg_.host_bytes,
+    refuse(SessionFault::NoRoom, "all request slots are in use (idle sessions fill the host budget of ", cfg_.host_bytes,
          " bytes: delete sessions or configure [sessions] dir)");
   return model_.open_session();
 }
@@ -182,8 +192,8 @@ void SessionStore::fork(const std::string& from, const std::string& to) {
   check_name(from);
   check_name(to);
   Session& s = get(from);
-  if (sessions_.count(to)) fail("session '", to, "' already exists: delete it first, or fork under another name");
-  if (s.busy) fail("session '", from, "' is busy with a request; fork it when the request has finished");
+  if (sessions_.count(to)) refuse(SessionFault::Conflict, "session '", to, "' already exists: delete it first, or fork under another name");
+  if (s.busy) refuse(SessionFault::Conflict, "session '", from, "' is busy with a request; fork it when the request has finished");
   Session copy;
   copy.pending = s.pending;
   copy.tokens = s.tokens;
@@ -193,7 +203,7 @@ void SessionStore::fork(const std::string& from, const std::string& to) {
   } else {
     const size_t bytes = model_.dims().state_floats() * sizeof(float);
     if (cfg_.dir.empty() && host_used_ + bytes > cfg_.host_bytes)
-      fail("no free slot for the fork and idle sessions fill the host budget of ", cfg_.host_bytes,
+      refuse(SessionFault::NoRoom, "no free slot for the fork and idle sessions fill the host budget of ", cfg_.host_bytes,
            " bytes: delete sessions or configure [sessions] dir");
     copy.host = s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(from), header_);
     host_used_ += bytes;
@@ -204,9 +214,9 @@ void SessionStore::fork(const std::string& from, const std::string& to) {
 
 void SessionStore::save(const std::string& name) {
   check_name(name);
-  if (cfg_.dir.empty()) fail("sessions: no [sessions] dir is configured, so sessions cannot be saved");
+  if (cfg_.dir.empty()) refuse(SessionFault::BadRequest, "sessions: no [sessions] dir is configured, so sessions cannot be saved");
   Session& s = get(name);
-  if (s.busy) fail("session '", name, "' is busy with a request; save it when the request has finished");
+  if (s.busy) refuse(SessionFault::Conflict, "session '", name, "' is busy with a request; save it when the request has finished");
   if (s.on_disk) return;
   if (s.host) write_disk(name, s, *s.host);
   else write_disk(name, s, model_.export_state(s.slot));
@@ -220,7 +230,7 @@ void SessionStore::save_all() {
 void SessionStore::remove(const std::string& name) {
   check_name(name);
   Session& s = get(name);
-  if (s.busy) fail("session '", name, "' is busy with a request");
+  if (s.busy) refuse(SessionFault::Conflict, "session '", name, "' is busy with a request");
   if (s.slot >= 0) model_.close_session(s.slot);
   if (s.host) host_used_ -= s.host->size() * sizeof(float);
   if (!cfg_.dir.empty()) {

@@ -10,11 +10,20 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "coordinator/config.h"
 #include "coordinator/model_handle.h"
 #include "model/state_file.h"
 
 namespace skein {
+
+// Why a session operation was refused; HTTP answers each with its own status.
+enum class SessionFault { BadRequest, NotFound, Conflict, NoRoom, Failed };
+class SessionError : public Error {
+ public:
+  SessionError(SessionFault f, const std::string& what) : Error(what), fault(f) {}
+  SessionFault fault;
+};
 
 struct SessionInfo {
   std::string name;

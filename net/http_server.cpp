@@ -109,7 +109,58 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       if (verb != http::verb::post) return method_not_allowed();
       return generate(target == "/v1/chat/completions");
     }
+    if (target == "/v1/sessions" || target.rfind("/v1/sessions/", 0) == 0) return session(target, verb);
     reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
+  }
+
+  // The TCP protocol's session operations (docs/protocol.md) for HTTP clients: GET /v1/sessions lists
+  // them, DELETE /v1/sessions/NAME forgets one, POST /v1/sessions/NAME/save writes it to the sessions
+  // folder and POST /v1/sessions/NAME/fork with {"to": "NEW"} branches it.
+  void session(const std::string& target, http::verb verb) {
+    SessionOp op = SessionOp::List;
+    std::string name, to;
+    if (target != "/v1/sessions") {
+      const std::string rest = target.substr(std::string("/v1/sessions/").size());
+      const size_t slash = rest.find('/');
+      name = rest.substr(0, slash);
+      const std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+      if (action.empty()) op = SessionOp::Delete;
+      else if (action == "save") op = SessionOp::Save;
+      else if (action == "fork") op = SessionOp::Fork;
+      else return reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
+    }
+    const http::verb want = op == SessionOp::List ? http::verb::get : op == SessionOp::Delete ? http::verb::delete_ : http::verb::post;
+    if (verb != want) return method_not_allowed();
+    if (op == SessionOp::Fork) {
+      const json body = json::parse(req_.body(), nullptr, false);
+      if (!body.is_object() || body.size() != 1 || !body.contains("to") || !body["to"].is_string())
+        return reply(400, error_body("fork: the body must be {\"to\": \"<new session name>\"}", "invalid_request_error"), keep_alive_);
+      to = body["to"];
+    }
+    auto self = shared_from_this();
+    service_.session_op(op, name, [this, self, op, name, to](const InferenceService::SessionOpResult& r) {
+      asio::post(io_, [this, self, op, name, to, r] { session_done(op, name, to, r); });
+    }, to);
+  }
+
+  void session_done(SessionOp op, const std::string& name, const std::string& to, const InferenceService::SessionOpResult& r) {
+    if (!r.error.empty()) {
+      switch (r.fault) {
+        case SessionFault::BadRequest: return reply(400, error_body(r.error, "invalid_request_error"), keep_alive_);
+        case SessionFault::NotFound: return reply(404, error_body(r.error, "not_found_error"), keep_alive_);
+        case SessionFault::Conflict: return reply(409, error_body(r.error, "conflict_error"), keep_alive_);
+        case SessionFault::NoRoom: return reply(503, error_body(r.error, "overloaded"), keep_alive_);
+        case SessionFault::Failed: return reply(500, error_body(r.error, "server_error"), keep_alive_);
+      }
+    }
+    if (op == SessionOp::List) {
+      json data = json::array();
+      for (auto& s : r.sessions)
+        data.push_back({{"id", s.name}, {"object", "session"}, {"tokens", s.tokens}, {"where", s.where}, {"busy", s.busy}, {"idle_s", s.idle_seconds}});
+      return reply(200, {{"object", "list"}, {"data", data}}, keep_alive_);
+    }
+    if (op == SessionOp::Fork) return reply(200, {{"id", to}, {"object", "session"}, {"forked_from", name}}, keep_alive_);
+    reply(200, {{"id", name}, {"object", "session"}, {op == SessionOp::Save ? "saved" : "deleted", true}}, keep_alive_);
   }
 
   void method_not_allowed() { reply(405, error_body("method not allowed", "invalid_request_error"), keep_alive_); }

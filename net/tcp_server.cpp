@@ -144,15 +144,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                             : SessionOp::Delete;
     std::weak_ptr<Connection> weak = shared_from_this();
     asio::io_context& io = io_;
-    service_.session_op(op, o.session, [&io, weak, o](const std::vector<SessionInfo>& list, const std::string& error) {
+    service_.session_op(op, o.session, [&io, weak, o](const InferenceService::SessionOpResult& r) {
       nlohmann::json j = {{"id", o.id.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.id)}};
-      if (!error.empty()) {
+      if (!r.error.empty()) {
         j["event"] = "error";
-        j["error"] = error;
+        j["error"] = r.error;
       } else if (o.op == "list_sessions") {
         j["event"] = "sessions";
         j["sessions"] = nlohmann::json::array();
-        for (auto& i : list)
+        for (auto& i : r.sessions)
           j["sessions"].push_back({{"session", i.name}, {"tokens", i.tokens}, {"where", i.where}, {"busy", i.busy}, {"idle_s", i.idle_seconds}});
       } else {
         j["event"] = "ok";

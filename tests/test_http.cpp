@@ -95,6 +95,51 @@ TEST(Http, ChatSessionsContinueTheConversation) {
   EXPECT_EQ(second, t2.substr(t2.find_first_not_of(' ')));
 }
 
+// Session operations over HTTP: list, fork (the fork goes on as its source would), save, delete, and
+// each refusal with its own status.
+TEST(Http, SessionsAreListedForkedSavedAndDeleted) {
+  Server server("--sessions-dir " + temp_dir() + "/sessions");
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const int port = server.http_port();
+  auto complete = [&](const std::string& prompt, const std::string& session) {
+    json body = {{"prompt", prompt}, {"max_tokens", 10}, {"temperature", 0}};
+    if (!session.empty()) body["session"] = session;
+    return http_request(port, "POST", "/v1/completions", body.dump()).json()["choices"][0]["text"].get<std::string>();
+  };
+  const std::string first = complete("The man said", "a");
+  auto forked = http_request(port, "POST", "/v1/sessions/a/fork", R"({"to": "b"})");
+  EXPECT_EQ(forked.status, 200) << forked.body;
+  EXPECT_EQ(forked.json(), json::parse(R"({"id": "b", "object": "session", "forked_from": "a"})"));
+  EXPECT_EQ(complete(" He", "b"), complete("The man said" + first + " He", ""));
+  auto list = http_request(port, "GET", "/v1/sessions").json();
+  ASSERT_EQ(list["data"].size(), 2u) << list;
+  EXPECT_EQ(list["data"][1]["id"], "b");
+  EXPECT_EQ(list["data"][1]["object"], "session");
+  EXPECT_EQ(list["data"][1]["where"], "slot");
+  EXPECT_EQ(http_request(port, "POST", "/v1/sessions/b/save").json(), json::parse(R"({"id": "b", "object": "session", "saved": true})"));
+  EXPECT_EQ(http_request(port, "DELETE", "/v1/sessions/a").json(), json::parse(R"({"id": "a", "object": "session", "deleted": true})"));
+  EXPECT_EQ(http_request(port, "GET", "/v1/sessions").json()["data"].size(), 1u);
+  struct Refused {
+    const char *method, *target, *body;
+    int status;
+    const char* says;
+  } refused[] = {
+      {"DELETE", "/v1/sessions/a", "", 404, "session 'a' does not exist"},
+      {"POST", "/v1/sessions/b/fork", R"({"to": "b"})", 409, "session 'b' already exists"},
+      {"POST", "/v1/sessions/b/fork", R"({"to": 3})", 400, "the body must be {\"to\""},
+      {"POST", "/v1/sessions/b/fork", R"({"to": "../x"})", 400, "not a valid session name"},
+      {"POST", "/v1/sessions/b/rename", "", 404, "no route for /v1/sessions/b/rename"},
+      {"GET", "/v1/sessions/b/save", "", 405, "method not allowed"},
+      {"POST", "/v1/sessions", "", 405, "method not allowed"},
+  };
+  for (auto& r : refused) {
+    auto got = http_request(port, r.method, r.target, r.body);
+    EXPECT_EQ(got.status, r.status) << r.method << " " << r.target << ": " << got.body;
+    EXPECT_NE(got.json()["error"]["message"].get<std::string>().find(r.says), std::string::npos) << got.body;
+  }
+  EXPECT_EQ(http_request(port, "GET", "/v1/sessions").json()["data"][0]["id"], "b");  // nothing changed
+}
+
 TEST(Http, ModelsHealthAndMetrics) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();

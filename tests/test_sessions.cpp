@@ -47,7 +47,7 @@ struct Service {
   }
   std::pair<std::vector<SessionInfo>, std::string> op(SessionOp o, const std::string& name = "", const std::string& to = "") {
     std::promise<std::pair<std::vector<SessionInfo>, std::string>> done;
-    service->session_op(o, name, [&](const std::vector<SessionInfo>& l, const std::string& e) { done.set_value({l, e}); }, to);
+    service->session_op(o, name, [&](const InferenceService::SessionOpResult& r) { done.set_value({r.sessions, r.error}); }, to);
     return done.get_future().get();
   }
   std::string where(const std::string& name) {
