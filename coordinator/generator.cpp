@@ -97,6 +97,7 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
     if (stopped) res.finish_reason = "stop_string";
     else emit(stops.flush());
   }
+  if (!res.tokens.empty() && res.finish_reason != "stop_token") res.unfed = {res.tokens.back()};
   res.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
   return res;
 }

@@ -23,6 +23,9 @@ struct GenerateRequest {
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated, stop token excluded
+  // Generated tokens the state has not seen: the last one, unless a stop token came after it (the stop
+  // token itself never enters the state). Run them before saving the state to continue the text later.
+  std::vector<int32_t> unfed;
   std::string text;             // exactly what on_text received
   std::string finish_reason;    // "length", "stop_token", "stop_string" or "cancelled" (SIGTERM)
   double prefill_seconds = 0, decode_seconds = 0;

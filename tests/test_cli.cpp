@@ -12,7 +12,10 @@ namespace {
 
 std::string join(const std::vector<int32_t>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
   return s;
 }
 
@@ -45,6 +48,26 @@ TEST(Cli, LogitsMatchGoldenInEveryMode) {
   r = run_skein("logits --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --tokens 1 --out " + out + "/c.f32 --state-in " + out + "/a.state");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error:"), std::string::npos) << r.output;
+}
+
+// generate --state-out saves the state after all the text it showed (the last generated token run too;
+// a stop token never enters it), so the state continues exactly that text.
+TEST(Cli, AGeneratedStateHoldsAllTheTextShown) {
+  const std::string model = shared_dir() + "/models/tiny-rwkv-5v2-730K.pth", prompt = "It was a dark", out = temp_dir();
+  for (const std::string stop : {"", " --stop-token 102"}) {
+    SCOPED_TRACE(stop.empty() ? "max tokens" : "stop token");
+    auto g = run_skein("generate --model " + model + " --prompt '" + prompt + "' --max-tokens 20 --temperature 0" + stop + " --state-out " + out + "/g.state");
+    ASSERT_EQ(g.exit_code, 0) << g.output;
+    const size_t end = g.output.rfind("\n[");
+    ASSERT_NE(end, std::string::npos) << g.output;
+    const std::string shown = g.output.substr(0, end);  // the prompt and the generated text
+    ASSERT_GT(shown.size(), prompt.size() + 2) << g.output;
+    std::vector<int32_t> all(shown.begin(), shown.end());
+    all.push_back(' ');
+    ASSERT_EQ(run_skein("logits --model " + model + " --state-in " + out + "/g.state --tokens 32 --out " + out + "/cont.f32").exit_code, 0);
+    ASSERT_EQ(run_skein("logits --model " + model + " --tokens " + join(all) + " --out " + out + "/whole.f32").exit_code, 0);
+    EXPECT_LE(max_abs_diff(read_f32(out + "/cont.f32"), read_f32(out + "/whole.f32")), 1e-4);
+  }
 }
 
 TEST(Cli, TokenizeAndDetokenizeRoundTrip) {

@@ -76,7 +76,12 @@ void add_generate_command(CLI::App& app) {
     std::cout << prompt << std::flush;
     GenerateResult r = generate(model, session, *tok, req, [](std::string_view s) { std::cout << s << std::flush; });
     std::cout << "\n";
-    if (!o->state_out.empty()) save_state_file(o->state_out, hdr, model.export_state(session));
+    if (!o->state_out.empty()) {
+      // The saved state holds all the text shown: the last generated token still has to run.
+      std::vector<float> ignored(size_t(model.dims().vocab));
+      if (!r.unfed.empty()) model.run(session, r.unfed, int(r.unfed.size()), ignored.data());
+      save_state_file(o->state_out, hdr, model.export_state(session));
+    }
     double dtps = r.decode_seconds > 0 ? double(r.tokens.size()) / r.decode_seconds : 0;
     std::cerr << "[" << req.prompt.size() << " prompt tokens in " << r.prefill_seconds << " s, " << r.tokens.size()
               << " generated at " << dtps << " tok/s, finish: " << r.finish_reason << "]\n";
