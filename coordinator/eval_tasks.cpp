@@ -1,5 +1,6 @@
 #include "coordinator/eval_tasks.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -49,6 +50,67 @@ std::vector<ScoreItem> lambada_items(const std::vector<LambadaDoc>& docs, const 
     out.push_back(std::move(it));
   }
   return out;
+}
+
+std::vector<ChoiceDoc> read_choices(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) fail(path, ": cannot read the multiple-choice data");
+  std::vector<ChoiceDoc> out;
+  std::string line;
+  for (size_t n = 1; std::getline(f, line); ++n) {
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      fail(path, ":", n, ": not a JSON object");
+    }
+    const char* shape = "expected {\"context\": \"...\", \"choices\": [\"...\", ...], \"label\": <index of the right choice>}";
+    if (!j.is_object() || !j.contains("context") || !j["context"].is_string() || !j.contains("choices") || !j["choices"].is_array() ||
+        !j.contains("label") || !j["label"].is_number_integer())
+      fail(path, ":", n, ": ", shape);
+    ChoiceDoc d;
+    d.context = j["context"];
+    for (auto& c : j["choices"]) {
+      if (!c.is_string() || c.get<std::string>().empty()) fail(path, ":", n, ": every choice must be a non-empty string");
+      d.choices.push_back(c);
+    }
+    if (d.choices.size() < 2) fail(path, ":", n, ": a document needs two choices or more");
+    const int64_t label = j["label"].get<int64_t>();
+    if (label < 0 || label >= int64_t(d.choices.size())) fail(path, ":", n, ": label ", label, " is not the index of one of the ", d.choices.size(), " choices");
+    d.label = size_t(label);
+    out.push_back(std::move(d));
+  }
+  if (out.empty()) fail(path, ": no documents");
+  return out;
+}
+
+std::vector<ScoreItem> choice_items(const std::vector<ChoiceDoc>& docs, const Tokenizer& tok, int32_t pad_token) {
+  std::vector<ScoreItem> out;
+  for (auto& d : docs) {
+    std::vector<int32_t> prefix = {pad_token};
+    auto ctx = tok.encode(d.context);
+    prefix.insert(prefix.end(), ctx.begin(), ctx.end());
+    for (auto& c : d.choices) {
+      ScoreItem it;
+      it.tokens = prefix;
+      it.first_target = prefix.size();
+      auto t = tok.encode(c);
+      it.tokens.insert(it.tokens.end(), t.begin(), t.end());
+      out.push_back(std::move(it));
+    }
+  }
+  return out;
+}
+
+ChoicePick pick_choice(const ChoiceDoc& doc, const std::vector<double>& logprobs) {
+  ChoicePick p;
+  auto chars = [](const std::string& s) { return double(std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; })); };
+  for (size_t i = 1; i < logprobs.size(); ++i) {
+    if (logprobs[i] > logprobs[p.best]) p.best = i;
+    if (logprobs[i] / chars(doc.choices[i]) > logprobs[p.best_norm] / chars(doc.choices[p.best_norm])) p.best_norm = i;
+  }
+  return p;
 }
 
 std::vector<std::string> read_corpus(const std::string& path) {

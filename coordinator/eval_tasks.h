@@ -21,6 +21,25 @@ struct LambadaDoc {
 std::vector<LambadaDoc> read_lambada(const std::string& path);
 std::vector<ScoreItem> lambada_items(const std::vector<LambadaDoc>& docs, const Tokenizer& tok, int32_t pad_token);
 
+// Multiple choice, the shape of HellaSwag, PIQA, ARC and the like, scored as lm-evaluation-harness scores
+// them: one {"context": ..., "choices": [...], "label": k} per line. Each choice's log-probability is
+// that of its tokens after pad + the context's tokens (context and choice tokenized apart); a document
+// is right (acc) when its label's choice has the highest, and (acc_norm) the highest per character of
+// the choice. A document's choices are neighbouring items with one prefix, so the context runs once.
+struct ChoiceDoc {
+  std::string context;
+  std::vector<std::string> choices;
+  size_t label = 0;
+};
+std::vector<ChoiceDoc> read_choices(const std::string& path);
+std::vector<ScoreItem> choice_items(const std::vector<ChoiceDoc>& docs, const Tokenizer& tok, int32_t pad_token);
+// Which of a document's choices wins: by log-probability, and by log-probability per character (UTF-8
+// code point); the first on ties.
+struct ChoicePick {
+  size_t best = 0, best_norm = 0;
+};
+ChoicePick pick_choice(const ChoiceDoc& doc, const std::vector<double>& logprobs);
+
 // A .jsonl file (one document per line's "text") or any other file as one text.
 std::vector<std::string> read_corpus(const std::string& path);
 std::vector<ScoreItem> perplexity_items(const std::vector<std::string>& docs, const Tokenizer& tok, int context, int stride);

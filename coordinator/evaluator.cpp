@@ -13,7 +13,8 @@ namespace skein {
 struct Evaluator::Group {
   size_t first_item = 0;
   std::vector<const ScoreItem*> items;
-  std::vector<int> sessions;
+  std::vector<size_t> leader;  // per item: the item that runs the prefix it shares (itself when none)
+  std::vector<int> sessions;   // a leader's opened with the group; the others copied from it once its prefix ran
   struct Step {
     uint64_t id = 0;
     size_t rows = 0;
@@ -23,34 +24,51 @@ struct Evaluator::Group {
   std::vector<Step> steps;
 };
 
+namespace {
+// b can start from a's state after its prefix: the same tokens before the first target (one at least).
+bool same_prefix(const ScoreItem& a, const ScoreItem& b) {
+  return a.first_target == b.first_target && a.first_target > 1 &&
+         std::equal(a.tokens.begin(), a.tokens.begin() + long(a.first_target - 1), b.tokens.begin());
+}
+}  // namespace
+
 Evaluator::Evaluator(ModelHandle& model, int micro_batch_tokens, int sessions)
     : model_(model), budget_(size_t(std::max(1, micro_batch_tokens))), sessions_(size_t(std::max(2, sessions))) {}
 
 // Each item runs tokens[0 .. first_target-1) without logits, then tokens[first_target-1 .. n-1) with
 // logits (row j predicts tokens[first_target + j]). Both parts are cut into chunks of at most the
 // budget; step k of the group carries the k-th chunk of every item, so an item's chunks run in order.
+// An item that shares its leader's prefix skips it: its state is copied from the leader's when the
+// leader's prefix has been submitted (stages apply slot operations in order with steps), and its
+// scored chunks run beside the leader's.
 void Evaluator::submit(Group& g) {
   struct Chunk {
     size_t begin, end;
     bool logits;
   };
   std::vector<std::vector<Chunk>> chunks(g.items.size());
+  std::vector<size_t> start(g.items.size(), 0);  // the step of an item's first chunk
   size_t steps = 0;
   for (size_t i = 0; i < g.items.size(); ++i) {
     const ScoreItem& it = *g.items[i];
     size_t split = it.first_target - 1, n = it.tokens.size() - 1;
-    for (size_t b = 0; b < split; b += budget_) chunks[i].push_back({b, std::min(split, b + budget_), false});
+    if (g.leader[i] == i)
+      for (size_t b = 0; b < split; b += budget_) chunks[i].push_back({b, std::min(split, b + budget_), false});
+    else
+      start[i] = (split + budget_ - 1) / budget_;  // after the leader's prefix chunks (the same split)
     for (size_t b = split; b < n; b += budget_) chunks[i].push_back({b, std::min(n, b + budget_), true});
-    steps = std::max(steps, chunks[i].size());
+    steps = std::max(steps, start[i] + chunks[i].size());
   }
   for (size_t k = 0; k < steps; ++k) {
     std::vector<ModelHandle::LogitsEntry> entries;
     Group::Step st;
     for (size_t i = 0; i < g.items.size(); ++i) {
-      if (k >= chunks[i].size()) continue;
-      const Chunk& c = chunks[i][k];
+      if (g.leader[i] != i && k == start[i]) g.sessions[i] = model_.clone_session(g.sessions[g.leader[i]]);
+      if (k < start[i] || k - start[i] >= chunks[i].size()) continue;
+      const Chunk& c = chunks[i][k - start[i]];
       const auto& t = g.items[i]->tokens;
       entries.push_back({g.sessions[i], std::vector<int32_t>(t.begin() + long(c.begin), t.begin() + long(c.end)), c.logits});
+      tokens_run_ += c.end - c.begin;
       if (c.logits) {
         st.scored.push_back({i, c.begin + 1});
         st.lengths.push_back(c.end - c.begin);
@@ -106,11 +124,16 @@ std::vector<ItemScore> Evaluator::score(const std::vector<ScoreItem>& items) {
       Group g;
       g.first_item = next;
       size_t tokens = 0;
-      while (next < items.size() && g.items.size() < per_group && (g.items.empty() || tokens + items[next].tokens.size() <= budget_)) {
-        tokens += items[next].tokens.size();
+      while (next < items.size() && g.items.size() < per_group) {
+        const ScoreItem& it = items[next];
+        const bool shares = !g.items.empty() && same_prefix(*g.items.back(), it);
+        const size_t cost = shares ? it.tokens.size() - (it.first_target - 1) : it.tokens.size();  // a shared prefix runs once
+        if (!g.items.empty() && !shares && tokens + cost > budget_) break;  // a document's choices stay together
+        tokens += cost;
+        g.leader.push_back(shares ? g.leader.back() : g.items.size());
         g.items.push_back(&items[next++]);
       }
-      for (size_t i = 0; i < g.items.size(); ++i) g.sessions.push_back(model_.open_session());
+      for (size_t i = 0; i < g.items.size(); ++i) g.sessions.push_back(g.leader[i] == i ? model_.open_session() : -1);
       flying.push_back(std::move(g));
       submit(flying.back());
       continue;

@@ -1,7 +1,8 @@
 // Scoring for evaluation: the log-probability the model gives a sequence's target tokens, and whether
 // greedy decoding would have produced them. No sampling: items are packed into micro-batches (prefix
 // chunks without logits, then the scored part with every position's logits), pipelined through the
-// stages like serving traffic, and scored on the coordinator.
+// stages like serving traffic, and scored on the coordinator. Neighbouring items with the same prefix
+// (a question's choices) run it once: the others start from a copy of that state, made on the workers.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,6 +30,8 @@ class Evaluator {
   Evaluator(ModelHandle& model, int micro_batch_tokens, int sessions);
   // Scores the items, in order. Throws skein::Error for an item without targets or with a bad token.
   std::vector<ItemScore> score(const std::vector<ScoreItem>& items);
+  // Tokens run through the model so far (a shared prefix counts once).
+  uint64_t tokens_run() const { return tokens_run_; }
 
  private:
   struct Group;
@@ -38,6 +41,7 @@ class Evaluator {
   ModelHandle& model_;
   size_t budget_;
   size_t sessions_;
+  uint64_t tokens_run_ = 0;
 };
 
 }  // namespace skein

@@ -11,7 +11,12 @@
 #include <fstream>
 #include <thread>
 
+#include "coordinator/eval_tasks.h"
+#include "coordinator/evaluator.h"
 #include "model/tokenizer.h"
+#include "tests/golden_cases.h"
+#include "kernels/cpu/linear.h"
+#include "worker/local_model.h"
 #include "tests/test_support.h"
 
 namespace skein::test {
@@ -30,7 +35,7 @@ nlohmann::json result_of(const CommandResult& r) {
 // Sum of log-softmax at the targets, from `skein logits --all-positions` over tokens[0..n-1).
 double direct_logprob(const std::vector<int32_t>& tokens, size_t first_target, bool& greedy) {
   std::string ids, out = temp_dir() + "/direct.f32";
-  for (size_t i = 0; i + 1 < tokens.size(); ++i) ids += (i ? "," : "") + std::to_string(tokens[i]);
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) ids.append(i ? "," : "").append(std::to_string(tokens[i]));
   auto r = run_skein("logits --model " + model() + " --tokens " + ids + " --all-positions --out " + out);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   auto logits = read_f32(out);
@@ -212,6 +217,88 @@ TEST(Eval, ADamagedCheckpointTallyIsRefused) {
   }
 }
 
+// Multiple choice: each choice is scored after pad + context (tokenized apart) and the picks by sum and
+// per character are those a direct computation makes.
+TEST(Eval, MultipleChoicePicksWhatADirectComputationPicks) {
+  struct Doc {
+    std::string context;
+    std::vector<std::string> choices;
+    size_t label;
+  };
+  const std::vector<Doc> docs = {{"The man said to", {" a state of the", " zq xv kkj qpw", " the"}, 0},
+                                 {"It was a dark", {" vvx qqz jjk", " and the state of the world", " night"}, 2},
+                                 {"She went to the", {" house of the", " qzx"}, 0},
+                                 {"He was", {" in the state of the man and the state", " in", " \u00e9t\u00e9 \u00e0 la"}, 1}};
+  std::string lines;
+  for (auto& d : docs) lines += nlohmann::json{{"context", d.context}, {"choices", d.choices}, {"label", d.label}}.dump() + "\n";
+  const std::string data = temp_dir() + "/choice.jsonl";
+  write_file(data, lines);
+  auto r = run_skein("eval --task choice --model " + model() + " --data " + data + " --pad-token 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = result_of(r);
+  int correct = 0, correct_norm = 0;
+  double label_logprob = 0;
+  for (auto& d : docs) {
+    size_t best = 0, best_norm = 0;
+    std::vector<double> lp, per_char;
+    for (auto& c : d.choices) {
+      std::vector<int32_t> tokens = {0};
+      for (unsigned char ch : d.context) tokens.push_back(ch);
+      const size_t first = tokens.size();
+      for (unsigned char ch : c) tokens.push_back(ch);
+      bool greedy;
+      lp.push_back(direct_logprob(tokens, first, greedy));
+      size_t chars = 0;
+      for (unsigned char ch : c) chars += (ch & 0xC0) != 0x80;
+      per_char.push_back(lp.back() / double(chars));
+      if (lp.back() > lp[best]) best = lp.size() - 1;
+      if (per_char.back() > per_char[best_norm]) best_norm = lp.size() - 1;
+    }
+    correct += best == d.label;
+    correct_norm += best_norm == d.label;
+    label_logprob += lp[d.label];
+  }
+  EXPECT_EQ(j["n"], 4);
+  EXPECT_EQ(j["choices"], 11);
+  EXPECT_DOUBLE_EQ(j["accuracy"].get<double>(), correct / 4.0);
+  EXPECT_DOUBLE_EQ(j["accuracy_norm"].get<double>(), correct_norm / 4.0);
+  EXPECT_NE(correct, correct_norm) << "the documents should tell acc from acc_norm";
+  EXPECT_NEAR(j["label_logprob"].get<double>(), label_logprob / 4, 1e-4);
+  // On 3 ranks (the choices' states copied on the stages) the figures are the same.
+  auto many = run_shell(mpirun_skein(3, "eval --task choice --model " + model() + " --data " + data + " --pad-token 0 --block 3"));
+  ASSERT_EQ(many.exit_code, 0) << many.output;
+  auto k = result_of(many);
+  for (const char* key : {"accuracy", "accuracy_norm", "targets", "n"}) EXPECT_EQ(k[key], j[key]) << key;
+  EXPECT_NEAR(k["label_logprob"].get<double>(), j["label_logprob"].get<double>(), 1e-6);
+}
+
+// A document's choices start from a copy of their context's state instead of running it again: the
+// scores are those of each item run alone, and the context's tokens run once (also when it takes several
+// micro-batches).
+TEST(Eval, ChoicesRunTheirSharedContextOnce) {
+  cpu::set_batch_invariant(true);  // an item's numbers must not depend on what it is batched with
+  auto mut = load_for_test(model());
+  LocalModel local(*mut.model, 8);
+  ByteTokenizer tok;
+  const std::vector<ChoiceDoc> docs = {{"The man said to the", {" a", " state of", " the whole world"}, 0}, {"It was", {" a dark night", " not"}, 1}};
+  const auto items = choice_items(docs, tok, 0);
+  Evaluator together(local, 8, 8);  // 8 tokens a chunk: the first context takes three
+  const auto scores = together.score(items);
+  uint64_t expected = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const size_t split = items[i].first_target - 1, run = items[i].tokens.size() - 1;
+    expected += (i == 0 || items[i - 1].first_target != items[i].first_target || i == 3) ? run : run - split;
+    Evaluator alone(local, 8, 8);
+    const auto one = alone.score({items[i]});
+    EXPECT_EQ(scores[i].logprob, one[0].logprob) << "item " << i;
+    EXPECT_EQ(scores[i].greedy, one[0].greedy) << "item " << i;
+    EXPECT_EQ(scores[i].targets, one[0].targets) << "item " << i;
+  }
+  EXPECT_EQ(together.tokens_run(), expected);
+  EXPECT_EQ(local.free_slots(), 8);  // every copy closed
+  cpu::set_batch_invariant(false);
+}
+
 TEST(Eval, BadDataIsAOneLineErrorNamingTheLine) {
   std::string data = temp_dir() + "/bad.jsonl";
   write_file(data, "{\"text\": \"fine words here\"}\n{\"txt\": 1}\n");
@@ -222,6 +309,20 @@ TEST(Eval, BadDataIsAOneLineErrorNamingTheLine) {
   write_file(text, "some text to score");
   auto p = run_skein("eval --task perplexity --model " + model() + " --data " + text + " --context 8 --stride 8");
   EXPECT_NE(p.output.find("--stride must be between 1 and context - 1"), std::string::npos) << p.output;
+  for (auto [line, says] : {std::pair<std::string, std::string>{R"({"context": "a", "choices": ["b", "c"]})", "choice.jsonl:2: expected {\"context\""},
+                            {R"({"context": "a", "choices": ["b"], "label": 0})", "choice.jsonl:2: a document needs two choices or more"},
+                            {R"({"context": "a", "choices": ["b", ""], "label": 0})", "choice.jsonl:2: every choice must be a non-empty string"},
+                            {R"({"context": "a", "choices": ["b", 3], "label": 0})", "choice.jsonl:2: every choice must be a non-empty string"},
+                            {R"({"context": "a", "choices": ["b", "c"], "label": 2})", "choice.jsonl:2: label 2 is not the index of one of the 2 choices"},
+                            {R"({"context": "a", "choices": ["b", "c"], "label": 1.5})", "choice.jsonl:2: expected {\"context\""},
+                            {"[1, 2]", "choice.jsonl:2: expected {\"context\""}}) {
+    const std::string path = temp_dir() + "/choice.jsonl";
+    write_file(path, "{\"context\": \"x\", \"choices\": [\"y\", \"z\"], \"label\": 1}\n" + line + "\n");
+    auto c = run_skein("eval --task choice --model " + model() + " --data " + path);
+    EXPECT_EQ(c.exit_code, 2) << line;
+    EXPECT_NE(c.output.find(says), std::string::npos) << c.output;
+    EXPECT_EQ(std::count(c.output.begin(), c.output.end(), '\n'), 1) << c.output;
+  }
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
-// `skein eval`: LAMBADA (accuracy and perplexity, ChatRWKV's method) or per-token perplexity of a corpus,
-// on the same placement as serving (one process, or rank 0 of an mpirun cluster). Progress and ETA go to
+// `skein eval`: LAMBADA (accuracy and perplexity, ChatRWKV's method), per-token perplexity of a corpus,
+// or multiple-choice accuracy (lm-evaluation-harness's acc and acc_norm), on the same placement as serving (one process, or rank 0 of an mpirun cluster). Progress and ETA go to
 // stderr; the result is one JSON line on stdout (and in --output) followed by a one-line summary.
 // Resumable: after every block of items the running sums are written to a checkpoint file, and a
 // restarted eval continues after the last block it finished.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,7 +34,10 @@ struct Tally {
   size_t next = 0;  // items done
   double logprob = 0;
   uint64_t correct = 0, targets = 0;
-  nlohmann::json to_json() const { return {{"next", next}, {"logprob", logprob}, {"correct", correct}, {"targets", targets}}; }
+  uint64_t correct_norm = 0;  // choice: documents right by log-probability per character
+  nlohmann::json to_json() const {
+    return {{"next", next}, {"logprob", logprob}, {"correct", correct}, {"targets", targets}, {"correct_norm", correct_norm}};
+  }
   // Read strictly: a damaged checkpoint must stop the eval, not turn into a result (a "correct" of -1
   // read as 2^64 - 1 gave an accuracy of 1.8e17).
   static Tally from_json(const nlohmann::json& j) {
@@ -44,8 +48,8 @@ struct Tally {
     };
     const auto& lp = j.at("logprob");
     if (!lp.is_number() || !std::isfinite(lp.get<double>()) || lp.get<double>() > 0) fail("tally 'logprob' must be a finite number <= 0, got ", lp.dump());
-    Tally t{size_t(count("next")), lp.get<double>(), count("correct"), count("targets")};
-    if (t.correct > t.next || t.next > t.targets)  // every item has a target token, and is right or not
+    Tally t{size_t(count("next")), lp.get<double>(), count("correct"), count("targets"), j.contains("correct_norm") ? count("correct_norm") : 0};
+    if (t.correct > t.next || t.correct_norm > t.next || t.next > t.targets)  // every item has a target token, and is right or not
       fail("tally does not add up (", t.correct, " correct of ", t.next, " items with ", t.targets, " targets)");
     return t;
   }
@@ -109,19 +113,22 @@ void add_eval_command(CLI::App& app) {
     int64_t limit = 0;  // signed, so that -1 is refused rather than wrapped to "all"
   };
   auto o = std::make_shared<Opts>();
-  auto* c = app.add_subcommand("eval", "Evaluate a model: LAMBADA accuracy/perplexity or corpus perplexity (resumable)");
+  auto* c = app.add_subcommand("eval", "Evaluate a model: LAMBADA, corpus perplexity or multiple choice (resumable)");
   o->run.add(c, false);
-  c->add_option("--task", o->task, "lambada | perplexity")->capture_default_str();
-  c->add_option("--data", o->data, "lambada: a jsonl of {\"text\"}; perplexity: a .jsonl of {\"text\"} or a text file")->required();
-  c->add_option("--pad-token", o->pad, "lambada: the token before each context")->capture_default_str();
+  c->add_option("--task", o->task, "lambada | perplexity | choice")->capture_default_str();
+  c->add_option("--data", o->data,
+                "lambada: a jsonl of {\"text\"}; perplexity: a .jsonl of {\"text\"} or a text file; choice: a jsonl of {\"context\", \"choices\", \"label\"}")
+      ->required();
+  c->add_option("--pad-token", o->pad, "lambada, choice: the token before each context")->capture_default_str();
   c->add_option("--context", o->context, "perplexity: tokens per window")->capture_default_str();
   c->add_option("--stride", o->stride, "perplexity: tokens a window moves by")->capture_default_str();
-  c->add_option("--limit", o->limit, "only the first N items (0: all)")->check(CLI::Range(int64_t(0), INT64_MAX));
+  c->add_option("--limit", o->limit, "only the first N items (choice: documents; 0: all)")->check(CLI::Range(int64_t(0), INT64_MAX));
   c->add_option("--output", o->output, "also write the result JSON here");
   c->add_option("--resume", o->resume, "checkpoint file (default: OUTPUT.progress with --output); a restart continues from it");
-  c->add_option("--block", o->block, "items between checkpoints")->capture_default_str();
+  c->add_option("--block", o->block, "items (choice: documents) between checkpoints")->capture_default_str();
   c->callback([o] {
-    if (o->task != "lambada" && o->task != "perplexity") fail("eval: --task must be lambada or perplexity, got '", o->task, "'");
+    if (o->task != "lambada" && o->task != "perplexity" && o->task != "choice")
+      fail("eval: --task must be lambada, perplexity or choice, got '", o->task, "'");
     if (o->block < 1) fail("eval: --block must be >= 1");
     Config cfg = o->run.resolve();
     apply_run_config(cfg);
@@ -131,9 +138,22 @@ void add_eval_command(CLI::App& app) {
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
     if (o->pad < 0 || o->pad >= m.dims.vocab) fail("eval: --pad-token ", o->pad, " is outside the vocabulary (", m.dims.vocab, ")");
 
-    std::vector<ScoreItem> items = o->task == "lambada" ? lambada_items(read_lambada(o->data), *tok, o->pad)
-                                                        : perplexity_items(read_corpus(o->data), *tok, o->context, o->stride);
-    if (o->limit && size_t(o->limit) < items.size()) items.resize(size_t(o->limit));
+    // Items, and the units they are counted, limited and checkpointed in: an item each, or (choice) a
+    // document's choices together.
+    std::vector<ScoreItem> items;
+    std::vector<ChoiceDoc> docs;
+    std::vector<size_t> unit_end;  // one past each unit's last item
+    if (o->task == "choice") {
+      docs = read_choices(o->data);
+      if (o->limit && size_t(o->limit) < docs.size()) docs.resize(size_t(o->limit));
+      items = choice_items(docs, *tok, o->pad);
+      for (auto& d : docs) unit_end.push_back((unit_end.empty() ? 0 : unit_end.back()) + d.choices.size());
+    } else {
+      items = o->task == "lambada" ? lambada_items(read_lambada(o->data), *tok, o->pad)
+                                   : perplexity_items(read_corpus(o->data), *tok, o->context, o->stride);
+      if (o->limit && size_t(o->limit) < items.size()) items.resize(size_t(o->limit));
+      for (size_t i = 1; i <= items.size(); ++i) unit_end.push_back(i);
+    }
 
     // What a checkpoint must agree on to be resumed.
     nlohmann::json what = {{"task", o->task},
@@ -141,7 +161,7 @@ void add_eval_command(CLI::App& app) {
                            {"data_bytes", std::filesystem::file_size(o->data)},
                            {"model_fingerprint", fingerprint_hex(m.fingerprint)},
                            {"items", items.size()}};
-    if (o->task == "lambada") what["pad_token"] = o->pad;
+    if (o->task != "perplexity") what["pad_token"] = o->pad;
     else {
       what["context"] = o->context;
       what["stride"] = o->stride;
@@ -160,37 +180,49 @@ void add_eval_command(CLI::App& app) {
       }
       if (j.value("eval", nlohmann::json()) != what) fail(ckpt, ": the checkpoint belongs to another eval (", j.value("eval", nlohmann::json()).dump(), "); delete it to start over");
       if (tally.next > items.size()) fail(ckpt, ": the checkpoint is past the end of the data");
+      if (tally.next > 0 && !std::binary_search(unit_end.begin(), unit_end.end(), tally.next))
+        fail(ckpt, ": the checkpoint stops inside a document (item ", tally.next, ")");
       std::fprintf(stderr, "eval: resuming from %s at item %zu of %zu\n", ckpt.c_str(), tally.next, items.size());
     }
 
     Evaluator ev(*m.handle, cfg.scheduler.micro_batch_tokens, std::max(2, m.handle->slots()));
     Progress progress(items.size(), tally.next);
     auto t0 = Clock::now();
-    uint64_t tokens_run = 0;
     while (tally.next < items.size()) {
       if (stop_requested()) fail("eval: interrupted at item ", tally.next, (ckpt.empty() ? "" : "; run again to resume from " + ckpt));
-      size_t end = std::min(items.size(), tally.next + size_t(o->block));
+      const size_t units_done = size_t(std::upper_bound(unit_end.begin(), unit_end.end(), tally.next) - unit_end.begin());
+      const size_t end = unit_end[std::min(unit_end.size(), units_done + size_t(o->block)) - 1];
       std::vector<ScoreItem> block(items.begin() + long(tally.next), items.begin() + long(end));
       auto scores = ev.score(block);
       for (size_t i = 0; i < scores.size(); ++i) {
-        tally.logprob += scores[i].logprob;
-        tally.correct += scores[i].greedy;
         tally.targets += scores[i].targets;
-        tokens_run += block[i].tokens.size() - 1;
+        if (o->task != "choice") {
+          tally.logprob += scores[i].logprob;
+          tally.correct += scores[i].greedy;
+        }
       }
+      if (o->task == "choice")
+        for (size_t d = units_done, first = tally.next; first < end; first = unit_end[d++]) {
+          std::vector<double> logprobs;
+          for (size_t i = first; i < unit_end[d]; ++i) logprobs.push_back(scores[i - tally.next].logprob);
+          const ChoicePick p = pick_choice(docs[d], logprobs);
+          tally.logprob += logprobs[docs[d].label];
+          tally.correct += p.best == docs[d].label;
+          tally.correct_norm += p.best_norm == docs[d].label;
+        }
       tally.next = end;
       if (!ckpt.empty()) write_atomically(ckpt, json_text(nlohmann::json{{"eval", what}, {"tally", tally.to_json()}}) + "\n");
       progress.update(tally.next);
     }
     double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-    const double n = double(items.size());
+    const double n = double(unit_end.size());
     nlohmann::json result = {{"task", o->task},
                              {"model", path},
                              {"model_fingerprint", fingerprint_hex(m.fingerprint)},
                              {"strategy", cfg.strategy.empty() ? "cpu (stored dtype)" : cfg.strategy},
-                             {"n", items.size()},
+                             {"n", unit_end.size()},
                              {"targets", tally.targets},
-                             {"tokens_per_s", wall > 0 ? double(tokens_run) / wall : 0.0},
+                             {"tokens_per_s", wall > 0 ? double(ev.tokens_run()) / wall : 0.0},
                              {"wall_s", wall}};
     std::string summary;
     char b[256];
@@ -199,6 +231,13 @@ void add_eval_command(CLI::App& app) {
       result["perplexity"] = std::exp(-tally.logprob / n);
       std::snprintf(b, sizeof b, "lambada: %zu items, accuracy %.2f%%, ppl %.3f", items.size(), 100.0 * double(tally.correct) / n,
                     std::exp(-tally.logprob / n));
+    } else if (o->task == "choice") {
+      result["choices"] = items.size();
+      result["accuracy"] = double(tally.correct) / n;
+      result["accuracy_norm"] = double(tally.correct_norm) / n;
+      result["label_logprob"] = tally.logprob / n;  // mean log-probability of the right choices
+      std::snprintf(b, sizeof b, "choice: %zu documents (%zu choices), acc %.2f%%, acc_norm %.2f%%", docs.size(), items.size(),
+                    100.0 * double(tally.correct) / n, 100.0 * double(tally.correct_norm) / n);
     } else {
       result["perplexity"] = std::exp(-tally.logprob / double(tally.targets));
       result["bits_per_token"] = -tally.logprob / double(tally.targets) / std::log(2.0);
