@@ -270,6 +270,21 @@ TEST(Eval, MultipleChoicePicksWhatADirectComputationPicks) {
   auto k = result_of(many);
   for (const char* key : {"accuracy", "accuracy_norm", "targets", "n"}) EXPECT_EQ(k[key], j[key]) << key;
   EXPECT_NEAR(k["label_logprob"].get<double>(), j["label_logprob"].get<double>(), 1e-6);
+  // Checkpoints fall between documents: one inside a document's choices is refused.
+  const nlohmann::json what = {{"task", "choice"},         {"data", std::filesystem::absolute(data).string()},
+                               {"data_bytes", lines.size()}, {"model_fingerprint", j["model_fingerprint"]},
+                               {"items", 11},               {"pad_token", 0}};
+  const std::string ckpt = temp_dir() + "/c.progress";
+  write_file(ckpt, nlohmann::json{{"eval", what}, {"tally", {{"next", 2}, {"logprob", -1.0}, {"correct", 0}, {"targets", 9}}}}.dump());
+  auto inside = run_skein("eval --task choice --model " + model() + " --data " + data + " --pad-token 0 --resume " + ckpt);
+  EXPECT_EQ(inside.exit_code, 2) << inside.output;
+  EXPECT_NE(inside.output.find("c.progress: the checkpoint stops inside a document (item 2)"), std::string::npos) << inside.output;
+  write_file(ckpt, nlohmann::json{{"eval", what}, {"tally", {{"next", 3}, {"logprob", -1.0}, {"correct", 0}, {"targets", 9}}}}.dump());
+  auto after_first = run_skein("eval --task choice --model " + model() + " --data " + data + " --pad-token 0 --resume " + ckpt);
+  EXPECT_EQ(after_first.exit_code, 0) << after_first.output;
+  // The resumed eval scored the documents after the first: the crafted tally's 9 targets plus theirs
+  // (the first document's three choices have 15 + 14 + 4 byte tokens).
+  EXPECT_EQ(result_of(after_first)["targets"], 9 + j["targets"].get<int>() - 33);
 }
 
 // A document's choices start from a copy of their context's state instead of running it again: the
