@@ -1,6 +1,6 @@
 // The CUDA backend against the CPU fp32 engine: every generation (random golden models and the tiny
 // trained models) in fp32, fp16, bf16 and fp16i8, a mixed CPU/GPU plan, batched decode, and state
-// round trips. Without a GPU every test skips with the reason.
+// round trips, tuned initial states and slot copies. Without a GPU every test skips with the reason.
 //
 // Tolerances (max |logit difference| against CPU fp32, after a 24-token prompt and 8 decode steps):
 //   cuda fp32 1e-3 (cuBLAS summation order), fp16 0.05, bf16 0.25 (the weights themselves are rounded),
@@ -231,6 +231,42 @@ TEST_F(CudaBackendTest, ClusterLogitsWithAGpuStageMatchOneProcess) {
   auto many = run_shell(mpirun_skein(3, args + " --out " + dir + "/many.f32"));
   ASSERT_EQ(many.exit_code, 0) << many.output;
   EXPECT_LE(max_abs_diff(read_f32(dir + "/one.f32"), read_f32(dir + "/many.f32")), 1e-5);
+}
+
+// States made on a GPU stage from outside it: a state-tuning file's initial states (copied in at every
+// reset) and copies of a slot (a multiple-choice document's choices start from their context's state)
+// give the CPU's figures, in one process and on a cluster whose last stage is the GPU rank.
+TEST_F(CudaBackendTest, TunedInitialStatesAndSlotCopiesOnAGpuStage) {
+  const std::string model = tiny("tiny-rwkv-7v0-834K"), dir = temp_dir();
+  const ModelDims d = detect_architecture(*Checkpoint::open(model));
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  std::vector<std::vector<float>> values;
+  for (int l = 0; l < d.n_layer; ++l) {
+    shapes.push_back({"blocks." + std::to_string(l) + ".att.time_state", {d.n_head, d.head_size, d.head_size}});
+    std::vector<float> v(size_t(d.n_head) * d.head_size * d.head_size);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = float(std::sin(double(i * 7 + size_t(l))));
+    values.push_back(v);
+  }
+  const std::string states = rewrite_checkpoint(model, "states.pth", [](PthTensorSpec&) { return false; }, shapes, values);
+  const std::string logits = "logits --model " + model + " --initial-state " + states + " --tokens 84,104,101,32,109,97,110 --all-positions";
+  ASSERT_EQ(run_skein(logits + " --out " + dir + "/cpu.f32").exit_code, 0);
+  auto gpu = run_skein(logits + " --strategy 'cuda fp32' --out " + dir + "/gpu.f32");
+  ASSERT_EQ(gpu.exit_code, 0) << gpu.output;
+  EXPECT_LE(max_abs_diff(read_f32(dir + "/cpu.f32"), read_f32(dir + "/gpu.f32")), 1e-3);
+
+  write_file(dir + "/choice.jsonl", R"({"context": "The man said to", "choices": [" a state of the", " zq xv kkj", " the"], "label": 0})" "\n"
+                                    R"({"context": "It was a dark", "choices": [" vvx qqz", " and the state of it", " night"], "label": 2})" "\n");
+  const std::string eval = "eval --task choice --model " + model + " --data " + dir + "/choice.jsonl";
+  auto cpu = run_skein(eval);
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  for (const std::string& run : {run_skein(eval + " --strategy 'cpu fp32 *3 -> cuda:0 fp32'").output,
+                                 run_shell(mpirun_skein(3, eval + " --strategy 'cpu fp32 *3 -> cuda:0 fp32'")).output}) {
+    auto result = [](const std::string& out) { return nlohmann::json::parse(out.substr(out.find("{\""), out.find('\n', out.find("{\"")) - out.find("{\""))); };
+    ASSERT_NE(run.find("{\""), std::string::npos) << run;
+    auto a = result(cpu.output), b = result(run);
+    EXPECT_EQ(a["accuracy"], b["accuracy"]) << run;
+    EXPECT_NEAR(a["label_logprob"].get<double>(), b["label_logprob"].get<double>(), 1e-3) << run;
+  }
 }
 
 // A plan that cannot fit the GPU (state for 2^20 slots of 11 of the tiny v7's layers: 195 GB) stops
