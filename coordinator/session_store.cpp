@@ -155,7 +155,7 @@ int SessionStore::open_slot() {
   if (model_.free_slots() <= 0 && !cfg_.dir.empty()) refuse(SessionFault::NoRoom, "all request slots are busy with running requests");
   if (model_.free_slots() <= 0)
     refuse(SessionFault::NoRoom, "all request slots are in use (idle sessions fill the host budget of ", cfg_.host_bytes,
-         " bytes: delete sessions or configure [sessions] dir)");
+           " bytes: delete sessions or configure [sessions] dir)");
   return model_.open_session();
 }
 
@@ -204,7 +204,7 @@ void SessionStore::fork(const std::string& from, const std::string& to) {
     const size_t bytes = model_.dims().state_floats() * sizeof(float);
     if (cfg_.dir.empty() && host_used_ + bytes > cfg_.host_bytes)
       refuse(SessionFault::NoRoom, "no free slot for the fork and idle sessions fill the host budget of ", cfg_.host_bytes,
-           " bytes: delete sessions or configure [sessions] dir");
+             " bytes: delete sessions or configure [sessions] dir");
     copy.host = s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(from), header_);
     host_used_ += bytes;
   }

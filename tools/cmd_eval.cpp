@@ -1,6 +1,7 @@
 // `skein eval`: LAMBADA (accuracy and perplexity, ChatRWKV's method), per-token perplexity of a corpus,
-// or multiple-choice accuracy (lm-evaluation-harness's acc and acc_norm), on the same placement as serving (one process, or rank 0 of an mpirun cluster). Progress and ETA go to
-// stderr; the result is one JSON line on stdout (and in --output) followed by a one-line summary.
+// or multiple-choice accuracy (lm-evaluation-harness's acc and acc_norm), on the same placement as
+// serving (one process, or rank 0 of an mpirun cluster). Progress and ETA go to stderr; the result is
+// one JSON line on stdout (and in --output) followed by a one-line summary.
 // Resumable: after every block of items the running sums are written to a checkpoint file, and a
 // restarted eval continues after the last block it finished.
 #include <unistd.h>
