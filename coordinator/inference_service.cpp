@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "coordinator/generator.h"
 #include "coordinator/scheduler.h"
 
@@ -12,6 +13,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+std::string ms_text(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f ms", v);
+  return b;
+}
 int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
 }  // namespace
 
@@ -163,10 +169,15 @@ void InferenceService::start(uint64_t id, ServiceRequest req) {
       l->summary.session_tokens = l->session_before + l->req.prompt.size() + uint64_t(l->summary.completion_tokens);
     metrics_.request_done(l->summary.finish_reason, ms(now - l->submitted) / 1e3, l->have_first ? ms(l->first_token - l->submitted) / 1e3 : -1,
                           l->summary.prompt_tokens, l->summary.completion_tokens, l->summary.cached_tokens);
+    const GenerationSummary& s = l->summary;
+    logging::info("request ", id, ": ", s.prompt_tokens, " prompt tokens (", s.cached_tokens, " cached), ", s.completion_tokens, " generated, ",
+                  s.finish_reason, "; queue ", ms_text(s.queue_ms), ", prefill ", ms_text(s.prefill_ms), ", decode ", ms_text(s.decode_ms),
+                  l->req.session.empty() ? "" : ", session " + l->req.session);
     if (l->req.on_done) l->req.on_done(l->summary);
     live_.erase(id);
   };
   auto refuse = [&](const std::string& what) {
+    logging::info("request ", id, " refused: ", what);
     live->summary.finish_reason = "error";
     live->summary.error = what;
     live->finished = true;
@@ -339,6 +350,7 @@ void InferenceService::run() {
     if (opts_.sessions.persist && !opts_.sessions.dir.empty()) sessions_->save_all();
   } catch (const Error& e) {
     // The model failed (a stage died or stopped answering): nothing can be generated any more.
+    logging::error("the model failed: ", e.what(), " (every running request ends with this error)");
     {
       std::lock_guard<std::mutex> lock(mu_);
       broken_ = e.what();

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "net/json_fields.h"
 
 namespace skein {
@@ -69,7 +70,7 @@ void SessionStore::scan_dir() {
       if (!fs::exists(state_path(name))) fail("its state file is missing");
       sessions_[name] = std::move(s);
     } catch (const std::exception& ex) {
-      std::fprintf(stderr, "skein: warning: %s: not a session, skipped (%s)\n", e.path().string().c_str(), ex.what());
+      logging::warn(e.path().string(), ": not a session, skipped (", ex.what(), ")");
     }
   }
 }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "common/json_text.h"
 #include "net/listen.h"
 
@@ -184,7 +185,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     out_.push_back(line + "\n");
     out_bytes_ += out_.back().size();
     if (out_bytes_ > opts_.client_buffer_bytes) {
-      std::fprintf(stderr, "skein: dropping a client that does not read its events (%zu bytes unsent)\n", out_bytes_);
+      logging::warn("dropping a client that does not read its events (", out_bytes_, " bytes unsent)");
       return close();
     }
     if (out_.size() == 1) flush();

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -173,6 +174,38 @@ TEST(Server, BadInputNeverDisturbsOtherClients) {
   ASSERT_FALSE(rest.empty());
   EXPECT_EQ(rest.back()["event"], "done");
   EXPECT_EQ(rest.back()["completion_tokens"], 300);
+}
+
+// [logging]: a line per finished or refused request and the server's own events, in the file the
+// config names (relative to it), filtered by level; a log file that cannot be opened stops the start.
+TEST(Server, LogsRequestsToTheConfiguredFile) {
+  const std::string dir = temp_dir();
+  for (const char* level : {"info", "warn"}) {
+    write_file(dir + "/serve.toml", std::string("[logging]\nlevel = \"") + level + "\"\nfile = \"serve.log\"\n");
+    std::filesystem::remove(dir + "/serve.log");
+    {
+      Server server("--config " + dir + "/serve.toml");
+      ASSERT_GT(server.port(), 0) << server.output();
+      Client c(server.port());
+      c.send(R"({"id": "a", "prompt": "The man said", "max_tokens": 5, "temperature": 0, "session": "chat"})");
+      ASSERT_EQ(c.until_done("a").back()["event"], "done");
+      EXPECT_EQ(server.terminate(), 0) << server.output();
+      EXPECT_EQ(server.output().find("request 1"), std::string::npos) << "the log went to stderr: " << server.output();
+    }
+    const std::string log = read_file(dir + "/serve.log");
+    if (std::string(level) == "info") {
+      EXPECT_NE(log.find(" skein: request 1: 12 prompt tokens (0 cached), 5 generated, length; queue "), std::string::npos) << log;
+      EXPECT_NE(log.find(", session chat\n"), std::string::npos) << log;
+      EXPECT_NE(log.find(" skein: server stopped\n"), std::string::npos) << log;
+      EXPECT_EQ(log.find("Z skein: "), 23u) << log;  // an ISO 8601 UTC time first
+    } else {
+      EXPECT_EQ(log, "") << "warn keeps info lines out";
+    }
+  }
+  write_file(dir + "/bad.toml", "[logging]\nfile = \"no/such/dir/serve.log\"\n");
+  auto r = run_skein("serve --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --port 0 --http-port -1 --config " + dir + "/bad.toml");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("skein: error: " + dir + "/no/such/dir/serve.log: cannot open the log file"), std::string::npos) << r.output;
 }
 
 TEST(Server, SigtermEndsRequestsAndExitsZero) {

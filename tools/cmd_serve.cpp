@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "common/stop_signal.h"
 #include "coordinator/inference_service.h"
 #include "net/http_server.h"
@@ -32,6 +33,7 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
   c->callback([o] {
     Config cfg = o->run.resolve();
+    logging::configure(cfg.logging.level, cfg.logging.file);
     if (!o->listen.empty()) cfg.server.listen = o->listen;
     if (!o->auth_token.empty()) cfg.server.auth_token = o->auth_token;
     if (o->port_flag->count()) cfg.server.port = o->port;
@@ -92,7 +94,7 @@ void add_serve_command(CLI::App& app) {
       throw;
     }
     drain();
-    std::cerr << "skein: server stopped\n";
+    logging::info("server stopped");
   });
 }
 
