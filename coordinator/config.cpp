@@ -161,6 +161,7 @@ Config load_config(const std::string& path) {
             if (!v.is_boolean()) r.bad(v, "'persist' must be true or false");
             c.sessions.persist = v.value<bool>().value();
           }},
+         {"idle_ttl_s", [&](const toml::node& v) { c.sessions.idle_ttl_s = r.integer(v, "idle_ttl_s", 0, int64_t(1) << 40); }},
        });
      }},
     {"cache", [&](const toml::node& n) {

@@ -31,6 +31,7 @@ struct SessionsConfig {
   std::string dir;                   // saved and spilled sessions ("" = kept in memory only)
   uint64_t host_bytes = 1ull << 30;  // budget for idle sessions evicted from the slots to host memory
   bool persist = false;              // save every session at shutdown; list saved ones at start-up
+  int64_t idle_ttl_s = 0;            // sessions idle this long are forgotten, files too (0: kept until deleted)
 };
 
 struct CacheConfig {

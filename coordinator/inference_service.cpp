@@ -1,6 +1,7 @@
 #include "coordinator/inference_service.h"
 
 #include <chrono>
+#include <set>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -315,7 +316,7 @@ void InferenceService::run() {
   sched_ = &sched;
   // Gauges are refreshed a few times a second and stage load every 2 s (a round trip to every stage),
   // never per step: the loop's hot path only steps.
-  auto last_gauges = Clock::now(), last_stages = Clock::now();
+  auto last_gauges = Clock::now(), last_stages = Clock::now(), last_expiry = Clock::now();
   try {
     update_metrics(true);
     while (true) {
@@ -338,6 +339,13 @@ void InferenceService::run() {
         running_ = live_.size();
       }
       auto now = Clock::now();
+      if (opts_.sessions.idle_ttl_s > 0 && now - last_expiry > std::chrono::seconds(1)) {
+        std::set<std::string> wanted;  // sessions that requests wait for stay
+        for (auto& [id, r] : waiting_)
+          if (!r.session.empty()) wanted.insert(r.session);
+        for (auto& name : sessions_->expire(wanted)) logging::info("session ", name, " expired: idle for more than ", opts_.sessions.idle_ttl_s, " s");
+        last_expiry = now;
+      }
       if (now - last_stages > std::chrono::seconds(2)) {
         update_metrics(true);
         last_stages = last_gauges = now;

@@ -68,6 +68,9 @@ void SessionStore::scan_dir() {
       s.tokens = uint64_t(tokens);
       s.pending = json_fields::token_ids(j.at("pending"), "pending", header_.dims.vocab);
       if (!fs::exists(state_path(name))) fail("its state file is missing");
+      // Idle since it was last written (an expiry counts across restarts).
+      const auto age = fs::file_time_type::clock::now() - fs::last_write_time(e.path());
+      if (age > fs::file_time_type::duration::zero()) s.used -= std::chrono::duration_cast<std::chrono::steady_clock::duration>(age);
       sessions_[name] = std::move(s);
     } catch (const std::exception& ex) {
       logging::warn(e.path().string(), ": not a session, skipped (", ex.what(), ")");
@@ -221,6 +224,16 @@ void SessionStore::save(const std::string& name) {
   if (s.on_disk) return;
   if (s.host) write_disk(name, s, *s.host);
   else write_disk(name, s, model_.export_state(s.slot));
+}
+
+std::vector<std::string> SessionStore::expire(const std::set<std::string>& keep) {
+  std::vector<std::string> gone;
+  if (cfg_.idle_ttl_s <= 0) return gone;
+  const auto limit = std::chrono::steady_clock::now() - std::chrono::seconds(cfg_.idle_ttl_s);
+  for (auto& [name, s] : sessions_)
+    if (!s.busy && s.used < limit && !keep.count(name)) gone.push_back(name);
+  for (auto& name : gone) remove(name);
+  return gone;
 }
 
 void SessionStore::save_all() {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,9 @@ class SessionStore {
   // takes a free slot when there is one (copied where the state lives, on the workers), else host memory.
   void fork(const std::string& from, const std::string& to);
   void save(const std::string& name);  // to `dir` (kept resident); throws when no dir is configured
+  // Forgets (files too) every idle session unused for longer than [sessions] idle_ttl_s, except those
+  // `keep` names (requests wait for them); returns the names forgotten.
+  std::vector<std::string> expire(const std::set<std::string>& keep);
   void save_all();                     // every idle session (at shutdown when persist is set)
   void remove(const std::string& name);
   std::vector<SessionInfo> list() const;

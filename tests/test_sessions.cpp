@@ -222,6 +222,42 @@ TEST(Sessions, SavedSessionsSurviveARestart) {
   EXPECT_EQ(s.op(SessionOp::List).first.size(), 1u);
 }
 
+// [sessions] idle_ttl_s: a session unused for longer is forgotten, its files too, while one in use stays;
+// a saved session's idle time counts from when it was written, across a restart.
+TEST(Sessions, IdleSessionsExpireWithTheirFiles) {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir() + "/ttl";
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  o.sessions.idle_ttl_s = 1;
+  auto names = [](Service& s) {
+    std::vector<std::string> out;
+    for (auto& i : s.op(SessionOp::List).first) out.push_back(i.name + "@" + i.where);
+    return out;
+  };
+  {
+    Service s(o);
+    s.generate("The man said", 4, "idle");
+    ASSERT_EQ(s.op(SessionOp::Save, "idle").second, "");
+    ASSERT_TRUE(fs::exists(dir + "/idle.state"));
+    for (int i = 0; i < 7; ++i) {  // 3.5 s: "idle" passes its second, "kept" never does
+      s.generate(" and", 2, "kept");
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    EXPECT_EQ(names(s), std::vector<std::string>{"kept@slot"});
+    EXPECT_FALSE(fs::exists(dir + "/idle.state"));
+    EXPECT_FALSE(fs::exists(dir + "/idle.json"));
+  }  // persist: "kept" is saved at shutdown
+  ASSERT_TRUE(fs::exists(dir + "/kept.json"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  Service t(o);
+  EXPECT_EQ(names(t), std::vector<std::string>{"kept@disk"});  // listed, then expired at the first check
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_TRUE(names(t).empty());
+  EXPECT_FALSE(fs::exists(dir + "/kept.state"));
+}
+
 // A saved session whose metadata is damaged is skipped with a warning at start, never misread: a token
 // count of -1 read as 2^64 - 1, a pending token of 1.5 as 1.
 TEST(Sessions, DamagedMetadataIsSkippedNotMisread) {
