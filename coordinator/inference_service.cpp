@@ -32,6 +32,7 @@ struct InferenceService::Live {
   Clock::time_point submitted, started, first_token, last_token;
   bool have_first = false, finished = false;
   uint64_t session_before = 0;  // the session's history before this request's prompt
+  std::vector<ServiceRequest> siblings;  // a leader's, until its prompt's state can be copied for them
 };
 
 InferenceService::InferenceService(ModelHandle& model, const Tokenizer& tok, ServiceOptions opts)
@@ -48,7 +49,7 @@ uint64_t InferenceService::submit(ServiceRequest r) {
   if (stopping_) fail("shutting down: not accepting requests");
   if (!broken_.empty()) fail("the model failed: ", broken_);
   size_t queued = incoming_.size() + waiting_count_;
-  if (queued >= queue_limit_) fail("overloaded: ", queued, " requests are already queued");
+  if (queued + r.siblings.size() >= queue_limit_) fail("overloaded: ", queued, " requests are already queued");
   uint64_t id = next_id_++;
   incoming_.emplace_back(id, std::move(r));
   wake_.notify_one();
@@ -120,16 +121,25 @@ void InferenceService::admit() {
   for (auto& op : ops) op();
   for (auto& r : in) waiting_.push_back(std::move(r));
   for (uint64_t id : cancels) {
-    if (auto it = live_.find(id); it != live_.end()) sched_->cancel(it->second->handle, "cancelled");
-    for (auto w = waiting_.begin(); w != waiting_.end(); ++w)
-      if (w->first == id) {
-        GenerationSummary s;
-        s.finish_reason = "cancelled";
-        s.prompt_tokens = int(w->second.prompt.size());
-        if (w->second.on_done) w->second.on_done(s);
-        waiting_.erase(w);
-        break;
+    // The request and its siblings (a leader's pending siblings end with it). Cancelling ends a request
+    // at once, which takes it out of live_: the handles first.
+    std::vector<uint64_t> handles;
+    for (auto& [lid, l] : live_)
+      if (lid == id || l->req.group == id) handles.push_back(l->handle);
+    for (uint64_t h : handles) sched_->cancel(h, "cancelled");
+    for (auto w = waiting_.begin(); w != waiting_.end();) {
+      if (w->first != id && w->second.group != id) {
+        ++w;
+        continue;
       }
+      GenerationSummary s;
+      s.finish_reason = "cancelled";
+      s.prompt_tokens = int(w->second.prompt.size());
+      if (w->second.on_done) w->second.on_done(s);
+      for (auto& sib : w->second.siblings)
+        if (sib.on_done) sib.on_done(s);
+      w = waiting_.erase(w);
+    }
   }
   // In arrival order, as slots allow; the rest wait for running requests to finish.
   while (!waiting_.empty() && sessions_->slot_ready(waiting_.front().second.session)) {
@@ -140,9 +150,33 @@ void InferenceService::admit() {
   waiting_count_ = waiting_.size();
 }
 
-void InferenceService::start(uint64_t id, ServiceRequest req) {
+void InferenceService::start_siblings(uint64_t leader, std::vector<ServiceRequest> siblings, int slot) {
+  std::deque<std::pair<uint64_t, ServiceRequest>> alone;
+  for (auto& sib : siblings) {
+    sib.group = leader;
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      id = next_id_++;
+    }
+    int copy = -1;
+    if (slot >= 0) {
+      while (model_.free_slots() <= 0 && sessions_->evict_one()) {
+      }
+      if (model_.free_slots() > 0) copy = model_.clone_session(slot);
+    }
+    if (copy >= 0) start(id, std::move(sib), copy);
+    else alone.emplace_back(id, std::move(sib));
+  }
+  waiting_.insert(waiting_.begin(), std::make_move_iterator(alone.begin()), std::make_move_iterator(alone.end()));  // first in line
+  waiting_count_ = waiting_.size();
+}
+
+void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   auto live = std::make_shared<Live>();
   live->req = std::move(req);
+  live->siblings = std::move(live->req.siblings);
+  live->req.siblings.clear();
   live->submitted = Clock::now();
   live->stops = StopMatcher(live->req.sampling.stop);
   live->summary.prompt_tokens = int(live->req.prompt.size());
@@ -176,6 +210,20 @@ void InferenceService::start(uint64_t id, ServiceRequest req) {
                   l->req.session.empty() ? "" : ", session " + l->req.session);
     if (l->req.on_done) l->req.on_done(l->summary);
     live_.erase(id);
+    // Siblings still waiting for this request's prompt state: cancelled with it, else on their own.
+    if (!l->siblings.empty()) {
+      std::vector<ServiceRequest> siblings = std::move(l->siblings);
+      l->siblings.clear();
+      if (reason == "cancelled") {
+        GenerationSummary s;
+        s.finish_reason = "cancelled";
+        s.prompt_tokens = int(l->req.prompt.size());
+        for (auto& sib : siblings)
+          if (sib.on_done) sib.on_done(s);
+      } else {
+        start_siblings(id, std::move(siblings), -1);
+      }
+    }
   };
   auto refuse = [&](const std::string& what) {
     logging::info("request ", id, " refused: ", what);
@@ -184,6 +232,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req) {
     live->finished = true;
     metrics_.request_done("error", 0, -1, live->summary.prompt_tokens, 0, 0);
     if (live->req.on_done) live->req.on_done(live->summary);
+    if (!live->siblings.empty()) start_siblings(id, std::move(live->siblings), -1);  // they may fare better alone
   };
 
   // A slot and the tokens to run: a session's state (plus what it has not seen yet), or a fresh state,
@@ -194,7 +243,11 @@ void InferenceService::start(uint64_t id, ServiceRequest req) {
   bool fresh = true;
   try {
     if (live->req.prompt.empty()) fail("the prompt is empty");
-    if (!session.empty()) {
+    if (!live->siblings.empty() && !session.empty()) fail("several samples of one prompt cannot continue a session");
+    if (shared_slot >= 0) {
+      slot = shared_slot;  // the leader's state after all of the prompt but its last token
+      fresh = false;
+    } else if (!session.empty()) {
       SessionStore::Lease lease = sessions_->acquire(session);
       slot = lease.slot;
       fresh = lease.created;
@@ -209,6 +262,10 @@ void InferenceService::start(uint64_t id, ServiceRequest req) {
   prompt.insert(prompt.end(), live->req.prompt.begin(), live->req.prompt.end());
   const std::vector<int32_t> full = prompt;
   size_t cached = 0, snapshot = 0;
+  if (shared_slot >= 0) {
+    cached = prompt.size() - 1;
+    prompt.erase(prompt.begin(), prompt.end() - 1);
+  }
   try {
     if (fresh && cache_.enabled()) {
       PrefixCache::Hit hit = cache_.lookup(prompt);
@@ -237,6 +294,24 @@ void InferenceService::start(uint64_t id, ServiceRequest req) {
     sr.on_snapshot = [this, full, snapshot](int s) {
       cache_.insert(std::span<const int32_t>(full.data(), snapshot), model_.export_state(s));
     };
+  }
+  if (!live->siblings.empty()) {
+    // The siblings start from copies of this state once all of the prompt but its last token is in it:
+    // now if it already is, else right after the step that completes it (in place of a cache snapshot).
+    if (prompt.size() < 2) {
+      std::vector<ServiceRequest> siblings = std::move(live->siblings);
+      live->siblings.clear();
+      start_siblings(id, std::move(siblings), slot);
+    } else {
+      sr.snapshot_at = prompt.size() - 1;
+      sr.on_snapshot = [this, id, weak](int s) {
+        auto l = weak.lock();
+        if (!l || l->siblings.empty()) return;
+        std::vector<ServiceRequest> siblings = std::move(l->siblings);
+        l->siblings.clear();
+        start_siblings(id, std::move(siblings), s);
+      };
+    }
   }
   const uint64_t run_tokens = prompt.size();
   sr.on_release = [this, live, session, slot, run_tokens](std::vector<int32_t> unfed) {
@@ -369,6 +444,8 @@ void InferenceService::run() {
       l->summary.finish_reason = "error";
       l->summary.error = std::string("the model failed: ") + e.what();
       if (l->req.on_done) l->req.on_done(l->summary);
+      for (auto& sib : l->siblings)
+        if (sib.on_done) sib.on_done(l->summary);
     }
     live_.clear();
     sched_ = nullptr;
@@ -387,6 +464,8 @@ void InferenceService::run() {
     s.finish_reason = "cancelled";
     s.prompt_tokens = int(r.prompt.size());
     if (r.on_done) r.on_done(s);
+    for (auto& sib : r.siblings)
+      if (sib.on_done) sib.on_done(s);
   }
   live_.clear();
   sched_ = nullptr;

@@ -43,6 +43,12 @@ struct ServiceRequest {
   // New text (whole characters) and the tokens it came from; may be called many times.
   std::function<void(const std::string& text, const std::vector<int32_t>& tokens)> on_delta;
   std::function<void(const GenerationSummary&)> on_done;  // exactly once
+  // More samples of the same prompt (OpenAI's n), each a request of its own (callbacks, sampling) without
+  // a session. They start from a copy of this request's state once all of its prompt but the last token
+  // is in it, so the prompt is prefilled once; with no slot free for a copy, a sibling prefills alone.
+  // cancel() of this request's id cancels them too.
+  std::vector<ServiceRequest> siblings;
+  uint64_t group = 0;  // set by the service: the request whose cancel() also cancels this one
 };
 
 struct ServiceOptions {
@@ -94,7 +100,10 @@ class InferenceService {
  private:
   struct Live;
   void admit();
-  void start(uint64_t id, ServiceRequest req);
+  // `shared_slot` >= 0: a sibling's copy of its leader's state, all of the prompt but its last token in it.
+  void start(uint64_t id, ServiceRequest req, int shared_slot = -1);
+  // A leader's siblings, started from copies of `slot` (or, with -1 or no slot free, waiting to prefill alone).
+  void start_siblings(uint64_t leader, std::vector<ServiceRequest> siblings, int slot);
   void update_metrics(bool with_stages);
 
   ModelHandle& model_;

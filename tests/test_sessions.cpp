@@ -50,6 +50,13 @@ struct Service {
     service->session_op(o, name, [&](const InferenceService::SessionOpResult& r) { done.set_value({r.sessions, r.error}); }, to);
     return done.get_future().get();
   }
+  // Whether the service's gauges report every slot free once it is idle: nothing leaked. (An idle
+  // service refreshes its gauges once a second.)
+  bool slots_all_free() {
+    while (service->running() > 0 || service->queued() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+    return service->metrics().prometheus().find("\nskein_slots_used 0\n") != std::string::npos;
+  }
   std::string where(const std::string& name) {
     for (auto& i : op(SessionOp::List).first)
       if (i.name == name) return i.where;
@@ -328,6 +335,83 @@ TEST(Sessions, RequestsBeyondTheSlotsWaitForOne) {
     EXPECT_EQ(g.finish_reason, "length") << g.error;
     EXPECT_EQ(g.text, " to a state of the s");
   }
+}
+
+// Several samples of one prompt (OpenAI's n): a leader and its siblings, each with its own seed.
+struct Samples {
+  std::vector<std::promise<GenerationSummary>> done;
+  std::vector<std::future<GenerationSummary>> results;
+  std::promise<void> first_text;
+  bool texted = false;
+  ServiceRequest leader;
+  Samples(Service& s, const std::string& prompt, int n, int max_tokens, float temperature) : done(size_t(n)) {
+    for (auto& d : done) results.push_back(d.get_future());
+    for (int i = 0; i < n; ++i) {
+      ServiceRequest r;
+      r.prompt = s.tok.encode(prompt);
+      r.max_tokens = max_tokens;
+      r.sampling.temperature = temperature;
+      r.sampling.seed = uint64_t(11 + i);
+      r.on_done = [this, i](const GenerationSummary& g) { done[size_t(i)].set_value(g); };
+      if (i == 0) {
+        r.on_delta = [this](const std::string&, const std::vector<int32_t>&) {
+          if (!texted) first_text.set_value();
+          texted = true;
+        };
+        leader = std::move(r);
+      } else {
+        leader.siblings.push_back(std::move(r));
+      }
+    }
+  }
+};
+
+// Each sample is what the same request with its seed gives alone. Siblings start from a copy of the
+// leader's state (all of the prompt but its last token: cached_tokens), one prefilling alone when no
+// slot is left for its copy; a one-token prompt's siblings copy the fresh state.
+TEST(Samples, SiblingsSampleAsTheyWouldAloneFromOnePrefill) {
+  struct Case {
+    std::string prompt;
+    int slots;
+  };
+  for (const Case& c : {Case{"The man said to the woman that it was", 8}, Case{"The man said to the woman that it was", 3}, Case{"T", 8}}) {
+    SCOPED_TRACE(testing::Message() << "'" << c.prompt << "' with " << c.slots << " slots");
+    Service s({}, c.slots);
+    Samples samples(s, c.prompt, 4, 12, 1.0f);
+    s.service->submit(std::move(samples.leader));
+    Service ref;
+    int shared = 0;
+    for (int i = 0; i < 4; ++i) {
+      GenerationSummary got = samples.results[size_t(i)].get();
+      ASSERT_EQ(got.finish_reason, "length") << got.error;
+      std::promise<GenerationSummary> alone;
+      ServiceRequest r;
+      r.prompt = ref.tok.encode(c.prompt);
+      r.max_tokens = 12;
+      r.sampling.temperature = 1.0f;
+      r.sampling.seed = uint64_t(11 + i);
+      r.on_done = [&](const GenerationSummary& g) { alone.set_value(g); };
+      ref.service->submit(std::move(r));
+      EXPECT_EQ(got.text, alone.get_future().get().text) << "sample " << i;
+      EXPECT_EQ(got.prompt_tokens, int(c.prompt.size()));
+      if (got.cached_tokens == int(c.prompt.size()) - 1 && i > 0) ++shared;
+    }
+    // 8 slots: every sibling copied; 3 slots: the leader's and two copies, the third prefills alone.
+    EXPECT_EQ(shared, c.slots == 8 ? 3 : 2);
+    EXPECT_TRUE(s.slots_all_free());
+  }
+}
+
+// Cancelling the leader cancels its siblings, running or not yet started.
+TEST(Samples, CancellingTheLeaderCancelsItsSiblings) {
+  Service s({}, 8);
+  Samples samples(s, "The man said", 3, 1000000, 1.0f);
+  uint64_t id = s.service->submit(std::move(samples.leader));
+  samples.first_text.get_future().wait();
+  s.service->cancel(id);
+  for (auto& r : samples.results) EXPECT_EQ(r.get().finish_reason, "cancelled");
+  EXPECT_TRUE(s.slots_all_free());
+  EXPECT_EQ(s.generate("The man said", 4).finish_reason, "length");
 }
 
 // A prefix shared by several prompts is cached from its second use and hit from its third; the cached
