@@ -177,27 +177,36 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     include_usage_ = r.include_usage;
     id_ = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(unix_now()) + "-" + std::to_string(++g_next_id);
     created_ = unix_now();
+    choices_.assign(size_t(r.n), Choice{});
     std::weak_ptr<HttpConnection> weak = shared_from_this();
-    ServiceRequest sr;
-    sr.prompt = std::move(r.prompt);
-    sr.max_tokens = r.max_tokens;
-    sr.sampling = std::move(r.sampling);
-    sr.session = r.session;
-    // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
-    asio::io_context& io = io_;
-    if (r.stream)
-      sr.on_delta = [&io, weak](const std::string& text, const std::vector<int32_t>&) {
-        asio::post(io, [weak, text] {
-          if (auto c = weak.lock()) c->stream_delta(text);
-        });
+    // Choice i: a request of its own with seed + i; choices after the first are the first's siblings,
+    // which start from a copy of its prompt's state.
+    auto request = [&](int i) {
+      ServiceRequest sr;
+      sr.prompt = r.prompt;
+      sr.max_tokens = r.max_tokens;
+      sr.sampling = r.sampling;
+      sr.sampling.seed += uint64_t(i);
+      sr.session = r.session;
+      // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
+      asio::io_context& io = io_;
+      if (r.stream)
+        sr.on_delta = [&io, weak, i](const std::string& text, const std::vector<int32_t>&) {
+          asio::post(io, [weak, text, i] {
+            if (auto c = weak.lock()) c->stream_delta(i, text);
+          });
+        };
+      // The connection lives until its requests are done (the service calls on_done exactly once each).
+      sr.on_done = [this, self = shared_from_this(), i](const GenerationSummary& s) {
+        asio::post(io_, [self, s, i] { self->done(i, s); });
       };
-    // The connection lives until its request is done (the service calls on_done exactly once).
-    sr.on_done = [this, self = shared_from_this()](const GenerationSummary& s) {
-      asio::post(io_, [self, s] { self->done(s); });
+      return sr;
     };
+    ServiceRequest first = request(0);
+    for (int i = 1; i < r.n; ++i) first.siblings.push_back(request(i));
     try {
-      service_id_ = service_.submit(std::move(sr));
-      running_ = true;
+      service_id_ = service_.submit(std::move(first));
+      running_ = r.n;
     } catch (const Error& e) {
       std::string what = e.what();
       bool overloaded = what.rfind("overloaded", 0) == 0;
@@ -208,7 +217,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
           "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nServer: skein\r\n\r\n";
       service_.metrics().http_request(200);
       send_raw(std::move(head));
-      if (chat_) send_event(chunk(json{{"role", "assistant"}, {"content", ""}}, nullptr));
+      if (chat_)
+        for (int i = 0; i < int(choices_.size()); ++i) send_event(chunk(i, json{{"role", "assistant"}, {"content", ""}}, nullptr));
     }
     watch_disconnect();
   }
@@ -229,8 +239,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     });
   }
 
-  json chunk(const json& delta_or_text, const json& finish) {
-    json choice = {{"index", 0}, {"finish_reason", finish}};
+  json chunk(int index, const json& delta_or_text, const json& finish) {
+    json choice = {{"index", index}, {"finish_reason", finish}};
     if (chat_) choice["delta"] = delta_or_text;
     else {
       choice["text"] = delta_or_text;
@@ -241,52 +251,68 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   }
 
   // The assistant's reply follows "Assistant:"; the space the model writes first is not content.
-  std::string content(std::string text) {
-    if (chat_ && !content_started_) {
+  std::string content(int index, std::string text) {
+    bool& started = choices_[size_t(index)].content_started;
+    if (chat_ && !started) {
       size_t i = text.find_first_not_of(' ');
       text = i == std::string::npos ? "" : text.substr(i);
-      if (!text.empty()) content_started_ = true;
+      if (!text.empty()) started = true;
     }
     return text;
   }
 
-  void stream_delta(const std::string& text) {
-    std::string t = content(text);
+  void stream_delta(int index, const std::string& text) {
+    std::string t = content(index, text);
     if (t.empty()) return;
-    send_event(chunk(chat_ ? json{{"content", t}} : json(t), nullptr));
+    send_event(chunk(index, chat_ ? json{{"content", t}} : json(t), nullptr));
   }
 
-  void done(const GenerationSummary& s) {
-    running_ = false;
-    beast::error_code ignored;
-    stream_.socket().cancel(ignored);  // ends watch_disconnect's read before the next one starts
-    json usage = {{"prompt_tokens", s.prompt_tokens}, {"completion_tokens", s.completion_tokens},
-                  {"total_tokens", s.prompt_tokens + s.completion_tokens},
-                  {"prompt_tokens_details", {{"cached_tokens", s.cached_tokens}}}};
+  // Choice `index` ended; the reply (or the stream's end) waits for every choice. Usage counts the
+  // prompt once and every choice's tokens.
+  void done(int index, const GenerationSummary& s) {
+    choices_[size_t(index)].summary = s;
+    --running_;
+    if (abandoned_) return;  // the client is gone
     if (stream_mode_) {
       if (s.finish_reason == "error") send_event(error_body(s.error, "server_error"));
-      else {
-        send_event(chunk(chat_ ? json::object() : json(""), openai_finish(s.finish_reason)));
-        if (include_usage_) {
-          json u = chunk(json::object(), nullptr);
-          u["choices"] = json::array();
-          u["usage"] = usage;
-          send_event(u);
-        }
+      else send_event(chunk(index, chat_ ? json::object() : json(""), openai_finish(s.finish_reason)));
+    }
+    if (running_ > 0) return;
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);  // ends watch_disconnect's read before the next one starts
+    const GenerationSummary& first = choices_.front().summary;
+    int completion = 0;
+    for (auto& c : choices_) completion += c.summary.completion_tokens;
+    json usage = {{"prompt_tokens", first.prompt_tokens}, {"completion_tokens", completion},
+                  {"total_tokens", first.prompt_tokens + completion},
+                  {"prompt_tokens_details", {{"cached_tokens", first.cached_tokens}}}};
+    if (stream_mode_) {
+      if (include_usage_) {
+        json u = chunk(0, json::object(), nullptr);
+        u["choices"] = json::array();
+        u["usage"] = usage;
+        send_event(u);
       }
       send_raw("data: [DONE]\n\n");
       closing_ = true;
       return;
     }
-    if (s.finish_reason == "error") return reply(s.error.rfind("overloaded", 0) == 0 ? 429 : 400, error_body(s.error, "invalid_request_error"), keep_alive_);
-    json choice = {{"index", 0}, {"finish_reason", openai_finish(s.finish_reason)}};
-    if (chat_) choice["message"] = {{"role", "assistant"}, {"content", content(s.text)}};
-    else {
-      choice["text"] = s.text;
-      choice["logprobs"] = nullptr;
+    for (auto& c : choices_)
+      if (c.summary.finish_reason == "error")
+        return reply(c.summary.error.rfind("overloaded", 0) == 0 ? 429 : 400, error_body(c.summary.error, "invalid_request_error"), keep_alive_);
+    json list = json::array();
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      const GenerationSummary& c = choices_[i].summary;
+      json choice = {{"index", i}, {"finish_reason", openai_finish(c.finish_reason)}};
+      if (chat_) choice["message"] = {{"role", "assistant"}, {"content", content(int(i), c.text)}};
+      else {
+        choice["text"] = c.text;
+        choice["logprobs"] = nullptr;
+      }
+      list.push_back(choice);
     }
     json body = {{"id", id_}, {"object", chat_ ? "chat.completion" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
-                 {"choices", json::array({choice})}, {"usage", usage}};
+                 {"choices", list}, {"usage", usage}};
     reply(200, body, keep_alive_);
   }
 
@@ -334,9 +360,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   }
 
   void close() {
-    if (running_) {
-      running_ = false;
-      service_.cancel(service_id_);  // a client that went away frees its slot
+    if (running_ > 0 && !abandoned_) {
+      abandoned_ = true;
+      service_.cancel(service_id_);  // a client that went away frees its slots
     }
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -357,9 +383,15 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> req_;
   bool keep_alive_ = true;
-  // The request being generated (one at a time per connection, as HTTP/1.1 has it).
-  bool chat_ = false, stream_mode_ = false, include_usage_ = false, running_ = false, closing_ = false, content_started_ = false;
-  uint64_t service_id_ = 0;
+  // The request being generated (one at a time per connection, as HTTP/1.1 has it): its n choices.
+  struct Choice {
+    bool content_started = false;
+    GenerationSummary summary;
+  };
+  std::vector<Choice> choices_;
+  bool chat_ = false, stream_mode_ = false, include_usage_ = false, closing_ = false, abandoned_ = false;
+  int running_ = 0;  // choices not yet done
+  uint64_t service_id_ = 0;  // the first choice's: cancelling it cancels every choice
   std::string id_;
   int64_t created_ = 0;
   std::deque<std::string> out_;

@@ -98,7 +98,11 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
       if (m > limits.max_tokens_cap) fail(key, ": ", m, " exceeds the cap of ", limits.max_tokens_cap);
       r.max_tokens = int(m);
     }
-  if (j.contains("n") && !j["n"].is_null() && !(j["n"].is_number_integer() && j["n"].get<int64_t>() == 1)) fail("n: only 1 is supported");
+  if (j.contains("n") && !j["n"].is_null()) {
+    const int64_t n = integer(j["n"], "n");
+    if (n < 1 || n > kMaxSamples) fail("n: must be between 1 and ", kMaxSamples, ", got ", n);
+    r.n = int(n);
+  }
   if (j.contains("logprobs") && !j["logprobs"].is_null() && !(j["logprobs"].is_boolean() && !j["logprobs"].get<bool>()))
     fail("logprobs: not supported");
   // Plain text is what every request gets; a client that names it explicitly is served.
@@ -149,6 +153,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     if (!j["session"].is_string()) fail("session: must be a string");
     r.session = j["session"];
     SessionStore::check_name(r.session);
+    if (r.n > 1) fail("n: several samples cannot continue one session");
   }
   r.sampling.validate(vocab);
   return r;

@@ -1,6 +1,7 @@
 // The OpenAI-compatible request bodies (/v1/completions, /v1/chat/completions), parsed and validated
 // into what the service runs. OpenAI names map to the engine's: presence_penalty -> alpha_presence,
 // frequency_penalty -> alpha_frequency; RWKV extras (top_k, alpha_decay, session) are accepted too.
+// n samples share one prefill of the prompt (coordinator/inference_service's siblings).
 #pragma once
 #include <string>
 #include <vector>
@@ -20,7 +21,11 @@ struct OpenAiRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   std::string session;
+  int n = 1;  // samples of the prompt (choice i draws with seed + i)
 };
+
+// Samples one request may ask for (n).
+constexpr int kMaxSamples = 16;
 
 // "User: hi\n\nAssistant:" from chat messages, per the [chat] settings.
 std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& messages, const ChatConfig& chat);

@@ -1,10 +1,12 @@
-// The OpenAI-compatible HTTP API, /health and /metrics, sessions over the TCP protocol (alone and on an
-// mpirun cluster, across a restart), and clients that stall or stop reading.
+// The OpenAI-compatible HTTP API (n choices included), /health and /metrics, sessions over the TCP
+// protocol and HTTP (alone and on an mpirun cluster, across a restart), and clients that stall or stop
+// reading.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 
 #include "tests/server_harness.h"
 #include "tests/test_support.h"
@@ -140,6 +142,75 @@ TEST(Http, SessionsAreListedForkedSavedAndDeleted) {
   EXPECT_EQ(http_request(port, "GET", "/v1/sessions").json()["data"][0]["id"], "b");  // nothing changed
 }
 
+// n choices: choice i is what one request with seed + i gives (the prompt prefilled once for all),
+// plain and streamed, completions and chat; usage counts the prompt once and every choice's tokens.
+TEST(Http, SeveralChoicesAreEachWhatASingleRequestWithItsSeedGives) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const int port = server.http_port();
+  const std::string prompt = "The man said to the woman";
+  auto one = [&](int seed) {
+    json body = {{"prompt", prompt}, {"max_tokens", 10}, {"temperature", 1.0}, {"seed", seed}};
+    return http_request(port, "POST", "/v1/completions", body.dump()).json()["choices"][0]["text"].get<std::string>();
+  };
+  json body = {{"prompt", prompt}, {"max_tokens", 10}, {"temperature", 1.0}, {"seed", 5}, {"n", 3}};
+  auto r = http_request(port, "POST", "/v1/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = r.json();
+  ASSERT_EQ(j["choices"].size(), 3u) << j;
+  std::set<std::string> distinct;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_EQ(j["choices"][i]["text"], one(5 + i)) << "choice " << i;
+    distinct.insert(j["choices"][i]["text"].get<std::string>());
+  }
+  EXPECT_EQ(distinct.size(), 3u) << "three seeds, three samples";
+  EXPECT_EQ(j["usage"]["prompt_tokens"], int(prompt.size()));
+  EXPECT_EQ(j["usage"]["completion_tokens"], 30);
+  // Streamed chat: every choice's deltas, in any interleaving, make the plain reply's choices.
+  json chat = {{"messages", {{{"role", "user"}, {"content", "Hello"}}}}, {"max_tokens", 12}, {"temperature", 1.0}, {"seed", 9}, {"n", 2}};
+  json plain = http_request(port, "POST", "/v1/chat/completions", chat.dump()).json();
+  chat["stream"] = true;
+  chat["stream_options"] = {{"include_usage", true}};
+  auto streamed = http_request(port, "POST", "/v1/chat/completions", chat.dump());
+  std::vector<std::string> text(2);
+  std::vector<json> finish(2);
+  json usage;
+  auto events = sse_events(streamed.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  for (auto& e : events) {
+    if (!e.is_object()) continue;
+    if (e.contains("usage") && !e["usage"].is_null()) usage = e["usage"];
+    for (auto& c : e["choices"]) {
+      const size_t i = c["index"].get<size_t>();
+      ASSERT_LT(i, 2u) << e;
+      if (c["delta"].contains("content")) text[i] += c["delta"]["content"].get<std::string>();
+      if (!c["finish_reason"].is_null()) finish[i] = c["finish_reason"];
+    }
+  }
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(text[i], plain["choices"][i]["message"]["content"]) << "choice " << i;
+    EXPECT_EQ(finish[i], plain["choices"][i]["finish_reason"]) << "choice " << i;
+  }
+  EXPECT_EQ(usage["completion_tokens"], plain["usage"]["completion_tokens"]);
+}
+
+// On a 3-rank cluster the choices' states are copied on the stages: the same choices as one process.
+TEST(Http, SeveralChoicesOnTheClusterAreTheOneProcessChoices) {
+  const json body = {{"prompt", "It was a dark and"}, {"max_tokens", 12}, {"temperature", 0.9}, {"top_p", 0.9}, {"seed", 21}, {"n", 4}};
+  std::vector<json> got;
+  for (int ranks : {1, 3}) {
+    Server server("", ranks);
+    ASSERT_GT(server.http_port(), 0) << server.output();
+    auto r = http_request(server.http_port(), "POST", "/v1/completions", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    got.push_back(r.json()["choices"]);
+  }
+  ASSERT_EQ(got[0].size(), 4u);
+  EXPECT_EQ(got[0], got[1]);
+}
+
 TEST(Http, ModelsHealthAndMetrics) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();
@@ -177,7 +248,8 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
                                          {"POST", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400, "temperature"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "max_tokens": 1e9})", 400, "max_tokens"},
                                          {"POST", "/v1/completions", R"({"prompt": [1, 300]})", 400, "outside the vocabulary"},
-                                         {"POST", "/v1/completions", R"({"prompt": "x", "n": 3})", 400, "n: only 1"},
+                                         {"POST", "/v1/completions", R"({"prompt": "x", "n": 17})", 400, "n: must be between 1 and 16, got 17"},
+                                         {"POST", "/v1/completions", R"({"prompt": "x", "n": 2, "session": "s"})", 400, "n: several samples cannot continue one session"},
                                          {"POST", "/v1/chat/completions", R"({"messages": []})", 400, "messages"},
                                          {"POST", "/v1/chat/completions", R"({"messages": [{"role": "wizard", "content": "x"}]})", 400, "role"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "session": "../x"})", 400, "session"},

@@ -44,6 +44,20 @@ test('chat completions, plain and streamed, agree', async () => {
   assert.equal(usage.completion_tokens, 24);
 });
 
+test('n choices come back indexed, plain and streamed, each its own sample', async () => {
+  const messages = [{ role: 'user', content: 'Hello' }];
+  const ask = { model: 'tiny', messages, max_tokens: 12, temperature: 1, seed: 3, n: 3 };
+  const r = await client.chat.completions.create(ask);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(new Set(r.choices.map((c) => c.message.content)).size, 3);
+  assert.ok(r.usage.completion_tokens > 0 && r.usage.completion_tokens <= 3 * 12);
+
+  const stream = await client.chat.completions.create({ ...ask, stream: true });
+  const text = ['', '', ''];
+  for await (const chunk of stream) for (const c of chunk.choices) text[c.index] += c.delta?.content ?? '';
+  assert.deepEqual(text, r.choices.map((c) => c.message.content));
+});
+
 test('models are listed', async () => {
   const models = [];
   for await (const m of client.models.list()) models.push(m.id);
