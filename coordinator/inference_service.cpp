@@ -69,7 +69,10 @@ void InferenceService::session_op(SessionOp op, const std::string& name, Session
     try {
       if (op == SessionOp::List) r.sessions = sessions_->list();
       else if (op == SessionOp::Save) sessions_->save(name);
-      else if (op == SessionOp::Fork) sessions_->fork(name, to);
+      else if (op == SessionOp::Fork) {
+        sessions_->fork(name, to);
+        metrics_.state_copied("fork");
+      }
       else sessions_->remove(name);
     } catch (const SessionError& e) {
       r.error = e.what();
@@ -163,7 +166,10 @@ void InferenceService::start_siblings(uint64_t leader, std::vector<ServiceReques
     if (slot >= 0) {
       while (model_.free_slots() <= 0 && sessions_->evict_one()) {
       }
-      if (model_.free_slots() > 0) copy = model_.clone_session(slot);
+      if (model_.free_slots() > 0) {
+        copy = model_.clone_session(slot);
+        metrics_.state_copied("sample");
+      }
     }
     if (copy >= 0) start(id, std::move(sib), copy);
     else alone.emplace_back(id, std::move(sib));
@@ -418,7 +424,9 @@ void InferenceService::run() {
         std::set<std::string> wanted;  // sessions that requests wait for stay
         for (auto& [id, r] : waiting_)
           if (!r.session.empty()) wanted.insert(r.session);
-        for (auto& name : sessions_->expire(wanted)) logging::info("session ", name, " expired: idle for more than ", opts_.sessions.idle_ttl_s, " s");
+        const std::vector<std::string> gone = sessions_->expire(wanted);
+        for (auto& name : gone) logging::info("session ", name, " expired: idle for more than ", opts_.sessions.idle_ttl_s, " s");
+        metrics_.sessions_expired(gone.size());
         last_expiry = now;
       }
       if (now - last_stages > std::chrono::seconds(2)) {

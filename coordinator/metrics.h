@@ -41,6 +41,8 @@ class Metrics {
                     int cached_tokens);
   void inter_token(double seconds);
   void http_request(int status);
+  void state_copied(const std::string& what);  // "fork" | "sample": a state copied instead of prefilled
+  void sessions_expired(size_t n);
   std::string prometheus() const;
 
  private:
@@ -49,6 +51,8 @@ class Metrics {
   std::map<std::string, uint64_t> finished_;  // by finish reason
   std::map<int, uint64_t> http_;              // by status
   uint64_t prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
+  std::map<std::string, uint64_t> copies_;  // by what
+  uint64_t expired_ = 0;
   Histogram latency_, ttft_, itl_;
 };
 

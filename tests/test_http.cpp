@@ -113,6 +113,7 @@ TEST(Http, SessionsAreListedForkedSavedAndDeleted) {
   EXPECT_EQ(forked.status, 200) << forked.body;
   EXPECT_EQ(forked.json(), json::parse(R"({"id": "b", "object": "session", "forked_from": "a"})"));
   EXPECT_EQ(complete(" He", "b"), complete("The man said" + first + " He", ""));
+  EXPECT_NE(http_request(port, "GET", "/metrics").body.find("\nskein_state_copies_total{what=\"fork\"} 1\n"), std::string::npos);
   auto list = http_request(port, "GET", "/v1/sessions").json();
   ASSERT_EQ(list["data"].size(), 2u) << list;
   EXPECT_EQ(list["data"][1]["id"], "b");
@@ -167,6 +168,7 @@ TEST(Http, SeveralChoicesAreEachWhatASingleRequestWithItsSeedGives) {
   EXPECT_EQ(distinct.size(), 3u) << "three seeds, three samples";
   EXPECT_EQ(j["usage"]["prompt_tokens"], int(prompt.size()));
   EXPECT_EQ(j["usage"]["completion_tokens"], 30);
+  EXPECT_NE(http_request(port, "GET", "/metrics").body.find("\nskein_state_copies_total{what=\"sample\"} 2\n"), std::string::npos);
   // Streamed chat: every choice's deltas, in any interleaving, make the plain reply's choices.
   json chat = {{"messages", {{{"role", "user"}, {"content", "Hello"}}}}, {"max_tokens", 12}, {"temperature", 1.0}, {"seed", 9}, {"n", 2}};
   json plain = http_request(port, "POST", "/v1/chat/completions", chat.dump()).json();

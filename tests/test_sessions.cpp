@@ -263,6 +263,7 @@ TEST(Sessions, IdleSessionsExpireWithTheirFiles) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   EXPECT_TRUE(names(t).empty());
   EXPECT_FALSE(fs::exists(dir + "/kept.state"));
+  EXPECT_NE(t.service->metrics().prometheus().find("\nskein_sessions_expired_total 1\n"), std::string::npos);
 }
 
 // A saved session whose metadata is damaged is skipped with a warning at start, never misread: a token
