@@ -123,13 +123,17 @@ std::vector<ItemScore> Evaluator::score(const std::vector<ScoreItem>& items) {
     if (next < items.size() && flying.size() < 2) {
       Group g;
       g.first_item = next;
-      size_t tokens = 0;
+      // Tokens of the group (a shared prefix once), and of its scored parts, the rows with logits: an item
+      // joins while the group stays within the budget, and one sharing the last item's prefix while the
+      // scored rows do (a long context then still serves its choices, and a step's logits stay bounded).
+      size_t tokens = 0, scored = 0;
       while (next < items.size() && g.items.size() < per_group) {
         const ScoreItem& it = items[next];
         const bool shares = !g.items.empty() && same_prefix(*g.items.back(), it);
-        const size_t cost = shares ? it.tokens.size() - (it.first_target - 1) : it.tokens.size();  // a shared prefix runs once
-        if (!g.items.empty() && !shares && tokens + cost > budget_) break;  // a document's choices stay together
+        const size_t own = it.tokens.size() - (it.first_target - 1), cost = shares ? own : it.tokens.size();
+        if (!g.items.empty() && (shares ? scored + own : tokens + cost) > budget_) break;
         tokens += cost;
+        scored += own;
         g.leader.push_back(shares ? g.leader.back() : g.items.size());
         g.items.push_back(&items[next++]);
       }

@@ -295,15 +295,15 @@ TEST(Eval, ChoicesRunTheirSharedContextOnce) {
   auto mut = load_for_test(model());
   LocalModel local(*mut.model, 8);
   ByteTokenizer tok;
-  const std::vector<ChoiceDoc> docs = {{"The man said to the", {" a", " state of", " the whole world"}, 0}, {"It was", {" a dark night", " not"}, 1}};
+  const std::vector<ChoiceDoc> docs = {{"The man said to the", {" a", " of", " the"}, 0}, {"It was", {" a dark", " not"}, 1}};
   const auto items = choice_items(docs, tok, 0);
-  Evaluator together(local, 8, 8);  // 8 tokens a chunk: the first context takes three
+  Evaluator together(local, 16, 8);  // 16 tokens a chunk: the first context takes two, the choices' scored rows fit
   const auto scores = together.score(items);
   uint64_t expected = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     const size_t split = items[i].first_target - 1, run = items[i].tokens.size() - 1;
     expected += (i == 0 || items[i - 1].first_target != items[i].first_target || i == 3) ? run : run - split;
-    Evaluator alone(local, 8, 8);
+    Evaluator alone(local, 16, 8);
     const auto one = alone.score({items[i]});
     EXPECT_EQ(scores[i].logprob, one[0].logprob) << "item " << i;
     EXPECT_EQ(scores[i].greedy, one[0].greedy) << "item " << i;
@@ -311,6 +311,16 @@ TEST(Eval, ChoicesRunTheirSharedContextOnce) {
   }
   EXPECT_EQ(together.tokens_run(), expected);
   EXPECT_EQ(local.free_slots(), 8);  // every copy closed
+  // Choices whose scored rows pass the budget together run alone (a step's logits stay bounded), with
+  // the same scores.
+  const auto long_items = choice_items({{"The man said", {" to a state of the state", " of the world and the man"}, 0}}, tok, 0);
+  Evaluator bounded(local, 16, 8);
+  const auto long_scores = bounded.score(long_items);
+  EXPECT_EQ(bounded.tokens_run(), long_items[0].tokens.size() - 1 + long_items[1].tokens.size() - 1);
+  for (size_t i = 0; i < long_items.size(); ++i) {
+    Evaluator alone(local, 16, 8);
+    EXPECT_EQ(long_scores[i].logprob, alone.score({long_items[i]})[0].logprob) << "long item " << i;
+  }
   cpu::set_batch_invariant(false);
 }
 
