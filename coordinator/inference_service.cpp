@@ -262,6 +262,9 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     } else {
       slot = sessions_->open_slot();
     }
+  } catch (const SessionError& e) {
+    live->summary.session_fault = e.fault;
+    return refuse(e.what());
   } catch (const Error& e) {
     return refuse(e.what());
   }

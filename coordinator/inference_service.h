@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@ namespace skein {
 struct GenerationSummary {
   std::string finish_reason;  // length | stop_token | stop_string | cancelled | error
   std::string error;          // when finish_reason is "error"
+  std::optional<SessionFault> session_fault;  // when the error is the session's (busy, no room, ...)
   std::string text;           // everything generated (also when streaming)
   int prompt_tokens = 0, completion_tokens = 0;
   int cached_tokens = 0;        // prompt tokens that came from the prefix cache or the session's state

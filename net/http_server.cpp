@@ -143,16 +143,25 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     }, to);
   }
 
-  void session_done(SessionOp op, const std::string& name, const std::string& to, const InferenceService::SessionOpResult& r) {
-    if (!r.error.empty()) {
-      switch (r.fault) {
-        case SessionFault::BadRequest: return reply(400, error_body(r.error, "invalid_request_error"), keep_alive_);
-        case SessionFault::NotFound: return reply(404, error_body(r.error, "not_found_error"), keep_alive_);
-        case SessionFault::Conflict: return reply(409, error_body(r.error, "conflict_error"), keep_alive_);
-        case SessionFault::NoRoom: return reply(503, error_body(r.error, "overloaded"), keep_alive_);
-        case SessionFault::Failed: return reply(500, error_body(r.error, "server_error"), keep_alive_);
-      }
+  void session_refused(SessionFault fault, const std::string& error) {
+    switch (fault) {
+      case SessionFault::BadRequest: return reply(400, error_body(error, "invalid_request_error"), keep_alive_);
+      case SessionFault::NotFound: return reply(404, error_body(error, "not_found_error"), keep_alive_);
+      case SessionFault::Conflict: return reply(409, error_body(error, "conflict_error"), keep_alive_);
+      case SessionFault::NoRoom: return reply(503, error_body(error, "overloaded"), keep_alive_);
+      case SessionFault::Failed: return reply(500, error_body(error, "server_error"), keep_alive_);
     }
+  }
+
+  // A generation the service refused: a session's refusal with its status (409 for a busy session), a
+  // full queue 429, anything else 400.
+  void refused(const GenerationSummary& s) {
+    if (s.session_fault) return session_refused(*s.session_fault, s.error);
+    reply(s.error.rfind("overloaded", 0) == 0 ? 429 : 400, error_body(s.error, "invalid_request_error"), keep_alive_);
+  }
+
+  void session_done(SessionOp op, const std::string& name, const std::string& to, const InferenceService::SessionOpResult& r) {
+    if (!r.error.empty()) return session_refused(r.fault, r.error);
     if (op == SessionOp::List) {
       json data = json::array();
       for (auto& s : r.sessions)
@@ -298,8 +307,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       return;
     }
     for (auto& c : choices_)
-      if (c.summary.finish_reason == "error")
-        return reply(c.summary.error.rfind("overloaded", 0) == 0 ? 429 : 400, error_body(c.summary.error, "invalid_request_error"), keep_alive_);
+      if (c.summary.finish_reason == "error") return refused(c.summary);
     json list = json::array();
     for (size_t i = 0; i < choices_.size(); ++i) {
       const GenerationSummary& c = choices_[i].summary;

@@ -141,6 +141,15 @@ TEST(Http, SessionsAreListedForkedSavedAndDeleted) {
     EXPECT_NE(got.json()["error"]["message"].get<std::string>().find(r.says), std::string::npos) << got.body;
   }
   EXPECT_EQ(http_request(port, "GET", "/v1/sessions").json()["data"][0]["id"], "b");  // nothing changed
+  // A completion on a session that another request is using: 409, as for the session operations.
+  Client running(port);
+  const std::string body = R"({"prompt": "x", "max_tokens": 4000, "stream": true, "session": "b"})";
+  running.send_raw("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  for (std::string l; (l = running.line()).rfind("data: ", 0) != 0;) ASSERT_FALSE(l.empty()) << "the running request ended before its first event";
+  auto busy = http_request(port, "POST", "/v1/completions", R"({"prompt": "y", "max_tokens": 2, "session": "b"})");
+  EXPECT_EQ(busy.status, 409) << busy.body;
+  EXPECT_NE(busy.body.find("session 'b' is busy"), std::string::npos) << busy.body;
+  EXPECT_EQ(http_request(port, "POST", "/v1/sessions/b/fork", R"({"to": "c"})").status, 409);
 }
 
 // n choices: choice i is what one request with seed + i gives (the prompt prefilled once for all),
