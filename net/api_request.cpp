@@ -58,7 +58,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     return out;
   }
   static const std::set<std::string> known = {"id",    "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
-                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session"};
+                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session", "n"};
   for (auto& [k, v] : j.items())
     if (!known.count(k)) fail("unknown field '", k, "'");
   ApiGenerate g;
@@ -112,6 +112,12 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     if (!j["session"].is_string()) fail("session: must be a string");
     g.session = j["session"];
     SessionStore::check_name(g.session);
+  }
+  if (j.contains("n")) {
+    const int64_t n = integer(j["n"], "n");
+    if (n < 1 || n > kMaxSamples) fail("n: must be between 1 and ", kMaxSamples, ", got ", n);
+    if (n > 1 && !g.session.empty()) fail("n: several samples cannot continue one session");
+    g.n = int(n);
   }
   g.sampling.validate(vocab);
   out.generate = std::move(g);

@@ -17,7 +17,11 @@ struct ApiGenerate {
   SamplingParams sampling;
   bool stream = true;
   std::string session;  // continue this named session ("" = none)
+  int n = 1;            // samples of the prompt, from one prefill (sample i draws with seed + i)
 };
+
+// Samples one request may ask for (n), over TCP and HTTP.
+constexpr int kMaxSamples = 16;
 
 // {"op": "list_sessions" | "save_session" | "delete_session" | "fork_session", "session": NAME,
 //  "to": NEW_NAME (fork_session only), "id": ...}

@@ -24,8 +24,6 @@ struct OpenAiRequest {
   int n = 1;  // samples of the prompt (choice i draws with seed + i)
 };
 
-// Samples one request may ask for (n).
-constexpr int kMaxSamples = 16;
 
 // "User: hi\n\nAssistant:" from chat messages, per the [chat] settings.
 std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& messages, const ChatConfig& chat);

@@ -90,7 +90,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (req.cancel) {
       auto it = running_.find(req.cancel->id);
       if (it == running_.end()) send_error(req.cancel->id, "no running request with this id", false);
-      else service_.cancel(it->second);
+      else service_.cancel(it->second.service_id);  // every sample of it
       return;
     }
     ApiGenerate& g = *req.generate;
@@ -99,40 +99,53 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return send_error(g.id, "too many requests on this connection (limit " + std::to_string(max_requests_) + ")", false);
     std::weak_ptr<Connection> weak = shared_from_this();
     std::string id = g.id;
-    bool stream = g.stream;
-    ServiceRequest sr;
-    sr.prompt = std::move(g.prompt);
-    sr.max_tokens = g.max_tokens;
-    sr.sampling = std::move(g.sampling);
-    sr.session = g.session;
-    // Called on the service thread, possibly after this connection is gone: they hold only the
-    // io_context (which outlives every connection) and a weak pointer; format there, write on the I/O thread.
-    asio::io_context& io = io_;
-    if (stream)
-      sr.on_delta = [&io, weak, id](const std::string& text, const std::vector<int32_t>& tokens) {
-        post(io, weak, json_text(nlohmann::json{{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}}));
+    const bool stream = g.stream;
+    const int n = g.n;
+    // Sample i: a request of its own with seed + i; samples after the first are its siblings, started
+    // from a copy of its prompt's state. With several, every event carries its sample's "index".
+    auto request = [&](int i) {
+      ServiceRequest sr;
+      sr.prompt = g.prompt;
+      sr.max_tokens = g.max_tokens;
+      sr.sampling = g.sampling;
+      sr.sampling.seed += uint64_t(i);
+      sr.session = g.session;
+      // Called on the service thread, possibly after this connection is gone: they hold only the
+      // io_context (which outlives every connection) and a weak pointer; format there, write on the I/O thread.
+      asio::io_context& io = io_;
+      if (stream)
+        sr.on_delta = [&io, weak, id, i, n](const std::string& text, const std::vector<int32_t>& tokens) {
+          nlohmann::json j = {{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}};
+          if (n > 1) j["index"] = i;
+          post(io, weak, json_text(j));
+        };
+      sr.on_done = [&io, weak, id, stream, i, n](const GenerationSummary& s) {
+        nlohmann::json j = {{"id", id},
+                            {"event", s.finish_reason == "error" ? "error" : "done"},
+                            {"finish_reason", s.finish_reason},
+                            {"prompt_tokens", s.prompt_tokens},
+                            {"completion_tokens", s.completion_tokens},
+                            {"cached_tokens", s.cached_tokens},
+                            {"timing_ms", {{"queue", s.queue_ms}, {"prefill", s.prefill_ms}, {"decode", s.decode_ms}}}};
+        if (n > 1) j["index"] = i;
+        if (!stream) j["text"] = s.text;
+        if (s.session_tokens) j["session_tokens"] = s.session_tokens;
+        if (!s.error.empty()) j["error"] = s.error;
+        std::string line = json_text(j);
+        asio::post(io, [weak, id, line] {
+          if (auto c = weak.lock()) {
+            auto it = c->running_.find(id);
+            if (it != c->running_.end() && --it->second.left == 0) c->running_.erase(it);  // its last sample
+            c->write(line);
+          }
+        });
       };
-    sr.on_done = [&io, weak, id, stream](const GenerationSummary& s) {
-      nlohmann::json j = {{"id", id},
-                          {"event", s.finish_reason == "error" ? "error" : "done"},
-                          {"finish_reason", s.finish_reason},
-                          {"prompt_tokens", s.prompt_tokens},
-                          {"completion_tokens", s.completion_tokens},
-                          {"cached_tokens", s.cached_tokens},
-                          {"timing_ms", {{"queue", s.queue_ms}, {"prefill", s.prefill_ms}, {"decode", s.decode_ms}}}};
-      if (!stream) j["text"] = s.text;
-      if (s.session_tokens) j["session_tokens"] = s.session_tokens;
-      if (!s.error.empty()) j["error"] = s.error;
-      std::string line = json_text(j);
-      asio::post(io, [weak, id, line] {
-        if (auto c = weak.lock()) {
-          c->running_.erase(id);
-          c->write(line);
-        }
-      });
+      return sr;
     };
+    ServiceRequest first = request(0);
+    for (int i = 1; i < n; ++i) first.siblings.push_back(request(i));
     try {
-      running_[id] = service_.submit(std::move(sr));
+      running_[id] = {service_.submit(std::move(first)), n};
     } catch (const Error& e) {
       send_error(id, e.what(), false);
     }
@@ -204,7 +217,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // A client that goes away cancels its requests and frees their slots.
   void close() {
-    for (auto& [id, handle] : running_) service_.cancel(handle);
+    for (auto& [id, r] : running_) service_.cancel(r.service_id);
     running_.clear();
     boost::system::error_code ignored;
     timer_.cancel();
@@ -225,7 +238,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t lines_read_ = 0, lines_at_tick_ = 0;
   size_t out_bytes_ = 0;
   int max_requests_;
-  std::map<std::string, uint64_t> running_;  // client id -> service id
+  struct Running {
+    uint64_t service_id;  // the first sample's: cancelling it cancels every sample
+    int left;             // samples not yet done
+  };
+  std::map<std::string, Running> running_;  // by client id
   std::deque<std::string> out_;
   bool closing_ = false;
 };

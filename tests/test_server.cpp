@@ -12,6 +12,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -206,6 +208,64 @@ TEST(Server, LogsRequestsToTheConfiguredFile) {
   auto r = run_skein("serve --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --port 0 --http-port -1 --config " + dir + "/bad.toml");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("skein: error: " + dir + "/no/such/dir/serve.log: cannot open the log file"), std::string::npos) << r.output;
+}
+
+// "n": several samples of one prompt over TCP, from one prefill: every event carries its sample's index,
+// sample i is what one request with seed + i gives, and cancelling the id cancels them all.
+TEST(Server, SeveralSamplesOfOnePromptCarryTheirIndex) {
+  Server server;
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client c(server.port());
+  auto alone = [&](int seed) {
+    c.send(R"({"id": "one", "prompt": "The man said", "max_tokens": 8, "temperature": 1, "stream": false, "seed": )" + std::to_string(seed) + "}");
+    return c.until_done("one").back()["text"].get<std::string>();
+  };
+  c.send(R"({"id": "m", "prompt": "The man said", "max_tokens": 8, "temperature": 1, "stream": false, "seed": 3, "n": 3})");
+  std::map<int, nlohmann::json> done;
+  while (done.size() < 3) {
+    auto e = c.event();
+    ASSERT_FALSE(e.is_null()) << server.output();
+    ASSERT_EQ(e["id"], "m") << e;
+    ASSERT_EQ(e["event"], "done") << e;
+    done[e["index"].get<int>()] = e;
+  }
+  std::set<std::string> distinct;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(done[i]["text"], alone(3 + i)) << "sample " << i;
+    distinct.insert(done[i]["text"].get<std::string>());
+  }
+  EXPECT_EQ(distinct.size(), 3u);
+  EXPECT_EQ(done[1]["cached_tokens"], 11);  // a copy of the first sample's state after 11 of 12 prompt tokens
+  // Streamed: the deltas of each index make its text.
+  c.send(R"({"id": "s", "prompt": "The man said", "max_tokens": 8, "temperature": 1, "seed": 3, "n": 3})");
+  std::map<int, std::string> text;
+  for (int ended = 0; ended < 3;) {
+    auto e = c.event();
+    ASSERT_FALSE(e.is_null());
+    if (e["event"] == "delta") text[e["index"].get<int>()] += e["text"].get<std::string>();
+    else ended += e["event"] == "done";
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(text[i], done[i]["text"]) << "sample " << i;
+  // Cancelling the id ends every sample.
+  c.send(R"({"id": "long", "prompt": "x", "max_tokens": 4000, "n": 4})");
+  ASSERT_EQ(c.event()["event"], "delta");
+  c.send(R"({"cancel": "long"})");
+  int cancelled = 0;
+  while (cancelled < 4) {
+    auto e = c.event();
+    ASSERT_FALSE(e.is_null());
+    if (e["event"] == "done") {
+      EXPECT_EQ(e["finish_reason"], "cancelled") << e;
+      ++cancelled;
+    }
+  }
+  for (auto [req, says] : {std::pair<std::string, std::string>{R"({"id": "b", "prompt": "x", "n": 0})", "n: must be between 1 and 16, got 0"},
+                           {R"({"id": "b", "prompt": "x", "n": 2, "session": "s"})", "n: several samples cannot continue one session"}}) {
+    c.send(req);
+    auto e = c.event();
+    EXPECT_EQ(e["event"], "error");
+    EXPECT_EQ(e["error"], says);
+  }
 }
 
 TEST(Server, SigtermEndsRequestsAndExitsZero) {
