@@ -428,7 +428,9 @@ TEST(Http, PromptLimitAndNonFiniteNumbersAreRefused) {
 // A client that starts a line and stalls is told so and dropped; one that stops reading its events is
 // dropped once its unsent events pass the bound; everyone else carries on.
 TEST(Http, StalledAndNonReadingClientsAreDropped) {
-  Server server("--config " + config_file("[server]\nclient_timeout_s = 0.5\nclient_buffer_bytes = 2048\nper_connection_requests = 8\n"));
+  // The deaf client's requests write more than the kernel's socket buffers hold (loopback send buffers
+  // grow to 4 MiB; 8 x 30000 events are about 17 MB), so the server's own bound is what must give.
+  Server server("--config " + config_file("[server]\nclient_timeout_s = 0.5\nclient_buffer_bytes = 2048\nper_connection_requests = 8\nmax_tokens_cap = 30000\n"));
   ASSERT_GT(server.port(), 0) << server.output();
   Client stalled(server.port());
   stalled.send_raw(R"({"id": "half", "prompt": )");
@@ -438,7 +440,7 @@ TEST(Http, StalledAndNonReadingClientsAreDropped) {
   EXPECT_EQ(stalled.line(), "");  // closed
 
   Client deaf(server.port(), 4096);  // tiny receive buffer, never read
-  for (int i = 0; i < 8; ++i) deaf.send(R"({"id": "d)" + std::to_string(i) + R"(", "prompt": "Hello", "max_tokens": 4000})");
+  for (int i = 0; i < 8; ++i) deaf.send(R"({"id": "d)" + std::to_string(i) + R"(", "prompt": "Hello", "max_tokens": 30000})");
   Client good(server.port());
   EXPECT_EQ(generate_text(good, "g", "The man said", 5), " to a");
   bool dropped = false;
