@@ -43,6 +43,7 @@ nlohmann::json ApiClient::next_event() {
 
 nlohmann::json ApiClient::generate(nlohmann::json request, const std::function<void(const std::string&)>& on_text) {
   if (!request.contains("id")) request["id"] = "1";
+  if (request.value("n", 1) != 1) fail("ApiClient::generate streams one sample; read the events of an \"n\" request with next_event()");
   std::string id = request["id"];
   send(request);
   while (true) {

@@ -15,7 +15,8 @@ class ApiClient {
   explicit ApiClient(const std::string& host_port);
   void send(const nlohmann::json& line);
   nlohmann::json next_event();  // blocks; throws skein::Error when the server closes the connection
-  // Sends one request and streams its text; returns the request's final event (done or error).
+  // Sends one request and streams its text; returns the request's final event (done or error). One
+  // sample: a request with "n" > 1 ends with a final event per sample, for next_event() to read.
   nlohmann::json generate(nlohmann::json request, const std::function<void(const std::string&)>& on_text = {});
 
  private:
