@@ -299,27 +299,25 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   sr.sampling = live->req.sampling;
   sr.slot = slot;
   if (snapshot > cached) {
-    sr.snapshot_at = snapshot - cached;
-    sr.on_snapshot = [this, full, snapshot](int s) {
-      cache_.insert(std::span<const int32_t>(full.data(), snapshot), model_.export_state(s));
-    };
+    sr.snapshots.push_back({snapshot - cached, [this, full, snapshot](int s) {
+                              cache_.insert(std::span<const int32_t>(full.data(), snapshot), model_.export_state(s));
+                            }});
   }
   if (!live->siblings.empty()) {
     // The siblings start from copies of this state once all of the prompt but its last token is in it:
-    // now if it already is, else right after the step that completes it (in place of a cache snapshot).
+    // now if it already is, else right after the step that completes it (beside any cache snapshot).
     if (prompt.size() < 2) {
       std::vector<ServiceRequest> siblings = std::move(live->siblings);
       live->siblings.clear();
       start_siblings(id, std::move(siblings), slot);
     } else {
-      sr.snapshot_at = prompt.size() - 1;
-      sr.on_snapshot = [this, id, weak](int s) {
-        auto l = weak.lock();
-        if (!l || l->siblings.empty()) return;
-        std::vector<ServiceRequest> siblings = std::move(l->siblings);
-        l->siblings.clear();
-        start_siblings(id, std::move(siblings), s);
-      };
+      sr.snapshots.push_back({prompt.size() - 1, [this, id, weak](int s) {
+                                auto l = weak.lock();
+                                if (!l || l->siblings.empty()) return;
+                                std::vector<ServiceRequest> siblings = std::move(l->siblings);
+                                l->siblings.clear();
+                                start_siblings(id, std::move(siblings), s);
+                              }});
     }
   }
   const uint64_t run_tokens = prompt.size();

@@ -15,6 +15,7 @@ struct Scheduler::Active {
   int32_t next = -1;           // sampled token waiting to be fed back
   bool awaiting = false;       // a micro-batch that will produce this request's next logits is in flight
   int generated = 0;
+  size_t next_snapshot = 0;    // req.snapshots[next_snapshot] is the next to call
   bool done = false;
   bool owned = true;           // the scheduler opened the slot (else the caller keeps it)
 };
@@ -36,7 +37,9 @@ uint64_t Scheduler::submit(ScheduledRequest r) {
   for (int32_t t : r.prompt)
     if (t < 0 || t >= model_.dims().vocab) fail("token id ", t, " is out of range for vocabulary size ", model_.dims().vocab);
   r.sampling.validate(model_.dims().vocab);
-  if (r.snapshot_at >= r.prompt.size()) r.snapshot_at = 0;
+  // Points inside the prompt, in prompt order.
+  std::erase_if(r.snapshots, [&](const ScheduledRequest::Snapshot& s) { return s.at == 0 || s.at >= r.prompt.size(); });
+  std::stable_sort(r.snapshots.begin(), r.snapshots.end(), [](auto& a, auto& b) { return a.at < b.at; });
   auto a = std::make_unique<Active>();
   a->handle = next_handle_++;
   a->owned = r.slot < 0;
@@ -65,7 +68,7 @@ void Scheduler::cancel(uint64_t handle, const std::string& reason) {
 
 bool Scheduler::fill() {
   std::vector<ModelHandle::BatchEntry> entries;
-  std::vector<Active*> snapshots;
+  std::vector<std::pair<Active*, size_t>> snapshots;  // request, snapshot index
   InFlight f{0, {}};
   int tokens = 0;
   for (auto& ap : active_) {
@@ -77,11 +80,12 @@ bool Scheduler::fill() {
     }
     if (a.prefilled < a.req.prompt.size()) {
       size_t n = std::min({size_t(chunk_), a.req.prompt.size() - a.prefilled, size_t(budget_ - tokens)});
-      if (a.prefilled < a.req.snapshot_at) n = std::min(n, a.req.snapshot_at - a.prefilled);
+      const auto& snaps = a.req.snapshots;
+      if (a.next_snapshot < snaps.size()) n = std::min(n, snaps[a.next_snapshot].at - a.prefilled);  // a chunk ends at the next point
       bool last = a.prefilled + n == a.req.prompt.size();
       entries.push_back({a.session, std::vector<int32_t>(a.req.prompt.begin() + long(a.prefilled), a.req.prompt.begin() + long(a.prefilled + n)), last});
       a.prefilled += n;
-      if (a.prefilled == a.req.snapshot_at) snapshots.push_back(&a);
+      while (a.next_snapshot < snaps.size() && snaps[a.next_snapshot].at == a.prefilled) snapshots.push_back({&a, a.next_snapshot++});
       a.awaiting = last;
       f.entries.push_back({&a, last});
       tokens += int(n);
@@ -97,8 +101,8 @@ bool Scheduler::fill() {
   f.id = model_.submit(entries);
   ++steps_;
   in_flight_.push_back(std::move(f));
-  for (Active* a : snapshots)
-    if (a->req.on_snapshot) a->req.on_snapshot(a->session);
+  for (auto [a, k] : snapshots)
+    if (a->req.snapshots[k].call) a->req.snapshots[k].call(a->session);
   return true;
 }
 

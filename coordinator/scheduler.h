@@ -28,10 +28,14 @@ struct ScheduledRequest {
   // not yet prefilled, the last sampled token) once nothing of the request is in flight.
   int slot = -1;
   std::function<void(std::vector<int32_t> unfed)> on_release{};
-  // Called once right after the first `snapshot_at` prompt tokens were submitted (0: never); an export
-  // of the slot then sees exactly those tokens (slot operations are ordered after earlier steps).
-  size_t snapshot_at = 0;
-  std::function<void(int slot)> on_snapshot{};
+  // Each called once right after the first `at` prompt tokens were submitted (0 < at < prompt size; in
+  // any order); an export or a copy of the slot then sees exactly those tokens (slot operations are
+  // ordered after earlier steps). The prefix cache and a request's siblings both take one.
+  struct Snapshot {
+    size_t at = 0;
+    std::function<void(int slot)> call;
+  };
+  std::vector<Snapshot> snapshots{};
 };
 
 class Scheduler {

@@ -403,6 +403,22 @@ TEST(Samples, SiblingsSampleAsTheyWouldAloneFromOnePrefill) {
   }
 }
 
+// Samples of prompts that share a prefix still feed the prefix cache: the third such request's first
+// sample starts from the cached prefix, and its siblings from its state as before.
+TEST(Samples, SamplesOfPromptsWithACommonPrefixUseThePrefixCache) {
+  Service s({}, 8);
+  const std::string system = "System: You answer briefly and kindly, in plain words.\n\nUser: ";
+  std::vector<GenerationSummary> first;
+  for (const char* question : {"Who are you?", "What is a goose?", "Where is the river?"}) {
+    Samples samples(s, system + question, 2, 4, 1.0f);
+    s.service->submit(std::move(samples.leader));
+    first.push_back(samples.results[0].get());
+    EXPECT_EQ(samples.results[1].get().cached_tokens, int(system.size() + std::string(question).size()) - 1);
+  }
+  EXPECT_EQ(first[0].cached_tokens, 0);
+  EXPECT_GE(first[2].cached_tokens, 48) << "the shared prefix, whole blocks of 16";
+}
+
 // Cancelling the leader cancels its siblings, running or not yet started.
 TEST(Samples, CancellingTheLeaderCancelsItsSiblings) {
   Service s({}, 8);
