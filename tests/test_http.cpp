@@ -373,6 +373,13 @@ TEST(Http, LoadGeneratorLosesNothingOnTheCluster) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("0 lost, 0 garbled"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("time to first token: p50"), std::string::npos) << r.output;
+  // Several samples of long token prompts, each sample's events checked on their own: with 8 slots
+  // some samples copy their first's state and others wait to prefill alone.
+  r = run_skein("bench --server 127.0.0.1:" + std::to_string(server.port()) + " --clients 4 --samples 3 --prompt-tokens 60 --duration 3 --max-tokens 8");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("3 samples of 60-token prompts"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("0 lost, 0 garbled"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(" 0 completed"), std::string::npos) << r.output;
 }
 
 // A full queue answers "overloaded" at once (TCP and HTTP 429); a connection over its request limit is

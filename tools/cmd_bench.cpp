@@ -189,13 +189,15 @@ void add_bench_command(CLI::App& app) {
     bool pipeline = false, profile = false, products = false;
     int device = 0;
     std::string server;
-    int clients = 64, max_tokens = 64;
+    int clients = 64, max_tokens = 64, samples = 1;
     double duration = 60;
     RunFlags run;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("bench", "Measure prefill and decode tokens/s against the memory-bandwidth limit");
-  c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  auto* prompt_tokens = c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length (with --server: token prompts of this length)")
+                            ->capture_default_str()
+                            ->check(CLI::Range(1, 1 << 24));
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::Range(1, 1 << 24));
   c->add_option("--batches", o->batches, "also decode with these many sequences per step, e.g. 1,8,64,256")->delimiter(',');
   o->run.add(c, false);
@@ -209,9 +211,11 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--clients", o->clients, "with --server: concurrent clients")->capture_default_str();
   c->add_option("--duration", o->duration, "with --server: seconds of load")->capture_default_str();
   c->add_option("--max-tokens", o->max_tokens, "with --server: tokens per request")->capture_default_str();
-  c->callback([o] {
+  c->add_option("--samples", o->samples, "with --server: samples of each prompt (n), prefilled once")->capture_default_str()->check(CLI::Range(1, 16));
+  c->callback([o, prompt_tokens] {
     using clock = std::chrono::steady_clock;
-    if (!o->server.empty()) return run_server_bench(o->server, o->clients, o->duration, o->max_tokens);
+    if (!o->server.empty())
+      return run_server_bench({o->server, o->clients, o->duration, o->max_tokens, o->samples, prompt_tokens->count() ? o->prompt_tokens : 0});
     if (o->products) return run_product_sweep(o->device);
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");

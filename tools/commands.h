@@ -22,6 +22,14 @@ void add_eval_command(CLI::App& app);
 // The pipeline benchmark (bench --pipeline), on the cluster mpirun started.
 void run_pipeline_bench(const Config& cfg, int rounds);
 // The serving load test (bench --server): N streaming clients against a running server.
-void run_server_bench(const std::string& server, int clients, double seconds, int max_tokens);
+struct ServerBenchOptions {
+  std::string server;  // HOST:PORT
+  int clients = 64;
+  double seconds = 60;
+  int max_tokens = 64;
+  int samples = 1;        // n of every request: samples of one prompt, prefilled once
+  int prompt_tokens = 0;  // > 0: prompts of this many token ids, each request's its own; 0: short text prompts
+};
+void run_server_bench(const ServerBenchOptions& o);
 
 }  // namespace skein::cli

@@ -2,7 +2,9 @@
 // connection, send streaming requests back to back for the given time; every response is checked
 // (events in order, whole UTF-8 text, token counts that add up, a final event) and counted as completed,
 // refused (an explicit error such as overloaded) or lost. Reports throughput and the p50/p99 of time to
-// first token and inter-token latency.
+// first token and inter-token latency. With --samples every request asks for that many samples of its
+// prompt (n; each sample's events checked on their own), and --prompt-tokens sends long token prompts,
+// each request's different, so the prefix cache cannot stand in for the prefill.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -36,29 +38,47 @@ bool whole_utf8(const std::string& s) {
 const char* kPrompts[] = {"The man said", "It was a dark and stormy night", "Once upon a time", "\nIn the beginning", "The quick brown fox",
                           "She opened the door and", "The results of the study", "A long time ago in a"};
 
-void run_client(const std::string& server, int index, Clock::time_point until, int max_tokens, ClientTally& t) {
+void run_client(const ServerBenchOptions& o, int index, Clock::time_point until, ClientTally& t) {
   auto problem = [&](const std::string& what) {
     if (t.first_problem.empty()) t.first_problem = "client " + std::to_string(index) + ": " + what;
   };
   std::unique_ptr<ApiClient> c;
   uint64_t n = 0;
+  const size_t samples = size_t(o.samples);
   while (Clock::now() < until) {
     try {
-      if (!c) c = std::make_unique<ApiClient>(server);
+      if (!c) c = std::make_unique<ApiClient>(o.server);
       std::string id = std::to_string(index) + "-" + std::to_string(n);
-      nlohmann::json req = {{"id", id}, {"prompt", kPrompts[(size_t(index) + n) % std::size(kPrompts)]}, {"max_tokens", max_tokens},
-                            {"temperature", 0.8}, {"top_p", 0.9}, {"seed", index * 100000 + int(n)}, {"stream", true}};
+      const int seed = index * 100000 + int(n);
+      nlohmann::json req = {{"id", id}, {"max_tokens", o.max_tokens}, {"temperature", 0.8}, {"top_p", 0.9}, {"seed", seed}, {"stream", true}};
+      if (o.prompt_tokens > 0) {
+        std::vector<int> ids(size_t(o.prompt_tokens));  // printable bytes: valid ids of every vocabulary
+        for (size_t j = 0; j < ids.size(); ++j) ids[j] = 32 + int((uint64_t(seed) * 31 + j * 7 + j / 5) % 95);
+        req["tokens"] = ids;
+      } else {
+        req["prompt"] = kPrompts[(size_t(index) + n) % std::size(kPrompts)];
+      }
+      if (samples > 1) req["n"] = samples;
       ++n;
       auto sent = Clock::now();
       c->send(req);
-      auto last = sent;
-      bool first = true, bad = false, counted = false;
-      uint64_t tokens = 0;
-      while (true) {
+      // Per sample: when its last tokens came, whether it has had any, how many; then how the request ended.
+      std::vector<Clock::time_point> last(samples, sent);
+      std::vector<bool> first(samples, true);
+      std::vector<uint64_t> tokens(samples, 0);
+      size_t ended = 0;
+      bool bad = false, refused = false;
+      while (ended < samples && !bad) {
         nlohmann::json e = c->next_event();
         if (e.value("id", nlohmann::json()) != id) {
           bad = true;
           problem("an event for another request: " + e.dump().substr(0, 200));
+          break;
+        }
+        const size_t i = samples > 1 ? e.value("index", samples) : 0;
+        if (i >= samples) {
+          bad = true;
+          problem("an event without a sample index: " + e.dump().substr(0, 200));
           break;
         }
         auto now = Clock::now();
@@ -72,35 +92,35 @@ void run_client(const std::string& server, int index, Clock::time_point until, i
             problem("a delta with empty or broken text: " + e.dump().substr(0, 200));
           }
           if (k == 0) continue;
-          double gap = std::chrono::duration<double>(now - last).count();
-          if (first) t.ttft.push_back(gap);
+          double gap = std::chrono::duration<double>(now - last[i]).count();
+          if (first[i]) t.ttft.push_back(gap);
           else
-            for (size_t i = 0; i < k; ++i) t.itl.push_back(gap / double(k));
-          first = false;
-          last = now;
-          tokens += k;
+            for (size_t m = 0; m < k; ++m) t.itl.push_back(gap / double(k));
+          first[i] = false;
+          last[i] = now;
+          tokens[i] += k;
         } else if (e["event"] == "done") {
-          if (e["completion_tokens"].get<uint64_t>() != tokens) {
+          if (e["completion_tokens"].get<uint64_t>() != tokens[i]) {
             bad = true;
-            problem("done says " + e["completion_tokens"].dump() + " tokens, deltas carried " + std::to_string(tokens));
+            problem("done says " + e["completion_tokens"].dump() + " tokens, deltas carried " + std::to_string(tokens[i]));
           }
-          bad ? ++t.garbled : ++t.completed;
-          t.tokens += tokens;
-          counted = true;
-          break;
+          ++ended;
         } else if (e["event"] == "error") {
-          ++t.refused;  // explicit: overloaded, or a limit
-          counted = true;
-          break;
+          refused = true;  // explicit: overloaded, or a limit
+          ++ended;
         } else {
           bad = true;
           problem("unknown event " + e.dump().substr(0, 200));
-          break;
         }
       }
-      if (bad && !counted) {
+      if (bad) {
         ++t.garbled;
         c.reset();  // the connection's event stream can no longer be trusted
+      } else if (refused) {
+        ++t.refused;
+      } else {
+        ++t.completed;
+        for (uint64_t k : tokens) t.tokens += k;
       }
     } catch (const Error& e) {
       ++t.lost;
@@ -120,14 +140,14 @@ double percentile(std::vector<double>& v, double p) {
 
 }  // namespace
 
-void run_server_bench(const std::string& server, int clients, double seconds, int max_tokens) {
-  if (clients < 1 || seconds <= 0 || max_tokens < 1) fail("bench --server: --clients, --duration and --max-tokens must be positive");
-  ApiClient probe(server);  // fails at once, naming the address, when nothing listens there
-  std::vector<ClientTally> tally(static_cast<size_t>(clients));
+void run_server_bench(const ServerBenchOptions& o) {
+  if (o.clients < 1 || o.seconds <= 0 || o.max_tokens < 1) fail("bench --server: --clients, --duration and --max-tokens must be positive");
+  ApiClient probe(o.server);  // fails at once, naming the address, when nothing listens there
+  std::vector<ClientTally> tally(static_cast<size_t>(o.clients));
   auto start = Clock::now();
-  auto until = start + std::chrono::milliseconds(int64_t(seconds * 1000));
+  auto until = start + std::chrono::milliseconds(int64_t(o.seconds * 1000));
   std::vector<std::thread> threads;
-  for (int i = 0; i < clients; ++i) threads.emplace_back(run_client, server, i, until, max_tokens, std::ref(tally[size_t(i)]));
+  for (int i = 0; i < o.clients; ++i) threads.emplace_back(run_client, std::cref(o), i, until, std::ref(tally[size_t(i)]));
   for (auto& t : threads) t.join();
   double wall = std::chrono::duration<double>(Clock::now() - start).count();
   ClientTally all;
@@ -141,7 +161,8 @@ void run_server_bench(const std::string& server, int clients, double seconds, in
     all.itl.insert(all.itl.end(), t.itl.begin(), t.itl.end());
     if (all.first_problem.empty()) all.first_problem = t.first_problem;
   }
-  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d\n", server.c_str(), clients, wall, max_tokens);
+  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts\n", o.server.c_str(), o.clients, wall,
+              o.max_tokens, o.samples, o.samples == 1 ? "" : "s", o.prompt_tokens > 0 ? (std::to_string(o.prompt_tokens) + "-token").c_str() : "short text");
   std::printf("  requests: %llu completed, %llu refused explicitly, %llu lost, %llu garbled\n", (unsigned long long)all.completed,
               (unsigned long long)all.refused, (unsigned long long)all.lost, (unsigned long long)all.garbled);
   std::printf("  throughput: %.1f tokens/s out, %.2f requests/s\n", double(all.tokens) / wall, double(all.completed) / wall);
