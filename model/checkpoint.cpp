@@ -8,11 +8,16 @@
 
 namespace skein {
 
-std::string TensorRef::shape_str() const {
+std::string shape_text(std::span<const int64_t> shape) {
   std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(shape[i]);
+  }
   return s + "]";
 }
+
+std::string TensorRef::shape_str() const { return shape_text(shape); }
 
 std::shared_ptr<const Checkpoint> Checkpoint::open(const std::string& path) {
   auto ck = std::shared_ptr<Checkpoint>(new Checkpoint(std::make_shared<const MappedFile>(path)));

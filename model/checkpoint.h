@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,9 @@ struct TensorRef {
   int64_t numel() const { int64_t n = 1; for (auto d : shape) n *= d; return n; }
   std::string shape_str() const;
 };
+
+// "[2,3]": how errors print a shape.
+std::string shape_text(std::span<const int64_t> shape);
 
 class Checkpoint {
  public:

@@ -28,11 +28,7 @@ std::shared_ptr<const Checkpoint> attach_initial_state(const Checkpoint& model, 
     if (layer < 0 || layer >= d.n_layer)
       fail(state_path, ": tensor '", name.substr(0, 100), "' is not an initial state of this model's layers (expected ", expected, ")");
     if (t.dtype == DType::U8) fail(state_path, ": tensor '", name, "' is u8; initial states are fp32, fp16 or bf16");
-    if (t.shape != shape) {
-      TensorRef want;
-      want.shape = shape;
-      fail(state_path, ": tensor '", name, "' has shape ", t.shape_str(), "; this model's heads need ", want.shape_str());
-    }
+    if (t.shape != shape) fail(state_path, ": tensor '", name, "' has shape ", t.shape_str(), "; this model's heads need ", shape_text(shape));
     seen[size_t(layer)] = true;
   }
   for (int l = 0; l < d.n_layer; ++l)

@@ -63,11 +63,7 @@ class Loader {
       for (auto s : want) if (s != 1) w2.push_back(s);
       want = w2;
     }
-    if (got != want) {
-      std::string ws = "[";
-      for (size_t i = 0; i < shape.size(); ++i) ws += (i ? "," : "") + std::to_string(shape.begin()[i]);
-      fail(ck_.path(), ": tensor '", name, "' has shape ", t.shape_str(), ", expected ", ws, "]");
-    }
+    if (got != want) fail(ck_.path(), ": tensor '", name, "' has shape ", t.shape_str(), ", expected ", shape_text({shape.begin(), shape.size()}));
     if (t.dtype == DType::U8) fail(ck_.path(), ": tensor '", name, "' is uint8; expected fp32, fp16 or bf16");
     return t;
   }

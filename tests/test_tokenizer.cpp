@@ -55,7 +55,9 @@ TEST(WorldTokenizer, StreamingDecodeNeverEmitsBrokenUtf8) {
     // What was released is exactly the complete-character prefix of the bytes.
     EXPECT_EQ(out + std::string(bytes.end() - long(u.pending()), bytes.end()), bytes) << c["name"];
     // When the official decode succeeds, nothing is held back.
-    if (c["decode_text"] != "\xEF\xBF\xBD") EXPECT_EQ(u.pending(), 0u) << c["name"];
+    if (c["decode_text"] != "\xEF\xBF\xBD") {
+      EXPECT_EQ(u.pending(), 0u) << c["name"];
+    }
   }
 }
 
