@@ -11,12 +11,18 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Builds a message from any streamable parts: fail("file ", path, ": truncated at byte ", off).
+// A message from any streamable parts.
 template <typename... Parts>
-[[noreturn]] void fail(const Parts&... parts) {
+std::string concat(const Parts&... parts) {
   std::ostringstream os;
   (os << ... << parts);
-  throw Error(os.str());
+  return os.str();
+}
+
+// fail("file ", path, ": truncated at byte ", off).
+template <typename... Parts>
+[[noreturn]] void fail(const Parts&... parts) {
+  throw Error(concat(parts...));
 }
 
 }  // namespace skein

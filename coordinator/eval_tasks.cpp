@@ -10,13 +10,17 @@
 namespace skein {
 
 namespace {
-std::string text_of_line(const std::string& line, const std::string& path, size_t n) {
-  nlohmann::json j;
+// Line n of a .jsonl file; errors name the file and line.
+nlohmann::json json_line(const std::string& line, const std::string& path, size_t n) {
   try {
-    j = nlohmann::json::parse(line);
+    return nlohmann::json::parse(line);
   } catch (const nlohmann::json::exception&) {
     fail(path, ":", n, ": not a JSON object");
   }
+}
+
+std::string text_of_line(const std::string& line, const std::string& path, size_t n) {
+  const nlohmann::json j = json_line(line, path, n);
   if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) fail(path, ":", n, ": expected {\"text\": \"...\"}");
   return j["text"];
 }
@@ -59,12 +63,7 @@ std::vector<ChoiceDoc> read_choices(const std::string& path) {
   std::string line;
   for (size_t n = 1; std::getline(f, line); ++n) {
     if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      fail(path, ":", n, ": not a JSON object");
-    }
+    nlohmann::json j = json_line(line, path, n);
     const char* shape = "expected {\"context\": \"...\", \"choices\": [\"...\", ...], \"label\": <index of the right choice>}";
     if (!j.is_object() || !j.contains("context") || !j["context"].is_string() || !j.contains("choices") || !j["choices"].is_array() ||
         !j.contains("label") || !j["label"].is_number_integer())

@@ -20,6 +20,22 @@ std::string ms_text(double v) {
   return b;
 }
 int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
+
+// A request that never started ends with `s`, and so do the siblings that waited on it.
+void end_unstarted(std::vector<ServiceRequest>& siblings, const GenerationSummary& s) {
+  for (auto& sib : siblings)
+    if (sib.on_done) sib.on_done(s);
+}
+void end_unstarted(ServiceRequest& r, const GenerationSummary& s) {
+  if (r.on_done) r.on_done(s);
+  end_unstarted(r.siblings, s);
+}
+GenerationSummary cancelled(const ServiceRequest& r) {
+  GenerationSummary s;
+  s.finish_reason = "cancelled";
+  s.prompt_tokens = int(r.prompt.size());
+  return s;
+}
 }  // namespace
 
 struct InferenceService::Live {
@@ -34,6 +50,18 @@ struct InferenceService::Live {
   uint64_t session_before = 0;  // the session's history before this request's prompt
   std::vector<ServiceRequest> siblings;  // a leader's, until its prompt's state can be copied for them
 };
+
+ServiceRequest samples_of(const ServiceRequest& base, int n, const std::function<void(ServiceRequest&, int)>& attach) {
+  auto sample = [&](int i) {
+    ServiceRequest r = base;
+    r.sampling.seed += uint64_t(i);
+    attach(r, i);
+    return r;
+  };
+  ServiceRequest first = sample(0);
+  for (int i = 1; i < n; ++i) first.siblings.push_back(sample(i));
+  return first;
+}
 
 InferenceService::InferenceService(ModelHandle& model, const Tokenizer& tok, ServiceOptions opts)
     : model_(model), tok_(tok), opts_(std::move(opts)), queue_limit_(size_t(std::max(1, opts_.queue_limit))),
@@ -135,12 +163,7 @@ void InferenceService::admit() {
         ++w;
         continue;
       }
-      GenerationSummary s;
-      s.finish_reason = "cancelled";
-      s.prompt_tokens = int(w->second.prompt.size());
-      if (w->second.on_done) w->second.on_done(s);
-      for (auto& sib : w->second.siblings)
-        if (sib.on_done) sib.on_done(s);
+      end_unstarted(w->second, cancelled(w->second));
       w = waiting_.erase(w);
     }
   }
@@ -221,11 +244,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
       std::vector<ServiceRequest> siblings = std::move(l->siblings);
       l->siblings.clear();
       if (reason == "cancelled") {
-        GenerationSummary s;
-        s.finish_reason = "cancelled";
-        s.prompt_tokens = int(l->req.prompt.size());
-        for (auto& sib : siblings)
-          if (sib.on_done) sib.on_done(s);
+        end_unstarted(siblings, cancelled(l->req));
       } else {
         start_siblings(id, std::move(siblings), -1);
       }
@@ -453,8 +472,7 @@ void InferenceService::run() {
       l->summary.finish_reason = "error";
       l->summary.error = std::string("the model failed: ") + e.what();
       if (l->req.on_done) l->req.on_done(l->summary);
-      for (auto& sib : l->siblings)
-        if (sib.on_done) sib.on_done(l->summary);
+      end_unstarted(l->siblings, l->summary);
     }
     live_.clear();
     sched_ = nullptr;
@@ -468,14 +486,7 @@ void InferenceService::run() {
     incoming_.clear();
     waiting_count_ = 0;
   }
-  for (auto& [id, r] : never_started) {
-    GenerationSummary s;
-    s.finish_reason = "cancelled";
-    s.prompt_tokens = int(r.prompt.size());
-    if (r.on_done) r.on_done(s);
-    for (auto& sib : r.siblings)
-      if (sib.on_done) sib.on_done(s);
-  }
+  for (auto& [id, r] : never_started) end_unstarted(r, cancelled(r));
   live_.clear();
   sched_ = nullptr;
 }

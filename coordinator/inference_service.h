@@ -53,6 +53,10 @@ struct ServiceRequest {
   uint64_t group = 0;  // set by the service: the request whose cancel() also cancels this one
 };
 
+// n samples of one request (the protocols' "n"): `base` n times, sample i drawing with seed + i and given
+// its callbacks by `attach(sample, i)`; the samples after the first ride as its siblings.
+ServiceRequest samples_of(const ServiceRequest& base, int n, const std::function<void(ServiceRequest&, int)>& attach);
+
 struct ServiceOptions {
   SchedulerConfig scheduler;
   int queue_limit = 256;

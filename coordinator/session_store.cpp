@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -18,9 +17,7 @@ namespace fs = std::filesystem;
 namespace {
 template <typename... Parts>
 [[noreturn]] void refuse(SessionFault why, const Parts&... parts) {
-  std::ostringstream os;
-  (os << ... << parts);
-  throw SessionError(why, os.str());
+  throw SessionError(why, concat(parts...));
 }
 }  // namespace
 
@@ -141,9 +138,7 @@ bool SessionStore::evict_one() {
   for (auto& [n, s] : sessions_)
     if (s.slot >= 0 && !s.busy && (!lru || s.used < lru->used)) lru = &s;
   if (!lru) return false;
-  const size_t bytes = model_.dims().state_floats() * sizeof(float);
-  bool spillable = !cfg_.dir.empty();
-  if (!spillable && host_used_ + bytes > cfg_.host_bytes) return false;  // nowhere to keep it: never drop a session
+  if (!host_takes_one_more()) return false;  // nowhere to keep it: never drop a session
   std::vector<float> state = model_.export_state(lru->slot);
   model_.close_session(lru->slot);
   lru->slot = -1;
@@ -161,6 +156,10 @@ int SessionStore::open_slot() {
     refuse(SessionFault::NoRoom, "all request slots are in use (idle sessions fill the host budget of ", cfg_.host_bytes,
            " bytes: delete sessions or configure [sessions] dir)");
   return model_.open_session();
+}
+
+bool SessionStore::host_takes_one_more() const {
+  return !cfg_.dir.empty() || host_used_ + model_.dims().state_floats() * sizeof(float) <= cfg_.host_bytes;
 }
 
 void SessionStore::spill_host() {
@@ -205,12 +204,11 @@ void SessionStore::fork(const std::string& from, const std::string& to) {
   if (s.slot >= 0 && model_.free_slots() > 0) {
     copy.slot = model_.clone_session(s.slot);
   } else {
-    const size_t bytes = model_.dims().state_floats() * sizeof(float);
-    if (cfg_.dir.empty() && host_used_ + bytes > cfg_.host_bytes)
+    if (!host_takes_one_more())
       refuse(SessionFault::NoRoom, "no free slot for the fork and idle sessions fill the host budget of ", cfg_.host_bytes,
              " bytes: delete sessions or configure [sessions] dir");
     copy.host = s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(from), header_);
-    host_used_ += bytes;
+    host_used_ += copy.host->size() * sizeof(float);
   }
   sessions_.emplace(to, std::move(copy));
   spill_host();

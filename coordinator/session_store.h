@@ -93,6 +93,8 @@ class SessionStore {
   std::string meta_path(const std::string& name) const;
   void write_disk(const std::string& name, Session& s, const std::vector<float>& state);
   void spill_host();  // keeps host memory within budget by moving the oldest host states to disk
+  // One more state can go to host memory: the budget has room, or the folder takes what passes it.
+  bool host_takes_one_more() const;
   void scan_dir();
 
   ModelHandle& model_;

@@ -188,15 +188,13 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     created_ = unix_now();
     choices_.assign(size_t(r.n), Choice{});
     std::weak_ptr<HttpConnection> weak = shared_from_this();
-    // Choice i: a request of its own with seed + i; choices after the first are the first's siblings,
-    // which start from a copy of its prompt's state.
-    auto request = [&](int i) {
-      ServiceRequest sr;
-      sr.prompt = r.prompt;
-      sr.max_tokens = r.max_tokens;
-      sr.sampling = r.sampling;
-      sr.sampling.seed += uint64_t(i);
-      sr.session = r.session;
+    ServiceRequest base;
+    base.prompt = std::move(r.prompt);
+    base.max_tokens = r.max_tokens;
+    base.sampling = std::move(r.sampling);
+    base.session = r.session;
+    // Choice i is sample i (samples_of); its callbacks tell its index.
+    ServiceRequest first = samples_of(base, r.n, [&](ServiceRequest& sr, int i) {
       // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
       asio::io_context& io = io_;
       if (r.stream)
@@ -209,10 +207,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       sr.on_done = [this, self = shared_from_this(), i](const GenerationSummary& s) {
         asio::post(io_, [self, s, i] { self->done(i, s); });
       };
-      return sr;
-    };
-    ServiceRequest first = request(0);
-    for (int i = 1; i < r.n; ++i) first.siblings.push_back(request(i));
+    });
     try {
       service_id_ = service_.submit(std::move(first));
       running_ = r.n;

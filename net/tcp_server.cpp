@@ -101,15 +101,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::string id = g.id;
     const bool stream = g.stream;
     const int n = g.n;
-    // Sample i: a request of its own with seed + i; samples after the first are its siblings, started
-    // from a copy of its prompt's state. With several, every event carries its sample's "index".
-    auto request = [&](int i) {
-      ServiceRequest sr;
-      sr.prompt = g.prompt;
-      sr.max_tokens = g.max_tokens;
-      sr.sampling = g.sampling;
-      sr.sampling.seed += uint64_t(i);
-      sr.session = g.session;
+    ServiceRequest base;
+    base.prompt = std::move(g.prompt);
+    base.max_tokens = g.max_tokens;
+    base.sampling = std::move(g.sampling);
+    base.session = g.session;
+    // Sample i (samples_of); with several, every event carries its "index".
+    ServiceRequest first = samples_of(base, n, [&](ServiceRequest& sr, int i) {
       // Called on the service thread, possibly after this connection is gone: they hold only the
       // io_context (which outlives every connection) and a weak pointer; format there, write on the I/O thread.
       asio::io_context& io = io_;
@@ -140,10 +138,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
           }
         });
       };
-      return sr;
-    };
-    ServiceRequest first = request(0);
-    for (int i = 1; i < n; ++i) first.siblings.push_back(request(i));
+    });
     try {
       running_[id] = {service_.submit(std::move(first)), n};
     } catch (const Error& e) {
