@@ -10,15 +10,6 @@
 namespace skein::test {
 namespace {
 
-std::string join(const std::vector<int32_t>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i) s += ',';
-    s += std::to_string(v[i]);
-  }
-  return s;
-}
-
 TEST(Cli, LogitsMatchGoldenInEveryMode) {
   std::string dir = golden("cases/tiny-rwkv-6v0-3m-Q5_1dq");
   auto man = read_json(dir + "/manifest.json");

@@ -12,12 +12,6 @@
 namespace skein::test {
 namespace {
 
-std::string join(const std::vector<int32_t>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-  return s;
-}
-
 void expect_same_as_single_process(const std::string& model, const std::vector<int32_t>& tokens, int ranks, const std::string& strategy) {
   std::string dir = temp_dir();
   std::string chunks = "chunks:" + std::to_string(tokens.size() / 3) + "," + std::to_string(tokens.size() - tokens.size() / 3);

@@ -34,9 +34,8 @@ nlohmann::json result_of(const CommandResult& r) {
 
 // Sum of log-softmax at the targets, from `skein logits --all-positions` over tokens[0..n-1).
 double direct_logprob(const std::vector<int32_t>& tokens, size_t first_target, bool& greedy) {
-  std::string ids, out = temp_dir() + "/direct.f32";
-  for (size_t i = 0; i + 1 < tokens.size(); ++i) ids.append(i ? "," : "").append(std::to_string(tokens[i]));
-  auto r = run_skein("logits --model " + model() + " --tokens " + ids + " --all-positions --out " + out);
+  const std::string out = temp_dir() + "/direct.f32";
+  auto r = run_skein("logits --model " + model() + " --tokens " + join({tokens.begin(), tokens.end() - 1}) + " --all-positions --out " + out);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   auto logits = read_f32(out);
   const size_t V = 256;

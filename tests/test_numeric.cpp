@@ -45,7 +45,9 @@ TEST(Numeric, Bf16IsTopHalfAndRoundsToNearestEven) {
   EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
   for (uint32_t h = 0; h < 65536; h += 7) {
     float f = bf16_to_float(uint16_t(h));
-    if (!std::isnan(f)) EXPECT_EQ(float_to_bf16(f), uint16_t(h));
+    if (!std::isnan(f)) {
+      EXPECT_EQ(float_to_bf16(f), uint16_t(h));
+    }
   }
 }
 

@@ -32,4 +32,7 @@ CommandResult run_shell(const std::string& cmd);
 // A fresh temporary directory, removed at exit.
 std::string temp_dir();
 
+// Token ids as `skein logits --tokens` takes them: "1,2,3".
+std::string join(const std::vector<int32_t>& ids);
+
 }  // namespace skein::test
