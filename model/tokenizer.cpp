@@ -225,4 +225,9 @@ std::string Utf8Stream::finish() {
   return out;
 }
 
+bool is_utf8(std::string_view bytes) {
+  Utf8Stream u;
+  return u.push(bytes) == bytes && u.pending() == 0;
+}
+
 }  // namespace skein

@@ -67,4 +67,7 @@ class Utf8Stream {
   std::string held_;
 };
 
+// Whole, valid UTF-8 (what Utf8Stream passes through unchanged).
+bool is_utf8(std::string_view bytes);
+
 }  // namespace skein

@@ -30,11 +30,6 @@ struct ClientTally {
   std::string first_problem;
 };
 
-bool whole_utf8(const std::string& s) {
-  Utf8Stream u;
-  return u.push(s) == s && u.pending() == 0;
-}
-
 const char* kPrompts[] = {"The man said", "It was a dark and stormy night", "Once upon a time", "\nIn the beginning", "The quick brown fox",
                           "She opened the door and", "The results of the study", "A long time ago in a"};
 
@@ -87,7 +82,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
           // U+FFFD after its token was already reported.
           size_t k = e["tokens"].size();
           const std::string text = e["text"];
-          if (text.empty() || !whole_utf8(text)) {
+          if (text.empty() || !is_utf8(text)) {
             bad = true;
             problem("a delta with empty or broken text: " + e.dump().substr(0, 200));
           }
