@@ -120,12 +120,13 @@ uint64_t ClusterClient::submit_logits(const std::vector<LogitsEntry>& entries) {
   return submit_step(e);
 }
 
-void ClusterClient::collect(uint64_t step, int32_t* tokens) {
+void ClusterClient::collect(uint64_t step, SampledToken* tokens) {
   auto it = pending_.find(step);
   if (it == pending_.end()) return;
   if (it != pending_.begin()) fail("internal: collect() out of submission order");
   if (it->second.logit_rows) fail("internal: step ", step, " wants logits, not tokens");
-  world_.recv_into(ranks_.back(), kTagResult, tokens, it->second.samples * sizeof(int32_t));
+  std::vector<SampledToken> rows = decode_sampled(world_.recv(ranks_.back(), kTagResult), it->second.samples);
+  std::move(rows.begin(), rows.end(), tokens);
   pending_.erase(it);
 }
 

@@ -43,7 +43,7 @@ class ClusterClient final : public ModelHandle {
   void set_sampling(int session, const SamplingParams& params) override;
   void set_penalty_free(const std::vector<uint8_t>& penalty_free) override;
   uint64_t submit(const std::vector<BatchEntry>& entries) override;
-  void collect(uint64_t step, int32_t* tokens) override;  // a step whose entries sample
+  void collect(uint64_t step, SampledToken* tokens) override;  // a step whose entries sample
   uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override;
   void collect_logits(uint64_t step, float* logits) override { collect(step, logits); }
   int max_in_flight() const override { return int(ranks_.size()); }

@@ -43,12 +43,21 @@ struct InferenceService::Live {
   uint64_t handle = 0;
   Utf8Stream utf8;
   StopMatcher stops{{}};
-  std::vector<int32_t> pending_tokens;  // tokens whose text has not been sent yet
+  std::vector<SampledToken> pending_tokens;  // tokens whose text has not been sent yet
   GenerationSummary summary;
   Clock::time_point submitted, started, first_token, last_token;
   bool have_first = false, finished = false;
   uint64_t session_before = 0;  // the session's history before this request's prompt
   std::vector<ServiceRequest> siblings;  // a leader's, until its prompt's state can be copied for them
+
+  // New text and the tokens it came from, to the summary and the client.
+  void deliver(const std::string& text) {
+    summary.text += text;
+    for (const SampledToken& t : pending_tokens)
+      if (t.scored) summary.logprobs.push_back(t);
+    if (req.on_delta) req.on_delta(text, pending_tokens);
+    pending_tokens.clear();
+  }
 };
 
 ServiceRequest samples_of(const ServiceRequest& base, int n, const std::function<void(ServiceRequest&, int)>& attach) {
@@ -217,10 +226,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     bool stopped = false;
     std::string tail = reason == "stop_string" ? "" : l->stops.push(l->utf8.finish(), stopped);
     if (!stopped && reason != "stop_string") tail += l->stops.flush();
-    if (!tail.empty()) {
-      l->summary.text += tail;
-      if (l->req.on_delta) l->req.on_delta(tail, l->pending_tokens);
-    }
+    if (!tail.empty()) l->deliver(tail);
     auto now = Clock::now();
     l->summary.finish_reason = stopped ? "stop_string" : reason;
     l->summary.queue_ms = ms((l->started == Clock::time_point{} ? now : l->started) - l->submitted);
@@ -348,7 +354,8 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   sr.on_start = [weak] {
     if (auto l = weak.lock()) l->started = Clock::now();
   };
-  sr.on_token = [this, weak](int32_t t) {
+  sr.on_token = [this, weak](const SampledToken& sampled) {
+    const int32_t t = sampled.token;
     auto l = weak.lock();
     if (!l || l->finished) return;
     auto now = Clock::now();
@@ -360,13 +367,12 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     }
     l->last_token = now;
     ++l->summary.completion_tokens;
-    l->pending_tokens.push_back(t);
+    l->pending_tokens.push_back(sampled);
     bool stopped = false;
     std::string text = l->stops.push(l->utf8.push(tok_.decode(std::span<const int32_t>(&t, 1))), stopped);
     if (!text.empty() || stopped) {
-      l->summary.text += text;
-      if (l->req.on_delta && !text.empty()) l->req.on_delta(text, l->pending_tokens);
-      l->pending_tokens.clear();
+      if (!text.empty()) l->deliver(text);
+      l->pending_tokens.clear();  // a stop string's own tokens are not delivered
     }
     if (stopped) sched_->cancel(l->handle, "stop_string");
   };

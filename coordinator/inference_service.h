@@ -31,6 +31,7 @@ struct GenerationSummary {
   std::string error;          // when finish_reason is "error"
   std::optional<SessionFault> session_fault;  // when the error is the session's (busy, no room, ...)
   std::string text;           // everything generated (also when streaming)
+  std::vector<SampledToken> logprobs;  // every generated token, scored, when the request asked (sampling.logprobs)
   int prompt_tokens = 0, completion_tokens = 0;
   int cached_tokens = 0;        // prompt tokens that came from the prefix cache or the session's state
   uint64_t session_tokens = 0;  // tokens the session's state has seen once this request ends
@@ -42,8 +43,9 @@ struct ServiceRequest {
   int max_tokens = 100;
   SamplingParams sampling;
   std::string session;  // continue (or start) this named session; "" = a one-off request
-  // New text (whole characters) and the tokens it came from; may be called many times.
-  std::function<void(const std::string& text, const std::vector<int32_t>& tokens)> on_delta;
+  // New text (whole characters) and the tokens it came from (scored when sampling.logprobs asks); may be
+  // called many times.
+  std::function<void(const std::string& text, const std::vector<SampledToken>& tokens)> on_delta;
   std::function<void(const GenerationSummary&)> on_done;  // exactly once
   // More samples of the same prompt (OpenAI's n), each a request of its own (callbacks, sampling) without
   // a session. They start from a copy of this request's state once all of its prompt but the last token

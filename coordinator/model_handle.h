@@ -8,6 +8,7 @@
 
 #include "coordinator/sampler.h"
 #include "model/architecture.h"
+#include "worker/token_logprobs.h"
 
 namespace skein {
 
@@ -38,14 +39,15 @@ class ModelHandle {
 
   // Micro-batches: submit() hands over one step of several sessions (each with its own tokens) and may
   // return before it ran, so several steps can be in flight; collect() returns the step's sampled
-  // tokens (one per entry with `sample`, in entry order), in submission order.
+  // tokens (one per entry with `sample`, in entry order, scored when the session's SamplingParams ask
+  // for logprobs), in submission order.
   struct BatchEntry {
     int session = 0;
     std::vector<int32_t> tokens;
     bool sample = true;  // draw the token that follows the entry's last token
   };
   virtual uint64_t submit(const std::vector<BatchEntry>& entries) = 0;
-  virtual void collect(uint64_t step, int32_t* tokens) = 0;
+  virtual void collect(uint64_t step, SampledToken* tokens) = 0;
   // Scoring steps (evaluation): like submit(), but an entry returns either nothing or the logits of
   // every one of its positions; collect_logits() writes those rows, in entry order.
   struct LogitsEntry {

@@ -19,6 +19,7 @@ void SamplingParams::validate_ranges() const {
   if (!finite(alpha_presence)) fail("alpha_presence must be finite");
   if (!finite(alpha_frequency)) fail("alpha_frequency must be finite");
   if (!finite(alpha_decay) || alpha_decay < 0 || alpha_decay > 1) fail("alpha_decay must be in [0, 1], got ", alpha_decay);
+  if (logprobs < -1 || logprobs > kMaxLogprobs) fail("logprobs must be between 0 and ", kMaxLogprobs, " (or -1 for none), got ", logprobs);
   for (auto& s : stop)
     if (s.empty()) fail("stop strings must not be empty");
 }
@@ -93,6 +94,7 @@ SampleRequest SlotSampler::prepare() {
   r.temperature = params_.temperature;
   r.top_p = params_.top_p;
   r.top_k = params_.top_k;
+  r.logprobs = params_.logprobs;
   if (params_.temperature != 0.0f) r.u = sampler_.uniform();
   // One entry per token (a banned token that also has a count stays banned).
   std::map<int32_t, float> amount;
@@ -118,8 +120,8 @@ std::vector<SampleRequest> SlotSamplers::prepare(const std::vector<int>& slots) 
   return out;
 }
 
-void SlotSamplers::record(const std::vector<int>& slots, const std::vector<int32_t>& tokens) {
-  for (size_t i = 0; i < slots.size() && i < tokens.size(); ++i) samplers_.at(slots[i]).record(tokens[i], penalty_free_);
+void SlotSamplers::record(const std::vector<int>& slots, const std::vector<SampledToken>& tokens) {
+  for (size_t i = 0; i < slots.size() && i < tokens.size(); ++i) samplers_.at(slots[i]).record(tokens[i].token, penalty_free_);
 }
 
 int32_t draw_token(const std::vector<float>& probs, double u) {
@@ -143,7 +145,8 @@ int32_t sample_row(float* logits, int V, const SampleRequest& r) {
 
 std::string encode_sampling(const SamplingParams& p) {
   nlohmann::json j = {{"temperature", p.temperature}, {"top_p", p.top_p}, {"top_k", p.top_k}, {"alpha_presence", p.alpha_presence},
-                      {"alpha_frequency", p.alpha_frequency}, {"alpha_decay", p.alpha_decay}, {"token_ban", p.token_ban}, {"seed", p.seed}};
+                      {"alpha_frequency", p.alpha_frequency}, {"alpha_decay", p.alpha_decay}, {"token_ban", p.token_ban}, {"seed", p.seed},
+                      {"logprobs", p.logprobs}};
   return j.dump();
 }
 
@@ -158,6 +161,7 @@ SamplingParams decode_sampling(const std::string& bytes) {
   p.alpha_decay = j["alpha_decay"];
   p.token_ban = j["token_ban"].get<std::vector<int32_t>>();
   p.seed = j["seed"];
+  p.logprobs = j["logprobs"];
   return p;
 }
 

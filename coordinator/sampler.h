@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "worker/backend.h"
+#include "worker/token_logprobs.h"
 
 namespace skein {
 
@@ -22,6 +23,7 @@ struct SamplingParams {
   std::vector<int32_t> token_stop;
   std::vector<std::string> stop;  // stop strings
   uint64_t seed = 0;
+  int logprobs = -1;  // >= 0: score every drawn token and return that many alternatives (token_logprobs.h)
 
   // Throws skein::Error naming the first invalid field (NaN, negative, out of range).
   void validate(int vocab) const;
@@ -93,7 +95,7 @@ class SlotSamplers {
   void set_penalty_free(std::vector<uint8_t> penalty_free) { penalty_free_ = std::move(penalty_free); }
   // Throws skein::Error for a slot without sampling parameters.
   std::vector<SampleRequest> prepare(const std::vector<int>& slots);
-  void record(const std::vector<int>& slots, const std::vector<int32_t>& tokens);
+  void record(const std::vector<int>& slots, const std::vector<SampledToken>& tokens);
 
  private:
   std::map<int, SlotSampler> samplers_;

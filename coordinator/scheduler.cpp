@@ -149,7 +149,8 @@ void Scheduler::complete(InFlight& f) {
   for (auto& [ap, w] : f.entries) {
     if (!w) continue;
     Active& a = *ap;
-    int32_t tok = tokens_[k++];
+    const SampledToken& sampled = tokens_[k++];
+    const int32_t tok = sampled.token;
     a.awaiting = false;
     if (a.done) continue;
     const SamplingParams& p = a.req.sampling;
@@ -159,7 +160,7 @@ void Scheduler::complete(InFlight& f) {
     }
     ++a.generated;
     a.next = tok;  // fed with the next step (if the request goes on)
-    if (a.req.on_token) a.req.on_token(tok);
+    if (a.req.on_token) a.req.on_token(sampled);
     if (a.generated >= a.req.max_tokens) finish(a, "length");
   }
 }

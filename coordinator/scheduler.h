@@ -20,7 +20,7 @@ struct ScheduledRequest {
   std::vector<int32_t> prompt;  // must not be empty
   int max_tokens = 100;
   SamplingParams sampling;
-  std::function<void(int32_t token)> on_token;                // each generated token (stop tokens excluded)
+  std::function<void(const SampledToken& token)> on_token;    // each generated token (stop tokens excluded)
   std::function<void(const std::string& reason)> on_finish;   // "length", "stop_token", "cancelled" or a cancel() reason
   std::function<void()> on_start{};                           // its first micro-batch left the queue
   // A slot the caller owns (a kept session, or a state imported from the prefix cache): the request runs
@@ -74,7 +74,7 @@ class Scheduler {
   int budget_, chunk_;
   std::vector<std::unique_ptr<Active>> active_;
   std::deque<InFlight> in_flight_;
-  std::vector<int32_t> tokens_;
+  std::vector<SampledToken> tokens_;
   uint64_t steps_ = 0, next_handle_ = 1;
 };
 

@@ -109,9 +109,22 @@ void RwkvModel::head(const float* x, const std::vector<int>& rows, float* logits
   be_.to_host(logits_host, head_logits(x, rows), rows.size() * size_t(w_.dims.vocab));
 }
 
-void RwkvModel::head_sample(const float* x, const std::vector<int>& rows, std::span<const SampleRequest> requests, int32_t* tokens) {
+void RwkvModel::head_sample(const float* x, const std::vector<int>& rows, std::span<const SampleRequest> requests, SampledToken* out) {
   if (requests.size() != rows.size()) fail("internal: ", requests.size(), " sampling requests for ", rows.size(), " rows");
-  be_.sample(head_logits(x, rows), int(rows.size()), w_.dims.vocab, requests, tokens);
+  const int V = w_.dims.vocab;
+  float* logits = head_logits(x, rows);
+  // Rows that want log-probabilities come to the host before sample() applies penalties in place; only
+  // those rows travel, so plain requests still return nothing but token ids.
+  std::vector<std::pair<size_t, std::vector<float>>> raw;
+  for (size_t i = 0; i < requests.size(); ++i)
+    if (requests[i].logprobs >= 0) {
+      raw.emplace_back(i, std::vector<float>(size_t(V)));
+      be_.to_host(raw.back().second.data(), logits + i * size_t(V), size_t(V));
+    }
+  std::vector<int32_t> tokens(rows.size());
+  be_.sample(logits, int(rows.size()), V, requests, tokens.data());
+  for (size_t i = 0; i < rows.size(); ++i) out[i] = SampledToken{tokens[i]};
+  for (auto& [i, row] : raw) score_logprobs(row.data(), V, requests[i].logprobs, out[i]);
 }
 
 void RwkvModel::run_layers(float* x, float* v_first, std::span<const StageSequence> batch, int R) {

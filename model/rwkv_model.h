@@ -13,6 +13,7 @@
 #include "model/state.h"
 #include "model/weights.h"
 #include "worker/backend.h"
+#include "worker/token_logprobs.h"
 
 namespace skein {
 
@@ -41,8 +42,9 @@ class RwkvModel {
   void run_layers(float* x, float* v_first, std::span<const StageSequence> batch, int rows);
   // ln_out + head for the listed rows of x; only on the stage that holds the head.
   void head(const float* x, const std::vector<int>& rows, float* logits_host);
-  // The same, then one token per row drawn on this stage's device (only token ids come back).
-  void head_sample(const float* x, const std::vector<int>& rows, std::span<const SampleRequest> requests, int32_t* tokens);
+  // The same, then one token per row drawn on this stage's device (only token ids come back, and the
+  // log-probabilities of the rows whose requests ask for them).
+  void head_sample(const float* x, const std::vector<int>& rows, std::span<const SampleRequest> requests, SampledToken* out);
 
  private:
   struct Seq { int offset; int n; State* state; };

@@ -58,7 +58,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     return out;
   }
   static const std::set<std::string> known = {"id",    "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
-                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session", "n"};
+                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session", "n", "logprobs"};
   for (auto& [k, v] : j.items())
     if (!known.count(k)) fail("unknown field '", k, "'");
   ApiGenerate g;
@@ -118,6 +118,11 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     if (n < 1 || n > kMaxSamples) fail("n: must be between 1 and ", kMaxSamples, ", got ", n);
     if (n > 1 && !g.session.empty()) fail("n: several samples cannot continue one session");
     g.n = int(n);
+  }
+  if (j.contains("logprobs")) {
+    const int64_t k = integer(j["logprobs"], "logprobs");
+    if (k < 0 || k > kMaxLogprobs) fail("logprobs: must be between 0 and ", kMaxLogprobs, ", got ", k);
+    g.sampling.logprobs = int(k);
   }
   g.sampling.validate(vocab);
   out.generate = std::move(g);

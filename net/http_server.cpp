@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/json_text.h"
 #include "net/listen.h"
+#include "net/openai_logprobs.h"
 #include "net/openai_request.h"
 
 namespace skein {
@@ -184,6 +185,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     chat_ = chat;
     stream_mode_ = r.stream;
     include_usage_ = r.include_usage;
+    logprobs_ = r.sampling.logprobs >= 0;
     id_ = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(unix_now()) + "-" + std::to_string(++g_next_id);
     created_ = unix_now();
     choices_.assign(size_t(r.n), Choice{});
@@ -198,9 +200,11 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
       asio::io_context& io = io_;
       if (r.stream)
-        sr.on_delta = [&io, weak, i](const std::string& text, const std::vector<int32_t>&) {
-          asio::post(io, [weak, text, i] {
-            if (auto c = weak.lock()) c->stream_delta(i, text);
+        sr.on_delta = [&io, weak, i](const std::string& text, const std::vector<SampledToken>& tokens) {
+          std::vector<SampledToken> scored;
+          if (!tokens.empty() && tokens.front().scored) scored = tokens;
+          asio::post(io, [weak, text, i, scored = std::move(scored)] {
+            if (auto c = weak.lock()) c->stream_delta(i, text, scored);
           });
         };
       // The connection lives until its requests are done (the service calls on_done exactly once each).
@@ -243,13 +247,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     });
   }
 
-  json chunk(int index, const json& delta_or_text, const json& finish) {
-    json choice = {{"index", index}, {"finish_reason", finish}};
+  json chunk(int index, const json& delta_or_text, const json& finish, const json& logprobs = nullptr) {
+    json choice = {{"index", index}, {"finish_reason", finish}, {"logprobs", logprobs}};
     if (chat_) choice["delta"] = delta_or_text;
-    else {
-      choice["text"] = delta_or_text;
-      choice["logprobs"] = nullptr;
-    }
+    else choice["text"] = delta_or_text;
     return {{"id", id_}, {"object", chat_ ? "chat.completion.chunk" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
             {"choices", json::array({choice})}};
   }
@@ -265,10 +266,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     return text;
   }
 
-  void stream_delta(int index, const std::string& text) {
+  // Tokens whose text the chat reply drops (its first space) still carry their log-probabilities.
+  void stream_delta(int index, const std::string& text, const std::vector<SampledToken>& scored) {
     std::string t = content(index, text);
-    if (t.empty()) return;
-    send_event(chunk(index, chat_ ? json{{"content", t}} : json(t), nullptr));
+    if (t.empty() && scored.empty()) return;
+    send_event(chunk(index, chat_ ? json{{"content", t}} : json(t), nullptr, logprobs(index, scored)));
+  }
+
+  json logprobs(int index, const std::vector<SampledToken>& scored) {
+    if (!logprobs_) return nullptr;
+    if (chat_) return chat_logprobs(tok_, scored);
+    return completion_logprobs(tok_, scored, choices_[size_t(index)].text_offset);
   }
 
   // Choice `index` ended; the reply (or the stream's end) waits for every choice. Usage counts the
@@ -308,10 +316,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       const GenerationSummary& c = choices_[i].summary;
       json choice = {{"index", i}, {"finish_reason", openai_finish(c.finish_reason)}};
       if (chat_) choice["message"] = {{"role", "assistant"}, {"content", content(int(i), c.text)}};
-      else {
-        choice["text"] = c.text;
-        choice["logprobs"] = nullptr;
-      }
+      else choice["text"] = c.text;
+      choice["logprobs"] = logprobs(int(i), c.logprobs);
       list.push_back(choice);
     }
     json body = {{"id", id_}, {"object", chat_ ? "chat.completion" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
@@ -389,10 +395,12 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   // The request being generated (one at a time per connection, as HTTP/1.1 has it): its n choices.
   struct Choice {
     bool content_started = false;
+    size_t text_offset = 0;  // characters of the completion so far (completions' logprobs)
     GenerationSummary summary;
   };
   std::vector<Choice> choices_;
   bool chat_ = false, stream_mode_ = false, include_usage_ = false, closing_ = false, abandoned_ = false;
+  bool logprobs_ = false;  // the request asked for log-probabilities
   int running_ = 0;  // choices not yet done
   uint64_t service_id_ = 0;  // the first choice's: cancelling it cancels every choice
   std::string id_;

@@ -53,7 +53,8 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
                                                "presence_penalty", "frequency_penalty", "n", "user", "top_k", "alpha_decay", "session",
                                                "logprobs", "response_format"};
   for (auto& [k, v] : j.items()) {
-    bool ok = common.count(k) || (chat ? (k == "messages" || k == "max_completion_tokens") : (k == "prompt" || k == "echo"));
+    bool ok = common.count(k) ||
+              (chat ? (k == "messages" || k == "max_completion_tokens" || k == "top_logprobs") : (k == "prompt" || k == "echo"));
     if (!ok) fail("unknown parameter '", k, "'");
   }
   OpenAiRequest r;
@@ -103,14 +104,31 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     if (n < 1 || n > kMaxSamples) fail("n: must be between 1 and ", kMaxSamples, ", got ", n);
     r.n = int(n);
   }
-  if (j.contains("logprobs") && !j["logprobs"].is_null() && !(j["logprobs"].is_boolean() && !j["logprobs"].get<bool>()))
-    fail("logprobs: not supported");
   // Plain text is what every request gets; a client that names it explicitly is served.
   if (j.contains("response_format") && !j["response_format"].is_null() && j["response_format"] != nlohmann::json{{"type", "text"}})
     fail("response_format: only {\"type\": \"text\"} is supported");
   r.sampling = limits.defaults;
   if (chat) r.sampling.stop = chat_cfg.stop;
   auto opt = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+  // Completions: logprobs = how many alternatives (0-20). Chat: logprobs true, top_logprobs how many.
+  auto alternatives = [&](const char* key) {
+    const int64_t k = integer(j[key], key);
+    if (k < 0 || k > kMaxLogprobs) fail(key, ": must be between 0 and ", kMaxLogprobs, ", got ", k);
+    return int(k);
+  };
+  if (chat) {
+    if (opt("logprobs")) {
+      if (!j["logprobs"].is_boolean()) fail("logprobs: must be true or false");
+      if (j["logprobs"].get<bool>()) r.sampling.logprobs = 0;
+    }
+    if (opt("top_logprobs")) {
+      const int k = alternatives("top_logprobs");
+      if (r.sampling.logprobs < 0) fail("top_logprobs: needs \"logprobs\": true");
+      r.sampling.logprobs = k;
+    }
+  } else if (opt("logprobs") && !(j["logprobs"].is_boolean() && !j["logprobs"].get<bool>())) {
+    r.sampling.logprobs = alternatives("logprobs");
+  }
   if (opt("temperature")) r.sampling.temperature = number(j["temperature"], "temperature");
   if (opt("top_p")) r.sampling.top_p = number(j["top_p"], "top_p");
   if (opt("top_k")) r.sampling.top_k = int(integer(j["top_k"], "top_k"));

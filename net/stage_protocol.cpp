@@ -21,10 +21,11 @@ void put_vec(std::string& s, const std::vector<T>& v) {
 
 class Reader {
  public:
-  explicit Reader(const std::string& s) : s_(s) {}
+  explicit Reader(const std::string& s, const char* what = "control message") : s_(s), what_(what) {}
+  bool done() const { return pos_ == s_.size(); }
   template <typename T>
   T get() {
-    if (sizeof(T) > s_.size() - pos_) fail("stage protocol: truncated control message");
+    if (sizeof(T) > s_.size() - pos_) fail("stage protocol: truncated ", what_);
     T v;
     std::memcpy(&v, s_.data() + pos_, sizeof v);
     pos_ += sizeof v;
@@ -33,7 +34,7 @@ class Reader {
   template <typename T>
   std::vector<T> get_vec() {
     uint64_t n = get<uint64_t>();
-    if (n > (s_.size() - pos_) / sizeof(T)) fail("stage protocol: truncated control message");
+    if (n > (s_.size() - pos_) / sizeof(T)) fail("stage protocol: truncated ", what_);
     std::vector<T> v(n);
     std::memcpy(v.data(), s_.data() + pos_, n * sizeof(T));
     pos_ += n * sizeof(T);
@@ -42,6 +43,7 @@ class Reader {
 
  private:
   const std::string& s_;
+  const char* what_;
   size_t pos_ = 0;
 };
 
@@ -74,6 +76,45 @@ ControlMessage ControlMessage::decode(const std::string& bytes) {
   auto b = r.get_vec<char>();
   m.blob.assign(b.begin(), b.end());
   return m;
+}
+
+// Per row: the token, then -1, or the alternatives' count, the token's log-probability and the
+// alternatives as (token, log-probability) pairs.
+std::string encode_sampled(const std::vector<SampledToken>& rows) {
+  std::string s;
+  s.reserve(rows.size() * 8);
+  for (const SampledToken& t : rows) {
+    put(s, t.token);
+    put(s, int32_t(t.scored ? int32_t(t.top.size()) : -1));
+    if (!t.scored) continue;
+    put(s, t.logprob);
+    for (const TokenLogprob& a : t.top) {
+      put(s, a.token);
+      put(s, a.logprob);
+    }
+  }
+  return s;
+}
+
+std::vector<SampledToken> decode_sampled(const std::string& bytes, size_t rows) {
+  Reader r(bytes, "sampled tokens");
+  std::vector<SampledToken> out(rows);
+  for (SampledToken& t : out) {
+    t.token = r.get<int32_t>();
+    const int32_t n = r.get<int32_t>();
+    if (n < -1 || n > kMaxLogprobs) fail("stage protocol: ", n, " alternatives for a sampled token");
+    if (n < 0) continue;
+    t.scored = true;
+    t.logprob = r.get<float>();
+    for (int32_t i = 0; i < n; ++i) {
+      TokenLogprob a;
+      a.token = r.get<int32_t>();
+      a.logprob = r.get<float>();
+      t.top.push_back(a);
+    }
+  }
+  if (!r.done()) fail("stage protocol: ", bytes.size(), " bytes for ", rows, " sampled tokens");
+  return out;
 }
 
 }  // namespace skein

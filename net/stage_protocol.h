@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/token_logprobs.h"
+
 namespace skein {
 
 // Results of steps and replies to slot/stat operations travel under different tags, so the coordinator can
@@ -53,5 +55,9 @@ struct ControlMessage {
   std::string encode() const;
   static ControlMessage decode(const std::string& bytes);  // throws skein::Error on malformed input
 };
+
+// A sampling step's result, last stage to rank 0: one SampledToken per sampling entry, in entry order.
+std::string encode_sampled(const std::vector<SampledToken>& rows);
+std::vector<SampledToken> decode_sampled(const std::string& bytes, size_t rows);  // throws skein::Error
 
 }  // namespace skein

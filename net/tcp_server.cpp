@@ -17,9 +17,15 @@ using asio::ip::tcp;
 
 namespace {
 
-bool valid_utf8(const std::string& s) {
-  Utf8Stream u;
-  return u.push(s) == s && u.pending() == 0;
+// [{"token": id, "logprob": x, "top": [{"token": id, "logprob": y}, ...]}, ...] (docs/protocol.md)
+nlohmann::json logprobs_json(const std::vector<SampledToken>& tokens) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const SampledToken& t : tokens) {
+    nlohmann::json top = nlohmann::json::array();
+    for (const TokenLogprob& a : t.top) top.push_back({{"token", a.token}, {"logprob", a.logprob}});
+    out.push_back({{"token", t.token}, {"logprob", t.logprob}, {"top", top}});
+  }
+  return out;
 }
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -69,7 +75,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void handle(const std::string& line) {
-    if (!valid_utf8(line)) {
+    if (!is_utf8(line)) {
       send_error("", "not UTF-8 text: this port speaks newline-delimited JSON", true);
       return;
     }
@@ -112,8 +118,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // io_context (which outlives every connection) and a weak pointer; format there, write on the I/O thread.
       asio::io_context& io = io_;
       if (stream)
-        sr.on_delta = [&io, weak, id, i, n](const std::string& text, const std::vector<int32_t>& tokens) {
-          nlohmann::json j = {{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", tokens}};
+        sr.on_delta = [&io, weak, id, i, n](const std::string& text, const std::vector<SampledToken>& tokens) {
+          nlohmann::json ids = nlohmann::json::array();
+          for (const SampledToken& t : tokens) ids.push_back(t.token);
+          nlohmann::json j = {{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", ids}};
+          if (!tokens.empty() && tokens.front().scored) j["logprobs"] = logprobs_json(tokens);
           if (n > 1) j["index"] = i;
           post(io, weak, json_text(j));
         };
@@ -127,6 +136,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                             {"timing_ms", {{"queue", s.queue_ms}, {"prefill", s.prefill_ms}, {"decode", s.decode_ms}}}};
         if (n > 1) j["index"] = i;
         if (!stream) j["text"] = s.text;
+        if (!stream && !s.logprobs.empty()) j["logprobs"] = logprobs_json(s.logprobs);
         if (s.session_tokens) j["session_tokens"] = s.session_tokens;
         if (!s.error.empty()) j["error"] = s.error;
         std::string line = json_text(j);

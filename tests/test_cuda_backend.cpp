@@ -94,6 +94,46 @@ TEST_F(CudaBackendTest, MixedCpuGpuPlanAndGreedyTokens) {
   }
 }
 
+// Log-probabilities of tokens drawn on a GPU stage are the CPU's: the raw logits' log-softmax, taken
+// before the GPU sampler penalises them in place; rows that do not ask stay unscored.
+TEST_F(CudaBackendTest, LogprobsOfTokensDrawnOnTheGpuAreTheCpusFigures) {
+  for (std::string t : {"tiny-rwkv-5v2-730K", "tiny-rwkv-7v0-834K"}) {
+    const std::string path = shared_dir() + "/models/" + t + ".pth";
+    auto cpu = load_for_test(path, "", "cpu fp32");
+    auto gpu = load_for_test(path, "", "cuda fp32");
+    const std::vector<std::vector<int32_t>> prompts = {{84, 104, 101, 32}, {73, 116, 32}, {65}, {10, 73, 110, 32}};
+    auto draw = [&](Engine& e) {
+      std::vector<SessionState> states;
+      std::vector<SampleRequest> requests(prompts.size());
+      std::vector<SampledToken> out(prompts.size());
+      std::vector<EngineSequence> seqs;
+      for (size_t i = 0; i < prompts.size(); ++i) states.push_back(e.new_state());
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        requests[i].temperature = 0;
+        requests[i].penalties = {{101, 4.0f}, {32, INFINITY}};  // the draw avoids them; the scores do not know
+        requests[i].logprobs = i == 2 ? -1 : int(i) * 3;
+        EngineSequence q{prompts[i], &states[i], nullptr, false};
+        q.sample = &requests[i];
+        q.token = &out[i];
+        seqs.push_back(q);
+      }
+      e.forward(seqs);
+      return out;
+    };
+    const auto want = draw(*cpu.model), got = draw(*gpu.model);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(got[i].token, want[i].token) << t << " row " << i;
+      EXPECT_EQ(got[i].scored, want[i].scored) << t << " row " << i;
+      EXPECT_NEAR(got[i].logprob, want[i].logprob, 1e-3) << t << " row " << i;
+      ASSERT_EQ(got[i].top.size(), want[i].top.size()) << t << " row " << i;
+      for (size_t k = 0; k < want[i].top.size(); ++k) {
+        EXPECT_EQ(got[i].top[k].token, want[i].top[k].token) << t << " row " << i << " rank " << k;
+        EXPECT_NEAR(got[i].top[k].logprob, want[i].top[k].logprob, 1e-3) << t << " row " << i << " rank " << k;
+      }
+    }
+  }
+}
+
 // Batched decode (many sequences in one step) gives each sequence its own logits.
 TEST_F(CudaBackendTest, BatchedDecodeMatchesSequencesAlone) {
   std::string path = shared_dir() + "/models/tiny-rwkv-7v0-834K.pth";

@@ -36,7 +36,7 @@ TEST(Scheduler, BatchedRequestsGetTheirAloneTokens) {
     Scheduler sched(local, 16, 8, penalty_free_tokens(tok, 256));  // small budget and chunks: prompts span several steps
     auto submit = [&](size_t i) {
       GenerateRequest g = request(i);
-      sched.submit({g.prompt, g.max_tokens, g.sampling, [&, i](int32_t t) { batched[i].push_back(t); }, {}});
+      sched.submit({g.prompt, g.max_tokens, g.sampling, [&, i](const SampledToken& t) { batched[i].push_back(t.token); }, {}});
     };
     submit(0);
     submit(1);

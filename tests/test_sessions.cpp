@@ -180,7 +180,7 @@ TEST(Sessions, AForkThatCannotBeMadeSaysWhyAndChangesNothing) {
   r.prompt = s.tok.encode(" and");
   r.max_tokens = 1000000;
   r.session = "a";
-  r.on_delta = [&](const std::string&, const std::vector<int32_t>&) {
+  r.on_delta = [&](const std::string&, const std::vector<SampledToken>&) {
     if (!once) first.set_value();
     once = true;
   };
@@ -355,7 +355,7 @@ struct Samples {
       r.sampling.seed = uint64_t(11 + i);
       r.on_done = [this, i](const GenerationSummary& g) { done[size_t(i)].set_value(g); };
       if (i == 0) {
-        r.on_delta = [this](const std::string&, const std::vector<int32_t>&) {
+        r.on_delta = [this](const std::string&, const std::vector<SampledToken>&) {
           if (!texted) first_text.set_value();
           texted = true;
         };

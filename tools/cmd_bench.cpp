@@ -120,7 +120,7 @@ BatchFigure batched_decode(Engine& model, int B, int steps, Profile* profile) {
     tokens[size_t(b)] = int32_t((b * 7919 + 1) % d.vocab);
   }
   // Each sequence draws its next token where the logits are (greedy), as serving does.
-  std::vector<int32_t> next(static_cast<size_t>(B));
+  std::vector<SampledToken> next(static_cast<size_t>(B));
   SampleRequest greedy;
   greedy.temperature = 0;
   std::vector<EngineSequence> seqs;
@@ -262,7 +262,7 @@ void add_bench_command(CLI::App& app) {
     // Decode in rounds of 32 steps. The bandwidth probe reports its best pass, so the decode figure set
     // against it is the best round too; the median round is printed beside it.
     // Greedy tokens drawn on the model's last device, fed back: the serving loop's decode step.
-    int32_t tok = 0;
+    SampledToken tok{0};
     SampleRequest greedy;
     greedy.temperature = 0;
     std::vector<double> rounds;
@@ -271,7 +271,7 @@ void add_bench_command(CLI::App& app) {
       int n = std::min(32, o->decode_tokens - done);
       auto t1 = clock::now();
       for (int i = 0; i < n; ++i) {
-        int32_t in = tok;
+        int32_t in = tok.token;
         EngineSequence q{std::span<const int32_t>(&in, 1), &state, nullptr, false};
         q.sample = &greedy;
         q.token = &tok;

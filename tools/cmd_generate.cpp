@@ -18,7 +18,7 @@ void generate_batch(ModelHandle& model, const Tokenizer& tok, const std::vector<
   std::vector<std::vector<int32_t>> out(prompts.size());
   std::vector<std::string> reason(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i)
-    sched.submit({tok.encode(prompts[i]), cfg.max_tokens, cfg.sampling, [&out, i](int32_t t) { out[i].push_back(t); },
+    sched.submit({tok.encode(prompts[i]), cfg.max_tokens, cfg.sampling, [&out, i](const SampledToken& t) { out[i].push_back(t.token); },
                   [&reason, i](const std::string& r) { reason[i] = r; }});
   while (!sched.idle()) {
     if (stop_requested()) sched.cancel_all();

@@ -33,6 +33,7 @@ struct SampleRequest {
   int top_k = 0;
   double u = 0;  // uniform in [0, 1)
   std::vector<TokenPenalty> penalties;  // one entry per token
+  int logprobs = -1;  // >= 0: also score the drawn token and that many alternatives (worker/token_logprobs.h)
 };
 
 // One token-shift mix (v6, v7): out[t] = xx[t] + (sx[t] - xx[t]) * (m + m_tok[t]); m_tok (rows ld_tok

@@ -142,11 +142,11 @@ void Engine::forward(std::span<const EngineSequence> batch) {
     off += n;
   }
   if (!sample_rows.empty()) {
-    std::vector<int32_t> tokens(sample_rows.size());
+    std::vector<SampledToken> tokens(sample_rows.size());
     stages_.back()->head_sample(a->x.get(), sample_rows, requests, tokens.data());
     size_t k = 0;
     for (auto& s : batch)
-      if (s.sample && !s.tokens.empty()) *s.token = tokens[k++];
+      if (s.sample && !s.tokens.empty()) *s.token = std::move(tokens[k++]);
   }
   if (rows.empty()) return;
   const size_t V = size_t(dims_.vocab);

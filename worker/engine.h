@@ -39,7 +39,7 @@ struct EngineSequence {
   bool all_positions = false;
   // Or: draw the next token from the last position's logits where they are computed (no logits then).
   const SampleRequest* sample = nullptr;
-  int32_t* token = nullptr;
+  SampledToken* token = nullptr;
 };
 
 class Engine {

@@ -31,7 +31,7 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
   for (auto& e : entries)
     if (e.sample) sampling.push_back(e.session);
   std::vector<SampleRequest> requests = samplers_.prepare(sampling);
-  std::vector<int32_t> tokens(requests.size());
+  std::vector<SampledToken> tokens(requests.size());
   std::vector<EngineSequence> batch;
   size_t row = 0;
   for (auto& e : entries) {
@@ -86,10 +86,10 @@ std::vector<double> LocalModel::stage_busy() {
   return {busy};
 }
 
-void LocalModel::collect(uint64_t step, int32_t* tokens) {
+void LocalModel::collect(uint64_t step, SampledToken* tokens) {
   auto it = results_.find(step);
   if (it == results_.end()) fail("internal: no result for step ", step);
-  std::copy(it->second.begin(), it->second.end(), tokens);
+  std::move(it->second.begin(), it->second.end(), tokens);
   results_.erase(it);
 }
 

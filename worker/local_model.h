@@ -28,7 +28,7 @@ class LocalModel final : public ModelHandle {
   void set_sampling(int session, const SamplingParams& params) override { samplers_.set(session, params); }
   void set_penalty_free(const std::vector<uint8_t>& penalty_free) override { samplers_.set_penalty_free(penalty_free); }
   uint64_t submit(const std::vector<BatchEntry>& entries) override;  // runs the step now
-  void collect(uint64_t step, int32_t* tokens) override;
+  void collect(uint64_t step, SampledToken* tokens) override;
   uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override;  // runs the step now
   void collect_logits(uint64_t step, float* logits) override;
 
@@ -37,7 +37,7 @@ class LocalModel final : public ModelHandle {
   Engine& engine_;
   std::map<int, SessionState> sessions_;
   SlotSamplers samplers_;
-  std::map<uint64_t, std::vector<int32_t>> results_;
+  std::map<uint64_t, std::vector<SampledToken>> results_;
   std::map<uint64_t, std::vector<float>> logits_;
   uint64_t step_ = 0;
   int max_sessions_;

@@ -186,12 +186,13 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           world.send(links.coordinator, kTagResult, logits.data(), logits.size() * sizeof(float));
           break;
         }
-        // Sampled where the logits are (on a GPU stage, on the GPU): only token ids travel.
+        // Sampled where the logits are (on a GPU stage, on the GPU): only token ids travel (with the
+        // log-probabilities of the requests that ask for them).
         std::vector<SampleRequest> requests = samplers.prepare(sample_slots);
-        std::vector<int32_t> tokens(rows.size());
+        std::vector<SampledToken> tokens(rows.size());
         stage.head_sample(x.get(), rows, requests, tokens.data());
         samplers.record(sample_slots, tokens);
-        world.send(links.coordinator, kTagResult, tokens.data(), tokens.size() * sizeof(int32_t));
+        world.send(links.coordinator, kTagResult, encode_sampled(tokens));
         break;
       }
     }

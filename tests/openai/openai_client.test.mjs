@@ -58,6 +58,21 @@ test('n choices come back indexed, plain and streamed, each its own sample', asy
   assert.deepEqual(text, r.choices.map((c) => c.message.content));
 });
 
+test('logprobs come back in the package\'s shapes', async () => {
+  const r = await client.completions.create({ ...greedy, prompt: 'The man said', max_tokens: 10, logprobs: 2 });
+  const lp = r.choices[0].logprobs;
+  assert.equal(lp.tokens.join(''), r.choices[0].text);
+  assert.equal(lp.token_logprobs.length, 10);
+  assert.ok(lp.token_logprobs.every((x) => x <= 0));
+  assert.ok(lp.top_logprobs.every((top, i) => top[lp.tokens[i]] === lp.token_logprobs[i]));  // greedy: the likeliest
+
+  const c = await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8,
+    logprobs: true, top_logprobs: 3 });
+  const content = c.choices[0].logprobs.content;
+  assert.equal(content.length, c.usage.completion_tokens);
+  assert.ok(content.every((t) => t.top_logprobs.length === 3 && t.top_logprobs[0].token === t.token && t.bytes.length > 0));
+});
+
 test('models are listed', async () => {
   const models = [];
   for await (const m of client.models.list()) models.push(m.id);
