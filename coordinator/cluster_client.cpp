@@ -110,7 +110,7 @@ void ClusterClient::set_penalty_free(const std::vector<uint8_t>& penalty_free) {
 
 uint64_t ClusterClient::submit(const std::vector<BatchEntry>& entries) {
   std::vector<Entry> e;
-  for (auto& b : entries) e.push_back({b.session, b.tokens, b.sample ? Want::Sample : Want::None});
+  for (auto& b : entries) e.push_back({b.session, b.tokens, b.sample ? Want::Sample : Want::None, b.score_targets, b.score_top});
   return submit_step(e);
 }
 
@@ -134,15 +134,18 @@ uint64_t ClusterClient::submit_step(const std::vector<Entry>& entries) {
   ControlMessage m;
   m.op = StageOp::Step;
   m.step = ++step_;
+  size_t results = 0;  // sampled tokens and scored positions
   for (auto& e : entries) {
     if (!used_.count(e.session)) fail("no session ", e.session);
-    m.entries.push_back({e.session, int32_t(e.tokens.size()), e.want});
+    m.entries.push_back({e.session, int32_t(e.tokens.size()), e.want, int32_t(e.score_targets.size()), e.score_top});
+    m.targets.insert(m.targets.end(), e.score_targets.begin(), e.score_targets.end());
+    results += (e.want == Want::Sample) + e.score_targets.size();
   }
   std::string rest = m.encode();
   for (auto& e : entries) m.tokens.insert(m.tokens.end(), e.tokens.begin(), e.tokens.end());
   world_.send(ranks_.front(), kTagControl, m.encode());
   for (size_t k = 1; k < ranks_.size(); ++k) world_.send(ranks_[k], kTagControl, rest);
-  Pending p{rows_wanted(entries), size_t(std::count_if(entries.begin(), entries.end(), [](const Entry& e) { return e.want == Want::Sample; }))};
+  Pending p{rows_wanted(entries), results};
   if (p.logit_rows || p.samples) pending_[m.step] = p;
   return m.step;
 }

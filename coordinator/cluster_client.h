@@ -37,6 +37,8 @@ class ClusterClient final : public ModelHandle {
     int session;
     std::vector<int32_t> tokens;
     Want want = Want::Last;
+    std::vector<int32_t> score_targets{};  // with Want::Sample or None: BatchEntry's scored positions
+    int score_top = 0;
   };
   uint64_t submit_step(const std::vector<Entry>& entries);
   void collect(uint64_t step, float* logits);  // a step whose entries want logits

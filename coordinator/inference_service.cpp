@@ -275,6 +275,8 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   try {
     if (live->req.prompt.empty()) fail("the prompt is empty");
     if (!live->siblings.empty() && !session.empty()) fail("several samples of one prompt cannot continue a session");
+    if (live->req.score_prompt && (!session.empty() || !live->siblings.empty()))
+      fail("prompt log-probabilities are for one sample without a session");
     if (shared_slot >= 0) {
       slot = shared_slot;  // the leader's state after all of the prompt but its last token
       fresh = false;
@@ -301,7 +303,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     prompt.erase(prompt.begin(), prompt.end() - 1);
   }
   try {
-    if (fresh && cache_.enabled()) {
+    if (fresh && cache_.enabled() && !live->req.score_prompt) {  // a scored prompt runs whole
       PrefixCache::Hit hit = cache_.lookup(prompt);
       if (hit.tokens) {
         model_.import_state(slot, *hit.state);
@@ -323,6 +325,16 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   sr.max_tokens = live->req.max_tokens;
   sr.sampling = live->req.sampling;
   sr.slot = slot;
+  if (live->req.score_prompt) {
+    sr.score_prompt = std::max(0, live->req.sampling.logprobs);
+    sr.on_prompt_scores = [weak](std::vector<SampledToken> scores) {
+      auto l = weak.lock();
+      if (!l || l->finished) return;
+      auto& all = l->summary.prompt_logprobs;
+      all.insert(all.end(), std::make_move_iterator(scores.begin()), std::make_move_iterator(scores.end()));
+      if (all.size() + 1 == l->req.prompt.size() && l->req.on_prompt_scores) l->req.on_prompt_scores(all);
+    };
+  }
   if (snapshot > cached) {
     sr.snapshots.push_back({snapshot - cached, [this, full, snapshot](int s) {
                               cache_.insert(std::span<const int32_t>(full.data(), snapshot), model_.export_state(s));
@@ -380,6 +392,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   live_[id] = live;
   try {
     live->handle = sched_->submit(std::move(sr));
+    if (live->req.score_prompt && live->req.prompt.size() == 1 && live->req.on_prompt_scores) live->req.on_prompt_scores({});  // nothing to score
   } catch (const Error& e) {
     live_.erase(id);
     if (session.empty()) model_.close_session(slot);

@@ -32,6 +32,7 @@ struct GenerationSummary {
   std::optional<SessionFault> session_fault;  // when the error is the session's (busy, no room, ...)
   std::string text;           // everything generated (also when streaming)
   std::vector<SampledToken> logprobs;  // every generated token, scored, when the request asked (sampling.logprobs)
+  std::vector<SampledToken> prompt_logprobs;  // prompt tokens 2..n scored, when the request asked (score_prompt)
   int prompt_tokens = 0, completion_tokens = 0;
   int cached_tokens = 0;        // prompt tokens that came from the prefix cache or the session's state
   uint64_t session_tokens = 0;  // tokens the session's state has seen once this request ends
@@ -47,6 +48,12 @@ struct ServiceRequest {
   // called many times.
   std::function<void(const std::string& text, const std::vector<SampledToken>& tokens)> on_delta;
   std::function<void(const GenerationSummary&)> on_done;  // exactly once
+  // Score the prompt too: every prompt token after the first, under the model given the ones before it,
+  // with sampling.logprobs alternatives (how clients score text: OpenAI's echo with logprobs). The
+  // prompt then runs whole (no prefix cache); not with a session or siblings. on_prompt_scores gets them
+  // once, before the first delta.
+  bool score_prompt = false;
+  std::function<void(const std::vector<SampledToken>&)> on_prompt_scores{};
   // More samples of the same prompt (OpenAI's n), each a request of its own (callbacks, sampling) without
   // a session. They start from a copy of this request's state once all of its prompt but the last token
   // is in it, so the prompt is prefilled once; with no slot free for a copy, a sibling prefills alone.

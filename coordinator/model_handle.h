@@ -40,11 +40,15 @@ class ModelHandle {
   // Micro-batches: submit() hands over one step of several sessions (each with its own tokens) and may
   // return before it ran, so several steps can be in flight; collect() returns the step's sampled
   // tokens (one per entry with `sample`, in entry order, scored when the session's SamplingParams ask
-  // for logprobs), in submission order.
+  // for logprobs), then the entries' scored positions (in entry order), in submission order.
   struct BatchEntry {
     int session = 0;
     std::vector<int32_t> tokens;
     bool sample = true;  // draw the token that follows the entry's last token
+    // Score the entry's first score_targets.size() positions against these next tokens, score_top
+    // alternatives each (a prompt's log-probabilities); their results follow the samples in collect().
+    std::vector<int32_t> score_targets{};
+    int score_top = 0;
   };
   virtual uint64_t submit(const std::vector<BatchEntry>& entries) = 0;
   virtual void collect(uint64_t step, SampledToken* tokens) = 0;

@@ -47,7 +47,7 @@ uint64_t Scheduler::submit(ScheduledRequest r) {
   model_.set_sampling(a->session, r.sampling);
   a->req = std::move(r);
   uint64_t handle = a->handle;
-  if (a->req.max_tokens <= 0) {
+  if (a->req.max_tokens <= 0 && a->req.score_prompt < 0) {
     if (a->owned) model_.close_session(a->session);
     if (a->req.on_finish) a->req.on_finish("length");
     if (a->req.on_release) a->req.on_release(a->req.prompt);
@@ -82,18 +82,25 @@ bool Scheduler::fill() {
       size_t n = std::min({size_t(chunk_), a.req.prompt.size() - a.prefilled, size_t(budget_ - tokens)});
       const auto& snaps = a.req.snapshots;
       if (a.next_snapshot < snaps.size()) n = std::min(n, snaps[a.next_snapshot].at - a.prefilled);  // a chunk ends at the next point
-      bool last = a.prefilled + n == a.req.prompt.size();
-      entries.push_back({a.session, std::vector<int32_t>(a.req.prompt.begin() + long(a.prefilled), a.req.prompt.begin() + long(a.prefilled + n)), last});
+      const bool last = a.prefilled + n == a.req.prompt.size(), sample = last && a.req.max_tokens > 0;
+      const auto begin = a.req.prompt.begin() + long(a.prefilled);
+      ModelHandle::BatchEntry e{a.session, std::vector<int32_t>(begin, begin + long(n)), sample};
+      if (a.req.score_prompt >= 0) {  // each position against the prompt token after it
+        e.score_targets.assign(begin + 1, begin + long(n) + (last ? 0 : 1));
+        e.score_top = a.req.score_prompt;
+      }
+      const size_t scored = e.score_targets.size();
+      entries.push_back(std::move(e));
       a.prefilled += n;
       while (a.next_snapshot < snaps.size() && snaps[a.next_snapshot].at == a.prefilled) snapshots.push_back({&a, a.next_snapshot++});
       a.awaiting = last;
-      f.entries.push_back({&a, last});
+      f.entries.push_back({&a, sample, scored, last});
       tokens += int(n);
     } else if (!a.awaiting && a.next >= 0) {
       entries.push_back({a.session, {a.next}, true});
       a.awaiting = true;
       a.next = -1;
-      f.entries.push_back({&a, true});
+      f.entries.push_back({&a, true, 0, false});
       tokens += 1;
     }
   }
@@ -123,8 +130,8 @@ void Scheduler::reap() {
   // A finished request leaves once no micro-batch in flight refers to it.
   auto referenced = [&](Active* a) {
     for (auto& f : in_flight_)
-      for (auto& [p, w] : f.entries)
-        if (p == a) return true;
+      for (auto& e : f.entries)
+        if (e.request == a) return true;
     return false;
   };
   active_.erase(std::remove_if(active_.begin(), active_.end(),
@@ -138,17 +145,30 @@ void Scheduler::reap() {
 
 void Scheduler::take_tokens(const InFlight& f) {
   size_t wanted = 0;
-  for (auto& [a, w] : f.entries) wanted += w;
+  for (auto& e : f.entries) wanted += e.sample + e.scored;
   tokens_.resize(wanted);
   model_.collect(f.id, tokens_.data());
 }
 
 void Scheduler::complete(InFlight& f) {
   take_tokens(f);
+  // Scored prompt positions come after the samples; a prompt's scores go out before its first token.
+  size_t scores = 0;
+  for (auto& e : f.entries) scores += e.sample;
+  for (auto& e : f.entries) {
+    Active& a = *e.request;
+    const auto first = tokens_.begin() + long(scores);
+    scores += e.scored;
+    if (!a.done && e.scored && a.req.on_prompt_scores) a.req.on_prompt_scores(std::vector<SampledToken>(first, first + long(e.scored)));
+    if (e.ends_prompt && !e.sample) {  // scored only (max_tokens 0)
+      a.awaiting = false;
+      finish(a, "length");
+    }
+  }
   size_t k = 0;
-  for (auto& [ap, w] : f.entries) {
-    if (!w) continue;
-    Active& a = *ap;
+  for (auto& e : f.entries) {
+    if (!e.sample) continue;
+    Active& a = *e.request;
     const SampledToken& sampled = tokens_[k++];
     const int32_t tok = sampled.token;
     a.awaiting = false;

@@ -36,6 +36,11 @@ struct ScheduledRequest {
     std::function<void(int slot)> call;
   };
   std::vector<Snapshot> snapshots{};
+  // >= 0: score every prompt position after the first against the prompt's next token, with that many
+  // alternatives; on_prompt_scores gets them in prompt order, a chunk at a time. With max_tokens 0 the
+  // prompt still runs (to be scored) and the request then ends "length".
+  int score_prompt = -1;
+  std::function<void(std::vector<SampledToken> scores)> on_prompt_scores{};
 };
 
 class Scheduler {
@@ -61,7 +66,13 @@ class Scheduler {
   struct Active;
   struct InFlight {
     uint64_t id;
-    std::vector<std::pair<Active*, bool>> entries;  // request, samples a token
+    struct Entry {
+      Active* request;
+      bool sample;    // draws a token
+      size_t scored;  // prompt positions it scores
+      bool ends_prompt;
+    };
+    std::vector<Entry> entries;
   };
   bool fill();
   void take_tokens(const InFlight& f);  // the step's sampled tokens into tokens_

@@ -127,6 +127,24 @@ void RwkvModel::head_sample(const float* x, const std::vector<int>& rows, std::s
   for (auto& [i, row] : raw) score_logprobs(row.data(), V, requests[i].logprobs, out[i]);
 }
 
+void RwkvModel::head_score(const float* x, const std::vector<int>& rows, std::span<const int32_t> targets, std::span<const int> tops,
+                           SampledToken* out) {
+  if (targets.size() != rows.size() || tops.size() != rows.size()) fail("internal: ", targets.size(), " targets for ", rows.size(), " rows");
+  // In blocks, so a long prompt chunk over a large vocabulary never holds all its logits at once.
+  constexpr size_t kBlock = 64;
+  const size_t V = size_t(w_.dims.vocab);
+  std::vector<float> logits;
+  for (size_t b = 0; b < rows.size(); b += kBlock) {
+    const size_t n = std::min(kBlock, rows.size() - b);
+    logits.resize(n * V);
+    head(x, std::vector<int>(rows.begin() + long(b), rows.begin() + long(b + n)), logits.data());
+    for (size_t i = 0; i < n; ++i) {
+      out[b + i] = SampledToken{targets[b + i]};
+      score_logprobs(logits.data() + i * V, int(V), tops[b + i], out[b + i]);
+    }
+  }
+}
+
 void RwkvModel::run_layers(float* x, float* v_first, std::span<const StageSequence> batch, int R) {
   std::vector<Seq> seqs;
   int off = 0;

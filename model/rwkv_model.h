@@ -45,6 +45,9 @@ class RwkvModel {
   // The same, then one token per row drawn on this stage's device (only token ids come back, and the
   // log-probabilities of the rows whose requests ask for them).
   void head_sample(const float* x, const std::vector<int>& rows, std::span<const SampleRequest> requests, SampledToken* out);
+  // The same rows' logits scored on the host: out[i] is targets[i] under row i, with tops[i] alternatives
+  // (a prompt's log-probabilities: each position against the token that follows it).
+  void head_score(const float* x, const std::vector<int>& rows, std::span<const int32_t> targets, std::span<const int> tops, SampledToken* out);
 
  private:
   struct Seq { int offset; int n; State* state; };

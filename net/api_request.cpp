@@ -58,7 +58,8 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     return out;
   }
   static const std::set<std::string> known = {"id",    "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
-                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session", "n", "logprobs"};
+                                              "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session", "n", "logprobs",
+                                              "prompt_logprobs"};
   for (auto& [k, v] : j.items())
     if (!known.count(k)) fail("unknown field '", k, "'");
   ApiGenerate g;
@@ -123,6 +124,12 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     const int64_t k = integer(j["logprobs"], "logprobs");
     if (k < 0 || k > kMaxLogprobs) fail("logprobs: must be between 0 and ", kMaxLogprobs, ", got ", k);
     g.sampling.logprobs = int(k);
+  }
+  if (j.contains("prompt_logprobs")) {
+    if (!j["prompt_logprobs"].is_boolean()) fail("prompt_logprobs: must be true or false");
+    g.score_prompt = j["prompt_logprobs"];
+    if (g.score_prompt && g.sampling.logprobs < 0) fail("prompt_logprobs: needs \"logprobs\" (how many alternatives)");
+    if (g.score_prompt && (g.n > 1 || !g.session.empty())) fail("prompt_logprobs: not with n > 1 or a session");
   }
   g.sampling.validate(vocab);
   out.generate = std::move(g);

@@ -18,6 +18,7 @@ struct ApiGenerate {
   bool stream = true;
   std::string session;  // continue this named session ("" = none)
   int n = 1;            // samples of the prompt, from one prefill (sample i draws with seed + i)
+  bool score_prompt = false;  // "prompt_logprobs": score the prompt's tokens too (needs "logprobs")
 };
 
 // Samples one request may ask for (n), over TCP and HTTP.

@@ -186,6 +186,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     stream_mode_ = r.stream;
     include_usage_ = r.include_usage;
     logprobs_ = r.sampling.logprobs >= 0;
+    echo_ = r.echo;
+    echo_text_ = r.echo_text;
+    if (echo_ && logprobs_) prompt_ids_ = r.prompt;
     id_ = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(unix_now()) + "-" + std::to_string(++g_next_id);
     created_ = unix_now();
     choices_.assign(size_t(r.n), Choice{});
@@ -195,10 +198,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     base.max_tokens = r.max_tokens;
     base.sampling = std::move(r.sampling);
     base.session = r.session;
+    base.score_prompt = echo_ && logprobs_;
     // Choice i is sample i (samples_of); its callbacks tell its index.
     ServiceRequest first = samples_of(base, r.n, [&](ServiceRequest& sr, int i) {
       // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
       asio::io_context& io = io_;
+      if (r.stream && sr.score_prompt)
+        sr.on_prompt_scores = [&io, weak, i](const std::vector<SampledToken>& scores) {
+          asio::post(io, [weak, scores, i] {
+            if (auto c = weak.lock()) c->stream_echo(i, scores);
+          });
+        };
       if (r.stream)
         sr.on_delta = [&io, weak, i](const std::string& text, const std::vector<SampledToken>& tokens) {
           std::vector<SampledToken> scored;
@@ -227,6 +237,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       send_raw(std::move(head));
       if (chat_)
         for (int i = 0; i < int(choices_.size()); ++i) send_event(chunk(i, json{{"role", "assistant"}, {"content", ""}}, nullptr));
+      if (echo_ && !logprobs_)  // else once the prompt is scored
+        for (int i = 0; i < int(choices_.size()); ++i) send_event(chunk(i, json(echo_text_), nullptr));
     }
     watch_disconnect();
   }
@@ -264,6 +276,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       if (!text.empty()) started = true;
     }
     return text;
+  }
+
+  void stream_echo(int index, const std::vector<SampledToken>& scores) {
+    send_event(chunk(index, json(echo_text_), nullptr, echo_logprobs(tok_, prompt_ids_, scores, choices_[size_t(index)].text_offset)));
   }
 
   // Tokens whose text the chat reply drops (its first space) still carry their log-probabilities.
@@ -316,8 +332,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       const GenerationSummary& c = choices_[i].summary;
       json choice = {{"index", i}, {"finish_reason", openai_finish(c.finish_reason)}};
       if (chat_) choice["message"] = {{"role", "assistant"}, {"content", content(int(i), c.text)}};
-      else choice["text"] = c.text;
-      choice["logprobs"] = logprobs(int(i), c.logprobs);
+      else choice["text"] = (echo_ ? echo_text_ : "") + c.text;
+      if (echo_ && logprobs_) {
+        json lp = echo_logprobs(tok_, prompt_ids_, c.prompt_logprobs, choices_[i].text_offset);
+        append_logprobs(lp, logprobs(int(i), c.logprobs));
+        choice["logprobs"] = lp;
+      } else {
+        choice["logprobs"] = logprobs(int(i), c.logprobs);
+      }
       list.push_back(choice);
     }
     json body = {{"id", id_}, {"object", chat_ ? "chat.completion" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
@@ -401,6 +423,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   std::vector<Choice> choices_;
   bool chat_ = false, stream_mode_ = false, include_usage_ = false, closing_ = false, abandoned_ = false;
   bool logprobs_ = false;  // the request asked for log-probabilities
+  bool echo_ = false;      // completions: the prompt starts the reply (and, with logprobs, is scored)
+  std::string echo_text_;
+  std::vector<int32_t> prompt_ids_;  // echo with logprobs
   int running_ = 0;  // choices not yet done
   uint64_t service_id_ = 0;  // the first choice's: cancelling it cancels every choice
   std::string id_;

@@ -11,13 +11,6 @@ namespace {
 
 std::string token_bytes(const Tokenizer& tok, int32_t token) { return tok.decode(std::span<const int32_t>(&token, 1)); }
 
-// Characters the token adds to the text: its bytes that start a character.
-size_t characters(const std::string& bytes) {
-  size_t n = 0;
-  for (unsigned char c : bytes) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
 std::string text_of(const std::string& bytes) {
   if (is_utf8(bytes)) return bytes;
   std::string out = "bytes:";
@@ -36,6 +29,13 @@ nlohmann::json byte_list(const std::string& bytes) {
 }
 
 }  // namespace
+
+// A byte that starts a character counts one: a token that ends inside a character adds it.
+size_t characters(const std::string& bytes) {
+  size_t n = 0;
+  for (unsigned char c : bytes) n += (c & 0xC0) != 0x80;
+  return n;
+}
 
 std::string openai_token_text(const Tokenizer& tok, int32_t token) { return text_of(token_bytes(tok, token)); }
 
@@ -72,6 +72,26 @@ nlohmann::json chat_logprobs(const Tokenizer& tok, const std::vector<SampledToke
     content.push_back(e);
   }
   return {{"content", content}, {"refusal", nullptr}};
+}
+
+nlohmann::json echo_logprobs(const Tokenizer& tok, const std::vector<int32_t>& prompt, const std::vector<SampledToken>& scores,
+                             size_t& text_offset) {
+  nlohmann::json out = {{"tokens", nlohmann::json::array()}, {"token_logprobs", nlohmann::json::array()},
+                        {"top_logprobs", nlohmann::json::array()}, {"text_offset", nlohmann::json::array()}};
+  if (prompt.empty()) return out;
+  const std::string first = token_bytes(tok, prompt.front());
+  out["tokens"].push_back(text_of(first));
+  out["token_logprobs"].push_back(nullptr);
+  out["top_logprobs"].push_back(nullptr);
+  out["text_offset"].push_back(text_offset);
+  text_offset += characters(first);
+  append_logprobs(out, completion_logprobs(tok, scores, text_offset));
+  return out;
+}
+
+void append_logprobs(nlohmann::json& into, const nlohmann::json& more) {
+  for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+    for (const auto& v : more[key]) into[key].push_back(v);
 }
 
 }  // namespace skein

@@ -19,4 +19,13 @@ std::string openai_token_text(const Tokenizer& tok, int32_t token);
 nlohmann::json completion_logprobs(const Tokenizer& tok, const std::vector<SampledToken>& tokens, size_t& text_offset);
 nlohmann::json chat_logprobs(const Tokenizer& tok, const std::vector<SampledToken>& tokens);
 
+// echo: the prompt's tokens in the completions shape, the first without a figure (null, as OpenAI gives
+// it), the others from `scores` (prompt tokens 2..n scored).
+nlohmann::json echo_logprobs(const Tokenizer& tok, const std::vector<int32_t>& prompt, const std::vector<SampledToken>& scores,
+                             size_t& text_offset);
+// Appends a completions logprobs object to another (the echoed prompt's, then the completion's).
+void append_logprobs(nlohmann::json& into, const nlohmann::json& more);
+// Characters of a text (text_offset's unit).
+size_t characters(const std::string& bytes);
+
 }  // namespace skein

@@ -78,15 +78,20 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     if (!j.contains("prompt")) fail("prompt: required");
     const auto& p = j["prompt"];
     if (p.is_string()) {
-      r.prompt = tok.encode(p.get<std::string>());
+      r.echo_text = p.get<std::string>();
     } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
-      r.prompt = tok.encode(p[0].get<std::string>());
+      r.echo_text = p[0].get<std::string>();
     } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
       r.prompt = json_fields::token_ids(p, "prompt", vocab);
+      r.echo_text = tok.decode(r.prompt);
     } else {
       fail("prompt: must be a string, an array with one string, or an array of token ids");
     }
-    if (j.contains("echo") && !(j["echo"].is_boolean() && !j["echo"].get<bool>())) fail("echo: only false is supported");
+    if (r.prompt.empty()) r.prompt = tok.encode(r.echo_text);
+    if (j.contains("echo") && !j["echo"].is_null()) {
+      if (!j["echo"].is_boolean()) fail("echo: must be true or false");
+      r.echo = j["echo"];
+    }
   }
   if (r.prompt.empty()) fail(chat ? "messages: the prompt is empty" : "prompt: must not be empty");
   if (int(r.prompt.size()) > limits.max_prompt_tokens)
@@ -173,6 +178,8 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     SessionStore::check_name(r.session);
     if (r.n > 1) fail("n: several samples cannot continue one session");
   }
+  if (r.echo && r.sampling.logprobs >= 0 && (r.n > 1 || !r.session.empty()))
+    fail("echo: with logprobs, the prompt is scored for one choice without a session (n 1, no session)");
   r.sampling.validate(vocab);
   return r;
 }

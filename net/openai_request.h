@@ -22,6 +22,8 @@ struct OpenAiRequest {
   bool include_usage = false;  // stream_options.include_usage
   std::string session;
   int n = 1;  // samples of the prompt (choice i draws with seed + i)
+  bool echo = false;      // completions: the reply's text starts with the prompt's (and its logprobs with the prompt's)
+  std::string echo_text;  // the prompt as text
 };
 
 

@@ -55,6 +55,7 @@ std::string ControlMessage::encode() const {
   put(s, step);
   put_vec(s, entries);
   put_vec(s, tokens);
+  put_vec(s, targets);
   put(s, slot);
   put(s, slot2);
   put_vec(s, state);
@@ -70,6 +71,7 @@ ControlMessage ControlMessage::decode(const std::string& bytes) {
   m.step = r.get<uint64_t>();
   m.entries = r.get_vec<StepEntry>();
   m.tokens = r.get_vec<int32_t>();
+  m.targets = r.get_vec<int32_t>();
   m.slot = r.get<int32_t>();
   m.slot2 = r.get<int32_t>();
   m.state = r.get_vec<float>();

@@ -41,6 +41,10 @@ struct StepEntry {
   int32_t slot = 0;
   int32_t n_tokens = 0;
   Want want = Want::None;
+  // Sampling steps: the entry's first `scored` positions are scored against their next tokens (the
+  // message's `targets`, entries in order) with `top` alternatives each (a prompt's log-probabilities).
+  int32_t scored = 0;
+  int32_t top = 0;
 };
 
 struct ControlMessage {
@@ -48,6 +52,7 @@ struct ControlMessage {
   uint64_t step = 0;
   std::vector<StepEntry> entries;  // Step
   std::vector<int32_t> tokens;     // Step: all entries' tokens, in order (used by the first stage)
+  std::vector<int32_t> targets;    // Step: the scored positions' next tokens, in entry order (used by the last stage)
   int32_t slot = -1, slot2 = -1;   // slot operations (CloneSlot: slot -> slot2)
   std::vector<float> state;        // ImportSlot: this stage's shard
   std::string blob;                // SetSampling: encoded SamplingParams; SetPenaltyFree: one byte per token
@@ -56,7 +61,8 @@ struct ControlMessage {
   static ControlMessage decode(const std::string& bytes);  // throws skein::Error on malformed input
 };
 
-// A sampling step's result, last stage to rank 0: one SampledToken per sampling entry, in entry order.
+// A sampling step's result, last stage to rank 0: one SampledToken per sampling entry, in entry order,
+// then one per scored position, in entry order.
 std::string encode_sampled(const std::vector<SampledToken>& rows);
 std::vector<SampledToken> decode_sampled(const std::string& bytes, size_t rows);  // throws skein::Error
 

@@ -107,16 +107,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::string id = g.id;
     const bool stream = g.stream;
     const int n = g.n;
+    const bool logprobs = g.sampling.logprobs >= 0, score_prompt = g.score_prompt;
     ServiceRequest base;
     base.prompt = std::move(g.prompt);
     base.max_tokens = g.max_tokens;
     base.sampling = std::move(g.sampling);
     base.session = g.session;
+    base.score_prompt = g.score_prompt;
     // Sample i (samples_of); with several, every event carries its "index".
     ServiceRequest first = samples_of(base, n, [&](ServiceRequest& sr, int i) {
       // Called on the service thread, possibly after this connection is gone: they hold only the
       // io_context (which outlives every connection) and a weak pointer; format there, write on the I/O thread.
       asio::io_context& io = io_;
+      if (stream && sr.score_prompt)
+        sr.on_prompt_scores = [&io, weak, id](const std::vector<SampledToken>& scores) {
+          post(io, weak, json_text({{"id", id}, {"event", "prompt"}, {"logprobs", logprobs_json(scores)}}));
+        };
       if (stream)
         sr.on_delta = [&io, weak, id, i, n](const std::string& text, const std::vector<SampledToken>& tokens) {
           nlohmann::json ids = nlohmann::json::array();
@@ -126,7 +132,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
           if (n > 1) j["index"] = i;
           post(io, weak, json_text(j));
         };
-      sr.on_done = [&io, weak, id, stream, i, n](const GenerationSummary& s) {
+      sr.on_done = [&io, weak, id, stream, i, n, logprobs, score_prompt](const GenerationSummary& s) {
         nlohmann::json j = {{"id", id},
                             {"event", s.finish_reason == "error" ? "error" : "done"},
                             {"finish_reason", s.finish_reason},
@@ -136,7 +142,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
                             {"timing_ms", {{"queue", s.queue_ms}, {"prefill", s.prefill_ms}, {"decode", s.decode_ms}}}};
         if (n > 1) j["index"] = i;
         if (!stream) j["text"] = s.text;
-        if (!stream && !s.logprobs.empty()) j["logprobs"] = logprobs_json(s.logprobs);
+        if (!stream && logprobs && s.error.empty()) j["logprobs"] = logprobs_json(s.logprobs);
+        if (!stream && score_prompt && s.error.empty()) j["prompt_logprobs"] = logprobs_json(s.prompt_logprobs);
         if (s.session_tokens) j["session_tokens"] = s.session_tokens;
         if (!s.error.empty()) j["error"] = s.error;
         std::string line = json_text(j);

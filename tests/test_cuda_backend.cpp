@@ -95,7 +95,8 @@ TEST_F(CudaBackendTest, MixedCpuGpuPlanAndGreedyTokens) {
 }
 
 // Log-probabilities of tokens drawn on a GPU stage are the CPU's: the raw logits' log-softmax, taken
-// before the GPU sampler penalises them in place; rows that do not ask stay unscored.
+// before the GPU sampler penalises them in place; rows that do not ask stay unscored; prompt positions
+// scored against their next tokens agree too.
 TEST_F(CudaBackendTest, LogprobsOfTokensDrawnOnTheGpuAreTheCpusFigures) {
   for (std::string t : {"tiny-rwkv-5v2-730K", "tiny-rwkv-7v0-834K"}) {
     const std::string path = shared_dir() + "/models/" + t + ".pth";
@@ -105,7 +106,7 @@ TEST_F(CudaBackendTest, LogprobsOfTokensDrawnOnTheGpuAreTheCpusFigures) {
     auto draw = [&](Engine& e) {
       std::vector<SessionState> states;
       std::vector<SampleRequest> requests(prompts.size());
-      std::vector<SampledToken> out(prompts.size());
+      std::vector<SampledToken> out(prompts.size() * 5);  // the draws, then each prompt's scored positions
       std::vector<EngineSequence> seqs;
       for (size_t i = 0; i < prompts.size(); ++i) states.push_back(e.new_state());
       for (size_t i = 0; i < prompts.size(); ++i) {
@@ -115,13 +116,17 @@ TEST_F(CudaBackendTest, LogprobsOfTokensDrawnOnTheGpuAreTheCpusFigures) {
         EngineSequence q{prompts[i], &states[i], nullptr, false};
         q.sample = &requests[i];
         q.token = &out[i];
+        q.score_targets = std::span<const int32_t>(prompts[i]).subspan(1);  // each position against the next token
+        q.score_top = 2;
+        q.scores = out.data() + prompts.size() + i * 4;
         seqs.push_back(q);
       }
       e.forward(seqs);
       return out;
     };
     const auto want = draw(*cpu.model), got = draw(*gpu.model);
-    for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_TRUE(want[prompts.size()].scored && want[0].scored);
+    for (size_t i = 0; i < got.size(); ++i) {  // (a short prompt leaves some of its four places unused: equal too)
       EXPECT_EQ(got[i].token, want[i].token) << t << " row " << i;
       EXPECT_EQ(got[i].scored, want[i].scored) << t << " row " << i;
       EXPECT_NEAR(got[i].logprob, want[i].logprob, 1e-3) << t << " row " << i;

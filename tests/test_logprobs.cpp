@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <numeric>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -359,6 +361,148 @@ TEST(Logprobs, HttpCompletionsAndChatInOpenAisShapes) {
   ASSERT_EQ(streamed.size(), content.size());
   // (Near, not equal: the second request starts from the prefix cache, so its prompt ran in other chunks.)
   for (size_t i = 0; i < content.size(); ++i) EXPECT_NEAR(streamed[i].get<double>(), content[i]["logprob"].get<double>(), 1e-5);
+}
+
+// Log-softmax rows of `skein logits --all-positions` over `ids` (the tiny byte-level model).
+std::vector<std::vector<double>> reference_rows(const std::vector<int32_t>& ids) {
+  const std::string out = temp_dir() + "/logprobs-rows.f32";
+  auto r = run_skein("logits --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --tokens " + join(ids) + " --all-positions --out " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const std::vector<float> logits = read_f32(out);
+  std::vector<std::vector<double>> rows;
+  for (size_t i = 0; i * 256 < logits.size(); ++i) rows.push_back(log_softmax(logits.data() + i * 256, 256));
+  return rows;
+}
+
+std::vector<int32_t> bytes_of(const std::string& s) { return std::vector<int32_t>(s.begin(), s.end()); }
+
+// Prompt token i+1 scored under position i, against the reference.
+void expect_prompt_scores(const json& scores, const std::string& prompt, int top) {
+  const auto ids = bytes_of(prompt);
+  ASSERT_EQ(scores.size(), ids.size() - 1) << scores.dump();
+  const auto rows = reference_rows(ids);
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    EXPECT_EQ(scores[i]["token"], ids[i + 1]) << i;
+    EXPECT_NEAR(scores[i]["logprob"].get<double>(), rows[i][size_t(ids[i + 1])], 1e-4) << "position " << i;
+    ASSERT_EQ(scores[i]["top"].size(), size_t(top));
+    for (auto& a : scores[i]["top"]) EXPECT_NEAR(a["logprob"].get<double>(), rows[i][a["token"].get<size_t>()], 1e-4) << "position " << i;
+  }
+}
+
+// Prompts run in chunks of 7 tokens, micro-batches of 16 rows: a scored prompt spans many steps, its
+// chunks share them with other requests, and every chunk's last position is scored against the next
+// chunk's first token.
+const char* kSmallSteps = "[scheduler]\nmicro_batch_tokens = 16\nprefill_chunk = 7\n";
+const std::string kLongPrompt = "It was a dark and stormy night; the rain fell in torrents, except at occasional intervals.";
+
+void check_prompt_scores(int port) {
+  Client c(port);
+  c.send(R"({"id": "other", "prompt": "The man said", "max_tokens": 30, "temperature": 0})");
+  c.send(json{{"id", "p"}, {"prompt", kLongPrompt}, {"max_tokens", 3}, {"temperature", 0}, {"logprobs", 2}, {"prompt_logprobs", true}, {"stream", false}}.dump());
+  c.send(json{{"id", "zero"}, {"prompt", kLongPrompt}, {"max_tokens", 0}, {"logprobs", 0}, {"prompt_logprobs", true}, {"stream", false}}.dump());
+  c.send(json{{"id", "s"}, {"prompt", kLongPrompt}, {"max_tokens", 2}, {"temperature", 0}, {"logprobs", 2}, {"prompt_logprobs", true}}.dump());
+  std::map<std::string, std::vector<json>> events;
+  std::set<std::string> done;
+  while (done.size() < 4) {
+    json e = c.event();
+    ASSERT_FALSE(e.is_null()) << "timed out";
+    events[e["id"]].push_back(e);
+    if (e["event"] == "done" || e["event"] == "error") done.insert(e["id"]);
+  }
+  const json& p = events["p"].back();
+  ASSERT_EQ(p["event"], "done") << p.dump();
+  expect_prompt_scores(p["prompt_logprobs"], kLongPrompt, 2);
+  EXPECT_EQ(p["logprobs"].size(), 3u);
+  const json& zero = events["zero"].back();
+  ASSERT_EQ(zero["event"], "done") << zero.dump();
+  EXPECT_EQ(zero["completion_tokens"], 0);
+  EXPECT_EQ(zero["finish_reason"], "length");
+  expect_prompt_scores(zero["prompt_logprobs"], kLongPrompt, 0);
+  // Streamed: one "prompt" event, before the first delta.
+  const auto& s = events["s"];
+  ASSERT_GE(s.size(), 3u);
+  ASSERT_EQ(s[0]["event"], "prompt") << s[0].dump();
+  EXPECT_EQ(s[1]["event"], "delta");
+  expect_prompt_scores(s[0]["logprobs"], kLongPrompt, 2);
+  EXPECT_EQ(events["other"].back()["event"], "done");
+}
+
+TEST(Logprobs, PromptsAreScoredAcrossChunksAndSharedSteps) {
+  const std::string config = temp_dir() + "/small-steps.toml";
+  write_file(config, kSmallSteps);
+  Server server("--config " + config);
+  ASSERT_GT(server.port(), 0) << server.output();
+  check_prompt_scores(server.port());
+}
+
+TEST(Logprobs, PromptsAreScoredOnTheCluster) {
+  const std::string config = temp_dir() + "/small-steps.toml";
+  write_file(config, kSmallSteps);
+  Server server("--config " + config, 3);
+  ASSERT_GT(server.port(), 0) << server.output();
+  check_prompt_scores(server.port());
+}
+
+// What lm-evaluation-harness sends to score a continuation: echo, logprobs, max_tokens 1.
+TEST(Logprobs, HttpEchoScoresThePromptAsOpenAiDoes) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const int port = server.http_port();
+  const json ask = {{"prompt", kLongPrompt}, {"max_tokens", 1}, {"temperature", 0}, {"logprobs", 1}, {"echo", true}};
+  auto r = http_request(port, "POST", "/v1/completions", ask.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json choice = r.json()["choices"][0];
+  const json& lp = choice["logprobs"];
+  const auto ids = bytes_of(kLongPrompt);
+  ASSERT_EQ(lp["tokens"].size(), ids.size() + 1);
+  std::string joined;
+  for (auto& t : lp["tokens"]) joined += t.get<std::string>();
+  EXPECT_EQ(joined, choice["text"]);
+  EXPECT_EQ(choice["text"].get<std::string>().rfind(kLongPrompt, 0), 0u);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  const auto rows = reference_rows(ids);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), rows[i - 1][size_t(ids[i])], 1e-4) << i;
+    EXPECT_EQ(lp["text_offset"][i], i);
+  }
+  // Streamed: the echoed prompt first, with its figures, then the completion.
+  json streamed = ask;
+  streamed["stream"] = true;
+  auto s = http_request(port, "POST", "/v1/completions", streamed.dump());
+  auto events = sse_events(s.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[0]["choices"][0]["text"], kLongPrompt);
+  EXPECT_EQ(events[0]["choices"][0]["logprobs"]["tokens"].size(), ids.size());
+  std::string text;
+  for (auto& e : events)
+    if (e != "[DONE]") text += e["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(text, choice["text"]);
+  // Echo alone repeats the prompt; echo with logprobs is for one choice without a session.
+  auto plain = http_request(port, "POST", "/v1/completions", R"({"prompt": "The man said", "max_tokens": 3, "temperature": 0, "echo": true})");
+  EXPECT_EQ(plain.json()["choices"][0]["text"], "The man said to");
+  auto two = http_request(port, "POST", "/v1/completions", R"({"prompt": "x", "logprobs": 1, "echo": true, "n": 2})");
+  EXPECT_EQ(two.status, 400);
+  EXPECT_NE(two.body.find("echo: with logprobs"), std::string::npos) << two.body;
+}
+
+TEST(Logprobs, PromptScoringIsRefusedWhereItCannotHold) {
+  ByteTokenizer tok;
+  ApiLimits limits;
+  auto tcp_error = [&](const std::string& extra) {
+    try {
+      parse_api_line(R"({"id": "a", "prompt": "x")" + extra + "}", tok, 256, limits);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(tcp_error(R"(, "logprobs": 1, "prompt_logprobs": true)"), "accepted");
+  EXPECT_EQ(tcp_error(R"(, "prompt_logprobs": true)"), "prompt_logprobs: needs \"logprobs\" (how many alternatives)");
+  EXPECT_EQ(tcp_error(R"(, "logprobs": 1, "prompt_logprobs": 1)"), "prompt_logprobs: must be true or false");
+  EXPECT_EQ(tcp_error(R"(, "logprobs": 1, "n": 2, "prompt_logprobs": true)"), "prompt_logprobs: not with n > 1 or a session");
+  EXPECT_EQ(tcp_error(R"(, "logprobs": 1, "session": "s", "prompt_logprobs": true)"), "prompt_logprobs: not with n > 1 or a session");
+  EXPECT_EQ(tcp_error(R"(, "echo": true)"), "unknown field 'echo'");
 }
 
 }  // namespace

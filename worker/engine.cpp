@@ -98,6 +98,8 @@ void Engine::forward(std::span<const EngineSequence> batch) {
     if (!s.state || s.state->shards.size() != stages_.size()) fail("internal: session state does not match the engine's stages");
     for (int32_t t : s.tokens)
       if (t < 0 || t >= dims_.vocab) fail("token id ", t, " is out of range for vocabulary size ", dims_.vocab);
+    for (int32_t t : s.score_targets)
+      if (t < 0 || t >= dims_.vocab) fail("token id ", t, " is out of range for vocabulary size ", dims_.vocab);
     tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
   }
   const int R = int(tokens.size());
@@ -147,6 +149,25 @@ void Engine::forward(std::span<const EngineSequence> batch) {
     size_t k = 0;
     for (auto& s : batch)
       if (s.sample && !s.tokens.empty()) *s.token = std::move(tokens[k++]);
+  }
+  std::vector<int> score_rows, tops;
+  std::vector<int32_t> targets;
+  off = 0;
+  for (auto& s : batch) {
+    if (s.score_targets.size() > s.tokens.size()) fail("internal: ", s.score_targets.size(), " targets for ", s.tokens.size(), " tokens");
+    for (size_t t = 0; t < s.score_targets.size(); ++t) {
+      score_rows.push_back(off + int(t));
+      tops.push_back(s.score_top);
+    }
+    targets.insert(targets.end(), s.score_targets.begin(), s.score_targets.end());
+    off += int(s.tokens.size());
+  }
+  if (!score_rows.empty()) {
+    std::vector<SampledToken> scores(score_rows.size());
+    stages_.back()->head_score(a->x.get(), score_rows, targets, tops, scores.data());
+    size_t k = 0;
+    for (auto& s : batch)
+      for (size_t t = 0; t < s.score_targets.size(); ++t) s.scores[t] = std::move(scores[k++]);
   }
   if (rows.empty()) return;
   const size_t V = size_t(dims_.vocab);

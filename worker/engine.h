@@ -40,6 +40,11 @@ struct EngineSequence {
   // Or: draw the next token from the last position's logits where they are computed (no logits then).
   const SampleRequest* sample = nullptr;
   SampledToken* token = nullptr;
+  // And: score the first score_targets.size() positions against these next tokens into scores[]
+  // (score_top alternatives each): a prompt's log-probabilities.
+  std::span<const int32_t> score_targets{};
+  int score_top = 0;
+  SampledToken* scores = nullptr;
 };
 
 class Engine {

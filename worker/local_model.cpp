@@ -31,9 +31,11 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
   for (auto& e : entries)
     if (e.sample) sampling.push_back(e.session);
   std::vector<SampleRequest> requests = samplers_.prepare(sampling);
-  std::vector<SampledToken> tokens(requests.size());
+  size_t scored = 0;
+  for (auto& e : entries) scored += e.score_targets.size();
+  std::vector<SampledToken> tokens(requests.size() + scored);  // samples, then scored positions
   std::vector<EngineSequence> batch;
-  size_t row = 0;
+  size_t row = 0, score = requests.size();
   for (auto& e : entries) {
     EngineSequence q{e.tokens, &get(e.session), nullptr, false};
     if (e.sample) {
@@ -41,11 +43,15 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
       q.token = &tokens[row];
       ++row;
     }
+    q.score_targets = e.score_targets;
+    q.score_top = e.score_top;
+    q.scores = tokens.data() + score;
+    score += e.score_targets.size();
     batch.push_back(q);
   }
   auto t0 = std::chrono::steady_clock::now();
   engine_.forward(batch);
-  samplers_.record(sampling, tokens);
+  samplers_.record(sampling, tokens);  // the samples (the scored positions after them are not drawn)
   busy_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   results_[++step_] = std::move(tokens);
   return step_;

@@ -166,8 +166,9 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           out_pending[out_i] = world.isend(links.next, kTagActivations, o.data(), o.size() * sizeof(float));
           break;
         }
-        // Logits for the entries that want them back, then the sampled tokens (one message each).
-        std::vector<int> rows;
+        // Logits for the entries that want them back, or the sampled tokens and scored positions (one
+        // message either way).
+        std::vector<int> rows, score_rows, tops;
         std::vector<int> sample_slots;
         int off = 0;
         for (auto& e : m.entries) {
@@ -176,22 +177,32 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           else if ((e.want == Want::Last || e.want == Want::Sample) && e.n_tokens > 0)
             rows.push_back(off + e.n_tokens - 1);
           if (e.want == Want::Sample) sample_slots.push_back(e.slot);
+          if (e.scored < 0 || e.scored > e.n_tokens || e.top < 0 || e.top > kMaxLogprobs)
+            fail("stage worker: an entry of ", e.n_tokens, " tokens asks to score ", e.scored, " with ", e.top, " alternatives");
+          for (int t = 0; t < e.scored; ++t) {
+            score_rows.push_back(off + t);
+            tops.push_back(e.top);
+          }
           off += e.n_tokens;
         }
-        if (rows.empty()) break;
+        if (score_rows.size() != m.targets.size()) fail("stage worker: ", m.targets.size(), " targets for ", score_rows.size(), " scored positions");
+        for (int32_t t : m.targets)
+          if (t < 0 || t >= d.vocab) fail("token id ", t, " is out of range for vocabulary size ", d.vocab);
+        if (rows.empty() && score_rows.empty()) break;
         if (sample_slots.size() < rows.size()) {
-          if (!sample_slots.empty()) fail("stage worker: a step may not mix logits and sampling entries");
+          if (!sample_slots.empty() || !score_rows.empty()) fail("stage worker: a step may not mix logits with sampling or scoring entries");
           std::vector<float> logits(rows.size() * V);
           stage.head(x.get(), rows, logits.data());
           world.send(links.coordinator, kTagResult, logits.data(), logits.size() * sizeof(float));
           break;
         }
         // Sampled where the logits are (on a GPU stage, on the GPU): only token ids travel (with the
-        // log-probabilities of the requests that ask for them).
+        // log-probabilities of the requests that ask for them), then the scored positions.
         std::vector<SampleRequest> requests = samplers.prepare(sample_slots);
-        std::vector<SampledToken> tokens(rows.size());
-        stage.head_sample(x.get(), rows, requests, tokens.data());
+        std::vector<SampledToken> tokens(rows.size() + score_rows.size());
+        if (!rows.empty()) stage.head_sample(x.get(), rows, requests, tokens.data());
         samplers.record(sample_slots, tokens);
+        if (!score_rows.empty()) stage.head_score(x.get(), score_rows, m.targets, tops, tokens.data() + rows.size());
         world.send(links.coordinator, kTagResult, encode_sampled(tokens));
         break;
       }

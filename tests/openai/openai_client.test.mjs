@@ -73,6 +73,15 @@ test('logprobs come back in the package\'s shapes', async () => {
   assert.ok(content.every((t) => t.top_logprobs.length === 3 && t.top_logprobs[0].token === t.token && t.bytes.length > 0));
 });
 
+test('echo with logprobs scores the prompt, as lm-evaluation-harness asks', async () => {
+  const r = await client.completions.create({ ...greedy, prompt: 'The man said', max_tokens: 1, logprobs: 1, echo: true });
+  const lp = r.choices[0].logprobs;
+  assert.ok(r.choices[0].text.startsWith('The man said'));
+  assert.equal(lp.tokens.length, 'The man said'.length + 1);
+  assert.equal(lp.token_logprobs[0], null);
+  assert.ok(lp.token_logprobs.slice(1).every((x) => x < 0));
+});
+
 test('models are listed', async () => {
   const models = [];
   for await (const m of client.models.list()) models.push(m.id);
