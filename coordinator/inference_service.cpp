@@ -233,6 +233,8 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     if (l->have_first) {
       l->summary.prefill_ms = ms(l->first_token - l->started);
       l->summary.decode_ms = ms(now - l->first_token);
+    } else if (l->started != Clock::time_point{}) {
+      l->summary.prefill_ms = ms(now - l->started);  // ended before a first token: prefilling (or scoring) all along
     }
     tokens_out_ += uint64_t(l->summary.completion_tokens);
     if (!l->req.session.empty())

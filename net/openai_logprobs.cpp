@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <span>
 
+#include "common/json_text.h"
 #include "model/tokenizer.h"
 
 namespace skein {
@@ -45,11 +46,11 @@ nlohmann::json completion_logprobs(const Tokenizer& tok, const std::vector<Sampl
   for (const SampledToken& t : tokens) {
     const std::string bytes = token_bytes(tok, t.token);
     texts.push_back(text_of(bytes));
-    logprobs.push_back(t.logprob);
+    logprobs.push_back(json_float(t.logprob));
     nlohmann::json top = nlohmann::json::object();
     for (const TokenLogprob& a : t.top) {
       const std::string name = openai_token_text(tok, a.token);
-      if (!top.contains(name)) top[name] = a.logprob;  // two tokens with one text: the likelier names it
+      if (!top.contains(name)) top[name] = json_float(a.logprob);  // two tokens with one text: the likelier names it
     }
     tops.push_back(top);
     offsets.push_back(text_offset);
@@ -61,7 +62,7 @@ nlohmann::json completion_logprobs(const Tokenizer& tok, const std::vector<Sampl
 nlohmann::json chat_logprobs(const Tokenizer& tok, const std::vector<SampledToken>& tokens) {
   auto entry = [&](int32_t token, float logprob) {
     const std::string bytes = token_bytes(tok, token);
-    return nlohmann::json{{"token", text_of(bytes)}, {"logprob", logprob}, {"bytes", byte_list(bytes)}};
+    return nlohmann::json{{"token", text_of(bytes)}, {"logprob", json_float(logprob)}, {"bytes", byte_list(bytes)}};
   };
   nlohmann::json content = nlohmann::json::array();
   for (const SampledToken& t : tokens) {

@@ -22,8 +22,8 @@ nlohmann::json logprobs_json(const std::vector<SampledToken>& tokens) {
   nlohmann::json out = nlohmann::json::array();
   for (const SampledToken& t : tokens) {
     nlohmann::json top = nlohmann::json::array();
-    for (const TokenLogprob& a : t.top) top.push_back({{"token", a.token}, {"logprob", a.logprob}});
-    out.push_back({{"token", t.token}, {"logprob", t.logprob}, {"top", top}});
+    for (const TokenLogprob& a : t.top) top.push_back({{"token", a.token}, {"logprob", json_float(a.logprob)}});
+    out.push_back({{"token", t.token}, {"logprob", json_float(t.logprob)}, {"top", top}});
   }
   return out;
 }
@@ -124,11 +124,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
           post(io, weak, json_text({{"id", id}, {"event", "prompt"}, {"logprobs", logprobs_json(scores)}}));
         };
       if (stream)
-        sr.on_delta = [&io, weak, id, i, n](const std::string& text, const std::vector<SampledToken>& tokens) {
+        sr.on_delta = [&io, weak, id, i, n, logprobs](const std::string& text, const std::vector<SampledToken>& tokens) {
           nlohmann::json ids = nlohmann::json::array();
           for (const SampledToken& t : tokens) ids.push_back(t.token);
           nlohmann::json j = {{"id", id}, {"event", "delta"}, {"text", text}, {"tokens", ids}};
-          if (!tokens.empty() && tokens.front().scored) j["logprobs"] = logprobs_json(tokens);
+          if (logprobs) j["logprobs"] = logprobs_json(tokens);  // also [] beside "tokens": [] (a character finished late)
           if (n > 1) j["index"] = i;
           post(io, weak, json_text(j));
         };

@@ -8,10 +8,12 @@
 #include <cstring>
 #include <map>
 #include <numeric>
+#include <random>
 #include <set>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "net/api_request.h"
 #include "net/openai_logprobs.h"
 #include "net/openai_request.h"
@@ -81,6 +83,22 @@ TEST(Logprobs, ScoringIsLogSoftmaxWithTheLikeliestFirst) {
   score_logprobs(nan.data(), 3, 3, n);
   EXPECT_EQ(n.top[0].token, 2);
   EXPECT_EQ(n.top[2].token, 1);
+}
+
+// Figures go out in their shortest form, and read back as the same float.
+TEST(Logprobs, FiguresAreWrittenShortAndReadBackExactly) {
+  EXPECT_EQ(json(json_float(-0.16969865560531616f)).dump(), "-0.16969866");
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> any(-40.0f, 0.0f);
+  size_t bytes = 0;
+  for (int i = 0; i < 100000; ++i) {
+    const float f = any(rng);
+    const std::string text = json(json_float(f)).dump();
+    bytes += text.size();
+    ASSERT_EQ(float(json::parse(text).get<double>()), f) << text;
+  }
+  EXPECT_LE(double(bytes) / 100000, 11.0);  // 19 as the float's exact value (nlohmann's Grisu2 misses the shortest form rarely)
+  EXPECT_TRUE(json::parse(json(json_float(-INFINITY)).dump()).is_null());  // a token the model rules out
 }
 
 TEST(Logprobs, SampledTokensCrossTheStageWireIntact) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "model/tokenizer.h"
 #include "net/api_client.h"
 #include "tools/commands.h"
@@ -25,7 +26,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct ClientTally {
-  uint64_t completed = 0, refused = 0, lost = 0, garbled = 0, tokens = 0;
+  uint64_t completed = 0, refused = 0, lost = 0, garbled = 0, tokens = 0, event_bytes = 0;
   std::vector<double> ttft, itl;  // seconds
   std::string first_problem;
 };
@@ -54,6 +55,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
         req["prompt"] = kPrompts[(size_t(index) + n) % std::size(kPrompts)];
       }
       if (samples > 1) req["n"] = samples;
+      if (o.logprobs >= 0) req["logprobs"] = o.logprobs;
       ++n;
       auto sent = Clock::now();
       c->send(req);
@@ -65,6 +67,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
       bool bad = false, refused = false;
       while (ended < samples && !bad) {
         nlohmann::json e = c->next_event();
+        t.event_bytes += json_text(e).size() + 1;  // as compact JSON, as the server writes it
         if (e.value("id", nlohmann::json()) != id) {
           bad = true;
           problem("an event for another request: " + e.dump().substr(0, 200));
@@ -85,6 +88,10 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
           if (text.empty() || !is_utf8(text)) {
             bad = true;
             problem("a delta with empty or broken text: " + e.dump().substr(0, 200));
+          }
+          if (o.logprobs >= 0 && (!e.contains("logprobs") || e["logprobs"].size() != k)) {
+            bad = true;
+            problem("a delta whose logprobs do not match its tokens: " + e.dump().substr(0, 200));
           }
           if (k == 0) continue;
           double gap = std::chrono::duration<double>(now - last[i]).count();
@@ -152,15 +159,20 @@ void run_server_bench(const ServerBenchOptions& o) {
     all.lost += t.lost;
     all.garbled += t.garbled;
     all.tokens += t.tokens;
+    all.event_bytes += t.event_bytes;
     all.ttft.insert(all.ttft.end(), t.ttft.begin(), t.ttft.end());
     all.itl.insert(all.itl.end(), t.itl.begin(), t.itl.end());
     if (all.first_problem.empty()) all.first_problem = t.first_problem;
   }
-  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts\n", o.server.c_str(), o.clients, wall,
-              o.max_tokens, o.samples, o.samples == 1 ? "" : "s", o.prompt_tokens > 0 ? (std::to_string(o.prompt_tokens) + "-token").c_str() : "short text");
+  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts%s\n", o.server.c_str(), o.clients,
+              wall, o.max_tokens, o.samples, o.samples == 1 ? "" : "s",
+              o.prompt_tokens > 0 ? (std::to_string(o.prompt_tokens) + "-token").c_str() : "short text",
+              o.logprobs >= 0 ? (", logprobs " + std::to_string(o.logprobs)).c_str() : "");
   std::printf("  requests: %llu completed, %llu refused explicitly, %llu lost, %llu garbled\n", (unsigned long long)all.completed,
               (unsigned long long)all.refused, (unsigned long long)all.lost, (unsigned long long)all.garbled);
   std::printf("  throughput: %.1f tokens/s out, %.2f requests/s\n", double(all.tokens) / wall, double(all.completed) / wall);
+  std::printf("  events: %.0f bytes per generated token, %.0f per completed request\n", all.tokens ? double(all.event_bytes) / double(all.tokens) : 0.0,
+              all.completed ? double(all.event_bytes) / double(all.completed) : 0.0);
   std::printf("  time to first token: p50 %.1f ms, p99 %.1f ms\n", 1e3 * percentile(all.ttft, 0.5), 1e3 * percentile(all.ttft, 0.99));
   std::printf("  inter-token latency: p50 %.2f ms, p99 %.2f ms\n", 1e3 * percentile(all.itl, 0.5), 1e3 * percentile(all.itl, 0.99));
   if (!all.first_problem.empty()) std::printf("  first problem: %s\n", all.first_problem.c_str());
