@@ -187,49 +187,61 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     include_usage_ = r.include_usage;
     logprobs_ = r.sampling.logprobs >= 0;
     echo_ = r.echo;
-    echo_text_ = r.echo_text;
-    if (echo_ && logprobs_) prompt_ids_ = r.prompt;
+    n_ = r.n;
+    refusal_.reset();
+    running_ = 0;
     id_ = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(unix_now()) + "-" + std::to_string(++g_next_id);
     created_ = unix_now();
-    choices_.assign(size_t(r.n), Choice{});
+    choices_.assign(r.prompts.size() * size_t(r.n), Choice{});
     std::weak_ptr<HttpConnection> weak = shared_from_this();
-    ServiceRequest base;
-    base.prompt = std::move(r.prompt);
-    base.max_tokens = r.max_tokens;
-    base.sampling = std::move(r.sampling);
-    base.session = r.session;
-    base.score_prompt = echo_ && logprobs_;
-    // Choice i is sample i (samples_of); its callbacks tell its index.
-    ServiceRequest first = samples_of(base, r.n, [&](ServiceRequest& sr, int i) {
-      // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
-      asio::io_context& io = io_;
-      if (r.stream && sr.score_prompt)
-        sr.on_prompt_scores = [&io, weak, i](const std::vector<SampledToken>& scores) {
-          asio::post(io, [weak, scores, i] {
-            if (auto c = weak.lock()) c->stream_echo(i, scores);
-          });
+    service_ids_.clear();
+    // Prompt p's n samples are choices p*n .. p*n+n-1; each prompt is a service request of its own.
+    for (size_t p = 0; p < r.prompts.size(); ++p) {
+      ServiceRequest base;
+      base.prompt = r.prompts[p].tokens;
+      base.max_tokens = r.max_tokens;
+      base.sampling = r.sampling;
+      base.session = r.session;
+      base.score_prompt = echo_ && logprobs_;
+      ServiceRequest first = samples_of(base, r.n, [&](ServiceRequest& sr, int sample) {
+        const int i = int(p) * r.n + sample;
+        // on_delta may run after the connection is gone: it holds the io_context and a weak pointer only.
+        asio::io_context& io = io_;
+        if (r.stream && sr.score_prompt)
+          sr.on_prompt_scores = [&io, weak, i](const std::vector<SampledToken>& scores) {
+            asio::post(io, [weak, scores, i] {
+              if (auto c = weak.lock()) c->stream_echo(i, scores);
+            });
+          };
+        if (r.stream)
+          sr.on_delta = [&io, weak, i](const std::string& text, const std::vector<SampledToken>& tokens) {
+            std::vector<SampledToken> scored;
+            if (!tokens.empty() && tokens.front().scored) scored = tokens;
+            asio::post(io, [weak, text, i, scored = std::move(scored)] {
+              if (auto c = weak.lock()) c->stream_delta(i, text, scored);
+            });
+          };
+        // The connection lives until its requests are done (the service calls on_done exactly once each).
+        sr.on_done = [this, self = shared_from_this(), i](const GenerationSummary& s) {
+          asio::post(io_, [self, s, i] { self->done(i, s); });
         };
-      if (r.stream)
-        sr.on_delta = [&io, weak, i](const std::string& text, const std::vector<SampledToken>& tokens) {
-          std::vector<SampledToken> scored;
-          if (!tokens.empty() && tokens.front().scored) scored = tokens;
-          asio::post(io, [weak, text, i, scored = std::move(scored)] {
-            if (auto c = weak.lock()) c->stream_delta(i, text, scored);
-          });
-        };
-      // The connection lives until its requests are done (the service calls on_done exactly once each).
-      sr.on_done = [this, self = shared_from_this(), i](const GenerationSummary& s) {
-        asio::post(io_, [self, s, i] { self->done(i, s); });
-      };
-    });
-    try {
-      service_id_ = service_.submit(std::move(first));
-      running_ = r.n;
-    } catch (const Error& e) {
-      std::string what = e.what();
-      bool overloaded = what.rfind("overloaded", 0) == 0;
-      return reply(overloaded ? 429 : 503, error_body(what, overloaded ? "overloaded" : "server_error"), keep_alive_);
+      });
+      try {
+        service_ids_.push_back(service_.submit(std::move(first)));
+        running_ += r.n;
+      } catch (const Error& e) {
+        std::string what = e.what();
+        bool overloaded = what.rfind("overloaded", 0) == 0;
+        Refusal no{overloaded ? 429 : 503, error_body(what, overloaded ? "overloaded" : "server_error")};
+        if (service_ids_.empty()) return reply(no.status, no.body, keep_alive_);
+        // Earlier prompts of the batch are running: they are cancelled, and the answer waits for them.
+        refusal_ = std::move(no);
+        for (uint64_t id : service_ids_) service_.cancel(id);
+        watch_disconnect();
+        return;
+      }
     }
+    prompts_ = std::move(r.prompts);
     if (r.stream) {
       std::string head =
           "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nServer: skein\r\n\r\n";
@@ -238,7 +250,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       if (chat_)
         for (int i = 0; i < int(choices_.size()); ++i) send_event(chunk(i, json{{"role", "assistant"}, {"content", ""}}, nullptr));
       if (echo_ && !logprobs_)  // else once the prompt is scored
-        for (int i = 0; i < int(choices_.size()); ++i) send_event(chunk(i, json(echo_text_), nullptr));
+        for (int i = 0; i < int(choices_.size()); ++i) send_event(chunk(i, json(prompt_of(i).text), nullptr));
     }
     watch_disconnect();
   }
@@ -278,12 +290,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     return text;
   }
 
+  const OpenAiPrompt& prompt_of(int choice) const { return prompts_[size_t(choice / n_)]; }
+
   void stream_echo(int index, const std::vector<SampledToken>& scores) {
-    send_event(chunk(index, json(echo_text_), nullptr, echo_logprobs(tok_, prompt_ids_, scores, choices_[size_t(index)].text_offset)));
+    if (refusal_) return;
+    const OpenAiPrompt& p = prompt_of(index);
+    send_event(chunk(index, json(p.text), nullptr, echo_logprobs(tok_, p.tokens, scores, choices_[size_t(index)].text_offset)));
   }
 
   // Tokens whose text the chat reply drops (its first space) still carry their log-probabilities.
   void stream_delta(int index, const std::string& text, const std::vector<SampledToken>& scored) {
+    if (refusal_) return;
     std::string t = content(index, text);
     if (t.empty() && scored.empty()) return;
     send_event(chunk(index, chat_ ? json{{"content", t}} : json(t), nullptr, logprobs(index, scored)));
@@ -295,12 +312,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     return completion_logprobs(tok_, scored, choices_[size_t(index)].text_offset);
   }
 
-  // Choice `index` ended; the reply (or the stream's end) waits for every choice. Usage counts the
-  // prompt once and every choice's tokens.
+  // Choice `index` ended; the reply (or the stream's end) waits for every choice.
   void done(int index, const GenerationSummary& s) {
     choices_[size_t(index)].summary = s;
     --running_;
     if (abandoned_) return;  // the client is gone
+    if (refusal_) {  // a batch that could not be queued whole: the answer waits for its cancelled prompts
+      if (running_ > 0) return;
+      beast::error_code ignored;
+      stream_.socket().cancel(ignored);
+      return reply(refusal_->status, refusal_->body, keep_alive_);
+    }
     if (stream_mode_) {
       if (s.finish_reason == "error") send_event(error_body(s.error, "server_error"));
       else send_event(chunk(index, chat_ ? json::object() : json(""), openai_finish(s.finish_reason)));
@@ -308,12 +330,18 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     if (running_ > 0) return;
     beast::error_code ignored;
     stream_.socket().cancel(ignored);  // ends watch_disconnect's read before the next one starts
-    const GenerationSummary& first = choices_.front().summary;
-    int completion = 0;
-    for (auto& c : choices_) completion += c.summary.completion_tokens;
-    json usage = {{"prompt_tokens", first.prompt_tokens}, {"completion_tokens", completion},
-                  {"total_tokens", first.prompt_tokens + completion},
-                  {"prompt_tokens_details", {{"cached_tokens", first.cached_tokens}}}};
+    // Usage counts each prompt once (its first choice's figures) and every choice's tokens.
+    int prompt = 0, cached = 0, completion = 0;
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      const GenerationSummary& c = choices_[i].summary;
+      if (i % size_t(n_) == 0) {
+        prompt += c.prompt_tokens;
+        cached += c.cached_tokens;
+      }
+      completion += c.completion_tokens;
+    }
+    json usage = {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion},
+                  {"prompt_tokens_details", {{"cached_tokens", cached}}}};
     if (stream_mode_) {
       if (include_usage_) {
         json u = chunk(0, json::object(), nullptr);
@@ -332,9 +360,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       const GenerationSummary& c = choices_[i].summary;
       json choice = {{"index", i}, {"finish_reason", openai_finish(c.finish_reason)}};
       if (chat_) choice["message"] = {{"role", "assistant"}, {"content", content(int(i), c.text)}};
-      else choice["text"] = (echo_ ? echo_text_ : "") + c.text;
+      else choice["text"] = (echo_ ? prompt_of(int(i)).text : "") + c.text;
       if (echo_ && logprobs_) {
-        json lp = echo_logprobs(tok_, prompt_ids_, c.prompt_logprobs, choices_[i].text_offset);
+        json lp = echo_logprobs(tok_, prompt_of(int(i)).tokens, c.prompt_logprobs, choices_[i].text_offset);
         append_logprobs(lp, logprobs(int(i), c.logprobs));
         choice["logprobs"] = lp;
       } else {
@@ -393,7 +421,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   void close() {
     if (running_ > 0 && !abandoned_) {
       abandoned_ = true;
-      service_.cancel(service_id_);  // a client that went away frees its slots
+      for (uint64_t id : service_ids_) service_.cancel(id);  // a client that went away frees its slots
     }
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -424,10 +452,15 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   bool chat_ = false, stream_mode_ = false, include_usage_ = false, closing_ = false, abandoned_ = false;
   bool logprobs_ = false;  // the request asked for log-probabilities
   bool echo_ = false;      // completions: the prompt starts the reply (and, with logprobs, is scored)
-  std::string echo_text_;
-  std::vector<int32_t> prompt_ids_;  // echo with logprobs
+  std::vector<OpenAiPrompt> prompts_;
+  int n_ = 1;  // choices per prompt
+  struct Refusal {
+    int status;
+    json body;
+  };
+  std::optional<Refusal> refusal_;  // a batch refused part way: sent once its running prompts are cancelled
   int running_ = 0;  // choices not yet done
-  uint64_t service_id_ = 0;  // the first choice's: cancelling it cancels every choice
+  std::vector<uint64_t> service_ids_;  // each prompt's first choice: cancelling it cancels the prompt's choices
   std::string id_;
   int64_t created_ = 0;
   std::deque<std::string> out_;

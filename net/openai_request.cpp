@@ -73,29 +73,43 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
       if (role != "system" && role != "user" && role != "assistant") fail("messages: role '", role.substr(0, 32), "' is not system, user or assistant");
       msgs.emplace_back(role, text_content(m["content"]));
     }
-    r.prompt = tok.encode(chat_prompt(msgs, chat_cfg));
+    r.prompts.push_back({tok.encode(chat_prompt(msgs, chat_cfg)), ""});
   } else {
     if (!j.contains("prompt")) fail("prompt: required");
+    // A string, token ids, or a batch of either (a list of strings, a list of token id lists).
     const auto& p = j["prompt"];
-    if (p.is_string()) {
-      r.echo_text = p.get<std::string>();
-    } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
-      r.echo_text = p[0].get<std::string>();
-    } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
-      r.prompt = json_fields::token_ids(p, "prompt", vocab);
-      r.echo_text = tok.decode(r.prompt);
+    auto one = [&](const nlohmann::json& e, const std::string& where) {
+      OpenAiPrompt q;
+      if (e.is_string()) {
+        q.text = e.get<std::string>();
+        q.tokens = tok.encode(q.text);
+      } else if (e.is_array() && !e.empty() && e[0].is_number_integer()) {
+        q.tokens = json_fields::token_ids(e, where.c_str(), vocab);
+        q.text = tok.decode(q.tokens);
+      } else {
+        fail(where, ": must be a string or an array of token ids");
+      }
+      return q;
+    };
+    if (p.is_string() || (p.is_array() && !p.empty() && p[0].is_number_integer())) {
+      r.prompts.push_back(one(p, "prompt"));
+    } else if (p.is_array() && !p.empty()) {
+      if (p.size() > size_t(kMaxChoices)) fail("prompt: ", p.size(), " prompts exceed the limit of ", kMaxChoices);
+      for (size_t i = 0; i < p.size(); ++i) r.prompts.push_back(one(p[i], "prompt[" + std::to_string(i) + "]"));
     } else {
-      fail("prompt: must be a string, an array with one string, or an array of token ids");
+      fail("prompt: must be a string, an array of token ids, or a non-empty array of either");
     }
-    if (r.prompt.empty()) r.prompt = tok.encode(r.echo_text);
     if (j.contains("echo") && !j["echo"].is_null()) {
       if (!j["echo"].is_boolean()) fail("echo: must be true or false");
       r.echo = j["echo"];
     }
   }
-  if (r.prompt.empty()) fail(chat ? "messages: the prompt is empty" : "prompt: must not be empty");
-  if (int(r.prompt.size()) > limits.max_prompt_tokens)
-    fail("prompt: ", r.prompt.size(), " tokens exceed the limit of ", limits.max_prompt_tokens);
+  for (size_t i = 0; i < r.prompts.size(); ++i) {
+    const std::string where = chat ? "messages" : r.prompts.size() > 1 ? "prompt[" + std::to_string(i) + "]" : "prompt";
+    const size_t n = r.prompts[i].tokens.size();
+    if (n == 0) fail(where, chat ? ": the prompt is empty" : ": must not be empty");
+    if (int(n) > limits.max_prompt_tokens) fail(where, ": ", n, " tokens exceed the limit of ", limits.max_prompt_tokens);
+  }
   r.max_tokens = limits.default_max_tokens;
   for (const char* key : {"max_tokens", "max_completion_tokens"})
     if (j.contains(key) && !j[key].is_null()) {
@@ -108,6 +122,8 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     const int64_t n = integer(j["n"], "n");
     if (n < 1 || n > kMaxSamples) fail("n: must be between 1 and ", kMaxSamples, ", got ", n);
     r.n = int(n);
+    if (r.prompts.size() * size_t(n) > size_t(kMaxChoices))
+      fail("n: ", r.prompts.size(), " prompts of ", n, " choices each exceed the limit of ", kMaxChoices, " choices");
   }
   // Plain text is what every request gets; a client that names it explicitly is served.
   if (j.contains("response_format") && !j["response_format"].is_null() && j["response_format"] != nlohmann::json{{"type", "text"}})
@@ -177,6 +193,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     r.session = j["session"];
     SessionStore::check_name(r.session);
     if (r.n > 1) fail("n: several samples cannot continue one session");
+    if (r.prompts.size() > 1) fail("session: a batch of prompts cannot continue one session");
   }
   if (r.echo && r.sampling.logprobs >= 0 && (r.n > 1 || !r.session.empty()))
     fail("echo: with logprobs, the prompt is scored for one choice without a session (n 1, no session)");

@@ -13,17 +13,25 @@
 
 namespace skein {
 
+// One prompt of a request: its tokens and, for echo, its text.
+struct OpenAiPrompt {
+  std::vector<int32_t> tokens;
+  std::string text;
+};
+
+// Prompts one completions request may carry (a batch, as lm-evaluation-harness sends), times n.
+constexpr int kMaxChoices = 64;
+
 struct OpenAiRequest {
   std::string model;
-  std::vector<int32_t> prompt;
+  std::vector<OpenAiPrompt> prompts;  // chat: one; completions: a batch (choice index = prompt * n + sample)
   int max_tokens = 0;
   SamplingParams sampling;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   std::string session;
   int n = 1;  // samples of the prompt (choice i draws with seed + i)
-  bool echo = false;      // completions: the reply's text starts with the prompt's (and its logprobs with the prompt's)
-  std::string echo_text;  // the prompt as text
+  bool echo = false;  // completions: the reply's text starts with the prompt's (and its logprobs with the prompt's)
 };
 
 

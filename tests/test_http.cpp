@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "tests/server_harness.h"
 #include "tests/test_support.h"
@@ -220,6 +221,90 @@ TEST(Http, SeveralChoicesOnTheClusterAreTheOneProcessChoices) {
   }
   ASSERT_EQ(got[0].size(), 4u);
   EXPECT_EQ(got[0], got[1]);
+}
+
+// A batch of prompts (a list of strings or of token id lists, as lm-evaluation-harness sends): choice
+// p*n+i is prompt p's sample i, each what the prompt alone gives; usage counts every prompt once.
+TEST(Http, BatchedPromptsAreEachWhatTheyGiveAlone) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const int port = server.http_port();
+  auto alone = [&](const std::string& prompt) {
+    auto r = http_request(port, "POST", "/v1/completions", json{{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}}.dump());
+    return r.json()["choices"][0]["text"].get<std::string>();
+  };
+  const std::vector<std::string> prompts = {"The man said", "It was", "\nIn the"};
+  auto r = http_request(port, "POST", "/v1/completions", json{{"prompt", prompts}, {"max_tokens", 12}, {"temperature", 0}, {"n", 2}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.json();
+  ASSERT_EQ(j["choices"].size(), 6u);
+  for (size_t c = 0; c < 6; ++c) {
+    EXPECT_EQ(j["choices"][c]["index"], c);
+    EXPECT_EQ(j["choices"][c]["text"], alone(prompts[c / 2])) << c;
+  }
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 12 + 6 + 7);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 6 * 12);
+
+  // Token id lists, streamed: every chunk names its choice.
+  json ids = json::array();
+  for (auto& p : prompts) ids.push_back(std::vector<int>(p.begin(), p.end()));
+  auto s = http_request(port, "POST", "/v1/completions", json{{"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}, {"stream", true}}.dump());
+  std::vector<std::string> text(3);
+  for (auto& e : sse_events(s.body))
+    if (e != "[DONE]") text[e["choices"][0]["index"].get<size_t>()] += e["choices"][0]["text"].get<std::string>();
+  for (size_t p = 0; p < 3; ++p) EXPECT_EQ(text[p], alone(prompts[p])) << p;
+
+  // Scored as lm-evaluation-harness scores a batch of continuations.
+  auto scored = http_request(port, "POST", "/v1/completions",
+                             json{{"prompt", ids}, {"max_tokens", 1}, {"temperature", 0}, {"logprobs", 1}, {"echo", true}}.dump());
+  ASSERT_EQ(scored.status, 200) << scored.body;
+  const json scores = scored.json();
+  for (size_t p = 0; p < 3; ++p) {
+    const json& lp = scores["choices"][p]["logprobs"];
+    EXPECT_EQ(lp["tokens"].size(), prompts[p].size() + 1) << p;
+    EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  }
+
+  for (auto [body, error] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"prompt": []})", "prompt: must be a string, an array of token ids, or a non-empty array of either"},
+           {R"({"prompt": ["a", 1]})", "prompt[1]: must be a string or an array of token ids"},
+           {R"({"prompt": ["a", ""]})", "prompt[1]: must not be empty"},
+           {R"({"prompt": [[1, 2], [300]]})", "prompt[1]: token id 300 is outside the vocabulary (256)"},
+           {R"({"prompt": ["a", "b", "c", "d", "e"], "n": 16})", "n: 5 prompts of 16 choices each exceed the limit of 64 choices"},
+           {R"({"prompt": ["a", "b"], "session": "s"})", "session: a batch of prompts cannot continue one session"}}) {
+    auto bad = http_request(port, "POST", "/v1/completions", body);
+    EXPECT_EQ(bad.status, 400) << body;
+    EXPECT_EQ(bad.json()["error"]["message"], error) << body;
+  }
+  json many = json::array();
+  for (int i = 0; i < 65; ++i) many.push_back("x");
+  EXPECT_EQ(http_request(port, "POST", "/v1/completions", json{{"prompt", many}}.dump()).json()["error"]["message"],
+            "prompt: 65 prompts exceed the limit of 64");
+}
+
+// A batch the queue cannot take whole is refused whole: the prompts already queued are cancelled first.
+TEST(Http, ABatchTheQueueCannotHoldIsRefusedWhole) {
+  Server server("--config " + config_file("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 2\n"));
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client a(server.port());
+  a.send(R"({"id": "run", "prompt": "Hello", "max_tokens": 4000})");
+  ASSERT_EQ(a.event()["event"], "delta");  // it holds the only slot
+  a.send(R"({"id": "wait", "prompt": "Hello", "max_tokens": 5})");  // one of the queue's two places
+  auto queued = [&] { return http_request(server.http_port(), "GET", "/health").json()["queued"].get<int>(); };
+  for (int i = 0; i < 200 && queued() != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(queued(), 1);
+  // The first prompt takes the other place; the second finds none.
+  auto h = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": ["Hello", "There"], "max_tokens": 5})");
+  EXPECT_EQ(h.status, 429) << h.body;
+  EXPECT_EQ(h.json()["error"]["message"].get<std::string>().rfind("overloaded", 0), 0u) << h.body;
+  EXPECT_EQ(queued(), 1);  // the batch's first prompt left with it
+  a.send(R"({"cancel": "run"})");
+  a.send(R"({"cancel": "wait"})");
+  ASSERT_FALSE(a.until_done("run").empty());
+  ASSERT_FALSE(a.until_done("wait").empty());
+  auto after = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": ["Hello", "There"], "max_tokens": 5})");
+  EXPECT_EQ(after.status, 200) << after.body;  // nothing of the refused batch is left in the queue
+  EXPECT_EQ(after.json()["choices"].size(), 2u);
 }
 
 TEST(Http, ModelsHealthAndMetrics) {
