@@ -27,6 +27,9 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<int32_t> encode(std::string_view bytes) const override;
   std::string decode(std::span<const int32_t> ids) const override;
   std::optional<int32_t> end_of_text() const override { return end_of_text_; }
+  std::optional<std::string> end_of_text_name() const override {
+    return end_of_text_ ? std::optional<std::string>("<|endoftext|>") : std::nullopt;
+  }
 
  private:
   struct AddedToken {

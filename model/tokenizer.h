@@ -23,6 +23,9 @@ class Tokenizer {
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
   // The id that ends a text (generation stops there unless told otherwise), if the vocabulary has one.
   virtual std::optional<int32_t> end_of_text() const { return std::nullopt; }
+  // The text that encodes to end_of_text() (a special token's name), if there is one: World's id 0 has
+  // no text, BPE's is "<|endoftext|>".
+  virtual std::optional<std::string> end_of_text_name() const { return std::nullopt; }
 };
 
 class ByteTokenizer final : public Tokenizer {

@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/json_text.h"
+#include "net/json_fields.h"
 #include "net/listen.h"
 #include "net/openai_logprobs.h"
 #include "net/openai_request.h"
@@ -95,12 +96,15 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       if (verb != http::verb::get) return method_not_allowed();
       return reply_text(200, "text/plain; version=0.0.4; charset=utf-8", service_.metrics().prometheus(), keep_alive_);
     }
-    if (target.rfind("/v1/", 0) != 0) return reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
+    const bool tokenizer = target == "/tokenize" || target == "/detokenize" || target == "/tokenizer_info";
+    if (target.rfind("/v1/", 0) != 0 && !tokenizer)
+      return reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
     if (!opts_.limits.auth_token.empty()) {
       auto it = req_.find(http::field::authorization);
       if (it == req_.end() || std::string(it->value()) != "Bearer " + opts_.limits.auth_token)
         return reply(401, error_body("unauthorized: send 'Authorization: Bearer <token>'", "authentication_error"), keep_alive_);
     }
+    if (tokenizer) return tokenizer_route(target, verb);
     if (target == "/v1/models") {
       if (verb != http::verb::get) return method_not_allowed();
       json model = {{"id", opts_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "skein"}};
@@ -112,6 +116,34 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     }
     if (target == "/v1/sessions" || target.rfind("/v1/sessions/", 0) == 0) return session(target, verb);
     reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
+  }
+
+  // The served model's tokenizer, at vLLM's routes, so a client counts and cuts tokens as the server
+  // does (lm-evaluation-harness's remote tokenizer uses them: RWKV's World vocabulary has no Hugging
+  // Face tokenizer of its own). POST /tokenize {"prompt"} gives {"tokens", "count", "max_model_len"},
+  // POST /detokenize {"tokens"} gives {"prompt"}, GET /tokenizer_info the special tokens' texts.
+  void tokenizer_route(const std::string& target, http::verb verb) {
+    if (target == "/tokenizer_info") {
+      if (verb != http::verb::get) return method_not_allowed();
+      json eos = nullptr;  // the text that encodes to the end-of-text token, where there is one
+      if (auto name = tok_.end_of_text_name()) eos = *name;
+      return reply(200, {{"eos_token", eos}, {"bos_token", nullptr}, {"pad_token", nullptr}, {"model_max_length", opts_.limits.max_prompt_tokens}},
+                   keep_alive_);
+    }
+    if (verb != http::verb::post) return method_not_allowed();
+    const json body = json::parse(req_.body(), nullptr, false);
+    if (!body.is_object()) return reply(400, error_body("the body must be a JSON object", "invalid_request_error"), keep_alive_);
+    try {
+      if (target == "/tokenize") {
+        if (!body.contains("prompt") || !body["prompt"].is_string()) fail("prompt: must be a string");
+        const std::vector<int32_t> ids = tok_.encode(body["prompt"].get<std::string>());
+        return reply(200, {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", opts_.limits.max_prompt_tokens}}, keep_alive_);
+      }
+      if (!body.contains("tokens")) fail("tokens: required");
+      return reply(200, {{"prompt", tok_.decode(json_fields::token_ids(body["tokens"], "tokens", vocab_))}}, keep_alive_);
+    } catch (const Error& e) {
+      return reply(400, error_body(e.what(), "invalid_request_error"), keep_alive_);
+    }
   }
 
   // The TCP protocol's session operations (docs/protocol.md) for HTTP clients: GET /v1/sessions lists

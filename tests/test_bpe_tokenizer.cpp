@@ -78,6 +78,8 @@ TEST(BpeTokenizer, DecodesWhatItEncodesAfterNfc) {
   EXPECT_EQ(neox().vocab_size(), 50277);  // the RWKV-4 Pile models' vocabulary
   ASSERT_TRUE(neox().end_of_text());
   EXPECT_EQ(*neox().end_of_text(), 0);
+  ASSERT_TRUE(neox().end_of_text_name());  // its name, for clients that count tokens as the server does
+  EXPECT_EQ(neox().encode(*neox().end_of_text_name()), std::vector<int32_t>{0});
   for (const std::string& s : random_cases(200)) {
     std::string want = s;  // special tokens decode to nothing; e + U+0301 composes
     for (const std::string special : {"<|endoftext|>"})

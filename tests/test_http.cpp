@@ -307,6 +307,31 @@ TEST(Http, ABatchTheQueueCannotHoldIsRefusedWhole) {
   EXPECT_EQ(after.json()["choices"].size(), 2u);
 }
 
+// vLLM's tokenizer routes, which lm-evaluation-harness's remote tokenizer probes and uses.
+TEST(Http, TheModelsTokenizerIsServed) {
+  Server server("--auth-token t0k");
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const int port = server.http_port();
+  const std::string auth = "Authorization: Bearer t0k\r\n";
+  auto t = http_request(port, "POST", "/tokenize", R"({"prompt": "The man", "add_special_tokens": false})", auth);
+  ASSERT_EQ(t.status, 200) << t.body;
+  EXPECT_EQ(t.json()["tokens"], json({84, 104, 101, 32, 109, 97, 110}));
+  EXPECT_EQ(t.json()["count"], 7);
+  auto d = http_request(port, "POST", "/detokenize", R"({"tokens": [84, 104, 101, 32, 109, 97, 110]})", auth);
+  EXPECT_EQ(d.json()["prompt"], "The man");
+  auto info = http_request(port, "GET", "/tokenizer_info", "", auth);
+  ASSERT_EQ(info.status, 200) << info.body;
+  EXPECT_TRUE(info.json().contains("eos_token"));
+  EXPECT_TRUE(info.json()["eos_token"].is_null());  // bytes have no end-of-text token
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"prompt": "x"})").status, 401);
+  auto bad = http_request(port, "POST", "/detokenize", R"({"tokens": [1, 256]})", auth);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.json()["error"]["message"], "tokens: token id 256 is outside the vocabulary (256)");
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"text": "x"})", auth).json()["error"]["message"], "prompt: must be a string");
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", "[1]", auth).status, 400);
+  EXPECT_EQ(http_request(port, "GET", "/tokenize", "", auth).status, 405);
+}
+
 TEST(Http, ModelsHealthAndMetrics) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();
