@@ -103,9 +103,9 @@ TEST(Logprobs, FiguresAreWrittenShortAndReadBackExactly) {
 
 TEST(Logprobs, SampledTokensCrossTheStageWireIntact) {
   std::vector<SampledToken> rows(3);
-  rows[0] = {5};
-  rows[1] = {7, true, -0.25f, {{7, -0.25f}, {2, -1.5f}}};
-  rows[2] = {9, true, -3.0f, {}};
+  rows[0] = SampledToken(5);
+  rows[1] = SampledToken(7, -0.25f, {{7, -0.25f}, {2, -1.5f}});
+  rows[2] = SampledToken(9, -3.0f, {});
   const std::string bytes = encode_sampled(rows);
   EXPECT_EQ(bytes.size(), 8u + (8 + 4 + 16) + (8 + 4));  // a plain token costs 8 bytes
   auto back = decode_sampled(bytes, 3);
@@ -228,9 +228,9 @@ TEST(Logprobs, RequestsAskForThemInRangeOrAreRefused) {
 TEST(Logprobs, OpenAiShapesNameTokensByTextOrBytes) {
   ByteTokenizer tok;
   std::vector<SampledToken> t(3);
-  t[0] = {'A', true, -0.5f, {{'A', -0.5f}, {'B', -1.0f}}};
-  t[1] = {0xC3, true, -0.1f, {}};  // the first byte of "é": not a character on its own
-  t[2] = {0xA9, true, -0.2f, {}};
+  t[0] = SampledToken('A', -0.5f, {{'A', -0.5f}, {'B', -1.0f}});
+  t[1] = SampledToken(0xC3, -0.1f, {});  // the first byte of "é": not a character on its own
+  t[2] = SampledToken(0xA9, -0.2f, {});
   EXPECT_EQ(openai_token_text(tok, 0xC3), "bytes:\\xc3");
   size_t offset = 10;
   json c = completion_logprobs(tok, t, offset);
@@ -273,7 +273,9 @@ void expect_reference(const json& scored, const std::string& model, const std::s
     for (size_t k = 0; k < size_t(top); ++k) {
       const auto& a = scored[i]["top"][k];
       EXPECT_NEAR(a["logprob"].get<double>(), want[i][a["token"].get<size_t>()], 1e-4) << "token " << i << " rank " << k;
-      if (k) EXPECT_GE(scored[i]["top"][k - 1]["logprob"].get<double>(), a["logprob"].get<double>());
+      if (k) {
+        EXPECT_GE(scored[i]["top"][k - 1]["logprob"].get<double>(), a["logprob"].get<double>());
+      }
     }
   }
 }

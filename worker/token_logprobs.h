@@ -4,6 +4,7 @@
 // across sampling settings and use to score text.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace skein {
@@ -17,6 +18,11 @@ struct TokenLogprob {
 };
 
 struct SampledToken {
+  SampledToken() = default;
+  explicit SampledToken(int32_t t) : token(t) {}
+  SampledToken(int32_t t, float lp, std::vector<TokenLogprob> alternatives)
+      : token(t), scored(true), logprob(lp), top(std::move(alternatives)) {}
+
   int32_t token = -1;
   bool scored = false;  // logprob and top are set
   float logprob = 0;
