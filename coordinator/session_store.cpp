@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "net/json_fields.h"
@@ -181,13 +182,11 @@ void SessionStore::spill_host() {
 void SessionStore::write_disk(const std::string& name, Session& s, const std::vector<float>& state) {
   save_state_file(state_path(name), header_, state);
   nlohmann::json meta = {{"tokens", s.tokens}, {"pending", s.pending}};
-  std::string tmp = meta_path(name) + ".tmp";
-  {
+  write_file_atomically(meta_path(name), [&](const std::string& tmp) {
     std::ofstream f(tmp, std::ios::trunc);
     f << meta.dump() << "\n";
     if (!f) fail(tmp, ": cannot write session metadata");
-  }
-  if (std::rename(tmp.c_str(), meta_path(name).c_str()) != 0) fail(meta_path(name), ": cannot rename ", tmp, " into place");
+  });
   s.on_disk = true;
 }
 

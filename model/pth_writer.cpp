@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 
 namespace skein {
@@ -191,8 +192,7 @@ void write_pth(const std::string& path, const std::vector<PthTensorSpec>& tensor
   if (auto s = stem.find_last_of('/'); s != std::string::npos) stem = stem.substr(s + 1);
   if (auto d = stem.find_last_of('.'); d != std::string::npos && d > 0) stem = stem.substr(0, d);
   if (stem.empty()) stem = "archive";
-  std::string tmp = path + ".tmp";
-  {
+  write_file_atomically(path, [&](const std::string& tmp) {
     ZipWriter z(tmp);
     std::string pkl = make_pickle(tensors);
     z.add(stem + "/data.pkl", reinterpret_cast<const uint8_t*>(pkl.data()), pkl.size());
@@ -207,8 +207,7 @@ void write_pth(const std::string& path, const std::vector<PthTensorSpec>& tensor
     const std::string version = "3\n";
     z.add(stem + "/version", reinterpret_cast<const uint8_t*>(version.data()), version.size());
     z.finish();
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot rename ", tmp, " into place");
+  });
 }
 
 }  // namespace skein

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/hash.h"
 #include "model/fingerprint.h"
@@ -47,8 +48,7 @@ void save_state_file(const std::string& path, const StateFileHeader& h, const st
   sum.update(data.data(), data.size() * sizeof(float));
   uint64_t checksum = sum.digest();
 
-  std::string tmp = path + ".tmp";
-  {
+  write_file_atomically(path, [&](const std::string& tmp) {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) fail(path, ": cannot write state file");
     f.write(reinterpret_cast<const char*>(&r), sizeof r);
@@ -56,8 +56,7 @@ void save_state_file(const std::string& path, const StateFileHeader& h, const st
     f.write(reinterpret_cast<const char*>(&checksum), sizeof checksum);
     f.flush();
     if (!f) fail(path, ": write failed (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot rename ", tmp, " into place");
+  });
 }
 
 std::vector<float> load_state_file(const std::string& path, const StateFileHeader& expect) {

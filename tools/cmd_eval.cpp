@@ -15,6 +15,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/json_text.h"
 #include "common/stop_signal.h"
@@ -57,13 +58,11 @@ struct Tally {
 };
 
 void write_atomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
+  write_file_atomically(path, [&](const std::string& tmp) {
     std::ofstream f(tmp, std::ios::trunc);
     f << text;
     if (!f) fail(tmp, ": cannot write");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot rename ", tmp, " into place");
+  });
 }
 
 std::string duration(double s) {

@@ -1,0 +1,15 @@
+// Files written whole or not at all: the bytes go to a temporary beside the file, which is then renamed
+// over it. The temporary is named for this process and call, so writers of the same file at once (the
+// ranks of one job making the default model, two jobs saving one session) never share it: each
+// rename is atomic, and a reader sees the old file or a new one, never half of one.
+#pragma once
+#include <functional>
+#include <string>
+
+namespace skein {
+
+// `write` fills the temporary whose name it is given; throws skein::Error (and leaves no temporary)
+// when it throws or the rename fails.
+void write_file_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write);
+
+}  // namespace skein
