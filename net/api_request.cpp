@@ -115,15 +115,12 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     SessionStore::check_name(g.session);
   }
   if (j.contains("n")) {
-    const int64_t n = integer(j["n"], "n");
-    if (n < 1 || n > kMaxSamples) fail("n: must be between 1 and ", kMaxSamples, ", got ", n);
+    const int64_t n = json_fields::integer_in(j["n"], "n", 1, kMaxSamples);
     if (n > 1 && !g.session.empty()) fail("n: several samples cannot continue one session");
     g.n = int(n);
   }
   if (j.contains("logprobs")) {
-    const int64_t k = integer(j["logprobs"], "logprobs");
-    if (k < 0 || k > kMaxLogprobs) fail("logprobs: must be between 0 and ", kMaxLogprobs, ", got ", k);
-    g.sampling.logprobs = int(k);
+    g.sampling.logprobs = int(json_fields::integer_in(j["logprobs"], "logprobs", 0, kMaxLogprobs));
   }
   if (j.contains("prompt_logprobs")) {
     if (!j["prompt_logprobs"].is_boolean()) fail("prompt_logprobs: must be true or false");

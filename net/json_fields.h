@@ -24,6 +24,13 @@ inline int64_t integer(const nlohmann::json& j, const char* key) {
   return j.get<int64_t>();
 }
 
+// An integer in [lo, hi]: "KEY: must be between LO and HI, got V" otherwise.
+inline int64_t integer_in(const nlohmann::json& j, const char* key, int64_t lo, int64_t hi) {
+  const int64_t v = integer(j, key);
+  if (v < lo || v > hi) fail(key, ": must be between ", lo, " and ", hi, ", got ", v);
+  return v;
+}
+
 inline std::vector<int32_t> token_ids(const nlohmann::json& j, const char* key, int vocab) {
   if (!j.is_array()) fail(key, ": must be an array of token ids");
   std::vector<int32_t> out;

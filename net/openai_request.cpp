@@ -119,8 +119,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
       r.max_tokens = int(m);
     }
   if (j.contains("n") && !j["n"].is_null()) {
-    const int64_t n = integer(j["n"], "n");
-    if (n < 1 || n > kMaxSamples) fail("n: must be between 1 and ", kMaxSamples, ", got ", n);
+    const int64_t n = json_fields::integer_in(j["n"], "n", 1, kMaxSamples);
     r.n = int(n);
     if (r.prompts.size() * size_t(n) > size_t(kMaxChoices))
       fail("n: ", r.prompts.size(), " prompts of ", n, " choices each exceed the limit of ", kMaxChoices, " choices");
@@ -132,11 +131,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   if (chat) r.sampling.stop = chat_cfg.stop;
   auto opt = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   // Completions: logprobs = how many alternatives (0-20). Chat: logprobs true, top_logprobs how many.
-  auto alternatives = [&](const char* key) {
-    const int64_t k = integer(j[key], key);
-    if (k < 0 || k > kMaxLogprobs) fail(key, ": must be between 0 and ", kMaxLogprobs, ", got ", k);
-    return int(k);
-  };
+  auto alternatives = [&](const char* key) { return int(json_fields::integer_in(j[key], key, 0, kMaxLogprobs)); };
   if (chat) {
     if (opt("logprobs")) {
       if (!j["logprobs"].is_boolean()) fail("logprobs: must be true or false");

@@ -23,6 +23,12 @@ std::string config_file(const std::string& toml) {
   return path;
 }
 
+// Request "run" takes a one-slot server's only slot and keeps it (until cancelled).
+void hold_the_only_slot(Client& a) {
+  a.send(R"({"id": "run", "prompt": "Hello", "max_tokens": 4000})");
+  ASSERT_EQ(a.event()["event"], "delta");
+}
+
 TEST(Http, CompletionsMatchTheTcpApi) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();
@@ -287,8 +293,7 @@ TEST(Http, ABatchTheQueueCannotHoldIsRefusedWhole) {
   Server server("--config " + config_file("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 2\n"));
   ASSERT_GT(server.port(), 0) << server.output();
   Client a(server.port());
-  a.send(R"({"id": "run", "prompt": "Hello", "max_tokens": 4000})");
-  ASSERT_EQ(a.event()["event"], "delta");  // it holds the only slot
+  ASSERT_NO_FATAL_FAILURE(hold_the_only_slot(a));
   a.send(R"({"id": "wait", "prompt": "Hello", "max_tokens": 5})");  // one of the queue's two places
   auto queued = [&] { return http_request(server.http_port(), "GET", "/health").json()["queued"].get<int>(); };
   for (int i = 0; i < 200 && queued() != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -498,8 +503,7 @@ TEST(Http, FullQueueAndConnectionLimitsAreExplicit) {
   Server server("--config " + config_file("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 1\nper_connection_requests = 2\n"));
   ASSERT_GT(server.port(), 0) << server.output();
   Client a(server.port());
-  a.send(R"({"id": "run", "prompt": "Hello", "max_tokens": 4000})");
-  ASSERT_EQ(a.event()["event"], "delta");  // it holds the only slot
+  ASSERT_NO_FATAL_FAILURE(hold_the_only_slot(a));
   a.send(R"({"id": "wait", "prompt": "Hello", "max_tokens": 5})");  // waits for the slot
   a.send(R"({"id": "third", "prompt": "Hello", "max_tokens": 5})");
   json e;

@@ -126,12 +126,19 @@ void Engine::forward(std::span<const EngineSequence> batch) {
     stages_[k]->run_layers(a->x.get(), a->v_first.get(), seqs, R);
   }
 
-  // Only rows whose logits or tokens are wanted go through ln_out + head (the head is the largest matrix).
-  std::vector<int> rows, sample_rows;
+  // Only rows whose logits, tokens or scores are wanted go through ln_out + head (the head is the largest matrix).
+  std::vector<int> rows, sample_rows, score_rows, tops;
   std::vector<SampleRequest> requests;
+  std::vector<int32_t> targets;  // the scored rows' next tokens
   int off = 0;
   for (auto& s : batch) {
     int n = int(s.tokens.size());
+    if (s.score_targets.size() > s.tokens.size()) fail("internal: ", s.score_targets.size(), " targets for ", n, " tokens");
+    for (size_t t = 0; t < s.score_targets.size(); ++t) {
+      score_rows.push_back(off + int(t));
+      tops.push_back(s.score_top);
+    }
+    targets.insert(targets.end(), s.score_targets.begin(), s.score_targets.end());
     if (n > 0 && s.sample) {
       sample_rows.push_back(off + n - 1);
       requests.push_back(*s.sample);
@@ -149,18 +156,6 @@ void Engine::forward(std::span<const EngineSequence> batch) {
     size_t k = 0;
     for (auto& s : batch)
       if (s.sample && !s.tokens.empty()) *s.token = std::move(tokens[k++]);
-  }
-  std::vector<int> score_rows, tops;
-  std::vector<int32_t> targets;
-  off = 0;
-  for (auto& s : batch) {
-    if (s.score_targets.size() > s.tokens.size()) fail("internal: ", s.score_targets.size(), " targets for ", s.tokens.size(), " tokens");
-    for (size_t t = 0; t < s.score_targets.size(); ++t) {
-      score_rows.push_back(off + int(t));
-      tops.push_back(s.score_top);
-    }
-    targets.insert(targets.end(), s.score_targets.begin(), s.score_targets.end());
-    off += int(s.tokens.size());
   }
   if (!score_rows.empty()) {
     std::vector<SampledToken> scores(score_rows.size());
