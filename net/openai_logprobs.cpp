@@ -29,14 +29,15 @@ nlohmann::json byte_list(const std::string& bytes) {
   return out;
 }
 
-}  // namespace
-
-// A byte that starts a character counts one: a token that ends inside a character adds it.
+// Characters a token adds to the text (text_offset's unit): a byte that starts a character counts
+// one, so a token that ends inside a character adds it.
 size_t characters(const std::string& bytes) {
   size_t n = 0;
   for (unsigned char c : bytes) n += (c & 0xC0) != 0x80;
   return n;
 }
+
+}  // namespace
 
 std::string openai_token_text(const Tokenizer& tok, int32_t token) { return text_of(token_bytes(tok, token)); }
 

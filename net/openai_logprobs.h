@@ -25,7 +25,5 @@ nlohmann::json echo_logprobs(const Tokenizer& tok, const std::vector<int32_t>& p
                              size_t& text_offset);
 // Appends a completions logprobs object to another (the echoed prompt's, then the completion's).
 void append_logprobs(nlohmann::json& into, const nlohmann::json& more);
-// Characters of a text (text_offset's unit).
-size_t characters(const std::string& bytes);
 
 }  // namespace skein
