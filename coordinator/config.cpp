@@ -1,6 +1,7 @@
 #include "coordinator/config.h"
 
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <functional>
 #include <toml++/toml.h>
@@ -61,8 +62,9 @@ class Reader {
   }
   float number(const toml::node& n, const std::string& key) const {
     if (!n.is_number()) bad(n, "'" + key + "' must be a number");
-    double v = n.value<double>().value();
-    if (!std::isfinite(v)) bad(n, "'" + key + "' must be finite");
+    // An integer read as such: toml++ gives no double for one a double cannot hold exactly.
+    double v = n.is_integer() ? double(n.as_integer()->get()) : n.as_floating_point()->get();
+    if (!std::isfinite(v) || std::fabs(v) > std::numeric_limits<float>::max()) bad(n, "'" + key + "' must be a finite number");
     return float(v);
   }
   std::vector<int32_t> int_list(const toml::node& n, const std::string& key) const {
