@@ -20,7 +20,7 @@ std::string text_content(const nlohmann::json& c) {
   if (!c.is_array()) fail("messages: content must be a string or an array of text parts");
   std::string out;
   for (auto& part : c) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
       fail("messages: only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
     out += part["text"].get<std::string>();
   }
