@@ -70,6 +70,12 @@ Matrix quantize_i8(const Matrix& m, DType param_dtype) {
   const int64_t out = m.rows, in = m.cols;
   std::vector<float> w = matrix_to_f32(m);
   float* W = w.data();
+  // NaN or infinity has no place on the uint8 grid (and converting it is undefined).
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+  for (int64_t k = 0; k < int64_t(w.size()); ++k) finite = finite && std::isfinite(W[k]);
+  for (size_t k = 0; !finite && k < w.size(); ++k)
+    if (!std::isfinite(W[k])) fail("weight [", int64_t(k) / in, ", ", int64_t(k) % in, "] is ", W[k], ": only finite weights can be quantized to i8");
   auto q = std::make_shared<QuantParams>();
   q->mx.assign(size_t(out), 0); q->rx.assign(size_t(out), 0);
   q->my.assign(size_t(in), 0); q->ry.assign(size_t(in), 0);

@@ -85,7 +85,12 @@ class Loader {
     m.cols = in;
     m.data = t.data;
     if (!f_.i8 && (!f_.dtype || *f_.dtype == t.dtype)) return m;  // used in place from the map
-    Matrix prepared = f_.i8 ? quantize_i8(m, f_.dtype.value_or(DType::F32)) : convert_matrix(m, *f_.dtype);
+    Matrix prepared;
+    try {
+      prepared = f_.i8 ? quantize_i8(m, f_.dtype.value_or(DType::F32)) : convert_matrix(m, *f_.dtype);
+    } catch (const Error& e) {
+      fail(ck_.path(), ": tensor '", name, "': ", e.what());
+    }
     ck_.release(t);  // the prepared copy is all we need: give the file pages back
     return prepared;
   }

@@ -2,9 +2,15 @@
 // process, and layer streaming (same results, bounded resident memory).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <limits>
 
+#include "common/error.h"
 #include "coordinator/generator.h"
+#include "model/checkpoint.h"
+#include "model/make_model.h"
+#include "model/quantize.h"
 #include "tests/golden_cases.h"
 #include "tests/test_support.h"
 
@@ -56,6 +62,47 @@ TEST(Quantization, EveryGenerationIncludingV7) {
     if (std::getenv("SKEIN_TEST_VERBOSE"))
       std::printf("%-26s fp32i8 vs fp32 max|dlogit| %.4f; matrix bytes bf16i8/bf16 %.3f (%zu / %zu)\n", m.c_str(), d, ratio,
                   bf16i8.model->matrix_bytes(), bf16.model->matrix_bytes());
+  }
+}
+
+// NaN and infinity have no uint8 code (the conversion was undefined behaviour, found by
+// tests/fuzz): an i8 strategy refuses them naming the tensor, while fp32 still loads the file.
+TEST(Quantization, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  Matrix m;
+  std::vector<float> w(12, 0.5f);
+  w[7] = std::numeric_limits<float>::infinity();
+  m.rows = 3;
+  m.cols = 4;
+  m.data = reinterpret_cast<const uint8_t*>(w.data());
+  try {
+    (void)quantize_i8(m, DType::F32);
+    ADD_FAILURE() << "quantized an infinite weight";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("weight [1, 3] is inf"), std::string::npos) << e.what();
+  }
+
+  const std::string path = temp_dir() + "/nan.pth";
+  MakeModelOptions o;
+  o.dtype = DType::F32;
+  make_model(o, path);
+  std::string bytes = read_file(path);
+  {
+    auto ck = Checkpoint::open(path);
+    const TensorRef& t = ck->get("blocks.1.att.key.weight");
+    const std::string head(reinterpret_cast<const char*>(t.data), 64);
+    size_t at = bytes.find(head);
+    ASSERT_NE(at, std::string::npos);
+    ASSERT_EQ(at, bytes.rfind(head));  // the tensor's own bytes, found nowhere else
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(bytes.data() + at + 4 * 5, &nan, 4);
+  }
+  write_file(path, bytes);
+  EXPECT_NO_THROW(load_for_test(path, "", "cpu fp32"));
+  try {
+    (void)load_for_test(path, "", "cpu fp32i8");
+    ADD_FAILURE() << "quantized a NaN weight";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor 'blocks.1.att.key.weight': weight [0, 5] is nan"), std::string::npos) << e.what();
   }
 }
 
