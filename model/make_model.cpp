@@ -143,7 +143,9 @@ uint64_t make_model(const MakeModelOptions& o, const std::string& path) {
   }
   write_pth(path, tensors, [&](size_t i, std::vector<uint8_t>& out) {
     const Spec& s = specs[i];
-    const uint64_t rng = o.seed * 0x100000001b3ull + i * 0x9e3779b97f4a7c15ull + 1;
+    // A hashed base per tensor: bases a multiple of splitmix's increment apart made every tensor its
+    // predecessor's stream shifted by one value.
+    const uint64_t rng = splitmix_at(o.seed, i);
     const int64_t n = int64_t(out.size() / dtype_size(s.t.dtype));
 #pragma omp parallel for schedule(static) if (n >= (1 << 20))
     for (int64_t k = 0; k < n; ++k) {
