@@ -4,10 +4,14 @@
 #include <dnnl.h>
 // GCC 12's AVX-512 intrinsics pass an undefined vector through as the unused source, which
 // -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593): 51 false warnings a build.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 #include <omp.h>
 #include <sched.h>
 

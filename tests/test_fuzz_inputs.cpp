@@ -1,0 +1,379 @@
+// Every kind of untrusted input, corrupted thousands of ways from valid seeds: each must load with its
+// invariants holding or be refused with one skein::Error line (tests/fuzz/input_checks.h). The libFuzzer
+// targets run the same checks for longer under sanitizers; what they found is kept in
+// tests/fuzz/regressions/ and replayed here.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "common/error.h"
+#include "model/checkpoint.h"
+#include "model/make_model.h"
+#include "model/state_file.h"
+#include "test_support.h"
+#include "tests/fuzz/input_checks.h"
+
+namespace skein {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Seeded corruptions: byte-level for files, value-level for JSON and TOML (where byte flips mostly
+// break the syntax and never reach the validation behind it).
+class Corruptor {
+ public:
+  explicit Corruptor(uint64_t seed) : rng_(seed) {}
+
+  size_t below(size_t n) { return n == 0 ? 0 : std::uniform_int_distribution<size_t>(0, n - 1)(rng_); }
+
+  std::string bytes(std::string s) {
+    if (s.empty()) return std::string(1 + below(8), char(below(256)));
+    // Half the edits land in the first or last 4 KiB, where headers, pickles and directories are.
+    auto position = [&] {
+      if (below(2) || s.size() <= 8192) return below(s.size());
+      return below(2) ? below(4096) : s.size() - 1 - below(4096);
+    };
+    switch (below(7)) {
+      case 0: s[position()] ^= char(1 << below(8)); break;
+      case 1: s[position()] = char(below(256)); break;
+      case 2: s.resize(below(s.size())); break;
+      case 3: s.insert(position(), std::string(1 + below(16), char(below(256)))); break;
+      case 4: { size_t p = position(); s.erase(p, 1 + below(16)); break; }
+      case 5: {  // an extreme little-endian integer where a length or offset may be
+        static const uint64_t extremes[] = {0, 0xFFFFFFFFull, 0x7FFFFFFFull, 0x80000000ull, ~0ull, 1ull << 62, 0xFFFFull};
+        uint64_t v = extremes[below(std::size(extremes))];
+        size_t p = position(), n = std::min<size_t>(size_t(4) << below(2), s.size() - p);
+        std::memcpy(s.data() + p, &v, n);
+        break;
+      }
+      default: { size_t p = position(); s.insert(p, s.substr(p, 1 + below(64))); break; }
+    }
+    return s;
+  }
+
+  nlohmann::json nasty_value() {
+    static const char* values[] = {"null", "true", "false", "-1", "0", "1", "0.5", "-0.0", "1e308", "-1e308", "2147483648",
+                                   "-2147483649", "9223372036854775807", "-9223372036854775808", "18446744073709551615",
+                                   "\"\"", "\"x\"", "\"\\u0000\"", "\"-1\"", "[]", "{}", "[1,2]", "[-1]", "[256]",
+                                   "[[1,2]]", "[\"a\",\"b\"]", "\"a\\nb\"", "[\"\\n\"]", "{\"a\":1}", "[[]]", "4096", "4097", "65536", "16", "17", "64", "65"};
+    return nlohmann::json::parse(values[below(std::size(values))]);
+  }
+
+  std::string json(const std::string& seed) {
+    nlohmann::json j = nlohmann::json::parse(seed);
+    std::vector<nlohmann::json::json_pointer> paths;
+    collect(j, nlohmann::json::json_pointer(), paths);
+    auto& at = j[paths[below(paths.size())]];
+    switch (below(4)) {
+      case 0:
+      case 1: at = nasty_value(); break;
+      case 2:
+        if (at.is_object() && !at.empty()) at.erase(std::next(at.begin(), long(below(at.size()))).key());
+        else at = nasty_value();
+        break;
+      default:
+        if (at.is_object()) at[below(2) ? "unknown_" + std::to_string(below(3)) : "un\nknown"] = nasty_value();
+        else if (at.is_array()) at.push_back(nasty_value());
+        else at = nlohmann::json::array({at});
+    }
+    std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return below(8) ? text : bytes(text);
+  }
+
+  std::string toml(const std::string& seed) {
+    static const char* values[] = {"-1", "0", "1", "0.5", "-0.5", "1e308", "inf", "-inf", "nan", "9223372036854775807", "-9223372036854775808",
+                                   "99999999999999999999", "\"\"", "\"x\"", "\"-1\"", "\"1ZiB\"", "\"18446744073709551615\"", "\"0.5KiB\"",
+                                   "\"1e30GiB\"", "[]", "[1]", "[\"\"]", "{}", "true", "false", "\"cuda:99 fp16\"", "\"cpu fp32 *0\"",
+                                   "\"\\u0000\"", "2147483648", "4097", "1e-300"};
+    std::vector<std::string> lines;
+    std::istringstream in(seed);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    for (int edits = 1 + int(below(3)); edits > 0; --edits) {
+      auto& line = lines[below(lines.size())];
+      size_t eq = line.find('=');
+      static const char* odd_lines[] = {"[x]", "unknown_key = 1", "\"un\\nknown\" = 1", "[\"a\\nb\"]", "x\\u0000 = 1"};
+      if (eq == std::string::npos || below(10) == 0) line = odd_lines[below(std::size(odd_lines))];
+      else line = line.substr(0, eq + 1) + " " + values[below(std::size(values))];
+    }
+    std::string text;
+    for (auto& l : lines) text += l + "\n";
+    return below(8) ? text : bytes(text);
+  }
+
+ private:
+  static void collect(const nlohmann::json& j, const nlohmann::json::json_pointer& at, std::vector<nlohmann::json::json_pointer>& out) {
+    out.push_back(at);
+    if (j.is_object())
+      for (auto& [k, v] : j.items()) collect(v, at / k, out);
+    else if (j.is_array())
+      for (size_t i = 0; i < j.size(); ++i) collect(j[i], at / i, out);
+  }
+
+  std::mt19937_64 rng_;
+};
+
+std::string regressions_dir() { return std::string(SKEIN_SOURCE_DIR) + "/tests/fuzz/regressions"; }
+
+// The valid inputs of tests/fuzz/seeds/<target>/ (the fuzzers start from them too).
+std::vector<std::string> seeds(const std::string& target) {
+  std::vector<std::string> out;
+  for (auto& entry : fs::directory_iterator(std::string(SKEIN_SOURCE_DIR) + "/tests/fuzz/seeds/" + target))
+    out.push_back(test::read_file(entry.path().string()));
+  return out;
+}
+
+TEST(FuzzInputs, KeptFuzzerFindingsStayFixed) {
+  int replayed = 0;
+  for (const char* target : fuzz::kTargets) {
+    fs::path dir = fs::path(regressions_dir()) / target;
+    if (!fs::exists(dir)) continue;
+    for (auto& entry : fs::directory_iterator(dir)) {
+      SCOPED_TRACE(entry.path().string());
+      fuzz::run_check(target, test::read_file(entry.path().string()), test::shared_dir());
+      ++replayed;
+    }
+  }
+  EXPECT_GT(replayed, 0) << "no inputs under " << regressions_dir();
+}
+
+// Loads or refusals: both must happen, or the corruptions never reached past the first check.
+struct Outcomes {
+  int loaded = 0, refused = 0;
+};
+
+template <typename Check>
+Outcomes count_outcomes(int n, Check&& check) {
+  Outcomes o;
+  for (int i = 0; i < n; ++i) {
+    try {
+      if (check(i)) ++o.loaded;
+      else ++o.refused;
+    } catch (const fuzz::Finding& f) {
+      ADD_FAILURE() << "case " << i << ": " << f.what();
+    }
+  }
+  return o;
+}
+
+// The check reports refusals by catching them itself, so each kind is run once more here to see which.
+template <typename Load>
+bool loads(Load&& load) {
+  try {
+    load();
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+TEST(FuzzInputs, CorruptedModelFilesLoadOrAreRefusedInOneLine) {
+  const std::string dir = test::temp_dir();
+  std::vector<std::string> seeds;
+  int seed_no = 0;
+  for (auto [arch, dtype] : {std::pair{Arch::V4, DType::F16}, {Arch::V5_2, DType::F32}, {Arch::V6, DType::BF16}, {Arch::V7, DType::F16}}) {
+    MakeModelOptions o;
+    o.arch = arch;
+    o.dtype = dtype;
+    o.n_layer = 2;
+    o.n_embd = 32;
+    o.head_size = 16;
+    o.vocab = 64;
+    std::string path = dir + "/seed" + std::to_string(seed_no++) + ".pth";
+    make_model(o, path);
+    seeds.push_back(test::read_file(path));
+  }
+  seeds.push_back(test::read_file(test::golden("models/rand-v7-bf16.safetensors")));
+  for (size_t s = 0; s < seeds.size(); ++s) {
+    SCOPED_TRACE("seed " + std::to_string(s));
+    EXPECT_NO_THROW(fuzz::checkpoint_file(seeds[s]));
+    Corruptor c(s);
+    const std::string path = dir + "/corrupt.model";
+    Outcomes o = count_outcomes(s + 1 == seeds.size() ? 60 : 250, [&](int) {
+      std::string bad = c.bytes(seeds[s]);
+      fuzz::checkpoint_file(bad);
+      test::write_file(path, bad);
+      return loads([&] { (void)Checkpoint::open(path); });
+    });
+    EXPECT_GT(o.loaded, 0);
+    EXPECT_GT(o.refused, 0);
+  }
+}
+
+TEST(FuzzInputs, EveryCorruptedStateFileIsRefused) {
+  StateFileHeader h;
+  h.dims = {Arch::V7, 2, 64, 1, 64, 256, 256};
+  h.last_layer = 2;
+  h.fingerprint = 0x5eed;  // the header input_checks' state_file expects
+  const std::string path = test::temp_dir() + "/s.state";
+  std::vector<float> data(h.dims.state_floats());
+  for (size_t i = 0; i < data.size(); ++i) data[i] = float(i % 97) * 0.25f;
+  save_state_file(path, h, data);
+  const std::string good = test::read_file(path);
+  EXPECT_NO_THROW(fuzz::state_file(good));
+  ASSERT_EQ(load_state_file(path, h), data);
+  Corruptor c(7);
+  for (int i = 0; i < 400; ++i) {
+    std::string bad = c.bytes(good);
+    if (bad == good) continue;
+    test::write_file(path, bad);
+    try {
+      (void)load_state_file(path, h);
+      ADD_FAILURE() << "corruption " << i << " was loaded";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(FuzzInputs, CorruptedRequestsAreAcceptedSoundlyOrRefusedInOneLine) {
+  for (const char* target : {"api_line", "openai_completion", "openai_chat"}) {
+    SCOPED_TRACE(target);
+    const auto valid = seeds(target);
+    ASSERT_FALSE(valid.empty());
+    for (auto& s : valid) EXPECT_NO_THROW(fuzz::run_check(target, s, test::shared_dir())) << s;
+    Corruptor c(11);
+    for (int i = 0; i < 3000; ++i) {
+      std::string bad = c.json(valid[c.below(valid.size())]);
+      try {
+        fuzz::run_check(target, bad, test::shared_dir());
+      } catch (const std::exception& f) {
+        ADD_FAILURE() << f.what() << "\ninput: " << bad;
+      }
+    }
+  }
+}
+
+TEST(FuzzInputs, CorruptedEvalDataIsReadSoundlyOrRefusedInOneLine) {
+  std::vector<std::string> lines;
+  for (auto& file : seeds("eval_data_file")) {
+    EXPECT_NO_THROW(fuzz::eval_data_file(file));
+    std::istringstream in(file);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+  }
+  Corruptor c(29);
+  for (int i = 0; i < 600; ++i) {
+    std::string file;
+    for (int n = 1 + int(c.below(3)); n > 0; --n) {
+      const std::string& line = lines[c.below(lines.size())];
+      file += (c.below(3) ? c.json(line) : line) + "\n";
+    }
+    if (c.below(8) == 0) file = c.bytes(file);
+    try {
+      fuzz::eval_data_file(file);
+    } catch (const std::exception& f) {
+      ADD_FAILURE() << f.what() << "\ninput:\n" << file;
+    }
+  }
+}
+
+TEST(FuzzInputs, CorruptedConfigFilesAreAcceptedSoundlyOrRefusedInOneLine) {
+  for (const char* name : {"tiny-cpu.toml", "gpu-cluster.toml"}) {
+    const std::string seed = test::read_file(std::string(SKEIN_SOURCE_DIR) + "/configs/" + name);
+    EXPECT_NO_THROW(fuzz::config_file(seed));
+    Corruptor c(13);
+    for (int i = 0; i < 1500; ++i) {
+      std::string bad = c.toml(seed);
+      try {
+        fuzz::config_file(bad);
+      } catch (const std::exception& f) {
+        ADD_FAILURE() << name << ": " << f.what() << "\ninput:\n" << bad;
+      }
+    }
+  }
+}
+
+TEST(FuzzInputs, CorruptedTokenizerFilesLoadOrAreRefusedInOneLine) {
+  // Small seeds cut from the real files, so each corruption loads in a moment.
+  std::string world;
+  {
+    std::ifstream f(test::shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt");
+    std::string line;
+    for (int i = 0; i < 600 && std::getline(f, line); ++i) world += line + "\n";
+  }
+  nlohmann::json bpe = test::read_json(test::shared_dir() + "/tokenizers/20B_tokenizer.json");
+  {
+    auto& model = bpe["model"];
+    nlohmann::json vocab = nlohmann::json::object(), merges = nlohmann::json::array();
+    for (auto& [token, id] : model["vocab"].items())
+      if (id.get<int>() < 400) vocab[token] = id;
+    for (auto& m : model["merges"]) {
+      std::string key = m.get<std::string>();
+      size_t sp = key.find(' ');
+      if (vocab.contains(key.substr(0, sp)) && vocab.contains(key.substr(sp + 1)) && vocab.contains(key.substr(0, sp) + key.substr(sp + 1)))
+        merges.push_back(m);
+    }
+    model["vocab"] = vocab;
+    model["merges"] = merges;
+    nlohmann::json added = nlohmann::json::array();
+    for (auto& a : bpe["added_tokens"])
+      if (a["id"].get<int>() < 2) added.push_back(a);
+    bpe["added_tokens"] = added;
+  }
+  const std::string bpe_seed = bpe.dump();
+  EXPECT_NO_THROW(fuzz::world_vocab_file(world));
+  EXPECT_NO_THROW(fuzz::bpe_tokenizer_file(bpe_seed));
+  Corruptor c(17);
+  for (int i = 0; i < 400; ++i) {
+    try {
+      fuzz::world_vocab_file(c.bytes(world));
+      fuzz::bpe_tokenizer_file(i % 2 ? c.json(bpe_seed) : c.bytes(bpe_seed));
+    } catch (const fuzz::Finding& f) {
+      ADD_FAILURE() << "case " << i << ": " << f.what();
+    }
+  }
+}
+
+TEST(FuzzInputs, AnyTextSurvivesTheTokenizersAndUtf8Stream) {
+  for (auto& s : seeds("tokenizer_text")) EXPECT_NO_THROW(fuzz::tokenizer_text(s, test::shared_dir())) << s;
+  std::mt19937_64 rng(19);
+  auto pick = [&](uint32_t lo, uint32_t hi) { return std::uniform_int_distribution<uint32_t>(lo, hi)(rng); };
+  auto utf8 = [](uint32_t cp) {
+    std::string s;
+    if (cp < 0x80) s += char(cp);
+    else if (cp < 0x800) s += {char(0xC0 | cp >> 6), char(0x80 | (cp & 0x3F))};
+    else if (cp < 0x10000) s += {char(0xE0 | cp >> 12), char(0x80 | (cp >> 6 & 0x3F)), char(0x80 | (cp & 0x3F))};
+    else s += {char(0xF0 | cp >> 18), char(0x80 | (cp >> 12 & 0x3F)), char(0x80 | (cp >> 6 & 0x3F)), char(0x80 | (cp & 0x3F))};
+    return s;
+  };
+  for (int i = 0; i < 1500; ++i) {
+    std::string text;
+    for (uint32_t n = pick(0, 40); n > 0; --n) {
+      switch (pick(0, 4)) {
+        case 0: text += char(pick(0, 255)); break;                            // any byte
+        case 1: text += utf8(pick(0x80, 0xD7FF)); break;                      // two and three bytes
+        case 2: text += utf8(pick(0x10000, 0x10FFFF)); break;                 // four bytes
+        case 3: text += " \n\t'sll<|endoftext|>"[pick(0, 19)]; break;         // what pre-tokenizers split on
+        default: text += char(pick(0x20, 0x7E));
+      }
+    }
+    try {
+      fuzz::tokenizer_text(text, test::shared_dir());
+    } catch (const fuzz::Finding& f) {
+      ADD_FAILURE() << f.what() << " for " << testing::PrintToString(text);
+    }
+  }
+}
+
+TEST(FuzzInputs, AnyStrategyParsesBackToItselfOrIsRefusedInOneLine) {
+  for (auto& s : seeds("strategy_text")) EXPECT_NO_THROW(fuzz::strategy_text(s)) << s;
+  static const char* words[] = {"cpu", "cuda", "cuda:0", "cuda:1", ":", "node2:", "fp16", "bf16", "fp32", "i8", "fp16i8", "*", "*3", "*0",
+                                "*99999999999", "+", "*2+", "->", " ", "  ", "-", "x", "\t", "\n", "cuda:-1", "cuda:2147483648", "*-1"};
+  std::mt19937_64 rng(23);
+  for (int i = 0; i < 5000; ++i) {
+    std::string s;
+    for (int n = int(rng() % 8); n > 0; --n) s += words[rng() % std::size(words)];
+    try {
+      fuzz::strategy_text(s);
+    } catch (const fuzz::Finding& f) {
+      ADD_FAILURE() << f.what() << " for \"" << s << "\"";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace skein
