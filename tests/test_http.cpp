@@ -9,6 +9,11 @@
 #include <set>
 #include <thread>
 
+#include "common/error.h"
+#include "coordinator/config.h"
+#include "model/tokenizer.h"
+#include "net/openai_request.h"
+#include "tests/fuzz/corruptor.h"
 #include "tests/server_harness.h"
 #include "tests/test_support.h"
 
@@ -399,6 +404,57 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   auto text = http_request(server.http_port(), "POST", "/v1/chat/completions",
                            R"({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "response_format": {"type": "text"}})", auth);
   EXPECT_EQ(text.status, 200) << text.body;  // plain text named explicitly, as some clients do
+}
+
+// OpenAI bodies corrupted from the fuzz seeds, sent for real: what the parser accepts is answered 200 in
+// full (a JSON body, or a stream that ends with [DONE]), what it refuses 400 with the parser's message;
+// nothing else, and a greedy request afterwards gives the text it gave before.
+TEST(Http, CorruptedBodiesAreServedOrRefusedAndLeaveTheServerSound) {
+  const std::string cfg_path = temp_dir() + "/chaos.toml";
+  write_file(cfg_path, "[server]\nmax_tokens_cap = 24\nmax_prompt_tokens = 512\n[sampling]\nmax_tokens = 16\n");
+  Server server("--config " + cfg_path);
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const Config cfg = load_config(cfg_path);
+  const ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
+  const ByteTokenizer tok;
+  auto probe = [&] {
+    auto r = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "The man said", "max_tokens": 12, "temperature": 0})");
+    return r.status == 200 ? r.json()["choices"][0]["text"].get<std::string>() : "status " + std::to_string(r.status);
+  };
+  const std::string before = probe();
+
+  fuzz::Corruptor corrupt(37);
+  int accepted = 0, refused = 0;
+  for (const bool chat : {false, true}) {
+    std::vector<std::string> seeds;
+    for (auto& e : std::filesystem::directory_iterator(std::string(SKEIN_SOURCE_DIR) + "/tests/fuzz/seeds/" + (chat ? "openai_chat" : "openai_completion")))
+      seeds.push_back(read_file(e.path().string()));
+    for (int i = 0; i < 300; ++i) {
+      const std::string body = corrupt.json(seeds[corrupt.below(seeds.size())]);
+      std::string refusal;
+      bool stream = false;
+      try {
+        stream = parse_openai_request(body, chat, tok, 256, limits, cfg.chat).stream;
+      } catch (const Error& e) {
+        refusal = e.what();
+      }
+      auto r = http_request(server.http_port(), "POST", chat ? "/v1/chat/completions" : "/v1/completions", body);
+      if (refusal.empty()) {
+        ++accepted;
+        ASSERT_EQ(r.status, 200) << body << " -> " << r.body;
+        if (stream) EXPECT_NE(r.body.rfind("data: [DONE]"), std::string::npos) << body << " -> " << r.body;
+        else EXPECT_FALSE(r.json()["choices"].empty()) << body << " -> " << r.body;
+      } else {
+        ++refused;
+        ASSERT_EQ(r.status, 400) << body << " -> " << r.body;
+        const std::string message = r.json()["error"]["message"];
+        EXPECT_NE(message.find(refusal.substr(0, 40)), std::string::npos) << message << " vs " << refusal;
+      }
+    }
+  }
+  EXPECT_GT(accepted, 20);
+  EXPECT_GT(refused, 100);
+  EXPECT_EQ(probe(), before);
 }
 
 // A stage that stops answering: /health turns 503 ("stalled") while requests wait, before the

@@ -18,7 +18,12 @@
 #include <sstream>
 #include <thread>
 
+#include "common/error.h"
+#include "coordinator/config.h"
+#include "model/tokenizer.h"
 #include "net/api_client.h"
+#include "net/api_request.h"
+#include "tests/fuzz/corruptor.h"
 #include "tests/server_harness.h"
 #include "tests/test_support.h"
 
@@ -176,6 +181,78 @@ TEST(Server, BadInputNeverDisturbsOtherClients) {
   ASSERT_FALSE(rest.empty());
   EXPECT_EQ(rest.back()["event"], "done");
   EXPECT_EQ(rest.back()["completion_tokens"], 300);
+}
+
+// Requests corrupted from the fuzz seeds, run for real: whatever the parser accepts must be served
+// (every sample done, tokens inside the vocabulary, the cap kept), whatever it refuses answered with one
+// error, and a greedy request afterwards gives the text it gave before.
+TEST(Server, CorruptedRequestsAreServedOrRefusedAndLeaveTheServerSound) {
+  const std::string cfg_path = temp_dir() + "/chaos.toml";
+  write_file(cfg_path, "[server]\nmax_tokens_cap = 24\nmax_prompt_tokens = 512\nper_connection_requests = 8\n[sampling]\nmax_tokens = 16\n");
+  Server server("--config " + cfg_path);
+  ASSERT_GT(server.port(), 0) << server.output();
+  // The limits the server parses with, built as `skein serve` builds them.
+  const Config cfg = load_config(cfg_path);
+  const ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
+  const ByteTokenizer tok;
+  const std::string probe = R"({"id": "probe", "prompt": "The man said", "max_tokens": 20, "temperature": 0, "stream": false})";
+  auto probe_text = [&] {
+    Client c(server.port());
+    c.send(probe);
+    auto events = c.until_done("probe");
+    return events.empty() ? std::string() : events.back().value("text", std::string());
+  };
+  const std::string before = probe_text();
+  ASSERT_FALSE(before.empty());
+
+  std::vector<std::string> seeds;
+  for (auto& e : std::filesystem::directory_iterator(std::string(SKEIN_SOURCE_DIR) + "/tests/fuzz/seeds/api_line")) {
+    std::string s = read_file(e.path().string());
+    if (s.find("\"op\"") == std::string::npos) seeds.push_back(s);  // generations; ops answer differently
+  }
+  fuzz::Corruptor corrupt(31);
+  int accepted = 0, refused = 0;
+  for (int batch = 0; batch < 60; ++batch) {
+    Client c(server.port());
+    std::map<std::string, int> open;  // id -> final events still due
+    for (int i = 0; i < 8; ++i) {
+      nlohmann::json j = nlohmann::json::parse(corrupt.json(seeds[corrupt.below(seeds.size())]), nullptr, false);
+      if (!j.is_object()) continue;  // broken JSON: the parser's own test covers it
+      const std::string id = "c" + std::to_string(batch) + "-" + std::to_string(i);
+      j["id"] = id;
+      const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      int due = 1;
+      try {
+        if (auto g = parse_api_line(line, tok, 256, limits).generate) due = g->n;
+        ++accepted;
+      } catch (const Error&) {
+        ++refused;
+      }
+      open[id] = due;
+      c.send(line);
+    }
+    while (!open.empty()) {
+      const std::string l = c.line();
+      ASSERT_FALSE(l.empty()) << "no answer for " << open.begin()->first << "; server output:\n" << server.output();
+      const nlohmann::json e = nlohmann::json::parse(l);
+      const std::string id = e.value("id", std::string()), event = e.value("event", std::string());
+      ASSERT_TRUE(open.count(id)) << l;
+      if (event == "delta") {
+        for (auto& t : e["tokens"]) EXPECT_TRUE(t.get<int>() >= 0 && t.get<int>() < 256) << l;
+      } else if (event == "done") {
+        EXPECT_LE(e["completion_tokens"].get<int>(), 24) << l;
+        if (--open[id] == 0) open.erase(id);
+      } else if (event == "error") {
+        EXPECT_EQ(l.find('\n'), std::string::npos);
+        open.erase(id);  // a refusal ends the request, its samples too
+      } else {
+        EXPECT_EQ(event, "prompt") << l;
+      }
+    }
+  }
+  EXPECT_GT(accepted, 40);
+  EXPECT_GT(refused, 40);
+  EXPECT_EQ(probe_text(), before);
 }
 
 // [logging]: a line per finished or refused request and the server's own events, in the file the
