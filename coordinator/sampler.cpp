@@ -22,6 +22,9 @@ void SamplingParams::validate_ranges() const {
   if (logprobs < -1 || logprobs > kMaxLogprobs) fail("logprobs must be between 0 and ", kMaxLogprobs, " (or -1 for none), got ", logprobs);
   for (auto& s : stop)
     if (s.empty()) fail("stop strings must not be empty");
+  for (auto& [t, bias] : logit_bias)
+    if (!finite(bias) || bias < -kMaxLogitBias || bias > kMaxLogitBias)
+      fail("logit_bias of token ", t, " must be between -", kMaxLogitBias, " and ", kMaxLogitBias, ", got ", bias);
 }
 
 void SamplingParams::validate(int vocab) const {
@@ -30,6 +33,8 @@ void SamplingParams::validate(int vocab) const {
     if (t < 0 || t >= vocab) fail("token_ban id ", t, " is outside the vocabulary (", vocab, ")");
   for (auto t : token_stop)
     if (t < 0 || t >= vocab) fail("token_stop id ", t, " is outside the vocabulary (", vocab, ")");
+  for (auto& [t, bias] : logit_bias)
+    if (t < 0 || t >= vocab) fail("logit_bias id ", t, " is outside the vocabulary (", vocab, ")");
 }
 
 std::vector<float> sampling_probabilities(const float* logits, int V, float temperature, float top_p, int top_k) {
@@ -68,9 +73,11 @@ std::vector<float> sampling_probabilities(const float* logits, int V, float temp
 }
 
 void RepetitionPenalty::apply(float* logits, int V, const SamplingParams& p) const {
-  for (auto t : p.token_ban) logits[t] = -INFINITY;
   for (auto& [t, n] : counts_)
     if (t >= 0 && t < V) logits[t] -= p.alpha_presence + n * p.alpha_frequency;
+  for (auto& [t, bias] : p.logit_bias)
+    if (t >= 0 && t < V) logits[t] += bias;
+  for (auto t : p.token_ban) logits[t] = -INFINITY;
 }
 
 bool is_penalty_free_text(const std::string& token_text) {
@@ -99,6 +106,7 @@ SampleRequest SlotSampler::prepare() {
   // One entry per token (a banned token that also has a count stays banned).
   std::map<int32_t, float> amount;
   for (auto& [t, n] : penalty_.counts()) amount[t] = params_.alpha_presence + n * params_.alpha_frequency;
+  for (auto& [t, bias] : params_.logit_bias) amount[t] -= bias;
   for (auto t : params_.token_ban) amount[t] = INFINITY;
   r.penalties.reserve(amount.size());
   for (auto& [t, a] : amount) r.penalties.push_back({t, a});
@@ -146,7 +154,7 @@ int32_t sample_row(float* logits, int V, const SampleRequest& r) {
 std::string encode_sampling(const SamplingParams& p) {
   nlohmann::json j = {{"temperature", p.temperature}, {"top_p", p.top_p}, {"top_k", p.top_k}, {"alpha_presence", p.alpha_presence},
                       {"alpha_frequency", p.alpha_frequency}, {"alpha_decay", p.alpha_decay}, {"token_ban", p.token_ban}, {"seed", p.seed},
-                      {"logprobs", p.logprobs}};
+                      {"logprobs", p.logprobs}, {"logit_bias", p.logit_bias}};
   return j.dump();
 }
 
@@ -162,6 +170,7 @@ SamplingParams decode_sampling(const std::string& bytes) {
   p.token_ban = j["token_ban"].get<std::vector<int32_t>>();
   p.seed = j["seed"];
   p.logprobs = j["logprobs"];
+  p.logit_bias = j["logit_bias"].get<std::map<int32_t, float>>();
   return p;
 }
 

@@ -12,6 +12,9 @@
 
 namespace skein {
 
+// The largest logit_bias magnitude, as OpenAI's.
+constexpr float kMaxLogitBias = 100.0f;
+
 struct SamplingParams {
   float temperature = 1.0f;  // 0 = greedy
   float top_p = 0.85f;       // >= 1 keeps every token
@@ -20,6 +23,8 @@ struct SamplingParams {
   float alpha_frequency = 0.0f;
   float alpha_decay = 0.996f;
   std::vector<int32_t> token_ban;
+  // Added to a token's logit before sampling (OpenAI's logit_bias), in [-100, 100]; bans still win.
+  std::map<int32_t, float> logit_bias;
   std::vector<int32_t> token_stop;
   std::vector<std::string> stop;  // stop strings
   uint64_t seed = 0;
@@ -37,7 +42,8 @@ std::vector<float> sampling_probabilities(const float* logits, int V, float temp
 // Occurrence counts for the presence/frequency penalties, decayed after every generated token.
 class RepetitionPenalty {
  public:
-  // logits[id] -= alpha_presence + count * alpha_frequency for every token seen; banned tokens -> -inf.
+  // logits[id] -= alpha_presence + count * alpha_frequency for every token seen, += its logit_bias;
+  // banned tokens -> -inf.
   void apply(float* logits, int V, const SamplingParams& p) const;
   // After a generated token: decay every count, then add 1 (0 for a penalty-free token: one whose text
   // is a substring of " \t0123456789", as officially; whitespace and digits are not penalised by frequency).

@@ -3,6 +3,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -38,6 +40,23 @@ inline std::vector<int32_t> token_ids(const nlohmann::json& j, const char* key, 
     int64_t v = integer(e, key);
     if (v < 0 || v >= vocab) fail(key, ": token id ", v, " is outside the vocabulary (", vocab, ")");
     out.push_back(int32_t(v));
+  }
+  return out;
+}
+
+// OpenAI's logit_bias: {"TOKEN_ID": bias, ...}, ids as decimal strings inside the vocabulary, biases in
+// [-limit, limit].
+inline std::map<int32_t, float> logit_bias(const nlohmann::json& j, const char* key, int vocab, float limit) {
+  if (!j.is_object()) fail(key, ": must be an object of token id -> bias");
+  std::map<int32_t, float> out;
+  for (auto& [id, bias] : j.items()) {
+    int64_t t = -1;
+    if (!id.empty() && id.size() <= 10 && id.find_first_not_of("0123456789") == std::string::npos) t = std::stoll(id);
+    if (t < 0) fail(key, ": '", id, "' is not a token id");
+    if (t >= vocab) fail(key, ": token id ", t, " is outside the vocabulary (", vocab, ")");
+    const float b = number(bias, key);
+    if (b < -limit || b > limit) fail(key, ": the bias of token ", t, " must be between -", limit, " and ", limit, ", got ", b);
+    out[int32_t(t)] = b;
   }
   return out;
 }

@@ -51,7 +51,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   if (!j.is_object()) fail("the body must be a JSON object");
   static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "stream", "stream_options", "stop", "seed",
                                                "presence_penalty", "frequency_penalty", "n", "user", "top_k", "alpha_decay", "session",
-                                               "logprobs", "response_format"};
+                                               "logprobs", "response_format", "logit_bias"};
   for (auto& [k, v] : j.items()) {
     bool ok = common.count(k) ||
               (chat ? (k == "messages" || k == "max_completion_tokens" || k == "top_logprobs") : (k == "prompt" || k == "echo"));
@@ -151,6 +151,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   if (opt("presence_penalty")) r.sampling.alpha_presence = number(j["presence_penalty"], "presence_penalty");
   if (opt("frequency_penalty")) r.sampling.alpha_frequency = number(j["frequency_penalty"], "frequency_penalty");
   if (opt("alpha_decay")) r.sampling.alpha_decay = number(j["alpha_decay"], "alpha_decay");
+  if (opt("logit_bias")) r.sampling.logit_bias = json_fields::logit_bias(j["logit_bias"], "logit_bias", vocab, kMaxLogitBias);
   if (opt("stop")) {
     const auto& s = j["stop"];
     std::vector<std::string> stops;

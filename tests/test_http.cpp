@@ -406,6 +406,43 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   EXPECT_EQ(text.status, 200) << text.body;  // plain text named explicitly, as some clients do
 }
 
+// OpenAI's logit_bias over HTTP and TCP, in one process and on a 3-rank cluster (where the bias rides
+// the sampling parameters to the last stage): +100 makes a byte the greedy choice, -100 keeps one out.
+TEST(Http, LogitBiasSteersTheTextAlsoOnTheCluster) {
+  for (int ranks : {1, 3}) {
+    SCOPED_TRACE(ranks);
+    Server server("", ranks);
+    ASSERT_GT(server.http_port(), 0) << server.output();
+    auto complete = [&](const std::string& extra) {
+      auto r = http_request(server.http_port(), "POST", "/v1/completions",
+                            R"({"prompt": "The man said", "max_tokens": 6, "temperature": 0)" + extra + "}");
+      return r.status == 200 ? r.json()["choices"][0]["text"].get<std::string>() : "status " + std::to_string(r.status) + ": " + r.body;
+    };
+    EXPECT_EQ(complete(""), " to a ");
+    EXPECT_EQ(complete(R"(, "logit_bias": {"65": 100})"), "AAAAAA");
+    const std::string no_space = complete(R"(, "logit_bias": {"32": -100})");
+    EXPECT_EQ(no_space.find(' '), std::string::npos) << no_space;
+    auto chat = http_request(server.http_port(), "POST", "/v1/chat/completions",
+                             R"({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0, "logit_bias": {"66": 100}})");
+    ASSERT_EQ(chat.status, 200) << chat.body;
+    EXPECT_EQ(chat.json()["choices"][0]["message"]["content"], "BBB");
+    Client tcp(server.port());
+    tcp.send(R"({"id": "c", "prompt": "The man said", "max_tokens": 4, "temperature": 0, "stream": false, "logit_bias": {"67": 100}})");
+    auto events = tcp.until_done("c");
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back()["text"], "CCCC") << events.back().dump();
+  }
+  Server server;
+  for (auto [bias, message] : {std::pair{R"({"x": 1})", "logit_bias: 'x' is not a token id"},
+                               {R"({"65": 101})", "logit_bias: the bias of token 65 must be between -100 and 100, got 101"},
+                               {R"({"256": 1})", "logit_bias: token id 256 is outside the vocabulary (256)"},
+                               {R"([65])", "logit_bias: must be an object of token id -> bias"}}) {
+    auto r = http_request(server.http_port(), "POST", "/v1/completions", std::string(R"({"prompt": "x", "logit_bias": )") + bias + "}");
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_EQ(r.json()["error"]["message"], message) << r.body;
+  }
+}
+
 // OpenAI bodies corrupted from the fuzz seeds, sent for real: what the parser accepts is answered 200 in
 // full (a JSON body, or a stream that ends with [DONE]), what it refuses 400 with the parser's message;
 // nothing else, and a greedy request afterwards gives the text it gave before.

@@ -88,6 +88,39 @@ TEST(Sampler, PenaltiesFollowOfficialSemantics) {
   EXPECT_TRUE(std::isinf(logits[3]) && logits[3] < 0);
 }
 
+// logit_bias (OpenAI's) adds to a token's logit after the repetition penalties; a ban still wins. The
+// same amounts reach a backend through SampleRequest (GPU sampling included) and a stage through the wire.
+TEST(Sampler, LogitBiasAddsToTheLogitAndBansStillWin) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.alpha_presence = 1.0f;
+  p.logit_bias = {{1, 2.5f}, {2, -100.0f}, {3, 50.0f}};
+  p.token_ban = {3};
+  p.validate(4);
+  SlotSampler slot(p);
+  slot.record(1, {});  // 1 has been seen: presence 1 against its bias 2.5
+  std::vector<float> logits = {0.0f, 0.0f, 0.0f, 0.0f};
+  RepetitionPenalty pen;
+  pen.record(1, false, p);
+  pen.apply(logits.data(), 4, p);
+  EXPECT_FLOAT_EQ(logits[0], 0.0f);
+  EXPECT_FLOAT_EQ(logits[1], 1.5f);
+  EXPECT_FLOAT_EQ(logits[2], -100.0f);
+  EXPECT_TRUE(std::isinf(logits[3]) && logits[3] < 0);
+  SampleRequest r = slot.prepare();
+  std::vector<float> raw = {0.0f, 0.0f, 0.0f, 0.0f};
+  EXPECT_EQ(sample_row(raw.data(), 4, r), 1);
+  EXPECT_EQ(raw, logits);  // the backend's execution equals the penalty's
+
+  SamplingParams back = decode_sampling(encode_sampling(p));
+  EXPECT_EQ(back.logit_bias, p.logit_bias);
+
+  p.logit_bias = {{1, 100.5f}};
+  EXPECT_THROW(p.validate(4), Error);
+  p.logit_bias = {{4, 1.0f}};
+  EXPECT_THROW(p.validate(4), Error);
+}
+
 TEST(Sampler, ValidationNamesTheField) {
   SamplingParams p;
   p.temperature = NAN;
