@@ -82,6 +82,14 @@ test('echo with logprobs scores the prompt, as lm-evaluation-harness asks', asyn
   assert.ok(lp.token_logprobs.slice(1).every((x) => x < 0));
 });
 
+test('logit_bias steers the choice as the package sends it', async () => {
+  const r = await client.completions.create({ ...greedy, prompt: 'The man said', max_tokens: 4, logit_bias: { '65': 100 } });
+  assert.equal(r.choices[0].text, 'AAAA');
+  const c = await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3,
+    logit_bias: { '66': 100 } });
+  assert.equal(c.choices[0].message.content, 'BBB');
+});
+
 test('models are listed', async () => {
   const models = [];
   for await (const m of client.models.list()) models.push(m.id);
