@@ -24,16 +24,29 @@
 namespace skein::fuzz {
 namespace {
 
-// The parsers read files, so each input becomes one: a file of this process's own, rewritten per input.
-std::string input_file(std::string_view bytes, const std::string& suffix) {
-  static const std::filesystem::path dir = [] {
+// The parsers read files, so each input becomes one: in a folder of this process's own (in memory where
+// /dev/shm exists), rewritten per input and removed when the process exits.
+class InputFolder {
+ public:
+  InputFolder() {
     std::filesystem::path shm = "/dev/shm";
     auto base = std::filesystem::exists(shm) ? shm : std::filesystem::temp_directory_path();
-    auto d = base / ("skein-fuzz-" + std::to_string(getpid()));
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  auto path = (dir / ("input" + suffix)).string();
+    path_ = base / ("skein-fuzz-" + std::to_string(getpid()));
+    std::filesystem::create_directories(path_);
+  }
+  ~InputFolder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::string input_file(std::string_view bytes, const std::string& suffix) {
+  static const InputFolder folder;
+  auto path = (folder.path() / ("input" + suffix)).string();
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), std::streamsize(bytes.size()));
   if (!f) throw std::runtime_error("cannot write " + path);
