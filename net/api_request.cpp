@@ -14,6 +14,10 @@ using json_fields::integer;
 using json_fields::number;
 
 
+ApiLimits api_limits(const Config& cfg) {
+  return {cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
+}
+
 ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab, const ApiLimits& limits) {
   nlohmann::json j;
   try {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/config.h"
 #include "coordinator/sampler.h"
 #include "model/tokenizer.h"
 
@@ -50,6 +51,9 @@ struct ApiLimits {
   SamplingParams defaults;
   std::string auth_token;  // when set, every line must carry "auth": <token>
 };
+
+// The limits a server configured by `cfg` parses requests with ([server], [sampling]).
+ApiLimits api_limits(const Config& cfg);
 
 // Throws skein::Error with a message naming the field ("temperature: must be a number >= 0").
 ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab, const ApiLimits& limits);

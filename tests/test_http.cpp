@@ -452,7 +452,7 @@ TEST(Http, CorruptedBodiesAreServedOrRefusedAndLeaveTheServerSound) {
   Server server("--config " + cfg_path);
   ASSERT_GT(server.http_port(), 0) << server.output();
   const Config cfg = load_config(cfg_path);
-  const ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
+  const ApiLimits limits = api_limits(cfg);  // what the server parses with
   const ByteTokenizer tok;
   auto probe = [&] {
     auto r = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "The man said", "max_tokens": 12, "temperature": 0})");
@@ -463,9 +463,7 @@ TEST(Http, CorruptedBodiesAreServedOrRefusedAndLeaveTheServerSound) {
   fuzz::Corruptor corrupt(37);
   int accepted = 0, refused = 0;
   for (const bool chat : {false, true}) {
-    std::vector<std::string> seeds;
-    for (auto& e : std::filesystem::directory_iterator(std::string(SKEIN_SOURCE_DIR) + "/tests/fuzz/seeds/" + (chat ? "openai_chat" : "openai_completion")))
-      seeds.push_back(read_file(e.path().string()));
+    const std::vector<std::string> seeds = fuzz::seeds(chat ? "openai_chat" : "openai_completion");
     for (int i = 0; i < 300; ++i) {
       const std::string body = corrupt.json(seeds[corrupt.below(seeds.size())]);
       std::string refusal;

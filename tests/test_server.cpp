@@ -191,9 +191,7 @@ TEST(Server, CorruptedRequestsAreServedOrRefusedAndLeaveTheServerSound) {
   write_file(cfg_path, "[server]\nmax_tokens_cap = 24\nmax_prompt_tokens = 512\nper_connection_requests = 8\n[sampling]\nmax_tokens = 16\n");
   Server server("--config " + cfg_path);
   ASSERT_GT(server.port(), 0) << server.output();
-  // The limits the server parses with, built as `skein serve` builds them.
-  const Config cfg = load_config(cfg_path);
-  const ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
+  const ApiLimits limits = api_limits(load_config(cfg_path));  // what the server parses with
   const ByteTokenizer tok;
   const std::string probe = R"({"id": "probe", "prompt": "The man said", "max_tokens": 20, "temperature": 0, "stream": false})";
   auto probe_text = [&] {
@@ -206,10 +204,8 @@ TEST(Server, CorruptedRequestsAreServedOrRefusedAndLeaveTheServerSound) {
   ASSERT_FALSE(before.empty());
 
   std::vector<std::string> seeds;
-  for (auto& e : std::filesystem::directory_iterator(std::string(SKEIN_SOURCE_DIR) + "/tests/fuzz/seeds/api_line")) {
-    std::string s = read_file(e.path().string());
+  for (auto& s : fuzz::seeds("api_line"))
     if (s.find("\"op\"") == std::string::npos) seeds.push_back(s);  // generations; ops answer differently
-  }
   fuzz::Corruptor corrupt(31);
   int accepted = 0, refused = 0;
   for (int batch = 0; batch < 60; ++batch) {

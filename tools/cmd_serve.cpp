@@ -58,7 +58,7 @@ void add_serve_command(CLI::App& app) {
     so.stall_seconds = cfg.server.stall_seconds;
     InferenceService service(*m.handle, *tok, so);
     boost::asio::io_context io;
-    ApiLimits limits{cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
+    const ApiLimits limits = api_limits(cfg);
     TcpServer server(io, cfg.server.listen, uint16_t(cfg.server.port), service, *tok, m.dims.vocab,
                      {limits, size_t(cfg.server.max_request_bytes), cfg.server.per_connection_requests, size_t(cfg.server.client_buffer_bytes),
                       cfg.server.client_timeout_s});

@@ -1,9 +1,10 @@
-// Seeded corruptions of valid inputs, for the tests: byte-level for files, value-level for JSON and TOML
-// (where byte flips mostly break the syntax and never reach the validation behind it).
+// The tests' valid inputs and seeded corruptions of them: byte-level for files, value-level for JSON and
+// TOML (where byte flips mostly break the syntax and never reach the validation behind it).
 #pragma once
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,7 +12,17 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_support.h"
+
 namespace skein::fuzz {
+
+// The valid inputs of tests/fuzz/seeds/<target>/ (the fuzzers start from them too).
+inline std::vector<std::string> seeds(const std::string& target) {
+  std::vector<std::string> out;
+  for (auto& entry : std::filesystem::directory_iterator(std::string(SKEIN_SOURCE_DIR) + "/tests/fuzz/seeds/" + target))
+    out.push_back(test::read_file(entry.path().string()));
+  return out;
+}
 
 class Corruptor {
  public:

@@ -85,7 +85,7 @@ void expect_tokens_in_vocab(const std::vector<int32_t>& ids, int vocab, const ch
 
 }  // namespace
 
-void checkpoint_file(std::string_view bytes) {
+bool checkpoint_file(std::string_view bytes) {
   try {
     auto ck = Checkpoint::open(input_file(bytes, ".model"));
     ModelDims dims = detect_architecture(*ck);
@@ -109,17 +109,24 @@ void checkpoint_file(std::string_view bytes) {
         expect(t >= 0 && t < dims.vocab, "model file: drew token " + std::to_string(t) + " from its logits");
       }
     }
+    return true;
   } catch (const Error& e) {
     expect_one_line(e, "model file");
+    return false;
   }
 }
 
+StateFileHeader state_file_header() {
+  StateFileHeader h;
+  h.dims = {Arch::V7, 2, 64, 1, 64, 256, 256};
+  h.first_layer = 0;
+  h.last_layer = 2;
+  h.fingerprint = 0x5eed;
+  return h;
+}
+
 void state_file(std::string_view bytes) {
-  StateFileHeader expect_header;
-  expect_header.dims = {Arch::V7, 2, 64, 1, 64, 256, 256};
-  expect_header.first_layer = 0;
-  expect_header.last_layer = 2;
-  expect_header.fingerprint = 0x5eed;
+  const StateFileHeader expect_header = state_file_header();
   try {
     auto data = load_state_file(input_file(bytes, ".state"), expect_header);
     expect(data.size() == expect_header.dims.state_floats(), "state file: accepted with the wrong number of floats");
@@ -276,7 +283,7 @@ void strategy_text(std::string_view bytes) {
 }
 
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {
-  if (target == "checkpoint_file") return checkpoint_file(in);
+  if (target == "checkpoint_file") return void(checkpoint_file(in));
   if (target == "state_file") return state_file(in);
   if (target == "api_line") return api_line(in);
   if (target == "openai_completion") return openai_body(in, false);

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "model/state_file.h"
+
 namespace skein::fuzz {
 
 // A check that found a bug; never caught by the checks themselves.
@@ -15,9 +17,11 @@ class Finding : public std::logic_error {
 };
 
 // A model file (.pth or .safetensors, by content): opened, architecture detected, loaded as stored and
-// as i8, and two tokens run through it.
-void checkpoint_file(std::string_view bytes);
-// A state file (model/state_file.h) read against a small v7 model's header.
+// as i8, and two tokens run through it. True when it was accepted, false when refused.
+bool checkpoint_file(std::string_view bytes);
+// The small v7 model's header that state_file reads against.
+StateFileHeader state_file_header();
+// A state file (model/state_file.h) read against state_file_header().
 void state_file(std::string_view bytes);
 // One TCP protocol line (net/api_request.h), over the byte tokenizer.
 void api_line(std::string_view bytes);

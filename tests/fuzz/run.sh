@@ -11,15 +11,18 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(checkpoint_file state_file api_line openai_completion openai_chat eval_data_file
-                                     config_file world_vocab_file bpe_tokenizer_file tokenizer_text strategy_text)
 shared=${SKEIN_SHARED:-../shared}
 command -v clang++ >/dev/null || { echo "tests/fuzz/run.sh: libFuzzer needs clang (apt-get install clang)" >&2; exit 2; }
 build=build-fuzz
 
 cmake -S . -B $build -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSKEIN_FUZZ=ON -DSKEIN_CUDA=OFF -DSKEIN_BUILD_TESTS=OFF >/dev/null
-ninja -C $build skein $(printf 'fuzz_%s ' "${targets[@]}")
+if [ ${#targets[@]} -gt 0 ]; then
+  ninja -C $build skein $(printf 'fuzz_%s ' "${targets[@]}")
+else  # every target tests/fuzz/CMakeLists.txt defines
+  ninja -C $build
+  targets=($(cd $build/tests/fuzz && ls fuzz_* | sed 's/^fuzz_//'))
+fi
 
 corpus=$build/corpus
 for t in "${targets[@]}"; do
