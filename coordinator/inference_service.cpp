@@ -99,18 +99,28 @@ void InferenceService::cancel(uint64_t id) {
   wake_.notify_one();
 }
 
-void InferenceService::session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to) {
+void InferenceService::session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to, SessionSnapshot upload) {
   std::lock_guard<std::mutex> lock(mu_);
-  ops_.push_back([this, op, name, done, to] {
+  ops_.push_back([this, op, name, done, to, upload = std::move(upload)] {
     SessionOpResult r;
     try {
-      if (op == SessionOp::List) r.sessions = sessions_->list();
-      else if (op == SessionOp::Save) sessions_->save(name);
-      else if (op == SessionOp::Fork) {
-        sessions_->fork(name, to);
-        metrics_.state_copied("fork");
+      switch (op) {
+        case SessionOp::List: r.sessions = sessions_->list(); break;
+        case SessionOp::Save: sessions_->save(name); break;
+        case SessionOp::Fork:
+          sessions_->fork(name, to);
+          metrics_.state_copied("fork");
+          break;
+        case SessionOp::Export:
+          r.snapshot = sessions_->export_session(name);
+          metrics_.state_copied("export");
+          break;
+        case SessionOp::Import:
+          sessions_->import_session(name, upload);
+          metrics_.state_copied("import");
+          break;
+        case SessionOp::Delete: sessions_->remove(name); break;
       }
-      else sessions_->remove(name);
     } catch (const SessionError& e) {
       r.error = e.what();
       r.fault = e.fault;

@@ -75,7 +75,7 @@ struct ServiceOptions {
   double stall_seconds = 5;
 };
 
-enum class SessionOp { List, Save, Delete, Fork };
+enum class SessionOp { List, Save, Delete, Fork, Export, Import };
 
 class InferenceService {
  public:
@@ -86,14 +86,16 @@ class InferenceService {
   uint64_t submit(ServiceRequest r);
   void cancel(uint64_t id);  // thread-safe; on_done follows with "cancelled"
   // Thread-safe; runs between steps on the service thread, then `done` (there) gets the sessions
-  // (List), or why the operation was refused. `to`: the new session of a Fork.
+  // (List), the session (Export), or why the operation was refused. `to`: the new session of a Fork;
+  // `upload`: the session an Import creates.
   struct SessionOpResult {
     std::vector<SessionInfo> sessions;
+    SessionSnapshot snapshot;
     std::string error;  // "" when done
     SessionFault fault = SessionFault::Failed;
   };
   using SessionReply = std::function<void(const SessionOpResult&)>;
-  void session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to = "");
+  void session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to = "", SessionSnapshot upload = {});
 
   // The service loop, on the calling thread, until stop(); then every open request ends "cancelled" and,
   // with [sessions] persist, every session is saved. A model failure ends every request with an error,

@@ -41,7 +41,7 @@ class Metrics {
                     int cached_tokens);
   void inter_token(double seconds);
   void http_request(int status);
-  void state_copied(const std::string& what);  // "fork" | "sample": a state copied instead of prefilled
+  void state_copied(const std::string& what);  // "fork" | "sample" | "export" | "import": a state copied instead of prefilled
   void sessions_expired(size_t n);
   std::string prometheus() const;
 

@@ -223,6 +223,36 @@ void SessionStore::save(const std::string& name) {
   else write_disk(name, s, model_.export_state(s.slot));
 }
 
+SessionSnapshot SessionStore::export_session(const std::string& name) {
+  check_name(name);
+  Session& s = get(name);
+  if (s.busy) refuse(SessionFault::Conflict, "session '", name, "' is busy with a request; export it when the request has finished");
+  const std::vector<float> state = s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(name), header_);
+  return {encode_state_file(header_, state), s.tokens, s.pending};
+}
+
+void SessionStore::import_session(const std::string& name, const SessionSnapshot& snapshot) {
+  check_name(name);
+  if (sessions_.count(name)) refuse(SessionFault::Conflict, "session '", name, "' already exists: delete it first, or import under another name");
+  std::vector<float> state;
+  try {
+    state = decode_state_file(snapshot.state_file, header_, "session '" + name + "'");
+  } catch (const Error& e) {
+    refuse(SessionFault::BadRequest, e.what());
+  }
+  for (int32_t t : snapshot.pending)
+    if (t < 0 || t >= header_.dims.vocab) refuse(SessionFault::BadRequest, "session '", name, "': pending token ", t, " is outside the vocabulary (0..", header_.dims.vocab - 1, ")");
+  if (!host_takes_one_more())
+    refuse(SessionFault::NoRoom, "idle sessions fill the host budget of ", cfg_.host_bytes, " bytes: delete sessions or configure [sessions] dir");
+  Session s;
+  s.tokens = snapshot.tokens;
+  s.pending = snapshot.pending;
+  host_used_ += state.size() * sizeof(float);
+  s.host = std::move(state);
+  sessions_.emplace(name, std::move(s));
+  spill_host();
+}
+
 std::vector<std::string> SessionStore::expire(const std::set<std::string>& keep) {
   std::vector<std::string> gone;
   if (cfg_.idle_ttl_s <= 0) return gone;

@@ -34,6 +34,13 @@ struct SessionInfo {
   double idle_seconds = 0;
 };
 
+// A session as it travels between servers, or to a client: its state file and the bookkeeping beside it.
+struct SessionSnapshot {
+  std::string state_file;        // a state file's bytes (model/state_file.h), layers 0..n_layer
+  uint64_t tokens = 0;           // tokens the state has seen
+  std::vector<int32_t> pending;  // tokens it has not seen yet: they run before the next prompt
+};
+
 class SessionStore {
  public:
   // `header` identifies the model (state files of another model are refused).
@@ -68,6 +75,11 @@ class SessionStore {
   // takes a free slot when there is one (copied where the state lives, on the workers), else host memory.
   void fork(const std::string& from, const std::string& to);
   void save(const std::string& name);  // to `dir` (kept resident); throws when no dir is configured
+  // A copy of an idle session, wherever it is kept (it stays there).
+  SessionSnapshot export_session(const std::string& name);
+  // A new session from a snapshot, verified as a state file of this model; kept in host memory (the
+  // folder past the host budget) until a request uses it.
+  void import_session(const std::string& name, const SessionSnapshot& snapshot);
   // Forgets (files too) every idle session unused for longer than [sessions] idle_ttl_s, except those
   // `keep` names (requests wait for them); returns the names forgotten.
   std::vector<std::string> expire(const std::set<std::string>& keep);

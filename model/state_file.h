@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "model/architecture.h"
@@ -17,6 +18,12 @@ struct StateFileHeader {
   int first_layer = 0, last_layer = 0;
   uint64_t fingerprint = 0;
 };
+
+// A state file's bytes (what save_state_file writes), and back; `where` names the bytes' source in errors.
+std::string encode_state_file(const StateFileHeader& h, const std::vector<float>& data);
+std::vector<float> decode_state_file(std::string_view bytes, const StateFileHeader& expect, const std::string& where);
+// The size of a state file of the model and layers `h` names.
+size_t state_file_bytes(const StateFileHeader& h);
 
 void save_state_file(const std::string& path, const StateFileHeader& h, const std::vector<float>& data);
 

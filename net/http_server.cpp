@@ -48,7 +48,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
   void read() {
     parser_.emplace();
-    parser_->body_limit(opts_.max_body_bytes);
+    // Beast checks a Content-Length against the limit with the headers, so the largest body any route
+    // takes is the limit until the headers say which route this is.
+    body_limit_ = std::max(opts_.max_body_bytes, opts_.state_file_bytes);
+    parser_->body_limit(body_limit_);
     // A slow or stalled client cannot hold the connection: our own timer (beast's stream timeout would
     // close the socket before we could say why).
     stream_.expires_never();
@@ -61,20 +64,38 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       beast::error_code ignored;
       stream_.socket().cancel(ignored);
     });
-    http::async_read(stream_, buffer_, *parser_, [this, self](beast::error_code ec, size_t) {
-      read_timer_.cancel();
-      if (timed_out_ && parser_->got_some())
-        return reply(408, error_body("request not received within " + std::to_string(opts_.client_timeout_s) + " s", "invalid_request_error"), false);
-      if (timed_out_) return close();
-      if (ec == http::error::body_limit)
-        return reply(413, error_body("request body exceeds " + std::to_string(opts_.max_body_bytes) + " bytes", "invalid_request_error"), false);
-      if (ec == http::error::header_limit) return reply(431, error_body("request headers too large", "invalid_request_error"), false);
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) return close();
-      if (ec) return reply(400, error_body(std::string("malformed HTTP request: ") + ec.message(), "invalid_request_error"), false);
-      req_ = parser_->release();
-      keep_alive_ = req_.keep_alive();
-      route();
+    // Headers first: a session upload's body is a state file, larger than any JSON request may be.
+    http::async_read_header(stream_, buffer_, *parser_, [this, self](beast::error_code ec, size_t) {
+      if (ec) return received(ec);
+      if (!is_state_upload(parser_->get())) {
+        body_limit_ = opts_.max_body_bytes;
+        parser_->body_limit(body_limit_);
+        if (parser_->content_length().value_or(0) > body_limit_) return received(http::error::body_limit);
+      }
+      http::async_read(stream_, buffer_, *parser_, [this, self](beast::error_code ec2, size_t) { received(ec2); });
     });
+  }
+
+  static bool is_state_upload(const http::request<http::string_body>& r) {
+    std::string_view target(r.target().data(), r.target().size());
+    target = target.substr(0, target.find('?'));
+    return r.method() == http::verb::put && target.rfind("/v1/sessions/", 0) == 0 && target.size() > 6 &&
+           target.substr(target.size() - 6) == "/state";
+  }
+
+  void received(beast::error_code ec) {
+    read_timer_.cancel();
+    if (timed_out_ && parser_->got_some())
+      return reply(408, error_body("request not received within " + std::to_string(opts_.client_timeout_s) + " s", "invalid_request_error"), false);
+    if (timed_out_) return close();
+    if (ec == http::error::body_limit)
+      return reply(413, error_body("request body exceeds " + std::to_string(body_limit_) + " bytes", "invalid_request_error"), false);
+    if (ec == http::error::header_limit) return reply(431, error_body("request headers too large", "invalid_request_error"), false);
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) return close();
+    if (ec) return reply(400, error_body(std::string("malformed HTTP request: ") + ec.message(), "invalid_request_error"), false);
+    req_ = parser_->release();
+    keep_alive_ = req_.keep_alive();
+    route();
   }
 
   std::chrono::steady_clock::duration timeout() const {
@@ -148,7 +169,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
   // The TCP protocol's session operations (docs/protocol.md) for HTTP clients: GET /v1/sessions lists
   // them, DELETE /v1/sessions/NAME forgets one, POST /v1/sessions/NAME/save writes it to the sessions
-  // folder and POST /v1/sessions/NAME/fork with {"to": "NEW"} branches it.
+  // folder and POST /v1/sessions/NAME/fork with {"to": "NEW"} branches it. GET and PUT
+  // /v1/sessions/NAME/state download and upload a session as a state file (HTTP only: it is binary).
   void session(const std::string& target, http::verb verb) {
     SessionOp op = SessionOp::List;
     std::string name, to;
@@ -160,10 +182,22 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       if (action.empty()) op = SessionOp::Delete;
       else if (action == "save") op = SessionOp::Save;
       else if (action == "fork") op = SessionOp::Fork;
+      else if (action == "state") op = verb == http::verb::put ? SessionOp::Import : SessionOp::Export;
       else return reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
     }
-    const http::verb want = op == SessionOp::List ? http::verb::get : op == SessionOp::Delete ? http::verb::delete_ : http::verb::post;
+    const http::verb want = op == SessionOp::List || op == SessionOp::Export ? http::verb::get
+                            : op == SessionOp::Delete                        ? http::verb::delete_
+                            : op == SessionOp::Import                        ? http::verb::put
+                                                                             : http::verb::post;
     if (verb != want) return method_not_allowed();
+    SessionSnapshot upload;
+    if (op == SessionOp::Import) {
+      try {
+        upload = snapshot_of_request();
+      } catch (const Error& e) {
+        return reply(400, error_body(e.what(), "invalid_request_error"), keep_alive_);
+      }
+    }
     if (op == SessionOp::Fork) {
       const json body = json::parse(req_.body(), nullptr, false);
       if (!body.is_object() || body.size() != 1 || !body.contains("to") || !body["to"].is_string())
@@ -173,7 +207,38 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     auto self = shared_from_this();
     service_.session_op(op, name, [this, self, op, name, to](const InferenceService::SessionOpResult& r) {
       asio::post(io_, [this, self, op, name, to, r] { session_done(op, name, to, r); });
-    }, to);
+    }, to, std::move(upload));
+  }
+
+  // A session travels as its state file in the body and its bookkeeping in two headers: how many tokens
+  // the state has seen, and the tokens it has not seen yet (comma-separated ids; they run before the
+  // next prompt, so dropping them would lose the last generated token from the conversation).
+  static constexpr const char* kTokensHeader = "Skein-Session-Tokens";
+  static constexpr const char* kPendingHeader = "Skein-Session-Pending";
+
+  SessionSnapshot snapshot_of_request() const {
+    SessionSnapshot s;
+    s.state_file = req_.body();
+    if (auto it = req_.find(kTokensHeader); it != req_.end()) {
+      const std::string v(it->value());
+      const json n = json::parse(v, nullptr, false);
+      if (!n.is_number_unsigned()) fail(kTokensHeader, ": must be a whole number >= 0, got '", v.substr(0, 40), "'");
+      s.tokens = n.get<uint64_t>();
+    }
+    if (auto it = req_.find(kPendingHeader); it != req_.end()) {
+      const std::string v(it->value());
+      const json ids = json::parse("[" + v + "]", nullptr, false);
+      if (ids.is_discarded()) fail(kPendingHeader, ": must be comma-separated token ids, got '", v.substr(0, 40), "'");
+      s.pending = json_fields::token_ids(ids, kPendingHeader, vocab_);
+    }
+    return s;
+  }
+
+  void reply_snapshot(const SessionSnapshot& s) {
+    std::string pending;
+    for (int32_t t : s.pending) pending += (pending.empty() ? "" : ",") + std::to_string(t);
+    reply_text(200, "application/octet-stream", s.state_file, keep_alive_,
+               {{kTokensHeader, std::to_string(s.tokens)}, {kPendingHeader, pending}});
   }
 
   void session_refused(SessionFault fault, const std::string& error) {
@@ -202,6 +267,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       return reply(200, {{"object", "list"}, {"data", data}}, keep_alive_);
     }
     if (op == SessionOp::Fork) return reply(200, {{"id", to}, {"object", "session"}, {"forked_from", name}}, keep_alive_);
+    if (op == SessionOp::Export) return reply_snapshot(r.snapshot);
+    if (op == SessionOp::Import) return reply(201, {{"id", name}, {"object", "session"}, {"imported", true}}, keep_alive_);
     reply(200, {{"id", name}, {"object", "session"}, {op == SessionOp::Save ? "saved" : "deleted", true}}, keep_alive_);
   }
 
@@ -434,11 +501,13 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     reply_text(status, "application/json", json_text(body), keep_alive);
   }
 
-  void reply_text(int status, const std::string& type, std::string body, bool keep_alive) {
+  void reply_text(int status, const std::string& type, std::string body, bool keep_alive,
+                  const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     service_.metrics().http_request(status);
     auto res = std::make_shared<Response>(http::status(status), req_.version() ? req_.version() : 11);
     res->set(http::field::server, "skein");
     res->set(http::field::content_type, type);
+    for (auto& [k, v] : headers) res->set(k, v);
     res->keep_alive(keep_alive);
     res->body() = std::move(body);
     res->prepare_payload();
@@ -474,6 +543,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> req_;
   bool keep_alive_ = true;
+  size_t body_limit_ = 0;  // of the request being read
   // The request being generated (one at a time per connection, as HTTP/1.1 has it): its n choices.
   struct Choice {
     bool content_started = false;

@@ -20,6 +20,7 @@ struct HttpOptions {
   size_t max_body_bytes = 1 << 20;
   size_t client_buffer_bytes = 4 << 20;
   double client_timeout_s = 30;  // reading a request, and each write to a client
+  size_t state_file_bytes = 0;  // a session upload's body: a state file of the served model
 };
 
 class HttpServer {

@@ -3,13 +3,16 @@
 // reading.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <thread>
 
 #include "common/error.h"
+#include "common/hash.h"
 #include "coordinator/config.h"
 #include "model/tokenizer.h"
 #include "net/openai_request.h"
@@ -162,6 +165,84 @@ TEST(Http, SessionsAreListedForkedSavedAndDeleted) {
   EXPECT_EQ(busy.status, 409) << busy.body;
   EXPECT_NE(busy.body.find("session 'b' is busy"), std::string::npos) << busy.body;
   EXPECT_EQ(http_request(port, "POST", "/v1/sessions/b/fork", R"({"to": "c"})").status, 409);
+}
+
+// A session leaves a server as a state file (GET .../state) and continues elsewhere: on a 3-rank
+// cluster after PUT .../state, and on the command line with --state-in, exactly as it would have gone
+// on where it was. A damaged, foreign or unsound state file is refused with one line and creates nothing.
+TEST(Http, SessionsMoveBetweenServersAsStateFiles) {
+  Server one, cluster("", 3);
+  ASSERT_GT(one.http_port(), 0) << one.output();
+  ASSERT_GT(cluster.http_port(), 0) << cluster.output();
+  auto complete = [](int port, const std::string& prompt, const std::string& session) {
+    json body = {{"prompt", prompt}, {"max_tokens", 10}, {"temperature", 0}, {"session", session}};
+    return http_request(port, "POST", "/v1/completions", body.dump()).json()["choices"][0]["text"].get<std::string>();
+  };
+  complete(one.http_port(), "The man said", "a");
+  const HttpReply state = http_request(one.http_port(), "GET", "/v1/sessions/a/state");
+  ASSERT_EQ(state.status, 200) << state.body;
+  EXPECT_EQ(state.headers.at("content-type"), "application/octet-stream");
+  const std::string tokens = state.headers.at("skein-session-tokens"), pending = state.headers.at("skein-session-pending");
+  EXPECT_EQ(tokens, std::to_string(http_request(one.http_port(), "GET", "/v1/sessions").json()["data"][0]["tokens"].get<uint64_t>()));
+  const std::string session_headers = "Skein-Session-Tokens: " + tokens + "\r\nSkein-Session-Pending: " + pending + "\r\n";
+
+  const HttpReply put = http_request(cluster.http_port(), "PUT", "/v1/sessions/moved/state", state.body, session_headers);
+  ASSERT_EQ(put.status, 201) << put.body;
+  EXPECT_EQ(put.json(), json::parse(R"({"id": "moved", "object": "session", "imported": true})"));
+  const json listed = http_request(cluster.http_port(), "GET", "/v1/sessions").json()["data"][0];
+  EXPECT_EQ(listed["tokens"].get<uint64_t>(), std::stoull(tokens));
+  EXPECT_EQ(listed["where"], "host");
+  const std::string moved = complete(cluster.http_port(), " He", "moved");
+
+  // The command line: the same file, the pending tokens (bytes, for this model) before the prompt.
+  const std::string file = temp_dir() + "/a.state";
+  write_file(file, state.body);
+  std::string prompt;
+  for (const json& id : json::parse("[" + pending + "]")) prompt += char(id.get<int>());
+  prompt += " He";
+  ASSERT_EQ(prompt.find('\''), std::string::npos) << "the command below quotes the prompt in single quotes";
+  const auto cli = run_shell(std::string(SKEIN_BINARY) + " generate --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --temperature 0 --max-tokens 10 --state-in " +
+                             file + " --prompt '" + prompt + "' 2>/dev/null");
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_EQ(complete(one.http_port(), " He", "a"), moved);
+  EXPECT_EQ(cli.output.substr(0, cli.output.find('\n')), prompt + moved);  // generate echoes its prompt
+  EXPECT_NE(http_request(one.http_port(), "GET", "/metrics").body.find("\nskein_state_copies_total{what=\"export\"} 1\n"), std::string::npos);
+  EXPECT_NE(http_request(cluster.http_port(), "GET", "/metrics").body.find("\nskein_state_copies_total{what=\"import\"} 1\n"), std::string::npos);
+
+  // Refusals, each with its status and one line saying what is wrong.
+  auto refused = [&](const std::string& method, const std::string& target, const std::string& body, const std::string& headers, int status,
+                     const std::string& says) {
+    const HttpReply r = http_request(one.http_port(), method, target, body, headers);
+    EXPECT_EQ(r.status, status) << target << ": " << r.body;
+    if (r.status >= 400 && r.status != 405) {
+      const std::string message = r.json()["error"]["message"];
+      EXPECT_NE(message.find(says), std::string::npos) << message;
+      EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+  };
+  auto resealed = [](std::string bytes, size_t offset, const void* value, size_t n) {  // a valid checksum over an edit
+    std::memcpy(bytes.data() + offset, value, n);
+    Fnv64 sum;
+    sum.update(bytes.data(), bytes.size() - 8);
+    const uint64_t digest = sum.digest();
+    std::memcpy(bytes.data() + bytes.size() - 8, &digest, 8);
+    return bytes;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const uint64_t other_model = 42;
+  refused("GET", "/v1/sessions/nobody/state", "", "", 404, "does not exist");
+  refused("PUT", "/v1/sessions/a/state", state.body, "", 409, "already exists");
+  refused("PUT", "/v1/sessions/c/state", state.body.substr(0, 1000), "", 400, "session 'c': state file is truncated");
+  refused("PUT", "/v1/sessions/c/state", resealed(state.body, 44, &other_model, 8), "", 400, "state belongs to another model");
+  refused("PUT", "/v1/sessions/c/state", resealed(state.body, 64 + 4 * 100, &nan, 4), "", 400, "state value 100 is nan");
+  refused("PUT", "/v1/sessions/c/state", state.body, "Skein-Session-Tokens: -1\r\n", 400, "Skein-Session-Tokens: must be a whole number");
+  refused("PUT", "/v1/sessions/c/state", state.body, "Skein-Session-Pending: 1,300\r\n", 400, "Skein-Session-Pending");
+  refused("PUT", "/v1/sessions/.c/state", state.body, "", 400, "not a valid session name");
+  refused("POST", "/v1/sessions/a/state", "", "", 405, "");
+  refused("PUT", "/v1/sessions/c/state", std::string(2 << 20, 'x'), "", 413, "request body exceeds");
+  const json left = http_request(one.http_port(), "GET", "/v1/sessions").json()["data"];
+  ASSERT_EQ(left.size(), 1u) << left;
+  EXPECT_EQ(left[0]["id"], "a");
 }
 
 // n choices: choice i is what one request with seed + i gives (the prompt prefilled once for all),

@@ -66,7 +66,8 @@ void add_serve_command(CLI::App& app) {
     if (cfg.server.http_port >= 0)
       http = std::make_unique<HttpServer>(io, cfg.server.listen, uint16_t(cfg.server.http_port), service, *tok, m.dims.vocab,
                                           HttpOptions{limits, cfg.chat, std::filesystem::path(path).stem().string(), size_t(cfg.server.max_request_bytes),
-                                                      size_t(cfg.server.client_buffer_bytes), cfg.server.client_timeout_s});
+                                                      size_t(cfg.server.client_buffer_bytes), cfg.server.client_timeout_s,
+                                                      state_file_bytes(so.state_header)});
     auto work = boost::asio::make_work_guard(io);
     std::thread io_thread([&] { io.run(); });
     std::atomic<bool> done{false};
