@@ -240,6 +240,14 @@ TEST(Http, SessionsMoveBetweenServersAsStateFiles) {
   refused("PUT", "/v1/sessions/.c/state", state.body, "", 400, "not a valid session name");
   refused("POST", "/v1/sessions/a/state", "", "", 405, "");
   refused("PUT", "/v1/sessions/c/state", std::string(2 << 20, 'x'), "", 413, "request body exceeds");
+  fuzz::Corruptor corrupt(53);
+  for (int i = 0; i < 200; ++i) {
+    const std::string body = corrupt.bytes(state.body);
+    if (body == state.body) continue;
+    const HttpReply r = http_request(one.http_port(), "PUT", "/v1/sessions/c/state", body);
+    ASSERT_EQ(r.status, 400) << r.body;
+    EXPECT_EQ(r.json()["error"]["message"].get<std::string>().rfind("session 'c': ", 0), 0u) << r.body;
+  }
   const json left = http_request(one.http_port(), "GET", "/v1/sessions").json()["data"];
   ASSERT_EQ(left.size(), 1u) << left;
   EXPECT_EQ(left[0]["id"], "a");
