@@ -164,6 +164,7 @@ Config load_config(const std::string& path) {
             c.sessions.persist = v.value<bool>().value();
           }},
          {"idle_ttl_s", [&](const toml::node& v) { c.sessions.idle_ttl_s = r.integer(v, "idle_ttl_s", 0, int64_t(1) << 40); }},
+         {"save_interval_s", [&](const toml::node& v) { c.sessions.save_interval_s = r.integer(v, "save_interval_s", 0, int64_t(1) << 40); }},
        });
      }},
     {"cache", [&](const toml::node& n) {

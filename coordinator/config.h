@@ -32,6 +32,7 @@ struct SessionsConfig {
   uint64_t host_bytes = 1ull << 30;  // budget for idle sessions evicted from the slots to host memory
   bool persist = false;              // save every session at shutdown; list saved ones at start-up
   int64_t idle_ttl_s = 0;            // sessions idle this long are forgotten, files too (0: kept until deleted)
+  int64_t save_interval_s = 0;       // with persist: sessions changed since their last save are saved this often (0: at shutdown only)
 };
 
 struct CacheConfig {

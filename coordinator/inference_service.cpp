@@ -448,7 +448,7 @@ void InferenceService::run() {
   sched_ = &sched;
   // Gauges are refreshed a few times a second and stage load every 2 s (a round trip to every stage),
   // never per step: the loop's hot path only steps.
-  auto last_gauges = Clock::now(), last_stages = Clock::now(), last_expiry = Clock::now();
+  auto last_gauges = Clock::now(), last_stages = Clock::now(), last_expiry = Clock::now(), last_save = Clock::now();
   try {
     update_metrics(true);
     while (true) {
@@ -479,6 +479,16 @@ void InferenceService::run() {
         for (auto& name : gone) logging::info("session ", name, " expired: idle for more than ", opts_.sessions.idle_ttl_s, " s");
         metrics_.sessions_expired(gone.size());
         last_expiry = now;
+      }
+      if (opts_.sessions.save_interval_s > 0 && now - last_save > std::chrono::seconds(opts_.sessions.save_interval_s)) {
+        // A crash then loses at most an interval of any conversation. A failed write (disk full) is
+        // reported and tried again next time: the sessions themselves are still here.
+        try {
+          sessions_->save_all();
+        } catch (const Error& e) {
+          logging::warn("sessions: saving failed, will try again in ", opts_.sessions.save_interval_s, " s: ", e.what());
+        }
+        last_save = now;
       }
       if (now - last_stages > std::chrono::seconds(2)) {
         update_metrics(true);

@@ -263,9 +263,14 @@ std::vector<std::string> SessionStore::expire(const std::set<std::string>& keep)
   return gone;
 }
 
-void SessionStore::save_all() {
+size_t SessionStore::save_all() {
+  size_t saved = 0;
   for (auto& [n, s] : sessions_)
-    if (!s.busy && !s.on_disk) save(n);
+    if (!s.busy && !s.on_disk) {
+      save(n);
+      ++saved;
+    }
+  return saved;
 }
 
 void SessionStore::remove(const std::string& name) {

@@ -83,7 +83,7 @@ class SessionStore {
   // Forgets (files too) every idle session unused for longer than [sessions] idle_ttl_s, except those
   // `keep` names (requests wait for them); returns the names forgotten.
   std::vector<std::string> expire(const std::set<std::string>& keep);
-  void save_all();                     // every idle session (at shutdown when persist is set)
+  size_t save_all();  // every idle session not saved since it changed (at shutdown, and every save_interval_s); how many
   void remove(const std::string& name);
   std::vector<SessionInfo> list() const;
   size_t host_bytes_used() const { return host_used_; }

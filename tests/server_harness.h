@@ -74,6 +74,12 @@ class Server {
     }
     return -1;
   }
+  // SIGKILL: a crash, nothing saved on the way out (Open MPI's segments too: keep to one process).
+  void crash() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
   std::string output() const { return read_file(out_); }
 
  private:

@@ -659,6 +659,30 @@ TEST(Http, SessionsOnTheClusterSurviveARestart) {
   EXPECT_EQ(next, generate_text(c, "5", history + ". Then", 10));
 }
 
+// With save_interval_s, sessions are saved while the server runs: a crash, which saves nothing on its
+// way out, loses nothing of a conversation idle for an interval.
+TEST(Http, SessionsSavedOnAnIntervalSurviveACrash) {
+  const std::string dir = temp_dir() + "/autosave", model = " --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth";
+  const std::string cfg = config_file("[sessions]\nsave_interval_s = 1\n");
+  auto refused = run_skein("serve --port 0 --config " + cfg + model);
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE(refused.output.find("[sessions] save_interval_s: needs persist = true and a dir"), std::string::npos) << refused.output;
+  std::string history;
+  {
+    Server server("--sessions-dir " + dir + " --config " + cfg);
+    ASSERT_GT(server.port(), 0) << server.output();
+    Client c(server.port());
+    history = "The man said" + generate_text(c, "1", "The man said", 10, "talk");
+    for (int i = 0; i < 100 && !std::filesystem::exists(dir + "/talk.json"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(std::filesystem::exists(dir + "/talk.json")) << "not saved within 5 s";
+    server.crash();
+  }
+  Server again("--sessions-dir " + dir + " --config " + cfg);
+  ASSERT_GT(again.port(), 0) << again.output();
+  Client c(again.port());
+  EXPECT_EQ(generate_text(c, "2", " and", 10, "talk"), generate_text(c, "3", history + " and", 10));
+}
+
 // The load generator against a 3-rank cluster: every response arrives whole (it exits non-zero on any
 // lost or garbled response) and the figures are printed.
 TEST(Http, LoadGeneratorLosesNothingOnTheCluster) {

@@ -42,6 +42,8 @@ void add_serve_command(CLI::App& app) {
       cfg.sessions.dir = o->sessions_dir;
       cfg.sessions.persist = true;
     }
+    if (cfg.sessions.save_interval_s > 0 && (!cfg.sessions.persist || cfg.sessions.dir.empty()))
+      fail("[sessions] save_interval_s: needs persist = true and a dir (or --sessions-dir), where saved sessions are read back at start-up");
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     LoadedModel m = load_model(path, cfg);
