@@ -9,6 +9,7 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "model/fingerprint.h"
 #include "net/json_fields.h"
 
 namespace skein {
@@ -39,6 +40,7 @@ void SessionStore::check_name(const std::string& name) {
 }
 
 std::string SessionStore::state_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".state")).string(); }
+std::string SessionStore::next_state_path(const std::string& name) const { return state_path(name) + ".new"; }
 std::string SessionStore::meta_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".json")).string(); }
 
 const char* SessionStore::place(const Session& s) { return s.slot >= 0 ? "slot" : s.host ? "host" : "disk"; }
@@ -52,6 +54,12 @@ SessionStore::Session& SessionStore::get(const std::string& name) {
 // Sessions saved by an earlier run: listed now, their states read on first use.
 void SessionStore::scan_dir() {
   for (auto& e : fs::directory_iterator(cfg_.dir)) {
+    const std::string file = e.path().filename().string();
+    if (file.size() > 10 && file.substr(file.size() - 10) == ".state.new" && !fs::exists(meta_path(file.substr(0, file.size() - 10)))) {
+      std::error_code ec;  // a first save a crash interrupted before its metadata: nothing refers to it
+      fs::remove(e.path(), ec);
+      continue;
+    }
     if (e.path().extension() != ".json") continue;
     std::string name = e.path().stem().string();
     try {
@@ -65,7 +73,7 @@ void SessionStore::scan_dir() {
       if (tokens < 0) fail("tokens: must be >= 0");
       s.tokens = uint64_t(tokens);
       s.pending = json_fields::token_ids(j.at("pending"), "pending", header_.dims.vocab);
-      if (!fs::exists(state_path(name))) fail("its state file is missing");
+      recover(name, j);
       // Idle since it was last written (an expiry counts across restarts).
       const auto age = fs::file_time_type::clock::now() - fs::last_write_time(e.path());
       if (age > fs::file_time_type::duration::zero()) s.used -= std::chrono::duration_cast<std::chrono::steady_clock::duration>(age);
@@ -179,15 +187,46 @@ void SessionStore::spill_host() {
   }
 }
 
+// A save is two files, state and metadata, that must not mix two saves (a state from one save with the
+// pending tokens of another would feed the wrong tokens). The new state goes to NAME.state.new; the
+// metadata, naming the new state's checksum, is the commit; renaming NAME.state.new over NAME.state
+// finishes it. recover() completes or discards a save a crash interrupted.
 void SessionStore::write_disk(const std::string& name, Session& s, const std::vector<float>& state) {
-  save_state_file(state_path(name), header_, state);
-  nlohmann::json meta = {{"tokens", s.tokens}, {"pending", s.pending}};
+  const uint64_t checksum = save_state_file(next_state_path(name), header_, state);
+  nlohmann::json meta = {{"tokens", s.tokens}, {"pending", s.pending}, {"state_checksum", fingerprint_hex(checksum)}};
   write_file_atomically(meta_path(name), [&](const std::string& tmp) {
     std::ofstream f(tmp, std::ios::trunc);
     f << meta.dump() << "\n";
     if (!f) fail(tmp, ": cannot write session metadata");
   });
+  std::error_code ec;
+  fs::rename(next_state_path(name), state_path(name), ec);
+  if (ec) fail(state_path(name), ": cannot finish saving the session: ", ec.message());
   s.on_disk = true;
+}
+
+// After a crash during a save: NAME.state.new is the committed state when the metadata names its
+// checksum (the rename did not happen), else an uncommitted one (the old save stands). Then NAME.state
+// must be the state the metadata was saved with. Metadata without a checksum predates this protocol.
+void SessionStore::recover(const std::string& name, const nlohmann::json& meta) const {
+  const std::string next = next_state_path(name), current = state_path(name);
+  const bool checked = meta.contains("state_checksum");
+  if (checked && !meta.at("state_checksum").is_string()) fail("state_checksum: must be a string");
+  const std::string want = checked ? meta.at("state_checksum").get<std::string>() : "";
+  std::error_code ec;
+  if (fs::exists(next)) {
+    bool committed = false;
+    try {
+      committed = checked && fingerprint_hex(stored_state_checksum(next)) == want;
+    } catch (const Error&) {
+    }
+    if (committed) fs::rename(next, current, ec);
+    else fs::remove(next, ec);
+    if (ec) fail("cannot ", committed ? "finish" : "discard", " an interrupted save: ", ec.message());
+    logging::info("session ", name, ": ", committed ? "finished" : "discarded", " a save that was interrupted");
+  }
+  if (!fs::exists(current)) fail("its state file is missing");
+  if (checked && fingerprint_hex(stored_state_checksum(current)) != want) fail("its state file is not the one its metadata was saved with");
 }
 
 void SessionStore::fork(const std::string& from, const std::string& to) {
@@ -283,6 +322,7 @@ void SessionStore::remove(const std::string& name) {
     std::error_code ec;
     fs::remove(meta_path(name), ec);  // metadata first: a half-removed session is never listed
     fs::remove(state_path(name), ec);
+    fs::remove(next_state_path(name), ec);
   }
   sessions_.erase(name);
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <set>
 #include <string>
@@ -103,6 +104,8 @@ class SessionStore {
   static const char* place(const Session& s);  // slot | host | disk
   std::string state_path(const std::string& name) const;
   std::string meta_path(const std::string& name) const;
+  std::string next_state_path(const std::string& name) const;  // a save's state until its metadata commits it
+  void recover(const std::string& name, const nlohmann::json& meta) const;
   void write_disk(const std::string& name, Session& s, const std::vector<float>& state);
   void spill_host();  // keeps host memory within budget by moving the oldest host states to disk
   // One more state can go to host memory: the budget has room, or the folder takes what passes it.

@@ -58,7 +58,7 @@ size_t state_file_bytes(const StateFileHeader& h) {
   return sizeof(RawHeader) + h.dims.state_floats_per_layer() * size_t(h.last_layer - h.first_layer) * sizeof(float) + 8;
 }
 
-void save_state_file(const std::string& path, const StateFileHeader& h, const std::vector<float>& data) {
+uint64_t save_state_file(const std::string& path, const StateFileHeader& h, const std::vector<float>& data) {
   const std::string bytes = encode_state_file(h, data);
   write_file_atomically(path, [&](const std::string& tmp) {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
@@ -67,6 +67,21 @@ void save_state_file(const std::string& path, const StateFileHeader& h, const st
     f.flush();
     if (!f) fail(path, ": write failed (disk full?)");
   });
+  uint64_t checksum;
+  std::memcpy(&checksum, bytes.data() + bytes.size() - 8, 8);
+  return checksum;
+}
+
+uint64_t stored_state_checksum(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(path, ": cannot open state file");
+  const std::streamoff size = f.tellg();
+  if (size < std::streamoff(sizeof(RawHeader) + 8)) fail(path, ": not a Skein state file (too short)");
+  uint64_t checksum = 0;
+  f.seekg(size - 8);
+  f.read(reinterpret_cast<char*>(&checksum), 8);
+  if (!f) fail(path, ": cannot read state file");
+  return checksum;
 }
 
 std::vector<float> load_state_file(const std::string& path, const StateFileHeader& expect) {

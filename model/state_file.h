@@ -25,7 +25,11 @@ std::vector<float> decode_state_file(std::string_view bytes, const StateFileHead
 // The size of a state file of the model and layers `h` names.
 size_t state_file_bytes(const StateFileHeader& h);
 
-void save_state_file(const std::string& path, const StateFileHeader& h, const std::vector<float>& data);
+// Writes atomically; returns the file's checksum.
+uint64_t save_state_file(const std::string& path, const StateFileHeader& h, const std::vector<float>& data);
+// The checksum a state file ends with (read, not verified: load_state_file verifies); throws when the
+// file cannot be read or is too short to be one.
+uint64_t stored_state_checksum(const std::string& path);
 
 // Reads and verifies a state file; `expect` gives the model it must belong to. Errors name the file and
 // what does not match.

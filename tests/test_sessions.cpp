@@ -229,6 +229,51 @@ TEST(Sessions, SavedSessionsSurviveARestart) {
   EXPECT_EQ(s.op(SessionOp::List).first.size(), 1u);
 }
 
+// A save writes the state (NAME.state.new), commits with the metadata and renames the state into place:
+// a crash between any two steps leaves the old save or the new one whole at the next start, never the
+// state of one with the pending tokens of the other.
+TEST(Sessions, ACrashDuringASaveLeavesOneWholeSave) {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir() + "/crash";
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  std::string first, second, meta1, state1, meta2, state2;  // the history, metadata and state of each save
+  {
+    Service s(o);
+    first = "The man said" + s.generate("The man said", 8, "talk").text;
+    ASSERT_EQ(s.op(SessionOp::Save, "talk").second, "");
+    meta1 = read_file(dir + "/talk.json");
+    state1 = read_file(dir + "/talk.state");
+    second = first + " and" + s.generate(" and", 8, "talk").text;
+    ASSERT_EQ(s.op(SessionOp::Save, "talk").second, "");
+    meta2 = read_file(dir + "/talk.json");
+    state2 = read_file(dir + "/talk.state");
+    EXPECT_FALSE(fs::exists(dir + "/talk.state.new"));
+  }
+  ASSERT_NE(state1, state2);
+  auto crashed = [&](const std::string& meta, const std::string& state, const std::string& next) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    if (!meta.empty()) write_file(dir + "/talk.json", meta);
+    if (!state.empty()) write_file(dir + "/talk.state", state);
+    write_file(dir + "/talk.state.new", next);
+  };
+  Service ref;
+  for (const bool committed : {false, true}) {
+    crashed(committed ? meta2 : meta1, state1, state2);  // before the metadata, or before the rename
+    Service s(o);
+    EXPECT_EQ(s.where("talk"), "disk");
+    EXPECT_FALSE(fs::exists(dir + "/talk.state.new"));
+    EXPECT_EQ(s.generate(" to", 8, "talk").text, ref.generate((committed ? second : first) + " to", 8).text) << committed;
+  }
+  crashed(meta2, state1, state1);  // a state no save committed: skipped, not misread
+  EXPECT_EQ(Service(o).where("talk"), "missing");
+  crashed("", "", state1);  // a first save interrupted before its metadata: removed at start
+  EXPECT_EQ(Service(o).where("talk"), "missing");
+  EXPECT_FALSE(fs::exists(dir + "/talk.state.new"));
+}
+
 // [sessions] idle_ttl_s: a session unused for longer is forgotten, its files too, while one in use stays;
 // a saved session's idle time counts from when it was written, across a restart.
 TEST(Sessions, IdleSessionsExpireWithTheirFiles) {
