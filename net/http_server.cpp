@@ -52,6 +52,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     // takes is the limit until the headers say which route this is.
     body_limit_ = std::max(opts_.max_body_bytes, opts_.state_file_bytes);
     parser_->body_limit(body_limit_);
+    // Beast's 8 KiB would refuse a session upload whose pending tokens (a prompt cut short by a cancel)
+    // fill its header: room for a prompt's worth of ids.
+    parser_->header_limit(uint32_t(std::min<int64_t>(int64_t(1) << 20, 8192 + 8 * int64_t(std::max(0, opts_.limits.max_prompt_tokens)))));
     // A slow or stalled client cannot hold the connection: our own timer (beast's stream timeout would
     // close the socket before we could say why).
     stream_.expires_never();
