@@ -483,11 +483,7 @@ void InferenceService::run() {
       if (opts_.sessions.save_interval_s > 0 && now - last_save > std::chrono::seconds(opts_.sessions.save_interval_s)) {
         // A crash then loses at most an interval of any conversation. A failed write (disk full) is
         // reported and tried again next time: the sessions themselves are still here.
-        try {
-          sessions_->save_all();
-        } catch (const Error& e) {
-          logging::warn("sessions: saving failed, will try again in ", opts_.sessions.save_interval_s, " s: ", e.what());
-        }
+        sessions_->save_all();
         last_save = now;
       }
       if (now - last_stages > std::chrono::seconds(2)) {
@@ -503,6 +499,10 @@ void InferenceService::run() {
   } catch (const Error& e) {
     // The model failed (a stage died or stopped answering): nothing can be generated any more.
     logging::error("the model failed: ", e.what(), " (every running request ends with this error)");
+    if (opts_.sessions.persist && !opts_.sessions.dir.empty()) {
+      const size_t saved = sessions_->save_all(false);  // what host memory holds outlives the stages
+      if (saved) logging::info("saved ", saved, " session(s) held in host memory to ", opts_.sessions.dir);
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       broken_ = e.what();

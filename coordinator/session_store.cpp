@@ -302,13 +302,20 @@ std::vector<std::string> SessionStore::expire(const std::set<std::string>& keep)
   return gone;
 }
 
-size_t SessionStore::save_all() {
+size_t SessionStore::save_all(bool slots) {
   size_t saved = 0;
-  for (auto& [n, s] : sessions_)
-    if (!s.busy && !s.on_disk) {
-      save(n);
-      ++saved;
+  for (const bool in_slot : {false, true}) {
+    if (in_slot && !slots) break;
+    for (auto& [n, s] : sessions_) {
+      if (s.busy || s.on_disk || (s.slot >= 0) != in_slot) continue;
+      try {
+        save(n);
+        ++saved;
+      } catch (const Error& e) {
+        logging::warn("session ", n, ": not saved: ", e.what());
+      }
     }
+  }
   return saved;
 }
 

@@ -84,7 +84,11 @@ class SessionStore {
   // Forgets (files too) every idle session unused for longer than [sessions] idle_ttl_s, except those
   // `keep` names (requests wait for them); returns the names forgotten.
   std::vector<std::string> expire(const std::set<std::string>& keep);
-  size_t save_all();  // every idle session not saved since it changed (at shutdown, and every save_interval_s); how many
+  // Every idle session not saved since it changed (at shutdown, every save_interval_s, and after a model
+  // failure with `slots` false: only states held in host memory, as the slots died with their stage).
+  // Host states first; a session that cannot be saved is reported and the others are still saved.
+  // Returns how many were saved.
+  size_t save_all(bool slots = true);
   void remove(const std::string& name);
   std::vector<SessionInfo> list() const;
   size_t host_bytes_used() const { return host_used_; }

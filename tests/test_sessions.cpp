@@ -3,6 +3,7 @@
 // and disk and a restart; cached prefixes give the same tokens as prefilling them.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 #include <thread>
@@ -272,6 +273,85 @@ TEST(Sessions, ACrashDuringASaveLeavesOneWholeSave) {
   crashed("", "", state1);  // a first save interrupted before its metadata: removed at start
   EXPECT_EQ(Service(o).where("talk"), "missing");
   EXPECT_FALSE(fs::exists(dir + "/talk.state.new"));
+}
+
+// The in-process engine, failing on demand as a cluster does when a stage dies: its steps throw.
+class BreakableModel final : public ModelHandle {
+ public:
+  explicit BreakableModel(ModelHandle& m) : m_(m) {}
+  std::atomic<bool> broken{false};
+  const ModelDims& dims() const override { return m_.dims(); }
+  int open_session() override { return m_.open_session(); }
+  int free_slots() const override { return m_.free_slots(); }
+  int slots() const override { return m_.slots(); }
+  void close_session(int session) override { m_.close_session(session); }
+  int clone_session(int session) override { return m_.clone_session(session); }
+  void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all) override {
+    check(), m_.run(session, tokens, chunk, logits, all);
+  }
+  std::vector<float> export_state(int session) override { return m_.export_state(session); }
+  void import_state(int session, const std::vector<float>& state) override { m_.import_state(session, state); }
+  void set_sampling(int session, const SamplingParams& params) override { m_.set_sampling(session, params); }
+  void set_penalty_free(const std::vector<uint8_t>& penalty_free) override { m_.set_penalty_free(penalty_free); }
+  uint64_t submit(const std::vector<BatchEntry>& entries) override { return check(), m_.submit(entries); }
+  void collect(uint64_t step, SampledToken* tokens) override { check(), m_.collect(step, tokens); }
+  uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override { return check(), m_.submit_logits(entries); }
+  void collect_logits(uint64_t step, float* logits) override { check(), m_.collect_logits(step, logits); }
+  std::vector<double> stage_busy() override { return m_.stage_busy(); }
+
+ private:
+  void check() const {
+    if (broken) fail("stage 2 died");
+  }
+  ModelHandle& m_;
+};
+
+// When the model fails, the sessions whose states are in host memory are saved (with persist): they do
+// not need the workers, and a restart continues them. Those in slots died with their stage.
+TEST(Sessions, AModelFailureStillSavesTheSessionsHeldInHostMemory) {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir() + "/failure", path = shared_dir() + "/models/" + std::string(kModel) + ".pth";
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  std::string history;
+  {
+    ModelUnderTest mut = load_for_test(path);
+    LocalModel local(*mut.model, 1);  // one slot: a second session moves the first to host memory
+    BreakableModel model(local);
+    o.state_header = {mut.model->dims(), 0, mut.model->dims().n_layer, model_fingerprint(*Checkpoint::open(path))};
+    ByteTokenizer tok;
+    InferenceService service(model, tok, o);
+    std::thread loop([&] {
+      try {
+        service.run();
+      } catch (const Error&) {  // the failure, rethrown once every request has its error
+      }
+    });
+    auto generate = [&](const std::string& prompt, const std::string& session) {
+      std::promise<GenerationSummary> done;
+      ServiceRequest r;
+      r.prompt = tok.encode(prompt);
+      r.max_tokens = 8;
+      r.sampling.temperature = 0;
+      r.session = session;
+      r.on_done = [&](const GenerationSummary& s) { done.set_value(s); };
+      service.submit(std::move(r));
+      return done.get_future().get();
+    };
+    history = "The man said" + generate("The man said", "held").text;
+    generate("Another", "in-slot");
+    model.broken = true;
+    const GenerationSummary failed = generate(" and", "in-slot");
+    EXPECT_EQ(failed.finish_reason, "error");
+    EXPECT_NE(failed.error.find("stage 2 died"), std::string::npos) << failed.error;
+    loop.join();
+  }
+  EXPECT_TRUE(fs::exists(dir + "/held.json"));
+  EXPECT_FALSE(fs::exists(dir + "/in-slot.json"));
+  Service s(o);
+  Service ref;
+  EXPECT_EQ(s.generate(" to", 8, "held").text, ref.generate(history + " to", 8).text);
 }
 
 // [sessions] idle_ttl_s: a session unused for longer is forgotten, its files too, while one in use stays;
