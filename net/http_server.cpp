@@ -70,6 +70,12 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     // Headers first: a session upload's body is a state file, larger than any JSON request may be.
     http::async_read_header(stream_, buffer_, *parser_, [this, self](beast::error_code ec, size_t) {
       if (ec) return received(ec);
+      if (is_state_upload(parser_->get()) && !authorized(parser_->get())) {  // before taking a state file's worth of body
+        read_timer_.cancel();
+        req_ = parser_->release();
+        keep_alive_ = false;
+        return unauthorized();
+      }
       if (!is_state_upload(parser_->get())) {
         body_limit_ = opts_.max_body_bytes;
         parser_->body_limit(body_limit_);
@@ -78,6 +84,13 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       http::async_read(stream_, buffer_, *parser_, [this, self](beast::error_code ec2, size_t) { received(ec2); });
     });
   }
+
+  bool authorized(const http::request<http::string_body>& r) const {
+    if (opts_.limits.auth_token.empty()) return true;
+    auto it = r.find(http::field::authorization);
+    return it != r.end() && std::string(it->value()) == "Bearer " + opts_.limits.auth_token;
+  }
+  void unauthorized() { reply(401, error_body("unauthorized: send 'Authorization: Bearer <token>'", "authentication_error"), keep_alive_); }
 
   static bool is_state_upload(const http::request<http::string_body>& r) {
     std::string_view target(r.target().data(), r.target().size());
@@ -123,11 +136,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     const bool tokenizer = target == "/tokenize" || target == "/detokenize" || target == "/tokenizer_info";
     if (target.rfind("/v1/", 0) != 0 && !tokenizer)
       return reply(404, error_body("no route for " + target.substr(0, 200), "invalid_request_error"), keep_alive_);
-    if (!opts_.limits.auth_token.empty()) {
-      auto it = req_.find(http::field::authorization);
-      if (it == req_.end() || std::string(it->value()) != "Bearer " + opts_.limits.auth_token)
-        return reply(401, error_body("unauthorized: send 'Authorization: Bearer <token>'", "authentication_error"), keep_alive_);
-    }
+    if (!authorized(req_)) return unauthorized();
     if (tokenizer) return tokenizer_route(target, verb);
     if (target == "/v1/models") {
       if (verb != http::verb::get) return method_not_allowed();

@@ -459,6 +459,10 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   EXPECT_EQ(http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "x"})").status, 401);
   EXPECT_EQ(http_request(server.http_port(), "GET", "/v1/models", "", "Authorization: Bearer wrong\r\n").status, 401);
   EXPECT_EQ(http_request(server.http_port(), "GET", "/health").status, 200);  // probes need no token
+  // A session upload without the token is refused on its headers, before a state file's worth of body.
+  Client headers_only(server.http_port());
+  headers_only.send_raw("PUT /v1/sessions/s/state HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n");
+  EXPECT_EQ(headers_only.rest().rfind("HTTP/1.1 401", 0), 0u);
   struct Case {
     std::string method, target, body;
     int status;
