@@ -199,9 +199,7 @@ void SessionStore::write_disk(const std::string& name, Session& s, const std::ve
     f << meta.dump() << "\n";
     if (!f) fail(tmp, ": cannot write session metadata");
   });
-  std::error_code ec;
-  fs::rename(next_state_path(name), state_path(name), ec);
-  if (ec) fail(state_path(name), ": cannot finish saving the session: ", ec.message());
+  rename_durably(next_state_path(name), state_path(name));
   s.on_disk = true;
 }
 
