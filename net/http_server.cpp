@@ -81,7 +81,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
         parser_->body_limit(body_limit_);
         if (parser_->content_length().value_or(0) > body_limit_) return received(http::error::body_limit);
       }
-      http::async_read(stream_, buffer_, *parser_, [this, self](beast::error_code ec2, size_t) { received(ec2); });
+      auto read_body = [this, self] {
+        http::async_read(stream_, buffer_, *parser_, [this, self](beast::error_code ec2, size_t) { received(ec2); });
+      };
+      // curl and others wait up to a second for this before sending a large body (a state file).
+      const auto expect = parser_->get().find(http::field::expect);
+      if (expect == parser_->get().end() || !beast::iequals(expect->value(), "100-continue") || parser_->is_done()) return read_body();
+      auto go_on = std::make_shared<http::response<http::empty_body>>(http::status::continue_, parser_->get().version());
+      http::async_write(stream_, *go_on, [this, self, go_on, read_body](beast::error_code ec2, size_t) {
+        if (ec2) return close();
+        read_body();
+      });
     });
   }
 
