@@ -1,6 +1,8 @@
 // The OpenAI-compatible HTTP API (Boost.Beast): POST /v1/completions and /v1/chat/completions (JSON or
-// server-sent events), GET /v1/models, GET /health, GET /metrics (Prometheus text). One connection object
-// per client on the I/O thread; generation runs on the InferenceService and its events are posted back.
+// server-sent events), GET /v1/models, GET /health, GET /metrics (Prometheus text), the tokenizer at
+// vLLM's routes, and sessions under /v1/sessions (list, fork, save, delete, and their state files down
+// and up). One connection object per client on the I/O thread; generation and session operations run on
+// the InferenceService and their results are posted back.
 #pragma once
 #include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
 
