@@ -127,7 +127,7 @@ void InferenceService::session_op(SessionOp op, const std::string& name, Session
     } catch (const Error& e) {
       r.error = e.what();
     }
-    done(r);
+    done(std::move(r));
   });
   wake_.notify_one();
 }

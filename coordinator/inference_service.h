@@ -94,7 +94,7 @@ class InferenceService {
     std::string error;  // "" when done
     SessionFault fault = SessionFault::Failed;
   };
-  using SessionReply = std::function<void(const SessionOpResult&)>;
+  using SessionReply = std::function<void(SessionOpResult)>;  // by value: an export's state file moves on
   void session_op(SessionOp op, const std::string& name, SessionReply done, const std::string& to = "", SessionSnapshot upload = {});
 
   // The service loop, on the calling thread, until stop(); then every open request ends "cancelled" and,

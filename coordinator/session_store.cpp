@@ -227,6 +227,10 @@ void SessionStore::recover(const std::string& name, const nlohmann::json& meta) 
   if (checked && fingerprint_hex(stored_state_checksum(current)) != want) fail("its state file is not the one its metadata was saved with");
 }
 
+std::vector<float> SessionStore::state_of(const std::string& name, const Session& s) {
+  return s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(name), header_);
+}
+
 void SessionStore::fork(const std::string& from, const std::string& to) {
   check_name(from);
   check_name(to);
@@ -243,7 +247,7 @@ void SessionStore::fork(const std::string& from, const std::string& to) {
     if (!host_takes_one_more())
       refuse(SessionFault::NoRoom, "no free slot for the fork and idle sessions fill the host budget of ", cfg_.host_bytes,
              " bytes: delete sessions or configure [sessions] dir");
-    copy.host = s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(from), header_);
+    copy.host = state_of(from, s);
     host_used_ += copy.host->size() * sizeof(float);
   }
   sessions_.emplace(to, std::move(copy));
@@ -264,8 +268,7 @@ SessionSnapshot SessionStore::export_session(const std::string& name) {
   check_name(name);
   Session& s = get(name);
   if (s.busy) refuse(SessionFault::Conflict, "session '", name, "' is busy with a request; export it when the request has finished");
-  const std::vector<float> state = s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(name), header_);
-  return {encode_state_file(header_, state), s.tokens, s.pending};
+  return {encode_state_file(header_, state_of(name, s)), s.tokens, s.pending};
 }
 
 void SessionStore::import_session(const std::string& name, const SessionSnapshot& snapshot) {
@@ -277,8 +280,6 @@ void SessionStore::import_session(const std::string& name, const SessionSnapshot
   } catch (const Error& e) {
     refuse(SessionFault::BadRequest, e.what());
   }
-  for (int32_t t : snapshot.pending)
-    if (t < 0 || t >= header_.dims.vocab) refuse(SessionFault::BadRequest, "session '", name, "': pending token ", t, " is outside the vocabulary (0..", header_.dims.vocab - 1, ")");
   if (!host_takes_one_more())
     refuse(SessionFault::NoRoom, "idle sessions fill the host budget of ", cfg_.host_bytes, " bytes: delete sessions or configure [sessions] dir");
   Session s;

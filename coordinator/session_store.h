@@ -78,8 +78,9 @@ class SessionStore {
   void save(const std::string& name);  // to `dir` (kept resident); throws when no dir is configured
   // A copy of an idle session, wherever it is kept (it stays there).
   SessionSnapshot export_session(const std::string& name);
-  // A new session from a snapshot, verified as a state file of this model; kept in host memory (the
-  // folder past the host budget) until a request uses it.
+  // A new session from a snapshot, verified as a state file of this model (its pending tokens are
+  // vocabulary ids: the request parser checks them); kept in host memory (the folder past the host
+  // budget) until a request uses it.
   void import_session(const std::string& name, const SessionSnapshot& snapshot);
   // Forgets (files too) every idle session unused for longer than [sessions] idle_ttl_s, except those
   // `keep` names (requests wait for them); returns the names forgotten.
@@ -111,6 +112,7 @@ class SessionStore {
   std::string next_state_path(const std::string& name) const;  // a save's state until its metadata commits it
   void recover(const std::string& name, const nlohmann::json& meta) const;
   void write_disk(const std::string& name, Session& s, const std::vector<float>& state);
+  std::vector<float> state_of(const std::string& name, const Session& s);  // a copy, from its slot, host memory or file
   void spill_host();  // keeps host memory within budget by moving the oldest host states to disk
   // One more state can go to host memory: the budget has room, or the folder takes what passes it.
   bool host_takes_one_more() const;

@@ -70,13 +70,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     // Headers first: a session upload's body is a state file, larger than any JSON request may be.
     http::async_read_header(stream_, buffer_, *parser_, [this, self](beast::error_code ec, size_t) {
       if (ec) return received(ec);
-      if (is_state_upload(parser_->get()) && !authorized(parser_->get())) {  // before taking a state file's worth of body
+      const bool upload = is_state_upload(parser_->get());
+      if (upload && !authorized(parser_->get())) {  // before taking a state file's worth of body
         read_timer_.cancel();
         req_ = parser_->release();
         keep_alive_ = false;
         return unauthorized();
       }
-      if (!is_state_upload(parser_->get())) {
+      if (!upload) {
         body_limit_ = opts_.max_body_bytes;
         parser_->body_limit(body_limit_);
         if (parser_->content_length().value_or(0) > body_limit_) return received(http::error::body_limit);
@@ -227,8 +228,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       to = body["to"];
     }
     auto self = shared_from_this();
-    service_.session_op(op, name, [this, self, op, name, to](const InferenceService::SessionOpResult& r) {
-      asio::post(io_, [this, self, op, name, to, r] { session_done(op, name, to, r); });
+    service_.session_op(op, name, [this, self, op, name, to](InferenceService::SessionOpResult r) {
+      asio::post(io_, [this, self, op, name, to, r = std::move(r)]() mutable { session_done(op, name, to, std::move(r)); });
     }, to, std::move(upload));
   }
 
@@ -238,9 +239,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   static constexpr const char* kTokensHeader = "Skein-Session-Tokens";
   static constexpr const char* kPendingHeader = "Skein-Session-Pending";
 
-  SessionSnapshot snapshot_of_request() const {
+  SessionSnapshot snapshot_of_request() {
     SessionSnapshot s;
-    s.state_file = req_.body();
+    s.state_file = std::move(req_.body());  // the request is done with its body
     if (auto it = req_.find(kTokensHeader); it != req_.end()) {
       const std::string v(it->value());
       const json n = json::parse(v, nullptr, false);
@@ -256,10 +257,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     return s;
   }
 
-  void reply_snapshot(const SessionSnapshot& s) {
+  void reply_snapshot(SessionSnapshot s) {
     std::string pending;
     for (int32_t t : s.pending) pending += (pending.empty() ? "" : ",") + std::to_string(t);
-    reply_text(200, "application/octet-stream", s.state_file, keep_alive_,
+    reply_text(200, "application/octet-stream", std::move(s.state_file), keep_alive_,
                {{kTokensHeader, std::to_string(s.tokens)}, {kPendingHeader, pending}});
   }
 
@@ -280,7 +281,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     reply(s.error.rfind("overloaded", 0) == 0 ? 429 : 400, error_body(s.error, "invalid_request_error"), keep_alive_);
   }
 
-  void session_done(SessionOp op, const std::string& name, const std::string& to, const InferenceService::SessionOpResult& r) {
+  void session_done(SessionOp op, const std::string& name, const std::string& to, InferenceService::SessionOpResult r) {
     if (!r.error.empty()) return session_refused(r.fault, r.error);
     if (op == SessionOp::List) {
       json data = json::array();
@@ -289,7 +290,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       return reply(200, {{"object", "list"}, {"data", data}}, keep_alive_);
     }
     if (op == SessionOp::Fork) return reply(200, {{"id", to}, {"object", "session"}, {"forked_from", name}}, keep_alive_);
-    if (op == SessionOp::Export) return reply_snapshot(r.snapshot);
+    if (op == SessionOp::Export) return reply_snapshot(std::move(r.snapshot));
     if (op == SessionOp::Import) return reply(201, {{"id", name}, {"object", "session"}, {"imported", true}}, keep_alive_);
     reply(200, {{"id", name}, {"object", "session"}, {op == SessionOp::Save ? "saved" : "deleted", true}}, keep_alive_);
   }

@@ -21,15 +21,52 @@ namespace {
 
 const char* kModel = "tiny-rwkv-5v2-730K";
 
+// The in-process engine, failing on demand as a cluster does when a stage dies: its steps throw.
+class BreakableModel final : public ModelHandle {
+ public:
+  explicit BreakableModel(ModelHandle& m) : m_(m) {}
+  std::atomic<bool> broken{false};
+  const ModelDims& dims() const override { return m_.dims(); }
+  int open_session() override { return m_.open_session(); }
+  int free_slots() const override { return m_.free_slots(); }
+  int slots() const override { return m_.slots(); }
+  void close_session(int session) override { m_.close_session(session); }
+  int clone_session(int session) override { return m_.clone_session(session); }
+  void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all) override {
+    check(), m_.run(session, tokens, chunk, logits, all);
+  }
+  std::vector<float> export_state(int session) override { return m_.export_state(session); }
+  void import_state(int session, const std::vector<float>& state) override { m_.import_state(session, state); }
+  void set_sampling(int session, const SamplingParams& params) override { m_.set_sampling(session, params); }
+  void set_penalty_free(const std::vector<uint8_t>& penalty_free) override { m_.set_penalty_free(penalty_free); }
+  uint64_t submit(const std::vector<BatchEntry>& entries) override { return check(), m_.submit(entries); }
+  void collect(uint64_t step, SampledToken* tokens) override { check(), m_.collect(step, tokens); }
+  uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override { return check(), m_.submit_logits(entries); }
+  void collect_logits(uint64_t step, float* logits) override { check(), m_.collect_logits(step, logits); }
+  std::vector<double> stage_busy() override { return m_.stage_busy(); }
+
+ private:
+  void check() const {
+    if (broken) fail("stage 2 died");
+  }
+  ModelHandle& m_;
+};
+
 // An InferenceService over the in-process engine, its loop on a thread.
 struct Service {
   explicit Service(ServiceOptions o = {}, int slots = 8) {
     std::string path = shared_dir() + "/models/" + std::string(kModel) + ".pth";
     mut = load_for_test(path);
     local = std::make_unique<LocalModel>(*mut.model, slots);
+    model = std::make_unique<BreakableModel>(*local);
     o.state_header = {mut.model->dims(), 0, mut.model->dims().n_layer, model_fingerprint(*Checkpoint::open(path))};
-    service = std::make_unique<InferenceService>(*local, tok, o);
-    loop = std::thread([this] { service->run(); });
+    service = std::make_unique<InferenceService>(*model, tok, o);
+    loop = std::thread([this] {
+      try {
+        service->run();
+      } catch (const Error&) {  // a model failure (model->broken), rethrown once every request has its error
+      }
+    });
   }
   ~Service() {
     service->stop();
@@ -66,9 +103,18 @@ struct Service {
   ByteTokenizer tok;
   ModelUnderTest mut;
   std::unique_ptr<LocalModel> local;
+  std::unique_ptr<BreakableModel> model;
   std::unique_ptr<InferenceService> service;
   std::thread loop;
 };
+
+// Options of a service whose sessions persist in `dir`.
+ServiceOptions persisted(const std::string& dir) {
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  return o;
+}
 
 // What a session's third turn gives must equal sending the whole history at once.
 TEST(Sessions, ContinueAsIfTheHistoryWereSentAtOnce) {
@@ -205,9 +251,7 @@ TEST(Sessions, AForkThatCannotBeMadeSaysWhyAndChangesNothing) {
 
 TEST(Sessions, SavedSessionsSurviveARestart) {
   std::string dir = temp_dir() + "/persist";
-  ServiceOptions o;
-  o.sessions.dir = dir;
-  o.sessions.persist = true;
+  ServiceOptions o = persisted(dir);
   std::string history;
   {
     Service s(o);
@@ -236,9 +280,7 @@ TEST(Sessions, SavedSessionsSurviveARestart) {
 TEST(Sessions, ACrashDuringASaveLeavesOneWholeSave) {
   namespace fs = std::filesystem;
   const std::string dir = temp_dir() + "/crash";
-  ServiceOptions o;
-  o.sessions.dir = dir;
-  o.sessions.persist = true;
+  ServiceOptions o = persisted(dir);
   std::string first, second, meta1, state1, meta2, state2;  // the history, metadata and state of each save
   {
     Service s(o);
@@ -275,77 +317,21 @@ TEST(Sessions, ACrashDuringASaveLeavesOneWholeSave) {
   EXPECT_FALSE(fs::exists(dir + "/talk.state.new"));
 }
 
-// The in-process engine, failing on demand as a cluster does when a stage dies: its steps throw.
-class BreakableModel final : public ModelHandle {
- public:
-  explicit BreakableModel(ModelHandle& m) : m_(m) {}
-  std::atomic<bool> broken{false};
-  const ModelDims& dims() const override { return m_.dims(); }
-  int open_session() override { return m_.open_session(); }
-  int free_slots() const override { return m_.free_slots(); }
-  int slots() const override { return m_.slots(); }
-  void close_session(int session) override { m_.close_session(session); }
-  int clone_session(int session) override { return m_.clone_session(session); }
-  void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all) override {
-    check(), m_.run(session, tokens, chunk, logits, all);
-  }
-  std::vector<float> export_state(int session) override { return m_.export_state(session); }
-  void import_state(int session, const std::vector<float>& state) override { m_.import_state(session, state); }
-  void set_sampling(int session, const SamplingParams& params) override { m_.set_sampling(session, params); }
-  void set_penalty_free(const std::vector<uint8_t>& penalty_free) override { m_.set_penalty_free(penalty_free); }
-  uint64_t submit(const std::vector<BatchEntry>& entries) override { return check(), m_.submit(entries); }
-  void collect(uint64_t step, SampledToken* tokens) override { check(), m_.collect(step, tokens); }
-  uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override { return check(), m_.submit_logits(entries); }
-  void collect_logits(uint64_t step, float* logits) override { check(), m_.collect_logits(step, logits); }
-  std::vector<double> stage_busy() override { return m_.stage_busy(); }
-
- private:
-  void check() const {
-    if (broken) fail("stage 2 died");
-  }
-  ModelHandle& m_;
-};
-
 // When the model fails, the sessions whose states are in host memory are saved (with persist): they do
 // not need the workers, and a restart continues them. Those in slots died with their stage.
 TEST(Sessions, AModelFailureStillSavesTheSessionsHeldInHostMemory) {
   namespace fs = std::filesystem;
-  const std::string dir = temp_dir() + "/failure", path = shared_dir() + "/models/" + std::string(kModel) + ".pth";
-  ServiceOptions o;
-  o.sessions.dir = dir;
-  o.sessions.persist = true;
+  const std::string dir = temp_dir() + "/failure";
+  const ServiceOptions o = persisted(dir);
   std::string history;
   {
-    ModelUnderTest mut = load_for_test(path);
-    LocalModel local(*mut.model, 1);  // one slot: a second session moves the first to host memory
-    BreakableModel model(local);
-    o.state_header = {mut.model->dims(), 0, mut.model->dims().n_layer, model_fingerprint(*Checkpoint::open(path))};
-    ByteTokenizer tok;
-    InferenceService service(model, tok, o);
-    std::thread loop([&] {
-      try {
-        service.run();
-      } catch (const Error&) {  // the failure, rethrown once every request has its error
-      }
-    });
-    auto generate = [&](const std::string& prompt, const std::string& session) {
-      std::promise<GenerationSummary> done;
-      ServiceRequest r;
-      r.prompt = tok.encode(prompt);
-      r.max_tokens = 8;
-      r.sampling.temperature = 0;
-      r.session = session;
-      r.on_done = [&](const GenerationSummary& s) { done.set_value(s); };
-      service.submit(std::move(r));
-      return done.get_future().get();
-    };
-    history = "The man said" + generate("The man said", "held").text;
-    generate("Another", "in-slot");
-    model.broken = true;
-    const GenerationSummary failed = generate(" and", "in-slot");
+    Service s(o, 1);  // one slot: a second session moves the first to host memory
+    history = "The man said" + s.generate("The man said", 8, "held").text;
+    s.generate("Another", 8, "in-slot");
+    s.model->broken = true;
+    const GenerationSummary failed = s.generate(" and", 8, "in-slot");
     EXPECT_EQ(failed.finish_reason, "error");
     EXPECT_NE(failed.error.find("stage 2 died"), std::string::npos) << failed.error;
-    loop.join();
   }
   EXPECT_TRUE(fs::exists(dir + "/held.json"));
   EXPECT_FALSE(fs::exists(dir + "/in-slot.json"));
@@ -359,9 +345,7 @@ TEST(Sessions, AModelFailureStillSavesTheSessionsHeldInHostMemory) {
 TEST(Sessions, IdleSessionsExpireWithTheirFiles) {
   namespace fs = std::filesystem;
   const std::string dir = temp_dir() + "/ttl";
-  ServiceOptions o;
-  o.sessions.dir = dir;
-  o.sessions.persist = true;
+  ServiceOptions o = persisted(dir);
   o.sessions.idle_ttl_s = 1;
   auto names = [](Service& s) {
     std::vector<std::string> out;
@@ -395,9 +379,7 @@ TEST(Sessions, IdleSessionsExpireWithTheirFiles) {
 // count of -1 read as 2^64 - 1, a pending token of 1.5 as 1.
 TEST(Sessions, DamagedMetadataIsSkippedNotMisread) {
   std::string dir = temp_dir() + "/persist";
-  ServiceOptions o;
-  o.sessions.dir = dir;
-  o.sessions.persist = true;
+  ServiceOptions o = persisted(dir);
   {
     Service s(o);
     for (const char* name : {"counted", "pending", "fine"}) s.generate("The man said", 4, name);
@@ -428,9 +410,7 @@ TEST(Sessions, ErrorsAreClearAndLoseNothing) {
   std::filesystem::create_directories(dir);
   write_file(dir + "/broken.json", "{not json");
   write_file(dir + "/orphan.json", R"({"tokens": 3, "pending": []})");
-  ServiceOptions o;
-  o.sessions.dir = dir;
-  o.sessions.persist = true;
+  ServiceOptions o = persisted(dir);
   Service t(o);
   EXPECT_TRUE(t.op(SessionOp::List).first.empty());
   // Without a spill folder, a full host budget refuses the new request instead of dropping a session.
