@@ -1,5 +1,6 @@
 #include "coordinator/config.h"
 
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <filesystem>
@@ -28,6 +29,16 @@ uint64_t parse_size(const std::string& s, const std::string& what) {
   const double bytes = v * u->second;
   if (bytes >= 18446744073709551616.0) fail(what, ": '", s, "' is more bytes than 64 bits count");  // the cast would be undefined
   return uint64_t(bytes);
+}
+
+void check_tuned_state_name(const std::string& name) {
+  auto ok = [](char ch, bool first) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || (!first && (ch == '.' || ch == '_' || ch == '-' || ch == ':'));
+  };
+  bool good = !name.empty() && name.size() <= 64;
+  for (size_t i = 0; good && i < name.size(); ++i) good = ok(name[i], i == 0);
+  if (!good)
+    fail("tuned state name '", name.substr(0, 80), "': use 1-64 letters, digits, '.', '_', '-' or ':', starting with a letter or digit");
 }
 
 namespace {
@@ -121,6 +132,13 @@ Config load_config(const std::string& path) {
      }},
     {"nodes", [&](const toml::node& n) {
        for (auto& [alias, host] : r.sub(n, "nodes")) c.limits.node_aliases[std::string(alias.str())] = r.str(host, std::string(alias.str()));
+     }},
+    {"tuned_states", [&](const toml::node& n) {
+       for (auto& [name, file] : r.sub(n, "tuned_states")) {
+         const std::string key(name.str());
+         try { check_tuned_state_name(key); } catch (const Error& e) { r.bad(file, e.what()); }
+         c.tuned_states[key] = r.str(file, key);
+       }
      }},
     {"devices", [&](const toml::node& n) {
        for (auto& [dev, mem] : r.sub(n, "devices")) {
@@ -216,6 +234,7 @@ Config load_config(const std::string& path) {
   };
   resolve(c.model);
   resolve(c.initial_state);
+  for (auto& [name, file] : c.tuned_states) resolve(file);
   for (std::string kind : {"world:", "bpe:"}) {
     if (c.tokenizer.rfind(kind, 0) != 0) continue;
     std::string v = c.tokenizer.substr(kind.size());

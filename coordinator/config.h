@@ -67,6 +67,9 @@ struct Config {
   std::string source;  // file it came from ("" for defaults)
   std::string model, tokenizer, strategy;
   std::string initial_state;  // a state-tuning file merged into the model (model/initial_state.h)
+  // [tuned_states] name = file: state-tuning files `skein serve` offers beside the model, chosen by a
+  // request's "model" (the model itself is loaded once).
+  std::map<std::string, std::string> tuned_states;
   int threads = 0;
   // Node aliases, device memory, and the request slots each stage keeps ([scheduler] max_slots).
   PlanLimits limits = [] {
@@ -88,6 +91,10 @@ struct Config {
 // errors: "FILE:LINE:COL: <what>". Relative paths (model, world tokenizer, log file) are taken relative
 // to the file's folder.
 Config load_config(const std::string& path);
+
+// A tuned state's name as clients send it: 1-64 letters, digits, '.', '_', '-' or ':', starting with a
+// letter or digit. Throws skein::Error otherwise.
+void check_tuned_state_name(const std::string& name);
 
 // "80GiB", "512MiB", "1.5TB", "1000000" -> bytes; throws skein::Error naming `what`.
 uint64_t parse_size(const std::string& s, const std::string& what);

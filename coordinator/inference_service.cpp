@@ -76,7 +76,24 @@ InferenceService::InferenceService(ModelHandle& model, const Tokenizer& tok, Ser
     : model_(model), tok_(tok), opts_(std::move(opts)), queue_limit_(size_t(std::max(1, opts_.queue_limit))),
       cache_(size_t(opts_.cache.prefix_bytes), opts_.cache.block_tokens) {
   sessions_ = std::make_unique<SessionStore>(model_, opts_.sessions, opts_.state_header);
+  for (auto& [name, state] : opts_.tuned_states)
+    if (name.empty() || state.size() != model_.dims().state_floats())
+      fail("internal: tuned state '", name, "' has ", state.size(), " floats; the model's state has ", model_.dims().state_floats());
   progress_ns_ = now_ns();
+}
+
+std::string InferenceService::tuned_state_for(const std::string& model) const {
+  if (opts_.tuned_states.count(model)) return model;
+  if (model.empty() || model == opts_.model_name || opts_.tuned_states.empty()) return "";
+  std::string served;
+  for (const std::string& name : model_names()) served += (served.empty() ? "'" : ", '") + name + "'";
+  fail("model '", model.substr(0, 100), "' is not served here (served: ", served, ")");
+}
+
+std::vector<std::string> InferenceService::model_names() const {
+  std::vector<std::string> names = {opts_.model_name};
+  for (auto& [name, state] : opts_.tuned_states) names.push_back(name);
+  return names;
 }
 
 InferenceService::~InferenceService() { stop(); }
@@ -254,7 +271,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     const GenerationSummary& s = l->summary;
     logging::info("request ", id, ": ", s.prompt_tokens, " prompt tokens (", s.cached_tokens, " cached), ", s.completion_tokens, " generated, ",
                   s.finish_reason, "; queue ", ms_text(s.queue_ms), ", prefill ", ms_text(s.prefill_ms), ", decode ", ms_text(s.decode_ms),
-                  l->req.session.empty() ? "" : ", session " + l->req.session);
+                  l->req.session.empty() ? "" : ", session " + l->req.session, l->req.tuned_state.empty() ? "" : ", model " + l->req.tuned_state);
     if (l->req.on_done) l->req.on_done(l->summary);
     live_.erase(id);
     // Siblings still waiting for this request's prompt state: cancelled with it, else on their own.
@@ -310,19 +327,25 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   prompt.insert(prompt.end(), live->req.prompt.begin(), live->req.prompt.end());
   const std::vector<int32_t> full = prompt;
   size_t cached = 0, snapshot = 0;
+  // The start state's number keys the prefix cache: 0 for the model's own, i + 1 for tuned state i.
+  const auto tuned = opts_.tuned_states.find(live->req.tuned_state);
+  const uint64_t origin = live->req.tuned_state.empty() ? 0 : uint64_t(std::distance(opts_.tuned_states.begin(), tuned)) + 1;
   if (shared_slot >= 0) {
     cached = prompt.size() - 1;
     prompt.erase(prompt.begin(), prompt.end() - 1);
   }
   try {
+    if (!live->req.tuned_state.empty() && tuned == opts_.tuned_states.end())
+      fail("model '", live->req.tuned_state, "' is not served here");
+    if (fresh && origin) model_.import_state(slot, tuned->second);
     if (fresh && cache_.enabled() && !live->req.score_prompt) {  // a scored prompt runs whole
-      PrefixCache::Hit hit = cache_.lookup(prompt);
+      PrefixCache::Hit hit = cache_.lookup(origin, prompt);
       if (hit.tokens) {
         model_.import_state(slot, *hit.state);
         prompt.erase(prompt.begin(), prompt.begin() + long(hit.tokens));
         cached = hit.tokens;
       }
-      snapshot = cache_.snapshot_point(full, cached);
+      snapshot = cache_.snapshot_point(origin, full, cached);
     }
   } catch (const Error& e) {
     if (session.empty()) model_.close_session(slot);
@@ -348,8 +371,8 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     };
   }
   if (snapshot > cached) {
-    sr.snapshots.push_back({snapshot - cached, [this, full, snapshot](int s) {
-                              cache_.insert(std::span<const int32_t>(full.data(), snapshot), model_.export_state(s));
+    sr.snapshots.push_back({snapshot - cached, [this, origin, full, snapshot](int s) {
+                              cache_.insert(origin, std::span<const int32_t>(full.data(), snapshot), model_.export_state(s));
                             }});
   }
   if (!live->siblings.empty()) {

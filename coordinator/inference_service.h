@@ -44,6 +44,9 @@ struct ServiceRequest {
   int max_tokens = 100;
   SamplingParams sampling;
   std::string session;  // continue (or start) this named session; "" = a one-off request
+  // A new state (one-off, or a session's first request) starts from this tuned state of the model
+  // (ServiceOptions::tuned_states; "" = the model's own start). A session continues its own state.
+  std::string tuned_state;
   // New text (whole characters) and the tokens it came from (scored when sampling.logprobs asks); may be
   // called many times.
   std::function<void(const std::string& text, const std::vector<SampledToken>& tokens)> on_delta;
@@ -67,6 +70,10 @@ struct ServiceRequest {
 ServiceRequest samples_of(const ServiceRequest& base, int n, const std::function<void(ServiceRequest&, int)>& attach);
 
 struct ServiceOptions {
+  std::string model_name;  // what clients call the model (OpenAI's "model")
+  // Start states served beside the model's own, by name (model/initial_state.h: tuned_start_state): one
+  // loaded model, several state-tuned variants of it, chosen per request.
+  std::map<std::string, std::vector<float>> tuned_states;
   SchedulerConfig scheduler;
   int queue_limit = 256;
   SessionsConfig sessions;
@@ -102,6 +109,13 @@ class InferenceService {
   // marks the service broken and is rethrown.
   void run();
   void stop();  // thread-safe
+
+  // The tuned state a request's "model" asks for: "" for the model itself (its own name, no name, or any
+  // name when no tuned states are served, so single-model clients may send what they like), else that
+  // tuned state's name. Throws skein::Error naming what is served otherwise. Thread-safe.
+  std::string tuned_state_for(const std::string& model) const;
+  std::vector<std::string> model_names() const;  // the model's, then each tuned state's
+  const std::string& model_name() const { return opts_.model_name; }
 
   size_t queued() const;
   size_t running() const;

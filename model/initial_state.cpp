@@ -4,14 +4,15 @@
 
 #include "common/error.h"
 #include "model/architecture.h"
+#include "model/weights.h"
 
 namespace skein {
 
-std::shared_ptr<const Checkpoint> attach_initial_state(const Checkpoint& model, const std::string& state_path) {
-  const ModelDims d = detect_architecture(model);
+namespace {
+
+// The state-tuning file, opened and checked against the model `d` describes.
+std::shared_ptr<const Checkpoint> open_for(const ModelDims& d, const std::string& state_path) {
   if (d.arch == Arch::V4) fail(state_path, ": RWKV-4 models have no tuned initial state (v5, v6 and v7 do)");
-  if (d.has_time_state)
-    fail(state_path, ": ", model.path(), " already holds tuned initial states (blocks.N.att.time_state): use the model alone");
   auto states = Checkpoint::open(state_path);
   const std::vector<int64_t> shape = {d.n_head, d.head_size, d.head_size};
   const std::string expected = "blocks.0-" + std::to_string(d.n_layer - 1) + ".att.time_state";
@@ -34,7 +35,28 @@ std::shared_ptr<const Checkpoint> attach_initial_state(const Checkpoint& model, 
   for (int l = 0; l < d.n_layer; ++l)
     if (!seen[size_t(l)])
       fail(state_path, ": no initial state for layer ", l, " (blocks.", l, ".att.time_state): a state-tuning file holds one for every one of the model's ", d.n_layer, " layers");
-  return Checkpoint::merged(model, *states);
+  return states;
+}
+
+}  // namespace
+
+std::shared_ptr<const Checkpoint> attach_initial_state(const Checkpoint& model, const std::string& state_path) {
+  const ModelDims d = detect_architecture(model);
+  if (d.has_time_state && d.arch != Arch::V4)
+    fail(state_path, ": ", model.path(), " already holds tuned initial states (blocks.N.att.time_state): use the model alone");
+  return Checkpoint::merged(model, *open_for(d, state_path));
+}
+
+std::vector<float> tuned_start_state(const Checkpoint& model, const std::string& state_path) {
+  const ModelDims d = detect_architecture(model);
+  auto states = open_for(d, state_path);
+  const size_t C = size_t(d.n_embd), per = d.state_floats_per_layer();
+  std::vector<float> s(d.state_floats(), 0.0f);
+  for (int l = 0; l < d.n_layer; ++l) {
+    const Vector wkv = initial_wkv_state(*states, d, l);
+    std::copy(wkv.begin(), wkv.end(), s.begin() + long(size_t(l) * per + C));
+  }
+  return s;
 }
 
 }  // namespace skein

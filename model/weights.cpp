@@ -228,19 +228,7 @@ void load_layer(Loader& L, const ModelDims& d, int i, LayerWeights& lw) {
       break;
     }
   }
-  if (d.has_time_state) {
-    // State-tuned initial wkv state. v5/v6 files store it [head][value][key] (the official demos transpose
-    // it); v7 files store it in v7's own state layout.
-    Vector ts = L.vec(b + "att.time_state", {H, N, N});
-    if (d.arch != Arch::V7 && d.arch != Arch::V4) {
-      Vector t2(ts.size());
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t x = 0; x < N; ++x)
-          for (int64_t y = 0; y < N; ++y) t2[size_t((h * N + x) * N + y)] = ts[size_t((h * N + y) * N + x)];
-      ts = t2;
-    }
-    lw.vec["att.time_state"] = ts;
-  }
+  if (d.has_time_state) lw.vec["att.time_state"] = initial_wkv_state(L.ck_, d, i);
 }
 
 }  // namespace
@@ -325,6 +313,20 @@ uint64_t prepared_tensor_bytes(const TensorRef& t, const ModelDims& d, const Wei
   if ((ends("time_decay") || ends("time_first") || ends("time_faaaa")) && numel == uint64_t(d.n_head) && d.head_size > 1)
     return uint64_t(d.n_embd) * sizeof(float);
   return numel * sizeof(float);
+}
+
+Vector initial_wkv_state(const Checkpoint& ck, const ModelDims& d, int layer) {
+  // v5/v6 files store it [head][value][key] (the official demos transpose it); v7 files store it in
+  // v7's own state layout.
+  const int64_t H = d.n_head, N = d.head_size;
+  Loader L(ck, d, {});
+  Vector ts = L.vec("blocks." + std::to_string(layer) + ".att.time_state", {H, N, N});
+  if (d.arch == Arch::V7) return ts;
+  Vector t2(ts.size());
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t x = 0; x < N; ++x)
+      for (int64_t y = 0; y < N; ++y) t2[size_t((h * N + x) * N + y)] = ts[size_t((h * N + y) * N + x)];
+  return t2;
 }
 
 }  // namespace skein

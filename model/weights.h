@@ -72,6 +72,9 @@ uint64_t prepared_tensor_bytes(const TensorRef& t, const ModelDims& dims, const 
 ModelWeights load_weights(std::shared_ptr<const Checkpoint> ck, const ModelDims& dims, int first, int last,
                           bool with_embedding, bool with_head, const WeightFormat& format = {}, std::set<int> streamed = {});
 
+// Layer `layer`'s tuned initial wkv state (blocks.N.att.time_state) in the state's layout, fp32.
+Vector initial_wkv_state(const Checkpoint& ck, const ModelDims& dims, int layer);
+
 inline ModelWeights load_all_weights(std::shared_ptr<const Checkpoint> ck, const ModelDims& dims) {
   return load_weights(std::move(ck), dims, 0, dims.n_layer, true, true);
 }

@@ -63,7 +63,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
   }
   static const std::set<std::string> known = {"id",    "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
                                               "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session", "n", "logprobs",
-                                              "prompt_logprobs", "logit_bias"};
+                                              "prompt_logprobs", "logit_bias", "model"};
   for (auto& [k, v] : j.items())
     if (!known.count(k)) fail("unknown field '", k, "'");
   ApiGenerate g;
@@ -118,6 +118,10 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     if (!j["session"].is_string()) fail("session: must be a string");
     g.session = j["session"];
     SessionStore::check_name(g.session);
+  }
+  if (j.contains("model")) {
+    if (!j["model"].is_string()) fail("model: must be a string");
+    g.model = j["model"];
   }
   if (j.contains("n")) {
     const int64_t n = json_fields::integer_in(j["n"], "n", 1, kMaxSamples);

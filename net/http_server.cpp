@@ -151,8 +151,13 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     if (tokenizer) return tokenizer_route(target, verb);
     if (target == "/v1/models") {
       if (verb != http::verb::get) return method_not_allowed();
-      json model = {{"id", opts_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "skein"}};
-      return reply(200, {{"object", "list"}, {"data", json::array({model})}}, keep_alive_);
+      // The model, then its tuned states (vLLM lists LoRA adapters the same way, with their parent).
+      json data = json::array();
+      for (const std::string& name : service_.model_names()) {
+        data.push_back({{"id", name}, {"object", "model"}, {"created", 0}, {"owned_by", "skein"}});
+        if (name != service_.model_name()) data.back()["parent"] = service_.model_name();
+      }
+      return reply(200, {{"object", "list"}, {"data", data}}, keep_alive_);
     }
     if (target == "/v1/completions" || target == "/v1/chat/completions") {
       if (verb != http::verb::post) return method_not_allowed();
@@ -304,6 +309,15 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     } catch (const Error& e) {
       return reply(400, error_body(e.what(), "invalid_request_error"), keep_alive_);
     }
+    std::string tuned_state;
+    try {
+      tuned_state = service_.tuned_state_for(r.model);
+    } catch (const Error& e) {
+      json body = error_body(e.what(), "invalid_request_error");
+      body["error"]["code"] = "model_not_found";  // OpenAI's answer for a model it does not have
+      return reply(404, body, keep_alive_);
+    }
+    model_ = tuned_state.empty() ? service_.model_name() : tuned_state;
     chat_ = chat;
     stream_mode_ = r.stream;
     include_usage_ = r.include_usage;
@@ -324,6 +338,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       base.max_tokens = r.max_tokens;
       base.sampling = r.sampling;
       base.session = r.session;
+      base.tuned_state = tuned_state;
       base.score_prompt = echo_ && logprobs_;
       ServiceRequest first = samples_of(base, r.n, [&](ServiceRequest& sr, int sample) {
         const int i = int(p) * r.n + sample;
@@ -397,7 +412,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     json choice = {{"index", index}, {"finish_reason", finish}, {"logprobs", logprobs}};
     if (chat_) choice["delta"] = delta_or_text;
     else choice["text"] = delta_or_text;
-    return {{"id", id_}, {"object", chat_ ? "chat.completion.chunk" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
+    return {{"id", id_}, {"object", chat_ ? "chat.completion.chunk" : "text_completion"}, {"created", created_}, {"model", model_},
             {"choices", json::array({choice})}};
   }
 
@@ -492,7 +507,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       }
       list.push_back(choice);
     }
-    json body = {{"id", id_}, {"object", chat_ ? "chat.completion" : "text_completion"}, {"created", created_}, {"model", opts_.model_name},
+    json body = {{"id", id_}, {"object", chat_ ? "chat.completion" : "text_completion"}, {"created", created_}, {"model", model_},
                  {"choices", list}, {"usage", usage}};
     reply(200, body, keep_alive_);
   }
@@ -587,6 +602,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   int running_ = 0;  // choices not yet done
   std::vector<uint64_t> service_ids_;  // each prompt's first choice: cancelling it cancels the prompt's choices
   std::string id_;
+  std::string model_;  // the model or tuned state answering, as responses name it
   int64_t created_ = 0;
   std::deque<std::string> out_;
   size_t out_bytes_ = 0;

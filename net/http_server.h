@@ -18,7 +18,6 @@ namespace skein {
 struct HttpOptions {
   ApiLimits limits;  // auth_token: required as "Authorization: Bearer <token>" on /v1/*
   ChatConfig chat;
-  std::string model_name;
   size_t max_body_bytes = 1 << 20;
   size_t client_buffer_bytes = 4 << 20;
   double client_timeout_s = 30;  // reading a request, and each write to a client

@@ -100,6 +100,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     ApiGenerate& g = *req.generate;
+    std::string tuned_state;
+    try {
+      tuned_state = service_.tuned_state_for(g.model);
+    } catch (const Error& e) {
+      return send_error(g.id, e.what(), false);
+    }
     if (running_.count(g.id)) return send_error(g.id, "a request with this id is already running on this connection", false);
     if (int(running_.size()) >= max_requests_)
       return send_error(g.id, "too many requests on this connection (limit " + std::to_string(max_requests_) + ")", false);
@@ -113,6 +119,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     base.max_tokens = g.max_tokens;
     base.sampling = std::move(g.sampling);
     base.session = g.session;
+    base.tuned_state = tuned_state;
     base.score_prompt = g.score_prompt;
     // Sample i (samples_of); with several, every event carries its "index".
     ServiceRequest first = samples_of(base, n, [&](ServiceRequest& sr, int i) {

@@ -567,17 +567,34 @@ TEST(PrefixCache, LruStaysWithinItsBudget) {
   std::vector<int32_t> p(20);
   for (int k = 0; k < 5; ++k) {
     for (int i = 0; i < 20; ++i) p[size_t(i)] = k * 100 + i;
-    c.insert(std::span<const int32_t>(p.data(), 8), std::vector<float>(100, float(k)));
+    c.insert(0, std::span<const int32_t>(p.data(), 8), std::vector<float>(100, float(k)));
   }
   auto st = c.stats();
   EXPECT_EQ(st.entries, 3u);
   EXPECT_EQ(st.evictions, 2u);
   EXPECT_LE(st.bytes, 3 * (100 * sizeof(float) + 8 * sizeof(int32_t)));
-  auto hit = c.lookup(p);  // the newest (k = 4) is there
+  auto hit = c.lookup(0, p);  // the newest (k = 4) is there
   EXPECT_EQ(hit.tokens, 8u);
   EXPECT_EQ((*hit.state)[0], 4.0f);
   for (int i = 0; i < 20; ++i) p[size_t(i)] = i;  // k = 0 was evicted
-  EXPECT_EQ(c.lookup(p).tokens, 0u);
+  EXPECT_EQ(c.lookup(0, p).tokens, 0u);
+}
+
+// The same tokens run from another start state (a tuned state) lead to another state: a prefix is
+// found only from the start state it was cached from.
+TEST(PrefixCache, APrefixIsKeyedByItsStartState) {
+  PrefixCache c(1 << 20, 4);
+  const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6};
+  c.insert(2, std::span<const int32_t>(p.data(), 4), std::vector<float>(10, 2.0f));
+  EXPECT_EQ(c.lookup(0, p).tokens, 0u);
+  EXPECT_EQ(c.lookup(1, p).tokens, 0u);
+  auto hit = c.lookup(2, p);
+  ASSERT_EQ(hit.tokens, 4u);
+  EXPECT_EQ((*hit.state)[0], 2.0f);
+  // Boundaries seen from one start state are not snapshot points for another.
+  EXPECT_EQ(c.snapshot_point(0, std::vector<int32_t>{9, 9, 9, 9, 9}, 0), 0u);
+  EXPECT_EQ(c.snapshot_point(1, std::vector<int32_t>{9, 9, 9, 9, 9}, 0), 0u);
+  EXPECT_EQ(c.snapshot_point(0, std::vector<int32_t>{9, 9, 9, 9, 9}, 0), 4u);
 }
 
 }  // namespace

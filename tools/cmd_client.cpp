@@ -9,7 +9,7 @@ namespace skein::cli {
 
 void add_client_command(CLI::App& app) {
   struct Opts {
-    std::string server = "127.0.0.1:7700", prompt, token, session;
+    std::string server = "127.0.0.1:7700", prompt, token, session, model;
     int max_tokens = -1, top_k = -1;
     double temperature = -1, top_p = -1;
     std::vector<std::string> stop;
@@ -27,6 +27,7 @@ void add_client_command(CLI::App& app) {
   c->add_flag("--no-stream", o->no_stream, "wait for the whole text");
   c->add_option("--token", o->token, "the server's auth token");
   c->add_option("--session", o->session, "continue (or start) this named session on the server");
+  c->add_option("--model", o->model, "one of the server's tuned states (`skein serve --tuned-state`), by name; default: the model");
   c->callback([o] {
     nlohmann::json req = {{"id", "cli"}, {"prompt", o->prompt}, {"stream", !o->no_stream}};
     if (o->max_tokens >= 0) req["max_tokens"] = o->max_tokens;
@@ -36,6 +37,7 @@ void add_client_command(CLI::App& app) {
     if (!o->stop.empty()) req["stop"] = o->stop;
     if (!o->token.empty()) req["auth"] = o->token;
     if (!o->session.empty()) req["session"] = o->session;
+    if (!o->model.empty()) req["model"] = o->model;
     ApiClient client(o->server);
     std::cout << o->prompt << std::flush;
     auto done = client.generate(req, [](const std::string& t) { std::cout << t << std::flush; });

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/stop_signal.h"
 #include "coordinator/inference_service.h"
+#include "model/initial_state.h"
 #include "net/http_server.h"
 #include "net/tcp_server.h"
 #include "tools/cli_support.h"
@@ -20,6 +21,7 @@ void add_serve_command(CLI::App& app) {
   struct Opts {
     RunFlags run;
     std::string listen, auth_token, sessions_dir;
+    std::vector<std::string> tuned_states;
     int port = 0, http_port = 0;
     CLI::Option *port_flag = nullptr, *http_port_flag = nullptr;
   };
@@ -31,6 +33,7 @@ void add_serve_command(CLI::App& app) {
   o->http_port_flag = c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)")->check(CLI::Range(-1, 65535));
   c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)");
   c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
+  c->add_option("--tuned-state", o->tuned_states, "NAME=FILE: also serve the model started from this state-tuning file, as model NAME (repeatable)");
   c->callback([o] {
     Config cfg = o->run.resolve();
     logging::configure(cfg.logging.level, cfg.logging.file);
@@ -44,21 +47,37 @@ void add_serve_command(CLI::App& app) {
     }
     if (cfg.sessions.save_interval_s > 0 && (!cfg.sessions.persist || cfg.sessions.dir.empty()))
       fail("[sessions] save_interval_s: needs persist = true and a dir (or --sessions-dir), where saved sessions are read back at start-up");
+    for (const std::string& flag : o->tuned_states) {
+      const size_t eq = flag.find('=');
+      if (eq == std::string::npos || eq + 1 == flag.size()) fail("--tuned-state: expected NAME=FILE, got '", flag, "'");
+      check_tuned_state_name(flag.substr(0, eq));
+      cfg.tuned_states[flag.substr(0, eq)] = flag.substr(eq + 1);
+    }
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
+    const std::string model_name = std::filesystem::path(path).stem().string();
+    // Every rank reads them, so a file that does not fit stops the whole job with the same line.
+    std::map<std::string, std::vector<float>> tuned_states;
+    for (auto& [name, file] : cfg.tuned_states) {
+      if (name == model_name) fail("[tuned_states] ", name, ": the model itself is called that; name the tuned state otherwise");
+      tuned_states[name] = tuned_start_state(*Checkpoint::open(path), file);
+    }
     LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
     stop_at_end_of_text(cfg.sampling, *tok);
 
     ServiceOptions so;
+    so.model_name = model_name;
+    so.tuned_states = std::move(tuned_states);
     so.scheduler = cfg.scheduler;
     so.queue_limit = cfg.server.queue_length;
     so.sessions = cfg.sessions;
     so.cache = cfg.cache;
     so.state_header = {m.dims, 0, m.dims.n_layer, m.fingerprint};
     so.stall_seconds = cfg.server.stall_seconds;
-    InferenceService service(*m.handle, *tok, so);
+    const size_t state_bytes = state_file_bytes(so.state_header);
+    InferenceService service(*m.handle, *tok, std::move(so));
     boost::asio::io_context io;
     const ApiLimits limits = api_limits(cfg);
     TcpServer server(io, cfg.server.listen, uint16_t(cfg.server.port), service, *tok, m.dims.vocab,
@@ -67,9 +86,9 @@ void add_serve_command(CLI::App& app) {
     std::unique_ptr<HttpServer> http;
     if (cfg.server.http_port >= 0)
       http = std::make_unique<HttpServer>(io, cfg.server.listen, uint16_t(cfg.server.http_port), service, *tok, m.dims.vocab,
-                                          HttpOptions{limits, cfg.chat, std::filesystem::path(path).stem().string(), size_t(cfg.server.max_request_bytes),
+                                          HttpOptions{limits, cfg.chat, size_t(cfg.server.max_request_bytes),
                                                       size_t(cfg.server.client_buffer_bytes), cfg.server.client_timeout_s,
-                                                      state_file_bytes(so.state_header)});
+                                                      state_bytes});
     auto work = boost::asio::make_work_guard(io);
     std::thread io_thread([&] { io.run(); });
     std::atomic<bool> done{false};
