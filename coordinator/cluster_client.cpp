@@ -58,6 +58,21 @@ void ClusterClient::close_session(int session) {
   broadcast(m);
 }
 
+int ClusterClient::add_start_state(const std::vector<float>& state) {
+  send_shards(StageOp::AddStartState, -1, state);
+  return ++start_states_;
+}
+
+void ClusterClient::restart_session(int session, int start) {
+  if (!used_.count(session)) fail("slot ", session, " is not open");
+  if (start < 0 || start > start_states_) fail("internal: no start state ", start);
+  ControlMessage m;
+  m.op = StageOp::ResetSlot;
+  m.slot = session;
+  m.slot2 = start;
+  broadcast(m);
+}
+
 int ClusterClient::clone_session(int session) {
   if (!used_.count(session)) fail("slot ", session, " is not open");
   int s = take_slot();
@@ -214,15 +229,17 @@ std::vector<float> ClusterClient::export_state(int session) {
   return all;
 }
 
-void ClusterClient::import_state(int session, const std::vector<float>& state) {
+void ClusterClient::import_state(int session, const std::vector<float>& state) { send_shards(StageOp::ImportSlot, session, state); }
+
+void ClusterClient::send_shards(StageOp op, int slot, const std::vector<float>& state) {
   size_t total = 0;
   for (size_t n : state_floats_) total += n;
   if (state.size() != total) fail("state has ", state.size(), " values, expected ", total);
   size_t off = 0;
   for (size_t k = 0; k < ranks_.size(); ++k) {
     ControlMessage m;
-    m.op = StageOp::ImportSlot;
-    m.slot = session;
+    m.op = op;
+    m.slot = slot;
     m.state.assign(state.begin() + long(off), state.begin() + long(off + state_floats_[k]));
     off += state_floats_[k];
     world_.send(ranks_[k], kTagControl, m.encode());

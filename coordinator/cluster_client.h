@@ -24,6 +24,8 @@ class ClusterClient final : public ModelHandle {
   std::vector<double> stage_busy() override;
   void close_session(int session) override;
   int clone_session(int session) override;
+  int add_start_state(const std::vector<float>& state) override;
+  void restart_session(int session, int start) override;
   void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) override;
   std::vector<float> export_state(int session) override;
   void import_state(int session, const std::vector<float>& state) override;
@@ -62,6 +64,8 @@ class ClusterClient final : public ModelHandle {
 
  private:
   int take_slot();
+  // `state` cut into each stage's shard, sent as `op` on `slot`.
+  void send_shards(StageOp op, int slot, const std::vector<float>& state);
   void broadcast(const struct ControlMessage& m);
 
   MpiWorld& world_;
@@ -69,6 +73,7 @@ class ClusterClient final : public ModelHandle {
   std::vector<int> ranks_;
   std::vector<size_t> state_floats_;
   int max_slots_;
+  int start_states_ = 0;  // added to every stage
   std::set<int> used_;
   uint64_t step_ = 0;
   struct Pending {

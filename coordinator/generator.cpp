@@ -83,7 +83,7 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
       break;
     }
     res.tokens.push_back(token);
-    std::string bytes = tok.decode(std::span<const int32_t>(&token, 1));
+    std::string bytes = generated_bytes(tok, std::span<const int32_t>(&token, 1));
     bool stopped = false;
     emit(stops.push(utf8.push(bytes), stopped));
     if (stopped) {

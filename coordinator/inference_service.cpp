@@ -76,15 +76,19 @@ InferenceService::InferenceService(ModelHandle& model, const Tokenizer& tok, Ser
     : model_(model), tok_(tok), opts_(std::move(opts)), queue_limit_(size_t(std::max(1, opts_.queue_limit))),
       cache_(size_t(opts_.cache.prefix_bytes), opts_.cache.block_tokens) {
   sessions_ = std::make_unique<SessionStore>(model_, opts_.sessions, opts_.state_header);
-  for (auto& [name, state] : opts_.tuned_states)
+  // Kept where the sessions' states are, from then on started from by number; the service keeps names only.
+  for (auto& [name, state] : opts_.tuned_states) {
     if (name.empty() || state.size() != model_.dims().state_floats())
       fail("internal: tuned state '", name, "' has ", state.size(), " floats; the model's state has ", model_.dims().state_floats());
+    tuned_numbers_[name] = model_.add_start_state(state);
+  }
+  opts_.tuned_states.clear();
   progress_ns_ = now_ns();
 }
 
 std::string InferenceService::tuned_state_for(const std::string& model) const {
-  if (opts_.tuned_states.count(model)) return model;
-  if (model.empty() || model == opts_.model_name || opts_.tuned_states.empty()) return "";
+  if (tuned_numbers_.count(model)) return model;
+  if (model.empty() || model == opts_.model_name || tuned_numbers_.empty()) return "";
   std::string served;
   for (const std::string& name : model_names()) served += (served.empty() ? "'" : ", '") + name + "'";
   fail("model '", model.substr(0, 100), "' is not served here (served: ", served, ")");
@@ -92,7 +96,7 @@ std::string InferenceService::tuned_state_for(const std::string& model) const {
 
 std::vector<std::string> InferenceService::model_names() const {
   std::vector<std::string> names = {opts_.model_name};
-  for (auto& [name, state] : opts_.tuned_states) names.push_back(name);
+  for (auto& [name, number] : tuned_numbers_) names.push_back(name);
   return names;
 }
 
@@ -327,17 +331,17 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   prompt.insert(prompt.end(), live->req.prompt.begin(), live->req.prompt.end());
   const std::vector<int32_t> full = prompt;
   size_t cached = 0, snapshot = 0;
-  // The start state's number keys the prefix cache: 0 for the model's own, i + 1 for tuned state i.
-  const auto tuned = opts_.tuned_states.find(live->req.tuned_state);
-  const uint64_t origin = live->req.tuned_state.empty() ? 0 : uint64_t(std::distance(opts_.tuned_states.begin(), tuned)) + 1;
+  // The start state's number (0: the model's own) is also the prefix cache's key for where a prefix began.
+  const auto tuned = tuned_numbers_.find(live->req.tuned_state);
+  const int origin = tuned == tuned_numbers_.end() ? 0 : tuned->second;
   if (shared_slot >= 0) {
     cached = prompt.size() - 1;
     prompt.erase(prompt.begin(), prompt.end() - 1);
   }
   try {
-    if (!live->req.tuned_state.empty() && tuned == opts_.tuned_states.end())
+    if (!live->req.tuned_state.empty() && tuned == tuned_numbers_.end())
       fail("model '", live->req.tuned_state, "' is not served here");
-    if (fresh && origin) model_.import_state(slot, tuned->second);
+    if (fresh && origin) model_.restart_session(slot, origin);
     if (fresh && cache_.enabled() && !live->req.score_prompt) {  // a scored prompt runs whole
       PrefixCache::Hit hit = cache_.lookup(origin, prompt);
       if (hit.tokens) {
@@ -416,7 +420,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     ++l->summary.completion_tokens;
     l->pending_tokens.push_back(sampled);
     bool stopped = false;
-    std::string text = l->stops.push(l->utf8.push(tok_.decode(std::span<const int32_t>(&t, 1))), stopped);
+    std::string text = l->stops.push(l->utf8.push(generated_bytes(tok_, std::span<const int32_t>(&t, 1))), stopped);
     if (!text.empty() || stopped) {
       if (!text.empty()) l->deliver(text);
       l->pending_tokens.clear();  // a stop string's own tokens are not delivered

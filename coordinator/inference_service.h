@@ -157,6 +157,7 @@ class InferenceService {
   class Scheduler* sched_ = nullptr;
   std::unique_ptr<SessionStore> sessions_;
   PrefixCache cache_;
+  std::map<std::string, int> tuned_numbers_;  // a tuned state's start-state number in the model
   Metrics metrics_;
   uint64_t tokens_in_ = 0, tokens_out_ = 0;  // service thread, as are the rates below
   std::chrono::steady_clock::time_point rate_since_ = std::chrono::steady_clock::now();

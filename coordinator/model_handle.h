@@ -22,6 +22,12 @@ class ModelHandle {
   virtual int slots() const = 0;  // states it can hold at once
   virtual void close_session(int session) = 0;
   virtual int clone_session(int session) = 0;
+  // Start states besides the model's own (a server's tuned states), kept where the sessions' states are
+  // (on a cluster each stage keeps its layers' part), so starting a session from one moves no state.
+  // add_start_state returns its number, from 1; restart_session sets the session's state to start state
+  // `start` (0: the model's own).
+  virtual int add_start_state(const std::vector<float>& state) = 0;
+  virtual void restart_session(int session, int start) = 0;
 
   // Runs tokens through the session's state, `chunk` tokens per forward call (chunks of one request
   // pipeline through the stages); writes the last position's logits, or every position's.

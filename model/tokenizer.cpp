@@ -7,6 +7,17 @@
 
 namespace skein {
 
+std::string generated_bytes(const Tokenizer& tok, std::span<const int32_t> ids) {
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    try {
+      out += tok.decode(ids.subspan(i, 1));
+    } catch (const Error&) {  // no bytes for this id
+    }
+  }
+  return out;
+}
+
 std::vector<int32_t> ByteTokenizer::encode(std::string_view bytes) const {
   std::vector<int32_t> ids;
   ids.reserve(bytes.size());

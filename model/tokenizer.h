@@ -53,6 +53,11 @@ class WorldTokenizer final : public Tokenizer {
   std::vector<int32_t> node_token_;
 };
 
+// Bytes of generated ids, where an id the vocabulary has no bytes for gives none: World's 0, or any id of
+// a head wider than its tokenizer (65536 outputs for World's 65529 entries; random-weight models sample
+// them). A sampled id is the model's answer, so it must not end a stream (or a server) as a bad input does.
+std::string generated_bytes(const Tokenizer& tok, std::span<const int32_t> ids);
+
 // "bytes", "world:PATH" (rwkv_vocab_v20230424.txt) or "bpe:PATH" (a byte-level BPE tokenizer.json, e.g.
 // 20B_tokenizer.json; model/bpe_tokenizer.h). Throws skein::Error on an unknown spec or a bad file.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);

@@ -10,7 +10,7 @@ namespace skein {
 
 namespace {
 
-std::string token_bytes(const Tokenizer& tok, int32_t token) { return tok.decode(std::span<const int32_t>(&token, 1)); }
+std::string token_bytes(const Tokenizer& tok, int32_t token) { return generated_bytes(tok, std::span<const int32_t>(&token, 1)); }
 
 std::string text_of(const std::string& bytes) {
   if (is_utf8(bytes)) return bytes;

@@ -15,7 +15,8 @@ namespace skein {
 enum Tag : int { kTagControl = 1, kTagActivations = 2, kTagResult = 3, kTagReady = 4, kTagReply = 5, kTagNccl = 6 };
 
 enum class StageOp : uint8_t {
-  Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, SetSampling, SetPenaltyFree, Stats, Echo, HopProbe, Shutdown
+  // ResetSlot: slot2 > 0 starts the slot from that start state (AddStartState, numbered from 1).
+  Step = 1, ResetSlot, FreeSlot, CloneSlot, ExportSlot, ImportSlot, SetSampling, SetPenaltyFree, Stats, Echo, HopProbe, AddStartState, Shutdown
 };
 
 // HopProbe: two neighbouring stages send `slot` floats back and forth `slot2` times over the link that
@@ -54,7 +55,7 @@ struct ControlMessage {
   std::vector<int32_t> tokens;     // Step: all entries' tokens, in order (used by the first stage)
   std::vector<int32_t> targets;    // Step: the scored positions' next tokens, in entry order (used by the last stage)
   int32_t slot = -1, slot2 = -1;   // slot operations (CloneSlot: slot -> slot2)
-  std::vector<float> state;        // ImportSlot: this stage's shard
+  std::vector<float> state;        // ImportSlot, AddStartState: this stage's shard
   std::string blob;                // SetSampling: encoded SamplingParams; SetPenaltyFree: one byte per token
 
   std::string encode() const;

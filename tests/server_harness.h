@@ -24,13 +24,15 @@ namespace skein::test {
 // `skein serve` as a child process on a free port.
 class Server {
  public:
-  // ranks > 1: under mpirun, rank 0 serving and the others running the stages.
-  explicit Server(const std::string& extra = "", int ranks = 1) {
+  // ranks > 1: under mpirun, rank 0 serving and the others running the stages. `model`: a checkpoint
+  // other than the tiny v5.2 model.
+  explicit Server(const std::string& extra = "", int ranks = 1, const std::string& model = "") {
     out_ = temp_dir() + "/serve.out";
     std::string launcher = ranks > 1 ? "mpirun -np " + std::to_string(ranks) + " --oversubscribe --mca mpi_yield_when_idle 1 --bind-to none " : "";
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    std::string cmd = launcher + SKEIN_BINARY + " serve --model " + shared_dir() + "/models/tiny-rwkv-5v2-730K.pth --port 0 --http-port 0 " + extra;
+    std::string cmd = launcher + SKEIN_BINARY + " serve --model " + (model.empty() ? shared_dir() + "/models/tiny-rwkv-5v2-730K.pth" : model) +
+                      " --port 0 --http-port 0 " + extra;
     pid_ = fork();
     if (pid_ == 0) {
       int fd = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

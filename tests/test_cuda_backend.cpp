@@ -21,6 +21,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "model/architecture.h"
 #include "tests/golden_cases.h"
+#include "tests/server_harness.h"
 #include "tests/test_support.h"
 #include "worker/cuda_backend.h"
 
@@ -280,7 +281,8 @@ TEST_F(CudaBackendTest, ClusterLogitsWithAGpuStageMatchOneProcess) {
 
 // States made on a GPU stage from outside it: a state-tuning file's initial states (copied in at every
 // reset) and copies of a slot (a multiple-choice document's choices start from their context's state)
-// give the CPU's figures, in one process and on a cluster whose last stage is the GPU rank.
+// give the CPU's figures, in one process and on a cluster whose last stage is the GPU rank; so does a tuned
+// state served by name (kept on the GPU stage, a slot started from it there).
 TEST_F(CudaBackendTest, TunedInitialStatesAndSlotCopiesOnAGpuStage) {
   const std::string model = tiny("tiny-rwkv-7v0-834K"), dir = temp_dir();
   const ModelDims d = detect_architecture(*Checkpoint::open(model));
@@ -311,6 +313,22 @@ TEST_F(CudaBackendTest, TunedInitialStatesAndSlotCopiesOnAGpuStage) {
     auto a = result(cpu.output), b = result(run);
     EXPECT_EQ(a["accuracy"], b["accuracy"]) << run;
     EXPECT_NEAR(a["label_logprob"].get<double>(), b["label_logprob"].get<double>(), 1e-3) << run;
+  }
+
+  // Served by name: the GPU stage keeps the tuned state in its memory and starts a slot from it.
+  const std::string prompt = "Th";
+  auto cli = run_skein("generate --model " + model + " --initial-state " + states + " --temperature 0 --max-tokens 8 --prompt " + prompt);
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  const std::string want = cli.output.substr(prompt.size(), cli.output.find('\n') - prompt.size());
+  for (int ranks : {1, 3}) {
+    Server server("--strategy 'cpu fp32 *3 -> cuda:0 fp32' --tuned-state chat=" + states, ranks, model);
+    ASSERT_GT(server.http_port(), 0) << server.output();
+    for (int i = 0; i < 2; ++i) {
+      const HttpReply r = http_request(server.http_port(), "POST", "/v1/completions",
+                                       R"({"model": "chat", "prompt": "Th", "max_tokens": 8, "temperature": 0})");
+      ASSERT_EQ(r.status, 200) << r.body;
+      EXPECT_EQ(r.json()["choices"][0]["text"], want) << ranks << " ranks, request " << i;
+    }
   }
 }
 

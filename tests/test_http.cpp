@@ -201,7 +201,7 @@ TEST(Http, SessionsMoveBetweenServersAsStateFiles) {
   asks.send_raw(state.body);
   EXPECT_EQ(asks.line(), "HTTP/1.1 201 Created\r");
   std::string long_pending = "0";  // a prompt cut short by a cancel leaves many
-  for (int i = 1; i < 4000; ++i) long_pending += "," + std::to_string(i % 256);
+  for (int i = 1; i < 4000; ++i) long_pending.append(",").append(std::to_string(i % 256));
   EXPECT_EQ(http_request(cluster.http_port(), "PUT", "/v1/sessions/long/state", state.body, "Skein-Session-Pending: " + long_pending + "\r\n").status, 201);
 
   // The command line: the same file, the pending tokens (bytes, for this model) before the prompt.
@@ -544,6 +544,35 @@ TEST(Http, LogitBiasSteersTheTextAlsoOnTheCluster) {
     EXPECT_EQ(r.status, 400) << r.body;
     EXPECT_EQ(r.json()["error"]["message"], message) << r.body;
   }
+}
+
+// A model's head may be wider than its tokenizer (65536 outputs, 65529 World entries; id 0 has no text
+// either), and random-weight models sample those ids. A sampled id without text adds no text: the
+// request completes, and the server stays up (one such token used to end every request on it).
+TEST(Http, SampledIdsWithoutTextAddNoTextAndTheServerCarriesOn) {
+  const std::string model = temp_dir() + "/wide-head.pth";
+  auto made = run_skein("make-model --arch v7 --layers 1 --embd 64 --vocab 65536 --seed 1 --dtype fp32 -o " + model);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  Server server("--tokenizer world:" + shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt", 1, model);
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  for (bool stream : {false, true}) {
+    json body = {{"prompt", "Hello"}, {"max_tokens", 3}, {"logit_bias", {{"65535", 100}}}, {"stream_options", {{"include_usage", true}}}, {"logprobs", 1},
+                 {"stop", json::array()}, {"stream", stream}};
+    const HttpReply r = http_request(server.http_port(), "POST", "/v1/completions", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json last = stream ? sse_events(r.body).rbegin()[1] : r.json();
+    EXPECT_EQ(last["usage"]["completion_tokens"], 3) << r.body;
+    if (!stream) {
+      EXPECT_EQ(last["choices"][0]["text"], "");
+    }
+  }
+  Client tcp(server.port());
+  tcp.send(R"({"id": "t", "prompt": "Hello", "max_tokens": 3, "stream": false, "logit_bias": {"65535": 100}})");
+  const json done = tcp.until_done("t").back();
+  EXPECT_EQ(done["event"], "done") << done;
+  EXPECT_EQ(done["completion_tokens"], 3) << done;
+  EXPECT_EQ(http_request(server.http_port(), "GET", "/health").status, 200);
+  EXPECT_EQ(http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "Hello", "max_tokens": 2})").status, 200);
 }
 
 // OpenAI bodies corrupted from the fuzz seeds, sent for real: what the parser accepts is answered 200 in

@@ -32,6 +32,8 @@ class BreakableModel final : public ModelHandle {
   int slots() const override { return m_.slots(); }
   void close_session(int session) override { m_.close_session(session); }
   int clone_session(int session) override { return m_.clone_session(session); }
+  int add_start_state(const std::vector<float>& state) override { return m_.add_start_state(state); }
+  void restart_session(int session, int start) override { m_.restart_session(session, start); }
   void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all) override {
     check(), m_.run(session, tokens, chunk, logits, all);
   }

@@ -188,7 +188,7 @@ void add_bench_command(CLI::App& app) {
     std::vector<int> batches;
     bool pipeline = false, profile = false, products = false;
     int device = 0;
-    std::string server;
+    std::string server, tuned_state;
     int clients = 64, max_tokens = 64, samples = 1, logprobs = -1;
     double duration = 60;
     RunFlags run;
@@ -214,10 +214,12 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--samples", o->samples, "with --server: samples of each prompt (n), prefilled once")->capture_default_str()->check(CLI::Range(1, 16));
   c->add_option("--logprobs", o->logprobs, "with --server: every request asks for log-probabilities with this many alternatives")
       ->check(CLI::Range(0, kMaxLogprobs));
+  c->add_option("--tuned-state", o->tuned_state, "with --server: every request starts from this tuned state (its \"model\")");
   c->callback([o, prompt_tokens] {
     using clock = std::chrono::steady_clock;
     if (!o->server.empty())
-      return run_server_bench({o->server, o->clients, o->duration, o->max_tokens, o->samples, prompt_tokens->count() ? o->prompt_tokens : 0, o->logprobs});
+      return run_server_bench({o->server, o->clients, o->duration, o->max_tokens, o->samples, prompt_tokens->count() ? o->prompt_tokens : 0, o->logprobs,
+                               o->tuned_state});
     if (o->products) return run_product_sweep(o->device);
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");

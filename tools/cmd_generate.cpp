@@ -25,7 +25,7 @@ void generate_batch(ModelHandle& model, const Tokenizer& tok, const std::vector<
     else sched.step();
   }
   for (size_t i = 0; i < prompts.size(); ++i) {
-    std::string text = tok.decode(out[i]);
+    std::string text = generated_bytes(tok, out[i]);
     for (auto& s : cfg.sampling.stop)
       if (auto p = text.find(s); p != std::string::npos) { text.resize(p); reason[i] = "stop_string"; }
     Utf8Stream u;

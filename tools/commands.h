@@ -30,6 +30,7 @@ struct ServerBenchOptions {
   int samples = 1;        // n of every request: samples of one prompt, prefilled once
   int prompt_tokens = 0;  // > 0: prompts of this many token ids, each request's its own; 0: short text prompts
   int logprobs = -1;      // >= 0: every request asks for log-probabilities with this many alternatives
+  std::string tuned_state;  // every request starts from this tuned state of the server's ("" = the model)
 };
 void run_server_bench(const ServerBenchOptions& o);
 

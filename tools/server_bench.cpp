@@ -56,6 +56,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
       }
       if (samples > 1) req["n"] = samples;
       if (o.logprobs >= 0) req["logprobs"] = o.logprobs;
+      if (!o.tuned_state.empty()) req["model"] = o.tuned_state;
       ++n;
       auto sent = Clock::now();
       c->send(req);
@@ -164,10 +165,11 @@ void run_server_bench(const ServerBenchOptions& o) {
     all.itl.insert(all.itl.end(), t.itl.begin(), t.itl.end());
     if (all.first_problem.empty()) all.first_problem = t.first_problem;
   }
-  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts%s\n", o.server.c_str(), o.clients,
+  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts%s%s\n", o.server.c_str(), o.clients,
               wall, o.max_tokens, o.samples, o.samples == 1 ? "" : "s",
               o.prompt_tokens > 0 ? (std::to_string(o.prompt_tokens) + "-token").c_str() : "short text",
-              o.logprobs >= 0 ? (", logprobs " + std::to_string(o.logprobs)).c_str() : "");
+              o.logprobs >= 0 ? (", logprobs " + std::to_string(o.logprobs)).c_str() : "",
+              o.tuned_state.empty() ? "" : (", from tuned state " + o.tuned_state).c_str());
   std::printf("  requests: %llu completed, %llu refused explicitly, %llu lost, %llu garbled\n", (unsigned long long)all.completed,
               (unsigned long long)all.refused, (unsigned long long)all.lost, (unsigned long long)all.garbled);
   std::printf("  throughput: %.1f tokens/s out, %.2f requests/s\n", double(all.tokens) / wall, double(all.completed) / wall);

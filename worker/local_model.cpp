@@ -24,6 +24,18 @@ int LocalModel::clone_session(int session) {
   return next_++;
 }
 
+int LocalModel::add_start_state(const std::vector<float>& state) {
+  start_states_.push_back(engine_.new_state());
+  start_states_.back().from_host(state);
+  return int(start_states_.size());
+}
+
+void LocalModel::restart_session(int session, int start) {
+  SessionState& s = get(session);
+  if (start < 0 || start > int(start_states_.size())) fail("internal: no start state ", start);
+  s = start == 0 ? engine_.new_state() : start_states_[size_t(start - 1)].clone();
+}
+
 uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
   // Each sampling entry's request (penalties, its random draw) is prepared here and executed where the
   // logits are: on a GPU last stage only the token ids come back.

@@ -22,6 +22,8 @@ class LocalModel final : public ModelHandle {
     samplers_.erase(session);
   }
   int clone_session(int session) override;
+  int add_start_state(const std::vector<float>& state) override;
+  void restart_session(int session, int start) override;
   void run(int session, std::span<const int32_t> tokens, int chunk, float* logits, bool all_positions) override;
   std::vector<float> export_state(int session) override { return get(session).to_host(); }
   void import_state(int session, const std::vector<float>& state) override { get(session).from_host(state); }
@@ -36,6 +38,7 @@ class LocalModel final : public ModelHandle {
   SessionState& get(int session);
   Engine& engine_;
   std::map<int, SessionState> sessions_;
+  std::vector<SessionState> start_states_;
   SlotSamplers samplers_;
   std::map<uint64_t, std::vector<SampledToken>> results_;
   std::map<uint64_t, std::vector<float>> logits_;

@@ -16,6 +16,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
   const size_t C = size_t(d.n_embd), V = size_t(d.vocab);
   const bool v7 = d.arch == Arch::V7, first = links.prev < 0, last = links.next < 0;
   std::map<int, State> slots;
+  std::vector<State> start_states;  // tuned states a slot may start from (ResetSlot's slot2)
   SlotSamplers samplers;  // last stage: each session's sampling state
   std::vector<float> host;  // activations received: x, then v_first for v7
   // Outgoing activations are sent without blocking, from two alternating buffers, so this stage starts
@@ -48,11 +49,20 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         for (auto& p : out_pending) world.wait(p);
         return;
       case StageOp::ResetSlot: {
+        if (m.slot2 > 0) {
+          if (size_t(m.slot2) > start_states.size()) fail("stage worker: no start state ", m.slot2);
+          slots.insert_or_assign(m.slot, start_states[size_t(m.slot2 - 1)].clone());
+          break;
+        }
         auto it = slots.find(m.slot);
         if (it == slots.end()) slots.emplace(m.slot, stage.new_state());
         else stage.reset(it->second);
         break;
       }
+      case StageOp::AddStartState:
+        start_states.push_back(stage.new_state());
+        start_states.back().from_host(m.state);
+        break;
       case StageOp::FreeSlot:
         slots.erase(m.slot);
         samplers.erase(m.slot);
