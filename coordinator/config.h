@@ -67,7 +67,7 @@ struct Config {
   std::string source;  // file it came from ("" for defaults)
   std::string model, tokenizer, strategy;
   std::string initial_state;  // a state-tuning file merged into the model (model/initial_state.h)
-  // [tuned_states] name = file: state-tuning files `skein serve` offers beside the model, chosen by a
+  // [tuned_states] name = file: state-tuning (or state) files `skein serve` offers beside the model, chosen by a
   // request's "model" (the model itself is loaded once).
   std::map<std::string, std::string> tuned_states;
   int threads = 0;

@@ -84,6 +84,12 @@ uint64_t stored_state_checksum(const std::string& path) {
   return checksum;
 }
 
+bool is_state_file(const std::string& path) {
+  char magic[sizeof kMagic] = {};
+  std::ifstream f(path, std::ios::binary);
+  return f.read(magic, sizeof magic) && std::memcmp(magic, kMagic, sizeof magic) == 0;
+}
+
 std::vector<float> load_state_file(const std::string& path, const StateFileHeader& expect) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open state file");

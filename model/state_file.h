@@ -31,6 +31,9 @@ uint64_t save_state_file(const std::string& path, const StateFileHeader& h, cons
 // file cannot be read or is too short to be one.
 uint64_t stored_state_checksum(const std::string& path);
 
+// Whether the file starts as a state file does (its magic), so it is read as one; false when unreadable.
+bool is_state_file(const std::string& path);
+
 // Reads and verifies a state file; `expect` gives the model it must belong to. Errors name the file and
 // what does not match.
 std::vector<float> load_state_file(const std::string& path, const StateFileHeader& expect);

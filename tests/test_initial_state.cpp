@@ -163,10 +163,16 @@ TEST(InitialState, AServerOffersTunedStatesByName) {
   };
   const std::string base_text = cli(""), chat_text = cli("--initial-state " + chat_file);
   ASSERT_NE(base_text, chat_text);
+  // A state file is a start state too: here, the state after a system prompt.
+  const std::string system = "Bob is a sailor. ", persona_file = temp_dir() + "/persona.state";
+  auto saved = run_skein("generate --model " + model + " --max-tokens 0 --prompt '" + system + "' --state-out " + persona_file);
+  ASSERT_EQ(saved.exit_code, 0) << saved.output;
+  auto whole = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --temperature 0 --max-tokens 12 --prompt '" + system + prompt + "' 2>/dev/null");
+  const std::string persona_text = whole.output.substr(system.size() + prompt.size(), 12);
 
   for (int ranks : {1, 3}) {
     SCOPED_TRACE(ranks);
-    Server server("--config " + config + " --tuned-state chat=" + chat_file, ranks);
+    Server server("--config " + config + " --tuned-state chat=" + chat_file + " --tuned-state persona=" + persona_file, ranks);
     ASSERT_GT(server.http_port(), 0) << server.output();
     auto complete = [&](const json& extra) {
       json body = {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}};
@@ -184,6 +190,7 @@ TEST(InitialState, AServerOffersTunedStatesByName) {
       }
     EXPECT_EQ(cached, (std::vector<int>{0, 0, 0, 0, 4, 4})) << "each start state caches its own prefixes";
     EXPECT_EQ(complete(json::object()).json()["choices"][0]["text"], base_text);
+    EXPECT_EQ(complete({{"model", "persona"}}).json()["choices"][0]["text"], persona_text);
 
     // A session starts from the state its first request names, then continues its own state.
     const HttpReply first = complete({{"model", "chat"}, {"session", "s"}});
@@ -198,16 +205,17 @@ TEST(InitialState, AServerOffersTunedStatesByName) {
     tcp.send(R"({"id": "u", "prompt": "x", "model": "poem"})");
     const json refused = tcp.until_done("u").back();
     EXPECT_EQ(refused["event"], "error");
-    EXPECT_NE(refused["error"].get<std::string>().find("model 'poem' is not served here (served: 'tiny-rwkv-5v2-730K', 'chat')"), std::string::npos) << refused;
+    EXPECT_NE(refused["error"].get<std::string>().find("model 'poem' is not served here (served: 'tiny-rwkv-5v2-730K', 'chat', 'persona')"), std::string::npos) << refused;
 
     const HttpReply unknown = complete({{"model", "poem"}});
     EXPECT_EQ(unknown.status, 404);
     EXPECT_EQ(unknown.json()["error"]["code"], "model_not_found");
     const json models = http_request(server.http_port(), "GET", "/v1/models").json()["data"];
-    ASSERT_EQ(models.size(), 2u);
+    ASSERT_EQ(models.size(), 3u);
     EXPECT_EQ(models[0]["id"], "tiny-rwkv-5v2-730K");
     EXPECT_EQ(models[1]["id"], "chat");
     EXPECT_EQ(models[1]["parent"], "tiny-rwkv-5v2-730K");
+    EXPECT_EQ(models[2]["id"], "persona");
   }
 
   // Without tuned states any name is the model, as single-model clients expect.
@@ -220,6 +228,8 @@ TEST(InitialState, AServerOffersTunedStatesByName) {
 TEST(InitialState, TunedStatesThatCannotBeServedAreRefused) {
   const std::string model = shared_dir() + "/models/tiny-rwkv-5v2-730K.pth";
   const std::string v7_states = make_tuned(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth").states;
+  const std::string v7_session = temp_dir() + "/v7.state";
+  ASSERT_EQ(run_skein("generate --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --max-tokens 0 --prompt Hi --state-out " + v7_session).exit_code, 0);
   const std::string dir = temp_dir();
   write_file(dir + "/bad-name.toml", "[model]\npath = \"" + model + "\"\n[tuned_states]\n\"two words\" = \"x.pth\"\n");
   write_file(dir + "/not-a-string.toml", "[model]\npath = \"" + model + "\"\n[tuned_states]\nchat = 3\n");
@@ -233,6 +243,7 @@ TEST(InitialState, TunedStatesThatCannotBeServedAreRefused) {
       {"--model " + model + " --tuned-state chat", "--tuned-state: expected NAME=FILE, got 'chat'"},
       {"--model " + model + " --tuned-state tiny-rwkv-5v2-730K=" + v7_states, "the model itself is called that"},
       {"--model " + model + " --tuned-state chat=" + v7_states, v7_states + ": tensor 'blocks.0.att.time_state' has shape"},
+      {"--model " + model + " --tuned-state chat=" + v7_session, v7_session + ": state belongs to a different model architecture (v7"},
   };
   for (const Case& c : cases) {
     auto r = run_skein("serve --port 0 --http-port -1 " + c.args);

@@ -9,13 +9,26 @@
 #include "common/log.h"
 #include "common/stop_signal.h"
 #include "coordinator/inference_service.h"
+#include "model/fingerprint.h"
 #include "model/initial_state.h"
+#include "model/state_file.h"
 #include "net/http_server.h"
 #include "net/tcp_server.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
 
 namespace skein::cli {
+
+namespace {
+
+// A tuned state's start: a state-tuning file (blocks.N.att.time_state), or a state file of this model
+// (`--state-out`, a downloaded session): the state after some text, e.g. a long system prompt, that
+// every request naming it then continues.
+std::vector<float> start_state_in(const std::string& file, const Checkpoint& model, const StateFileHeader& header) {
+  return is_state_file(file) ? load_state_file(file, header) : tuned_start_state(model, file);
+}
+
+}  // namespace
 
 void add_serve_command(CLI::App& app) {
   struct Opts {
@@ -33,7 +46,7 @@ void add_serve_command(CLI::App& app) {
   o->http_port_flag = c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)")->check(CLI::Range(-1, 65535));
   c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)");
   c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
-  c->add_option("--tuned-state", o->tuned_states, "NAME=FILE: also serve the model started from this state-tuning file, as model NAME (repeatable)");
+  c->add_option("--tuned-state", o->tuned_states, "NAME=FILE: also serve the model started from this state-tuning file (or state file), as model NAME (repeatable)");
   c->callback([o] {
     Config cfg = o->run.resolve();
     logging::configure(cfg.logging.level, cfg.logging.file);
@@ -58,9 +71,13 @@ void add_serve_command(CLI::App& app) {
     const std::string model_name = std::filesystem::path(path).stem().string();
     // Every rank reads them, so a file that does not fit stops the whole job with the same line.
     std::map<std::string, std::vector<float>> tuned_states;
-    for (auto& [name, file] : cfg.tuned_states) {
-      if (name == model_name) fail("[tuned_states] ", name, ": the model itself is called that; name the tuned state otherwise");
-      tuned_states[name] = tuned_start_state(*Checkpoint::open(path), file);
+    if (!cfg.tuned_states.empty()) {
+      auto ck = open_checkpoint(path, cfg.initial_state);
+      const ModelDims d = detect_architecture(*ck);
+      for (auto& [name, file] : cfg.tuned_states) {
+        if (name == model_name) fail("[tuned_states] ", name, ": the model itself is called that; name the tuned state otherwise");
+        tuned_states[name] = start_state_in(file, *ck, {d, 0, d.n_layer, model_fingerprint(*ck)});
+      }
     }
     LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
