@@ -270,7 +270,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     tokens_out_ += uint64_t(l->summary.completion_tokens);
     if (!l->req.session.empty())
       l->summary.session_tokens = l->session_before + l->req.prompt.size() + uint64_t(l->summary.completion_tokens);
-    metrics_.request_done(l->summary.finish_reason, ms(now - l->submitted) / 1e3, l->have_first ? ms(l->first_token - l->submitted) / 1e3 : -1,
+    metrics_.request_done(served_as(l->req), l->summary.finish_reason, ms(now - l->submitted) / 1e3, l->have_first ? ms(l->first_token - l->submitted) / 1e3 : -1,
                           l->summary.prompt_tokens, l->summary.completion_tokens, l->summary.cached_tokens);
     const GenerationSummary& s = l->summary;
     logging::info("request ", id, ": ", s.prompt_tokens, " prompt tokens (", s.cached_tokens, " cached), ", s.completion_tokens, " generated, ",
@@ -294,7 +294,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     live->summary.finish_reason = "error";
     live->summary.error = what;
     live->finished = true;
-    metrics_.request_done("error", 0, -1, live->summary.prompt_tokens, 0, 0);
+    metrics_.request_done(served_as(live->req), "error", 0, -1, live->summary.prompt_tokens, 0, 0);
     if (live->req.on_done) live->req.on_done(live->summary);
     if (!live->siblings.empty()) start_siblings(id, std::move(live->siblings), -1);  // they may fare better alone
   };
@@ -341,7 +341,10 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   try {
     if (!live->req.tuned_state.empty() && tuned == tuned_numbers_.end())
       fail("model '", live->req.tuned_state, "' is not served here");
-    if (fresh && origin) model_.restart_session(slot, origin);
+    if (fresh && origin) {
+      model_.restart_session(slot, origin);
+      metrics_.state_copied("tuned");
+    }
     if (fresh && cache_.enabled() && !live->req.score_prompt) {  // a scored prompt runs whole
       PrefixCache::Hit hit = cache_.lookup(origin, prompt);
       if (hit.tokens) {

@@ -136,6 +136,7 @@ class InferenceService {
   // A leader's siblings, started from copies of `slot` (or, with -1 or no slot free, waiting to prefill alone).
   void start_siblings(uint64_t leader, std::vector<ServiceRequest> siblings, int slot);
   void update_metrics(bool with_stages);
+  const std::string& served_as(const ServiceRequest& r) const { return r.tuned_state.empty() ? opts_.model_name : r.tuned_state; }
 
   ModelHandle& model_;
   const Tokenizer& tok_;

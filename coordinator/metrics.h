@@ -37,11 +37,13 @@ class Metrics {
     PrefixCacheStats cache;
   };
   void set(const Gauges& g);
-  void request_done(const std::string& finish_reason, double latency_s, double ttft_s, int prompt_tokens, int completion_tokens,
-                    int cached_tokens);
+  // `model`: the name the request was served under (the model's, or a tuned state's).
+  void request_done(const std::string& model, const std::string& finish_reason, double latency_s, double ttft_s, int prompt_tokens,
+                    int completion_tokens, int cached_tokens);
   void inter_token(double seconds);
   void http_request(int status);
-  void state_copied(const std::string& what);  // "fork" | "sample" | "export" | "import": a state copied instead of prefilled
+  // "fork" | "sample" | "export" | "import" | "tuned": a state copied instead of prefilled
+  void state_copied(const std::string& what);
   void sessions_expired(size_t n);
   std::string prometheus() const;
 
@@ -49,6 +51,7 @@ class Metrics {
   mutable std::mutex mu_;
   Gauges g_;
   std::map<std::string, uint64_t> finished_;  // by finish reason
+  std::map<std::string, uint64_t> by_model_;  // by the name served under
   std::map<int, uint64_t> http_;              // by status
   uint64_t prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
   std::map<std::string, uint64_t> copies_;  // by what

@@ -216,6 +216,10 @@ TEST(InitialState, AServerOffersTunedStatesByName) {
     EXPECT_EQ(models[1]["id"], "chat");
     EXPECT_EQ(models[1]["parent"], "tiny-rwkv-5v2-730K");
     EXPECT_EQ(models[2]["id"], "persona");
+    const std::string metrics = http_request(server.http_port(), "GET", "/metrics").body;
+    for (const char* line : {"\nskein_model_requests_total{model=\"chat\"} 5\n", "\nskein_model_requests_total{model=\"persona\"} 1\n",
+                             "\nskein_model_requests_total{model=\"tiny-rwkv-5v2-730K\"} 4\n", "\nskein_state_copies_total{what=\"tuned\"} 6\n"})
+      EXPECT_NE(metrics.find(line), std::string::npos) << line << " is not in:\n" << metrics;
   }
 
   // Without tuned states any name is the model, as single-model clients expect.
