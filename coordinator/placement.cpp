@@ -84,45 +84,53 @@ uint64_t PlanStage::streaming_bytes(int n_layer) const {
   return one * (segment.device.kind == DeviceSpec::Cuda ? 2 : 1);  // a GPU's: the one running, the one being copied in
 }
 
-uint64_t device_bytes(const PlanStage& st, int n_layer, int slots) {
-  return st.weight_bytes + st.streaming_bytes(n_layer) + st.state_bytes_per_slot * uint64_t(std::max(1, slots));
+namespace {
+uint64_t states_kept(int slots, int tuned) { return uint64_t(std::max(1, slots)) + uint64_t(std::max(0, tuned)); }
+// "64 slots", or "64 slots and 2 tuned states": what the state bytes of an error are for.
+std::string states_text(int slots, int tuned) {
+  return std::to_string(std::max(1, slots)) + " slots" + (tuned > 0 ? " and " + std::to_string(tuned) + (tuned == 1 ? " tuned state" : " tuned states") : "");
+}
+}  // namespace
+
+uint64_t device_bytes(const PlanStage& st, int n_layer, int slots, int tuned) {
+  return st.weight_bytes + st.streaming_bytes(n_layer) + st.state_bytes_per_slot * states_kept(slots, tuned);
 }
 
-void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name) {
+void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name, int tuned) {
   const PlanStage& st = p.stages.at(stage);
-  const uint64_t need = device_bytes(st, p.dims.n_layer, slots);
+  const uint64_t need = device_bytes(st, p.dims.n_layer, slots, tuned);
   if (need <= free_bytes) return;
   const int last_layer = std::min(st.last_unit, p.dims.n_layer - 1);
   std::string layers = st.first_unit > last_layer ? "the head" : "layers " + std::to_string(st.first_unit) + "-" + std::to_string(last_layer);
   if (st.last_unit == p.dims.n_layer && st.first_unit <= last_layer) layers += " + head";
   fail("strategy: stage ", stage, " (", layers, ", \"", format_segment(st.segment), "\") needs ", gib(need), " on ", device_name, " but it has ",
        gib(free_bytes), " free: ", gib(st.weight_bytes), " of weights, ", gib(st.streaming_bytes(p.dims.n_layer)), " of streamed layers in flight, ",
-       gib(st.state_bytes_per_slot * uint64_t(std::max(1, slots))), " of state for ", std::max(1, slots),
-       " slots; use an i8 format, stream layers (*N+), fewer slots or more stages");
+       gib(st.state_bytes_per_slot * states_kept(slots, tuned)), " of state for ", states_text(slots, tuned),
+       "; use an i8 format, stream layers (*N+), fewer slots or more stages");
 }
 
 uint64_t host_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
 
 namespace {
 // One stage's share of its host's memory: a CPU stage's device_bytes, a GPU stage's pinned streamed layers.
-uint64_t stage_host_bytes(const PlanStage& st, int n_layer, int slots) {
-  return st.segment.device.kind == DeviceSpec::Cuda ? st.streamed_bytes : device_bytes(st, n_layer, slots);
+uint64_t stage_host_bytes(const PlanStage& st, int n_layer, int slots, int tuned) {
+  return st.segment.device.kind == DeviceSpec::Cuda ? st.streamed_bytes : device_bytes(st, n_layer, slots, tuned);
 }
 }  // namespace
 
-uint64_t host_bytes(const Plan& p, const std::vector<size_t>& stages, int slots) {
+uint64_t host_bytes(const Plan& p, const std::vector<size_t>& stages, int slots, int tuned) {
   uint64_t bytes = 0;
-  for (size_t k : stages) bytes += stage_host_bytes(p.stages.at(k), p.dims.n_layer, slots);
+  for (size_t k : stages) bytes += stage_host_bytes(p.stages.at(k), p.dims.n_layer, slots, tuned);
   return bytes;
 }
 
-void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots, uint64_t memory, const std::string& host_name) {
-  const uint64_t need = host_bytes(p, stages, slots);
+void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots, uint64_t memory, const std::string& host_name, int tuned) {
+  const uint64_t need = host_bytes(p, stages, slots, tuned);
   if (need <= memory) return;
   std::string list;
   for (size_t k : stages) list += (list.empty() ? "" : ", ") + std::to_string(k);
   fail("strategy: the stages on ", host_name, " (", list, ") need ", gib(need), " of its memory (CPU stages' weights, streamed layer and state for ",
-       std::max(1, slots), " slots; GPU stages' streamed layers) but it has ", gib(memory),
+       states_text(slots, tuned), "; GPU stages' streamed layers) but it has ", gib(memory),
        "; use an i8 format, stream layers (*N+), fewer slots or another host");
 }
 
@@ -198,8 +206,8 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
   // "device") or, for this host's CPU, from the OS.
   std::map<std::pair<std::string, std::string>, uint64_t> need;
   for (auto& st : plan.stages) {
-    if (st.segment.device.kind == DeviceSpec::Cuda) need[{st.segment.node, st.segment.device.str()}] += device_bytes(st, dims.n_layer, limits.slots);
-    need[{st.segment.node, "cpu"}] += stage_host_bytes(st, dims.n_layer, limits.slots);  // a GPU stage's streamed layers too
+    if (st.segment.device.kind == DeviceSpec::Cuda) need[{st.segment.node, st.segment.device.str()}] += device_bytes(st, dims.n_layer, limits.slots, limits.tuned_states);
+    need[{st.segment.node, "cpu"}] += stage_host_bytes(st, dims.n_layer, limits.slots, limits.tuned_states);  // a GPU stage's streamed layers too
   }
   for (auto& [where_key, bytes] : need) {
     auto& [node, dev] = where_key;
@@ -209,7 +217,7 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     else if (dev == "cpu" && node.empty()) have = host_memory();
     if (have && bytes > have)
       fail("strategy: the plan does not fit: ", node.empty() ? "" : node + ":", dev, " needs ", gib(bytes), " (weights, one streamed layer and state for ",
-           std::max(1, limits.slots), " slots) but has ", gib(have));
+           states_text(limits.slots, limits.tuned_states), ") but has ", gib(have));
   }
   return plan;
 }

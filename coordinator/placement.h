@@ -21,6 +21,7 @@ struct PlanLimits {
   std::set<std::string> known_nodes;                // when set, every node prefix must be one of these (or an alias)
   std::map<std::string, uint64_t> device_memory;    // "host:cuda:0", "cuda:0" or "cpu" -> bytes
   int slots = 1;                                    // request slots each stage keeps state for
+  int tuned_states = 0;                             // start states each stage keeps beside them (a server's tuned states)
 };
 
 struct PlanStage {
@@ -53,19 +54,19 @@ std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<Stra
 Plan make_plan(const std::vector<StrategySegment>& segs, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits);
 
 // What a stage keeps on its device: resident weights, the streamed layers in flight and state for
-// every slot (activations and library workspaces come on top).
-uint64_t device_bytes(const PlanStage& st, int n_layer, int slots);
+// every slot and tuned state (activations and library workspaces come on top).
+uint64_t device_bytes(const PlanStage& st, int n_layer, int slots, int tuned = 0);
 // Throws skein::Error("strategy: ...") when `device_name` (the GPU that runs plan stage `stage`, as
 // measured where it runs) has less than device_bytes free, with the stage's figures and the remedies.
-void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name);
+void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name, int tuned = 0);
 
 // What plan stages `stages` keep in their host's memory: a CPU stage's device_bytes, a GPU stage's
 // streamed layers (pinned host copies).
-uint64_t host_bytes(const Plan& p, const std::vector<size_t>& stages, int slots);
+uint64_t host_bytes(const Plan& p, const std::vector<size_t>& stages, int slots, int tuned = 0);
 // Throws skein::Error("strategy: ...") when `host_name`, with `memory` bytes, cannot hold what
 // `stages` (every stage it runs) keep there: make_plan checks only this host's unprefixed CPU stages,
 // while a process runs node-prefixed ones here too, and cluster ranks share their host.
-void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots, uint64_t memory, const std::string& host_name);
+void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots, uint64_t memory, const std::string& host_name, int tuned = 0);
 uint64_t host_memory();  // this machine's physical memory
 
 std::string plan_table(const Plan& p);

@@ -197,6 +197,12 @@ TEST(Plan, HostIsCheckedAgainstEveryStageItRuns) {
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   // Each host only what it runs: stage 1 alone fits where all three do not.
   EXPECT_EQ(error_of([&] { check_host_fits(p, {1}, 2, need - 1, "b"); }), "");
+  // A server's tuned states are kept beside the slots, a state each on every stage.
+  EXPECT_EQ(host_bytes(p, {0, 1, 2}, 2, 3), need + 3 * (p.stages[0].state_bytes_per_slot + p.stages[1].state_bytes_per_slot));
+  const std::string tuned = error_of([&] { check_host_fits(p, {0, 1, 2}, 2, need, "this host", 3); });
+  EXPECT_NE(tuned.find("state for 2 slots and 3 tuned states"), std::string::npos) << tuned;
+  const std::string gpu = error_of([&] { check_stage_fits(p, 2, 2, device_bytes(p.stages[2], d.n_layer, 2), "cuda:0", 1); });
+  EXPECT_NE(gpu.find("of state for 2 slots and 1 tuned state"), std::string::npos) << gpu;
 }
 
 // Deterministic fuzzing: random edits of valid strings must either parse or raise skein::Error, and a

@@ -41,7 +41,7 @@ namespace {
 // Stages bound for GPUs of this machine fail here, before a byte is loaded, when a GPU cannot hold
 // what the plan says they keep (rather than running out of memory at the first request). Stages of
 // one process on one GPU add up (without mpirun, node prefixes name no other host).
-void check_gpus_fit(const Plan& plan, const std::vector<size_t>& stages, int slots) {
+void check_gpus_fit(const Plan& plan, const std::vector<size_t>& stages, int slots, int tuned) {
   std::map<int, uint64_t> taken;
   for (size_t k : stages) {
     const PlanStage& st = plan.stages[k];
@@ -50,8 +50,8 @@ void check_gpus_fit(const Plan& plan, const std::vector<size_t>& stages, int slo
     const auto gpu = gpu_memory(dev);
     if (!gpu) continue;  // making its backend says what is missing
     const uint64_t before = taken[dev], left = gpu->free_bytes > before ? gpu->free_bytes - before : 0;
-    check_stage_fits(plan, k, slots, left, before ? gpu->name + " beside the stages before it" : gpu->name);
-    taken[dev] += device_bytes(st, plan.dims.n_layer, slots);
+    check_stage_fits(plan, k, slots, left, before ? gpu->name + " beside the stages before it" : gpu->name, tuned);
+    taken[dev] += device_bytes(st, plan.dims.n_layer, slots, tuned);
   }
 }
 }  // namespace
@@ -75,8 +75,8 @@ LoadedModel load_model(const std::string& path, const Config& cfg) {
     const Plan plan = make_plan(parse_strategy(strategy.empty() ? default_strategy(*m.checkpoint) : strategy), *m.checkpoint, m.dims, limits);
     std::vector<size_t> all(plan.stages.size());
     std::iota(all.begin(), all.end(), size_t(0));
-    check_gpus_fit(plan, all, limits.slots);
-    check_host_fits(plan, all, limits.slots, host_memory(), "this host");  // node prefixes name no other host here
+    check_gpus_fit(plan, all, limits.slots, limits.tuned_states);
+    check_host_fits(plan, all, limits.slots, host_memory(), "this host", limits.tuned_states);  // node prefixes name no other host here
     const std::vector<StageSpec> stages = strategy.empty() ? Engine::whole_model(m.dims) : local_stages(plan);
     m.engine = std::make_unique<Engine>(m.checkpoint, m.dims, stages, *m.backend);
     m.handle = std::make_unique<LocalModel>(*m.engine, std::max(1, limits.slots));
@@ -99,11 +99,11 @@ LoadedModel load_model(const std::string& path, const Config& cfg) {
   }
   size_t k = size_t(std::find(ranks.begin(), ranks.end(), world->rank()) - ranks.begin());
   const StageSpec& sp = specs[k];
-  check_gpus_fit(plan, {k}, limits.slots);  // on the rank that runs it: only this host knows its GPUs
+  check_gpus_fit(plan, {k}, limits.slots, limits.tuned_states);  // on the rank that runs it: only this host knows its GPUs
   std::vector<size_t> here;  // every stage whose rank shares this host's memory
   for (size_t i = 0; i < ranks.size(); ++i)
     if (hosts[size_t(ranks[i])] == hosts[size_t(world->rank())]) here.push_back(i);
-  check_host_fits(plan, here, limits.slots, host_memory(), hosts[size_t(world->rank())]);
+  check_host_fits(plan, here, limits.slots, host_memory(), hosts[size_t(world->rank())], limits.tuned_states);
   // Ranks on one host share its cores.
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));

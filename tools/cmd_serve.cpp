@@ -79,6 +79,7 @@ void add_serve_command(CLI::App& app) {
         tuned_states[name] = start_state_in(file, *ck, {d, 0, d.n_layer, model_fingerprint(*ck)});
       }
     }
+    cfg.limits.tuned_states = int(tuned_states.size());  // each stage keeps them: counted against its memory
     LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
