@@ -41,8 +41,8 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
     ApiSessionOp o;
     if (!j["op"].is_string()) fail("op: must be a string");
     o.op = j["op"];
-    if (o.op != "list_sessions" && o.op != "save_session" && o.op != "delete_session" && o.op != "fork_session")
-      fail("op: '", o.op.substr(0, 64), "' is not one of list_sessions, save_session, delete_session, fork_session");
+    if (o.op != "list_models" && o.op != "list_sessions" && o.op != "save_session" && o.op != "delete_session" && o.op != "fork_session")
+      fail("op: '", o.op.substr(0, 64), "' is not one of list_models, list_sessions, save_session, delete_session, fork_session");
     for (auto& [k, v] : j.items())
       if (k != "op" && k != "id" && k != "session" && (k != "to" || o.op != "fork_session"))
         fail("unknown field '", k, "' in a ", o.op, " request");
@@ -50,7 +50,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
       if (!j["id"].is_string() || j["id"].get<std::string>().size() > 256) fail("id: must be a string of at most 256 bytes");
       o.id = j["id"];
     }
-    if (o.op != "list_sessions") {
+    if (o.op != "list_sessions" && o.op != "list_models") {
       if (!j.contains("session") || !j["session"].is_string()) fail("session: ", o.op, " needs \"session\": \"<name>\"");
       o.session = j["session"];
     }

@@ -26,6 +26,7 @@ struct ApiGenerate {
 // Samples one request may ask for (n), over TCP and HTTP.
 constexpr int kMaxSamples = 16;
 
+// {"op": "list_models"} (the names a request's "model" may give), or a session operation:
 // {"op": "list_sessions" | "save_session" | "delete_session" | "fork_session", "session": NAME,
 //  "to": NEW_NAME (fork_session only), "id": ...}
 struct ApiSessionOp {

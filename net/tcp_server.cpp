@@ -92,6 +92,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       send_error(id, e.what(), false);
       return;
     }
+    if (req.session_op && req.session_op->op == "list_models") {
+      nlohmann::json j = {{"event", "models"}, {"models", service_.model_names()}};
+      if (!req.session_op->id.empty()) j["id"] = req.session_op->id;
+      return write(json_text(j));
+    }
     if (req.session_op) return session_op(*req.session_op);
     if (req.cancel) {
       auto it = running_.find(req.cancel->id);

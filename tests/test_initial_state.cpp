@@ -202,6 +202,8 @@ TEST(InitialState, AServerOffersTunedStatesByName) {
     tcp.send(json({{"id", "t"}, {"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}, {"model", "chat"}, {"stream", false}}).dump());
     const json done = tcp.until_done("t").back();
     EXPECT_EQ(done["text"], chat_text) << done;
+    tcp.send(R"({"op": "list_models", "id": "m"})");
+    EXPECT_EQ(tcp.event(), json::parse(R"({"event": "models", "id": "m", "models": ["tiny-rwkv-5v2-730K", "chat", "persona"]})"));
     tcp.send(R"({"id": "u", "prompt": "x", "model": "poem"})");
     const json refused = tcp.until_done("u").back();
     EXPECT_EQ(refused["event"], "error");
