@@ -23,9 +23,8 @@ struct TunedFiles {
   std::string merged;  // the model with those tensors merged in
 };
 
-// Random initial states in [-spread, spread] for every layer of `model`, with `shape` (default: the
-// model's heads).
-TunedFiles make_tuned(const std::string& model, std::vector<int64_t> shape = {}, float spread = 1) {
+// Random initial states for every layer of `model`, with `shape` (default: the model's heads).
+TunedFiles make_tuned(const std::string& model, std::vector<int64_t> shape = {}) {
   ModelDims d = detect_architecture(*Checkpoint::open(model));
   if (shape.empty()) shape = {d.n_head, d.head_size, d.head_size};
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
@@ -34,7 +33,7 @@ TunedFiles make_tuned(const std::string& model, std::vector<int64_t> shape = {},
   for (int l = 0; l < d.n_layer; ++l) {
     shapes.push_back({"blocks." + std::to_string(l) + ".att.time_state", shape});
     std::vector<float> v(size_t(shape[0] * shape[1] * shape[2]));
-    for (auto& x : v) x = std::uniform_real_distribution<float>(-spread, spread)(g);
+    for (auto& x : v) x = std::uniform_real_distribution<float>(-1, 1)(g);
     values.push_back(v);
   }
   return {rewrite_checkpoint(model, "states.pth", [](PthTensorSpec&) { return false; }, shapes, values),
@@ -155,20 +154,20 @@ TEST(InitialState, AServerOffersTunedStatesByName) {
   const std::string prompt = "The m";
   const std::string config = temp_dir() + "/cache.toml";
   write_file(config, "[cache]\nblock_tokens = 2\n");
-  auto cli = [&](const std::string& flags) {
-    auto r = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --temperature 0 --max-tokens 12 --prompt '" + prompt + "' " +
+  // The CLI's greedy continuation of `text` (generate echoes its prompt first).
+  auto cli = [&](const std::string& text, const std::string& flags) {
+    auto r = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --temperature 0 --max-tokens 12 --prompt '" + text + "' " +
                        flags + " 2>/dev/null");
     EXPECT_EQ(r.exit_code, 0) << r.output;
-    return r.output.substr(prompt.size(), r.output.find('\n') - prompt.size());  // generate echoes its prompt
+    return r.output.substr(text.size(), r.output.find('\n') - text.size());
   };
-  const std::string base_text = cli(""), chat_text = cli("--initial-state " + chat_file);
+  const std::string base_text = cli(prompt, ""), chat_text = cli(prompt, "--initial-state " + chat_file);
   ASSERT_NE(base_text, chat_text);
   // A state file is a start state too: here, the state after a system prompt.
   const std::string system = "Bob is a sailor. ", persona_file = temp_dir() + "/persona.state";
   auto saved = run_skein("generate --model " + model + " --max-tokens 0 --prompt '" + system + "' --state-out " + persona_file);
   ASSERT_EQ(saved.exit_code, 0) << saved.output;
-  auto whole = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --temperature 0 --max-tokens 12 --prompt '" + system + prompt + "' 2>/dev/null");
-  const std::string persona_text = whole.output.substr(system.size() + prompt.size(), 12);
+  const std::string persona_text = cli(system + prompt, "");
 
   for (int ranks : {1, 3}) {
     SCOPED_TRACE(ranks);
