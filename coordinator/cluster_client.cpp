@@ -125,7 +125,7 @@ void ClusterClient::set_penalty_free(const std::vector<uint8_t>& penalty_free) {
 
 uint64_t ClusterClient::submit(const std::vector<BatchEntry>& entries) {
   std::vector<Entry> e;
-  for (auto& b : entries) e.push_back({b.session, b.tokens, b.sample ? Want::Sample : Want::None, b.score_targets, b.score_top});
+  for (auto& b : entries) e.push_back({b.session, b.tokens, b.sample ? Want::Sample : Want::None, b.score_targets, b.score_top, b.allowed});
   return submit_step(e);
 }
 
@@ -150,16 +150,28 @@ uint64_t ClusterClient::submit_step(const std::vector<Entry>& entries) {
   m.op = StageOp::Step;
   m.step = ++step_;
   size_t results = 0;  // sampled tokens and scored positions
+  const size_t words = (size_t(dims_.vocab) + 63) / 64;
+  std::vector<uint64_t> allowed;  // for the last stage only
   for (auto& e : entries) {
     if (!used_.count(e.session)) fail("no session ", e.session);
-    m.entries.push_back({e.session, int32_t(e.tokens.size()), e.want, int32_t(e.score_targets.size()), e.score_top});
+    const bool constrained = e.want == Want::Sample && !e.allowed.empty();
+    if (constrained && e.allowed.size() != words) fail("internal: an allowed-token mask of ", e.allowed.size(), " words for ", dims_.vocab, " tokens");
+    m.entries.push_back({e.session, int32_t(e.tokens.size()), e.want, int32_t(e.score_targets.size()), e.score_top, constrained});
     m.targets.insert(m.targets.end(), e.score_targets.begin(), e.score_targets.end());
+    if (constrained) allowed.insert(allowed.end(), e.allowed.begin(), e.allowed.end());
     results += (e.want == Want::Sample) + e.score_targets.size();
   }
-  std::string rest = m.encode();
+  // The first stage gets the tokens, the last the masks (one stage: both); the ones between neither.
+  const std::string middle = ranks_.size() > 2 ? m.encode() : "";
   for (auto& e : entries) m.tokens.insert(m.tokens.end(), e.tokens.begin(), e.tokens.end());
+  if (ranks_.size() == 1) m.allowed = std::move(allowed);
   world_.send(ranks_.front(), kTagControl, m.encode());
-  for (size_t k = 1; k < ranks_.size(); ++k) world_.send(ranks_[k], kTagControl, rest);
+  if (ranks_.size() > 1) {
+    m.tokens.clear();
+    m.allowed = std::move(allowed);
+    for (size_t k = 1; k + 1 < ranks_.size(); ++k) world_.send(ranks_[k], kTagControl, middle);
+    world_.send(ranks_.back(), kTagControl, m.encode());
+  }
   Pending p{rows_wanted(entries), results};
   if (p.logit_rows || p.samples) pending_[m.step] = p;
   return m.step;

@@ -41,6 +41,7 @@ class ClusterClient final : public ModelHandle {
     Want want = Want::Last;
     std::vector<int32_t> score_targets{};  // with Want::Sample or None: BatchEntry's scored positions
     int score_top = 0;
+    std::vector<uint64_t> allowed{};       // with Want::Sample: BatchEntry's allowed tokens
   };
   uint64_t submit_step(const std::vector<Entry>& entries);
   void collect(uint64_t step, float* logits);  // a step whose entries want logits

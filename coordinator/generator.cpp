@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "common/error.h"
 #include "common/stop_signal.h"
+#include "coordinator/json_constraint.h"
 
 namespace skein {
 
@@ -62,6 +64,9 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   SlotSampler sampler(req.sampling);
+  std::optional<JsonVocabulary> json_vocabulary;  // JSON mode: every draw keeps the text a JSON object's prefix
+  std::optional<JsonConstraint> json;
+  if (req.sampling.format == ResponseFormat::JsonObject) json.emplace(json_vocabulary.emplace(tok, V));
   const std::vector<uint8_t> penalty_free = penalty_free_tokens(tok, V);
   Utf8Stream utf8;
   StopMatcher stops(req.sampling.stop);
@@ -77,7 +82,8 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
       break;
     }
     if (step > 0) model.run(session, std::span<const int32_t>(&res.tokens.back(), 1), 1, logits.data());
-    int32_t token = sampler.next(logits.data(), V, penalty_free);
+    int32_t token = sampler.next(logits.data(), V, penalty_free, json ? json->allowed().data() : nullptr);
+    if (json && !json->accept(token)) fail("the model drew a token outside the requested JSON (are its logits finite?)");
     if (std::find(req.sampling.token_stop.begin(), req.sampling.token_stop.end(), token) != req.sampling.token_stop.end()) {
       res.finish_reason = "stop_token";
       break;
@@ -88,6 +94,10 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
     emit(stops.push(utf8.push(bytes), stopped));
     if (stopped) {
       res.finish_reason = "stop_string";
+      break;
+    }
+    if (json && json->complete()) {
+      res.finish_reason = "format_complete";
       break;
     }
   }

@@ -260,6 +260,10 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     if (!tail.empty()) l->deliver(tail);
     auto now = Clock::now();
     l->summary.finish_reason = stopped ? "stop_string" : reason;
+    if (reason == "format_violation") {  // only non-finite logits make a sampler leave its mask
+      l->summary.finish_reason = "error";
+      l->summary.error = "the model drew a token outside the requested JSON (are its logits finite?)";
+    }
     l->summary.queue_ms = ms((l->started == Clock::time_point{} ? now : l->started) - l->submitted);
     if (l->have_first) {
       l->summary.prefill_ms = ms(l->first_token - l->started);
@@ -305,8 +309,13 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   std::vector<int32_t> prompt;
   int slot = -1;
   bool fresh = true;
+  std::shared_ptr<OutputConstraint> constraint;
   try {
     if (live->req.prompt.empty()) fail("the prompt is empty");
+    if (live->req.sampling.format == ResponseFormat::JsonObject) {
+      if (!json_vocabulary_) json_vocabulary_ = std::make_unique<JsonVocabulary>(tok_, model_.dims().vocab);
+      constraint = std::make_shared<JsonConstraint>(*json_vocabulary_);
+    }
     if (!live->siblings.empty() && !session.empty()) fail("several samples of one prompt cannot continue a session");
     if (live->req.score_prompt && (!session.empty() || !live->siblings.empty()))
       fail("prompt log-probabilities are for one sample without a session");
@@ -367,6 +376,7 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   sr.max_tokens = live->req.max_tokens;
   sr.sampling = live->req.sampling;
   sr.slot = slot;
+  sr.constraint = std::move(constraint);
   if (live->req.score_prompt) {
     sr.score_prompt = std::max(0, live->req.sampling.logprobs);
     sr.on_prompt_scores = [weak](std::vector<SampledToken> scores) {

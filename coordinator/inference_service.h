@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "coordinator/config.h"
+#include "coordinator/json_constraint.h"
 #include "coordinator/metrics.h"
 #include "coordinator/model_handle.h"
 #include "coordinator/prefix_cache.h"
@@ -27,7 +28,7 @@
 namespace skein {
 
 struct GenerationSummary {
-  std::string finish_reason;  // length | stop_token | stop_string | cancelled | error
+  std::string finish_reason;  // length | stop_token | stop_string | format_complete | cancelled | error
   std::string error;          // when finish_reason is "error"
   std::optional<SessionFault> session_fault;  // when the error is the session's (busy, no room, ...)
   std::string text;           // everything generated (also when streaming)
@@ -159,6 +160,7 @@ class InferenceService {
   std::unique_ptr<SessionStore> sessions_;
   PrefixCache cache_;
   std::map<std::string, int> tuned_numbers_;  // a tuned state's start-state number in the model
+  std::unique_ptr<JsonVocabulary> json_vocabulary_;  // JSON mode's token masks, made at its first request
   Metrics metrics_;
   uint64_t tokens_in_ = 0, tokens_out_ = 0;  // service thread, as are the rates below
   std::chrono::steady_clock::time_point rate_since_ = std::chrono::steady_clock::now();

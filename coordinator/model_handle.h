@@ -55,6 +55,9 @@ class ModelHandle {
     // alternatives each (a prompt's log-probabilities); their results follow the samples in collect().
     std::vector<int32_t> score_targets{};
     int score_top = 0;
+    // With `sample`: the tokens the draw may give (bit t of word t / 64, OutputConstraint::allowed);
+    // empty: any token.
+    std::vector<uint64_t> allowed{};
   };
   virtual uint64_t submit(const std::vector<BatchEntry>& entries) = 0;
   virtual void collect(uint64_t step, SampledToken* tokens) = 0;

@@ -90,13 +90,13 @@ void RepetitionPenalty::record(int32_t token, bool penalty_free, const SamplingP
   counts_[token] += penalty_free ? 0.0f : 1.0f;
 }
 
-int32_t SlotSampler::next(float* logits, int V, const std::vector<uint8_t>& penalty_free) {
-  int32_t tok = sample_row(logits, V, prepare());
+int32_t SlotSampler::next(float* logits, int V, const std::vector<uint8_t>& penalty_free, const uint64_t* allowed) {
+  int32_t tok = sample_row(logits, V, prepare(allowed, V));
   record(tok, penalty_free);
   return tok;
 }
 
-SampleRequest SlotSampler::prepare() {
+SampleRequest SlotSampler::prepare(const uint64_t* allowed, int vocab) {
   SampleRequest r;
   r.temperature = params_.temperature;
   r.top_p = params_.top_p;
@@ -108,8 +108,19 @@ SampleRequest SlotSampler::prepare() {
   for (auto& [t, n] : penalty_.counts()) amount[t] = params_.alpha_presence + n * params_.alpha_frequency;
   for (auto& [t, bias] : params_.logit_bias) amount[t] -= bias;
   for (auto t : params_.token_ban) amount[t] = INFINITY;
-  r.penalties.reserve(amount.size());
-  for (auto& [t, a] : amount) r.penalties.push_back({t, a});
+  if (!allowed) {
+    r.penalties.reserve(amount.size());
+    for (auto& [t, a] : amount) r.penalties.push_back({t, a});
+    return r;
+  }
+  // Constrained: every token outside the mask is banned, still one entry per token.
+  auto next = amount.begin();
+  for (int32_t t = 0; t < vocab; ++t) {
+    while (next != amount.end() && next->first < t) ++next;
+    const bool ok = (allowed[t / 64] >> (t % 64)) & 1;
+    if (!ok) r.penalties.push_back({t, INFINITY});
+    else if (next != amount.end() && next->first == t) r.penalties.push_back({t, next->second});
+  }
   return r;
 }
 
@@ -117,13 +128,13 @@ void SlotSampler::record(int32_t token, const std::vector<uint8_t>& penalty_free
   penalty_.record(token, size_t(token) < penalty_free.size() && penalty_free[size_t(token)], params_);
 }
 
-std::vector<SampleRequest> SlotSamplers::prepare(const std::vector<int>& slots) {
+std::vector<SampleRequest> SlotSamplers::prepare(const std::vector<int>& slots, const std::vector<const uint64_t*>& allowed, int vocab) {
   std::vector<SampleRequest> out;
   out.reserve(slots.size());
-  for (int s : slots) {
-    auto it = samplers_.find(s);
-    if (it == samplers_.end()) fail("slot ", s, " has no sampling parameters");
-    out.push_back(it->second.prepare());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    auto it = samplers_.find(slots[i]);
+    if (it == samplers_.end()) fail("slot ", slots[i], " has no sampling parameters");
+    out.push_back(it->second.prepare(i < allowed.size() ? allowed[i] : nullptr, vocab));
   }
   return out;
 }

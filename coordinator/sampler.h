@@ -15,6 +15,10 @@ namespace skein {
 // The largest logit_bias magnitude, as OpenAI's.
 constexpr float kMaxLogitBias = 100.0f;
 
+// What a request's output must be (OpenAI's response_format). JsonObject: one JSON object, every draw
+// limited to tokens that keep the text a prefix of one (coordinator/json_constraint.h).
+enum class ResponseFormat : uint8_t { Text, JsonObject };
+
 struct SamplingParams {
   float temperature = 1.0f;  // 0 = greedy
   float top_p = 0.85f;       // >= 1 keeps every token
@@ -27,6 +31,7 @@ struct SamplingParams {
   std::map<int32_t, float> logit_bias;
   std::vector<int32_t> token_stop;
   std::vector<std::string> stop;  // stop strings
+  ResponseFormat format = ResponseFormat::Text;  // kept by the coordinator, as the stop strings are
   uint64_t seed = 0;
   int logprobs = -1;  // >= 0: score every drawn token and return that many alternatives (token_logprobs.h)
 
@@ -79,10 +84,11 @@ class Sampler {
 class SlotSampler {
  public:
   explicit SlotSampler(const SamplingParams& p) : params_(p), sampler_(p.seed) {}
-  int32_t next(float* logits, int V, const std::vector<uint8_t>& penalty_free);
+  int32_t next(float* logits, int V, const std::vector<uint8_t>& penalty_free, const uint64_t* allowed = nullptr);
   // The same in two halves, for a backend that samples where the logits are: the request for this
-  // step (draws the uniform from this slot's stream), then the token it gave.
-  SampleRequest prepare();
+  // step (draws the uniform from this slot's stream), then the token it gave. `allowed`, when not null,
+  // bans every token below `vocab` whose bit (t of word t / 64) is clear (structured output).
+  SampleRequest prepare(const uint64_t* allowed = nullptr, int vocab = 0);
   void record(int32_t token, const std::vector<uint8_t>& penalty_free);
 
  private:
@@ -99,8 +105,9 @@ class SlotSamplers {
   void set(int slot, const SamplingParams& p) { samplers_.insert_or_assign(slot, SlotSampler(p)); }
   void erase(int slot) { samplers_.erase(slot); }
   void set_penalty_free(std::vector<uint8_t> penalty_free) { penalty_free_ = std::move(penalty_free); }
-  // Throws skein::Error for a slot without sampling parameters.
-  std::vector<SampleRequest> prepare(const std::vector<int>& slots);
+  // Throws skein::Error for a slot without sampling parameters. allowed[i], when given and not null,
+  // limits slot i's draw (SlotSampler::prepare).
+  std::vector<SampleRequest> prepare(const std::vector<int>& slots, const std::vector<const uint64_t*>& allowed = {}, int vocab = 0);
   void record(const std::vector<int>& slots, const std::vector<SampledToken>& tokens);
 
  private:

@@ -85,6 +85,7 @@ bool Scheduler::fill() {
       const bool last = a.prefilled + n == a.req.prompt.size(), sample = last && a.req.max_tokens > 0;
       const auto begin = a.req.prompt.begin() + long(a.prefilled);
       ModelHandle::BatchEntry e{a.session, std::vector<int32_t>(begin, begin + long(n)), sample};
+      if (sample && a.req.constraint) e.allowed = a.req.constraint->allowed();
       if (a.req.score_prompt >= 0) {  // each position against the prompt token after it
         e.score_targets.assign(begin + 1, begin + long(n) + (last ? 0 : 1));
         e.score_top = a.req.score_prompt;
@@ -98,6 +99,7 @@ bool Scheduler::fill() {
       tokens += int(n);
     } else if (!a.awaiting && a.next >= 0) {
       entries.push_back({a.session, {a.next}, true});
+      if (a.req.constraint) entries.back().allowed = a.req.constraint->allowed();
       a.awaiting = true;
       a.next = -1;
       f.entries.push_back({&a, true, 0, false});
@@ -178,10 +180,15 @@ void Scheduler::complete(InFlight& f) {
       finish(a, "stop_token");
       continue;
     }
+    if (a.req.constraint && !a.req.constraint->accept(tok)) {
+      finish(a, "format_violation");
+      continue;
+    }
     ++a.generated;
     a.next = tok;  // fed with the next step (if the request goes on)
     if (a.req.on_token) a.req.on_token(sampled);
-    if (a.generated >= a.req.max_tokens) finish(a, "length");
+    if (a.req.constraint && a.req.constraint->complete()) finish(a, "format_complete");
+    else if (a.generated >= a.req.max_tokens) finish(a, "length");
   }
 }
 

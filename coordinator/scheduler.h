@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "coordinator/model_handle.h"
+#include "coordinator/output_constraint.h"
 #include "coordinator/sampler.h"
 
 namespace skein {
@@ -21,7 +22,9 @@ struct ScheduledRequest {
   int max_tokens = 100;
   SamplingParams sampling;
   std::function<void(const SampledToken& token)> on_token;    // each generated token (stop tokens excluded)
-  std::function<void(const std::string& reason)> on_finish;   // "length", "stop_token", "cancelled" or a cancel() reason
+  // "length", "stop_token", "format_complete" (the constraint's output is whole), "format_violation" (a
+  // drawn token the constraint refused: non-finite logits), "cancelled" or a cancel() reason.
+  std::function<void(const std::string& reason)> on_finish;
   std::function<void()> on_start{};                           // its first micro-batch left the queue
   // A slot the caller owns (a kept session, or a state imported from the prefix cache): the request runs
   // on it and leaves it open. on_release then reports the tokens that never reached the state (prompt
@@ -36,6 +39,9 @@ struct ScheduledRequest {
     std::function<void(int slot)> call;
   };
   std::vector<Snapshot> snapshots{};
+  // Structured output: every draw is limited to the tokens it allows, and the request ends once its
+  // output is complete. Null: any token.
+  std::shared_ptr<OutputConstraint> constraint{};
   // >= 0: score every prompt position after the first against the prompt's next token, with that many
   // alternatives; on_prompt_scores gets them in prompt order, a chunk at a time. With max_tokens 0 the
   // prompt still runs (to be scored) and the request then ends "length".

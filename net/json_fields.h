@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "coordinator/sampler.h"
 
 namespace skein::json_fields {
 
@@ -59,6 +60,18 @@ inline std::map<int32_t, float> logit_bias(const nlohmann::json& j, const char* 
     out[int32_t(t)] = b;
   }
   return out;
+}
+
+// OpenAI's response_format: {"type": "text"} or {"type": "json_object"}.
+inline ResponseFormat response_format(const nlohmann::json& j, const char* key) {
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) fail(key, ": must be {\"type\": \"text\"} or {\"type\": \"json_object\"}");
+  const std::string type = j["type"];
+  for (auto& [k, v] : j.items())
+    if (k != "type" && !(type == "json_schema" && k == "json_schema")) fail(key, ": unknown field '", k, "'");
+  if (type == "text") return ResponseFormat::Text;
+  if (type == "json_object") return ResponseFormat::JsonObject;
+  if (type == "json_schema") fail(key, ": json_schema is not supported; {\"type\": \"json_object\"} constrains the output to a JSON object");
+  fail(key, ": type must be \"text\" or \"json_object\", got \"", type.substr(0, 64), "\"");
 }
 
 }  // namespace skein::json_fields

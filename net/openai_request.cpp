@@ -124,11 +124,12 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     if (r.prompts.size() * size_t(n) > size_t(kMaxChoices))
       fail("n: ", r.prompts.size(), " prompts of ", n, " choices each exceed the limit of ", kMaxChoices, " choices");
   }
-  // Plain text is what every request gets; a client that names it explicitly is served.
-  if (j.contains("response_format") && !j["response_format"].is_null() && j["response_format"] != nlohmann::json{{"type", "text"}})
-    fail("response_format: only {\"type\": \"text\"} is supported");
   r.sampling = limits.defaults;
-  if (chat) r.sampling.stop = chat_cfg.stop;
+  if (j.contains("response_format") && !j["response_format"].is_null())
+    r.sampling.format = json_fields::response_format(j["response_format"], "response_format");
+  // A chat reply ends at the chat format's stop strings ("\n\n" by default), a JSON reply where its
+  // object closes: whitespace inside the object may hold a blank line.
+  if (chat && r.sampling.format == ResponseFormat::Text) r.sampling.stop = chat_cfg.stop;
   auto opt = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   // Completions: logprobs = how many alternatives (0-20). Chat: logprobs true, top_logprobs how many.
   auto alternatives = [&](const char* key) { return int(json_fields::integer_in(j[key], key, 0, kMaxLogprobs)); };

@@ -56,6 +56,7 @@ std::string ControlMessage::encode() const {
   put_vec(s, entries);
   put_vec(s, tokens);
   put_vec(s, targets);
+  put_vec(s, allowed);
   put(s, slot);
   put(s, slot2);
   put_vec(s, state);
@@ -72,6 +73,7 @@ ControlMessage ControlMessage::decode(const std::string& bytes) {
   m.entries = r.get_vec<StepEntry>();
   m.tokens = r.get_vec<int32_t>();
   m.targets = r.get_vec<int32_t>();
+  m.allowed = r.get_vec<uint64_t>();
   m.slot = r.get<int32_t>();
   m.slot2 = r.get<int32_t>();
   m.state = r.get_vec<float>();

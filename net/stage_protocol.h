@@ -46,6 +46,7 @@ struct StepEntry {
   // message's `targets`, entries in order) with `top` alternatives each (a prompt's log-probabilities).
   int32_t scored = 0;
   int32_t top = 0;
+  int32_t constrained = 0;  // a sampling entry whose draw is limited: its mask is in the message's `allowed`
 };
 
 struct ControlMessage {
@@ -54,6 +55,8 @@ struct ControlMessage {
   std::vector<StepEntry> entries;  // Step
   std::vector<int32_t> tokens;     // Step: all entries' tokens, in order (used by the first stage)
   std::vector<int32_t> targets;    // Step: the scored positions' next tokens, in entry order (used by the last stage)
+  // Step, to the last stage: each constrained entry's allowed tokens, (vocab + 63) / 64 words each, in entry order.
+  std::vector<uint64_t> allowed;
   int32_t slot = -1, slot2 = -1;   // slot operations (CloneSlot: slot -> slot2)
   std::vector<float> state;        // ImportSlot, AddStartState: this stage's shard
   std::string blob;                // SetSampling: encoded SamplingParams; SetPenaltyFree: one byte per token

@@ -116,6 +116,20 @@ TEST(FuzzInputs, CorruptedRequestsAreAcceptedSoundlyOrRefusedInOneLine) {
   }
 }
 
+TEST(FuzzInputs, CorruptedJsonThroughJsonModesRecognizerKeepsItsPromises) {
+  const auto valid = fuzz::seeds("json_text");
+  ASSERT_FALSE(valid.empty());
+  fuzz::Corruptor c(13);
+  for (int i = 0; i < 3000; ++i) {
+    std::string bytes = c.json(valid[c.below(valid.size())]);
+    try {
+      fuzz::json_text(bytes);
+    } catch (const std::exception& f) {
+      ADD_FAILURE() << f.what() << "\ninput: " << bytes;
+    }
+  }
+}
+
 TEST(FuzzInputs, CorruptedEvalDataIsReadSoundlyOrRefusedInOneLine) {
   std::vector<std::string> lines;
   for (auto& file : fuzz::seeds("eval_data_file")) {

@@ -477,8 +477,6 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   };
   for (const Case& c : std::vector<Case>{{"POST", "/v1/completions", "{oops", 400, "malformed JSON"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "bogus": 1})", 400, "unknown parameter 'bogus'"},
-                                         {"POST", "/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})", 400,
-                                          "response_format: only {\"type\": \"text\"} is supported"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400, "temperature"},
                                          {"POST", "/v1/completions", R"({"prompt": "x", "max_tokens": 1e9})", 400, "max_tokens"},
                                          {"POST", "/v1/completions", R"({"prompt": [1, 300]})", 400, "outside the vocabulary"},

@@ -62,6 +62,7 @@ class RunFlags {
   std::string config_;
   Config flags_;  // values as parsed from the command line
   bool batch_invariant_ = false;
+  bool json_ = false;
   std::vector<std::pair<CLI::Option*, std::function<void(Config&)>>> overrides_;
 };
 

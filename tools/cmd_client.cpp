@@ -13,7 +13,7 @@ void add_client_command(CLI::App& app) {
     int max_tokens = -1, top_k = -1;
     double temperature = -1, top_p = -1;
     std::vector<std::string> stop;
-    bool no_stream = false;
+    bool no_stream = false, json = false;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("client", "Send a generation request to `skein serve` and stream the reply");
@@ -25,6 +25,7 @@ void add_client_command(CLI::App& app) {
   c->add_option("--top-k", o->top_k, "0 disables (default: the server's)");
   c->add_option("--stop", o->stop, "stop string (repeatable)");
   c->add_flag("--no-stream", o->no_stream, "wait for the whole text");
+  c->add_flag("--json", o->json, "JSON mode: the reply is one JSON object");
   c->add_option("--token", o->token, "the server's auth token");
   c->add_option("--session", o->session, "continue (or start) this named session on the server");
   c->add_option("--model", o->model, "one of the server's tuned states (`skein serve --tuned-state`), by name; default: the model");
@@ -38,6 +39,7 @@ void add_client_command(CLI::App& app) {
     if (!o->token.empty()) req["auth"] = o->token;
     if (!o->session.empty()) req["session"] = o->session;
     if (!o->model.empty()) req["model"] = o->model;
+    if (o->json) req["response_format"] = {{"type", "json_object"}};
     ApiClient client(o->server);
     std::cout << o->prompt << std::flush;
     auto done = client.generate(req, [](const std::string& t) { std::cout << t << std::flush; });

@@ -31,6 +31,7 @@ struct ServerBenchOptions {
   int prompt_tokens = 0;  // > 0: prompts of this many token ids, each request's its own; 0: short text prompts
   int logprobs = -1;      // >= 0: every request asks for log-probabilities with this many alternatives
   std::string tuned_state;  // every request starts from this tuned state of the server's ("" = the model)
+  bool json = false;        // every request asks for JSON mode; replies that close their object must parse
 };
 void run_server_bench(const ServerBenchOptions& o);
 

@@ -27,6 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 struct ClientTally {
   uint64_t completed = 0, refused = 0, lost = 0, garbled = 0, tokens = 0, event_bytes = 0;
+  uint64_t json_objects = 0, json_cut = 0;  // with --json: samples that closed their object, and ones cut by max_tokens
   std::vector<double> ttft, itl;  // seconds
   std::string first_problem;
 };
@@ -57,6 +58,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
       if (samples > 1) req["n"] = samples;
       if (o.logprobs >= 0) req["logprobs"] = o.logprobs;
       if (!o.tuned_state.empty()) req["model"] = o.tuned_state;
+      if (o.json) req["response_format"] = {{"type", "json_object"}};
       ++n;
       auto sent = Clock::now();
       c->send(req);
@@ -64,6 +66,8 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
       std::vector<Clock::time_point> last(samples, sent);
       std::vector<bool> first(samples, true);
       std::vector<uint64_t> tokens(samples, 0);
+      std::vector<std::string> texts(samples);
+      uint64_t objects = 0, cut = 0;
       size_t ended = 0;
       bool bad = false, refused = false;
       while (ended < samples && !bad) {
@@ -94,6 +98,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
             bad = true;
             problem("a delta whose logprobs do not match its tokens: " + e.dump().substr(0, 200));
           }
+          texts[i] += text;
           if (k == 0) continue;
           double gap = std::chrono::duration<double>(now - last[i]).count();
           if (first[i]) t.ttft.push_back(gap);
@@ -106,6 +111,16 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
           if (e["completion_tokens"].get<uint64_t>() != tokens[i]) {
             bad = true;
             problem("done says " + e["completion_tokens"].dump() + " tokens, deltas carried " + std::to_string(tokens[i]));
+          }
+          if (o.json && e["finish_reason"] == "format_complete") {
+            const auto parsed = nlohmann::json::parse(texts[i], nullptr, false);
+            if (!parsed.is_object()) {
+              bad = true;
+              problem("a JSON-mode reply that is not a JSON object: " + texts[i].substr(0, 200));
+            }
+            ++objects;
+          } else if (o.json) {
+            ++cut;
           }
           ++ended;
         } else if (e["event"] == "error") {
@@ -124,6 +139,8 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
       } else {
         ++t.completed;
         for (uint64_t k : tokens) t.tokens += k;
+        t.json_objects += objects;
+        t.json_cut += cut;
       }
     } catch (const Error& e) {
       ++t.lost;
@@ -161,18 +178,23 @@ void run_server_bench(const ServerBenchOptions& o) {
     all.garbled += t.garbled;
     all.tokens += t.tokens;
     all.event_bytes += t.event_bytes;
+    all.json_objects += t.json_objects;
+    all.json_cut += t.json_cut;
     all.ttft.insert(all.ttft.end(), t.ttft.begin(), t.ttft.end());
     all.itl.insert(all.itl.end(), t.itl.begin(), t.itl.end());
     if (all.first_problem.empty()) all.first_problem = t.first_problem;
   }
-  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts%s%s\n", o.server.c_str(), o.clients,
+  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts%s%s%s\n", o.server.c_str(), o.clients,
               wall, o.max_tokens, o.samples, o.samples == 1 ? "" : "s",
               o.prompt_tokens > 0 ? (std::to_string(o.prompt_tokens) + "-token").c_str() : "short text",
               o.logprobs >= 0 ? (", logprobs " + std::to_string(o.logprobs)).c_str() : "",
-              o.tuned_state.empty() ? "" : (", from tuned state " + o.tuned_state).c_str());
+              o.tuned_state.empty() ? "" : (", from tuned state " + o.tuned_state).c_str(), o.json ? ", JSON mode" : "");
   std::printf("  requests: %llu completed, %llu refused explicitly, %llu lost, %llu garbled\n", (unsigned long long)all.completed,
               (unsigned long long)all.refused, (unsigned long long)all.lost, (unsigned long long)all.garbled);
   std::printf("  throughput: %.1f tokens/s out, %.2f requests/s\n", double(all.tokens) / wall, double(all.completed) / wall);
+  if (o.json)
+    std::printf("  JSON mode: %llu replies closed their object (every one parsed), %llu were cut by max_tokens\n", (unsigned long long)all.json_objects,
+                (unsigned long long)all.json_cut);
   std::printf("  events: %.0f bytes per generated token, %.0f per completed request\n", all.tokens ? double(all.event_bytes) / double(all.tokens) : 0.0,
               all.completed ? double(all.event_bytes) / double(all.completed) : 0.0);
   std::printf("  time to first token: p50 %.1f ms, p99 %.1f ms\n", 1e3 * percentile(all.ttft, 0.5), 1e3 * percentile(all.ttft, 0.99));

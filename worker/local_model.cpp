@@ -40,9 +40,15 @@ uint64_t LocalModel::submit(const std::vector<BatchEntry>& entries) {
   // Each sampling entry's request (penalties, its random draw) is prepared here and executed where the
   // logits are: on a GPU last stage only the token ids come back.
   std::vector<int> sampling;
+  std::vector<const uint64_t*> allowed;
+  const size_t words = (size_t(engine_.dims().vocab) + 63) / 64;
   for (auto& e : entries)
-    if (e.sample) sampling.push_back(e.session);
-  std::vector<SampleRequest> requests = samplers_.prepare(sampling);
+    if (e.sample) {
+      if (!e.allowed.empty() && e.allowed.size() != words) fail("internal: an allowed-token mask of ", e.allowed.size(), " words for ", engine_.dims().vocab, " tokens");
+      sampling.push_back(e.session);
+      allowed.push_back(e.allowed.empty() ? nullptr : e.allowed.data());
+    }
+  std::vector<SampleRequest> requests = samplers_.prepare(sampling, allowed, engine_.dims().vocab);
   size_t scored = 0;
   for (auto& e : entries) scored += e.score_targets.size();
   std::vector<SampledToken> tokens(requests.size() + scored);  // samples, then scored positions

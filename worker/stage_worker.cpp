@@ -180,8 +180,14 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         // message either way).
         std::vector<int> rows, score_rows, tops;
         std::vector<int> sample_slots;
+        std::vector<const uint64_t*> allowed;  // per sampling entry: its mask, or null
+        const size_t words = (V + 63) / 64;
+        size_t masks = 0;
         int off = 0;
         for (auto& e : m.entries) {
+          if (e.constrained && (e.want != Want::Sample || (masks + 1) * words > m.allowed.size()))
+            fail("stage worker: a constrained entry without its allowed tokens (", m.allowed.size(), " words for ", masks + 1, " masks)");
+          if (e.want == Want::Sample) allowed.push_back(e.constrained ? m.allowed.data() + words * masks++ : nullptr);
           if (e.want == Want::All)
             for (int t = 0; t < e.n_tokens; ++t) rows.push_back(off + t);
           else if ((e.want == Want::Last || e.want == Want::Sample) && e.n_tokens > 0)
@@ -195,6 +201,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
           }
           off += e.n_tokens;
         }
+        if (masks * words != m.allowed.size()) fail("stage worker: ", m.allowed.size(), " allowed-token words for ", masks, " masks of ", words);
         if (score_rows.size() != m.targets.size()) fail("stage worker: ", m.targets.size(), " targets for ", score_rows.size(), " scored positions");
         for (int32_t t : m.targets)
           if (t < 0 || t >= d.vocab) fail("token id ", t, " is out of range for vocabulary size ", d.vocab);
@@ -208,7 +215,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         }
         // Sampled where the logits are (on a GPU stage, on the GPU): only token ids travel (with the
         // log-probabilities of the requests that ask for them), then the scored positions.
-        std::vector<SampleRequest> requests = samplers.prepare(sample_slots);
+        std::vector<SampleRequest> requests = samplers.prepare(sample_slots, allowed, d.vocab);
         std::vector<SampledToken> tokens(rows.size() + score_rows.size());
         if (!rows.empty()) stage.head_sample(x.get(), rows, requests, tokens.data());
         samplers.record(sample_slots, tokens);

@@ -5,11 +5,13 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "common/error.h"
 #include "coordinator/config.h"
 #include "coordinator/eval_tasks.h"
+#include "coordinator/json_grammar.h"
 #include "coordinator/sampler.h"
 #include "coordinator/strategy.h"
 #include "model/architecture.h"
@@ -282,6 +284,29 @@ void strategy_text(std::string_view bytes) {
   }
 }
 
+void json_text(std::string_view bytes) {
+  JsonRecognizer r;
+  std::string text;
+  for (char c : bytes) {
+    const JsonRecognizer before = r;
+    if (!r.push(uint8_t(c))) {
+      expect(r == before, "json text: a refused byte changed the recognizer");
+      continue;
+    }
+    text += c;
+    if (r.complete()) break;
+    bool continues = false;
+    for (int b = 0x20; b < 0xc0 && !continues; ++b) {
+      JsonRecognizer probe = r;
+      continues = b != 0x7f && probe.push(uint8_t(b));
+    }
+    expect(continues, "json text: no byte continues \"" + text.substr(0, 200) + "\"");
+  }
+  if (!r.complete()) return;
+  const auto parsed = nlohmann::json::parse(text, nullptr, false);
+  expect(parsed.is_object(), "json text: accepted \"" + text.substr(0, 200) + "\", which a JSON parser does not read as an object");
+}
+
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {
   if (target == "checkpoint_file") return void(checkpoint_file(in));
   if (target == "state_file") return state_file(in);
@@ -294,6 +319,7 @@ void run_check(std::string_view target, std::string_view in, const std::string& 
   if (target == "bpe_tokenizer_file") return bpe_tokenizer_file(in);
   if (target == "tokenizer_text") return tokenizer_text(in, shared_dir);
   if (target == "strategy_text") return strategy_text(in);
+  if (target == "json_text") return json_text(in);
   throw Finding("no input check called " + std::string(target));
 }
 
