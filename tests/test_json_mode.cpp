@@ -373,6 +373,26 @@ TEST(JsonMode, TheCommandLineGeneratesJsonInOneProcessAndOnTheCluster) {
   EXPECT_NE(two.output.find("--- [1] "), std::string::npos) << two.output;
 }
 
+// A World-sized head (65,536 tokens): the masks are 8 KB a step on the wire, and a structural state
+// bans some 65,000 tokens a draw. A 3-rank server's greedy reply is the command line's.
+TEST(JsonMode, AWorldVocabularyIsConstrainedTheSameOnTheCluster) {
+  const std::string dir = temp_dir(), model = dir + "/world.pth", world = "world:" + shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt";
+  ASSERT_EQ(run_skein("make-model --arch v7 --layers 2 --embd 64 --vocab 65536 --seed 3 --dtype fp32 -o " + model).exit_code, 0);
+  const std::string prompt = "The answer:";
+  CommandResult cli = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --tokenizer " + world +
+                                " --json --temperature 0 --max-tokens 24 --prompt '" + prompt + "'");
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  const std::string want = cli.output.substr(prompt.size(), cli.output.find("\n[") - prompt.size());
+  EXPECT_EQ(first_refused(want), std::string::npos) << want;
+  EXPECT_GT(want.size(), 24u) << want;  // multi-byte tokens
+  Server server("--tokenizer " + world, 3, model);
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const HttpReply r = http_request(server.http_port(), "POST", "/v1/completions",
+                                   R"({"prompt": ")" + prompt + R"(", "max_tokens": 24, "temperature": 0, "response_format": {"type": "json_object"}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["choices"][0]["text"], want);
+}
+
 TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();

@@ -187,12 +187,14 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
         for (auto& e : m.entries) {
           if (e.constrained && (e.want != Want::Sample || (masks + 1) * words > m.allowed.size()))
             fail("stage worker: a constrained entry without its allowed tokens (", m.allowed.size(), " words for ", masks + 1, " masks)");
-          if (e.want == Want::Sample) allowed.push_back(e.constrained ? m.allowed.data() + words * masks++ : nullptr);
           if (e.want == Want::All)
             for (int t = 0; t < e.n_tokens; ++t) rows.push_back(off + t);
           else if ((e.want == Want::Last || e.want == Want::Sample) && e.n_tokens > 0)
             rows.push_back(off + e.n_tokens - 1);
-          if (e.want == Want::Sample) sample_slots.push_back(e.slot);
+          if (e.want == Want::Sample) {
+            sample_slots.push_back(e.slot);
+            allowed.push_back(e.constrained ? m.allowed.data() + words * masks++ : nullptr);
+          }
           if (e.scored < 0 || e.scored > e.n_tokens || e.top < 0 || e.top > kMaxLogprobs)
             fail("stage worker: an entry of ", e.n_tokens, " tokens asks to score ", e.scored, " with ", e.top, " alternatives");
           for (int t = 0; t < e.scored; ++t) {
