@@ -90,6 +90,20 @@ test('logit_bias steers the choice as the package sends it', async () => {
   assert.equal(c.choices[0].message.content, 'BBB');
 });
 
+test('JSON mode replies are JSON object text, plain and streamed; json_schema is refused by name', async () => {
+  const ask = { ...greedy, messages: [{ role: 'user', content: 'A goose, as JSON:' }], max_tokens: 30, response_format: { type: 'json_object' } };
+  const r = await client.chat.completions.create(ask);
+  const content = r.choices[0].message.content;
+  assert.match(content, /^\s*\{/);  // the tiny model does not close its object within 30 tokens
+  assert.equal(r.choices[0].finish_reason, 'length');
+  let text = '';
+  for await (const chunk of await client.chat.completions.create({ ...ask, stream: true })) text += chunk.choices[0]?.delta?.content ?? '';
+  assert.equal(text, content);
+  const schema = { type: 'json_schema', json_schema: { name: 'goose', schema: { type: 'object', properties: { name: { type: 'string' } } } } };
+  await assert.rejects(client.chat.completions.create({ ...ask, response_format: schema }),
+    (e) => e instanceof OpenAI.BadRequestError && /json_schema is not supported/.test(e.message));
+});
+
 test('models are listed', async () => {
   const models = [];
   for await (const m of client.models.list()) models.push(m.id);
