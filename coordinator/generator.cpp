@@ -64,9 +64,9 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   SlotSampler sampler(req.sampling);
-  std::optional<JsonVocabulary> json_vocabulary;  // JSON mode: every draw keeps the text a JSON object's prefix
-  std::optional<JsonConstraint> json;
-  if (req.sampling.format == ResponseFormat::JsonObject) json.emplace(json_vocabulary.emplace(tok, V));
+  std::optional<JsonVocabulary> json_vocabulary;  // JSON modes: every draw keeps the text a prefix of an allowed one
+  std::shared_ptr<JsonConstraint> json;
+  if (req.sampling.format != ResponseFormat::Text) json = json_vocabulary.emplace(tok, V).constraint(req.sampling.format, req.sampling.json_schema);
   const std::vector<uint8_t> penalty_free = penalty_free_tokens(tok, V);
   Utf8Stream utf8;
   StopMatcher stops(req.sampling.stop);

@@ -312,9 +312,9 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   std::shared_ptr<OutputConstraint> constraint;
   try {
     if (live->req.prompt.empty()) fail("the prompt is empty");
-    if (live->req.sampling.format == ResponseFormat::JsonObject) {
+    if (live->req.sampling.format != ResponseFormat::Text) {
       if (!json_vocabulary_) json_vocabulary_ = std::make_unique<JsonVocabulary>(tok_, model_.dims().vocab);
-      constraint = std::make_shared<JsonConstraint>(*json_vocabulary_);
+      constraint = json_vocabulary_->constraint(live->req.sampling.format, live->req.sampling.json_schema);
     }
     if (!live->siblings.empty() && !session.empty()) fail("several samples of one prompt cannot continue a session");
     if (live->req.score_prompt && (!session.empty() || !live->siblings.empty()))

@@ -11,6 +11,7 @@ namespace {
 // States kept with their masks: the recurring ones (in a string, after a comma, at each depth) fit many
 // times over; 256 masks of a 65536-token vocabulary are 2 MB.
 constexpr size_t kCachedStates = 256;
+constexpr size_t kCachedSchemas = 64;
 }  // namespace
 
 JsonVocabulary::JsonVocabulary(const Tokenizer& tok, int vocab) : vocab_(vocab), bytes_(size_t(std::max(0, vocab))) {
@@ -22,8 +23,8 @@ JsonVocabulary::JsonVocabulary(const Tokenizer& tok, int vocab) : vocab_(vocab),
   std::vector<bool> single(256, false);
   for (const std::string& b : bytes_)
     if (b.size() == 1) single[uint8_t(b[0])] = true;
-  for (int b = 0x20; b < 0xc0; ++b)  // printable ASCII and UTF-8's continuation bytes
-    if (!single[size_t(b)] && b != 0x7f) {
+  for (int b = 0x20; b < 0xf5; ++b)  // printable ASCII and every byte of UTF-8 (a schema's names may need any)
+    if (!single[size_t(b)] && b != 0x7f && b != 0xc0 && b != 0xc1) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02x", b);
       fail("JSON mode needs a token for every single byte, and the ", tok.name(), " vocabulary has none for byte ", hex);
@@ -97,6 +98,17 @@ const std::vector<uint64_t>& JsonVocabulary::allowed(const JsonRecognizer& state
   cache_.emplace_back(state, std::move(mask));
   index_[state] = std::prev(cache_.end());
   return cache_.back().second;
+}
+
+std::shared_ptr<JsonConstraint> JsonVocabulary::constraint(ResponseFormat format, const std::string& schema) {
+  if (format == ResponseFormat::Text) return nullptr;
+  if (format == ResponseFormat::JsonObject) return std::make_shared<JsonConstraint>(*this);
+  auto it = schemas_.find(schema);
+  if (it == schemas_.end()) {
+    if (schemas_.size() >= kCachedSchemas) schemas_.clear();  // constraints keep theirs alive
+    it = schemas_.emplace(schema, std::make_shared<const JsonSchema>(nlohmann::ordered_json::parse(schema))).first;
+  }
+  return std::make_shared<JsonConstraint>(*this, it->second);
 }
 
 bool JsonConstraint::accept(int32_t token) {

@@ -2,9 +2,10 @@
 // every token whose bytes may come next, by one walk over a byte trie of the vocabulary (a token is
 // allowed when all of its bytes are); the masks of states already seen are cached, since generation
 // returns to a few states (inside a string, after a comma) again and again. JsonConstraint is one
-// request's recognizer over it.
+// request's recognizer over it (of any JSON object, or of a JSON Schema's texts).
 #pragma once
 #include <list>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -12,9 +13,12 @@
 
 #include "coordinator/json_grammar.h"
 #include "coordinator/output_constraint.h"
+#include "coordinator/sampler.h"
 #include "model/tokenizer.h"
 
 namespace skein {
+
+class JsonConstraint;
 
 class JsonVocabulary {
  public:
@@ -26,6 +30,9 @@ class JsonVocabulary {
   const std::string& bytes(int32_t token) const;  // "" for ids without text
   // The tokens `state` allows next (bit t of word t / 64). Not thread-safe (the cache).
   const std::vector<uint64_t>& allowed(const JsonRecognizer& state);
+  // A request's rule for its response format: null for text. Requests with the same schema text share
+  // one compiled schema, so its states' masks are cached once. Throws skein::Error for a bad schema.
+  std::shared_ptr<JsonConstraint> constraint(ResponseFormat format, const std::string& schema);
 
  private:
   struct Node {
@@ -45,17 +52,22 @@ class JsonVocabulary {
   // Least recently used state first; a cached mask is vocab / 8 bytes.
   std::list<std::pair<JsonRecognizer, std::vector<uint64_t>>> cache_;
   std::unordered_map<JsonRecognizer, decltype(cache_)::iterator, Hash> index_;
+  std::map<std::string, std::shared_ptr<const JsonSchema>> schemas_;  // by text, the last kCachedSchemas
 };
 
 class JsonConstraint final : public OutputConstraint {
  public:
   explicit JsonConstraint(JsonVocabulary& vocabulary) : vocabulary_(vocabulary) {}
+  // The texts of `schema` (kept alive here: the recognizer points into it).
+  JsonConstraint(JsonVocabulary& vocabulary, std::shared_ptr<const JsonSchema> schema)
+      : vocabulary_(vocabulary), schema_(std::move(schema)), state_(*schema_) {}
   const std::vector<uint64_t>& allowed() override { return vocabulary_.allowed(state_); }
   bool accept(int32_t token) override;
   bool complete() const override { return state_.complete(); }
 
  private:
   JsonVocabulary& vocabulary_;
+  std::shared_ptr<const JsonSchema> schema_;
   JsonRecognizer state_;
 };
 

@@ -16,10 +16,11 @@ bool JsonRecognizer::push(uint8_t byte) {
   switch (mode_) {
     case Mode::String:
       if (byte == '"') {
-        if (key_) {
+        if (key_) {  // a key of an object of any shape: its value may be anything
           key_ = false;
           mode_ = Mode::Colon;
           whitespace_ = 0;
+          value_node_ = 0;
         } else {
           end_value();
         }
@@ -94,10 +95,10 @@ bool JsonRecognizer::push(uint8_t byte) {
           if (is_digit(byte) && part != Zero) {
             ok = part == Fraction || lo_ < (part == Integer ? kMaxIntegerDigits : 2);
             if (ok && part != Fraction) ++lo_;
-          } else if (byte == '.' && (part == Zero || part == Integer)) {
+          } else if (byte == '.' && !integer_ && (part == Zero || part == Integer)) {
             ok = true;
             aux_ = Dot, lo_ = 0;
-          } else if ((byte == 'e' || byte == 'E') && part != ExponentDigits) {
+          } else if ((byte == 'e' || byte == 'E') && !integer_ && part != ExponentDigits) {
             ok = true;
             aux_ = Exponent, lo_ = 0;
           } else {  // the number ended before this byte, which must then follow a value
@@ -114,6 +115,29 @@ bool JsonRecognizer::push(uint8_t byte) {
       if (ok && ++lo_ == word.size()) {
         lo_ = 0;
         end_value();
+      }
+      break;
+    }
+    case Mode::Fixed: {
+      uint64_t next = 0;
+      bool ended = false;  // a candidate was whole before this byte
+      for (int c = 0; c < 64; ++c) {
+        if (!((candidates_ >> c) & 1)) continue;
+        const std::string_view text = fixed_text(c);
+        if (pos_ < text.size() && uint8_t(text[pos_]) == byte) next |= uint64_t(1) << c;
+        ended |= pos_ == text.size();
+      }
+      if (next) {
+        candidates_ = next;
+        ++pos_;
+        bool whole = false, longer = false;
+        for (int c = 0; c < 64; ++c)
+          if ((candidates_ >> c) & 1) (fixed_text(c).size() == pos_ ? whole : longer) = true;
+        if (whole && !longer) end_fixed();
+        ok = true;
+      } else if (ended) {  // a number value ("1" of 1 and 10) ended before this byte
+        end_fixed();
+        ok = push_structural(byte);
       }
       break;
     }
@@ -142,15 +166,16 @@ bool JsonRecognizer::push_structural(uint8_t byte) {
   whitespace_ = 0;
   switch (mode_) {
     case Mode::Start:
-      return byte == '{' && open(true);
+      return schema_ ? begin_value(byte) : byte == '{' && open(true, 0);
     case Mode::Value:
       return begin_value(byte);
     case Mode::ValueOrEnd:
       return byte == ']' ? close(false) : begin_value(byte);
     case Mode::KeyOrEnd:
-      if (byte == '}') return close(true);
+      if (byte == '}') return (!container() || container()->keys.empty()) && close(true);
       [[fallthrough]];
     case Mode::Key:
+      if (container()) return begin_fixed(byte, true);  // the schema's next property, by name
       if (byte != '"') return false;
       mode_ = Mode::String;
       key_ = true;
@@ -159,19 +184,56 @@ bool JsonRecognizer::push_structural(uint8_t byte) {
       if (byte != ':') return false;
       mode_ = Mode::Value;
       return true;
-    case Mode::AfterValue:
+    case Mode::AfterValue: {
+      const JsonSchema::Node* c = container();
+      if (c && in_object()) {  // every property, in order
+        const bool last = size_t(props_[depth_ - 1]) + 1 == c->keys.size();
+        if (byte == ',' && !last) {
+          ++props_[depth_ - 1];
+          mode_ = Mode::Key;
+          return true;
+        }
+        return byte == '}' && last && close(true);
+      }
       if (byte == ',') {
         mode_ = in_object() ? Mode::Key : Mode::Value;
+        value_node_ = c ? c->children[0] : 0;
         return true;
       }
       return (byte == '}' || byte == ']') && close(byte == '}');
+    }
     default:
       return false;
   }
 }
 
 bool JsonRecognizer::begin_value(uint8_t byte) {
-  if (byte == '{' || byte == '[') return open(byte == '{');
+  if (const JsonSchema::Node* n = schema_node(value_node_)) {
+    using Kind = JsonSchema::Kind;
+    auto literal = [&](uint8_t which) {
+      mode_ = Mode::Literal;
+      aux_ = which;
+      lo_ = 1;
+      return true;
+    };
+    if (n->nullable && byte == 'n') return literal(2);
+    switch (n->kind) {
+      case Kind::Object: return byte == '{' && open(true, value_node_);
+      case Kind::Array: return byte == '[' && open(false, value_node_);
+      case Kind::String: break;
+      case Kind::Number:
+      case Kind::Integer:
+        if (byte != '-' && !is_digit(byte)) return false;
+        integer_ = n->kind == Kind::Integer;
+        break;
+      case Kind::Boolean: return (byte == 't' || byte == 'f') && literal(byte == 't' ? 0 : 1);
+      case Kind::Null: return byte == 'n' && literal(2);
+      case Kind::Enum: return begin_fixed(byte, false);
+      case Kind::Any: break;
+    }
+    if (n->kind == Kind::String && byte != '"') return false;
+  }
+  if (byte == '{' || byte == '[') return open(byte == '{', 0);
   if (byte == '"') {
     mode_ = Mode::String;
     key_ = false;
@@ -197,14 +259,20 @@ void JsonRecognizer::end_value() {
   mode_ = depth_ == 0 ? Mode::Done : Mode::AfterValue;
   aux_ = lo_ = hi_ = 0;
   whitespace_ = 0;
+  integer_ = false;
+  value_node_ = 0;
 }
 
-bool JsonRecognizer::open(bool object) {
+bool JsonRecognizer::open(bool object, uint8_t node) {
   if (depth_ >= kMaxDepth) return false;
   const uint64_t bit = uint64_t(1) << depth_;
   stack_ = object ? stack_ | bit : stack_ & ~bit;
+  nodes_[depth_] = node;
+  props_[depth_] = 0;
   ++depth_;
   mode_ = object ? Mode::KeyOrEnd : Mode::ValueOrEnd;
+  const JsonSchema::Node* n = schema_node(node);
+  value_node_ = !object && n ? n->children[0] : 0;  // an array's items
   return true;
 }
 
@@ -212,15 +280,51 @@ bool JsonRecognizer::close(bool object) {
   if (depth_ == 0 || in_object() != object) return false;
   --depth_;
   stack_ &= (uint64_t(1) << depth_) - 1;  // levels above are unused (equal states compare equal)
+  nodes_[depth_] = props_[depth_] = 0;
   end_value();
   return true;
+}
+
+const JsonSchema::Node* JsonRecognizer::container() const { return depth_ ? schema_node(nodes_[depth_ - 1]) : nullptr; }
+
+std::string_view JsonRecognizer::fixed_text(int candidate) const {
+  return key_ ? std::string_view(container()->keys[props_[depth_ - 1]]) : std::string_view(schema_node(value_node_)->values[size_t(candidate)]);
+}
+
+bool JsonRecognizer::begin_fixed(uint8_t byte, bool key) {
+  if (key && props_[depth_ - 1] >= container()->keys.size()) return false;  // an object without properties
+  key_ = key;
+  const size_t n = key ? 1 : schema_node(value_node_)->values.size();
+  uint64_t candidates = 0;
+  for (size_t c = 0; c < n; ++c)
+    if (!fixed_text(int(c)).empty() && uint8_t(fixed_text(int(c))[0]) == byte) candidates |= uint64_t(1) << c;
+  if (!candidates) return false;
+  mode_ = Mode::Fixed;
+  candidates_ = candidates;
+  pos_ = 1;
+  bool whole = false, longer = false;
+  for (size_t c = 0; c < n; ++c)
+    if ((candidates_ >> c) & 1) (fixed_text(int(c)).size() == 1 ? whole : longer) = true;
+  if (whole && !longer) end_fixed();
+  return true;
+}
+
+void JsonRecognizer::end_fixed() {
+  candidates_ = 0;
+  pos_ = 0;
+  if (!key_) return end_value();
+  key_ = false;
+  mode_ = Mode::Colon;
+  whitespace_ = 0;
+  value_node_ = container()->children[props_[depth_ - 1]];
 }
 
 size_t JsonRecognizer::hash() const {
   uint64_t h = stack_;
   for (uint64_t v : {uint64_t(mode_), uint64_t(aux_), uint64_t(lo_), uint64_t(hi_), uint64_t(whitespace_), uint64_t(key_), uint64_t(surrogate_),
-                     uint64_t(depth_)})
+                     uint64_t(depth_), uint64_t(schema_id_), uint64_t(integer_), uint64_t(value_node_), uint64_t(pos_), candidates_})
     h = (h ^ v) * 0x100000001b3ULL;
+  for (int d = 0; schema_ && d < depth_; ++d) h = (h ^ (uint64_t(nodes_[size_t(d)]) << 8 | props_[size_t(d)])) * 0x100000001b3ULL;
   return std::hash<uint64_t>{}(h);
 }
 

@@ -16,8 +16,9 @@ namespace skein {
 constexpr float kMaxLogitBias = 100.0f;
 
 // What a request's output must be (OpenAI's response_format). JsonObject: one JSON object, every draw
-// limited to tokens that keep the text a prefix of one (coordinator/json_constraint.h).
-enum class ResponseFormat : uint8_t { Text, JsonObject };
+// limited to tokens that keep the text a prefix of one (coordinator/json_constraint.h); JsonSchema: one
+// of SamplingParams::json_schema's texts.
+enum class ResponseFormat : uint8_t { Text, JsonObject, JsonSchema };
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0 = greedy
@@ -32,6 +33,7 @@ struct SamplingParams {
   std::vector<int32_t> token_stop;
   std::vector<std::string> stop;  // stop strings
   ResponseFormat format = ResponseFormat::Text;  // kept by the coordinator, as the stop strings are
+  std::string json_schema;  // JsonSchema: the schema as JSON text, its keys in the order given
   uint64_t seed = 0;
   int logprobs = -1;  // >= 0: score every drawn token and return that many alternatives (token_logprobs.h)
 

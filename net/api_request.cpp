@@ -96,7 +96,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
   if (j.contains("alpha_decay")) g.sampling.alpha_decay = number(j["alpha_decay"], "alpha_decay");
   if (j.contains("token_ban")) g.sampling.token_ban = json_fields::token_ids(j["token_ban"], "token_ban", vocab);
   if (j.contains("logit_bias")) g.sampling.logit_bias = json_fields::logit_bias(j["logit_bias"], "logit_bias", vocab, kMaxLogitBias);
-  if (j.contains("response_format")) g.sampling.format = json_fields::response_format(j["response_format"], "response_format");
+  if (j.contains("response_format")) json_fields::response_format(j["response_format"], line, "response_format", g.sampling);
   if (j.contains("stop_tokens")) g.sampling.token_stop = json_fields::token_ids(j["stop_tokens"], "stop_tokens", vocab);
   if (j.contains("stop")) {
     if (!j["stop"].is_array()) fail("stop: must be an array of strings");

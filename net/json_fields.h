@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/sampler.h"
 
 namespace skein::json_fields {
@@ -62,16 +63,40 @@ inline std::map<int32_t, float> logit_bias(const nlohmann::json& j, const char* 
   return out;
 }
 
-// OpenAI's response_format: {"type": "text"} or {"type": "json_object"}.
-inline ResponseFormat response_format(const nlohmann::json& j, const char* key) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) fail(key, ": must be {\"type\": \"text\"} or {\"type\": \"json_object\"}");
+// OpenAI's response_format, `j` the request's field and `request` the whole request's text: {"type":
+// "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema", "strict",
+// "description"}}. A schema is compiled here, so one it cannot serve is refused with the request; its
+// text keeps the order of its keys (the order properties are written in), read from `request` again.
+inline void response_format(const nlohmann::json& j, const std::string& request, const char* key, SamplingParams& p) {
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
+    fail(key, ": must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {...}}");
   const std::string type = j["type"];
   for (auto& [k, v] : j.items())
     if (k != "type" && !(type == "json_schema" && k == "json_schema")) fail(key, ": unknown field '", k, "'");
-  if (type == "text") return ResponseFormat::Text;
-  if (type == "json_object") return ResponseFormat::JsonObject;
-  if (type == "json_schema") fail(key, ": json_schema is not supported; {\"type\": \"json_object\"} constrains the output to a JSON object");
-  fail(key, ": type must be \"text\" or \"json_object\", got \"", type.substr(0, 64), "\"");
+  p.json_schema.clear();
+  if (type == "text") return void(p.format = ResponseFormat::Text);
+  if (type == "json_object") return void(p.format = ResponseFormat::JsonObject);
+  if (type != "json_schema") fail(key, ": type must be \"text\", \"json_object\" or \"json_schema\", got \"", type.substr(0, 64), "\"");
+  const auto& js = j.contains("json_schema") ? j["json_schema"] : nlohmann::json();
+  if (!js.is_object() || !js.contains("schema")) fail(key, ": json_schema must be {\"name\": ..., \"schema\": {...}}");
+  for (auto& [k, v] : js.items()) {
+    if (k != "name" && k != "schema" && k != "strict" && k != "description") fail(key, ": json_schema: unknown field '", k, "'");
+    if ((k == "name" || k == "description") && !v.is_string()) fail(key, ": json_schema: ", k, " must be a string");
+    if (k == "strict" && !v.is_boolean()) fail(key, ": json_schema: strict must be true or false");
+  }
+  nlohmann::ordered_json schema;
+  try {  // ordered_json keeps a repeated key's first value, json its last: the two readings may differ
+    schema = nlohmann::ordered_json::parse(request).at(key).at("json_schema").at("schema");
+  } catch (const nlohmann::ordered_json::exception&) {
+    fail(key, ": json_schema: the request's text gives response_format more than once");
+  }
+  try {
+    JsonSchema compiled(schema);
+  } catch (const Error& e) {
+    fail(key, ": json_schema: ", e.what());
+  }
+  p.format = ResponseFormat::JsonSchema;
+  p.json_schema = schema.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace skein::json_fields

@@ -126,7 +126,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   }
   r.sampling = limits.defaults;
   if (j.contains("response_format") && !j["response_format"].is_null())
-    r.sampling.format = json_fields::response_format(j["response_format"], "response_format");
+    json_fields::response_format(j["response_format"], body, "response_format", r.sampling);
   // A chat reply ends at the chat format's stop strings ("\n\n" by default), a JSON reply where its
   // object closes: whitespace inside the object may hold a blank line.
   if (chat && r.sampling.format == ResponseFormat::Text) r.sampling.stop = chat_cfg.stop;

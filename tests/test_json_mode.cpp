@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <random>
 
 #include "common/error.h"
 #include "coordinator/json_constraint.h"
 #include "coordinator/json_grammar.h"
+#include "coordinator/json_schema.h"
 #include "model/bpe_tokenizer.h"
 #include "model/tokenizer.h"
 #include "tests/server_harness.h"
@@ -216,10 +218,11 @@ const std::vector<std::string> kPrefixes = {"", " ", "\n  ", "{", "{\"", "{\"na"
                                             "{\"a\": \"\xe2\x82", "{\"a\": 1", "{\"a\": -0", "{\"a\": 1.5e", "{\"a\": [tr", "{\"a\": [1, {\"b\": nu",
                                             "{\"a\": {}", "{\"a\": [\n    "};
 
-void expect_masks_match_token_checks(JsonVocabulary& v, const Tokenizer& tok) {
-  for (const std::string& prefix : kPrefixes) {
+void expect_masks_match_token_checks(JsonVocabulary& v, const Tokenizer& tok, const JsonRecognizer& start = {},
+                                     const std::vector<std::string>& prefixes = kPrefixes) {
+  for (const std::string& prefix : prefixes) {
     SCOPED_TRACE(prefix);
-    JsonRecognizer state;
+    JsonRecognizer state = start;
     ASSERT_TRUE(state.push(prefix));
     const std::vector<uint64_t> mask = v.allowed(state);
     ASSERT_EQ(mask.size(), (size_t(v.vocab()) + 63) / 64);
@@ -270,6 +273,199 @@ TEST(JsonVocabulary, AVocabularyWithoutEverySingleByteIsRefused) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "JSON mode needs a token for every single byte, and the list vocabulary has none for byte 0x7d");
   }
+}
+
+// A schema with every kind the subset has: properties in order, an integer, an enum, an array of
+// numbers, a boolean, a nullable string, a nested object, and a part of any shape.
+const char* kGooseSchema = R"({"type": "object", "title": "goose",
+  "properties": {"name": {"type": "string", "description": "what it is called"}, "age": {"type": "integer"},
+                 "kind": {"enum": ["goose", "duck", "swan"]}, "weights": {"type": "array", "items": {"type": "number"}},
+                 "wild": {"type": "boolean"}, "owner": {"type": ["string", "null"]},
+                 "nest": {"type": "object", "properties": {"eggs": {"type": "integer"}, "at": {"enum": [1, 10, 100, null]}},
+                          "required": ["eggs", "at"], "additionalProperties": false},
+                 "notes": {}, "empty": {"type": "object", "properties": {}}},
+  "required": ["name", "age", "kind", "weights", "wild", "owner", "nest", "notes", "empty"], "additionalProperties": false})";
+
+nlohmann::ordered_json goose_schema() { return nlohmann::ordered_json::parse(kGooseSchema); }
+
+// `value` is one of the texts the subset's `schema` allows (the test's own reading of it).
+bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& schema) {
+  if (schema.contains("enum")) {
+    for (auto& e : schema["enum"])
+      if (e == v) return true;
+    return false;
+  }
+  if (!schema.contains("type")) return true;
+  std::vector<std::string> types;
+  if (schema["type"].is_array()) for (auto& t : schema["type"]) types.push_back(t);
+  else types.push_back(schema["type"]);
+  for (const std::string& t : types) {
+    if (t == "null" && v.is_null()) return true;
+    if (t == "string" && v.is_string()) return true;
+    if (t == "boolean" && v.is_boolean()) return true;
+    // An integer too long for 64 bits is read as an integral double.
+    if (t == "integer" && (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()))) return true;
+    if (t == "number" && v.is_number()) return true;
+    if (t == "array" && v.is_array()) {
+      for (auto& e : v)
+        if (!conforms(e, schema.value("items", nlohmann::ordered_json::object()))) return false;
+      return true;
+    }
+    if (t == "object" && v.is_object()) {
+      const auto& props = schema["properties"];
+      if (v.size() != props.size()) return false;
+      auto it = v.begin();
+      for (auto p = props.begin(); p != props.end(); ++p, ++it)
+        if (it.key() != p.key() || !conforms(it.value(), p.value())) return false;
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
+  const JsonSchema goose(goose_schema());
+  const JsonSchema::Node& root = goose.node(goose.root());
+  EXPECT_EQ(root.keys, (std::vector<std::string>{"\"name\"", "\"age\"", "\"kind\"", "\"weights\"", "\"wild\"", "\"owner\"", "\"nest\"", "\"notes\"", "\"empty\""}));
+  EXPECT_EQ(goose.node(root.children[2]).values, (std::vector<std::string>{"\"goose\"", "\"duck\"", "\"swan\""}));
+  EXPECT_TRUE(goose.node(root.children[5]).nullable);
+  EXPECT_EQ(root.children[7], 0);  // {}: any value
+  EXPECT_NE(JsonSchema(goose_schema()).id(), goose.id());
+  auto object = [](const std::string& props, const std::string& required) {
+    return R"({"type": "object", "properties": )" + props + R"(, "required": )" + required + "}";
+  };
+  for (auto [schema, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"type": "array", "items": {}})", R"(schema: the root must be {"type": "object", ...})"},
+           {R"({"type": ["object", "null"], "properties": {}})", R"(schema: the root must be {"type": "object", ...})"},
+           {"[1]", "schema: must be a JSON object (a schema)"},
+           {object(R"({"a": {"type": "strin"}})", R"(["a"])"), R"(schema/properties/a/type: "strin" is not one of object, array, string, number, integer, boolean, null)"},
+           {object(R"({"a": {"anyOf": [{"type": "string"}]}})", R"(["a"])"), "schema/properties/a: 'anyOf' is not supported"},
+           {object(R"({"a": {"type": "integer", "minimum": 0}})", R"(["a"])"), "schema/properties/a: 'minimum' is not supported"},
+           {object(R"({"a": {"type": "string"}})", R"(["a", "b"])"), R"(schema/required: "b" is not a property of this object)"},
+           {object(R"({"a": {"type": "string"}, "b": {"type": "string"}})", R"(["a"])"),
+            "schema/required: 'b' is missing: every property is written, so every one must be required"},
+           {object(R"({"a": {"type": ["string", "number"]}})", R"(["a"])"), R"(schema/properties/a/type: a list of types must be one type, or one type and "null")"},
+           {object(R"({"a": {"enum": []}})", R"(["a"])"), "schema/properties/a/enum: must be an array of 1 to 64 values"},
+           {object(R"({"a": {"enum": [1], "const": 1}})", R"(["a"])"), "schema/properties/a: give enum or const, not both"},
+           {object(R"({"a": {"type": "string", "items": {}}})", R"(["a"])"), R"(schema/properties/a: items needs "type": "array")"},
+           {object(R"({"a": {"type": "array", "items": 3}})", R"(["a"])"), "schema/properties/a/items: must be a JSON object (a schema)"},
+           {R"({"type": "object", "properties": {}, "additionalProperties": {"type": "string"}})", "schema/additionalProperties: only true or false is supported"},
+       }) {
+    SCOPED_TRACE(schema);
+    try {
+      JsonSchema compiled(nlohmann::ordered_json::parse(schema));
+      ADD_FAILURE() << "compiled";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), message);
+    }
+  }
+  std::string deep = R"({"type": "object", "properties": {}})";
+  for (int i = 0; i < JsonSchema::kMaxNesting + 1; ++i) deep = R"({"type": "object", "properties": {"a": )" + deep + R"(}, "required": ["a"]})";
+  EXPECT_THROW(JsonSchema(nlohmann::ordered_json::parse(deep)), Error);
+}
+
+TEST(JsonGrammar, ASchemaAllowsItsTextsAndRefusesTheFirstByteOfAnyOther) {
+  const JsonSchema goose(goose_schema());
+  const std::string fine = R"({"name": "Gus", "age": 3, "kind": "goose", "weights": [4.5, -1e2, 7], "wild": true, "owner": null,)"
+                           R"( "nest": {"eggs": 5, "at": 10}, "notes": [{"any": "thing"}, null], "empty": {}})";
+  for (const std::string& text :
+       {fine, std::string(R"({"name":"","age":-0,"kind":"swan","weights":[],"wild":false,"owner":"Ann","nest":{"eggs":0,"at":null},"notes":7,"empty":{ }})"),
+        std::string("{\n  \"name\": \"x\",\n  \"age\": 1,\n  \"kind\": \"duck\",\n  \"weights\": [\n    1\n  ],\n  \"wild\": true,\n  \"owner\": null,\n"
+                    "  \"nest\": {\n    \"eggs\": 2,\n    \"at\": 1\n  },\n  \"notes\": \"\",\n  \"empty\": {\n  }\n}")}) {
+    SCOPED_TRACE(text);
+    JsonRecognizer r(goose);
+    ASSERT_TRUE(r.push(text)) << "refused at byte " << [&] {
+      JsonRecognizer q(goose);
+      for (size_t i = 0; i < text.size(); ++i)
+        if (!q.push(uint8_t(text[i]))) return i;
+      return text.size();
+    }();
+    EXPECT_TRUE(r.complete());
+    EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), goose_schema()));
+  }
+  // Each case: where `fine` is changed, and the byte that can then not come.
+  auto refused_at = [&](const std::string& text) {
+    JsonRecognizer r(goose);
+    for (size_t i = 0; i < text.size(); ++i)
+      if (!r.push(uint8_t(text[i]))) return i;
+    return std::string::npos;
+  };
+  auto at = [&](const std::string& from, const std::string& to) {
+    std::string t = fine;
+    const size_t p = t.find(from);
+    t.replace(p, from.size(), to);
+    return std::pair{t, p};
+  };
+  for (auto [text, where, offset] : std::vector<std::tuple<std::string, std::string, size_t>>{
+           {at("\"name\"", "\"age\"").first, "a property out of order", 2},
+           {at("\"name\"", "\"nam\"").first, "a misspelt name", 5},
+           {at("\"age\": 3", "\"age\": 3.5").first, "an integer with a fraction", std::string("{\"name\": \"Gus\", \"age\": 3").size()},
+           {at("\"age\": 3", "\"age\": \"3\"").first, "a string for an integer", std::string("{\"name\": \"Gus\", \"age\": ").size()},
+           {at("\"goose\"", "\"geese\"").first, "a value outside the enum", std::string(R"({"name": "Gus", "age": 3, "kind": "g)").size()},
+           {at("\"wild\": true", "\"wild\": null").first, "null where it is not allowed", std::string(R"({"name": "Gus", "age": 3, "kind": "goose", "weights": [4.5, -1e2, 7], "wild": )").size()},
+           {at("\"at\": 10", "\"at\": 1000").first, "an enum number too long", fine.find("\"at\": 10") + 9},
+           {at("\"at\": 10", "\"at\": 2").first, "an enum number not listed", fine.find("\"at\": 10") + 6},
+           {at(", \"at\": 10", "").first, "a missing property", fine.find(", \"at\": 10")},
+           {at("\"notes\"", "\"extra\": 1, \"notes\"").first, "an extra property", fine.find("\"notes\"") + 1},
+           {at("\"empty\": {}", "\"empty\": {\"a\": 1}").first, "a property of an object that has none", fine.find("\"empty\": {") + 10},
+       }) {
+    SCOPED_TRACE(where);
+    EXPECT_EQ(refused_at(text), offset) << text;
+  }
+  JsonRecognizer r(goose);
+  EXPECT_FALSE(r.push(uint8_t('[')));  // the root is an object
+  EXPECT_TRUE(r.push(R"({"name": "x", "age": 1, "kind": "duck", "weights": [], "wild": true, "owner": null, "nest": {"eggs": 1, "at": 1)"));
+  EXPECT_TRUE(r.push(uint8_t('0')));  // 1 may go on to 10
+  EXPECT_TRUE(r.push(uint8_t('}')));  // and 10 ends there
+}
+
+// Random walks under the schema: never a dead end, and every completed text is one the schema allows.
+TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) {
+  const JsonSchema goose(goose_schema());
+  std::mt19937 rng(5);
+  const std::string alphabet = "{}[]:,\" \n\\-.0123456789eEtrufalsngodkwybcGx";
+  int completed = 0;
+  for (int walk = 0; walk < 1500; ++walk) {
+    JsonRecognizer r(goose);
+    std::string text;
+    for (int step = 0; step < 600 && !r.complete(); ++step) {
+      bool pushed = false;
+      for (int attempt = 0; attempt < 64 && !pushed; ++attempt) {
+        const uint8_t b = uint8_t(alphabet[rng() % alphabet.size()]);
+        if (r.push(b)) text += char(b), pushed = true;
+      }
+      for (int b = 0x20; b < 0x7f && !pushed; ++b)  // nothing of the alphabet went on: something else must
+        if (r.push(uint8_t(b))) text += char(b), pushed = true;
+      ASSERT_TRUE(pushed) << "no byte continues: " << text;
+    }
+    if (!r.complete()) continue;
+    ++completed;
+    const auto parsed = nlohmann::ordered_json::parse(text, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << text;
+    EXPECT_TRUE(conforms(parsed, goose_schema())) << text;
+  }
+  EXPECT_GT(completed, 100);
+}
+
+TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
+  const JsonSchema goose(goose_schema());
+  const WorldTokenizer world(shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt");
+  JsonVocabulary w(world, 65536);
+  expect_masks_match_token_checks(w, world, JsonRecognizer(goose),
+                                  {"", "{", "{\"na", "{\"name\": ", "{\"name\": \"x\", \"age\": 1", "{\"name\": \"x\", \"age\": 1, \"kind\": \"",
+                                   "{\"name\": \"x\", \"age\": 1, \"kind\": \"duck\", \"weights\": [", "{\"name\": \"x\", \"age\": 1, \"kind\": \"duck\", \"weights\": [], \"wild\": true, \"owner\": ",
+                                   "{\"name\": \"x\", \"age\": 1, \"kind\": \"duck\", \"weights\": [], \"wild\": true, \"owner\": null, \"nest\": {\"eggs\": 1, \"at\": 1"});
+  // The same state of two schemas is two cache entries: masks never cross schemas.
+  const auto a = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})");
+  const auto b = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]})");
+  ASSERT_TRUE(a->accept(world.encode("{\"")[0]));
+  ASSERT_TRUE(b->accept(world.encode("{\"")[0]));
+  const int32_t letter_a = world.encode("a")[0], letter_b = world.encode("b")[0];
+  EXPECT_TRUE((a->allowed()[size_t(letter_a) / 64] >> (letter_a % 64)) & 1);
+  EXPECT_FALSE((a->allowed()[size_t(letter_b) / 64] >> (letter_b % 64)) & 1);
+  EXPECT_TRUE((b->allowed()[size_t(letter_b) / 64] >> (letter_b % 64)) & 1);
+  EXPECT_FALSE((b->allowed()[size_t(letter_a) / 64] >> (letter_a % 64)) & 1);
+  EXPECT_EQ(w.constraint(ResponseFormat::Text, ""), nullptr);
 }
 
 TEST(JsonConstraint, FollowsTheTokensDrawnAndCompletesWithTheObject) {
@@ -393,14 +589,70 @@ TEST(JsonMode, AWorldVocabularyIsConstrainedTheSameOnTheCluster) {
   EXPECT_EQ(r.json()["choices"][0]["text"], want);
 }
 
+// json_schema: the schema's properties in its own order (the request's text is read again for it),
+// replies that close their object conform to the schema, alone, on the cluster, over TCP and from the
+// command line (--json-schema FILE), which all draw the same text for the same seed.
+TEST(JsonMode, SchemaRepliesConformOverHttpTcpAndTheCommandLine) {
+  const std::string model = shared_dir() + "/models/tiny-rwkv-7v0-834K.pth", dir = temp_dir();
+  write_file(dir + "/goose.json", kGooseSchema);
+  const std::string prompt = "The goose:";
+  CommandResult cli = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --json-schema " + dir +
+                                "/goose.json --seed 1 --temperature 0.7 --max-tokens 400 --prompt '" + prompt + "'");
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  const std::string reply = object_after(cli.output, prompt);
+  ASSERT_FALSE(reply.empty()) << cli.output;
+  EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(reply), goose_schema())) << reply;
+  write_file(dir + "/bad.json", R"({"type": "object", "properties": {"a": {"type": "string", "format": "date"}}, "required": ["a"]})");
+  CommandResult bad = run_skein("generate --model " + model + " --json-schema " + dir + "/bad.json --prompt x");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.output, "skein: error: " + dir + "/bad.json: schema/properties/a: 'format' is not supported\n");
+  // One line (TCP's framing), its keys still in the schema's order.
+  const std::string format = R"({"type": "json_schema", "json_schema": {"name": "goose", "strict": true, "schema": )" + goose_schema().dump() + "}}";
+  std::vector<std::string> first_texts;
+  for (int ranks : {1, 3}) {
+    SCOPED_TRACE(ranks);
+    Server server("", ranks, model);
+    ASSERT_GT(server.http_port(), 0) << server.output();
+    auto r = http_request(server.http_port(), "POST", "/v1/completions",
+                          R"({"prompt": ")" + prompt + R"(", "max_tokens": 400, "n": 4, "seed": 1, "temperature": 0.7, "response_format": )" + format + "}");
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json body = r.json();
+    std::vector<std::string> texts;
+    int complete = 0;
+    for (auto& c : body["choices"]) {
+      const std::string text = c["text"];
+      texts.push_back(text);
+      if (c["finish_reason"] != "stop") continue;
+      ++complete;
+      EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), goose_schema())) << text;
+    }
+    ASSERT_EQ(texts.size(), 4u);
+    EXPECT_EQ(texts[0], reply);  // sample 0 draws with the seed itself
+    EXPECT_GE(complete, 2);
+    Client tcp(server.port());
+    tcp.send(R"({"id": "g", "prompt": ")" + prompt + R"(", "max_tokens": 400, "seed": 1, "temperature": 0.7, "stream": false, "response_format": )" + format + "}");
+    auto events = tcp.until_done("g");
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back()["finish_reason"], "format_complete") << events.back().dump();
+    EXPECT_EQ(events.back()["text"], reply);
+    if (first_texts.empty()) first_texts = texts;
+    else EXPECT_EQ(texts, first_texts);
+  }
+}
+
 TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();
+  const std::string schema = R"({"type": "json_schema", "json_schema": {"name": "x", "schema": )";
   for (auto [format, message] :
-       {std::pair{R"({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}})",
-                  R"(response_format: json_schema is not supported; {"type": "json_object"} constrains the output to a JSON object)"},
-        {R"({"type": "xml"})", R"(response_format: type must be "text" or "json_object", got "xml")"},
-        {R"("json")", R"(response_format: must be {"type": "text"} or {"type": "json_object"})"},
+       {std::pair{schema + R"({}}})", std::string(R"(response_format: json_schema: schema: the root must be {"type": "object", ...})")},
+        {schema + R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}, "required": ["a"]}}})",
+         "response_format: json_schema: schema/properties/a: 'pattern' is not supported"},
+        {schema + R"({"type": "object", "properties": {"a": {"type": "string"}}}}})",
+         "response_format: json_schema: schema/required: 'a' is missing: every property is written, so every one must be required"},
+        {R"({"type": "json_schema", "json_schema": {"name": "x"}})", R"(response_format: json_schema must be {"name": ..., "schema": {...}})"},
+        {R"({"type": "xml"})", R"(response_format: type must be "text", "json_object" or "json_schema", got "xml")"},
+        {R"("json")", R"(response_format: must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}})"},
         {R"({"type": "json_object", "strict": true})", "response_format: unknown field 'strict'"}}) {
     auto r = http_request(server.http_port(), "POST", "/v1/chat/completions",
                           std::string(R"({"messages": [{"role": "user", "content": "x"}], "response_format": )") + format + "}");

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "coordinator/cluster_client.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/placement.h"
 #include "coordinator/strategy.h"
 #include "kernels/cpu/linear.h"
@@ -202,6 +203,21 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
   over(app->add_option("--seed", p.seed, "random seed for reproducible sampling")->capture_default_str(), [&p](Config& c) { c.sampling.seed = p.seed; });
   over(app->add_flag("--json", json_, "JSON mode: the output is one JSON object, and generation ends where it closes"),
        [](Config& c) { c.sampling.format = ResponseFormat::JsonObject; });
+  over(app->add_option("--json-schema", json_schema_, "JSON mode with a JSON Schema file: the output is one of its texts"),
+       [this](Config& c) {
+         std::ifstream f(json_schema_, std::ios::binary);
+         if (!f) fail(json_schema_, ": cannot open the JSON Schema file");
+         const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+         const auto schema = nlohmann::ordered_json::parse(text, nullptr, false);
+         if (schema.is_discarded()) fail(json_schema_, ": not valid JSON");
+         try {
+           JsonSchema compiled(schema);
+         } catch (const Error& e) {
+           fail(json_schema_, ": ", e.what());
+         }
+         c.sampling.format = ResponseFormat::JsonSchema;
+         c.sampling.json_schema = schema.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+       });
 }
 
 Config RunFlags::resolve() const {

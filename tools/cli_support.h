@@ -63,6 +63,7 @@ class RunFlags {
   Config flags_;  // values as parsed from the command line
   bool batch_invariant_ = false;
   bool json_ = false;
+  std::string json_schema_;
   std::vector<std::pair<CLI::Option*, std::function<void(Config&)>>> overrides_;
 };
 

@@ -19,12 +19,12 @@ void generate_batch(ModelHandle& model, const Tokenizer& tok, const std::vector<
   Scheduler sched(model, cfg.scheduler.micro_batch_tokens, cfg.scheduler.prefill_chunk, penalty_free_tokens(tok, model.dims().vocab));
   std::vector<std::vector<int32_t>> out(prompts.size());
   std::vector<std::string> reason(prompts.size());
-  std::optional<JsonVocabulary> json;  // JSON mode: one vocabulary's masks for every prompt
-  if (cfg.sampling.format == ResponseFormat::JsonObject) json.emplace(tok, model.dims().vocab);
+  std::optional<JsonVocabulary> json;  // JSON modes: one vocabulary's masks for every prompt
+  if (cfg.sampling.format != ResponseFormat::Text) json.emplace(tok, model.dims().vocab);
   for (size_t i = 0; i < prompts.size(); ++i) {
     ScheduledRequest r{tok.encode(prompts[i]), cfg.max_tokens, cfg.sampling, [&out, i](const SampledToken& t) { out[i].push_back(t.token); },
                        [&reason, i](const std::string& r) { reason[i] = r; }};
-    if (json) r.constraint = std::make_shared<JsonConstraint>(*json);
+    if (json) r.constraint = json->constraint(cfg.sampling.format, cfg.sampling.json_schema);
     sched.submit(std::move(r));
   }
   while (!sched.idle()) {

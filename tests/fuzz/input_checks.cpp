@@ -12,6 +12,7 @@
 #include "coordinator/config.h"
 #include "coordinator/eval_tasks.h"
 #include "coordinator/json_grammar.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/sampler.h"
 #include "coordinator/strategy.h"
 #include "model/architecture.h"
@@ -284,8 +285,8 @@ void strategy_text(std::string_view bytes) {
   }
 }
 
-void json_text(std::string_view bytes) {
-  JsonRecognizer r;
+namespace {
+void json_text_under(std::string_view bytes, JsonRecognizer r, const std::vector<std::string>& keys) {
   std::string text;
   for (char c : bytes) {
     const JsonRecognizer before = r;
@@ -296,15 +297,30 @@ void json_text(std::string_view bytes) {
     text += c;
     if (r.complete()) break;
     bool continues = false;
-    for (int b = 0x20; b < 0xc0 && !continues; ++b) {
+    for (int b = 0x20; b < 0xf5 && !continues; ++b) {
       JsonRecognizer probe = r;
       continues = b != 0x7f && probe.push(uint8_t(b));
     }
     expect(continues, "json text: no byte continues \"" + text.substr(0, 200) + "\"");
   }
   if (!r.complete()) return;
-  const auto parsed = nlohmann::json::parse(text, nullptr, false);
+  const auto parsed = nlohmann::ordered_json::parse(text, nullptr, false);
   expect(parsed.is_object(), "json text: accepted \"" + text.substr(0, 200) + "\", which a JSON parser does not read as an object");
+  if (keys.empty()) return;
+  std::vector<std::string> got;
+  for (auto& [k, v] : parsed.items()) got.push_back(k);
+  expect(got == keys, "json text: accepted \"" + text.substr(0, 200) + "\", whose properties are not the schema's");
+}
+}  // namespace
+
+void json_text(std::string_view bytes) {
+  json_text_under(bytes, JsonRecognizer(), {});
+  static const JsonSchema schema(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
+      "s": {"type": "string"}, "i": {"type": "integer"}, "n": {"type": ["number", "null"]}, "b": {"type": "boolean"},
+      "e": {"enum": ["x", 1, 10, null, [1], {"k": "é"}]}, "a": {"type": "array", "items": {"type": "object", "properties": {}}},
+      "o": {"type": "object", "properties": {"z": {}}, "required": ["z"]}, "any": {}},
+      "required": ["s", "i", "n", "b", "e", "a", "o", "any"]})"));
+  json_text_under(bytes, JsonRecognizer(schema), {"s", "i", "n", "b", "e", "a", "o", "any"});
 }
 
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {

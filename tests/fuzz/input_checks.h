@@ -38,9 +38,10 @@ void bpe_tokenizer_file(std::string_view bytes);
 // Text through the World and BPE tokenizers (from `shared_dir`/tokenizers) and Utf8Stream: World gives
 // the text back exactly, Utf8Stream passes valid UTF-8 through unchanged and never emits invalid UTF-8.
 void tokenizer_text(std::string_view bytes, const std::string& shared_dir);
-// Model output under JSON mode (coordinator/json_grammar.h), the bytes tried in turn: a refused byte is
-// dropped and leaves the recognizer as it was, no accepted prefix is a dead end (some printable or
-// continuation byte goes on), and an accepted text that completes is an object to a JSON parser.
+// Model output under JSON mode (coordinator/json_grammar.h), the bytes tried in turn, once for any JSON
+// object and once under a schema of every kind the subset has: a refused byte is dropped and leaves the
+// recognizer as it was, no accepted prefix is a dead end (some printable or UTF-8 byte goes on), and an
+// accepted text that completes is an object to a JSON parser, with the schema's properties in order.
 void json_text(std::string_view bytes);
 // A strategy string (coordinator/strategy.h).
 void strategy_text(std::string_view bytes);

@@ -90,7 +90,7 @@ test('logit_bias steers the choice as the package sends it', async () => {
   assert.equal(c.choices[0].message.content, 'BBB');
 });
 
-test('JSON mode replies are JSON object text, plain and streamed; json_schema is refused by name', async () => {
+test('JSON mode replies are JSON object text, plain and streamed; json_schema as the package sends it', async () => {
   const ask = { ...greedy, messages: [{ role: 'user', content: 'A goose, as JSON:' }], max_tokens: 30, response_format: { type: 'json_object' } };
   const r = await client.chat.completions.create(ask);
   const content = r.choices[0].message.content;
@@ -99,9 +99,12 @@ test('JSON mode replies are JSON object text, plain and streamed; json_schema is
   let text = '';
   for await (const chunk of await client.chat.completions.create({ ...ask, stream: true })) text += chunk.choices[0]?.delta?.content ?? '';
   assert.equal(text, content);
-  const schema = { type: 'json_schema', json_schema: { name: 'goose', schema: { type: 'object', properties: { name: { type: 'string' } } } } };
-  await assert.rejects(client.chat.completions.create({ ...ask, response_format: schema }),
-    (e) => e instanceof OpenAI.BadRequestError && /json_schema is not supported/.test(e.message));
+  const schema = { type: 'object', properties: { name: { type: 'string' }, age: { type: 'integer' } }, required: ['name', 'age'], additionalProperties: false };
+  const s = await client.chat.completions.create({ ...ask, response_format: { type: 'json_schema', json_schema: { name: 'goose', strict: true, schema } } });
+  assert.match(s.choices[0].message.content, /^\s*\{\s*"name"\s*:\s*"/);  // the schema's first property comes first
+  const unsupported = { ...schema, properties: { ...schema.properties, name: { type: 'string', pattern: '^G' } } };
+  await assert.rejects(client.chat.completions.create({ ...ask, response_format: { type: 'json_schema', json_schema: { name: 'goose', schema: unsupported } } }),
+    (e) => e instanceof OpenAI.BadRequestError && /schema\/properties\/name: 'pattern' is not supported/.test(e.message));
 });
 
 test('models are listed', async () => {
