@@ -49,6 +49,6 @@ void strategy_text(std::string_view bytes);
 // The check called `target` (the functions above, openai_body as openai_completion and openai_chat).
 void run_check(std::string_view target, std::string_view bytes, const std::string& shared_dir);
 inline constexpr const char* kTargets[] = {"checkpoint_file", "state_file", "api_line", "openai_completion", "openai_chat",
-                                           "eval_data_file", "config_file", "world_vocab_file", "bpe_tokenizer_file", "tokenizer_text", "strategy_text"};
+                                           "eval_data_file", "config_file", "world_vocab_file", "bpe_tokenizer_file", "tokenizer_text", "strategy_text", "json_text"};
 
 }  // namespace skein::fuzz
