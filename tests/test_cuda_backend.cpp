@@ -332,26 +332,33 @@ TEST_F(CudaBackendTest, TunedInitialStatesAndSlotCopiesOnAGpuStage) {
   }
 }
 
-// JSON mode where the last stage is a GPU: every draw bans the tokens outside the allowed mask (up to
-// 65,000 of a World-sized head per row), on the GPU sampler. Greedy replies equal the CPU's.
+// JSON mode (any object, and a schema's) where the last stage is a GPU: every draw bans the tokens
+// outside the allowed mask (up to 65,000 of a World-sized head per row), on the GPU sampler. Greedy
+// replies equal the CPU's.
 void json_mode_matches_the_cpu(const std::vector<std::string>& strategies) {
   const std::string dir = temp_dir(), model = dir + "/world.pth", world = "world:" + shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt";
   ASSERT_EQ(run_skein("make-model --arch v7 --layers 2 --embd 64 --vocab 65536 --seed 3 --dtype fp32 -o " + model).exit_code, 0);
+  const std::string schema = R"({"type": "object", "properties": {"answer": {"type": "string"}, "n": {"type": "integer"}}, "required": ["answer", "n"]})";
+  write_file(dir + "/schema.json", schema);
   const std::string prompt = "The answer:";
-  auto cli = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --tokenizer " + world + " --json --temperature 0 --max-tokens 24 --prompt '" +
-                       prompt + "'");
-  ASSERT_EQ(cli.exit_code, 0) << cli.output;
-  const std::string want = cli.output.substr(prompt.size(), cli.output.find("\n[") - prompt.size());
-  ASSERT_FALSE(want.empty()) << cli.output;
-  for (const std::string& strategy : strategies)
-    for (int ranks : {1, 3}) {
-      Server server("--tokenizer " + world + " --strategy '" + strategy + "'", ranks, model);
-      ASSERT_GT(server.http_port(), 0) << server.output();
-      const HttpReply r = http_request(server.http_port(), "POST", "/v1/completions",
-                                       R"({"prompt": ")" + prompt + R"(", "max_tokens": 24, "temperature": 0, "response_format": {"type": "json_object"}})");
-      ASSERT_EQ(r.status, 200) << r.body;
-      EXPECT_EQ(r.json()["choices"][0]["text"].get<std::string>(), want) << strategy << ", " << ranks << " ranks";
-    }
+  // Any object, then the schema's objects.
+  for (auto [flag, format] : {std::pair<std::string, std::string>{"--json", R"({"type": "json_object"})"},
+                              {"--json-schema " + dir + "/schema.json", R"({"type": "json_schema", "json_schema": {"name": "a", "schema": )" + schema + "}}"}}) {
+    auto cli = run_shell(std::string(SKEIN_BINARY) + " generate --model " + model + " --tokenizer " + world + " " + flag +
+                         " --temperature 0 --max-tokens 24 --prompt '" + prompt + "'");
+    ASSERT_EQ(cli.exit_code, 0) << cli.output;
+    const std::string want = cli.output.substr(prompt.size(), cli.output.find("\n[") - prompt.size());
+    ASSERT_FALSE(want.empty()) << cli.output;
+    for (const std::string& strategy : strategies)
+      for (int ranks : {1, 3}) {
+        Server server("--tokenizer " + world + " --strategy '" + strategy + "'", ranks, model);
+        ASSERT_GT(server.http_port(), 0) << server.output();
+        const HttpReply r = http_request(server.http_port(), "POST", "/v1/completions",
+                                         R"({"prompt": ")" + prompt + R"(", "max_tokens": 24, "temperature": 0, "response_format": )" + format + "}");
+        ASSERT_EQ(r.status, 200) << r.body;
+        EXPECT_EQ(r.json()["choices"][0]["text"].get<std::string>(), want) << flag << ", " << strategy << ", " << ranks << " ranks";
+      }
+  }
 }
 
 TEST_F(CudaBackendTest, JsonModeDrawsOnAGpuWhatItDrawsOnTheCpu) { json_mode_matches_the_cpu({"cuda fp32", "cpu fp32 *1 -> cuda:0 fp32"}); }
