@@ -83,7 +83,7 @@ GenerateResult generate(ModelHandle& model, int session, const Tokenizer& tok, c
     }
     if (step > 0) model.run(session, std::span<const int32_t>(&res.tokens.back(), 1), 1, logits.data());
     int32_t token = sampler.next(logits.data(), V, penalty_free, json ? json->allowed().data() : nullptr);
-    if (json && !json->accept(token)) fail("the model drew a token outside the requested JSON (are its logits finite?)");
+    if (json && !json->accept(token)) fail(kDrawnOutsideTheFormat);
     if (std::find(req.sampling.token_stop.begin(), req.sampling.token_stop.end(), token) != req.sampling.token_stop.end()) {
       res.finish_reason = "stop_token";
       break;

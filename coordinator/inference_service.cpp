@@ -260,9 +260,9 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     if (!tail.empty()) l->deliver(tail);
     auto now = Clock::now();
     l->summary.finish_reason = stopped ? "stop_string" : reason;
-    if (reason == "format_violation") {  // only non-finite logits make a sampler leave its mask
+    if (reason == "format_violation") {
       l->summary.finish_reason = "error";
-      l->summary.error = "the model drew a token outside the requested JSON (are its logits finite?)";
+      l->summary.error = kDrawnOutsideTheFormat;
     }
     l->summary.queue_ms = ms((l->started == Clock::time_point{} ? now : l->started) - l->submitted);
     if (l->have_first) {

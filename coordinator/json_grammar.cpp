@@ -118,29 +118,9 @@ bool JsonRecognizer::push(uint8_t byte) {
       }
       break;
     }
-    case Mode::Fixed: {
-      uint64_t next = 0;
-      bool ended = false;  // a candidate was whole before this byte
-      for (int c = 0; c < 64; ++c) {
-        if (!((candidates_ >> c) & 1)) continue;
-        const std::string_view text = fixed_text(c);
-        if (pos_ < text.size() && uint8_t(text[pos_]) == byte) next |= uint64_t(1) << c;
-        ended |= pos_ == text.size();
-      }
-      if (next) {
-        candidates_ = next;
-        ++pos_;
-        bool whole = false, longer = false;
-        for (int c = 0; c < 64; ++c)
-          if ((candidates_ >> c) & 1) (fixed_text(c).size() == pos_ ? whole : longer) = true;
-        if (whole && !longer) end_fixed();
-        ok = true;
-      } else if (ended) {  // a number value ("1" of 1 and 10) ended before this byte
-        end_fixed();
-        ok = push_structural(byte);
-      }
+    case Mode::Fixed:
+      ok = step_fixed(byte);
       break;
-    }
     default:
       ok = push_structural(byte);
   }
@@ -210,13 +190,7 @@ bool JsonRecognizer::push_structural(uint8_t byte) {
 bool JsonRecognizer::begin_value(uint8_t byte) {
   if (const JsonSchema::Node* n = schema_node(value_node_)) {
     using Kind = JsonSchema::Kind;
-    auto literal = [&](uint8_t which) {
-      mode_ = Mode::Literal;
-      aux_ = which;
-      lo_ = 1;
-      return true;
-    };
-    if (n->nullable && byte == 'n') return literal(2);
+    if (n->nullable && byte == 'n') return begin_literal(byte);
     switch (n->kind) {
       case Kind::Object: return byte == '{' && open(true, value_node_);
       case Kind::Array: return byte == '[' && open(false, value_node_);
@@ -226,8 +200,8 @@ bool JsonRecognizer::begin_value(uint8_t byte) {
         if (byte != '-' && !is_digit(byte)) return false;
         integer_ = n->kind == Kind::Integer;
         break;
-      case Kind::Boolean: return (byte == 't' || byte == 'f') && literal(byte == 't' ? 0 : 1);
-      case Kind::Null: return byte == 'n' && literal(2);
+      case Kind::Boolean: return (byte == 't' || byte == 'f') && begin_literal(byte);
+      case Kind::Null: return byte == 'n' && begin_literal(byte);
       case Kind::Enum: return begin_fixed(byte, false);
       case Kind::Any: break;
     }
@@ -245,6 +219,10 @@ bool JsonRecognizer::begin_value(uint8_t byte) {
     lo_ = byte == '-' ? 0 : 1;
     return true;
   }
+  return begin_literal(byte);
+}
+
+bool JsonRecognizer::begin_literal(uint8_t byte) {
   for (uint8_t i = 0; i < 3; ++i)
     if (byte == uint8_t(kLiterals[i][0])) {
       mode_ = Mode::Literal;
@@ -295,16 +273,31 @@ bool JsonRecognizer::begin_fixed(uint8_t byte, bool key) {
   if (key && props_[depth_ - 1] >= container()->keys.size()) return false;  // an object without properties
   key_ = key;
   const size_t n = key ? 1 : schema_node(value_node_)->values.size();
-  uint64_t candidates = 0;
-  for (size_t c = 0; c < n; ++c)
-    if (!fixed_text(int(c)).empty() && uint8_t(fixed_text(int(c))[0]) == byte) candidates |= uint64_t(1) << c;
-  if (!candidates) return false;
   mode_ = Mode::Fixed;
-  candidates_ = candidates;
-  pos_ = 1;
+  candidates_ = n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1;
+  pos_ = 0;
+  return step_fixed(byte);
+}
+
+bool JsonRecognizer::step_fixed(uint8_t byte) {
+  uint64_t next = 0;
+  bool ended = false;  // a candidate was whole before this byte
+  for (int c = 0; c < 64; ++c) {
+    if (!((candidates_ >> c) & 1)) continue;
+    const std::string_view text = fixed_text(c);
+    if (pos_ < text.size() && uint8_t(text[pos_]) == byte) next |= uint64_t(1) << c;
+    ended |= pos_ == text.size();
+  }
+  if (!next) {
+    if (!ended) return false;
+    end_fixed();  // a number value ("1" of 1 and 10) ended before this byte
+    return push_structural(byte);
+  }
+  candidates_ = next;
+  ++pos_;
   bool whole = false, longer = false;
-  for (size_t c = 0; c < n; ++c)
-    if ((candidates_ >> c) & 1) (fixed_text(int(c)).size() == 1 ? whole : longer) = true;
+  for (int c = 0; c < 64; ++c)
+    if ((candidates_ >> c) & 1) (fixed_text(c).size() == pos_ ? whole : longer) = true;
   if (whole && !longer) end_fixed();
   return true;
 }

@@ -74,7 +74,9 @@ class JsonRecognizer {
   // The schema node of the innermost container (null without a schema, or in a part of any shape).
   const JsonSchema::Node* container() const;
   const JsonSchema::Node* schema_node(uint8_t id) const { return schema_ && id ? &schema_->node(id) : nullptr; }
+  bool begin_literal(uint8_t byte);  // true, false or null, by its first letter
   bool begin_fixed(uint8_t byte, bool key);
+  bool step_fixed(uint8_t byte);
   std::string_view fixed_text(int candidate) const;
   void end_fixed();
 

@@ -7,6 +7,10 @@
 
 namespace skein {
 
+// Why a constrained generation failed when a drawn token broke its rule: only non-finite logits make a
+// sampler leave its mask.
+inline constexpr const char* kDrawnOutsideTheFormat = "the model drew a token outside the requested JSON (are its logits finite?)";
+
 class OutputConstraint {
  public:
   virtual ~OutputConstraint() = default;
