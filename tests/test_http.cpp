@@ -31,9 +31,12 @@ std::string config_file(const std::string& toml) {
   return path;
 }
 
-// Request "run" takes a one-slot server's only slot and keeps it (until cancelled).
+// Request "run" takes a one-slot server's only slot and keeps it until cancelled: 2^24 tokens, hours of
+// generation (4000 could end within a second on an idle machine, and a waiting request then ran). The
+// server's [server] section needs kHoldingCap.
+const char* kHoldingCap = "max_tokens_cap = 16777216\n";
 void hold_the_only_slot(Client& a) {
-  a.send(R"({"id": "run", "prompt": "Hello", "max_tokens": 4000})");
+  a.send(R"({"id": "run", "prompt": "Hello", "max_tokens": 16777216})");
   ASSERT_EQ(a.event()["event"], "delta");
 }
 
@@ -394,7 +397,7 @@ TEST(Http, BatchedPromptsAreEachWhatTheyGiveAlone) {
 
 // A batch the queue cannot take whole is refused whole: the prompts already queued are cancelled first.
 TEST(Http, ABatchTheQueueCannotHoldIsRefusedWhole) {
-  Server server("--config " + config_file("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 2\n"));
+  Server server("--config " + config_file(std::string("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 2\n") + kHoldingCap));
   ASSERT_GT(server.port(), 0) << server.output();
   Client a(server.port());
   ASSERT_NO_FATAL_FAILURE(hold_the_only_slot(a));
@@ -745,7 +748,7 @@ TEST(Http, LoadGeneratorLosesNothingOnTheCluster) {
 // A full queue answers "overloaded" at once (TCP and HTTP 429); a connection over its request limit is
 // told so; the running request is untouched.
 TEST(Http, FullQueueAndConnectionLimitsAreExplicit) {
-  Server server("--config " + config_file("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 1\nper_connection_requests = 2\n"));
+  Server server("--config " + config_file(std::string("[scheduler]\nmax_slots = 1\n[server]\nqueue_length = 1\nper_connection_requests = 2\n") + kHoldingCap));
   ASSERT_GT(server.port(), 0) << server.output();
   Client a(server.port());
   ASSERT_NO_FATAL_FAILURE(hold_the_only_slot(a));
