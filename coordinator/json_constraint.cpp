@@ -75,7 +75,7 @@ void JsonVocabulary::walk(int32_t node, const JsonRecognizer& state, std::vector
   for (int32_t c = nodes_[size_t(node)].first_child; c >= 0; c = nodes_[size_t(c)].next_sibling) {
     const Node& n = nodes_[size_t(c)];
     JsonRecognizer next = state;
-    if (!next.push(n.byte)) continue;
+    if (!next.advance(n.byte)) continue;
     for (int32_t i = n.tokens_begin; i < n.tokens_end; ++i) {
       const int32_t t = sorted_ids_[size_t(i)];
       mask[size_t(t) / 64] |= uint64_t(1) << (t % 64);

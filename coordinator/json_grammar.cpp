@@ -1,6 +1,8 @@
 #include "coordinator/json_grammar.h"
 
+#include <algorithm>
 #include <functional>
+#include <type_traits>
 
 namespace skein {
 
@@ -10,8 +12,18 @@ bool is_digit(uint8_t b) { return b >= '0' && b <= '9'; }
 bool is_hex(uint8_t b) { return is_digit(b) || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F'); }
 }  // namespace
 
-bool JsonRecognizer::push(uint8_t byte) {
-  const JsonRecognizer before = *this;
+static_assert(std::is_trivially_default_constructible_v<JsonReading> && std::is_trivially_copyable_v<JsonReading>,
+              "the recognizer keeps readings in a fixed array, copied only as far as they are used");
+
+JsonReading JsonReading::start(const JsonSchema* schema) {
+  JsonReading r{};  // zeros: Mode::Start, no containers open
+  r.schema_ = schema;
+  r.schema_id_ = schema ? schema->id() : 0;
+  r.value_node_ = schema ? schema->root() : 0;
+  return r;
+}
+
+bool JsonReading::push(uint8_t byte) {
   bool ok = false;
   switch (mode_) {
     case Mode::String:
@@ -124,17 +136,10 @@ bool JsonRecognizer::push(uint8_t byte) {
     default:
       ok = push_structural(byte);
   }
-  if (!ok) *this = before;
   return ok;
 }
 
-bool JsonRecognizer::push(std::string_view bytes) {
-  for (char c : bytes)
-    if (!push(uint8_t(c))) return false;
-  return true;
-}
-
-bool JsonRecognizer::push_structural(uint8_t byte) {
+bool JsonReading::push_structural(uint8_t byte) {
   if (byte == ' ' || byte == '\t' || byte == '\n' || byte == '\r') {
     if (byte == '\n' && whitespace_ == 0) whitespace_ = 2;
     else if (byte == ' ' && whitespace_ == 0) whitespace_ = 1;
@@ -178,7 +183,7 @@ bool JsonRecognizer::push_structural(uint8_t byte) {
       if (byte == ',') {
         mode_ = in_object() ? Mode::Key : Mode::Value;
         value_node_ = c ? c->children[0] : 0;
-        return true;
+        return !c || in_object() || depth_ + schema_->node(value_node_).min_depth <= kMaxDepth;  // room for one more item
       }
       return (byte == '}' || byte == ']') && close(byte == '}');
     }
@@ -187,7 +192,7 @@ bool JsonRecognizer::push_structural(uint8_t byte) {
   }
 }
 
-bool JsonRecognizer::begin_value(uint8_t byte) {
+bool JsonReading::begin_value(uint8_t byte) {
   if (const JsonSchema::Node* n = schema_node(value_node_)) {
     using Kind = JsonSchema::Kind;
     if (n->nullable && byte == 'n') return begin_literal(byte);
@@ -204,6 +209,7 @@ bool JsonRecognizer::begin_value(uint8_t byte) {
       case Kind::Null: return byte == 'n' && begin_literal(byte);
       case Kind::Enum: return begin_fixed(byte, false);
       case Kind::Any: break;
+      case Kind::Union: return false;  // none of its branches fits this deep (they are opened before a value)
     }
     if (n->kind == Kind::String && byte != '"') return false;
   }
@@ -222,7 +228,7 @@ bool JsonRecognizer::begin_value(uint8_t byte) {
   return begin_literal(byte);
 }
 
-bool JsonRecognizer::begin_literal(uint8_t byte) {
+bool JsonReading::begin_literal(uint8_t byte) {
   for (uint8_t i = 0; i < 3; ++i)
     if (byte == uint8_t(kLiterals[i][0])) {
       mode_ = Mode::Literal;
@@ -233,7 +239,7 @@ bool JsonRecognizer::begin_literal(uint8_t byte) {
   return false;
 }
 
-void JsonRecognizer::end_value() {
+void JsonReading::end_value() {
   mode_ = depth_ == 0 ? Mode::Done : Mode::AfterValue;
   aux_ = lo_ = hi_ = 0;
   whitespace_ = 0;
@@ -241,20 +247,20 @@ void JsonRecognizer::end_value() {
   value_node_ = 0;
 }
 
-bool JsonRecognizer::open(bool object, uint8_t node) {
-  if (depth_ >= kMaxDepth) return false;
+bool JsonReading::open(bool object, uint8_t node) {
+  const JsonSchema::Node* n = schema_node(node);
+  if (depth_ + (n ? n->min_depth : 1) > kMaxDepth) return false;  // its shortest text must fit too
   const uint64_t bit = uint64_t(1) << depth_;
   stack_ = object ? stack_ | bit : stack_ & ~bit;
   nodes_[depth_] = node;
   props_[depth_] = 0;
   ++depth_;
   mode_ = object ? Mode::KeyOrEnd : Mode::ValueOrEnd;
-  const JsonSchema::Node* n = schema_node(node);
   value_node_ = !object && n ? n->children[0] : 0;  // an array's items
   return true;
 }
 
-bool JsonRecognizer::close(bool object) {
+bool JsonReading::close(bool object) {
   if (depth_ == 0 || in_object() != object) return false;
   --depth_;
   stack_ &= (uint64_t(1) << depth_) - 1;  // levels above are unused (equal states compare equal)
@@ -263,13 +269,24 @@ bool JsonRecognizer::close(bool object) {
   return true;
 }
 
-const JsonSchema::Node* JsonRecognizer::container() const { return depth_ ? schema_node(nodes_[depth_ - 1]) : nullptr; }
+const JsonSchema::Node* JsonReading::pending_union() const {
+  const JsonSchema::Node* n = schema_node(value_node_);
+  return n && n->kind == JsonSchema::Kind::Union ? n : nullptr;
+}
 
-std::string_view JsonRecognizer::fixed_text(int candidate) const {
+bool JsonReading::choose(uint8_t node) {
+  if (schema_ && depth_ + schema_->node(node).min_depth > kMaxDepth) return false;
+  value_node_ = node;
+  return true;
+}
+
+const JsonSchema::Node* JsonReading::container() const { return depth_ ? schema_node(nodes_[depth_ - 1]) : nullptr; }
+
+std::string_view JsonReading::fixed_text(int candidate) const {
   return key_ ? std::string_view(container()->keys[props_[depth_ - 1]]) : std::string_view(schema_node(value_node_)->values[size_t(candidate)]);
 }
 
-bool JsonRecognizer::begin_fixed(uint8_t byte, bool key) {
+bool JsonReading::begin_fixed(uint8_t byte, bool key) {
   if (key && props_[depth_ - 1] >= container()->keys.size()) return false;  // an object without properties
   key_ = key;
   const size_t n = key ? 1 : schema_node(value_node_)->values.size();
@@ -279,7 +296,7 @@ bool JsonRecognizer::begin_fixed(uint8_t byte, bool key) {
   return step_fixed(byte);
 }
 
-bool JsonRecognizer::step_fixed(uint8_t byte) {
+bool JsonReading::step_fixed(uint8_t byte) {
   uint64_t next = 0;
   bool ended = false;  // a candidate was whole before this byte
   for (int c = 0; c < 64; ++c) {
@@ -302,7 +319,7 @@ bool JsonRecognizer::step_fixed(uint8_t byte) {
   return true;
 }
 
-void JsonRecognizer::end_fixed() {
+void JsonReading::end_fixed() {
   candidates_ = 0;
   pos_ = 0;
   if (!key_) return end_value();
@@ -312,13 +329,82 @@ void JsonRecognizer::end_fixed() {
   value_node_ = container()->children[props_[depth_ - 1]];
 }
 
-size_t JsonRecognizer::hash() const {
+size_t JsonReading::hash() const {
   uint64_t h = stack_;
   for (uint64_t v : {uint64_t(mode_), uint64_t(aux_), uint64_t(lo_), uint64_t(hi_), uint64_t(whitespace_), uint64_t(key_), uint64_t(surrogate_),
                      uint64_t(depth_), uint64_t(schema_id_), uint64_t(integer_), uint64_t(value_node_), uint64_t(pos_), candidates_})
     h = (h ^ v) * 0x100000001b3ULL;
   for (int d = 0; schema_ && d < depth_; ++d) h = (h ^ (uint64_t(nodes_[size_t(d)]) << 8 | props_[size_t(d)])) * 0x100000001b3ULL;
   return std::hash<uint64_t>{}(h);
+}
+
+JsonRecognizer::JsonRecognizer(const JsonSchema* schema) { add(JsonReading::start(schema)); }
+
+JsonRecognizer& JsonRecognizer::operator=(const JsonRecognizer& other) {
+  count_ = other.count_;
+  std::copy_n(other.readings_.begin(), count_, readings_.begin());
+  return *this;
+}
+
+bool JsonRecognizer::advance(uint8_t byte) {
+  if (count_ == 1) {  // the common case, in place
+    if (!readings_[0].push(byte)) return false;
+    if (readings_[0].pending_union()) {
+      const JsonReading r = readings_[0];
+      count_ = 0;
+      add(r);
+    }
+    return true;
+  }
+  std::array<JsonReading, kMaxReadings> was;
+  const uint8_t n = count_;
+  std::copy_n(readings_.begin(), n, was.begin());
+  count_ = 0;
+  for (uint8_t i = 0; i < n; ++i)
+    if (JsonReading r = was[i]; r.push(byte)) add(r);
+  return count_ > 0;
+}
+
+bool JsonRecognizer::push(uint8_t byte) {
+  const JsonRecognizer before = *this;
+  if (advance(byte)) return true;
+  *this = before;
+  return false;
+}
+
+bool JsonRecognizer::push(std::string_view bytes) {
+  for (char c : bytes)
+    if (!advance(uint8_t(c))) return false;
+  return true;
+}
+
+void JsonRecognizer::add(const JsonReading& r) {
+  if (const JsonSchema::Node* u = r.pending_union()) {
+    bool chosen = false;
+    for (uint8_t branch : u->children)
+      if (JsonReading b = r; b.choose(branch)) add(b), chosen = true;
+    if (chosen) return;
+    // No branch fits this deep: kept as it is, an array can still close (no value can begin).
+  }
+  for (uint8_t i = 0; i < count_; ++i)
+    if (readings_[i] == r) return;
+  if (count_ < kMaxReadings) readings_[count_++] = r;
+}
+
+bool JsonRecognizer::complete() const {
+  for (uint8_t i = 0; i < count_; ++i)
+    if (readings_[i].complete()) return true;
+  return false;
+}
+
+bool JsonRecognizer::operator==(const JsonRecognizer& other) const {
+  return count_ == other.count_ && std::equal(readings_.begin(), readings_.begin() + count_, other.readings_.begin());
+}
+
+size_t JsonRecognizer::hash() const {
+  size_t h = count_;
+  for (uint8_t i = 0; i < count_; ++i) h = (h ^ readings_[i].hash()) * 0x100000001b3ULL;
+  return h;
 }
 
 }  // namespace skein

@@ -13,7 +13,11 @@
 //   outside the BMP is written as its UTF-8 bytes).
 //
 // With a JsonSchema (coordinator/json_schema.h) it recognizes the texts of that schema: each object's
-// properties exactly and in order, arrays of their items, the allowed types and enum values.
+// properties exactly and in order, arrays of their items, the allowed types and enum values. Where an
+// anyOf allows several schemas, it follows one reading of the text per schema still possible (as a
+// nondeterministic automaton does), up to kMaxReadings at once; readings that arrive at the same state
+// merge, and one that cannot take a byte drops out. Beyond kMaxReadings the later ones are not followed:
+// the text stays one the schema allows, and the first alternatives stay open.
 #pragma once
 #include <array>
 #include <cstddef>
@@ -24,24 +28,28 @@
 
 namespace skein {
 
-class JsonRecognizer {
+// One reading of the text: where it is in the JSON grammar and in the schema. Trivially copyable and
+// constructible, so that the recognizer's fixed array of readings costs nothing where it is unused.
+class JsonReading {
  public:
   static constexpr int kMaxIndent = 32;
-  static constexpr int kMaxDepth = 64;
+  static constexpr int kMaxDepth = JsonSchema::kMaxTextDepth;
   static constexpr int kMaxIntegerDigits = 64;
 
-  JsonRecognizer() = default;  // any JSON object
-  explicit JsonRecognizer(const JsonSchema& schema) : schema_(&schema), schema_id_(schema.id()), value_node_(schema.root()) {}
-
-  // False, leaving the state as it was, when `byte` cannot continue the text read so far.
+  // Any JSON object, or the texts of `schema` (null for none).
+  static JsonReading start(const JsonSchema* schema);
+  // False, the reading then undefined, when `byte` cannot continue the text read so far.
   bool push(uint8_t byte);
-  // Every byte in turn; false (the state then undefined) at the first that cannot continue.
-  bool push(std::string_view bytes);
   // The top-level object is closed (only whitespace may follow).
   bool complete() const { return mode_ == Mode::Done; }
   int depth() const { return depth_; }
+  // The anyOf whose value comes next, to be replaced by one reading per branch (null for none).
+  const JsonSchema::Node* pending_union() const;
+  // This reading with the next value of `node` (a branch of its pending union); false when that
+  // value's shortest text would nest deeper than kMaxDepth.
+  bool choose(uint8_t node);
 
-  bool operator==(const JsonRecognizer&) const = default;
+  bool operator==(const JsonReading&) const = default;
   size_t hash() const;
 
  private:
@@ -80,22 +88,59 @@ class JsonRecognizer {
   std::string_view fixed_text(int candidate) const;
   void end_fixed();
 
-  Mode mode_ = Mode::Start;
-  uint8_t aux_ = 0, lo_ = 0, hi_ = 0;
-  uint8_t whitespace_ = 0;  // the whitespace since the last token: 0 none, 1 a space, 2 + k a newline and k indent bytes
-  bool key_ = false;
-  bool surrogate_ = false;  // a \u escape began with 'D': its second digit must be below 8
-  uint8_t depth_ = 0;
-  uint64_t stack_ = 0;  // bit d: level d+1 is an object (else an array)
+  Mode mode_;
+  uint8_t aux_, lo_, hi_;
+  uint8_t whitespace_;  // the whitespace since the last token: 0 none, 1 a space, 2 + k a newline and k indent bytes
+  bool key_;
+  bool surrogate_;  // a \u escape began with 'D': its second digit must be below 8
+  uint8_t depth_;
+  uint64_t stack_;  // bit d: level d+1 is an object (else an array)
   // With a schema: the node of each open container and, for an object, the property it is at; the node
   // of the value that comes next; the exact texts still possible in Fixed mode.
-  const JsonSchema* schema_ = nullptr;
-  uint32_t schema_id_ = 0;
-  bool integer_ = false;  // the number being read must be an integer
-  uint8_t value_node_ = 0;
-  uint16_t pos_ = 0;
-  uint64_t candidates_ = 0;
-  std::array<uint8_t, kMaxDepth> nodes_{}, props_{};  // levels at or above depth_ are 0
+  const JsonSchema* schema_;
+  uint32_t schema_id_;
+  bool integer_;  // the number being read must be an integer
+  uint8_t value_node_;
+  uint16_t pos_;
+  uint64_t candidates_;
+  std::array<uint8_t, kMaxDepth> nodes_, props_;  // levels at or above depth_ are 0
+};
+
+
+// The readings of the text still possible: what JSON mode asks "can this byte come next?".
+class JsonRecognizer {
+ public:
+  static constexpr int kMaxIndent = JsonReading::kMaxIndent;
+  static constexpr int kMaxDepth = JsonReading::kMaxDepth;
+  static constexpr int kMaxIntegerDigits = JsonReading::kMaxIntegerDigits;
+  static constexpr int kMaxReadings = 16;
+
+  JsonRecognizer() : JsonRecognizer(nullptr) {}  // any JSON object
+  explicit JsonRecognizer(const JsonSchema& schema) : JsonRecognizer(&schema) {}
+  JsonRecognizer(const JsonRecognizer& other) { *this = other; }
+  JsonRecognizer& operator=(const JsonRecognizer& other);
+
+  // False, leaving the state as it was, when `byte` cannot continue the text read so far.
+  bool push(uint8_t byte);
+  // As push, but the state is undefined after false (no copy kept: for callers that drop it then).
+  bool advance(uint8_t byte);
+  // Every byte in turn; false (the state then undefined) at the first that cannot continue.
+  bool push(std::string_view bytes);
+  // The top-level object is closed (only whitespace may follow).
+  bool complete() const;
+  int depth() const { return readings_[0].depth(); }  // of the first reading
+  int readings() const { return count_; }
+
+  bool operator==(const JsonRecognizer& other) const;
+  size_t hash() const;
+
+ private:
+  explicit JsonRecognizer(const JsonSchema* schema);
+  // Appends `r`, or its branches where a union's value comes next, unless it is there already.
+  void add(const JsonReading& r);
+
+  uint8_t count_ = 0;
+  std::array<JsonReading, kMaxReadings> readings_;  // [0, count_) are in use
 };
 
 }  // namespace skein

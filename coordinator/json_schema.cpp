@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <set>
+#include <string_view>
 
 #include "common/error.h"
 
@@ -11,7 +13,10 @@ namespace skein {
 namespace {
 std::atomic<uint32_t> next_schema_id{1};
 
+constexpr size_t kMaxBranches = 16;  // of one anyOf (the recognizer follows this many readings at once)
+
 std::string place(const std::string& where) { return where.empty() ? "schema" : "schema" + where; }
+std::string quoted(const nlohmann::ordered_json& v) { return v.dump().substr(0, 80); }
 
 JsonSchema::Kind kind_named(const nlohmann::ordered_json& t, const std::string& where) {
   static const std::pair<const char*, JsonSchema::Kind> kinds[] = {
@@ -27,18 +32,104 @@ JsonSchema::Kind kind_named(const nlohmann::ordered_json& t, const std::string& 
 
 JsonSchema::JsonSchema(const nlohmann::ordered_json& schema) : id_(next_schema_id++) {
   nodes_.emplace_back();  // 0: any value
+  places_.emplace_back();
+  document_ = &schema;
   root_ = compile(schema, "", 0);
+  document_ = nullptr;
   if (nodes_[root_].kind != Kind::Object || nodes_[root_].nullable) fail("schema: the root must be {\"type\": \"object\", ...}");
+  refuse_union_cycles();
+  settle_depths();
+  if (nodes_[root_].min_depth > kMaxTextDepth)
+    fail("schema: no JSON text nested at most ", kMaxTextDepth, " levels deep matches it (does a required property lead back to its own object?)");
+  targets_.clear();
+  places_.clear();
 }
 
-uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& where, int nesting) {
+uint8_t JsonSchema::add(Node n, const std::string& where, int into) {
+  if (into >= 0) {
+    nodes_[size_t(into)] = std::move(n);
+    return uint8_t(into);
+  }
+  if (nodes_.size() >= kMaxNodes) fail(place(where), ": the schema has more than ", kMaxNodes, " sub-schemas");
+  nodes_.push_back(std::move(n));
+  places_.push_back(where);
+  return uint8_t(nodes_.size() - 1);
+}
+
+// A $ref's node: its target compiled once (so a schema may refer to itself), following $refs to $refs.
+uint8_t JsonSchema::reference(const nlohmann::ordered_json& ref, const std::string& where, int nesting) {
+  std::string from = where, pointer;
+  const nlohmann::ordered_json* target = nullptr;
+  std::set<std::string> seen;
+  for (nlohmann::ordered_json r = ref;;) {
+    if (!r.is_string() || r.get<std::string>().empty() || r.get<std::string>()[0] != '#')
+      fail(place(from), "/$ref: ", quoted(r), " is not a reference into this schema (\"#\" or \"#/$defs/Name\")");
+    pointer = r.get<std::string>().substr(1);
+    try {
+      target = &document_->at(nlohmann::ordered_json::json_pointer(pointer));
+    } catch (const nlohmann::ordered_json::exception&) {
+      fail(place(from), "/$ref: ", quoted(r), " is not in the schema");
+    }
+    if (!seen.insert(pointer).second) fail(place(from), "/$ref: ", quoted(r), " leads only to $refs, in a circle");
+    if (!target->is_object() || !target->contains("$ref")) break;
+    r = (*target)["$ref"];
+    from = pointer;
+  }
+  if (auto it = targets_.find(pointer); it != targets_.end()) return it->second;
+  const uint8_t id = add(Node{}, pointer, -1);  // reserved before compiling, so the target may refer to itself
+  targets_[pointer] = id;
+  compile(*target, pointer, nesting + 1, id);
+  return id;
+}
+
+uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& where, int nesting, int into) {
   if (!s.is_object()) fail(place(where), ": must be a JSON object (a schema)");
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
-  static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment"};
-  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const"};
-  for (auto& [k, v] : s.items())
+  static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
+  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "$ref", "$defs", "definitions"};
+  std::vector<std::string> keywords;  // the known ones, except definitions
+  for (auto& [k, v] : s.items()) {
     if (!annotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
+    if (k == "$defs" || k == "definitions") {
+      if (!v.is_object()) fail(place(where), "/", k, ": must be an object of name -> schema");
+    } else if (known.count(k)) {
+      keywords.push_back(k);
+    }
+  }
+  for (const char* alone : {"$ref", "anyOf"})
+    if (s.contains(alone) && keywords.size() > 1)
+      fail(place(where), ": give ", alone, " without '", keywords[keywords[0] == alone ? 1 : 0], "' (put that in the schemas it names)");
+  if (s.contains("$ref")) return reference(s["$ref"], where, nesting);  // never `into`: reference() skips $refs to $refs
+
   Node n;
+  if (s.contains("anyOf")) {
+    const nlohmann::ordered_json& branches = s["anyOf"];
+    if (!branches.is_array() || branches.empty() || branches.size() > kMaxBranches)
+      fail(place(where), "/anyOf: must be an array of 1 to ", kMaxBranches, " schemas");
+    n.kind = Kind::Union;
+    for (size_t i = 0; i < branches.size(); ++i) {
+      const uint8_t b = compile(branches[i], where + "/anyOf/" + std::to_string(i), nesting + 1);
+      if (b == 0) return into < 0 ? 0 : add(Node{}, where, into);  // {} among them: any value
+      // A finished union among the branches adds its own (a $ref target still compiling cannot be seen
+      // into yet: the recognizer opens such nested unions as it meets them).
+      const std::vector<uint8_t> more = nodes_[b].kind == Kind::Union ? nodes_[b].children : std::vector<uint8_t>{b};
+      for (uint8_t m : more)
+        if (std::find(n.children.begin(), n.children.end(), m) == n.children.end()) n.children.push_back(m);
+    }
+    // X or null (how pydantic writes Optional[X]) is X made nullable: one reading instead of two.
+    if (n.children.size() == 2) {
+      for (int i = 0; i < 2; ++i) {
+        const Node& x = nodes_[n.children[size_t(i)]];
+        const Node& other = nodes_[n.children[size_t(1 - i)]];
+        if (other.kind == Kind::Null && x.kind != Kind::Any && x.kind != Kind::Union) {
+          Node nullable = x;
+          nullable.nullable = true;
+          return add(std::move(nullable), where, into);
+        }
+      }
+    }
+    return add(std::move(n), where, into);
+  }
   if (s.contains("enum") || s.contains("const")) {
     if (s.contains("enum") && s.contains("const")) fail(place(where), ": give enum or const, not both");
     const nlohmann::ordered_json values = s.contains("const") ? nlohmann::ordered_json::array({s["const"]}) : s["enum"];
@@ -51,14 +142,29 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     }
   } else if (s.contains("type")) {
     const nlohmann::ordered_json& t = s["type"];
-    if (t.is_array()) {  // one type, or one type and "null"
+    if (t.is_array()) {  // several types: a union, unless it is one type and "null"
       std::vector<Kind> kinds;
-      for (auto& e : t) kinds.push_back(kind_named(e, where));
-      const auto nulls = std::count(kinds.begin(), kinds.end(), Kind::Null);
-      if (kinds.empty() || kinds.size() > 2 || (kinds.size() == 2 && nulls != 1))
-        fail(place(where), "/type: a list of types must be one type, or one type and \"null\"");
-      n.nullable = kinds.size() == 2;
-      n.kind = kinds.size() == 2 && kinds[0] == Kind::Null ? kinds[1] : kinds[0];
+      for (auto& e : t)
+        if (const Kind k = kind_named(e, where); std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
+      if (kinds.empty()) fail(place(where), "/type: an empty list of types");
+      n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
+      n.kind = kinds[0];
+      if (kinds.size() > 1) {
+        for (const char* k : {"properties", "required", "additionalProperties", "items"})
+          if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
+        for (Kind k : kinds)
+          if (k == Kind::Object || k == Kind::Array)
+            fail(place(where), "/type: object and array may be listed only beside \"null\" (anyOf gives each its own schema)");
+        Node u;
+        u.kind = Kind::Union;
+        if (n.nullable) kinds.push_back(Kind::Null);
+        for (Kind k : kinds) {
+          Node one;
+          one.kind = k;
+          u.children.push_back(add(std::move(one), where, -1));
+        }
+        return add(std::move(u), where, into);
+      }
     } else {
       n.kind = kind_named(t, where);
     }
@@ -93,10 +199,41 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     n.children = std::move(children);
   }
   if (array) n.children.push_back(s.contains("items") ? compile(s["items"], where + "/items", nesting + 1) : uint8_t(0));
-  if (n.kind == Kind::Any && !n.nullable) return 0;  // {} (or annotations only): any value
-  if (nodes_.size() >= kMaxNodes) fail(place(where), ": the schema has more than ", kMaxNodes, " sub-schemas");
-  nodes_.push_back(std::move(n));
-  return uint8_t(nodes_.size() - 1);
+  if (n.kind == Kind::Any && !n.nullable && into < 0) return 0;  // {} (or annotations only): any value
+  return add(std::move(n), where, into);
+}
+
+// The least depths, from "unbounded" down to a fixed point (a $ref may make the node graph a cycle).
+void JsonSchema::settle_depths() {
+  for (Node& n : nodes_) n.min_depth = n.nullable ? 0 : n.kind == Kind::Object || n.kind == Kind::Union ? kUnbounded : n.kind == Kind::Array ? 1 : 0;
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (Node& n : nodes_) {
+      if (n.nullable || (n.kind != Kind::Object && n.kind != Kind::Union)) continue;
+      int depth = n.kind == Kind::Object ? 1 : kUnbounded;
+      for (uint8_t c : n.children) {
+        const int d = nodes_[c].min_depth;
+        depth = n.kind == Kind::Object ? (d == kUnbounded ? kUnbounded : std::max(depth, std::min(1 + d, int(kUnbounded)))) : std::min(depth, d);
+      }
+      if (depth < n.min_depth) n.min_depth = uint8_t(depth), changed = true;
+    }
+  }
+}
+
+// A union whose branch is (through $refs) itself, with no value in between, would be opened forever.
+void JsonSchema::refuse_union_cycles() const {
+  std::vector<uint8_t> state(nodes_.size(), 0);  // 0 unvisited, 1 on the path, 2 done
+  std::function<void(uint8_t)> visit = [&](uint8_t u) {
+    state[u] = 1;
+    for (uint8_t b : nodes_[u].children) {
+      if (nodes_[b].kind != Kind::Union || state[b] == 2) continue;
+      if (state[b] == 1) fail(place(places_[b]), "/anyOf: includes itself (through $ref) with no value in between");
+      visit(b);
+    }
+    state[u] = 2;
+  };
+  for (size_t u = 0; u < nodes_.size(); ++u)
+    if (nodes_[u].kind == Kind::Union && state[u] == 0) visit(uint8_t(u));
 }
 
 }  // namespace skein

@@ -1,11 +1,15 @@
 // A JSON Schema compiled for constrained generation (OpenAI's response_format json_schema): the subset
 // strict structured outputs use. An object writes every property, in the order the schema lists them
-// (read with nlohmann::ordered_json, which keeps it; so `required` must name them all); arrays hold `items`; `enum` and `const` give the exact values
-// allowed; `type` may pair one type with "null". Annotations (title, description, default, examples,
-// $schema, $comment) are ignored; any other keyword is refused by name and place, so a schema is never
-// silently loosened. A sub-schema of {} allows any JSON value.
+// (read with nlohmann::ordered_json, which keeps it; so `required` must name them all); arrays hold
+// `items`; `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
+// allows any of its schemas; `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at
+// another part, so schemas may be recursive, as pydantic writes nested and recursive models.
+// Annotations (title, description, default, examples, $schema, $comment, $id) are ignored; any other
+// keyword is refused by name and place, so a schema is never silently loosened. A sub-schema of {}
+// allows any JSON value.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -14,18 +18,23 @@ namespace skein {
 
 class JsonSchema {
  public:
-  enum class Kind : uint8_t { Any, Object, Array, String, Number, Integer, Boolean, Null, Enum };
+  enum class Kind : uint8_t { Any, Object, Array, String, Number, Integer, Boolean, Null, Enum, Union };
   struct Node {
     Kind kind = Kind::Any;
     bool nullable = false;            // "null" is allowed too
+    // The fewest containers a text of this node opens, one inside another (0 for a primitive or
+    // null; kUnbounded when no finite text matches): how deep a text must be allowed to go.
+    uint8_t min_depth = 0;
     std::vector<std::string> keys;    // Object: each property's name as JSON text (quoted), in order
-    std::vector<uint8_t> children;    // Object: each property's node; Array: its items' node
+    std::vector<uint8_t> children;    // Object: each property's node; Array: its items' node; Union: its branches
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text
   };
   static constexpr size_t kMaxNodes = 255;
   static constexpr size_t kMaxValues = 64;  // of one enum
   static constexpr int kMaxNesting = 32;
   static constexpr size_t kMaxText = 4096;  // bytes of a property name or an enum value, as JSON
+  static constexpr int kMaxTextDepth = 64;  // containers one inside another in a text (the recognizer's limit)
+  static constexpr uint8_t kUnbounded = 255;
 
   // Throws skein::Error "WHERE: problem", WHERE a JSON pointer into the schema ("/properties/age").
   // The root must be an object.
@@ -37,11 +46,21 @@ class JsonSchema {
   uint32_t id() const { return id_; }
 
  private:
-  uint8_t compile(const nlohmann::ordered_json& s, const std::string& where, int nesting);
+  // The node for `s`; `into` >= 0 fills that reserved node (the target of a $ref) instead of a new one.
+  uint8_t compile(const nlohmann::ordered_json& s, const std::string& where, int nesting, int into = -1);
+  uint8_t reference(const nlohmann::ordered_json& ref, const std::string& where, int nesting);
+  uint8_t add(Node n, const std::string& where, int into);
+  void settle_depths();
+  void refuse_union_cycles() const;
 
   std::vector<Node> nodes_;  // nodes_[0]: any value
   uint8_t root_ = 0;
   uint32_t id_;
+  // While compiling: the whole document ($ref targets are looked up in it), each $ref target's node,
+  // and where each node is in the schema (for errors found after compiling).
+  const nlohmann::ordered_json* document_ = nullptr;
+  std::map<std::string, uint8_t> targets_;
+  std::vector<std::string> places_;
 };
 
 }  // namespace skein

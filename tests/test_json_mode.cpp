@@ -288,10 +288,18 @@ const char* kGooseSchema = R"({"type": "object", "title": "goose",
 
 nlohmann::ordered_json goose_schema() { return nlohmann::ordered_json::parse(kGooseSchema); }
 
-// `value` is one of the texts the subset's `schema` allows (the test's own reading of it).
-bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& schema) {
-  if (schema.contains("enum")) {
-    for (auto& e : schema["enum"])
+// `value` is one of the texts the subset's `schema` allows (the test's own reading of it); `root` is the
+// document its $refs point into.
+bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& schema, const nlohmann::ordered_json& root) {
+  if (schema.contains("$ref"))
+    return conforms(v, root.at(nlohmann::ordered_json::json_pointer(schema["$ref"].get<std::string>().substr(1))), root);
+  if (schema.contains("anyOf")) {
+    for (auto& branch : schema["anyOf"])
+      if (conforms(v, branch, root)) return true;
+    return false;
+  }
+  if (schema.contains("enum") || schema.contains("const")) {
+    for (auto& e : schema.contains("const") ? nlohmann::ordered_json::array({schema["const"]}) : schema["enum"])
       if (e == v) return true;
     return false;
   }
@@ -308,20 +316,21 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
     if (t == "number" && v.is_number()) return true;
     if (t == "array" && v.is_array()) {
       for (auto& e : v)
-        if (!conforms(e, schema.value("items", nlohmann::ordered_json::object()))) return false;
+        if (!conforms(e, schema.value("items", nlohmann::ordered_json::object()), root)) return false;
       return true;
     }
     if (t == "object" && v.is_object()) {
-      const auto& props = schema["properties"];
+      const auto props = schema.value("properties", nlohmann::ordered_json::object());
       if (v.size() != props.size()) return false;
       auto it = v.begin();
       for (auto p = props.begin(); p != props.end(); ++p, ++it)
-        if (it.key() != p.key() || !conforms(it.value(), p.value())) return false;
+        if (it.key() != p.key() || !conforms(it.value(), p.value(), root)) return false;
       return true;
     }
   }
   return false;
 }
+bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& schema) { return conforms(v, schema, schema); }
 
 TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
   const JsonSchema goose(goose_schema());
@@ -339,12 +348,29 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {R"({"type": ["object", "null"], "properties": {}})", R"(schema: the root must be {"type": "object", ...})"},
            {"[1]", "schema: must be a JSON object (a schema)"},
            {object(R"({"a": {"type": "strin"}})", R"(["a"])"), R"(schema/properties/a/type: "strin" is not one of object, array, string, number, integer, boolean, null)"},
-           {object(R"({"a": {"anyOf": [{"type": "string"}]}})", R"(["a"])"), "schema/properties/a: 'anyOf' is not supported"},
            {object(R"({"a": {"type": "integer", "minimum": 0}})", R"(["a"])"), "schema/properties/a: 'minimum' is not supported"},
            {object(R"({"a": {"type": "string"}})", R"(["a", "b"])"), R"(schema/required: "b" is not a property of this object)"},
            {object(R"({"a": {"type": "string"}, "b": {"type": "string"}})", R"(["a"])"),
             "schema/required: 'b' is missing: every property is written, so every one must be required"},
-           {object(R"({"a": {"type": ["string", "number"]}})", R"(["a"])"), R"(schema/properties/a/type: a list of types must be one type, or one type and "null")"},
+           {object(R"({"a": {"type": ["string", "number"], "items": {}}})", R"(["a"])"), "schema/properties/a: 'items' needs one type (anyOf gives each type its own schema)"},
+           {object(R"({"a": {"type": ["string", "object"]}})", R"(["a"])"),
+            R"(schema/properties/a/type: object and array may be listed only beside "null" (anyOf gives each its own schema))"},
+           {object(R"({"a": {"type": []}})", R"(["a"])"), "schema/properties/a/type: an empty list of types"},
+           {object(R"({"a": {"anyOf": []}})", R"(["a"])"), "schema/properties/a/anyOf: must be an array of 1 to 16 schemas"},
+           {object(R"({"a": {"anyOf": [{"type": "string"}], "type": "string"}})", R"(["a"])"),
+            "schema/properties/a: give anyOf without 'type' (put that in the schemas it names)"},
+           {object(R"({"a": {"$ref": "#/$defs/B", "items": {}}})", R"(["a"])"),
+            "schema/properties/a: give $ref without 'items' (put that in the schemas it names)"},
+           {object(R"({"a": {"$ref": "#/$defs/B"}})", R"(["a"])"), R"(schema/properties/a/$ref: "#/$defs/B" is not in the schema)"},
+           {object(R"({"a": {"$ref": "https://example.com/b.json"}})", R"(["a"])"),
+            R"(schema/properties/a/$ref: "https://example.com/b.json" is not a reference into this schema ("#" or "#/$defs/Name"))"},
+           {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "required": ["a"], "$defs": {"A": {"$ref": "#/$defs/B"}, "B": {"$ref": "#/$defs/A"}}})",
+            R"(schema/$defs/B/$ref: "#/$defs/A" leads only to $refs, in a circle)"},
+           {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "required": ["a"], "$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "string"}]}}})",
+            "schema/$defs/A/anyOf: includes itself (through $ref) with no value in between"},
+           {R"({"type": "object", "properties": {"self": {"$ref": "#"}}, "required": ["self"]})",
+            "schema: no JSON text nested at most 64 levels deep matches it (does a required property lead back to its own object?)"},
+           {R"({"type": "object", "properties": {}, "$defs": []})", "schema/$defs: must be an object of name -> schema"},
            {object(R"({"a": {"enum": []}})", R"(["a"])"), "schema/properties/a/enum: must be an array of 1 to 64 values"},
            {object(R"({"a": {"enum": [1], "const": 1}})", R"(["a"])"), "schema/properties/a: give enum or const, not both"},
            {object(R"({"a": {"type": "string", "items": {}}})", R"(["a"])"), R"(schema/properties/a: items needs "type": "array")"},
@@ -419,14 +445,137 @@ TEST(JsonGrammar, ASchemaAllowsItsTextsAndRefusesTheFirstByteOfAnyOther) {
   EXPECT_TRUE(r.push(uint8_t('}')));  // and 10 ends there
 }
 
-// Random walks under the schema: never a dead end, and every completed text is one the schema allows.
-TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) {
-  const JsonSchema goose(goose_schema());
+// How pydantic writes models: nested ones in $defs, Optional[X] as anyOf X or null, a union of models
+// that share their first property (a discriminator), an enum by $ref, a list of types, and a model
+// that holds a list of itself.
+const char* kHouseholdSchema = R"({"type": "object", "title": "Household",
+  "$defs": {
+    "Cat": {"type": "object", "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer"}}, "required": ["kind", "lives"], "additionalProperties": false},
+    "Dog": {"type": "object", "properties": {"kind": {"const": "dog"}, "good": {"type": "boolean"}}, "required": ["kind", "good"], "additionalProperties": false},
+    "Color": {"enum": ["red", "green"], "type": "string", "title": "Color"},
+    "Room": {"type": "object", "properties": {"name": {"type": "string"}, "rooms": {"type": "array", "items": {"$ref": "#/$defs/Room"}}},
+             "required": ["name", "rooms"], "additionalProperties": false}},
+  "properties": {
+    "pet": {"anyOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]},
+    "nickname": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null, "title": "Nickname"},
+    "color": {"$ref": "#/$defs/Color"},
+    "size": {"type": ["integer", "string", "null"]},
+    "house": {"$ref": "#/$defs/Room"}},
+  "required": ["pet", "nickname", "color", "size", "house"], "additionalProperties": false})";
+
+nlohmann::ordered_json household_schema() { return nlohmann::ordered_json::parse(kHouseholdSchema); }
+
+TEST(JsonSchema, CompilesRefsAndUnionsAsPydanticWritesThem) {
+  const JsonSchema household(household_schema());
+  using Kind = JsonSchema::Kind;
+  const JsonSchema::Node& root = household.node(household.root());
+  ASSERT_EQ(root.children.size(), 5u);
+  const JsonSchema::Node& pet = household.node(root.children[0]);
+  ASSERT_EQ(pet.kind, Kind::Union);
+  ASSERT_EQ(pet.children.size(), 2u);
+  EXPECT_EQ(household.node(pet.children[0]).keys, (std::vector<std::string>{"\"kind\"", "\"lives\""}));
+  EXPECT_EQ(household.node(pet.children[1]).keys, (std::vector<std::string>{"\"kind\"", "\"good\""}));
+  const JsonSchema::Node& nickname = household.node(root.children[1]);  // one reading, not a union
+  EXPECT_EQ(nickname.kind, Kind::String);
+  EXPECT_TRUE(nickname.nullable);
+  EXPECT_EQ(household.node(root.children[2]).values, (std::vector<std::string>{"\"red\"", "\"green\""}));
+  EXPECT_EQ(household.node(root.children[3]).kind, Kind::Union);
+  EXPECT_EQ(household.node(root.children[3]).children.size(), 3u);
+  const JsonSchema::Node& house = household.node(root.children[4]);
+  ASSERT_EQ(house.kind, Kind::Object);
+  const JsonSchema::Node& rooms = household.node(house.children[1]);
+  EXPECT_EQ(rooms.children[0], root.children[4]);  // compiled once: a room's rooms are rooms
+  EXPECT_EQ(house.min_depth, 2);                   // {"name": "", "rooms": []}
+  EXPECT_EQ(root.min_depth, 3);
+}
+
+TEST(JsonGrammar, AUnionFollowsEveryReadingUntilOneRemains) {
+  const JsonSchema household(household_schema());
+  const std::string house = R"("house": {"name": "home", "rooms": [{"name": "hall", "rooms": []}]}})";
+  for (const std::string& text : {R"({"pet": {"kind": "cat", "lives": 9}, "nickname": null, "color": "red", "size": 3, )" + house,
+                                  R"({"pet": {"kind": "dog", "good": true}, "nickname": "Rex", "color": "green", "size": "big", )" + house,
+                                  R"({"pet": {"kind": "dog", "good": false}, "nickname": "", "color": "green", "size": null, )" + house}) {
+    SCOPED_TRACE(text);
+    JsonRecognizer r(household);
+    EXPECT_TRUE(r.push(text));
+    EXPECT_TRUE(r.complete());
+    EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), household_schema()));
+  }
+  JsonRecognizer r(household);
+  ASSERT_TRUE(r.push(R"({"pet": {"kind": ")"));
+  EXPECT_EQ(r.readings(), 2);  // a cat or a dog
+  ASSERT_TRUE(r.push(uint8_t('c')));
+  EXPECT_EQ(r.readings(), 1);
+  const JsonRecognizer cat = r;
+  EXPECT_TRUE(r.push(R"(at", "lives": )"));
+  EXPECT_FALSE(r.push(uint8_t('t')));  // a cat's lives are an integer
+  r = cat;
+  EXPECT_FALSE(r.push(R"(at", "good")"));  // and it has no "good"
+  r = JsonRecognizer(household);
+  ASSERT_TRUE(r.push(R"({"pet": {"kind": "dog", "good": true}, "nickname": null, "color": "red", "size": )"));
+  EXPECT_EQ(r.readings(), 3);  // an integer, a string or null
+  EXPECT_FALSE(r.push(uint8_t('t')));
+  EXPECT_FALSE(r.push(uint8_t('[')));
+  EXPECT_TRUE(r.push(uint8_t('1')));
+  EXPECT_EQ(r.readings(), 1);
+  EXPECT_FALSE(r.push(uint8_t('.')));  // an integer
+}
+
+// A recursive schema lets a text nest only as deep as it can still be closed within kMaxDepth.
+TEST(JsonGrammar, ARecursiveSchemaNestsOnlyAsDeepAsItCanClose) {
+  const JsonSchema household(household_schema());
+  JsonRecognizer r(household);
+  std::string text = R"({"pet": {"kind": "cat", "lives": 1}, "nickname": null, "color": "red", "size": 1, "house": )";
+  ASSERT_TRUE(r.push(text));
+  int rooms = 0;
+  for (const std::string room = R"({"name": "r", "rooms": [)";; ++rooms) {
+    JsonRecognizer next = r;
+    if (!next.push(room)) break;
+    r = next;
+    text += room;
+  }
+  // Each room opens two levels, its object and its rooms: inside the root, 31 rooms reach level 63, where
+  // one more room would need levels 64 and 65.
+  EXPECT_EQ(rooms, (JsonRecognizer::kMaxDepth - 1) / 2);
+  EXPECT_EQ(r.depth(), JsonRecognizer::kMaxDepth - 1);
+  JsonRecognizer probe = r;
+  EXPECT_FALSE(probe.push(uint8_t('{')));  // a room here could not hold its rooms
+  for (int i = 0; i < rooms; ++i) text += "]}";
+  text += "}";
+  ASSERT_TRUE(r.push(text.substr(text.size() - 2 * size_t(rooms) - 1)));
+  EXPECT_TRUE(r.complete());
+  const auto parsed = nlohmann::ordered_json::parse(text, nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded());
+  EXPECT_TRUE(conforms(parsed, household_schema()));
+}
+
+// More readings than the recognizer follows: it keeps the first, and still never dead-ends.
+TEST(JsonGrammar, UnionsBeyondTheReadingsFollowedStayWithinTheSchema) {
+  nlohmann::ordered_json outer = nlohmann::ordered_json::array();
+  for (int i = 0; i < 6; ++i) {
+    nlohmann::ordered_json inner = nlohmann::ordered_json::array();
+    for (int j = 0; j < 4; ++j) inner.push_back({{"type", "array"}, {"items", {{"enum", {10 * i + j}}}}});
+    outer.push_back({{"type", "array"}, {"items", {{"anyOf", inner}}}});
+  }
+  const nlohmann::ordered_json schema = {{"type", "object"}, {"properties", {{"m", {{"anyOf", outer}}}}}, {"required", {"m"}}};
+  const JsonSchema compiled(schema);
+  JsonRecognizer r(compiled);
+  ASSERT_TRUE(r.push(R"({"m": [[)"));
+  EXPECT_EQ(r.readings(), JsonRecognizer::kMaxReadings);  // of 6 x 4
+  EXPECT_TRUE(r.push(R"(10, 10], [11]]})"));
+  EXPECT_TRUE(r.complete());
+  r = JsonRecognizer(compiled);
+  EXPECT_FALSE(r.push(R"({"m": [[53)"));  // the last alternatives are not followed
+}
+
+// Random walks under schemas: never a dead end, and every completed text is one the schema allows.
+void expect_walks_conform(const nlohmann::ordered_json& schema, int walks, int at_least_completed) {
+  const JsonSchema compiled(schema);
   std::mt19937 rng(5);
-  const std::string alphabet = "{}[]:,\" \n\\-.0123456789eEtrufalsngodkwybcGx";
+  const std::string alphabet = "{}[]:,\" \n\\-.0123456789eEtrufalsngodkwybcGxhiemv";
   int completed = 0;
-  for (int walk = 0; walk < 1500; ++walk) {
-    JsonRecognizer r(goose);
+  for (int walk = 0; walk < walks; ++walk) {
+    JsonRecognizer r(compiled);
     std::string text;
     for (int step = 0; step < 600 && !r.complete(); ++step) {
       bool pushed = false;
@@ -442,10 +591,13 @@ TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) {
     ++completed;
     const auto parsed = nlohmann::ordered_json::parse(text, nullptr, false);
     ASSERT_FALSE(parsed.is_discarded()) << text;
-    EXPECT_TRUE(conforms(parsed, goose_schema())) << text;
+    EXPECT_TRUE(conforms(parsed, schema)) << text;
   }
-  EXPECT_GT(completed, 100);
+  EXPECT_GT(completed, at_least_completed);
 }
+
+TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
+TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
 
 TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
   const JsonSchema goose(goose_schema());
@@ -455,6 +607,11 @@ TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
                                   {"", "{", "{\"na", "{\"name\": ", "{\"name\": \"x\", \"age\": 1", "{\"name\": \"x\", \"age\": 1, \"kind\": \"",
                                    "{\"name\": \"x\", \"age\": 1, \"kind\": \"duck\", \"weights\": [", "{\"name\": \"x\", \"age\": 1, \"kind\": \"duck\", \"weights\": [], \"wild\": true, \"owner\": ",
                                    "{\"name\": \"x\", \"age\": 1, \"kind\": \"duck\", \"weights\": [], \"wild\": true, \"owner\": null, \"nest\": {\"eggs\": 1, \"at\": 1"});
+  const JsonSchema household(household_schema());  // states of several readings
+  expect_masks_match_token_checks(w, world, JsonRecognizer(household),
+                                  {"{\"pet\": ", "{\"pet\": {\"kind\": \"", "{\"pet\": {\"kind\": \"dog\", \"good\": true}, \"nickname\": ",
+                                   "{\"pet\": {\"kind\": \"dog\", \"good\": true}, \"nickname\": null, \"color\": \"red\", \"size\": ",
+                                   "{\"pet\": {\"kind\": \"dog\", \"good\": true}, \"nickname\": null, \"color\": \"red\", \"size\": 1, \"house\": {\"name\": \"a\", \"rooms\": ["});
   // The same state of two schemas is two cache entries: masks never cross schemas.
   const auto a = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})");
   const auto b = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]})");
@@ -638,6 +795,30 @@ TEST(JsonMode, SchemaRepliesConformOverHttpTcpAndTheCommandLine) {
     if (first_texts.empty()) first_texts = texts;
     else EXPECT_EQ(texts, first_texts);
   }
+}
+
+// A schema as pydantic writes it ($defs, $ref, anyOf, a recursive model) travels through the server
+// whole: every reply is a prefix of one of its texts, and a finished one is one of them.
+TEST(JsonMode, RefsAndUnionsConstrainRepliesOnTheServer) {
+  Server server("", 1, shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const std::string format = R"({"type": "json_schema", "json_schema": {"name": "household", "strict": true, "schema": )" + household_schema().dump() + "}}";
+  auto r = http_request(server.http_port(), "POST", "/v1/completions",
+                        R"({"prompt": "The household:", "max_tokens": 300, "n": 4, "seed": 3, "temperature": 0.7, "response_format": )" + format + "}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json body = r.json();
+  ASSERT_EQ(body["choices"].size(), 4u);
+  const JsonSchema household(household_schema());
+  int past_the_unions = 0;
+  for (auto& c : body["choices"]) {
+    const std::string text = c["text"];
+    JsonRecognizer recognizer(household);
+    EXPECT_TRUE(recognizer.push(text)) << text;
+    past_the_unions += text.find("\"house\"") != std::string::npos;
+    if (c["finish_reason"] == "stop") EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), household_schema())) << text;
+    else EXPECT_EQ(c["finish_reason"], "length");
+  }
+  EXPECT_GE(past_the_unions, 2);
 }
 
 TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {

@@ -321,6 +321,15 @@ void json_text(std::string_view bytes) {
       "o": {"type": "object", "properties": {"z": {}}, "required": ["z"]}, "any": {}},
       "required": ["s", "i", "n", "b", "e", "a", "o", "any"]})"));
   json_text_under(bytes, JsonRecognizer(schema), {"s", "i", "n", "b", "e", "a", "o", "any"});
+  // Unions (of objects sharing a first property, of types, of enums) and a recursive $ref.
+  static const JsonSchema unions(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
+      "u": {"anyOf": [{"type": "object", "properties": {"k": {"const": 1}, "x": {"type": "string"}}, "required": ["k", "x"]},
+                      {"type": "object", "properties": {"k": {"enum": [1, 2]}, "y": {"type": "array", "items": {"type": "integer"}}}, "required": ["k", "y"]},
+                      {"type": ["integer", "string", "null"]}, {"enum": [10, "a", true]}]},
+      "t": {"$ref": "#/$defs/T"}},
+      "required": ["u", "t"],
+      "$defs": {"T": {"type": "object", "properties": {"c": {"type": "array", "items": {"anyOf": [{"$ref": "#/$defs/T"}, {"type": "number"}]}}}, "required": ["c"]}}})"));
+  json_text_under(bytes, JsonRecognizer(unions), {"u", "t"});
 }
 
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {
