@@ -16,11 +16,11 @@ ApiClient::ApiClient(const std::string& host_port) {
   if (ec) fail("cannot connect to ", host_port, ": ", ec.message());
 }
 
-void ApiClient::send(const nlohmann::json& line) {
+void ApiClient::send(const nlohmann::ordered_json& line) {
   std::string s;
   try {
     s = line.dump() + "\n";
-  } catch (const nlohmann::json::type_error&) {
+  } catch (const nlohmann::ordered_json::type_error&) {
     fail("client: the request's text is not UTF-8 (the protocol carries JSON text)");
   }
   boost::system::error_code ec;
@@ -41,7 +41,7 @@ nlohmann::json ApiClient::next_event() {
   }
 }
 
-nlohmann::json ApiClient::generate(nlohmann::json request, const std::function<void(const std::string&)>& on_text) {
+nlohmann::json ApiClient::generate(nlohmann::ordered_json request, const std::function<void(const std::string&)>& on_text) {
   if (!request.contains("id")) request["id"] = "1";
   if (request.value("n", 1) != 1) fail("ApiClient::generate streams one sample; read the events of an \"n\" request with next_event()");
   std::string id = request["id"];

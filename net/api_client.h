@@ -13,11 +13,13 @@ class ApiClient {
  public:
   // Connects to HOST:PORT; throws skein::Error naming the address on failure.
   explicit ApiClient(const std::string& host_port);
-  void send(const nlohmann::json& line);
+  // Requests are ordered_json, so a JSON Schema's properties keep their order (it is the output's order);
+  // a plain nlohmann::json converts.
+  void send(const nlohmann::ordered_json& line);
   nlohmann::json next_event();  // blocks; throws skein::Error when the server closes the connection
   // Sends one request and streams its text; returns the request's final event (done or error). One
   // sample: a request with "n" > 1 ends with a final event per sample, for next_event() to read.
-  nlohmann::json generate(nlohmann::json request, const std::function<void(const std::string&)>& on_text = {});
+  nlohmann::json generate(nlohmann::ordered_json request, const std::function<void(const std::string&)>& on_text = {});
 
  private:
   boost::asio::io_context io_;

@@ -792,6 +792,11 @@ TEST(JsonMode, SchemaRepliesConformOverHttpTcpAndTheCommandLine) {
     ASSERT_FALSE(events.empty());
     EXPECT_EQ(events.back()["finish_reason"], "format_complete") << events.back().dump();
     EXPECT_EQ(events.back()["text"], reply);
+    // The command-line client sends the schema file with its properties in order.
+    CommandResult client = run_skein("client --server 127.0.0.1:" + std::to_string(server.port()) + " --json-schema " + dir +
+                                     "/goose.json --seed 1 --temperature 0.7 --max-tokens 400 --prompt '" + prompt + "'");
+    EXPECT_EQ(client.exit_code, 0) << client.output;
+    EXPECT_EQ(object_after(client.output, prompt), reply) << client.output;
     if (first_texts.empty()) first_texts = texts;
     else EXPECT_EQ(texts, first_texts);
   }

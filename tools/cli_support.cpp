@@ -205,19 +205,23 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
        [](Config& c) { c.sampling.format = ResponseFormat::JsonObject; });
   over(app->add_option("--json-schema", json_schema_, "JSON mode with a JSON Schema file: the output is one of its texts"),
        [this](Config& c) {
-         std::ifstream f(json_schema_, std::ios::binary);
-         if (!f) fail(json_schema_, ": cannot open the JSON Schema file");
-         const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-         const auto schema = nlohmann::ordered_json::parse(text, nullptr, false);
-         if (schema.is_discarded()) fail(json_schema_, ": not valid JSON");
-         try {
-           JsonSchema compiled(schema);
-         } catch (const Error& e) {
-           fail(json_schema_, ": ", e.what());
-         }
          c.sampling.format = ResponseFormat::JsonSchema;
-         c.sampling.json_schema = schema.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+         c.sampling.json_schema = read_json_schema_file(json_schema_).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
        });
+}
+
+nlohmann::ordered_json read_json_schema_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail(path, ": cannot open the JSON Schema file");
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto schema = nlohmann::ordered_json::parse(text, nullptr, false);  // ordered: properties come in the file's order
+  if (schema.is_discarded()) fail(path, ": not valid JSON");
+  try {
+    JsonSchema compiled(schema);
+  } catch (const Error& e) {
+    fail(path, ": ", e.what());
+  }
+  return schema;
 }
 
 Config RunFlags::resolve() const {

@@ -3,6 +3,7 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,9 @@ std::string default_model_path();
 std::unique_ptr<Tokenizer> tokenizer_for(const std::string& spec, int vocab);
 // Generation stops at the tokenizer's end-of-text id unless stop tokens were given.
 void stop_at_end_of_text(SamplingParams& sampling, const Tokenizer& tok);
+// A JSON Schema file (--json-schema), its properties in the file's order; fails "PATH: problem" when
+// it cannot be read, is not JSON, or is outside the subset Skein serves.
+nlohmann::ordered_json read_json_schema_file(const std::string& path);
 
 // The flags that say which model runs and how; a --config file gives defaults and flags override it.
 class RunFlags {

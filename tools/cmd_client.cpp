@@ -3,14 +3,16 @@
 
 #include "common/error.h"
 #include "net/api_client.h"
+#include "tools/cli_support.h"
 #include "tools/commands.h"
 
 namespace skein::cli {
 
 void add_client_command(CLI::App& app) {
   struct Opts {
-    std::string server = "127.0.0.1:7700", prompt, token, session, model;
+    std::string server = "127.0.0.1:7700", prompt, token, session, model, json_schema;
     int max_tokens = -1, top_k = -1;
+    int64_t seed = -1;
     double temperature = -1, top_p = -1;
     std::vector<std::string> stop;
     bool no_stream = false, json = false;
@@ -23,23 +25,29 @@ void add_client_command(CLI::App& app) {
   c->add_option("--temperature", o->temperature, "0 = greedy (default: the server's)");
   c->add_option("--top-p", o->top_p, "nucleus cutoff (default: the server's)");
   c->add_option("--top-k", o->top_k, "0 disables (default: the server's)");
+  c->add_option("--seed", o->seed, "random seed for reproducible sampling (default: the server's)");
   c->add_option("--stop", o->stop, "stop string (repeatable)");
   c->add_flag("--no-stream", o->no_stream, "wait for the whole text");
   c->add_flag("--json", o->json, "JSON mode: the reply is one JSON object");
+  c->add_option("--json-schema", o->json_schema, "JSON mode with a JSON Schema file: the reply is one of its texts")->excludes("--json");
   c->add_option("--token", o->token, "the server's auth token");
   c->add_option("--session", o->session, "continue (or start) this named session on the server");
   c->add_option("--model", o->model, "one of the server's tuned states (`skein serve --tuned-state`), by name; default: the model");
   c->callback([o] {
-    nlohmann::json req = {{"id", "cli"}, {"prompt", o->prompt}, {"stream", !o->no_stream}};
+    nlohmann::ordered_json req = {{"id", "cli"}, {"prompt", o->prompt}, {"stream", !o->no_stream}};
     if (o->max_tokens >= 0) req["max_tokens"] = o->max_tokens;
     if (o->temperature >= 0) req["temperature"] = o->temperature;
     if (o->top_p >= 0) req["top_p"] = o->top_p;
     if (o->top_k >= 0) req["top_k"] = o->top_k;
+    if (o->seed >= 0) req["seed"] = o->seed;
     if (!o->stop.empty()) req["stop"] = o->stop;
     if (!o->token.empty()) req["auth"] = o->token;
     if (!o->session.empty()) req["session"] = o->session;
     if (!o->model.empty()) req["model"] = o->model;
     if (o->json) req["response_format"] = {{"type", "json_object"}};
+    if (!o->json_schema.empty())
+      req["response_format"] = {{"type", "json_schema"},
+                                {"json_schema", {{"name", "schema"}, {"strict", true}, {"schema", read_json_schema_file(o->json_schema)}}}};
     ApiClient client(o->server);
     std::cout << o->prompt << std::flush;
     auto done = client.generate(req, [](const std::string& t) { std::cout << t << std::flush; });
