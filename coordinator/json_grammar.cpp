@@ -27,6 +27,12 @@ bool JsonReading::push(uint8_t byte) {
   bool ok = false;
   switch (mode_) {
     case Mode::String:
+      if (const JsonSchema::Node* n = key_ ? nullptr : schema_node(value_node_); n && n->limited()) {
+        // pos_ counts the characters so far: each byte read in this mode but the closing quote begins one.
+        // Without a maximum it stops at the minimum, so that longer strings share one state (and mask).
+        if (byte == '"' ? pos_ < n->min_size : pos_ >= n->max_size) return false;
+        if (byte != '"' && (pos_ < n->min_size || n->max_size != JsonSchema::kNoLimit)) ++pos_;
+      }
       if (byte == '"') {
         if (key_) {  // a key of an object of any shape: its value may be anything
           key_ = false;
@@ -155,7 +161,12 @@ bool JsonReading::push_structural(uint8_t byte) {
     case Mode::Value:
       return begin_value(byte);
     case Mode::ValueOrEnd:
-      return byte == ']' ? close(false) : begin_value(byte);
+      if (byte == ']') return close(false);
+      if (const JsonSchema::Node* c = container(); c && c->limited()) {  // the first item
+        if (c->max_size == 0) return false;
+        props_[depth_ - 1] = 1;
+      }
+      return begin_value(byte);
     case Mode::KeyOrEnd:
       if (byte == '}') return (!container() || container()->keys.empty()) && close(true);
       [[fallthrough]];
@@ -181,6 +192,10 @@ bool JsonReading::push_structural(uint8_t byte) {
         return byte == '}' && last && close(true);
       }
       if (byte == ',') {
+        if (c && c->limited()) {  // an array that counts its items (props_ is unused by arrays otherwise)
+          if (props_[depth_ - 1] >= c->max_size) return false;
+          if (props_[depth_ - 1] < c->min_size || c->max_size != JsonSchema::kNoLimit) ++props_[depth_ - 1];  // as pos_ above
+        }
         mode_ = in_object() ? Mode::Key : Mode::Value;
         value_node_ = c ? c->children[0] : 0;
         return !c || in_object() || depth_ + schema_->node(value_node_).min_depth <= kMaxDepth;  // room for one more item
@@ -241,6 +256,7 @@ bool JsonReading::begin_literal(uint8_t byte) {
 
 void JsonReading::end_value() {
   mode_ = depth_ == 0 ? Mode::Done : Mode::AfterValue;
+  pos_ = 0;
   aux_ = lo_ = hi_ = 0;
   whitespace_ = 0;
   integer_ = false;
@@ -262,6 +278,7 @@ bool JsonReading::open(bool object, uint8_t node) {
 
 bool JsonReading::close(bool object) {
   if (depth_ == 0 || in_object() != object) return false;
+  if (const JsonSchema::Node* c = container(); !object && c && props_[depth_ - 1] < c->min_size) return false;  // minItems
   --depth_;
   stack_ &= (uint64_t(1) << depth_) - 1;  // levels above are unused (equal states compare equal)
   nodes_[depth_] = props_[depth_] = 0;

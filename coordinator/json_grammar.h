@@ -95,8 +95,10 @@ class JsonReading {
   bool surrogate_;  // a \u escape began with 'D': its second digit must be below 8
   uint8_t depth_;
   uint64_t stack_;  // bit d: level d+1 is an object (else an array)
-  // With a schema: the node of each open container and, for an object, the property it is at; the node
-  // of the value that comes next; the exact texts still possible in Fixed mode.
+  // With a schema: the node of each open container and, for an object, the property it is at (for an
+  // array with minItems or maxItems, the items begun); the node of the value that comes next; the exact
+  // texts still possible in Fixed mode; pos_: in Fixed mode the bytes matched, in a string with
+  // minLength or maxLength the characters so far.
   const JsonSchema* schema_;
   uint32_t schema_id_;
   bool integer_;  // the number being read must be an integer

@@ -5,6 +5,7 @@
 #include <functional>
 #include <set>
 #include <string_view>
+#include <tuple>
 
 #include "common/error.h"
 
@@ -86,7 +87,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (!s.is_object()) fail(place(where), ": must be a JSON object (a schema)");
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
   static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
-  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "$ref", "$defs", "definitions"};
+  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "$ref", "$defs", "definitions",
+                                              "minLength", "maxLength", "minItems", "maxItems"};
   std::vector<std::string> keywords;  // the known ones, except definitions
   for (auto& [k, v] : s.items()) {
     if (!annotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
@@ -150,7 +152,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
       n.kind = kinds[0];
       if (kinds.size() > 1) {
-        for (const char* k : {"properties", "required", "additionalProperties", "items"})
+        for (const char* k : {"properties", "required", "additionalProperties", "items", "minLength", "maxLength", "minItems", "maxItems"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
           if (k == Kind::Object || k == Kind::Array)
@@ -173,6 +175,19 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (!object && (s.contains("properties") || s.contains("required") || s.contains("additionalProperties")))
     fail(place(where), ": properties, required and additionalProperties need \"type\": \"object\"");
   if (!array && s.contains("items")) fail(place(where), ": items needs \"type\": \"array\"");
+  const bool string = n.kind == Kind::String;
+  for (auto [low, high, kind_ok, most, needs] : {std::tuple{"minLength", "maxLength", string, kMaxLength, "\"type\": \"string\""},
+                                                 std::tuple{"minItems", "maxItems", array, kMaxItems, "\"type\": \"array\""}}) {
+    for (const char* k : {low, high}) {
+      if (!s.contains(k)) continue;
+      if (!kind_ok) fail(place(where), ": ", k, " needs ", needs);
+      const nlohmann::ordered_json& v = s[k];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > int64_t(most))
+        fail(place(where), "/", k, ": must be an integer from 0 to ", most, ", got ", quoted(v));
+      (k == low ? n.min_size : n.max_size) = v.get<uint32_t>();
+    }
+    if (kind_ok && n.min_size > n.max_size) fail(place(where), ": ", low, " ", n.min_size, " is above ", high, " ", n.max_size);
+  }
   if (object) {
     const nlohmann::ordered_json props = s.value("properties", nlohmann::ordered_json::object());
     if (!props.is_object()) fail(place(where), "/properties: must be an object of name -> schema");
@@ -205,15 +220,17 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
 
 // The least depths, from "unbounded" down to a fixed point (a $ref may make the node graph a cycle).
 void JsonSchema::settle_depths() {
-  for (Node& n : nodes_) n.min_depth = n.nullable ? 0 : n.kind == Kind::Object || n.kind == Kind::Union ? kUnbounded : n.kind == Kind::Array ? 1 : 0;
+  // An array of minItems >= 1 is as deep as an object whose one property is its items.
+  auto as_object = [](const Node& n) { return n.kind == Kind::Object || (n.kind == Kind::Array && n.min_size > 0); };
+  for (Node& n : nodes_) n.min_depth = n.nullable ? 0 : as_object(n) || n.kind == Kind::Union ? kUnbounded : n.kind == Kind::Array ? 1 : 0;
   for (bool changed = true; changed;) {
     changed = false;
     for (Node& n : nodes_) {
-      if (n.nullable || (n.kind != Kind::Object && n.kind != Kind::Union)) continue;
-      int depth = n.kind == Kind::Object ? 1 : kUnbounded;
+      if (n.nullable || (!as_object(n) && n.kind != Kind::Union)) continue;
+      int depth = as_object(n) ? 1 : kUnbounded;
       for (uint8_t c : n.children) {
         const int d = nodes_[c].min_depth;
-        depth = n.kind == Kind::Object ? (d == kUnbounded ? kUnbounded : std::max(depth, std::min(1 + d, int(kUnbounded)))) : std::min(depth, d);
+        depth = as_object(n) ? (d == kUnbounded ? kUnbounded : std::max(depth, std::min(1 + d, int(kUnbounded)))) : std::min(depth, d);
       }
       if (depth < n.min_depth) n.min_depth = uint8_t(depth), changed = true;
     }

@@ -1,7 +1,8 @@
 // A JSON Schema compiled for constrained generation (OpenAI's response_format json_schema): the subset
 // strict structured outputs use. An object writes every property, in the order the schema lists them
 // (read with nlohmann::ordered_json, which keeps it; so `required` must name them all); arrays hold
-// `items`; `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
+// `items`; `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
+// items; `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas; `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at
 // another part, so schemas may be recursive, as pydantic writes nested and recursive models.
 // Annotations (title, description, default, examples, $schema, $comment, $id) are ignored; any other
@@ -18,6 +19,9 @@ namespace skein {
 
 class JsonSchema {
  public:
+  static constexpr uint32_t kNoLimit = UINT32_MAX;
+  static constexpr uint32_t kMaxLength = 65535;  // of minLength and maxLength
+  static constexpr uint32_t kMaxItems = 255;     // of minItems and maxItems
   enum class Kind : uint8_t { Any, Object, Array, String, Number, Integer, Boolean, Null, Enum, Union };
   struct Node {
     Kind kind = Kind::Any;
@@ -28,6 +32,9 @@ class JsonSchema {
     std::vector<std::string> keys;    // Object: each property's name as JSON text (quoted), in order
     std::vector<uint8_t> children;    // Object: each property's node; Array: its items' node; Union: its branches
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text
+    // String: characters (minLength, maxLength); Array: items (minItems, maxItems).
+    uint32_t min_size = 0, max_size = kNoLimit;
+    bool limited() const { return min_size > 0 || max_size != kNoLimit; }
   };
   static constexpr size_t kMaxNodes = 255;
   static constexpr size_t kMaxValues = 64;  // of one enum

@@ -309,12 +309,17 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
   else types.push_back(schema["type"]);
   for (const std::string& t : types) {
     if (t == "null" && v.is_null()) return true;
-    if (t == "string" && v.is_string()) return true;
+    if (t == "string" && v.is_string()) {
+      const std::string& text = v.get_ref<const std::string&>();
+      const auto characters = std::count_if(text.begin(), text.end(), [](char c) { return (uint8_t(c) & 0xc0) != 0x80; });
+      return characters >= schema.value("minLength", 0) && characters <= schema.value("maxLength", int64_t(1) << 40);
+    }
     if (t == "boolean" && v.is_boolean()) return true;
     // An integer too long for 64 bits is read as an integral double.
     if (t == "integer" && (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()))) return true;
     if (t == "number" && v.is_number()) return true;
     if (t == "array" && v.is_array()) {
+      if (int64_t(v.size()) < schema.value("minItems", 0) || int64_t(v.size()) > schema.value("maxItems", int64_t(1) << 40)) return false;
       for (auto& e : v)
         if (!conforms(e, schema.value("items", nlohmann::ordered_json::object()), root)) return false;
       return true;
@@ -371,6 +376,11 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {R"({"type": "object", "properties": {"self": {"$ref": "#"}}, "required": ["self"]})",
             "schema: no JSON text nested at most 64 levels deep matches it (does a required property lead back to its own object?)"},
            {R"({"type": "object", "properties": {}, "$defs": []})", "schema/$defs: must be an object of name -> schema"},
+           {object(R"({"a": {"type": "integer", "minLength": 1}})", R"(["a"])"), R"(schema/properties/a: minLength needs "type": "string")"},
+           {object(R"({"a": {"type": "array", "maxItems": -1}})", R"(["a"])"), "schema/properties/a/maxItems: must be an integer from 0 to 255, got -1"},
+           {object(R"({"a": {"type": "string", "maxLength": 70000}})", R"(["a"])"), "schema/properties/a/maxLength: must be an integer from 0 to 65535, got 70000"},
+           {object(R"({"a": {"type": "array", "minItems": 3, "maxItems": 2}})", R"(["a"])"), "schema/properties/a: minItems 3 is above maxItems 2"},
+           {object(R"({"a": {"type": ["string", "integer"], "maxLength": 2}})", R"(["a"])"), "schema/properties/a: 'maxLength' needs one type (anyOf gives each type its own schema)"},
            {object(R"({"a": {"enum": []}})", R"(["a"])"), "schema/properties/a/enum: must be an array of 1 to 64 values"},
            {object(R"({"a": {"enum": [1], "const": 1}})", R"(["a"])"), "schema/properties/a: give enum or const, not both"},
            {object(R"({"a": {"type": "string", "items": {}}})", R"(["a"])"), R"(schema/properties/a: items needs "type": "array")"},
@@ -446,18 +456,18 @@ TEST(JsonGrammar, ASchemaAllowsItsTextsAndRefusesTheFirstByteOfAnyOther) {
 }
 
 // How pydantic writes models: nested ones in $defs, Optional[X] as anyOf X or null, a union of models
-// that share their first property (a discriminator), an enum by $ref, a list of types, and a model
-// that holds a list of itself.
+// that share their first property (a discriminator), an enum by $ref, a list of types, a model that
+// holds a list of itself, and strings of bounded length.
 const char* kHouseholdSchema = R"({"type": "object", "title": "Household",
   "$defs": {
     "Cat": {"type": "object", "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer"}}, "required": ["kind", "lives"], "additionalProperties": false},
     "Dog": {"type": "object", "properties": {"kind": {"const": "dog"}, "good": {"type": "boolean"}}, "required": ["kind", "good"], "additionalProperties": false},
     "Color": {"enum": ["red", "green"], "type": "string", "title": "Color"},
-    "Room": {"type": "object", "properties": {"name": {"type": "string"}, "rooms": {"type": "array", "items": {"$ref": "#/$defs/Room"}}},
+    "Room": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "rooms": {"type": "array", "items": {"$ref": "#/$defs/Room"}}},
              "required": ["name", "rooms"], "additionalProperties": false}},
   "properties": {
     "pet": {"anyOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]},
-    "nickname": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null, "title": "Nickname"},
+    "nickname": {"anyOf": [{"type": "string", "maxLength": 20}, {"type": "null"}], "default": null, "title": "Nickname"},
     "color": {"$ref": "#/$defs/Color"},
     "size": {"type": ["integer", "string", "null"]},
     "house": {"$ref": "#/$defs/Room"}},
@@ -596,8 +606,53 @@ void expect_walks_conform(const nlohmann::ordered_json& schema, int walks, int a
   EXPECT_GT(completed, at_least_completed);
 }
 
+const char* kLimitsSchema = R"({"type": "object", "properties": {
+    "s": {"type": "string", "minLength": 2, "maxLength": 3},
+    "a": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 2},
+    "t": {"type": "array", "items": {"type": "string", "maxLength": 1}, "maxItems": 0},
+    "o": {"type": ["array", "null"], "items": {"type": "object", "properties": {}}, "minItems": 2}},
+  "required": ["s", "a", "t", "o"]})";
+
+TEST(JsonGrammar, LengthsAndItemCountsAreKept) {
+  const JsonSchema limits(nlohmann::ordered_json::parse(kLimitsSchema));
+  auto refused_at = [&](const std::string& text) {
+    JsonRecognizer r(limits);
+    for (size_t i = 0; i < text.size(); ++i)
+      if (!r.push(uint8_t(text[i]))) return i;
+    return r.complete() ? std::string::npos : text.size();
+  };
+  const std::string fine = R"({"s": "\u00e9\n", "a": [1], "t": [], "o": [{}, {}, {}]})";
+  EXPECT_EQ(refused_at(fine), std::string::npos);
+  EXPECT_EQ(refused_at(R"({"s": "ab€", "a": [1, -2], "t": [], "o": null})"), std::string::npos);  // € is one character of 3 bytes
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"s": "é")", 9},                  // one character, below minLength
+           {R"({"s": "abcd")", 10},              // maxLength 3
+           {R"({"s": "ab\"\")", 11},             // an escape is one character
+           {R"({"s": "ab", "a": [])", 18},       // minItems 1
+           {R"({"s": "ab", "a": [1, 2, 3])", 22},  // maxItems 2
+           {R"({"s": "ab", "a": [1], "t": ["])", 28},  // maxItems 0
+           {R"({"s": "ab", "a": [1], "t": [], "o": [{}])", 39}}) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(refused_at(text), offset);
+  }
+  // A minimum alone is counted up to: a long array still closes, and longer strings are one state.
+  JsonRecognizer r(limits);
+  std::string many = R"({"s": "ab", "a": [1], "t": [], "o": [{})";
+  for (int i = 0; i < 255; ++i) many += ", {}";  // 256 items: a count would wrap to 0
+  EXPECT_TRUE(r.push(many + "]}"));
+  EXPECT_TRUE(r.complete());
+  const JsonSchema at_least(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 2}}, "required": ["s"]})"));
+  JsonRecognizer three(at_least), ten(at_least);
+  ASSERT_TRUE(three.push(R"({"s": "abc)"));
+  ASSERT_TRUE(ten.push(R"({"s": "abcdefghij)"));
+  EXPECT_EQ(three, ten);
+  EXPECT_EQ(limits.node(limits.node(limits.root()).children[3]).min_depth, 0);  // null
+  EXPECT_EQ(limits.node(limits.node(limits.root()).children[1]).min_depth, 1);
+}
+
 TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
+TEST(JsonGrammar, WhatLimitsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kLimitsSchema), 1500, 100); }
 
 TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
   const JsonSchema goose(goose_schema());

@@ -321,10 +321,10 @@ void json_text(std::string_view bytes) {
       "o": {"type": "object", "properties": {"z": {}}, "required": ["z"]}, "any": {}},
       "required": ["s", "i", "n", "b", "e", "a", "o", "any"]})"));
   json_text_under(bytes, JsonRecognizer(schema), {"s", "i", "n", "b", "e", "a", "o", "any"});
-  // Unions (of objects sharing a first property, of types, of enums) and a recursive $ref.
+  // Unions (of objects sharing a first property, of types, of enums), a recursive $ref, and length and item limits.
   static const JsonSchema unions(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
-      "u": {"anyOf": [{"type": "object", "properties": {"k": {"const": 1}, "x": {"type": "string"}}, "required": ["k", "x"]},
-                      {"type": "object", "properties": {"k": {"enum": [1, 2]}, "y": {"type": "array", "items": {"type": "integer"}}}, "required": ["k", "y"]},
+      "u": {"anyOf": [{"type": "object", "properties": {"k": {"const": 1}, "x": {"type": "string", "minLength": 1, "maxLength": 3}}, "required": ["k", "x"]},
+                      {"type": "object", "properties": {"k": {"enum": [1, 2]}, "y": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3}}, "required": ["k", "y"]},
                       {"type": ["integer", "string", "null"]}, {"enum": [10, "a", true]}]},
       "t": {"$ref": "#/$defs/T"}},
       "required": ["u", "t"],
