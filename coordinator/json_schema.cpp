@@ -39,11 +39,13 @@ JsonSchema::JsonSchema(const nlohmann::ordered_json& schema) : id_(next_schema_i
   document_ = nullptr;
   if (nodes_[root_].kind != Kind::Object || nodes_[root_].nullable) fail("schema: the root must be {\"type\": \"object\", ...}");
   refuse_union_cycles();
+  check_discriminators();
   settle_depths();
   if (nodes_[root_].min_depth > kMaxTextDepth)
     fail("schema: no JSON text nested at most ", kMaxTextDepth, " levels deep matches it (does a required property lead back to its own object?)");
   targets_.clear();
   places_.clear();
+  discriminated_.clear();
 }
 
 uint8_t JsonSchema::add(Node n, const std::string& where, int into) {
@@ -87,36 +89,54 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (!s.is_object()) fail(place(where), ": must be a JSON object (a schema)");
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
   static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
-  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "$ref", "$defs", "definitions",
+  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
                                               "minLength", "maxLength", "minItems", "maxItems"};
-  std::vector<std::string> keywords;  // the known ones, except definitions
+  std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
     if (!annotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
     if (k == "$defs" || k == "definitions") {
       if (!v.is_object()) fail(place(where), "/", k, ": must be an object of name -> schema");
-    } else if (known.count(k)) {
+    } else if (known.count(k) && k != "discriminator") {
       keywords.push_back(k);
     }
   }
-  for (const char* alone : {"$ref", "anyOf"})
+  for (const char* alone : {"$ref", "anyOf", "oneOf"})
     if (s.contains(alone) && keywords.size() > 1)
       fail(place(where), ": give ", alone, " without '", keywords[keywords[0] == alone ? 1 : 0], "' (put that in the schemas it names)");
+  if (s.contains("discriminator") && !s.contains("oneOf")) fail(place(where), ": discriminator needs oneOf");
   if (s.contains("$ref")) return reference(s["$ref"], where, nesting);  // never `into`: reference() skips $refs to $refs
 
   Node n;
-  if (s.contains("anyOf")) {
-    const nlohmann::ordered_json& branches = s["anyOf"];
+  if (s.contains("anyOf") || s.contains("oneOf")) {
+    // oneOf (how pydantic writes a discriminated union) is served as anyOf once its discriminator is
+    // known to tell its schemas apart, so that no text can match two of them.
+    const bool one = s.contains("oneOf");
+    const std::string keyword = one ? "oneOf" : "anyOf";
+    const nlohmann::ordered_json& branches = s[keyword];
     if (!branches.is_array() || branches.empty() || branches.size() > kMaxBranches)
-      fail(place(where), "/anyOf: must be an array of 1 to ", kMaxBranches, " schemas");
+      fail(place(where), "/", keyword, ": must be an array of 1 to ", kMaxBranches, " schemas");
+    std::string property;
+    if (one) {
+      const nlohmann::ordered_json d = s.value("discriminator", nlohmann::ordered_json());
+      if (!d.is_object() || !d.contains("propertyName") || !d["propertyName"].is_string())
+        fail(place(where), ": oneOf needs a discriminator, {\"propertyName\": NAME}, the property whose const tells its schemas apart (anyOf allows any of them)");
+      property = d["propertyName"].get<std::string>();
+    }
     n.kind = Kind::Union;
     for (size_t i = 0; i < branches.size(); ++i) {
-      const uint8_t b = compile(branches[i], where + "/anyOf/" + std::to_string(i), nesting + 1);
-      if (b == 0) return into < 0 ? 0 : add(Node{}, where, into);  // {} among them: any value
+      const uint8_t b = compile(branches[i], where + "/" + keyword + "/" + std::to_string(i), nesting + 1);
+      if (b == 0 && !one) return into < 0 ? 0 : add(Node{}, where, into);  // {} among them: any value
       // A finished union among the branches adds its own (a $ref target still compiling cannot be seen
       // into yet: the recognizer opens such nested unions as it meets them).
-      const std::vector<uint8_t> more = nodes_[b].kind == Kind::Union ? nodes_[b].children : std::vector<uint8_t>{b};
+      const std::vector<uint8_t> more = nodes_[b].kind == Kind::Union && !one ? nodes_[b].children : std::vector<uint8_t>{b};
       for (uint8_t m : more)
         if (std::find(n.children.begin(), n.children.end(), m) == n.children.end()) n.children.push_back(m);
+    }
+    if (one) {
+      if (n.children.size() != branches.size()) fail(place(where), "/oneOf: names one schema twice, so no text matches exactly one");
+      const uint8_t id = add(std::move(n), where, into);
+      discriminated_.push_back({id, property, where});  // checked once every $ref target is compiled
+      return id;
     }
     // X or null (how pydantic writes Optional[X]) is X made nullable: one reading instead of two.
     if (n.children.size() == 2) {
@@ -233,6 +253,24 @@ void JsonSchema::settle_depths() {
         depth = as_object(n) ? (d == kUnbounded ? kUnbounded : std::max(depth, std::min(1 + d, int(kUnbounded)))) : std::min(depth, d);
       }
       if (depth < n.min_depth) n.min_depth = uint8_t(depth), changed = true;
+    }
+  }
+}
+
+// Each schema of a oneOf is an object whose discriminator property is a const (or enum) no other
+// schema of it shares: then no text matches two of them, and oneOf allows what anyOf does.
+void JsonSchema::check_discriminators() const {
+  for (const auto& [id, property, where] : discriminated_) {
+    const std::string key = nlohmann::ordered_json(property).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    std::set<std::string> seen;
+    for (size_t i = 0; i < nodes_[id].children.size(); ++i) {
+      const Node& n = nodes_[nodes_[id].children[i]];
+      const auto k = std::find(n.keys.begin(), n.keys.end(), key);
+      if (n.kind != Kind::Object || n.nullable || k == n.keys.end() || nodes_[n.children[size_t(k - n.keys.begin())]].kind != Kind::Enum)
+        fail(place(where), "/oneOf/", i, ": not an object with the discriminator ", key.substr(0, 64), " as a const or enum property");
+      for (const std::string& v : nodes_[n.children[size_t(k - n.keys.begin())]].values)
+        if (!seen.insert(v).second)
+          fail(place(where), "/oneOf/", i, ": its discriminator ", key.substr(0, 64), " may be ", v.substr(0, 64), ", as another schema's may, so the discriminator does not tell them apart");
     }
   }
 }

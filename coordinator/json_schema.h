@@ -3,11 +3,11 @@
 // (read with nlohmann::ordered_json, which keeps it; so `required` must name them all); arrays hold
 // `items`; `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
 // items; `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
-// allows any of its schemas; `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at
-// another part, so schemas may be recursive, as pydantic writes nested and recursive models.
-// Annotations (title, description, default, examples, $schema, $comment, $id) are ignored; any other
-// keyword is refused by name and place, so a schema is never silently loosened. A sub-schema of {}
-// allows any JSON value.
+// allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
+// `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may
+// be recursive, as pydantic writes nested and recursive models. Annotations (title, description,
+// default, examples, $schema, $comment, $id) are ignored; any other keyword is refused by name and
+// place, so a schema is never silently loosened. A sub-schema of {} allows any JSON value.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -59,6 +59,7 @@ class JsonSchema {
   uint8_t add(Node n, const std::string& where, int into);
   void settle_depths();
   void refuse_union_cycles() const;
+  void check_discriminators() const;
 
   std::vector<Node> nodes_;  // nodes_[0]: any value
   uint8_t root_ = 0;
@@ -68,6 +69,11 @@ class JsonSchema {
   const nlohmann::ordered_json* document_ = nullptr;
   std::map<std::string, uint8_t> targets_;
   std::vector<std::string> places_;
+  struct Discriminated {
+    uint8_t node;
+    std::string property, where;
+  };
+  std::vector<Discriminated> discriminated_;  // oneOf unions, checked when all nodes are compiled
 };
 
 }  // namespace skein

@@ -298,6 +298,11 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
       if (conforms(v, branch, root)) return true;
     return false;
   }
+  if (schema.contains("oneOf")) {
+    int matches = 0;
+    for (auto& branch : schema["oneOf"]) matches += conforms(v, branch, root);
+    return matches == 1;
+  }
   if (schema.contains("enum") || schema.contains("const")) {
     for (auto& e : schema.contains("const") ? nlohmann::ordered_json::array({schema["const"]}) : schema["enum"])
       if (e == v) return true;
@@ -497,6 +502,46 @@ TEST(JsonSchema, CompilesRefsAndUnionsAsPydanticWritesThem) {
   EXPECT_EQ(rooms.children[0], root.children[4]);  // compiled once: a room's rooms are rooms
   EXPECT_EQ(house.min_depth, 2);                   // {"name": "", "rooms": []}
   EXPECT_EQ(root.min_depth, 3);
+}
+
+// pydantic's discriminated union: Union[Cat, Dog] = Field(discriminator="pet_type").
+const char* kDiscriminatedSchema = R"({"type": "object", "title": "Model",
+  "$defs": {"Cat": {"type": "object", "title": "Cat", "properties": {"pet_type": {"const": "cat", "title": "Pet Type", "type": "string"}, "meows": {"type": "integer"}}, "required": ["pet_type", "meows"]},
+            "Dog": {"type": "object", "title": "Dog", "properties": {"pet_type": {"const": "dog", "title": "Pet Type", "type": "string"}, "barks": {"type": "number"}}, "required": ["pet_type", "barks"]}},
+  "properties": {"pet": {"discriminator": {"mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"}, "propertyName": "pet_type"},
+                         "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}], "title": "Pet"}},
+  "required": ["pet"]})";
+
+TEST(JsonSchema, OneOfIsServedWhereItsDiscriminatorTellsItsSchemasApart) {
+  const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(kDiscriminatedSchema);
+  const JsonSchema compiled(schema);
+  for (const std::string text : {R"({"pet": {"pet_type": "cat", "meows": 3}})", R"({"pet": {"pet_type": "dog", "barks": 0.5}})"}) {
+    JsonRecognizer r(compiled);
+    EXPECT_TRUE(r.push(text)) << text;
+    EXPECT_TRUE(r.complete());
+    EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), schema));
+  }
+  JsonRecognizer r(compiled);
+  EXPECT_FALSE(r.push(R"({"pet": {"pet_type": "cat", "barks")"));
+  auto refusal = [&](const std::string& from, const std::string& to) {
+    std::string text = kDiscriminatedSchema;
+    text.replace(text.find(from), from.size(), to);
+    try {
+      JsonSchema bad(nlohmann::ordered_json::parse(text));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("compiled");
+  };
+  EXPECT_EQ(refusal(R"("const": "dog")", R"("const": "cat")"),
+            R"(schema/properties/pet/oneOf/1: its discriminator "pet_type" may be "cat", as another schema's may, so the discriminator does not tell them apart)");
+  EXPECT_EQ(refusal(R"("propertyName": "pet_type")", R"("propertyName": "meows")"),
+            R"(schema/properties/pet/oneOf/0: not an object with the discriminator "meows" as a const or enum property)");
+  EXPECT_EQ(refusal(R"("discriminator": {"mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"}, "propertyName": "pet_type"},)", ""),
+            R"(schema/properties/pet: oneOf needs a discriminator, {"propertyName": NAME}, the property whose const tells its schemas apart (anyOf allows any of them))");
+  EXPECT_EQ(refusal(R"({"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"})", R"({"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Cat"})"),
+            "schema/properties/pet/oneOf: names one schema twice, so no text matches exactly one");
+  EXPECT_EQ(refusal(R"("oneOf")", R"("anyOf")"), "schema/properties/pet: discriminator needs oneOf");
 }
 
 TEST(JsonGrammar, AUnionFollowsEveryReadingUntilOneRemains) {
