@@ -924,6 +924,14 @@ TEST(JsonMode, RefsAndUnionsConstrainRepliesOnTheServer) {
     else EXPECT_EQ(c["finish_reason"], "length");
   }
   EXPECT_GE(past_the_unions, 2);
+  // The load generator asks for the schema's texts and checks every reply that closes its object.
+  const std::string dir = temp_dir();
+  write_file(dir + "/household.json", kHouseholdSchema);
+  CommandResult bench = run_skein("bench --server 127.0.0.1:" + std::to_string(server.port()) + " --clients 4 --duration 2 --max-tokens 300 --json-schema " +
+                                  dir + "/household.json");
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("0 lost, 0 garbled"), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("(every one parsed and was one of the schema's texts)"), std::string::npos) << bench.output;
 }
 
 TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {

@@ -187,6 +187,7 @@ void add_bench_command(CLI::App& app) {
     int prompt_tokens = 512, decode_tokens = 128;
     std::vector<int> batches;
     bool pipeline = false, profile = false, products = false, json = false;
+    std::string json_schema;
     int device = 0;
     std::string server, tuned_state;
     int clients = 64, max_tokens = 64, samples = 1, logprobs = -1;
@@ -216,11 +217,13 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, kMaxLogprobs));
   c->add_option("--tuned-state", o->tuned_state, "with --server: every request starts from this tuned state (its \"model\")");
   c->add_flag("--json", o->json, "with --server: every request asks for JSON mode, and every reply that closes its object must parse");
+  c->add_option("--json-schema", o->json_schema, "with --server: every request asks for this JSON Schema file's texts, and every closed reply must be one")
+      ->excludes("--json");
   c->callback([o, prompt_tokens] {
     using clock = std::chrono::steady_clock;
     if (!o->server.empty())
       return run_server_bench({o->server, o->clients, o->duration, o->max_tokens, o->samples, prompt_tokens->count() ? o->prompt_tokens : 0, o->logprobs,
-                               o->tuned_state, o->json});
+                               o->tuned_state, o->json || !o->json_schema.empty(), o->json_schema});
     if (o->products) return run_product_sweep(o->device);
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");

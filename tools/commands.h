@@ -32,6 +32,7 @@ struct ServerBenchOptions {
   int logprobs = -1;      // >= 0: every request asks for log-probabilities with this many alternatives
   std::string tuned_state;  // every request starts from this tuned state of the server's ("" = the model)
   bool json = false;        // every request asks for JSON mode; replies that close their object must parse
+  std::string json_schema;  // a JSON Schema file: JSON mode with it, and closed replies must be its texts
 };
 void run_server_bench(const ServerBenchOptions& o);
 

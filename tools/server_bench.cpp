@@ -4,7 +4,9 @@
 // refused (an explicit error such as overloaded) or lost. Reports throughput and the p50/p99 of time to
 // first token and inter-token latency. With --samples every request asks for that many samples of its
 // prompt (n; each sample's events checked on their own), and --prompt-tokens sends long token prompts,
-// each request's different, so the prefix cache cannot stand in for the prefill.
+// each request's different, so the prefix cache cannot stand in for the prefill. --json and
+// --json-schema load-test structured output: every reply that closes its object must parse (and, with a
+// schema, be one of its texts).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -15,8 +17,10 @@
 
 #include "common/error.h"
 #include "common/json_text.h"
+#include "coordinator/json_grammar.h"
 #include "model/tokenizer.h"
 #include "net/api_client.h"
+#include "tools/cli_support.h"
 #include "tools/commands.h"
 
 namespace skein::cli {
@@ -35,7 +39,13 @@ struct ClientTally {
 const char* kPrompts[] = {"The man said", "It was a dark and stormy night", "Once upon a time", "\nIn the beginning", "The quick brown fox",
                           "She opened the door and", "The results of the study", "A long time ago in a"};
 
-void run_client(const ServerBenchOptions& o, int index, Clock::time_point until, ClientTally& t) {
+// What every request asks for as its response_format, and the schema its replies are checked against.
+struct Format {
+  nlohmann::ordered_json response_format;  // null: none
+  std::unique_ptr<JsonSchema> schema;
+};
+
+void run_client(const ServerBenchOptions& o, const Format& format, int index, Clock::time_point until, ClientTally& t) {
   auto problem = [&](const std::string& what) {
     if (t.first_problem.empty()) t.first_problem = "client " + std::to_string(index) + ": " + what;
   };
@@ -47,7 +57,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
       if (!c) c = std::make_unique<ApiClient>(o.server);
       std::string id = std::to_string(index) + "-" + std::to_string(n);
       const int seed = index * 100000 + int(n);
-      nlohmann::json req = {{"id", id}, {"max_tokens", o.max_tokens}, {"temperature", 0.8}, {"top_p", 0.9}, {"seed", seed}, {"stream", true}};
+      nlohmann::ordered_json req = {{"id", id}, {"max_tokens", o.max_tokens}, {"temperature", 0.8}, {"top_p", 0.9}, {"seed", seed}, {"stream", true}};
       if (o.prompt_tokens > 0) {
         std::vector<int> ids(size_t(o.prompt_tokens));  // printable bytes: valid ids of every vocabulary
         for (size_t j = 0; j < ids.size(); ++j) ids[j] = 32 + int((uint64_t(seed) * 31 + j * 7 + j / 5) % 95);
@@ -58,7 +68,7 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
       if (samples > 1) req["n"] = samples;
       if (o.logprobs >= 0) req["logprobs"] = o.logprobs;
       if (!o.tuned_state.empty()) req["model"] = o.tuned_state;
-      if (o.json) req["response_format"] = {{"type", "json_object"}};
+      if (!format.response_format.is_null()) req["response_format"] = format.response_format;
       ++n;
       auto sent = Clock::now();
       c->send(req);
@@ -117,6 +127,12 @@ void run_client(const ServerBenchOptions& o, int index, Clock::time_point until,
             if (!parsed.is_object()) {
               bad = true;
               problem("a JSON-mode reply that is not a JSON object: " + texts[i].substr(0, 200));
+            } else if (format.schema) {
+              JsonRecognizer r(*format.schema);
+              if (!(r.push(texts[i]) && r.complete())) {
+                bad = true;
+                problem("a reply that is not one of the schema's texts: " + texts[i].substr(0, 200));
+              }
             }
             ++objects;
           } else if (o.json) {
@@ -162,12 +178,20 @@ double percentile(std::vector<double>& v, double p) {
 
 void run_server_bench(const ServerBenchOptions& o) {
   if (o.clients < 1 || o.seconds <= 0 || o.max_tokens < 1) fail("bench --server: --clients, --duration and --max-tokens must be positive");
+  Format format;
+  if (!o.json_schema.empty()) {
+    const nlohmann::ordered_json schema = read_json_schema_file(o.json_schema);
+    format.schema = std::make_unique<JsonSchema>(schema);
+    format.response_format = {{"type", "json_schema"}, {"json_schema", {{"name", "bench"}, {"strict", true}, {"schema", schema}}}};
+  } else if (o.json) {
+    format.response_format = {{"type", "json_object"}};
+  }
   ApiClient probe(o.server);  // fails at once, naming the address, when nothing listens there
   std::vector<ClientTally> tally(static_cast<size_t>(o.clients));
   auto start = Clock::now();
   auto until = start + std::chrono::milliseconds(int64_t(o.seconds * 1000));
   std::vector<std::thread> threads;
-  for (int i = 0; i < o.clients; ++i) threads.emplace_back(run_client, std::cref(o), i, until, std::ref(tally[size_t(i)]));
+  for (int i = 0; i < o.clients; ++i) threads.emplace_back(run_client, std::cref(o), std::cref(format), i, until, std::ref(tally[size_t(i)]));
   for (auto& t : threads) t.join();
   double wall = std::chrono::duration<double>(Clock::now() - start).count();
   ClientTally all;
@@ -188,13 +212,14 @@ void run_server_bench(const ServerBenchOptions& o) {
               wall, o.max_tokens, o.samples, o.samples == 1 ? "" : "s",
               o.prompt_tokens > 0 ? (std::to_string(o.prompt_tokens) + "-token").c_str() : "short text",
               o.logprobs >= 0 ? (", logprobs " + std::to_string(o.logprobs)).c_str() : "",
-              o.tuned_state.empty() ? "" : (", from tuned state " + o.tuned_state).c_str(), o.json ? ", JSON mode" : "");
+              o.tuned_state.empty() ? "" : (", from tuned state " + o.tuned_state).c_str(),
+              !o.json_schema.empty() ? (", JSON Schema " + o.json_schema).c_str() : o.json ? ", JSON mode" : "");
   std::printf("  requests: %llu completed, %llu refused explicitly, %llu lost, %llu garbled\n", (unsigned long long)all.completed,
               (unsigned long long)all.refused, (unsigned long long)all.lost, (unsigned long long)all.garbled);
   std::printf("  throughput: %.1f tokens/s out, %.2f requests/s\n", double(all.tokens) / wall, double(all.completed) / wall);
   if (o.json)
-    std::printf("  JSON mode: %llu replies closed their object (every one parsed), %llu were cut by max_tokens\n", (unsigned long long)all.json_objects,
-                (unsigned long long)all.json_cut);
+    std::printf("  JSON mode: %llu replies closed their object (every one parsed%s), %llu were cut by max_tokens\n", (unsigned long long)all.json_objects,
+                format.schema ? " and was one of the schema's texts" : "", (unsigned long long)all.json_cut);
   std::printf("  events: %.0f bytes per generated token, %.0f per completed request\n", all.tokens ? double(all.event_bytes) / double(all.tokens) : 0.0,
               all.completed ? double(all.event_bytes) / double(all.completed) : 0.0);
   std::printf("  time to first token: p50 %.1f ms, p99 %.1f ms\n", 1e3 * percentile(all.ttft, 0.5), 1e3 * percentile(all.ttft, 0.99));
