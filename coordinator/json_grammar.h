@@ -115,7 +115,7 @@ class JsonRecognizer {
   static constexpr int kMaxIndent = JsonReading::kMaxIndent;
   static constexpr int kMaxDepth = JsonReading::kMaxDepth;
   static constexpr int kMaxIntegerDigits = JsonReading::kMaxIntegerDigits;
-  static constexpr int kMaxReadings = 16;
+  static constexpr int kMaxReadings = int(JsonSchema::kMaxBranches);
 
   JsonRecognizer() : JsonRecognizer(nullptr) {}  // any JSON object
   explicit JsonRecognizer(const JsonSchema& schema) : JsonRecognizer(&schema) {}

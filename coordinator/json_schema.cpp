@@ -14,7 +14,6 @@ namespace skein {
 namespace {
 std::atomic<uint32_t> next_schema_id{1};
 
-constexpr size_t kMaxBranches = 16;  // of one anyOf (the recognizer follows this many readings at once)
 
 std::string place(const std::string& where) { return where.empty() ? "schema" : "schema" + where; }
 std::string quoted(const nlohmann::ordered_json& v) { return v.dump().substr(0, 80); }

@@ -42,6 +42,9 @@ class JsonSchema {
   static constexpr size_t kMaxText = 4096;  // bytes of a property name or an enum value, as JSON
   static constexpr int kMaxTextDepth = 64;  // containers one inside another in a text (the recognizer's limit)
   static constexpr uint8_t kUnbounded = 255;
+  // Schemas of one anyOf or oneOf: the recognizer follows this many readings at once, so a union's
+  // branches can all be open together.
+  static constexpr size_t kMaxBranches = 16;
 
   // Throws skein::Error "WHERE: problem", WHERE a JSON pointer into the schema ("/properties/age").
   // The root must be an object.
