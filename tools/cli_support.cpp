@@ -224,6 +224,10 @@ nlohmann::ordered_json read_json_schema_file(const std::string& path) {
   return schema;
 }
 
+nlohmann::ordered_json json_schema_format(const std::string& name, const nlohmann::ordered_json& schema) {
+  return {{"type", "json_schema"}, {"json_schema", {{"name", name}, {"strict", true}, {"schema", schema}}}};
+}
+
 Config RunFlags::resolve() const {
   Config c = config_.empty() ? Config{} : load_config(config_);
   for (auto& [opt, apply] : overrides_)

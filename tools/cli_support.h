@@ -54,6 +54,8 @@ void stop_at_end_of_text(SamplingParams& sampling, const Tokenizer& tok);
 // A JSON Schema file (--json-schema), its properties in the file's order; fails "PATH: problem" when
 // it cannot be read, is not JSON, or is outside the subset Skein serves.
 nlohmann::ordered_json read_json_schema_file(const std::string& path);
+// The request's response_format that asks for `schema`'s texts (OpenAI's shape, strict).
+nlohmann::ordered_json json_schema_format(const std::string& name, const nlohmann::ordered_json& schema);
 
 // The flags that say which model runs and how; a --config file gives defaults and flags override it.
 class RunFlags {

@@ -45,9 +45,7 @@ void add_client_command(CLI::App& app) {
     if (!o->session.empty()) req["session"] = o->session;
     if (!o->model.empty()) req["model"] = o->model;
     if (o->json) req["response_format"] = {{"type", "json_object"}};
-    if (!o->json_schema.empty())
-      req["response_format"] = {{"type", "json_schema"},
-                                {"json_schema", {{"name", "schema"}, {"strict", true}, {"schema", read_json_schema_file(o->json_schema)}}}};
+    if (!o->json_schema.empty()) req["response_format"] = json_schema_format("schema", read_json_schema_file(o->json_schema));
     ApiClient client(o->server);
     std::cout << o->prompt << std::flush;
     auto done = client.generate(req, [](const std::string& t) { std::cout << t << std::flush; });

@@ -182,7 +182,7 @@ void run_server_bench(const ServerBenchOptions& o) {
   if (!o.json_schema.empty()) {
     const nlohmann::ordered_json schema = read_json_schema_file(o.json_schema);
     format.schema = std::make_unique<JsonSchema>(schema);
-    format.response_format = {{"type", "json_schema"}, {"json_schema", {{"name", "bench"}, {"strict", true}, {"schema", schema}}}};
+    format.response_format = json_schema_format("bench", schema);
   } else if (o.json) {
     format.response_format = {{"type", "json_object"}};
   }
