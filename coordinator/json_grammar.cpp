@@ -27,7 +27,10 @@ bool JsonReading::push(uint8_t byte) {
   bool ok = false;
   switch (mode_) {
     case Mode::String:
-      if (const JsonSchema::Node* n = key_ ? nullptr : schema_node(value_node_); n && n->limited()) {
+      if (const StringPattern* p = string_pattern()) {
+        if (byte == '"' && !p->can_end(pattern_state_, pos_)) return false;
+        if (byte == '\\' && !escape_possible(*p)) return false;
+      } else if (const JsonSchema::Node* n = key_ ? nullptr : schema_node(value_node_); n && n->limited()) {
         // pos_ counts the characters so far: each byte read in this mode but the closing quote begins one.
         // Without a maximum it stops at the minimum, so that longer strings share one state (and mask).
         if (byte == '"' ? pos_ < n->min_size : pos_ >= n->max_size) return false;
@@ -65,16 +68,22 @@ bool JsonReading::push(uint8_t byte) {
         else if (byte >= 0xf1 && byte <= 0xf3) aux_ = 3;
         else ok = false;
       }
+      if (ok && byte != '"' && byte != '\\') ok = step_pattern(byte);
       break;
     case Mode::Utf8:
-      ok = byte >= lo_ && byte <= hi_;
+      ok = byte >= lo_ && byte <= hi_ && step_pattern(byte);
       if (ok) {
         lo_ = 0x80, hi_ = 0xbf;
         if (--aux_ == 0) mode_ = Mode::String, lo_ = hi_ = 0;
       }
       break;
     case Mode::Escape:
-      ok = byte == '"' || byte == '\\' || byte == '/' || byte == 'b' || byte == 'f' || byte == 'n' || byte == 'r' || byte == 't' || byte == 'u';
+      if (string_pattern()) {  // the escaped character is the pattern's next; no \u escapes, so each is one byte
+        ok = unescaped(byte) && step_pattern(unescaped(byte));
+        if (ok) mode_ = Mode::String;
+        break;
+      }
+      ok = byte == 'u' || unescaped(byte);
       if (ok) mode_ = byte == 'u' ? Mode::Unicode : Mode::String;
       if (byte == 'u') aux_ = 4, surrogate_ = false;
       break;
@@ -254,9 +263,40 @@ bool JsonReading::begin_literal(uint8_t byte) {
   return false;
 }
 
+const StringPattern* JsonReading::string_pattern() const {
+  const JsonSchema::Node* n = key_ ? nullptr : schema_node(value_node_);
+  return n && n->pattern ? &schema_->pattern(*n) : nullptr;
+}
+
+bool JsonReading::step_pattern(uint8_t byte) {
+  const StringPattern* p = string_pattern();
+  return !p || p->step(pattern_state_, pos_, byte);
+}
+
+uint8_t JsonReading::unescaped(uint8_t letter) {
+  switch (letter) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case '/': return '/';
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    default: return 0;
+  }
+}
+
+bool JsonReading::escape_possible(const StringPattern& p) const {
+  for (uint8_t letter : {'"', '\\', '/', 'b', 'f', 'n', 'r', 't'})
+    if (uint16_t state = pattern_state_, chars = pos_; p.step(state, chars, unescaped(letter))) return true;
+  return false;
+}
+
 void JsonReading::end_value() {
   mode_ = depth_ == 0 ? Mode::Done : Mode::AfterValue;
   pos_ = 0;
+  pattern_state_ = 0;
   aux_ = lo_ = hi_ = 0;
   whitespace_ = 0;
   integer_ = false;
@@ -349,7 +389,7 @@ void JsonReading::end_fixed() {
 size_t JsonReading::hash() const {
   uint64_t h = stack_;
   for (uint64_t v : {uint64_t(mode_), uint64_t(aux_), uint64_t(lo_), uint64_t(hi_), uint64_t(whitespace_), uint64_t(key_), uint64_t(surrogate_),
-                     uint64_t(depth_), uint64_t(schema_id_), uint64_t(integer_), uint64_t(value_node_), uint64_t(pos_), candidates_})
+                     uint64_t(depth_), uint64_t(schema_id_), uint64_t(integer_), uint64_t(value_node_), uint64_t(pos_), uint64_t(pattern_state_), candidates_})
     h = (h ^ v) * 0x100000001b3ULL;
   for (int d = 0; schema_ && d < depth_; ++d) h = (h ^ (uint64_t(nodes_[size_t(d)]) << 8 | props_[size_t(d)])) * 0x100000001b3ULL;
   return std::hash<uint64_t>{}(h);

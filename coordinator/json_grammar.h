@@ -10,7 +10,8 @@
 // - a number's integer part has at most kMaxIntegerDigits digits and its exponent at most two, so every
 //   number is within a double's range (parsers refuse or turn into infinity 1e400);
 // - strings hold valid UTF-8 only, no control characters, and no \u escape of a surrogate (a character
-//   outside the BMP is written as its UTF-8 bytes).
+//   outside the BMP is written as its UTF-8 bytes); a string with a pattern or format takes no \u escape
+//   at all (each of its characters is then one step of the pattern).
 //
 // With a JsonSchema (coordinator/json_schema.h) it recognizes the texts of that schema: each object's
 // properties exactly and in order, arrays of their items, the allowed types and enum values. Where an
@@ -87,6 +88,12 @@ class JsonReading {
   bool step_fixed(uint8_t byte);
   std::string_view fixed_text(int candidate) const;
   void end_fixed();
+  // A string whose schema has a pattern (or format): it is stepped with each character's bytes, escapes
+  // read (pos_ counts the characters, pattern_state_ is the pattern's state).
+  const StringPattern* string_pattern() const;
+  bool step_pattern(uint8_t byte);  // true without a pattern
+  static uint8_t unescaped(uint8_t letter);  // of a short escape (\n: '\n'); 0 for none
+  bool escape_possible(const StringPattern& p) const;  // some short escape may come next
 
   Mode mode_;
   uint8_t aux_, lo_, hi_;
@@ -104,6 +111,7 @@ class JsonReading {
   bool integer_;  // the number being read must be an integer
   uint8_t value_node_;
   uint16_t pos_;
+  uint16_t pattern_state_;
   uint64_t candidates_;
   std::array<uint8_t, kMaxDepth> nodes_, props_;  // levels at or above depth_ are 0
 };

@@ -89,7 +89,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
   static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
   static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
-                                              "minLength", "maxLength", "minItems", "maxItems"};
+                                              "minLength", "maxLength", "minItems", "maxItems", "pattern", "format"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
     if (!annotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
@@ -171,7 +171,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
       n.kind = kinds[0];
       if (kinds.size() > 1) {
-        for (const char* k : {"properties", "required", "additionalProperties", "items", "minLength", "maxLength", "minItems", "maxItems"})
+        for (const char* k : {"properties", "required", "additionalProperties", "items", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
           if (k == Kind::Object || k == Kind::Array)
@@ -206,6 +206,23 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       (k == low ? n.min_size : n.max_size) = v.get<uint32_t>();
     }
     if (kind_ok && n.min_size > n.max_size) fail(place(where), ": ", low, " ", n.min_size, " is above ", high, " ", n.max_size);
+  }
+  for (const char* k : {"pattern", "format"})
+    if (s.contains(k) && !string) fail(place(where), ": ", k, " needs \"type\": \"string\"");
+  if (s.contains("pattern") && s.contains("format")) fail(place(where), ": give pattern or format, not both");
+  if (string && (s.contains("pattern") || s.contains("format"))) {
+    const std::string keyword = s.contains("pattern") ? "pattern" : "format";
+    const nlohmann::ordered_json& v = s[keyword];
+    if (!v.is_string()) fail(place(where), "/", keyword, ": must be a string, got ", quoted(v));
+    if (patterns_.size() >= 255) fail(place(where), "/", keyword, ": more than 255 patterns and formats in one schema");
+    try {
+      uint32_t max = n.max_size;
+      const std::string regex = keyword == "pattern" ? v.get<std::string>() : StringPattern::format_regex(v.get<std::string>(), max);
+      patterns_.emplace_back(regex, n.min_size, max);
+    } catch (const Error& e) {
+      fail(place(where), "/", keyword, ": ", e.what());
+    }
+    n.pattern = uint8_t(patterns_.size());
   }
   if (object) {
     const nlohmann::ordered_json props = s.value("properties", nlohmann::ordered_json::object());

@@ -2,7 +2,8 @@
 // strict structured outputs use. An object writes every property, in the order the schema lists them
 // (read with nlohmann::ordered_json, which keeps it; so `required` must name them all); arrays hold
 // `items`; `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
-// items; `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
+// items; `pattern` (a regular expression) or `format` (date-time, email, uuid, ...) shapes a string
+// (coordinator/string_pattern.h); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
 // `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may
 // be recursive, as pydantic writes nested and recursive models. Annotations (title, description,
@@ -14,6 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "coordinator/string_pattern.h"
 
 namespace skein {
 
@@ -34,6 +37,7 @@ class JsonSchema {
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text
     // String: characters (minLength, maxLength); Array: items (minItems, maxItems).
     uint32_t min_size = 0, max_size = kNoLimit;
+    uint8_t pattern = 0;  // String: 1 + its pattern's index (which then holds the length limits too), or 0
     bool limited() const { return min_size > 0 || max_size != kNoLimit; }
   };
   static constexpr size_t kMaxNodes = 255;
@@ -51,6 +55,7 @@ class JsonSchema {
   explicit JsonSchema(const nlohmann::ordered_json& schema);
   const Node& node(uint8_t id) const { return nodes_[id]; }
   uint8_t root() const { return root_; }
+  const StringPattern& pattern(const Node& n) const { return patterns_[n.pattern - 1u]; }
   // Unique to this compiled schema for the process's life: recognizer states of different schemas never
   // compare equal, even when one schema's memory is reused by another.
   uint32_t id() const { return id_; }
@@ -65,6 +70,7 @@ class JsonSchema {
   void check_discriminators() const;
 
   std::vector<Node> nodes_;  // nodes_[0]: any value
+  std::vector<StringPattern> patterns_;
   uint8_t root_ = 0;
   uint32_t id_;
   // While compiling: the whole document ($ref targets are looked up in it), each $ref target's node,

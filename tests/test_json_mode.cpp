@@ -14,6 +14,7 @@
 #include "model/bpe_tokenizer.h"
 #include "model/tokenizer.h"
 #include "tests/server_harness.h"
+#include "tests/string_checks.h"
 #include "tests/test_support.h"
 
 namespace skein::test {
@@ -315,6 +316,8 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
     if (t == "string" && v.is_string()) {
       const std::string& text = v.get_ref<const std::string&>();
       const auto characters = std::count_if(text.begin(), text.end(), [](char c) { return (uint8_t(c) & 0xc0) != 0x80; });
+      if (schema.contains("pattern") && !test::matches_pattern(schema["pattern"], text)) return false;
+      if (schema.contains("format") && !test::holds_format(schema["format"], text)) return false;
       return characters >= schema.value("minLength", 0) && characters <= schema.value("maxLength", int64_t(1) << 40);
     }
     if (t == "boolean" && v.is_boolean()) return true;
@@ -380,6 +383,16 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
             "schema: no JSON text nested at most 64 levels deep matches it (does a required property lead back to its own object?)"},
            {R"({"type": "object", "properties": {}, "$defs": []})", "schema/$defs: must be an object of name -> schema"},
            {object(R"({"a": {"type": "integer", "minLength": 1}})", R"(["a"])"), R"(schema/properties/a: minLength needs "type": "string")"},
+           {object(R"({"a": {"type": "integer", "pattern": "^1"}})", R"(["a"])"), R"(schema/properties/a: pattern needs "type": "string")"},
+           {object(R"({"a": {"type": "string", "pattern": "a", "format": "date"}})", R"(["a"])"), "schema/properties/a: give pattern or format, not both"},
+           {object(R"({"a": {"type": "string", "pattern": 1}})", R"(["a"])"), "schema/properties/a/pattern: must be a string, got 1"},
+           {object(R"x({"a": {"type": "string", "pattern": "(?!x)"}})x", R"(["a"])"),
+            "schema/properties/a/pattern: at character 2: lookaround ((?=, (?!, (?<=, (?<!) is not supported"},
+           {object(R"({"a": {"type": "string", "pattern": "^abc$", "maxLength": 2}})", R"(["a"])"),
+            "schema/properties/a/pattern: no string a JSON string can hold matches it within minLength/maxLength"},
+           {object(R"({"a": {"type": "string", "format": "uri"}})", R"(["a"])"),
+            "schema/properties/a/format: 'uri' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uuid"},
+           {object(R"({"a": {"type": ["string", "integer"], "format": "date"}})", R"(["a"])"), "schema/properties/a: 'format' needs one type (anyOf gives each type its own schema)"},
            {object(R"({"a": {"type": "array", "maxItems": -1}})", R"(["a"])"), "schema/properties/a/maxItems: must be an integer from 0 to 255, got -1"},
            {object(R"({"a": {"type": "string", "maxLength": 70000}})", R"(["a"])"), "schema/properties/a/maxLength: must be an integer from 0 to 65535, got 70000"},
            {object(R"({"a": {"type": "array", "minItems": 3, "maxItems": 2}})", R"(["a"])"), "schema/properties/a: minItems 3 is above maxItems 2"},
@@ -681,6 +694,45 @@ TEST(JsonGrammar, LengthsAndItemCountsAreKept) {
   EXPECT_EQ(limits.node(limits.node(limits.root()).children[1]).min_depth, 1);
 }
 
+// pattern and format, alone and with lengths, nullable, in arrays, and where escapes are characters.
+const char* kPatternsSchema = R"({"type": "object", "properties": {
+    "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"},
+    "born": {"type": "string", "format": "date"},
+    "seen": {"type": ["string", "null"], "format": "date-time"},
+    "id": {"type": "string", "format": "uuid"},
+    "host": {"type": "string", "format": "ipv4"},
+    "note": {"type": "string", "pattern": "go+se", "maxLength": 8},
+    "lines": {"type": "string", "pattern": "^a\\n?b\"$"},
+    "tags": {"type": "array", "items": {"type": "string", "pattern": "^#[a-z]+$", "maxLength": 4}, "maxItems": 3}},
+  "required": ["code", "born", "seen", "id", "host", "note", "lines", "tags"]})";
+
+TEST(JsonGrammar, PatternsAndFormatsAreKeptCharacterByCharacterEscapesRead) {
+  const JsonSchema patterns(nlohmann::ordered_json::parse(kPatternsSchema));
+  const std::string fine = R"({"code": "AB-123", "born": "2024-02-29", "seen": null, "id": "0f8fad5b-d9cb-469f-a165-70867728950e",)"
+                           R"( "host": "10.0.0.1", "note": "a gooose", "lines": "a\nb\"", "tags": ["#ab", "#c"]})";
+  JsonRecognizer r(patterns);
+  ASSERT_TRUE(r.push(fine)) << fine.substr(0, first_refused(fine, JsonRecognizer(patterns)));
+  EXPECT_TRUE(r.complete());
+  EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(fine), nlohmann::ordered_json::parse(kPatternsSchema)));
+  const std::string to_note = R"({"code": "AB-123", "born": "2024-02-29", "seen": "2024-01-01T00:00:00Z", "id": "0f8fad5b-d9cb-469f-a165-70867728950e", "host": "10.0.0.1", )";
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"code": "Ab)", 11},                                                      // [A-Z]
+           {R"({"code": "AB-12")", 15},                                                  // \d{3}: the quote comes early
+           {R"({"code": "AB-1234)", 16},                                                 // and a fourth digit is one too many
+           {R"({"code": "AB-123", "born": "2023-02-29)", 37},                           // not a leap year
+           {R"({"code": "AB-123", "born": "2024-02-29", "seen": "2024-01-01 )", 60},    // date-time needs a T
+           {to_note + R"("note": "abcdefg)", to_note.size() + 13},                      // after 4 characters only "gose" fits in 8
+           {to_note + R"("note": "gose", "lines": "a\u)", to_note.size() + 28},         // no \u escape in a patterned string
+           {to_note + R"("note": "gose", "lines": "a\t)", to_note.size() + 28},         // an escape is its character: \t is not \n
+           {to_note + R"("note": "gose", "lines": "ab")", to_note.size() + 28},         // the quote must come escaped first
+           {to_note + R"("note": "gose", "lines": "ab\"", "tags": ["#abcd)", to_note.size() + 47}}) {  // maxLength 4
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(patterns)), offset);
+  }
+}
+
+TEST(JsonGrammar, WhatPatternsAndFormatsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kPatternsSchema), 400, 50); }
+
 TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
 TEST(JsonGrammar, WhatLimitsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kLimitsSchema), 1500, 100); }
@@ -698,6 +750,12 @@ TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
                                   {"{\"pet\": ", "{\"pet\": {\"kind\": \"", "{\"pet\": {\"kind\": \"dog\", \"good\": true}, \"nickname\": ",
                                    "{\"pet\": {\"kind\": \"dog\", \"good\": true}, \"nickname\": null, \"color\": \"red\", \"size\": ",
                                    "{\"pet\": {\"kind\": \"dog\", \"good\": true}, \"nickname\": null, \"color\": \"red\", \"size\": 1, \"house\": {\"name\": \"a\", \"rooms\": ["});
+  const JsonSchema patterns(nlohmann::ordered_json::parse(kPatternsSchema));  // states inside patterned strings
+  const std::string to_id = R"({"code": "AB-123", "born": "2024-02-29", "seen": null, "id": ")";
+  const std::string to_note = to_id + R"(0f8fad5b-d9cb-469f-a165-70867728950e", "host": "1.2.3.4", "note": ")";
+  expect_masks_match_token_checks(w, world, JsonRecognizer(patterns),
+                                  {R"({"code": ")", R"({"code": "AB-1)", R"({"code": "AB-123", "born": "2024-0)", R"({"code": "AB-123", "born": "2024-02-29", "seen": )",
+                                   to_id + "0f8fad5b-d9", to_note + "xgo", to_note + R"(gose", "lines": "a\)"});
   // The same state of two schemas is two cache entries: masks never cross schemas.
   const auto a = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})");
   const auto b = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]})");
@@ -845,10 +903,10 @@ TEST(JsonMode, SchemaRepliesConformOverHttpTcpAndTheCommandLine) {
   const std::string reply = object_after(cli.output, prompt);
   ASSERT_FALSE(reply.empty()) << cli.output;
   EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(reply), goose_schema())) << reply;
-  write_file(dir + "/bad.json", R"({"type": "object", "properties": {"a": {"type": "string", "format": "date"}}, "required": ["a"]})");
+  write_file(dir + "/bad.json", R"({"type": "object", "properties": {"a": {"type": "string", "format": "ipv5"}}, "required": ["a"]})");
   CommandResult bad = run_skein("generate --model " + model + " --json-schema " + dir + "/bad.json --prompt x");
   EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_EQ(bad.output, "skein: error: " + dir + "/bad.json: schema/properties/a: 'format' is not supported\n");
+  EXPECT_EQ(bad.output, "skein: error: " + dir + "/bad.json: schema/properties/a/format: 'ipv5' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uuid\n");
   // One line (TCP's framing), its keys still in the schema's order.
   const std::string format = R"({"type": "json_schema", "json_schema": {"name": "goose", "strict": true, "schema": )" + goose_schema().dump() + "}}";
   std::vector<std::string> first_texts;
@@ -920,14 +978,39 @@ TEST(JsonMode, RefsAndUnionsConstrainRepliesOnTheServer) {
   EXPECT_NE(bench.output.find("(every one parsed and was one of the schema's texts)"), std::string::npos) << bench.output;
 }
 
+// pattern and format on a server: every reply's strings are what their patterns and formats allow, also
+// what the tiny model writes under them on its own.
+TEST(JsonMode, PatternsAndFormatsShapeRepliesOnTheServer) {
+  Server server("", 1, shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(kPatternsSchema);
+  const std::string format = R"({"type": "json_schema", "json_schema": {"name": "patterns", "strict": true, "schema": )" + schema.dump() + "}}";
+  auto r = http_request(server.http_port(), "POST", "/v1/completions",
+                        R"({"prompt": "The record:", "max_tokens": 400, "n": 4, "seed": 5, "temperature": 0.8, "response_format": )" + format + "}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json body = r.json();
+  ASSERT_EQ(body["choices"].size(), 4u);
+  int closed = 0;
+  for (auto& c : body["choices"]) {
+    const std::string text = c["text"];
+    ASSERT_EQ(c["finish_reason"], "stop") << text;  // every string here is bounded or ends in a few characters
+    const auto reply = nlohmann::ordered_json::parse(text);
+    EXPECT_TRUE(conforms(reply, schema)) << text;
+    closed += conforms(reply, schema);
+  }
+  EXPECT_EQ(closed, 4);
+}
+
 TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();
   const std::string schema = R"({"type": "json_schema", "json_schema": {"name": "x", "schema": )";
   for (auto [format, message] :
        {std::pair{schema + R"({}}})", std::string(R"(response_format: json_schema: schema: the root must be {"type": "object", ...})")},
-        {schema + R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}, "required": ["a"]}}})",
-         "response_format: json_schema: schema/properties/a: 'pattern' is not supported"},
+        {schema + R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(x)\\1"}}, "required": ["a"]}}})",
+         "response_format: json_schema: schema/properties/a/pattern: at character 5: backreferences are not supported"},
+        {schema + R"({"type": "object", "properties": {"a": {"type": "number", "minimum": 0}}, "required": ["a"]}}})",
+         "response_format: json_schema: schema/properties/a: 'minimum' is not supported"},
         {schema + R"({"type": "object", "properties": {"a": {"type": "string"}}}}})",
          "response_format: json_schema: schema/required: 'a' is missing: every property is written, so every one must be required"},
         {R"({"type": "json_schema", "json_schema": {"name": "x"}})", R"(response_format: json_schema must be {"name": ..., "schema": {...}})"},

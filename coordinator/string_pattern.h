@@ -1,0 +1,56 @@
+// A JSON Schema string's `pattern` (an ECMA-262 regular expression) or `format`, with its minLength and
+// maxLength, compiled for constrained generation: a deterministic automaton over the UTF-8 bytes of the
+// string's characters (as they are once JSON escapes are read), and a table that says, for each state and
+// character count, whether an allowed string can still be finished. The JSON recognizer steps it byte by
+// byte and never takes a byte after which none can, so a constrained string never dead-ends.
+//
+// The subset: literal characters, `.`, classes `[...]` (ranges, negation, \d \w \s and their
+// complements), groups `(...)`, `(?:...)`, `(?<name>...)`, alternation, `* + ? {n} {n,} {n,m}` (and their
+// lazy forms, which match the same strings), `^` and `$` at the ends of the pattern or of its top-level
+// alternatives, and the escapes \t \n \r \v \f \0 \xHH \uHHHH and escaped syntax characters. Lookaround,
+// backreferences and word boundaries are refused. As JSON Schema says, a pattern matches anywhere in the
+// string unless it is anchored. Characters a JSON string cannot hold raw and that have no short escape
+// (U+0000-U+001F but \b \t \n \f \r, and U+007F) are never generated: a pattern that needs one matches
+// nothing here.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace skein {
+
+class StringPattern {
+ public:
+  static constexpr uint32_t kNoLimit = UINT32_MAX;
+  static constexpr size_t kMaxStates = 4096;              // of the automaton
+  static constexpr size_t kMaxTable = size_t(1) << 20;    // automaton states x character counts tracked
+  static constexpr uint32_t kMaxRepeat = 1000;            // n and m of {n,m}
+
+  // Throws skein::Error saying what is wrong (the schema adds where).
+  StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars);
+  // The anchored regular expression of a JSON Schema format: date-time, date, time, duration, email,
+  // hostname, ipv4, ipv6 or uuid (as OpenAI's structured outputs list them); throws for another. A format
+  // with a length limit of its own (a hostname's 253) lowers `max_chars` to it.
+  static std::string format_regex(std::string_view format, uint32_t& max_chars);
+
+  // A string begins in state 0 with 0 characters. `byte` (of a character's UTF-8) after `state` with `chars` characters so far: true, both updated,
+  // when an allowed string can still be finished after it.
+  bool step(uint16_t& state, uint16_t& chars, uint8_t byte) const;
+  // The string may end here.
+  bool can_end(uint16_t state, uint16_t chars) const;
+  size_t states() const { return accepting_.size(); }
+
+ private:
+  bool finishable(uint32_t chars, size_t state) const { return finishable_[chars * states() + state]; }
+
+  uint32_t min_, max_, cap_;  // character counts saturate at cap_ (max_, or min_ when there is no maximum)
+  uint8_t class_of_[256];     // bytes that every state treats alike share a class
+  bool class_starts_[256];    // the class's bytes begin a character
+  size_t classes_ = 0;
+  std::vector<int32_t> next_;  // [state * classes_ + class]: the next state, -1 for none
+  std::vector<bool> accepting_;
+  std::vector<bool> finishable_;  // [chars * states + state]
+};
+
+}  // namespace skein
