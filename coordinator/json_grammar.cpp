@@ -94,6 +94,15 @@ bool JsonReading::push(uint8_t byte) {
       if (ok && --aux_ == 0) mode_ = Mode::String, surrogate_ = false;
       break;
     case Mode::Number:
+      if (const StringPattern* bounds = number_pattern()) {  // a number with a minimum or maximum
+        if (is_digit(byte) || byte == '-' || byte == '.') {
+          ok = bounds->step(pattern_state_, pos_, byte);
+        } else if (bounds->can_end(pattern_state_, pos_)) {
+          end_value();
+          ok = push_structural(byte);
+        }
+        break;
+      }
       switch (NumberPart(aux_)) {
         case Minus:
           ok = is_digit(byte);
@@ -228,6 +237,11 @@ bool JsonReading::begin_value(uint8_t byte) {
       case Kind::Integer:
         if (byte != '-' && !is_digit(byte)) return false;
         integer_ = n->kind == Kind::Integer;
+        if (n->pattern) {  // its bounds read the number from its first byte
+          if (!schema_->pattern(*n).step(pattern_state_, pos_, byte)) return false;
+          mode_ = Mode::Number;
+          return true;
+        }
         break;
       case Kind::Boolean: return (byte == 't' || byte == 'f') && begin_literal(byte);
       case Kind::Null: return byte == 'n' && begin_literal(byte);
@@ -266,6 +280,11 @@ bool JsonReading::begin_literal(uint8_t byte) {
 const StringPattern* JsonReading::string_pattern() const {
   const JsonSchema::Node* n = key_ ? nullptr : schema_node(value_node_);
   return n && n->pattern ? &schema_->pattern(*n) : nullptr;
+}
+
+const StringPattern* JsonReading::number_pattern() const {
+  const JsonSchema::Node* n = schema_node(value_node_);
+  return n && n->pattern && (n->kind == JsonSchema::Kind::Integer || n->kind == JsonSchema::Kind::Number) ? &schema_->pattern(*n) : nullptr;
 }
 
 bool JsonReading::step_pattern(uint8_t byte) {

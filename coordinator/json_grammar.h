@@ -35,7 +35,7 @@ class JsonReading {
  public:
   static constexpr int kMaxIndent = 32;
   static constexpr int kMaxDepth = JsonSchema::kMaxTextDepth;
-  static constexpr int kMaxIntegerDigits = 64;
+  static constexpr int kMaxIntegerDigits = JsonSchema::kMaxIntegerDigits;
 
   // Any JSON object, or the texts of `schema` (null for none).
   static JsonReading start(const JsonSchema* schema);
@@ -92,6 +92,7 @@ class JsonReading {
   // read (pos_ counts the characters, pattern_state_ is the pattern's state).
   const StringPattern* string_pattern() const;
   bool step_pattern(uint8_t byte);  // true without a pattern
+  const StringPattern* number_pattern() const;  // of a number or integer with bounds, whose text it reads
   static uint8_t unescaped(uint8_t letter);  // of a short escape (\n: '\n'); 0 for none
   bool escape_possible(const StringPattern& p) const;  // some short escape may come next
 

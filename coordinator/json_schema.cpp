@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <optional>
 #include <functional>
 #include <set>
 #include <string_view>
@@ -89,7 +91,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
   static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
   static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
-                                              "minLength", "maxLength", "minItems", "maxItems", "pattern", "format"};
+                                              "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
+                                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
     if (!annotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
@@ -171,7 +174,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
       n.kind = kinds[0];
       if (kinds.size() > 1) {
-        for (const char* k : {"properties", "required", "additionalProperties", "items", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format"})
+        for (const char* k : {"properties", "required", "additionalProperties", "items", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
+                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
           if (k == Kind::Object || k == Kind::Array)
@@ -214,7 +218,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     const std::string keyword = s.contains("pattern") ? "pattern" : "format";
     const nlohmann::ordered_json& v = s[keyword];
     if (!v.is_string()) fail(place(where), "/", keyword, ": must be a string, got ", quoted(v));
-    if (patterns_.size() >= 255) fail(place(where), "/", keyword, ": more than 255 patterns and formats in one schema");
+    if (patterns_.size() >= 255) fail(place(where), "/", keyword, ": more than 255 patterns, formats and bounds in one schema");
     try {
       uint32_t max = n.max_size;
       const std::string regex = keyword == "pattern" ? v.get<std::string>() : StringPattern::format_regex(v.get<std::string>(), max);
@@ -223,6 +227,10 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       fail(place(where), "/", keyword, ": ", e.what());
     }
     n.pattern = uint8_t(patterns_.size());
+  }
+  if (s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum")) {
+    if (n.kind != Kind::Integer && n.kind != Kind::Number) fail(place(where), ": minimum, maximum and their exclusive forms need \"type\": \"integer\" or \"number\"");
+    n.pattern = bounds(s, n.kind, where);
   }
   if (object) {
     const nlohmann::ordered_json props = s.value("properties", nlohmann::ordered_json::object());
@@ -252,6 +260,40 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (array) n.children.push_back(s.contains("items") ? compile(s["items"], where + "/items", nesting + 1) : uint8_t(0));
   if (n.kind == Kind::Any && !n.nullable && into < 0) return 0;  // {} (or annotations only): any value
   return add(std::move(n), where, into);
+}
+
+// An integer's or a number's bounds, as the pattern of its text. An integer's bounds become the least and
+// greatest integers they allow; a number's must be whole numbers, each inclusive or not.
+uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where) {
+  std::optional<StringPattern::Bound> lo, hi;
+  for (const char* k : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+    if (!s.contains(k)) continue;
+    const nlohmann::ordered_json& v = s[k];
+    if (!v.is_number() || std::isnan(v.get<double>()) || std::fabs(v.get<double>()) > kMaxBound)
+      fail(place(where), "/", k, ": must be a number from -2^53 to 2^53, got ", quoted(v));
+    const double x = v.get<double>();
+    if (kind == Kind::Number && x != std::floor(x))
+      fail(place(where), "/", k, ": ", quoted(v), " is not a whole number (a number's bounds must be; an integer's may be any)");
+    const std::string_view key = k;
+    const bool lower = key == "minimum" || key == "exclusiveMinimum", exclusive = key.starts_with("exclusive");
+    StringPattern::Bound b{int64_t(lower ? std::ceil(x) : std::floor(x)), exclusive};
+    if (kind == Kind::Integer) {  // as inclusive bounds: > 3 is >= 4, and > 9.5 is >= 10
+      if (exclusive && x == std::floor(x)) b.value += lower ? 1 : -1;
+      b.exclusive = false;
+    }
+    std::optional<StringPattern::Bound>& bound = lower ? lo : hi;
+    const bool stricter = !bound || (lower ? b.value > bound->value : b.value < bound->value) || (b.value == bound->value && b.exclusive);
+    if (stricter) bound = b;
+  }
+  if (lo && hi && (lo->value > hi->value || (lo->value == hi->value && (lo->exclusive || hi->exclusive))))
+    fail(place(where), ": no ", kind == Kind::Integer ? "integer" : "number", " is within minimum/exclusiveMinimum ", lo->value, " and maximum/exclusiveMaximum ", hi->value);
+  if (patterns_.size() >= 255) fail(place(where), ": more than 255 patterns, formats and bounds in one schema");
+  if (kind == Kind::Integer)
+    patterns_.emplace_back(StringPattern::integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
+                           1 + kMaxIntegerDigits);  // a sign and the digits
+  else
+    patterns_.emplace_back(StringPattern::number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits);  // a sign, digits, a point and as many more
+  return uint8_t(patterns_.size());
 }
 
 // The least depths, from "unbounded" down to a fixed point (a $ref may make the node graph a cycle).

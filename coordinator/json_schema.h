@@ -3,7 +3,8 @@
 // (read with nlohmann::ordered_json, which keeps it; so `required` must name them all); arrays hold
 // `items`; `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
 // items; `pattern` (a regular expression) or `format` (date-time, email, uuid, ...) shapes a string
-// (coordinator/string_pattern.h); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
+// (coordinator/string_pattern.h); `minimum`/`maximum` and their exclusive forms bound an integer or a
+// number (a number's by whole numbers; it is then written without an exponent); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
 // `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may
 // be recursive, as pydantic writes nested and recursive models. Annotations (title, description,
@@ -37,7 +38,9 @@ class JsonSchema {
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text
     // String: characters (minLength, maxLength); Array: items (minItems, maxItems).
     uint32_t min_size = 0, max_size = kNoLimit;
-    uint8_t pattern = 0;  // String: 1 + its pattern's index (which then holds the length limits too), or 0
+    // String: 1 + the index of its pattern or format (which then holds the length limits too); Integer
+    // and Number: of its minimum and maximum, as a pattern of its text; 0 for none.
+    uint8_t pattern = 0;
     bool limited() const { return min_size > 0 || max_size != kNoLimit; }
   };
   static constexpr size_t kMaxNodes = 255;
@@ -45,6 +48,8 @@ class JsonSchema {
   static constexpr int kMaxNesting = 32;
   static constexpr size_t kMaxText = 4096;  // bytes of a property name or an enum value, as JSON
   static constexpr int kMaxTextDepth = 64;  // containers one inside another in a text (the recognizer's limit)
+  static constexpr int kMaxIntegerDigits = 64;  // of a number's integer part (the recognizer's limit)
+  static constexpr double kMaxBound = 9007199254740992.0;  // 2^53: of minimum and maximum, exact as doubles
   static constexpr uint8_t kUnbounded = 255;
   // Schemas of one anyOf or oneOf: the recognizer follows this many readings at once, so a union's
   // branches can all be open together.
@@ -65,6 +70,7 @@ class JsonSchema {
   uint8_t compile(const nlohmann::ordered_json& s, const std::string& where, int nesting, int into = -1);
   uint8_t reference(const nlohmann::ordered_json& ref, const std::string& where, int nesting);
   uint8_t add(Node n, const std::string& where, int into);
+  uint8_t bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where);
   void settle_depths();
   void refuse_union_cycles() const;
   void check_discriminators() const;

@@ -409,6 +409,34 @@ std::pair<uint32_t, uint32_t> build(const std::vector<Ast>& ast, size_t id, Nfa&
   return {start, at};
 }
 
+std::string digits(size_t n) { return n == 0 ? "" : n == 1 ? "[0-9]" : "[0-9]{" + std::to_string(n) + "}"; }
+
+// The numerals from a to b, both of the same length: a common first digit, or a's first digit with the
+// rest from a's up, the digits between with any rest, and b's first digit with the rest up to b's.
+std::string same_length(const std::string& a, const std::string& b) {
+  if (a.empty()) return "";
+  const size_t rest = a.size() - 1;
+  const std::string head_a(1, a[0]), head_b(1, b[0]);
+  if (a[0] == b[0]) return head_a + same_length(a.substr(1), b.substr(1));
+  if (a.substr(1) == std::string(rest, '0') && b.substr(1) == std::string(rest, '9')) return "[" + head_a + "-" + head_b + "]" + digits(rest);
+  std::string r = "(" + head_a + same_length(a.substr(1), std::string(rest, '9'));
+  if (a[0] + 1 < b[0]) r += "|[" + std::string(1, char(a[0] + 1)) + "-" + std::string(1, char(b[0] - 1)) + "]" + digits(rest);
+  return r + "|" + head_b + same_length(std::string(rest, '0'), b.substr(1)) + ")";
+}
+
+// The numerals from lo to hi (none: no bound), split where their length changes.
+std::string naturals(uint64_t lo, std::optional<uint64_t> hi) {
+  std::string from = std::to_string(lo), r;
+  for (size_t length = from.size();; ++length) {
+    const std::string nines(length, '9');
+    if (hi && std::to_string(*hi).size() == length) return r + same_length(from, std::to_string(*hi));
+    r += same_length(from, nines) + "|";
+    if (!hi) return r + "[1-9]" + digits(length) + "[0-9]*";
+    from.assign(length + 1, '0');
+    from[0] = '1';
+  }
+}
+
 std::vector<uint32_t> closure(std::vector<uint32_t> set, const Nfa& nfa) {
   std::vector<bool> seen(nfa.edges.size());
   std::vector<uint32_t> stack = set;
@@ -511,6 +539,58 @@ bool StringPattern::step(uint16_t& state, uint16_t& chars, uint8_t byte) const {
 }
 
 bool StringPattern::can_end(uint16_t state, uint16_t chars) const { return accepting_[state] && chars >= min_; }
+
+std::string StringPattern::integer_regex(std::optional<int64_t> lo, std::optional<int64_t> hi) {
+  auto magnitude = [](int64_t v) { return v < 0 ? uint64_t(-(v + 1)) + 1 : uint64_t(v); };
+  std::string r = "^(";
+  if (!hi || *hi >= 0) {
+    r += "(";
+    r += naturals(lo && *lo > 0 ? uint64_t(*lo) : 0, hi ? std::optional<uint64_t>(uint64_t(*hi)) : std::nullopt);
+    r += ")";
+  }
+  if (!lo || *lo < 0) {
+    const uint64_t least = hi && *hi < 0 ? magnitude(*hi) : 1;
+    r += r.size() > 2 ? "|-(" : "-(";
+    r += naturals(least, lo ? std::optional<uint64_t>(magnitude(*lo)) : std::nullopt);
+    r += ")";
+  }
+  return r + ")$";
+}
+
+namespace {
+// Numbers of magnitude from lo to hi (hi none: unbounded), their integer part I and fraction read apart:
+// I == lo (a fraction of zeros only where lo == hi, a nonzero one where lo is exclusive), lo < I < hi
+// (any fraction), I == hi (a fraction of zeros, where hi is inclusive).
+std::string magnitudes(StringPattern::Bound lo, std::optional<StringPattern::Bound> hi) {
+  const std::string any = "(\\.[0-9]+)?", zeros = "(\\.0+)?", nonzero = "\\.[0-9]*[1-9][0-9]*";
+  const uint64_t l = uint64_t(lo.value);
+  if (hi && uint64_t(hi->value) == l) return lo.exclusive || hi->exclusive ? "" : naturals(l, l) + zeros;
+  std::string r;
+  auto part = [&r](const std::string& integers, const std::string& fraction) {  // (integer part)fraction
+    r.append(r.empty() ? "(" : "|(").append(integers).append(")").append(fraction);
+  };
+  part(naturals(l, l), lo.exclusive ? nonzero : any);
+  if (!hi || uint64_t(hi->value) > l + 1) part(naturals(l + 1, hi ? std::optional<uint64_t>(uint64_t(hi->value) - 1) : std::nullopt), any);
+  if (hi && !hi->exclusive) part(naturals(uint64_t(hi->value), uint64_t(hi->value)), zeros);
+  return r;
+}
+}  // namespace
+
+std::string StringPattern::number_regex(std::optional<Bound> lo, std::optional<Bound> hi) {
+  std::vector<std::string> parts;
+  // x >= 0: from lo (or 0) up to hi.
+  if (!hi || hi->value > 0 || (hi->value == 0 && !hi->exclusive))
+    if (std::string r = magnitudes(lo && lo->value >= 0 ? *lo : Bound{0, false}, hi); !r.empty()) parts.push_back(r);
+  // x < 0: magnitudes from -hi (or above 0) up to -lo.
+  if (!lo || lo->value < 0) {
+    const Bound least = hi && hi->value < 0 ? Bound{-hi->value, hi->exclusive} : Bound{0, true};
+    if (std::string r = magnitudes(least, lo ? std::optional<Bound>(Bound{-lo->value, lo->exclusive}) : std::nullopt); !r.empty())
+      parts.push_back(r.insert(0, "-(").append(")"));
+  }
+  std::string r = "^(";
+  for (size_t i = 0; i < parts.size(); ++i) r += (i ? "|" : "") + parts[i];
+  return r + ")$";
+}
 
 std::string StringPattern::format_regex(std::string_view format, uint32_t& max_chars) {
   const std::string octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";

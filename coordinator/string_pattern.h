@@ -14,6 +14,7 @@
 // nothing here.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,17 @@ class StringPattern {
   // hostname, ipv4, ipv6 or uuid (as OpenAI's structured outputs list them); throws for another. A format
   // with a length limit of its own (a hostname's 253) lowers `max_chars` to it.
   static std::string format_regex(std::string_view format, uint32_t& max_chars);
+  // The anchored regular expression of the JSON integers from `lo` to `hi` (none: unbounded), as a number
+  // is written: no leading zeros, no "-0". For an integer's minimum and maximum, the same automaton then
+  // reads the number's text.
+  static std::string integer_regex(std::optional<int64_t> lo, std::optional<int64_t> hi);
+  // The same for JSON numbers between whole-number bounds, each inclusive or not: a fraction is allowed,
+  // an exponent is not (1e2 is written 100).
+  struct Bound {
+    int64_t value;
+    bool exclusive;
+  };
+  static std::string number_regex(std::optional<Bound> lo, std::optional<Bound> hi);
 
   // A string begins in state 0 with 0 characters. `byte` (of a character's UTF-8) after `state` with `chars` characters so far: true, both updated,
   // when an allowed string can still be finished after it.

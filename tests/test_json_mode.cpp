@@ -287,6 +287,12 @@ const char* kGooseSchema = R"({"type": "object", "title": "goose",
 
 nlohmann::ordered_json goose_schema() { return nlohmann::ordered_json::parse(kGooseSchema); }
 
+bool within_bounds(double x, const nlohmann::ordered_json& schema) {
+  return !(schema.contains("minimum") && x < schema["minimum"].get<double>()) && !(schema.contains("maximum") && x > schema["maximum"].get<double>()) &&
+         !(schema.contains("exclusiveMinimum") && x <= schema["exclusiveMinimum"].get<double>()) &&
+         !(schema.contains("exclusiveMaximum") && x >= schema["exclusiveMaximum"].get<double>());
+}
+
 // `value` is one of the texts the subset's `schema` allows (the test's own reading of it); `root` is the
 // document its $refs point into.
 bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& schema, const nlohmann::ordered_json& root) {
@@ -322,8 +328,11 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
     }
     if (t == "boolean" && v.is_boolean()) return true;
     // An integer too long for 64 bits is read as an integral double.
-    if (t == "integer" && (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()))) return true;
-    if (t == "number" && v.is_number()) return true;
+    if (t == "integer" && (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()))) {
+      const double x = v.get<double>();  // exact for the bounds tested (|x| <= 2^53 or far beyond them)
+      return within_bounds(x, schema);
+    }
+    if (t == "number" && v.is_number()) return within_bounds(v.get<double>(), schema);
     if (t == "array" && v.is_array()) {
       if (int64_t(v.size()) < schema.value("minItems", 0) || int64_t(v.size()) > schema.value("maxItems", int64_t(1) << 40)) return false;
       for (auto& e : v)
@@ -359,7 +368,15 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {R"({"type": ["object", "null"], "properties": {}})", R"(schema: the root must be {"type": "object", ...})"},
            {"[1]", "schema: must be a JSON object (a schema)"},
            {object(R"({"a": {"type": "strin"}})", R"(["a"])"), R"(schema/properties/a/type: "strin" is not one of object, array, string, number, integer, boolean, null)"},
-           {object(R"({"a": {"type": "integer", "minimum": 0}})", R"(["a"])"), "schema/properties/a: 'minimum' is not supported"},
+           {object(R"({"a": {"type": "number", "minimum": 0.5}})", R"(["a"])"),
+            "schema/properties/a/minimum: 0.5 is not a whole number (a number's bounds must be; an integer's may be any)"},
+           {object(R"({"a": {"type": "string", "maximum": 1}})", R"(["a"])"), R"(schema/properties/a: minimum, maximum and their exclusive forms need "type": "integer" or "number")"},
+           {object(R"({"a": {"type": "number", "exclusiveMinimum": 1, "maximum": 1}})", R"(["a"])"),
+            "schema/properties/a: no number is within minimum/exclusiveMinimum 1 and maximum/exclusiveMaximum 1"},
+           {object(R"({"a": {"type": "integer", "minimum": "0"}})", R"(["a"])"), R"(schema/properties/a/minimum: must be a number from -2^53 to 2^53, got "0")"},
+           {object(R"({"a": {"type": "integer", "exclusiveMinimum": true}})", R"(["a"])"), "schema/properties/a/exclusiveMinimum: must be a number from -2^53 to 2^53, got true"},
+           {object(R"({"a": {"type": "integer", "maximum": 1e300}})", R"(["a"])"), "schema/properties/a/maximum: must be a number from -2^53 to 2^53, got 1e+300"},
+           {object(R"({"a": {"type": "integer", "minimum": 2.5, "exclusiveMaximum": 3}})", R"(["a"])"), "schema/properties/a: no integer is within minimum/exclusiveMinimum 3 and maximum/exclusiveMaximum 2"},
            {object(R"({"a": {"type": "string"}})", R"(["a", "b"])"), R"(schema/required: "b" is not a property of this object)"},
            {object(R"({"a": {"type": "string"}, "b": {"type": "string"}})", R"(["a"])"),
             "schema/required: 'b' is missing: every property is written, so every one must be required"},
@@ -703,13 +720,14 @@ const char* kPatternsSchema = R"({"type": "object", "properties": {
     "host": {"type": "string", "format": "ipv4"},
     "note": {"type": "string", "pattern": "go+se", "maxLength": 8},
     "lines": {"type": "string", "pattern": "^a\\n?b\"$"},
-    "tags": {"type": "array", "items": {"type": "string", "pattern": "^#[a-z]+$", "maxLength": 4}, "maxItems": 3}},
-  "required": ["code", "born", "seen", "id", "host", "note", "lines", "tags"]})";
+    "tags": {"type": "array", "items": {"type": "string", "pattern": "^#[a-z]+$", "maxLength": 4}, "maxItems": 3},
+    "rank": {"type": "integer", "minimum": 1, "maximum": 5}},
+  "required": ["code", "born", "seen", "id", "host", "note", "lines", "tags", "rank"]})";
 
 TEST(JsonGrammar, PatternsAndFormatsAreKeptCharacterByCharacterEscapesRead) {
   const JsonSchema patterns(nlohmann::ordered_json::parse(kPatternsSchema));
   const std::string fine = R"({"code": "AB-123", "born": "2024-02-29", "seen": null, "id": "0f8fad5b-d9cb-469f-a165-70867728950e",)"
-                           R"( "host": "10.0.0.1", "note": "a gooose", "lines": "a\nb\"", "tags": ["#ab", "#c"]})";
+                           R"( "host": "10.0.0.1", "note": "a gooose", "lines": "a\nb\"", "tags": ["#ab", "#c"], "rank": 5})";
   JsonRecognizer r(patterns);
   ASSERT_TRUE(r.push(fine)) << fine.substr(0, first_refused(fine, JsonRecognizer(patterns)));
   EXPECT_TRUE(r.complete());
@@ -732,6 +750,51 @@ TEST(JsonGrammar, PatternsAndFormatsAreKeptCharacterByCharacterEscapesRead) {
 }
 
 TEST(JsonGrammar, WhatPatternsAndFormatsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kPatternsSchema), 400, 50); }
+
+// minimum, maximum and their exclusive forms, on integers and numbers.
+const char* kBoundsSchema = R"({"type": "object", "properties": {
+    "n": {"type": "integer", "minimum": -5, "exclusiveMaximum": 100},
+    "m": {"type": ["integer", "null"], "exclusiveMinimum": 9.5},
+    "k": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 7}},
+    "big": {"type": "integer", "maximum": -9007199254740990},
+    "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "t": {"type": ["number", "null"], "minimum": -273, "exclusiveMaximum": 0}},
+  "required": ["n", "m", "k", "big", "p", "t"]})";
+
+const std::string kToP = R"({"n": 1, "m": 10, "k": [], "big": -9007199254740990, "p": )";
+
+TEST(JsonGrammar, BoundsAreKeptDigitByDigit) {
+  const JsonSchema bounds(nlohmann::ordered_json::parse(kBoundsSchema));
+  for (const std::string text : {R"({"n": -5, "m": null, "k": [0, 7], "big": -9007199254740990, "p": 1, "t": -273})",
+                                  R"({"n": 99, "m": 10, "k": [], "big": -12345678901234567890, "p": 0.001, "t": null})",
+                                  R"({"n": 0, "m": 11, "k": [1], "big": -9007199254740991, "p": 1.000, "t": -0.5})"}) {
+    JsonRecognizer r(bounds);
+    EXPECT_TRUE(r.push(text)) << text;
+    EXPECT_TRUE(r.complete()) << text;
+  }
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"n": -6)", 7},      // below -5
+           {R"({"n": 100)", 8},     // exclusiveMaximum 100
+           {R"({"n": 05)", 7},      // no leading zeros
+           {R"({"n": -0)", 7},      // nor -0
+           {R"({"n": 1.)", 7},      // an integer
+           {R"({"n": 1, "m": 9,)", 15},  // 9 could have become 90, but it ends here
+           {R"({"n": 1, "m": 10, "k": [8)", 24},
+           {R"({"n": 1, "m": 10, "k": [], "big": 1)", 34},
+           {R"({"n": 1, "m": 10, "k": [], "big": -9007199254740989})", 51},
+           {kToP + R"(0,)", kToP.size() + 1},        // exclusiveMinimum 0
+           {kToP + R"(0.000,)", kToP.size() + 5},
+           {kToP + R"(1.01)", kToP.size() + 3},      // maximum 1
+           {kToP + R"(2)", kToP.size()},
+           {kToP + R"(1e0)", kToP.size() + 1},       // no exponent under bounds
+           {kToP + R"(0.5, "t": -273.1)", kToP.size() + 15},
+           {kToP + R"(0.5, "t": 0)", kToP.size() + 10}}) {  // ...0989 is above the maximum: it may only go on
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(bounds)), offset);
+  }
+}
+
+TEST(JsonGrammar, WhatBoundsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kBoundsSchema), 800, 100); }
 
 TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
@@ -1009,8 +1072,8 @@ TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
        {std::pair{schema + R"({}}})", std::string(R"(response_format: json_schema: schema: the root must be {"type": "object", ...})")},
         {schema + R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(x)\\1"}}, "required": ["a"]}}})",
          "response_format: json_schema: schema/properties/a/pattern: at character 5: backreferences are not supported"},
-        {schema + R"({"type": "object", "properties": {"a": {"type": "number", "minimum": 0}}, "required": ["a"]}}})",
-         "response_format: json_schema: schema/properties/a: 'minimum' is not supported"},
+        {schema + R"({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}, "required": ["a"]}}})",
+         "response_format: json_schema: schema/properties/a: 'multipleOf' is not supported"},
         {schema + R"({"type": "object", "properties": {"a": {"type": "string"}}}}})",
          "response_format: json_schema: schema/required: 'a' is missing: every property is written, so every one must be required"},
         {R"({"type": "json_schema", "json_schema": {"name": "x"}})", R"(response_format: json_schema must be {"name": ..., "schema": {...}})"},

@@ -197,3 +197,47 @@ TEST(StringPattern, RefusesWhatItCannotServeAndSaysWhere) {
 
 }  // namespace
 }  // namespace skein
+
+namespace skein {
+namespace {
+
+// Integers and decimals near and far from the bounds, written as a JSON writer would: accepted exactly
+// when they are within them.
+TEST(StringPattern, BoundsAllowExactlyTheNumbersBetweenThem) {
+  using Bound = StringPattern::Bound;
+  std::mt19937_64 rng(1);
+  using Limits = std::pair<std::optional<int64_t>, std::optional<int64_t>>;
+  for (auto [lo, hi] : std::vector<Limits>{{0, {}}, {1, 5}, {-3, 7}, {{}, -1}, {{}, {}}, {7, 7}, {-120, -15}, {95, 1234}, {INT64_MIN, INT64_MAX}}) {
+    SCOPED_TRACE(std::to_string(lo.value_or(-1)) + " " + std::to_string(hi.value_or(-1)));
+    const StringPattern p(StringPattern::integer_regex(lo, hi), 0, 65);
+    for (int i = 0; i < 4000; ++i) {
+      const int k = int(rng() % 4);
+      const int64_t near = int64_t(rng() % 20) - 10;
+      const int64_t v = k == 0 ? int64_t(rng() % 3000) - 1500 : k == 1 ? lo.value_or(0) + near : k == 2 ? hi.value_or(0) + near : int64_t(rng());
+      const bool within = (!lo || v >= *lo) && (!hi || v <= *hi);
+      ASSERT_EQ(accepts(p, std::to_string(v)), within) << v;
+    }
+    for (const char* never : {"00", "01", "-0", "-01", "1.0", "1e1", "-"}) EXPECT_FALSE(accepts(p, never)) << never;
+  }
+  using Bounds = std::pair<std::optional<Bound>, std::optional<Bound>>;
+  for (auto [lo, hi] : std::vector<Bounds>{{Bound{0, false}, {}}, {Bound{0, true}, {}}, {Bound{0, false}, Bound{1, false}}, {Bound{1, true}, Bound{5, true}},
+                                           {Bound{-3, false}, Bound{7, true}}, {{}, Bound{0, true}}, {{}, Bound{-2, false}}, {{}, {}}, {Bound{7, false}, Bound{7, false}},
+                                           {Bound{-120, true}, Bound{-15, false}}, {Bound{-1, true}, Bound{0, true}}}) {
+    const StringPattern p(StringPattern::number_regex(lo, hi), 0, 130);
+    for (int i = 0; i < 4000; ++i) {
+      const int k = int(rng() % 4);
+      const double near = double(int64_t(rng() % 40) - 20) / 16;
+      const double v = k == 0 ? double(int64_t(rng() % 300) - 150) / 8 : k == 1 ? double(lo ? lo->value : 0) + near : k == 2 ? double(hi ? hi->value : 0) + near : double(int64_t(rng() % 200) - 100);
+      char text[64];
+      snprintf(text, sizeof text, "%.*f", int(rng() % 4), v);
+      const double x = std::stod(text);
+      if (x == 0 && text[0] == '-') continue;  // -0: never written
+      const bool within = (!lo || (lo->exclusive ? x > double(lo->value) : x >= double(lo->value))) && (!hi || (hi->exclusive ? x < double(hi->value) : x <= double(hi->value)));
+      ASSERT_EQ(accepts(p, text), within) << text;
+    }
+    EXPECT_FALSE(accepts(p, "1e0"));
+  }
+}
+
+}  // namespace
+}  // namespace skein

@@ -330,6 +330,14 @@ void json_text(std::string_view bytes) {
       "required": ["u", "t"],
       "$defs": {"T": {"type": "object", "properties": {"c": {"type": "array", "items": {"anyOf": [{"$ref": "#/$defs/T"}, {"type": "number"}]}}}, "required": ["c"]}}})"));
   json_text_under(bytes, JsonRecognizer(unions), {"u", "t"});
+  // Patterns and formats (with lengths, escapes among their characters, two in one union) and bounds.
+  static const JsonSchema patterns(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
+      "p": {"type": "string", "pattern": "^(a|b\\n)+[0-9]{2}$", "maxLength": 6},
+      "d": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "ipv4"}, {"type": "integer"}]},
+      "q": {"type": "array", "items": {"type": "string", "pattern": "é+\"", "minLength": 3}},
+      "i": {"type": "integer", "minimum": -20, "exclusiveMaximum": 300}, "x": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 2}},
+      "required": ["p", "d", "q", "i", "x"]})"));
+  json_text_under(bytes, JsonRecognizer(patterns), {"p", "d", "q", "i", "x"});
 }
 
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {
