@@ -222,7 +222,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     try {
       uint32_t max = n.max_size;
       const std::string regex = keyword == "pattern" ? v.get<std::string>() : StringPattern::format_regex(v.get<std::string>(), max);
-      patterns_.emplace_back(regex, n.min_size, max);
+      patterns_.emplace_back(regex, n.min_size, max, &pattern_work_left_);
     } catch (const Error& e) {
       fail(place(where), "/", keyword, ": ", e.what());
     }
@@ -288,11 +288,15 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
   if (lo && hi && (lo->value > hi->value || (lo->value == hi->value && (lo->exclusive || hi->exclusive))))
     fail(place(where), ": no ", kind == Kind::Integer ? "integer" : "number", " is within minimum/exclusiveMinimum ", lo->value, " and maximum/exclusiveMaximum ", hi->value);
   if (patterns_.size() >= 255) fail(place(where), ": more than 255 patterns, formats and bounds in one schema");
-  if (kind == Kind::Integer)
-    patterns_.emplace_back(StringPattern::integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
-                           1 + kMaxIntegerDigits);  // a sign and the digits
-  else
-    patterns_.emplace_back(StringPattern::number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits);  // a sign, digits, a point and as many more
+  try {
+    if (kind == Kind::Integer)
+      patterns_.emplace_back(StringPattern::integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
+                             1 + kMaxIntegerDigits, &pattern_work_left_);  // a sign and the digits
+    else
+      patterns_.emplace_back(StringPattern::number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, &pattern_work_left_);  // a sign, digits, a point and as many more
+  } catch (const Error& e) {
+    fail(place(where), ": ", e.what());
+  }
   return uint8_t(patterns_.size());
 }
 

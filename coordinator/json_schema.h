@@ -77,6 +77,7 @@ class JsonSchema {
 
   std::vector<Node> nodes_;  // nodes_[0]: any value
   std::vector<StringPattern> patterns_;
+  size_t pattern_work_left_ = StringPattern::kMaxWork;  // all of its patterns together
   uint8_t root_ = 0;
   uint32_t id_;
   // While compiling: the whole document ($ref targets are looked up in it), each $ref target's node,

@@ -1,6 +1,7 @@
 #include "coordinator/string_pattern.h"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <utility>
 
@@ -437,22 +438,41 @@ std::string naturals(uint64_t lo, std::optional<uint64_t> hi) {
   }
 }
 
-std::vector<uint32_t> closure(std::vector<uint32_t> set, const Nfa& nfa) {
-  std::vector<bool> seen(nfa.edges.size());
-  std::vector<uint32_t> stack = set;
-  for (uint32_t s : set) seen[s] = true;
-  while (!stack.empty()) {
-    const uint32_t s = stack.back();
-    stack.pop_back();
-    for (uint32_t t : nfa.empty[s])
-      if (!seen[t]) seen[t] = true, set.push_back(t), stack.push_back(t);
+// The NFA states reachable from `set` by empty moves, sorted: a DFA state. Its marks are reused from
+// call to call, so each costs what it finds, not the NFA's size.
+class Closure {
+ public:
+  explicit Closure(const Nfa& nfa) : nfa_(nfa), mark_(nfa.edges.size(), 0) {}
+  std::vector<uint32_t> operator()(std::vector<uint32_t> set) {
+    ++round_;
+    std::vector<uint32_t> stack;
+    for (uint32_t s : set)
+      if (mark_[s] != round_) mark_[s] = round_, stack.push_back(s);
+    set = stack;
+    while (!stack.empty()) {
+      const uint32_t s = stack.back();
+      stack.pop_back();
+      for (uint32_t t : nfa_.empty[s])
+        if (mark_[t] != round_) mark_[t] = round_, set.push_back(t), stack.push_back(t);
+    }
+    std::sort(set.begin(), set.end());
+    return set;
   }
-  std::sort(set.begin(), set.end());
-  return set;
-}
+
+ private:
+  const Nfa& nfa_;
+  std::vector<uint32_t> mark_;
+  uint32_t round_ = 0;
+};
 }  // namespace
 
-StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars) : min_(min_chars), max_(max_chars) {
+StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left) : min_(min_chars), max_(max_chars) {
+  size_t own_work = kMaxWork;
+  size_t& left = work_left ? *work_left : own_work;
+  auto spend = [&left](size_t steps) {
+    if (steps > left) fail("too complex: the schema's patterns, formats and bounds take more than ", kMaxWork, " steps to compile");
+    left -= steps;
+  };
   std::vector<Ast> ast;
   const size_t root = Parser(code_points(regex), ast).parse();
   Nfa nfa;
@@ -474,52 +494,77 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
 
   // Subset construction: state 0 is the start.
   std::map<std::vector<uint32_t>, int32_t> ids;
-  std::vector<std::vector<uint32_t>> sets{closure({nfa_start}, nfa)};
+  Closure closure(nfa);
+  std::vector<std::vector<uint32_t>> sets{closure({nfa_start})};
   ids[sets[0]] = 0;
   for (size_t s = 0; s < sets.size(); ++s) {
     accepting_.push_back(std::binary_search(sets[s].begin(), sets[s].end(), nfa_accept));
     for (size_t k = 0; k < classes_; ++k) {
       const uint8_t b = representative[k];
       std::vector<uint32_t> to;
-      for (uint32_t n : sets[s])
+      for (uint32_t n : sets[s]) {
+        spend(1 + nfa.edges[n].size());
         for (const Nfa::Edge& e : nfa.edges[n])
           if (b >= e.lo && b <= e.hi) to.push_back(e.to);
+      }
       if (to.empty()) {
         next_.push_back(-1);
         continue;
       }
-      to = closure(std::move(to), nfa);
+      to = closure(std::move(to));
+      spend(to.size());
       auto [it, added] = ids.try_emplace(to, int32_t(sets.size()));
       if (added) {
-        if (sets.size() >= kMaxStates) fail("needs more than ", kMaxStates, " automaton states");
+        if (sets.size() >= kMaxStates) fail("needs more than ", kMaxStates, " automaton states (a long counted repeat such as .{0,1000} is cheaper as maxLength)");
         sets.push_back(to);
       }
       next_.push_back(it->second);
     }
   }
 
-  // finishable_[c][s]: from s with c characters, some allowed string can be finished. Counts are
-  // followed up to cap_; from the highest down, since a character only ever raises the count.
-  cap_ = max_ != kNoLimit ? max_ : min_;
-  if ((size_t(cap_) + 1) * states() > kMaxTable)
-    fail("its ", states(), " automaton states times ", size_t(cap_) + 1, " character counts (from minLength/maxLength) are above ", kMaxTable);
-  finishable_.assign((size_t(cap_) + 1) * states(), false);
-  for (uint32_t c = cap_ + 1; c-- > 0;) {
-    for (bool changed = true; changed;) {
-      changed = false;
-      for (size_t s = 0; s < states(); ++s) {
-        if (finishable_[c * states() + s]) continue;
-        bool ok = accepting_[s] && c >= min_;
-        for (size_t k = 0; k < classes_ && !ok; ++k) {
-          const int32_t t = next_[s * classes_ + k];
-          if (t < 0) continue;
-          uint32_t to = c + (class_starts_[k] ? 1 : 0);
-          if (max_ != kNoLimit && to > max_) continue;
-          to = std::min(to, cap_);
-          ok = finishable(to, size_t(t));
-        }
-        if (ok) finishable_[c * states() + s] = true, changed = true;
-      }
+  // shortest_: back from the accepting states, a byte that begins a character costing one (0-1 BFS).
+  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> into(states());  // (from, class) of each state's moves in
+  for (size_t from = 0; from < states(); ++from)
+    for (size_t k = 0; k < classes_; ++k)
+      if (const int32_t t = next_[from * classes_ + k]; t >= 0) into[size_t(t)].push_back({uint32_t(from), uint32_t(k)});
+  spend(next_.size());
+  shortest_.assign(states(), kNoLimit);
+  std::deque<uint32_t> queue;
+  for (size_t s = 0; s < states(); ++s)
+    if (accepting_[s]) shortest_[s] = 0, queue.push_back(uint32_t(s));
+  while (!queue.empty()) {
+    const uint32_t t = queue.front();
+    queue.pop_front();
+    for (auto [from, k] : into[t]) {
+      const uint32_t d = shortest_[t] + (class_starts_[k] ? 1 : 0);
+      if (d >= shortest_[from]) continue;
+      shortest_[from] = d;
+      class_starts_[k] ? queue.push_back(from) : queue.push_front(from);
+    }
+  }
+  // below_min_: level by level down from min_ - 1 (a character only ever raises the count): what leads,
+  // through moves that begin a character, to a finishable state a level up, and back from those along
+  // the moves that stay on the level.
+  if (size_t(min_) * states() > kMaxTable)
+    fail("its ", states(), " automaton states times minLength ", min_, " are above ", kMaxTable);
+  below_min_.assign(size_t(min_) * states(), false);
+  spend(below_min_.size() * classes_);
+  for (uint32_t c = min_; c-- > 0;) {
+    std::vector<uint32_t> found;
+    auto mark = [&](size_t s) {
+      if (!below_min_[c * states() + s]) below_min_[c * states() + s] = true, found.push_back(uint32_t(s));
+    };
+    for (size_t s = 0; s < states(); ++s) {
+      bool ok = false;
+      for (size_t k = 0; k < classes_ && !ok; ++k)
+        if (const int32_t t = next_[s * classes_ + k]; t >= 0 && class_starts_[k] && (max_ == kNoLimit || c + 1 <= max_)) ok = finishable(c + 1, size_t(t));
+      if (ok) mark(s);
+    }
+    while (!found.empty()) {
+      const uint32_t t = found.back();
+      found.pop_back();
+      for (auto [from, k] : into[t])
+        if (!class_starts_[k]) mark(from);
     }
   }
   if (!finishable(0, 0)) fail("no string a JSON string can hold matches it", min_ || max_ != kNoLimit ? " within minLength/maxLength" : "");
@@ -530,8 +575,7 @@ bool StringPattern::step(uint16_t& state, uint16_t& chars, uint8_t byte) const {
   const int32_t t = next_[size_t(state) * classes_ + k];
   if (t < 0) return false;
   uint32_t to = uint32_t(chars) + (class_starts_[k] ? 1 : 0);
-  if (max_ != kNoLimit && to > max_) return false;
-  to = std::min(to, cap_);
+  if (max_ == kNoLimit) to = std::min(to, min_);
   if (!finishable(to, size_t(t))) return false;
   state = uint16_t(t);
   chars = uint16_t(to);

@@ -25,11 +25,16 @@ class StringPattern {
  public:
   static constexpr uint32_t kNoLimit = UINT32_MAX;
   static constexpr size_t kMaxStates = 4096;              // of the automaton
-  static constexpr size_t kMaxTable = size_t(1) << 20;    // automaton states x character counts tracked
+  static constexpr size_t kMaxTable = size_t(1) << 20;    // automaton states x character counts below minLength
   static constexpr uint32_t kMaxRepeat = 1000;            // n and m of {n,m}
 
-  // Throws skein::Error saying what is wrong (the schema adds where).
-  StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars);
+  // Steps of compiling (automaton moves and table cells looked at) one schema may spend on all of its
+  // patterns, so that no request can hold the server for long: about 0.1 s on one core.
+  static constexpr size_t kMaxWork = size_t(12) << 20;
+
+  // Throws skein::Error saying what is wrong (the schema adds where). `work_left` (the schema's; null:
+  // kMaxWork for this one) is lowered by the steps this pattern took; past 0 it throws.
+  StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left = nullptr);
   // The anchored regular expression of a JSON Schema format: date-time, date, time, duration, email,
   // hostname, ipv4, ipv6 or uuid (as OpenAI's structured outputs list them); throws for another. A format
   // with a length limit of its own (a hostname's 253) lowers `max_chars` to it.
@@ -54,15 +59,20 @@ class StringPattern {
   size_t states() const { return accepting_.size(); }
 
  private:
-  bool finishable(uint32_t chars, size_t state) const { return finishable_[chars * states() + state]; }
+  // From `state` with `chars` characters, some allowed string can be finished: below the minimum, the
+  // table says; from it on, only the maximum matters, and the shortest ending tells.
+  bool finishable(uint32_t chars, size_t state) const {
+    return chars < min_ ? below_min_[chars * states() + state] : shortest_[state] != kNoLimit && (max_ == kNoLimit || chars + shortest_[state] <= max_);
+  }
 
-  uint32_t min_, max_, cap_;  // character counts saturate at cap_ (max_, or min_ when there is no maximum)
+  uint32_t min_, max_;  // without a maximum, character counts stop at min_ (the states beyond it alike)
   uint8_t class_of_[256];     // bytes that every state treats alike share a class
   bool class_starts_[256];    // the class's bytes begin a character
   size_t classes_ = 0;
   std::vector<int32_t> next_;  // [state * classes_ + class]: the next state, -1 for none
   std::vector<bool> accepting_;
-  std::vector<bool> finishable_;  // [chars * states + state]
+  std::vector<uint32_t> shortest_;  // [state]: the fewest characters that end an allowed string; kNoLimit for none
+  std::vector<bool> below_min_;     // [chars * states + state] for chars < min_
 };
 
 }  // namespace skein

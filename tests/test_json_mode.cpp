@@ -405,6 +405,8 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {object(R"({"a": {"type": "string", "pattern": 1}})", R"(["a"])"), "schema/properties/a/pattern: must be a string, got 1"},
            {object(R"x({"a": {"type": "string", "pattern": "(?!x)"}})x", R"(["a"])"),
             "schema/properties/a/pattern: at character 2: lookaround ((?=, (?!, (?<=, (?<!) is not supported"},
+           {object(R"x({"a": {"type": "string", "pattern": "(\\S{1,4}\\s){1,20}"}, "b": {"type": "string", "pattern": "(\\S{1,4}\\s){1,20}"}})x", R"(["a", "b"])"),
+            "schema/properties/b/pattern: too complex: the schema's patterns, formats and bounds take more than 12582912 steps to compile"},
            {object(R"({"a": {"type": "string", "pattern": "^abc$", "maxLength": 2}})", R"(["a"])"),
             "schema/properties/a/pattern: no string a JSON string can hold matches it within minLength/maxLength"},
            {object(R"({"a": {"type": "string", "format": "uri"}})", R"(["a"])"),

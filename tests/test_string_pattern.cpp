@@ -180,17 +180,28 @@ TEST(StringPattern, RefusesWhatItCannotServeAndSaysWhere) {
            {"\\ud800", "at character 6: a lone surrogate"},
            {"^\\u0001$", "no string a JSON string can hold matches it"},
            {"^[a-z]{300}$", "no string a JSON string can hold matches it within minLength/maxLength"},  // at most 100
-           {"^[a-z]{1000}$", "its 1001 automaton states times 2001 character counts (from minLength/maxLength) are above 1048576"},
+           {"^[a-z]{1000}$", "its 1001 automaton states times minLength 2000 are above 1048576"},
+           {"^.{0,1000}$", "needs more than 4096 automaton states (a long counted repeat such as .{0,1000} is cheaper as maxLength)"},
        }) {
     SCOPED_TRACE(regex);
     try {
-      StringPattern p(regex, 0, regex == "^[a-z]{300}$" ? 100 : regex == "^[a-z]{1000}$" ? 2000 : StringPattern::kNoLimit);
+      StringPattern p(regex, regex == "^[a-z]{1000}$" ? 2000 : 0, regex == "^[a-z]{300}$" ? 100 : StringPattern::kNoLimit);
       ADD_FAILURE() << "compiled";
     } catch (const Error& e) {
       EXPECT_EQ(std::string(e.what()), message);
     }
   }
   EXPECT_THROW(StringPattern("^a$", 2, StringPattern::kNoLimit), Error);  // no string of two characters matches
+  // The work a schema may spend on its patterns is shared by all of them.
+  size_t work_left = StringPattern::kMaxWork;
+  const StringPattern heavy("(\\S{1,4}\\s){1,20}", 0, StringPattern::kNoLimit, &work_left);
+  EXPECT_LT(work_left, StringPattern::kMaxWork / 2);
+  try {
+    StringPattern again("(\\S{1,4}\\s){1,20}", 0, StringPattern::kNoLimit, &work_left);
+    ADD_FAILURE() << "compiled";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "too complex: the schema's patterns, formats and bounds take more than 12582912 steps to compile");
+  }
   uint32_t max = 0;
   EXPECT_THROW(StringPattern::format_regex("uri", max), Error);
 }
