@@ -3,13 +3,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <optional>
 #include <functional>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <tuple>
 
 #include "common/error.h"
+#include "coordinator/value_regexes.h"
 
 namespace skein {
 
@@ -221,7 +222,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     if (patterns_.size() >= 255) fail(place(where), "/", keyword, ": more than 255 patterns, formats and bounds in one schema");
     try {
       uint32_t max = n.max_size;
-      const std::string regex = keyword == "pattern" ? v.get<std::string>() : StringPattern::format_regex(v.get<std::string>(), max);
+      const std::string regex = keyword == "pattern" ? v.get<std::string>() : format_regex(v.get<std::string>(), max);
       patterns_.emplace_back(regex, n.min_size, max, &pattern_work_left_);
     } catch (const Error& e) {
       fail(place(where), "/", keyword, ": ", e.what());
@@ -265,7 +266,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
 // An integer's or a number's bounds, as the pattern of its text. An integer's bounds become the least and
 // greatest integers they allow; a number's must be whole numbers, each inclusive or not.
 uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where) {
-  std::optional<StringPattern::Bound> lo, hi;
+  std::optional<NumberBound> lo, hi;
   for (const char* k : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
     if (!s.contains(k)) continue;
     const nlohmann::ordered_json& v = s[k];
@@ -276,12 +277,12 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
       fail(place(where), "/", k, ": ", quoted(v), " is not a whole number (a number's bounds must be; an integer's may be any)");
     const std::string_view key = k;
     const bool lower = key == "minimum" || key == "exclusiveMinimum", exclusive = key.starts_with("exclusive");
-    StringPattern::Bound b{int64_t(lower ? std::ceil(x) : std::floor(x)), exclusive};
+    NumberBound b{int64_t(lower ? std::ceil(x) : std::floor(x)), exclusive};
     if (kind == Kind::Integer) {  // as inclusive bounds: > 3 is >= 4, and > 9.5 is >= 10
       if (exclusive && x == std::floor(x)) b.value += lower ? 1 : -1;
       b.exclusive = false;
     }
-    std::optional<StringPattern::Bound>& bound = lower ? lo : hi;
+    std::optional<NumberBound>& bound = lower ? lo : hi;
     const bool stricter = !bound || (lower ? b.value > bound->value : b.value < bound->value) || (b.value == bound->value && b.exclusive);
     if (stricter) bound = b;
   }
@@ -290,10 +291,10 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
   if (patterns_.size() >= 255) fail(place(where), ": more than 255 patterns, formats and bounds in one schema");
   try {
     if (kind == Kind::Integer)
-      patterns_.emplace_back(StringPattern::integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
+      patterns_.emplace_back(integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
                              1 + kMaxIntegerDigits, &pattern_work_left_);  // a sign and the digits
     else
-      patterns_.emplace_back(StringPattern::number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, &pattern_work_left_);  // a sign, digits, a point and as many more
+      patterns_.emplace_back(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, &pattern_work_left_);  // a sign, digits, a point and as many more
   } catch (const Error& e) {
     fail(place(where), ": ", e.what());
   }

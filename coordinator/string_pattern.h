@@ -1,21 +1,14 @@
-// A JSON Schema string's `pattern` (an ECMA-262 regular expression) or `format`, with its minLength and
-// maxLength, compiled for constrained generation: a deterministic automaton over the UTF-8 bytes of the
-// string's characters (as they are once JSON escapes are read), and a table that says, for each state and
-// character count, whether an allowed string can still be finished. The JSON recognizer steps it byte by
-// byte and never takes a byte after which none can, so a constrained string never dead-ends.
-//
-// The subset: literal characters, `.`, classes `[...]` (ranges, negation, \d \w \s and their
-// complements), groups `(...)`, `(?:...)`, `(?<name>...)`, alternation, `* + ? {n} {n,} {n,m}` (and their
-// lazy forms, which match the same strings), `^` and `$` at the ends of the pattern or of its top-level
-// alternatives, and the escapes \t \n \r \v \f \0 \xHH \uHHHH and escaped syntax characters. Lookaround,
-// backreferences and word boundaries are refused. As JSON Schema says, a pattern matches anywhere in the
-// string unless it is anchored. Characters a JSON string cannot hold raw and that have no short escape
-// (U+0000-U+001F but \b \t \n \f \r, and U+007F) are never generated: a pattern that needs one matches
-// nothing here.
+// A JSON Schema string's `pattern` (coordinator/regex_syntax) or `format` (coordinator/value_regexes),
+// with its minLength and maxLength, compiled for constrained generation: a deterministic automaton over
+// the UTF-8 bytes of the string's characters (as they are once JSON escapes are read), with what it takes
+// to tell, for each state and character count, whether an allowed string can still be finished. The JSON
+// recognizer steps it byte by byte and never takes a byte after which none can, so a constrained string
+// never dead-ends. An integer's or number's bounds are compiled the same way, over the number's text.
+// Characters a JSON string cannot hold raw and that have no short escape (U+0000-U+001F but \b \t \n \f
+// \r, and U+007F) are never generated: a pattern that needs one matches nothing here.
 #pragma once
+#include <cstddef>
 #include <cstdint>
-#include <optional>
-#include <string>
 #include <string_view>
 #include <vector>
 
@@ -26,7 +19,6 @@ class StringPattern {
   static constexpr uint32_t kNoLimit = UINT32_MAX;
   static constexpr size_t kMaxStates = 4096;              // of the automaton
   static constexpr size_t kMaxTable = size_t(1) << 20;    // automaton states x character counts below minLength
-  static constexpr uint32_t kMaxRepeat = 1000;            // n and m of {n,m}
 
   // Steps of compiling (automaton moves and table cells looked at) one schema may spend on all of its
   // patterns, so that no request can hold the server for long: about 0.1 s on one core.
@@ -35,24 +27,8 @@ class StringPattern {
   // Throws skein::Error saying what is wrong (the schema adds where). `work_left` (the schema's; null:
   // kMaxWork for this one) is lowered by the steps this pattern took; past 0 it throws.
   StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left = nullptr);
-  // The anchored regular expression of a JSON Schema format: date-time, date, time, duration, email,
-  // hostname, ipv4, ipv6 or uuid (as OpenAI's structured outputs list them); throws for another. A format
-  // with a length limit of its own (a hostname's 253) lowers `max_chars` to it.
-  static std::string format_regex(std::string_view format, uint32_t& max_chars);
-  // The anchored regular expression of the JSON integers from `lo` to `hi` (none: unbounded), as a number
-  // is written: no leading zeros, no "-0". For an integer's minimum and maximum, the same automaton then
-  // reads the number's text.
-  static std::string integer_regex(std::optional<int64_t> lo, std::optional<int64_t> hi);
-  // The same for JSON numbers between whole-number bounds, each inclusive or not: a fraction is allowed,
-  // an exponent is not (1e2 is written 100).
-  struct Bound {
-    int64_t value;
-    bool exclusive;
-  };
-  static std::string number_regex(std::optional<Bound> lo, std::optional<Bound> hi);
-
-  // A string begins in state 0 with 0 characters. `byte` (of a character's UTF-8) after `state` with `chars` characters so far: true, both updated,
-  // when an allowed string can still be finished after it.
+  // A string begins in state 0 with 0 characters. `byte` (of a character's UTF-8) after `state` with
+  // `chars` characters so far: true, both updated, when an allowed string can still be finished after it.
   bool step(uint16_t& state, uint16_t& chars, uint8_t byte) const;
   // The string may end here.
   bool can_end(uint16_t state, uint16_t chars) const;

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "coordinator/value_regexes.h"
 #include "tests/string_checks.h"
 
 namespace skein {
@@ -131,7 +132,7 @@ TEST(StringPattern, FormatsGenerateValidValuesAndRefuseInvalidOnes) {
   for (const std::string format : {"date-time", "date", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}) {
     SCOPED_TRACE(format);
     uint32_t max = StringPattern::kNoLimit;
-    const std::string regex = StringPattern::format_regex(format, max);
+    const std::string regex = format_regex(format, max);
     const StringPattern p(regex, 0, max);
     for (int i = 0; i < 300; ++i) {
       const std::string text = walk(p, rng);
@@ -140,7 +141,7 @@ TEST(StringPattern, FormatsGenerateValidValuesAndRefuseInvalidOnes) {
   }
   auto format = [](const std::string& name) {
     uint32_t max = StringPattern::kNoLimit;
-    const std::string regex = StringPattern::format_regex(name, max);  // lowers max first
+    const std::string regex = format_regex(name, max);  // lowers max first
     return StringPattern(regex, 0, max);
   };
   const StringPattern date = format("date"), ipv6 = format("ipv6"), ipv4 = format("ipv4"), duration = format("duration"), hostname = format("hostname");
@@ -203,7 +204,7 @@ TEST(StringPattern, RefusesWhatItCannotServeAndSaysWhere) {
     EXPECT_EQ(std::string(e.what()), "too complex: the schema's patterns, formats and bounds take more than 12582912 steps to compile");
   }
   uint32_t max = 0;
-  EXPECT_THROW(StringPattern::format_regex("uri", max), Error);
+  EXPECT_THROW(format_regex("uri", max), Error);
 }
 
 }  // namespace
@@ -215,12 +216,12 @@ namespace {
 // Integers and decimals near and far from the bounds, written as a JSON writer would: accepted exactly
 // when they are within them.
 TEST(StringPattern, BoundsAllowExactlyTheNumbersBetweenThem) {
-  using Bound = StringPattern::Bound;
+  using Bound = NumberBound;
   std::mt19937_64 rng(1);
   using Limits = std::pair<std::optional<int64_t>, std::optional<int64_t>>;
   for (auto [lo, hi] : std::vector<Limits>{{0, {}}, {1, 5}, {-3, 7}, {{}, -1}, {{}, {}}, {7, 7}, {-120, -15}, {95, 1234}, {INT64_MIN, INT64_MAX}}) {
     SCOPED_TRACE(std::to_string(lo.value_or(-1)) + " " + std::to_string(hi.value_or(-1)));
-    const StringPattern p(StringPattern::integer_regex(lo, hi), 0, 65);
+    const StringPattern p(integer_regex(lo, hi), 0, 65);
     for (int i = 0; i < 4000; ++i) {
       const int k = int(rng() % 4);
       const int64_t near = int64_t(rng() % 20) - 10;
@@ -234,7 +235,7 @@ TEST(StringPattern, BoundsAllowExactlyTheNumbersBetweenThem) {
   for (auto [lo, hi] : std::vector<Bounds>{{Bound{0, false}, {}}, {Bound{0, true}, {}}, {Bound{0, false}, Bound{1, false}}, {Bound{1, true}, Bound{5, true}},
                                            {Bound{-3, false}, Bound{7, true}}, {{}, Bound{0, true}}, {{}, Bound{-2, false}}, {{}, {}}, {Bound{7, false}, Bound{7, false}},
                                            {Bound{-120, true}, Bound{-15, false}}, {Bound{-1, true}, Bound{0, true}}}) {
-    const StringPattern p(StringPattern::number_regex(lo, hi), 0, 130);
+    const StringPattern p(number_regex(lo, hi), 0, 130);
     for (int i = 0; i < 4000; ++i) {
       const int k = int(rng() % 4);
       const double near = double(int64_t(rng() % 40) - 20) / 16;

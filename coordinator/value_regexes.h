@@ -1,0 +1,28 @@
+// Anchored regular expressions (coordinator/regex_syntax's subset) of JSON values a schema describes by
+// other keywords: a string's `format`, and an integer's or number's bounds as the text of the number.
+// coordinator/string_pattern compiles them as it compiles a `pattern`.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace skein {
+
+// A JSON Schema format: date-time, date, time, duration, email, hostname, ipv4, ipv6 or uuid (as OpenAI's
+// structured outputs list them); throws skein::Error for another. A format with a length limit of its
+// own (a hostname's 253) lowers `max_chars` to it.
+std::string format_regex(std::string_view format, uint32_t& max_chars);
+
+// The JSON integers from `lo` to `hi` (none: unbounded), as a number is written: no leading zeros, no -0.
+std::string integer_regex(std::optional<int64_t> lo, std::optional<int64_t> hi);
+
+// The JSON numbers between whole-number bounds, each inclusive or not: a fraction is allowed, an
+// exponent is not (1e2 is written 100).
+struct NumberBound {
+  int64_t value;
+  bool exclusive;
+};
+std::string number_regex(std::optional<NumberBound> lo, std::optional<NumberBound> hi);
+
+}  // namespace skein
