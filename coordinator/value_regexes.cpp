@@ -122,8 +122,16 @@ std::string format_regex(std::string_view format, uint32_t& max_chars) {
     }
     return r + ")$";
   }
+  if (format == "uri") {
+    // RFC 3986's URI with an authority, scheme://host[:port][/path][?query][#fragment]: the host a DNS
+    // name (or an IPv4 address, which reads as one), the rest unreserved characters, sub-delims, ':',
+    // '@' and percent escapes.
+    const std::string pchar = "([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})";
+    return "^[A-Za-z][A-Za-z0-9+.-]*://" + label + "(\\." + label + ")*(:[0-9]{1,5})?(/" + pchar + "*)*(\\?(" + pchar + "|[/?])*)?(#(" + pchar +
+           "|[/?])*)?$";
+  }
   if (format == "uuid") return "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
-  fail("'", std::string(format.substr(0, 64)), "' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uuid");
+  fail("'", std::string(format.substr(0, 64)), "' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid");
 }
 
 }  // namespace skein

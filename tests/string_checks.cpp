@@ -101,6 +101,36 @@ bool hostname(const std::string& s) {
     if (!label(l)) return false;
   return true;
 }
+// RFC 3986 section 3: scheme ":" hier-part ["?" query] ["#" fragment], every character unreserved, a
+// sub-delim, a gen-delim in its place or a percent escape; with "//", an authority whose port is digits.
+bool uri(const std::string& s) {
+  const size_t colon = s.find(':');
+  if (colon == std::string::npos || colon == 0 || !std::isalpha(uint8_t(s[0]))) return false;
+  for (size_t i = 1; i < colon; ++i)
+    if (!std::isalnum(uint8_t(s[i])) && std::string("+-.").find(s[i]) == std::string::npos) return false;
+  const std::string rest = s.substr(colon + 1);
+  const std::string allowed = "-._~!$&'()*+,;=:@/?#";
+  int fragments = 0;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    const char c = rest[i];
+    if (c == '%') {
+      if (i + 2 >= rest.size() || !std::isxdigit(uint8_t(rest[i + 1])) || !std::isxdigit(uint8_t(rest[i + 2]))) return false;
+      i += 2;
+    } else if (!std::isalnum(uint8_t(c)) && allowed.find(c) == std::string::npos) {
+      return false;
+    }
+    fragments += c == '#';
+  }
+  if (fragments > 1) return false;
+  if (rest.rfind("//", 0) != 0) return true;
+  const std::string authority = rest.substr(2, rest.find_first_of("/?#", 2) - 2);
+  const std::string host_port = authority.substr(authority.find('@') == std::string::npos ? 0 : authority.find('@') + 1);
+  const size_t port = host_port.rfind(':');
+  if (port == std::string::npos) return true;
+  for (size_t i = port + 1; i < host_port.size(); ++i)
+    if (!std::isdigit(uint8_t(host_port[i]))) return false;
+  return true;
+}
 }  // namespace
 
 bool matches_pattern(const std::string& regex, const std::string& utf8) {
@@ -131,6 +161,7 @@ bool holds_format(const std::string& format, const std::string& text) {
     unsigned char buffer[16];
     return inet_pton(format == "ipv4" ? AF_INET : AF_INET6, text.c_str(), buffer) == 1;
   }
+  if (format == "uri") return uri(text);
   if (format == "uuid") {
     if (text.size() != 36) return false;
     for (size_t i = 0; i < 36; ++i)

@@ -8,7 +8,7 @@ namespace skein::test {
 
 // `regex` (ECMAScript, unanchored as JSON Schema reads it) matches somewhere in `utf8`, character by character.
 bool matches_pattern(const std::string& regex, const std::string& utf8);
-// `text` is a valid `format` value: date-time, date, time, duration, email, hostname, ipv4, ipv6 or uuid.
+// `text` is a valid `format` value: date-time, date, time, duration, email, hostname, ipv4, ipv6, uri or uuid.
 bool holds_format(const std::string& format, const std::string& text);
 
 }  // namespace skein::test

@@ -409,8 +409,8 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
             "schema/properties/b/pattern: too complex: the schema's patterns, formats and bounds take more than 12582912 steps to compile"},
            {object(R"({"a": {"type": "string", "pattern": "^abc$", "maxLength": 2}})", R"(["a"])"),
             "schema/properties/a/pattern: no string a JSON string can hold matches it within minLength/maxLength"},
-           {object(R"({"a": {"type": "string", "format": "uri"}})", R"(["a"])"),
-            "schema/properties/a/format: 'uri' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uuid"},
+           {object(R"({"a": {"type": "string", "format": "iri"}})", R"(["a"])"),
+            "schema/properties/a/format: 'iri' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid"},
            {object(R"({"a": {"type": ["string", "integer"], "format": "date"}})", R"(["a"])"), "schema/properties/a: 'format' needs one type (anyOf gives each type its own schema)"},
            {object(R"({"a": {"type": "array", "maxItems": -1}})", R"(["a"])"), "schema/properties/a/maxItems: must be an integer from 0 to 255, got -1"},
            {object(R"({"a": {"type": "string", "maxLength": 70000}})", R"(["a"])"), "schema/properties/a/maxLength: must be an integer from 0 to 65535, got 70000"},
@@ -723,13 +723,14 @@ const char* kPatternsSchema = R"({"type": "object", "properties": {
     "note": {"type": "string", "pattern": "go+se", "maxLength": 8},
     "lines": {"type": "string", "pattern": "^a\\n?b\"$"},
     "tags": {"type": "array", "items": {"type": "string", "pattern": "^#[a-z]+$", "maxLength": 4}, "maxItems": 3},
-    "rank": {"type": "integer", "minimum": 1, "maximum": 5}},
-  "required": ["code", "born", "seen", "id", "host", "note", "lines", "tags", "rank"]})";
+    "rank": {"type": "integer", "minimum": 1, "maximum": 5},
+    "site": {"type": "string", "format": "uri", "maxLength": 40}},
+  "required": ["code", "born", "seen", "id", "host", "note", "lines", "tags", "rank", "site"]})";
 
 TEST(JsonGrammar, PatternsAndFormatsAreKeptCharacterByCharacterEscapesRead) {
   const JsonSchema patterns(nlohmann::ordered_json::parse(kPatternsSchema));
   const std::string fine = R"({"code": "AB-123", "born": "2024-02-29", "seen": null, "id": "0f8fad5b-d9cb-469f-a165-70867728950e",)"
-                           R"( "host": "10.0.0.1", "note": "a gooose", "lines": "a\nb\"", "tags": ["#ab", "#c"], "rank": 5})";
+                           R"( "host": "10.0.0.1", "note": "a gooose", "lines": "a\nb\"", "tags": ["#ab", "#c"], "rank": 5, "site": "https://example.com/a?b#c"})";
   JsonRecognizer r(patterns);
   ASSERT_TRUE(r.push(fine)) << fine.substr(0, first_refused(fine, JsonRecognizer(patterns)));
   EXPECT_TRUE(r.complete());
@@ -971,7 +972,7 @@ TEST(JsonMode, SchemaRepliesConformOverHttpTcpAndTheCommandLine) {
   write_file(dir + "/bad.json", R"({"type": "object", "properties": {"a": {"type": "string", "format": "ipv5"}}, "required": ["a"]})");
   CommandResult bad = run_skein("generate --model " + model + " --json-schema " + dir + "/bad.json --prompt x");
   EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_EQ(bad.output, "skein: error: " + dir + "/bad.json: schema/properties/a/format: 'ipv5' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uuid\n");
+  EXPECT_EQ(bad.output, "skein: error: " + dir + "/bad.json: schema/properties/a/format: 'ipv5' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid\n");
   // One line (TCP's framing), its keys still in the schema's order.
   const std::string format = R"({"type": "json_schema", "json_schema": {"name": "goose", "strict": true, "schema": )" + goose_schema().dump() + "}}";
   std::vector<std::string> first_texts;
