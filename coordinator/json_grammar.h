@@ -11,10 +11,12 @@
 //   number is within a double's range (parsers refuse or turn into infinity 1e400);
 // - strings hold valid UTF-8 only, no control characters, and no \u escape of a surrogate (a character
 //   outside the BMP is written as its UTF-8 bytes); a string with a pattern or format takes no \u escape
-//   at all (each of its characters is then one step of the pattern).
+//   at all (each of its characters is then one step of the pattern), and a number with a schema's bounds
+//   is written without an exponent.
 //
 // With a JsonSchema (coordinator/json_schema.h) it recognizes the texts of that schema: each object's
-// properties exactly and in order, arrays of their items, the allowed types and enum values. Where an
+// properties exactly and in order, arrays of their items, the allowed types and enum values, strings'
+// patterns, formats and lengths, and numbers' bounds (coordinator/string_pattern.h). Where an
 // anyOf allows several schemas, it follows one reading of the text per schema still possible (as a
 // nondeterministic automaton does), up to kMaxReadings at once; readings that arrive at the same state
 // merge, and one that cannot take a byte drops out. Beyond kMaxReadings the later ones are not followed:

@@ -202,16 +202,15 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
   ++classes_;
 
   // Subset construction: state 0 is the start.
-  std::map<std::vector<uint32_t>, int32_t> ids;
+  std::map<std::vector<uint32_t>, int32_t> ids;  // each DFA state's NFA states, kept once: `sets` points at them
   Closure closure(nfa);
-  std::vector<std::vector<uint32_t>> sets{closure({nfa_start})};
-  ids[sets[0]] = 0;
+  std::vector<const std::vector<uint32_t>*> sets{&ids.try_emplace(closure({nfa_start}), 0).first->first};
   for (size_t s = 0; s < sets.size(); ++s) {
-    accepting_.push_back(std::binary_search(sets[s].begin(), sets[s].end(), nfa_accept));
+    accepting_.push_back(std::binary_search(sets[s]->begin(), sets[s]->end(), nfa_accept));
     for (size_t k = 0; k < classes_; ++k) {
       const uint8_t b = representative[k];
       std::vector<uint32_t> to;
-      for (uint32_t n : sets[s]) {
+      for (uint32_t n : *sets[s]) {
         spend(1 + nfa.edges[n].size());
         for (const Nfa::Edge& e : nfa.edges[n])
           if (b >= e.lo && b <= e.hi) to.push_back(e.to);
@@ -222,10 +221,10 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
       }
       to = closure(std::move(to));
       spend(to.size());
-      auto [it, added] = ids.try_emplace(to, int32_t(sets.size()));
+      auto [it, added] = ids.try_emplace(std::move(to), int32_t(sets.size()));
       if (added) {
         if (sets.size() >= kMaxStates) fail("needs more than ", kMaxStates, " automaton states (a long counted repeat such as .{0,1000} is cheaper as maxLength)");
-        sets.push_back(to);
+        sets.push_back(&it->first);
       }
       next_.push_back(it->second);
     }
