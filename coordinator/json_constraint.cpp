@@ -11,7 +11,6 @@ namespace {
 // States kept with their masks: the recurring ones (in a string, after a comma, at each depth) fit many
 // times over; 256 masks of a 65536-token vocabulary are 2 MB.
 constexpr size_t kCachedStates = 256;
-constexpr size_t kCachedSchemas = 64;
 }  // namespace
 
 JsonVocabulary::JsonVocabulary(const Tokenizer& tok, int vocab) : vocab_(vocab), bytes_(size_t(std::max(0, vocab))) {
@@ -103,12 +102,7 @@ const std::vector<uint64_t>& JsonVocabulary::allowed(const JsonRecognizer& state
 std::shared_ptr<JsonConstraint> JsonVocabulary::constraint(ResponseFormat format, const std::string& schema) {
   if (format == ResponseFormat::Text) return nullptr;
   if (format == ResponseFormat::JsonObject) return std::make_shared<JsonConstraint>(*this);
-  auto it = schemas_.find(schema);
-  if (it == schemas_.end()) {
-    if (schemas_.size() >= kCachedSchemas) schemas_.clear();  // constraints keep theirs alive
-    it = schemas_.emplace(schema, std::make_shared<const JsonSchema>(nlohmann::ordered_json::parse(schema))).first;
-  }
-  return std::make_shared<JsonConstraint>(*this, it->second);
+  return std::make_shared<JsonConstraint>(*this, compiled_schema(schema));
 }
 
 bool JsonConstraint::accept(int32_t token) {

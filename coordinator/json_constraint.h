@@ -5,7 +5,6 @@
 // request's recognizer over it (of any JSON object, or of a JSON Schema's texts).
 #pragma once
 #include <list>
-#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -52,7 +51,6 @@ class JsonVocabulary {
   // Least recently used state first; a cached mask is vocab / 8 bytes.
   std::list<std::pair<JsonRecognizer, std::vector<uint64_t>>> cache_;
   std::unordered_map<JsonRecognizer, decltype(cache_)::iterator, Hash> index_;
-  std::map<std::string, std::shared_ptr<const JsonSchema>> schemas_;  // by text, the last kCachedSchemas
 };
 
 class JsonConstraint final : public OutputConstraint {

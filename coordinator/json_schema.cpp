@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -16,7 +17,6 @@ namespace skein {
 
 namespace {
 std::atomic<uint32_t> next_schema_id{1};
-
 
 std::string place(const std::string& where) { return where.empty() ? "schema" : "schema" + where; }
 std::string quoted(const nlohmann::ordered_json& v) { return v.dump().substr(0, 80); }
@@ -219,15 +219,14 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     const std::string keyword = s.contains("pattern") ? "pattern" : "format";
     const nlohmann::ordered_json& v = s[keyword];
     if (!v.is_string()) fail(place(where), "/", keyword, ": must be a string, got ", quoted(v));
-    if (patterns_.size() >= 255) fail(place(where), "/", keyword, ": more than 255 patterns, formats and bounds in one schema");
+    uint32_t max = n.max_size;
+    std::string regex = v.get<std::string>();
     try {
-      uint32_t max = n.max_size;
-      const std::string regex = keyword == "pattern" ? v.get<std::string>() : format_regex(v.get<std::string>(), max);
-      patterns_.emplace_back(regex, n.min_size, max, &pattern_work_left_);
+      if (keyword == "format") regex = format_regex(regex, max);
     } catch (const Error& e) {
-      fail(place(where), "/", keyword, ": ", e.what());
+      fail(place(where), "/format: ", e.what());
     }
-    n.pattern = uint8_t(patterns_.size());
+    n.pattern = add_pattern(regex, n.min_size, max, where + "/" + keyword);
   }
   if (s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum")) {
     if (n.kind != Kind::Integer && n.kind != Kind::Number) fail(place(where), ": minimum, maximum and their exclusive forms need \"type\": \"integer\" or \"number\"");
@@ -288,17 +287,42 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
   }
   if (lo && hi && (lo->value > hi->value || (lo->value == hi->value && (lo->exclusive || hi->exclusive))))
     fail(place(where), ": no ", kind == Kind::Integer ? "integer" : "number", " is within minimum/exclusiveMinimum ", lo->value, " and maximum/exclusiveMaximum ", hi->value);
+  if (kind == Kind::Integer)
+    return add_pattern(integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
+                       1 + kMaxIntegerDigits, where);  // a sign and the digits
+  return add_pattern(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, where);  // a sign, digits, a point and as many more
+}
+
+// A compiled pattern's number (1 + its index), its errors placed at `where`.
+uint8_t JsonSchema::add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where) {
   if (patterns_.size() >= 255) fail(place(where), ": more than 255 patterns, formats and bounds in one schema");
   try {
-    if (kind == Kind::Integer)
-      patterns_.emplace_back(integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
-                             1 + kMaxIntegerDigits, &pattern_work_left_);  // a sign and the digits
-    else
-      patterns_.emplace_back(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, &pattern_work_left_);  // a sign, digits, a point and as many more
+    patterns_.emplace_back(regex, min_chars, max_chars, &pattern_work_left_);
   } catch (const Error& e) {
     fail(place(where), ": ", e.what());
   }
   return uint8_t(patterns_.size());
+}
+
+size_t JsonSchema::pattern_bytes() const {
+  size_t bytes = 0;
+  for (const StringPattern& p : patterns_) bytes += p.bytes();
+  return bytes;
+}
+
+std::shared_ptr<const JsonSchema> compiled_schema(const std::string& text) {
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<const JsonSchema>> cache;  // the requests using one keep it alive
+  static size_t cached_bytes = 0;
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = cache.find(text); it != cache.end()) return it->second;
+  }
+  auto schema = std::make_shared<const JsonSchema>(nlohmann::ordered_json::parse(text));  // compiled unlocked
+  std::lock_guard lock(mutex);
+  if (cache.size() >= kCachedSchemas || cached_bytes + schema->pattern_bytes() > kCachedBytes) cache.clear(), cached_bytes = 0;
+  if (cache.emplace(text, schema).second) cached_bytes += schema->pattern_bytes();
+  return schema;
 }
 
 // The least depths, from "unbounded" down to a fixed point (a $ref may make the node graph a cycle).

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -64,6 +65,8 @@ class JsonSchema {
   // Unique to this compiled schema for the process's life: recognizer states of different schemas never
   // compare equal, even when one schema's memory is reused by another.
   uint32_t id() const { return id_; }
+  // Bytes its compiled patterns, formats and bounds hold (their automata dominate a schema's size).
+  size_t pattern_bytes() const;
 
  private:
   // The node for `s`; `into` >= 0 fills that reserved node (the target of a $ref) instead of a new one.
@@ -71,6 +74,7 @@ class JsonSchema {
   uint8_t reference(const nlohmann::ordered_json& ref, const std::string& where, int nesting);
   uint8_t add(Node n, const std::string& where, int into);
   uint8_t bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where);
+  uint8_t add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where);
   void settle_depths();
   void refuse_union_cycles() const;
   void check_discriminators() const;
@@ -91,5 +95,13 @@ class JsonSchema {
   };
   std::vector<Discriminated> discriminated_;  // oneOf unions, checked when all nodes are compiled
 };
+
+// The compiled schema of `text` (a schema as JSON text). Requests are checked where they are parsed and
+// served by the scheduler; both ask here, so a schema compiles once, off the scheduler's loop, while it
+// is among the last ones used (at most kCachedSchemas of them, and kCachedBytes of automata). Thread-safe.
+// Throws as JsonSchema's constructor does.
+inline constexpr size_t kCachedSchemas = 64;
+inline constexpr size_t kCachedBytes = size_t(256) << 20;
+std::shared_ptr<const JsonSchema> compiled_schema(const std::string& text);
 
 }  // namespace skein

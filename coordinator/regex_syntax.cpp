@@ -60,6 +60,8 @@ std::u32string code_points(std::string_view text) {
   return out;
 }
 
+// The message where '{' begins no repeat count.
+constexpr const char* kBadBrace = "'{' must begin {n}, {n,} or {n,m} (\\{ is the character)";
 
 class Parser {
  public:
@@ -119,7 +121,7 @@ class Parser {
   bool quantifier_next() const { return peek() == '*' || peek() == '+' || peek() == '?' || peek() == '{'; }
 
   uint32_t number() {
-    if (!(peek() >= '0' && peek() <= '9')) problem("'{' must begin {n}, {n,} or {n,m} (\\{ is the character)");
+    if (!(peek() >= '0' && peek() <= '9')) problem(kBadBrace);
     uint64_t n = 0;
     while (peek() >= '0' && peek() <= '9') n = std::min<uint64_t>(n * 10 + (text_[pos_++] - '0'), uint64_t(kMaxRepeat) + 1);
     if (n > kMaxRepeat) problem(concat("a repeat count above ", kMaxRepeat));
@@ -134,7 +136,7 @@ class Parser {
     else if (eat('{')) {
       min = max = number();
       if (eat(',')) max = peek() == '}' ? RegexNode::kUnbounded : number();
-      if (!eat('}')) problem("'{' must begin {n}, {n,} or {n,m} (\\{ is the character)");
+      if (!eat('}')) problem(kBadBrace);
       if (max < min) problem(concat("{", min, ",", max, "} counts down"));
     } else {
       return atom;

@@ -12,6 +12,7 @@ namespace skein {
 
 namespace {
 constexpr size_t kMaxNfaStates = 200000;
+static_assert(StringPattern::kMaxStates <= INT16_MAX, "states are int16_t");
 
 // What a generated JSON string can hold: characters but surrogates, and of the control characters only
 // those with a short escape (\b \t \n \f \r; the recognizer takes no \u escape in a patterned string).
@@ -226,7 +227,7 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
         if (sets.size() >= kMaxStates) fail("needs more than ", kMaxStates, " automaton states (a long counted repeat such as .{0,1000} is cheaper as maxLength)");
         sets.push_back(&it->first);
       }
-      next_.push_back(it->second);
+      next_.push_back(int16_t(it->second));
     }
   }
 

@@ -33,6 +33,7 @@ class StringPattern {
   // The string may end here.
   bool can_end(uint16_t state, uint16_t chars) const;
   size_t states() const { return accepting_.size(); }
+  size_t bytes() const { return next_.size() * sizeof(next_[0]) + shortest_.size() * sizeof(shortest_[0]) + (accepting_.size() + below_min_.size()) / 8; }
 
  private:
   // From `state` with `chars` characters, some allowed string can be finished: below the minimum, the
@@ -45,7 +46,7 @@ class StringPattern {
   uint8_t class_of_[256];     // bytes that every state treats alike share a class
   bool class_starts_[256];    // the class's bytes begin a character
   size_t classes_ = 0;
-  std::vector<int32_t> next_;  // [state * classes_ + class]: the next state, -1 for none
+  std::vector<int16_t> next_;  // [state * classes_ + class]: the next state, -1 for none (kMaxStates fits)
   std::vector<bool> accepting_;
   std::vector<uint32_t> shortest_;  // [state]: the fewest characters that end an allowed string; kNoLimit for none
   std::vector<bool> below_min_;     // [chars * states + state] for chars < min_

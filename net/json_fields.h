@@ -90,13 +90,13 @@ inline void response_format(const nlohmann::json& j, const std::string& request,
   } catch (const nlohmann::ordered_json::exception&) {
     fail(key, ": json_schema: the request's text gives response_format more than once");
   }
+  p.format = ResponseFormat::JsonSchema;
+  p.json_schema = schema.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   try {
-    JsonSchema compiled(schema);
+    compiled_schema(p.json_schema);  // here, not on the scheduler's loop, which finds it compiled
   } catch (const Error& e) {
     fail(key, ": json_schema: ", e.what());
   }
-  p.format = ResponseFormat::JsonSchema;
-  p.json_schema = schema.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace skein::json_fields

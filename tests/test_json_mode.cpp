@@ -360,6 +360,9 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
   EXPECT_TRUE(goose.node(root.children[5]).nullable);
   EXPECT_EQ(root.children[7], 0);  // {}: any value
   EXPECT_NE(JsonSchema(goose_schema()).id(), goose.id());
+  // Where requests are parsed and where they are served, one schema text is one compiled schema.
+  EXPECT_EQ(compiled_schema(kGooseSchema), compiled_schema(kGooseSchema));
+  EXPECT_NE(compiled_schema(kGooseSchema), compiled_schema(goose_schema().dump()));
   auto object = [](const std::string& props, const std::string& required) {
     return R"({"type": "object", "properties": )" + props + R"(, "required": )" + required + "}";
   };
