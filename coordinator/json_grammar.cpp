@@ -1,6 +1,7 @@
 #include "coordinator/json_grammar.h"
 
 #include <algorithm>
+#include <bit>
 #include <functional>
 #include <type_traits>
 
@@ -37,11 +38,11 @@ bool JsonReading::push(uint8_t byte) {
         if (byte != '"' && (pos_ < n->min_size || n->max_size != JsonSchema::kNoLimit)) ++pos_;
       }
       if (byte == '"') {
-        if (key_) {  // a key of an object of any shape: its value may be anything
+        if (key_) {  // a key of a dict, or of an object of any shape (its value may then be anything)
           key_ = false;
           mode_ = Mode::Colon;
           whitespace_ = 0;
-          value_node_ = 0;
+          value_node_ = container() ? container()->children[0] : 0;
         } else {
           end_value();
         }
@@ -180,16 +181,14 @@ bool JsonReading::push_structural(uint8_t byte) {
       return begin_value(byte);
     case Mode::ValueOrEnd:
       if (byte == ']') return close(false);
-      if (const JsonSchema::Node* c = container(); c && c->limited()) {  // the first item
-        if (c->max_size == 0) return false;
-        props_[depth_ - 1] = 1;
-      }
+      if (const JsonSchema::Node* c = container(); c && !count_member(*c)) return false;  // the first item
       return begin_value(byte);
     case Mode::KeyOrEnd:
-      if (byte == '}') return (!container() || container()->keys.empty()) && close(true);
+      if (byte == '}') return close(true);
+      if (const JsonSchema::Node* c = container(); c && c->map && !count_member(*c)) return false;  // a dict's first key
       [[fallthrough]];
     case Mode::Key:
-      if (container()) return begin_fixed(byte, true);  // the schema's next property, by name
+      if (container() && !container()->map) return begin_fixed(byte, true);  // one of the properties that may come next, by name
       if (byte != '"') return false;
       mode_ = Mode::String;
       key_ = true;
@@ -200,23 +199,16 @@ bool JsonReading::push_structural(uint8_t byte) {
       return true;
     case Mode::AfterValue: {
       const JsonSchema::Node* c = container();
-      if (c && in_object()) {  // every property, in order
-        const bool last = size_t(props_[depth_ - 1]) + 1 == c->keys.size();
-        if (byte == ',' && !last) {
-          ++props_[depth_ - 1];
+      if (byte == ',') {
+        if (c && in_object() && !c->map) {  // its properties, in order
+          if (!key_candidates()) return false;
           mode_ = Mode::Key;
           return true;
         }
-        return byte == '}' && last && close(true);
-      }
-      if (byte == ',') {
-        if (c && c->limited()) {  // an array that counts its items (props_ is unused by arrays otherwise)
-          if (props_[depth_ - 1] >= c->max_size) return false;
-          if (props_[depth_ - 1] < c->min_size || c->max_size != JsonSchema::kNoLimit) ++props_[depth_ - 1];  // as pos_ above
-        }
+        if (c && !count_member(*c)) return false;
         mode_ = in_object() ? Mode::Key : Mode::Value;
-        value_node_ = c ? c->children[0] : 0;
-        return !c || in_object() || depth_ + schema_->node(value_node_).min_depth <= kMaxDepth;  // room for one more item
+        value_node_ = c && !in_object() ? c->children[0] : 0;  // a dict's value comes after its key
+        return true;
       }
       return (byte == '}' || byte == ']') && close(byte == '}');
     }
@@ -337,7 +329,7 @@ bool JsonReading::open(bool object, uint8_t node) {
 
 bool JsonReading::close(bool object) {
   if (depth_ == 0 || in_object() != object) return false;
-  if (const JsonSchema::Node* c = container(); !object && c && props_[depth_ - 1] < c->min_size) return false;  // minItems
+  if (const JsonSchema::Node* c = container(); c && (object && !c->map ? required_left() : props_[depth_ - 1] < c->min_size)) return false;
   --depth_;
   stack_ &= (uint64_t(1) << depth_) - 1;  // levels above are unused (equal states compare equal)
   nodes_[depth_] = props_[depth_] = 0;
@@ -359,15 +351,42 @@ bool JsonReading::choose(uint8_t node) {
 const JsonSchema::Node* JsonReading::container() const { return depth_ ? schema_node(nodes_[depth_ - 1]) : nullptr; }
 
 std::string_view JsonReading::fixed_text(int candidate) const {
-  return key_ ? std::string_view(container()->keys[props_[depth_ - 1]]) : std::string_view(schema_node(value_node_)->values[size_t(candidate)]);
+  return key_ ? std::string_view(container()->keys[props_[depth_ - 1] + size_t(candidate)]) : std::string_view(schema_node(value_node_)->values[size_t(candidate)]);
+}
+
+// In an object with properties, props_ is the first property that may still come.
+uint64_t JsonReading::key_candidates() const {
+  const JsonSchema::Node& c = *container();
+  uint64_t bits = 0;
+  for (size_t i = props_[depth_ - 1], bit = 0; i < c.keys.size() && bit < 64; ++i, ++bit) {
+    if (depth_ + schema_->node(c.children[i]).min_depth <= kMaxDepth) bits |= uint64_t(1) << bit;  // its value can close in time
+    if (c.required[i]) break;  // none after it may come before it
+  }
+  return bits;
+}
+
+bool JsonReading::required_left() const {
+  const JsonSchema::Node& c = *container();
+  return std::find(c.required.begin() + props_[depth_ - 1], c.required.end(), true) != c.required.end();
+}
+
+// Counts a new item of an array or a dict (in props_) against its limits; false when none may come, by
+// its maximum or because its shortest text would not close within kMaxDepth.
+bool JsonReading::count_member(const JsonSchema::Node& c) {
+  if (depth_ + schema_->node(c.children[0]).min_depth > kMaxDepth) return false;
+  if (!c.limited()) return true;
+  uint8_t& count = props_[depth_ - 1];
+  if (count >= c.max_size) return false;
+  if (count < c.min_size || c.max_size != JsonSchema::kNoLimit) ++count;  // without a maximum, counting stops at the minimum (as pos_)
+  return true;
 }
 
 bool JsonReading::begin_fixed(uint8_t byte, bool key) {
-  if (key && props_[depth_ - 1] >= container()->keys.size()) return false;  // an object without properties
+  const size_t values = key ? 0 : schema_node(value_node_)->values.size();
+  candidates_ = key ? key_candidates() : values == 64 ? ~uint64_t(0) : (uint64_t(1) << values) - 1;
+  if (!candidates_) return false;
   key_ = key;
-  const size_t n = key ? 1 : schema_node(value_node_)->values.size();
   mode_ = Mode::Fixed;
-  candidates_ = n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1;
   pos_ = 0;
   return step_fixed(byte);
 }
@@ -396,13 +415,16 @@ bool JsonReading::step_fixed(uint8_t byte) {
 }
 
 void JsonReading::end_fixed() {
+  const size_t chosen = size_t(std::countr_zero(candidates_));  // the one whole (a key's closing quote ends it)
   candidates_ = 0;
   pos_ = 0;
   if (!key_) return end_value();
   key_ = false;
   mode_ = Mode::Colon;
   whitespace_ = 0;
-  value_node_ = container()->children[props_[depth_ - 1]];
+  const size_t property = props_[depth_ - 1] + chosen;
+  props_[depth_ - 1] = uint8_t(property + 1);  // those before it are left out
+  value_node_ = container()->children[property];
 }
 
 size_t JsonReading::hash() const {

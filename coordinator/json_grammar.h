@@ -15,7 +15,7 @@
 //   is written without an exponent.
 //
 // With a JsonSchema (coordinator/json_schema.h) it recognizes the texts of that schema: each object's
-// properties exactly and in order, arrays of their items, the allowed types and enum values, strings'
+// properties in order (the required ones, and any of the others), dicts, arrays of their items, the allowed types and enum values, strings'
 // patterns, formats and lengths, and numbers' bounds (coordinator/string_pattern.h). Where an
 // anyOf allows several schemas, it follows one reading of the text per schema still possible (as a
 // nondeterministic automaton does), up to kMaxReadings at once; readings that arrive at the same state
@@ -87,6 +87,11 @@ class JsonReading {
   const JsonSchema::Node* schema_node(uint8_t id) const { return schema_ && id ? &schema_->node(id) : nullptr; }
   bool begin_literal(uint8_t byte);  // true, false or null, by its first letter
   bool begin_fixed(uint8_t byte, bool key);
+  // In an object with properties: those that may come next (bit i: property props_ + i), and whether a
+  // required one is still to come.
+  uint64_t key_candidates() const;
+  bool required_left() const;
+  bool count_member(const JsonSchema::Node& container);  // an array's item or a dict's property begins
   bool step_fixed(uint8_t byte);
   std::string_view fixed_text(int candidate) const;
   void end_fixed();
@@ -105,8 +110,9 @@ class JsonReading {
   bool surrogate_;  // a \u escape began with 'D': its second digit must be below 8
   uint8_t depth_;
   uint64_t stack_;  // bit d: level d+1 is an object (else an array)
-  // With a schema: the node of each open container and, for an object, the property it is at (for an
-  // array with minItems or maxItems, the items begun); the node of the value that comes next; the exact
+  // With a schema: the node of each open container and, for an object, the first property that may
+  // still come (for an array or a dict with limits on its size, the members begun); the node of the
+  // value that comes next; the exact
   // texts still possible in Fixed mode; pos_: in Fixed mode the bytes matched, in a string with
   // minLength or maxLength the characters so far.
   const JsonSchema* schema_;

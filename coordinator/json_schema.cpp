@@ -93,7 +93,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
   static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
                                               "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
-                                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+                                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minProperties", "maxProperties"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
     if (!annotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
@@ -175,8 +175,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
       n.kind = kinds[0];
       if (kinds.size() > 1) {
-        for (const char* k : {"properties", "required", "additionalProperties", "items", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
-                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+        for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "items", "minLength", "maxLength", "minItems",
+                              "maxItems", "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
           if (k == Kind::Object || k == Kind::Array)
@@ -196,8 +196,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     }
   }
   const bool object = n.kind == Kind::Object, array = n.kind == Kind::Array;
-  if (!object && (s.contains("properties") || s.contains("required") || s.contains("additionalProperties")))
-    fail(place(where), ": properties, required and additionalProperties need \"type\": \"object\"");
+  for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties"})
+    if (!object && s.contains(k)) fail(place(where), ": ", k, " needs \"type\": \"object\"");
   if (!array && s.contains("items")) fail(place(where), ": items needs \"type\": \"array\"");
   const bool string = n.kind == Kind::String;
   for (auto [low, high, kind_ok, most, needs] : {std::tuple{"minLength", "maxLength", string, kMaxLength, "\"type\": \"string\""},
@@ -244,17 +244,29 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
         required.insert(r.get<std::string>());
       }
     }
-    if (s.contains("additionalProperties") && !s["additionalProperties"].is_boolean())
-      fail(place(where), "/additionalProperties: only true or false is supported");
+    const nlohmann::ordered_json more = s.value("additionalProperties", nlohmann::ordered_json(false));
+    if (!more.is_boolean() && !more.is_object()) fail(place(where), "/additionalProperties: must be true, false or a schema");
+    // A dict (additionalProperties without properties): any keys, each value of that schema. Beside
+    // declared properties, extra ones are allowed but never written.
+    n.map = props.empty() && more != false;
+    for (const char* k : {"minProperties", "maxProperties"}) {
+      if (!s.contains(k)) continue;
+      if (!n.map) fail(place(where), ": ", k, " needs additionalProperties and no properties (a dict)");
+      const nlohmann::ordered_json& v = s[k];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > int64_t(kMaxItems))
+        fail(place(where), "/", k, ": must be an integer from 0 to ", kMaxItems, ", got ", quoted(v));
+      (k == std::string_view("minProperties") ? n.min_size : n.max_size) = v.get<uint32_t>();
+    }
+    if (n.min_size > n.max_size) fail(place(where), ": minProperties ", n.min_size, " is above maxProperties ", n.max_size);
     for (auto& [name, sub] : props.items()) {
-      if (!required.count(name))
-        fail(place(where), "/required: '", name.substr(0, 64), "' is missing: every property is written, so every one must be required");
       n.keys.push_back(nlohmann::ordered_json(name).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::strict));
       if (n.keys.back().size() > kMaxText) fail(place(where), "/properties: a name of ", name.size(), " bytes (at most ", kMaxText, ")");
+      n.required.push_back(required.count(name) > 0);
     }
     if (n.keys.size() > 255) fail(place(where), "/properties: more than 255 properties");
     std::vector<uint8_t> children;
     for (auto& [name, sub] : props.items()) children.push_back(compile(sub, where + "/properties/" + name, nesting + 1));
+    if (n.map) children.push_back(more.is_object() ? compile(more, where + "/additionalProperties", nesting + 1) : uint8_t(0));
     n.children = std::move(children);
   }
   if (array) n.children.push_back(s.contains("items") ? compile(s["items"], where + "/items", nesting + 1) : uint8_t(0));
@@ -335,8 +347,9 @@ void JsonSchema::settle_depths() {
     for (Node& n : nodes_) {
       if (n.nullable || (!as_object(n) && n.kind != Kind::Union)) continue;
       int depth = as_object(n) ? 1 : kUnbounded;
-      for (uint8_t c : n.children) {
-        const int d = nodes_[c].min_depth;
+      for (size_t i = 0; i < n.children.size(); ++i) {
+        if (n.kind == Kind::Object && (n.map ? n.min_size == 0 : !n.required[i])) continue;  // may be left out
+        const int d = nodes_[n.children[i]].min_depth;
         depth = as_object(n) ? (d == kUnbounded ? kUnbounded : std::max(depth, std::min(1 + d, int(kUnbounded)))) : std::min(depth, d);
       }
       if (depth < n.min_depth) n.min_depth = uint8_t(depth), changed = true;
@@ -353,8 +366,9 @@ void JsonSchema::check_discriminators() const {
     for (size_t i = 0; i < nodes_[id].children.size(); ++i) {
       const Node& n = nodes_[nodes_[id].children[i]];
       const auto k = std::find(n.keys.begin(), n.keys.end(), key);
-      if (n.kind != Kind::Object || n.nullable || k == n.keys.end() || nodes_[n.children[size_t(k - n.keys.begin())]].kind != Kind::Enum)
-        fail(place(where), "/oneOf/", i, ": not an object with the discriminator ", key.substr(0, 64), " as a const or enum property");
+      if (n.kind != Kind::Object || n.nullable || k == n.keys.end() || !n.required[size_t(k - n.keys.begin())] ||
+          nodes_[n.children[size_t(k - n.keys.begin())]].kind != Kind::Enum)
+        fail(place(where), "/oneOf/", i, ": not an object with the discriminator ", key.substr(0, 64), " as a required const or enum property");
       for (const std::string& v : nodes_[n.children[size_t(k - n.keys.begin())]].values)
         if (!seen.insert(v).second)
           fail(place(where), "/oneOf/", i, ": its discriminator ", key.substr(0, 64), " may be ", v.substr(0, 64), ", as another schema's may, so the discriminator does not tell them apart");

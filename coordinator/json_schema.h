@@ -1,6 +1,8 @@
 // A JSON Schema compiled for constrained generation (OpenAI's response_format json_schema): the subset
-// strict structured outputs use. An object writes every property, in the order the schema lists them
-// (read with nlohmann::ordered_json, which keeps it; so `required` must name them all); arrays hold
+// strict structured outputs use, and what pydantic writes. An object writes its properties in the order
+// the schema lists them (read with nlohmann::ordered_json, which keeps it), each one `required` names
+// and any of the others; with `additionalProperties` (a schema, or true for any value) and no
+// properties it is a dict of any keys (`minProperties`/`maxProperties` count them); arrays hold
 // `items`; `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
 // items; `pattern` (a regular expression) or `format` (date-time, email, uuid, ...) shapes a string
 // (coordinator/string_pattern.h); `minimum`/`maximum` and their exclusive forms bound an integer or a
@@ -26,7 +28,7 @@ class JsonSchema {
  public:
   static constexpr uint32_t kNoLimit = UINT32_MAX;
   static constexpr uint32_t kMaxLength = 65535;  // of minLength and maxLength
-  static constexpr uint32_t kMaxItems = 255;     // of minItems and maxItems
+  static constexpr uint32_t kMaxItems = 255;     // of minItems and maxItems, minProperties and maxProperties
   enum class Kind : uint8_t { Any, Object, Array, String, Number, Integer, Boolean, Null, Enum, Union };
   struct Node {
     Kind kind = Kind::Any;
@@ -35,9 +37,12 @@ class JsonSchema {
     // null; kUnbounded when no finite text matches): how deep a text must be allowed to go.
     uint8_t min_depth = 0;
     std::vector<std::string> keys;    // Object: each property's name as JSON text (quoted), in order
-    std::vector<uint8_t> children;    // Object: each property's node; Array: its items' node; Union: its branches
+    std::vector<bool> required;       // Object: whether each property must be written (else it may be left out)
+    bool map = false;                 // Object: a dict, no keys: any names, each value children[0]
+    std::vector<uint8_t> children;    // Object: each property's node (a dict: its values'); Array: its items' node; Union: its branches
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text
-    // String: characters (minLength, maxLength); Array: items (minItems, maxItems).
+    // String: characters (minLength, maxLength); Array: items (minItems, maxItems); a dict: its
+    // properties (minProperties, maxProperties).
     uint32_t min_size = 0, max_size = kNoLimit;
     // String: 1 + the index of its pattern or format (which then holds the length limits too); Integer
     // and Number: of its minimum and maximum, as a pattern of its text; 0 for none.

@@ -341,11 +341,25 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
     }
     if (t == "object" && v.is_object()) {
       const auto props = schema.value("properties", nlohmann::ordered_json::object());
-      if (v.size() != props.size()) return false;
+      const auto more = schema.value("additionalProperties", nlohmann::ordered_json(false));
+      if (props.empty() && more != false) {  // a dict
+        if (int64_t(v.size()) < schema.value("minProperties", 0) || int64_t(v.size()) > schema.value("maxProperties", int64_t(1) << 40)) return false;
+        for (auto& [key, value] : v.items())
+          if (!conforms(value, more == true ? nlohmann::ordered_json::object() : more, root)) return false;
+        return true;
+      }
+      // The properties written are in the schema's order, the required ones among them.
+      const auto required = schema.value("required", nlohmann::ordered_json::array());
       auto it = v.begin();
-      for (auto p = props.begin(); p != props.end(); ++p, ++it)
-        if (it.key() != p.key() || !conforms(it.value(), p.value(), root)) return false;
-      return true;
+      for (auto p = props.begin(); p != props.end(); ++p) {
+        if (it != v.end() && it.key() == p.key()) {
+          if (!conforms(it.value(), p.value(), root)) return false;
+          ++it;
+        } else if (std::find(required.begin(), required.end(), p.key()) != required.end()) {
+          return false;
+        }
+      }
+      return it == v.end();
     }
   }
   return false;
@@ -381,8 +395,15 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {object(R"({"a": {"type": "integer", "maximum": 1e300}})", R"(["a"])"), "schema/properties/a/maximum: must be a number from -2^53 to 2^53, got 1e+300"},
            {object(R"({"a": {"type": "integer", "minimum": 2.5, "exclusiveMaximum": 3}})", R"(["a"])"), "schema/properties/a: no integer is within minimum/exclusiveMinimum 3 and maximum/exclusiveMaximum 2"},
            {object(R"({"a": {"type": "string"}})", R"(["a", "b"])"), R"(schema/required: "b" is not a property of this object)"},
-           {object(R"({"a": {"type": "string"}, "b": {"type": "string"}})", R"(["a"])"),
-            "schema/required: 'b' is missing: every property is written, so every one must be required"},
+           {object(R"({"a": {"type": "string"}})", "7"), "schema/required: must be an array of property names"},
+           {R"({"type": "object", "properties": {"a": {}}, "maxProperties": 1})", "schema: maxProperties needs additionalProperties and no properties (a dict)"},
+           {R"({"type": "object", "minProperties": 1})", "schema: minProperties needs additionalProperties and no properties (a dict)"},
+           {R"({"type": "object", "additionalProperties": 3})", "schema/additionalProperties: must be true, false or a schema"},
+           {R"({"type": "object", "additionalProperties": {"type": "strin"}})",
+            R"(schema/additionalProperties/type: "strin" is not one of object, array, string, number, integer, boolean, null)"},
+           {R"({"type": "object", "additionalProperties": true, "minProperties": 3, "maxProperties": 2})", "schema: minProperties 3 is above maxProperties 2"},
+           {R"({"type": "object", "additionalProperties": true, "maxProperties": 300})", "schema/maxProperties: must be an integer from 0 to 255, got 300"},
+           {object(R"({"a": {"type": "array", "minProperties": 1}})", R"(["a"])"), R"(schema/properties/a: minProperties needs "type": "object")"},
            {object(R"({"a": {"type": ["string", "number"], "items": {}}})", R"(["a"])"), "schema/properties/a: 'items' needs one type (anyOf gives each type its own schema)"},
            {object(R"({"a": {"type": ["string", "object"]}})", R"(["a"])"),
             R"(schema/properties/a/type: object and array may be listed only beside "null" (anyOf gives each its own schema))"},
@@ -423,7 +444,6 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {object(R"({"a": {"enum": [1], "const": 1}})", R"(["a"])"), "schema/properties/a: give enum or const, not both"},
            {object(R"({"a": {"type": "string", "items": {}}})", R"(["a"])"), R"(schema/properties/a: items needs "type": "array")"},
            {object(R"({"a": {"type": "array", "items": 3}})", R"(["a"])"), "schema/properties/a/items: must be a JSON object (a schema)"},
-           {R"({"type": "object", "properties": {}, "additionalProperties": {"type": "string"}})", "schema/additionalProperties: only true or false is supported"},
        }) {
     SCOPED_TRACE(schema);
     try {
@@ -559,12 +579,114 @@ TEST(JsonSchema, OneOfIsServedWhereItsDiscriminatorTellsItsSchemasApart) {
   EXPECT_EQ(refusal(R"("const": "dog")", R"("const": "cat")"),
             R"(schema/properties/pet/oneOf/1: its discriminator "pet_type" may be "cat", as another schema's may, so the discriminator does not tell them apart)");
   EXPECT_EQ(refusal(R"("propertyName": "pet_type")", R"("propertyName": "meows")"),
-            R"(schema/properties/pet/oneOf/0: not an object with the discriminator "meows" as a const or enum property)");
+            R"(schema/properties/pet/oneOf/0: not an object with the discriminator "meows" as a required const or enum property)");
+  EXPECT_EQ(refusal(R"("required": ["pet_type", "barks"])", R"("required": ["barks"])"),  // a text without it would match neither or both
+            R"(schema/properties/pet/oneOf/1: not an object with the discriminator "pet_type" as a required const or enum property)");
   EXPECT_EQ(refusal(R"("discriminator": {"mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"}, "propertyName": "pet_type"},)", ""),
             R"(schema/properties/pet: oneOf needs a discriminator, {"propertyName": NAME}, the property whose const tells its schemas apart (anyOf allows any of them))");
   EXPECT_EQ(refusal(R"({"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"})", R"({"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Cat"})"),
             "schema/properties/pet/oneOf: names one schema twice, so no text matches exactly one");
   EXPECT_EQ(refusal(R"("oneOf")", R"("anyOf")"), "schema/properties/pet: discriminator needs oneOf");
+}
+
+// pydantic 2.13's model_json_schema() of models with defaults (properties `required` leaves out), dicts
+// and an optional recursive field:
+//   class Toy(BaseModel): name: str = Field(max_length=12); squeaks: bool = False
+//   class Pet(BaseModel): name: str = Field(max_length=16); age: int = Field(default=1, ge=0, le=30)
+//     nick: Optional[str] = None; toys: List[Toy] = []; scores: Dict[str, int] = Field(default={}, max_length=3)
+//     notes: dict = {}; friend: Optional['Pet'] = None
+const char* kDefaultsSchema = R"({"$defs": {"Pet": {"properties": {"name": {"maxLength": 16, "title": "Name", "type": "string"},
+  "age": {"default": 1, "maximum": 30, "minimum": 0, "title": "Age", "type": "integer"},
+  "nick": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null, "title": "Nick"},
+  "toys": {"default": [], "items": {"$ref": "#/$defs/Toy"}, "title": "Toys", "type": "array"},
+  "scores": {"additionalProperties": {"type": "integer"}, "default": {}, "maxProperties": 3, "title": "Scores", "type": "object"},
+  "notes": {"additionalProperties": true, "default": {}, "title": "Notes", "type": "object"},
+  "friend": {"anyOf": [{"$ref": "#/$defs/Pet"}, {"type": "null"}], "default": null}}, "required": ["name"], "title": "Pet", "type": "object"},
+  "Toy": {"properties": {"name": {"maxLength": 12, "title": "Name", "type": "string"}, "squeaks": {"default": false, "title": "Squeaks", "type": "boolean"}},
+          "required": ["name"], "title": "Toy", "type": "object"}}, "$ref": "#/$defs/Pet"})";
+
+nlohmann::ordered_json defaults_schema() { return nlohmann::ordered_json::parse(kDefaultsSchema); }
+
+TEST(JsonSchema, DefaultsAndDictsCompileAsPydanticWritesThem) {
+  const JsonSchema pets(defaults_schema());
+  const JsonSchema::Node& pet = pets.node(pets.root());
+  ASSERT_EQ(pet.kind, JsonSchema::Kind::Object);
+  EXPECT_EQ(pet.required, (std::vector<bool>{true, false, false, false, false, false, false}));
+  EXPECT_FALSE(pet.map);
+  const JsonSchema::Node& scores = pets.node(pet.children[4]);
+  EXPECT_TRUE(scores.map);
+  EXPECT_TRUE(scores.keys.empty());
+  EXPECT_EQ(scores.max_size, 3u);
+  EXPECT_EQ(pets.node(scores.children[0]).kind, JsonSchema::Kind::Integer);
+  const JsonSchema::Node& notes = pets.node(pet.children[5]);
+  EXPECT_TRUE(notes.map);
+  EXPECT_EQ(notes.children[0], 0);  // true: any value
+  EXPECT_EQ(pet.min_depth, 1);      // {"name": ""}: its toys and friend may be left out
+  // Without additionalProperties, {} has no properties to write; beside properties, it is never used.
+  const JsonSchema closed(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {"a": {"type": "object"}, "b": {"type": "object", "properties": {"c": {}},
+                                                           "additionalProperties": {"type": "string"}}}})"));
+  EXPECT_FALSE(closed.node(closed.node(closed.root()).children[0]).map);
+  EXPECT_FALSE(closed.node(closed.node(closed.root()).children[1]).map);
+  JsonRecognizer r(closed);
+  EXPECT_EQ(first_refused(R"({"a": {"x")", r), 7u);
+  EXPECT_EQ(first_refused(R"({"b": {"c": 1, "d")", r), 13u);  // no property comes after c
+}
+
+TEST(JsonGrammar, OptionalPropertiesMayBeLeftOutAndTheRestComeInOrder) {
+  const JsonSchema pets(defaults_schema());
+  for (const std::string text :
+       {R"({"name": "Gus"})", R"({"name": "Gus", "friend": null})", R"({"name": "Gus", "scores": {}, "notes": {}})",
+        R"({"name": "Gus", "age": 3, "nick": null, "toys": [{"name": "ball"}, {"name": "duck", "squeaks": true}], "scores": {"speed": 3, "": -1},)"
+        R"( "notes": {"a": [1, {"b": null}], "a": 2}, "friend": {"name": "Ann", "friend": {"name": "Bo", "nick": "b"}}})"}) {
+    SCOPED_TRACE(text);
+    JsonRecognizer r(pets);
+    ASSERT_TRUE(r.push(text)) << "refused at byte " << first_refused(text, JsonRecognizer(pets));
+    EXPECT_TRUE(r.complete());
+    EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), defaults_schema()));
+  }
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({})", 1},                                     // name is required
+           {R"({"age": 1})", 2},
+           {R"({"name": "Gus",})", 15},                      // a property must follow
+           {R"({"name": "Gus", "nick": null, "age")", 31},   // out of order
+           {R"({"name": "Gus", "name")", 18},                // "n" may begin nick or notes, "na" neither
+           {R"({"name": "Gus", "toys": [{"squeaks": true)", 27},  // a toy's name is required
+           {R"({"name": "Gus", "scores": {"a": "x")", 32},   // a dict's values have its schema
+           {R"({"name": "Gus", "scores": {"a": 1, "b": 2, "c": 3, "d")", 49},  // maxProperties 3
+           {R"({"name": "Gus", "friend": null, "age")", 30},  // nothing comes after the last property
+           {R"({"name": "Gus", "age": 31)", 24}}) {          // its bounds still hold
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(pets)), offset);
+  }
+  // Keys that share a prefix, around a required one.
+  const JsonSchema abc(nlohmann::ordered_json::parse(
+      R"({"type": "object", "properties": {"ab": {"type": "integer"}, "abc": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": "integer"}}, "required": ["b"]})"));
+  for (const std::string text : {R"({"ab": 1, "b": 2})", R"({"abc": 1, "b": 2, "c": 3})", R"({"ab": 1, "abc": 2, "b": 3})", R"({"b": 1})"}) {
+    JsonRecognizer r(abc);
+    EXPECT_TRUE(r.push(text) && r.complete()) << text;
+  }
+  EXPECT_EQ(first_refused(R"({"abc": 1, "ab")", JsonRecognizer(abc)), 12u);
+  EXPECT_EQ(first_refused(R"({"ab": 1})", JsonRecognizer(abc)), 8u);  // b is required
+  EXPECT_EQ(first_refused(R"({"c": 1})", JsonRecognizer(abc)), 2u);    // and comes before c
+  // Of many optional properties, the next 64 may come.
+  std::string props, hundred;
+  for (int i = 0; i < 100; ++i) props += (i ? ", \"p" : "\"p") + std::to_string(i) + "\": {\"type\": \"integer\"}";
+  const JsonSchema many(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {)" + props + "}}"));
+  for (const std::string text : {R"({"p63": 1, "p99": 2})", R"({"p0": 1, "p64": 2})", "{}"}) {
+    JsonRecognizer r(many);
+    EXPECT_TRUE(r.push(text) && r.complete()) << text;
+  }
+  EXPECT_EQ(first_refused(R"({"p64")", JsonRecognizer(many)), 4u);
+  // A property whose value cannot close within kMaxDepth is not offered; null ends the recursion.
+  std::string deep;
+  for (int d = 0; d < JsonRecognizer::kMaxDepth - 1; ++d) deep += R"({"name": "a", "friend": )";
+  deep += R"({"name": "a")";  // kMaxDepth objects open
+  JsonRecognizer r(pets);
+  ASSERT_TRUE(r.push(deep));
+  EXPECT_EQ(first_refused(R"(, "toys")", r), 3u);
+  EXPECT_EQ(first_refused(R"(, "friend": {)", r), 12u);
+  EXPECT_TRUE(r.push(R"(, "friend": null)" + std::string(JsonRecognizer::kMaxDepth, '}')));
+  EXPECT_TRUE(r.complete());
 }
 
 TEST(JsonGrammar, AUnionFollowsEveryReadingUntilOneRemains) {
@@ -805,6 +927,7 @@ TEST(JsonGrammar, WhatBoundsAcceptConformsAndNeverDeadEnds) { expect_walks_confo
 TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
 TEST(JsonGrammar, WhatLimitsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kLimitsSchema), 1500, 100); }
+TEST(JsonGrammar, WhatDefaultsAndDictsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(defaults_schema(), 1500, 100); }
 
 TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
   const JsonSchema goose(goose_schema());
@@ -825,6 +948,10 @@ TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
   expect_masks_match_token_checks(w, world, JsonRecognizer(patterns),
                                   {R"({"code": ")", R"({"code": "AB-1)", R"({"code": "AB-123", "born": "2024-0)", R"({"code": "AB-123", "born": "2024-02-29", "seen": )",
                                    to_id + "0f8fad5b-d9", to_note + "xgo", to_note + R"(gose", "lines": "a\)"});
+  const JsonSchema pets(defaults_schema());  // several properties may come next; a dict's keys
+  expect_masks_match_token_checks(w, world, JsonRecognizer(pets),
+                                  {R"({"name": "Gus", )", R"({"name": "Gus", "n)", R"({"name": "Gus", "scores": {")", R"({"name": "Gus", "scores": {"a": 1, )",
+                                   R"({"name": "Gus", "scores": {"a": 1, "b": 2, "c": 3)", R"({"name": "Gus", "notes": {"x": )"});
   // The same state of two schemas is two cache entries: masks never cross schemas.
   const auto a = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})");
   const auto b = w.constraint(ResponseFormat::JsonSchema, R"({"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]})");
@@ -1047,6 +1174,30 @@ TEST(JsonMode, RefsAndUnionsConstrainRepliesOnTheServer) {
   EXPECT_NE(bench.output.find("(every one parsed and was one of the schema's texts)"), std::string::npos) << bench.output;
 }
 
+// A pydantic model with defaults and dicts, as its model_json_schema() writes it: the replies leave out
+// properties and write dicts of the model's own keys, and each is one of the schema's texts.
+TEST(JsonMode, DefaultsAndDictsShapeRepliesOnTheServer) {
+  Server server("", 1, shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const std::string format = R"({"type": "json_schema", "json_schema": {"name": "pet", "schema": )" + defaults_schema().dump() + "}}";
+  auto r = http_request(server.http_port(), "POST", "/v1/completions",
+                        R"({"prompt": "The pet:", "max_tokens": 300, "n": 6, "seed": 11, "temperature": 0.8, "response_format": )" + format + "}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json body = r.json();
+  ASSERT_EQ(body["choices"].size(), 6u);
+  const JsonSchema pets(defaults_schema());
+  int closed = 0;
+  for (auto& c : body["choices"]) {
+    const std::string text = c["text"];
+    JsonRecognizer recognizer(pets);
+    EXPECT_TRUE(recognizer.push(text)) << text;
+    if (c["finish_reason"] != "stop") continue;
+    EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), defaults_schema())) << text;
+    ++closed;
+  }
+  EXPECT_GE(closed, 3);
+}
+
 // pattern and format on a server: every reply's strings are what their patterns and formats allow, also
 // what the tiny model writes under them on its own.
 TEST(JsonMode, PatternsAndFormatsShapeRepliesOnTheServer) {
@@ -1080,8 +1231,8 @@ TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
          "response_format: json_schema: schema/properties/a/pattern: at character 5: backreferences are not supported"},
         {schema + R"({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}, "required": ["a"]}}})",
          "response_format: json_schema: schema/properties/a: 'multipleOf' is not supported"},
-        {schema + R"({"type": "object", "properties": {"a": {"type": "string"}}}}})",
-         "response_format: json_schema: schema/required: 'a' is missing: every property is written, so every one must be required"},
+        {schema + R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}]}}}}})",
+         "response_format: json_schema: schema/properties/a: 'allOf' is not supported"},
         {R"({"type": "json_schema", "json_schema": {"name": "x"}})", R"(response_format: json_schema must be {"name": ..., "schema": {...}})"},
         {R"({"type": "xml"})", R"(response_format: type must be "text", "json_object" or "json_schema", got "xml")"},
         {R"("json")", R"(response_format: must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}})"},

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <vector>
 
 #include "common/error.h"
@@ -286,7 +287,8 @@ void strategy_text(std::string_view bytes) {
 }
 
 namespace {
-void json_text_under(std::string_view bytes, JsonRecognizer r, const std::vector<std::string>& keys) {
+// `keys`: the schema's properties in order; those in `optional` may be left out.
+void json_text_under(std::string_view bytes, JsonRecognizer r, const std::vector<std::string>& keys, const std::set<std::string>& optional = {}) {
   std::string text;
   for (char c : bytes) {
     const JsonRecognizer before = r;
@@ -307,9 +309,14 @@ void json_text_under(std::string_view bytes, JsonRecognizer r, const std::vector
   const auto parsed = nlohmann::ordered_json::parse(text, nullptr, false);
   expect(parsed.is_object(), "json text: accepted \"" + text.substr(0, 200) + "\", which a JSON parser does not read as an object");
   if (keys.empty()) return;
-  std::vector<std::string> got;
-  for (auto& [k, v] : parsed.items()) got.push_back(k);
-  expect(got == keys, "json text: accepted \"" + text.substr(0, 200) + "\", whose properties are not the schema's");
+  auto key = keys.begin();
+  for (auto& [k, v] : parsed.items()) {
+    while (key != keys.end() && *key != k && optional.count(*key)) ++key;
+    expect(key != keys.end() && *key == k, "json text: accepted \"" + text.substr(0, 200) + "\", whose properties are not the schema's, in order");
+    if (key != keys.end()) ++key;
+  }
+  while (key != keys.end() && optional.count(*key)) ++key;
+  expect(key == keys.end(), "json text: accepted \"" + text.substr(0, 200) + "\", which leaves out a required property");
 }
 }  // namespace
 
@@ -338,6 +345,13 @@ void json_text(std::string_view bytes) {
       "i": {"type": "integer", "minimum": -20, "exclusiveMaximum": 300}, "x": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 2}},
       "required": ["p", "d", "q", "i", "x"]})"));
   json_text_under(bytes, JsonRecognizer(patterns), {"p", "d", "q", "i", "x"});
+  // Optional properties (keys sharing a prefix, around required ones), dicts with limits, and an optional recursion.
+  static const JsonSchema defaults(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
+      "a": {"type": "integer"}, "ab": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}, "maxProperties": 2},
+      "r": {"type": "boolean"}, "m": {"type": "object", "additionalProperties": true, "minProperties": 1},
+      "me": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}, "z": {"const": 0}},
+      "required": ["r", "z"]})"));
+  json_text_under(bytes, JsonRecognizer(defaults), {"a", "ab", "r", "m", "me", "z"}, {"a", "ab", "m", "me"});
 }
 
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {
