@@ -687,6 +687,16 @@ TEST(JsonGrammar, OptionalPropertiesMayBeLeftOutAndTheRestComeInOrder) {
   EXPECT_EQ(first_refused(R"(, "friend": {)", r), 12u);
   EXPECT_TRUE(r.push(R"(, "friend": null)" + std::string(JsonRecognizer::kMaxDepth, '}')));
   EXPECT_TRUE(r.complete());
+  // A tree of dicts: at the last level a key would need a value that cannot close, so none may begin.
+  const JsonSchema tree(nlohmann::ordered_json::parse(R"({"type": "object", "additionalProperties": {"$ref": "#"}})"));
+  JsonRecognizer t(tree);
+  ASSERT_TRUE(t.push(R"({"a": {"b": {})"));
+  std::string down = ", \"c\": ";
+  for (int d = 2; d < JsonRecognizer::kMaxDepth - 1; ++d) down += "{\"k\": ";
+  ASSERT_TRUE(t.push(down + "{"));  // kMaxDepth dicts open
+  EXPECT_EQ(first_refused("\"", t), 0u);
+  EXPECT_TRUE(t.push(std::string(JsonRecognizer::kMaxDepth, '}')));
+  EXPECT_TRUE(t.complete());
 }
 
 TEST(JsonGrammar, AUnionFollowsEveryReadingUntilOneRemains) {
