@@ -205,9 +205,10 @@ bool JsonReading::push_structural(uint8_t byte) {
           mode_ = Mode::Key;
           return true;
         }
+        const size_t index = props_[depth_ - 1];  // of the item that begins (exact among prefixItems)
         if (c && !count_member(*c)) return false;
         mode_ = in_object() ? Mode::Key : Mode::Value;
-        value_node_ = c && !in_object() ? c->children[0] : 0;  // a dict's value comes after its key
+        value_node_ = c && !in_object() ? item_node(*c, index) : 0;  // a dict's value comes after its key
         return true;
       }
       return (byte == '}' || byte == ']') && close(byte == '}');
@@ -323,7 +324,7 @@ bool JsonReading::open(bool object, uint8_t node) {
   props_[depth_] = 0;
   ++depth_;
   mode_ = object ? Mode::KeyOrEnd : Mode::ValueOrEnd;
-  value_node_ = !object && n ? n->children[0] : 0;  // an array's items
+  value_node_ = !object && n ? item_node(*n, 0) : 0;  // an array's first item
   return true;
 }
 
@@ -370,14 +371,20 @@ bool JsonReading::required_left() const {
   return std::find(c.required.begin() + props_[depth_ - 1], c.required.end(), true) != c.required.end();
 }
 
+uint8_t JsonReading::item_node(const JsonSchema::Node& array, size_t index) {
+  return index + 1 < array.children.size() ? array.children[index + 1] : array.children[0];  // prefixItems, then items
+}
+
 // Counts a new item of an array or a dict (in props_) against its limits; false when none may come, by
 // its maximum or because its shortest text would not close within kMaxDepth.
 bool JsonReading::count_member(const JsonSchema::Node& c) {
-  if (depth_ + schema_->node(c.children[0]).min_depth > kMaxDepth) return false;
-  if (!c.limited()) return true;
   uint8_t& count = props_[depth_ - 1];
+  if (depth_ + schema_->node(in_object() ? c.children[0] : item_node(c, count)).min_depth > kMaxDepth) return false;
+  const size_t prefix = c.children.size() - 1;  // an array's prefixItems (a dict has none)
+  if (!c.limited() && !prefix) return true;
   if (count >= c.max_size) return false;
-  if (count < c.min_size || c.max_size != JsonSchema::kNoLimit) ++count;  // without a maximum, counting stops at the minimum (as pos_)
+  // Without a maximum, counting stops past the minimum and the prefix (as pos_), so longer ones share states.
+  if (count < std::max<size_t>(c.min_size, prefix) || c.max_size != JsonSchema::kNoLimit) ++count;
   return true;
 }
 

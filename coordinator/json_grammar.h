@@ -15,7 +15,8 @@
 //   is written without an exponent.
 //
 // With a JsonSchema (coordinator/json_schema.h) it recognizes the texts of that schema: each object's
-// properties in order (the required ones, and any of the others), dicts, arrays of their items, the allowed types and enum values, strings'
+// properties in order (the required ones, and any of the others), dicts, arrays of their items (and
+// prefixItems), the allowed types and enum values, strings'
 // patterns, formats and lengths, and numbers' bounds (coordinator/string_pattern.h). Where an
 // anyOf allows several schemas, it follows one reading of the text per schema still possible (as a
 // nondeterministic automaton does), up to kMaxReadings at once; readings that arrive at the same state
@@ -92,6 +93,7 @@ class JsonReading {
   uint64_t key_candidates() const;
   bool required_left() const;
   bool count_member(const JsonSchema::Node& container);  // an array's item or a dict's property begins
+  static uint8_t item_node(const JsonSchema::Node& array, size_t index);
   bool step_fixed(uint8_t byte);
   std::string_view fixed_text(int candidate) const;
   void end_fixed();

@@ -91,7 +91,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (!s.is_object()) fail(place(where), ": must be a JSON object (a schema)");
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
   static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
-  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
+  static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "prefixItems", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
                                               "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
                                               "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minProperties", "maxProperties"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
@@ -175,7 +175,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
       n.kind = kinds[0];
       if (kinds.size() > 1) {
-        for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "items", "minLength", "maxLength", "minItems",
+        for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "items", "prefixItems", "minLength", "maxLength", "minItems",
                               "maxItems", "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
@@ -198,7 +198,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   const bool object = n.kind == Kind::Object, array = n.kind == Kind::Array;
   for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties"})
     if (!object && s.contains(k)) fail(place(where), ": ", k, " needs \"type\": \"object\"");
-  if (!array && s.contains("items")) fail(place(where), ": items needs \"type\": \"array\"");
+  for (const char* k : {"items", "prefixItems"})
+    if (!array && s.contains(k)) fail(place(where), ": ", k, " needs \"type\": \"array\"");
   const bool string = n.kind == Kind::String;
   for (auto [low, high, kind_ok, most, needs] : {std::tuple{"minLength", "maxLength", string, kMaxLength, "\"type\": \"string\""},
                                                  std::tuple{"minItems", "maxItems", array, kMaxItems, "\"type\": \"array\""}}) {
@@ -269,7 +270,17 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     if (n.map) children.push_back(more.is_object() ? compile(more, where + "/additionalProperties", nesting + 1) : uint8_t(0));
     n.children = std::move(children);
   }
-  if (array) n.children.push_back(s.contains("items") ? compile(s["items"], where + "/items", nesting + 1) : uint8_t(0));
+  if (array) {
+    // items (true or absent: any value; false: none) after prefixItems, the schemas of the first items
+    // one by one (how pydantic writes a tuple).
+    const nlohmann::ordered_json items = s.value("items", nlohmann::ordered_json(true));
+    const nlohmann::ordered_json prefix = s.value("prefixItems", nlohmann::ordered_json::array());
+    if (!prefix.is_array() || prefix.size() > kMaxItems) fail(place(where), "/prefixItems: must be an array of at most ", kMaxItems, " schemas");
+    n.children.push_back(items.is_boolean() ? uint8_t(0) : compile(items, where + "/items", nesting + 1));
+    for (size_t i = 0; i < prefix.size(); ++i) n.children.push_back(compile(prefix[i], where + "/prefixItems/" + std::to_string(i), nesting + 1));
+    if (items == false) n.max_size = std::min(n.max_size, uint32_t(prefix.size()));
+    if (n.min_size > n.max_size) fail(place(where), ": minItems ", n.min_size, " is above the ", n.max_size, " items that items: false allows");
+  }
   if (n.kind == Kind::Any && !n.nullable && into < 0) return 0;  // {} (or annotations only): any value
   return add(std::move(n), where, into);
 }
@@ -349,6 +360,7 @@ void JsonSchema::settle_depths() {
       int depth = as_object(n) ? 1 : kUnbounded;
       for (size_t i = 0; i < n.children.size(); ++i) {
         if (n.kind == Kind::Object && (n.map ? n.min_size == 0 : !n.required[i])) continue;  // may be left out
+        if (n.kind == Kind::Array && (i == 0 ? n.min_size < n.children.size() : i > n.min_size)) continue;  // not among its first minItems
         const int d = nodes_[n.children[i]].min_depth;
         depth = as_object(n) ? (d == kUnbounded ? kUnbounded : std::max(depth, std::min(1 + d, int(kUnbounded)))) : std::min(depth, d);
       }

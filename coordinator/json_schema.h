@@ -3,7 +3,7 @@
 // the schema lists them (read with nlohmann::ordered_json, which keeps it), each one `required` names
 // and any of the others; with `additionalProperties` (a schema, or true for any value) and no
 // properties it is a dict of any keys (`minProperties`/`maxProperties` count them); arrays hold
-// `items`; `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
+// `items` after `prefixItems` (a tuple's, item by item); `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
 // items; `pattern` (a regular expression) or `format` (date-time, email, uuid, ...) shapes a string
 // (coordinator/string_pattern.h); `minimum`/`maximum` and their exclusive forms bound an integer or a
 // number (a number's by whole numbers; it is then written without an exponent); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
@@ -39,7 +39,8 @@ class JsonSchema {
     std::vector<std::string> keys;    // Object: each property's name as JSON text (quoted), in order
     std::vector<bool> required;       // Object: whether each property must be written (else it may be left out)
     bool map = false;                 // Object: a dict, no keys: any names, each value children[0]
-    std::vector<uint8_t> children;    // Object: each property's node (a dict: its values'); Array: its items' node; Union: its branches
+    std::vector<uint8_t> children;    // Object: each property's node (a dict: its values'); Array: its items' node, then
+                                      // its prefixItems'; Union: its branches
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text
     // String: characters (minLength, maxLength); Array: items (minItems, maxItems); a dict: its
     // properties (minProperties, maxProperties).

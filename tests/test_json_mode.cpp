@@ -335,8 +335,12 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
     if (t == "number" && v.is_number()) return within_bounds(v.get<double>(), schema);
     if (t == "array" && v.is_array()) {
       if (int64_t(v.size()) < schema.value("minItems", 0) || int64_t(v.size()) > schema.value("maxItems", int64_t(1) << 40)) return false;
-      for (auto& e : v)
-        if (!conforms(e, schema.value("items", nlohmann::ordered_json::object()), root)) return false;
+      const auto prefix = schema.value("prefixItems", nlohmann::ordered_json::array());
+      const auto items = schema.value("items", nlohmann::ordered_json::object());
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (i >= prefix.size() && items == false) return false;
+        if (!conforms(v[i], i < prefix.size() ? prefix[i] : items == true ? nlohmann::ordered_json::object() : items, root)) return false;
+      }
       return true;
     }
     if (t == "object" && v.is_object()) {
@@ -444,6 +448,13 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {object(R"({"a": {"enum": [1], "const": 1}})", R"(["a"])"), "schema/properties/a: give enum or const, not both"},
            {object(R"({"a": {"type": "string", "items": {}}})", R"(["a"])"), R"(schema/properties/a: items needs "type": "array")"},
            {object(R"({"a": {"type": "array", "items": 3}})", R"(["a"])"), "schema/properties/a/items: must be a JSON object (a schema)"},
+           {object(R"({"a": {"type": "string", "prefixItems": []}})", R"(["a"])"), R"(schema/properties/a: prefixItems needs "type": "array")"},
+           {object(R"({"a": {"type": "array", "prefixItems": {}}})", R"(["a"])"), "schema/properties/a/prefixItems: must be an array of at most 255 schemas"},
+           {object(R"({"a": {"type": "array", "prefixItems": [{"type": "intger"}]}})", R"(["a"])"),
+            R"(schema/properties/a/prefixItems/0/type: "intger" is not one of object, array, string, number, integer, boolean, null)"},
+           {object(R"({"a": {"type": "array", "prefixItems": [{}], "items": false, "minItems": 2}})", R"(["a"])"),
+            "schema/properties/a: minItems 2 is above the 1 items that items: false allows"},
+           {object(R"({"a": {"type": "array", "items": {}, "uniqueItems": true}})", R"(["a"])"), "schema/properties/a: 'uniqueItems' is not supported"},
        }) {
     SCOPED_TRACE(schema);
     try {
@@ -594,13 +605,14 @@ TEST(JsonSchema, OneOfIsServedWhereItsDiscriminatorTellsItsSchemasApart) {
 //   class Toy(BaseModel): name: str = Field(max_length=12); squeaks: bool = False
 //   class Pet(BaseModel): name: str = Field(max_length=16); age: int = Field(default=1, ge=0, le=30)
 //     nick: Optional[str] = None; toys: List[Toy] = []; scores: Dict[str, int] = Field(default={}, max_length=3)
-//     notes: dict = {}; friend: Optional['Pet'] = None
+//     notes: dict = {}; spot: Tuple[int, str, bool] = (0, '', False); friend: Optional['Pet'] = None
 const char* kDefaultsSchema = R"({"$defs": {"Pet": {"properties": {"name": {"maxLength": 16, "title": "Name", "type": "string"},
   "age": {"default": 1, "maximum": 30, "minimum": 0, "title": "Age", "type": "integer"},
   "nick": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null, "title": "Nick"},
   "toys": {"default": [], "items": {"$ref": "#/$defs/Toy"}, "title": "Toys", "type": "array"},
   "scores": {"additionalProperties": {"type": "integer"}, "default": {}, "maxProperties": 3, "title": "Scores", "type": "object"},
   "notes": {"additionalProperties": true, "default": {}, "title": "Notes", "type": "object"},
+  "spot": {"default": [0, "", false], "maxItems": 3, "minItems": 3, "prefixItems": [{"type": "integer"}, {"type": "string"}, {"type": "boolean"}], "title": "Spot", "type": "array"},
   "friend": {"anyOf": [{"$ref": "#/$defs/Pet"}, {"type": "null"}], "default": null}}, "required": ["name"], "title": "Pet", "type": "object"},
   "Toy": {"properties": {"name": {"maxLength": 12, "title": "Name", "type": "string"}, "squeaks": {"default": false, "title": "Squeaks", "type": "boolean"}},
           "required": ["name"], "title": "Toy", "type": "object"}}, "$ref": "#/$defs/Pet"})";
@@ -611,7 +623,7 @@ TEST(JsonSchema, DefaultsAndDictsCompileAsPydanticWritesThem) {
   const JsonSchema pets(defaults_schema());
   const JsonSchema::Node& pet = pets.node(pets.root());
   ASSERT_EQ(pet.kind, JsonSchema::Kind::Object);
-  EXPECT_EQ(pet.required, (std::vector<bool>{true, false, false, false, false, false, false}));
+  EXPECT_EQ(pet.required, (std::vector<bool>{true, false, false, false, false, false, false, false}));
   EXPECT_FALSE(pet.map);
   const JsonSchema::Node& scores = pets.node(pet.children[4]);
   EXPECT_TRUE(scores.map);
@@ -621,6 +633,9 @@ TEST(JsonSchema, DefaultsAndDictsCompileAsPydanticWritesThem) {
   const JsonSchema::Node& notes = pets.node(pet.children[5]);
   EXPECT_TRUE(notes.map);
   EXPECT_EQ(notes.children[0], 0);  // true: any value
+  const JsonSchema::Node& spot = pets.node(pet.children[6]);  // a tuple: no items beyond its prefixItems
+  ASSERT_EQ(spot.children.size(), 4u);
+  EXPECT_EQ(pets.node(spot.children[2]).kind, JsonSchema::Kind::String);
   EXPECT_EQ(pet.min_depth, 1);      // {"name": ""}: its toys and friend may be left out
   // Without additionalProperties, {} has no properties to write; beside properties, it is never used.
   const JsonSchema closed(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {"a": {"type": "object"}, "b": {"type": "object", "properties": {"c": {}},
@@ -637,7 +652,7 @@ TEST(JsonGrammar, OptionalPropertiesMayBeLeftOutAndTheRestComeInOrder) {
   for (const std::string text :
        {R"({"name": "Gus"})", R"({"name": "Gus", "friend": null})", R"({"name": "Gus", "scores": {}, "notes": {}})",
         R"({"name": "Gus", "age": 3, "nick": null, "toys": [{"name": "ball"}, {"name": "duck", "squeaks": true}], "scores": {"speed": 3, "": -1},)"
-        R"( "notes": {"a": [1, {"b": null}], "a": 2}, "friend": {"name": "Ann", "friend": {"name": "Bo", "nick": "b"}}})"}) {
+        R"( "notes": {"a": [1, {"b": null}], "a": 2}, "spot": [-3, "x", false], "friend": {"name": "Ann", "friend": {"name": "Bo", "nick": "b"}}})"}) {
     SCOPED_TRACE(text);
     JsonRecognizer r(pets);
     ASSERT_TRUE(r.push(text)) << "refused at byte " << first_refused(text, JsonRecognizer(pets));
@@ -654,7 +669,10 @@ TEST(JsonGrammar, OptionalPropertiesMayBeLeftOutAndTheRestComeInOrder) {
            {R"({"name": "Gus", "scores": {"a": "x")", 32},   // a dict's values have its schema
            {R"({"name": "Gus", "scores": {"a": 1, "b": 2, "c": 3, "d")", 49},  // maxProperties 3
            {R"({"name": "Gus", "friend": null, "age")", 30},  // nothing comes after the last property
-           {R"({"name": "Gus", "age": 31)", 24}}) {          // its bounds still hold
+           {R"({"name": "Gus", "age": 31)", 24},             // its bounds still hold
+           {R"({"name": "Gus", "spot": [1, 2)", 28},         // a tuple's items, each of its own schema
+           {R"({"name": "Gus", "spot": [1, "a"])", 31},
+           {R"({"name": "Gus", "spot": [1, "a", true, )", 37}}) {
     SCOPED_TRACE(text);
     EXPECT_EQ(first_refused(text, JsonRecognizer(pets)), offset);
   }
@@ -697,6 +715,53 @@ TEST(JsonGrammar, OptionalPropertiesMayBeLeftOutAndTheRestComeInOrder) {
   EXPECT_EQ(first_refused("\"", t), 0u);
   EXPECT_TRUE(t.push(std::string(JsonRecognizer::kMaxDepth, '}')));
   EXPECT_TRUE(t.complete());
+}
+
+// prefixItems: the first items one by one, then `items` (any when absent, none when false).
+const char* kTuplesSchema = R"({"type": "object", "properties": {
+    "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string", "maxLength": 2}], "minItems": 2, "maxItems": 2},
+    "head": {"type": "array", "prefixItems": [{"enum": ["x", "y"]}, {"type": "array", "items": {"type": "integer"}, "minItems": 1}], "items": {"type": "boolean"}},
+    "open": {"type": "array", "prefixItems": [{"type": "null"}]},
+    "shut": {"type": ["array", "null"], "prefixItems": [{"type": "integer"}, {"type": "integer"}], "items": false}},
+  "required": ["pair", "head", "open", "shut"]})";
+
+TEST(JsonGrammar, PrefixItemsShapeATuplesItemsOneByOne) {
+  const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(kTuplesSchema);
+  const JsonSchema tuples(schema);
+  const JsonSchema::Node& root = tuples.node(tuples.root());
+  EXPECT_EQ(tuples.node(root.children[1]).min_depth, 1);  // no minItems: [] will do
+  const JsonSchema with_minimum(nlohmann::ordered_json::parse(
+      R"({"type": "object", "properties": {"t": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "array", "items": {"type": "object"}, "minItems": 1}], "minItems": 2}}, "required": ["t"]})"));
+  EXPECT_EQ(with_minimum.node(with_minimum.node(with_minimum.root()).children[0]).min_depth, 3);  // [0, [{}]]
+  for (const std::string text : {R"({"pair": [1, "ab"], "head": [], "open": [], "shut": []})", R"({"pair": [-1, ""], "head": ["y", [1, 2], true, false], "open": [null, 1, "x", {}], "shut": [1, 2]})",
+                                 R"({"pair": [0, "x"], "head": ["x"], "open": [null], "shut": null})"}) {
+    JsonRecognizer r(tuples);
+    EXPECT_TRUE(r.push(text)) << text << ": refused at byte " << first_refused(text, JsonRecognizer(tuples));
+    EXPECT_TRUE(r.complete()) << text;
+    EXPECT_TRUE(conforms(nlohmann::ordered_json::parse(text), schema)) << text;
+  }
+  const std::string to_head = R"({"pair": [1, "ab"], "head": )";
+  const std::string to_open = to_head + R"(["x"], "open": )";
+  const std::string to_shut = to_open + R"([], "shut": )";
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"pair": ["a")", 10},                  // its first item is an integer
+           {R"({"pair": [1])", 11},                   // minItems 2
+           {R"({"pair": [1, "abc")", 16},             // the second's maxLength
+           {R"({"pair": [1, "a", )", 16},             // maxItems 2
+           {to_head + R"(["z")", to_head.size() + 2},  // the enum first
+           {to_head + R"(["x", [])", to_head.size() + 7},  // then an array of at least one integer
+           {to_head + R"(["x", [1], 1)", to_head.size() + 11},  // then booleans
+           {to_open + R"([1)", to_open.size() + 1},
+           {to_shut + R"([1, 2, )", to_shut.size() + 5}}) {  // items: false
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(tuples)), offset);
+  }
+  // Past its prefix, an array without a maximum is not counted: 300 items do not wrap a count.
+  std::string many = to_head + R"(["x", [1])";
+  for (int i = 0; i < 300; ++i) many += ", true";
+  JsonRecognizer r(tuples);
+  EXPECT_TRUE(r.push(many + R"(], "open": [null], "shut": null})"));
+  EXPECT_TRUE(r.complete());
 }
 
 TEST(JsonGrammar, AUnionFollowsEveryReadingUntilOneRemains) {
@@ -938,6 +1003,7 @@ TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_wal
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
 TEST(JsonGrammar, WhatLimitsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kLimitsSchema), 1500, 100); }
 TEST(JsonGrammar, WhatDefaultsAndDictsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(defaults_schema(), 1500, 100); }
+TEST(JsonGrammar, WhatTuplesAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kTuplesSchema), 1500, 100); }
 
 TEST(JsonVocabulary, SchemaMasksAreWhatEachTokensBytesAllow) {
   const JsonSchema goose(goose_schema());

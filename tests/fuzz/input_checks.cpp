@@ -345,13 +345,15 @@ void json_text(std::string_view bytes) {
       "i": {"type": "integer", "minimum": -20, "exclusiveMaximum": 300}, "x": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 2}},
       "required": ["p", "d", "q", "i", "x"]})"));
   json_text_under(bytes, JsonRecognizer(patterns), {"p", "d", "q", "i", "x"});
-  // Optional properties (keys sharing a prefix, around required ones), dicts with limits, and an optional recursion.
+  // Optional properties (keys sharing a prefix, around required ones), dicts with limits, an optional
+  // recursion, and a tuple.
   static const JsonSchema defaults(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
       "a": {"type": "integer"}, "ab": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}, "maxProperties": 2},
       "r": {"type": "boolean"}, "m": {"type": "object", "additionalProperties": true, "minProperties": 1},
-      "me": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}, "z": {"const": 0}},
+      "me": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}, "t": {"type": "array", "prefixItems": [{"type": "integer"}, {"$ref": "#"}], "items": {"type": "boolean"}},
+      "z": {"const": 0}},
       "required": ["r", "z"]})"));
-  json_text_under(bytes, JsonRecognizer(defaults), {"a", "ab", "r", "m", "me", "z"}, {"a", "ab", "m", "me"});
+  json_text_under(bytes, JsonRecognizer(defaults), {"a", "ab", "r", "m", "me", "t", "z"}, {"a", "ab", "m", "me", "t"});
 }
 
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {
