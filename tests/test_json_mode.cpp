@@ -730,9 +730,13 @@ TEST(JsonGrammar, PrefixItemsShapeATuplesItemsOneByOne) {
   const JsonSchema tuples(schema);
   const JsonSchema::Node& root = tuples.node(tuples.root());
   EXPECT_EQ(tuples.node(root.children[1]).min_depth, 1);  // no minItems: [] will do
-  const JsonSchema with_minimum(nlohmann::ordered_json::parse(
-      R"({"type": "object", "properties": {"t": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "array", "items": {"type": "object"}, "minItems": 1}], "minItems": 2}}, "required": ["t"]})"));
-  EXPECT_EQ(with_minimum.node(with_minimum.node(with_minimum.root()).children[0]).min_depth, 3);  // [0, [{}]]
+  // Only the first minItems items count toward an array's depth.
+  for (auto [min_items, depth] : {std::pair{1, 1}, {2, 3}, {3, 4}}) {  // [0], [0, [{}]], [0, [{}], [[[]]]]
+    const JsonSchema with_minimum(nlohmann::ordered_json::parse(
+        R"({"type": "object", "properties": {"t": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "array", "items": {"type": "object"}, "minItems": 1}],)"
+        R"( "items": {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "array"}}}, "minItems": )" + std::to_string(min_items) + R"(}}, "required": ["t"]})"));
+    EXPECT_EQ(with_minimum.node(with_minimum.node(with_minimum.root()).children[0]).min_depth, depth) << min_items;
+  }
   for (const std::string text : {R"({"pair": [1, "ab"], "head": [], "open": [], "shut": []})", R"({"pair": [-1, ""], "head": ["y", [1, 2], true, false], "open": [null, 1, "x", {}], "shut": [1, 2]})",
                                  R"({"pair": [0, "x"], "head": ["x"], "open": [null], "shut": null})"}) {
     JsonRecognizer r(tuples);
