@@ -18,6 +18,8 @@ namespace skein {
 namespace {
 std::atomic<uint32_t> next_schema_id{1};
 
+const std::set<std::string> kAnnotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
+
 std::string place(const std::string& where) { return where.empty() ? "schema" : "schema" + where; }
 std::string quoted(const nlohmann::ordered_json& v) { return v.dump().substr(0, 80); }
 
@@ -61,9 +63,10 @@ uint8_t JsonSchema::add(Node n, const std::string& where, int into) {
   return uint8_t(nodes_.size() - 1);
 }
 
-// A $ref's node: its target compiled once (so a schema may refer to itself), following $refs to $refs.
+// A $ref's node: its target compiled once (so a schema may refer to itself), following $refs to $refs
+// (and to allOfs of one $ref).
 uint8_t JsonSchema::reference(const nlohmann::ordered_json& ref, const std::string& where, int nesting) {
-  std::string from = where, pointer;
+  std::string from = where, pointer, at;
   const nlohmann::ordered_json* target = nullptr;
   std::set<std::string> seen;
   for (nlohmann::ordered_json r = ref;;) {
@@ -76,38 +79,54 @@ uint8_t JsonSchema::reference(const nlohmann::ordered_json& ref, const std::stri
       fail(place(from), "/$ref: ", quoted(r), " is not in the schema");
     }
     if (!seen.insert(pointer).second) fail(place(from), "/$ref: ", quoted(r), " leads only to $refs, in a circle");
+    at = pointer;
+    for (int depth = 0; target->is_object() && target->contains("allOf"); ++depth, at += "/allOf/0") {
+      if (depth == kMaxNesting) fail(place(at), ": allOf nested more than ", kMaxNesting, " levels deep");
+      target = alias(*target, at);
+    }
     if (!target->is_object() || !target->contains("$ref")) break;
     r = (*target)["$ref"];
-    from = pointer;
+    from = at;
   }
   if (auto it = targets_.find(pointer); it != targets_.end()) return it->second;
   const uint8_t id = add(Node{}, pointer, -1);  // reserved before compiling, so the target may refer to itself
   targets_[pointer] = id;
-  compile(*target, pointer, nesting + 1, id);
+  compile(*target, at, nesting + 1, id);
   return id;
+}
+
+// The one schema of an allOf (how pydantic 1 writes a field that refers to a model and has a description).
+const nlohmann::ordered_json* JsonSchema::alias(const nlohmann::ordered_json& s, const std::string& where) {
+  for (auto& [k, v] : s.items())
+    if (k != "allOf" && k != "$defs" && k != "definitions" && !kAnnotations.count(k))
+      fail(place(where), ": give allOf without '", k.substr(0, 64), "' (put that in the schemas it names)");
+  const nlohmann::ordered_json& all = s["allOf"];
+  if (!all.is_array() || all.size() != 1)
+    fail(place(where), "/allOf: must be an array of one schema (an intersection of several cannot be followed byte by byte)");
+  return &all[0];
 }
 
 uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& where, int nesting, int into) {
   if (!s.is_object()) fail(place(where), ": must be a JSON object (a schema)");
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
-  static const std::set<std::string> annotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
   static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "prefixItems", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
-                                              "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
+                                              "allOf", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
                                               "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minProperties", "maxProperties"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
-    if (!annotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
+    if (!kAnnotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
     if (k == "$defs" || k == "definitions") {
       if (!v.is_object()) fail(place(where), "/", k, ": must be an object of name -> schema");
     } else if (known.count(k) && k != "discriminator") {
       keywords.push_back(k);
     }
   }
-  for (const char* alone : {"$ref", "anyOf", "oneOf"})
+  for (const char* alone : {"$ref", "anyOf", "oneOf", "allOf"})
     if (s.contains(alone) && keywords.size() > 1)
       fail(place(where), ": give ", alone, " without '", keywords[keywords[0] == alone ? 1 : 0], "' (put that in the schemas it names)");
   if (s.contains("discriminator") && !s.contains("oneOf")) fail(place(where), ": discriminator needs oneOf");
   if (s.contains("$ref")) return reference(s["$ref"], where, nesting);  // never `into`: reference() skips $refs to $refs
+  if (s.contains("allOf")) return compile(*alias(s, where), where + "/allOf/0", nesting + 1, into);  // never a $ref with `into`: reference() skips it
 
   Node n;
   if (s.contains("anyOf") || s.contains("oneOf")) {

@@ -9,7 +9,7 @@
 // number (a number's by whole numbers; it is then written without an exponent); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
 // `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may
-// be recursive, as pydantic writes nested and recursive models. Annotations (title, description,
+// be recursive, as pydantic writes nested and recursive models; `allOf` of one schema is that schema. Annotations (title, description,
 // default, examples, $schema, $comment, $id) are ignored; any other keyword is refused by name and
 // place, so a schema is never silently loosened. A sub-schema of {} allows any JSON value.
 #pragma once
@@ -78,6 +78,7 @@ class JsonSchema {
   // The node for `s`; `into` >= 0 fills that reserved node (the target of a $ref) instead of a new one.
   uint8_t compile(const nlohmann::ordered_json& s, const std::string& where, int nesting, int into = -1);
   uint8_t reference(const nlohmann::ordered_json& ref, const std::string& where, int nesting);
+  static const nlohmann::ordered_json* alias(const nlohmann::ordered_json& s, const std::string& where);
   uint8_t add(Node n, const std::string& where, int into);
   uint8_t bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where);
   uint8_t add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where);

@@ -455,6 +455,8 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {object(R"({"a": {"type": "array", "prefixItems": [{}], "items": false, "minItems": 2}})", R"(["a"])"),
             "schema/properties/a: minItems 2 is above the 1 items that items: false allows"},
            {object(R"({"a": {"type": "array", "items": {}, "uniqueItems": true}})", R"(["a"])"), "schema/properties/a: 'uniqueItems' is not supported"},
+           {object(R"({"a": {"allOf": {"type": "string"}}})", R"(["a"])"),
+            "schema/properties/a/allOf: must be an array of one schema (an intersection of several cannot be followed byte by byte)"},
        }) {
     SCOPED_TRACE(schema);
     try {
@@ -645,6 +647,50 @@ TEST(JsonSchema, DefaultsAndDictsCompileAsPydanticWritesThem) {
   JsonRecognizer r(closed);
   EXPECT_EQ(first_refused(R"({"a": {"x")", r), 7u);
   EXPECT_EQ(first_refused(R"({"b": {"c": 1, "d")", r), 13u);  // no property comes after c
+}
+
+// pydantic 1 writes a field that refers to a model with a description (or a default) as an allOf of
+// the $ref: an allOf of one schema is that schema, also as a $ref's target and recursively.
+TEST(JsonSchema, AnAllOfOfOneSchemaIsThatSchema) {
+  const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(R"({"title": "Owner", "type": "object",
+    "properties": {"toy": {"title": "Toy", "description": "the toy", "allOf": [{"$ref": "#/definitions/Toy"}]},
+                   "size": {"$ref": "#/definitions/Size"}, "count": {"allOf": [{"type": "integer", "minimum": 1}], "default": 1},
+                   "chain": {"$ref": "#/definitions/Link"}, "kind": {"$ref": "#/definitions/Kind"}},
+    "required": ["toy", "size", "count"],
+    "definitions": {"Toy": {"title": "Toy", "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                    "Size": {"description": "an alias of an alias", "allOf": [{"allOf": [{"$ref": "#/definitions/Shape"}]}]},
+                    "Shape": {"enum": ["S", "M", "L"]}, "Kind": {"title": "Kind", "allOf": [{"const": "k"}]},
+                    "Link": {"type": "object", "properties": {"next": {"allOf": [{"$ref": "#/definitions/Link"}], "description": "the rest"}}}}})");
+  const JsonSchema owner(schema);
+  const JsonSchema::Node& root = owner.node(owner.root());
+  EXPECT_EQ(owner.node(root.children[0]).keys, (std::vector<std::string>{"\"name\""}));
+  EXPECT_EQ(owner.node(root.children[1]).values, (std::vector<std::string>{"\"S\"", "\"M\"", "\"L\""}));
+  EXPECT_EQ(owner.node(root.children[2]).kind, JsonSchema::Kind::Integer);
+  const JsonSchema::Node& link = owner.node(root.children[3]);
+  EXPECT_EQ(link.children[0], root.children[3]);  // a link's next is a link
+  EXPECT_EQ(owner.node(root.children[4]).values, (std::vector<std::string>{"\"k\""}));  // a $ref to an allOf of a schema
+  const std::string text = R"({"toy": {"name": "ball"}, "size": "M", "count": 2, "chain": {"next": {"next": {}}}})";
+  JsonRecognizer r(owner);
+  EXPECT_TRUE(r.push(text) && r.complete());
+  EXPECT_EQ(first_refused(R"({"toy": {"name": "ball"}, "size": "M", "count": 0)", JsonRecognizer(owner)), 48u);  // minimum 1
+  auto refusal = [&](const std::string& from, const std::string& to) {
+    std::string changed = schema.dump();
+    const size_t at = changed.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    changed.replace(at, from.size(), to);
+    try {
+      JsonSchema bad(nlohmann::ordered_json::parse(changed));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("compiled");
+  };
+  EXPECT_EQ(refusal(R"("allOf":[{"type":"integer","minimum":1}])", R"("allOf":[{"type":"integer"},{"minimum":1}])"),
+            "schema/properties/count/allOf: must be an array of one schema (an intersection of several cannot be followed byte by byte)");
+  EXPECT_EQ(refusal(R"("default":1)", R"("type":"integer")"), "schema/properties/count: give allOf without 'type' (put that in the schemas it names)");
+  EXPECT_EQ(refusal(R"("description":"an alias of an alias")", R"("type":"string")"), "schema/definitions/Size: give allOf without 'type' (put that in the schemas it names)");
+  EXPECT_EQ(refusal(R"({"$ref":"#/definitions/Shape"})", R"({"$ref":"#/definitions/Size"})"), R"(schema/definitions/Size/allOf/0/allOf/0/$ref: "#/definitions/Size" leads only to $refs, in a circle)");
+  EXPECT_EQ(refusal(R"("Shape":{"enum")", R"("Shape":{"allOf":{},"enum")"), "schema/definitions/Shape: give allOf without 'enum' (put that in the schemas it names)");
 }
 
 TEST(JsonGrammar, OptionalPropertiesMayBeLeftOutAndTheRestComeInOrder) {
@@ -1311,8 +1357,8 @@ TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
          "response_format: json_schema: schema/properties/a/pattern: at character 5: backreferences are not supported"},
         {schema + R"({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}, "required": ["a"]}}})",
          "response_format: json_schema: schema/properties/a: 'multipleOf' is not supported"},
-        {schema + R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}]}}}}})",
-         "response_format: json_schema: schema/properties/a: 'allOf' is not supported"},
+        {schema + R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}, {"maxLength": 3}]}}}}})",
+         "response_format: json_schema: schema/properties/a/allOf: must be an array of one schema (an intersection of several cannot be followed byte by byte)"},
         {R"({"type": "json_schema", "json_schema": {"name": "x"}})", R"(response_format: json_schema must be {"name": ..., "schema": {...}})"},
         {R"({"type": "xml"})", R"(response_format: type must be "text", "json_object" or "json_schema", got "xml")"},
         {R"("json")", R"(response_format: must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}})"},
