@@ -111,7 +111,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
   static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "prefixItems", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
                                               "allOf", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
-                                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minProperties", "maxProperties"};
+                                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
     if (!kAnnotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
@@ -195,7 +195,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.kind = kinds[0];
       if (kinds.size() > 1) {
         for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "items", "prefixItems", "minLength", "maxLength", "minItems",
-                              "maxItems", "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+                              "maxItems", "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
           if (k == Kind::Object || k == Kind::Array)
@@ -248,7 +248,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     }
     n.pattern = add_pattern(regex, n.min_size, max, where + "/" + keyword);
   }
-  if (s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum")) {
+  if (s.contains("multipleOf") && n.kind != Kind::Integer && n.kind != Kind::Number) fail(place(where), ": multipleOf needs \"type\": \"integer\" or \"number\"");
+  if (s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum") || s.contains("multipleOf")) {
     if (n.kind != Kind::Integer && n.kind != Kind::Number) fail(place(where), ": minimum, maximum and their exclusive forms need \"type\": \"integer\" or \"number\"");
     n.pattern = bounds(s, n.kind, where);
   }
@@ -304,9 +305,18 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   return add(std::move(n), where, into);
 }
 
-// An integer's or a number's bounds, as the pattern of its text. An integer's bounds become the least and
-// greatest integers they allow; a number's must be whole numbers, each inclusive or not.
+// An integer's or a number's bounds and multipleOf, as the pattern of its text. An integer's bounds
+// become the least and greatest integers they allow; a number's must be whole numbers, each inclusive or
+// not. A whole multipleOf makes the number an integer (so written), whose digits the pattern divides.
 uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where) {
+  uint32_t multiple_of = 0;
+  if (s.contains("multipleOf")) {
+    const nlohmann::ordered_json& v = s["multipleOf"];
+    if (!v.is_number() || !(v.get<double>() >= 1 && v.get<double>() <= double(INT32_MAX)) || v.get<double>() != std::floor(v.get<double>()))
+      fail(place(where), "/multipleOf: must be a whole number from 1 to ", INT32_MAX, " (a fraction such as 0.01 is not supported), got ", quoted(v));
+    multiple_of = uint32_t(v.get<double>());
+    kind = Kind::Integer;
+  }
   std::optional<NumberBound> lo, hi;
   for (const char* k : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
     if (!s.contains(k)) continue;
@@ -329,17 +339,22 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
   }
   if (lo && hi && (lo->value > hi->value || (lo->value == hi->value && (lo->exclusive || hi->exclusive))))
     fail(place(where), ": no ", kind == Kind::Integer ? "integer" : "number", " is within minimum/exclusiveMinimum ", lo->value, " and maximum/exclusiveMaximum ", hi->value);
+  if (lo && hi && multiple_of) {  // the least multiple from lo (lo and hi are inclusive integers here)
+    const int64_t m = multiple_of, r = ((lo->value % m) + m) % m;
+    if (r != 0 && lo->value > hi->value - (m - r))
+      fail(place(where), ": no multiple of ", m, " is within minimum/exclusiveMinimum ", lo->value, " and maximum/exclusiveMaximum ", hi->value);
+  }
   if (kind == Kind::Integer)
     return add_pattern(integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
-                       1 + kMaxIntegerDigits, where);  // a sign and the digits
+                       1 + kMaxIntegerDigits, where, multiple_of);  // a sign and the digits
   return add_pattern(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, where);  // a sign, digits, a point and as many more
 }
 
 // A compiled pattern's number (1 + its index), its errors placed at `where`.
-uint8_t JsonSchema::add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where) {
+uint8_t JsonSchema::add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where, uint32_t multiple_of) {
   if (patterns_.size() >= 255) fail(place(where), ": more than 255 patterns, formats and bounds in one schema");
   try {
-    patterns_.emplace_back(regex, min_chars, max_chars, &pattern_work_left_);
+    patterns_.emplace_back(regex, min_chars, max_chars, &pattern_work_left_, multiple_of);
   } catch (const Error& e) {
     fail(place(where), ": ", e.what());
   }

@@ -6,7 +6,8 @@
 // `items` after `prefixItems` (a tuple's, item by item); `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
 // items; `pattern` (a regular expression) or `format` (date-time, email, uuid, ...) shapes a string
 // (coordinator/string_pattern.h); `minimum`/`maximum` and their exclusive forms bound an integer or a
-// number (a number's by whole numbers; it is then written without an exponent); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
+// number (a number's by whole numbers; it is then written without an exponent), and a whole
+// `multipleOf` divides it (it is then written as an integer); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
 // `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may
 // be recursive, as pydantic writes nested and recursive models; `allOf` of one schema is that schema. Annotations (title, description,
@@ -46,7 +47,7 @@ class JsonSchema {
     // properties (minProperties, maxProperties).
     uint32_t min_size = 0, max_size = kNoLimit;
     // String: 1 + the index of its pattern or format (which then holds the length limits too); Integer
-    // and Number: of its minimum and maximum, as a pattern of its text; 0 for none.
+    // and Number: of its minimum, maximum and multipleOf, as a pattern of its text; 0 for none.
     uint8_t pattern = 0;
     bool limited() const { return min_size > 0 || max_size != kNoLimit; }
   };
@@ -81,7 +82,7 @@ class JsonSchema {
   static const nlohmann::ordered_json* alias(const nlohmann::ordered_json& s, const std::string& where);
   uint8_t add(Node n, const std::string& where, int into);
   uint8_t bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where);
-  uint8_t add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where);
+  uint8_t add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where, uint32_t multiple_of = 0);
   void settle_depths();
   void refuse_union_cycles() const;
   void check_discriminators() const;

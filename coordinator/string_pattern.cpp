@@ -177,7 +177,8 @@ class Closure {
 };
 }  // namespace
 
-StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left) : min_(min_chars), max_(max_chars) {
+StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left, uint32_t multiple_of)
+    : min_(min_chars), max_(max_chars) {
   size_t own_work = kMaxWork;
   size_t& left = work_left ? *work_left : own_work;
   auto spend = [&left](size_t steps) {
@@ -193,6 +194,8 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
   boundary[0] = boundary[0x80] = boundary[0xc0] = true;
   for (const auto& edges : nfa.edges)
     for (const Nfa::Edge& e : edges) boundary[e.lo] = boundary[size_t(e.hi) + 1] = true;
+  if (multiple_of)  // each digit moves the remainder its own way
+    for (int d = '0'; d <= '9' + 1; ++d) boundary[d] = true;
   uint8_t representative[256];
   for (int b = 0; b < 256; ++b) {
     if (b > 0 && boundary[b]) ++classes_;
@@ -202,16 +205,19 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
   }
   ++classes_;
 
-  // Subset construction: state 0 is the start.
-  std::map<std::vector<uint32_t>, int32_t> ids;  // each DFA state's NFA states, kept once: `sets` points at them
+  // Subset construction: state 0 is the start. A state is a set of NFA states and, with multiple_of, the
+  // remainder of the digits so far.
+  using Key = std::pair<std::vector<uint32_t>, uint32_t>;
+  std::map<Key, int32_t> ids;  // each DFA state's key, kept once: `sets` points at them
   Closure closure(nfa);
-  std::vector<const std::vector<uint32_t>*> sets{&ids.try_emplace(closure({nfa_start}), 0).first->first};
+  std::vector<const Key*> sets{&ids.try_emplace(Key{closure({nfa_start}), 0}, 0).first->first};
   for (size_t s = 0; s < sets.size(); ++s) {
-    accepting_.push_back(std::binary_search(sets[s]->begin(), sets[s]->end(), nfa_accept));
+    const auto& [from, remainder] = *sets[s];
+    accepting_.push_back(remainder == 0 && std::binary_search(from.begin(), from.end(), nfa_accept));
     for (size_t k = 0; k < classes_; ++k) {
       const uint8_t b = representative[k];
       std::vector<uint32_t> to;
-      for (uint32_t n : *sets[s]) {
+      for (uint32_t n : from) {
         spend(1 + nfa.edges[n].size());
         for (const Nfa::Edge& e : nfa.edges[n])
           if (b >= e.lo && b <= e.hi) to.push_back(e.to);
@@ -222,8 +228,10 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
       }
       to = closure(std::move(to));
       spend(to.size());
-      auto [it, added] = ids.try_emplace(std::move(to), int32_t(sets.size()));
+      const bool digit = multiple_of && b >= '0' && b <= '9';
+      auto [it, added] = ids.try_emplace(Key{std::move(to), digit ? uint32_t((uint64_t(remainder) * 10 + (b - '0')) % multiple_of) : remainder}, int32_t(sets.size()));
       if (added) {
+        if (sets.size() >= kMaxStates && multiple_of) fail("needs more than ", kMaxStates, " automaton states (multipleOf ", multiple_of, " times the states of its bounds)");
         if (sets.size() >= kMaxStates) fail("needs more than ", kMaxStates, " automaton states (a long counted repeat such as .{0,1000} is cheaper as maxLength)");
         sets.push_back(&it->first);
       }

@@ -287,6 +287,16 @@ const char* kGooseSchema = R"({"type": "object", "title": "goose",
 
 nlohmann::ordered_json goose_schema() { return nlohmann::ordered_json::parse(kGooseSchema); }
 
+// Exact for 64-bit integers and for doubles up to 2^53; beyond, what a double holds of the digits cannot
+// tell (test_string_pattern checks long multiples digit by digit).
+bool divides(const nlohmann::ordered_json& v, const nlohmann::ordered_json& schema) {
+  if (!schema.contains("multipleOf")) return true;
+  const int64_t m = schema["multipleOf"].get<int64_t>();
+  if (v.is_number_unsigned()) return v.get<uint64_t>() % uint64_t(m) == 0;
+  if (v.is_number_integer()) return v.get<int64_t>() % m == 0;
+  return std::fabs(v.get<double>()) > 9007199254740992.0 || std::fmod(v.get<double>(), double(m)) == 0;
+}
+
 bool within_bounds(double x, const nlohmann::ordered_json& schema) {
   return !(schema.contains("minimum") && x < schema["minimum"].get<double>()) && !(schema.contains("maximum") && x > schema["maximum"].get<double>()) &&
          !(schema.contains("exclusiveMinimum") && x <= schema["exclusiveMinimum"].get<double>()) &&
@@ -330,9 +340,9 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
     // An integer too long for 64 bits is read as an integral double.
     if (t == "integer" && (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()))) {
       const double x = v.get<double>();  // exact for the bounds tested (|x| <= 2^53 or far beyond them)
-      return within_bounds(x, schema);
+      return within_bounds(x, schema) && divides(v, schema);
     }
-    if (t == "number" && v.is_number()) return within_bounds(v.get<double>(), schema);
+    if (t == "number" && v.is_number()) return within_bounds(v.get<double>(), schema) && divides(v, schema);
     if (t == "array" && v.is_array()) {
       if (int64_t(v.size()) < schema.value("minItems", 0) || int64_t(v.size()) > schema.value("maxItems", int64_t(1) << 40)) return false;
       const auto prefix = schema.value("prefixItems", nlohmann::ordered_json::array());
@@ -396,6 +406,19 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
             "schema/properties/a: no number is within minimum/exclusiveMinimum 1 and maximum/exclusiveMaximum 1"},
            {object(R"({"a": {"type": "integer", "minimum": "0"}})", R"(["a"])"), R"(schema/properties/a/minimum: must be a number from -2^53 to 2^53, got "0")"},
            {object(R"({"a": {"type": "integer", "exclusiveMinimum": true}})", R"(["a"])"), "schema/properties/a/exclusiveMinimum: must be a number from -2^53 to 2^53, got true"},
+           {object(R"({"a": {"type": "number", "multipleOf": 0.01}})", R"(["a"])"),
+            "schema/properties/a/multipleOf: must be a whole number from 1 to 2147483647 (a fraction such as 0.01 is not supported), got 0.01"},
+           {object(R"({"a": {"type": "integer", "multipleOf": 0}})", R"(["a"])"),
+            "schema/properties/a/multipleOf: must be a whole number from 1 to 2147483647 (a fraction such as 0.01 is not supported), got 0"},
+           {object(R"({"a": {"type": "integer", "multipleOf": "2"}})", R"(["a"])"),
+            R"(schema/properties/a/multipleOf: must be a whole number from 1 to 2147483647 (a fraction such as 0.01 is not supported), got "2")"},
+           {object(R"({"a": {"type": "string", "multipleOf": 2}})", R"(["a"])"), R"(schema/properties/a: multipleOf needs "type": "integer" or "number")"},
+           {object(R"({"a": {"type": "integer", "multipleOf": 100000}})", R"(["a"])"),
+            "schema/properties/a: needs more than 4096 automaton states (multipleOf 100000 times the states of its bounds)"},
+           {object(R"({"a": {"type": "integer", "multipleOf": 10, "minimum": 1, "maximum": 9}})", R"(["a"])"),
+            "schema/properties/a: no multiple of 10 is within minimum/exclusiveMinimum 1 and maximum/exclusiveMaximum 9"},
+           {object(R"({"a": {"type": "integer", "multipleOf": 7, "exclusiveMinimum": -7, "exclusiveMaximum": 0}})", R"(["a"])"),
+            "schema/properties/a: no multiple of 7 is within minimum/exclusiveMinimum -6 and maximum/exclusiveMaximum -1"},
            {object(R"({"a": {"type": "integer", "maximum": 1e300}})", R"(["a"])"), "schema/properties/a/maximum: must be a number from -2^53 to 2^53, got 1e+300"},
            {object(R"({"a": {"type": "integer", "minimum": 2.5, "exclusiveMaximum": 3}})", R"(["a"])"), "schema/properties/a: no integer is within minimum/exclusiveMinimum 3 and maximum/exclusiveMaximum 2"},
            {object(R"({"a": {"type": "string"}})", R"(["a", "b"])"), R"(schema/required: "b" is not a property of this object)"},
@@ -1049,6 +1072,38 @@ TEST(JsonGrammar, BoundsAreKeptDigitByDigit) {
 
 TEST(JsonGrammar, WhatBoundsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kBoundsSchema), 800, 100); }
 
+// multipleOf: the remainder of the digits so far is part of each automaton state.
+const char* kMultiplesSchema = R"({"type": "object", "properties": {
+    "five": {"type": "integer", "multipleOf": 5},
+    "even": {"type": "integer", "multipleOf": 2, "minimum": -7, "exclusiveMaximum": 13},
+    "twelve": {"type": ["number", "null"], "multipleOf": 12, "maximum": 100},
+    "many": {"type": "array", "items": {"type": "integer", "multipleOf": 7, "minimum": 0.5}}},
+  "required": ["five", "even", "twelve", "many"]})";
+
+TEST(JsonGrammar, MultiplesAreKeptDigitByDigit) {
+  const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(kMultiplesSchema);
+  const JsonSchema multiples(schema);
+  for (const std::string text : {R"({"five": -15, "even": -6, "twelve": 96, "many": [7, 14, 700]})", R"({"five": 0, "even": 12, "twelve": null, "many": []})",
+                                 R"({"five": 1000000000000000000000000000000000000000000000000000000000000005, "even": 0, "twelve": -1200, "many": [7]})"}) {
+    JsonRecognizer r(multiples);
+    EXPECT_TRUE(r.push(text) && r.complete()) << text << ": refused at byte " << first_refused(text, JsonRecognizer(multiples));
+  }
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"five": 12,)", 11},  // 12 is no multiple of 5
+           {R"({"five": 5, "even": 13)", 21},  // exclusiveMaximum 13, and odd
+           {R"({"five": 5, "even": -8)", 21},  // below -7
+           {R"({"five": 5, "even": 2, "twelve": 1.)", 34},  // written as an integer
+           {R"({"five": 5, "even": 2, "twelve": 97)", 34},  // 9 may become 96, 97 nothing
+           {R"({"five": 5, "even": 2, "twelve": null, "many": [7, 0)", 51},  // minimum 1
+           {R"({"five": 5, "even": 2, "twelve": null, "many": [7, 8])", 52},  // 8 could have become 84
+       }) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(multiples)), offset);
+  }
+}
+
+TEST(JsonGrammar, WhatMultiplesAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kMultiplesSchema), 800, 100); }
+
 TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
 TEST(JsonGrammar, WhatLimitsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kLimitsSchema), 1500, 100); }
@@ -1355,8 +1410,8 @@ TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
        {std::pair{schema + R"({}}})", std::string(R"(response_format: json_schema: schema: the root must be {"type": "object", ...})")},
         {schema + R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(x)\\1"}}, "required": ["a"]}}})",
          "response_format: json_schema: schema/properties/a/pattern: at character 5: backreferences are not supported"},
-        {schema + R"({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}, "required": ["a"]}}})",
-         "response_format: json_schema: schema/properties/a: 'multipleOf' is not supported"},
+        {schema + R"({"type": "object", "properties": {"a": {"type": "number", "not": {"const": 2}}}, "required": ["a"]}}})",
+         "response_format: json_schema: schema/properties/a: 'not' is not supported"},
         {schema + R"({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}, {"maxLength": 3}]}}}}})",
          "response_format: json_schema: schema/properties/a/allOf: must be an array of one schema (an intersection of several cannot be followed byte by byte)"},
         {R"({"type": "json_schema", "json_schema": {"name": "x"}})", R"(response_format: json_schema must be {"name": ..., "schema": {...}})"},

@@ -254,5 +254,31 @@ TEST(StringPattern, BoundsAllowExactlyTheNumbersBetweenThem) {
   }
 }
 
+// multipleOf: exactly the multiples within the bounds, as long as their digits run (the remainder is
+// followed digit by digit, so 64-digit multiples are checked against a remainder computed here).
+TEST(StringPattern, MultiplesAreExactlyTheNumbersItDivides) {
+  std::mt19937_64 rng(2);
+  using Limits = std::pair<std::optional<int64_t>, std::optional<int64_t>>;
+  for (uint32_t m : {1u, 2u, 3u, 7u, 12u, 25u, 100u, 999u}) {
+    for (auto [lo, hi] : std::vector<Limits>{{{}, {}}, {0, {}}, {-50, 50}, {1, 1000}, {{}, -3}}) {
+      SCOPED_TRACE(std::to_string(m) + ": " + std::to_string(lo.value_or(-1)) + " " + std::to_string(hi.value_or(-1)));
+      const StringPattern p(integer_regex(lo, hi), 0, 65, nullptr, m);
+      for (int i = 0; i < 3000; ++i) {
+        const int k = int(rng() % 3);
+        const int64_t v = k == 0 ? int64_t(rng() % 3000) - 1500 : k == 1 ? int64_t(rng() % 40) * int64_t(m) - 20 * int64_t(m) : int64_t(rng());
+        const bool ok = v % int64_t(m) == 0 && (!lo || v >= *lo) && (!hi || v <= *hi);
+        ASSERT_EQ(accepts(p, std::to_string(v)), ok) << v;
+      }
+      if (lo || hi) continue;
+      std::string digits = "1";  // long numbers: the remainder of their digits, computed by hand
+      for (int i = 0; i < 60; ++i) digits += char('0' + rng() % 10);
+      uint64_t r = 0;
+      for (char c : digits) r = (r * 10 + uint64_t(c - '0')) % m;
+      EXPECT_EQ(accepts(p, digits), r == 0) << digits;
+      EXPECT_EQ(accepts(p, "-" + digits), r == 0) << digits;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace skein
