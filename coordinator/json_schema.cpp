@@ -287,7 +287,9 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     if (n.keys.size() > 255) fail(place(where), "/properties: more than 255 properties");
     std::vector<uint8_t> children;
     for (auto& [name, sub] : props.items()) children.push_back(compile(sub, where + "/properties/" + name, nesting + 1));
-    if (n.map) children.push_back(more.is_object() ? compile(more, where + "/additionalProperties", nesting + 1) : uint8_t(0));
+    // Beside properties it is only checked, so that a broken schema is refused wherever it is broken.
+    const uint8_t extra = more.is_object() ? compile(more, where + "/additionalProperties", nesting + 1) : uint8_t(0);
+    if (n.map) children.push_back(extra);
     n.children = std::move(children);
   }
   if (array) {

@@ -428,6 +428,7 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {R"({"type": "object", "additionalProperties": 3})", "schema/additionalProperties: must be true, false or a schema"},
            {R"({"type": "object", "additionalProperties": {"type": "strin"}})",
             R"(schema/additionalProperties/type: "strin" is not one of object, array, string, number, integer, boolean, null)"},
+           {R"({"type": "object", "properties": {"a": {}}, "additionalProperties": {"minimum": "0"}})", R"(schema/additionalProperties: minimum, maximum and their exclusive forms need "type": "integer" or "number")"},
            {R"({"type": "object", "additionalProperties": true, "minProperties": 3, "maxProperties": 2})", "schema: minProperties 3 is above maxProperties 2"},
            {R"({"type": "object", "additionalProperties": true, "maxProperties": 300})", "schema/maxProperties: must be an integer from 0 to 255, got 300"},
            {object(R"({"a": {"type": "array", "minProperties": 1}})", R"(["a"])"), R"(schema/properties/a: minProperties needs "type": "object")"},
