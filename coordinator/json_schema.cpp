@@ -308,8 +308,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
 }
 
 // An integer's or a number's bounds and multipleOf, as the pattern of its text. An integer's bounds
-// become the least and greatest integers they allow; a number's must be whole numbers, each inclusive or
-// not. A whole multipleOf makes the number an integer (so written), whose digits the pattern divides.
+// become the least and greatest integers they allow; a number's are the decimals written, each inclusive
+// or not. A whole multipleOf makes the number an integer (so written), whose digits the pattern divides.
 uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where) {
   uint32_t multiple_of = 0;
   if (s.contains("multipleOf")) {
@@ -326,28 +326,34 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
     if (!v.is_number() || std::isnan(v.get<double>()) || std::fabs(v.get<double>()) > kMaxBound)
       fail(place(where), "/", k, ": must be a number from -2^53 to 2^53, got ", quoted(v));
     const double x = v.get<double>();
-    if (kind == Kind::Number && x != std::floor(x))
-      fail(place(where), "/", k, ": ", quoted(v), " is not a whole number (a number's bounds must be; an integer's may be any)");
     const std::string_view key = k;
     const bool lower = key == "minimum" || key == "exclusiveMinimum", exclusive = key.starts_with("exclusive");
-    NumberBound b{int64_t(lower ? std::ceil(x) : std::floor(x)), exclusive};
+    NumberBound b;
     if (kind == Kind::Integer) {  // as inclusive bounds: > 3 is >= 4, and > 9.5 is >= 10
-      if (exclusive && x == std::floor(x)) b.value += lower ? 1 : -1;
-      b.exclusive = false;
+      int64_t value = int64_t(lower ? std::ceil(x) : std::floor(x));
+      if (exclusive && x == std::floor(x)) value += lower ? 1 : -1;
+      b = NumberBound::of(value, false);
+    } else {  // the decimal the schema wrote (its shortest round trip)
+      try {
+        b = NumberBound::parse(v.dump(), exclusive);
+      } catch (const Error& e) {
+        fail(place(where), "/", k, ": ", e.what());
+      }
     }
     std::optional<NumberBound>& bound = lower ? lo : hi;
-    const bool stricter = !bound || (lower ? b.value > bound->value : b.value < bound->value) || (b.value == bound->value && b.exclusive);
-    if (stricter) bound = b;
+    const int order = bound ? compare(b, *bound) : 0;
+    if (!bound || (lower ? order > 0 : order < 0) || (order == 0 && b.exclusive)) bound = b;
   }
-  if (lo && hi && (lo->value > hi->value || (lo->value == hi->value && (lo->exclusive || hi->exclusive))))
-    fail(place(where), ": no ", kind == Kind::Integer ? "integer" : "number", " is within minimum/exclusiveMinimum ", lo->value, " and maximum/exclusiveMaximum ", hi->value);
+  if (lo && hi && (compare(*lo, *hi) > 0 || (compare(*lo, *hi) == 0 && (lo->exclusive || hi->exclusive))))
+    fail(place(where), ": no ", kind == Kind::Integer ? "integer" : "number", " is within minimum/exclusiveMinimum ", lo->text(), " and maximum/exclusiveMaximum ", hi->text());
+  auto integer = [](const NumberBound& b) { return b.negative ? -int64_t(b.whole) : int64_t(b.whole); };
   if (lo && hi && multiple_of) {  // the least multiple from lo (lo and hi are inclusive integers here)
-    const int64_t m = multiple_of, r = ((lo->value % m) + m) % m;
-    if (r != 0 && lo->value > hi->value - (m - r))
-      fail(place(where), ": no multiple of ", m, " is within minimum/exclusiveMinimum ", lo->value, " and maximum/exclusiveMaximum ", hi->value);
+    const int64_t m = multiple_of, l = integer(*lo), r = ((l % m) + m) % m;
+    if (r != 0 && l > integer(*hi) - (m - r))
+      fail(place(where), ": no multiple of ", m, " is within minimum/exclusiveMinimum ", l, " and maximum/exclusiveMaximum ", integer(*hi));
   }
   if (kind == Kind::Integer)
-    return add_pattern(integer_regex(lo ? std::optional<int64_t>(lo->value) : std::nullopt, hi ? std::optional<int64_t>(hi->value) : std::nullopt), 0,
+    return add_pattern(integer_regex(lo ? std::optional<int64_t>(integer(*lo)) : std::nullopt, hi ? std::optional<int64_t>(integer(*hi)) : std::nullopt), 0,
                        1 + kMaxIntegerDigits, where, multiple_of);  // a sign and the digits
   return add_pattern(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, where);  // a sign, digits, a point and as many more
 }

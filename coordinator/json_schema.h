@@ -6,7 +6,7 @@
 // `items` after `prefixItems` (a tuple's, item by item); `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
 // items; `pattern` (a regular expression) or `format` (date-time, email, uuid, ...) shapes a string
 // (coordinator/string_pattern.h); `minimum`/`maximum` and their exclusive forms bound an integer or a
-// number (a number's by whole numbers; it is then written without an exponent), and a whole
+// number (which is then written without an exponent), and a whole
 // `multipleOf` divides it (it is then written as an integer); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
 // `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may

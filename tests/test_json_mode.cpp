@@ -399,8 +399,12 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {R"({"type": ["object", "null"], "properties": {}})", R"(schema: the root must be {"type": "object", ...})"},
            {"[1]", "schema: must be a JSON object (a schema)"},
            {object(R"({"a": {"type": "strin"}})", R"(["a"])"), R"(schema/properties/a/type: "strin" is not one of object, array, string, number, integer, boolean, null)"},
-           {object(R"({"a": {"type": "number", "minimum": 0.5}})", R"(["a"])"),
-            "schema/properties/a/minimum: 0.5 is not a whole number (a number's bounds must be; an integer's may be any)"},
+           {object(R"({"a": {"type": "number", "minimum": 1e-40}})", R"(["a"])"),
+            "schema/properties/a/minimum: '1e-40' has more than 32 digits after the point or too many before it"},
+           {object(R"({"a": {"type": "number", "minimum": 0.5, "exclusiveMaximum": 0.5}})", R"(["a"])"),
+            "schema/properties/a: no number is within minimum/exclusiveMinimum 0.5 and maximum/exclusiveMaximum 0.5"},
+           {object(R"({"a": {"type": "number", "exclusiveMinimum": -0.25, "maximum": -0.2500}})", R"(["a"])"),
+            "schema/properties/a: no number is within minimum/exclusiveMinimum -0.25 and maximum/exclusiveMaximum -0.25"},
            {object(R"({"a": {"type": "string", "maximum": 1}})", R"(["a"])"), R"(schema/properties/a: minimum, maximum and their exclusive forms need "type": "integer" or "number")"},
            {object(R"({"a": {"type": "number", "exclusiveMinimum": 1, "maximum": 1}})", R"(["a"])"),
             "schema/properties/a: no number is within minimum/exclusiveMinimum 1 and maximum/exclusiveMaximum 1"},
@@ -1035,16 +1039,17 @@ const char* kBoundsSchema = R"({"type": "object", "properties": {
     "k": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 7}},
     "big": {"type": "integer", "maximum": -9007199254740990},
     "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "t": {"type": ["number", "null"], "minimum": -273, "exclusiveMaximum": 0}},
-  "required": ["n", "m", "k", "big", "p", "t"]})";
+    "t": {"type": ["number", "null"], "minimum": -273, "exclusiveMaximum": 0},
+    "r": {"type": "number", "exclusiveMinimum": 0.25, "maximum": 0.5}, "c": {"type": "number", "minimum": -273.15, "maximum": 1e3}},
+  "required": ["n", "m", "k", "big", "p", "t", "r", "c"]})";
 
 const std::string kToP = R"({"n": 1, "m": 10, "k": [], "big": -9007199254740990, "p": )";
 
 TEST(JsonGrammar, BoundsAreKeptDigitByDigit) {
   const JsonSchema bounds(nlohmann::ordered_json::parse(kBoundsSchema));
-  for (const std::string text : {R"({"n": -5, "m": null, "k": [0, 7], "big": -9007199254740990, "p": 1, "t": -273})",
-                                  R"({"n": 99, "m": 10, "k": [], "big": -12345678901234567890, "p": 0.001, "t": null})",
-                                  R"({"n": 0, "m": 11, "k": [1], "big": -9007199254740991, "p": 1.000, "t": -0.5})"}) {
+  for (const std::string text : {R"({"n": -5, "m": null, "k": [0, 7], "big": -9007199254740990, "p": 1, "t": -273, "r": 0.5, "c": -273.15})",
+                                  R"({"n": 99, "m": 10, "k": [], "big": -12345678901234567890, "p": 0.001, "t": null, "r": 0.2500001, "c": 1000.000})",
+                                  R"({"n": 0, "m": 11, "k": [1], "big": -9007199254740991, "p": 1.000, "t": -0.5, "r": 0.50, "c": -273.1})"}) {
     JsonRecognizer r(bounds);
     EXPECT_TRUE(r.push(text)) << text;
     EXPECT_TRUE(r.complete()) << text;
@@ -1065,7 +1070,11 @@ TEST(JsonGrammar, BoundsAreKeptDigitByDigit) {
            {kToP + R"(2)", kToP.size()},
            {kToP + R"(1e0)", kToP.size() + 1},       // no exponent under bounds
            {kToP + R"(0.5, "t": -273.1)", kToP.size() + 15},
-           {kToP + R"(0.5, "t": 0)", kToP.size() + 10}}) {  // ...0989 is above the maximum: it may only go on
+           {kToP + R"(0.5, "t": 0)", kToP.size() + 10},  // ...0989 is above the maximum: it may only go on
+           {kToP + R"(0.5, "t": -1, "r": 0.25,)", kToP.size() + 23},    // exclusiveMinimum 0.25
+           {kToP + R"(0.5, "t": -1, "r": 0.501)", kToP.size() + 23},    // maximum 0.5
+           {kToP + R"(0.5, "t": -1, "r": 0.3, "c": -273.16)", kToP.size() + 35},  // minimum -273.15
+           {kToP + R"(0.5, "t": -1, "r": 0.3, "c": 1000.01)", kToP.size() + 35}}) {
     SCOPED_TRACE(text);
     EXPECT_EQ(first_refused(text, JsonRecognizer(bounds)), offset);
   }

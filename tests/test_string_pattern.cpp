@@ -234,21 +234,40 @@ TEST(StringPattern, BoundsAllowExactlyTheNumbersBetweenThem) {
     }
     for (const char* never : {"00", "01", "-0", "-01", "1.0", "1e1", "-"}) EXPECT_FALSE(accepts(p, never)) << never;
   }
-  using Bounds = std::pair<std::optional<Bound>, std::optional<Bound>>;
-  for (auto [lo, hi] : std::vector<Bounds>{{Bound{0, false}, {}}, {Bound{0, true}, {}}, {Bound{0, false}, Bound{1, false}}, {Bound{1, true}, Bound{5, true}},
-                                           {Bound{-3, false}, Bound{7, true}}, {{}, Bound{0, true}}, {{}, Bound{-2, false}}, {{}, {}}, {Bound{7, false}, Bound{7, false}},
-                                           {Bound{-120, true}, Bound{-15, false}}, {Bound{-1, true}, Bound{0, true}}}) {
+  // Bounds as the decimals a schema writes ("" for none; a leading '>' or '<' makes one exclusive).
+  auto bound = [](const std::string& text) -> std::optional<Bound> {
+    if (text.empty()) return std::nullopt;
+    const bool exclusive = text[0] == '>' || text[0] == '<';
+    return NumberBound::parse(exclusive ? text.substr(1) : text, exclusive);
+  };
+  for (auto [low, high] : std::vector<std::pair<std::string, std::string>>{
+           {"0", ""}, {">0", ""}, {"0", "1"}, {">1", "<5"}, {"-3", "<7"}, {"", "<0"}, {"", "-2"}, {"", ""}, {"7", "7"}, {">-120", "-15"}, {">-1", "<0"},
+           {"0.25", "<0.75"}, {">0.25", "0.2501"}, {"-2.5", ""}, {"", "<0.001"}, {"1.5", "1.5"}, {">-0.125", "3.1"}, {"-0.75", "<-0.5"}, {">9.99", "<10.01"},
+           {"1e-3", "2.5E1"}, {"-0.0", "0.10"}}) {
+    SCOPED_TRACE(low + " " + high);
+    const std::optional<Bound> lo = bound(low), hi = bound(high);
     const StringPattern p(number_regex(lo, hi), 0, 130);
+    auto as_double = [](const std::string& t) { return std::stod(t[0] == '>' || t[0] == '<' ? t.substr(1) : t); };
+    const double lo_x = low.empty() ? 0 : as_double(low), hi_x = high.empty() ? 0 : as_double(high);
     for (int i = 0; i < 4000; ++i) {
       const int k = int(rng() % 4);
       const double near = double(int64_t(rng() % 40) - 20) / 16;
-      const double v = k == 0 ? double(int64_t(rng() % 300) - 150) / 8 : k == 1 ? double(lo ? lo->value : 0) + near : k == 2 ? double(hi ? hi->value : 0) + near : double(int64_t(rng() % 200) - 100);
+      const double v = k == 0 ? double(int64_t(rng() % 300) - 150) / 8 : k == 1 ? lo_x + near : k == 2 ? hi_x + near : double(int64_t(rng() % 200) - 100);
       char text[64];
-      snprintf(text, sizeof text, "%.*f", int(rng() % 4), v);
+      snprintf(text, sizeof text, "%.*f", int(rng() % 6), v);
       const double x = std::stod(text);
       if (x == 0 && text[0] == '-') continue;  // -0: never written
-      const bool within = (!lo || (lo->exclusive ? x > double(lo->value) : x >= double(lo->value))) && (!hi || (hi->exclusive ? x < double(hi->value) : x <= double(hi->value)));
+      const bool within = (!lo || (lo->exclusive ? x > lo_x : x >= lo_x)) && (!hi || (hi->exclusive ? x < hi_x : x <= hi_x));
       ASSERT_EQ(accepts(p, text), within) << text;
+    }
+    for (const std::string& edge : {low, high}) {  // the bound itself, with trailing zeros too
+      if (edge.empty()) continue;
+      char text[64];
+      snprintf(text, sizeof text, "%.6f", as_double(edge));
+      const bool exclusive = edge[0] == '>' || edge[0] == '<';
+      const double x = std::stod(text);
+      const bool within = (!lo || (lo->exclusive ? x > lo_x : x >= lo_x)) && (!hi || (hi->exclusive ? x < hi_x : x <= hi_x));
+      if (x != 0 || text[0] != '-') EXPECT_EQ(accepts(p, text), within && !exclusive) << text;
     }
     EXPECT_FALSE(accepts(p, "1e0"));
   }
