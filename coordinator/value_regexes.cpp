@@ -81,7 +81,15 @@ class FractionRegex {
       const std::optional<std::string> after = rest(i + 1, still_lo, still_hi);
       if (!after) return;
       if (!alternatives.empty()) alternatives += "|";
-      alternatives += from == to ? std::string(1, char('0' + from)) : "[" + std::string(1, char('0' + from)) + "-" + std::string(1, char('0' + to)) + "]";
+      if (from == to) {
+        alternatives += char('0' + from);
+      } else {  // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "literal" + std::string&&
+        alternatives += '[';
+        alternatives += char('0' + from);
+        alternatives += '-';
+        alternatives += char('0' + to);
+        alternatives += ']';
+      }
       alternatives += *after;
     };
     if (tight_lo && tight_hi && lo == hi) {
@@ -160,7 +168,12 @@ NumberBound NumberBound::parse(std::string_view text, bool exclusive) {
   return b;
 }
 
-std::string NumberBound::text() const { return (negative ? "-" : "") + std::to_string(whole) + (fraction.empty() ? "" : "." + fraction); }
+std::string NumberBound::text() const {
+  std::string t = negative ? "-" : "";
+  t += std::to_string(whole);
+  if (!fraction.empty()) t += '.', t += fraction;
+  return t;
+}
 
 int compare(const NumberBound& a, const NumberBound& b) {
   if (a.negative != b.negative) return a.negative ? -1 : 1;

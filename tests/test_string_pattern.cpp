@@ -267,7 +267,9 @@ TEST(StringPattern, BoundsAllowExactlyTheNumbersBetweenThem) {
       const bool exclusive = edge[0] == '>' || edge[0] == '<';
       const double x = std::stod(text);
       const bool within = (!lo || (lo->exclusive ? x > lo_x : x >= lo_x)) && (!hi || (hi->exclusive ? x < hi_x : x <= hi_x));
-      if (x != 0 || text[0] != '-') EXPECT_EQ(accepts(p, text), within && !exclusive) << text;
+      if (x != 0 || text[0] != '-') {
+        EXPECT_EQ(accepts(p, text), within && !exclusive) << text;
+      }
     }
     EXPECT_FALSE(accepts(p, "1e0"));
   }
