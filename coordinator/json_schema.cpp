@@ -18,7 +18,7 @@ namespace skein {
 namespace {
 std::atomic<uint32_t> next_schema_id{1};
 
-const std::set<std::string> kAnnotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id"};
+const std::set<std::string> kAnnotations = {"title", "description", "default", "examples", "$schema", "$comment", "$id", "readOnly", "writeOnly", "deprecated"};
 
 std::string place(const std::string& where) { return where.empty() ? "schema" : "schema" + where; }
 std::string quoted(const nlohmann::ordered_json& v) { return v.dump().substr(0, 80); }
@@ -246,7 +246,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     } catch (const Error& e) {
       fail(place(where), "/format: ", e.what());
     }
-    n.pattern = add_pattern(regex, n.min_size, max, where + "/" + keyword);
+    if (!regex.empty()) n.pattern = add_pattern(regex, n.min_size, max, where + "/" + keyword);  // "": any string, within its lengths
   }
   if (s.contains("multipleOf") && n.kind != Kind::Integer && n.kind != Kind::Number) fail(place(where), ": multipleOf needs \"type\": \"integer\" or \"number\"");
   if (s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum") || s.contains("multipleOf")) {

@@ -10,9 +10,10 @@
 // `multipleOf` divides it (it is then written as an integer); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
 // `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may
-// be recursive, as pydantic writes nested and recursive models; `allOf` of one schema is that schema. Annotations (title, description,
-// default, examples, $schema, $comment, $id) are ignored; any other keyword is refused by name and
-// place, so a schema is never silently loosened. A sub-schema of {} allows any JSON value.
+// be recursive, as pydantic writes nested and recursive models; `allOf` of one schema is that schema.
+// Annotations (title, description, default, examples, $schema, $comment, $id, readOnly, writeOnly,
+// deprecated) are ignored; any other keyword is refused by name and place, so a schema is never
+// silently loosened. A sub-schema of {} allows any JSON value.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -264,7 +264,9 @@ std::string format_regex(std::string_view format, uint32_t& max_chars) {
            "|[/?])*)?$";
   }
   if (format == "uuid") return "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
-  fail("'", std::string(format.substr(0, 64)), "' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid");
+  // Hints to forms and editors (pydantic writes them for SecretStr, bytes and Path): any string is one.
+  if (format == "password" || format == "binary" || format == "path") return "";
+  fail("'", std::string(format.substr(0, 64)), "' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid (or binary, password, path: any string)");
 }
 
 }  // namespace skein

@@ -10,7 +10,8 @@
 namespace skein {
 
 // A JSON Schema format: date-time, date, time, duration, email, hostname, ipv4, ipv6, uuid (as OpenAI's
-// structured outputs list them) or uri (as pydantic's URL types write it); throws skein::Error for another. A format with a length limit of its
+// structured outputs list them) or uri (as pydantic's URL types write it); "" for binary, password and
+// path, which any string is; throws skein::Error for another. A format with a length limit of its
 // own (a hostname's 253) lowers `max_chars` to it.
 std::string format_regex(std::string_view format, uint32_t& max_chars);
 

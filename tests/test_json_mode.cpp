@@ -466,7 +466,7 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {object(R"({"a": {"type": "string", "pattern": "^abc$", "maxLength": 2}})", R"(["a"])"),
             "schema/properties/a/pattern: no string a JSON string can hold matches it within minLength/maxLength"},
            {object(R"({"a": {"type": "string", "format": "iri"}})", R"(["a"])"),
-            "schema/properties/a/format: 'iri' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid"},
+            "schema/properties/a/format: 'iri' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid (or binary, password, path: any string)"},
            {object(R"({"a": {"type": ["string", "integer"], "format": "date"}})", R"(["a"])"), "schema/properties/a: 'format' needs one type (anyOf gives each type its own schema)"},
            {object(R"({"a": {"type": "array", "maxItems": -1}})", R"(["a"])"), "schema/properties/a/maxItems: must be an integer from 0 to 255, got -1"},
            {object(R"({"a": {"type": "string", "maxLength": 70000}})", R"(["a"])"), "schema/properties/a/maxLength: must be an integer from 0 to 65535, got 70000"},
@@ -719,6 +719,17 @@ TEST(JsonSchema, AnAllOfOfOneSchemaIsThatSchema) {
   EXPECT_EQ(refusal(R"("description":"an alias of an alias")", R"("type":"string")"), "schema/definitions/Size: give allOf without 'type' (put that in the schemas it names)");
   EXPECT_EQ(refusal(R"({"$ref":"#/definitions/Shape"})", R"({"$ref":"#/definitions/Size"})"), R"(schema/definitions/Size/allOf/0/allOf/0/$ref: "#/definitions/Size" leads only to $refs, in a circle)");
   EXPECT_EQ(refusal(R"("Shape":{"enum")", R"("Shape":{"allOf":{},"enum")"), "schema/definitions/Shape: give allOf without 'enum' (put that in the schemas it names)");
+}
+
+// pydantic's bytes, SecretStr and Path: formats that are hints, so any string (within its lengths) is one.
+TEST(JsonSchema, HintFormatsAreAnyString) {
+  const JsonSchema hints(nlohmann::ordered_json::parse(R"({"properties": {"b": {"format": "binary", "title": "B", "type": "string"},
+    "s": {"format": "password", "title": "S", "type": "string", "writeOnly": true}, "p": {"format": "path", "title": "P", "type": "string", "maxLength": 3,
+    "deprecated": true}}, "required": ["b", "s", "p"], "title": "M", "type": "object"})"));
+  for (uint8_t child : hints.node(hints.root()).children) EXPECT_EQ(hints.node(child).pattern, 0);
+  JsonRecognizer r(hints);
+  EXPECT_TRUE(r.push(R"({"b": "\u00ff\n", "s": "hunter2", "p": "/tm"})") && r.complete());
+  EXPECT_EQ(first_refused(R"({"b": "", "s": "", "p": "/tmp")", JsonRecognizer(hints)), 28u);  // maxLength 3
 }
 
 TEST(JsonGrammar, OptionalPropertiesMayBeLeftOutAndTheRestComeInOrder) {
@@ -1293,7 +1304,7 @@ TEST(JsonMode, SchemaRepliesConformOverHttpTcpAndTheCommandLine) {
   write_file(dir + "/bad.json", R"({"type": "object", "properties": {"a": {"type": "string", "format": "ipv5"}}, "required": ["a"]})");
   CommandResult bad = run_skein("generate --model " + model + " --json-schema " + dir + "/bad.json --prompt x");
   EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_EQ(bad.output, "skein: error: " + dir + "/bad.json: schema/properties/a/format: 'ipv5' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid\n");
+  EXPECT_EQ(bad.output, "skein: error: " + dir + "/bad.json: schema/properties/a/format: 'ipv5' is not one of date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uuid (or binary, password, path: any string)\n");
   // One line (TCP's framing), its keys still in the schema's order.
   const std::string format = R"({"type": "json_schema", "json_schema": {"name": "goose", "strict": true, "schema": )" + goose_schema().dump() + "}}";
   std::vector<std::string> first_texts;
