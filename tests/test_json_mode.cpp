@@ -1344,20 +1344,25 @@ TEST(JsonMode, SchemaRepliesConformOverHttpTcpAndTheCommandLine) {
   }
 }
 
+// The choices of one HTTP completion whose replies are to be `schema`'s texts; `fields` are the rest of
+// the request (prompt, n, sampling). Empty, after a failure, when the request is not answered.
+json schema_choices(const Server& server, const std::string& name, const nlohmann::ordered_json& schema, const std::string& fields) {
+  const std::string format = R"({"type": "json_schema", "json_schema": {"name": ")" + name + R"(", "strict": true, "schema": )" + schema.dump() + "}}";
+  auto r = http_request(server.http_port(), "POST", "/v1/completions", "{" + fields + R"(, "response_format": )" + format + "}");
+  EXPECT_EQ(r.status, 200) << r.body;
+  return r.status == 200 ? r.json()["choices"] : json::array();
+}
+
 // A schema as pydantic writes it ($defs, $ref, anyOf, a recursive model) travels through the server
 // whole: every reply is a prefix of one of its texts, and a finished one is one of them.
 TEST(JsonMode, RefsAndUnionsConstrainRepliesOnTheServer) {
   Server server("", 1, shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
   ASSERT_GT(server.http_port(), 0) << server.output();
-  const std::string format = R"({"type": "json_schema", "json_schema": {"name": "household", "strict": true, "schema": )" + household_schema().dump() + "}}";
-  auto r = http_request(server.http_port(), "POST", "/v1/completions",
-                        R"({"prompt": "The household:", "max_tokens": 300, "n": 4, "seed": 3, "temperature": 0.7, "response_format": )" + format + "}");
-  ASSERT_EQ(r.status, 200) << r.body;
-  const json body = r.json();
-  ASSERT_EQ(body["choices"].size(), 4u);
+  const json choices = schema_choices(server, "household", household_schema(), R"("prompt": "The household:", "max_tokens": 300, "n": 4, "seed": 3, "temperature": 0.7)");
+  ASSERT_EQ(choices.size(), 4u);
   const JsonSchema household(household_schema());
   int past_the_unions = 0;
-  for (auto& c : body["choices"]) {
+  for (auto& c : choices) {
     const std::string text = c["text"];
     JsonRecognizer recognizer(household);
     EXPECT_TRUE(recognizer.push(text)) << text;
@@ -1381,15 +1386,11 @@ TEST(JsonMode, RefsAndUnionsConstrainRepliesOnTheServer) {
 TEST(JsonMode, DefaultsAndDictsShapeRepliesOnTheServer) {
   Server server("", 1, shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
   ASSERT_GT(server.http_port(), 0) << server.output();
-  const std::string format = R"({"type": "json_schema", "json_schema": {"name": "pet", "schema": )" + defaults_schema().dump() + "}}";
-  auto r = http_request(server.http_port(), "POST", "/v1/completions",
-                        R"({"prompt": "The pet:", "max_tokens": 300, "n": 6, "seed": 11, "temperature": 0.8, "response_format": )" + format + "}");
-  ASSERT_EQ(r.status, 200) << r.body;
-  const json body = r.json();
-  ASSERT_EQ(body["choices"].size(), 6u);
+  const json choices = schema_choices(server, "pet", defaults_schema(), R"("prompt": "The pet:", "max_tokens": 300, "n": 6, "seed": 11, "temperature": 0.8)");
+  ASSERT_EQ(choices.size(), 6u);
   const JsonSchema pets(defaults_schema());
   int closed = 0;
-  for (auto& c : body["choices"]) {
+  for (auto& c : choices) {
     const std::string text = c["text"];
     JsonRecognizer recognizer(pets);
     EXPECT_TRUE(recognizer.push(text)) << text;
@@ -1406,14 +1407,10 @@ TEST(JsonMode, PatternsAndFormatsShapeRepliesOnTheServer) {
   Server server("", 1, shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
   ASSERT_GT(server.http_port(), 0) << server.output();
   const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(kPatternsSchema);
-  const std::string format = R"({"type": "json_schema", "json_schema": {"name": "patterns", "strict": true, "schema": )" + schema.dump() + "}}";
-  auto r = http_request(server.http_port(), "POST", "/v1/completions",
-                        R"({"prompt": "The record:", "max_tokens": 400, "n": 4, "seed": 5, "temperature": 0.8, "response_format": )" + format + "}");
-  ASSERT_EQ(r.status, 200) << r.body;
-  const json body = r.json();
-  ASSERT_EQ(body["choices"].size(), 4u);
+  const json choices = schema_choices(server, "patterns", schema, R"("prompt": "The record:", "max_tokens": 400, "n": 4, "seed": 5, "temperature": 0.8)");
+  ASSERT_EQ(choices.size(), 4u);
   int closed = 0;
-  for (auto& c : body["choices"]) {
+  for (auto& c : choices) {
     const std::string text = c["text"];
     ASSERT_EQ(c["finish_reason"], "stop") << text;  // every string here is bounded or ends in a few characters
     const auto reply = nlohmann::ordered_json::parse(text);
