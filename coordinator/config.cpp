@@ -196,6 +196,8 @@ Config load_config(const std::string& path) {
          {"system_prefix", [&](const toml::node& v) { c.chat.system_prefix = r.str(v, "system_prefix"); }},
          {"user_prefix", [&](const toml::node& v) { c.chat.user_prefix = r.str(v, "user_prefix"); }},
          {"assistant_prefix", [&](const toml::node& v) { c.chat.assistant_prefix = r.str(v, "assistant_prefix"); }},
+         {"tool_prefix", [&](const toml::node& v) { c.chat.tool_prefix = r.str(v, "tool_prefix"); }},
+         {"tools_intro", [&](const toml::node& v) { c.chat.tools_intro = r.str(v, "tools_intro"); }},
          {"separator", [&](const toml::node& v) { c.chat.separator = r.str(v, "separator"); }},
          {"stop", [&](const toml::node& v) { c.chat.stop = r.str_list(v, "stop"); }},
        });

@@ -43,6 +43,9 @@ struct CacheConfig {
 // How /v1/chat/completions turns messages into a prompt: "User: hi\n\nAssistant:" by default.
 struct ChatConfig {
   std::string system_prefix = "System: ", user_prefix = "User: ", assistant_prefix = "Assistant: ";
+  std::string tool_prefix = "Tool: ";  // a tool's result (net/openai_tools.h)
+  // The system message the tools are listed in, one line of JSON each after it.
+  std::string tools_intro = "You may call these tools. To call one, reply with only {\"name\": NAME, \"arguments\": {...}}:";
   std::string separator = "\n\n";
   // A reply ends at a blank line, as in ChatRWKV: the state of a chat session then holds exactly
   // "...reply\n" plus a pending "\n", so the next turn's "User: ..." follows the separator.

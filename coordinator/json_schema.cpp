@@ -41,8 +41,14 @@ JsonSchema::JsonSchema(const nlohmann::ordered_json& schema) : id_(next_schema_i
   document_ = &schema;
   root_ = compile(schema, "", 0);
   document_ = nullptr;
-  if (nodes_[root_].kind != Kind::Object || nodes_[root_].nullable) fail("schema: the root must be {\"type\": \"object\", ...}");
   refuse_union_cycles();
+  // JSON mode promises an object: the root is one, or a union of them (a choice of tool calls).
+  std::function<bool(uint8_t)> objects = [&](uint8_t id) {
+    const Node& n = nodes_[id];
+    if (n.kind == Kind::Union) return std::all_of(n.children.begin(), n.children.end(), objects);
+    return n.kind == Kind::Object && !n.nullable;
+  };
+  if (!objects(root_)) fail("schema: the root must be {\"type\": \"object\", ...} or a union of such schemas");
   check_discriminators();
   settle_depths();
   if (nodes_[root_].min_depth > kMaxTextDepth)

@@ -65,7 +65,7 @@ class JsonSchema {
   static constexpr size_t kMaxBranches = 16;
 
   // Throws skein::Error "WHERE: problem", WHERE a JSON pointer into the schema ("/properties/age").
-  // The root must be an object.
+  // The root must be an object, or a union of objects.
   explicit JsonSchema(const nlohmann::ordered_json& schema);
   const Node& node(uint8_t id) const { return nodes_[id]; }
   uint8_t root() const { return root_; }

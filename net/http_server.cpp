@@ -6,6 +6,7 @@
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <utility>
 
 #include "common/error.h"
 #include "common/json_text.h"
@@ -324,11 +325,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     logprobs_ = r.sampling.logprobs >= 0;
     echo_ = r.echo;
     n_ = r.n;
+    tools_ = r.tools;
     refusal_.reset();
     running_ = 0;
     id_ = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(unix_now()) + "-" + std::to_string(++g_next_id);
     created_ = unix_now();
     choices_.assign(r.prompts.size() * size_t(r.n), Choice{});
+    if (chat)
+      for (auto& c : choices_) c.watch.emplace(tools_);
     std::weak_ptr<HttpConnection> weak = shared_from_this();
     service_ids_.clear();
     // Prompt p's n samples are choices p*n .. p*n+n-1; each prompt is a service request of its own.
@@ -436,11 +440,33 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   }
 
   // Tokens whose text the chat reply drops (its first space) still carry their log-probabilities.
+  // Text that may still become a tool call waits in the choice's watch, its tokens' scores with it.
   void stream_delta(int index, const std::string& text, const std::vector<SampledToken>& scored) {
     if (refusal_) return;
     std::string t = content(index, text);
-    if (t.empty() && scored.empty()) return;
-    send_event(chunk(index, chat_ ? json{{"content", t}} : json(t), nullptr, logprobs(index, scored)));
+    Choice& c = choices_[size_t(index)];
+    if (c.watch) {
+      t = c.watch->feed(t);
+      c.held_scores.insert(c.held_scores.end(), scored.begin(), scored.end());
+      if (c.watch->holding()) return;
+    } else {
+      c.held_scores = scored;
+    }
+    if (t.empty() && c.held_scores.empty()) return;
+    send_event(chunk(index, chat_ ? json{{"content", t}} : json(t), nullptr, logprobs(index, std::exchange(c.held_scores, {}))));
+  }
+
+  // A tool call as OpenAI gives it in a message, and in a stream's delta with its index.
+  json tool_calls(int index, const ToolCall& call, bool delta) const {
+    json c = {{"id", "call_" + id_.substr(id_.find('-') + 1) + "_" + std::to_string(index)}, {"type", "function"},
+              {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+    if (delta) c["index"] = 0;
+    return json::array({c});
+  }
+  // OpenAI ends a call it chose with "tool_calls", one the request named with "stop".
+  std::string finish_of(const GenerationSummary& s, bool called) const {
+    if (called && tools_.choice != ChatTools::Choice::Named) return "tool_calls";
+    return openai_finish(s.finish_reason);
   }
 
   json logprobs(int index, const std::vector<SampledToken>& scored) {
@@ -461,8 +487,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       return reply(refusal_->status, refusal_->body, keep_alive_);
     }
     if (stream_mode_) {
+      Choice& c = choices_[size_t(index)];
+      std::optional<ToolCall> call;
+      if (c.watch && s.finish_reason != "error") {  // what the watch held is a call or content
+        ToolCallWatch::End end = c.watch->finish();
+        call = end.call;
+        json delta = call ? json{{"tool_calls", tool_calls(index, *call, true)}} : json{{"content", end.content}};
+        if (call || !end.content.empty() || !c.held_scores.empty())
+          send_event(chunk(index, delta, nullptr, logprobs(index, std::exchange(c.held_scores, {}))));
+      }
       if (s.finish_reason == "error") send_event(error_body(s.error, "server_error"));
-      else send_event(chunk(index, chat_ ? json::object() : json(""), openai_finish(s.finish_reason)));
+      else send_event(chunk(index, chat_ ? json::object() : json(""), finish_of(s, call.has_value())));
     }
     if (running_ > 0) return;
     beast::error_code ignored;
@@ -496,8 +531,16 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     for (size_t i = 0; i < choices_.size(); ++i) {
       const GenerationSummary& c = choices_[i].summary;
       json choice = {{"index", i}, {"finish_reason", openai_finish(c.finish_reason)}};
-      if (chat_) choice["message"] = {{"role", "assistant"}, {"content", content(int(i), c.text)}};
-      else choice["text"] = (echo_ ? prompt_of(int(i)).text : "") + c.text;
+      if (chat_) {
+        ToolCallWatch watch(tools_);
+        std::string text = watch.feed(content(int(i), c.text));
+        ToolCallWatch::End end = watch.finish();
+        choice["message"] = {{"role", "assistant"}, {"content", end.call ? json(nullptr) : json(text + end.content)}};
+        if (end.call) choice["message"]["tool_calls"] = tool_calls(int(i), *end.call, false);
+        choice["finish_reason"] = finish_of(c, end.call.has_value());
+      } else {
+        choice["text"] = (echo_ ? prompt_of(int(i)).text : "") + c.text;
+      }
       if (echo_ && logprobs_) {
         json lp = echo_logprobs(tok_, prompt_of(int(i)).tokens, c.prompt_logprobs, choices_[i].text_offset);
         append_logprobs(lp, logprobs(int(i), c.logprobs));
@@ -585,6 +628,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   // The request being generated (one at a time per connection, as HTTP/1.1 has it): its n choices.
   struct Choice {
     bool content_started = false;
+    std::optional<ToolCallWatch> watch;      // chat: tells a tool call from content as the reply streams
+    std::vector<SampledToken> held_scores;  // the scores of the text the watch holds
     size_t text_offset = 0;  // characters of the completion so far (completions' logprobs)
     GenerationSummary summary;
   };
@@ -594,6 +639,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   bool echo_ = false;      // completions: the prompt starts the reply (and, with logprobs, is scored)
   std::vector<OpenAiPrompt> prompts_;
   int n_ = 1;  // choices per prompt
+  ChatTools tools_;  // chat: the tools the request offers
   struct Refusal {
     int status;
     json body;

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "coordinator/session_store.h"
 #include "net/json_fields.h"
+#include "net/openai_tools.h"
 
 namespace skein {
 
@@ -15,14 +16,34 @@ namespace {
 using json_fields::integer;
 using json_fields::number;
 
-std::string text_content(const nlohmann::json& c) {
+std::string text_content(const nlohmann::json& c, const std::string& where) {
   if (c.is_string()) return c.get<std::string>();
-  if (!c.is_array()) fail("messages: content must be a string or an array of text parts");
+  if (!c.is_array()) fail(where, ".content: must be a string or an array of text parts");
   std::string out;
   for (auto& part : c) {
     if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
-      fail("messages: only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
+      fail(where, ".content: only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
     out += part["text"].get<std::string>();
+  }
+  return out;
+}
+
+// An assistant message's text: its content, then each of its tool_calls as the model writes a call.
+std::string assistant_text(const nlohmann::json& m, const std::string& where) {
+  const bool has_calls = m.contains("tool_calls") && !m["tool_calls"].is_null();
+  std::string out = m.contains("content") && !m["content"].is_null() ? text_content(m["content"], where) : "";
+  if (!has_calls) return out;
+  const auto& calls = m["tool_calls"];
+  if (!calls.is_array()) fail(where, ".tool_calls: must be an array of {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}");
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const std::string at = where + ".tool_calls[" + std::to_string(i) + "]";
+    const auto& c = calls[i];
+    if (!c.is_object() || !c.contains("function") || !c["function"].is_object()) fail(at, ": must be {\"id\", \"type\": \"function\", \"function\": {...}}");
+    const auto& f = c["function"];
+    if (!f.contains("name") || !f["name"].is_string()) fail(at, ".function.name: must be a string");
+    if (!f.contains("arguments") || !f["arguments"].is_string()) fail(at, ".function.arguments: must be a string of JSON text");
+    if (!out.empty()) out += "\n";
+    out += tool_call_text(f["name"], f["arguments"], at + ".function.arguments");
   }
   return out;
 }
@@ -32,7 +53,10 @@ std::string text_content(const nlohmann::json& c) {
 std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& messages, const ChatConfig& chat) {
   std::string p;
   for (auto& [role, content] : messages) {
-    const std::string& prefix = role == "system" ? chat.system_prefix : role == "user" ? chat.user_prefix : chat.assistant_prefix;
+    const std::string& prefix = role == "system"  ? chat.system_prefix
+                                : role == "user"  ? chat.user_prefix
+                                : role == "tool"  ? chat.tool_prefix
+                                                  : chat.assistant_prefix;
     p += prefix + content + chat.separator;
   }
   std::string a = chat.assistant_prefix;
@@ -54,7 +78,9 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
                                                "logprobs", "response_format", "logit_bias"};
   for (auto& [k, v] : j.items()) {
     bool ok = common.count(k) ||
-              (chat ? (k == "messages" || k == "max_completion_tokens" || k == "top_logprobs") : (k == "prompt" || k == "echo"));
+              (chat ? (k == "messages" || k == "max_completion_tokens" || k == "top_logprobs" || k == "tools" || k == "tool_choice" ||
+                      k == "parallel_tool_calls")
+                   : (k == "prompt" || k == "echo"));
     if (!ok) fail("unknown parameter '", k, "'");
   }
   OpenAiRequest r;
@@ -64,16 +90,23 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   }
   if (chat) {
     if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty()) fail("messages: must be a non-empty array");
+    r.tools = parse_chat_tools(j, body, chat_cfg);
     std::vector<std::pair<std::string, std::string>> msgs;
-    for (auto& m : j["messages"]) {
-      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
-        fail("messages: every message needs a string role and a content");
+    const auto& messages = j["messages"];
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const auto& m = messages[i];
+      const std::string where = "messages[" + std::to_string(i) + "]";
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) fail(where, ": needs a string role");
       std::string role = m["role"];
       if (role == "developer") role = "system";
-      if (role != "system" && role != "user" && role != "assistant") fail("messages: role '", role.substr(0, 32), "' is not system, user or assistant");
-      msgs.emplace_back(role, text_content(m["content"]));
+      if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+        fail(where, ".role: '", role.substr(0, 32), "' is not system, user, assistant or tool");
+      // An assistant's content may be null beside its tool_calls; every other message has one.
+      if (role == "assistant") msgs.emplace_back(role, assistant_text(m, where));
+      else if (!m.contains("content") || m["content"].is_null()) fail(where, ": needs a content");
+      else msgs.emplace_back(role, text_content(m["content"], where));
     }
-    r.prompts.push_back({tok.encode(chat_prompt(msgs, chat_cfg)), ""});
+    r.prompts.push_back({tok.encode(r.tools.prompt + chat_prompt(msgs, chat_cfg)), ""});
   } else {
     if (!j.contains("prompt")) fail("prompt: required");
     // A string, token ids, or a batch of either (a list of strings, a list of token id lists).
@@ -127,6 +160,12 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   r.sampling = limits.defaults;
   if (j.contains("response_format") && !j["response_format"].is_null())
     json_fields::response_format(j["response_format"], body, "response_format", r.sampling);
+  // A call the model must make is a format of its own: the call schema (net/openai_tools.h).
+  if (r.tools.choice == ChatTools::Choice::Required || r.tools.choice == ChatTools::Choice::Named) {
+    if (r.sampling.format != ResponseFormat::Text) fail("tool_choice: a call the model must make cannot also follow response_format");
+    r.sampling.format = ResponseFormat::JsonSchema;
+    r.sampling.json_schema = r.tools.call_schema;
+  }
   // A chat reply ends at the chat format's stop strings ("\n\n" by default), a JSON reply where its
   // object closes: whitespace inside the object may hold a blank line.
   if (chat && r.sampling.format == ResponseFormat::Text) r.sampling.stop = chat_cfg.stop;

@@ -10,6 +10,7 @@
 #include "coordinator/sampler.h"
 #include "model/tokenizer.h"
 #include "net/api_request.h"
+#include "net/openai_tools.h"
 
 namespace skein {
 
@@ -32,10 +33,11 @@ struct OpenAiRequest {
   std::string session;
   int n = 1;  // samples of the prompt (choice i draws with seed + i)
   bool echo = false;  // completions: the reply's text starts with the prompt's (and its logprobs with the prompt's)
+  ChatTools tools;    // chat: the functions offered and whether the reply is read as a call
 };
 
 
-// "User: hi\n\nAssistant:" from chat messages, per the [chat] settings.
+// "User: hi\n\nAssistant:" from chat messages (role, text), per the [chat] settings.
 std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& messages, const ChatConfig& chat);
 
 // Throws skein::Error naming the parameter ("temperature: must be a number").

@@ -35,6 +35,8 @@ TEST(Config, ExampleConfigsLoad) {
   EXPECT_EQ(t.cache.prefix_bytes, d.cache.prefix_bytes);
   EXPECT_EQ(t.chat.separator, d.chat.separator);
   EXPECT_EQ(t.chat.stop, d.chat.stop);
+  EXPECT_EQ(t.chat.tool_prefix, d.chat.tool_prefix);
+  EXPECT_EQ(t.chat.tools_intro, d.chat.tools_intro);
   EXPECT_EQ(t.server.client_buffer_bytes, d.server.client_buffer_bytes);
   EXPECT_EQ(t.server.stall_seconds, d.server.stall_seconds);
 }

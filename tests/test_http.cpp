@@ -94,6 +94,93 @@ TEST(Http, ChatCompletionsUseTheRwkvChatFormat) {
   EXPECT_EQ(events[events.size() - 2]["usage"]["completion_tokens"], 24);
 }
 
+// Function calling: a call the request requires or names is a reply of the call schema, returned as
+// OpenAI's tool_calls (plain and streamed alike); earlier calls and their results are written into the
+// prompt in the documented format.
+TEST(Http, ToolCallsAreTheFunctionsArgumentsInOpenAisShape) {
+  Server server;
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const std::string tools = R"("tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string", "enum": ["Oslo", "Paris"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+      "required": ["city", "days"]}}}, {"type": "function", "function": {"name": "clock"}}])";
+  const std::string ask = R"({"messages": [{"role": "user", "content": "Weather in Oslo?"}], "max_tokens": 120, "seed": 7, )" + tools;
+  for (const char* choice : {R"("required")", R"({"type": "function", "function": {"name": "get_weather"}})"}) {
+    SCOPED_TRACE(choice);
+    const std::string body = ask + R"(, "tool_choice": )" + choice;
+    auto r = http_request(server.http_port(), "POST", "/v1/chat/completions", body + "}");
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json c = r.json()["choices"][0];
+    EXPECT_EQ(c["finish_reason"], choice[0] == '"' ? "tool_calls" : "stop");  // as OpenAI ends chosen and named calls
+    EXPECT_TRUE(c["message"]["content"].is_null());
+    ASSERT_EQ(c["message"]["tool_calls"].size(), 1u) << r.body;
+    const json call = c["message"]["tool_calls"][0];
+    EXPECT_EQ(call["type"], "function");
+    EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
+    const std::string name = call["function"]["name"];
+    const json args = json::parse(call["function"]["arguments"].get<std::string>());
+    if (choice[0] == '{') {
+      EXPECT_EQ(name, "get_weather");
+    }
+    if (name == "get_weather") {
+      EXPECT_TRUE(args["city"] == "Oslo" || args["city"] == "Paris") << args;
+      EXPECT_TRUE(args["days"].is_number_integer() && args["days"] >= 1 && args["days"] <= 7) << args;
+      EXPECT_EQ(args.size(), 2u);
+    } else {
+      EXPECT_EQ(name, "clock");
+      EXPECT_EQ(args, json::object());
+    }
+
+    // Streamed, the same call arrives whole in one delta, then the finish.
+    auto s = http_request(server.http_port(), "POST", "/v1/chat/completions", body + R"(, "stream": true})");
+    auto events = sse_events(s.body);
+    ASSERT_GE(events.size(), 4u) << s.body;
+    json streamed;
+    std::string content;
+    for (auto& e : events) {
+      if (!e.is_object() || e["choices"].empty()) continue;
+      const json& d = e["choices"][0]["delta"];
+      if (d.contains("tool_calls")) streamed = d["tool_calls"][0];
+      if (d.contains("content")) content += d["content"].get<std::string>();
+    }
+    EXPECT_EQ(content, "");
+    ASSERT_TRUE(streamed.is_object()) << s.body;
+    EXPECT_EQ(streamed["index"], 0);
+    EXPECT_EQ(streamed["function"], call["function"]);
+    EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], c["finish_reason"]);
+  }
+
+  // The conversation goes on: the call and its result are in the prompt as the format writes them.
+  const std::string turn = R"({"messages": [{"role": "user", "content": "Weather?"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\", \"days\": 1}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "Rain."}], "max_tokens": 16, "temperature": 0, )" + tools + R"(, "tool_choice": "none"})";
+  auto r = http_request(server.http_port(), "POST", "/v1/chat/completions", turn);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const ChatConfig chat;
+  std::string prompt = "System: " + chat.tools_intro + "\n" +
+                       R"({"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string","enum":["Oslo","Paris"]},"days":{"type":"integer","minimum":1,"maximum":7}},"required":["city","days"]}})" +
+                       "\n" + R"({"name":"clock","parameters":{"type":"object","properties":{}}})" + "\n\nUser: Weather?\n\nAssistant: " +
+                       R"({"name":"get_weather","arguments":{"city":"Oslo","days":1}})" + "\n\nTool: Rain.\n\nAssistant:";
+  auto plain = http_request(server.http_port(), "POST", "/v1/completions",
+                            json{{"prompt", prompt}, {"max_tokens", 16}, {"temperature", 0}, {"stop", "\n\n"}}.dump());
+  std::string expected = plain.json()["choices"][0]["text"];
+  while (!expected.empty() && expected[0] == ' ') expected.erase(0, 1);
+  EXPECT_EQ(r.json()["choices"][0]["message"]["content"], expected);
+  EXPECT_FALSE(r.json()["choices"][0]["message"].contains("tool_calls"));
+  EXPECT_EQ(r.json()["usage"]["prompt_tokens"], plain.json()["usage"]["prompt_tokens"]);
+
+  // Refused with the place: a call's arguments that are not JSON, and a forced call beside a format.
+  auto bad = http_request(server.http_port(), "POST", "/v1/chat/completions",
+                          R"({"messages": [{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{x"}}]}]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.json()["error"]["message"], "messages[0].tool_calls[0].function.arguments: is not JSON text");
+  auto both = http_request(server.http_port(), "POST", "/v1/chat/completions",
+                           ask + R"(, "tool_choice": "required", "response_format": {"type": "json_object"}})");
+  EXPECT_EQ(both.status, 400);
+  EXPECT_EQ(both.json()["error"]["message"], "tool_choice: a call the model must make cannot also follow response_format");
+  auto role = http_request(server.http_port(), "POST", "/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "x"}]})");
+  EXPECT_EQ(role.json()["error"]["message"], "messages[0].role: 'robot' is not system, user, assistant or tool");
+}
+
 // A chat session over HTTP: the second turn sends only the new message and gets what the whole
 // transcript as one prompt gives.
 TEST(Http, ChatSessionsContinueTheConversation) {

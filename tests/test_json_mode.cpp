@@ -395,8 +395,9 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
     return R"({"type": "object", "properties": )" + props + R"(, "required": )" + required + "}";
   };
   for (auto [schema, message] : std::vector<std::pair<std::string, std::string>>{
-           {R"({"type": "array", "items": {}})", R"(schema: the root must be {"type": "object", ...})"},
-           {R"({"type": ["object", "null"], "properties": {}})", R"(schema: the root must be {"type": "object", ...})"},
+           {R"({"type": "array", "items": {}})", R"(schema: the root must be {"type": "object", ...} or a union of such schemas)"},
+           {R"({"type": ["object", "null"], "properties": {}})", R"(schema: the root must be {"type": "object", ...} or a union of such schemas)"},
+           {R"({"anyOf": [{"type": "object", "properties": {}}, {"type": "string"}]})", R"(schema: the root must be {"type": "object", ...} or a union of such schemas)"},
            {"[1]", "schema: must be a JSON object (a schema)"},
            {object(R"({"a": {"type": "strin"}})", R"(["a"])"), R"(schema/properties/a/type: "strin" is not one of object, array, string, number, integer, boolean, null)"},
            {object(R"({"a": {"type": "number", "minimum": 1e-40}})", R"(["a"])"),
@@ -1425,7 +1426,7 @@ TEST(JsonMode, FormatsItCannotServeAreRefusedClearly) {
   ASSERT_GT(server.http_port(), 0) << server.output();
   const std::string schema = R"({"type": "json_schema", "json_schema": {"name": "x", "schema": )";
   for (auto [format, message] :
-       {std::pair{schema + R"({}}})", std::string(R"(response_format: json_schema: schema: the root must be {"type": "object", ...})")},
+       {std::pair{schema + R"({}}})", std::string(R"(response_format: json_schema: schema: the root must be {"type": "object", ...} or a union of such schemas)")},
         {schema + R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(x)\\1"}}, "required": ["a"]}}})",
          "response_format: json_schema: schema/properties/a/pattern: at character 5: backreferences are not supported"},
         {schema + R"({"type": "object", "properties": {"a": {"type": "number", "not": {"const": 2}}}, "required": ["a"]}}})",

@@ -22,6 +22,7 @@
 #include "model/tokenizer.h"
 #include "net/api_request.h"
 #include "net/openai_request.h"
+#include "net/openai_tools.h"
 #include "worker/cpu_backend.h"
 #include "worker/engine.h"
 
@@ -158,6 +159,21 @@ void api_line(std::string_view bytes) {
   }
 }
 
+// A call the request requires is its reply's schema; a reply (here the body's own bytes, in pieces) is
+// content, all of it, or one call whose arguments are JSON.
+void tool_calls_of(const OpenAiRequest& r, std::string_view reply) {
+  const bool forced = r.tools.choice == ChatTools::Choice::Required || r.tools.choice == ChatTools::Choice::Named;
+  expect(!forced || (r.sampling.format == ResponseFormat::JsonSchema && r.sampling.json_schema == r.tools.call_schema),
+         "openai body: a required call without its schema");
+  ToolCallWatch watch(r.tools);
+  std::string content;
+  for (size_t i = 0; i < reply.size(); i += 7) content += watch.feed(reply.substr(i, 7));
+  ToolCallWatch::End end = watch.finish();
+  if (!end.call) return expect(content + end.content == reply, "tool call watch: content lost or changed");
+  expect(r.tools.calls() && content.empty() && end.content.empty(), "tool call watch: a call beside content, or without tools");
+  expect(nlohmann::json::accept(end.call->arguments), "tool call watch: arguments that are not JSON");
+}
+
 void openai_body(std::string_view bytes, bool chat) {
   static const ByteTokenizer tok;
   const ApiLimits l = limits();
@@ -171,6 +187,7 @@ void openai_body(std::string_view bytes, bool chat) {
     }
     expect(r.max_tokens >= 0 && r.max_tokens <= l.max_tokens_cap, "openai body: max_tokens outside [0, cap] accepted");
     expect_valid_sampling(r.sampling, 256, "openai body");
+    if (chat) tool_calls_of(r, bytes);
   } catch (const Error& e) {
     expect_one_line(e, "openai body");
   }

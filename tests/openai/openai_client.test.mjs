@@ -110,6 +110,27 @@ test('JSON mode replies are JSON object text, plain and streamed; json_schema as
     (e) => e instanceof OpenAI.BadRequestError && /schema\/properties\/age: 'not' is not supported/.test(e.message));
 });
 
+test('tool calls come back as the package reads them: plain, streamed, and round trips through runTools', async () => {
+  const parameters = { type: 'object', properties: { city: { type: 'string', enum: ['Oslo', 'Paris'] } }, required: ['city'], additionalProperties: false };
+  const ask = { ...greedy, messages: [{ role: 'user', content: 'Weather in Oslo?' }], max_tokens: 160,
+    tools: [{ type: 'function', function: { name: 'get_weather', parameters } }], tool_choice: { type: 'function', function: { name: 'get_weather' } } };
+  const r = await client.chat.completions.create(ask);
+  assert.equal(r.choices[0].finish_reason, 'stop');  // OpenAI ends a named call so
+  const call = r.choices[0].message.tool_calls[0];
+  assert.equal(call.function.name, 'get_weather');
+  assert.ok(['Oslo', 'Paris'].includes(JSON.parse(call.function.arguments).city));
+  const streamed = await client.chat.completions.stream(ask).finalMessage();  // the package assembles the deltas
+  assert.deepEqual(streamed.tool_calls[0].function, call.function);
+  // The package runs the function and sends its result back with the call, twice.
+  const cities = [];
+  const runner = client.chat.completions.runTools({ ...ask, tool_choice: 'required',
+    tools: [{ type: 'function', function: { name: 'get_weather', parameters, parse: JSON.parse, function: ({ city }) => { cities.push(city); return `Rain in ${city}.`; } } }] },
+    { maxChatCompletions: 2 });
+  await runner.done();
+  assert.equal(cities.length, 2);
+  assert.deepEqual(runner.messages.map((m) => m.role), ['user', 'assistant', 'tool', 'assistant', 'tool']);
+});
+
 test('models are listed', async () => {
   const models = [];
   for await (const m of client.models.list()) models.push(m.id);
