@@ -328,6 +328,10 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
       fresh = lease.created;
       prompt = std::move(lease.pending);
       live->session_before = lease.tokens + prompt.size();
+      if (!lease.created && live->req.preamble > 0 && live->req.preamble < live->req.prompt.size()) {
+        live->req.prompt.erase(live->req.prompt.begin(), live->req.prompt.begin() + long(live->req.preamble));
+        live->summary.prompt_tokens = int(live->req.prompt.size());
+      }
     } else {
       slot = sessions_->open_slot();
     }

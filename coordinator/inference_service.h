@@ -42,6 +42,9 @@ struct GenerationSummary {
 
 struct ServiceRequest {
   std::vector<int32_t> prompt;
+  // The prompt's first `preamble` tokens are what a new state needs first (a chat's list of tools): a
+  // session that goes on has them already, so it drops them.
+  size_t preamble = 0;
   int max_tokens = 100;
   SamplingParams sampling;
   std::string session;  // continue (or start) this named session; "" = a one-off request

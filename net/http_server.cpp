@@ -339,6 +339,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     for (size_t p = 0; p < r.prompts.size(); ++p) {
       ServiceRequest base;
       base.prompt = r.prompts[p].tokens;
+      base.preamble = r.prompts[p].preamble;
       base.max_tokens = r.max_tokens;
       base.sampling = r.sampling;
       base.session = r.session;

@@ -106,7 +106,12 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
       else if (!m.contains("content") || m["content"].is_null()) fail(where, ": needs a content");
       else msgs.emplace_back(role, text_content(m["content"], where));
     }
-    r.prompts.push_back({tok.encode(r.tools.prompt + chat_prompt(msgs, chat_cfg)), ""});
+    // Apart, so that a session that goes on can leave the tools out at a token boundary.
+    OpenAiPrompt q{tok.encode(r.tools.prompt), "", 0};
+    q.preamble = q.tokens.size();
+    const std::vector<int32_t> turn = tok.encode(chat_prompt(msgs, chat_cfg));
+    q.tokens.insert(q.tokens.end(), turn.begin(), turn.end());
+    r.prompts.push_back(std::move(q));
   } else {
     if (!j.contains("prompt")) fail("prompt: required");
     // A string, token ids, or a batch of either (a list of strings, a list of token id lists).

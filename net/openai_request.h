@@ -18,6 +18,7 @@ namespace skein {
 struct OpenAiPrompt {
   std::vector<int32_t> tokens;
   std::string text;
+  size_t preamble = 0;  // chat: the leading tokens that list the tools (ServiceRequest::preamble)
 };
 
 // Prompts one completions request may carry (a batch, as lm-evaluation-harness sends), times n.

@@ -168,6 +168,31 @@ TEST(Http, ToolCallsAreTheFunctionsArgumentsInOpenAisShape) {
   EXPECT_FALSE(r.json()["choices"][0]["message"].contains("tool_calls"));
   EXPECT_EQ(r.json()["usage"]["prompt_tokens"], plain.json()["usage"]["prompt_tokens"]);
 
+  // A session takes its tools from its first request: a turn that sends them again (as OpenAI clients
+  // do) leaves them out, and gets what the transcript with the tools listed once gives.
+  const std::string listed = prompt.substr(0, prompt.find("User: Weather?"));
+  auto turn_of = [&](const std::string& text) {
+    json body = json::parse(ask + "}");
+    body["messages"] = {{{"role", "user"}, {"content", text}}};
+    body["session"] = "with-tools";
+    body["tool_choice"] = "none";
+    body["temperature"] = 0;
+    body["max_tokens"] = 12;
+    return http_request(server.http_port(), "POST", "/v1/chat/completions", body.dump()).json();
+  };
+  auto continuation = [&](const std::string& text) {
+    json body = {{"prompt", text}, {"max_tokens", 12}, {"temperature", 0}};
+    return http_request(server.http_port(), "POST", "/v1/completions", body.dump()).json()["choices"][0]["text"].get<std::string>();
+  };
+  const json first = turn_of("Hello"), second = turn_of("How?");
+  const std::string t1 = continuation(listed + "User: Hello\n\nAssistant:");
+  ASSERT_EQ(t1.find("\n\n"), std::string::npos) << "the model ended its reply; the expected transcript below assumes it did not";
+  const std::string t2 = continuation(listed + "User: Hello\n\nAssistant:" + t1 + "User: How?\n\nAssistant:");
+  EXPECT_EQ(first["choices"][0]["message"]["content"], t1.substr(t1.find_first_not_of(' ')));
+  EXPECT_EQ(second["choices"][0]["message"]["content"], t2.substr(t2.find_first_not_of(' ')));
+  EXPECT_EQ(first["usage"]["prompt_tokens"], int(listed.size() + std::string("User: Hello\n\nAssistant:").size()));
+  EXPECT_EQ(second["usage"]["prompt_tokens"], int(std::string("User: How?\n\nAssistant:").size()));
+
   // Refused with the place: a call's arguments that are not JSON, and a forced call beside a format.
   auto bad = http_request(server.http_port(), "POST", "/v1/chat/completions",
                           R"({"messages": [{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{x"}}]}]})");
