@@ -85,10 +85,10 @@ inline void response_format(const nlohmann::json& j, const std::string& request,
     if (k == "strict" && !v.is_boolean()) fail(key, ": json_schema: strict must be true or false");
   }
   nlohmann::ordered_json schema;
-  try {  // ordered_json keeps a repeated key's first value, json its last: the two readings may differ
+  try {  // both readings keep a repeated key's last value, so this finds what `j` holds, its keys in order
     schema = nlohmann::ordered_json::parse(request).at(key).at("json_schema").at("schema");
   } catch (const nlohmann::ordered_json::exception&) {
-    fail(key, ": json_schema: the request's text gives response_format more than once");
+    fail(key, ": json_schema: the request's text cannot be read again in order");  // it was read once: never so
   }
   p.format = ResponseFormat::JsonSchema;
   p.json_schema = schema.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
