@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -315,15 +316,35 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
 
 // An integer's or a number's bounds and multipleOf, as the pattern of its text. An integer's bounds
 // become the least and greatest integers they allow; a number's are the decimals written, each inclusive
-// or not. A whole multipleOf makes the number an integer (so written), whose digits the pattern divides.
+// or not. multipleOf is read as the decimal written, m / 10^k: a whole one makes the number an integer
+// (so written), whose digits the pattern divides; a fraction (0.01, 2.5) keeps the number's value,
+// scaled by 10^k, a multiple of m.
 uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where) {
-  uint32_t multiple_of = 0;
+  uint32_t multiple_of = 0, fraction_digits = 0;
   if (s.contains("multipleOf")) {
     const nlohmann::ordered_json& v = s["multipleOf"];
-    if (!v.is_number() || !(v.get<double>() >= 1 && v.get<double>() <= double(INT32_MAX)) || v.get<double>() != std::floor(v.get<double>()))
-      fail(place(where), "/multipleOf: must be a whole number from 1 to ", INT32_MAX, " (a fraction such as 0.01 is not supported), got ", quoted(v));
-    multiple_of = uint32_t(v.get<double>());
-    kind = Kind::Integer;
+    std::optional<NumberBound> d;
+    if (v.is_number() && v.get<double>() > 0) try {
+        d = NumberBound::parse(v.dump(), false);
+      } catch (const Error&) {
+      }
+    uint64_t m = d ? d->whole : 0;
+    if (d)
+      while (!d->fraction.empty() && d->fraction.back() == '0') d->fraction.pop_back();
+    for (size_t i = 0; d && i < d->fraction.size() && m <= INT32_MAX; ++i) m = m * 10 + uint64_t(d->fraction[i] - '0');
+    if (!d || m == 0 || m > INT32_MAX || d->fraction.size() > kMaxMultipleFraction)
+      fail(place(where), "/multipleOf: must be above 0, with at most ", kMaxMultipleFraction, " digits after the point and at most ", INT32_MAX,
+           " as a whole number without it (5, 0.01 and 2.5 are), got ", quoted(v));
+    const uint32_t k = uint32_t(d->fraction.size());
+    uint64_t scale = 1;
+    for (uint32_t i = 0; i < k; ++i) scale *= 10;
+    if (k == 0 || kind == Kind::Integer) {  // an integer that is a multiple of m / 10^k is one of m / gcd(m, 10^k)
+      multiple_of = uint32_t(m / std::gcd(m, scale));
+      kind = Kind::Integer;
+    } else {
+      multiple_of = uint32_t(m);
+      fraction_digits = k;
+    }
   }
   std::optional<NumberBound> lo, hi;
   for (const char* k : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
@@ -353,7 +374,7 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
   if (lo && hi && (compare(*lo, *hi) > 0 || (compare(*lo, *hi) == 0 && (lo->exclusive || hi->exclusive))))
     fail(place(where), ": no ", kind == Kind::Integer ? "integer" : "number", " is within minimum/exclusiveMinimum ", lo->text(), " and maximum/exclusiveMaximum ", hi->text());
   auto integer = [](const NumberBound& b) { return b.negative ? -int64_t(b.whole) : int64_t(b.whole); };
-  if (lo && hi && multiple_of) {  // the least multiple from lo (lo and hi are inclusive integers here)
+  if (lo && hi && multiple_of && kind == Kind::Integer) {  // the least multiple from lo (lo and hi are inclusive integers here)
     const int64_t m = multiple_of, l = integer(*lo), r = ((l % m) + m) % m;
     if (r != 0 && l > integer(*hi) - (m - r))
       fail(place(where), ": no multiple of ", m, " is within minimum/exclusiveMinimum ", l, " and maximum/exclusiveMaximum ", integer(*hi));
@@ -361,14 +382,15 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
   if (kind == Kind::Integer)
     return add_pattern(integer_regex(lo ? std::optional<int64_t>(integer(*lo)) : std::nullopt, hi ? std::optional<int64_t>(integer(*hi)) : std::nullopt), 0,
                        1 + kMaxIntegerDigits, where, multiple_of);  // a sign and the digits
-  return add_pattern(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, where);  // a sign, digits, a point and as many more
+  return add_pattern(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, where, multiple_of, fraction_digits);  // a sign, digits, a point and as many more
 }
 
 // A compiled pattern's number (1 + its index), its errors placed at `where`.
-uint8_t JsonSchema::add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where, uint32_t multiple_of) {
+uint8_t JsonSchema::add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where, uint32_t multiple_of,
+                                uint32_t fraction_digits) {
   if (patterns_.size() >= 255) fail(place(where), ": more than 255 patterns, formats and bounds in one schema");
   try {
-    patterns_.emplace_back(regex, min_chars, max_chars, &pattern_work_left_, multiple_of);
+    patterns_.emplace_back(regex, min_chars, max_chars, &pattern_work_left_, multiple_of, fraction_digits);
   } catch (const Error& e) {
     fail(place(where), ": ", e.what());
   }

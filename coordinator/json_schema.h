@@ -63,6 +63,8 @@ class JsonSchema {
   // Schemas of one anyOf or oneOf: the recognizer follows this many readings at once, so a union's
   // branches can all be open together.
   static constexpr size_t kMaxBranches = 16;
+  // Digits after the point of a multipleOf (0.000000001 has nine).
+  static constexpr size_t kMaxMultipleFraction = 9;
 
   // Throws skein::Error "WHERE: problem", WHERE a JSON pointer into the schema ("/properties/age").
   // The root must be an object, or a union of objects.
@@ -83,7 +85,8 @@ class JsonSchema {
   static const nlohmann::ordered_json* alias(const nlohmann::ordered_json& s, const std::string& where);
   uint8_t add(Node n, const std::string& where, int into);
   uint8_t bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where);
-  uint8_t add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where, uint32_t multiple_of = 0);
+  uint8_t add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where, uint32_t multiple_of = 0,
+                      uint32_t fraction_digits = 0);
   void settle_depths();
   void refuse_union_cycles() const;
   void check_discriminators() const;

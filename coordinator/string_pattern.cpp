@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <utility>
 
 #include "common/error.h"
@@ -177,7 +179,8 @@ class Closure {
 };
 }  // namespace
 
-StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left, uint32_t multiple_of)
+StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left, uint32_t multiple_of,
+                             uint32_t fraction_digits)
     : min_(min_chars), max_(max_chars) {
   size_t own_work = kMaxWork;
   size_t& left = work_left ? *work_left : own_work;
@@ -194,8 +197,10 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
   boundary[0] = boundary[0x80] = boundary[0xc0] = true;
   for (const auto& edges : nfa.edges)
     for (const Nfa::Edge& e : edges) boundary[e.lo] = boundary[size_t(e.hi) + 1] = true;
-  if (multiple_of)  // each digit moves the remainder its own way
+  if (multiple_of) {  // each digit moves the remainder its own way, and the point changes how
     for (int d = '0'; d <= '9' + 1; ++d) boundary[d] = true;
+    boundary['.'] = boundary['.' + 1] = true;
+  }
   uint8_t representative[256];
   for (int b = 0; b < 256; ++b) {
     if (b > 0 && boundary[b]) ++classes_;
@@ -205,14 +210,32 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
   }
   ++classes_;
 
-  // Subset construction: state 0 is the start. A state is a set of NFA states and, with multiple_of, the
-  // remainder of the digits so far.
-  using Key = std::pair<std::vector<uint32_t>, uint32_t>;
+  // Subset construction: state 0 is the start. A state is a set of NFA states and, with multiple_of m,
+  // the remainder mod m of the value so far times 10^fraction_digits and the digits past the point plus
+  // one (0: no point yet). Before the point a digit d makes r 10r + d 10^k; the j-th after it adds
+  // d 10^(k-j); past the k-th only a 0 may come.
+  struct Key {
+    std::vector<uint32_t> set;
+    uint32_t remainder;
+    uint32_t phase;
+    bool operator<(const Key& o) const { return std::tie(set, remainder, phase) < std::tie(o.set, o.remainder, o.phase); }
+  };
+  std::vector<uint64_t> scale(size_t(fraction_digits) + 1, 1 % std::max<uint32_t>(multiple_of, 1));  // [j]: 10^j mod m
+  for (size_t j = 1; j < scale.size() && multiple_of; ++j) scale[j] = scale[j - 1] * 10 % multiple_of;
+  auto move = [&](uint32_t remainder, uint32_t phase, uint8_t b) -> std::optional<std::pair<uint32_t, uint32_t>> {
+    if (!multiple_of) return std::pair{remainder, phase};
+    if (b == '.') return std::pair{remainder, 1u};
+    if (b < '0' || b > '9') return std::pair{remainder, phase};
+    const uint64_t d = b - '0';
+    if (phase == 0) return std::pair{uint32_t((uint64_t(remainder) * 10 + d * scale[fraction_digits]) % multiple_of), 0u};
+    if (phase > fraction_digits) return d == 0 ? std::optional(std::pair{remainder, phase}) : std::nullopt;
+    return std::pair{uint32_t((remainder + d * scale[fraction_digits - phase]) % multiple_of), phase + 1};
+  };
   std::map<Key, int32_t> ids;  // each DFA state's key, kept once: `sets` points at them
   Closure closure(nfa);
-  std::vector<const Key*> sets{&ids.try_emplace(Key{closure({nfa_start}), 0}, 0).first->first};
+  std::vector<const Key*> sets{&ids.try_emplace(Key{closure({nfa_start}), 0, 0}, 0).first->first};
   for (size_t s = 0; s < sets.size(); ++s) {
-    const auto& [from, remainder] = *sets[s];
+    const auto& [from, remainder, phase] = *sets[s];
     accepting_.push_back(remainder == 0 && std::binary_search(from.begin(), from.end(), nfa_accept));
     for (size_t k = 0; k < classes_; ++k) {
       const uint8_t b = representative[k];
@@ -222,14 +245,14 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
         for (const Nfa::Edge& e : nfa.edges[n])
           if (b >= e.lo && b <= e.hi) to.push_back(e.to);
       }
-      if (to.empty()) {
+      const auto moved = move(remainder, phase, b);
+      if (to.empty() || !moved) {
         next_.push_back(-1);
         continue;
       }
       to = closure(std::move(to));
       spend(to.size());
-      const bool digit = multiple_of && b >= '0' && b <= '9';
-      auto [it, added] = ids.try_emplace(Key{std::move(to), digit ? uint32_t((uint64_t(remainder) * 10 + (b - '0')) % multiple_of) : remainder}, int32_t(sets.size()));
+      auto [it, added] = ids.try_emplace(Key{std::move(to), moved->first, moved->second}, int32_t(sets.size()));
       if (added) {
         if (sets.size() >= kMaxStates && multiple_of) fail("needs more than ", kMaxStates, " automaton states (multipleOf ", multiple_of, " times the states of its bounds)");
         if (sets.size() >= kMaxStates) fail("needs more than ", kMaxStates, " automaton states (a long counted repeat such as .{0,1000} is cheaper as maxLength)");
@@ -284,6 +307,7 @@ StringPattern::StringPattern(std::string_view regex, uint32_t min_chars, uint32_
         if (!class_starts_[k]) mark(from);
     }
   }
+  if (!finishable(0, 0) && multiple_of) fail("no multiple of multipleOf is within the bounds");
   if (!finishable(0, 0)) fail("no string a JSON string can hold matches it", min_ || max_ != kNoLimit ? " within minLength/maxLength" : "");
 }
 

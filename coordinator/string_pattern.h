@@ -4,7 +4,8 @@
 // to tell, for each state and character count, whether an allowed string can still be finished. The JSON
 // recognizer steps it byte by byte and never takes a byte after which none can, so a constrained string
 // never dead-ends. An integer's or number's bounds are compiled the same way, over the number's text,
-// and its multipleOf too: each state then also holds the remainder of the digits so far.
+// and its multipleOf too: each state then also holds the remainder of the value so far (scaled to a
+// whole number) and how many digits came after the point.
 // Characters a JSON string cannot hold raw and that have no short escape (U+0000-U+001F but \b \t \n \f
 // \r, and U+007F) are never generated: a pattern that needs one matches nothing here.
 #pragma once
@@ -27,8 +28,10 @@ class StringPattern {
 
   // Throws skein::Error saying what is wrong (the schema adds where). `work_left` (the schema's; null:
   // kMaxWork for this one) is lowered by the steps this pattern took; past 0 it throws. With
-  // `multiple_of` > 0, the decimal digits of an allowed text spell a multiple of it.
-  StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left = nullptr, uint32_t multiple_of = 0);
+  // `multiple_of` m > 0, an allowed text is a decimal number that is a multiple of m / 10^fraction_digits
+  // (after that many digits past its point, only zeros may come).
+  StringPattern(std::string_view regex, uint32_t min_chars, uint32_t max_chars, size_t* work_left = nullptr, uint32_t multiple_of = 0,
+                uint32_t fraction_digits = 0);
   // A string begins in state 0 with 0 characters. `byte` (of a character's UTF-8) after `state` with
   // `chars` characters so far: true, both updated, when an allowed string can still be finished after it.
   bool step(uint16_t& state, uint16_t& chars, uint8_t byte) const;

@@ -291,6 +291,14 @@ nlohmann::ordered_json goose_schema() { return nlohmann::ordered_json::parse(kGo
 // tell (test_string_pattern checks long multiples digit by digit).
 bool divides(const nlohmann::ordered_json& v, const nlohmann::ordered_json& schema) {
   if (!schema.contains("multipleOf")) return true;
+  if (!schema["multipleOf"].is_number_integer()) {  // m / 10^k: v times 10^k, a whole number, divided by m
+    const std::string written = schema["multipleOf"].dump();
+    const size_t k = written.size() - written.find('.') - 1;
+    const double ten_k = std::pow(10.0, double(k)), scaled = v.get<double>() * ten_k, whole = std::round(scaled);
+    const double m = std::round(schema["multipleOf"].get<double>() * ten_k);
+    if (std::fabs(scaled) > 9007199254740992.0) return true;  // a double no longer holds its digits
+    return std::fabs(scaled - whole) <= 1e-6 * std::max(1.0, std::fabs(scaled)) && std::fmod(whole, m) == 0;
+  }
   const int64_t m = schema["multipleOf"].get<int64_t>();
   if (v.is_number_unsigned()) return v.get<uint64_t>() % uint64_t(m) == 0;
   if (v.is_number_integer()) return v.get<int64_t>() % m == 0;
@@ -411,12 +419,18 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
             "schema/properties/a: no number is within minimum/exclusiveMinimum 1 and maximum/exclusiveMaximum 1"},
            {object(R"({"a": {"type": "integer", "minimum": "0"}})", R"(["a"])"), R"(schema/properties/a/minimum: must be a number from -2^53 to 2^53, got "0")"},
            {object(R"({"a": {"type": "integer", "exclusiveMinimum": true}})", R"(["a"])"), "schema/properties/a/exclusiveMinimum: must be a number from -2^53 to 2^53, got true"},
-           {object(R"({"a": {"type": "number", "multipleOf": 0.01}})", R"(["a"])"),
-            "schema/properties/a/multipleOf: must be a whole number from 1 to 2147483647 (a fraction such as 0.01 is not supported), got 0.01"},
+           {object(R"({"a": {"type": "number", "multipleOf": 1e-10}})", R"(["a"])"),
+            "schema/properties/a/multipleOf: must be above 0, with at most 9 digits after the point and at most 2147483647 as a whole number without it (5, 0.01 and 2.5 are), got 1e-10"},
+           {object(R"({"a": {"type": "number", "multipleOf": 21474836.48}})", R"(["a"])"),
+            "schema/properties/a/multipleOf: must be above 0, with at most 9 digits after the point and at most 2147483647 as a whole number without it (5, 0.01 and 2.5 are), got 21474836.48"},
            {object(R"({"a": {"type": "integer", "multipleOf": 0}})", R"(["a"])"),
-            "schema/properties/a/multipleOf: must be a whole number from 1 to 2147483647 (a fraction such as 0.01 is not supported), got 0"},
+            "schema/properties/a/multipleOf: must be above 0, with at most 9 digits after the point and at most 2147483647 as a whole number without it (5, 0.01 and 2.5 are), got 0"},
+           {object(R"({"a": {"type": "integer", "multipleOf": -2}})", R"(["a"])"),
+            "schema/properties/a/multipleOf: must be above 0, with at most 9 digits after the point and at most 2147483647 as a whole number without it (5, 0.01 and 2.5 are), got -2"},
            {object(R"({"a": {"type": "integer", "multipleOf": "2"}})", R"(["a"])"),
-            R"(schema/properties/a/multipleOf: must be a whole number from 1 to 2147483647 (a fraction such as 0.01 is not supported), got "2")"},
+            R"(schema/properties/a/multipleOf: must be above 0, with at most 9 digits after the point and at most 2147483647 as a whole number without it (5, 0.01 and 2.5 are), got "2")"},
+           {object(R"({"a": {"type": "number", "multipleOf": 0.25, "minimum": 0.3, "maximum": 0.45}})", R"(["a"])"),
+            "schema/properties/a: no multiple of multipleOf is within the bounds"},
            {object(R"({"a": {"type": "string", "multipleOf": 2}})", R"(["a"])"), R"(schema/properties/a: multipleOf needs "type": "integer" or "number")"},
            {object(R"({"a": {"type": "integer", "multipleOf": 100000}})", R"(["a"])"),
             "schema/properties/a: needs more than 4096 automaton states (multipleOf 100000 times the states of its bounds)"},
@@ -1125,6 +1139,41 @@ TEST(JsonGrammar, MultiplesAreKeptDigitByDigit) {
 }
 
 TEST(JsonGrammar, WhatMultiplesAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kMultiplesSchema), 800, 100); }
+
+// A fractional multipleOf (pydantic's Field(multiple_of=0.01)): the value scaled by 10^k is kept a
+// multiple digit by digit; past k digits after the point only zeros may come.
+const char* kFractionMultiplesSchema = R"({"type": "object", "properties": {
+    "price": {"type": "number", "multipleOf": 0.01, "minimum": 0, "maximum": 1000},
+    "step": {"type": "number", "multipleOf": 2.5},
+    "odds": {"type": "number", "multipleOf": 0.3, "exclusiveMinimum": -1},
+    "whole": {"type": "integer", "multipleOf": 2.5}},
+  "required": ["price", "step", "odds", "whole"]})";
+
+TEST(JsonGrammar, FractionalMultiplesAreKeptDigitByDigit) {
+  const JsonSchema multiples(nlohmann::ordered_json::parse(kFractionMultiplesSchema));
+  for (const std::string text : {R"({"price": 19.99, "step": -7.5, "odds": 0.9, "whole": 15})", R"({"price": 0, "step": 25, "odds": -0.9, "whole": -5})",
+                                 R"({"price": 1000.00, "step": 2.50000, "odds": 3.0, "whole": 0})"}) {
+    JsonRecognizer r(multiples);
+    EXPECT_TRUE(r.push(text) && r.complete()) << text << ": refused at byte " << first_refused(text, JsonRecognizer(multiples));
+  }
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"price": 19.999)", 15},        // a third digit past the point: only a 0
+           {R"({"price": 1000.01)", 16},       // above the maximum
+           {R"({"price": 1, "step": 2.6)", 23},  // 2.6 is no multiple of 2.5, and no digit after it makes one
+           {R"({"price": 1, "step": 1,)", 22},   // 1 could have become 10
+           {R"({"price": 1, "step": 5, "odds": -1.2)", 33},  // exclusiveMinimum -1: no number that starts -1 is above it
+           {R"({"price": 1, "step": 5, "odds": 0.4)", 34},
+           {R"({"price": 1, "step": 5, "odds": 0.3, "whole": 2.)", 47},  // an integer: multiples of 5
+           {R"({"price": 1, "step": 5, "odds": 0.3, "whole": 12})", 48},
+       }) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(multiples)), offset);
+  }
+}
+
+TEST(JsonGrammar, WhatFractionalMultiplesAcceptConformsAndNeverDeadEnds) {
+  expect_walks_conform(nlohmann::ordered_json::parse(kFractionMultiplesSchema), 800, 100);
+}
 
 TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <deque>
 #include <map>
 #include <optional>
@@ -297,6 +298,38 @@ TEST(StringPattern, MultiplesAreExactlyTheNumbersItDivides) {
       for (char c : digits) r = (r * 10 + uint64_t(c - '0')) % m;
       EXPECT_EQ(accepts(p, digits), r == 0) << digits;
       EXPECT_EQ(accepts(p, "-" + digits), r == 0) << digits;
+    }
+  }
+}
+
+// A fractional multipleOf m / 10^k: the value times 10^k is a multiple of m, checked here on values kept
+// as whole numbers of ten-thousandths; after k digits past the point only zeros may come.
+TEST(StringPattern, FractionalMultiplesAreExactlyTheDecimalsTheyDivide) {
+  std::mt19937_64 rng(3);
+  struct Multiple {
+    uint32_t m, k;
+  };
+  using Limits = std::pair<std::optional<std::string>, std::optional<std::string>>;
+  for (Multiple mk : {Multiple{1, 2}, Multiple{5, 1}, Multiple{25, 1}, Multiple{25, 2}, Multiple{3, 1}, Multiple{7, 3}}) {
+    for (auto [lo, hi] : std::vector<Limits>{{{}, {}}, {"0", {}}, {"-2.5", "2.5"}, {"0.35", "12.125"}}) {
+      SCOPED_TRACE(std::to_string(mk.m) + "/10^" + std::to_string(mk.k) + ": " + lo.value_or("-") + " " + hi.value_or("-"));
+      auto bound = [](const std::optional<std::string>& t) { return t ? std::optional(NumberBound::parse(*t, false)) : std::nullopt; };
+      const StringPattern p(number_regex(bound(lo), bound(hi)), 0, 65, nullptr, mk.m, mk.k);
+      auto scaled = [](const std::string& t) { return int64_t(std::llround(std::stod(t) * 10000)); };  // exact for these short decimals
+      int64_t ten_k = 1;
+      for (uint32_t i = 0; i < mk.k; ++i) ten_k *= 10;
+      for (int i = 0; i < 3000; ++i) {
+        const int f = int(rng() % 5);  // digits past the point
+        int64_t unit = 1;
+        for (int j = f; j < 4; ++j) unit *= 10;
+        const int64_t n = (int64_t(rng() % 4001) - 2000) * (i % 2 ? unit : unit * int64_t(mk.m));
+        std::string text = std::to_string(std::llabs(n) / 10000);
+        if (f) text += "." + std::to_string(10000 + std::llabs(n) % 10000).substr(1, size_t(f));
+        if (n < 0) text = "-" + text;
+        const bool multiple = (n * ten_k) % (int64_t(mk.m) * 10000) == 0;
+        const bool within = (!lo || n >= scaled(*lo)) && (!hi || n <= scaled(*hi));
+        ASSERT_EQ(accepts(p, text), multiple && within) << text;
+      }
     }
   }
 }
