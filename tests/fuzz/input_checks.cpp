@@ -359,7 +359,7 @@ void json_text(std::string_view bytes) {
       "p": {"type": "string", "pattern": "^(a|b\\n)+[0-9]{2}$", "maxLength": 6},
       "d": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "ipv4"}, {"type": "integer"}]},
       "q": {"type": "array", "items": {"type": "string", "pattern": "é+\"", "minLength": 3}},
-      "i": {"type": "integer", "minimum": -20, "exclusiveMaximum": 300, "multipleOf": 3}, "x": {"type": ["number", "null"], "exclusiveMinimum": 0.5, "maximum": 2.25}},
+      "i": {"type": "integer", "minimum": -20, "exclusiveMaximum": 300, "multipleOf": 3}, "x": {"type": ["number", "null"], "exclusiveMinimum": 0.5, "maximum": 2.25, "multipleOf": 0.25}},
       "required": ["p", "d", "q", "i", "x"]})"));
   json_text_under(bytes, JsonRecognizer(patterns), {"p", "d", "q", "i", "x"});
   // Optional properties (keys sharing a prefix, around required ones), dicts with limits, an optional
