@@ -31,7 +31,7 @@ bool JsonReading::push(uint8_t byte) {
       if (const StringPattern* p = string_pattern()) {
         if (byte == '"' && !p->can_end(pattern_state_, pos_)) return false;
         if (byte == '\\' && !escape_possible(*p)) return false;
-      } else if (const JsonSchema::Node* n = key_ ? nullptr : schema_node(value_node_); n && n->limited()) {
+      } else if (const JsonSchema::Node* n = string_node(); n && n->limited()) {
         // pos_ counts the characters so far: each byte read in this mode but the closing quote begins one.
         // Without a maximum it stops at the minimum, so that longer strings share one state (and mask).
         if (byte == '"' ? pos_ < n->min_size : pos_ >= n->max_size) return false;
@@ -42,6 +42,7 @@ bool JsonReading::push(uint8_t byte) {
           key_ = false;
           mode_ = Mode::Colon;
           whitespace_ = 0;
+          pos_ = pattern_state_ = 0;
           value_node_ = container() ? container()->children[0] : 0;
         } else {
           end_value();
@@ -270,8 +271,14 @@ bool JsonReading::begin_literal(uint8_t byte) {
   return false;
 }
 
+const JsonSchema::Node* JsonReading::string_node() const {
+  if (!key_) return schema_node(value_node_);
+  const JsonSchema::Node* c = container();  // a key in String mode: a dict's (or one of an object of any shape)
+  return c && c->map ? schema_node(c->key) : nullptr;
+}
+
 const StringPattern* JsonReading::string_pattern() const {
-  const JsonSchema::Node* n = key_ ? nullptr : schema_node(value_node_);
+  const JsonSchema::Node* n = string_node();
   return n && n->pattern ? &schema_->pattern(*n) : nullptr;
 }
 

@@ -97,6 +97,8 @@ class JsonReading {
   bool step_fixed(uint8_t byte);
   std::string_view fixed_text(int candidate) const;
   void end_fixed();
+  // The schema of the string being read: a value's, or a dict's names' (null for none).
+  const JsonSchema::Node* string_node() const;
   // A string whose schema has a pattern (or format): it is stepped with each character's bytes, escapes
   // read (pos_ counts the characters, pattern_state_ is the pattern's state).
   const StringPattern* string_pattern() const;

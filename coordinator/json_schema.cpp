@@ -118,7 +118,8 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   if (nesting > kMaxNesting) fail(place(where), ": nested more than ", kMaxNesting, " levels deep");
   static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "prefixItems", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
                                               "allOf", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
-                                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties"};
+                                              "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties",
+                                              "propertyNames", "patternProperties"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
     if (!kAnnotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
@@ -201,7 +202,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
       n.kind = kinds[0];
       if (kinds.size() > 1) {
-        for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "items", "prefixItems", "minLength", "maxLength", "minItems",
+        for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "propertyNames", "patternProperties", "items", "prefixItems", "minLength", "maxLength", "minItems",
                               "maxItems", "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
@@ -222,7 +223,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     }
   }
   const bool object = n.kind == Kind::Object, array = n.kind == Kind::Array;
-  for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties"})
+  for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "propertyNames", "patternProperties"})
     if (!object && s.contains(k)) fail(place(where), ": ", k, " needs \"type\": \"object\"");
   for (const char* k : {"items", "prefixItems"})
     if (!array && s.contains(k)) fail(place(where), ": ", k, " needs \"type\": \"array\"");
@@ -272,11 +273,23 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
         required.insert(r.get<std::string>());
       }
     }
-    const nlohmann::ordered_json more = s.value("additionalProperties", nlohmann::ordered_json(false));
+    nlohmann::ordered_json more = s.value("additionalProperties", nlohmann::ordered_json(false));
     if (!more.is_boolean() && !more.is_object()) fail(place(where), "/additionalProperties: must be true, false or a schema");
+    // A dict of names that match one pattern (pydantic's Dict[constr(pattern=...), V]): its values are
+    // the pattern's schema; only such names are written.
+    std::string key_pattern;
+    if (s.contains("patternProperties")) {
+      const nlohmann::ordered_json& pp = s["patternProperties"];
+      if (!pp.is_object() || pp.size() != 1) fail(place(where), "/patternProperties: must be an object of one pattern -> schema (several cannot be followed)");
+      if (!props.empty() || s.contains("propertyNames")) fail(place(where), ": give patternProperties without properties and propertyNames");
+      key_pattern = pp.begin().key();
+      more = pp.begin().value();
+      if (!more.is_boolean() && !more.is_object()) fail(place(where), "/patternProperties/", key_pattern.substr(0, 64), ": must be true or a schema");
+    }
     // A dict (additionalProperties without properties): any keys, each value of that schema. Beside
     // declared properties, extra ones are allowed but never written.
     n.map = props.empty() && more != false;
+    if (s.contains("propertyNames") && !n.map) fail(place(where), ": propertyNames needs additionalProperties and no properties (a dict)");
     for (const char* k : {"minProperties", "maxProperties"}) {
       if (!s.contains(k)) continue;
       if (!n.map) fail(place(where), ": ", k, " needs additionalProperties and no properties (a dict)");
@@ -295,9 +308,18 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     std::vector<uint8_t> children;
     for (auto& [name, sub] : props.items()) children.push_back(compile(sub, where + "/properties/" + name, nesting + 1));
     // Beside properties it is only checked, so that a broken schema is refused wherever it is broken.
-    const uint8_t extra = more.is_object() ? compile(more, where + "/additionalProperties", nesting + 1) : uint8_t(0);
+    const std::string value_place = key_pattern.empty() ? where + "/additionalProperties" : where + "/patternProperties/" + key_pattern;
+    const uint8_t extra = more.is_object() ? compile(more, value_place, nesting + 1) : uint8_t(0);
     if (n.map) children.push_back(extra);
     n.children = std::move(children);
+    if (!key_pattern.empty()) {
+      Node key;
+      key.kind = Kind::String;
+      key.pattern = add_pattern(key_pattern, 0, kNoLimit, where + "/patternProperties");
+      n.key = add(std::move(key), where + "/patternProperties", -1);
+    } else if (s.contains("propertyNames")) {
+      n.key = key_node(s["propertyNames"], where + "/propertyNames", nesting + 1);
+    }
   }
   if (array) {
     // items (true or absent: any value; false: none) after prefixItems, the schemas of the first items
@@ -383,6 +405,31 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
     return add_pattern(integer_regex(lo ? std::optional<int64_t>(integer(*lo)) : std::nullopt, hi ? std::optional<int64_t>(integer(*hi)) : std::nullopt), 0,
                        1 + kMaxIntegerDigits, where, multiple_of);  // a sign and the digits
   return add_pattern(number_regex(lo, hi), 0, 2 + 2 * kMaxIntegerDigits, where, multiple_of, fraction_digits);  // a sign, digits, a point and as many more
+}
+
+// A dict's names: a string schema (its pattern, format and lengths), or an enum of strings (pydantic's
+// Dict[Literal[...], V] and Dict[SomeEnum, V]), which becomes the pattern of exactly those strings.
+uint8_t JsonSchema::key_node(const nlohmann::ordered_json& s, const std::string& where, int nesting) {
+  const uint8_t id = compile(s, where, nesting);
+  const Node& n = nodes_[id];
+  const char* shape = ": must be a schema of strings (type string with pattern, format or lengths, or an enum of strings)";
+  if (n.kind == Kind::String && !n.nullable) return id;
+  if (n.kind != Kind::Enum || n.nullable) fail(place(where), shape);
+  std::string regex = "^(";
+  for (size_t i = 0; i < n.values.size(); ++i) {
+    const nlohmann::ordered_json v = nlohmann::ordered_json::parse(n.values[i]);
+    if (!v.is_string()) fail(place(where), shape);
+    if (i) regex += '|';
+    for (char c : v.get<std::string>()) {
+      if (std::string_view("\\^$.|?*+()[]{}/").find(c) != std::string_view::npos) regex += '\\';
+      regex += c;
+    }
+  }
+  regex += ")$";
+  Node key;
+  key.kind = Kind::String;
+  key.pattern = add_pattern(regex, 0, kNoLimit, where);
+  return add(std::move(key), where, -1);
 }
 
 // A compiled pattern's number (1 + its index), its errors placed at `where`.

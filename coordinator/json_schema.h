@@ -41,6 +41,7 @@ class JsonSchema {
     std::vector<std::string> keys;    // Object: each property's name as JSON text (quoted), in order
     std::vector<bool> required;       // Object: whether each property must be written (else it may be left out)
     bool map = false;                 // Object: a dict, no keys: any names, each value children[0]
+    uint8_t key = 0;                  // a dict: the String node its names follow (propertyNames, patternProperties); 0: any
     std::vector<uint8_t> children;    // Object: each property's node (a dict: its values'); Array: its items' node, then
                                       // its prefixItems'; Union: its branches
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text
@@ -85,6 +86,7 @@ class JsonSchema {
   static const nlohmann::ordered_json* alias(const nlohmann::ordered_json& s, const std::string& where);
   uint8_t add(Node n, const std::string& where, int into);
   uint8_t bounds(const nlohmann::ordered_json& s, Kind kind, const std::string& where);
+  uint8_t key_node(const nlohmann::ordered_json& s, const std::string& where, int nesting);
   uint8_t add_pattern(const std::string& regex, uint32_t min_chars, uint32_t max_chars, const std::string& where, uint32_t multiple_of = 0,
                       uint32_t fraction_digits = 0);
   void settle_depths();

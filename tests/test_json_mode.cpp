@@ -363,11 +363,16 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
     }
     if (t == "object" && v.is_object()) {
       const auto props = schema.value("properties", nlohmann::ordered_json::object());
-      const auto more = schema.value("additionalProperties", nlohmann::ordered_json(false));
+      auto more = schema.value("additionalProperties", nlohmann::ordered_json(false));
+      const auto patterned = schema.value("patternProperties", nlohmann::ordered_json::object());  // one pattern: a dict of such names
+      if (!patterned.empty()) more = patterned.begin().value();
       if (props.empty() && more != false) {  // a dict
         if (int64_t(v.size()) < schema.value("minProperties", 0) || int64_t(v.size()) > schema.value("maxProperties", int64_t(1) << 40)) return false;
-        for (auto& [key, value] : v.items())
+        for (auto& [key, value] : v.items()) {
+          if (!patterned.empty() && !test::matches_pattern(nlohmann::ordered_json(patterned.begin().key()), key)) return false;
+          if (schema.contains("propertyNames") && !conforms(nlohmann::ordered_json(key), schema["propertyNames"], root)) return false;
           if (!conforms(value, more == true ? nlohmann::ordered_json::object() : more, root)) return false;
+        }
         return true;
       }
       // The properties written are in the schema's order, the required ones among them.
@@ -498,6 +503,19 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
            {object(R"({"a": {"type": "array", "prefixItems": [{}], "items": false, "minItems": 2}})", R"(["a"])"),
             "schema/properties/a: minItems 2 is above the 1 items that items: false allows"},
            {object(R"({"a": {"type": "array", "items": {}, "uniqueItems": true}})", R"(["a"])"), "schema/properties/a: 'uniqueItems' is not supported"},
+           {object(R"({"a": {"type": "object", "patternProperties": {"^a": {}, "^b": {}}}})", R"(["a"])"),
+            "schema/properties/a/patternProperties: must be an object of one pattern -> schema (several cannot be followed)"},
+           {object(R"({"a": {"type": "object", "patternProperties": {"^a": {}}, "properties": {"b": {}}}})", R"(["a"])"),
+            "schema/properties/a: give patternProperties without properties and propertyNames"},
+           {object(R"({"a": {"type": "object", "patternProperties": {"^a(": {}}}})", R"(["a"])"),
+            "schema/properties/a/patternProperties: at character 3: '(' without its ')'"},
+           {object(R"({"a": {"type": "object", "properties": {"b": {}}, "propertyNames": {"type": "string"}}})", R"(["a"])"),
+            "schema/properties/a: propertyNames needs additionalProperties and no properties (a dict)"},
+           {object(R"({"a": {"type": "object", "additionalProperties": true, "propertyNames": {"type": "integer"}}})", R"(["a"])"),
+            "schema/properties/a/propertyNames: must be a schema of strings (type string with pattern, format or lengths, or an enum of strings)"},
+           {object(R"({"a": {"type": "object", "additionalProperties": true, "propertyNames": {"enum": ["x", 1]}}})", R"(["a"])"),
+            "schema/properties/a/propertyNames: must be a schema of strings (type string with pattern, format or lengths, or an enum of strings)"},
+           {object(R"({"a": {"type": "string", "propertyNames": {"type": "string"}}})", R"(["a"])"), R"(schema/properties/a: propertyNames needs "type": "object")"},
            {object(R"({"a": {"allOf": {"type": "string"}}})", R"(["a"])"),
             "schema/properties/a/allOf: must be an array of one schema (an intersection of several cannot be followed byte by byte)"},
        }) {
@@ -1174,6 +1192,44 @@ TEST(JsonGrammar, FractionalMultiplesAreKeptDigitByDigit) {
 TEST(JsonGrammar, WhatFractionalMultiplesAcceptConformsAndNeverDeadEnds) {
   expect_walks_conform(nlohmann::ordered_json::parse(kFractionMultiplesSchema), 800, 100);
 }
+
+// A dict's names: propertyNames (an enum, as pydantic writes Dict[Literal[...], V] and Dict[SomeEnum, V];
+// a format; lengths) and patternProperties (Dict[constr(pattern=...), V]) are kept byte by byte.
+const char* kDictNamesSchema = R"({"$defs": {"Color": {"enum": ["red", "green"], "title": "Color", "type": "string"}},
+  "type": "object", "properties": {
+    "a": {"additionalProperties": {"type": "integer"}, "propertyNames": {"enum": ["x", "y.z"]}, "title": "A", "type": "object"},
+    "b": {"patternProperties": {"^k[0-9]+$": {"type": "integer"}}, "title": "B", "type": "object"},
+    "c": {"additionalProperties": {"type": "integer"}, "propertyNames": {"$ref": "#/$defs/Color"}, "maxProperties": 2, "type": "object"},
+    "d": {"additionalProperties": true, "propertyNames": {"type": "string", "format": "date"}, "type": "object"},
+    "e": {"additionalProperties": {"type": "boolean"}, "propertyNames": {"type": "string", "minLength": 2, "maxLength": 3}, "type": "object"}},
+  "required": ["a", "b", "c", "d", "e"]})";
+
+TEST(JsonGrammar, DictNamesFollowTheirSchema) {
+  const JsonSchema names(nlohmann::ordered_json::parse(kDictNamesSchema));
+  for (const std::string text : {R"({"a": {"x": 1, "y.z": 2}, "b": {"k12": 3, "k0": 4}, "c": {"red": 1, "green": 2}, "d": {"2024-02-29": null}, "e": {"ab": true, "a\"c": false}})",
+                                 R"({"a": {}, "b": {}, "c": {}, "d": {}, "e": {}})"}) {
+    JsonRecognizer r(names);
+    EXPECT_TRUE(r.push(text) && r.complete()) << text << ": refused at byte " << first_refused(text, JsonRecognizer(names));
+  }
+  const std::string ok = R"({"a": {"x": 1}, "b": {"k1": 1}, "c": {"red": 1}, "d": {}, )";
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"a": {"q)", 8},                     // not a name of the enum
+           {R"({"a": {"yaz)", 9},                   // the enum's "." is a dot, not any character
+           {R"({"a": {"x": 1, "b)", 16},           // the next name of a is again x or y.z
+           {R"({"a": {"x": 1}, "b": {"x)", 23},
+           {R"({"a": {"x": 1}, "b": {"k")", 24},     // k and at least one digit
+           {R"({"a": {"x": 1}, "b": {"k1": 1}, "c": {"red": 1, "green": 2,)", 58},  // maxProperties 2
+           {R"({"a": {"x": 1}, "b": {"k1": 1}, "c": {"blue)", 39},
+           {R"({"a": {"x": 1}, "b": {"k1": 1}, "c": {"red": 1}, "d": {"2023-02-29)", 65},  // no 29 February in 2023
+           {ok + R"("e": {"a")", ok.size() + 8},    // minLength 2
+           {ok + R"("e": {"abcd)", ok.size() + 10},  // maxLength 3
+       }) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(names)), offset);
+  }
+}
+
+TEST(JsonGrammar, WhatDictNamesAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kDictNamesSchema), 800, 100); }
 
 TEST(JsonGrammar, WhatASchemaAcceptsConformsToItAndItNeverDeadEnds) { expect_walks_conform(goose_schema(), 1500, 100); }
 TEST(JsonGrammar, WhatRefsAndUnionsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(household_schema(), 1500, 50); }
