@@ -1198,15 +1198,15 @@ TEST(JsonGrammar, WhatFractionalMultiplesAcceptConformsAndNeverDeadEnds) {
 const char* kDictNamesSchema = R"({"$defs": {"Color": {"enum": ["red", "green"], "title": "Color", "type": "string"}},
   "type": "object", "properties": {
     "a": {"additionalProperties": {"type": "integer"}, "propertyNames": {"enum": ["x", "y.z"]}, "title": "A", "type": "object"},
-    "b": {"patternProperties": {"^k[0-9]+$": {"type": "integer"}}, "title": "B", "type": "object"},
+    "b": {"patternProperties": {"^k[0-9]+$": {"type": "integer", "minimum": 0, "maximum": 99}}, "title": "B", "type": "object"},
     "c": {"additionalProperties": {"type": "integer"}, "propertyNames": {"$ref": "#/$defs/Color"}, "maxProperties": 2, "type": "object"},
     "d": {"additionalProperties": true, "propertyNames": {"type": "string", "format": "date"}, "type": "object"},
-    "e": {"additionalProperties": {"type": "boolean"}, "propertyNames": {"type": "string", "minLength": 2, "maxLength": 3}, "type": "object"}},
+    "e": {"additionalProperties": {"type": "string", "maxLength": 2}, "propertyNames": {"type": "string", "minLength": 2, "maxLength": 3}, "type": "object"}},
   "required": ["a", "b", "c", "d", "e"]})";
 
 TEST(JsonGrammar, DictNamesFollowTheirSchema) {
   const JsonSchema names(nlohmann::ordered_json::parse(kDictNamesSchema));
-  for (const std::string text : {R"({"a": {"x": 1, "y.z": 2}, "b": {"k12": 3, "k0": 4}, "c": {"red": 1, "green": 2}, "d": {"2024-02-29": null}, "e": {"ab": true, "a\"c": false}})",
+  for (const std::string text : {R"({"a": {"x": 1, "y.z": 2}, "b": {"k12": 3, "k0": 4}, "c": {"red": 1, "green": 2}, "d": {"2024-02-29": null}, "e": {"ab": "xy", "a\"c": ""}})",
                                  R"({"a": {}, "b": {}, "c": {}, "d": {}, "e": {}})"}) {
     JsonRecognizer r(names);
     EXPECT_TRUE(r.push(text) && r.complete()) << text << ": refused at byte " << first_refused(text, JsonRecognizer(names));
@@ -1218,11 +1218,13 @@ TEST(JsonGrammar, DictNamesFollowTheirSchema) {
            {R"({"a": {"x": 1, "b)", 16},           // the next name of a is again x or y.z
            {R"({"a": {"x": 1}, "b": {"x)", 23},
            {R"({"a": {"x": 1}, "b": {"k")", 24},     // k and at least one digit
+           {R"({"a": {"x": 1}, "b": {"k1": 100)", 30},  // the value's maximum 99, read after a name of its own pattern
            {R"({"a": {"x": 1}, "b": {"k1": 1}, "c": {"red": 1, "green": 2,)", 58},  // maxProperties 2
            {R"({"a": {"x": 1}, "b": {"k1": 1}, "c": {"blue)", 39},
            {R"({"a": {"x": 1}, "b": {"k1": 1}, "c": {"red": 1}, "d": {"2023-02-29)", 65},  // no 29 February in 2023
            {ok + R"("e": {"a")", ok.size() + 8},    // minLength 2
            {ok + R"("e": {"abcd)", ok.size() + 10},  // maxLength 3
+           {ok + R"("e": {"abc": "xyz)", ok.size() + 16},  // the value's maxLength 2, counted from its own start
        }) {
     SCOPED_TRACE(text);
     EXPECT_EQ(first_refused(text, JsonRecognizer(names)), offset);
