@@ -368,9 +368,10 @@ void json_text(std::string_view bytes) {
       "a": {"type": "integer"}, "ab": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}, "maxProperties": 2},
       "r": {"type": "boolean"}, "m": {"type": "object", "additionalProperties": true, "minProperties": 1},
       "me": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}, "t": {"type": "array", "prefixItems": [{"type": "integer"}, {"$ref": "#"}], "items": {"type": "boolean"}},
-      "z": {"const": 0}},
+      "z": {"const": 0}, "n": {"type": "object", "additionalProperties": {"type": "integer", "maximum": 9}, "propertyNames": {"enum": ["a", "a.b"]}},
+      "k": {"type": "object", "patternProperties": {"^k[0-9]$": {"type": "string", "maxLength": 2}}}},
       "required": ["r", "z"]})"));
-  json_text_under(bytes, JsonRecognizer(defaults), {"a", "ab", "r", "m", "me", "t", "z"}, {"a", "ab", "m", "me", "t"});
+  json_text_under(bytes, JsonRecognizer(defaults), {"a", "ab", "r", "m", "me", "t", "z", "n", "k"}, {"a", "ab", "m", "me", "t", "n", "k"});
 }
 
 void run_check(std::string_view target, std::string_view in, const std::string& shared_dir) {
