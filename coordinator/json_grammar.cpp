@@ -341,6 +341,7 @@ bool JsonReading::close(bool object) {
   --depth_;
   stack_ &= (uint64_t(1) << depth_) - 1;  // levels above are unused (equal states compare equal)
   nodes_[depth_] = props_[depth_] = 0;
+  used_ = 0;
   end_value();
   return true;
 }
@@ -398,6 +399,7 @@ bool JsonReading::count_member(const JsonSchema::Node& c) {
 bool JsonReading::begin_fixed(uint8_t byte, bool key) {
   const size_t values = key ? 0 : schema_node(value_node_)->values.size();
   candidates_ = key ? key_candidates() : values == 64 ? ~uint64_t(0) : (uint64_t(1) << values) - 1;
+  if (const JsonSchema::Node* c = container(); !key && c && c->unique) candidates_ &= ~used_;  // a set's item: a value not yet in it
   if (!candidates_) return false;
   key_ = key;
   mode_ = Mode::Fixed;
@@ -429,9 +431,13 @@ bool JsonReading::step_fixed(uint8_t byte) {
 }
 
 void JsonReading::end_fixed() {
-  const size_t chosen = size_t(std::countr_zero(candidates_));  // the one whole (a key's closing quote ends it)
+  // The one whole: a key's closing quote ends it; of number values, 1 may end where 10 goes on.
+  size_t chosen = size_t(std::countr_zero(candidates_));
+  for (uint64_t left = candidates_; left; left &= left - 1)
+    if (const int c = std::countr_zero(left); fixed_text(c).size() == pos_) chosen = size_t(c);
   candidates_ = 0;
   pos_ = 0;
+  if (const JsonSchema::Node* c = container(); !key_ && c && c->unique) used_ |= uint64_t(1) << chosen;
   if (!key_) return end_value();
   key_ = false;
   mode_ = Mode::Colon;
@@ -444,7 +450,8 @@ void JsonReading::end_fixed() {
 size_t JsonReading::hash() const {
   uint64_t h = stack_;
   for (uint64_t v : {uint64_t(mode_), uint64_t(aux_), uint64_t(lo_), uint64_t(hi_), uint64_t(whitespace_), uint64_t(key_), uint64_t(surrogate_),
-                     uint64_t(depth_), uint64_t(schema_id_), uint64_t(integer_), uint64_t(value_node_), uint64_t(pos_), uint64_t(pattern_state_), candidates_})
+                     uint64_t(depth_), uint64_t(schema_id_), uint64_t(integer_), uint64_t(value_node_), uint64_t(pos_), uint64_t(pattern_state_), candidates_,
+                     used_})
     h = (h ^ v) * 0x100000001b3ULL;
   for (int d = 0; schema_ && d < depth_; ++d) h = (h ^ (uint64_t(nodes_[size_t(d)]) << 8 | props_[size_t(d)])) * 0x100000001b3ULL;
   return std::hash<uint64_t>{}(h);

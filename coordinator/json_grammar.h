@@ -126,6 +126,9 @@ class JsonReading {
   uint16_t pos_;
   uint16_t pattern_state_;
   uint64_t candidates_;
+  // In an array with uniqueItems, the values of its enum that came (bit i: value i). Its items are
+  // enum values, so no container opens inside it: one mask serves, cleared when a container closes.
+  uint64_t used_;
   std::array<uint8_t, kMaxDepth> nodes_, props_;  // levels at or above depth_ are 0
 };
 

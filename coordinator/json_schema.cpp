@@ -119,7 +119,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   static const std::set<std::string> known = {"type", "properties", "required", "additionalProperties", "items", "prefixItems", "enum", "const", "anyOf", "oneOf", "discriminator", "$ref", "$defs", "definitions",
                                               "allOf", "minLength", "maxLength", "minItems", "maxItems", "pattern", "format",
                                               "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties",
-                                              "propertyNames", "patternProperties"};
+                                              "propertyNames", "patternProperties", "uniqueItems"};
   std::vector<std::string> keywords;  // the known ones, except definitions and a oneOf's discriminator
   for (auto& [k, v] : s.items()) {
     if (!kAnnotations.count(k) && !known.count(k)) fail(place(where), ": '", k.substr(0, 64), "' is not supported");
@@ -202,7 +202,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
       n.nullable = kinds.size() > 1 && std::erase(kinds, Kind::Null) == 1;
       n.kind = kinds[0];
       if (kinds.size() > 1) {
-        for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "propertyNames", "patternProperties", "items", "prefixItems", "minLength", "maxLength", "minItems",
+        for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "propertyNames", "patternProperties", "items", "prefixItems", "uniqueItems", "minLength", "maxLength", "minItems",
                               "maxItems", "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
           if (s.contains(k)) fail(place(where), ": '", k, "' needs one type (anyOf gives each type its own schema)");
         for (Kind k : kinds)
@@ -225,7 +225,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
   const bool object = n.kind == Kind::Object, array = n.kind == Kind::Array;
   for (const char* k : {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "propertyNames", "patternProperties"})
     if (!object && s.contains(k)) fail(place(where), ": ", k, " needs \"type\": \"object\"");
-  for (const char* k : {"items", "prefixItems"})
+  for (const char* k : {"items", "prefixItems", "uniqueItems"})
     if (!array && s.contains(k)) fail(place(where), ": ", k, " needs \"type\": \"array\"");
   const bool string = n.kind == Kind::String;
   for (auto [low, high, kind_ok, most, needs] : {std::tuple{"minLength", "maxLength", string, kMaxLength, "\"type\": \"string\""},
@@ -331,6 +331,18 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     for (size_t i = 0; i < prefix.size(); ++i) n.children.push_back(compile(prefix[i], where + "/prefixItems/" + std::to_string(i), nesting + 1));
     if (items == false) n.max_size = std::min(n.max_size, uint32_t(prefix.size()));
     if (n.min_size > n.max_size) fail(place(where), ": minItems ", n.min_size, " is above the ", n.max_size, " items that items: false allows");
+    // A set of an enum's values (pydantic's Set[SomeEnum], Set[Literal[...]]): the recognizer keeps
+    // which values came. Items of any other schema could only be kept apart by remembering them all.
+    const nlohmann::ordered_json unique = s.value("uniqueItems", nlohmann::ordered_json(false));
+    if (!unique.is_boolean()) fail(place(where), "/uniqueItems: must be true or false");
+    if (unique == true) {
+      const Node& item = nodes_[n.children[0]];
+      if (!prefix.empty() || n.children[0] == 0 || item.kind != Kind::Enum || item.nullable)
+        fail(place(where), "/uniqueItems: needs items that are an enum or const (a set of any other items cannot be followed byte by byte)");
+      n.unique = true;
+      n.max_size = std::min(n.max_size, uint32_t(item.values.size()));
+      if (n.min_size > n.max_size) fail(place(where), ": minItems ", n.min_size, " is above the ", n.max_size, " distinct values its items allow");
+    }
   }
   if (n.kind == Kind::Any && !n.nullable && into < 0) return 0;  // {} (or annotations only): any value
   return add(std::move(n), where, into);

@@ -42,6 +42,7 @@ class JsonSchema {
     std::vector<bool> required;       // Object: whether each property must be written (else it may be left out)
     bool map = false;                 // Object: a dict, no keys: any names, each value children[0]
     uint8_t key = 0;                  // a dict: the String node its names follow (propertyNames, patternProperties); 0: any
+    bool unique = false;              // Array: uniqueItems, its items an enum: each of its values at most once
     std::vector<uint8_t> children;    // Object: each property's node (a dict: its values'); Array: its items' node, then
                                       // its prefixItems'; Union: its branches
     std::vector<std::string> values;  // Enum: each allowed value as compact JSON text

@@ -358,6 +358,9 @@ bool conforms(const nlohmann::ordered_json& v, const nlohmann::ordered_json& sch
       for (size_t i = 0; i < v.size(); ++i) {
         if (i >= prefix.size() && items == false) return false;
         if (!conforms(v[i], i < prefix.size() ? prefix[i] : items == true ? nlohmann::ordered_json::object() : items, root)) return false;
+        if (schema.value("uniqueItems", false))
+          for (size_t j = 0; j < i; ++j)
+            if (v[j] == v[i]) return false;
       }
       return true;
     }
@@ -502,7 +505,14 @@ TEST(JsonSchema, CompilesTheStrictSubsetAndRefusesTheRestByName) {
             R"(schema/properties/a/prefixItems/0/type: "intger" is not one of object, array, string, number, integer, boolean, null)"},
            {object(R"({"a": {"type": "array", "prefixItems": [{}], "items": false, "minItems": 2}})", R"(["a"])"),
             "schema/properties/a: minItems 2 is above the 1 items that items: false allows"},
-           {object(R"({"a": {"type": "array", "items": {}, "uniqueItems": true}})", R"(["a"])"), "schema/properties/a: 'uniqueItems' is not supported"},
+           {object(R"({"a": {"type": "array", "items": {}, "uniqueItems": true}})", R"(["a"])"),
+            "schema/properties/a/uniqueItems: needs items that are an enum or const (a set of any other items cannot be followed byte by byte)"},
+           {object(R"({"a": {"type": "array", "items": {"type": "integer"}, "uniqueItems": true}})", R"(["a"])"),
+            "schema/properties/a/uniqueItems: needs items that are an enum or const (a set of any other items cannot be followed byte by byte)"},
+           {object(R"({"a": {"type": "array", "items": {"enum": [1, 2]}, "uniqueItems": true, "minItems": 3}})", R"(["a"])"),
+            "schema/properties/a: minItems 3 is above the 2 distinct values its items allow"},
+           {object(R"({"a": {"type": "array", "items": {"enum": [1, 2]}, "uniqueItems": "yes"}})", R"(["a"])"), "schema/properties/a/uniqueItems: must be true or false"},
+           {object(R"({"a": {"type": "string", "uniqueItems": true}})", R"(["a"])"), R"(schema/properties/a: uniqueItems needs "type": "array")"},
            {object(R"({"a": {"type": "object", "patternProperties": {"^a": {}, "^b": {}}}})", R"(["a"])"),
             "schema/properties/a/patternProperties: must be an object of one pattern -> schema (several cannot be followed)"},
            {object(R"({"a": {"type": "object", "patternProperties": {"^a": {}}, "properties": {"b": {}}}})", R"(["a"])"),
@@ -1230,6 +1240,37 @@ TEST(JsonGrammar, DictNamesFollowTheirSchema) {
     EXPECT_EQ(first_refused(text, JsonRecognizer(names)), offset);
   }
 }
+
+// uniqueItems over an enum (pydantic's Set[SomeEnum] and Set[Literal[...]]): each value at most once,
+// and no comma once every value has come.
+const char* kSetsSchema = R"({"$defs": {"Color": {"enum": ["red", "green", "blue"], "type": "string"}},
+  "type": "object", "properties": {
+    "colors": {"type": "array", "items": {"$ref": "#/$defs/Color"}, "uniqueItems": true},
+    "digits": {"type": "array", "items": {"enum": [10, 1, 2]}, "uniqueItems": true, "minItems": 2},
+    "twice": {"type": "array", "items": {"type": "array", "items": {"enum": [true, false]}, "uniqueItems": true}}},
+  "required": ["colors", "digits", "twice"]})";
+
+TEST(JsonGrammar, SetsOfAnEnumTakeEachValueOnce) {
+  const JsonSchema sets(nlohmann::ordered_json::parse(kSetsSchema));
+  for (const std::string text : {R"({"colors": ["blue", "red", "green"], "digits": [1, 10, 2], "twice": [[true, false], [false, true], [], [true]]})",
+                                 R"({"colors": [], "digits": [2, 1], "twice": []})"}) {
+    JsonRecognizer r(sets);
+    EXPECT_TRUE(r.push(text) && r.complete()) << text << ": refused at byte " << first_refused(text, JsonRecognizer(sets));
+  }
+  for (auto [text, offset] : std::vector<std::pair<std::string, size_t>>{
+           {R"({"colors": ["red", "r)", 20},  // red came
+           {R"({"colors": ["red", "green", "blue",)", 34},  // every value came: no more
+           {R"({"colors": [], "digits": [1, 1])", 30},  // 1 came; a 1 could still have become 10
+           {R"({"colors": [], "digits": [10, 1, 1)", 33},  // 1 and 10 are told apart
+           {R"({"colors": [], "digits": [2])", 27},  // minItems 2
+           {R"({"colors": [], "digits": [2, 1], "twice": [[true, true)", 50},  // each inner set keeps its own values
+       }) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(first_refused(text, JsonRecognizer(sets)), offset);
+  }
+}
+
+TEST(JsonGrammar, WhatSetsAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kSetsSchema), 800, 100); }
 
 TEST(JsonGrammar, WhatDictNamesAcceptConformsAndNeverDeadEnds) { expect_walks_conform(nlohmann::ordered_json::parse(kDictNamesSchema), 800, 100); }
 
