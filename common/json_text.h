@@ -13,6 +13,8 @@ namespace skein {
 inline std::string json_text(const nlohmann::json& j, int indent = -1) {
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
+// The same for a document whose keys keep their order (a JSON Schema's properties, a tool's parameters).
+inline std::string ordered_json_text(const nlohmann::ordered_json& j) { return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace); }
 
 // A float as the double nearest its shortest decimal form, so dump() writes "-0.16969866" instead of
 // the float's exact binary value to 17 digits ("-0.16969865560531616"): the same float read back, in

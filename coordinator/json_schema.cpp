@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "coordinator/value_regexes.h"
 
 namespace skein {
@@ -502,7 +503,7 @@ void JsonSchema::settle_depths() {
 // schema of it shares: then no text matches two of them, and oneOf allows what anyOf does.
 void JsonSchema::check_discriminators() const {
   for (const auto& [id, property, where] : discriminated_) {
-    const std::string key = nlohmann::ordered_json(property).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    const std::string key = ordered_json_text(nlohmann::ordered_json(property));
     std::set<std::string> seen;
     for (size_t i = 0; i < nodes_[id].children.size(); ++i) {
       const Node& n = nodes_[nodes_[id].children[i]];

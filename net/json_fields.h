@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/sampler.h"
 
@@ -91,7 +92,7 @@ inline void response_format(const nlohmann::json& j, const std::string& request,
     fail(key, ": json_schema: the request's text cannot be read again in order");  // it was read once: never so
   }
   p.format = ResponseFormat::JsonSchema;
-  p.json_schema = schema.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  p.json_schema = ordered_json_text(schema);
   try {
     compiled_schema(p.json_schema);  // here, not on the scheduler's loop, which finds it compiled
   } catch (const Error& e) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "coordinator/json_schema.h"
 
 namespace skein {
@@ -13,8 +14,6 @@ namespace skein {
 namespace {
 
 using ordered_json = nlohmann::ordered_json;
-
-std::string text_of(const ordered_json& j) { return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace); }
 
 // A tool's parameters move from the root of their own document to /$defs/skein_tool_I of the call
 // schema: their $refs ("#", "#/$defs/Name") move with them. Only schema positions are walked, so a
@@ -73,7 +72,7 @@ Tool read_tool(const nlohmann::json& e, const ordered_json& ordered, const std::
   if (!t.parameters.is_object() || t.parameters.value("type", ordered_json()) != "object")
     fail(where, ".function.parameters: must be a schema of an object ({\"type\": \"object\", ...})");
   try {
-    compiled_schema(text_of(t.parameters));  // its own errors name places in it, not in the call schema
+    compiled_schema(ordered_json_text(t.parameters));  // its own errors name places in it, not in the call schema
   } catch (const Error& err) {
     fail(where, ".function.parameters: ", err.what());
   }
@@ -143,7 +142,7 @@ ChatTools parse_chat_tools(const nlohmann::json& j, const std::string& body, con
   out.prompt = chat.system_prefix + chat.tools_intro;
   for (auto& t : list) {
     out.prompt += '\n';
-    out.prompt += text_of(t.listing);
+    out.prompt += ordered_json_text(t.listing);
   }
   out.prompt += chat.separator;
   if (!out.calls()) return out;
@@ -162,7 +161,7 @@ ChatTools parse_chat_tools(const nlohmann::json& j, const std::string& body, con
     schema = ordered_json{{"oneOf", std::move(branches)}, {"discriminator", {{"propertyName", "name"}}}};
   }
   schema["$defs"] = std::move(defs);
-  out.call_schema = text_of(schema);
+  out.call_schema = ordered_json_text(schema);
   try {
     compiled_schema(out.call_schema);  // each tool compiled alone; together they may still be too large
   } catch (const Error& err) {
@@ -178,7 +177,7 @@ std::string tool_call_text(const std::string& name, const std::string& arguments
   } catch (const ordered_json::exception&) {
     fail(where, ": is not JSON text");
   }
-  return text_of(ordered_json{{"name", name}, {"arguments", std::move(args)}});
+  return ordered_json_text(ordered_json{{"name", name}, {"arguments", std::move(args)}});
 }
 
 ToolCallWatch::ToolCallWatch(const ChatTools& tools) {
@@ -207,7 +206,7 @@ ToolCallWatch::End ToolCallWatch::finish() {
   if (call_ && call_->complete()) {
     try {
       const ordered_json call = ordered_json::parse(held_);
-      end.call = ToolCall{call.at("name").get<std::string>(), text_of(call.at("arguments"))};
+      end.call = ToolCall{call.at("name").get<std::string>(), ordered_json_text(call.at("arguments"))};
       held_.clear();
       return end;
     } catch (const ordered_json::exception&) {

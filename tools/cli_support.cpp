@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "coordinator/cluster_client.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/placement.h"
@@ -206,7 +207,7 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
   over(app->add_option("--json-schema", json_schema_, "JSON mode with a JSON Schema file: the output is one of its texts"),
        [this](Config& c) {
          c.sampling.format = ResponseFormat::JsonSchema;
-         c.sampling.json_schema = read_json_schema_file(json_schema_).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+         c.sampling.json_schema = ordered_json_text(read_json_schema_file(json_schema_));
        });
 }
 
