@@ -2,12 +2,14 @@
 // strict structured outputs use, and what pydantic writes. An object writes its properties in the order
 // the schema lists them (read with nlohmann::ordered_json, which keeps it), each one `required` names
 // and any of the others; with `additionalProperties` (a schema, or true for any value) and no
-// properties it is a dict of any keys (`minProperties`/`maxProperties` count them); arrays hold
-// `items` after `prefixItems` (a tuple's, item by item); `minLength`/`maxLength` bound a string's characters and `minItems`/`maxItems` an array's
-// items; `pattern` (a regular expression) or `format` (date-time, email, uuid, ...) shapes a string
-// (coordinator/string_pattern.h); `minimum`/`maximum` and their exclusive forms bound an integer or a
-// number (which is then written without an exponent), and a whole
-// `multipleOf` divides it (it is then written as an integer); `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
+// properties it is a dict (`minProperties`/`maxProperties` count its keys, `propertyNames` or one
+// `patternProperties` pattern names them); arrays hold `items` after `prefixItems` (a tuple's, item by
+// item), and `uniqueItems` over an enum's values (a set); `minLength`/`maxLength` bound a string's
+// characters and `minItems`/`maxItems` an array's items; `pattern` (a regular expression) or `format`
+// (date-time, email, uuid, ...) shapes a string (coordinator/string_pattern.h); `minimum`/`maximum` and
+// their exclusive forms bound an integer or a number (which is then written without an exponent), and
+// `multipleOf` divides it (a whole one makes it an integer; a decimal one such as 0.01 is kept exactly);
+// `enum` and `const` give the exact values allowed; `type` may list several types; `anyOf`
 // allows any of its schemas, and `oneOf` too where its `discriminator` property tells them apart;
 // `$ref` ("#", "#/$defs/Name" or any pointer into the schema) points at another part, so schemas may
 // be recursive, as pydantic writes nested and recursive models; `allOf` of one schema is that schema.
