@@ -338,7 +338,7 @@ uint8_t JsonSchema::compile(const nlohmann::ordered_json& s, const std::string& 
     if (!unique.is_boolean()) fail(place(where), "/uniqueItems: must be true or false");
     if (unique == true) {
       const Node& item = nodes_[n.children[0]];
-      if (!prefix.empty() || n.children[0] == 0 || item.kind != Kind::Enum || item.nullable)
+      if (!prefix.empty() || item.kind != Kind::Enum || item.nullable)
         fail(place(where), "/uniqueItems: needs items that are an enum or const (a set of any other items cannot be followed byte by byte)");
       n.unique = true;
       n.max_size = std::min(n.max_size, uint32_t(item.values.size()));
@@ -363,9 +363,7 @@ uint8_t JsonSchema::bounds(const nlohmann::ordered_json& s, Kind kind, const std
         d = NumberBound::parse(v.dump(), false);
       } catch (const Error&) {
       }
-    uint64_t m = d ? d->whole : 0;
-    if (d)
-      while (!d->fraction.empty() && d->fraction.back() == '0') d->fraction.pop_back();
+    uint64_t m = d ? d->whole : 0;  // then its fraction's digits (parse leaves no trailing zeros)
     for (size_t i = 0; d && i < d->fraction.size() && m <= INT32_MAX; ++i) m = m * 10 + uint64_t(d->fraction[i] - '0');
     if (!d || m == 0 || m > INT32_MAX || d->fraction.size() > kMaxMultipleFraction)
       fail(place(where), "/multipleOf: must be above 0, with at most ", kMaxMultipleFraction, " digits after the point and at most ", INT32_MAX,

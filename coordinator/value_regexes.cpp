@@ -187,7 +187,7 @@ int compare(const NumberBound& a, const NumberBound& b) {
 }
 
 std::string integer_regex(std::optional<int64_t> lo, std::optional<int64_t> hi) {
-  auto magnitude = [](int64_t v) { return v < 0 ? uint64_t(-(v + 1)) + 1 : uint64_t(v); };
+  auto magnitude = [](int64_t v) { return NumberBound::of(v, false).whole; };
   std::string r = "^(";
   if (!hi || *hi >= 0) {
     r += "(";
