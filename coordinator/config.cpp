@@ -155,6 +155,7 @@ Config load_config(const std::string& path) {
             if (!v.is_boolean()) r.bad(v, "'batch_invariant' must be true or false");
             c.scheduler.batch_invariant = v.value<bool>().value();
           }},
+         {"parked_bytes", [&](const toml::node& v) { try { c.scheduler.parked_bytes = parse_size(r.str(v, "parked_bytes"), "parked_bytes"); } catch (const Error& e) { r.bad(v, e.what()); } }},
        });
      }},
     {"server", [&](const toml::node& n) {

@@ -56,6 +56,8 @@ struct SchedulerConfig {
   int micro_batch_tokens = 512;  // rows per micro-batch
   int prefill_chunk = 512;       // prompt tokens per chunk
   bool batch_invariant = false;  // bit-identical results batched or alone (CPU: slower prefill)
+  // Host memory for the states of requests preempted by more urgent ones (0: no preemption).
+  uint64_t parked_bytes = 1ull << 30;
 };
 
 struct LoggingConfig {

@@ -48,6 +48,9 @@ struct InferenceService::Live {
   Clock::time_point submitted, started, first_token, last_token;
   bool have_first = false, finished = false;
   uint64_t session_before = 0;  // the session's history before this request's prompt
+  uint64_t start_order = 0;     // the later it started, the sooner it is preempted
+  bool parking = false;         // asked to park; still in the scheduler
+  bool parked = false;          // in parked_
   std::vector<ServiceRequest> siblings;  // a leader's, until its prompt's state can be copied for them
 
   // New text and the tokens it came from, to the summary and the client.
@@ -169,6 +172,8 @@ size_t InferenceService::running() const {
   return running_;
 }
 
+size_t InferenceService::parked() const { return parked_count_; }
+
 InferenceService::Health InferenceService::health() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (!broken_.empty()) return {false, "broken", broken_};
@@ -190,7 +195,7 @@ void InferenceService::admit() {
     ops.swap(ops_);
   }
   for (auto& op : ops) op();
-  for (auto& r : in) waiting_.push_back(std::move(r));
+  for (auto& [id, r] : in) enqueue(id, std::move(r));
   for (uint64_t id : cancels) {
     // The request and its siblings (a leader's pending siblings end with it). Cancelling ends a request
     // at once, which takes it out of live_: the handles first.
@@ -198,6 +203,7 @@ void InferenceService::admit() {
     for (auto& [lid, l] : live_)
       if (lid == id || l->req.group == id) handles.push_back(l->handle);
     for (uint64_t h : handles) sched_->cancel(h, "cancelled");
+    end_parked(id, "cancelled");
     for (auto w = waiting_.begin(); w != waiting_.end();) {
       if (w->first != id && w->second.group != id) {
         ++w;
@@ -207,13 +213,118 @@ void InferenceService::admit() {
       w = waiting_.erase(w);
     }
   }
-  // In arrival order, as slots allow; the rest wait for running requests to finish.
-  while (!waiting_.empty() && sessions_->slot_ready(waiting_.front().second.session)) {
-    auto [id, req] = std::move(waiting_.front());
-    waiting_.pop_front();
-    start(id, std::move(req));
+  // Most urgent first, then in arrival order (a parked request before a waiting one of its priority:
+  // it came first), as slots allow; the rest wait for running requests to finish or make way.
+  while (true) {
+    if (!parked_.empty() && (waiting_.empty() || parked_.front().priority <= waiting_.front().second.priority)) {
+      if (!sessions_->slot_ready("")) break;
+      resume_parked();
+    } else if (!waiting_.empty() && sessions_->slot_ready(waiting_.front().second.session)) {
+      auto [id, req] = std::move(waiting_.front());
+      waiting_.pop_front();
+      start(id, std::move(req));
+    } else {
+      break;
+    }
   }
+  preempt();
   waiting_count_ = waiting_.size();
+  parked_count_ = parked_.size();
+}
+
+void InferenceService::enqueue(uint64_t id, ServiceRequest r, bool first_of_its_priority) {
+  const int p = r.priority;
+  auto at = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& w) {
+    return first_of_its_priority ? w.second.priority >= p : w.second.priority > p;
+  });
+  waiting_.emplace(at, id, std::move(r));
+}
+
+void InferenceService::preempt() {
+  const uint64_t state_bytes = model_.dims().state_floats() * sizeof(float);
+  size_t coming = parking_;  // waiting requests that a park already asked for will free a slot for
+  for (auto& [id, req] : waiting_) {
+    if (coming > 0) {
+      --coming;
+      continue;
+    }
+    if (parked_bytes_ + (parking_ + 1) * state_bytes > opts_.scheduler.parked_bytes) return;
+    // The least urgent running one-off request, less urgent than this one; of those, the latest started
+    // (the others are nearer their end). A session's state belongs to its session: it is never parked.
+    Live* victim = nullptr;
+    uint64_t victim_id = 0;
+    for (auto& [lid, l] : live_) {
+      if (l->finished || l->parking || l->parked || !l->req.session.empty() || l->req.priority <= req.priority) continue;
+      if (!victim || l->req.priority > victim->req.priority ||
+          (l->req.priority == victim->req.priority && l->start_order > victim->start_order)) {
+        victim = l.get();
+        victim_id = lid;
+      }
+    }
+    if (!victim) return;
+    victim->parking = true;
+    ++parking_;
+    sched_->park(victim->handle, [this, victim_id](ScheduledRequest rest, int slot) { parked(victim_id, std::move(rest), slot); });
+  }
+}
+
+void InferenceService::parked(uint64_t id, ScheduledRequest rest, int slot) {
+  auto it = live_.find(id);
+  if (it == live_.end()) return model_.close_session(slot);  // cannot happen: a finished request is not parked
+  Live& l = *it->second;
+  --parking_;
+  l.parking = false;
+  l.parked = true;
+  ++l.summary.preemptions;
+  Parked p{id, l.req.priority, std::move(rest), model_.export_state(slot)};
+  model_.close_session(slot);
+  parked_bytes_ += p.state.size() * sizeof(float);
+  metrics_.preempted();
+  logging::info("request ", id, " parked (priority ", l.req.priority, ") for a more urgent request: ", l.summary.completion_tokens,
+                " tokens generated, ", p.rest.max_tokens, " to go");
+  auto at = std::find_if(parked_.begin(), parked_.end(), [&](const Parked& q) { return q.priority > p.priority; });
+  parked_.insert(at, std::move(p));
+  parked_count_ = parked_.size();
+}
+
+void InferenceService::resume_parked() {
+  Parked p = std::move(parked_.front());
+  parked_.pop_front();
+  parked_bytes_ -= p.state.size() * sizeof(float);
+  parked_count_ = parked_.size();
+  auto it = live_.find(p.id);
+  if (it == live_.end()) return;  // cannot happen: a parked request ends through end_parked
+  Live& l = *it->second;
+  auto on_finish = p.rest.on_finish;
+  int slot = -1;
+  try {
+    slot = sessions_->open_slot();
+    model_.import_state(slot, p.state);
+    p.rest.slot = slot;
+    p.rest.on_release = [this, slot](std::vector<int32_t>) { model_.close_session(slot); };
+    l.parked = false;
+    l.start_order = ++starts_;
+    l.handle = sched_->submit(std::move(p.rest));
+  } catch (const Error& e) {
+    if (slot >= 0) model_.close_session(slot);
+    l.summary.error = std::string("could not resume after preemption: ") + e.what();
+    if (on_finish) on_finish("error");
+  }
+}
+
+void InferenceService::end_parked(uint64_t id, const std::string& reason) {
+  for (auto p = parked_.begin(); p != parked_.end();) {
+    auto it = live_.find(p->id);
+    if (p->id != id && (it == live_.end() || it->second->req.group != id)) {
+      ++p;
+      continue;
+    }
+    auto on_finish = std::move(p->rest.on_finish);
+    parked_bytes_ -= p->state.size() * sizeof(float);
+    p = parked_.erase(p);
+    if (on_finish) on_finish(reason);
+  }
+  parked_count_ = parked_.size();
 }
 
 void InferenceService::start_siblings(uint64_t leader, std::vector<ServiceRequest> siblings, int slot) {
@@ -237,13 +348,14 @@ void InferenceService::start_siblings(uint64_t leader, std::vector<ServiceReques
     if (copy >= 0) start(id, std::move(sib), copy);
     else alone.emplace_back(id, std::move(sib));
   }
-  waiting_.insert(waiting_.begin(), std::make_move_iterator(alone.begin()), std::make_move_iterator(alone.end()));  // first in line
+  for (auto it = alone.rbegin(); it != alone.rend(); ++it) enqueue(it->first, std::move(it->second), true);  // first in line
   waiting_count_ = waiting_.size();
 }
 
 void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
   auto live = std::make_shared<Live>();
   live->req = std::move(req);
+  live->start_order = ++starts_;
   live->siblings = std::move(live->req.siblings);
   live->req.siblings.clear();
   live->submitted = Clock::now();
@@ -254,6 +366,10 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     auto l = weak.lock();
     if (!l || l->finished) return;
     l->finished = true;
+    if (l->parking) {  // it ended before it could be parked
+      l->parking = false;
+      --parking_;
+    }
     bool stopped = false;
     std::string tail = reason == "stop_string" ? "" : l->stops.push(l->utf8.finish(), stopped);
     if (!stopped && reason != "stop_string") tail += l->stops.flush();
@@ -279,7 +395,8 @@ void InferenceService::start(uint64_t id, ServiceRequest req, int shared_slot) {
     const GenerationSummary& s = l->summary;
     logging::info("request ", id, ": ", s.prompt_tokens, " prompt tokens (", s.cached_tokens, " cached), ", s.completion_tokens, " generated, ",
                   s.finish_reason, "; queue ", ms_text(s.queue_ms), ", prefill ", ms_text(s.prefill_ms), ", decode ", ms_text(s.decode_ms),
-                  l->req.session.empty() ? "" : ", session " + l->req.session, l->req.tuned_state.empty() ? "" : ", model " + l->req.tuned_state);
+                  l->req.session.empty() ? "" : ", session " + l->req.session, l->req.tuned_state.empty() ? "" : ", model " + l->req.tuned_state,
+                  s.preemptions ? ", parked " + std::to_string(s.preemptions) + "x" : "");
     if (l->req.on_done) l->req.on_done(l->summary);
     live_.erase(id);
     // Siblings still waiting for this request's prompt state: cancelled with it, else on their own.
@@ -474,6 +591,8 @@ void InferenceService::update_metrics(bool with_stages) {
   g.sessions_host = sessions_->count("host");
   g.sessions_disk = sessions_->count("disk");
   g.session_host_bytes = sessions_->host_bytes_used();
+  g.parked = parked_.size();
+  g.parked_bytes = parked_bytes_;
   g.state_bytes_per_request = model_.dims().state_floats() * sizeof(float);
   g.cache = cache_.stats();
   if (with_stages && dt > 0) {  // rates over the interval since the previous stage reading
@@ -499,7 +618,10 @@ void InferenceService::run() {
       {
         std::unique_lock<std::mutex> lock(mu_);
         wake_.wait_for(lock, std::chrono::seconds(1),
-                       [&] { return stopping_ || !incoming_.empty() || !waiting_.empty() || !cancels_.empty() || !ops_.empty() || !sched.idle(); });
+                       [&] {
+                         return stopping_ || !incoming_.empty() || !waiting_.empty() || !parked_.empty() || !cancels_.empty() || !ops_.empty() ||
+                                !sched.idle();
+                       });
         if (stopping_) break;
       }
       progress_ns_ = now_ns();  // awake: health() measures stalls from here while work waits
@@ -539,6 +661,7 @@ void InferenceService::run() {
       }
     }
     sched.cancel_all();  // running requests end "cancelled" through their callbacks; sessions are released
+    while (!parked_.empty()) end_parked(parked_.front().id, "cancelled");
     if (opts_.sessions.persist && !opts_.sessions.dir.empty()) sessions_->save_all();
   } catch (const Error& e) {
     // The model failed (a stage died or stopped answering): nothing can be generated any more.
@@ -560,6 +683,9 @@ void InferenceService::run() {
       end_unstarted(l->siblings, l->summary);
     }
     live_.clear();
+    parked_.clear();
+    parked_bytes_ = 0;
+    parked_count_ = 0;
     sched_ = nullptr;
     throw;
   }

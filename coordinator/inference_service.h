@@ -22,6 +22,7 @@
 #include "coordinator/model_handle.h"
 #include "coordinator/prefix_cache.h"
 #include "coordinator/sampler.h"
+#include "coordinator/scheduler.h"
 #include "coordinator/session_store.h"
 #include "model/tokenizer.h"
 
@@ -37,6 +38,7 @@ struct GenerationSummary {
   int prompt_tokens = 0, completion_tokens = 0;
   int cached_tokens = 0;        // prompt tokens that came from the prefix cache or the session's state
   uint64_t session_tokens = 0;  // tokens the session's state has seen once this request ends
+  int preemptions = 0;          // times its state was parked in host memory for a more urgent request
   double queue_ms = 0, prefill_ms = 0, decode_ms = 0;
 };
 
@@ -47,6 +49,11 @@ struct ServiceRequest {
   size_t preamble = 0;
   int max_tokens = 100;
   SamplingParams sampling;
+  // Lower runs first (vLLM's convention). Waiting requests start in priority order, then arrival; one
+  // that finds every slot busy preempts the least urgent running one-off request of a higher number:
+  // that request's state is parked in host memory ([scheduler] parked_bytes) and it goes on, exactly
+  // where it stopped, once a slot is free again.
+  int priority = 0;
   std::string session;  // continue (or start) this named session; "" = a one-off request
   // A new state (one-off, or a session's first request) starts from this tuned state of the model
   // (ServiceOptions::tuned_states; "" = the model's own start). A session continues its own state.
@@ -122,7 +129,8 @@ class InferenceService {
   const std::string& model_name() const { return opts_.model_name; }
 
   size_t queued() const;
-  size_t running() const;
+  size_t running() const;  // started and not finished, parked ones included
+  size_t parked() const;   // preempted: their state in host memory until a slot is free
   Metrics& metrics() { return metrics_; }
 
   struct Health {
@@ -140,6 +148,12 @@ class InferenceService {
   // A leader's siblings, started from copies of `slot` (or, with -1 or no slot free, waiting to prefill alone).
   void start_siblings(uint64_t leader, std::vector<ServiceRequest> siblings, int slot);
   void update_metrics(bool with_stages);
+  // Preemption: running requests make way for more urgent waiting ones; parked ones resume in turn.
+  void enqueue(uint64_t id, ServiceRequest r, bool first_of_its_priority = false);
+  void preempt();
+  void parked(uint64_t id, ScheduledRequest rest, int slot);
+  void resume_parked();
+  void end_parked(uint64_t id, const std::string& reason);  // it and its group's parked requests
   const std::string& served_as(const ServiceRequest& r) const { return r.tuned_state.empty() ? opts_.model_name : r.tuned_state; }
 
   ModelHandle& model_;
@@ -149,9 +163,21 @@ class InferenceService {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::pair<uint64_t, ServiceRequest>> incoming_;
-  // Admitted but waiting for a slot (every slot runs a request); service thread only, counted in queued().
+  // Admitted but waiting for a slot (every slot runs a request), most urgent first; service thread
+  // only, counted in queued().
   std::deque<std::pair<uint64_t, ServiceRequest>> waiting_;
-  std::atomic<size_t> waiting_count_{0};
+  // Preempted requests, most urgent first: the rest of the request and its state (service thread only).
+  struct Parked {
+    uint64_t id;
+    int priority;
+    ScheduledRequest rest;
+    std::vector<float> state;
+  };
+  std::deque<Parked> parked_;
+  uint64_t parked_bytes_ = 0;
+  size_t parking_ = 0;  // parks asked for and not yet done (each frees a slot soon)
+  uint64_t starts_ = 0;  // requests started so far: a Live's start order
+  std::atomic<size_t> waiting_count_{0}, parked_count_{0};
   std::vector<uint64_t> cancels_;
   std::deque<std::function<void()>> ops_;
   bool stopping_ = false;
@@ -159,7 +185,7 @@ class InferenceService {
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::shared_ptr<Live>> live_;  // service thread only
   size_t running_ = 0;
-  class Scheduler* sched_ = nullptr;
+  Scheduler* sched_ = nullptr;
   std::unique_ptr<SessionStore> sessions_;
   PrefixCache cache_;
   std::map<std::string, int> tuned_numbers_;  // a tuned state's start-state number in the model

@@ -76,6 +76,11 @@ void Metrics::sessions_expired(size_t n) {
   expired_ += n;
 }
 
+void Metrics::preempted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++preempted_;
+}
+
 std::string Metrics::prometheus() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string o;
@@ -88,7 +93,9 @@ std::string Metrics::prometheus() const {
     o += name + " " + num(v) + "\n";
   };
   gauge("skein_queue_depth", double(g_.queued), "Requests waiting to be admitted.");
-  gauge("skein_requests_running", double(g_.running), "Requests being generated.");
+  gauge("skein_requests_running", double(g_.running), "Requests being generated (parked ones included).");
+  gauge("skein_requests_parked", double(g_.parked), "Requests preempted by more urgent ones, their states in host memory until a slot is free.");
+  gauge("skein_parked_bytes", double(g_.parked_bytes), "Host memory holding parked requests' states ([scheduler] parked_bytes).");
   gauge("skein_slots_used", double(g_.slots_used), "State slots in use on the workers (running requests and resident sessions).");
   gauge("skein_slots_total", double(g_.slots_total), "State slots per worker.");
   gauge("skein_state_bytes_per_request", double(g_.state_bytes_per_request), "Bytes of RWKV state one request or session holds.");
@@ -113,6 +120,7 @@ std::string Metrics::prometheus() const {
     o += std::string("skein_state_copies_total{what=\"") + what + "\"} " + std::to_string(it == copies_.end() ? 0 : it->second) + "\n";
   }
   counter("skein_sessions_expired_total", double(expired_), "Sessions forgotten after [sessions] idle_ttl_s.");
+  counter("skein_preemptions_total", double(preempted_), "Running requests parked to make way for more urgent ones.");
   metric(o, "skein_requests_total", "counter", "Finished requests by finish reason.");
   for (auto& [r, n] : finished_) o += "skein_requests_total{finish_reason=\"" + r + "\"} " + std::to_string(n) + "\n";
   metric(o, "skein_model_requests_total", "counter", "Finished requests by the model or tuned state they asked for.");

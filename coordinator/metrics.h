@@ -32,6 +32,8 @@ class Metrics {
     size_t queued = 0, running = 0, slots_used = 0, slots_total = 0;
     size_t sessions_slot = 0, sessions_host = 0, sessions_disk = 0;
     uint64_t session_host_bytes = 0, state_bytes_per_request = 0;
+    size_t parked = 0;          // preempted requests waiting for a slot
+    uint64_t parked_bytes = 0;  // their states, in host memory
     std::vector<double> stage_busy;
     double tokens_in_per_s = 0, tokens_out_per_s = 0;
     PrefixCacheStats cache;
@@ -45,6 +47,7 @@ class Metrics {
   // "fork" | "sample" | "export" | "import" | "tuned": a state copied instead of prefilled
   void state_copied(const std::string& what);
   void sessions_expired(size_t n);
+  void preempted();  // a running request's state was parked for a more urgent one
   std::string prometheus() const;
 
  private:
@@ -55,7 +58,7 @@ class Metrics {
   std::map<int, uint64_t> http_;              // by status
   uint64_t prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
   std::map<std::string, uint64_t> copies_;  // by what
-  uint64_t expired_ = 0;
+  uint64_t expired_ = 0, preempted_ = 0;
   Histogram latency_, ttft_, itl_;
 };
 

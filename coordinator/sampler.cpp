@@ -35,6 +35,8 @@ void SamplingParams::validate(int vocab) const {
     if (t < 0 || t >= vocab) fail("token_stop id ", t, " is outside the vocabulary (", vocab, ")");
   for (auto& [t, bias] : logit_bias)
     if (t < 0 || t >= vocab) fail("logit_bias id ", t, " is outside the vocabulary (", vocab, ")");
+  for (auto t : drawn)
+    if (t < 0 || t >= vocab) fail("a drawn token id ", t, " is outside the vocabulary (", vocab, ")");
 }
 
 std::vector<float> sampling_probabilities(const float* logits, int V, float temperature, float top_p, int top_k) {
@@ -128,6 +130,19 @@ void SlotSampler::record(int32_t token, const std::vector<uint8_t>& penalty_free
   penalty_.record(token, size_t(token) < penalty_free.size() && penalty_free[size_t(token)], params_);
 }
 
+void SlotSampler::replay(const std::vector<int32_t>& drawn, const std::vector<uint8_t>& penalty_free) {
+  for (int32_t t : drawn) {
+    if (params_.temperature != 0.0f) sampler_.uniform();  // as prepare() drew it
+    record(t, penalty_free);
+  }
+}
+
+void SlotSamplers::set(int slot, const SamplingParams& p) {
+  SlotSampler s(p);
+  s.replay(p.drawn, penalty_free_);
+  samplers_.insert_or_assign(slot, std::move(s));
+}
+
 std::vector<SampleRequest> SlotSamplers::prepare(const std::vector<int>& slots, const std::vector<const uint64_t*>& allowed, int vocab) {
   std::vector<SampleRequest> out;
   out.reserve(slots.size());
@@ -165,7 +180,7 @@ int32_t sample_row(float* logits, int V, const SampleRequest& r) {
 std::string encode_sampling(const SamplingParams& p) {
   nlohmann::json j = {{"temperature", p.temperature}, {"top_p", p.top_p}, {"top_k", p.top_k}, {"alpha_presence", p.alpha_presence},
                       {"alpha_frequency", p.alpha_frequency}, {"alpha_decay", p.alpha_decay}, {"token_ban", p.token_ban}, {"seed", p.seed},
-                      {"logprobs", p.logprobs}, {"logit_bias", p.logit_bias}};
+                      {"logprobs", p.logprobs}, {"logit_bias", p.logit_bias}, {"drawn", p.drawn}};
   return j.dump();
 }
 
@@ -182,6 +197,7 @@ SamplingParams decode_sampling(const std::string& bytes) {
   p.seed = j["seed"];
   p.logprobs = j["logprobs"];
   p.logit_bias = j["logit_bias"].get<std::map<int32_t, float>>();
+  p.drawn = j["drawn"].get<std::vector<int32_t>>();
   return p;
 }
 

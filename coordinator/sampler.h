@@ -36,6 +36,9 @@ struct SamplingParams {
   std::string json_schema;  // JsonSchema: the schema as JSON text, its keys in the order given
   uint64_t seed = 0;
   int logprobs = -1;  // >= 0: score every drawn token and return that many alternatives (token_logprobs.h)
+  // Tokens this request drew before it was parked (preempted): a sampler set up with them has their
+  // occurrence counts and has used their uniforms, so the request draws on as if it had never stopped.
+  std::vector<int32_t> drawn;
 
   // Throws skein::Error naming the first invalid field (NaN, negative, out of range).
   void validate(int vocab) const;
@@ -92,6 +95,8 @@ class SlotSampler {
   // bans every token below `vocab` whose bit (t of word t / 64) is clear (structured output).
   SampleRequest prepare(const uint64_t* allowed = nullptr, int vocab = 0);
   void record(int32_t token, const std::vector<uint8_t>& penalty_free);
+  // Where it would be after drawing these tokens: their counts recorded, their uniforms used.
+  void replay(const std::vector<int32_t>& drawn, const std::vector<uint8_t>& penalty_free);
 
  private:
   SamplingParams params_;
@@ -104,7 +109,8 @@ class SlotSampler {
 // tokens back through record(), in the same order.
 class SlotSamplers {
  public:
-  void set(int slot, const SamplingParams& p) { samplers_.insert_or_assign(slot, SlotSampler(p)); }
+  // A fresh sampler, advanced over p.drawn.
+  void set(int slot, const SamplingParams& p);
   void erase(int slot) { samplers_.erase(slot); }
   void set_penalty_free(std::vector<uint8_t> penalty_free) { penalty_free_ = std::move(penalty_free); }
   // Throws skein::Error for a slot without sampling parameters. allowed[i], when given and not null,

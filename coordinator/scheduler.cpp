@@ -18,6 +18,8 @@ struct Scheduler::Active {
   size_t next_snapshot = 0;    // req.snapshots[next_snapshot] is the next to call
   bool done = false;
   bool owned = true;           // the scheduler opened the slot (else the caller keeps it)
+  std::vector<int32_t> drawn;  // every token drawn (the sampler's history, should it be parked)
+  Parked parked;               // set: leaves as soon as nothing of it is in flight, not ended
 };
 
 Scheduler::Scheduler(ModelHandle& model, int micro_batch_tokens, int prefill_chunk, const std::vector<uint8_t>& penalty_free)
@@ -66,6 +68,11 @@ void Scheduler::cancel(uint64_t handle, const std::string& reason) {
     }
 }
 
+void Scheduler::park(uint64_t handle, Parked parked) {
+  for (auto& a : active_)
+    if (a->handle == handle && !a->done) a->parked = std::move(parked);
+}
+
 bool Scheduler::fill() {
   std::vector<ModelHandle::BatchEntry> entries;
   std::vector<std::pair<Active*, size_t>> snapshots;  // request, snapshot index
@@ -73,7 +80,7 @@ bool Scheduler::fill() {
   int tokens = 0;
   for (auto& ap : active_) {
     Active& a = *ap;
-    if (a.done || tokens >= budget_) continue;
+    if (a.done || a.parked || tokens >= budget_) continue;
     if (!a.started) {
       a.started = true;
       if (a.req.on_start) a.req.on_start();
@@ -129,20 +136,27 @@ void Scheduler::step() {
 }
 
 void Scheduler::reap() {
-  // A finished request leaves once no micro-batch in flight refers to it.
+  // A finished or parked request leaves once no micro-batch in flight refers to it. Its callbacks run
+  // after active_ is settled: a parked request's taker may submit its rest at once.
   auto referenced = [&](Active* a) {
     for (auto& f : in_flight_)
       for (auto& e : f.entries)
         if (e.request == a) return true;
     return false;
   };
-  active_.erase(std::remove_if(active_.begin(), active_.end(),
-                               [&](auto& a) {
-                                 if (!a->done || referenced(a.get())) return false;
-                                 release(*a);
-                                 return true;
-                               }),
-                active_.end());
+  std::vector<std::unique_ptr<Active>> leaving;
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (((*it)->done || (*it)->parked) && !referenced(it->get())) {
+      leaving.push_back(std::move(*it));
+      it = active_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& a : leaving) {
+    if (a->done) release(*a);
+    else hand_over(*a);
+  }
 }
 
 void Scheduler::take_tokens(const InFlight& f) {
@@ -185,6 +199,7 @@ void Scheduler::complete(InFlight& f) {
       continue;
     }
     ++a.generated;
+    a.drawn.push_back(tok);
     a.next = tok;  // fed with the next step (if the request goes on)
     if (a.req.on_token) a.req.on_token(sampled);
     if (a.req.constraint && a.req.constraint->complete()) finish(a, "format_complete");
@@ -203,6 +218,19 @@ void Scheduler::release(Active& a) {
   std::vector<int32_t> unfed(a.req.prompt.begin() + long(a.prefilled), a.req.prompt.end());
   if (a.next >= 0) unfed.push_back(a.next);
   if (a.req.on_release) a.req.on_release(std::move(unfed));
+}
+
+void Scheduler::hand_over(Active& a) {
+  ScheduledRequest rest = std::move(a.req);
+  rest.prompt.erase(rest.prompt.begin(), rest.prompt.begin() + long(a.prefilled));
+  if (a.next >= 0) rest.prompt.push_back(a.next);
+  rest.max_tokens -= a.generated;
+  rest.sampling.drawn.insert(rest.sampling.drawn.end(), a.drawn.begin(), a.drawn.end());
+  rest.snapshots.erase(rest.snapshots.begin(), rest.snapshots.begin() + long(a.next_snapshot));
+  for (auto& snap : rest.snapshots) snap.at -= a.prefilled;
+  rest.on_start = nullptr;  // it started already
+  rest.slot = -1;
+  a.parked(std::move(rest), a.session);
 }
 
 void Scheduler::run_until_idle() {

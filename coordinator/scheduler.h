@@ -61,6 +61,15 @@ class Scheduler {
   // Ends a request with `reason` (its on_finish is called; nothing more is generated). Unknown or
   // finished handles are ignored.
   void cancel(uint64_t handle, const std::string& reason = "cancelled");
+  // Takes a running request off the model without ending it (preemption). Once none of its steps is in
+  // flight, `parked` gets the slot it ran on (the caller's again, its state exactly after the tokens
+  // fed so far) and the rest of the request: the tokens not yet fed as its prompt, the tokens still to
+  // generate as max_tokens, its draws so far in sampling.drawn, the snapshots still to come, and its
+  // callbacks (on_release too, which may name the old slot: the caller sets both anew). Submitted on a
+  // slot holding that state, the rest generates what the request would have.
+  // A request that ends first (its last token was in flight, or it is cancelled) is not parked.
+  using Parked = std::function<void(ScheduledRequest rest, int slot)>;
+  void park(uint64_t handle, Parked parked);
   bool idle() const;
   void step();                      // submits what it can, then completes the oldest micro-batch
   void run_until_idle();
@@ -85,6 +94,7 @@ class Scheduler {
   void complete(InFlight& f);
   void finish(Active& a, const std::string& reason);
   void release(Active& a);  // the request left: its slot is closed or handed back
+  void hand_over(Active& a);  // a parked request left: its rest and slot go to the caller
   void reap();
 
   ModelHandle& model_;

@@ -1,5 +1,6 @@
 #include "net/api_request.h"
 
+#include <climits>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -63,7 +64,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
   }
   static const std::set<std::string> known = {"id",    "prompt", "tokens", "max_tokens", "temperature", "top_p", "top_k", "alpha_presence",
                                               "alpha_frequency", "alpha_decay", "token_ban", "stop", "stop_tokens", "seed", "stream", "session", "n", "logprobs",
-                                              "prompt_logprobs", "logit_bias", "model", "response_format"};
+                                              "prompt_logprobs", "logit_bias", "model", "response_format", "priority"};
   for (auto& [k, v] : j.items())
     if (!known.count(k)) fail("unknown field '", k, "'");
   ApiGenerate g;
@@ -132,6 +133,7 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
   if (j.contains("logprobs")) {
     g.sampling.logprobs = int(json_fields::integer_in(j["logprobs"], "logprobs", 0, kMaxLogprobs));
   }
+  if (j.contains("priority")) g.priority = int(json_fields::integer_in(j["priority"], "priority", INT32_MIN, INT32_MAX));
   if (j.contains("prompt_logprobs")) {
     if (!j["prompt_logprobs"].is_boolean()) fail("prompt_logprobs: must be true or false");
     g.score_prompt = j["prompt_logprobs"];

@@ -20,6 +20,7 @@ struct ApiGenerate {
   std::string session;  // continue this named session ("" = none)
   std::string model;    // the model or tuned state asked for ("" = the model; InferenceService::tuned_state_for)
   int n = 1;            // samples of the prompt, from one prefill (sample i draws with seed + i)
+  int priority = 0;     // lower runs first; may preempt running requests (ServiceRequest::priority)
   bool score_prompt = false;  // "prompt_logprobs": score the prompt's tokens too (needs "logprobs")
 };
 

@@ -343,6 +343,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       base.max_tokens = r.max_tokens;
       base.sampling = r.sampling;
       base.session = r.session;
+      base.priority = r.priority;
       base.tuned_state = tuned_state;
       base.score_prompt = echo_ && logprobs_;
       ServiceRequest first = samples_of(base, r.n, [&](ServiceRequest& sr, int sample) {

@@ -1,5 +1,6 @@
 #include "net/openai_request.h"
 
+#include <climits>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -75,7 +76,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   if (!j.is_object()) fail("the body must be a JSON object");
   static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "stream", "stream_options", "stop", "seed",
                                                "presence_penalty", "frequency_penalty", "n", "user", "top_k", "alpha_decay", "session",
-                                               "logprobs", "response_format", "logit_bias"};
+                                               "logprobs", "response_format", "logit_bias", "priority"};
   for (auto& [k, v] : j.items()) {
     bool ok = common.count(k) ||
               (chat ? (k == "messages" || k == "max_completion_tokens" || k == "top_logprobs" || k == "tools" || k == "tool_choice" ||
@@ -236,6 +237,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     if (r.n > 1) fail("n: several samples cannot continue one session");
     if (r.prompts.size() > 1) fail("session: a batch of prompts cannot continue one session");
   }
+  if (opt("priority")) r.priority = int(json_fields::integer_in(j["priority"], "priority", INT32_MIN, INT32_MAX));
   if (r.echo && r.sampling.logprobs >= 0 && (r.n > 1 || !r.session.empty()))
     fail("echo: with logprobs, the prompt is scored for one choice without a session (n 1, no session)");
   r.sampling.validate(vocab);

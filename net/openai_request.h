@@ -1,7 +1,7 @@
 // The OpenAI-compatible request bodies (/v1/completions, /v1/chat/completions), parsed and validated
 // into what the service runs. OpenAI names map to the engine's: presence_penalty -> alpha_presence,
-// frequency_penalty -> alpha_frequency; RWKV extras (top_k, alpha_decay, session) are accepted too.
-// n samples share one prefill of the prompt (coordinator/inference_service's siblings).
+// frequency_penalty -> alpha_frequency; RWKV extras (top_k, alpha_decay, session) and vLLM's priority
+// are accepted too. n samples share one prefill of the prompt (coordinator/inference_service's siblings).
 #pragma once
 #include <string>
 #include <vector>
@@ -33,6 +33,7 @@ struct OpenAiRequest {
   bool include_usage = false;  // stream_options.include_usage
   std::string session;
   int n = 1;  // samples of the prompt (choice i draws with seed + i)
+  int priority = 0;  // vLLM's extra: lower runs first, and may preempt (ServiceRequest::priority)
   bool echo = false;  // completions: the reply's text starts with the prompt's (and its logprobs with the prompt's)
   ChatTools tools;    // chat: the functions offered and whether the reply is read as a call
 };

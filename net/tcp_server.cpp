@@ -124,6 +124,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     base.max_tokens = g.max_tokens;
     base.sampling = std::move(g.sampling);
     base.session = g.session;
+    base.priority = g.priority;
     base.tuned_state = tuned_state;
     base.score_prompt = g.score_prompt;
     // Sample i (samples_of); with several, every event carries its "index".
@@ -157,6 +158,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         if (!stream && logprobs && s.error.empty()) j["logprobs"] = logprobs_json(s.logprobs);
         if (!stream && score_prompt && s.error.empty()) j["prompt_logprobs"] = logprobs_json(s.prompt_logprobs);
         if (s.session_tokens) j["session_tokens"] = s.session_tokens;
+        if (s.preemptions) j["preemptions"] = s.preemptions;
         if (!s.error.empty()) j["error"] = s.error;
         std::string line = json_text(j);
         asio::post(io, [weak, id, line] {

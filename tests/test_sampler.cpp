@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 
 #include "common/error.h"
 #include "coordinator/sampler.h"
@@ -66,6 +67,45 @@ TEST(Sampler, GreedyPicksMaximumAndSeedsReproduce) {
   }
   EXPECT_EQ(ra, rb);
   EXPECT_NE(ra, rc);
+}
+
+// A preempted request resumes with its draws so far (SamplingParams::drawn) and draws on exactly as it
+// would have: the same occurrence counts, the same place in its random stream. Through the wire, as a
+// stage gets it.
+TEST(Sampler, AResumedSamplerDrawsOnAsIfItNeverStopped) {
+  std::vector<float> logits(300);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(float(i) * 0.7f) * 2;
+  std::vector<uint8_t> penalty_free(300, 0);
+  penalty_free[7] = 1;
+  for (float temperature : {1.0f, 0.0f}) {
+    SamplingParams p;
+    p.temperature = temperature;
+    p.top_p = 0.9f;
+    p.alpha_presence = 0.4f;
+    p.alpha_frequency = 0.3f;
+    p.alpha_decay = 0.9f;
+    p.seed = 5;
+    auto draws = [&](SlotSamplers& s, int n) {
+      std::vector<int32_t> out;
+      for (int i = 0; i < n; ++i) {
+        std::vector<float> l = logits;
+        SampledToken t;
+        t.token = sample_row(l.data(), 300, s.prepare({0})[0]);
+        s.record({0}, {t});
+        out.push_back(t.token);
+      }
+      return out;
+    };
+    SlotSamplers whole, resumed;
+    whole.set_penalty_free(penalty_free);
+    resumed.set_penalty_free(penalty_free);
+    whole.set(0, p);
+    const std::vector<int32_t> all = draws(whole, 40);
+    p.drawn.assign(all.begin(), all.begin() + 25);
+    resumed.set(0, decode_sampling(encode_sampling(p)));
+    EXPECT_EQ(draws(resumed, 15), std::vector<int32_t>(all.begin() + 25, all.end())) << "temperature " << temperature;
+    EXPECT_GT(std::set<int32_t>(all.begin(), all.end()).size(), 3u) << "the penalties must make the draws vary";
+  }
 }
 
 TEST(Sampler, PenaltiesFollowOfficialSemantics) {

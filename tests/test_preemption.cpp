@@ -1,0 +1,309 @@
+// Priorities and preemption: a waiting request more urgent than a running one takes its slot; the running
+// one's state is parked in host memory and it goes on, once a slot is free, exactly as if it had never
+// stopped (its tokens are the ones it gets alone). Parking asks nothing of the model but moving a state.
+#include <gtest/gtest.h>
+
+#include <mutex>
+
+#include "coordinator/scheduler.h"
+#include "net/api_request.h"
+#include "net/openai_request.h"
+#include "tests/server_harness.h"
+#include "tests/service_harness.h"
+
+namespace skein::test {
+namespace {
+
+// What each request gave, and the order they finished in.
+struct Outcomes {
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::map<std::string, std::promise<GenerationSummary>> done;
+  std::map<std::string, std::shared_future<GenerationSummary>> results;
+  explicit Outcomes(std::initializer_list<const char*> names) {
+    for (const char* n : names) results[n] = done[n].get_future().share();
+  }
+  std::function<void(const GenerationSummary&)> on_done(const std::string& name) {
+    return [this, name](const GenerationSummary& s) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        order.push_back(name);
+      }
+      done[name].set_value(s);
+    };
+  }
+  GenerationSummary get(const std::string& name) { return results[name].get(); }
+};
+
+ServiceRequest sampled(Service& s, const std::string& prompt, int max_tokens, int priority, uint64_t seed = 3) {
+  ServiceRequest r;
+  r.prompt = s.tok.encode(prompt);
+  r.max_tokens = max_tokens;
+  r.priority = priority;
+  r.sampling.temperature = 1.0f;
+  r.sampling.top_p = 0.9f;
+  r.sampling.alpha_presence = 0.3f;
+  r.sampling.alpha_frequency = 0.3f;
+  r.sampling.seed = seed;
+  return r;
+}
+
+// The text a request gives alone, on a service of its own.
+std::string alone(ServiceRequest r) {
+  Service ref;
+  std::promise<GenerationSummary> done;
+  r.priority = 0;
+  r.on_delta = nullptr;
+  r.on_done = [&](const GenerationSummary& g) { done.set_value(g); };
+  ref.service->submit(std::move(r));
+  GenerationSummary g = done.get_future().get();
+  EXPECT_EQ(g.preemptions, 0);
+  return g.text;
+}
+
+// With one slot: "low" runs; once it has 10 tokens, "urgent" (priority 0) and "later" (priority 5, as
+// low's) arrive. Urgent preempts low and finishes first; low resumes before later (it came first) and
+// its text is what it gives alone; later waits its turn, never preempting anyone of its own priority.
+TEST(Preemption, AnUrgentRequestRunsFirstAndThePreemptedOneLosesNothing) {
+  for (ResponseFormat format : {ResponseFormat::Text, ResponseFormat::JsonSchema}) {
+    SCOPED_TRACE(format == ResponseFormat::Text ? "text" : "JSON Schema");
+    Service s({}, 1);
+    Outcomes out{"low", "urgent", "later"};
+    ServiceRequest low = sampled(s, "The man said", 120, 5), urgent = sampled(s, "It was", 30, 0, 9), later = sampled(s, "A", 20, 5, 4);
+    low.sampling.format = format;  // the schema's reply is long enough to be running when urgent comes
+    low.sampling.json_schema = R"({"type": "object", "properties": {"text": {"type": "string", "minLength": 40}}, "required": ["text"]})";
+    const ServiceRequest low_alone = low, urgent_alone = urgent, later_alone = later;
+    low.on_done = out.on_done("low");
+    urgent.on_done = out.on_done("urgent");
+    later.on_done = out.on_done("later");
+    int low_tokens = 0;
+    low.on_delta = [&, urgent, later](const std::string&, const std::vector<SampledToken>& tokens) mutable {
+      low_tokens += int(tokens.size());
+      if (low_tokens >= 10 && urgent.on_done) {  // on the service thread, between steps
+        s.service->submit(std::move(urgent));
+        s.service->submit(std::move(later));
+        urgent.on_done = nullptr;
+      }
+    };
+    s.service->submit(std::move(low));
+    GenerationSummary l = out.get("low"), u = out.get("urgent"), t = out.get("later");
+    ASSERT_TRUE(l.finish_reason == "length" || l.finish_reason == "format_complete") << l.finish_reason << " " << l.error;
+    EXPECT_EQ(out.order, (std::vector<std::string>{"urgent", "low", "later"}));
+    EXPECT_EQ(l.preemptions, 1);
+    EXPECT_EQ(u.preemptions, 0);
+    EXPECT_EQ(t.preemptions, 0);
+    EXPECT_EQ(l.text, alone(low_alone));
+    EXPECT_EQ(u.text, alone(urgent_alone));
+    EXPECT_EQ(t.text, alone(later_alone));
+    if (l.finish_reason == "format_complete") {
+      EXPECT_GE(nlohmann::json::parse(l.text)["text"].get<std::string>().size(), 40u) << l.text;
+    }
+    EXPECT_TRUE(s.slots_all_free());
+    EXPECT_EQ(s.service->parked(), 0u);
+    const std::string metrics = s.service->metrics().prometheus();
+    EXPECT_NE(metrics.find("\nskein_preemptions_total 1\n"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("\nskein_requests_parked 0\n"), std::string::npos) << metrics;
+  }
+}
+
+// Runs `low` alone on a one-slot service and, once it has generated, submits `urgent` beside it.
+struct Parking {
+  Service s;
+  Outcomes out{"low", "urgent"};
+  std::promise<void> urgent_sent;
+  explicit Parking(ServiceOptions o = {}) : s(std::move(o), 1) {
+    ServiceRequest low = sampled(s, "The man said", 3000, 1), urgent = sampled(s, "It was", 1000, 0);
+    low.on_done = out.on_done("low");
+    urgent.on_done = out.on_done("urgent");
+    low.on_delta = [this, urgent](const std::string&, const std::vector<SampledToken>&) mutable {
+      if (!urgent.on_done) return;
+      s.service->submit(std::move(urgent));
+      urgent.on_done = nullptr;
+      urgent_sent.set_value();
+    };
+    s.service->submit(std::move(low));
+    urgent_sent.get_future().get();
+  }
+  // Until low is parked (or `seconds` pass).
+  bool low_parked(double seconds = 10) {
+    for (int i = 0; i < int(seconds * 100) && s.service->parked() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return s.service->parked() == 1;
+  }
+};
+
+// A parked request can be cancelled; its state is dropped and nothing leaks.
+TEST(Preemption, AParkedRequestCanBeCancelled) {
+  Parking p;
+  ASSERT_TRUE(p.low_parked());
+  p.s.service->cancel(1);  // low was the first request
+  GenerationSummary l = p.out.get("low");
+  EXPECT_EQ(l.finish_reason, "cancelled");
+  EXPECT_EQ(l.preemptions, 1);
+  EXPECT_EQ(p.out.get("urgent").finish_reason, "length");
+  EXPECT_EQ(p.out.order.front(), "low");
+  EXPECT_TRUE(p.s.slots_all_free());
+  EXPECT_EQ(p.s.service->parked(), 0u);
+  EXPECT_NE(p.s.service->metrics().prometheus().find("\nskein_parked_bytes 0\n"), std::string::npos);
+}
+
+// Stopping the server ends a parked request "cancelled", as it ends running ones.
+TEST(Preemption, StoppingEndsParkedRequests) {
+  auto p = std::make_unique<Parking>();
+  ASSERT_TRUE(p->low_parked());
+  auto low = p->out.results["low"], urgent = p->out.results["urgent"];
+  p->s.service->stop();
+  EXPECT_EQ(low.get().finish_reason, "cancelled");
+  EXPECT_EQ(urgent.get().finish_reason, "cancelled");
+}
+
+// A model failure ends a parked request with the error, as it ends running ones.
+TEST(Preemption, AModelFailureEndsParkedRequestsWithTheError) {
+  Parking p;
+  ASSERT_TRUE(p.low_parked());
+  p.s.model->broken = true;
+  GenerationSummary l = p.out.get("low");
+  EXPECT_EQ(l.finish_reason, "error");
+  EXPECT_NE(l.error.find("stage 2 died"), std::string::npos) << l.error;
+  EXPECT_EQ(p.out.get("urgent").finish_reason, "error");
+}
+
+// [scheduler] parked_bytes bounds the host memory parked states take: with no room for one, nothing is
+// preempted and the urgent request waits for the slot.
+TEST(Preemption, NoRoomForAParkedStateMeansNoPreemption) {
+  ServiceOptions o;
+  o.scheduler.parked_bytes = 0;
+  Parking p(o);
+  EXPECT_FALSE(p.low_parked(0.5));
+  p.s.service->cancel(1);
+  EXPECT_EQ(p.out.get("low").preemptions, 0);
+  EXPECT_EQ(p.out.get("urgent").finish_reason, "length");
+  EXPECT_EQ(p.out.order, (std::vector<std::string>{"low", "urgent"}));
+}
+
+// A session's request is never parked: its state belongs to the session. The urgent request waits.
+TEST(Preemption, ASessionsRequestIsNotParked) {
+  Service s({}, 1);
+  Outcomes out{"session", "urgent"};
+  ServiceRequest chat = sampled(s, "The man said", 150, 5), urgent = sampled(s, "It was", 10, 0);
+  chat.session = "chat";
+  chat.on_done = out.on_done("session");
+  urgent.on_done = out.on_done("urgent");
+  chat.on_delta = [&, urgent](const std::string&, const std::vector<SampledToken>&) mutable {
+    if (!urgent.on_done) return;
+    s.service->submit(std::move(urgent));
+    urgent.on_done = nullptr;
+  };
+  s.service->submit(std::move(chat));
+  EXPECT_EQ(out.get("session").preemptions, 0);
+  EXPECT_EQ(out.get("urgent").finish_reason, "length");
+  EXPECT_EQ(out.order, (std::vector<std::string>{"session", "urgent"}));
+}
+
+// The scheduler's part: a request parked in the middle of its prompt hands over the rest (the prompt
+// not yet fed, its snapshots moved along); run on another slot holding the parked state, the rest gives
+// the tokens and the snapshot the whole request gives, with penalties and a seeded draw.
+TEST(Preemption, ARequestParkedMidPromptGoesOnFromItsState) {
+  auto mut = load_for_test(shared_dir() + "/models/tiny-rwkv-7v0-834K.pth");
+  ByteTokenizer tok;
+  const std::vector<int32_t> prompt = tok.encode("It was a dark and stormy night, and the rain fell in torrents");
+  auto request = [&](std::vector<int32_t>& tokens, std::vector<float>& snapshot, LocalModel& model) {
+    ScheduledRequest r;
+    r.prompt = prompt;
+    r.max_tokens = 40;
+    r.sampling.temperature = 1.0f;
+    r.sampling.alpha_presence = 0.5f;
+    r.sampling.seed = 17;
+    r.on_token = [&](const SampledToken& t) { tokens.push_back(t.token); };
+    r.snapshots.push_back({40, [&](int slot) { snapshot = model.export_state(slot); }});
+    return r;
+  };
+  std::vector<int32_t> whole_tokens, parked_tokens;
+  std::vector<float> whole_snapshot, parked_snapshot;
+  {
+    LocalModel local(*mut.model, 4);
+    Scheduler sched(local, 8, 8, penalty_free_tokens(tok, 256));
+    sched.submit(request(whole_tokens, whole_snapshot, local));
+    sched.run_until_idle();
+  }
+  LocalModel local(*mut.model, 4);
+  Scheduler sched(local, 8, 8, penalty_free_tokens(tok, 256));
+  const uint64_t handle = sched.submit(request(parked_tokens, parked_snapshot, local));
+  sched.step();
+  sched.step();  // 16 of the prompt's 62 tokens are in
+  bool handed = false;
+  sched.park(handle, [&](ScheduledRequest rest, int slot) {
+    handed = true;
+    EXPECT_EQ(rest.prompt, std::vector<int32_t>(prompt.begin() + 16, prompt.end()));
+    EXPECT_EQ(rest.max_tokens, 40);
+    ASSERT_EQ(rest.snapshots.size(), 1u);
+    EXPECT_EQ(rest.snapshots[0].at, 24u);
+    std::vector<float> state = local.export_state(slot);
+    local.close_session(slot);
+    rest.slot = local.open_session();
+    local.import_state(rest.slot, state);
+    rest.on_release = [&local, s = rest.slot](std::vector<int32_t>) { local.close_session(s); };
+    sched.submit(std::move(rest));
+  });
+  sched.run_until_idle();
+  ASSERT_TRUE(handed);
+  EXPECT_EQ(parked_tokens, whole_tokens);
+  EXPECT_EQ(parked_snapshot, whole_snapshot);
+  EXPECT_EQ(local.free_slots(), 4);
+}
+
+// Both protocols take "priority" (vLLM's name): any 32-bit integer, lower first.
+TEST(Preemption, PriorityIsAnIntegerInBothProtocols) {
+  ByteTokenizer tok;
+  ApiLimits limits;
+  ChatConfig chat;
+  auto tcp = [&](const std::string& value) {
+    try {
+      return std::to_string(parse_api_line(R"({"id": "a", "prompt": "x", "priority": )" + value + "}", tok, 256, limits).generate->priority);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  auto http = [&](const std::string& value) {
+    try {
+      return std::to_string(parse_openai_request(R"({"prompt": "x", "priority": )" + value + "}", false, tok, 256, limits, chat).priority);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  for (auto& parse : {std::function<std::string(const std::string&)>(tcp), std::function<std::string(const std::string&)>(http)}) {
+    EXPECT_EQ(parse("-3"), "-3");
+    EXPECT_EQ(parse("7"), "7");
+    EXPECT_EQ(parse("\"high\""), "priority: must be an integer");
+    EXPECT_EQ(parse("1.5"), "priority: must be an integer");
+    EXPECT_EQ(parse("4294967296"), "priority: must be between -2147483648 and 2147483647, got 4294967296");
+  }
+}
+
+// End to end over TCP, on a server with one slot: an urgent request sent while a long one streams is
+// answered first, and the long one's final event says it was parked once.
+TEST(Preemption, TheServerAnswersTheUrgentRequestFirst) {
+  const std::string cfg = temp_dir() + "/one-slot.toml";
+  write_file(cfg, "[scheduler]\nmax_slots = 1\n");
+  Server server("--config " + cfg);
+  ASSERT_GT(server.port(), 0) << server.output();
+  Client c(server.port());
+  c.send(R"({"id": "long", "prompt": "The man said", "max_tokens": 3000, "priority": 1})");
+  ASSERT_EQ(c.event()["event"], "delta");
+  c.send(R"({"id": "urgent", "prompt": "It was", "max_tokens": 10, "temperature": 0, "stream": false})");
+  std::vector<std::string> finished;
+  nlohmann::json long_done;
+  while (finished.size() < 2) {
+    nlohmann::json e = c.event();
+    ASSERT_FALSE(e.is_null()) << "no final event";
+    if (e["event"] == "delta") continue;
+    finished.push_back(e["id"]);
+    if (e["id"] == "long") long_done = e;
+  }
+  EXPECT_EQ(finished, (std::vector<std::string>{"urgent", "long"}));
+  EXPECT_EQ(long_done["finish_reason"], "length");
+  EXPECT_EQ(long_done["completion_tokens"], 3000);
+  EXPECT_EQ(long_done["preemptions"], 1);
+}
+
+}  // namespace
+}  // namespace skein::test
