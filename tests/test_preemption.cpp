@@ -279,30 +279,46 @@ TEST(Preemption, PriorityIsAnIntegerInBothProtocols) {
   }
 }
 
-// End to end over TCP, on a server with one slot: an urgent request sent while a long one streams is
-// answered first, and the long one's final event says it was parked once.
+// End to end over TCP, on a server with one slot, alone and as a 3-rank cluster (the parked state comes
+// from both stages, the draws so far go to the last one): an urgent request sent while a long one
+// streams is answered first; the long one's final event says it was parked once, and its text is what
+// the same request gives alone.
 TEST(Preemption, TheServerAnswersTheUrgentRequestFirst) {
   const std::string cfg = temp_dir() + "/one-slot.toml";
-  write_file(cfg, "[scheduler]\nmax_slots = 1\n");
-  Server server("--config " + cfg);
-  ASSERT_GT(server.port(), 0) << server.output();
-  Client c(server.port());
-  c.send(R"({"id": "long", "prompt": "The man said", "max_tokens": 3000, "priority": 1})");
-  ASSERT_EQ(c.event()["event"], "delta");
-  c.send(R"({"id": "urgent", "prompt": "It was", "max_tokens": 10, "temperature": 0, "stream": false})");
-  std::vector<std::string> finished;
-  nlohmann::json long_done;
-  while (finished.size() < 2) {
-    nlohmann::json e = c.event();
-    ASSERT_FALSE(e.is_null()) << "no final event";
-    if (e["event"] == "delta") continue;
-    finished.push_back(e["id"]);
-    if (e["id"] == "long") long_done = e;
+  write_file(cfg, "[scheduler]\nmax_slots = 1\n[cache]\nprefix_bytes = \"0\"\n");
+  for (int ranks : {1, 3}) {
+    SCOPED_TRACE(testing::Message() << ranks << " rank(s)");
+    Server server("--config " + cfg, ranks);
+    ASSERT_GT(server.port(), 0) << server.output();
+    Client c(server.port());
+    const std::string long_request = R"("prompt": "The man said", "max_tokens": 1000, "temperature": 0.8, "alpha_frequency": 0.3, "seed": 5)";
+    c.send(R"({"id": "long", "priority": 1, )" + long_request + "}");
+    nlohmann::json first = c.event();
+    ASSERT_EQ(first["event"], "delta");
+    c.send(R"({"id": "urgent", "prompt": "It was", "max_tokens": 10, "temperature": 0, "stream": false})");
+    std::vector<std::string> finished;
+    nlohmann::json long_done;
+    std::string long_text = first["text"];
+    while (finished.size() < 2) {
+      nlohmann::json e = c.event();
+      ASSERT_FALSE(e.is_null()) << "no final event";
+      if (e["event"] == "delta") {
+        long_text += e["text"].get<std::string>();
+        continue;
+      }
+      finished.push_back(e["id"]);
+      if (e["id"] == "long") long_done = e;
+    }
+    EXPECT_EQ(finished, (std::vector<std::string>{"urgent", "long"}));
+    EXPECT_EQ(long_done["finish_reason"], "length");
+    EXPECT_EQ(long_done["completion_tokens"], 1000);
+    EXPECT_EQ(long_done["preemptions"], 1);
+    c.send(R"({"id": "alone", "stream": false, )" + long_request + "}");
+    auto alone = c.until_done("alone");
+    ASSERT_FALSE(alone.empty());
+    EXPECT_FALSE(alone.back().contains("preemptions"));
+    EXPECT_EQ(alone.back()["text"], long_text);
   }
-  EXPECT_EQ(finished, (std::vector<std::string>{"urgent", "long"}));
-  EXPECT_EQ(long_done["finish_reason"], "length");
-  EXPECT_EQ(long_done["completion_tokens"], 3000);
-  EXPECT_EQ(long_done["preemptions"], 1);
 }
 
 }  // namespace
