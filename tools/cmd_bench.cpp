@@ -190,7 +190,7 @@ void add_bench_command(CLI::App& app) {
     std::string json_schema;
     int device = 0;
     std::string server, tuned_state;
-    int clients = 64, max_tokens = 64, samples = 1, logprobs = -1;
+    int clients = 64, max_tokens = 64, samples = 1, logprobs = -1, urgent = 0;
     double duration = 60;
     RunFlags run;
   };
@@ -216,6 +216,8 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--logprobs", o->logprobs, "with --server: every request asks for log-probabilities with this many alternatives")
       ->check(CLI::Range(0, kMaxLogprobs));
   c->add_option("--tuned-state", o->tuned_state, "with --server: every request starts from this tuned state (its \"model\")");
+  c->add_option("--urgent", o->urgent, "with --server: this many of the clients send priority -1 (before the others, preempting them)")
+      ->check(CLI::Range(0, 1 << 20));
   c->add_flag("--json", o->json, "with --server: every request asks for JSON mode, and every reply that closes its object must parse");
   c->add_option("--json-schema", o->json_schema, "with --server: every request asks for this JSON Schema file's texts, and every closed reply must be one")
       ->excludes("--json");
@@ -223,7 +225,7 @@ void add_bench_command(CLI::App& app) {
     using clock = std::chrono::steady_clock;
     if (!o->server.empty())
       return run_server_bench({o->server, o->clients, o->duration, o->max_tokens, o->samples, prompt_tokens->count() ? o->prompt_tokens : 0, o->logprobs,
-                               o->tuned_state, o->json || !o->json_schema.empty(), o->json_schema});
+                               o->tuned_state, o->json || !o->json_schema.empty(), o->json_schema, o->urgent});
     if (o->products) return run_product_sweep(o->device);
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("bench: no model given (--model or [model] path in --config)");

@@ -1,5 +1,6 @@
 // `skein client`: send one generation request to a running `skein serve` and stream the text.
 #include <iostream>
+#include <optional>
 
 #include "common/error.h"
 #include "net/api_client.h"
@@ -13,6 +14,7 @@ void add_client_command(CLI::App& app) {
     std::string server = "127.0.0.1:7700", prompt, token, session, model, json_schema;
     int max_tokens = -1, top_k = -1;
     int64_t seed = -1;
+    std::optional<int> priority;
     double temperature = -1, top_p = -1;
     std::vector<std::string> stop;
     bool no_stream = false, json = false;
@@ -32,6 +34,7 @@ void add_client_command(CLI::App& app) {
   c->add_option("--json-schema", o->json_schema, "JSON mode with a JSON Schema file: the reply is one of its texts")->excludes("--json");
   c->add_option("--token", o->token, "the server's auth token");
   c->add_option("--session", o->session, "continue (or start) this named session on the server");
+  c->add_option("--priority", o->priority, "lower runs first and may preempt less urgent requests (default 0)");
   c->add_option("--model", o->model, "one of the server's tuned states (`skein serve --tuned-state`), by name; default: the model");
   c->callback([o] {
     nlohmann::ordered_json req = {{"id", "cli"}, {"prompt", o->prompt}, {"stream", !o->no_stream}};
@@ -44,6 +47,7 @@ void add_client_command(CLI::App& app) {
     if (!o->token.empty()) req["auth"] = o->token;
     if (!o->session.empty()) req["session"] = o->session;
     if (!o->model.empty()) req["model"] = o->model;
+    if (o->priority) req["priority"] = *o->priority;
     if (o->json) req["response_format"] = {{"type", "json_object"}};
     if (!o->json_schema.empty()) req["response_format"] = json_schema_format("schema", read_json_schema_file(o->json_schema));
     ApiClient client(o->server);
@@ -53,6 +57,7 @@ void add_client_command(CLI::App& app) {
     if (done["event"] == "error") fail("server: ", done["error"].get<std::string>());
     std::cerr << "[" << done["completion_tokens"] << " tokens, finish: " << done["finish_reason"].get<std::string>();
     if (done.contains("session_tokens")) std::cerr << ", session " << o->session << ": " << done["session_tokens"] << " tokens";
+    if (done.contains("preemptions")) std::cerr << ", parked " << done["preemptions"] << "x for more urgent requests";
     std::cerr << "]\n";
   });
 }

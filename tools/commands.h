@@ -33,6 +33,7 @@ struct ServerBenchOptions {
   std::string tuned_state;  // every request starts from this tuned state of the server's ("" = the model)
   bool json = false;        // every request asks for JSON mode; replies that close their object must parse
   std::string json_schema;  // a JSON Schema file: JSON mode with it, and closed replies must be its texts
+  int urgent = 0;           // the first this many clients send "priority": -1; their latencies are reported apart
 };
 void run_server_bench(const ServerBenchOptions& o);
 

@@ -6,7 +6,8 @@
 // prompt (n; each sample's events checked on their own), and --prompt-tokens sends long token prompts,
 // each request's different, so the prefix cache cannot stand in for the prefill. --json and
 // --json-schema load-test structured output: every reply that closes its object must parse (and, with a
-// schema, be one of its texts).
+// schema, be one of its texts). --urgent K makes K of the clients send priority -1 and reports their
+// time to first token and request latency beside the others'.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -32,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 struct ClientTally {
   uint64_t completed = 0, refused = 0, lost = 0, garbled = 0, tokens = 0, event_bytes = 0;
   uint64_t json_objects = 0, json_cut = 0;  // with --json: samples that closed their object, and ones cut by max_tokens
-  std::vector<double> ttft, itl;  // seconds
+  std::vector<double> ttft, itl, latency;  // seconds; latency: request sent to its last event
   std::string first_problem;
 };
 
@@ -69,6 +70,7 @@ void run_client(const ServerBenchOptions& o, const Format& format, int index, Cl
       if (o.logprobs >= 0) req["logprobs"] = o.logprobs;
       if (!o.tuned_state.empty()) req["model"] = o.tuned_state;
       if (!format.response_format.is_null()) req["response_format"] = format.response_format;
+      if (index < o.urgent) req["priority"] = -1;
       ++n;
       auto sent = Clock::now();
       c->send(req);
@@ -154,6 +156,7 @@ void run_client(const ServerBenchOptions& o, const Format& format, int index, Cl
         ++t.refused;
       } else {
         ++t.completed;
+        t.latency.push_back(std::chrono::duration<double>(Clock::now() - sent).count());
         for (uint64_t k : tokens) t.tokens += k;
         t.json_objects += objects;
         t.json_cut += cut;
@@ -178,6 +181,7 @@ double percentile(std::vector<double>& v, double p) {
 
 void run_server_bench(const ServerBenchOptions& o) {
   if (o.clients < 1 || o.seconds <= 0 || o.max_tokens < 1) fail("bench --server: --clients, --duration and --max-tokens must be positive");
+  if (o.urgent >= o.clients) fail("bench --server: --urgent ", o.urgent, " leaves no other client of ", o.clients);
   Format format;
   if (!o.json_schema.empty()) {
     const nlohmann::ordered_json schema = read_json_schema_file(o.json_schema);
@@ -194,8 +198,13 @@ void run_server_bench(const ServerBenchOptions& o) {
   for (int i = 0; i < o.clients; ++i) threads.emplace_back(run_client, std::cref(o), std::cref(format), i, until, std::ref(tally[size_t(i)]));
   for (auto& t : threads) t.join();
   double wall = std::chrono::duration<double>(Clock::now() - start).count();
-  ClientTally all;
-  for (auto& t : tally) {
+  ClientTally all, urgent, others;
+  for (size_t i = 0; i < tally.size(); ++i) {
+    const ClientTally& t = tally[i];
+    ClientTally& group = int(i) < o.urgent ? urgent : others;
+    group.ttft.insert(group.ttft.end(), t.ttft.begin(), t.ttft.end());
+    group.latency.insert(group.latency.end(), t.latency.begin(), t.latency.end());
+    group.completed += t.completed;
     all.completed += t.completed;
     all.refused += t.refused;
     all.lost += t.lost;
@@ -208,7 +217,8 @@ void run_server_bench(const ServerBenchOptions& o) {
     all.itl.insert(all.itl.end(), t.itl.begin(), t.itl.end());
     if (all.first_problem.empty()) all.first_problem = t.first_problem;
   }
-  std::printf("bench --server %s: %d streaming clients for %.1f s, max_tokens %d, %d sample%s of %s prompts%s%s%s\n", o.server.c_str(), o.clients,
+  std::printf("bench --server %s: %d streaming clients%s for %.1f s, max_tokens %d, %d sample%s of %s prompts%s%s%s\n", o.server.c_str(), o.clients,
+              o.urgent > 0 ? (" (" + std::to_string(o.urgent) + " urgent)").c_str() : "",
               wall, o.max_tokens, o.samples, o.samples == 1 ? "" : "s",
               o.prompt_tokens > 0 ? (std::to_string(o.prompt_tokens) + "-token").c_str() : "short text",
               o.logprobs >= 0 ? (", logprobs " + std::to_string(o.logprobs)).c_str() : "",
@@ -224,6 +234,11 @@ void run_server_bench(const ServerBenchOptions& o) {
               all.completed ? double(all.event_bytes) / double(all.completed) : 0.0);
   std::printf("  time to first token: p50 %.1f ms, p99 %.1f ms\n", 1e3 * percentile(all.ttft, 0.5), 1e3 * percentile(all.ttft, 0.99));
   std::printf("  inter-token latency: p50 %.2f ms, p99 %.2f ms\n", 1e3 * percentile(all.itl, 0.5), 1e3 * percentile(all.itl, 0.99));
+  if (o.urgent > 0)
+    for (auto [name, g] : {std::pair{"urgent (priority -1)", &urgent}, std::pair{"the others", &others}})
+      std::printf("  %s: %llu completed; time to first token p50 %.1f ms, p99 %.1f ms; request p50 %.1f ms, p99 %.1f ms\n", name,
+                  (unsigned long long)g->completed, 1e3 * percentile(g->ttft, 0.5), 1e3 * percentile(g->ttft, 0.99), 1e3 * percentile(g->latency, 0.5),
+                  1e3 * percentile(g->latency, 0.99));
   if (!all.first_problem.empty()) std::printf("  first problem: %s\n", all.first_problem.c_str());
   if (all.lost || all.garbled) fail("bench --server: ", all.lost, " responses lost and ", all.garbled, " garbled");
 }
