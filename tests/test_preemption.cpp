@@ -279,10 +279,11 @@ TEST(Preemption, PriorityIsAnIntegerInBothProtocols) {
   }
 }
 
-// End to end over TCP, on a server with one slot, alone and as a 3-rank cluster (the parked state comes
-// from both stages, the draws so far go to the last one): an urgent request sent while a long one
-// streams is answered first; the long one's final event says it was parked once, and its text is what
-// the same request gives alone.
+// End to end on a server with one slot, alone and as a 3-rank cluster (the parked state comes from both
+// stages, the draws so far go to the last one): an urgent request sent while a long one streams is
+// answered first; the long one's final event says it was parked once, and its text is what the same
+// request gives alone. Alone, the urgent request comes over HTTP with priority -1 (the long one has the
+// default 0); on the cluster, over TCP with the default (the long one asks for 1).
 TEST(Preemption, TheServerAnswersTheUrgentRequestFirst) {
   const std::string cfg = temp_dir() + "/one-slot.toml";
   write_file(cfg, "[scheduler]\nmax_slots = 1\n[cache]\nprefix_bytes = \"0\"\n");
@@ -292,11 +293,19 @@ TEST(Preemption, TheServerAnswersTheUrgentRequestFirst) {
     ASSERT_GT(server.port(), 0) << server.output();
     Client c(server.port());
     const std::string long_request = R"("prompt": "The man said", "max_tokens": 1000, "temperature": 0.8, "alpha_frequency": 0.3, "seed": 5)";
-    c.send(R"({"id": "long", "priority": 1, )" + long_request + "}");
+    c.send(R"({"id": "long", )" + std::string(ranks == 1 ? "" : R"("priority": 1, )") + long_request + "}");
     nlohmann::json first = c.event();
     ASSERT_EQ(first["event"], "delta");
-    c.send(R"({"id": "urgent", "prompt": "It was", "max_tokens": 10, "temperature": 0, "stream": false})");
     std::vector<std::string> finished;
+    if (ranks == 1) {
+      HttpReply urgent = http_request(server.http_port(), "POST", "/v1/completions",
+                                      R"({"prompt": "It was", "max_tokens": 10, "temperature": 0, "priority": -1})");
+      ASSERT_EQ(urgent.status, 200) << urgent.body;
+      EXPECT_EQ(urgent.json()["usage"]["completion_tokens"], 10);
+      finished.push_back("urgent");
+    } else {
+      c.send(R"({"id": "urgent", "prompt": "It was", "max_tokens": 10, "temperature": 0, "stream": false})");
+    }
     nlohmann::json long_done;
     std::string long_text = first["text"];
     while (finished.size() < 2) {
