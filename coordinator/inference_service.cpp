@@ -302,8 +302,7 @@ void InferenceService::resume_parked() {
     model_.import_state(slot, p.state);
     p.rest.slot = slot;
     p.rest.on_release = [this, slot](std::vector<int32_t>) { model_.close_session(slot); };
-    l.parked = false;
-    l.start_order = ++starts_;
+    l.parked = false;  // keeps its start order: not the first to make way again
     l.handle = sched_->submit(std::move(p.rest));
   } catch (const Error& e) {
     if (slot >= 0) model_.close_session(slot);
