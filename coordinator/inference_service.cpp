@@ -194,6 +194,9 @@ void InferenceService::admit() {
     cancels.swap(cancels_);
     ops.swap(ops_);
   }
+  // Starting requests and session operations talk to the stages too: a stage that hangs there must
+  // show in health() as one that hangs in a step does.
+  if (!ops.empty() || !in.empty() || !waiting_.empty() || !parked_.empty()) has_work_ = true;
   for (auto& op : ops) op();
   for (auto& [id, r] : in) enqueue(id, std::move(r));
   for (uint64_t id : cancels) {
@@ -249,12 +252,12 @@ void InferenceService::preempt() {
       continue;
     }
     if (parked_bytes_ + (parking_ + 1) * state_bytes > opts_.scheduler.parked_bytes) return;
-    // The least urgent running one-off request, less urgent than this one; of those, the latest started
-    // (the others are nearer their end). A session's state belongs to its session: it is never parked.
+    // The least urgent running request, less urgent than this one; of those, the latest started (the
+    // others are nearer their end).
     Live* victim = nullptr;
     uint64_t victim_id = 0;
     for (auto& [lid, l] : live_) {
-      if (l->finished || l->parking || l->parked || !l->req.session.empty() || l->req.priority <= req.priority) continue;
+      if (l->finished || l->parking || l->parked || l->req.priority <= req.priority) continue;
       if (!victim || l->req.priority > victim->req.priority ||
           (l->req.priority == victim->req.priority && l->start_order > victim->start_order)) {
         victim = l.get();
@@ -276,8 +279,9 @@ void InferenceService::parked(uint64_t id, ScheduledRequest rest, int slot) {
   l.parking = false;
   l.parked = true;
   ++l.summary.preemptions;
-  Parked p{id, l.req.priority, std::move(rest), model_.export_state(slot)};
+  Parked p{id, l.req.priority, std::move(rest), model_.export_state(slot), l.req.session};
   model_.close_session(slot);
+  if (!p.session.empty()) sessions_->parked(p.session);  // still busy: its state is with the request
   parked_bytes_ += p.state.size() * sizeof(float);
   metrics_.preempted();
   logging::info("request ", id, " parked (priority ", l.req.priority, ") for a more urgent request: ", l.summary.completion_tokens,
@@ -301,14 +305,24 @@ void InferenceService::resume_parked() {
     slot = sessions_->open_slot();
     model_.import_state(slot, p.state);
     p.rest.slot = slot;
-    p.rest.on_release = [this, slot](std::vector<int32_t>) { model_.close_session(slot); };
+    if (p.session.empty()) p.rest.on_release = [this, slot](std::vector<int32_t>) { model_.close_session(slot); };
+    else sessions_->resumed(p.session, slot);  // its on_release settles the session, wherever it runs
     l.parked = false;  // keeps its start order: not the first to make way again
     l.handle = sched_->submit(std::move(p.rest));
   } catch (const Error& e) {
     if (slot >= 0) model_.close_session(slot);
+    if (!p.session.empty()) sessions_->parked(p.session);
+    give_back(p);
     l.summary.error = std::string("could not resume after preemption: ") + e.what();
     if (on_finish) on_finish("error");
   }
+}
+
+void InferenceService::give_back(Parked& p) {
+  if (p.session.empty()) return;  // a one-off request's state ends with it
+  sessions_->parked_ended(p.session, std::move(p.state));
+  if (p.rest.on_release) p.rest.on_release(p.rest.prompt);  // the rest's prompt never reached the state
+  p.rest.on_release = nullptr;
 }
 
 void InferenceService::end_parked(uint64_t id, const std::string& reason) {
@@ -320,6 +334,7 @@ void InferenceService::end_parked(uint64_t id, const std::string& reason) {
     }
     auto on_finish = std::move(p->rest.on_finish);
     parked_bytes_ -= p->state.size() * sizeof(float);
+    give_back(*p);  // first: a client told the request ended may send the session's next turn at once
     p = parked_.erase(p);
     if (on_finish) on_finish(reason);
   }
@@ -665,6 +680,7 @@ void InferenceService::run() {
   } catch (const Error& e) {
     // The model failed (a stage died or stopped answering): nothing can be generated any more.
     logging::error("the model failed: ", e.what(), " (every running request ends with this error)");
+    for (Parked& p : parked_) give_back(p);  // parked sessions' states are in host memory: they live on
     if (opts_.sessions.persist && !opts_.sessions.dir.empty()) {
       const size_t saved = sessions_->save_all(false);  // what host memory holds outlives the stages
       if (saved) logging::info("saved ", saved, " session(s) held in host memory to ", opts_.sessions.dir);

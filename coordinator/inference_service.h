@@ -50,9 +50,9 @@ struct ServiceRequest {
   int max_tokens = 100;
   SamplingParams sampling;
   // Lower runs first (vLLM's convention). Waiting requests start in priority order, then arrival; one
-  // that finds every slot busy preempts the least urgent running one-off request of a higher number:
-  // that request's state is parked in host memory ([scheduler] parked_bytes) and it goes on, exactly
-  // where it stopped, once a slot is free again.
+  // that finds every slot busy preempts the least urgent running request of a higher number: that
+  // request's state is parked in host memory ([scheduler] parked_bytes) and it goes on, exactly where
+  // it stopped, once a slot is free again (a session's too: its session stays busy meanwhile).
   int priority = 0;
   std::string session;  // continue (or start) this named session; "" = a one-off request
   // A new state (one-off, or a session's first request) starts from this tuned state of the model
@@ -142,6 +142,7 @@ class InferenceService {
 
  private:
   struct Live;
+  struct Parked;
   void admit();
   // `shared_slot` >= 0: a sibling's copy of its leader's state, all of the prompt but its last token in it.
   void start(uint64_t id, ServiceRequest req, int shared_slot = -1);
@@ -154,6 +155,7 @@ class InferenceService {
   void parked(uint64_t id, ScheduledRequest rest, int slot);
   void resume_parked();
   void end_parked(uint64_t id, const std::string& reason);  // it and its group's parked requests
+  void give_back(Parked& p);  // a session's parked state, back to its session as the request ends
   const std::string& served_as(const ServiceRequest& r) const { return r.tuned_state.empty() ? opts_.model_name : r.tuned_state; }
 
   ModelHandle& model_;
@@ -172,6 +174,7 @@ class InferenceService {
     int priority;
     ScheduledRequest rest;
     std::vector<float> state;
+    std::string session;  // its session's name ("" for a one-off request)
   };
   std::deque<Parked> parked_;
   uint64_t parked_bytes_ = 0;

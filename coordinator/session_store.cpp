@@ -43,7 +43,9 @@ std::string SessionStore::state_path(const std::string& name) const { return (fs
 std::string SessionStore::next_state_path(const std::string& name) const { return state_path(name) + ".new"; }
 std::string SessionStore::meta_path(const std::string& name) const { return (fs::path(cfg_.dir) / (name + ".json")).string(); }
 
-const char* SessionStore::place(const Session& s) { return s.slot >= 0 ? "slot" : s.host ? "host" : "disk"; }
+const char* SessionStore::place(const Session& s) {
+  return s.slot >= 0 ? "slot" : s.host ? "host" : s.busy ? "parked" : "disk";  // busy outside a slot: its request was preempted
+}
 
 SessionStore::Session& SessionStore::get(const std::string& name) {
   auto it = sessions_.find(name);
@@ -133,6 +135,21 @@ void SessionStore::release(const std::string& name, std::vector<int32_t> unfed, 
   s.used = std::chrono::steady_clock::now();
 }
 
+void SessionStore::parked(const std::string& name) {
+  if (auto it = sessions_.find(name); it != sessions_.end()) it->second.slot = -1;
+}
+
+void SessionStore::resumed(const std::string& name, int slot) {
+  if (auto it = sessions_.find(name); it != sessions_.end()) it->second.slot = slot;
+}
+
+void SessionStore::parked_ended(const std::string& name, std::vector<float> state) {
+  auto it = sessions_.find(name);
+  if (it == sessions_.end()) return;
+  host_used_ += state.size() * sizeof(float);
+  it->second.host = std::move(state);  // within the host budget again at the next eviction's spill
+}
+
 bool SessionStore::slot_ready(const std::string& name) const {
   // A busy session's request is refused at once (acquire says why) rather than queued behind it.
   if (auto it = sessions_.find(name); it != sessions_.end() && (it->second.slot >= 0 || it->second.busy)) return true;
@@ -176,7 +193,7 @@ void SessionStore::spill_host() {
     Session* oldest = nullptr;
     std::string oldest_name;
     for (auto& [n, s] : sessions_)
-      if (s.host && (!oldest || s.used < oldest->used)) {
+      if (s.host && !s.busy && (!oldest || s.used < oldest->used)) {  // a busy one's tokens are not settled yet
         oldest = &s;
         oldest_name = n;
       }

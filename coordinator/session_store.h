@@ -62,6 +62,12 @@ class SessionStore {
   Lease acquire(const std::string& name);
   // The request left: `unfed` tokens are prepended to the next prompt; `fed` tokens entered the state.
   void release(const std::string& name, std::vector<int32_t> unfed, uint64_t fed);
+  // The busy session's request was preempted: its state left the slot with it (the caller closed the
+  // slot); then it resumed on `slot`, or it ended while parked and its state comes back to host memory
+  // (release follows).
+  void parked(const std::string& name);
+  void resumed(const std::string& name, int slot);
+  void parked_ended(const std::string& name, std::vector<float> state);
 
   // A request for `name` (or, with "", a one-off request) can start now: its slot is there, one is free
   // or can be freed by an eviction (or it will be refused at once, e.g. a busy session).

@@ -76,7 +76,7 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   if (!j.is_object()) fail("the body must be a JSON object");
   static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "stream", "stream_options", "stop", "seed",
                                                "presence_penalty", "frequency_penalty", "n", "user", "top_k", "alpha_decay", "session",
-                                               "logprobs", "response_format", "logit_bias", "priority"};
+                                               "logprobs", "response_format", "logit_bias", "priority", "service_tier"};
   for (auto& [k, v] : j.items()) {
     bool ok = common.count(k) ||
               (chat ? (k == "messages" || k == "max_completion_tokens" || k == "top_logprobs" || k == "tools" || k == "tool_choice" ||
@@ -236,6 +236,16 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
     SessionStore::check_name(r.session);
     if (r.n > 1) fail("n: several samples cannot continue one session");
     if (r.prompts.size() > 1) fail("session: a batch of prompts cannot continue one session");
+  }
+  // OpenAI's service tiers as priorities: "priority" before the default, "flex" after it. An explicit
+  // "priority" (vLLM's) says more.
+  if (opt("service_tier")) {
+    const auto& tier = j["service_tier"];
+    if (!tier.is_string()) fail("service_tier: must be a string");
+    const std::string t = tier;
+    if (t == "priority") r.priority = -1;
+    else if (t == "flex") r.priority = 1;
+    else if (t != "auto" && t != "default" && t != "scale") fail("service_tier: '", t.substr(0, 32), "' is not auto, default, flex, scale or priority");
   }
   if (opt("priority")) r.priority = int(json_fields::integer_in(j["priority"], "priority", INT32_MIN, INT32_MAX));
   if (r.echo && r.sampling.logprobs >= 0 && (r.n > 1 || !r.session.empty()))

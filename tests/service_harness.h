@@ -105,4 +105,12 @@ struct Service {
   std::thread loop;
 };
 
+// Options of a service whose sessions persist in `dir`.
+inline ServiceOptions persisted(const std::string& dir) {
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.persist = true;
+  return o;
+}
+
 }  // namespace skein::test

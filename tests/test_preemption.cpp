@@ -111,8 +111,10 @@ struct Parking {
   Service s;
   Outcomes out{"low", "urgent"};
   std::promise<void> urgent_sent;
-  explicit Parking(ServiceOptions o = {}) : s(std::move(o), 1) {
+  // `session`: low continues that session.
+  explicit Parking(ServiceOptions o = {}, const std::string& session = "") : s(std::move(o), 1) {
     ServiceRequest low = sampled(s, "The man said", 3000, 1), urgent = sampled(s, "It was", 1000, 0);
+    low.session = session;
     low.on_done = out.on_done("low");
     urgent.on_done = out.on_done("urgent");
     low.on_delta = [this, urgent](const std::string&, const std::vector<SampledToken>&) mutable {
@@ -180,23 +182,79 @@ TEST(Preemption, NoRoomForAParkedStateMeansNoPreemption) {
   EXPECT_EQ(p.out.order, (std::vector<std::string>{"low", "urgent"}));
 }
 
-// A session's request is never parked: its state belongs to the session. The urgent request waits.
-TEST(Preemption, ASessionsRequestIsNotParked) {
-  Service s({}, 1);
-  Outcomes out{"session", "urgent"};
-  ServiceRequest chat = sampled(s, "The man said", 150, 5), urgent = sampled(s, "It was", 10, 0);
-  chat.session = "chat";
-  chat.on_done = out.on_done("session");
-  urgent.on_done = out.on_done("urgent");
-  chat.on_delta = [&, urgent](const std::string&, const std::vector<SampledToken>&) mutable {
-    if (!urgent.on_done) return;
-    s.service->submit(std::move(urgent));
-    urgent.on_done = nullptr;
+// A session's turn is parked like any request (its session stays busy meanwhile) and the conversation
+// goes on as if it never was: both turns give what they give unpreempted.
+TEST(Preemption, ASessionsTurnIsParkedAndTheConversationGoesOnUnchanged) {
+  auto conversation = [](bool preempt) {
+    Service s({}, 1);
+    Outcomes out{"turn 1", "urgent", "turn 2"};
+    ServiceRequest turn1 = sampled(s, "The man said", 120, 5), urgent = sampled(s, "It was", 30, 0), turn2 = sampled(s, " and then", 30, 5, 8);
+    turn1.session = turn2.session = "chat";
+    turn1.on_done = out.on_done("turn 1");
+    urgent.on_done = out.on_done("urgent");
+    turn2.on_done = out.on_done("turn 2");
+    int tokens = 0;
+    turn1.on_delta = [&, urgent](const std::string&, const std::vector<SampledToken>& t) mutable {
+      tokens += int(t.size());
+      if (preempt && tokens >= 10 && urgent.on_done) {
+        s.service->submit(std::move(urgent));
+        urgent.on_done = nullptr;
+      }
+    };
+    s.service->submit(std::move(turn1));
+    const GenerationSummary first = out.get("turn 1");
+    EXPECT_EQ(first.preemptions, preempt ? 1 : 0);
+    if (preempt) {
+      EXPECT_EQ(out.get("urgent").finish_reason, "length");
+      EXPECT_EQ(out.order.front(), "urgent");
+    }
+    s.service->submit(std::move(turn2));
+    const GenerationSummary second = out.get("turn 2");
+    EXPECT_EQ(second.finish_reason, "length") << second.error;
+    EXPECT_EQ(second.session_tokens, first.session_tokens + 9 + 30);
+    return first.text + "|" + second.text;
   };
-  s.service->submit(std::move(chat));
-  EXPECT_EQ(out.get("session").preemptions, 0);
-  EXPECT_EQ(out.get("urgent").finish_reason, "length");
-  EXPECT_EQ(out.order, (std::vector<std::string>{"session", "urgent"}));
+  EXPECT_EQ(conversation(true), conversation(false));
+}
+
+// A session whose parked turn is cancelled, or whose server stops or model fails meanwhile, keeps its
+// state: it comes back from the parked request, the turn's tokens counted, so the session goes on (and
+// is saved: the parked state is in host memory, which outlives the stages).
+TEST(Preemption, AParkedSessionLosesNothingWhenItsTurnEnds) {
+  {
+    Parking p({}, "chat");
+    ASSERT_TRUE(p.low_parked());
+    EXPECT_EQ(p.s.where("chat"), "parked");
+    p.s.service->cancel(1);
+    const GenerationSummary cancelled = p.out.get("low");
+    EXPECT_EQ(cancelled.finish_reason, "cancelled");
+    EXPECT_EQ(cancelled.session_tokens, 12u + uint64_t(cancelled.completion_tokens));
+    EXPECT_EQ(p.s.where("chat"), "host");
+    GenerationSummary next = p.s.generate(" and", 5, "chat");
+    EXPECT_EQ(next.finish_reason, "length") << next.error;
+    EXPECT_EQ(next.session_tokens, cancelled.session_tokens + 4 + 5);
+  }
+  for (bool failure : {false, true}) {
+    SCOPED_TRACE(failure ? "the model fails" : "the server stops");
+    const std::string dir = temp_dir() + (failure ? "/parked-failure" : "/parked-stop");
+    uint64_t tokens = 0;
+    {
+      auto p = std::make_unique<Parking>(persisted(dir), "chat");
+      ASSERT_TRUE(p->low_parked());
+      auto low = p->out.results["low"];
+      if (failure) p->s.model->broken = true;  // the urgent request's next step fails
+      else p->s.service->stop();
+      EXPECT_EQ(low.get().finish_reason, failure ? "error" : "cancelled");
+      tokens = low.get().session_tokens;
+    }
+    Service restarted(persisted(dir), 1);
+    EXPECT_EQ(restarted.where("chat"), "disk");
+    const GenerationSummary next = restarted.generate(" and", 5, "chat");
+    EXPECT_EQ(next.finish_reason, "length") << next.error;
+    if (!failure) {
+      EXPECT_EQ(next.session_tokens, tokens + 4 + 5);
+    }
+  }
 }
 
 // The scheduler's part: a request parked in the middle of its prompt hands over the rest (the prompt
@@ -251,7 +309,8 @@ TEST(Preemption, ARequestParkedMidPromptGoesOnFromItsState) {
   EXPECT_EQ(local.free_slots(), 4);
 }
 
-// Both protocols take "priority" (vLLM's name): any 32-bit integer, lower first.
+// Both protocols take "priority" (vLLM's name): any 32-bit integer, lower first. HTTP also takes OpenAI's
+// service_tier.
 TEST(Preemption, PriorityIsAnIntegerInBothProtocols) {
   ByteTokenizer tok;
   ApiLimits limits;
@@ -277,6 +336,21 @@ TEST(Preemption, PriorityIsAnIntegerInBothProtocols) {
     EXPECT_EQ(parse("1.5"), "priority: must be an integer");
     EXPECT_EQ(parse("4294967296"), "priority: must be between -2147483648 and 2147483647, got 4294967296");
   }
+  // OpenAI's service tiers map to priorities; vLLM's explicit priority wins.
+  auto tier = [&](const std::string& value) {
+    try {
+      return std::to_string(parse_openai_request(R"({"prompt": "x", "service_tier": )" + value + "}", false, tok, 256, limits, chat).priority);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  EXPECT_EQ(tier(R"("priority")"), "-1");
+  EXPECT_EQ(tier(R"("flex")"), "1");
+  EXPECT_EQ(tier(R"("auto")"), "0");
+  EXPECT_EQ(tier(R"("default")"), "0");
+  EXPECT_EQ(tier(R"("flex", "priority": -7)"), "-7");
+  EXPECT_EQ(tier(R"("gold")"), "service_tier: 'gold' is not auto, default, flex, scale or priority");
+  EXPECT_EQ(tier("1"), "service_tier: must be a string");
 }
 
 // End to end on a server with one slot, alone and as a 3-rank cluster (the parked state comes from both

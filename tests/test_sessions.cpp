@@ -15,14 +15,6 @@
 namespace skein::test {
 namespace {
 
-// Options of a service whose sessions persist in `dir`.
-ServiceOptions persisted(const std::string& dir) {
-  ServiceOptions o;
-  o.sessions.dir = dir;
-  o.sessions.persist = true;
-  return o;
-}
-
 // What a session's third turn gives must equal sending the whole history at once.
 TEST(Sessions, ContinueAsIfTheHistoryWereSentAtOnce) {
   Service s;
