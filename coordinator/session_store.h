@@ -30,7 +30,7 @@ class SessionError : public Error {
 struct SessionInfo {
   std::string name;
   uint64_t tokens = 0;  // tokens the state has seen (prompts and generated tokens)
-  std::string where;    // slot | host | disk
+  std::string where;    // slot | host | disk | parked (its running turn was preempted)
   bool busy = false;
   double idle_seconds = 0;
 };
@@ -112,7 +112,7 @@ class SessionStore {
     std::chrono::steady_clock::time_point used = std::chrono::steady_clock::now();
   };
   Session& get(const std::string& name);
-  static const char* place(const Session& s);  // slot | host | disk
+  static const char* place(const Session& s);  // slot | host | disk | parked
   std::string state_path(const std::string& name) const;
   std::string meta_path(const std::string& name) const;
   std::string next_state_path(const std::string& name) const;  // a save's state until its metadata commits it
