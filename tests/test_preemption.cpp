@@ -67,8 +67,8 @@ std::string alone(ServiceRequest r) {
 TEST(Preemption, AnUrgentRequestRunsFirstAndThePreemptedOneLosesNothing) {
   for (ResponseFormat format : {ResponseFormat::Text, ResponseFormat::JsonSchema}) {
     SCOPED_TRACE(format == ResponseFormat::Text ? "text" : "JSON Schema");
+    Outcomes out{"low", "urgent", "later"};  // first: it outlives the service's thread, which calls into it
     Service s({}, 1);
-    Outcomes out{"low", "urgent", "later"};
     ServiceRequest low = sampled(s, "The man said", 120, 5), urgent = sampled(s, "It was", 30, 0, 9), later = sampled(s, "A", 20, 5, 4);
     low.sampling.format = format;  // the schema's reply is long enough to be running when urgent comes
     low.sampling.json_schema = R"({"type": "object", "properties": {"text": {"type": "string", "minLength": 40}}, "required": ["text"]})";
@@ -108,9 +108,9 @@ TEST(Preemption, AnUrgentRequestRunsFirstAndThePreemptedOneLosesNothing) {
 
 // Runs `low` alone on a one-slot service and, once it has generated, submits `urgent` beside it.
 struct Parking {
-  Service s;
-  Outcomes out{"low", "urgent"};
+  Outcomes out{"low", "urgent"};  // first: it outlives the service's thread, which calls into it
   std::promise<void> urgent_sent;
+  Service s;
   // `session`: low continues that session.
   explicit Parking(ServiceOptions o = {}, const std::string& session = "") : s(std::move(o), 1) {
     ServiceRequest low = sampled(s, "The man said", 3000, 1), urgent = sampled(s, "It was", 1000, 0);
@@ -186,8 +186,8 @@ TEST(Preemption, NoRoomForAParkedStateMeansNoPreemption) {
 // goes on as if it never was: both turns give what they give unpreempted.
 TEST(Preemption, ASessionsTurnIsParkedAndTheConversationGoesOnUnchanged) {
   auto conversation = [](bool preempt) {
-    Service s({}, 1);
     Outcomes out{"turn 1", "urgent", "turn 2"};
+    Service s({}, 1);
     ServiceRequest turn1 = sampled(s, "The man said", 120, 5), urgent = sampled(s, "It was", 30, 0), turn2 = sampled(s, " and then", 30, 5, 8);
     turn1.session = turn2.session = "chat";
     turn1.on_done = out.on_done("turn 1");
