@@ -840,14 +840,19 @@ TEST(Http, SessionsSavedOnAnIntervalSurviveACrash) {
 }
 
 // The load generator against a 3-rank cluster: every response arrives whole (it exits non-zero on any
-// lost or garbled response) and the figures are printed.
+// lost or garbled response) and the figures are printed. Two of its clients are urgent: with 16
+// clients on 8 slots they preempt the others all along, and still nothing is lost or garbled.
 TEST(Http, LoadGeneratorLosesNothingOnTheCluster) {
   Server server("--config " + config_file("[scheduler]\nmax_slots = 8\n"), 3);
   ASSERT_GT(server.port(), 0) << server.output();
-  auto r = run_skein("bench --server 127.0.0.1:" + std::to_string(server.port()) + " --clients 16 --duration 3 --max-tokens 16");
+  auto r = run_skein("bench --server 127.0.0.1:" + std::to_string(server.port()) + " --clients 16 --urgent 2 --duration 3 --max-tokens 16");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("0 lost, 0 garbled"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("time to first token: p50"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("urgent (priority -1): "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(" 0 completed"), std::string::npos) << r.output;
+  const std::string metrics = http_request(server.http_port(), "GET", "/metrics").body;
+  EXPECT_EQ(metrics.find("\nskein_preemptions_total 0\n"), std::string::npos) << "no request was preempted";
   // Several samples of long token prompts, each sample's events checked on their own: with 8 slots
   // some samples copy their first's state and others wait to prefill alone.
   r = run_skein("bench --server 127.0.0.1:" + std::to_string(server.port()) + " --clients 4 --samples 3 --prompt-tokens 60 --duration 3 --max-tokens 8");
