@@ -604,6 +604,7 @@ void InferenceService::update_metrics(bool with_stages) {
   g.sessions_slot = sessions_->count("slot");
   g.sessions_host = sessions_->count("host");
   g.sessions_disk = sessions_->count("disk");
+  g.sessions_parked = sessions_->count("parked");
   g.session_host_bytes = sessions_->host_bytes_used();
   g.parked = parked_.size();
   g.parked_bytes = parked_bytes_;

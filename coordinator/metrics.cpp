@@ -103,6 +103,7 @@ std::string Metrics::prometheus() const {
   o += "skein_sessions{where=\"slot\"} " + std::to_string(g_.sessions_slot) + "\n";
   o += "skein_sessions{where=\"host\"} " + std::to_string(g_.sessions_host) + "\n";
   o += "skein_sessions{where=\"disk\"} " + std::to_string(g_.sessions_disk) + "\n";
+  o += "skein_sessions{where=\"parked\"} " + std::to_string(g_.sessions_parked) + "\n";
   gauge("skein_session_host_bytes", double(g_.session_host_bytes), "Host memory holding evicted session states.");
   metric(o, "skein_tokens_per_second", "gauge", "Tokens per second over the last few seconds (in: prompt, out: generated).");
   o += "skein_tokens_per_second{direction=\"in\"} " + num(g_.tokens_in_per_s) + "\n";

@@ -113,7 +113,7 @@ struct Parking {
   Service s;
   // `session`: low continues that session.
   explicit Parking(ServiceOptions o = {}, const std::string& session = "") : s(std::move(o), 1) {
-    ServiceRequest low = sampled(s, "The man said", 3000, 1), urgent = sampled(s, "It was", 1000, 0);
+    ServiceRequest low = sampled(s, "The man said", 3000, 1), urgent = sampled(s, "It was", 2000, 0);
     low.session = session;
     low.on_done = out.on_done("low");
     urgent.on_done = out.on_done("urgent");
@@ -225,6 +225,13 @@ TEST(Preemption, AParkedSessionLosesNothingWhenItsTurnEnds) {
     Parking p({}, "chat");
     ASSERT_TRUE(p.low_parked());
     EXPECT_EQ(p.s.where("chat"), "parked");
+    std::string metrics;  // the gauges refresh every 250 ms, while the urgent request runs on
+    for (int i = 0; i < 40 && metrics.find("\nskein_requests_parked 1\n") == std::string::npos; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+      metrics = p.s.service->metrics().prometheus();
+    }
+    EXPECT_NE(metrics.find("\nskein_requests_parked 1\n"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("\nskein_sessions{where=\"parked\"} 1\n"), std::string::npos) << metrics;
     p.s.service->cancel(1);
     const GenerationSummary cancelled = p.out.get("low");
     EXPECT_EQ(cancelled.finish_reason, "cancelled");
