@@ -59,18 +59,22 @@ uint64_t Scheduler::submit(ScheduledRequest r) {
   return handle;
 }
 
-void Scheduler::cancel(uint64_t handle, const std::string& reason) {
+Scheduler::Active* Scheduler::running(uint64_t handle) {
   for (auto& a : active_)
-    if (a->handle == handle && !a->done) {
-      // Entries already in flight still come back; they are taken and ignored (done is set).
-      a->done = true;
-      if (a->req.on_finish) a->req.on_finish(reason);
-    }
+    if (a->handle == handle && !a->done) return a.get();
+  return nullptr;
+}
+
+void Scheduler::cancel(uint64_t handle, const std::string& reason) {
+  if (Active* a = running(handle)) {
+    // Entries already in flight still come back; they are taken and ignored (done is set).
+    a->done = true;
+    if (a->req.on_finish) a->req.on_finish(reason);
+  }
 }
 
 void Scheduler::park(uint64_t handle, Parked parked) {
-  for (auto& a : active_)
-    if (a->handle == handle && !a->done) a->parked = std::move(parked);
+  if (Active* a = running(handle)) a->parked = std::move(parked);
 }
 
 bool Scheduler::fill() {

@@ -89,6 +89,7 @@ class Scheduler {
     };
     std::vector<Entry> entries;
   };
+  Active* running(uint64_t handle);  // the request not ended yet with this handle, or null
   bool fill();
   void take_tokens(const InFlight& f);  // the step's sampled tokens into tokens_
   void complete(InFlight& f);

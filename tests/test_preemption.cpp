@@ -322,42 +322,36 @@ TEST(Preemption, PriorityIsAnIntegerInBothProtocols) {
   ByteTokenizer tok;
   ApiLimits limits;
   ChatConfig chat;
-  auto tcp = [&](const std::string& value) {
+  // The priority a request with these fields beside its prompt gets, or the error.
+  auto tcp = [&](const std::string& fields) {
     try {
-      return std::to_string(parse_api_line(R"({"id": "a", "prompt": "x", "priority": )" + value + "}", tok, 256, limits).generate->priority);
+      return std::to_string(parse_api_line(R"({"id": "a", "prompt": "x", )" + fields + "}", tok, 256, limits).generate->priority);
     } catch (const Error& e) {
       return std::string(e.what());
     }
   };
-  auto http = [&](const std::string& value) {
+  auto http = [&](const std::string& fields) {
     try {
-      return std::to_string(parse_openai_request(R"({"prompt": "x", "priority": )" + value + "}", false, tok, 256, limits, chat).priority);
+      return std::to_string(parse_openai_request(R"({"prompt": "x", )" + fields + "}", false, tok, 256, limits, chat).priority);
     } catch (const Error& e) {
       return std::string(e.what());
     }
   };
   for (auto& parse : {std::function<std::string(const std::string&)>(tcp), std::function<std::string(const std::string&)>(http)}) {
-    EXPECT_EQ(parse("-3"), "-3");
-    EXPECT_EQ(parse("7"), "7");
-    EXPECT_EQ(parse("\"high\""), "priority: must be an integer");
-    EXPECT_EQ(parse("1.5"), "priority: must be an integer");
-    EXPECT_EQ(parse("4294967296"), "priority: must be between -2147483648 and 2147483647, got 4294967296");
+    EXPECT_EQ(parse(R"("priority": -3)"), "-3");
+    EXPECT_EQ(parse(R"("priority": 7)"), "7");
+    EXPECT_EQ(parse(R"("priority": "high")"), "priority: must be an integer");
+    EXPECT_EQ(parse(R"("priority": 1.5)"), "priority: must be an integer");
+    EXPECT_EQ(parse(R"("priority": 4294967296)"), "priority: must be between -2147483648 and 2147483647, got 4294967296");
   }
   // OpenAI's service tiers map to priorities; vLLM's explicit priority wins.
-  auto tier = [&](const std::string& value) {
-    try {
-      return std::to_string(parse_openai_request(R"({"prompt": "x", "service_tier": )" + value + "}", false, tok, 256, limits, chat).priority);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-  };
-  EXPECT_EQ(tier(R"("priority")"), "-1");
-  EXPECT_EQ(tier(R"("flex")"), "1");
-  EXPECT_EQ(tier(R"("auto")"), "0");
-  EXPECT_EQ(tier(R"("default")"), "0");
-  EXPECT_EQ(tier(R"("flex", "priority": -7)"), "-7");
-  EXPECT_EQ(tier(R"("gold")"), "service_tier: 'gold' is not auto, default, flex, scale or priority");
-  EXPECT_EQ(tier("1"), "service_tier: must be a string");
+  EXPECT_EQ(http(R"("service_tier": "priority")"), "-1");
+  EXPECT_EQ(http(R"("service_tier": "flex")"), "1");
+  EXPECT_EQ(http(R"("service_tier": "auto")"), "0");
+  EXPECT_EQ(http(R"("service_tier": "default")"), "0");
+  EXPECT_EQ(http(R"("service_tier": "flex", "priority": -7)"), "-7");
+  EXPECT_EQ(http(R"("service_tier": "gold")"), "service_tier: 'gold' is not auto, default, flex, scale or priority");
+  EXPECT_EQ(http(R"("service_tier": 1)"), "service_tier: must be a string");
 }
 
 // End to end on a server with one slot, alone and as a 3-rank cluster (the parked state comes from both
