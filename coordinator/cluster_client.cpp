@@ -195,9 +195,9 @@ std::vector<StageStats> ClusterClient::stage_stats() {
   return out;
 }
 
-std::vector<double> ClusterClient::stage_busy() {
-  std::vector<double> out;
-  for (auto& s : stage_stats()) out.push_back(s.wall_seconds > 0 ? s.busy_seconds / s.wall_seconds : 0.0);
+std::vector<ModelHandle::StageLoad> ClusterClient::stage_load() {
+  std::vector<StageLoad> out;
+  for (auto& s : stage_stats()) out.push_back({s.wall_seconds > 0 ? s.busy_seconds / s.wall_seconds : 0.0, s.resident_bytes});
   return out;
 }
 

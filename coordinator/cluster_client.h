@@ -21,7 +21,7 @@ class ClusterClient final : public ModelHandle {
   int open_session() override;
   int free_slots() const override { return max_slots_ - int(used_.size()); }
   int slots() const override { return max_slots_; }
-  std::vector<double> stage_busy() override;
+  std::vector<StageLoad> stage_load() override;
   void close_session(int session) override;
   int clone_session(int session) override;
   int add_start_state(const std::vector<float>& state) override;

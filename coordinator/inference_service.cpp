@@ -597,8 +597,11 @@ void InferenceService::update_metrics(bool with_stages) {
     g.queued = incoming_.size() + waiting_count_;
     g.running = running_;
   }
-  if (with_stages) stage_busy_ = model_.stage_busy();
-  g.stage_busy = stage_busy_;
+  if (with_stages) stage_load_ = model_.stage_load();
+  for (auto& s : stage_load_) {
+    g.stage_busy.push_back(s.busy_fraction);
+    g.stage_resident_bytes.push_back(s.resident_bytes);
+  }
   g.slots_total = size_t(model_.slots());
   g.slots_used = size_t(std::max(0, model_.slots() - model_.free_slots()));
   g.sessions_slot = sessions_->count("slot");

@@ -198,7 +198,7 @@ class InferenceService {
   std::chrono::steady_clock::time_point rate_since_ = std::chrono::steady_clock::now();
   uint64_t rate_in_ = 0, rate_out_ = 0;
   std::pair<double, double> rates_{0, 0};
-  std::vector<double> stage_busy_;
+  std::vector<ModelHandle::StageLoad> stage_load_;
   std::atomic<int64_t> progress_ns_{0};       // steady clock of the last finished step (or of being idle)
   std::atomic<bool> has_work_{false};
 };

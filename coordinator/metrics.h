@@ -35,6 +35,7 @@ class Metrics {
     size_t parked = 0;          // preempted requests waiting for a slot
     uint64_t parked_bytes = 0;  // their states, in host memory
     std::vector<double> stage_busy;
+    std::vector<uint64_t> stage_resident_bytes;  // each stage process's, as of the last stage poll
     double tokens_in_per_s = 0, tokens_out_per_s = 0;
     PrefixCacheStats cache;
   };

@@ -72,8 +72,13 @@ class ModelHandle {
   virtual void collect_logits(uint64_t step, float* logits) = 0;
   // Steps that may usefully be in flight at once (the pipeline depth).
   virtual int max_in_flight() const { return 1; }
-  // Busy fraction of every stage since the previous call (for /metrics); may be called with steps in flight.
-  virtual std::vector<double> stage_busy() = 0;
+  // Every stage's busy fraction since the previous call and its process's resident memory (for
+  // /metrics); may be called with steps in flight.
+  struct StageLoad {
+    double busy_fraction = 0;
+    uint64_t resident_bytes = 0;
+  };
+  virtual std::vector<StageLoad> stage_load() = 0;
 };
 
 }  // namespace skein

@@ -27,11 +27,13 @@ struct HopResult {
   int32_t nccl = 0;
 };
 
-// A stage's answer to Stats: time spent computing versus time since the previous Stats.
+// A stage's answer to Stats: time spent computing versus time since the previous Stats, and the stage
+// process's resident memory now.
 struct StageStats {
   double busy_seconds = 0;
   double wall_seconds = 0;
   uint64_t steps = 0;
+  uint64_t resident_bytes = 0;
 };
 
 // What a step entry wants back from the last stage: nothing, logits (last or every position), or the

@@ -63,6 +63,7 @@ class Server {
   }
   int port() const { return port_; }
   int http_port() const { return http_port_; }
+  pid_t pid() const { return pid_; }  // alone: the server itself; with ranks: mpirun
   // SIGTERM, then the exit status (or -1 if it did not exit within the wait).
   int terminate(std::chrono::milliseconds wait = std::chrono::seconds(10)) {
     kill(pid_, SIGTERM);

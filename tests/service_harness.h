@@ -40,7 +40,7 @@ class BreakableModel final : public ModelHandle {
   void collect(uint64_t step, SampledToken* tokens) override { check(), m_.collect(step, tokens); }
   uint64_t submit_logits(const std::vector<LogitsEntry>& entries) override { return check(), m_.submit_logits(entries); }
   void collect_logits(uint64_t step, float* logits) override { check(), m_.collect_logits(step, logits); }
-  std::vector<double> stage_busy() override { return m_.stage_busy(); }
+  std::vector<StageLoad> stage_load() override { return m_.stage_load(); }
 
  private:
   void check() const {

@@ -574,6 +574,56 @@ TEST(Http, ModelsHealthAndMetrics) {
     EXPECT_NE(metrics.body.find(name), std::string::npos) << name;
 }
 
+// A sample's value in a Prometheus text body ("NAME VALUE" at a line's start), NaN when absent.
+double metric_value(const std::string& body, const std::string& name) {
+  const size_t at = body.find("\n" + name + " ");
+  return at == std::string::npos ? std::numeric_limits<double>::quiet_NaN() : std::stod(body.substr(at + name.size() + 2));
+}
+
+// What the kernel says a process holds in memory now.
+double resident_bytes(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  uint64_t pages_virtual = 0, pages_resident = 0;
+  statm >> pages_virtual >> pages_resident;
+  return double(pages_resident) * double(sysconf(_SC_PAGESIZE));
+}
+
+// /metrics has the standard process_* figures of the serving process and every stage's resident
+// memory, each what the kernel says of that process (a leak on any rank shows on a dashboard).
+TEST(Http, MetricsShowEveryProcessesMemory) {
+  Server one;
+  ASSERT_GT(one.http_port(), 0) << one.output();
+  const std::string body = http_request(one.http_port(), "GET", "/metrics").body;
+  const double rss = resident_bytes(one.pid());
+  ASSERT_GT(rss, 1e6);
+  EXPECT_NEAR(metric_value(body, "process_resident_memory_bytes"), rss, 0.2 * rss) << body;
+  EXPECT_NEAR(metric_value(body, "skein_stage_resident_memory_bytes{stage=\"0\"}"), rss, 0.2 * rss) << "alone, the server is stage 0";
+  EXPECT_GT(metric_value(body, "process_virtual_memory_bytes"), rss);
+  const double fds = double(std::distance(std::filesystem::directory_iterator("/proc/" + std::to_string(one.pid()) + "/fd"), {}));
+  EXPECT_NEAR(metric_value(body, "process_open_fds"), fds, 3) << "the listening sockets, the log, the scrape's connection";
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_NEAR(metric_value(body, "process_start_time_seconds"), now, 60);
+  EXPECT_GT(metric_value(body, "process_cpu_seconds_total"), 0);
+
+  Server cluster("", 3);
+  ASSERT_GT(cluster.http_port(), 0) << cluster.output();
+  std::map<int, pid_t> ranks;  // stage k is rank k + 1
+  const std::regex logged("rank ([12]) \\([^,]*, pid ([0-9]+)\\)");
+  for (int i = 0; i < 100 && ranks.size() < 2; ++i) {  // stage ranks may report after the coordinator's ready line
+    const std::string out = cluster.output();
+    for (std::sregex_iterator m(out.begin(), out.end(), logged), end; m != end; ++m)
+      ranks[std::stoi((*m)[1])] = pid_t(std::stoi((*m)[2]));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(ranks.size(), 2u) << cluster.output();
+  const std::string cluster_body = http_request(cluster.http_port(), "GET", "/metrics").body;
+  for (int stage : {0, 1}) {
+    const double stage_rss = resident_bytes(ranks[stage + 1]);
+    EXPECT_NEAR(metric_value(cluster_body, "skein_stage_resident_memory_bytes{stage=\"" + std::to_string(stage) + "\"}"), stage_rss, 0.2 * stage_rss)
+        << cluster_body;
+  }
+}
+
 TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   Server server("--auth-token s3cret");
   ASSERT_GT(server.http_port(), 0) << server.output();

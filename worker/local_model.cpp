@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "common/process_stats.h"
 
 namespace skein {
 
@@ -101,13 +102,13 @@ void LocalModel::collect_logits(uint64_t step, float* logits) {
   logits_.erase(it);
 }
 
-std::vector<double> LocalModel::stage_busy() {
+std::vector<ModelHandle::StageLoad> LocalModel::stage_load() {
   auto now = std::chrono::steady_clock::now();
   double wall = std::chrono::duration<double>(now - since_).count();
   double busy = wall > 0 ? std::min(1.0, busy_seconds_ / wall) : 0.0;
   busy_seconds_ = 0;
   since_ = now;
-  return {busy};
+  return {{busy, process_stats().resident_bytes}};
 }
 
 void LocalModel::collect(uint64_t step, SampledToken* tokens) {

@@ -16,7 +16,7 @@ class LocalModel final : public ModelHandle {
   int open_session() override;
   int free_slots() const override { return max_sessions_ - int(sessions_.size()); }
   int slots() const override { return max_sessions_; }
-  std::vector<double> stage_busy() override;
+  std::vector<StageLoad> stage_load() override;
   void close_session(int session) override {
     sessions_.erase(session);
     samplers_.erase(session);

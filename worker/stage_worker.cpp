@@ -5,6 +5,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/process_stats.h"
 #include "coordinator/sampler.h"
 #include "net/stage_protocol.h"
 
@@ -89,6 +90,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
       }
       case StageOp::Stats: {
         stats.wall_seconds = std::chrono::duration<double>(clock::now() - since).count();
+        stats.resident_bytes = process_stats().resident_bytes;
         world.send(links.coordinator, kTagReply, &stats, sizeof stats);
         stats = {};
         since = clock::now();

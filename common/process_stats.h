@@ -1,0 +1,19 @@
+// What the operating system says about this process: memory, CPU time, open files. /metrics exports it
+// under Prometheus's standard process_* names, and stages report theirs to rank 0, so a slow leak (state
+// buffers, sockets) shows on a dashboard long before the machine runs out.
+#pragma once
+#include <cstdint>
+
+namespace skein {
+
+struct ProcessStats {
+  uint64_t resident_bytes = 0;  // 0 where /proc is not there to ask
+  uint64_t virtual_bytes = 0;
+  double cpu_seconds = 0;  // user + system
+  uint64_t open_fds = 0;
+  double start_time_seconds = 0;  // since the Unix epoch
+};
+
+ProcessStats process_stats();
+
+}  // namespace skein
