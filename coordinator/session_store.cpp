@@ -97,22 +97,25 @@ SessionStore::Lease SessionStore::acquire(const std::string& name) {
   Session& s = it->second;
   if (s.busy) refuse(SessionFault::Conflict, "session '", name, "' is busy with another request");
   if (s.slot < 0) {
+    const bool from_host = s.host.has_value();
     std::vector<float> state;
-    if (s.host) state = std::move(*s.host);
+    if (from_host) state = std::move(*s.host);
     else if (s.on_disk) state = load_state_file(state_path(name), header_);
+    s.busy = true;  // open_slot's evictions spill idle host states to disk: not this one, moved out above
     int slot;
     try {
       slot = open_slot();
-    } catch (...) {
-      if (!state.empty() && s.host) *s.host = std::move(state);  // give it back untouched
+      if (!state.empty()) model_.import_state(slot, state);
+    } catch (...) {  // no room, or the model failed: the session keeps its state
+      s.busy = false;
+      if (from_host) *s.host = std::move(state);
       if (lease.created) sessions_.erase(it);
       throw;
     }
-    if (s.host) {
-      host_used_ -= s.host->size() * sizeof(float);
+    if (from_host) {
+      host_used_ -= state.size() * sizeof(float);  // the state's own size: *s.host was moved out
       s.host.reset();
     }
-    if (!state.empty()) model_.import_state(slot, state);
     s.slot = slot;
   }
   s.busy = true;

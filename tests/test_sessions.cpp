@@ -34,18 +34,21 @@ TEST(Sessions, ContinueAsIfTheHistoryWereSentAtOnce) {
 }
 
 // Two slots, four sessions used in turn: idle sessions are evicted to host memory (and past the host
-// budget, to disk) and come back unchanged.
+// budget, to disk) and come back unchanged. The host budget holds just what four sessions on two slots
+// need (two evicted states and a third while one comes back), so the budget's books must balance over
+// many turns: a state that comes back must give back its bytes.
 TEST(Sessions, EvictedSessionsComeBackUnchanged) {
   for (bool disk : {false, true}) {
+    Service ref;
     ServiceOptions o;
+    o.sessions.host_bytes = 3 * ref.mut.model->dims().state_floats() * sizeof(float);
     if (disk) {
       o.sessions.dir = temp_dir() + "/spill";
       o.sessions.host_bytes = 1;  // every evicted state goes on to disk
     }
     Service s(o, 2);
-    Service ref;
     std::vector<std::string> history(4);
-    for (int turn = 0; turn < 3; ++turn)
+    for (int turn = 0; turn < 6; ++turn)
       for (int k = 0; k < 4; ++k) {
         const std::string number = std::to_string(k), name = std::string("s").append(number);
         const std::string msg = turn == 0 ? std::string("Session ").append(number).append(" says") : " and";
