@@ -97,6 +97,16 @@ TEST(Cli, GenerateStreamsGreedyText) {
   EXPECT_NE(r.output.find("The man said to a state of the stress and"), std::string::npos) << r.output;
 }
 
+// cuBLAS is opened by the first GPU product, never by a CPU run: linked, it cost every process 216 MB
+// and 0.6 s at start-up. glibc's loader names every library it loads under LD_DEBUG=files.
+TEST(Cli, ACpuRunNeverLoadsCublas) {
+  auto r = run_shell("env LD_DEBUG=files " + std::string(SKEIN_BINARY) + " generate --model " + shared_dir() +
+                     "/models/tiny-rwkv-5v2-730K.pth --prompt 'The man said' --temperature 0 --max-tokens 4 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("file=libdnnl.so"), std::string::npos) << "LD_DEBUG names the libraries loaded:\n" << r.output;
+  EXPECT_EQ(r.output.find("libcublas"), std::string::npos) << r.output;
+}
+
 TEST(Cli, InspectReportsShape) {
   auto r = run_skein("inspect --model " + golden("models/rand-v6-bf16.pth"));
   ASSERT_EQ(r.exit_code, 0) << r.output;

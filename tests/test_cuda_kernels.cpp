@@ -11,6 +11,7 @@
 
 #include "bench/product_sweep.h"
 #include "coordinator/sampler.h"
+#include "kernels/cuda/cublas_library.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/numeric.h"
 #include "kernels/product_output.h"
@@ -19,6 +20,14 @@
 
 namespace skein {
 namespace {
+
+// cuBLAS is opened at first use, not linked (kernels/cuda/cublas_library.h): the library of the toolkit
+// Skein was built with opens, GPU or not, and has every call Skein makes.
+TEST(CublasLibrary, OpensWithEveryCallSkeinMakes) {
+  const cuda::CublasLibrary& c = cuda::cublas();
+  EXPECT_TRUE(c.create && c.set_stream && c.set_workspace && c.gemm_ex && c.sgemm);
+  EXPECT_EQ(&cuda::cublas(), &c) << "opened once";
+}
 
 class CudaKernels : public ::testing::Test {
  protected:

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/cuda/chained_launch.h"
+#include "kernels/cuda/cublas_library.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/job_table.cuh"
@@ -58,13 +59,13 @@ DeviceContext& context() {
     check(cudaEventCreateWithFlags(&c.fork, cudaEventDisableTiming), "cudaEventCreate");
     for (auto& e : c.join) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
     for (int l = 0; l < kGemmLanes; ++l) {
-      check_blas(cublasCreate(&c.blas[l]), "cublasCreate");
-      check_blas(cublasSetStream(c.blas[l], c.lane[l]), "cublasSetStream");
+      check_blas(cublas().create(&c.blas[l]), "cublasCreate");
+      check_blas(cublas().set_stream(c.blas[l], c.lane[l]), "cublasSetStream");
       // A workspace of each handle's own, so products recorded into a CUDA graph never allocate and
       // lanes running at once never share one.
       void* workspace = nullptr;
       check(cudaMalloc(&workspace, kBlasWorkspace), "cudaMalloc (cuBLAS workspace)");
-      check_blas(cublasSetWorkspace(c.blas[l], workspace, kBlasWorkspace), "cublasSetWorkspace");
+      check_blas(cublas().set_workspace(c.blas[l], workspace, kBlasWorkspace), "cublasSetWorkspace");
     }
   }
   return c;
@@ -247,8 +248,8 @@ void gemm_half(cublasHandle_t blas, cudaDataType type, const void* W, int64_t ro
                float beta) {
   const float one = 1.0f;
   // Column-major view: y^T [rows x T] = W^T' [rows x cols] * x^T [cols x T].
-  check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, W, type, int(cols), x16, type, int(cols),
-                          &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+  check_blas(cublas().gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), T, int(cols), &one, W, type, int(cols), x16, type, int(cols),
+                             &beta, y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
 }
 
@@ -375,8 +376,8 @@ void blas_product(const LinearJob& j, int T) {
   const float one = 1.0f, beta = j.out.kind == ProductOutput::Add ? 1.0f : 0.0f;
   switch (j.type) {
     case WeightType::F32:
-      check_blas(cublasSgemm(c.blas[0], CUBLAS_OP_T, CUBLAS_OP_N, int(j.rows), T, int(j.cols), &one, static_cast<const float*>(j.W), int(j.cols), j.x,
-                             int(j.ldx), &beta, j.y, int(j.ldy)),
+      check_blas(cublas().sgemm(c.blas[0], CUBLAS_OP_T, CUBLAS_OP_N, int(j.rows), T, int(j.cols), &one, static_cast<const float*>(j.W), int(j.cols), j.x,
+                                 int(j.ldx), &beta, j.y, int(j.ldy)),
                  "sgemm");
       break;
     case WeightType::F16:
