@@ -193,7 +193,7 @@ def main():
         t.start()
     baseline = None
     try:
-        while any(t.is_alive() for t in threads):
+        while time.time() < until:
             time.sleep(min(args.every, max(0.1, until - time.time())))
             now, figures, done = time.time() - start, scrape(base), tally.total()
             if baseline is None and now >= args.warmup:
