@@ -21,11 +21,11 @@ uint64_t parse_size(const std::string& s, const std::string& what) {
   }
   std::string unit = s.substr(i);
   while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
-  static const std::map<std::string, double> units = {{"", 1},         {"B", 1},          {"KB", 1e3},          {"MB", 1e6},
+  static const std::map<std::string, double> units = {{"", 1},         {"B", 1},          {"KB", 1e3}, {"kB", 1e3}, {"MB", 1e6},
                                                       {"GB", 1e9},     {"TB", 1e12},      {"KiB", 1024.0},      {"MiB", 1048576.0},
                                                       {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
   auto u = units.find(unit);
-  if (u == units.end() || !std::isfinite(v) || v < 0) fail(what, ": '", s, "' is not a size (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
+  if (u == units.end() || !std::isfinite(v) || v < 0) fail(what, ": '", s, "' is not a size (units B, kB or KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
   const double bytes = v * u->second;
   if (bytes >= 18446744073709551616.0) fail(what, ": '", s, "' is more bytes than 64 bits count");  // the cast would be undefined
   return uint64_t(bytes);

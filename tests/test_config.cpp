@@ -105,6 +105,8 @@ TEST(Config, SizesParse) {
   EXPECT_EQ(parse_size("80GiB", "x"), 80ull << 30);
   EXPECT_EQ(parse_size("1.5 GB", "x"), 1500000000ull);
   EXPECT_EQ(parse_size("4096", "x"), 4096ull);
+  EXPECT_EQ(parse_size("1kB", "x"), 1000ull);  // the SI symbol, and the KB people also write
+  EXPECT_EQ(parse_size("1KB", "x"), 1000ull);
   EXPECT_THROW(parse_size("-1GiB", "x"), Error);
   EXPECT_THROW(parse_size("12 parsecs", "x"), Error);
   EXPECT_EQ(parse_size("16777215TiB", "x"), 16777215ull << 40);  // 2^64 - 2^40, the largest whole TiB
