@@ -4,15 +4,16 @@
     python3 scripts/soak.py --tcp 127.0.0.1:7700 --http 127.0.0.1:7701 [--minutes 10] [--clients 8]
 
 Each client loops over what holds memory on a server, chosen at random (seeded): streamed and plain
-requests over TCP; cancels and disconnects mid-stream; urgent requests that preempt others; n samples
-with logprobs; JSON mode; chat turns on a pool of sessions, with forks, deletes and state downloads
-and uploads; malformed requests. Every request must end with a final event (or the error it asked for);
+requests over TCP, streamed chat over HTTP (server-sent events); cancels, and disconnects mid-stream
+over both; urgent requests that preempt others; n samples with logprobs; JSON mode; chat turns on a
+pool of sessions, with forks, deletes and state downloads and uploads; malformed requests. Every request must end with a final event (or the error it asked for);
 anything else counts as lost. Every `--every` seconds it prints the memory and file figures of /metrics
 (process_*, skein_stage_resident_memory_bytes, sessions, prefix cache, parked states), and at the end
 each figure's growth after the warm-up, per 1,000 requests. Exit status 1 if a request was lost or the
 server went away. Standard library only.
 """
 import argparse
+import http.client
 import json
 import random
 import re
@@ -90,7 +91,7 @@ def tcp_request(tcp, req, then=None):
         raise Lost("connection closed before the final event of " + req["id"])
 
 
-def http(base, method, path, body=None, raw=None):
+def call(base, method, path, body=None, raw=None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     r = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
@@ -98,6 +99,26 @@ def http(base, method, path, body=None, raw=None):
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def http_stream(http_addr, body, disconnect):
+    """A streamed chat completion: every server-sent event to [DONE], or away after the first one."""
+    conn = http.client.HTTPConnection(*http_addr, timeout=120)
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise Lost("stream: %d %s" % (resp.status, resp.read()[:200]))
+        while True:
+            line = resp.readline()
+            if not line:
+                raise Lost("stream: the events ended without [DONE]")
+            if line.startswith(b"data: "):
+                if disconnect or line.strip() == b"data: [DONE]":
+                    return  # closing the connection must cancel the request and free its slot
+                json.loads(line[6:])
+    finally:
+        conn.close()
 
 
 def client(index, args, tally, until):
@@ -109,7 +130,7 @@ def client(index, args, tally, until):
         rid = "%d-%d" % (index, n)
         session = "soak-%d" % rng.randrange(args.sessions)
         action = rng.choice(["stream", "plain", "cancel", "disconnect", "urgent", "samples", "json", "chat", "chat",
-                             "fork", "delete", "move", "malformed"])
+                             "sse", "sse_disconnect", "fork", "delete", "move", "malformed"])
         try:
             req = {"id": rid, "prompt": rng.choice(PROMPTS), "max_tokens": rng.randrange(1, args.max_tokens + 1),
                    "temperature": rng.choice([0, 0.8, 1.0]), "seed": rng.randrange(1 << 30)}
@@ -123,33 +144,36 @@ def client(index, args, tally, until):
                 if action != "disconnect" and (ev is None or ev.get("event") != "done"):
                     raise Lost("%s %s: %s" % (action, rid, ev))
             elif action == "samples":
-                status, body = http(base, "POST", "/v1/completions", {"prompt": req["prompt"], "max_tokens": req["max_tokens"], "n": 3,
+                status, body = call(base, "POST", "/v1/completions", {"prompt": req["prompt"], "max_tokens": req["max_tokens"], "n": 3,
                                                                        "logprobs": 2, "temperature": 1.0, "seed": req["seed"]})
                 if status != 200 or len(json.loads(body)["choices"]) != 3:
                     raise Lost("samples: %d %s" % (status, body[:200]))
             elif action == "chat":
-                status, body = http(base, "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": req["prompt"]}],
+                status, body = call(base, "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": req["prompt"]}],
                                                                             "max_tokens": req["max_tokens"], "session": session})
                 if status not in (200, 409):  # 409: another client's turn of that session is running
                     raise Lost("chat: %d %s" % (status, body[:200]))
+            elif action in ("sse", "sse_disconnect"):
+                http_stream(host_port(args.http), {"messages": [{"role": "user", "content": req["prompt"]}], "max_tokens": req["max_tokens"],
+                                                   "stream": True, "temperature": req["temperature"]}, action == "sse_disconnect")
             elif action == "fork":
-                status, body = http(base, "POST", "/v1/sessions/%s/fork" % session, {"to": "soak-%d" % rng.randrange(args.sessions)})
+                status, body = call(base, "POST", "/v1/sessions/%s/fork" % session, {"to": "soak-%d" % rng.randrange(args.sessions)})
                 if status not in (200, 404, 409):
                     raise Lost("fork: %d %s" % (status, body[:200]))
             elif action == "delete":
-                status, body = http(base, "DELETE", "/v1/sessions/" + session)
+                status, body = call(base, "DELETE", "/v1/sessions/" + session)
                 if status not in (200, 404, 409):
                     raise Lost("delete: %d %s" % (status, body[:200]))
             elif action == "move":  # download a session's state and upload it under another name
-                status, state = http(base, "GET", "/v1/sessions/%s/state" % session)
+                status, state = call(base, "GET", "/v1/sessions/%s/state" % session)
                 if status == 200:
-                    status, body = http(base, "PUT", "/v1/sessions/soak-%d/state" % rng.randrange(args.sessions), raw=state)
+                    status, body = call(base, "PUT", "/v1/sessions/soak-%d/state" % rng.randrange(args.sessions), raw=state)
                     if status not in (200, 201, 409):
                         raise Lost("upload: %d %s" % (status, body[:200]))
                 elif status not in (404, 409):
                     raise Lost("download: %d %s" % (status, state[:200]))
             elif action == "malformed":
-                status, body = http(base, "POST", "/v1/completions", raw=rng.choice([b"{oops", b'{"prompt": 1}', b'{"prompt": "x", "bogus": 1}', b"[]"]))
+                status, body = call(base, "POST", "/v1/completions", raw=rng.choice([b"{oops", b'{"prompt": 1}', b'{"prompt": "x", "bogus": 1}', b"[]"]))
                 if status != 400:
                     raise Lost("malformed: %d %s" % (status, body[:200]))
             tally.ok(action)
@@ -160,7 +184,7 @@ def client(index, args, tally, until):
 
 def scrape(base):
     """The watched figures: name{labels} -> value (labelled series summed by name too)."""
-    status, body = http(base, "GET", "/metrics")
+    status, body = call(base, "GET", "/metrics")
     out = {}
     for line in body.decode().splitlines():
         m = re.match(r"^([a-z_]+)(\{[^}]*\})? (\S+)$", line)
