@@ -21,9 +21,9 @@ uint64_t parse_size(const std::string& s, const std::string& what) {
   }
   std::string unit = s.substr(i);
   while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
-  static const std::map<std::string, double> units = {{"", 1},         {"B", 1},          {"KB", 1e3}, {"kB", 1e3}, {"MB", 1e6},
-                                                      {"GB", 1e9},     {"TB", 1e12},      {"KiB", 1024.0},      {"MiB", 1048576.0},
-                                                      {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+  static const std::map<std::string, double> units = {{"", 1},           {"B", 1},           {"kB", 1e3},          {"KB", 1e3},
+                                                      {"MB", 1e6},        {"GB", 1e9},        {"TB", 1e12},         {"KiB", 1024.0},
+                                                      {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
   auto u = units.find(unit);
   if (u == units.end() || !std::isfinite(v) || v < 0) fail(what, ": '", s, "' is not a size (units B, kB or KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
   const double bytes = v * u->second;
