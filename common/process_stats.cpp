@@ -13,12 +13,9 @@ namespace skein {
 namespace {
 // Wall-clock start, taken when the library is loaded: near enough to exec for a dashboard's uptime.
 const double kStartTime = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}  // namespace
 
-ProcessStats process_stats() {
-  ProcessStats s;
-  s.start_time_seconds = kStartTime;
-  // statm: sizes in pages, virtual then resident.
+// statm: sizes in pages, virtual then resident.
+void read_statm(ProcessStats& s) {
   std::ifstream statm("/proc/self/statm");
   uint64_t pages_virtual = 0, pages_resident = 0;
   if (statm >> pages_virtual >> pages_resident) {
@@ -26,6 +23,19 @@ ProcessStats process_stats() {
     s.virtual_bytes = pages_virtual * page;
     s.resident_bytes = pages_resident * page;
   }
+}
+}  // namespace
+
+uint64_t resident_bytes() {
+  ProcessStats s;
+  read_statm(s);
+  return s.resident_bytes;
+}
+
+ProcessStats process_stats() {
+  ProcessStats s;
+  s.start_time_seconds = kStartTime;
+  read_statm(s);
   rusage ru{};
   if (getrusage(RUSAGE_SELF, &ru) == 0)
     s.cpu_seconds = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;

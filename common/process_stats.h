@@ -15,5 +15,7 @@ struct ProcessStats {
 };
 
 ProcessStats process_stats();
+// Just the resident memory: what a stage reports every 2 s (no listing of its open files).
+uint64_t resident_bytes();
 
 }  // namespace skein

@@ -108,7 +108,7 @@ std::vector<ModelHandle::StageLoad> LocalModel::stage_load() {
   double busy = wall > 0 ? std::min(1.0, busy_seconds_ / wall) : 0.0;
   busy_seconds_ = 0;
   since_ = now;
-  return {{busy, process_stats().resident_bytes}};
+  return {{busy, resident_bytes()}};
 }
 
 void LocalModel::collect(uint64_t step, SampledToken* tokens) {

@@ -90,7 +90,7 @@ void run_stage_worker(MpiWorld& world, const StageLinks& links, RwkvModel& stage
       }
       case StageOp::Stats: {
         stats.wall_seconds = std::chrono::duration<double>(clock::now() - since).count();
-        stats.resident_bytes = process_stats().resident_bytes;
+        stats.resident_bytes = resident_bytes();
         world.send(links.coordinator, kTagReply, &stats, sizeof stats);
         stats = {};
         since = clock::now();
