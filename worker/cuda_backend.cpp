@@ -32,6 +32,7 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   const char* g = std::getenv("SKEIN_CUDA_GRAPHS");
   graphs_ = !(g && std::string(g) == "0");
   select();
+  cuda::prepare_products();
 }
 
 CudaBackend::~CudaBackend() {

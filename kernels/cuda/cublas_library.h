@@ -1,6 +1,7 @@
-// cuBLAS, opened the first time a GPU product needs it. Linked, it cost every Skein process 216 MB of
-// resident memory and 0.6 s at start-up (libcublasLt's static initialisers), GPU or not: the
-// coordinator rank, CPU stages, `skein client`, every test. Only the calls Skein makes are looked up.
+// cuBLAS, opened when a CUDA stage loads (cuda::prepare_products) or a GPU product first needs it.
+// Linked, it cost every Skein process 216 MB of resident memory and 0.6 s at start-up (libcublasLt's
+// static initialisers), GPU or not: the coordinator rank, CPU stages, `skein client`, every test.
+// Only the calls Skein makes are looked up.
 #pragma once
 #include <cublas_v2.h>
 

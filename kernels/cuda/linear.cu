@@ -492,6 +492,8 @@ void linear(const void* W, WeightType type, const float* rx, const float* mx, co
   linears(&job, 1, T);
 }
 
+void prepare_products() { context(); }
+
 void linear_f32(const float* W, int rows, int cols, const float* x, float* y, int T) {
   linear(W, WeightType::F32, nullptr, nullptr, nullptr, nullptr, rows, cols, x, cols, y, rows, T);
   synchronize();
