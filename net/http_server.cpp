@@ -11,7 +11,6 @@
 #include "common/error.h"
 #include "common/json_text.h"
 #include "net/json_fields.h"
-#include "net/listen.h"
 #include "net/openai_logprobs.h"
 #include "net/openai_request.h"
 
@@ -658,18 +657,25 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
 }  // namespace
 
+namespace {
+// What a client gets when the server is out of file descriptors (net/listener.h): written whole
+// before the connection is read, so it is plain bytes.
+std::string no_descriptors_reply() {
+  const std::string body = json_text(error_body(kNoDescriptorsRefusal, "overloaded"));
+  return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+}  // namespace
+
 HttpServer::HttpServer(asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
                        int vocab, HttpOptions opts)
-    : io_(io), acceptor_(io), service_(service), tok_(tok), vocab_(vocab), opts_(std::move(opts)) {
-  open_acceptor(acceptor_, address, port, "HTTP");
-  accept();
-}
-
-void HttpServer::accept() {
-  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
-    if (!ec) std::make_shared<HttpConnection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
-    if (acceptor_.is_open()) accept();
-  });
-}
+    : io_(io),
+      service_(service),
+      tok_(tok),
+      vocab_(vocab),
+      opts_(std::move(opts)),
+      listener_(io, address, port, "HTTP", no_descriptors_reply(), [this](tcp::socket socket) {
+        std::make_shared<HttpConnection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
+      }) {}
 
 }  // namespace skein

@@ -12,6 +12,7 @@
 #include "coordinator/config.h"
 #include "coordinator/inference_service.h"
 #include "net/api_request.h"
+#include "net/listener.h"
 
 namespace skein {
 
@@ -28,16 +29,15 @@ class HttpServer {
  public:
   HttpServer(boost::asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
              int vocab, HttpOptions opts);
-  uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  uint16_t port() const { return listener_.endpoint().port(); }
 
  private:
-  void accept();
   boost::asio::io_context& io_;
-  boost::asio::ip::tcp::acceptor acceptor_;
   InferenceService& service_;
   const Tokenizer& tok_;
   int vocab_;
   HttpOptions opts_;
+  Listener listener_;  // last: it accepts from its construction on, into the members above
 };
 
 }  // namespace skein

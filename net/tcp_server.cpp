@@ -8,7 +8,6 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/json_text.h"
-#include "net/listen.h"
 
 namespace skein {
 
@@ -277,16 +276,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 TcpServer::TcpServer(asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
                      int vocab, TcpOptions opts)
-    : io_(io), acceptor_(io), service_(service), tok_(tok), vocab_(vocab), opts_(std::move(opts)) {
-  open_acceptor(acceptor_, address, port, "TCP");
-  accept();
-}
-
-void TcpServer::accept() {
-  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
-    if (!ec) std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
-    if (acceptor_.is_open()) accept();
-  });
-}
+    : io_(io),
+      service_(service),
+      tok_(tok),
+      vocab_(vocab),
+      opts_(std::move(opts)),
+      listener_(io, address, port, "TCP", json_text({{"event", "error"}, {"id", nullptr}, {"error", kNoDescriptorsRefusal}}) + "\n",
+                [this](tcp::socket socket) { std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start(); }) {}
 
 }  // namespace skein

@@ -9,6 +9,7 @@
 
 #include "coordinator/inference_service.h"
 #include "net/api_request.h"
+#include "net/listener.h"
 
 namespace skein {
 
@@ -24,17 +25,16 @@ class TcpServer {
  public:
   TcpServer(boost::asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
             int vocab, TcpOptions opts);
-  uint16_t port() const { return acceptor_.local_endpoint().port(); }
-  std::string address() const { return acceptor_.local_endpoint().address().to_string(); }
+  uint16_t port() const { return listener_.endpoint().port(); }
+  std::string address() const { return listener_.endpoint().address().to_string(); }
 
  private:
-  void accept();
   boost::asio::io_context& io_;
-  boost::asio::ip::tcp::acceptor acceptor_;
   InferenceService& service_;
   const Tokenizer& tok_;
   int vocab_;
   TcpOptions opts_;
+  Listener listener_;  // last: it accepts from its construction on, into the members above
 };
 
 }  // namespace skein

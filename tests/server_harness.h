@@ -107,6 +107,10 @@ class Client {
     if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect failed");
   }
   ~Client() { close(); }
+  void set_timeout(int seconds) {
+    timeval tv{seconds, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
   void close() {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -181,6 +182,68 @@ TEST(Server, BadInputNeverDisturbsOtherClients) {
   ASSERT_FALSE(rest.empty());
   EXPECT_EQ(rest.back()["event"], "done");
   EXPECT_EQ(rest.back()["completion_tokens"], 300);
+}
+
+// Clients beyond the server's open-files limit: each hears at once why (TCP: an error event; HTTP:
+// 503), the I/O thread does not spin on the connections it cannot take, the clients already in are
+// served, and once clients leave new ones are served again.
+TEST(Server, ClientsBeyondTheOpenFilesLimitAreRefusedAndTheServerGoesOn) {
+  Server server;
+  ASSERT_GT(server.port(), 0) << server.output();
+  const std::string proc = "/proc/" + std::to_string(server.pid());
+  const auto open_files = [&] { return long(std::distance(std::filesystem::directory_iterator(proc + "/fd"), {})); };
+  const auto cpu_seconds = [&] {  // utime + stime
+    std::istringstream stat(read_file(proc + "/stat").substr(read_file(proc + "/stat").rfind(')') + 2));
+    std::string field;
+    long ticks = 0;
+    for (int i = 3; i <= 15 && stat >> field; ++i)
+      if (i >= 14) ticks += std::stol(field);
+    return double(ticks) / double(sysconf(_SC_CLK_TCK));
+  };
+  const rlimit tight{rlim_t(open_files() + 4), rlim_t(open_files() + 4)};
+  ASSERT_EQ(prlimit(server.pid(), RLIMIT_NOFILE, &tight, nullptr), 0);
+
+  std::vector<std::unique_ptr<Client>> clients;
+  int served = 0, refused = 0;
+  for (int i = 0; i < 12; ++i) {
+    clients.push_back(std::make_unique<Client>(server.port()));
+    Client& c = *clients.back();
+    c.set_timeout(5);  // an unanswered client (the refusal missing) fails the test, not ctest's timeout
+    const std::string id = "c" + std::to_string(i);
+    c.send(R"({"id": ")" + id + R"(", "prompt": "The man said", "max_tokens": 2, "temperature": 0})");
+    auto events = c.until_done(id);
+    if (!events.empty() && events.back()["event"] == "done") {
+      ++served;
+    } else {
+      ASSERT_EQ(events.size(), 1u) << (events.empty() ? "no answer" : events.back().dump());
+      EXPECT_EQ(events[0]["event"], "error");
+      EXPECT_NE(events[0]["error"].get<std::string>().find("out of file descriptors"), std::string::npos) << events[0].dump();
+      EXPECT_EQ(c.line(), "") << "then closed";
+      ++refused;
+    }
+  }
+  EXPECT_GE(served, 1);
+  EXPECT_GE(refused, 6);
+  // Still at the limit with nobody waiting: the server sleeps (a spinning I/O thread burns a core).
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_LT(cpu_seconds() - before, 0.3) << "the listener spins while out of descriptors";
+  HttpReply busy = http_request(server.http_port(), "GET", "/health");
+  EXPECT_EQ(busy.status, 503) << busy.body;
+  EXPECT_EQ(busy.headers["retry-after"], "1");
+  EXPECT_EQ(busy.json()["error"]["type"], "overloaded") << busy.body;
+  // Clients leave: the server takes new ones again, on both ports.
+  clients.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(http_request(server.http_port(), "GET", "/health").status, 200);
+  Client again(server.port());
+  again.send(R"({"id": "again", "prompt": "The man said", "max_tokens": 2, "temperature": 0})");
+  auto events = again.until_done("again");
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["event"], "done") << events.back().dump();
+  const std::string log = server.output();
+  EXPECT_NE(log.find("warning: TCP: out of file descriptors"), std::string::npos) << log;
+  EXPECT_NE(log.find("TCP: accepting connections again (" + std::to_string(refused) + " refused"), std::string::npos) << log;
 }
 
 // Requests corrupted from the fuzz seeds, run for real: whatever the parser accepts must be served

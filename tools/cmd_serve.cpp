@@ -13,6 +13,7 @@
 #include "model/initial_state.h"
 #include "model/state_file.h"
 #include "net/http_server.h"
+#include "net/listener.h"
 #include "net/tcp_server.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
@@ -97,6 +98,7 @@ void add_serve_command(CLI::App& app) {
     const size_t state_bytes = state_file_bytes(so.state_header);
     InferenceService service(*m.handle, *tok, std::move(so));
     boost::asio::io_context io;
+    raise_open_files_limit();  // a descriptor per client: Debian's soft limit of 1024 would be the server's
     const ApiLimits limits = api_limits(cfg);
     TcpServer server(io, cfg.server.listen, uint16_t(cfg.server.port), service, *tok, m.dims.vocab,
                      {limits, size_t(cfg.server.max_request_bytes), cfg.server.per_connection_requests, size_t(cfg.server.client_buffer_bytes),

@@ -1,0 +1,51 @@
+// A listening socket, shared by the TCP and HTTP servers, that hands every accepted connection on.
+// Out of file descriptors, accept fails while the connection stays queued, so accepting again at once
+// would spin the I/O thread for as long as the shortage lasts. The listener keeps one descriptor in
+// reserve for that case: it frees it, accepts the waiting connection, writes it the server's refusal
+// (a line of the client's own protocol), closes it and takes the reserve back, so waiting clients
+// hear at once why instead of hanging. With nobody waiting it waits for the next client; where even
+// the reserve fails (another thread took the descriptor), it pauses before accepting again.
+#pragma once
+#include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
+
+#include <boost/asio.hpp>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace skein {
+
+class Listener {
+ public:
+  using OnAccept = std::function<void(boost::asio::ip::tcp::socket)>;
+  // Binds address:port (port 0: any free port) and starts accepting; throws skein::Error naming `what`
+  // ("TCP", "HTTP") and the address. `refusal`: the bytes a client refused for want of descriptors gets.
+  Listener(boost::asio::io_context& io, const std::string& address, uint16_t port, std::string what, std::string refusal, OnAccept on_accept);
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  boost::asio::ip::tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
+
+ private:
+  void accept();
+  void short_of_descriptors();
+  enum class Refusal { Refused, NobodyWaiting, NoReserve };
+  Refusal refuse_waiting_client();  // with the reserve descriptor
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer pause_;
+  std::string what_, refusal_;
+  OnAccept on_accept_;
+  int reserve_ = -1;
+  bool short_ = false;    // in a shortage (logged once when it starts and once when it ends)
+  uint64_t refused_ = 0;  // clients refused in this shortage
+};
+
+// The refusal's text, for the servers to wrap in their protocols.
+inline constexpr const char* kNoDescriptorsRefusal =
+    "server: too many open connections (the server is out of file descriptors); try again later";
+
+// Raises this process's soft limit on open files to its hard limit (every client takes one, and
+// Debian's soft limit is 1024). Returns the limit now in force.
+uint64_t raise_open_files_limit();
+
+}  // namespace skein
