@@ -48,6 +48,9 @@ nlohmann::json ApiClient::generate(nlohmann::ordered_json request, const std::fu
   send(request);
   while (true) {
     nlohmann::json e = next_event();
+    // An error for no request is the connection's: the server could not take it, and closes it.
+    if (e["event"] == "error" && e.value("id", nlohmann::json()).is_null())
+      fail(e["error"].is_string() ? e["error"].get<std::string>() : "the server refused the connection");
     if (e.value("id", nlohmann::json()) != id) continue;
     if (e["event"] == "delta" && on_text) on_text(e["text"].get<std::string>());
     if (e["event"] == "done" || e["event"] == "error") {

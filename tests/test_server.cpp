@@ -228,6 +228,11 @@ TEST(Server, ClientsBeyondTheOpenFilesLimitAreRefusedAndTheServerGoesOn) {
   const double before = cpu_seconds();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   EXPECT_LT(cpu_seconds() - before, 0.3) << "the listener spins while out of descriptors";
+  // The client library and `skein client` say why instead of "server closed the connection".
+  auto r = run_skein("client --server 127.0.0.1:" + std::to_string(server.port()) + " --prompt 'The man said'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: server: too many open connections (the server is out of file descriptors)"), std::string::npos) << r.output;
+  ++refused;
   HttpReply busy = http_request(server.http_port(), "GET", "/health");
   EXPECT_EQ(busy.status, 503) << busy.body;
   EXPECT_EQ(busy.headers["retry-after"], "1");

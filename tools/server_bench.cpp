@@ -81,10 +81,14 @@ void run_client(const ServerBenchOptions& o, const Format& format, int index, Cl
       std::vector<std::string> texts(samples);
       uint64_t objects = 0, cut = 0;
       size_t ended = 0;
-      bool bad = false, refused = false;
+      bool bad = false, refused = false, turned_away = false;
       while (ended < samples && !bad) {
         nlohmann::json e = c->next_event();
         t.event_bytes += json_text(e).size() + 1;  // as compact JSON, as the server writes it
+        if (e["event"] == "error" && e.value("id", nlohmann::json()).is_null()) {
+          refused = turned_away = true;  // the server had no descriptor for the connection, and closed it
+          break;
+        }
         if (e.value("id", nlohmann::json()) != id) {
           bad = true;
           problem("an event for another request: " + e.dump().substr(0, 200));
@@ -154,6 +158,10 @@ void run_client(const ServerBenchOptions& o, const Format& format, int index, Cl
         c.reset();  // the connection's event stream can no longer be trusted
       } else if (refused) {
         ++t.refused;
+        if (turned_away) {
+          c.reset();
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
       } else {
         ++t.completed;
         t.latency.push_back(std::chrono::duration<double>(Clock::now() - sent).count());
