@@ -667,15 +667,17 @@ std::string no_descriptors_reply() {
 }
 }  // namespace
 
-HttpServer::HttpServer(asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
+HttpServer::HttpServer(asio::io_context& io, std::unique_ptr<Listener> listener, InferenceService& service, const Tokenizer& tok,
                        int vocab, HttpOptions opts)
     : io_(io),
       service_(service),
       tok_(tok),
       vocab_(vocab),
       opts_(std::move(opts)),
-      listener_(io, address, port, "HTTP", no_descriptors_reply(), [this](tcp::socket socket) {
-        std::make_shared<HttpConnection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
-      }) {}
+      listener_(std::move(listener)) {
+  listener_->start(no_descriptors_reply(), [this](tcp::socket socket) {
+    std::make_shared<HttpConnection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
+  });
+}
 
 }  // namespace skein

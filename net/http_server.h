@@ -7,6 +7,7 @@
 #include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
 
 #include <boost/asio.hpp>
+#include <memory>
 #include <string>
 
 #include "coordinator/config.h"
@@ -27,9 +28,10 @@ struct HttpOptions {
 
 class HttpServer {
  public:
-  HttpServer(boost::asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
+  // Serves the clients `listener` (bound beforehand, on `io`) accepts.
+  HttpServer(boost::asio::io_context& io, std::unique_ptr<Listener> listener, InferenceService& service, const Tokenizer& tok,
              int vocab, HttpOptions opts);
-  uint16_t port() const { return listener_.endpoint().port(); }
+  uint16_t port() const { return listener_->endpoint().port(); }
 
  private:
   boost::asio::io_context& io_;
@@ -37,7 +39,7 @@ class HttpServer {
   const Tokenizer& tok_;
   int vocab_;
   HttpOptions opts_;
-  Listener listener_;  // last: it accepts from its construction on, into the members above
+  std::unique_ptr<Listener> listener_;  // last: destroyed first, so no accept outlives the members above
 };
 
 }  // namespace skein

@@ -32,8 +32,8 @@ bool is_shortage(const boost::system::error_code& ec) {
 
 }  // namespace
 
-Listener::Listener(asio::io_context& io, const std::string& address, uint16_t port, std::string what, std::string refusal, OnAccept on_accept)
-    : acceptor_(io), pause_(io), what_(std::move(what)), refusal_(std::move(refusal)), on_accept_(std::move(on_accept)), reserve_(open_reserve()) {
+Listener::Listener(asio::io_context& io, const std::string& address, uint16_t port, std::string what)
+    : acceptor_(io), pause_(io), what_(std::move(what)), reserve_(open_reserve()) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(address, ec);
   if (ec) fail("server: '", address, "' is not an IP address");
@@ -44,6 +44,11 @@ Listener::Listener(asio::io_context& io, const std::string& address, uint16_t po
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (!ec) acceptor_.native_non_blocking(true, ec);  // the refusal's own accept must never wait
   if (ec) fail("server: cannot listen for ", what_, " on ", address, ":", port, ": ", ec.message());
+}
+
+void Listener::start(std::string refusal, OnAccept on_accept) {
+  refusal_ = std::move(refusal);
+  on_accept_ = std::move(on_accept);
   accept();
 }
 

@@ -18,10 +18,13 @@ namespace skein {
 class Listener {
  public:
   using OnAccept = std::function<void(boost::asio::ip::tcp::socket)>;
-  // Binds address:port (port 0: any free port) and starts accepting; throws skein::Error naming `what`
-  // ("TCP", "HTTP") and the address. `refusal`: the bytes a client refused for want of descriptors gets.
-  Listener(boost::asio::io_context& io, const std::string& address, uint16_t port, std::string what, std::string refusal, OnAccept on_accept);
+  // Binds address:port (port 0: any free port); throws skein::Error naming `what` ("TCP", "HTTP") and
+  // the address. Clients that connect wait in the backlog until start(). (`skein serve` binds before it
+  // loads the model, so a port in use stops it at once, not after minutes of loading.)
+  Listener(boost::asio::io_context& io, const std::string& address, uint16_t port, std::string what);
   ~Listener();
+  // Accepts from now on. `refusal`: the bytes a client refused for want of descriptors gets.
+  void start(std::string refusal, OnAccept on_accept);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   boost::asio::ip::tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }

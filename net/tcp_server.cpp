@@ -274,14 +274,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 }  // namespace
 
-TcpServer::TcpServer(asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
+TcpServer::TcpServer(asio::io_context& io, std::unique_ptr<Listener> listener, InferenceService& service, const Tokenizer& tok,
                      int vocab, TcpOptions opts)
     : io_(io),
       service_(service),
       tok_(tok),
       vocab_(vocab),
       opts_(std::move(opts)),
-      listener_(io, address, port, "TCP", json_text({{"event", "error"}, {"id", nullptr}, {"error", kNoDescriptorsRefusal}}) + "\n",
-                [this](tcp::socket socket) { std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start(); }) {}
+      listener_(std::move(listener)) {
+  listener_->start(json_text({{"event", "error"}, {"id", nullptr}, {"error", kNoDescriptorsRefusal}}) + "\n",
+                   [this](tcp::socket socket) { std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start(); });
+}
 
 }  // namespace skein

@@ -23,10 +23,11 @@ struct TcpOptions {
 
 class TcpServer {
  public:
-  TcpServer(boost::asio::io_context& io, const std::string& address, uint16_t port, InferenceService& service, const Tokenizer& tok,
+  // Serves the clients `listener` (bound beforehand, on `io`) accepts.
+  TcpServer(boost::asio::io_context& io, std::unique_ptr<Listener> listener, InferenceService& service, const Tokenizer& tok,
             int vocab, TcpOptions opts);
-  uint16_t port() const { return listener_.endpoint().port(); }
-  std::string address() const { return listener_.endpoint().address().to_string(); }
+  uint16_t port() const { return listener_->endpoint().port(); }
+  std::string address() const { return listener_->endpoint().address().to_string(); }
 
  private:
   boost::asio::io_context& io_;
@@ -34,7 +35,7 @@ class TcpServer {
   const Tokenizer& tok_;
   int vocab_;
   TcpOptions opts_;
-  Listener listener_;  // last: it accepts from its construction on, into the members above
+  std::unique_ptr<Listener> listener_;  // last: destroyed first, so no accept outlives the members above
 };
 
 }  // namespace skein

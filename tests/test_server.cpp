@@ -85,6 +85,29 @@ TEST(Server, ServesFromTheClusterUnderMpirun) {
   EXPECT_EQ(server.terminate() >= 0, true);  // mpirun reports the signal itself; the stages are shut down
 }
 
+// The ports are bound before the model loads, so a port in use or a bad address stops `skein serve` at
+// once with a line saying which (here before the missing model file is even opened).
+TEST(Server, APortInUseStopsServeBeforeTheModelLoads) {
+  Server busy;
+  ASSERT_GT(busy.port(), 0) << busy.output();
+  const std::string missing = temp_dir() + "/no-such-model.pth";
+  auto r = run_skein("serve --model " + missing + " --port " + std::to_string(busy.port()));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: server: cannot listen for TCP on 127.0.0.1:" + std::to_string(busy.port()) + ": Address already in use"),
+            std::string::npos)
+      << r.output;
+  r = run_skein("serve --model " + missing + " --port 0 --http-port " + std::to_string(busy.http_port()));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: server: cannot listen for HTTP on 127.0.0.1:" + std::to_string(busy.http_port())), std::string::npos) << r.output;
+  r = run_skein("serve --model " + missing + " --listen 10.0.0 --port 0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: server: '10.0.0' is not an IP address"), std::string::npos) << r.output;
+  // Free ports: then the model is the problem.
+  r = run_skein("serve --model " + missing + " --port 0 --http-port 0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find(missing), std::string::npos) << r.output;
+}
+
 TEST(Server, SkeinClientStreamsTheReply) {
   Server server;
   ASSERT_GT(server.port(), 0) << server.output();

@@ -81,6 +81,14 @@ void add_serve_command(CLI::App& app) {
       }
     }
     cfg.limits.tuned_states = int(tuned_states.size());  // each stage keeps them: counted against its memory
+    // The serving process binds its ports before the model loads: a port in use stops it at once.
+    boost::asio::io_context io;
+    std::unique_ptr<Listener> tcp_listener, http_listener;
+    if (!mpi_world() || mpi_world()->rank() == 0) {
+      raise_open_files_limit();  // a descriptor per client: Debian's soft limit of 1024 would be the server's
+      tcp_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.port), "TCP");
+      if (cfg.server.http_port >= 0) http_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.http_port), "HTTP");
+    }
     LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
     auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
@@ -97,15 +105,13 @@ void add_serve_command(CLI::App& app) {
     so.stall_seconds = cfg.server.stall_seconds;
     const size_t state_bytes = state_file_bytes(so.state_header);
     InferenceService service(*m.handle, *tok, std::move(so));
-    boost::asio::io_context io;
-    raise_open_files_limit();  // a descriptor per client: Debian's soft limit of 1024 would be the server's
     const ApiLimits limits = api_limits(cfg);
-    TcpServer server(io, cfg.server.listen, uint16_t(cfg.server.port), service, *tok, m.dims.vocab,
+    TcpServer server(io, std::move(tcp_listener), service, *tok, m.dims.vocab,
                      {limits, size_t(cfg.server.max_request_bytes), cfg.server.per_connection_requests, size_t(cfg.server.client_buffer_bytes),
                       cfg.server.client_timeout_s});
     std::unique_ptr<HttpServer> http;
-    if (cfg.server.http_port >= 0)
-      http = std::make_unique<HttpServer>(io, cfg.server.listen, uint16_t(cfg.server.http_port), service, *tok, m.dims.vocab,
+    if (http_listener)
+      http = std::make_unique<HttpServer>(io, std::move(http_listener), service, *tok, m.dims.vocab,
                                           HttpOptions{limits, cfg.chat, size_t(cfg.server.max_request_bytes),
                                                       size_t(cfg.server.client_buffer_bytes), cfg.server.client_timeout_s,
                                                       state_bytes});
