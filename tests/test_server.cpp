@@ -85,8 +85,9 @@ TEST(Server, ServesFromTheClusterUnderMpirun) {
   EXPECT_EQ(server.terminate() >= 0, true);  // mpirun reports the signal itself; the stages are shut down
 }
 
-// The ports are bound before the model loads, so a port in use or a bad address stops `skein serve` at
-// once with a line saying which (here before the missing model file is even opened).
+// The ports are bound and the tokenizer read before the model loads, so a port in use, a bad address
+// or a missing --tokenizer stops `skein serve` at once with a line saying which (here before the
+// missing model file is even opened, or the plan made).
 TEST(Server, APortInUseStopsServeBeforeTheModelLoads) {
   Server busy;
   ASSERT_GT(busy.port(), 0) << busy.output();
@@ -106,6 +107,10 @@ TEST(Server, APortInUseStopsServeBeforeTheModelLoads) {
   r = run_skein("serve --model " + missing + " --port 0 --http-port 0");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find(missing), std::string::npos) << r.output;
+  // The tokenizer is read from the file's header before the load (which would refuse this strategy).
+  r = run_skein("serve --model " + golden("models/rand-v7-bf16.pth") + " --port 0 --http-port 0 --strategy 'cpu fp32 *99'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: this model has a vocabulary of 512; choose a tokenizer"), std::string::npos) << r.output;
 }
 
 TEST(Server, SkeinClientStreamsTheReply) {

@@ -9,6 +9,8 @@
 #include "common/log.h"
 #include "common/stop_signal.h"
 #include "coordinator/inference_service.h"
+#include "model/architecture.h"
+#include "model/checkpoint.h"
 #include "model/fingerprint.h"
 #include "model/initial_state.h"
 #include "model/state_file.h"
@@ -81,18 +83,20 @@ void add_serve_command(CLI::App& app) {
       }
     }
     cfg.limits.tuned_states = int(tuned_states.size());  // each stage keeps them: counted against its memory
-    // The serving process binds its ports before the model loads: a port in use stops it at once.
+    // The serving process binds its ports and reads its tokenizer (the file's header says the vocabulary)
+    // before the model loads: a port in use or a missing --tokenizer stops it at once.
     boost::asio::io_context io;
     std::unique_ptr<Listener> tcp_listener, http_listener;
+    std::unique_ptr<Tokenizer> tok;
     if (!mpi_world() || mpi_world()->rank() == 0) {
       raise_open_files_limit();  // a descriptor per client: Debian's soft limit of 1024 would be the server's
       tcp_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.port), "TCP");
       if (cfg.server.http_port >= 0) http_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.http_port), "HTTP");
+      tok = tokenizer_for(cfg.tokenizer, detect_architecture(*Checkpoint::open(path)).vocab);
+      stop_at_end_of_text(cfg.sampling, *tok);
     }
     LoadedModel m = load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
-    auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
-    stop_at_end_of_text(cfg.sampling, *tok);
 
     ServiceOptions so;
     so.model_name = model_name;
