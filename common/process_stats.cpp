@@ -39,6 +39,8 @@ ProcessStats process_stats() {
   rusage ru{};
   if (getrusage(RUSAGE_SELF, &ru) == 0)
     s.cpu_seconds = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0) s.max_fds = uint64_t(files.rlim_cur);
   std::error_code ec;
   for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec)) ++s.open_fds;
   return s;

@@ -11,6 +11,7 @@ struct ProcessStats {
   uint64_t virtual_bytes = 0;
   double cpu_seconds = 0;  // user + system
   uint64_t open_fds = 0;
+  uint64_t max_fds = 0;  // the soft limit: where a server starts refusing clients
   double start_time_seconds = 0;  // since the Unix epoch
 };
 

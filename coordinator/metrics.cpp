@@ -83,6 +83,11 @@ void Metrics::preempted() {
   ++preempted_;
 }
 
+void Metrics::connection_refused(const std::string& protocol) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++refused_[protocol];
+}
+
 std::string Metrics::prometheus() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string o;
@@ -136,6 +141,11 @@ std::string Metrics::prometheus() const {
     for (char ch : m) label += ch == '\\' ? "\\\\" : ch == '"' ? "\\\"" : ch == '\n' ? "\\n" : std::string(1, ch);
     o += "skein_model_requests_total{model=\"" + label + "\"} " + std::to_string(n) + "\n";
   }
+  metric(o, "skein_connections_refused_total", "counter", "Client connections refused because the server was out of file descriptors.");
+  for (const char* protocol : {"tcp", "http"}) {
+    auto it = refused_.find(protocol);
+    o += std::string("skein_connections_refused_total{protocol=\"") + protocol + "\"} " + std::to_string(it == refused_.end() ? 0 : it->second) + "\n";
+  }
   metric(o, "skein_http_responses_total", "counter", "HTTP responses by status code.");
   for (auto& [s, n] : http_) o += "skein_http_responses_total{code=\"" + std::to_string(s) + "\"} " + std::to_string(n) + "\n";
   counter("skein_prefix_cache_lookups_total", double(g_.cache.lookups), "Prompts looked up in the prefix cache.");
@@ -156,6 +166,7 @@ std::string Metrics::prometheus() const {
   whole("process_resident_memory_bytes", p.resident_bytes, "Resident memory size in bytes.");
   whole("process_virtual_memory_bytes", p.virtual_bytes, "Virtual memory size in bytes.");
   whole("process_open_fds", p.open_fds, "Number of open file descriptors.");
+  whole("process_max_fds", p.max_fds, "Maximum number of open file descriptors.");
   counter("process_cpu_seconds_total", p.cpu_seconds, "Total user and system CPU time spent in seconds.");
   metric(o, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
   char start[32];  // %.9g would round the epoch to tens of seconds

@@ -49,6 +49,7 @@ class Metrics {
   void state_copied(const std::string& what);
   void sessions_expired(size_t n);
   void preempted();  // a running request's state was parked for a more urgent one
+  void connection_refused(const std::string& protocol);  // "tcp" | "http": the server was out of file descriptors
   std::string prometheus() const;
 
  private:
@@ -60,6 +61,7 @@ class Metrics {
   uint64_t prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
   std::map<std::string, uint64_t> copies_;  // by what
   uint64_t expired_ = 0, preempted_ = 0;
+  std::map<std::string, uint64_t> refused_;  // connections, by protocol
   Histogram latency_, ttft_, itl_;
 };
 

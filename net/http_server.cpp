@@ -675,9 +675,9 @@ HttpServer::HttpServer(asio::io_context& io, std::unique_ptr<Listener> listener,
       vocab_(vocab),
       opts_(std::move(opts)),
       listener_(std::move(listener)) {
-  listener_->start(no_descriptors_reply(), [this](tcp::socket socket) {
-    std::make_shared<HttpConnection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start();
-  });
+  listener_->start(
+      no_descriptors_reply(), [this](tcp::socket socket) { std::make_shared<HttpConnection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start(); },
+      [this] { service_.metrics().connection_refused("http"); });
 }
 
 }  // namespace skein

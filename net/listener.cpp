@@ -46,9 +46,10 @@ Listener::Listener(asio::io_context& io, const std::string& address, uint16_t po
   if (ec) fail("server: cannot listen for ", what_, " on ", address, ":", port, ": ", ec.message());
 }
 
-void Listener::start(std::string refusal, OnAccept on_accept) {
+void Listener::start(std::string refusal, OnAccept on_accept, std::function<void()> on_refused) {
   refusal_ = std::move(refusal);
   on_accept_ = std::move(on_accept);
+  on_refused_ = std::move(on_refused);
   accept();
 }
 
@@ -110,6 +111,7 @@ Listener::Refusal Listener::refuse_waiting_client() {
     ::shutdown(fd, SHUT_WR);
     ::close(fd);
     ++refused_;
+    on_refused_();
   }
   reserve_ = open_reserve();
   if (fd >= 0) return Refusal::Refused;

@@ -23,8 +23,9 @@ class Listener {
   // loads the model, so a port in use stops it at once, not after minutes of loading.)
   Listener(boost::asio::io_context& io, const std::string& address, uint16_t port, std::string what);
   ~Listener();
-  // Accepts from now on. `refusal`: the bytes a client refused for want of descriptors gets.
-  void start(std::string refusal, OnAccept on_accept);
+  // Accepts from now on. `refusal`: the bytes a client refused for want of descriptors gets;
+  // `on_refused` is told of each such client.
+  void start(std::string refusal, OnAccept on_accept, std::function<void()> on_refused);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   boost::asio::ip::tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
@@ -38,6 +39,7 @@ class Listener {
   boost::asio::steady_timer pause_;
   std::string what_, refusal_;
   OnAccept on_accept_;
+  std::function<void()> on_refused_;
   int reserve_ = -1;
   bool short_ = false;    // in a shortage (logged once when it starts and once when it ends)
   uint64_t refused_ = 0;  // clients refused in this shortage

@@ -283,7 +283,8 @@ TcpServer::TcpServer(asio::io_context& io, std::unique_ptr<Listener> listener, I
       opts_(std::move(opts)),
       listener_(std::move(listener)) {
   listener_->start(json_text({{"event", "error"}, {"id", nullptr}, {"error", kNoDescriptorsRefusal}}) + "\n",
-                   [this](tcp::socket socket) { std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start(); });
+                   [this](tcp::socket socket) { std::make_shared<Connection>(std::move(socket), io_, service_, tok_, vocab_, opts_)->start(); },
+                   [this] { service_.metrics().connection_refused("tcp"); });
 }
 
 }  // namespace skein

@@ -274,6 +274,11 @@ TEST(Server, ClientsBeyondTheOpenFilesLimitAreRefusedAndTheServerGoesOn) {
   auto events = again.until_done("again");
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back()["event"], "done") << events.back().dump();
+  // A dashboard sees the limit, the refusals and (above) the warning in the log.
+  const std::string metrics = http_request(server.http_port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("\nprocess_max_fds " + std::to_string(tight.rlim_cur) + "\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\nskein_connections_refused_total{protocol=\"tcp\"} " + std::to_string(refused) + "\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\nskein_connections_refused_total{protocol=\"http\"} 1\n"), std::string::npos) << metrics;
   const std::string log = server.output();
   EXPECT_NE(log.find("warning: TCP: out of file descriptors"), std::string::npos) << log;
   EXPECT_NE(log.find("TCP: accepting connections again (" + std::to_string(refused) + " refused"), std::string::npos) << log;
