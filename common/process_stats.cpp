@@ -32,6 +32,11 @@ uint64_t resident_bytes() {
   return s.resident_bytes;
 }
 
+uint64_t open_files_limit() {
+  rlimit files{};
+  return getrlimit(RLIMIT_NOFILE, &files) == 0 ? uint64_t(files.rlim_cur) : 0;
+}
+
 ProcessStats process_stats() {
   ProcessStats s;
   s.start_time_seconds = kStartTime;
@@ -39,8 +44,7 @@ ProcessStats process_stats() {
   rusage ru{};
   if (getrusage(RUSAGE_SELF, &ru) == 0)
     s.cpu_seconds = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-  rlimit files{};
-  if (getrlimit(RLIMIT_NOFILE, &files) == 0) s.max_fds = uint64_t(files.rlim_cur);
+  s.max_fds = open_files_limit();
   std::error_code ec;
   for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec)) ++s.open_fds;
   return s;

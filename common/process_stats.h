@@ -18,5 +18,7 @@ struct ProcessStats {
 ProcessStats process_stats();
 // Just the resident memory: what a stage reports every 2 s (no listing of its open files).
 uint64_t resident_bytes();
+// The soft limit on open files (0 where it cannot be read).
+uint64_t open_files_limit();
 
 }  // namespace skein

@@ -6,6 +6,10 @@ namespace skein {
 
 namespace asio = boost::asio;
 
+bool refuses_the_connection(const nlohmann::json& event) {
+  return event.is_object() && event.value("event", nlohmann::json()) == "error" && event.value("id", nlohmann::json()).is_null();
+}
+
 ApiClient::ApiClient(const std::string& host_port) {
   size_t colon = host_port.rfind(':');
   if (colon == std::string::npos) fail("--server: expected HOST:PORT, got '", host_port, "'");
@@ -48,8 +52,7 @@ nlohmann::json ApiClient::generate(nlohmann::ordered_json request, const std::fu
   send(request);
   while (true) {
     nlohmann::json e = next_event();
-    // An error for no request is the connection's: the server could not take it, and closes it.
-    if (e["event"] == "error" && e.value("id", nlohmann::json()).is_null())
+    if (refuses_the_connection(e))
       fail(e["error"].is_string() ? e["error"].get<std::string>() : "the server refused the connection");
     if (e.value("id", nlohmann::json()) != id) continue;
     if (e["event"] == "delta" && on_text) on_text(e["text"].get<std::string>());

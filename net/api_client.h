@@ -9,6 +9,10 @@
 
 namespace skein {
 
+// An error event with no request id is the connection's: the server could not take it (out of file
+// descriptors) and closes it.
+bool refuses_the_connection(const nlohmann::json& event);
+
 class ApiClient {
  public:
   // Connects to HOST:PORT; throws skein::Error naming the address on failure.

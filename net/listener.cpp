@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/process_stats.h"
 
 namespace skein {
 
@@ -19,11 +20,6 @@ using asio::ip::tcp;
 namespace {
 
 int open_reserve() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
-
-uint64_t open_files_limit() {
-  rlimit r{};
-  return getrlimit(RLIMIT_NOFILE, &r) == 0 ? uint64_t(r.rlim_cur) : 0;
-}
 
 bool is_shortage(const boost::system::error_code& ec) {
   return ec == asio::error::no_descriptors || ec == boost::system::errc::too_many_files_open_in_system || ec == asio::error::no_buffer_space ||
@@ -78,27 +74,22 @@ void Listener::short_of_descriptors() {
   if (!short_)
     logging::warn(what_, ": out of file descriptors (", open_files_limit(), " open files allowed): refusing new connections until clients leave");
   short_ = true;
+  const auto accept_after_wait = [this](const boost::system::error_code& ec) {
+    if (ec != asio::error::operation_aborted) accept();
+  };
   switch (refuse_waiting_client()) {
     case Refusal::Refused: return accept();  // the next one, if any
-    case Refusal::NobodyWaiting:
-      // Linux takes the descriptor before it looks for a connection, so accepting now would fail at
-      // once again: wait until a client is there.
-      acceptor_.async_wait(tcp::acceptor::wait_read, [this](const boost::system::error_code& ec) {
-        if (ec != asio::error::operation_aborted) accept();
-      });
-      return;
+    // Linux takes the descriptor before it looks for a connection, so accepting now would fail at
+    // once again: wait until a client is there.
+    case Refusal::NobodyWaiting: return acceptor_.async_wait(tcp::acceptor::wait_read, accept_after_wait);
     case Refusal::NoReserve:
       pause_.expires_after(std::chrono::milliseconds(100));
-      pause_.async_wait([this](const boost::system::error_code& ec) {
-        if (ec != asio::error::operation_aborted) accept();
-      });
-      return;
+      return pause_.async_wait(accept_after_wait);
   }
 }
 
 Listener::Refusal Listener::refuse_waiting_client() {
-  if (reserve_ < 0 && (reserve_ = open_reserve()) < 0) return Refusal::NoReserve;
-  ::close(reserve_);
+  if (reserve_ >= 0) ::close(reserve_);  // without one, accept may still find a descriptor free
   const int fd = ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   const int why = fd >= 0 ? 0 : errno;
   if (fd >= 0) {
@@ -119,14 +110,12 @@ Listener::Refusal Listener::refuse_waiting_client() {
   return Refusal::NoReserve;  // another thread took the descriptor
 }
 
-uint64_t raise_open_files_limit() {
+void raise_open_files_limit() {
   rlimit r{};
-  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return 0;
-  if (r.rlim_cur < r.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
     r.rlim_cur = r.rlim_max;
     setrlimit(RLIMIT_NOFILE, &r);
   }
-  return open_files_limit();
 }
 
 }  // namespace skein

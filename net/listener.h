@@ -50,7 +50,7 @@ inline constexpr const char* kNoDescriptorsRefusal =
     "server: too many open connections (the server is out of file descriptors); try again later";
 
 // Raises this process's soft limit on open files to its hard limit (every client takes one, and
-// Debian's soft limit is 1024). Returns the limit now in force.
-uint64_t raise_open_files_limit();
+// Debian's soft limit is 1024).
+void raise_open_files_limit();
 
 }  // namespace skein

@@ -85,8 +85,8 @@ void run_client(const ServerBenchOptions& o, const Format& format, int index, Cl
       while (ended < samples && !bad) {
         nlohmann::json e = c->next_event();
         t.event_bytes += json_text(e).size() + 1;  // as compact JSON, as the server writes it
-        if (e["event"] == "error" && e.value("id", nlohmann::json()).is_null()) {
-          refused = turned_away = true;  // the server had no descriptor for the connection, and closed it
+        if (refuses_the_connection(e)) {
+          refused = turned_away = true;
           break;
         }
         if (e.value("id", nlohmann::json()) != id) {
