@@ -90,6 +90,13 @@ struct Config {
   SamplingParams sampling;
   int max_tokens = 200;
   LoggingConfig logging;
+
+  // The plan's limits, its steps as large as the scheduler's micro-batches.
+  PlanLimits plan_limits() const {
+    PlanLimits l = limits;
+    l.step_rows = scheduler.micro_batch_tokens;
+    return l;
+  }
 };
 
 // Reads and validates a config file. Unknown tables or keys, wrong types and out-of-range values are

@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "kernels/cuda/product_memory.h"
+#include "model/rwkv_model.h"
 #include "model/weights.h"
 
 namespace skein {
@@ -93,8 +95,23 @@ std::string states_text(int slots, int tuned) {
 }  // namespace
 
 uint64_t device_bytes(const PlanStage& st, int n_layer, int slots, int tuned) {
-  return st.weight_bytes + st.streaming_bytes(n_layer) + st.state_bytes_per_slot * states_kept(slots, tuned);
+  return st.weight_bytes + st.streaming_bytes(n_layer) + st.state_bytes_per_slot * states_kept(slots, tuned) + st.working_bytes;
 }
+
+namespace {
+// A step of `rows` rows on the stage's device: x and v_first (the stage's own and, on a cluster rank,
+// the ones it receives), the model's scratch, and on a GPU what the products and sampling add.
+uint64_t step_working_bytes(const PlanStage& st, const ModelDims& d, int rows) {
+  const uint64_t R = uint64_t(std::max(rows, 1)), C = uint64_t(d.n_embd), V = uint64_t(d.vocab);
+  const bool layers = st.first_unit < d.n_layer, head = st.last_unit == d.n_layer;
+  uint64_t bytes = 4 * R * C * sizeof(float) + RwkvModel::scratch_bytes(d, int(R), layers, head);
+  if (st.segment.device.kind == DeviceSpec::Cuda) {
+    bytes += cuda::kProductLibraryBytes + cuda::product_scratch_bytes(int64_t(R), d.n_embd, d.dim_ffn, st.segment.i8);
+    if (head) bytes += 2 * R * V * sizeof(float);  // the sampler's probabilities (its buffer doubles as it grows)
+  }
+  return bytes;
+}
+}  // namespace
 
 void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_bytes, const std::string& device_name, int tuned) {
   const PlanStage& st = p.stages.at(stage);
@@ -105,8 +122,8 @@ void check_stage_fits(const Plan& p, size_t stage, int slots, uint64_t free_byte
   if (st.last_unit == p.dims.n_layer && st.first_unit <= last_layer) layers += " + head";
   fail("strategy: stage ", stage, " (", layers, ", \"", format_segment(st.segment), "\") needs ", gib(need), " on ", device_name, " but it has ",
        gib(free_bytes), " free: ", gib(st.weight_bytes), " of weights, ", gib(st.streaming_bytes(p.dims.n_layer)), " of streamed layers in flight, ",
-       gib(st.state_bytes_per_slot * states_kept(slots, tuned)), " of state for ", states_text(slots, tuned),
-       "; use an i8 format, stream layers (*N+), fewer slots or more stages");
+       gib(st.state_bytes_per_slot * states_kept(slots, tuned)), " of state for ", states_text(slots, tuned), ", ", gib(st.working_bytes),
+       " of working memory for steps of ", p.step_rows, " rows; use an i8 format, stream layers (*N+), fewer slots, smaller micro-batches or more stages");
 }
 
 uint64_t host_memory() { return uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)); }
@@ -129,8 +146,8 @@ void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots
   if (need <= memory) return;
   std::string list;
   for (size_t k : stages) list += (list.empty() ? "" : ", ") + std::to_string(k);
-  fail("strategy: the stages on ", host_name, " (", list, ") need ", gib(need), " of its memory (CPU stages' weights, streamed layer and state for ",
-       states_text(slots, tuned), "; GPU stages' streamed layers) but it has ", gib(memory),
+  fail("strategy: the stages on ", host_name, " (", list, ") need ", gib(need), " of its memory (CPU stages' weights, streamed layer, state for ",
+       states_text(slots, tuned), " and working memory for steps of ", p.step_rows, " rows; GPU stages' streamed layers) but it has ", gib(memory),
        "; use an i8 format, stream layers (*N+), fewer slots or another host");
 }
 
@@ -138,6 +155,7 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
   Plan plan;
   plan.dims = dims;
   plan.n_units = dims.n_layer + 1;
+  plan.step_rows = std::max(1, limits.step_rows);
   std::vector<StrategySegment> segs = segs_in;
   auto where = [](const StrategySegment& s) { return "segment \"" + format_segment(s) + "\" (column " + std::to_string(s.column) + ")"; };
 
@@ -190,6 +208,7 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     st.state_bytes_per_slot = uint64_t(std::max(0, layers)) * per_layer_state;
     bool last = k + 1 == plan.stages.size();
     st.activation_bytes_per_token = last ? 0 : uint64_t(dims.n_embd) * sizeof(float) * (dims.arch == Arch::V7 ? 2 : 1);
+    st.working_bytes = step_working_bytes(st, dims, plan.step_rows);
   }
   for (auto& [name, t] : ck.tensors()) {
     int u = unit_of(name, dims.n_layer);
@@ -216,18 +235,19 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     else if (auto b = limits.device_memory.find(dev); b != limits.device_memory.end()) have = b->second;
     else if (dev == "cpu" && node.empty()) have = host_memory();
     if (have && bytes > have)
-      fail("strategy: the plan does not fit: ", node.empty() ? "" : node + ":", dev, " needs ", gib(bytes), " (weights, one streamed layer and state for ",
-           states_text(limits.slots, limits.tuned_states), ") but has ", gib(have));
+      fail("strategy: the plan does not fit: ", node.empty() ? "" : node + ":", dev, " needs ", gib(bytes), " (weights, one streamed layer, state for ",
+           states_text(limits.slots, limits.tuned_states), " and working memory for steps of ", plan.step_rows, " rows) but has ", gib(have));
   }
   return plan;
 }
 
 std::string plan_table(const Plan& p) {
   std::ostringstream os;
-  os << "model: " << arch_name(p.dims.arch) << ", " << p.dims.n_layer << " layers + head = " << p.n_units << " units\n";
+  os << "model: " << arch_name(p.dims.arch) << ", " << p.dims.n_layer << " layers + head = " << p.n_units << " units; working memory for steps of "
+     << p.step_rows << " rows\n";
   char line[256];
-  std::snprintf(line, sizeof line, "%-5s %-22s %-8s %-9s %-12s %12s %12s %12s %10s\n", "stage", "device", "dtype", "units", "streamed",
-                "weights", "streamed wt", "state/slot", "act/token");
+  std::snprintf(line, sizeof line, "%-5s %-22s %-8s %-9s %-12s %12s %12s %12s %10s %12s\n", "stage", "device", "dtype", "units", "streamed",
+                "weights", "streamed wt", "state/slot", "act/token", "working");
   os << line;
   for (size_t i = 0; i < p.stages.size(); ++i) {
     const PlanStage& s = p.stages[i];
@@ -236,9 +256,9 @@ std::string plan_table(const Plan& p) {
     std::string units = std::to_string(s.first_unit) + "-" + std::to_string(s.last_unit) + (s.last_unit == p.dims.n_layer ? "H" : "");
     auto sl = s.streamed_layers(p.dims.n_layer);
     std::string str = sl.empty() ? "-" : std::to_string(sl.front()) + "-" + std::to_string(sl.back());
-    std::snprintf(line, sizeof line, "%-5zu %-22s %-8s %-9s %-12s %12s %12s %12s %10s\n", i, dev.c_str(), dt.c_str(), units.c_str(),
+    std::snprintf(line, sizeof line, "%-5zu %-22s %-8s %-9s %-12s %12s %12s %12s %10s %12s\n", i, dev.c_str(), dt.c_str(), units.c_str(),
                   str.c_str(), human(s.weight_bytes).c_str(), human(s.streamed_bytes).c_str(), human(s.state_bytes_per_slot).c_str(),
-                  human(s.activation_bytes_per_token).c_str());
+                  human(s.activation_bytes_per_token).c_str(), human(s.working_bytes).c_str());
     os << line;
   }
   return os.str();
@@ -258,9 +278,10 @@ nlohmann::json plan_json(const Plan& p) {
                       {"weight_bytes", s.weight_bytes},
                       {"streamed_weight_bytes", s.streamed_bytes},
                       {"state_bytes_per_slot", s.state_bytes_per_slot},
-                      {"activation_bytes_per_token", s.activation_bytes_per_token}});
+                      {"activation_bytes_per_token", s.activation_bytes_per_token},
+                      {"working_bytes", s.working_bytes}});
   }
-  return {{"arch", arch_name(p.dims.arch)}, {"n_layer", p.dims.n_layer}, {"n_units", p.n_units}, {"stages", stages}};
+  return {{"arch", arch_name(p.dims.arch)}, {"n_layer", p.dims.n_layer}, {"n_units", p.n_units}, {"step_rows", p.step_rows}, {"stages", stages}};
 }
 
 std::vector<StrategySegment> spread_over_workers(const std::vector<StrategySegment>& segs, int workers) {

@@ -22,6 +22,7 @@ struct PlanLimits {
   std::map<std::string, uint64_t> device_memory;    // "host:cuda:0", "cuda:0" or "cpu" -> bytes
   int slots = 1;                                    // request slots each stage keeps state for
   int tuned_states = 0;                             // start states each stage keeps beside them (a server's tuned states)
+  int step_rows = 512;                              // rows one forward step carries at most ([scheduler] micro_batch_tokens)
 };
 
 struct PlanStage {
@@ -37,11 +38,15 @@ struct PlanStage {
   uint64_t streamed_bytes = 0;     // prepared weights of the streamed units (one unit in memory at a time)
   uint64_t state_bytes_per_slot = 0;
   uint64_t activation_bytes_per_token = 0;  // sent to the next stage (x, and v_first for v7); 0 on the last
+  // What a step of PlanLimits::step_rows rows works in: its activations, the ops' scratch and the
+  // head's logits, and on a GPU the products' scratch and cuBLAS workspaces.
+  uint64_t working_bytes = 0;
 };
 
 struct Plan {
   ModelDims dims;
   int n_units = 0;
+  int step_rows = 0;  // the step size its stages' working memory was counted for
   std::vector<PlanStage> stages;
 };
 
@@ -53,8 +58,8 @@ std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<Stra
 // memory (when known) is too small, with the numbers.
 Plan make_plan(const std::vector<StrategySegment>& segs, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits);
 
-// What a stage keeps on its device: resident weights, the streamed layers in flight and state for
-// every slot and tuned state (activations and library workspaces come on top).
+// What a stage keeps on its device: resident weights, the streamed layers in flight, state for every
+// slot and tuned state, and the working memory of its largest step.
 uint64_t device_bytes(const PlanStage& st, int n_layer, int slots, int tuned = 0);
 // Throws skein::Error("strategy: ...") when `device_name` (the GPU that runs plan stage `stage`, as
 // measured where it runs) has less than device_bytes free, with the stage's figures and the remedies.

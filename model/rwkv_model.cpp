@@ -32,6 +32,15 @@ std::vector<SeqSlice> RwkvModel::slices(const std::vector<Seq>& seqs, int l, siz
   return out;
 }
 
+uint64_t RwkvModel::scratch_bytes(const ModelDims& d, int rows, bool layers, bool head) {
+  const uint64_t R = uint64_t(std::max(rows, 0)), C = uint64_t(d.n_embd);
+  uint64_t floats = 0;
+  // Every layer slot holds rows of n_embd, but kT1: the FFN's hidden rows (wider than the LoRA ones).
+  if (layers) floats += R * ((kHeadIn - 1) * C + std::max(C, uint64_t(d.dim_ffn)));
+  if (head) floats += R * (C + uint64_t(d.vocab));
+  return floats * sizeof(float) * 3 / 2;
+}
+
 float* RwkvModel::scratch(int slot, size_t n) {
   if (scratch_[slot].size() < n) {
     if (slot < kHeadIn) ++scratch_epoch_;  // recorded steps (layers only, not the head) point at the old buffer

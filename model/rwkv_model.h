@@ -49,6 +49,11 @@ class RwkvModel {
   // (a prompt's log-probabilities: each position against the token that follows it).
   void head_score(const float* x, const std::vector<int>& rows, std::span<const int32_t> targets, std::span<const int> tops, SampledToken* out);
 
+  // The most scratch a stage with `layers` and/or the `head` allocates on its backend for steps of up
+  // to `rows` rows (the activations between ops, the head's logits): each buffer is at most 1.5 times
+  // its largest request, as it grows by half again. The plan counts it against the device's memory.
+  static uint64_t scratch_bytes(const ModelDims& d, int rows, bool layers, bool head);
+
  private:
   struct Seq { int offset; int n; State* state; };
   void run_layer(int l, const LayerWeights& lw, const std::vector<Seq>& seqs, int R, float* x, float* v_first);

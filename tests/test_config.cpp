@@ -28,6 +28,8 @@ TEST(Config, ExampleConfigsLoad) {
   EXPECT_EQ(c.limits.device_memory.at("node001:cuda:0"), 80ull << 30);
   EXPECT_EQ(c.server.auth_token, "change-me");
   EXPECT_EQ(c.limits.slots, 256);
+  EXPECT_EQ(c.plan_limits().step_rows, 1024);  // the plan counts working memory for its micro-batches
+  EXPECT_EQ(c.plan_limits().slots, 256);
   EXPECT_EQ(c.sampling.token_stop, std::vector<int32_t>{0});
   Config t = load_config(configs() + "/tiny-cpu.toml");  // lists every key with its default
   Config d;

@@ -182,5 +182,60 @@ TEST(OpProfile, ForwardsEveryOpAndSplitsTheStepTime) {
   EXPECT_LE(sum, wall);
 }
 
+// The CPU backend, counting the device memory the model asks for: live and the most at once.
+class AllocationProbe final : public CpuBackend {
+ public:
+  uint64_t live = 0, peak = 0;
+  float* allocate(size_t n) override {
+    float* p = CpuBackend::allocate(n);
+    sizes_[p] = n * sizeof(float);
+    peak = std::max(peak, live += n * sizeof(float));
+    return p;
+  }
+  void release(float* p) override {
+    if (auto it = sizes_.find(p); it != sizes_.end()) {
+      live -= it->second;
+      sizes_.erase(it);
+    }
+    CpuBackend::release(p);
+  }
+
+ private:
+  std::map<float*, uint64_t> sizes_;
+};
+
+// The plan counts a step's working memory against the device before a byte loads (placement.cpp);
+// RwkvModel::scratch_bytes is its part for the model's buffers, checked here against what steps really
+// allocate: a prompt of R rows with logits at every position, then decode steps of R sequences, after
+// steps of other sizes have grown the buffers piecemeal.
+TEST(StepMemory, ScratchBoundHoldsWhatStepsAllocate) {
+  for (std::string path : {"models/tiny-rwkv-4v0-660K.pth", "models/tiny-rwkv-5v1-730K.pth", "models/tiny-rwkv-5v2-730K.pth",
+                           "models/tiny-rwkv-6v0-3m-Q5_1dq.pth", "models/tiny-rwkv-7v0-834K.pth"}) {
+    Models m(shared_dir() + "/" + path);
+    const ModelDims& d = m.dims;
+    constexpr int R = 96;
+    AllocationProbe probe;
+    Engine e(m.ck, d, Engine::whole_model(d), probe);
+    std::vector<SessionState> states;
+    for (int b = 0; b < R; ++b) states.push_back(e.new_state());
+    const uint64_t before = probe.live;
+    std::vector<float> logits(size_t(R) * size_t(d.vocab));
+    std::vector<int32_t> tokens(R);
+    for (int b = 0; b < R; ++b) tokens[size_t(b)] = int32_t(32 + b % 90);
+    for (int rows : {1, 7, 40, 65, R}) e.forward(std::span<const int32_t>(tokens.data(), size_t(rows)), states[0], logits.data(), true);
+    for (int B : {3, 50, R}) {
+      std::vector<EngineSequence> seqs;
+      for (int b = 0; b < B; ++b) seqs.push_back({std::span<const int32_t>(&tokens[size_t(b)], 1), &states[size_t(b)], logits.data() + size_t(b) * d.vocab, false});
+      e.forward(seqs);
+    }
+    const uint64_t used = probe.peak - before;
+    const uint64_t activations = 2 * uint64_t(R) * uint64_t(d.n_embd) * sizeof(float);  // the engine's x and v_first
+    const uint64_t bound = RwkvModel::scratch_bytes(d, R, true, true) + activations;
+    EXPECT_LE(used, bound) << path;
+    // Not a bound by a mile: v7 uses every slot, and the others most of them.
+    EXPECT_GE(double(used), (d.arch == Arch::V7 ? 0.6 : 0.3) * double(bound)) << path << ": " << used << " of " << bound;
+  }
+}
+
 }  // namespace
 }  // namespace skein::test

@@ -7,7 +7,9 @@
 #include "common/error.h"
 #include "coordinator/placement.h"
 #include "coordinator/strategy.h"
+#include "kernels/cuda/product_memory.h"
 #include "model/architecture.h"
+#include "model/rwkv_model.h"
 #include "tests/golden_cases.h"
 #include "tests/test_support.h"
 
@@ -131,6 +133,8 @@ TEST(Plan, JsonHasTheDocumentedFields) {
   EXPECT_EQ(j["stages"][0]["state_bytes_per_slot"], 2 * d.state_floats_per_layer() * 4);
   EXPECT_EQ(j["stages"][0]["activation_bytes_per_token"], 2 * 128 * 4);  // v7 sends x and v_first
   for (auto& s : j["stages"]) EXPECT_GT(s["weight_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(j["step_rows"], 512);
+  EXPECT_GT(s1["working_bytes"].get<uint64_t>(), cuda::kProductLibraryBytes);
 }
 
 // The plan's byte counts come from headers; the loader's from what it really keeps. They must agree.
@@ -165,15 +169,26 @@ TEST(Plan, GpuStageIsCheckedAgainstItsFreeMemory) {
   ASSERT_EQ(gpu.streamed_layers(d.n_layer).size(), 6u);
   const uint64_t one_layer = gpu.streamed_bytes / 6;
   EXPECT_EQ(gpu.streaming_bytes(d.n_layer), 2 * one_layer);
-  const uint64_t need = gpu.weight_bytes + 2 * one_layer + 3 * gpu.state_bytes_per_slot;
+  const uint64_t need = gpu.weight_bytes + 2 * one_layer + 3 * gpu.state_bytes_per_slot + gpu.working_bytes;
   EXPECT_EQ(device_bytes(gpu, d.n_layer, 3), need);
+  // Working memory: on a GPU the cuBLAS workspaces and the products' scratch beside the model's buffers.
+  const PlanStage& cpu = p.stages[0];
+  EXPECT_GT(gpu.working_bytes, cuda::kProductLibraryBytes);
+  EXPECT_LT(cpu.working_bytes, cuda::kProductLibraryBytes);
+  EXPECT_GE(cpu.working_bytes, RwkvModel::scratch_bytes(d, 512, true, false));
 
   EXPECT_EQ(error_of([&] { check_stage_fits(p, 1, 3, need, "cuda:1 (test GPU)"); }), "");
   const std::string msg = error_of([&] { check_stage_fits(p, 1, 3, need - 1, "cuda:1 (test GPU)"); });
   EXPECT_NE(msg.find("strategy: stage 1 (layers 4-11 + head, \"cuda:1 fp16 *2+\") needs"), std::string::npos) << msg;
   EXPECT_NE(msg.find("on cuda:1 (test GPU) but it has"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("of state for 3 slots"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("of state for 3 slots, 0.13 GiB of working memory for steps of 512 rows"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  // Larger steps need more working memory: the plan counts the micro-batch it was made for.
+  PlanLimits big_steps;
+  big_steps.step_rows = 8192;
+  const Plan big = make_plan(parse_strategy("cpu fp32 *4 -> cuda:1 fp16 *2+"), *ck, d, big_steps);
+  EXPECT_GT(big.stages[1].working_bytes, gpu.working_bytes + 8000 * RwkvModel::scratch_bytes(d, 1, true, true));
+  EXPECT_NE(error_of([&] { check_stage_fits(big, 1, 3, need, "cuda:1"); }).find("for steps of 8192 rows"), std::string::npos);
   // More slots need more state: what fits one slot does not fit a hundred.
   const uint64_t one_slot = device_bytes(gpu, d.n_layer, 1);
   EXPECT_EQ(error_of([&] { check_stage_fits(p, 1, 1, one_slot, "cuda:1"); }), "");

@@ -65,7 +65,7 @@ std::shared_ptr<const Checkpoint> open_checkpoint(const std::string& path, const
 
 LoadedModel load_model(const std::string& path, const Config& cfg) {
   const std::string& strategy = cfg.strategy;
-  PlanLimits limits = cfg.limits;
+  PlanLimits limits = cfg.plan_limits();
   LoadedModel m;
   m.checkpoint = open_checkpoint(path, cfg.initial_state);
   m.dims = detect_architecture(*m.checkpoint);

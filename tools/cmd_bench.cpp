@@ -242,6 +242,8 @@ void add_bench_command(CLI::App& app) {
       largest = std::max(largest, B);
     }
     cfg.limits.slots = 1 + largest;
+    // Its steps: the whole prompt in one call, or the largest batch.
+    cfg.scheduler.micro_batch_tokens = std::max({1, largest, o->prompt_tokens});
     set_backend_profiling(o->profile);
     LoadedModel m = load_model(cfg.model, cfg);
     Engine& model = *m.engine;

@@ -27,7 +27,7 @@ void add_plan_command(CLI::App& app) {
     auto ck = open_checkpoint(cfg.model, cfg.initial_state);
     ModelDims dims = detect_architecture(*ck);
     std::string strategy = cfg.strategy.empty() ? default_strategy(*ck) : cfg.strategy;
-    Plan p = make_plan(parse_strategy(strategy), *ck, dims, cfg.limits);
+    Plan p = make_plan(parse_strategy(strategy), *ck, dims, cfg.plan_limits());
     if (o->json) std::cout << plan_json(p).dump() << "\n";
     else std::cout << "strategy: " << strategy << "\n" << plan_table(p);
   });

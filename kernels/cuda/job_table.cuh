@@ -6,9 +6,9 @@
 
 #include <cstdint>
 
-namespace skein::cuda {
+#include "kernels/cuda/product_memory.h"
 
-constexpr int kMaxGroup = 8;  // jobs per launch: a v7 layer's r, k, v and four LoRA inputs
+namespace skein::cuda {
 
 // Kernel parameters are read with constant indices only (a dynamic index would copy the whole table
 // into local memory): a block finds its entry by unrolled selection, the last whose first_block it

@@ -23,6 +23,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/job_table.cuh"
 #include "kernels/cuda/matvec.cuh"
+#include "kernels/cuda/product_memory.h"
 #include "kernels/mma_tile.h"
 #include "kernels/rwkv_math.h"
 
@@ -30,13 +31,10 @@ namespace skein::cuda {
 
 namespace {
 
-constexpr int64_t kDequantTileRows = 4096;  // U8 rows dequantized at once for GemmEx
-
 // A set's GEMMs run side by side on kGemmLanes streams (lane 0 is the device's stream), each with its
 // own cuBLAS handle and workspace: beyond 8 rows a v7 layer's r, k and v, and above all its LoRA
 // factors (64 to 480 rows of W: a few tiles each, most of the GPU idle), would otherwise run one
 // after another.
-constexpr int kGemmLanes = 4;
 struct DeviceContext {
   cublasHandle_t blas[kGemmLanes] = {};
   cudaStream_t lane[kGemmLanes] = {};
@@ -44,7 +42,6 @@ struct DeviceContext {
   void* scratch = nullptr;
   size_t scratch_bytes = 0;
 };
-constexpr size_t kBlasWorkspace = size_t(32) << 20;  // NVIDIA's advice for Hopper
 
 DeviceContext& context() {
   static std::mutex mu;
@@ -64,8 +61,8 @@ DeviceContext& context() {
       // A workspace of each handle's own, so products recorded into a CUDA graph never allocate and
       // lanes running at once never share one.
       void* workspace = nullptr;
-      check(cudaMalloc(&workspace, kBlasWorkspace), "cudaMalloc (cuBLAS workspace)");
-      check_blas(cublas().set_workspace(c.blas[l], workspace, kBlasWorkspace), "cublasSetWorkspace");
+      check(cudaMalloc(&workspace, kBlasWorkspaceBytes), "cudaMalloc (cuBLAS workspace)");
+      check_blas(cublas().set_workspace(c.blas[l], workspace, kBlasWorkspaceBytes), "cublasSetWorkspace");
     }
   }
   return c;
