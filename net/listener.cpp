@@ -57,22 +57,26 @@ void Listener::accept() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;  // closed: the listener is going away
     if (!ec) {
-      if (short_) logging::info(what_, ": accepting connections again (", refused_, " refused while out of file descriptors)");
+      if (short_) logging::info(what_, ": accepting connections again (", refused_, " refused meanwhile)");
       short_ = false;
       refused_ = 0;
       if (reserve_ < 0) reserve_ = open_reserve();
       on_accept_(std::move(socket));
     } else if (is_shortage(ec)) {
-      return short_of_descriptors();
+      return short_of_descriptors(ec);
     }
     // Any other error concerns that one client (it reset the connection while it waited).
     accept();
   });
 }
 
-void Listener::short_of_descriptors() {
+void Listener::short_of_descriptors(const boost::system::error_code& ec) {
+  // Sockets take kernel memory too; out of it, accept fails the same way and the same remedy holds.
+  const bool memory = ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
   if (!short_)
-    logging::warn(what_, ": out of file descriptors (", open_files_limit(), " open files allowed): refusing new connections until clients leave");
+    logging::warn(what_, memory ? ": out of socket memory (" + ec.message() + ")"
+                                : ": out of file descriptors (" + ec.message() + "; " + std::to_string(open_files_limit()) + " open files allowed)",
+                  ": refusing new connections until clients leave");
   short_ = true;
   const auto accept_after_wait = [this](const boost::system::error_code& ec) {
     if (ec != asio::error::operation_aborted) accept();

@@ -32,7 +32,7 @@ class Listener {
 
  private:
   void accept();
-  void short_of_descriptors();
+  void short_of_descriptors(const boost::system::error_code& ec);
   enum class Refusal { Refused, NobodyWaiting, NoReserve };
   Refusal refuse_waiting_client();  // with the reserve descriptor
   boost::asio::ip::tcp::acceptor acceptor_;

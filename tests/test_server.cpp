@@ -280,7 +280,8 @@ TEST(Server, ClientsBeyondTheOpenFilesLimitAreRefusedAndTheServerGoesOn) {
   EXPECT_NE(metrics.find("\nskein_connections_refused_total{protocol=\"tcp\"} " + std::to_string(refused) + "\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\nskein_connections_refused_total{protocol=\"http\"} 1\n"), std::string::npos) << metrics;
   const std::string log = server.output();
-  EXPECT_NE(log.find("warning: TCP: out of file descriptors"), std::string::npos) << log;
+  EXPECT_NE(log.find("warning: TCP: out of file descriptors (Too many open files; " + std::to_string(tight.rlim_cur) + " open files allowed)"), std::string::npos)
+      << log;
   EXPECT_NE(log.find("TCP: accepting connections again (" + std::to_string(refused) + " refused"), std::string::npos) << log;
 }
 
