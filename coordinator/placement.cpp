@@ -178,11 +178,6 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
       fail("strategy: unknown node '", s.node, "' in ", where(s), "; known: ",
            [&] { std::string k; for (auto& n : limits.known_nodes) k += (k.empty() ? "" : ", ") + n; for (auto& [a, h] : limits.node_aliases) k += ", " + a; return k; }());
   }
-  for (size_t i = 0; i < segs.size(); ++i)
-    for (size_t j = i + 1; j < segs.size(); ++j)
-      if (segs[i].device.kind == DeviceSpec::Cuda && segs[i].device == segs[j].device && segs[i].node == segs[j].node)
-        fail("strategy: ", segs[i].device.str(), (segs[i].node.empty() ? "" : " on " + segs[i].node), " appears in two segments (columns ",
-             segs[i].column, " and ", segs[j].column, "); give each GPU one segment");
 
   auto units = official_unit_assignment(segs, plan.n_units);
   int next = 0;

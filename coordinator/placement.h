@@ -54,8 +54,9 @@ struct Plan {
 std::vector<std::pair<int, int>> official_unit_assignment(const std::vector<StrategySegment>& segs, int n_units);
 
 // Throws skein::Error("strategy: ...") for plans that cannot work: more segments than units, counts
-// beyond the model, a segment left without units, a GPU named twice, an unknown node, or a device whose
-// memory (when known) is too small, with the numbers.
+// beyond the model, a segment left without units, an unknown node, or a device whose memory (when
+// known) is too small for every stage it holds, with the numbers. Segments may share a device, as in the
+// official guide's "cuda fp16i8 *1 -> cuda fp16" (two precisions on one GPU).
 Plan make_plan(const std::vector<StrategySegment>& segs, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits);
 
 // What a stage keeps on its device: resident weights, the streamed layers in flight, state for every

@@ -279,6 +279,28 @@ TEST_F(CudaBackendTest, ClusterLogitsWithAGpuStageMatchOneProcess) {
   EXPECT_LE(max_abs_diff(read_f32(dir + "/one.f32"), read_f32(dir + "/many.f32")), 1e-5);
 }
 
+// Two segments on one GPU, as the official guide fits models ("cuda fp16i8 *1 -> cuda fp16"): in one
+// process the stages share the GPU's backend, on a cluster two ranks share the GPU and the hop between
+// them goes through MPI host buffers (NCCL cannot pair a GPU with itself). Both give the CPU's logits.
+TEST_F(CudaBackendTest, SegmentsSharingAGpuGiveTheCpusLogits) {
+  std::string dir = temp_dir();
+  std::string args = "logits --model " + tiny("tiny-rwkv-7v0-834K") + " --tokens 84,104,101,32,113,117,105,99,107 --all-positions";
+  auto cpu = run_skein(args + " --strategy 'cpu fp32' --out " + dir + "/cpu.f32");
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  const std::string shared = " --strategy 'cuda fp32 *5 -> cuda:0 fp32'";
+  auto one = run_skein(args + shared + " --out " + dir + "/one.f32");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_LE(max_abs_diff(read_f32(dir + "/cpu.f32"), read_f32(dir + "/one.f32")), 1e-3);
+  auto many = run_shell(mpirun_skein(3, args + shared + " --out " + dir + "/many.f32"));
+  ASSERT_EQ(many.exit_code, 0) << many.output;
+  EXPECT_LE(max_abs_diff(read_f32(dir + "/one.f32"), read_f32(dir + "/many.f32")), 1e-5);
+  EXPECT_NE(many.output.find("over MPI"), std::string::npos) << many.output;
+  // Two precisions on one GPU, within fp16i8's tolerance of the CPU.
+  auto mixed = run_skein(args + " --strategy 'cuda fp16i8 *4 -> cuda fp16' --out " + dir + "/mixed.f32");
+  ASSERT_EQ(mixed.exit_code, 0) << mixed.output;
+  EXPECT_LE(max_abs_diff(read_f32(dir + "/cpu.f32"), read_f32(dir + "/mixed.f32")), 0.5);
+}
+
 // States made on a GPU stage from outside it: a state-tuning file's initial states (copied in at every
 // reset) and copies of a slot (a multiple-choice document's choices start from their context's state)
 // give the CPU's figures, in one process and on a cluster whose last stage is the GPU rank; so does a tuned
@@ -379,9 +401,9 @@ TEST_F(CudaBackendTest, OversizedGpuStageStopsAtStartWithTheFigures) {
   EXPECT_NE(many.exit_code, 0);
   EXPECT_NE(many.output.find("free: "), std::string::npos) << many.output;
 
-  // Two stages of one process on one GPU (node prefixes name no host without mpirun) add up: slots
-  // for which each stage's state takes 60% of the free memory fit one stage, not both.
-  const std::string two = "a:cuda:0 fp32 *6 -> b:cuda:0 fp32";
+  // Two stages of one process on one GPU add up: slots for which each stage's state takes 60% of the
+  // free memory fit one stage, not both.
+  const std::string two = "cuda:0 fp32 *6 -> cuda:0 fp32";
   auto ck = Checkpoint::open(tiny("tiny-rwkv-7v0-834K"));
   const Plan p = make_plan(parse_strategy(two), *ck, detect_architecture(*ck), {});
   const uint64_t slots = uint64_t(0.6 * double(cuda::device_info(0).free_bytes)) / p.stages[0].state_bytes_per_slot;
@@ -391,6 +413,11 @@ TEST_F(CudaBackendTest, OversizedGpuStageStopsAtStartWithTheFigures) {
   EXPECT_NE(both.exit_code, 0);
   EXPECT_NE(both.output.find("strategy: stage 1 (layers 6-11 + head"), std::string::npos) << both.output;
   EXPECT_NE(both.output.find("beside the stages before it"), std::string::npos) << both.output;
+  // On a cluster the two stages are two ranks loading side by side: together they must fit the GPU.
+  auto ranks = run_shell(mpirun_skein(3, "generate --config " + dir + "/two.toml --model " + tiny("tiny-rwkv-7v0-834K") +
+                                             " --prompt 'The' --max-tokens 4 --strategy '" + two + "'"));
+  EXPECT_NE(ranks.exit_code, 0);
+  EXPECT_NE(ranks.output.find("strategy: stages 0, 1 share cuda:0"), std::string::npos) << ranks.output;
 }
 
 // Two GPU stages on two ranks: the hop goes over NCCL (or over MPI with SKEIN_NCCL=0), with the same

@@ -56,6 +56,25 @@ void check_gpus_fit(const Plan& plan, const std::vector<size_t>& stages, int slo
     taken[dev] += device_bytes(st, plan.dims.n_layer, slots, tuned);
   }
 }
+
+// Cluster ranks of one host that share a GPU load side by side, each checking what is free when it
+// looks: together their stages must also fit the GPU's whole memory.
+void check_shared_gpu_fits(const Plan& plan, const std::vector<size_t>& stages, int slots, int tuned, const std::string& host) {
+  const int dev = plan.stages[stages.front()].segment.device.index;
+  const auto gpu = gpu_memory(dev);
+  if (!gpu) return;
+  uint64_t need = 0;
+  std::string list;
+  for (size_t k : stages) {
+    need += device_bytes(plan.stages[k], plan.dims.n_layer, slots, tuned);
+    list += (list.empty() ? "" : ", ") + std::to_string(k);
+  }
+  if (need <= gpu->total_bytes) return;
+  char figures[96];
+  std::snprintf(figures, sizeof figures, "%.2f GiB but it has %.2f GiB in all", double(need) / double(1ull << 30), double(gpu->total_bytes) / double(1ull << 30));
+  fail("strategy: stages ", list, " share ", gpu->name, " on ", host, " and together need ", figures,
+       "; use an i8 format, stream layers (*N+), fewer slots or another GPU");
+}
 }  // namespace
 
 std::shared_ptr<const Checkpoint> open_checkpoint(const std::string& path, const std::string& initial_state) {
@@ -106,6 +125,10 @@ LoadedModel load_model(const std::string& path, const Config& cfg) {
   for (size_t i = 0; i < ranks.size(); ++i)
     if (hosts[size_t(ranks[i])] == hosts[size_t(world->rank())]) here.push_back(i);
   check_host_fits(plan, here, limits.slots, host_memory(), hosts[size_t(world->rank())], limits.tuned_states);
+  std::vector<size_t> same_gpu;
+  for (size_t i : here)
+    if (sp.cuda_device >= 0 && specs[i].cuda_device == sp.cuda_device) same_gpu.push_back(i);
+  if (same_gpu.size() > 1) check_shared_gpu_fits(plan, same_gpu, limits.slots, limits.tuned_states, hosts[size_t(world->rank())]);
   // Ranks on one host share its cores.
   if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local && cpu::compute_threads() > 1)
     cpu::set_compute_threads(std::max(1, cpu::compute_threads() / std::max(1, std::atoi(local))));

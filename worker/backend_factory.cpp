@@ -32,7 +32,7 @@ std::optional<GpuMemory> gpu_memory(int cuda_device) {
 #ifdef SKEIN_HAVE_CUDA
   if (cuda_device < 0 || cuda_device >= cuda::device_count()) return std::nullopt;
   const cuda::DeviceInfo info = cuda::device_info(cuda_device);
-  return GpuMemory{"cuda:" + std::to_string(cuda_device) + " (" + info.name + ")", uint64_t(info.free_bytes)};
+  return GpuMemory{"cuda:" + std::to_string(cuda_device) + " (" + info.name + ")", uint64_t(info.free_bytes), uint64_t(info.total_bytes)};
 #else
   (void)cuda_device;
   return std::nullopt;

@@ -16,7 +16,7 @@ std::unique_ptr<Backend> make_backend(int cuda_device);
 // None without CUDA in this build or without that device (making its backend then says which).
 struct GpuMemory {
   std::string name;
-  uint64_t free_bytes = 0;
+  uint64_t free_bytes = 0, total_bytes = 0;
 };
 std::optional<GpuMemory> gpu_memory(int cuda_device);
 // Backends made from now on time their ops (a ProfilingBackend around each): `skein bench --profile`.
