@@ -45,6 +45,8 @@ TEST(Strategy, OfficialExamplesGiveTheOfficialAssignment) {
       {"cpu fp32 *2 -> cpu bf16 -> cpu fp32", 13, {{2, 0}, {5, 0}, {6, 0}}},
       {"cpu fp32 *2 -> cpu bf16 *1 -> cpu fp32i8", 13, {{2, 0}, {1, 0}, {10, 0}}},
       {"cuda:0 fp16 *6 -> cuda:1 fp16 *6 -> cpu fp32 *1", 13, {{6, 0}, {6, 0}, {1, 0}}},
+      {"cuda fp16i8 *1 -> cuda fp16", 25, {{1, 0}, {24, 0}}},  // the official guide's, two precisions on one GPU
+      {"cuda fp16i8 *10 -> cuda fp16 *8+", 25, {{10, 0}, {15, 7}}},
   };
   for (auto& c : cases) EXPECT_EQ(official_unit_assignment(parse_strategy(c.strategy), c.units), c.want) << c.strategy;
 }
