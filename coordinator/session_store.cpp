@@ -167,6 +167,7 @@ bool SessionStore::evict_one() {
   for (auto& [n, s] : sessions_)
     if (s.slot >= 0 && !s.busy && (!lru || s.used < lru->used)) lru = &s;
   if (!lru) return false;
+  if (spill_failing_) spill_host();          // the folder may take states again
   if (!host_takes_one_more()) return false;  // nowhere to keep it: never drop a session
   std::vector<float> state = model_.export_state(lru->slot);
   model_.close_session(lru->slot);
@@ -180,15 +181,19 @@ bool SessionStore::evict_one() {
 int SessionStore::open_slot() {
   while (model_.free_slots() <= 0)
     if (!evict_one()) break;
-  if (model_.free_slots() <= 0 && !cfg_.dir.empty()) refuse(SessionFault::NoRoom, "all request slots are busy with running requests");
-  if (model_.free_slots() <= 0)
-    refuse(SessionFault::NoRoom, "all request slots are in use (idle sessions fill the host budget of ", cfg_.host_bytes,
-           " bytes: delete sessions or configure [sessions] dir)");
+  if (model_.free_slots() <= 0 && !cfg_.dir.empty() && !spill_failing_) refuse(SessionFault::NoRoom, "all request slots are busy with running requests");
+  if (model_.free_slots() <= 0) refuse(SessionFault::NoRoom, "all request slots are in use and ", host_full());
   return model_.open_session();
 }
 
+std::string SessionStore::host_full() const {
+  return "idle sessions fill the host budget of " + std::to_string(cfg_.host_bytes) + " bytes" +
+         (spill_failing_ ? " and the sessions folder cannot take more (the server's log says why): delete sessions or try again later"
+                         : ": delete sessions or configure [sessions] dir");
+}
+
 bool SessionStore::host_takes_one_more() const {
-  return !cfg_.dir.empty() || host_used_ + model_.dims().state_floats() * sizeof(float) <= cfg_.host_bytes;
+  return (!cfg_.dir.empty() && !spill_failing_) || host_used_ + model_.dims().state_floats() * sizeof(float) <= cfg_.host_bytes;
 }
 
 void SessionStore::spill_host() {
@@ -201,7 +206,17 @@ void SessionStore::spill_host() {
         oldest_name = n;
       }
     if (!oldest) return;
-    write_disk(oldest_name, *oldest, *oldest->host);
+    try {
+      write_disk(oldest_name, *oldest, *oldest->host);
+    } catch (const Error& e) {
+      if (!spill_failing_)
+        logging::warn("sessions: cannot spill idle sessions to ", cfg_.dir, " (", e.what(), "): they stay in host memory beyond [sessions] host_bytes, ",
+                      "and new sessions are refused until the folder takes them again");
+      spill_failing_ = true;
+      return;
+    }
+    if (spill_failing_) logging::info("sessions: spilling idle sessions to ", cfg_.dir, " again");
+    spill_failing_ = false;
     host_used_ -= oldest->host->size() * sizeof(float);
     oldest->host.reset();
   }
@@ -265,8 +280,7 @@ void SessionStore::fork(const std::string& from, const std::string& to) {
     copy.slot = model_.clone_session(s.slot);
   } else {
     if (!host_takes_one_more())
-      refuse(SessionFault::NoRoom, "no free slot for the fork and idle sessions fill the host budget of ", cfg_.host_bytes,
-             " bytes: delete sessions or configure [sessions] dir");
+      refuse(SessionFault::NoRoom, "no free slot for the fork and ", host_full());
     copy.host = state_of(from, s);
     host_used_ += copy.host->size() * sizeof(float);
   }
@@ -301,7 +315,7 @@ void SessionStore::import_session(const std::string& name, const SessionSnapshot
     refuse(SessionFault::BadRequest, e.what());
   }
   if (!host_takes_one_more())
-    refuse(SessionFault::NoRoom, "idle sessions fill the host budget of ", cfg_.host_bytes, " bytes: delete sessions or configure [sessions] dir");
+    refuse(SessionFault::NoRoom, host_full());
   Session s;
   s.tokens = snapshot.tokens;
   s.pending = snapshot.pending;

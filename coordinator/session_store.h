@@ -119,9 +119,13 @@ class SessionStore {
   void recover(const std::string& name, const nlohmann::json& meta) const;
   void write_disk(const std::string& name, Session& s, const std::vector<float>& state);
   std::vector<float> state_of(const std::string& name, const Session& s);  // a copy, from its slot, host memory or file
-  void spill_host();  // keeps host memory within budget by moving the oldest host states to disk
+  // Keeps host memory within budget by moving the oldest host states to disk. A failed write (disk
+  // full, folder gone) keeps the state in host memory and stops spilling until a later try succeeds:
+  // meanwhile the budget holds as if there were no folder, so new sessions are refused, none is lost.
+  void spill_host();
   // One more state can go to host memory: the budget has room, or the folder takes what passes it.
   bool host_takes_one_more() const;
+  std::string host_full() const;  // why it does not, and the remedy
   void scan_dir();
 
   ModelHandle& model_;
@@ -129,6 +133,7 @@ class SessionStore {
   StateFileHeader header_;
   std::map<std::string, Session> sessions_;
   size_t host_used_ = 0;
+  bool spill_failing_ = false;  // the last write to the folder failed
 };
 
 }  // namespace skein

@@ -326,6 +326,36 @@ TEST(Sessions, ErrorsAreClearAndLoseNothing) {
   EXPECT_EQ(u.op(SessionOp::List).first.size(), 1u);  // "a" is still there
 }
 
+// A sessions folder that cannot take a spilled state (disk full, folder gone) loses nothing: the state
+// stays in host memory, the request that evicted it goes on, and past the host budget new sessions are
+// refused with the reason, until the folder takes states again.
+TEST(Sessions, AFolderThatCannotTakeSpillsLosesNothing) {
+  const std::string dir = temp_dir() + "/spill";
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.host_bytes = 1;  // every evicted state is spilled
+  Service s(o, 1);
+  auto a = s.generate("The man said", 4, "a");
+  ASSERT_EQ(a.finish_reason, "length") << a.error;
+  std::filesystem::remove_all(dir);
+  write_file(dir, "a file where the folder was");
+  EXPECT_EQ(s.generate("Another", 4, "b").finish_reason, "length");  // "a" went to host memory instead
+  EXPECT_EQ(s.where("a"), "host");
+  auto c = s.generate("Third", 4, "c");
+  EXPECT_EQ(c.finish_reason, "error");
+  EXPECT_NE(c.error.find("host budget of 1 bytes and the sessions folder cannot take more"), std::string::npos) << c.error;
+  EXPECT_EQ(s.op(SessionOp::List).first.size(), 2u);
+  // The folder is back: the states waiting in host memory go to it and new sessions start again.
+  std::filesystem::remove(dir);
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(s.generate("Third", 4, "c").finish_reason, "length");
+  EXPECT_EQ(s.where("a"), "disk");
+  EXPECT_EQ(s.where("b"), "disk");
+  auto more = s.generate(" to", 6, "a");
+  Service ref;
+  EXPECT_EQ(more.text, ref.generate("The man said" + a.text + " to", 6).text);
+}
+
 // More requests than slots: the extra ones wait for a slot (in arrival order) instead of failing.
 TEST(Sessions, RequestsBeyondTheSlotsWaitForOne) {
   Service s({}, 2);
