@@ -336,7 +336,8 @@ std::vector<std::string> SessionStore::expire(const std::set<std::string>& keep)
 }
 
 size_t SessionStore::save_all(bool slots) {
-  size_t saved = 0;
+  size_t saved = 0, failed = 0;
+  std::string first_failure;
   for (const bool in_slot : {false, true}) {
     if (in_slot && !slots) break;
     for (auto& [n, s] : sessions_) {
@@ -345,10 +346,12 @@ size_t SessionStore::save_all(bool slots) {
         save(n);
         ++saved;
       } catch (const Error& e) {
-        logging::warn("session ", n, ": not saved: ", e.what());
+        if (!failed++) first_failure = "session " + n + ": " + e.what();
       }
     }
   }
+  // One line however many fail: a full disk fails them all, at every periodic save.
+  if (failed) logging::warn(failed, failed == 1 ? " session was" : " sessions were", " not saved (", first_failure, ")");
   return saved;
 }
 

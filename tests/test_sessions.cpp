@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "coordinator/prefix_cache.h"
 #include "tests/service_harness.h"
 
@@ -354,6 +355,23 @@ TEST(Sessions, AFolderThatCannotTakeSpillsLosesNothing) {
   auto more = s.generate(" to", 6, "a");
   Service ref;
   EXPECT_EQ(more.text, ref.generate("The man said" + a.text + " to", 6).text);
+}
+
+// Saving every session to a folder that takes none (at shutdown, or every save_interval_s) says so in
+// one line, however many sessions fail.
+TEST(Sessions, FailedSavesAreReportedInOneLine) {
+  const std::string dir = temp_dir() + "/unsaved", log = temp_dir() + "/log";
+  {
+    Service s(persisted(dir), 4);
+    for (const char* name : {"a", "b", "c"}) ASSERT_EQ(s.generate("Hi", 2, name).finish_reason, "length");
+    std::filesystem::remove_all(dir);
+    write_file(dir, "a file where the folder was");
+    logging::configure("info", log);
+  }  // shutdown saves every session (persist)
+  logging::configure("info", "");
+  const std::string text = read_file(log);
+  EXPECT_NE(text.find("warning: 3 sessions were not saved (session a: "), std::string::npos) << text;
+  EXPECT_EQ(text.find("not saved", text.find("not saved") + 1), std::string::npos) << text;
 }
 
 // More requests than slots: the extra ones wait for a slot (in arrival order) instead of failing.
