@@ -148,7 +148,7 @@ void check_host_fits(const Plan& p, const std::vector<size_t>& stages, int slots
   for (size_t k : stages) list += (list.empty() ? "" : ", ") + std::to_string(k);
   fail("strategy: the stages on ", host_name, " (", list, ") need ", gib(need), " of its memory (CPU stages' weights, streamed layer, state for ",
        states_text(slots, tuned), " and working memory for steps of ", p.step_rows, " rows; GPU stages' streamed layers) but it has ", gib(memory),
-       "; use an i8 format, stream layers (*N+), fewer slots or another host");
+       "; use an i8 format, stream layers (*N+), fewer slots, smaller micro-batches or another host");
 }
 
 Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck, const ModelDims& dims, const PlanLimits& limits) {
