@@ -2,6 +2,8 @@
 // generation, and one-line errors with exit status 2.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <sstream>
 
 #include "coordinator/placement.h"
@@ -125,6 +127,16 @@ TEST(Cli, PlanPrintsTableAndJson) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["stages"][1]["quant"], "i8");
+  // A plan for this machine's GPUs says what each would hold (two stages on cuda:0 together) and, where
+  // the GPU is here, whether it fits what is free now.
+  r = run_skein("plan --model " + model + " --strategy 'cuda fp16i8 *2 -> cuda:0 fp16 *2 -> cpu fp32' --slots 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const size_t line = r.output.find("\ncuda:0");
+  ASSERT_NE(line, std::string::npos) << r.output;
+  const std::string gpu = r.output.substr(line + 1);
+  EXPECT_NE(gpu.find(": needs "), std::string::npos) << gpu;
+  EXPECT_TRUE(gpu.find("not checked (no such GPU here") != std::string::npos || gpu.find("fits") != std::string::npos) << gpu;
+  EXPECT_EQ(std::count(gpu.begin(), gpu.end(), '\n'), 1) << gpu;  // one line for the one GPU
   r = run_skein("plan --model " + model + " --strategy 'cpu fp32 *9'");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error: strategy: segments ask for 9 units"), std::string::npos) << r.output;
