@@ -100,7 +100,7 @@ SessionStore::Lease SessionStore::acquire(const std::string& name) {
     const bool from_host = s.host.has_value();
     std::vector<float> state;
     if (from_host) state = std::move(*s.host);
-    else if (s.on_disk) state = load_state_file(state_path(name), header_);
+    else if (s.on_disk) state = read_saved(name);
     s.busy = true;  // open_slot's evictions spill idle host states to disk: not this one, moved out above
     int slot;
     try {
@@ -263,7 +263,17 @@ void SessionStore::recover(const std::string& name, const nlohmann::json& meta) 
 }
 
 std::vector<float> SessionStore::state_of(const std::string& name, const Session& s) {
-  return s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : load_state_file(state_path(name), header_);
+  return s.slot >= 0 ? model_.export_state(s.slot) : s.host ? *s.host : read_saved(name);
+}
+
+std::vector<float> SessionStore::read_saved(const std::string& name) const {
+  try {
+    return load_state_file(state_path(name), header_);
+  } catch (const Error& e) {
+    // The server's fault (disk, folder), not the client's: the details and paths go to the log.
+    logging::error("session ", name, ": ", e.what());
+    refuse(SessionFault::Failed, "session '", name, "': its saved state cannot be read now (the server's log says why); the session is kept");
+  }
 }
 
 void SessionStore::fork(const std::string& from, const std::string& to) {

@@ -119,6 +119,7 @@ class SessionStore {
   void recover(const std::string& name, const nlohmann::json& meta) const;
   void write_disk(const std::string& name, Session& s, const std::vector<float>& state);
   std::vector<float> state_of(const std::string& name, const Session& s);  // a copy, from its slot, host memory or file
+  std::vector<float> read_saved(const std::string& name) const;            // its file's state; SessionFault::Failed if unreadable
   // Keeps host memory within budget by moving the oldest host states to disk. A failed write (disk
   // full, folder gone) keeps the state in host memory and stops spilling until a later try succeeds:
   // meanwhile the budget holds as if there were no folder, so new sessions are refused, none is lost.

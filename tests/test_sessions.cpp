@@ -357,6 +357,29 @@ TEST(Sessions, AFolderThatCannotTakeSpillsLosesNothing) {
   EXPECT_EQ(more.text, ref.generate("The man said" + a.text + " to", 6).text);
 }
 
+// A saved session whose file cannot be read (removed, disk failing) is the server's fault, not the
+// request's: the request fails with a server error that names the session (the path goes to the log),
+// and the session stays listed for when its file is back.
+TEST(Sessions, AnUnreadableSavedStateIsAServerErrorAndTheSessionStays) {
+  const std::string dir = temp_dir() + "/unreadable";
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.host_bytes = 1;
+  Service s(o, 1);
+  ASSERT_EQ(s.generate("The man said", 4, "a").finish_reason, "length");
+  ASSERT_EQ(s.generate("Another", 4, "b").finish_reason, "length");  // "a" to disk
+  ASSERT_EQ(s.where("a"), "disk");
+  std::filesystem::rename(dir + "/a.state", dir + "/a.state.away");
+  const GenerationSummary r = s.generate(" to", 4, "a");
+  EXPECT_EQ(r.finish_reason, "error");
+  EXPECT_EQ(r.session_fault, SessionFault::Failed);
+  EXPECT_NE(r.error.find("session 'a': its saved state cannot be read now"), std::string::npos) << r.error;
+  EXPECT_EQ(r.error.find(dir), std::string::npos) << r.error;
+  EXPECT_EQ(s.where("a"), "disk");
+  std::filesystem::rename(dir + "/a.state.away", dir + "/a.state");
+  EXPECT_EQ(s.generate(" to", 4, "a").finish_reason, "length");
+}
+
 // Saving every session to a folder that takes none (at shutdown, or every save_interval_s) says so in
 // one line, however many sessions fail.
 TEST(Sessions, FailedSavesAreReportedInOneLine) {
