@@ -609,6 +609,7 @@ void InferenceService::update_metrics(bool with_stages) {
   g.sessions_disk = sessions_->count("disk");
   g.sessions_parked = sessions_->count("parked");
   g.session_host_bytes = sessions_->host_bytes_used();
+  g.session_folder_failing = sessions_->folder_failing();
   g.parked = parked_.size();
   g.parked_bytes = parked_bytes_;
   g.state_bytes_per_request = model_.dims().state_floats() * sizeof(float);

@@ -112,6 +112,8 @@ std::string Metrics::prometheus() const {
   o += "skein_sessions{where=\"disk\"} " + std::to_string(g_.sessions_disk) + "\n";
   o += "skein_sessions{where=\"parked\"} " + std::to_string(g_.sessions_parked) + "\n";
   gauge("skein_session_host_bytes", double(g_.session_host_bytes), "Host memory holding evicted session states.");
+  gauge("skein_session_folder_failing", g_.session_folder_failing ? 1 : 0,
+        "1 while [sessions] dir refuses spilled states (disk full, folder gone): they stay in host memory and new sessions past its budget are refused.");
   metric(o, "skein_tokens_per_second", "gauge", "Tokens per second over the last few seconds (in: prompt, out: generated).");
   o += "skein_tokens_per_second{direction=\"in\"} " + num(g_.tokens_in_per_s) + "\n";
   o += "skein_tokens_per_second{direction=\"out\"} " + num(g_.tokens_out_per_s) + "\n";

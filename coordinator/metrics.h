@@ -32,6 +32,7 @@ class Metrics {
     size_t queued = 0, running = 0, slots_used = 0, slots_total = 0;
     size_t sessions_slot = 0, sessions_host = 0, sessions_disk = 0, sessions_parked = 0;
     uint64_t session_host_bytes = 0, state_bytes_per_request = 0;
+    bool session_folder_failing = false;  // the sessions folder refused the last spill
     size_t parked = 0;          // preempted requests waiting for a slot
     uint64_t parked_bytes = 0;  // their states, in host memory
     std::vector<double> stage_busy;

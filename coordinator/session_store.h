@@ -99,6 +99,7 @@ class SessionStore {
   void remove(const std::string& name);
   std::vector<SessionInfo> list() const;
   size_t host_bytes_used() const { return host_used_; }
+  bool folder_failing() const { return spill_failing_; }  // the folder refused the last spilled state
   size_t count(const std::string& where) const;
 
  private:

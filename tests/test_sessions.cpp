@@ -346,12 +346,20 @@ TEST(Sessions, AFolderThatCannotTakeSpillsLosesNothing) {
   EXPECT_EQ(c.finish_reason, "error");
   EXPECT_NE(c.error.find("host budget of 1 bytes and the sessions folder cannot take more"), std::string::npos) << c.error;
   EXPECT_EQ(s.op(SessionOp::List).first.size(), 2u);
+  // Dashboards see it: the service loop's gauges say the folder is failing (and later that it is not).
+  const auto gauge_reads = [&](const std::string& line) {
+    for (int i = 0; i < 60; ++i, std::this_thread::sleep_for(std::chrono::milliseconds(50)))
+      if (s.service->metrics().prometheus().find("\n" + line + "\n") != std::string::npos) return true;
+    return false;
+  };
+  EXPECT_TRUE(gauge_reads("skein_session_folder_failing 1"));
   // The folder is back: the states waiting in host memory go to it and new sessions start again.
   std::filesystem::remove(dir);
   std::filesystem::create_directories(dir);
   EXPECT_EQ(s.generate("Third", 4, "c").finish_reason, "length");
   EXPECT_EQ(s.where("a"), "disk");
   EXPECT_EQ(s.where("b"), "disk");
+  EXPECT_TRUE(gauge_reads("skein_session_folder_failing 0"));
   auto more = s.generate(" to", 6, "a");
   Service ref;
   EXPECT_EQ(more.text, ref.generate("The man said" + a.text + " to", 6).text);
