@@ -181,9 +181,10 @@ bool SessionStore::evict_one() {
 int SessionStore::open_slot() {
   while (model_.free_slots() <= 0)
     if (!evict_one()) break;
-  if (model_.free_slots() <= 0 && !cfg_.dir.empty() && !spill_failing_) refuse(SessionFault::NoRoom, "all request slots are busy with running requests");
-  if (model_.free_slots() <= 0) refuse(SessionFault::NoRoom, "all request slots are in use and ", host_full());
-  return model_.open_session();
+  if (model_.free_slots() > 0) return model_.open_session();
+  for (auto& [n, s] : sessions_)
+    if (s.slot >= 0 && !s.busy) refuse(SessionFault::NoRoom, "all request slots are in use and ", host_full());  // an idle one could not move
+  refuse(SessionFault::NoRoom, "all request slots are busy with running requests");
 }
 
 std::string SessionStore::host_full() const {
@@ -197,7 +198,11 @@ bool SessionStore::host_takes_one_more() const {
 }
 
 void SessionStore::spill_host() {
-  while (host_used_ > cfg_.host_bytes && !cfg_.dir.empty()) {
+  // While the folder fails, one state goes even within the budget: a write is the only way to learn
+  // that the folder takes states again (the host budget may have room by then, with no other write due).
+  bool probe = spill_failing_;
+  while (!cfg_.dir.empty() && (host_used_ > cfg_.host_bytes || probe)) {
+    probe = false;
     Session* oldest = nullptr;
     std::string oldest_name;
     for (auto& [n, s] : sessions_)
@@ -215,8 +220,6 @@ void SessionStore::spill_host() {
       spill_failing_ = true;
       return;
     }
-    if (spill_failing_) logging::info("sessions: spilling idle sessions to ", cfg_.dir, " again");
-    spill_failing_ = false;
     host_used_ -= oldest->host->size() * sizeof(float);
     oldest->host.reset();
   }
@@ -236,6 +239,8 @@ void SessionStore::write_disk(const std::string& name, Session& s, const std::ve
   });
   rename_durably(next_state_path(name), state_path(name));
   s.on_disk = true;
+  if (spill_failing_) logging::info("sessions: ", cfg_.dir, " takes states again");
+  spill_failing_ = false;
 }
 
 // After a crash during a save: NAME.state.new is the committed state when the metadata names its

@@ -365,6 +365,31 @@ TEST(Sessions, AFolderThatCannotTakeSpillsLosesNothing) {
   EXPECT_EQ(more.text, ref.generate("The man said" + a.text + " to", 6).text);
 }
 
+// The folder comes back while the host budget has room again (sessions were deleted meanwhile): the
+// next eviction still tries the folder, finds it takes states, and evictions go on. (A 3-minute soak
+// found this stuck: with no spill due, nothing ever wrote to the folder again, and every new session
+// was refused until the server restarted.)
+TEST(Sessions, AFolderThatComesBackIsUsedEvenWithinTheBudget) {
+  const std::string dir = temp_dir() + "/back";
+  Service ref;
+  ServiceOptions o;
+  o.sessions.dir = dir;
+  o.sessions.host_bytes = 5 * ref.mut.model->dims().state_floats() * sizeof(float) / 2;  // two and a half states
+  Service s(o, 1);
+  ASSERT_EQ(s.generate("The man said", 4, "a").finish_reason, "length");
+  std::filesystem::remove_all(dir);
+  write_file(dir, "a file where the folder was");
+  for (const char* name : {"b", "c", "d"}) ASSERT_EQ(s.generate("Another", 4, name).finish_reason, "length") << name;  // a, b, c to host
+  EXPECT_EQ(s.generate("More", 4, "e").finish_reason, "error");  // d cannot move: a fourth state has no room
+  EXPECT_EQ(s.op(SessionOp::Delete, "a").second, "");  // two states in host memory: within the budget, not room for a third
+  std::filesystem::remove(dir);
+  std::filesystem::create_directories(dir);
+  auto e = s.generate("More", 4, "e");
+  EXPECT_EQ(e.finish_reason, "length") << e.error;
+  EXPECT_EQ(s.where("b"), "disk");
+  EXPECT_EQ(s.op(SessionOp::List).first.size(), 4u);
+}
+
 // A saved session whose file cannot be read (removed, disk failing) is the server's fault, not the
 // request's: the request fails with a server error that names the session (the path goes to the log),
 // and the session stays listed for when its file is back.
