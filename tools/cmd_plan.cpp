@@ -9,8 +9,8 @@
 #include "coordinator/placement.h"
 #include "model/architecture.h"
 #include "tools/cli_support.h"
-#include "worker/backend_factory.h"
 #include "tools/commands.h"
+#include "worker/backend_factory.h"
 
 namespace skein::cli {
 
