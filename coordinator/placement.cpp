@@ -102,9 +102,9 @@ namespace {
 // A step of `rows` rows on the stage's device: x and v_first (the stage's own and, on a cluster rank,
 // the ones it receives), the model's scratch, and on a GPU what the products and sampling add.
 uint64_t step_working_bytes(const PlanStage& st, const ModelDims& d, int rows) {
-  const uint64_t R = uint64_t(std::max(rows, 1)), C = uint64_t(d.n_embd), V = uint64_t(d.vocab);
+  const uint64_t R = uint64_t(rows), C = uint64_t(d.n_embd), V = uint64_t(d.vocab);
   const bool layers = st.first_unit < d.n_layer, head = st.last_unit == d.n_layer;
-  uint64_t bytes = 4 * R * C * sizeof(float) + RwkvModel::scratch_bytes(d, int(R), layers, head);
+  uint64_t bytes = 4 * R * C * sizeof(float) + RwkvModel::scratch_bytes(d, rows, layers, head);
   if (st.segment.device.kind == DeviceSpec::Cuda) {
     bytes += cuda::kProductLibraryBytes + cuda::product_scratch_bytes(int64_t(R), d.n_embd, d.dim_ffn, st.segment.i8);
     if (head) bytes += 2 * R * V * sizeof(float);  // the sampler's probabilities (its buffer doubles as it grows)

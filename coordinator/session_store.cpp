@@ -156,9 +156,12 @@ void SessionStore::parked_ended(const std::string& name, std::vector<float> stat
 bool SessionStore::slot_ready(const std::string& name) const {
   // A busy session's request is refused at once (acquire says why) rather than queued behind it.
   if (auto it = sessions_.find(name); it != sessions_.end() && (it->second.slot >= 0 || it->second.busy)) return true;
-  if (model_.free_slots() > 0) return true;
+  return model_.free_slots() > 0 || idle_in_a_slot();  // or evictable
+}
+
+bool SessionStore::idle_in_a_slot() const {
   for (auto& [n, s] : sessions_)
-    if (s.slot >= 0 && !s.busy) return true;  // evictable
+    if (s.slot >= 0 && !s.busy) return true;
   return false;
 }
 
@@ -182,8 +185,7 @@ int SessionStore::open_slot() {
   while (model_.free_slots() <= 0)
     if (!evict_one()) break;
   if (model_.free_slots() > 0) return model_.open_session();
-  for (auto& [n, s] : sessions_)
-    if (s.slot >= 0 && !s.busy) refuse(SessionFault::NoRoom, "all request slots are in use and ", host_full());  // an idle one could not move
+  if (idle_in_a_slot()) refuse(SessionFault::NoRoom, "all request slots are in use and ", host_full());  // it could not move
   refuse(SessionFault::NoRoom, "all request slots are busy with running requests");
 }
 

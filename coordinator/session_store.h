@@ -128,6 +128,7 @@ class SessionStore {
   // One more state can go to host memory: the budget has room, or the folder takes what passes it.
   bool host_takes_one_more() const;
   std::string host_full() const;  // why it does not, and the remedy
+  bool idle_in_a_slot() const;     // a session holds a slot it could give up (when host memory takes its state)
   void scan_dir();
 
   ModelHandle& model_;
