@@ -82,11 +82,13 @@ std::shared_ptr<const Checkpoint> open_checkpoint(const std::string& path, const
   return initial_state.empty() ? ck : attach_initial_state(*ck, initial_state);
 }
 
-LoadedModel load_model(const std::string& path, const Config& cfg) {
+LoadedModel load_model(const std::string& path, const Config& cfg) { return load_model(open_checkpoint(path, cfg.initial_state), cfg); }
+
+LoadedModel load_model(std::shared_ptr<const Checkpoint> checkpoint, const Config& cfg) {
   const std::string& strategy = cfg.strategy;
   PlanLimits limits = cfg.plan_limits();
   LoadedModel m;
-  m.checkpoint = open_checkpoint(path, cfg.initial_state);
+  m.checkpoint = std::move(checkpoint);
   m.dims = detect_architecture(*m.checkpoint);
   m.fingerprint = model_fingerprint(*m.checkpoint);
   m.backend = make_backend(-1);

@@ -36,6 +36,8 @@ std::string default_strategy(const Checkpoint& ck);
 // rank runs its stage here until the coordinator shuts it down (its handle is then null: the command
 // has nothing left to do).
 LoadedModel load_model(const std::string& path, const Config& cfg);
+// The same for a checkpoint already opened with open_checkpoint (its header read once).
+LoadedModel load_model(std::shared_ptr<const Checkpoint> checkpoint, const Config& cfg);
 // The checkpoint at `path` with `initial_state`'s tuned states merged in ("" for none).
 std::shared_ptr<const Checkpoint> open_checkpoint(const std::string& path, const std::string& initial_state);
 

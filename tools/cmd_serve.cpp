@@ -88,14 +88,16 @@ void add_serve_command(CLI::App& app) {
     boost::asio::io_context io;
     std::unique_ptr<Listener> tcp_listener, http_listener;
     std::unique_ptr<Tokenizer> tok;
+    std::shared_ptr<const Checkpoint> checkpoint;  // opened here once on the serving rank
     if (!mpi_world() || mpi_world()->rank() == 0) {
       raise_open_files_limit();  // a descriptor per client: Debian's soft limit of 1024 would be the server's
       tcp_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.port), "TCP");
       if (cfg.server.http_port >= 0) http_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.http_port), "HTTP");
-      tok = tokenizer_for(cfg.tokenizer, detect_architecture(*Checkpoint::open(path)).vocab);
+      checkpoint = open_checkpoint(path, cfg.initial_state);
+      tok = tokenizer_for(cfg.tokenizer, detect_architecture(*checkpoint).vocab);
       stop_at_end_of_text(cfg.sampling, *tok);
     }
-    LoadedModel m = load_model(path, cfg);
+    LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
 
     ServiceOptions so;
