@@ -29,7 +29,10 @@ class Parser {
  private:
   [[noreturn]] void bad(const std::string& what) {
     std::string w = pos_ < s_.size() ? word() : "";
-    std::string got = !w.empty() ? "\"" + w + "\"" : pos_ >= s_.size() ? "the end of the string" : "\"" + s_.substr(pos_, 2) + "\"";
+    std::string got = !w.empty()          ? "\"" + w + "\""
+                      : pos_ >= s_.size() ? "the end of the string"
+                      : s_[pos_] == ' '   ? "a space"
+                                          : "\"" + s_.substr(pos_, 2) + "\"";
     fail("strategy: ", what, " at column ", pos_ + 1, ", got ", got);
   }
   void skip_spaces() {
@@ -57,6 +60,8 @@ class Parser {
       seg.node = node;
       pos_ += colon + 1;
       w = word();
+      // "cuda:abc" is far likelier a mistyped GPU than a host called "cuda".
+      if (node == "cuda" && !is_device(w)) bad("expected a GPU index (0 to 999) after \"cuda:\"");
       if (!is_device(w)) bad("expected a device (cpu, cuda or cuda:K) after the node name");
     }
     if (w == "cpu") {

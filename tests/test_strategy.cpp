@@ -82,6 +82,10 @@ TEST(Strategy, MalformedStringsSayWhatAndWhere) {
       {"cpu", "expected one space then a dtype"},
       {":cpu fp32", "empty node name"},
       {"no de:cpu fp32", "expected a device"},
+      {"cuda:abc fp16", "expected a GPU index (0 to 999) after \"cuda:\" at column 6, got \"abc\""},
+      {"cuda:1234 fp16", "expected a GPU index (0 to 999) after \"cuda:\" at column 6, got \"1234\""},
+      {"cuda: fp16", "expected a GPU index (0 to 999) after \"cuda:\" at column 6, got a space"},
+      {"gpu1:cuda:x fp16", "expected a device (cpu, cuda or cuda:K) after the node name at column 6, got \"cuda:x\""},
   };
   for (auto& [s, want] : cases) {
     std::string msg = error_of([&] { parse_strategy(s); });
