@@ -204,20 +204,26 @@ Config load_config(const std::string& path) {
        });
      }},
     {"sampling", [&](const toml::node& n) {
+       // Each value is checked where it is written, so an error points at its key's line.
+       auto checked = [&](auto set) {
+         return [&, set](const toml::node& v) {
+           set(v);
+           try { c.sampling.validate_ranges(); } catch (const Error& e) { r.bad(v, e.what()); }
+         };
+       };
        r.table(r.sub(n, "sampling"), "sampling", {
-         {"temperature", [&](const toml::node& v) { c.sampling.temperature = r.number(v, "temperature"); }},
-         {"top_p", [&](const toml::node& v) { c.sampling.top_p = r.number(v, "top_p"); }},
+         {"temperature", checked([&](const toml::node& v) { c.sampling.temperature = r.number(v, "temperature"); })},
+         {"top_p", checked([&](const toml::node& v) { c.sampling.top_p = r.number(v, "top_p"); })},
          {"top_k", [&](const toml::node& v) { c.sampling.top_k = int(r.integer(v, "top_k", 0, 1 << 24)); }},
-         {"alpha_presence", [&](const toml::node& v) { c.sampling.alpha_presence = r.number(v, "alpha_presence"); }},
-         {"alpha_frequency", [&](const toml::node& v) { c.sampling.alpha_frequency = r.number(v, "alpha_frequency"); }},
-         {"alpha_decay", [&](const toml::node& v) { c.sampling.alpha_decay = r.number(v, "alpha_decay"); }},
+         {"alpha_presence", checked([&](const toml::node& v) { c.sampling.alpha_presence = r.number(v, "alpha_presence"); })},
+         {"alpha_frequency", checked([&](const toml::node& v) { c.sampling.alpha_frequency = r.number(v, "alpha_frequency"); })},
+         {"alpha_decay", checked([&](const toml::node& v) { c.sampling.alpha_decay = r.number(v, "alpha_decay"); })},
          {"token_ban", [&](const toml::node& v) { c.sampling.token_ban = r.int_list(v, "token_ban"); }},
          {"token_stop", [&](const toml::node& v) { c.sampling.token_stop = r.int_list(v, "token_stop"); }},
-         {"stop", [&](const toml::node& v) { c.sampling.stop = r.str_list(v, "stop"); }},
+         {"stop", checked([&](const toml::node& v) { c.sampling.stop = r.str_list(v, "stop"); })},
          {"seed", [&](const toml::node& v) { c.sampling.seed = uint64_t(r.integer(v, "seed", 0, INT64_MAX)); }},
          {"max_tokens", [&](const toml::node& v) { c.max_tokens = int(r.integer(v, "max_tokens", 0, 1 << 24)); }},
        });
-       try { c.sampling.validate_ranges(); } catch (const Error& e) { r.bad(n, e.what()); }
      }},
     {"logging", [&](const toml::node& n) {
        r.table(r.sub(n, "logging"), "logging", {

@@ -89,7 +89,9 @@ TEST(Config, ErrorsNameLineAndColumn) {
   EXPECT_EQ(config_error("[servre]\nport = 1\n"), ":1:1: unknown key 'servre' in the top level");
   EXPECT_EQ(config_error("[model]\npath = 3\n"), ":2:8: 'path' must be a string");
   EXPECT_EQ(config_error("[devices]\ncpu = \"lots\"\n"), ":2:7: device memory: 'lots' is not a size (e.g. 80GiB)");
-  EXPECT_EQ(config_error("[sampling]\ntemperature = -1.0\n"), ":1:1: temperature must be a finite number >= 0, got -1");
+  EXPECT_EQ(config_error("[sampling]\ntemperature = -1.0\n"), ":2:15: temperature must be a finite number >= 0, got -1");
+  EXPECT_EQ(config_error("[sampling]\ntop_p = 0.5\nalpha_decay = 2\n"), ":3:15: alpha_decay must be in [0, 1], got 2");
+  EXPECT_EQ(config_error("[sampling]\nstop = [\"a\", \"\"]\n"), ":2:8: stop strings must not be empty");
   EXPECT_EQ(config_error("[sessions]\nhost_bytes = \"much\"\n"), ":2:14: host_bytes: 'much' is not a size (e.g. 80GiB)");
   EXPECT_EQ(config_error("[server]\nclient_timeout_s = 0\n"), ":2:20: 'client_timeout_s' must be > 0");
   EXPECT_EQ(config_error("[cache]\nblock = 4\n"), ":2:9: unknown key 'block' in [cache]");
