@@ -26,4 +26,25 @@ inline double json_float(float f) {
   return std::strtod(buf, nullptr);
 }
 
+// Why a text is not JSON, in one line of plain ASCII: "at byte 13: invalid string: surrogate U+D800..."
+// (or "number overflow parsing '1e999'"). nlohmann's own message adds what it read last, which may hold
+// the input's raw bytes; the reason alone says what and where.
+inline std::string json_parse_failure(const nlohmann::json::exception& e) {
+  std::string why = e.what();
+  auto drop_through = [&](const std::string& mark) {
+    const auto at = why.find(mark);
+    if (at != std::string::npos) why.erase(0, at + mark.size());
+    return at != std::string::npos;
+  };
+  drop_through("] ");                                          // "[json.exception.parse_error.101] "
+  if (why.rfind("parse error", 0) == 0) drop_through(": ");    // "parse error at line 1, column 13: "
+  if (drop_through("while parsing ")) drop_through(" - ");     // "syntax error while parsing object key - "
+  if (auto cut = why.find("; last read"); cut != std::string::npos) why.erase(cut);
+  if (why.size() > 120) why = why.substr(0, 117) + "...";
+  for (char& c : why)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+  if (const auto* p = dynamic_cast<const nlohmann::json::parse_error*>(&e)) return "at byte " + std::to_string(p->byte) + ": " + why;
+  return why;
+}
+
 }  // namespace skein

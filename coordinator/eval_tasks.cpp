@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/json_text.h"
 
 namespace skein {
 
@@ -14,8 +15,8 @@ namespace {
 nlohmann::json json_line(const std::string& line, const std::string& path, size_t n) {
   try {
     return nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception&) {
-    fail(path, ":", n, ": not a JSON object");
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ":", n, ": not JSON (", json_parse_failure(e), ")");
   }
 }
 

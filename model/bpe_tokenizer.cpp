@@ -11,6 +11,7 @@
 #include <queue>
 
 #include "common/error.h"
+#include "common/json_text.h"
 
 namespace skein {
 
@@ -162,7 +163,7 @@ BpeTokenizer::BpeTokenizer(const std::string& path) {
   try {
     j = nlohmann::json::parse(f);
   } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not a tokenizer.json (", e.what(), ")");
+    fail(path, ": not a tokenizer.json (", json_parse_failure(e), ")");
   }
   try {
     load(j, path);

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "model/torch_pickle.h"
 #include "model/zip_archive.h"
 
@@ -108,8 +109,8 @@ void Checkpoint::load_safetensors() {
   nlohmann::json h;
   try {
     h = nlohmann::json::parse(base + 8, base + 8 + hlen);
-  } catch (const std::exception& e) {
-    fail(path(), ": safetensors header is not valid JSON");
+  } catch (const nlohmann::json::exception& e) {
+    fail(path(), ": safetensors header is not valid JSON (", json_parse_failure(e), ")");
   }
   if (!h.is_object()) fail(path(), ": safetensors header is not a JSON object");
   uint64_t data_base = 8 + hlen;

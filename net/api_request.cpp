@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "coordinator/session_store.h"
 #include "net/json_fields.h"
 
@@ -23,8 +24,8 @@ ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab,
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception&) {
-    fail("malformed JSON");
+  } catch (const nlohmann::json::exception& e) {
+    fail("malformed JSON ", json_parse_failure(e));
   }
   if (!j.is_object()) fail("a request must be a JSON object");
   if (!limits.auth_token.empty()) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@ inline float number(const nlohmann::json& j, const char* key) {
   if (!j.is_number()) fail(key, ": must be a number");
   double v = j.get<double>();
   if (!std::isfinite(v)) fail(key, ": must be finite");
+  if (std::abs(v) > double(std::numeric_limits<float>::max())) fail(key, ": ", v, " is beyond a 32-bit float's range");  // else it reads as inf
   return float(v);
 }
 

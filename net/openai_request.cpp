@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "coordinator/session_store.h"
 #include "net/json_fields.h"
 #include "net/openai_tools.h"
@@ -70,8 +71,8 @@ OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tok
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(body);
-  } catch (const nlohmann::json::exception&) {
-    fail("malformed JSON body");
+  } catch (const nlohmann::json::exception& e) {
+    fail("malformed JSON body ", json_parse_failure(e));
   }
   if (!j.is_object()) fail("the body must be a JSON object");
   static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "stream", "stream_options", "stop", "seed",

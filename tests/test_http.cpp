@@ -950,14 +950,23 @@ TEST(Http, PromptLimitAndNonFiniteNumbersAreRefused) {
   c.send(R"({"id": "long", "prompt": "far more than eight bytes"})");
   EXPECT_EQ(c.event()["error"], "prompt: 25 tokens exceed the limit of 8");
   c.send(R"({"id": "inf", "prompt": "x", "temperature": 1e999})");
-  EXPECT_EQ(c.event()["error"], "malformed JSON");
+  EXPECT_EQ(c.event()["error"], "malformed JSON number overflow parsing '1e999'");
   c.send(R"({"id": "neg", "prompt": "x", "alpha_frequency": -1e999})");
-  EXPECT_EQ(c.event()["error"], "malformed JSON");
+  EXPECT_EQ(c.event()["error"], "malformed JSON number overflow parsing '-1e999'");
+  // What and where, without the raw bytes nlohmann quotes ("last read: ...").
+  c.send(R"({"id": "sur", "prompt": "\ud800x"})");
+  EXPECT_EQ(c.event()["error"], "malformed JSON at byte 32: invalid string: surrogate U+D800..U+DBFF must be followed by U+DC00..U+DFFF");
+  c.send(R"({"id": "big", "prompt": "x", "temperature": 1e300})");
+  EXPECT_EQ(c.event()["error"], "temperature: 1e+300 is beyond a 32-bit float's range");
+  c.send(R"({"id": "lit", "prompt": tru})");
+  EXPECT_EQ(c.event()["error"], "malformed JSON at byte 28: invalid literal");
   auto h = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "far more than eight bytes"})");
   EXPECT_EQ(h.status, 400);
   EXPECT_EQ(h.json()["error"]["message"], "prompt: 25 tokens exceed the limit of 8");
   auto f = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "x", "top_p": 1e999})");
-  EXPECT_EQ(f.json()["error"]["message"], "malformed JSON body");
+  EXPECT_EQ(f.json()["error"]["message"], "malformed JSON body number overflow parsing '1e999'");
+  auto g = http_request(server.http_port(), "POST", "/v1/completions", R"({"prompt": "x",})");
+  EXPECT_EQ(g.json()["error"]["message"], "malformed JSON body at byte 16: unexpected '}'; expected string literal");
   EXPECT_EQ(generate_text(c, "ok", "The man", 3), generate_text(c, "ok2", "The man", 3));  // still serving
 }
 
