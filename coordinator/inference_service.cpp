@@ -193,6 +193,8 @@ void InferenceService::admit() {
     in.swap(incoming_);
     cancels.swap(cancels_);
     ops.swap(ops_);
+    // Still queued while they move to waiting_: queued() and submit()'s limit must not miss them.
+    waiting_count_ = waiting_.size() + in.size();
   }
   // Starting requests and session operations talk to the stages too: a stage that hangs there must
   // show in health() as one that hangs in a step does.
@@ -212,8 +214,10 @@ void InferenceService::admit() {
         ++w;
         continue;
       }
-      end_unstarted(w->second, cancelled(w->second));
+      ServiceRequest gone = std::move(w->second);
       w = waiting_.erase(w);
+      waiting_count_ = waiting_.size();  // out of the queue before its client hears it ended
+      end_unstarted(gone, cancelled(gone));
     }
   }
   // Most urgent first, then in arrival order (a parked request before a waiting one of its priority:
