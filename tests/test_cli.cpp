@@ -202,14 +202,15 @@ TEST(Cli, ErrorsAreOneLineWithExitCode2) {
 
 // A flag out of range ends the command before anything loads or prints: --threads 100000 crashed
 // OpenMP, a bad sampling flag failed only after the prompt had been echoed, and a batch of 10^8
-// states (18 TiB) was allocated until the kernel killed the bench.
+// states (18 TiB) was allocated until the kernel killed the bench, and a seed of -3 ran as 2^64 - 3.
 TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
   const std::string model = shared_dir() + "/models/tiny-rwkv-4v0-660K.pth", gen = "generate --model " + model + " --prompt Hello ";
   for (std::string args : {gen + "--threads 100000", gen + "--threads -1", gen + "--temperature -1", gen + "--top-k -2",
                            gen + "--alpha-decay 2", gen + "--max-tokens 99999999999", gen + "--bogus", std::string("bench --threads 5000"),
                            "serve --model " + model + " --port 70000", "serve --model " + model + " --http-port -2", "plan --model " + model + " --slots 0",
                            "bench --model " + model + " --prompt-tokens 0", "bench --model " + model + " --batches 100000000",
-                           "eval --model " + model + " --data " + model + " --limit -1", "make-model --layers 1 --embd 64 --vocab 8 --ffn -4 -o " + temp_dir() + "/m.pth"}) {
+                           "eval --model " + model + " --data " + model + " --limit -1", "make-model --layers 1 --embd 64 --vocab 8 --ffn -4 -o " + temp_dir() + "/m.pth",
+                           gen + "--seed -3", gen + "--seed 18446744073709551616", "make-model --layers 1 --embd 64 --vocab 8 --seed -1 -o " + temp_dir() + "/m.pth"}) {
     auto r = run_skein(args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_EQ(r.output.rfind("skein: error: ", 0), 0u) << args << "\n" << r.output;

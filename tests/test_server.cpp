@@ -127,6 +127,10 @@ TEST(Server, SkeinClientStreamsTheReply) {
   auto done = c.generate({{"id", "q"}, {"prompt", "It was"}, {"max_tokens", 3}, {"temperature", 0}}, [&](const std::string& t) { text += t; });
   EXPECT_EQ(done["event"], "done");
   EXPECT_EQ(text, " a ");
+  // A value the server refuses is sent as given (a negative seed was once dropped without a word).
+  r = run_skein("client --server " + addr + " --prompt x --seed -3");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: server: seed: must be >= 0"), std::string::npos) << r.output;
   r = run_skein("client --server 127.0.0.1:1 --prompt x");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error: cannot connect to 127.0.0.1:1"), std::string::npos) << r.output;

@@ -226,7 +226,7 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
   over(app->add_option("--stop-token", p.token_stop, "token ids that end generation")->delimiter(','),
        [&p](Config& c) { c.sampling.token_stop = p.token_stop; });
   over(app->add_option("--stop", p.stop, "strings that end generation (repeatable)"), [&p](Config& c) { c.sampling.stop = p.stop; });
-  over(app->add_option("--seed", p.seed, "random seed for reproducible sampling")->capture_default_str(), [&p](Config& c) { c.sampling.seed = p.seed; });
+  over(app->add_option("--seed", p.seed, "random seed for reproducible sampling")->capture_default_str()->check(kWholeNumber), [&p](Config& c) { c.sampling.seed = p.seed; });
   over(app->add_flag("--json", json_, "JSON mode: the output is one JSON object, and generation ends where it closes"),
        [](Config& c) { c.sampling.format = ResponseFormat::JsonObject; });
   over(app->add_option("--json-schema", json_schema_, "JSON mode with a JSON Schema file: the output is one of its texts"),

@@ -2,6 +2,7 @@
 // sampling flags, and strict parsing of numeric lists.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -26,6 +27,15 @@ struct LoadedModel {
   std::unique_ptr<ModelHandle> handle;   // what commands drive; null on stage-worker ranks
   uint64_t fingerprint = 0;
 };
+
+// For 64-bit unsigned options (seeds): CLI11 would read "-3" as 2^64 - 3.
+inline const CLI::Validator kWholeNumber(
+    [](const std::string& v) {
+      uint64_t n = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      return !v.empty() && ec == std::errc() && end == v.data() + v.size() ? std::string() : "must be a whole number from 0 to 2^64-1, got " + v;
+    },
+    "");
 
 // The strategy of a run that names none: "cpu <the embedding's stored dtype>".
 std::string default_strategy(const Checkpoint& ck);

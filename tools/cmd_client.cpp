@@ -12,10 +12,9 @@ namespace skein::cli {
 void add_client_command(CLI::App& app) {
   struct Opts {
     std::string server = "127.0.0.1:7700", prompt, token, session, model, json_schema;
-    int max_tokens = -1, top_k = -1;
-    int64_t seed = -1;
-    std::optional<int> priority;
-    double temperature = -1, top_p = -1;
+    // Unset: the server's default. Set: sent as given, so the server's checks answer for bad values.
+    std::optional<int64_t> max_tokens, top_k, seed, priority;
+    std::optional<double> temperature, top_p;
     std::vector<std::string> stop;
     bool no_stream = false, json = false;
   };
@@ -38,11 +37,11 @@ void add_client_command(CLI::App& app) {
   c->add_option("--model", o->model, "one of the server's tuned states (`skein serve --tuned-state`), by name; default: the model");
   c->callback([o] {
     nlohmann::ordered_json req = {{"id", "cli"}, {"prompt", o->prompt}, {"stream", !o->no_stream}};
-    if (o->max_tokens >= 0) req["max_tokens"] = o->max_tokens;
-    if (o->temperature >= 0) req["temperature"] = o->temperature;
-    if (o->top_p >= 0) req["top_p"] = o->top_p;
-    if (o->top_k >= 0) req["top_k"] = o->top_k;
-    if (o->seed >= 0) req["seed"] = o->seed;
+    if (o->max_tokens) req["max_tokens"] = *o->max_tokens;
+    if (o->temperature) req["temperature"] = *o->temperature;
+    if (o->top_p) req["top_p"] = *o->top_p;
+    if (o->top_k) req["top_k"] = *o->top_k;
+    if (o->seed) req["seed"] = *o->seed;
     if (!o->stop.empty()) req["stop"] = o->stop;
     if (!o->token.empty()) req["auth"] = o->token;
     if (!o->session.empty()) req["session"] = o->session;

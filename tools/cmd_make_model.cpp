@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "model/make_model.h"
+#include "tools/cli_support.h"
 #include "tools/commands.h"
 
 namespace skein::cli {
@@ -19,7 +20,7 @@ void add_make_model_command(CLI::App& app) {
   c->add_option("--vocab", o->m.vocab, "vocabulary size")->required();
   c->add_option("--ffn", o->m.dim_ffn, "FFN width (default: the generation's usual)");
   c->add_option("--head-size", o->m.head_size, "head size (v5-v7)")->capture_default_str();
-  c->add_option("--seed", o->m.seed, "random seed")->capture_default_str();
+  c->add_option("--seed", o->m.seed, "random seed")->capture_default_str()->check(kWholeNumber);
   c->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32")->capture_default_str();
   c->add_option("-o,--out", o->out, "output .pth file")->required();
   c->callback([o] {
