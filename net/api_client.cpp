@@ -14,6 +14,7 @@ ApiClient::ApiClient(const std::string& host_port) {
   size_t colon = host_port.rfind(':');
   if (colon == std::string::npos) fail("--server: expected HOST:PORT, got '", host_port, "'");
   std::string host = host_port.substr(0, colon), port = host_port.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);  // [::1]:7700
   boost::system::error_code ec;
   auto endpoints = asio::ip::tcp::resolver(io_).resolve(host, port, ec);
   if (!ec) asio::connect(socket_, endpoints, ec);

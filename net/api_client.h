@@ -15,7 +15,7 @@ bool refuses_the_connection(const nlohmann::json& event);
 
 class ApiClient {
  public:
-  // Connects to HOST:PORT; throws skein::Error naming the address on failure.
+  // Connects to HOST:PORT ([ADDR]:PORT for IPv6); throws skein::Error naming the address on failure.
   explicit ApiClient(const std::string& host_port);
   // Requests are ordered_json, so a JSON Schema's properties keep their order (it is the output's order);
   // a plain nlohmann::json converts.

@@ -46,9 +46,9 @@ class Server {
       std::ifstream f(out_);
       std::string line;
       while (std::getline(f, line))
-        if (auto p = line.find("tcp://127.0.0.1:"); p != std::string::npos) {
-          port_ = std::stoi(line.substr(p + 16));
-          if (auto q = line.find("http://127.0.0.1:"); q != std::string::npos) http_port_ = std::stoi(line.substr(q + 17));
+        if (line.find(" on tcp://") != std::string::npos) {
+          port_ = port_of(line, " on tcp://");
+          http_port_ = port_of(line, " and http://");
         }
     }
   }
@@ -60,6 +60,13 @@ class Server {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
+  }
+  // The port of "<scheme>ADDR:PORT" in the serving line (ADDR may be a bracketed IPv6 address); 0 if absent.
+  static int port_of(const std::string& line, const std::string& scheme) {
+    const auto at = line.find(scheme);
+    if (at == std::string::npos) return 0;
+    const std::string url = line.substr(at + scheme.size(), line.find(' ', at + scheme.size()) - at - scheme.size());
+    return std::stoi(url.substr(url.rfind(':') + 1));
   }
   int port() const { return port_; }
   int http_port() const { return http_port_; }

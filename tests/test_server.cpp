@@ -136,6 +136,23 @@ TEST(Server, SkeinClientStreamsTheReply) {
   EXPECT_NE(r.output.find("skein: error: cannot connect to 127.0.0.1:1"), std::string::npos) << r.output;
 }
 
+// IPv6: the serving line writes the address as URLs do ([::1]:PORT), and skein client takes it so.
+TEST(Server, AnIpv6AddressIsWrittenAndTakenInBrackets) {
+  const int probe = socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  const bool ipv6 = probe >= 0 && bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  if (probe >= 0) close(probe);
+  if (!ipv6) GTEST_SKIP() << "this machine has no IPv6 loopback";
+  Server server("--listen ::1");
+  ASSERT_GT(server.port(), 0) << server.output();
+  EXPECT_NE(server.output().find("on tcp://[::1]:" + std::to_string(server.port()) + " and http://[::1]:"), std::string::npos) << server.output();
+  auto r = run_skein("client --server '[::1]:" + std::to_string(server.port()) + "' --prompt 'The man said' --temperature 0 --max-tokens 20");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("The man said to a state of the s\n"), std::string::npos) << r.output;
+}
+
 TEST(Server, AuthTokenIsRequiredWhenSet) {
   Server server("--auth-token s3cret");
   ASSERT_GT(server.port(), 0) << server.output();

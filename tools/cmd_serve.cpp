@@ -138,8 +138,10 @@ void add_serve_command(CLI::App& app) {
       io.stop();
       io_thread.join();
     };
-    std::string where = "tcp://" + server.address() + ":" + std::to_string(server.port());
-    if (http) where += " and http://" + server.address() + ":" + std::to_string(http->port());
+    // An IPv6 address in brackets, as URLs (and skein client --server) write it.
+    const std::string host = server.address().find(':') != std::string::npos ? "[" + server.address() + "]" : server.address();
+    std::string where = "tcp://" + host + ":" + std::to_string(server.port());
+    if (http) where += " and http://" + host + ":" + std::to_string(http->port());
     std::cout << "skein: serving " << path << " (" << arch_name(m.dims.arch) << ") on " << where << std::endl;
     try {
       service.run();
