@@ -180,9 +180,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
                    keep_alive_);
     }
     if (verb != http::verb::post) return method_not_allowed();
-    const json body = json::parse(req_.body(), nullptr, false);
-    if (!body.is_object()) return reply(400, error_body("the body must be a JSON object", "invalid_request_error"), keep_alive_);
     try {
+      json body;
+      try {
+        body = json::parse(req_.body());
+      } catch (const json::exception& e) {
+        fail("malformed JSON body ", json_parse_failure(e));
+      }
+      if (!body.is_object()) fail("the body must be a JSON object");
       if (target == "/tokenize") {
         if (!body.contains("prompt") || !body["prompt"].is_string()) fail("prompt: must be a string");
         const std::vector<int32_t> ids = tok_.encode(body["prompt"].get<std::string>());

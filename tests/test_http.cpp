@@ -552,7 +552,9 @@ TEST(Http, TheModelsTokenizerIsServed) {
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(bad.json()["error"]["message"], "tokens: token id 256 is outside the vocabulary (256)");
   EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"text": "x"})", auth).json()["error"]["message"], "prompt: must be a string");
-  EXPECT_EQ(http_request(port, "POST", "/tokenize", "[1]", auth).status, 400);
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", "[1]", auth).json()["error"]["message"], "the body must be a JSON object");
+  EXPECT_EQ(http_request(port, "POST", "/detokenize", R"({"tokens": [1,})", auth).json()["error"]["message"],
+            "malformed JSON body at byte 15: unexpected '}'; expected '[', '{', or a literal");
   EXPECT_EQ(http_request(port, "GET", "/tokenize", "", auth).status, 405);
 }
 
