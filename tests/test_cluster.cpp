@@ -98,7 +98,10 @@ TEST(Cluster, SigtermDrains) {
   std::string dir = temp_dir();
   auto drain = [&](const std::string& cmd, const std::string& name) {
     std::string out = dir + "/" + name;
-    std::system((cmd + " > " + out + " 2>&1 & pid=$!; sleep 2; kill -TERM $pid; wait $pid; echo \"rc=$?\" >> " + out).c_str());
+    // TERM once text flows (up to 30 s): a fixed 2 s could land before a slow start (three ranks on a
+    // loaded CI machine) had installed the handlers, and the job died of the signal instead.
+    std::system((cmd + " > " + out + " 2>&1 & pid=$!; for i in $(seq 300); do [ $(wc -c < " + out + ") -gt 200 ] && break; sleep 0.1; done; " +
+                 "kill -TERM $pid; wait $pid; echo \"rc=$?\" >> " + out).c_str());
     return read_file(out);
   };
   std::string one = drain(std::string(SKEIN_BINARY) + " " + args, "one.txt");
