@@ -90,6 +90,15 @@ class Reader {
     for (auto& e : *n.as_array()) out.push_back(str(e, key));
     return out;
   }
+  // A size such as "80GiB"; `what` names it in the error ("device memory: ...").
+  uint64_t size(const toml::node& n, const std::string& key, const std::string& what) const {
+    const std::string text = str(n, key);
+    try {
+      return parse_size(text, what);
+    } catch (const Error& e) {
+      bad(n, e.what());
+    }
+  }
   double positive(const toml::node& n, const std::string& key) const {
     double v = number(n, key);
     if (!(v > 0)) bad(n, "'" + key + "' must be > 0");
@@ -131,7 +140,12 @@ Config load_config(const std::string& path) {
        });
      }},
     {"nodes", [&](const toml::node& n) {
-       for (auto& [alias, host] : r.sub(n, "nodes")) c.limits.node_aliases[std::string(alias.str())] = r.str(host, std::string(alias.str()));
+       for (auto& [alias, host] : r.sub(n, "nodes")) {
+         const std::string name(alias.str());
+         if (!is_node_name(name) || name == "cpu" || name == "cuda")
+           r.bad(host, "node alias '" + name + "': use letters, digits, '-', '_' and '.' (and not cpu or cuda), as a strategy's NODE: prefix must");
+         c.limits.node_aliases[name] = r.str(host, name);
+       }
      }},
     {"tuned_states", [&](const toml::node& n) {
        for (auto& [name, file] : r.sub(n, "tuned_states")) {
@@ -142,8 +156,14 @@ Config load_config(const std::string& path) {
      }},
     {"devices", [&](const toml::node& n) {
        for (auto& [dev, mem] : r.sub(n, "devices")) {
-         std::string key(dev.str());
-         try { c.limits.device_memory[key] = parse_size(r.str(mem, key), "device memory"); } catch (const Error& e) { r.bad(mem, e.what()); }
+         const std::string key(dev.str());
+         std::pair<std::string, DeviceSpec> device;
+         try {
+           device = parse_device_name(key);  // "cuda" is cuda:0, as in a strategy
+         } catch (const Error& e) {
+           r.bad(mem, e.what());
+         }
+         c.limits.device_memory[(device.first.empty() ? "" : device.first + ":") + device.second.str()] = r.size(mem, key, "device memory");
        }
      }},
     {"scheduler", [&](const toml::node& n) {
@@ -155,7 +175,7 @@ Config load_config(const std::string& path) {
             if (!v.is_boolean()) r.bad(v, "'batch_invariant' must be true or false");
             c.scheduler.batch_invariant = v.value<bool>().value();
           }},
-         {"parked_bytes", [&](const toml::node& v) { try { c.scheduler.parked_bytes = parse_size(r.str(v, "parked_bytes"), "parked_bytes"); } catch (const Error& e) { r.bad(v, e.what()); } }},
+         {"parked_bytes", [&](const toml::node& v) { c.scheduler.parked_bytes = r.size(v, "parked_bytes", "parked_bytes"); }},
        });
      }},
     {"server", [&](const toml::node& n) {
@@ -177,7 +197,7 @@ Config load_config(const std::string& path) {
     {"sessions", [&](const toml::node& n) {
        r.table(r.sub(n, "sessions"), "sessions", {
          {"dir", [&](const toml::node& v) { c.sessions.dir = r.str(v, "dir"); }},
-         {"host_bytes", [&](const toml::node& v) { try { c.sessions.host_bytes = parse_size(r.str(v, "host_bytes"), "host_bytes"); } catch (const Error& e) { r.bad(v, e.what()); } }},
+         {"host_bytes", [&](const toml::node& v) { c.sessions.host_bytes = r.size(v, "host_bytes", "host_bytes"); }},
          {"persist", [&](const toml::node& v) {
             if (!v.is_boolean()) r.bad(v, "'persist' must be true or false");
             c.sessions.persist = v.value<bool>().value();
@@ -188,7 +208,7 @@ Config load_config(const std::string& path) {
      }},
     {"cache", [&](const toml::node& n) {
        r.table(r.sub(n, "cache"), "cache", {
-         {"prefix_bytes", [&](const toml::node& v) { try { c.cache.prefix_bytes = parse_size(r.str(v, "prefix_bytes"), "prefix_bytes"); } catch (const Error& e) { r.bad(v, e.what()); } }},
+         {"prefix_bytes", [&](const toml::node& v) { c.cache.prefix_bytes = r.size(v, "prefix_bytes", "prefix_bytes"); }},
          {"block_tokens", [&](const toml::node& v) { c.cache.block_tokens = int(r.integer(v, "block_tokens", 1, 1 << 20)); }},
        });
      }},

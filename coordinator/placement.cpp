@@ -223,11 +223,17 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     if (st.segment.device.kind == DeviceSpec::Cuda) need[{st.segment.node, st.segment.device.str()}] += device_bytes(st, dims.n_layer, limits.slots, limits.tuned_states);
     need[{st.segment.node, "cpu"}] += stage_host_bytes(st, dims.n_layer, limits.slots, limits.tuned_states);  // a GPU stage's streamed layers too
   }
+  std::map<std::string, uint64_t> memory;  // limits.device_memory, node aliases turned into the hosts they name
+  for (auto& [key, bytes] : limits.device_memory) {
+    const auto colon = key.find(':');
+    const auto alias = colon == std::string::npos ? limits.node_aliases.end() : limits.node_aliases.find(key.substr(0, colon));
+    memory[alias == limits.node_aliases.end() ? key : alias->second + key.substr(colon)] = bytes;
+  }
   for (auto& [where_key, bytes] : need) {
     auto& [node, dev] = where_key;
     uint64_t have = 0;
-    if (auto a = limits.device_memory.find(node + ":" + dev); !node.empty() && a != limits.device_memory.end()) have = a->second;
-    else if (auto b = limits.device_memory.find(dev); b != limits.device_memory.end()) have = b->second;
+    if (auto a = memory.find(node + ":" + dev); !node.empty() && a != memory.end()) have = a->second;
+    else if (auto b = memory.find(dev); b != memory.end()) have = b->second;
     else if (dev == "cpu" && node.empty()) have = host_memory();
     if (have && bytes > have)
       fail("strategy: the plan does not fit: ", node.empty() ? "" : node + ":", dev, " needs ", gib(bytes), " (weights, one streamed layer, state for ",

@@ -54,9 +54,8 @@ class Parser {
       size_t colon = w.find(':');
       if (colon == std::string::npos) bad("expected a device (cpu, cuda or cuda:K)");
       std::string node = w.substr(0, colon);
-      for (char c : node)
-        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) bad("node names use letters, digits, '-', '_' and '.'");
       if (node.empty()) bad("empty node name before ':'");
+      if (!is_node_name(node)) bad("node names use letters, digits, '-', '_' and '.'");
       seg.node = node;
       pos_ += colon + 1;
       w = word();
@@ -121,6 +120,24 @@ std::string format_segment(const StrategySegment& seg) {
   std::string out = (seg.node.empty() ? "" : seg.node + ":") + seg.device.str() + " " + dtype_name(seg.dtype) + (seg.i8 ? "i8" : "");
   if (seg.count) out += " *" + std::to_string(*seg.count) + (seg.stream ? "+" : "");
   return out;
+}
+
+bool is_node_name(const std::string& name) {
+  if (name.empty()) return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  return true;
+}
+
+std::pair<std::string, DeviceSpec> parse_device_name(const std::string& key) {
+  std::vector<StrategySegment> segs;
+  try {
+    segs = parse_strategy(key + " fp32");  // the strategy's own rules, so both spell devices alike
+  } catch (const Error&) {
+  }
+  if (segs.size() != 1 || segs[0].count || key.find(' ') != std::string::npos)
+    fail("'", key, "' is not a device: expected cpu, cuda or cuda:K, optionally after a node (node001:cuda:0)");
+  return {segs[0].node, segs[0].device};
 }
 
 }  // namespace skein

@@ -6,6 +6,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/dtype.h"
@@ -33,5 +34,12 @@ struct StrategySegment {
 std::vector<StrategySegment> parse_strategy(const std::string& s);
 
 std::string format_segment(const StrategySegment& seg);
+
+// A host name or alias as a strategy's NODE prefix may spell it: letters, digits, '-', '_' and '.'.
+bool is_node_name(const std::string& name);
+
+// A device as a config's [devices] key names it, "[NODE:]device" by the grammar above, as {NODE, device}.
+// Throws skein::Error("'KEY' is not a device: ...") otherwise.
+std::pair<std::string, DeviceSpec> parse_device_name(const std::string& key);
 
 }  // namespace skein

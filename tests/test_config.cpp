@@ -26,6 +26,14 @@ TEST(Config, ExampleConfigsLoad) {
   Config c = load_config(configs() + "/gpu-cluster.toml");
   EXPECT_EQ(c.limits.node_aliases.at("gpu-b"), "node002");
   EXPECT_EQ(c.limits.device_memory.at("node001:cuda:0"), 80ull << 30);
+  {
+    // "cuda" names cuda:0, as in a strategy, so the planner finds it.
+    const std::string path = temp_dir() + "/devices.toml";
+    write_file(path, "[devices]\ncuda = \"40GiB\"\n\"n1:cuda\" = \"20GiB\"\n");
+    const Config g = load_config(path);
+    EXPECT_EQ(g.limits.device_memory.at("cuda:0"), 40ull << 30);
+    EXPECT_EQ(g.limits.device_memory.at("n1:cuda:0"), 20ull << 30);
+  }
   EXPECT_EQ(c.server.auth_token, "change-me");
   EXPECT_EQ(c.limits.slots, 256);
   EXPECT_EQ(c.plan_limits().step_rows, 1024);  // the plan counts working memory for its micro-batches
@@ -93,6 +101,13 @@ TEST(Config, ErrorsNameLineAndColumn) {
   EXPECT_EQ(config_error("[sampling]\ntop_p = 0.5\nalpha_decay = 2\n"), ":3:15: alpha_decay must be in [0, 1], got 2");
   EXPECT_EQ(config_error("[sampling]\nstop = [\"a\", \"\"]\n"), ":2:8: stop strings must not be empty");
   EXPECT_EQ(config_error("[sessions]\nhost_bytes = \"much\"\n"), ":2:14: host_bytes: 'much' is not a size (e.g. 80GiB)");
+  EXPECT_EQ(config_error("[sessions]\nhost_bytes = 3\n"), ":2:14: 'host_bytes' must be a string");  // one location, not two
+  // A [devices] key the planner would never look up (a typo) silently dropped its limit.
+  EXPECT_EQ(config_error("[devices]\ngpu = \"1GiB\"\n"), ":2:7: 'gpu' is not a device: expected cpu, cuda or cuda:K, optionally after a node (node001:cuda:0)");
+  EXPECT_EQ(config_error("[devices]\n\"cuda:x\" = \"1GiB\"\n").substr(0, 31), ":2:12: 'cuda:x' is not a device");
+  EXPECT_EQ(config_error("[devices]\ncpu = 5\n"), ":2:7: 'cpu' must be a string");
+  EXPECT_EQ(config_error("[nodes]\n\"a b\" = \"host1\"\n").substr(0, 23), ":2:9: node alias 'a b':");
+  EXPECT_EQ(config_error("[nodes]\ncuda = \"host1\"\n").substr(0, 24), ":2:8: node alias 'cuda':");
   EXPECT_EQ(config_error("[server]\nclient_timeout_s = 0\n"), ":2:20: 'client_timeout_s' must be > 0");
   EXPECT_EQ(config_error("[cache]\nblock = 4\n"), ":2:9: unknown key 'block' in [cache]");
   EXPECT_NE(config_error("[model\npath = 1\n").find(":1:"), std::string::npos);  // syntax error

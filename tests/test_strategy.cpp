@@ -114,6 +114,12 @@ TEST(Plan, RefusesPlansThatCannotWork) {
   std::string msg = plan_error("cpu fp32", small);
   EXPECT_NE(msg.find("does not fit: cpu needs"), std::string::npos) << msg;
   EXPECT_NE(msg.find("but has 0.00 GiB"), std::string::npos) << msg;
+  // A [devices] limit given under a node's alias holds for the host the alias names.
+  PlanLimits aliased;
+  aliased.node_aliases = {{"big", "node2"}};
+  aliased.device_memory["big:cpu"] = 100000;
+  EXPECT_NE(plan_error("node2:cpu fp32", aliased).find("does not fit: node2:cpu needs"), std::string::npos);
+  EXPECT_NE(plan_error("big:cpu fp32", aliased).find("does not fit: node2:cpu needs"), std::string::npos);
   // The cpu segments of the mixed example, and streaming everything but one layer.
   EXPECT_EQ(plan_error("cpu fp32 *2 -> cpu bf16 *1 -> cpu fp32i8"), "");
   EXPECT_EQ(plan_error("cpu fp32 *1+"), "");
