@@ -90,14 +90,19 @@ class Reader {
     for (auto& e : *n.as_array()) out.push_back(str(e, key));
     return out;
   }
-  // A size such as "80GiB"; `what` names it in the error ("device memory: ...").
-  uint64_t size(const toml::node& n, const std::string& key, const std::string& what) const {
-    const std::string text = str(n, key);
+  // f(), its error (a check shared with the command line, which knows no file) placed at n.
+  template <typename F>
+  auto at(const toml::node& n, F&& f) const -> decltype(f()) {
     try {
-      return parse_size(text, what);
+      return f();
     } catch (const Error& e) {
       bad(n, e.what());
     }
+  }
+  // A size such as "80GiB"; `what` names it in the error ("device memory: ...").
+  uint64_t size(const toml::node& n, const std::string& key, const std::string& what) const {
+    const std::string text = str(n, key);
+    return at(n, [&] { return parse_size(text, what); });
   }
   double positive(const toml::node& n, const std::string& key) const {
     double v = number(n, key);
@@ -134,7 +139,7 @@ Config load_config(const std::string& path) {
          {"initial_state", [&](const toml::node& v) { c.initial_state = r.str(v, "initial_state"); }},
          {"strategy", [&](const toml::node& v) {
             c.strategy = r.str(v, "strategy");
-            try { parse_strategy(c.strategy); } catch (const Error& e) { r.bad(v, e.what()); }
+            r.at(v, [&] { parse_strategy(c.strategy); });
           }},
          {"threads", [&](const toml::node& v) { c.threads = int(r.integer(v, "threads", 0, kMaxThreads)); }},
        });
@@ -150,20 +155,15 @@ Config load_config(const std::string& path) {
     {"tuned_states", [&](const toml::node& n) {
        for (auto& [name, file] : r.sub(n, "tuned_states")) {
          const std::string key(name.str());
-         try { check_tuned_state_name(key); } catch (const Error& e) { r.bad(file, e.what()); }
+         r.at(file, [&] { check_tuned_state_name(key); });
          c.tuned_states[key] = r.str(file, key);
        }
      }},
     {"devices", [&](const toml::node& n) {
        for (auto& [dev, mem] : r.sub(n, "devices")) {
          const std::string key(dev.str());
-         std::pair<std::string, DeviceSpec> device;
-         try {
-           device = parse_device_name(key);  // "cuda" is cuda:0, as in a strategy
-         } catch (const Error& e) {
-           r.bad(mem, e.what());
-         }
-         c.limits.device_memory[(device.first.empty() ? "" : device.first + ":") + device.second.str()] = r.size(mem, key, "device memory");
+         const std::string name = r.at(mem, [&] { return device_name(key); });  // "cuda" is cuda:0, as in a strategy
+         c.limits.device_memory[name] = r.size(mem, key, "device memory");
        }
      }},
     {"scheduler", [&](const toml::node& n) {
@@ -228,7 +228,7 @@ Config load_config(const std::string& path) {
        auto checked = [&](auto set) {
          return [&, set](const toml::node& v) {
            set(v);
-           try { c.sampling.validate_ranges(); } catch (const Error& e) { r.bad(v, e.what()); }
+           r.at(v, [&] { c.sampling.validate_ranges(); });
          };
        };
        r.table(r.sub(n, "sampling"), "sampling", {

@@ -129,15 +129,16 @@ bool is_node_name(const std::string& name) {
   return true;
 }
 
-std::pair<std::string, DeviceSpec> parse_device_name(const std::string& key) {
+std::string device_name(const std::string& key) {
   std::vector<StrategySegment> segs;
-  try {
-    segs = parse_strategy(key + " fp32");  // the strategy's own rules, so both spell devices alike
-  } catch (const Error&) {
+  if (key.find(' ') == std::string::npos) {  // a space would let a count or a second segment in
+    try {
+      segs = parse_strategy(key + " fp32");  // the strategy's own rules, so both spell devices alike
+    } catch (const Error&) {
+    }
   }
-  if (segs.size() != 1 || segs[0].count || key.find(' ') != std::string::npos)
-    fail("'", key, "' is not a device: expected cpu, cuda or cuda:K, optionally after a node (node001:cuda:0)");
-  return {segs[0].node, segs[0].device};
+  if (segs.size() != 1) fail("'", key, "' is not a device: expected cpu, cuda or cuda:K, optionally after a node (node001:cuda:0)");
+  return (segs[0].node.empty() ? "" : segs[0].node + ":") + segs[0].device.str();
 }
 
 }  // namespace skein

@@ -6,7 +6,6 @@
 #pragma once
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common/dtype.h"
@@ -38,8 +37,8 @@ std::string format_segment(const StrategySegment& seg);
 // A host name or alias as a strategy's NODE prefix may spell it: letters, digits, '-', '_' and '.'.
 bool is_node_name(const std::string& name);
 
-// A device as a config's [devices] key names it, "[NODE:]device" by the grammar above, as {NODE, device}.
-// Throws skein::Error("'KEY' is not a device: ...") otherwise.
-std::pair<std::string, DeviceSpec> parse_device_name(const std::string& key);
+// "[NODE:]device" by the grammar above (a config's [devices] key), written as the planner looks it up:
+// "cpu", "cuda:K" or "NODE:cuda:K" ("cuda" is "cuda:0"). Throws skein::Error("'KEY' is not a device: ...").
+std::string device_name(const std::string& key);
 
 }  // namespace skein

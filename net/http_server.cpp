@@ -181,13 +181,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     }
     if (verb != http::verb::post) return method_not_allowed();
     try {
-      json body;
-      try {
-        body = json::parse(req_.body());
-      } catch (const json::exception& e) {
-        fail("malformed JSON body ", json_parse_failure(e));
-      }
-      if (!body.is_object()) fail("the body must be a JSON object");
+      json body = json_fields::body_object(req_.body());
       if (target == "/tokenize") {
         if (!body.contains("prompt") || !body["prompt"].is_string()) fail("prompt: must be a string");
         const std::vector<int32_t> ids = tok_.encode(body["prompt"].get<std::string>());

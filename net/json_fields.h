@@ -16,6 +16,18 @@
 
 namespace skein::json_fields {
 
+// An HTTP request's body, which must be one JSON object; errors say why and where it is not.
+inline nlohmann::json body_object(const std::string& body) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(body);
+  } catch (const nlohmann::json::exception& e) {
+    fail("malformed JSON body ", json_parse_failure(e));
+  }
+  if (!j.is_object()) fail("the body must be a JSON object");
+  return j;
+}
+
 inline float number(const nlohmann::json& j, const char* key) {
   if (!j.is_number()) fail(key, ": must be a number");
   double v = j.get<double>();

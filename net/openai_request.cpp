@@ -6,7 +6,6 @@
 #include <set>
 
 #include "common/error.h"
-#include "common/json_text.h"
 #include "coordinator/session_store.h"
 #include "net/json_fields.h"
 #include "net/openai_tools.h"
@@ -68,13 +67,7 @@ std::string chat_prompt(const std::vector<std::pair<std::string, std::string>>& 
 
 OpenAiRequest parse_openai_request(const std::string& body, bool chat, const Tokenizer& tok, int vocab, const ApiLimits& limits,
                                    const ChatConfig& chat_cfg) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(body);
-  } catch (const nlohmann::json::exception& e) {
-    fail("malformed JSON body ", json_parse_failure(e));
-  }
-  if (!j.is_object()) fail("the body must be a JSON object");
+  nlohmann::json j = json_fields::body_object(body);
   static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "stream", "stream_options", "stop", "seed",
                                                "presence_penalty", "frequency_penalty", "n", "user", "top_k", "alpha_decay", "session",
                                                "logprobs", "response_format", "logit_bias", "priority", "service_tier"};
