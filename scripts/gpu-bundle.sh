@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared="${SKEIN_SHARED:-$root/../shared}"
-mkdir -p "$root/.gpu/debs" "$root/.gpu/shared/models" "$root/.gpu/shared/golden/models"
+mkdir -p "$root/.gpu/debs" "$root/.gpu/shared/models" "$root/.gpu/shared/golden/models" "$root/.gpu/shared/tokenizers"
 grep -qx '/.gpu/' "$root/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >>"$root/.git/info/exclude"
 cd "$root/.gpu/debs"
 apt-get download -qq libdnnl-dev libdnnl2 libunistring-dev libunistring2 libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libcli11-dev libgtest-dev zlib1g-dev zlib1g ocl-icd-libopencl1 libnuma1 libmunge2 ibverbs-providers \
@@ -24,4 +24,5 @@ for c in ${SKEIN_GPU_BASELINE:-}; do
 done
 cp "$shared"/models/tiny-rwkv-*.pth "$root/.gpu/shared/models/"
 cp "$shared"/golden/models/rand-v{4,5_2,6,7}-bf16.pth "$root/.gpu/shared/golden/models/"
+cp "$shared"/tokenizers/rwkv_vocab_v20230424.txt "$root/.gpu/shared/tokenizers/"  # JSON mode on a World-sized head
 du -sh "$root/.gpu"

@@ -387,18 +387,21 @@ TEST_F(CudaBackendTest, JsonModeDrawsOnAGpuWhatItDrawsOnTheCpu) { json_mode_matc
 
 // A plan that cannot fit the GPU (state for 2^20 slots of 11 of the tiny v7's layers: 195 GB) stops
 // before loading, with the stage's figures on one line, in one process and on the cluster rank that
-// runs the stage.
+// runs the stage. serve: a server keeps every configured slot (generate holds a state per prompt).
+std::string serve_args(const std::string& config, const std::string& strategy) {
+  return "serve --config " + config + " --model " + tiny("tiny-rwkv-7v0-834K") + " --strategy '" + strategy + "' --port 0 --http-port -1";
+}
 TEST_F(CudaBackendTest, OversizedGpuStageStopsAtStartWithTheFigures) {
   std::string dir = temp_dir();
   write_file(dir + "/big.toml", "[scheduler]\nmax_slots = 1048576\n");
-  std::string args = "generate --config " + dir + "/big.toml --model " + tiny("tiny-rwkv-7v0-834K") +
-                     " --prompt 'The' --max-tokens 4 --strategy 'cpu fp32 *1 -> cuda:0 fp32'";
-  auto one = run_skein(args);
-  EXPECT_NE(one.exit_code, 0);
+  const std::string args = serve_args(dir + "/big.toml", "cpu fp32 *1 -> cuda:0 fp32");
+  auto one = run_shell("timeout 60 " + std::string(SKEIN_BINARY) + " " + args);
+  EXPECT_EQ(one.exit_code, 2) << one.output;
   EXPECT_NE(one.output.find("strategy: stage 1 (layers 1-11 + head"), std::string::npos) << one.output;
   EXPECT_NE(one.output.find("of state for 1048576 slots"), std::string::npos) << one.output;
-  auto many = run_shell(mpirun_skein(3, args));
+  auto many = run_shell("timeout 60 " + mpirun_skein(3, args));
   EXPECT_NE(many.exit_code, 0);
+  EXPECT_NE(many.exit_code, 124) << "the cluster started: " << many.output;
   EXPECT_NE(many.output.find("free: "), std::string::npos) << many.output;
 
   // Two stages of one process on one GPU add up: slots for which each stage's state takes 60% of the
@@ -409,14 +412,14 @@ TEST_F(CudaBackendTest, OversizedGpuStageStopsAtStartWithTheFigures) {
   const uint64_t slots = uint64_t(0.6 * double(cuda::device_info(0).free_bytes)) / p.stages[0].state_bytes_per_slot;
   ASSERT_LE(slots, 1u << 20);
   write_file(dir + "/two.toml", "[scheduler]\nmax_slots = " + std::to_string(slots) + "\n");
-  auto both = run_skein("generate --config " + dir + "/two.toml --model " + tiny("tiny-rwkv-7v0-834K") + " --prompt 'The' --max-tokens 4 --strategy '" + two + "'");
-  EXPECT_NE(both.exit_code, 0);
+  auto both = run_shell("timeout 60 " + std::string(SKEIN_BINARY) + " " + serve_args(dir + "/two.toml", two));
+  EXPECT_EQ(both.exit_code, 2) << both.output;
   EXPECT_NE(both.output.find("strategy: stage 1 (layers 6-11 + head"), std::string::npos) << both.output;
   EXPECT_NE(both.output.find("beside the stages before it"), std::string::npos) << both.output;
   // On a cluster the two stages are two ranks loading side by side: together they must fit the GPU.
-  auto ranks = run_shell(mpirun_skein(3, "generate --config " + dir + "/two.toml --model " + tiny("tiny-rwkv-7v0-834K") +
-                                             " --prompt 'The' --max-tokens 4 --strategy '" + two + "'"));
+  auto ranks = run_shell("timeout 60 " + mpirun_skein(3, serve_args(dir + "/two.toml", two)));
   EXPECT_NE(ranks.exit_code, 0);
+  EXPECT_NE(ranks.exit_code, 124) << "the cluster started: " << ranks.output;
   EXPECT_NE(ranks.output.find("strategy: stages 0, 1 share cuda:0"), std::string::npos) << ranks.output;
 }
 
