@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/json_text.h"
 #include "net/json_fields.h"
+#include "net/lingering_close.h"
 #include "net/openai_logprobs.h"
 #include "net/openai_request.h"
 
@@ -595,9 +596,21 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     auto self = shared_from_this();
     stream_.expires_after(timeout());
     http::async_write(stream_, *res, [this, self, res](beast::error_code ec, size_t) {
-      if (ec || !res->keep_alive()) return close();
+      if (ec) return close();
+      if (!res->keep_alive()) return linger();
       read();
     });
+  }
+
+  // The reply is sent and the connection ends: a client still sending (a refused body) may finish and
+  // read it, for at most a timeout period.
+  void linger() {
+    auto self = shared_from_this();
+    read_timer_.expires_after(timeout());
+    read_timer_.async_wait([this, self](beast::error_code ec) {
+      if (!ec) close();
+    });
+    close_lingering(stream_.socket(), self, [this, self] { close(); });
   }
 
   void close() {

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/json_text.h"
+#include "net/lingering_close.h"
 
 namespace skein {
 
@@ -46,7 +47,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     timer_.expires_after(std::chrono::milliseconds(int64_t(opts_.client_timeout_s * 1000)));
     auto self = shared_from_this();
     timer_.async_wait([this, self](boost::system::error_code ec) {
-      if (ec || !socket_.is_open()) return;
+      if (ec || !socket_.is_open() || lingering_) return;
       if (closing_) return close();  // the goodbye could not be delivered in a whole period
       if (buf_.size() > 0 && partial_at_tick_ && lines_read_ == lines_at_tick_)
         send_error("", "request line not finished within " + std::to_string(opts_.client_timeout_s) + " s", true);
@@ -58,7 +59,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void read() {
     auto self = shared_from_this();
+    reading_ = true;
     asio::async_read_until(socket_, buf_, '\n', [this, self](boost::system::error_code ec, size_t n) {
+      reading_ = false;
       if (ec == asio::error::not_found) {  // a line longer than the limit: say so, then hang up
         send_error("", "request line exceeds " + std::to_string(buf_.max_size()) + " bytes", true);
         return;
@@ -236,14 +239,32 @@ class Connection : public std::enable_shared_from_this<Connection> {
       out_bytes_ -= out_.front().size();
       out_.pop_front();
       if (!out_.empty()) flush();
-      else if (closing_) close();
+      else if (closing_) linger();
     });
+  }
+
+  // The goodbye is sent: a client still sending (an over-long line) may finish and read it, for at
+  // most a timeout period. A stalled client's read is still in flight: it is cut off as before.
+  void linger() {
+    if (reading_) return close();
+    lingering_ = true;
+    cancel_requests();
+    auto self = shared_from_this();
+    timer_.expires_after(std::chrono::milliseconds(int64_t(opts_.client_timeout_s * 1000)));  // watch() ends
+    timer_.async_wait([this, self](boost::system::error_code ec) {
+      if (!ec) close();
+    });
+    close_lingering(socket_, self, [this, self] { close(); });
+  }
+
+  void cancel_requests() {
+    for (auto& [id, r] : running_) service_.cancel(r.service_id);
+    running_.clear();
   }
 
   // A client that goes away cancels its requests and frees their slots.
   void close() {
-    for (auto& [id, r] : running_) service_.cancel(r.service_id);
-    running_.clear();
+    cancel_requests();
     boost::system::error_code ignored;
     timer_.cancel();
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
@@ -269,7 +290,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
   std::map<std::string, Running> running_;  // by client id
   std::deque<std::string> out_;
-  bool closing_ = false;
+  bool closing_ = false, lingering_ = false, reading_ = false;
 };
 
 }  // namespace

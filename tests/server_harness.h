@@ -124,6 +124,16 @@ class Client {
   }
   void send_raw(const std::string& bytes) { (void)::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
   void send(const std::string& line) { send_raw(line + "\n"); }
+  // Every byte, then our side's end (as a client that writes a whole request before it reads); false
+  // when the server stopped taking them (a reset or a broken pipe).
+  bool send_all_then_end(const std::string& bytes) {
+    for (size_t done = 0; done < bytes.size();) {
+      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += size_t(n);
+    }
+    return ::shutdown(fd_, SHUT_WR) == 0;
+  }
   // Next line, or "" on timeout or close.
   std::string line() {
     while (true) {

@@ -663,6 +663,13 @@ TEST(Http, BadRequestsGetClearErrorsAndOthersCarryOn) {
   }
   auto big = http_request(server.http_port(), "POST", "/v1/completions", std::string(2 << 20, ' '), auth);
   EXPECT_EQ(big.status, 413);
+  // A client that sends all of a refused body before it reads (Python's urllib, many SDKs) gets the
+  // 413, not a reset it would report as a broken pipe.
+  Client writer(server.http_port());
+  const std::string body(16 << 20, ' ');
+  EXPECT_TRUE(writer.send_all_then_end("POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Type: application/json\r\nContent-Length: " +
+                                       std::to_string(body.size()) + "\r\n\r\n" + body));
+  EXPECT_EQ(writer.rest().rfind("HTTP/1.1 413", 0), 0u);
   Client garbage(server.http_port());
   garbage.send_raw(std::string("\xff\xfe\x00\x01 not http\r\n\r\n", 18));
   EXPECT_EQ(garbage.rest().rfind("HTTP/1.1 400", 0), 0u);

@@ -215,6 +215,14 @@ TEST(Server, BadInputNeverDisturbsOtherClients) {
     EXPECT_NE(e["error"].get<std::string>().find("exceeds"), std::string::npos);
   }
   {
+    // A client that writes all of an over-long line before it reads is not cut off with a reset
+    // (which it would report as a broken pipe): it finishes, then reads why.
+    Client writer(server.port());
+    EXPECT_TRUE(writer.send_all_then_end(std::string(16 << 20, 'a')));
+    auto e = writer.event();
+    EXPECT_NE(e.value("error", "").find("request line exceeds"), std::string::npos) << e.dump();
+  }
+  {
     Client bad(server.port());
     for (std::string req : {R"({"id": "n", "prompt": "x", "top_p": -1})", R"({"id": "t", "tokens": [300]})", R"({"id": "m", "prompt": "x", "max_tokens": 99999})",
                             R"({"id": "e", "prompt": ""})", R"([1, 2])", R"({"prompt": "no id"})"}) {
