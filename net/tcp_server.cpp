@@ -222,7 +222,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Events wait in out_ while the client is slow; a client that stops reading altogether is dropped
   // (its requests cancelled) before its queue eats the server's memory.
   void write(const std::string& line) {
-    if (!socket_.is_open()) return;
+    if (!socket_.is_open() || lingering_) return;  // lingering: our side has ended (cancelled requests' last events)
     out_.push_back(line + "\n");
     out_bytes_ += out_.back().size();
     if (out_bytes_ > opts_.client_buffer_bytes) {
