@@ -71,6 +71,12 @@ TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
   EXPECT_EQ(r.output, "Hello, world!");
   r = run_skein("tokenize", "hi");
   EXPECT_EQ(r.output, "104 105\n");
+  // Ids that are not ids: said once, with the item.
+  r = run_skein("detokenize", "104 -5\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.output, "skein: error: token ids: '-5' at item 2 is not a non-negative integer\n");
+  r = run_skein("detokenize", "104 99999999999999999999\n");
+  EXPECT_EQ(r.output, "skein: error: token ids: 99999999999999999999 at item 2 is too large (at most 999999999)\n");
 }
 
 // A model with the RWKV-4 Pile vocabulary (50277 ids) reads and writes text through 20B_tokenizer.json,

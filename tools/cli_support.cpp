@@ -283,8 +283,9 @@ std::vector<int32_t> parse_int_list(const std::string& s, const std::string& wha
     std::string item = s.substr(i, j - i);
     size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
     item = a == std::string::npos ? "" : item.substr(a, b - a + 1);
-    if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos || item.size() > 9)
+    if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos)
       fail(what, ": '", item, "' at item ", out.size() + 1, " is not a non-negative integer");
+    if (item.size() > 9) fail(what, ": ", item, " at item ", out.size() + 1, " is too large (at most 999999999)");
     out.push_back(int32_t(std::stol(item)));
     i = j + 1;
   }
