@@ -10,13 +10,29 @@ bool refuses_the_connection(const nlohmann::json& event) {
   return event.is_object() && event.value("event", nlohmann::json()) == "error" && event.value("id", nlohmann::json()).is_null();
 }
 
+ServerAddress parse_server_address(const std::string& address) {
+  std::string s = address;
+  if (s.rfind("tcp://", 0) == 0) s = s.substr(6);
+  const size_t colon = s.rfind(':');
+  const auto wrong = [&] { fail("--server: expected HOST:PORT, [IPv6]:PORT or tcp://HOST:PORT, got '", address, "'"); };
+  if (colon == std::string::npos || colon == 0) wrong();
+  ServerAddress a{s.substr(0, colon), s.substr(colon + 1)};
+  if (a.host.front() == '[' || a.host.back() == ']') {  // [::1]:7700
+    if (a.host.size() < 3 || a.host.front() != '[' || a.host.back() != ']') wrong();
+    a.host = a.host.substr(1, a.host.size() - 2);
+  } else if (a.host.find(':') != std::string::npos) {
+    wrong();  // an IPv6 address without brackets: its last group would be read as the port
+  }
+  if (a.port.empty() || a.port.size() > 5 || a.port.find_first_not_of("0123456789") != std::string::npos || std::stoi(a.port) < 1 ||
+      std::stoi(a.port) > 65535)
+    fail("--server: port '", a.port, "' of '", address, "' is not a number from 1 to 65535");
+  return a;
+}
+
 ApiClient::ApiClient(const std::string& host_port) {
-  size_t colon = host_port.rfind(':');
-  if (colon == std::string::npos) fail("--server: expected HOST:PORT, got '", host_port, "'");
-  std::string host = host_port.substr(0, colon), port = host_port.substr(colon + 1);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);  // [::1]:7700
+  const ServerAddress a = parse_server_address(host_port);
   boost::system::error_code ec;
-  auto endpoints = asio::ip::tcp::resolver(io_).resolve(host, port, ec);
+  auto endpoints = asio::ip::tcp::resolver(io_).resolve(a.host, a.port, ec);
   if (!ec) asio::connect(socket_, endpoints, ec);
   if (ec) fail("cannot connect to ", host_port, ": ", ec.message());
 }

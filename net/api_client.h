@@ -13,9 +13,16 @@ namespace skein {
 // descriptors) and closes it.
 bool refuses_the_connection(const nlohmann::json& event);
 
+// The host and port of HOST:PORT, [IPv6]:PORT, or either after "tcp://" (as `skein serve` prints its
+// address); throws skein::Error saying what is wrong with it.
+struct ServerAddress {
+  std::string host, port;
+};
+ServerAddress parse_server_address(const std::string& address);
+
 class ApiClient {
  public:
-  // Connects to HOST:PORT ([ADDR]:PORT for IPv6); throws skein::Error naming the address on failure.
+  // Connects to an address parse_server_address takes; throws skein::Error naming it on failure.
   explicit ApiClient(const std::string& host_port);
   // Requests are ordered_json, so a JSON Schema's properties keep their order (it is the output's order);
   // a plain nlohmann::json converts.

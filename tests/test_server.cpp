@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "common/error.h"
 #include "coordinator/config.h"
@@ -117,7 +118,7 @@ TEST(Server, SkeinClientStreamsTheReply) {
   Server server;
   ASSERT_GT(server.port(), 0) << server.output();
   std::string addr = "127.0.0.1:" + std::to_string(server.port());
-  auto r = run_skein("client --server " + addr + " --prompt 'The man said' --temperature 0 --max-tokens 20");
+  auto r = run_skein("client --server tcp://" + addr + " --prompt 'The man said' --temperature 0 --max-tokens 20");  // as serve writes it
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("The man said to a state of the s\n"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("finish: length"), std::string::npos) << r.output;
@@ -134,6 +135,32 @@ TEST(Server, SkeinClientStreamsTheReply) {
   r = run_skein("client --server 127.0.0.1:1 --prompt x");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error: cannot connect to 127.0.0.1:1"), std::string::npos) << r.output;
+}
+
+// skein client's --server: as typed, or as the serving line writes it (tcp://...); a malformed one is
+// refused with the reason before any connection is tried.
+TEST(Server, ClientAddressesAreTakenAsWrittenOrRefusedWithTheReason) {
+  for (auto [text, host, port] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"127.0.0.1:7700", "127.0.0.1", "7700"}, {"tcp://127.0.0.1:7700", "127.0.0.1", "7700"}, {"[::1]:80", "::1", "80"},
+           {"tcp://[::1]:65535", "::1", "65535"}, {"gpu-node-3:1", "gpu-node-3", "1"}}) {
+    const ServerAddress a = parse_server_address(text);
+    EXPECT_EQ(a.host, host) << text;
+    EXPECT_EQ(a.port, port) << text;
+  }
+  auto refusal = [](const std::string& text) {
+    try {
+      parse_server_address(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (std::string bad : {"nohost", ":7700", "[::1", "::1]:80", "[]:80", "::1:80", "http://x:80", "tcp://"})
+    EXPECT_EQ(refusal(bad), "--server: expected HOST:PORT, [IPv6]:PORT or tcp://HOST:PORT, got '" + bad + "'");
+  EXPECT_EQ(refusal("127.0.0.1:"), "--server: port '' of '127.0.0.1:' is not a number from 1 to 65535");
+  EXPECT_EQ(refusal("127.0.0.1:99999"), "--server: port '99999' of '127.0.0.1:99999' is not a number from 1 to 65535");
+  EXPECT_EQ(refusal("127.0.0.1:0"), "--server: port '0' of '127.0.0.1:0' is not a number from 1 to 65535");
+  EXPECT_EQ(refusal("127.0.0.1:http"), "--server: port 'http' of '127.0.0.1:http' is not a number from 1 to 65535");
 }
 
 // IPv6: the serving line writes the address as URLs do ([::1]:PORT), and skein client takes it so.

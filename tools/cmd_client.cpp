@@ -20,7 +20,7 @@ void add_client_command(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("client", "Send a generation request to `skein serve` and stream the reply");
-  c->add_option("--server", o->server, "HOST:PORT, or [IPv6]:PORT")->capture_default_str();
+  c->add_option("--server", o->server, "HOST:PORT, [IPv6]:PORT, or tcp://... as serve prints it")->capture_default_str();
   c->add_option("--prompt", o->prompt, "prompt text")->required();
   c->add_option("--max-tokens", o->max_tokens, "tokens to generate (default: the server's)");
   c->add_option("--temperature", o->temperature, "0 = greedy (default: the server's)");
