@@ -6,7 +6,9 @@
 Each client loops over what holds memory on a server, chosen at random (seeded): streamed and plain
 requests over TCP, streamed chat over HTTP (server-sent events); cancels, and disconnects mid-stream
 over both; urgent requests that preempt others; n samples with logprobs; JSON mode; chat turns on a
-pool of sessions, with forks, deletes and state downloads and uploads; malformed requests. Every request must end with a final event (or the error it asked for);
+pool of sessions, with forks, deletes and state downloads and uploads; malformed requests, and
+requests over the size limit sent whole before reading (the refusal must arrive, not a reset). Every
+request must end with a final event (or the error it asked for);
 anything else counts as lost. Every `--every` seconds it prints the memory and file figures of /metrics
 (process_*, skein_stage_resident_memory_bytes, sessions, prefix cache, parked states), and at the end
 each figure's growth after the warm-up, per 1,000 requests. Exit status 1 if a request was lost or the
@@ -91,6 +93,19 @@ def tcp_request(tcp, req, then=None):
         raise Lost("connection closed before the final event of " + req["id"])
 
 
+OVERSIZED = 8 << 20  # bytes: past any request limit a soak's server has (1 MiB by default), within what it drains
+
+
+def tcp_oversized(tcp):
+    """An over-long line sent whole before reading: the server's error event, not a reset."""
+    with socket.create_connection(tcp, timeout=120) as s:
+        s.sendall(b'{"prompt": "' + b"a" * OVERSIZED)
+        s.shutdown(socket.SHUT_WR)
+        for ev in tcp_lines(s):
+            return ev
+    raise Lost("oversized: the connection closed without an error event")
+
+
 def call(base, method, path, body=None, raw=None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     r = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -130,7 +145,7 @@ def client(index, args, tally, until):
         rid = "%d-%d" % (index, n)
         session = "soak-%d" % rng.randrange(args.sessions)
         action = rng.choice(["stream", "plain", "cancel", "disconnect", "urgent", "samples", "json", "chat", "chat",
-                             "sse", "sse_disconnect", "fork", "delete", "move", "malformed"])
+                             "sse", "sse_disconnect", "fork", "delete", "move", "malformed", "oversized"])
         try:
             req = {"id": rid, "prompt": rng.choice(PROMPTS), "max_tokens": rng.randrange(1, args.max_tokens + 1),
                    "temperature": rng.choice([0, 0.8, 1.0]), "seed": rng.randrange(1 << 30)}
@@ -176,6 +191,15 @@ def client(index, args, tally, until):
                 status, body = call(base, "POST", "/v1/completions", raw=rng.choice([b"{oops", b'{"prompt": 1}', b'{"prompt": "x", "bogus": 1}', b"[]"]))
                 if status != 400:
                     raise Lost("malformed: %d %s" % (status, body[:200]))
+            elif action == "oversized":
+                if rng.random() < 0.5:
+                    status, body = call(base, "POST", "/v1/completions", raw=b" " * OVERSIZED)  # urllib sends it all, then reads
+                    if status != 413:
+                        raise Lost("oversized: %d %s" % (status, body[:200]))
+                else:
+                    ev = tcp_oversized(tcp)
+                    if ev.get("event") != "error" or "exceeds" not in ev.get("error", ""):
+                        raise Lost("oversized: %s" % ev)
             tally.ok(action)
         except (Lost, OSError, ValueError, KeyError) as e:
             tally.problem("client %d: %s: %s" % (index, action, e))
