@@ -224,6 +224,30 @@ TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
   }
 }
 
+// What only the user's process needs (a tokenizer, a --state-in file, eval data, an eval checkpoint)
+// is checked before the model loads, which for a large model in an i8 format takes minutes: with a
+// plan that cannot load (1 KiB of host memory), each mistake is still what the command reports.
+TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
+  const std::string d = temp_dir(), model = d + "/world.pth", world = " --tokenizer world:" + shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt";
+  ASSERT_EQ(run_skein("make-model --arch v7 --layers 2 --embd 64 --vocab 65536 --seed 3 --dtype fp32 -o " + model).exit_code, 0);
+  write_file(d + "/small.toml", "[devices]\ncpu = \"1KiB\"\n");
+  write_file(d + "/lambada.jsonl", "{\"text\": \"the cat sat on the mat\"}\n");
+  write_file(d + "/other.progress", "{\"eval\": 1}\n");
+  const std::string run = " --model " + model + " --config " + d + "/small.toml";
+  for (auto [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {"generate --prompt a" + run, "choose a tokenizer"},
+           {"generate --prompt a --state-in " + d + "/none.state" + run + world, "none.state: cannot open state file"},
+           {"eval --data " + d + "/lambada.jsonl" + run, "choose a tokenizer"},
+           {"eval --data " + d + "/none.jsonl" + run + world, "none.jsonl: cannot read the LAMBADA data"},
+           {"eval --data " + d + "/lambada.jsonl --pad-token 70000" + run + world, "--pad-token 70000 is outside the vocabulary"},
+           {"eval --data " + d + "/lambada.jsonl --resume " + d + "/other.progress" + run + world, "other.progress: not an eval checkpoint"},
+           {"eval --data " + d + "/lambada.jsonl" + run + world, "the plan does not fit"}}) {  // all well: the load is what stops it
+    const auto r = run_skein(args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_NE(r.output.find(says), std::string::npos) << args << ": " << r.output;
+  }
+}
+
 // Node-prefixed stages run on this host when there is no mpirun: a plan that cannot fit its memory
 // stops before loading, with the figures (tiny-rwkv-7v0 keeps ~200 KiB of state a slot, so a million
 // slots need ~200 GiB; state is allocated as slots fill, so without the check this would start).

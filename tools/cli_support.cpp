@@ -36,6 +36,7 @@ MpiWorld* g_world = nullptr;
 
 MpiWorld* mpi_world() { return g_world; }
 void set_mpi_world(MpiWorld* w) { g_world = w; }
+bool faces_the_user() { return !g_world || g_world->rank() == 0; }
 
 std::string default_strategy(const Checkpoint& ck) { return std::string("cpu ") + dtype_name(ck.get("emb.weight").dtype); }
 
@@ -196,7 +197,7 @@ void stop_at_end_of_text(SamplingParams& sampling, const Tokenizer& tok) {
   if (sampling.token_stop.empty() && tok.end_of_text()) sampling.token_stop = {*tok.end_of_text()};
 }
 
-void RunFlags::add(CLI::App* app, bool with_sampling) {
+void RunFlags::add(CLI::App* app, Takes takes) {
   Config& f = flags_;
   auto over = [&](CLI::Option* o, std::function<void(Config&)> apply) { overrides_.push_back({o, std::move(apply)}); };
   app->add_option("--config", config_, "TOML configuration file (flags override it)");
@@ -209,9 +210,10 @@ void RunFlags::add(CLI::App* app, bool with_sampling) {
        [&f](Config& c) { c.threads = f.threads; });
   over(app->add_flag("--batch-invariant", batch_invariant_, "bit-identical results whether a request is batched or alone (slower prefill)"),
        [this](Config& c) { c.scheduler.batch_invariant = batch_invariant_; });
-  if (!with_sampling) return;
-  SamplingParams& p = f.sampling;
+  if (takes == kIds) return;
   over(app->add_option("--tokenizer", f.tokenizer, "bytes | world:PATH | bpe:PATH (default: bytes for vocab-256 models)"), [&f](Config& c) { c.tokenizer = f.tokenizer; });
+  if (takes == kText) return;
+  SamplingParams& p = f.sampling;
   over(app->add_option("--max-tokens", f.max_tokens, "tokens to generate")->capture_default_str(), [&f](Config& c) { c.max_tokens = f.max_tokens; });
   over(app->add_option("--temperature", p.temperature, "0 = greedy")->capture_default_str(), [&p](Config& c) { c.sampling.temperature = p.temperature; });
   over(app->add_option("--top-p", p.top_p, "nucleus cutoff; >= 1 disables")->capture_default_str(), [&p](Config& c) { c.sampling.top_p = p.top_p; });

@@ -54,6 +54,10 @@ std::shared_ptr<const Checkpoint> open_checkpoint(const std::string& path, const
 // The MPI world when mpirun started several ranks (set by main), else null.
 MpiWorld* mpi_world();
 void set_mpi_world(MpiWorld* w);
+// The process the user talks to: the only one, or rank 0 of a cluster (the others run stages). What
+// only it needs (a tokenizer, a state file, eval data) is checked there before the model loads, which
+// for a large model in an i8 format takes minutes.
+bool faces_the_user();
 
 // The model `skein` runs when none is given: a small v7 checkpoint made by make-model into the user's
 // cache folder on first use.
@@ -72,7 +76,10 @@ nlohmann::ordered_json json_schema_format(const std::string& name, const nlohman
 // The flags that say which model runs and how; a --config file gives defaults and flags override it.
 class RunFlags {
  public:
-  void add(CLI::App* app, bool with_sampling);
+  // What the command reads and writes: token ids (logits, bench, plan), text (eval: --tokenizer), or
+  // sampled text (generate, serve: --tokenizer and the sampling flags).
+  enum Takes { kIds, kText, kSampledText };
+  void add(CLI::App* app, Takes takes);
   // The effective configuration: the file's (if any), then every flag the user gave.
   Config resolve() const;
 

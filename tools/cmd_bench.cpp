@@ -201,7 +201,7 @@ void add_bench_command(CLI::App& app) {
                             ->check(CLI::Range(1, 1 << 24));
   c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::Range(1, 1 << 24));
   c->add_option("--batches", o->batches, "also decode with these many sequences per step, e.g. 1,8,64,256")->delimiter(',');
-  o->run.add(c, false);
+  o->run.add(c, RunFlags::kIds);
   c->add_flag("--profile", o->profile,
               "print each op's device time per step (prefill, decode, each batch); ops launch directly, without CUDA graphs");
   c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");

@@ -20,6 +20,7 @@
 #include "common/json_text.h"
 #include "common/stop_signal.h"
 #include "coordinator/eval_tasks.h"
+#include "model/architecture.h"
 #include "model/fingerprint.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
@@ -114,7 +115,7 @@ void add_eval_command(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("eval", "Evaluate a model: LAMBADA, corpus perplexity or multiple choice (resumable)");
-  o->run.add(c, false);
+  o->run.add(c, RunFlags::kText);
   c->add_option("--task", o->task, "lambada | perplexity | choice")->capture_default_str();
   c->add_option("--data", o->data,
                 "lambada: a jsonl of {\"text\"}; perplexity: a .jsonl of {\"text\"} or a text file; choice: a jsonl of {\"context\", \"choices\", \"label\"}")
@@ -133,57 +134,66 @@ void add_eval_command(CLI::App& app) {
     Config cfg = o->run.resolve();
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
-    LoadedModel m = load_model(path, cfg);
-    if (!m.handle) return;  // a stage rank: served until the coordinator finished
-    auto tok = tokenizer_for(cfg.tokenizer, m.dims.vocab);
-    if (o->pad < 0 || o->pad >= m.dims.vocab) fail("eval: --pad-token ", o->pad, " is outside the vocabulary (", m.dims.vocab, ")");
-
-    // Items, and the units they are counted, limited and checkpointed in: an item each, or (choice) a
-    // document's choices together.
+    // The tokenizer, the data and a checkpoint to resume from are checked before the model loads.
+    std::shared_ptr<const Checkpoint> checkpoint;
+    std::unique_ptr<Tokenizer> tok;
     std::vector<ScoreItem> items;
     std::vector<ChoiceDoc> docs;
     std::vector<size_t> unit_end;  // one past each unit's last item
-    if (o->task == "choice") {
-      docs = read_choices(o->data);
-      if (o->limit && size_t(o->limit) < docs.size()) docs.resize(size_t(o->limit));
-      items = choice_items(docs, *tok, o->pad);
-      for (auto& d : docs) unit_end.push_back((unit_end.empty() ? 0 : unit_end.back()) + d.choices.size());
-    } else {
-      items = o->task == "lambada" ? lambada_items(read_lambada(o->data), *tok, o->pad)
-                                   : perplexity_items(read_corpus(o->data), *tok, o->context, o->stride);
-      if (o->limit && size_t(o->limit) < items.size()) items.resize(size_t(o->limit));
-      for (size_t i = 1; i <= items.size(); ++i) unit_end.push_back(i);
-    }
-
-    // What a checkpoint must agree on to be resumed.
-    nlohmann::json what = {{"task", o->task},
-                           {"data", std::filesystem::absolute(o->data).string()},
-                           {"data_bytes", std::filesystem::file_size(o->data)},
-                           {"model_fingerprint", fingerprint_hex(m.fingerprint)},
-                           {"items", items.size()}};
-    if (o->task != "perplexity") what["pad_token"] = o->pad;
-    else {
-      what["context"] = o->context;
-      what["stride"] = o->stride;
-    }
-    what = nlohmann::json::parse(json_text(what));  // as a checkpoint stores it (a path that is not UTF-8 gets U+FFFD)
-    std::string ckpt = !o->resume.empty() ? o->resume : !o->output.empty() ? o->output + ".progress" : "";
+    std::string ckpt;
+    nlohmann::json what;
     Tally tally;
-    if (!ckpt.empty() && std::filesystem::exists(ckpt)) {
-      nlohmann::json j;
-      try {
-        std::ifstream f(ckpt);
-        j = nlohmann::json::parse(f);
-        tally = Tally::from_json(j.at("tally"));
-      } catch (const std::exception& e) {
-        fail(ckpt, ": not an eval checkpoint (", e.what(), "); delete it to start over");
+    if (faces_the_user()) {
+      checkpoint = open_checkpoint(path, cfg.initial_state);
+      const int vocab = detect_architecture(*checkpoint).vocab;
+      tok = tokenizer_for(cfg.tokenizer, vocab);
+      if (o->pad < 0 || o->pad >= vocab) fail("eval: --pad-token ", o->pad, " is outside the vocabulary (", vocab, ")");
+
+      // Items, and the units they are counted, limited and checkpointed in: an item each, or (choice) a
+      // document's choices together.
+      if (o->task == "choice") {
+        docs = read_choices(o->data);
+        if (o->limit && size_t(o->limit) < docs.size()) docs.resize(size_t(o->limit));
+        items = choice_items(docs, *tok, o->pad);
+        for (auto& d : docs) unit_end.push_back((unit_end.empty() ? 0 : unit_end.back()) + d.choices.size());
+      } else {
+        items = o->task == "lambada" ? lambada_items(read_lambada(o->data), *tok, o->pad)
+                                     : perplexity_items(read_corpus(o->data), *tok, o->context, o->stride);
+        if (o->limit && size_t(o->limit) < items.size()) items.resize(size_t(o->limit));
+        for (size_t i = 1; i <= items.size(); ++i) unit_end.push_back(i);
       }
-      if (j.value("eval", nlohmann::json()) != what) fail(ckpt, ": the checkpoint belongs to another eval (", j.value("eval", nlohmann::json()).dump(), "); delete it to start over");
-      if (tally.next > items.size()) fail(ckpt, ": the checkpoint is past the end of the data");
-      if (tally.next > 0 && !std::binary_search(unit_end.begin(), unit_end.end(), tally.next))
-        fail(ckpt, ": the checkpoint stops inside a document (item ", tally.next, ")");
-      std::fprintf(stderr, "eval: resuming from %s at item %zu of %zu\n", ckpt.c_str(), tally.next, items.size());
+
+      // What a checkpoint must agree on to be resumed.
+      what = {{"task", o->task},
+              {"data", std::filesystem::absolute(o->data).string()},
+              {"data_bytes", std::filesystem::file_size(o->data)},
+              {"model_fingerprint", fingerprint_hex(model_fingerprint(*checkpoint))},
+              {"items", items.size()}};
+      if (o->task != "perplexity") what["pad_token"] = o->pad;
+      else {
+        what["context"] = o->context;
+        what["stride"] = o->stride;
+      }
+      what = nlohmann::json::parse(json_text(what));  // as a checkpoint stores it (a path that is not UTF-8 gets U+FFFD)
+      ckpt = !o->resume.empty() ? o->resume : !o->output.empty() ? o->output + ".progress" : "";
+      if (!ckpt.empty() && std::filesystem::exists(ckpt)) {
+        nlohmann::json j;
+        try {
+          std::ifstream f(ckpt);
+          j = nlohmann::json::parse(f);
+          tally = Tally::from_json(j.at("tally"));
+        } catch (const std::exception& e) {
+          fail(ckpt, ": not an eval checkpoint (", e.what(), "); delete it to start over");
+        }
+        if (j.value("eval", nlohmann::json()) != what) fail(ckpt, ": the checkpoint belongs to another eval (", j.value("eval", nlohmann::json()).dump(), "); delete it to start over");
+        if (tally.next > items.size()) fail(ckpt, ": the checkpoint is past the end of the data");
+        if (tally.next > 0 && !std::binary_search(unit_end.begin(), unit_end.end(), tally.next))
+          fail(ckpt, ": the checkpoint stops inside a document (item ", tally.next, ")");
+        std::fprintf(stderr, "eval: resuming from %s at item %zu of %zu\n", ckpt.c_str(), tally.next, items.size());
+      }
     }
+    LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(path, cfg);
+    if (!m.handle) return;  // a stage rank: served until the coordinator finished
 
     Evaluator ev(*m.handle, cfg.scheduler.micro_batch_tokens, std::max(2, m.handle->slots()));
     Progress progress(items.size(), tally.next);

@@ -7,6 +7,8 @@
 #include "coordinator/generator.h"
 #include "coordinator/json_constraint.h"
 #include "coordinator/scheduler.h"
+#include "model/architecture.h"
+#include "model/fingerprint.h"
 #include "model/state_file.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
@@ -53,21 +55,30 @@ void add_generate_command(CLI::App& app) {
   c->add_option("--prompt", o->prompts, "prompt text (default \"\\nIn the \"); several --prompt run together, continuously batched");
   c->add_option("--state-in", o->state_in, "continue from this saved state");
   c->add_option("--state-out", o->state_out, "save the final state here");
-  o->run.add(c, true);
+  o->run.add(c, RunFlags::kSampledText);
   c->callback([o] {
     Config cfg = o->run.resolve();
     apply_run_config(cfg);
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     // States held at once: one per prompt (up to the configured slots), which is what the memory check counts.
     cfg.limits.slots = std::min(cfg.limits.slots, int(std::max<size_t>(1, o->prompts.size())));
-    LoadedModel m = load_model(path, cfg);
+    // The tokenizer and a --state-in file are checked before the model loads.
+    std::shared_ptr<const Checkpoint> checkpoint;
+    std::unique_ptr<Tokenizer> tok;
+    std::vector<float> state_in;
+    if (faces_the_user()) {
+      if (o->prompts.size() > 1 && (!o->state_in.empty() || !o->state_out.empty())) fail("--state-in/--state-out take a single --prompt");
+      checkpoint = open_checkpoint(path, cfg.initial_state);
+      const ModelDims dims = detect_architecture(*checkpoint);
+      tok = tokenizer_for(cfg.tokenizer, dims.vocab);
+      if (!o->state_in.empty()) state_in = load_state_file(o->state_in, StateFileHeader{dims, 0, dims.n_layer, model_fingerprint(*checkpoint)});
+    }
+    LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(path, cfg);
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished
     ModelHandle& model = *m.handle;
-    auto tok = tokenizer_for(cfg.tokenizer, model.dims().vocab);
     stop_at_end_of_text(cfg.sampling, *tok);
     if (o->prompts.empty()) o->prompts = {"\nIn the "};
     if (o->prompts.size() > 1) {
-      if (!o->state_in.empty() || !o->state_out.empty()) fail("--state-in/--state-out take a single --prompt");
       generate_batch(model, *tok, o->prompts, cfg);
       return;
     }
@@ -79,7 +90,7 @@ void add_generate_command(CLI::App& app) {
     req.prefill_chunk = cfg.scheduler.prefill_chunk;
     int session = model.open_session();
     StateFileHeader hdr{model.dims(), 0, model.dims().n_layer, m.fingerprint};
-    if (!o->state_in.empty()) model.import_state(session, load_state_file(o->state_in, hdr));
+    if (!o->state_in.empty()) model.import_state(session, state_in);
     std::cout << prompt << std::flush;
     GenerateResult r = generate(model, session, *tok, req, [](std::string_view s) { std::cout << s << std::flush; });
     std::cout << "\n";

@@ -21,7 +21,7 @@ void add_logits_command(CLI::App& app) {
   c->add_option("--out", o->out, "output file (little-endian float32)")->required();
   c->add_option("--state-in", o->state_in, "start from this state file");
   c->add_option("--state-out", o->state_out, "write the final state here");
-  o->run.add(c, false);
+  o->run.add(c, RunFlags::kIds);
   c->callback([o] {
     Config cfg = o->run.resolve();
     if (cfg.model.empty()) fail("logits: no model given (--model or [model] path in --config)");

@@ -43,7 +43,7 @@ void add_plan_command(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("plan", "Show which stage holds which layers, and what each stage costs");
-  o->run.add(c, false);
+  o->run.add(c, RunFlags::kIds);
   c->add_flag("--json", o->json, "print the plan as JSON (for launch scripts)");
   c->add_option("--slots", o->slots, "request slots per stage for the memory check (default: config, else 1)")->check(CLI::Range(1, 1 << 20));
   c->callback([o] {

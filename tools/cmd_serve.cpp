@@ -43,7 +43,7 @@ void add_serve_command(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("serve", "Serve generation requests: NDJSON over TCP (docs/protocol.md) and OpenAI-compatible HTTP");
-  o->run.add(c, true);
+  o->run.add(c, RunFlags::kSampledText);
   c->add_option("--listen", o->listen, "address to listen on (default 127.0.0.1)");
   o->port_flag = c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)")->check(CLI::Range(0, 65535));
   o->http_port_flag = c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)")->check(CLI::Range(-1, 65535));
@@ -89,7 +89,7 @@ void add_serve_command(CLI::App& app) {
     std::unique_ptr<Listener> tcp_listener, http_listener;
     std::unique_ptr<Tokenizer> tok;
     std::shared_ptr<const Checkpoint> checkpoint;  // opened here once on the serving rank
-    if (!mpi_world() || mpi_world()->rank() == 0) {
+    if (faces_the_user()) {
       raise_open_files_limit();  // a descriptor per client: Debian's soft limit of 1024 would be the server's
       tcp_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.port), "TCP");
       if (cfg.server.http_port >= 0) http_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.http_port), "HTTP");

@@ -14,7 +14,8 @@ trap 'slurm_down; rm -rf "$work"' EXIT
 slurm_up
 
 export SKEIN_BIN="$(realpath "$1")" SKEIN_MODEL="$shared/models/tiny-rwkv-5v2-730K.pth" SKEIN_DATA="$shared/data/lambada_test.jsonl"
-export SKEIN_RESULT="$work/result.json" SKEIN_EVAL_ARGS="--limit 40 --block 10"
+# SKEIN_TOKENIZER: the job passes --tokenizer, which skein eval once refused
+export SKEIN_RESULT="$work/result.json" SKEIN_EVAL_ARGS="--limit 40 --block 10" SKEIN_TOKENIZER=bytes
 job=$(sbatch --parsable --ntasks=3 --chdir="$work" "$root/deploy/slurm/eval.sbatch")
 echo "submitted job $job"
 for _ in $(seq 600); do
