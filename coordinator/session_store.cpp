@@ -26,11 +26,15 @@ template <typename... Parts>
 SessionStore::SessionStore(ModelHandle& model, SessionsConfig cfg, StateFileHeader header)
     : model_(model), cfg_(std::move(cfg)), header_(header) {
   if (!cfg_.dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(cfg_.dir, ec);
-    if (ec) fail("sessions: cannot create folder ", cfg_.dir, ": ", ec.message());
+    make_folder(cfg_.dir);
     if (cfg_.persist) scan_dir();
   }
+}
+
+void SessionStore::make_folder(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("sessions: cannot create folder ", dir, ": ", ec.message());
 }
 
 void SessionStore::check_name(const std::string& name) {

@@ -46,6 +46,9 @@ class SessionStore {
  public:
   // `header` identifies the model (state files of another model are refused).
   SessionStore(ModelHandle& model, SessionsConfig cfg, StateFileHeader header);
+  // Creates the sessions folder if it is missing; throws skein::Error saying why it cannot. (serve
+  // calls it before the model loads, so a bad folder stops it at once.)
+  static void make_folder(const std::string& dir);
 
   // "a-z A-Z 0-9 _ - ." up to 128 bytes, not starting with '.': names double as file names.
   static void check_name(const std::string& name);

@@ -224,8 +224,8 @@ TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
   }
 }
 
-// What only the user's process needs (a tokenizer, a --state-in file, eval data, an eval checkpoint)
-// is checked before the model loads, which for a large model in an i8 format takes minutes: with a
+// What only the user's process needs (a tokenizer, a --state-in file, eval data, an eval checkpoint,
+// a sessions folder) is checked before the model loads, which for a large model in an i8 format takes minutes: with a
 // plan that cannot load (1 KiB of host memory), each mistake is still what the command reports.
 TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
   const std::string d = temp_dir(), model = d + "/world.pth", world = " --tokenizer world:" + shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt";
@@ -241,6 +241,7 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
            {"eval --data " + d + "/none.jsonl" + run + world, "none.jsonl: cannot read the LAMBADA data"},
            {"eval --data " + d + "/lambada.jsonl --pad-token 70000" + run + world, "--pad-token 70000 is outside the vocabulary"},
            {"eval --data " + d + "/lambada.jsonl --resume " + d + "/other.progress" + run + world, "other.progress: not an eval checkpoint"},
+           {"serve --port 0 --http-port -1 --sessions-dir " + d + "/small.toml/sessions" + run + world, "sessions: cannot create folder"},
            {"eval --data " + d + "/lambada.jsonl" + run + world, "the plan does not fit"}}) {  // all well: the load is what stops it
     const auto r = run_skein(args);
     EXPECT_EQ(r.exit_code, 2) << args;

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/stop_signal.h"
 #include "coordinator/inference_service.h"
+#include "coordinator/session_store.h"
 #include "model/architecture.h"
 #include "model/checkpoint.h"
 #include "model/fingerprint.h"
@@ -83,8 +84,9 @@ void add_serve_command(CLI::App& app) {
       }
     }
     cfg.limits.tuned_states = int(tuned_states.size());  // each stage keeps them: counted against its memory
-    // The serving process binds its ports and reads its tokenizer (the file's header says the vocabulary)
-    // before the model loads: a port in use or a missing --tokenizer stops it at once.
+    // The serving process binds its ports, reads its tokenizer (the file's header says the vocabulary)
+    // and makes its sessions folder before the model loads: a port in use, a missing --tokenizer or a
+    // folder it cannot make stops it at once.
     boost::asio::io_context io;
     std::unique_ptr<Listener> tcp_listener, http_listener;
     std::unique_ptr<Tokenizer> tok;
@@ -96,6 +98,7 @@ void add_serve_command(CLI::App& app) {
       checkpoint = open_checkpoint(path, cfg.initial_state);
       tok = tokenizer_for(cfg.tokenizer, detect_architecture(*checkpoint).vocab);
       stop_at_end_of_text(cfg.sampling, *tok);
+      if (!cfg.sessions.dir.empty()) SessionStore::make_folder(cfg.sessions.dir);
     }
     LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(path, cfg);
     if (!m.handle) return;  // a stage rank: served until the coordinator shut it down
