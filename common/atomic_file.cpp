@@ -55,6 +55,14 @@ void write_file_atomically(const std::string& path, const std::function<void(con
   flush_folder_of(path);
 }
 
+void check_writable(const std::string& path) {
+  const std::string probe = path + ".probe." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) fail(path, ": cannot write there: ", std::strerror(errno));
+  ::close(fd);
+  std::remove(probe.c_str());
+}
+
 void rename_durably(const std::string& from, const std::string& to) {
   if (std::rename(from.c_str(), to.c_str()) != 0) fail(to, ": cannot rename ", from, " into place: ", std::strerror(errno));
   flush_folder_of(to);

@@ -225,7 +225,7 @@ TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
 }
 
 // What only the user's process needs (a tokenizer, a --state-in file, eval data, an eval checkpoint,
-// a sessions folder) is checked before the model loads, which for a large model in an i8 format takes minutes: with a
+// a sessions folder, folders that outputs go to) is checked before the model loads, which for a large model in an i8 format takes minutes: with a
 // plan that cannot load (1 KiB of host memory), each mistake is still what the command reports.
 TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
   const std::string d = temp_dir(), model = d + "/world.pth", world = " --tokenizer world:" + shared_dir() + "/tokenizers/rwkv_vocab_v20230424.txt";
@@ -237,6 +237,8 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
   for (auto [args, says] : std::vector<std::pair<std::string, std::string>>{
            {"generate --prompt a" + run, "choose a tokenizer"},
            {"generate --prompt a --state-in " + d + "/none.state" + run + world, "none.state: cannot open state file"},
+           {"generate --prompt a --state-out " + d + "/no/such/folder/x.state" + run + world, "x.state: cannot write there: No such file or directory"},
+           {"eval --data " + d + "/lambada.jsonl --output " + d + "/no/r.json" + run + world, "r.json: cannot write there"},
            {"eval --data " + d + "/lambada.jsonl" + run, "choose a tokenizer"},
            {"eval --data " + d + "/none.jsonl" + run + world, "none.jsonl: cannot read the LAMBADA data"},
            {"eval --data " + d + "/lambada.jsonl --pad-token 70000" + run + world, "--pad-token 70000 is outside the vocabulary"},

@@ -176,6 +176,8 @@ void add_eval_command(CLI::App& app) {
       }
       what = nlohmann::json::parse(json_text(what));  // as a checkpoint stores it (a path that is not UTF-8 gets U+FFFD)
       ckpt = !o->resume.empty() ? o->resume : !o->output.empty() ? o->output + ".progress" : "";
+      for (const std::string& out : {o->output, ckpt})  // written after each block and at the end
+        if (!out.empty()) check_writable(out);
       if (!ckpt.empty() && std::filesystem::exists(ckpt)) {
         nlohmann::json j;
         try {

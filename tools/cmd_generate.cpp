@@ -2,6 +2,7 @@
 #include <iostream>
 #include <optional>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/stop_signal.h"
 #include "coordinator/generator.h"
@@ -62,7 +63,7 @@ void add_generate_command(CLI::App& app) {
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     // States held at once: one per prompt (up to the configured slots), which is what the memory check counts.
     cfg.limits.slots = std::min(cfg.limits.slots, int(std::max<size_t>(1, o->prompts.size())));
-    // The tokenizer and a --state-in file are checked before the model loads.
+    // The tokenizer, a --state-in file and the folder of --state-out are checked before the model loads.
     std::shared_ptr<const Checkpoint> checkpoint;
     std::unique_ptr<Tokenizer> tok;
     std::vector<float> state_in;
@@ -72,6 +73,7 @@ void add_generate_command(CLI::App& app) {
       const ModelDims dims = detect_architecture(*checkpoint);
       tok = tokenizer_for(cfg.tokenizer, dims.vocab);
       if (!o->state_in.empty()) state_in = load_state_file(o->state_in, StateFileHeader{dims, 0, dims.n_layer, model_fingerprint(*checkpoint)});
+      if (!o->state_out.empty()) check_writable(o->state_out);
     }
     LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(path, cfg);
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished
