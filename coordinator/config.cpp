@@ -8,6 +8,7 @@
 #include <toml++/toml.h>
 
 #include "common/error.h"
+#include "common/refuse_folder.h"
 
 namespace skein {
 
@@ -120,6 +121,7 @@ class Reader {
 }  // namespace
 
 Config load_config(const std::string& path) {
+  refuse_folder(path);
   toml::table root;
   try {
     root = toml::parse_file(path);

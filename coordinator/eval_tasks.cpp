@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/json_text.h"
+#include "common/refuse_folder.h"
 
 namespace skein {
 
@@ -28,6 +29,7 @@ std::string text_of_line(const std::string& line, const std::string& path, size_
 }  // namespace
 
 std::vector<LambadaDoc> read_lambada(const std::string& path) {
+  refuse_folder(path);
   std::ifstream f(path);
   if (!f) fail(path, ": cannot read the LAMBADA data");
   std::vector<LambadaDoc> out;
@@ -58,6 +60,7 @@ std::vector<ScoreItem> lambada_items(const std::vector<LambadaDoc>& docs, const 
 }
 
 std::vector<ChoiceDoc> read_choices(const std::string& path) {
+  refuse_folder(path);
   std::ifstream f(path);
   if (!f) fail(path, ": cannot read the multiple-choice data");
   std::vector<ChoiceDoc> out;
@@ -114,6 +117,7 @@ ChoicePick pick_choice(const ChoiceDoc& doc, const std::vector<double>& logprobs
 }
 
 std::vector<std::string> read_corpus(const std::string& path) {
+  refuse_folder(path);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot read the corpus");
   std::vector<std::string> docs;

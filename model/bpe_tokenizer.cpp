@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/json_text.h"
+#include "common/refuse_folder.h"
 
 namespace skein {
 
@@ -157,6 +158,7 @@ std::string describe(const nlohmann::json& j) {
 }  // namespace
 
 BpeTokenizer::BpeTokenizer(const std::string& path) {
+  refuse_folder(path);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open tokenizer file");
   nlohmann::json j;

@@ -9,6 +9,7 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/hash.h"
+#include "common/refuse_folder.h"
 #include "model/fingerprint.h"
 
 namespace skein {
@@ -73,6 +74,7 @@ uint64_t save_state_file(const std::string& path, const StateFileHeader& h, cons
 }
 
 uint64_t stored_state_checksum(const std::string& path) {
+  refuse_folder(path);
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) fail(path, ": cannot open state file");
   const std::streamoff size = f.tellg();
@@ -85,12 +87,15 @@ uint64_t stored_state_checksum(const std::string& path) {
 }
 
 bool is_state_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return false;
   char magic[sizeof kMagic] = {};
   std::ifstream f(path, std::ios::binary);
   return f.read(magic, sizeof magic) && std::memcmp(magic, kMagic, sizeof magic) == 0;
 }
 
 std::vector<float> load_state_file(const std::string& path, const StateFileHeader& expect) {
+  refuse_folder(path);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open state file");
   const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "common/refuse_folder.h"
 #include "model/bpe_tokenizer.h"
 
 namespace skein {
@@ -104,6 +105,7 @@ std::string parse_py_literal(const std::string& s, size_t& pos, const std::strin
 }  // namespace
 
 WorldTokenizer::WorldTokenizer(const std::string& path) {
+  refuse_folder(path);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open vocabulary file");
   std::string line;

@@ -251,6 +251,20 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
   }
 }
 
+// A folder named where a file belongs: refused by name (a config folder was read as an empty config,
+// and other readers failed with "basic_filebuf::underflow ... Is a directory", naming nothing).
+TEST(Cli, AFolderWhereAFileBelongsIsRefusedByName) {
+  const std::string d = temp_dir(), model = " --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth";
+  for (const std::string args : {"generate --prompt a --config " + d, "generate --prompt a --json-schema " + d, "generate --prompt a --tokenizer world:" + d,
+                                 "generate --prompt a --tokenizer bpe:" + d, "generate --prompt a --state-in " + d, "eval --data " + d,
+                                 "eval --task perplexity --data " + d, "eval --task choice --data " + d,
+                                 "eval --data " + shared_dir() + "/data/lambada_test.jsonl --resume " + d}) {
+    const auto r = run_skein(args + model);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_EQ(r.output, "skein: error: " + d + ": is a folder, not a file\n") << args;
+  }
+}
+
 // Node-prefixed stages run on this host when there is no mpirun: a plan that cannot fit its memory
 // stops before loading, with the figures (tiny-rwkv-7v0 keeps ~200 KiB of state a slot, so a million
 // slots need ~200 GiB; state is allocated as slots fill, so without the check this would start).

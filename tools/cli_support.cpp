@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/json_text.h"
+#include "common/refuse_folder.h"
 #include "coordinator/cluster_client.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/placement.h"
@@ -22,9 +23,9 @@
 #include "model/architecture.h"
 #include "model/fingerprint.h"
 #include "model/initial_state.h"
-#include "worker/backend_factory.h"
 #include "model/make_model.h"
 #include "model/weights.h"
+#include "worker/backend_factory.h"
 #include "worker/local_model.h"
 #include "worker/stage_worker.h"
 
@@ -239,6 +240,7 @@ void RunFlags::add(CLI::App* app, Takes takes) {
 }
 
 nlohmann::ordered_json read_json_schema_file(const std::string& path) {
+  refuse_folder(path);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open the JSON Schema file");
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
