@@ -216,7 +216,8 @@ TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
                            "serve --model " + model + " --port 70000", "serve --model " + model + " --http-port -2", "plan --model " + model + " --slots 0",
                            "bench --model " + model + " --prompt-tokens 0", "bench --model " + model + " --batches 100000000",
                            "eval --model " + model + " --data " + model + " --limit -1", "make-model --layers 1 --embd 64 --vocab 8 --ffn -4 -o " + temp_dir() + "/m.pth",
-                           gen + "--seed -3", gen + "--seed 18446744073709551616", "make-model --layers 1 --embd 64 --vocab 8 --seed -1 -o " + temp_dir() + "/m.pth"}) {
+                           gen + "--seed -3", gen + "--seed 18446744073709551616", "make-model --layers 1 --embd 64 --vocab 8 --seed -1 -o " + temp_dir() + "/m.pth",
+                           "serve --model " + model + " --auth-token ''", "serve --model " + model + " --listen ''"}) {  // '': an unset $TOKEN
     auto r = run_skein(args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_EQ(r.output.rfind("skein: error: ", 0), 0u) << args << "\n" << r.output;

@@ -37,6 +37,10 @@ inline const CLI::Validator kWholeNumber(
     },
     "");
 
+// For flags whose absence means something (no auth token, the default address): "" is refused, since
+// an unset variable in `--auth-token "$TOKEN"` would otherwise serve without a token.
+inline const CLI::Validator kNonEmpty([](const std::string& v) { return v.empty() ? std::string("is empty; leave the flag out for the default") : std::string(); }, "");
+
 // The strategy of a run that names none: "cpu <the embedding's stored dtype>".
 std::string default_strategy(const Checkpoint& ck);
 

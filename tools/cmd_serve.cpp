@@ -45,10 +45,10 @@ void add_serve_command(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("serve", "Serve generation requests: NDJSON over TCP (docs/protocol.md) and OpenAI-compatible HTTP");
   o->run.add(c, RunFlags::kSampledText);
-  c->add_option("--listen", o->listen, "address to listen on (default 127.0.0.1)");
+  c->add_option("--listen", o->listen, "address to listen on (default 127.0.0.1)")->check(kNonEmpty);
   o->port_flag = c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)")->check(CLI::Range(0, 65535));
   o->http_port_flag = c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)")->check(CLI::Range(-1, 65535));
-  c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)");
+  c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)")->check(kNonEmpty);
   c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
   c->add_option("--tuned-state", o->tuned_states, "NAME=FILE: also serve the model started from this state-tuning file (or state file), as model NAME (repeatable)");
   c->callback([o] {
