@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "common/error.h"
@@ -134,13 +135,21 @@ uint64_t make_model(const MakeModelOptions& o, const std::string& path) {
   lin("head.weight", V, C, 0.5f);
 
   std::vector<PthTensorSpec> tensors;
-  uint64_t params = 0;
+  uint64_t params = 0, bytes = 0;
   for (auto& s : specs) {
     tensors.push_back(s.t);
     uint64_t n = 1;
     for (auto d : s.t.shape) n *= uint64_t(d);
     params += n;
+    bytes += n * dtype_size(s.t.dtype);
   }
+  // A shape too large for the disk is refused before it fills it (other writers there would fail too).
+  std::error_code ec;
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  const auto space = std::filesystem::space(folder.empty() ? "." : folder, ec);
+  if (!ec && bytes > space.available)
+    fail("make-model: the checkpoint takes ", std::ceil(bytes / 1e8) / 10, " GB but ", folder.empty() ? "." : folder.string(), " has ",
+         std::floor(space.available / 1e8) / 10, " GB free");
   write_pth(path, tensors, [&](size_t i, std::vector<uint8_t>& out) {
     const Spec& s = specs[i];
     // A hashed base per tensor: bases a multiple of splitmix's increment apart made every tensor its

@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 
+#include "common/error.h"
 #include "model/architecture.h"
 #include "model/make_model.h"
 #include "tests/golden_cases.h"
@@ -97,6 +99,25 @@ print(len(sd), 'tensors ok')
 )PY");
   auto r = std::system(("python3 " + dir + "/check.py " + path + " > " + dir + "/out.txt 2>&1").c_str());
   EXPECT_EQ(r, 0) << read_file(dir + "/out.txt");
+}
+
+// A shape larger than the disk's free space is refused before a byte is written (it once wrote until
+// the disk was full, failing every other writer there meanwhile).
+TEST(MakeModel, AShapeLargerThanTheDiskIsRefusedBeforeWriting) {
+  MakeModelOptions o;
+  o.arch = Arch::V7;
+  o.n_layer = 1;
+  o.n_embd = 65536;
+  o.vocab = 2000000000;  // 262 TB of embedding alone
+  const std::string dir = temp_dir();
+  try {
+    make_model(o, dir + "/huge.pth");
+    FAIL() << "a 500 TB checkpoint was written";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("make-model: the checkpoint takes 5", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find(" GB but " + dir + " has "), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
 }
 
 }  // namespace
