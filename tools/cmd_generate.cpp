@@ -63,7 +63,8 @@ void add_generate_command(CLI::App& app) {
     std::string path = cfg.model.empty() ? default_model_path() : cfg.model;
     // States held at once: one per prompt (up to the configured slots), which is what the memory check counts.
     cfg.limits.slots = std::min(cfg.limits.slots, int(std::max<size_t>(1, o->prompts.size())));
-    // The tokenizer, a --state-in file and the folder of --state-out are checked before the model loads.
+    // The tokenizer, the sampling ids, a --state-in file and the folder of --state-out are checked before
+    // the model loads.
     std::shared_ptr<const Checkpoint> checkpoint;
     std::unique_ptr<Tokenizer> tok;
     std::vector<float> state_in;
@@ -72,13 +73,14 @@ void add_generate_command(CLI::App& app) {
       checkpoint = open_checkpoint(path, cfg.initial_state);
       const ModelDims dims = detect_architecture(*checkpoint);
       tok = tokenizer_for(cfg.tokenizer, dims.vocab);
+      stop_at_end_of_text(cfg.sampling, *tok);
+      cfg.sampling.validate(dims.vocab);  // before the prompt is echoed
       if (!o->state_in.empty()) state_in = load_state_file(o->state_in, StateFileHeader{dims, 0, dims.n_layer, model_fingerprint(*checkpoint)});
       if (!o->state_out.empty()) check_writable(o->state_out);
     }
     LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(path, cfg);
     if (!m.handle) return;  // a stage-worker rank: its stage ran until the coordinator finished
     ModelHandle& model = *m.handle;
-    stop_at_end_of_text(cfg.sampling, *tok);
     if (o->prompts.empty()) o->prompts = {"\nIn the "};
     if (o->prompts.size() > 1) {
       generate_batch(model, *tok, o->prompts, cfg);

@@ -96,8 +96,10 @@ void add_serve_command(CLI::App& app) {
       tcp_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.port), "TCP");
       if (cfg.server.http_port >= 0) http_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.http_port), "HTTP");
       checkpoint = open_checkpoint(path, cfg.initial_state);
-      tok = tokenizer_for(cfg.tokenizer, detect_architecture(*checkpoint).vocab);
+      const int vocab = detect_architecture(*checkpoint).vocab;
+      tok = tokenizer_for(cfg.tokenizer, vocab);
       stop_at_end_of_text(cfg.sampling, *tok);
+      cfg.sampling.validate(vocab);  // the requests' defaults: a --ban past the vocabulary would fail every one
       if (!cfg.sessions.dir.empty()) SessionStore::make_folder(cfg.sessions.dir);
     }
     LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(path, cfg);
