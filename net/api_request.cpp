@@ -6,7 +6,6 @@
 #include <set>
 
 #include "common/error.h"
-#include "common/json_text.h"
 #include "coordinator/session_store.h"
 #include "net/json_fields.h"
 
@@ -21,13 +20,7 @@ ApiLimits api_limits(const Config& cfg) {
 }
 
 ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab, const ApiLimits& limits) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    fail("malformed JSON ", json_parse_failure(e));
-  }
-  if (!j.is_object()) fail("a request must be a JSON object");
+  nlohmann::json j = json_fields::request_object(line, "malformed JSON ", "a request must be a JSON object");
   if (!limits.auth_token.empty()) {
     if (!j.contains("auth") || !j["auth"].is_string() || j["auth"].get<std::string>() != limits.auth_token)
       fail("unauthorized: this server needs \"auth\": \"<token>\" in every request");

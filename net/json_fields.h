@@ -16,17 +16,20 @@
 
 namespace skein::json_fields {
 
-// An HTTP request's body, which must be one JSON object; errors say why and where it is not.
-inline nlohmann::json body_object(const std::string& body) {
+// A request's text, which must be one JSON object: "<malformed>at byte N: reason" when it is not
+// JSON, `not_object` when it is other JSON.
+inline nlohmann::json request_object(const std::string& text, const char* malformed, const char* not_object) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(body);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    fail("malformed JSON body ", json_parse_failure(e));
+    fail(malformed, json_parse_failure(e));
   }
-  if (!j.is_object()) fail("the body must be a JSON object");
+  if (!j.is_object()) fail(not_object);
   return j;
 }
+// An HTTP request's body.
+inline nlohmann::json body_object(const std::string& body) { return request_object(body, "malformed JSON body ", "the body must be a JSON object"); }
 
 inline float number(const nlohmann::json& j, const char* key) {
   if (!j.is_number()) fail(key, ": must be a number");
