@@ -145,11 +145,10 @@ uint64_t make_model(const MakeModelOptions& o, const std::string& path) {
   }
   // A shape too large for the disk is refused before it fills it (other writers there would fail too).
   std::error_code ec;
-  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  const auto space = std::filesystem::space(folder.empty() ? "." : folder, ec);
+  const std::string parent = std::filesystem::path(path).parent_path().string(), folder = parent.empty() ? "." : parent;
+  const auto space = std::filesystem::space(folder, ec);
   if (!ec && bytes > space.available)
-    fail("make-model: the checkpoint takes ", std::ceil(bytes / 1e8) / 10, " GB but ", folder.empty() ? "." : folder.string(), " has ",
-         std::floor(space.available / 1e8) / 10, " GB free");
+    fail("make-model: the checkpoint takes ", std::ceil(bytes / 1e8) / 10, " GB but ", folder, " has ", std::floor(space.available / 1e8) / 10, " GB free");
   write_pth(path, tensors, [&](size_t i, std::vector<uint8_t>& out) {
     const Spec& s = specs[i];
     // A hashed base per tensor: bases a multiple of splitmix's increment apart made every tensor its
