@@ -97,7 +97,7 @@ void add_generate_command(CLI::App& app) {
     if (!o->state_in.empty()) model.import_state(session, state_in);
     std::cout << prompt << std::flush;
     GenerateResult r = generate(model, session, *tok, req, [](std::string_view s) { std::cout << s << std::flush; });
-    std::cout << "\n";
+    std::cout << "\n" << std::flush;  // ends the text before any --state-out error on stderr
     if (!o->state_out.empty()) {
       // The saved state holds all the text shown: the last generated token still has to run.
       std::vector<float> ignored(size_t(model.dims().vocab));
