@@ -148,8 +148,9 @@ TEST(Cli, PlanPrintsTableAndJson) {
 }
 
 // `bench`: figures and the JSON line; with --profile each phase's op table, one v7_attention per layer per step.
+// The peak RSS includes the largest batch's states.
 TEST(Cli, BenchPrintsFiguresAndAnOpProfile) {
-  auto r = run_skein("bench --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --prompt-tokens 32 --decode-tokens 8 --batches 2 --profile");
+  auto r = run_skein("bench --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth --prompt-tokens 32 --decode-tokens 8 --batches 2,600 --profile");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (std::string phase : {"profile prefill (32 tokens) on cpu", "profile decode batch 1 on cpu", "profile decode batch 2 on cpu"})
     EXPECT_NE(r.output.find(phase), std::string::npos) << phase << "\n" << r.output;
@@ -165,6 +166,7 @@ TEST(Cli, BenchPrintsFiguresAndAnOpProfile) {
   EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
   EXPECT_EQ(j["decode_batches"][0]["batch"], 2);
   EXPECT_GT(j["state_bytes_per_request"].get<double>(), 0);
+  EXPECT_GT(j["peak_rss_mib"].get<double>(), 600 * j["state_bytes_per_request"].get<double>() / (1 << 20));
   EXPECT_FALSE(j.contains("streamed_bytes_per_token")) << "nothing is streamed without *N+";
 }
 

@@ -295,11 +295,13 @@ void add_bench_command(CLI::App& app) {
     if (profile) profile->print("decode batch 1", o->decode_tokens);
     std::sort(rounds.begin(), rounds.end());
     const double decode_best = rounds.back(), decode_median = rounds[rounds.size() / 2];
-    const double rss_mib = peak_rss_mib();  // before the bandwidth probe allocates its 1 GiB buffer
-    auto [bw, bw_what] = bandwidth_limit(model);
     std::vector<BatchFigure> batch_figures;
     for (int B : o->batches)
       batch_figures.push_back(batched_decode(model, B, std::max(4, o->decode_tokens / 4), profile ? &*profile : nullptr));
+    // After the batches (their states count: what a server of that many slots holds), before the
+    // bandwidth probe allocates its 1 GiB buffer.
+    const double rss_mib = peak_rss_mib();
+    auto [bw, bw_what] = bandwidth_limit(model);
 
     const ModelWeights& first = model.stages().front()->weights();
     // Bytes one decode step must move: every matrix (head included), one embedding row, and the state
@@ -331,7 +333,7 @@ void add_bench_command(CLI::App& app) {
     }
     for (auto& f : batch_figures)
       std::printf("decode batch %-4d %.1f tokens/s, %.2f GB/s = %.1f%% of the limit\n", f.batch, f.tok_s, f.gb_s, 100.0 * f.gb_s / bw);
-    std::printf("peak RSS         %.1f MiB (model run, before the bandwidth probe)\n", rss_mib);
+    std::printf("peak RSS         %.1f MiB (model run, every batch included; before the bandwidth probe)\n", rss_mib);
     nlohmann::json j = {{"model", cfg.model},
                         {"arch", arch_name(d.arch)},
                         {"strategy", cfg.strategy},
