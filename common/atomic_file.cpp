@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/refuse_folder.h"
 
 namespace skein {
 
@@ -49,13 +50,15 @@ void write_file_atomically(const std::string& path, const std::function<void(con
     throw;
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
     std::remove(tmp.c_str());
-    fail(path, ": cannot rename ", tmp, " into place");
+    fail(path, ": cannot rename ", tmp, " into place: ", std::strerror(err));
   }
   flush_folder_of(path);
 }
 
 void check_writable(const std::string& path) {
+  refuse_folder(path);  // the probe beside it would pass, and the final rename fail
   const std::string probe = path + ".probe." + std::to_string(::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (fd < 0) fail(path, ": cannot write there: ", std::strerror(errno));

@@ -13,9 +13,10 @@ namespace skein {
 // when it throws or the rename fails.
 void write_file_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write);
 
-// Throws skein::Error ("PATH: cannot write there: reason") unless write_file_atomically could write
-// `path` now: its folder exists and takes a new file (a probe is made and removed). For outputs written
-// after long work (a generated state, an eval's results), checked before the work starts.
+// Throws skein::Error ("PATH: cannot write there: reason", or "PATH: is a folder, not a file") unless
+// write_file_atomically could write `path` now: it is no folder, and its folder exists and takes a new
+// file (a probe is made and removed). For outputs written after long work (a generated state, an eval's
+// results, a checkpoint), checked before the work starts.
 void check_writable(const std::string& path);
 
 // rename(2), flushed to disk; throws skein::Error naming both files when it fails.

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/hash.h"
 #include "kernels/numeric.h"
@@ -143,7 +144,9 @@ uint64_t make_model(const MakeModelOptions& o, const std::string& path) {
     params += n;
     bytes += n * dtype_size(s.t.dtype);
   }
-  // A shape too large for the disk is refused before it fills it (other writers there would fail too).
+  // A path it cannot write, or a shape too large for the disk, is refused before the writing (the disk
+  // full, other writers there would fail too).
+  check_writable(path);
   std::error_code ec;
   const std::string parent = std::filesystem::path(path).parent_path().string(), folder = parent.empty() ? "." : parent;
   const auto space = std::filesystem::space(folder, ec);

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 
@@ -96,7 +97,7 @@ struct CentralEntry {
 class ZipWriter {
  public:
   explicit ZipWriter(const std::string& path) : path_(path), f_(path, std::ios::binary | std::ios::trunc) {
-    if (!f_) fail(path, ": cannot create file");
+    if (!f_) fail(path, ": cannot create file: ", std::strerror(errno));
   }
 
   void add(const std::string& name, const uint8_t* data, uint64_t size) {

@@ -248,6 +248,11 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
            {"eval --data " + d + "/lambada.jsonl --pad-token 70000" + run + world, "--pad-token 70000 is outside the vocabulary"},
            {"eval --data " + d + "/lambada.jsonl --resume " + d + "/other.progress" + run + world, "other.progress: not an eval checkpoint"},
            {"serve --port 0 --http-port -1 --sessions-dir " + d + "/small.toml/sessions" + run + world, "sessions: cannot create folder"},
+           {"logits --tokens 1,70000 --out " + d + "/l.f32" + run, "token id 70000 is out of range for vocabulary size 65536"},
+           {"logits --tokens 1 --out " + d + "/l.f32 --state-in " + d + "/lambada.jsonl" + run, "lambada.jsonl: not a Skein state file"},
+           {"logits --tokens 1 --out " + d + "/no/l.f32" + run, "l.f32: cannot write there"},
+           {"logits --tokens 1 --out " + d + "/l.f32 --state-out " + d + "/no/l.state" + run, "l.state: cannot write there"},
+           {"logits --tokens 1 --out " + d + "/l.f32" + run, "the plan does not fit"},
            {"eval --data " + d + "/lambada.jsonl" + run + world, "the plan does not fit"}}) {  // all well: the load is what stops it
     const auto r = run_skein(args);
     EXPECT_EQ(r.exit_code, 2) << args;
@@ -256,14 +261,17 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
 }
 
 // A folder named where a file belongs: refused by name (a config folder was read as an empty config,
-// and other readers failed with "basic_filebuf::underflow ... Is a directory", naming nothing).
+// and other readers failed with "basic_filebuf::underflow ... Is a directory", naming nothing). Outputs
+// too, before any work: a folder as an eval's --output failed its final rename after the whole eval.
 TEST(Cli, AFolderWhereAFileBelongsIsRefusedByName) {
   const std::string d = temp_dir(), model = " --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth";
+  const std::string lambada = shared_dir() + "/data/lambada_test.jsonl";
   for (const std::string args : {"generate --prompt a --config " + d, "generate --prompt a --json-schema " + d, "generate --prompt a --tokenizer world:" + d,
                                  "generate --prompt a --tokenizer bpe:" + d, "generate --prompt a --state-in " + d, "eval --data " + d,
-                                 "eval --task perplexity --data " + d, "eval --task choice --data " + d,
-                                 "eval --data " + shared_dir() + "/data/lambada_test.jsonl --resume " + d}) {
-    const auto r = run_skein(args + model);
+                                 "eval --task perplexity --data " + d, "eval --task choice --data " + d, "eval --data " + lambada + " --resume " + d,
+                                 "eval --data " + lambada + " --output " + d, "generate --prompt a --state-out " + d, "logits --tokens 1 --out " + d,
+                                 "logits --tokens 1 --out " + d + "/l.f32 --state-out " + d, "make-model --arch v7 --layers 1 --embd 64 --vocab 256 -o " + d}) {
+    const auto r = run_skein(args + (args.starts_with("make-model") ? "" : model));
     EXPECT_EQ(r.exit_code, 2) << args;
     EXPECT_EQ(r.output, "skein: error: " + d + ": is a folder, not a file\n") << args;
   }

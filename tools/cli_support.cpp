@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -299,8 +301,9 @@ std::vector<int32_t> parse_int_list(const std::string& s, const std::string& wha
 std::string read_all(std::istream& in) { return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()); }
 
 void write_floats(const std::string& path, const std::vector<float>& v) {
+  refuse_folder(path);
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) fail(path, ": cannot write");
+  if (!f) fail(path, ": cannot write: ", std::strerror(errno));
   f.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * sizeof(float)));
   if (!f) fail(path, ": write failed");
 }

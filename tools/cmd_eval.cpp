@@ -18,7 +18,6 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/json_text.h"
-#include "common/refuse_folder.h"
 #include "common/stop_signal.h"
 #include "coordinator/eval_tasks.h"
 #include "model/architecture.h"
@@ -179,8 +178,7 @@ void add_eval_command(CLI::App& app) {
       ckpt = !o->resume.empty() ? o->resume : !o->output.empty() ? o->output + ".progress" : "";
       for (const std::string& out : {o->output, ckpt})  // written after each block and at the end
         if (!out.empty()) check_writable(out);
-      if (!ckpt.empty() && std::filesystem::exists(ckpt)) {
-        refuse_folder(ckpt);
+      if (!ckpt.empty() && std::filesystem::exists(ckpt)) {  // no folder: check_writable refused one
         nlohmann::json j;
         try {
           std::ifstream f(ckpt);

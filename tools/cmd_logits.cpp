@@ -1,6 +1,9 @@
 #include <iostream>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
+#include "model/architecture.h"
+#include "model/fingerprint.h"
 #include "model/state_file.h"
 #include "tools/cli_support.h"
 #include "tools/commands.h"
@@ -27,13 +30,6 @@ void add_logits_command(CLI::App& app) {
     if (cfg.model.empty()) fail("logits: no model given (--model or [model] path in --config)");
     apply_run_config(cfg);
     std::vector<int32_t> tokens = parse_int_list(o->tokens, "--tokens");
-    cfg.limits.slots = 1;  // one sequence: the memory check counts one state, not a server's slots
-    LoadedModel m = load_model(cfg.model, cfg);
-    if (!m.handle) return;  // a stage-worker rank
-    ModelHandle& model = *m.handle;
-    const int V = model.dims().vocab;
-    for (int32_t t : tokens)
-      if (t >= V) fail("--tokens: token id ", t, " is out of range for vocabulary size ", V);
     std::vector<int32_t> chunks;
     if (o->mode == "parallel") chunks = {int32_t(tokens.size())};
     else if (o->mode == "recurrent") chunks.assign(tokens.size(), 1);
@@ -45,10 +41,27 @@ void add_logits_command(CLI::App& app) {
       total += size_t(n);
     }
     if (total != tokens.size()) fail("--mode chunks: sizes add up to ", total, " but there are ", tokens.size(), " tokens");
+    // The token ids, a --state-in file and the outputs are checked before the model loads.
+    std::shared_ptr<const Checkpoint> checkpoint;
+    std::vector<float> state_in;
+    if (faces_the_user()) {
+      checkpoint = open_checkpoint(cfg.model, cfg.initial_state);
+      const ModelDims dims = detect_architecture(*checkpoint);
+      for (int32_t t : tokens)
+        if (t >= dims.vocab) fail("--tokens: token id ", t, " is out of range for vocabulary size ", dims.vocab);
+      if (!o->state_in.empty()) state_in = load_state_file(o->state_in, StateFileHeader{dims, 0, dims.n_layer, model_fingerprint(*checkpoint)});
+      check_writable(o->out);
+      if (!o->state_out.empty()) check_writable(o->state_out);
+    }
+    cfg.limits.slots = 1;  // one sequence: the memory check counts one state, not a server's slots
+    LoadedModel m = checkpoint ? load_model(std::move(checkpoint), cfg) : load_model(cfg.model, cfg);
+    if (!m.handle) return;  // a stage-worker rank
+    ModelHandle& model = *m.handle;
+    const int V = model.dims().vocab;
 
     int session = model.open_session();
     StateFileHeader hdr{model.dims(), 0, model.dims().n_layer, m.fingerprint};
-    if (!o->state_in.empty()) model.import_state(session, load_state_file(o->state_in, hdr));
+    if (!o->state_in.empty()) model.import_state(session, state_in);
     std::vector<float> out(o->all_positions ? tokens.size() * size_t(V) : size_t(V));
     size_t pos = 0;
     for (auto n : chunks) {
