@@ -30,7 +30,8 @@ void add_inspect_command(CLI::App& app) {
               << "vocab           " << d.vocab << "\n"
               << "dim_ffn         " << d.dim_ffn << "\n"
               << "time_state      " << (d.has_time_state ? "yes" : "no") << "\n"
-              << "parameters      " << params << " (" << std::fixed << std::setprecision(3) << double(params) / 1e9 << " B)\n";
+              << "parameters      " << params << " (" << std::fixed << std::setprecision(2)
+              << (params >= 1000000000 ? double(params) / 1e9 : double(params) / 1e6) << (params >= 1000000000 ? "B" : "M") << ")\n";
     for (auto& [dt, b] : bytes) std::cout << "bytes " << std::left << std::setw(10) << dtype_name(dt) << b << "\n";
     std::cout << "state bytes     " << d.state_floats() * sizeof(float) << " per request (fp32)\n"
               << "fingerprint     " << fingerprint_hex(model_fingerprint(*ck)) << "\n";
