@@ -8,14 +8,16 @@
 # MPIRUN_ARGS adds mpirun options (e.g. "--mca btl_tcp_if_include eth0").
 set -euo pipefail
 hostfile="" np=""
+usage() { echo "launch.sh: $1 (usage: launch.sh --hostfile FILE [--np N] -- COMMAND ARGS...)" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --hostfile) hostfile="$2"; shift 2 ;;
-    --np) np="$2"; shift 2 ;;
+    --hostfile) [ $# -ge 2 ] || usage "--hostfile needs a FILE"; hostfile="$2"; shift 2 ;;
+    --np) [ $# -ge 2 ] || usage "--np needs a number"; np="$2"; shift 2 ;;
     --) shift; break ;;
-    *) echo "launch.sh: unknown option $1 (usage: launch.sh --hostfile FILE [--np N] -- COMMAND ARGS...)" >&2; exit 2 ;;
+    *) usage "unknown option $1" ;;
   esac
 done
+[[ -z "$np" || "$np" =~ ^[0-9]+$ ]] || usage "--np takes a number of ranks, got '$np'"
 [ -n "$hostfile" ] && [ -f "$hostfile" ] || { echo "launch.sh: --hostfile FILE is required (see deploy/mpirun/hostfile.example)" >&2; exit 2; }
 [ $# -gt 0 ] || { echo "launch.sh: no skein command after --" >&2; exit 2; }
 if [ -z "$np" ]; then

@@ -9,6 +9,11 @@ shared="${SKEIN_SHARED:-$root/../shared}"
 work=$(mktemp -d /tmp/skein-mpirun.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 echo "localhost slots=3" >"$work/hosts"
+# Its own usage mistakes get one line each and status 2.
+for bad in "--hostfile" "--np" "--hostfile $work/hosts --np x --" "--hostfile $work/hosts --np 1 -- eval" "--hostfile $work/none -- eval" "--bogus"; do
+  set +e; msg=$("$root/deploy/mpirun/launch.sh" $bad 2>&1); rc=$?; set -e
+  [ "$rc" = 2 ] && [ "$(echo "$msg" | wc -l)" = 1 ] && [[ "$msg" == launch.sh:* ]] || { echo "FAIL: launch.sh $bad: status $rc, said: $msg"; exit 1; }
+done
 export SKEIN_BIN="$(realpath "$1")" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 args=(eval --model "$shared/models/tiny-rwkv-7v0-834K.pth" --data "$shared/data/lambada_test.jsonl" --limit 30)
 "$root/deploy/mpirun/launch.sh" --hostfile "$work/hosts" -- "${args[@]}" --output "$work/r.json" 2>&1 | tee "$work/log"
