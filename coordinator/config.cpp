@@ -42,6 +42,22 @@ void check_tuned_state_name(const std::string& name) {
     fail("tuned state name '", name.substr(0, 80), "': use 1-64 letters, digits, '.', '_', '-' or ':', starting with a letter or digit");
 }
 
+void check_allowed_origin(const std::string& origin) {
+  if (origin == "*") return;
+  // RFC 6454's serialization: a lowercase scheme, "://", the host and an optional port; nothing after.
+  const size_t sep = origin.find("://");
+  bool good = sep != std::string::npos && sep > 0 && sep + 3 < origin.size() && std::islower(static_cast<unsigned char>(origin[0]));
+  for (size_t i = 0; good && i < sep; ++i) {
+    const char ch = origin[i];
+    good = std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch)) || ch == '+' || ch == '-' || ch == '.';
+  }
+  for (size_t i = sep + 3; good && i < origin.size(); ++i) {
+    const auto ch = static_cast<unsigned char>(origin[i]);
+    good = ch > ' ' && ch < 0x7f && ch != '/' && ch != '?' && ch != '#' && ch != '*';
+  }
+  if (!good) fail("allowed origin '", origin.substr(0, 80), "': write it as a browser sends it, scheme://host[:port] without a path (https://chat.example.com), or *");
+}
+
 namespace {
 
 class Reader {
@@ -194,6 +210,11 @@ Config load_config(const std::string& path) {
          {"client_buffer_bytes", [&](const toml::node& v) { c.server.client_buffer_bytes = r.integer(v, "client_buffer_bytes", 1024, int64_t(1) << 34); }},
          {"client_timeout_s", [&](const toml::node& v) { c.server.client_timeout_s = r.positive(v, "client_timeout_s"); }},
          {"stall_seconds", [&](const toml::node& v) { c.server.stall_seconds = r.positive(v, "stall_seconds"); }},
+         {"allow_origins", [&](const toml::node& v) {
+            c.server.allow_origins = r.str_list(v, "allow_origins");
+            if (auto* a = v.as_array())
+              for (size_t i = 0; i < a->size(); ++i) r.at(*a->get(i), [&] { check_allowed_origin(c.server.allow_origins[i]); });
+          }},
        });
      }},
     {"sessions", [&](const toml::node& n) {

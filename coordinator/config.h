@@ -25,6 +25,9 @@ struct ServerConfig {
   int64_t client_buffer_bytes = 4 << 20;  // events queued for a client that does not read; past it: closed
   double client_timeout_s = 30;           // a started request line (or HTTP request) must finish within it
   double stall_seconds = 5;               // /health fails when work waits this long without a step finishing
+  // Web pages (origins) whose scripts may call the HTTP API from a browser (CORS); "*" for any. Empty:
+  // none, as a browser then refuses cross-origin calls.
+  std::vector<std::string> allow_origins;
 };
 
 struct SessionsConfig {
@@ -107,6 +110,9 @@ Config load_config(const std::string& path);
 // A tuned state's name as clients send it: 1-64 letters, digits, '.', '_', '-' or ':', starting with a
 // letter or digit. Throws skein::Error otherwise.
 void check_tuned_state_name(const std::string& name);
+
+// An origin as a browser sends it (scheme://host[:port], no path) or "*". Throws skein::Error otherwise.
+void check_allowed_origin(const std::string& origin);
 
 // "80GiB", "512MiB", "1.5TB", "1000000" -> bytes; throws skein::Error naming `what`.
 uint64_t parse_size(const std::string& s, const std::string& what);

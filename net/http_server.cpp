@@ -49,6 +49,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
   void read() {
     parser_.emplace();
+    cors_origin_.clear();
     // Beast checks a Content-Length against the limit with the headers, so the largest body any route
     // takes is the limit until the headers say which route this is.
     body_limit_ = std::max(opts_.max_body_bytes, opts_.state_file_bytes);
@@ -71,6 +72,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     // Headers first: a session upload's body is a state file, larger than any JSON request may be.
     http::async_read_header(stream_, buffer_, *parser_, [this, self](beast::error_code ec, size_t) {
       if (ec) return received(ec);
+      cors_origin_ = allowed_origin(parser_->get());  // its refusals (401, 413) are read by the page too
       const bool upload = is_state_upload(parser_->get());
       if (upload && !authorized(parser_->get())) {  // before taking a state file's worth of body
         read_timer_.cancel();
@@ -95,6 +97,35 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
         read_body();
       });
     });
+  }
+
+  // CORS: what Access-Control-Allow-Origin answers a request from a web page whose origin the server
+  // allows ("*" when any is), or "" (no such header: the browser keeps the answer from the page).
+  std::string allowed_origin(const http::request<http::string_body>& r) const {
+    const auto it = r.find(http::field::origin);
+    if (it == r.end()) return "";
+    const std::string origin(it->value());
+    for (const std::string& allowed : opts_.allow_origins)
+      if (allowed == "*" || allowed == origin) return allowed;
+    return "";
+  }
+  std::vector<std::pair<std::string, std::string>> cors_headers() const {
+    if (cors_origin_.empty()) return {};
+    return {{"Access-Control-Allow-Origin", cors_origin_}, {"Vary", "Origin"}, {"Access-Control-Expose-Headers", "Skein-Session-Tokens, Skein-Session-Pending"}};
+  }
+  // A browser asks before a cross-origin call that has a body or an Authorization header: any route,
+  // method and header it names is allowed to an allowed origin (the route answers for itself then).
+  void preflight() {
+    const auto origin = req_.find(http::field::origin);
+    if (origin == req_.end() || req_.find(http::field::access_control_request_method) == req_.end()) return method_not_allowed();
+    if (cors_origin_.empty())
+      return reply(403, error_body("cross-origin requests from " + std::string(origin->value()).substr(0, 200) +
+                                       " are not allowed (skein serve --allow-origin, [server] allow_origins)", "invalid_request_error"),
+                   keep_alive_);
+    std::vector<std::pair<std::string, std::string>> headers = {{"Access-Control-Allow-Methods", "GET, POST, PUT, DELETE"}, {"Access-Control-Max-Age", "600"}};
+    if (auto asked = req_.find(http::field::access_control_request_headers); asked != req_.end())
+      headers.emplace_back("Access-Control-Allow-Headers", std::string(asked->value()));
+    reply_text(204, "", "", keep_alive_, headers);
   }
 
   bool authorized(const http::request<http::string_body>& r) const {
@@ -134,6 +165,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     std::string target(req_.target());
     if (auto q = target.find('?'); q != std::string::npos) target.resize(q);
     const auto verb = req_.method();
+    if (verb == http::verb::options) return preflight();  // before the token check: a browser sends none with it
     if (target == "/health") {
       if (verb != http::verb::get) return method_not_allowed();
       auto h = service_.health();
@@ -385,8 +417,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     }
     prompts_ = std::move(r.prompts);
     if (r.stream) {
-      std::string head =
-          "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nServer: skein\r\n\r\n";
+      std::string head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nServer: skein\r\n";
+      for (auto& [k, v] : cors_headers()) head += k + ": " + v + "\r\n";
+      head += "\r\n";
       service_.metrics().http_request(200);
       send_raw(std::move(head));
       if (chat_)
@@ -588,7 +621,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     service_.metrics().http_request(status);
     auto res = std::make_shared<Response>(http::status(status), req_.version() ? req_.version() : 11);
     res->set(http::field::server, "skein");
-    res->set(http::field::content_type, type);
+    if (!type.empty()) res->set(http::field::content_type, type);
+    for (auto& [k, v] : cors_headers()) res->set(k, v);
     for (auto& [k, v] : headers) res->set(k, v);
     res->keep_alive(keep_alive);
     res->body() = std::move(body);
@@ -637,7 +671,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> req_;
   bool keep_alive_ = true;
-  size_t body_limit_ = 0;  // of the request being read
+  size_t body_limit_ = 0;    // of the request being read
+  std::string cors_origin_;  // of the request being read: allowed_origin's answer
   // The request being generated (one at a time per connection, as HTTP/1.1 has it): its n choices.
   struct Choice {
     bool content_started = false;

@@ -9,6 +9,7 @@
 #include <boost/asio.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "coordinator/config.h"
 #include "coordinator/inference_service.h"
@@ -24,6 +25,7 @@ struct HttpOptions {
   size_t client_buffer_bytes = 4 << 20;
   double client_timeout_s = 30;  // reading a request, and each write to a client
   size_t state_file_bytes = 0;  // a session upload's body: a state file of the served model
+  std::vector<std::string> allow_origins;  // web pages that may call it from a browser (CORS); "*": any
 };
 
 class HttpServer {

@@ -35,6 +35,12 @@ TEST(Config, ExampleConfigsLoad) {
     EXPECT_EQ(g.limits.device_memory.at("n1:cuda:0"), 20ull << 30);
   }
   EXPECT_EQ(c.server.auth_token, "change-me");
+  EXPECT_TRUE(load_config(configs() + "/tiny-cpu.toml").server.allow_origins.empty());
+  {
+    const std::string path = temp_dir() + "/origins.toml";
+    write_file(path, "[server]\nallow_origins = [\"https://ui.example\", \"http://localhost:3000\", \"*\"]\n");
+    EXPECT_EQ(load_config(path).server.allow_origins, (std::vector<std::string>{"https://ui.example", "http://localhost:3000", "*"}));
+  }
   EXPECT_EQ(c.limits.slots, 256);
   EXPECT_EQ(c.plan_limits().step_rows, 1024);  // the plan counts working memory for its micro-batches
   EXPECT_EQ(c.plan_limits().slots, 256);
@@ -110,6 +116,9 @@ TEST(Config, ErrorsNameLineAndColumn) {
   EXPECT_EQ(config_error("[nodes]\ncuda = \"host1\"\n").substr(0, 24), ":2:8: node alias 'cuda':");
   EXPECT_EQ(config_error("[server]\nclient_timeout_s = 0\n"), ":2:20: 'client_timeout_s' must be > 0");
   EXPECT_EQ(config_error("[cache]\nblock = 4\n"), ":2:9: unknown key 'block' in [cache]");
+  EXPECT_EQ(config_error("[server]\nallow_origins = [\"*\", \"https://ui.example/\"]\n"),
+            ":2:23: allowed origin 'https://ui.example/': write it as a browser sends it, scheme://host[:port] without a path (https://chat.example.com), or *");
+  EXPECT_EQ(config_error("[server]\nallow_origins = \"*\"\n"), ":2:17: 'allow_origins' must be an array of strings");
   EXPECT_NE(config_error("[model\npath = 1\n").find(":1:"), std::string::npos);  // syntax error
   std::string missing = temp_dir() + "/none.toml";
   try {

@@ -558,6 +558,53 @@ TEST(Http, TheModelsTokenizerIsServed) {
   EXPECT_EQ(http_request(port, "GET", "/tokenize", "", auth).status, 405);
 }
 
+// A web page may call the API from a browser when its origin is allowed (CORS): the preflight is answered
+// without the token a browser does not send with it, and every answer (streams and refusals too) names
+// the origin; a page of another origin is told why, and without --allow-origin nothing changes.
+TEST(Http, BrowserPagesOfAllowedOriginsMayCallTheApi) {
+  Server server("--auth-token t0k --allow-origin https://ui.example --allow-origin http://localhost:3000");
+  ASSERT_GT(server.http_port(), 0) << server.output();
+  const int port = server.http_port();
+  const std::string auth = "Authorization: Bearer t0k\r\n", from_ui = "Origin: https://ui.example\r\n";
+  auto pre = http_request(port, "OPTIONS", "/v1/chat/completions", "",
+                          from_ui + "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n");
+  EXPECT_EQ(pre.status, 204) << pre.body;
+  EXPECT_EQ(pre.headers["access-control-allow-origin"], "https://ui.example");
+  EXPECT_NE(pre.headers["access-control-allow-methods"].find("POST"), std::string::npos);
+  EXPECT_EQ(pre.headers["access-control-allow-headers"], "authorization, content-type");
+  const std::string body = R"({"prompt": "The man", "max_tokens": 3, "temperature": 0})";
+  auto plain = http_request(port, "POST", "/v1/completions", body, auth + "Origin: http://localhost:3000\r\n");
+  EXPECT_EQ(plain.status, 200) << plain.body;
+  EXPECT_EQ(plain.headers["access-control-allow-origin"], "http://localhost:3000");
+  auto streamed = http_request(port, "POST", "/v1/completions", R"({"prompt": "The man", "max_tokens": 3, "stream": true})", auth + from_ui);
+  EXPECT_EQ(streamed.status, 200) << streamed.body;
+  EXPECT_EQ(streamed.headers["access-control-allow-origin"], "https://ui.example");
+  auto unauthorized = http_request(port, "POST", "/v1/completions", body, from_ui);
+  EXPECT_EQ(unauthorized.status, 401);
+  EXPECT_EQ(unauthorized.headers["access-control-allow-origin"], "https://ui.example");  // the page can read why
+  auto state = http_request(port, "GET", "/v1/sessions/none/state", "", auth + from_ui);
+  EXPECT_NE(state.headers["access-control-expose-headers"].find("Skein-Session-Tokens"), std::string::npos);
+
+  auto other = http_request(port, "OPTIONS", "/v1/completions", "", "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n");
+  EXPECT_EQ(other.status, 403);
+  EXPECT_EQ(other.json()["error"]["message"],
+            "cross-origin requests from https://evil.example are not allowed (skein serve --allow-origin, [server] allow_origins)");
+  EXPECT_EQ(other.headers.count("access-control-allow-origin"), 0u);
+  EXPECT_EQ(http_request(port, "POST", "/v1/completions", body, auth + "Origin: https://evil.example\r\n").headers.count("access-control-allow-origin"), 0u);
+  EXPECT_EQ(http_request(port, "OPTIONS", "/v1/completions").status, 405);  // not a preflight
+
+  Server closed;  // no origin allowed: a page's call is answered without the header its browser needs
+  ASSERT_GT(closed.http_port(), 0) << closed.output();
+  auto none = http_request(closed.http_port(), "POST", "/v1/completions", body, from_ui);
+  EXPECT_EQ(none.status, 200);
+  EXPECT_EQ(none.headers.count("access-control-allow-origin"), 0u);
+  EXPECT_EQ(http_request(closed.http_port(), "OPTIONS", "/v1/completions", "", from_ui + "Access-Control-Request-Method: POST\r\n").status, 403);
+
+  Server any("--allow-origin '*'");
+  ASSERT_GT(any.http_port(), 0) << any.output();
+  EXPECT_EQ(http_request(any.http_port(), "GET", "/v1/models", "", "Origin: https://anywhere.example\r\n").headers["access-control-allow-origin"], "*");
+}
+
 TEST(Http, ModelsHealthAndMetrics) {
   Server server;
   ASSERT_GT(server.http_port(), 0) << server.output();

@@ -38,7 +38,7 @@ void add_serve_command(CLI::App& app) {
   struct Opts {
     RunFlags run;
     std::string listen, auth_token, sessions_dir;
-    std::vector<std::string> tuned_states;
+    std::vector<std::string> tuned_states, allow_origins;
     int port = 0, http_port = 0;
     CLI::Option *port_flag = nullptr, *http_port_flag = nullptr;
   };
@@ -49,6 +49,15 @@ void add_serve_command(CLI::App& app) {
   o->port_flag = c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)")->check(CLI::Range(0, 65535));
   o->http_port_flag = c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)")->check(CLI::Range(-1, 65535));
   c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)")->check(kNonEmpty);
+  c->add_option("--allow-origin", o->allow_origins, "a web page's origin (https://chat.example.com) whose scripts may call the HTTP API from a browser (CORS), or * for any; repeatable")
+      ->check([](const std::string& v) {
+        try {
+          check_allowed_origin(v);
+          return std::string();
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+      });
   c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
   c->add_option("--tuned-state", o->tuned_states, "NAME=FILE: also serve the model started from this state-tuning file (or state file), as model NAME (repeatable)");
   c->callback([o] {
@@ -56,6 +65,7 @@ void add_serve_command(CLI::App& app) {
     logging::configure(cfg.logging.level, cfg.logging.file);
     if (!o->listen.empty()) cfg.server.listen = o->listen;
     if (!o->auth_token.empty()) cfg.server.auth_token = o->auth_token;
+    if (!o->allow_origins.empty()) cfg.server.allow_origins = o->allow_origins;
     if (o->port_flag->count()) cfg.server.port = o->port;
     if (o->http_port_flag->count()) cfg.server.http_port = o->http_port;
     if (!o->sessions_dir.empty()) {
@@ -125,7 +135,7 @@ void add_serve_command(CLI::App& app) {
       http = std::make_unique<HttpServer>(io, std::move(http_listener), service, *tok, m.dims.vocab,
                                           HttpOptions{limits, cfg.chat, size_t(cfg.server.max_request_bytes),
                                                       size_t(cfg.server.client_buffer_bytes), cfg.server.client_timeout_s,
-                                                      state_bytes});
+                                                      state_bytes, cfg.server.allow_origins});
     auto work = boost::asio::make_work_guard(io);
     std::thread io_thread([&] { io.run(); });
     std::atomic<bool> done{false};
