@@ -130,6 +130,19 @@ void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, 
   }
 }
 
+// The streamed products that write their y (stored or activated) in one parallel region; the rest (sgemm,
+// or added to y) one by one.
+void CpuBackend::linears(std::span<const Product> products, int T) {
+  std::vector<cpu::StreamingProduct> streamed;
+  for (const Product& p : products) {
+    if (p.out.kind != ProductOutput::Add && cpu::streams(*p.W, T)) streamed.push_back({p.W, p.x, p.ldx, p.y, p.ldy});
+    else linear(*p.W, p.x, p.ldx, p.y, p.ldy, T, p.out);
+  }
+  cpu::linears_streaming(streamed.data(), int(streamed.size()), T);
+  for (const Product& p : products)
+    if (p.out.kind == ProductOutput::Activate && cpu::streams(*p.W, T)) activate_rows(p.out.op, p.y, p.ldy, p.out.bias, T, size_t(p.W->rows));
+}
+
 void CpuBackend::add(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] += y[i];
 }

@@ -20,6 +20,7 @@ class CpuBackend : public Backend {
   void layer_norm(const float* x, const Vector& w, const Vector& b, float* y, int T, int C) override;
   void group_norm(float* x, const Vector& w, const Vector& b, int T, int H, int N) override;
   void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, ProductOutput out = {}) override;
+  void linears(std::span<const Product> products, int T) override;
   void add(float* x, const float* y, size_t n) override;
   void mul(float* x, const float* y, size_t n) override;
   void token_shift(const float* xx, float* sx, std::span<const SeqSlice> seqs, int C) override;

@@ -14,6 +14,22 @@ void linear(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy,
 // Dot-product kernel alone (any T); what linear() uses below gemm_min_rows(W) rows.
 void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T);
 
+// Several independent products through the dot-product kernel in one parallel region, the threads
+// sharing their weight bytes evenly: a decode step's small products (a layer's r, k, v and LoRA factors)
+// would each pay a fork/join and leave a core idle on a short or single-threaded matrix. Each y equals
+// linear_streaming's bit for bit.
+struct StreamingProduct {
+  const Matrix* W;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t ldy;
+};
+void linears_streaming(const StreamingProduct* products, int count, int T);
+
+// Whether linear() streams W for T rows (else it multiplies through sgemm).
+bool streams(const Matrix& W, int T);
+
 // From how many rows of x sgemm beats the streaming kernel. fp32 weights go to sgemm as they are; other
 // dtypes must first be widened to fp32, which costs more than reading the weights once per step until
 // the batch is large (0.1B v7 fp16 on 2 cores: decode batch 8 streams at 223 tokens/s vs 59 widened,
