@@ -285,9 +285,10 @@ const Simd g_simd = detect_simd();
 
 template <DType DT>
 void rows_dispatch(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, int64_t r0, int64_t r1) {
-  // Rows of x are taken four at a time so each weight load feeds several dot products.
-  for (int t0 = 0; t0 < T; t0 += 4) {
-    int nt = std::min(4, T - t0);
+  // Rows of x are taken several at a time so each weight load feeds several dot products.
+  const int group = g_simd == Simd::Avx512 ? 8 : 4;
+  for (int t0 = 0; t0 < T; t0 += group) {
+    int nt = std::min(group, T - t0);
     const float* xt = x + t0 * ldx;
     float* yt = y + t0 * ldy;
     if (g_simd == Simd::Avx512) {
@@ -295,7 +296,11 @@ void rows_dispatch(const Matrix& W, const float* x, int64_t ldx, float* y, int64
         case 1: matvec_avx512<DT>(W, xt, yt, r0, r1); break;
         case 2: rows_avx512<DT, 2>(W, xt, ldx, yt, ldy, r0, r1); break;
         case 3: rows_avx512<DT, 3>(W, xt, ldx, yt, ldy, r0, r1); break;
-        default: rows_avx512<DT, 4>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 4: rows_avx512<DT, 4>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 5: rows_avx512<DT, 5>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 6: rows_avx512<DT, 6>(W, xt, ldx, yt, ldy, r0, r1); break;
+        case 7: rows_avx512<DT, 7>(W, xt, ldx, yt, ldy, r0, r1); break;
+        default: rows_avx512<DT, 8>(W, xt, ldx, yt, ldy, r0, r1); break;
       }
     } else if (g_simd == Simd::Avx2) {
       switch (nt) {
