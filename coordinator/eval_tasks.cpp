@@ -26,6 +26,9 @@ std::string text_of_line(const std::string& line, const std::string& path, size_
   if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) fail(path, ":", n, ": expected {\"text\": \"...\"}");
   return j["text"];
 }
+
+// A line of only spaces, tabs or a CR (a blank line of a CRLF file) holds no record, as an empty one.
+bool blank(const std::string& line) { return line.find_first_not_of(" \t\r") == std::string::npos; }
 }  // namespace
 
 std::vector<LambadaDoc> read_lambada(const std::string& path) {
@@ -35,7 +38,7 @@ std::vector<LambadaDoc> read_lambada(const std::string& path) {
   std::vector<LambadaDoc> out;
   std::string line;
   for (size_t n = 1; std::getline(f, line); ++n) {
-    if (line.empty()) continue;
+    if (blank(line)) continue;
     std::string text = text_of_line(line, path, n);
     size_t sp = text.rfind(' ');
     if (sp == std::string::npos || sp == 0 || sp + 1 == text.size()) fail(path, ":", n, ": the text needs a context and a last word");
@@ -66,7 +69,7 @@ std::vector<ChoiceDoc> read_choices(const std::string& path) {
   std::vector<ChoiceDoc> out;
   std::string line;
   for (size_t n = 1; std::getline(f, line); ++n) {
-    if (line.empty()) continue;
+    if (blank(line)) continue;
     nlohmann::json j = json_line(line, path, n);
     const char* shape = "expected {\"context\": \"...\", \"choices\": [\"...\", ...], \"label\": <index of the right choice>}";
     if (!j.is_object() || !j.contains("context") || !j["context"].is_string() || !j.contains("choices") || !j["choices"].is_array() ||
@@ -124,7 +127,7 @@ std::vector<std::string> read_corpus(const std::string& path) {
   if (path.size() > 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) {
     std::string line;
     for (size_t n = 1; std::getline(f, line); ++n)
-      if (!line.empty()) docs.push_back(text_of_line(line, path, n));
+      if (!blank(line)) docs.push_back(text_of_line(line, path, n));
   } else {
     std::stringstream s;
     s << f.rdbuf();

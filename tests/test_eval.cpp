@@ -323,6 +323,22 @@ TEST(Eval, ChoicesRunTheirSharedContextOnce) {
   cpu::set_batch_invariant(false);
 }
 
+// Lines of only spaces, tabs or a CR (a CRLF file's blank line, an editor's indent) hold no record: each
+// reader skips them, as it skips empty lines, where they were "not JSON" errors.
+TEST(Eval, BlankLinesBetweenRecordsAreSkipped) {
+  const std::string d = temp_dir(), blanks = "\r\n   \r\n\t\n";
+  write_file(d + "/l.jsonl", "{\"text\": \"the cat sat\"}\r\n" + blanks + "{\"text\": \"a dog ran\"}\r\n" + blanks);
+  write_file(d + "/c.jsonl", "{\"context\": \"x\", \"choices\": [\"y\", \"z\"], \"label\": 1}\n" + blanks +
+                                 "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 0}\n");
+  for (auto [args, says] : {std::pair<std::string, std::string>{"--data " + d + "/l.jsonl", "\"n\":2"},
+                            {"--task perplexity --context 4 --stride 2 --data " + d + "/l.jsonl", "\"task\":\"perplexity\""},
+                            {"--task choice --data " + d + "/c.jsonl", "\"n\":2"}}) {
+    auto r = run_skein("eval --model " + model() + " " + args);
+    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << args << "\n" << r.output;
+  }
+}
+
 TEST(Eval, BadDataIsAOneLineErrorNamingTheLine) {
   std::string data = temp_dir() + "/bad.jsonl";
   write_file(data, "{\"text\": \"fine words here\"}\n{\"txt\": 1}\n");
