@@ -9,6 +9,7 @@
 #include "kernels/cpu/linear.h"
 #include "kernels/numeric.h"
 #include "kernels/product_output.h"
+#include "model/quantize.h"
 #include "worker/cpu_backend.h"
 
 namespace skein {
@@ -76,6 +77,60 @@ TEST(Linear, StreamingResultDoesNotDependOnThreadCount) {
   cpu::linear_streaming(w.m, x.data(), 768, y2.data(), 2048, 3);
   cpu::set_compute_threads(before);
   EXPECT_EQ(y1, y2);
+}
+
+// A step's products in one parallel region (linears_streaming, Backend::linears) give each product's
+// own result bit for bit, whatever the mix of dtypes and sizes (a LoRA factor's short rows, a matrix too
+// small to split, uint8) and thread count; the backend's activated and added outputs too.
+TEST(Linear, GroupedProductsEqualEachProductAlone) {
+  std::vector<TestMatrix> mats;
+  mats.push_back(make_matrix(DType::F32, 37, 45, 1));
+  mats.push_back(make_matrix(DType::BF16, 1031, 200, 2));
+  mats.push_back(make_matrix(DType::F16, 130, 768, 3));
+  mats.push_back(make_matrix(DType::BF16, 768, 64, 4));
+  TestMatrix wide = make_matrix(DType::F32, 513, 300, 5);
+  mats.push_back(wide);
+  mats.back().m = quantize_i8(wide.m, DType::F32);
+  const int before = cpu::compute_threads();
+  for (int threads : {1, 2})
+    for (int T : {1, 3, 9}) {
+      cpu::set_compute_threads(threads);
+      std::mt19937 g{uint32_t(T)};
+      std::uniform_real_distribution<float> d(-1, 1);
+      std::vector<std::vector<float>> xs, alone, grouped;
+      std::vector<cpu::StreamingProduct> products;
+      for (const TestMatrix& w : mats) {
+        xs.emplace_back(size_t(T) * size_t(w.m.cols));
+        for (auto& v : xs.back()) v = d(g);
+        alone.emplace_back(size_t(T) * size_t(w.m.rows), NAN);
+        grouped.emplace_back(size_t(T) * size_t(w.m.rows), NAN);
+      }
+      for (size_t i = 0; i < mats.size(); ++i) {
+        const Matrix& m = mats[i].m;
+        cpu::linear_streaming(m, xs[i].data(), m.cols, alone[i].data(), m.rows, T);
+        products.push_back({&m, xs[i].data(), m.cols, grouped[i].data(), m.rows});
+      }
+      cpu::linears_streaming(products.data(), int(products.size()), T);
+      for (size_t i = 0; i < mats.size(); ++i) ASSERT_EQ(grouped[i], alone[i]) << "product " << i << ", T " << T << ", " << threads << " threads";
+
+      CpuBackend be;  // stored, activated with a bias, added: as linear() gives each
+      std::vector<float> base(size_t(T) * 1031);
+      for (auto& v : base) v = d(g);
+      std::vector<float> bias(1031, 0.25f);
+      const ProductOutput outs[] = {ProductOutput{}, ProductOutput::activated(UnaryOp::V7Decay, bias.data()), ProductOutput::added(),
+                                    ProductOutput::activated(UnaryOp::Sigmoid), ProductOutput{}};
+      std::vector<std::vector<float>> one(mats.size()), together(mats.size());
+      std::vector<Product> set;
+      for (size_t i = 0; i < mats.size(); ++i) {
+        const Matrix& m = mats[i].m;
+        one[i] = together[i] = std::vector<float>(base.begin(), base.begin() + T * m.rows);
+        be.linear(m, xs[i].data(), m.cols, one[i].data(), m.rows, T, outs[i]);
+        set.push_back({&m, xs[i].data(), m.cols, together[i].data(), m.rows, outs[i]});
+      }
+      be.linears(set, T);
+      for (size_t i = 0; i < mats.size(); ++i) ASSERT_EQ(together[i], one[i]) << "backend product " << i << ", T " << T << ", " << threads << " threads";
+    }
+  cpu::set_compute_threads(before);
 }
 
 // The backend's product outputs (an activation of the products, or the products added to y) equal the
