@@ -17,11 +17,15 @@ struct QuantParams {
 };
 
 // A weight matrix for y = W·x, stored row-major as [rows = outputs][cols = inputs].
+// n bytes left uninitialised: a load fills every byte of a converted matrix in parallel, where a zeroed
+// vector would first page in and clear gigabytes on one thread.
+inline std::shared_ptr<uint8_t[]> uninitialized_bytes(size_t n) { return std::shared_ptr<uint8_t[]>(new uint8_t[n]); }
+
 struct Matrix {
   DType dtype = DType::F32;  // U8: quantized, see `quant`
   int64_t rows = 0, cols = 0;
   const uint8_t* data = nullptr;
-  std::shared_ptr<std::vector<uint8_t>> owned;  // set when the load converted or reordered the data
+  std::shared_ptr<const void> owned;  // keeps `data` alive when the load converted or reordered it
   std::shared_ptr<const QuantParams> quant;
   size_t nbytes() const {
     size_t n = size_t(rows) * size_t(cols) * dtype_size(dtype);

@@ -12,12 +12,12 @@ namespace skein {
 // Load-time conversions run once per matrix but over every weight (a 7B model has 7e9): they are
 // parallel over rows and read rows contiguously. Each element's arithmetic does not depend on the
 // order (min, max, one subtraction or division each), so the result is the serial one bit for bit.
-std::vector<float> matrix_to_f32(const Matrix& m) {
+std::unique_ptr<float[]> matrix_to_f32(const Matrix& m) {
   const int64_t rows = m.rows, cols = m.cols;
-  std::vector<float> out(size_t(rows) * size_t(cols));
+  std::unique_ptr<float[]> out(new float[size_t(rows) * size_t(cols)]);  // every element written below, by the threads that use it
 #pragma omp parallel for schedule(static)
   for (int64_t o = 0; o < rows; ++o) {
-    float* dst = out.data() + size_t(o) * size_t(cols);
+    float* dst = out.get() + size_t(o) * size_t(cols);
     const size_t base = size_t(o) * size_t(cols);
     for (int64_t c = 0; c < cols; ++c) {
       const size_t i = base + size_t(c);
@@ -47,14 +47,15 @@ float round_to(float v, DType t) {
 
 Matrix convert_matrix(const Matrix& m, DType dtype) {
   if (m.dtype == dtype) return m;
-  std::vector<float> f = matrix_to_f32(m);
+  const std::unique_ptr<float[]> f = matrix_to_f32(m);
+  const int64_t n = m.rows * m.cols;
   Matrix out;
   out.dtype = dtype;
   out.rows = m.rows;
   out.cols = m.cols;
-  out.owned = std::make_shared<std::vector<uint8_t>>(f.size() * dtype_size(dtype));
-  uint8_t* d = out.owned->data();
-  const int64_t n = int64_t(f.size());
+  auto bytes = uninitialized_bytes(size_t(n) * dtype_size(dtype));
+  uint8_t* d = bytes.get();
+  out.owned = bytes;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     if (dtype == DType::F32) std::memcpy(d + 4 * i, &f[size_t(i)], 4);
@@ -68,13 +69,14 @@ Matrix quantize_i8(const Matrix& m, DType param_dtype) {
   // The official code works on M = W^T, shape [in][out]: "rows" are inputs (my, ry), "columns" outputs
   // (mx, rx). Here W is [out][in] (w[o*in + i] = M[i][o]), so an output's values are contiguous.
   const int64_t out = m.rows, in = m.cols;
-  std::vector<float> w = matrix_to_f32(m);
-  float* W = w.data();
+  const std::unique_ptr<float[]> w = matrix_to_f32(m);
+  float* W = w.get();
+  const int64_t n = out * in;
   // NaN or infinity has no place on the uint8 grid (and converting it is undefined).
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
-  for (int64_t k = 0; k < int64_t(w.size()); ++k) finite = finite && std::isfinite(W[k]);
-  for (size_t k = 0; !finite && k < w.size(); ++k)
+  for (int64_t k = 0; k < n; ++k) finite = finite && std::isfinite(W[k]);
+  for (int64_t k = 0; !finite && k < n; ++k)
     if (!std::isfinite(W[k])) fail("weight [", int64_t(k) / in, ", ", int64_t(k) % in, "] is ", W[k], ": only finite weights can be quantized to i8");
   auto q = std::make_shared<QuantParams>();
   q->mx.assign(size_t(out), 0); q->rx.assign(size_t(out), 0);
@@ -126,12 +128,12 @@ Matrix quantize_i8(const Matrix& m, DType param_dtype) {
   r.dtype = DType::U8;
   r.rows = out;
   r.cols = in;
-  r.owned = std::make_shared<std::vector<uint8_t>>(w.size());
-  uint8_t* dst = r.owned->data();
-  const int64_t n = int64_t(w.size());
+  auto codes = uninitialized_bytes(size_t(n));
+  uint8_t* dst = codes.get();
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < n; ++k) dst[k] = uint8_t(std::clamp(std::floor(W[k] * 256.0f), 0.0f, 255.0f));
-  r.data = r.owned->data();
+  r.owned = codes;
+  r.data = dst;
   for (auto& v : q->mx) v = round_to(v, param_dtype);
   for (auto& v : q->my) v = round_to(v, param_dtype);
   for (auto& v : q->rx) v = round_to(v / 16.0f, param_dtype);

@@ -1,11 +1,13 @@
 // Load-time conversions of weight matrices: to another float dtype, or to the official uint8 scheme.
 #pragma once
+#include <memory>
+
 #include "common/matrix.h"
 
 namespace skein {
 
 // The matrix as fp32, [rows][cols].
-std::vector<float> matrix_to_f32(const Matrix& m);
+std::unique_ptr<float[]> matrix_to_f32(const Matrix& m);
 
 // A copy in `dtype` (fp32, fp16 or bf16; rounding to nearest even).
 Matrix convert_matrix(const Matrix& m, DType dtype);

@@ -107,16 +107,16 @@ class Loader {
   // One [in][out] slice of a stacked tensor, starting at element `offset`.
   static Matrix transposed(const TensorRef& t, size_t offset, int64_t in, int64_t out) {
     size_t es = dtype_size(t.dtype);
-    auto buf = std::make_shared<std::vector<uint8_t>>(size_t(in * out) * es);
+    auto buf = uninitialized_bytes(size_t(in * out) * es);  // every element written below
     for (int64_t i = 0; i < in; ++i)
       for (int64_t o = 0; o < out; ++o)
-        std::memcpy(buf->data() + (size_t(o * in + i)) * es, t.data + (offset + size_t(i * out + o)) * es, es);
+        std::memcpy(buf.get() + (size_t(o * in + i)) * es, t.data + (offset + size_t(i * out + o)) * es, es);
     Matrix m;
     m.dtype = t.dtype;
     m.rows = out;
     m.cols = in;
     m.owned = buf;
-    m.data = buf->data();
+    m.data = buf.get();
     return m;
   }
 
