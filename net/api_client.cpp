@@ -12,6 +12,8 @@ bool refuses_the_connection(const nlohmann::json& event) {
 
 ServerAddress parse_server_address(const std::string& address) {
   std::string s = address;
+  if (s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0)
+    fail("--server: '", address, "' is an HTTP address; skein client speaks the TCP protocol: give the tcp:// address `skein serve` prints");
   if (s.rfind("tcp://", 0) == 0) s = s.substr(6);
   const size_t colon = s.rfind(':');
   const auto wrong = [&] { fail("--server: expected HOST:PORT, [IPv6]:PORT or tcp://HOST:PORT, got '", address, "'"); };
@@ -58,6 +60,8 @@ nlohmann::json ApiClient::next_event() {
   try {
     return nlohmann::json::parse(line);
   } catch (const nlohmann::json::exception&) {
+    // `skein serve` prints a TCP and an HTTP address; the HTTP one answers a JSON line with a 400.
+    if (line.rfind("HTTP/", 0) == 0) fail("the server answered in HTTP: --server takes the TCP address `skein serve` prints (tcp://...)");
     fail("server sent a line that is not JSON");
   }
 }

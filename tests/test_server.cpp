@@ -135,6 +135,11 @@ TEST(Server, SkeinClientStreamsTheReply) {
   r = run_skein("client --server 127.0.0.1:1 --prompt x");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error: cannot connect to 127.0.0.1:1"), std::string::npos) << r.output;
+  // The HTTP port (serve prints both) is named as the mistake it is, not as a line that is not JSON.
+  r = run_skein("client --server 127.0.0.1:" + std::to_string(server.http_port()) + " --prompt x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("skein: error: the server answered in HTTP: --server takes the TCP address `skein serve` prints (tcp://...)"), std::string::npos)
+      << r.output;
 }
 
 // skein client's --server: as typed, or as the serving line writes it (tcp://...); a malformed one is
@@ -155,12 +160,14 @@ TEST(Server, ClientAddressesAreTakenAsWrittenOrRefusedWithTheReason) {
     }
     return std::string("accepted");
   };
-  for (std::string bad : {"nohost", ":7700", "[::1", "::1]:80", "[]:80", "::1:80", "http://x:80", "tcp://"})
+  for (std::string bad : {"nohost", ":7700", "[::1", "::1]:80", "[]:80", "::1:80", "udp://x:80", "tcp://"})
     EXPECT_EQ(refusal(bad), "--server: expected HOST:PORT, [IPv6]:PORT or tcp://HOST:PORT, got '" + bad + "'");
   EXPECT_EQ(refusal("127.0.0.1:"), "--server: port '' of '127.0.0.1:' is not a number from 1 to 65535");
   EXPECT_EQ(refusal("127.0.0.1:99999"), "--server: port '99999' of '127.0.0.1:99999' is not a number from 1 to 65535");
   EXPECT_EQ(refusal("127.0.0.1:0"), "--server: port '0' of '127.0.0.1:0' is not a number from 1 to 65535");
   EXPECT_EQ(refusal("127.0.0.1:http"), "--server: port 'http' of '127.0.0.1:http' is not a number from 1 to 65535");
+  EXPECT_EQ(refusal("http://127.0.0.1:7701"),
+            "--server: 'http://127.0.0.1:7701' is an HTTP address; skein client speaks the TCP protocol: give the tcp:// address `skein serve` prints");
 }
 
 // IPv6: the serving line writes the address as URLs do ([::1]:PORT), and skein client takes it so.
