@@ -163,6 +163,10 @@ Plan make_plan(const std::vector<StrategySegment>& segs_in, const Checkpoint& ck
     fail("strategy: ", segs.size(), " segments but the model has only ", plan.n_units, " placement units (", dims.n_layer, " layers + head)");
   int explicit_total = 0, streaming = 0;
   for (auto& s : segs) {
+    // Officially a *0 segment takes the share of the first segment without a count (a quirk of the
+    // strategy block), so the segment meant to hold the layers would get none.
+    if (s.count == 0 && !s.stream)
+      fail("strategy: ", where(s), " places no layers: leave the segment out, or write *0+ to stream all of its layers from host memory");
     if (s.count) explicit_total += *s.count;
     streaming += s.stream;
   }

@@ -100,6 +100,8 @@ TEST(Plan, RefusesPlansThatCannotWork) {
   auto plan_error = [&](const std::string& s, PlanLimits lim = {}) { return error_of([&] { make_plan(parse_strategy(s), *ck, d, lim); }); };
   EXPECT_NE(plan_error("cpu fp32 *30").find("ask for 30 units but the model has only 13"), std::string::npos);
   EXPECT_NE(plan_error("cpu fp32 *13 -> cpu fp32").find("gets no layers"), std::string::npos);
+  EXPECT_EQ(plan_error("cpu fp16 *0 -> cpu fp32"),
+            "strategy: segment \"cpu fp16 *0\" (column 1) places no layers: leave the segment out, or write *0+ to stream all of its layers from host memory");
   EXPECT_NE(plan_error("cpu fp16 *2+ -> cpu fp32 *3+").find("only one segment may stream"), std::string::npos);
   std::string many;
   for (int i = 0; i < 14; ++i) many += std::string(i ? " -> " : "") + "cpu fp32";
