@@ -246,6 +246,7 @@ TEST(InitialState, TunedStatesThatCannotBeServedAreRefused) {
       {"--config " + dir + "/not-a-string.toml", dir + "/not-a-string.toml:4:8: 'chat' must be a string"},
       {"--config " + dir + "/relative.toml", dir + "/missing.pth"},
       {"--model " + model + " --tuned-state chat", "--tuned-state: expected NAME=FILE, got 'chat'"},
+      {"--model " + model + " --tuned-state chat=" + v7_states + " --tuned-state chat=" + v7_session, "--tuned-state: 'chat' is named twice"},
       {"--model " + model + " --tuned-state tiny-rwkv-5v2-730K=" + v7_states, "the model itself is called that"},
       {"--model " + model + " --tuned-state chat=" + v7_states, v7_states + ": tensor 'blocks.0.att.time_state' has shape"},
       {"--model " + model + " --tuned-state chat=" + v7_session, v7_session + ": state belongs to a different model architecture (v7"},

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "common/error.h"
@@ -74,10 +75,12 @@ void add_serve_command(CLI::App& app) {
     }
     if (cfg.sessions.save_interval_s > 0 && (!cfg.sessions.persist || cfg.sessions.dir.empty()))
       fail("[sessions] save_interval_s: needs persist = true and a dir (or --sessions-dir), where saved sessions are read back at start-up");
+    std::set<std::string> flagged;  // a name flagged twice is a slip: the second file would silently win
     for (const std::string& flag : o->tuned_states) {
       const size_t eq = flag.find('=');
       if (eq == std::string::npos || eq + 1 == flag.size()) fail("--tuned-state: expected NAME=FILE, got '", flag, "'");
       check_tuned_state_name(flag.substr(0, eq));
+      if (!flagged.insert(flag.substr(0, eq)).second) fail("--tuned-state: '", flag.substr(0, eq), "' is named twice");
       cfg.tuned_states[flag.substr(0, eq)] = flag.substr(eq + 1);
     }
     apply_run_config(cfg);
