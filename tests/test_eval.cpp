@@ -349,6 +349,13 @@ TEST(Eval, BadDataIsAOneLineErrorNamingTheLine) {
   write_file(text, "some text to score");
   auto p = run_skein("eval --task perplexity --model " + model() + " --data " + text + " --context 8 --stride 8");
   EXPECT_NE(p.output.find("--stride must be between 1 and context - 1"), std::string::npos) << p.output;
+  // A flag of another task is refused, not ignored.
+  p = run_skein("eval --task choice --model " + model() + " --data " + text + " --context 2048");
+  EXPECT_EQ(p.output, "skein: error: eval: --context and --stride apply to --task perplexity, not choice\n");
+  p = run_skein("eval --model " + model() + " --data " + text + " --stride 4");
+  EXPECT_EQ(p.output, "skein: error: eval: --context and --stride apply to --task perplexity, not lambada\n");
+  p = run_skein("eval --task perplexity --model " + model() + " --data " + text + " --pad-token 0");
+  EXPECT_EQ(p.output, "skein: error: eval: --pad-token applies to --task lambada and choice, not perplexity\n");
   for (auto [line, says] : {std::pair<std::string, std::string>{R"({"context": "a", "choices": ["b", "c"]})", "choice.jsonl:2: expected {\"context\""},
                             {R"({"context": "a", "choices": ["b"], "label": 0})", "choice.jsonl:2: a document needs two choices or more"},
                             {R"({"context": "a", "choices": ["b", ""], "label": 0})", "choice.jsonl:2: every choice must be a non-empty string"},

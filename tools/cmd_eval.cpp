@@ -120,16 +120,21 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--data", o->data,
                 "lambada: a jsonl of {\"text\"}; perplexity: a .jsonl of {\"text\"} or a text file; choice: a jsonl of {\"context\", \"choices\", \"label\"}")
       ->required();
-  c->add_option("--pad-token", o->pad, "lambada, choice: the token before each context")->capture_default_str();
-  c->add_option("--context", o->context, "perplexity: tokens per window")->capture_default_str();
-  c->add_option("--stride", o->stride, "perplexity: tokens a window moves by")->capture_default_str();
+  auto* pad = c->add_option("--pad-token", o->pad, "lambada, choice: the token before each context")->capture_default_str();
+  auto* context = c->add_option("--context", o->context, "perplexity: tokens per window")->capture_default_str();
+  auto* stride = c->add_option("--stride", o->stride, "perplexity: tokens a window moves by")->capture_default_str();
   c->add_option("--limit", o->limit, "only the first N items (choice: documents; 0: all)")->check(CLI::Range(int64_t(0), INT64_MAX));
   c->add_option("--output", o->output, "also write the result JSON here");
   c->add_option("--resume", o->resume, "checkpoint file (default: OUTPUT.progress with --output); a restart continues from it");
   c->add_option("--block", o->block, "items (choice: documents) between checkpoints")->capture_default_str();
-  c->callback([o] {
+  c->callback([o, pad, context, stride] {
     if (o->task != "lambada" && o->task != "perplexity" && o->task != "choice")
       fail("eval: --task must be lambada, perplexity or choice, got '", o->task, "'");
+    // A flag the task does not read would be ignored without a word (--context 2048 on a choice task
+    // truncates nothing).
+    if (o->task != "perplexity" && (context->count() || stride->count()))
+      fail("eval: --context and --stride apply to --task perplexity, not ", o->task);
+    if (o->task == "perplexity" && pad->count()) fail("eval: --pad-token applies to --task lambada and choice, not perplexity");
     if (o->block < 1) fail("eval: --block must be >= 1");
     Config cfg = o->run.resolve();
     apply_run_config(cfg);
