@@ -220,7 +220,9 @@ TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
                            "eval --model " + model + " --data " + model + " --limit -1", "make-model --layers 1 --embd 64 --vocab 8 --ffn -4 -o " + temp_dir() + "/m.pth",
                            gen + "--seed -3", gen + "--seed 18446744073709551616", "make-model --layers 1 --embd 64 --vocab 8 --seed -1 -o " + temp_dir() + "/m.pth",
                            "serve --model " + model + " --auth-token ''", "serve --model " + model + " --listen ''",  // '': an unset $TOKEN
-                           gen + "--ban 999", "serve --model " + model + " --port 0 --ban 999"}) {  // ids past the vocabulary: before any output
+                           gen + "--ban 999", "serve --model " + model + " --port 0 --ban 999",  // ids past the vocabulary: before any output
+                           "bench --model " + model + " --clients 8", std::string("bench --server 127.0.0.1:1 --batches 8"),  // another mode's flag: not ignored
+                           std::string("bench --server 127.0.0.1:1 --duration -1"), std::string("bench --server 127.0.0.1:1 --clients 0")}) {
     auto r = run_skein(args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_EQ(r.output.rfind("skein: error: ", 0), 0u) << args << "\n" << r.output;

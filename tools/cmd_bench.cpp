@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -182,6 +183,15 @@ double peak_rss_mib() {
 }
 }  // namespace
 
+// CLI11's PositiveNumber names its range up to DBL_MAX, all 309 digits of it.
+const CLI::Validator kPositiveSeconds(
+    [](std::string& v) {
+      char* end = nullptr;
+      const double d = std::strtod(v.c_str(), &end);
+      return end != v.c_str() && *end == '\0' && d > 0 && d < 1e9 ? std::string() : "must be a number of seconds > 0, got '" + v + "'";
+    },
+    "SECONDS");
+
 void add_bench_command(CLI::App& app) {
   struct Opts {
     int prompt_tokens = 512, decode_tokens = 128;
@@ -199,28 +209,33 @@ void add_bench_command(CLI::App& app) {
   auto* prompt_tokens = c->add_option("--prompt-tokens", o->prompt_tokens, "prefill length (with --server: token prompts of this length)")
                             ->capture_default_str()
                             ->check(CLI::Range(1, 1 << 24));
-  c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::Range(1, 1 << 24));
-  c->add_option("--batches", o->batches, "also decode with these many sequences per step, e.g. 1,8,64,256")->delimiter(',');
+  auto* decode_tokens = c->add_option("--decode-tokens", o->decode_tokens, "decode steps timed")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  auto* batches = c->add_option("--batches", o->batches, "also decode with these many sequences per step, e.g. 1,8,64,256")->delimiter(',');
   o->run.add(c, RunFlags::kIds);
-  c->add_flag("--profile", o->profile,
-              "print each op's device time per step (prefill, decode, each batch); ops launch directly, without CUDA graphs");
-  c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
+  auto* profile = c->add_flag("--profile", o->profile,
+                              "print each op's device time per step (prefill, decode, each batch); ops launch directly, without CUDA graphs");
+  auto* pipeline = c->add_flag("--pipeline", o->pipeline, "under mpirun: tokens/s vs micro-batches in flight, stage idle time, per-hop transfer time");
   auto* products = c->add_flag("--products", o->products,
                                "no model: the decode product kernel at several pipeline depths on 7B shapes, against a plain read and the GPU's peak");
   c->add_option("--device", o->device, "with --products: the GPU")->capture_default_str()->needs(products);
-  c->add_option("--server", o->server, "HOST:PORT of a running `skein serve`: load-test it with streaming clients");
-  c->add_option("--clients", o->clients, "with --server: concurrent clients")->capture_default_str();
-  c->add_option("--duration", o->duration, "with --server: seconds of load")->capture_default_str();
-  c->add_option("--max-tokens", o->max_tokens, "with --server: tokens per request")->capture_default_str();
-  c->add_option("--samples", o->samples, "with --server: samples of each prompt (n), prefilled once")->capture_default_str()->check(CLI::Range(1, 16));
-  c->add_option("--logprobs", o->logprobs, "with --server: every request asks for log-probabilities with this many alternatives")
-      ->check(CLI::Range(0, kMaxLogprobs));
-  c->add_option("--tuned-state", o->tuned_state, "with --server: every request starts from this tuned state (its \"model\")");
-  c->add_option("--urgent", o->urgent, "with --server: this many of the clients send priority -1 (before the others, preempting them)")
-      ->check(CLI::Range(0, 1 << 20));
-  c->add_flag("--json", o->json, "with --server: every request asks for JSON mode, and every reply that closes its object must parse");
-  c->add_option("--json-schema", o->json_schema, "with --server: every request asks for this JSON Schema file's texts, and every closed reply must be one")
-      ->excludes("--json");
+  auto* server = c->add_option("--server", o->server, "HOST:PORT of a running `skein serve`: load-test it with streaming clients");
+  // The load test's own flags need --server, and the model run's are refused beside it: either would
+  // otherwise be ignored without a word.
+  const std::vector<CLI::Option*> load_test = {
+      c->add_option("--clients", o->clients, "with --server: concurrent clients")->capture_default_str()->check(CLI::Range(1, 1 << 16)),
+      c->add_option("--duration", o->duration, "with --server: seconds of load")->capture_default_str()->check(kPositiveSeconds),
+      c->add_option("--max-tokens", o->max_tokens, "with --server: tokens per request")->capture_default_str()->check(CLI::Range(1, 1 << 24)),
+      c->add_option("--samples", o->samples, "with --server: samples of each prompt (n), prefilled once")->capture_default_str()->check(CLI::Range(1, 16)),
+      c->add_option("--logprobs", o->logprobs, "with --server: every request asks for log-probabilities with this many alternatives")
+          ->check(CLI::Range(0, kMaxLogprobs)),
+      c->add_option("--tuned-state", o->tuned_state, "with --server: every request starts from this tuned state (its \"model\")"),
+      c->add_option("--urgent", o->urgent, "with --server: this many of the clients send priority -1 (before the others, preempting them)")
+          ->check(CLI::Range(0, 1 << 20)),
+      c->add_flag("--json", o->json, "with --server: every request asks for JSON mode, and every reply that closes its object must parse"),
+      c->add_option("--json-schema", o->json_schema, "with --server: every request asks for this JSON Schema file's texts, and every closed reply must be one")
+          ->excludes("--json")};
+  for (CLI::Option* flag : load_test) flag->needs(server);
+  for (CLI::Option* flag : {decode_tokens, batches, profile, pipeline, products}) flag->excludes(server);
   c->callback([o, prompt_tokens] {
     using clock = std::chrono::steady_clock;
     if (!o->server.empty())
