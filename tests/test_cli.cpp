@@ -219,6 +219,7 @@ TEST(Cli, BadFlagsStopBeforeAnythingRuns) {
                            "bench --model " + model + " --prompt-tokens 0", "bench --model " + model + " --batches 100000000",
                            "eval --model " + model + " --data " + model + " --limit -1", "make-model --layers 1 --embd 64 --vocab 8 --ffn -4 -o " + temp_dir() + "/m.pth",
                            gen + "--seed -3", gen + "--seed 18446744073709551616", "make-model --layers 1 --embd 64 --vocab 8 --seed -1 -o " + temp_dir() + "/m.pth",
+                           "make-model --arch v4 --layers 1 --embd 64 --vocab 8 --head-size 32 -o " + temp_dir() + "/m.pth",
                            "serve --model " + model + " --auth-token ''", "serve --model " + model + " --listen ''",  // '': an unset $TOKEN
                            gen + "--ban 999", "serve --model " + model + " --port 0 --ban 999",  // ids past the vocabulary: before any output
                            "bench --model " + model + " --clients 8", std::string("bench --server 127.0.0.1:1 --batches 8"),  // another mode's flag: not ignored

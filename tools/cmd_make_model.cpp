@@ -19,12 +19,13 @@ void add_make_model_command(CLI::App& app) {
   c->add_option("--embd", o->m.n_embd, "embedding width")->required();
   c->add_option("--vocab", o->m.vocab, "vocabulary size")->required();
   c->add_option("--ffn", o->m.dim_ffn, "FFN width (default: the generation's usual)");
-  c->add_option("--head-size", o->m.head_size, "head size (v5-v7)")->capture_default_str();
+  auto* head_size = c->add_option("--head-size", o->m.head_size, "head size (v5-v7)")->capture_default_str();
   c->add_option("--seed", o->m.seed, "random seed")->capture_default_str()->check(kWholeNumber);
   c->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32")->capture_default_str();
   c->add_option("-o,--out", o->out, "output .pth file")->required();
-  c->callback([o] {
+  c->callback([o, head_size] {
     o->m.arch = parse_make_model_arch(o->arch);
+    if (o->m.arch == Arch::V4 && head_size->count()) fail("make-model: --head-size applies to v5.2, v6 and v7; v4 has no heads");
     if (o->dtype == "bf16") o->m.dtype = DType::BF16;
     else if (o->dtype == "fp16") o->m.dtype = DType::F16;
     else if (o->dtype == "fp32") o->m.dtype = DType::F32;
