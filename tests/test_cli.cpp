@@ -240,6 +240,7 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
   write_file(d + "/small.toml", "[devices]\ncpu = \"1KiB\"\n");
   write_file(d + "/lambada.jsonl", "{\"text\": \"the cat sat on the mat\"}\n");
   write_file(d + "/other.progress", "{\"eval\": 1}\n");
+  write_file(d + "/budgets.toml", "[cache]\nprefix_bytes = \"1000TiB\"\n");
   const std::string run = " --model " + model + " --config " + d + "/small.toml";
   for (auto [args, says] : std::vector<std::pair<std::string, std::string>>{
            {"generate --prompt a" + run, "choose a tokenizer"},
@@ -251,6 +252,7 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
            {"eval --data " + d + "/lambada.jsonl --pad-token 70000" + run + world, "--pad-token 70000 is outside the vocabulary"},
            {"eval --data " + d + "/lambada.jsonl --resume " + d + "/other.progress" + run + world, "other.progress: not an eval checkpoint"},
            {"serve --port 0 --http-port -1 --sessions-dir " + d + "/small.toml/sessions" + run + world, "sessions: cannot create folder"},
+           {"serve --port 0 --http-port -1 --model " + model + " --config " + d + "/budgets.toml", "[scheduler] parked_bytes add up to 1024002"},
            {"logits --tokens 1,70000 --out " + d + "/l.f32" + run, "token id 70000 is out of range for vocabulary size 65536"},
            {"logits --tokens 1 --out " + d + "/l.f32 --state-in " + d + "/lambada.jsonl" + run, "lambada.jsonl: not a Skein state file"},
            {"logits --tokens 1 --out " + d + "/no/l.f32" + run, "l.f32: cannot write there"},

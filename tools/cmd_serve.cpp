@@ -1,6 +1,7 @@
 // `skein serve`: the TCP API in front of the model (one process, or rank 0 of an mpirun cluster).
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <set>
@@ -10,6 +11,7 @@
 #include "common/log.h"
 #include "common/stop_signal.h"
 #include "coordinator/inference_service.h"
+#include "coordinator/placement.h"
 #include "coordinator/session_store.h"
 #include "model/architecture.h"
 #include "model/checkpoint.h"
@@ -105,6 +107,14 @@ void add_serve_command(CLI::App& app) {
     std::unique_ptr<Tokenizer> tok;
     std::shared_ptr<const Checkpoint> checkpoint;  // opened here once on the serving rank
     if (faces_the_user()) {
+      // The serving process's own budgets fill as it serves: more than the host has would end in an
+      // out-of-memory kill hours later, and the sessions held in memory with it.
+      const double budgets = double(cfg.cache.prefix_bytes) + double(cfg.sessions.host_bytes) + double(cfg.scheduler.parked_bytes);
+      if (budgets > double(host_memory())) {
+        char sizes[128];
+        std::snprintf(sizes, sizeof sizes, "%.1f GiB, more than this host's %.1f GiB", budgets / double(1ull << 30), double(host_memory()) / double(1ull << 30));
+        fail("[cache] prefix_bytes, [sessions] host_bytes and [scheduler] parked_bytes add up to ", sizes, " of memory: the serving process holds them as they fill");
+      }
       raise_open_files_limit();  // a descriptor per client: Debian's soft limit of 1024 would be the server's
       tcp_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.port), "TCP");
       if (cfg.server.http_port >= 0) http_listener = std::make_unique<Listener>(io, cfg.server.listen, uint16_t(cfg.server.http_port), "HTTP");
