@@ -152,9 +152,9 @@ LoadedModel load_model(std::shared_ptr<const Checkpoint> checkpoint, const Confi
   links.nccl_prev = k > 0 && gpu_hop(k - 1, k);
   links.nccl_next = k + 1 < ranks.size() && gpu_hop(k, k + 1);
   links.cuda_device = sp.cuda_device;
-  std::fprintf(stderr, "skein: rank %d (%s, pid %d) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d threads%s%s\n",
+  std::fprintf(stderr, "skein: rank %d (%s, pid %d) runs stage %zu: layers %d-%d%s%s, %.1f MB of weights from a %.1f MB file, %d thread%s%s%s\n",
                world->rank(), hosts[size_t(world->rank())].c_str(), int(getpid()), k, sp.first_layer, sp.last_layer - 1, sp.embedding ? " + embedding" : "", sp.head ? " + head" : "",
-               double(stage.weights().resident_bytes()) / 1e6, double(m.checkpoint->file_size()) / 1e6, cpu::compute_threads(),
+               double(stage.weights().resident_bytes()) / 1e6, double(m.checkpoint->file_size()) / 1e6, cpu::compute_threads(), cpu::compute_threads() == 1 ? "" : "s",
                k > 0 ? (links.nccl_prev ? "; in over NCCL" : "; in over MPI") : "", k + 1 < ranks.size() ? (links.nccl_next ? "; out over NCCL" : "; out over MPI") : "");
   world->start_heartbeat();
   run_stage_worker(*world, links, stage);

@@ -246,7 +246,7 @@ void add_eval_command(CLI::App& app) {
     if (o->task == "lambada") {
       result["accuracy"] = double(tally.correct) / n;
       result["perplexity"] = std::exp(-tally.logprob / n);
-      std::snprintf(b, sizeof b, "lambada: %zu items, accuracy %.2f%%, ppl %.3f", items.size(), 100.0 * double(tally.correct) / n,
+      std::snprintf(b, sizeof b, "lambada: %zu item%s, accuracy %.2f%%, ppl %.3f", items.size(), items.size() == 1 ? "" : "s", 100.0 * double(tally.correct) / n,
                     std::exp(-tally.logprob / n));
     } else if (o->task == "choice") {
       result["choices"] = items.size();
