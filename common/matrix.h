@@ -16,11 +16,11 @@ struct QuantParams {
   Vector my, ry;  // per input column
 };
 
-// A weight matrix for y = W·x, stored row-major as [rows = outputs][cols = inputs].
 // n bytes left uninitialised: a load fills every byte of a converted matrix in parallel, where a zeroed
 // vector would first page in and clear gigabytes on one thread.
 inline std::shared_ptr<uint8_t[]> uninitialized_bytes(size_t n) { return std::shared_ptr<uint8_t[]>(new uint8_t[n]); }
 
+// A weight matrix for y = W·x, stored row-major as [rows = outputs][cols = inputs].
 struct Matrix {
   DType dtype = DType::F32;  // U8: quantized, see `quant`
   int64_t rows = 0, cols = 0;

@@ -271,7 +271,7 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
 TEST(Cli, AFolderWhereAFileBelongsIsRefusedByName) {
   const std::string d = temp_dir(), model = " --model " + shared_dir() + "/models/tiny-rwkv-7v0-834K.pth";
   const std::string lambada = shared_dir() + "/data/lambada_test.jsonl";
-  for (const std::string args : {"generate --prompt a --config " + d, "generate --prompt a --json-schema " + d, "generate --prompt a --tokenizer world:" + d,
+  for (const std::string& args : {"generate --prompt a --config " + d, "generate --prompt a --json-schema " + d, "generate --prompt a --tokenizer world:" + d,
                                  "generate --prompt a --tokenizer bpe:" + d, "generate --prompt a --state-in " + d, "eval --data " + d,
                                  "eval --task perplexity --data " + d, "eval --task choice --data " + d, "eval --data " + lambada + " --resume " + d,
                                  "eval --data " + lambada + " --output " + d, "generate --prompt a --state-out " + d, "logits --tokens 1 --out " + d,

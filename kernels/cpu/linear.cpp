@@ -320,7 +320,7 @@ void rows_any(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ld
     case DType::F32: rows_dispatch<DType::F32>(W, x, ldx, y, ldy, T, r0, r1); break;
     case DType::F16: rows_dispatch<DType::F16>(W, x, ldx, y, ldy, T, r0, r1); break;
     case DType::BF16: rows_dispatch<DType::BF16>(W, x, ldx, y, ldy, T, r0, r1); break;
-    case DType::U8: break;  // linear_streaming routes uint8 to rows_u8
+    case DType::U8: break;  // linears_streaming routes uint8 to rows_u8
   }
 }
 
@@ -376,42 +376,8 @@ const char* simd_level() {
 }
 
 void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {
-  const int nth = compute_threads();
-  if (W.dtype == DType::U8) {
-    thread_local U8Inputs scratch;
-    const U8Inputs& in = scratch;  // the caller's instance; a thread_local named inside the region would be each thread's own
-    prepare_u8_inputs(W, x, ldx, T, scratch);
-    const bool avx512 = g_simd == Simd::Avx512;
-    if (nth == 1 || W.nbytes() < kParallelMinBytes) {
-      rows_u8(W, in, y, ldy, T, 0, W.rows, avx512);
-      return;
-    }
-#pragma omp parallel num_threads(nth)
-    {
-      int tid = omp_get_thread_num(), n = omp_get_num_threads();
-      rows_u8(W, in, y, ldy, T, W.rows * tid / n, W.rows * (tid + 1) / n, avx512);
-    }
-    return;
-  }
-  thread_local std::vector<float> pairs;
-  if (W.dtype == DType::BF16 && g_simd != Simd::Scalar) {
-    deinterleave_pairs(x, ldx, T, W.cols, g_simd == Simd::Avx512 ? 32 : 16, pairs);
-    x = pairs.data();
-    ldx = W.cols;
-  }
-  const int64_t rows = W.rows;
-  // Output rows split evenly; each element's reduction order is fixed, so results do not depend on
-  // the thread count.
-  if (nth == 1 || W.nbytes() < kParallelMinBytes) {
-    rows_any(W, x, ldx, y, ldy, T, 0, rows);
-    return;
-  }
-#pragma omp parallel num_threads(nth)
-  {
-    int tid = omp_get_thread_num(), n = omp_get_num_threads();
-    int64_t r0 = rows * tid / n, r1 = rows * (tid + 1) / n;
-    rows_any(W, x, ldx, y, ldy, T, r0, r1);
-  }
+  const StreamingProduct one{&W, x, ldx, y, ldy};
+  linears_streaming(&one, 1, T);
 }
 
 void linears_streaming(const StreamingProduct* products, int count, int T) {
@@ -419,8 +385,10 @@ void linears_streaming(const StreamingProduct* products, int count, int T) {
   // Each product's input in the form its kernel reads (bf16's deinterleaved pairs, uint8's xr and sums).
   thread_local std::vector<std::vector<float>> pairs;
   thread_local std::vector<U8Inputs> u8;
-  pairs.resize(size_t(count));
-  u8.resize(size_t(count));
+  // Grown, never shrunk: a step's calls vary in count, and a shrink would free the buffers the next call
+  // allocates again.
+  if (pairs.size() < size_t(count)) pairs.resize(size_t(count));
+  if (u8.size() < size_t(count)) u8.resize(size_t(count));
   std::vector<StreamingProduct> jobs(products, products + count);
   std::vector<size_t> start(size_t(count) + 1, 0);  // byte offsets of each product's weights in the whole
   for (int i = 0; i < count; ++i) {
@@ -435,12 +403,10 @@ void linears_streaming(const StreamingProduct* products, int count, int T) {
   }
   const std::vector<U8Inputs>& inputs = u8;  // the caller's (a thread_local named inside the region would be each thread's own)
   const bool avx512 = g_simd == Simd::Avx512;
-  const int nth = start.back() < kParallelMinBytes ? 1 : compute_threads();
-  // Thread k takes the rows whose weights begin in bytes [total*k/n, total*(k+1)/n).
-#pragma omp parallel num_threads(nth)
-  {
-    const int tid = omp_get_thread_num(), n = omp_get_num_threads();
-    const size_t b0 = start.back() * size_t(tid) / size_t(n), b1 = start.back() * size_t(tid + 1) / size_t(n);
+  // Share k of n: the rows whose weights begin in bytes [total*k/n, total*(k+1)/n). Each element's
+  // reduction order is fixed, so results do not depend on the thread count.
+  auto run_share = [&](int k, int n) {
+    const size_t b0 = start.back() * size_t(k) / size_t(n), b1 = start.back() * size_t(k + 1) / size_t(n);
     for (int i = 0; i < count; ++i) {
       const StreamingProduct& j = jobs[size_t(i)];
       const size_t row_bytes = j.W->nbytes() / size_t(std::max<int64_t>(1, j.W->rows));
@@ -454,7 +420,11 @@ void linears_streaming(const StreamingProduct* products, int count, int T) {
       if (j.W->dtype == DType::U8) rows_u8(*j.W, inputs[size_t(i)], j.y, j.ldy, T, r0, r1, avx512);
       else rows_any(*j.W, j.x, j.ldx, j.y, j.ldy, T, r0, r1);
     }
-  }
+  };
+  const int nth = compute_threads();
+  if (nth == 1 || start.back() < kParallelMinBytes) return run_share(0, 1);  // a fork/join would cost more than the second core saves
+#pragma omp parallel num_threads(nth)
+  run_share(omp_get_thread_num(), omp_get_num_threads());
 }
 
 bool streams(const Matrix& W, int T) { return T < gemm_min_rows(W) || g_batch_invariant; }

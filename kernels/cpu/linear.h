@@ -16,8 +16,8 @@ void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, in
 
 // Several independent products through the dot-product kernel in one parallel region, the threads
 // sharing their weight bytes evenly: a decode step's small products (a layer's r, k, v and LoRA factors)
-// would each pay a fork/join and leave a core idle on a short or single-threaded matrix. Each y equals
-// linear_streaming's bit for bit.
+// would each pay a fork/join and leave a core idle on a short or single-threaded matrix. Each y is what
+// its product alone gives, bit for bit (linear_streaming is this with one product).
 struct StreamingProduct {
   const Matrix* W;
   const float* x;
