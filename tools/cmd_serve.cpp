@@ -52,15 +52,7 @@ void add_serve_command(CLI::App& app) {
   o->port_flag = c->add_option("--port", o->port, "TCP port (0: any free port; default 7700)")->check(CLI::Range(0, 65535));
   o->http_port_flag = c->add_option("--http-port", o->http_port, "HTTP port (0: any free port; -1: no HTTP; default 7701)")->check(CLI::Range(-1, 65535));
   c->add_option("--auth-token", o->auth_token, "require this token (TCP: \"auth\" field; HTTP: Authorization: Bearer)")->check(kNonEmpty);
-  c->add_option("--allow-origin", o->allow_origins, "a web page's origin (https://chat.example.com) whose scripts may call the HTTP API from a browser (CORS), or * for any; repeatable")
-      ->check([](const std::string& v) {
-        try {
-          check_allowed_origin(v);
-          return std::string();
-        } catch (const Error& e) {
-          return std::string(e.what());
-        }
-      });
+  c->add_option("--allow-origin", o->allow_origins, "a web page's origin (https://chat.example.com) whose scripts may call the HTTP API from a browser (CORS), or * for any; repeatable");
   c->add_option("--sessions-dir", o->sessions_dir, "folder for saved sessions; they persist across restarts");
   c->add_option("--tuned-state", o->tuned_states, "NAME=FILE: also serve the model started from this state-tuning file (or state file), as model NAME (repeatable)");
   c->callback([o] {
@@ -68,6 +60,7 @@ void add_serve_command(CLI::App& app) {
     logging::configure(cfg.logging.level, cfg.logging.file);
     if (!o->listen.empty()) cfg.server.listen = o->listen;
     if (!o->auth_token.empty()) cfg.server.auth_token = o->auth_token;
+    for (const std::string& origin : o->allow_origins) check_allowed_origin(origin);  // as the config's are
     if (!o->allow_origins.empty()) cfg.server.allow_origins = o->allow_origins;
     if (o->port_flag->count()) cfg.server.port = o->port;
     if (o->http_port_flag->count()) cfg.server.http_port = o->http_port;

@@ -134,13 +134,17 @@ void CpuBackend::linear(const Matrix& W, const float* x, int64_t ldx, float* y, 
 // or added to y) one by one.
 void CpuBackend::linears(std::span<const Product> products, int T) {
   std::vector<cpu::StreamingProduct> streamed;
+  std::vector<const Product*> activated;  // of the streamed ones
   for (const Product& p : products) {
-    if (p.out.kind != ProductOutput::Add && cpu::streams(*p.W, T)) streamed.push_back({p.W, p.x, p.ldx, p.y, p.ldy});
-    else linear(*p.W, p.x, p.ldx, p.y, p.ldy, T, p.out);
+    if (p.out.kind == ProductOutput::Add || !cpu::streams(*p.W, T)) {
+      linear(*p.W, p.x, p.ldx, p.y, p.ldy, T, p.out);
+      continue;
+    }
+    streamed.push_back({p.W, p.x, p.ldx, p.y, p.ldy});
+    if (p.out.kind == ProductOutput::Activate) activated.push_back(&p);
   }
   cpu::linears_streaming(streamed.data(), int(streamed.size()), T);
-  for (const Product& p : products)
-    if (p.out.kind == ProductOutput::Activate && cpu::streams(*p.W, T)) activate_rows(p.out.op, p.y, p.ldy, p.out.bias, T, size_t(p.W->rows));
+  for (const Product* p : activated) activate_rows(p->out.op, p->y, p->ldy, p->out.bias, T, size_t(p->W->rows));
 }
 
 void CpuBackend::add(float* x, const float* y, size_t n) {
