@@ -148,11 +148,14 @@ std::string nfc(std::string_view s) {
   return out;
 }
 
-// A component of the file as its error messages name it: its "type", else its JSON.
+// A component of the file as its error messages name it: its "type", else a short view of its JSON
+// (a model object without a type holds the whole vocabulary: megabytes on one line).
 std::string describe(const nlohmann::json& j) {
   if (j.is_null()) return "none";
   if (j.is_object() && j.contains("type") && j["type"].is_string()) return j["type"].get<std::string>();
-  return j.dump();
+  if (j.is_object()) return "without a \"type\"";
+  const std::string text = j.dump();
+  return text.size() <= 40 ? text : text.substr(0, 37) + "...";
 }
 
 }  // namespace
@@ -294,8 +297,13 @@ void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& ids)
     std::string text;
     int prev, next;
   };
-  for (char b : word)
-    if (!byte_known_[uint8_t(b)]) fail("bpe tokenizer: the text has byte 0x", "0123456789abcdef"[uint8_t(b) >> 4], "0123456789abcdef"[b & 15], ", which this vocabulary has no token for (it is not UTF-8)");
+  for (char c : word) {
+    const uint8_t b = uint8_t(c);
+    const bool never_utf8 = b == 0xc0 || b == 0xc1 || b >= 0xf5;
+    if (!byte_known_[b])
+      fail("bpe tokenizer: the text has byte 0x", "0123456789abcdef"[b >> 4], "0123456789abcdef"[b & 15], ", which this vocabulary has no token for",
+           never_utf8 ? " (no UTF-8 text holds it)" : "");
+  }
   std::vector<Symbol> sym;
   sym.reserve(word.size());
   for (size_t i = 0; i < word.size(); ++i) sym.push_back({bc.utf8[uint8_t(word[i])], int(i) - 1, i + 1 < word.size() ? int(i) + 1 : -1});
