@@ -1,5 +1,6 @@
 #include "model/tokenizer.h"
 
+#include <charconv>
 #include <fstream>
 
 #include "common/error.h"
@@ -80,7 +81,6 @@ std::string parse_py_literal(const std::string& s, size_t& pos, const std::strin
       case 'n': out += '\n'; break;
       case 't': out += '\t'; break;
       case 'r': out += '\r'; break;
-      case '0': out += '\0'; break;
       case 'a': out += '\a'; break;
       case 'b': out += '\b'; break;
       case 'f': out += '\f'; break;
@@ -94,9 +94,24 @@ std::string parse_py_literal(const std::string& s, size_t& pos, const std::strin
         else append_utf8(out, v);
         break;
       }
-      case 'u': if (is_bytes) fail(where, ": \\u in bytes literal"); append_utf8(out, hex_n(4)); break;
-      case 'U': if (is_bytes) fail(where, ": \\U in bytes literal"); append_utf8(out, hex_n(8)); break;
-      default: fail(where, ": unknown escape \\", e);
+      case 'u':
+      case 'U': {
+        if (is_bytes) fail(where, ": \\", e, " in bytes literal");
+        const size_t escape = pos - 2;
+        const uint32_t cp = hex_n(e == 'u' ? 4 : 8);
+        // Python's str.encode("utf-8") refuses surrogates, and no code point lies beyond U+10FFFF.
+        if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) fail(where, ": ", s.substr(escape, pos - escape), " is not a Unicode scalar value (UTF-8 cannot hold it)");
+        append_utf8(out, cp);
+        break;
+      }
+      default: {
+        if (e < '0' || e > '7') fail(where, ": unknown escape \\", e);
+        uint32_t v = uint32_t(e - '0');  // octal: up to three digits, as Python reads them
+        for (int i = 0; i < 2 && pos < s.size() && s[pos] >= '0' && s[pos] <= '7'; ++i) v = v * 8 + uint32_t(s[pos++] - '0');
+        if (is_bytes && v > 0xFF) fail(where, ": octal escape of ", v, " in bytes literal is beyond 0o377");
+        if (is_bytes) out += char(v);
+        else append_utf8(out, v);
+      }
     }
   }
   return out;
@@ -117,13 +132,22 @@ WorldTokenizer::WorldTokenizer(const std::string& path) {
     std::string where = path + ":" + std::to_string(lineno);
     size_t sp = line.find(' ');
     if (sp == std::string::npos || sp == 0) fail(where, ": expected '<id> <literal> <length>'");
-    long id;
-    try { id = std::stol(line.substr(0, sp)); } catch (...) { fail(where, ": bad token id"); }
+    const auto whole_number = [&](std::string_view text, const char* what) {  // digits only: "1 extra" is no length
+      long v = -1;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (ec != std::errc() || end != text.data() + text.size() || text.empty() || v < 0) fail(where, ": bad ", what, " '", text, "'");
+      return v;
+    };
+    const long id = whole_number(std::string_view(line).substr(0, sp), "token id");
     if (id <= 0 || id > (1 << 20)) fail(where, ": token id ", id, " out of range");
-    size_t pos = sp + 1;
+    size_t pos = line.find_first_not_of(' ', sp);  // the official reader eval()s the middle, which skips spaces
+    if (pos == std::string::npos) pos = line.size();
     std::string bytes = parse_py_literal(line, pos, where);
-    long len = -1;
-    try { len = std::stol(line.substr(pos)); } catch (...) { fail(where, ": bad length field"); }
+    if (bytes.empty()) fail(where, ": empty token");
+    std::string_view rest = std::string_view(line).substr(pos);
+    while (!rest.empty() && (rest.back() == '\r' || rest.back() == ' ')) rest.remove_suffix(1);
+    if (rest.empty() || rest.front() != ' ') fail(where, ": expected ' <length>' after the literal");
+    const long len = whole_number(rest.substr(rest.find_first_not_of(' ')), "length field");
     if (len != long(bytes.size())) fail(where, ": token is ", bytes.size(), " bytes but the length field says ", len);
     if (size_t(id) >= tokens_.size()) { tokens_.resize(size_t(id) + 1); present_.resize(size_t(id) + 1, false); }
     if (present_[size_t(id)]) fail(where, ": duplicate token id ", id);

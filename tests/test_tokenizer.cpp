@@ -72,6 +72,34 @@ TEST(WorldTokenizer, MalformedVocabularyNamesFileAndLine) {
   }
   write_file(dir + "/w.txt", "1 'a' 2\n");
   EXPECT_THROW(WorldTokenizer(dir + "/w.txt"), Error);
+
+  // Every single byte, then one line under test: what the official reader (which eval()s the literal
+  // and encodes it to UTF-8) refuses is refused here with the line's number and the reason.
+  std::string bytes;
+  for (int b = 0; b < 256; ++b) bytes += std::to_string(b + 1) + " b'\\x" + "0123456789abcdef"[b >> 4] + "0123456789abcdef"[b & 15] + "' 1\n";
+  auto refused = [&](const std::string& line, const std::string& says) {
+    write_file(dir + "/x.txt", bytes + line + "\n");
+    try {
+      WorldTokenizer t(dir + "/x.txt");
+      ADD_FAILURE() << "accepted: " << line;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("x.txt:257: " + says), std::string::npos) << line << " -> " << e.what();
+    }
+  };
+  refused("300 'a' 1 extra", "bad length field '1 extra'");
+  refused("300x 'ab' 2", "bad token id '300x'");
+  refused("300 'ab'", "expected ' <length>' after the literal");
+  refused("300 '' 0", "empty token");
+  refused("300 '\\ud800' 3", "\\ud800 is not a Unicode scalar value");
+  refused("300 '\\U00110000' 4", "\\U00110000 is not a Unicode scalar value");
+  refused("300 b'\\777' 1", "octal escape of 511 in bytes literal is beyond 0o377");
+  auto token_300 = [&](const std::string& line) {
+    write_file(dir + "/y.txt", bytes + line + "\n");
+    return WorldTokenizer(dir + "/y.txt").decode(std::vector<int32_t>{300});
+  };
+  EXPECT_EQ(token_300("300 '\\101b' 2"), "Ab");  // octal, as Python reads it
+  EXPECT_EQ(token_300("300 '\\0' 1"), std::string(1, '\0'));
+  EXPECT_EQ(token_300("300  'ab'  2\r"), "ab");  // spaces around the literal, a CRLF file
 }
 
 TEST(ByteTokenizer, RoundTripsAnyBytes) {
