@@ -111,37 +111,41 @@ SKEIN_HD void wkv5_column_step(int N, int j, const float* r, const float* k, con
 
 // v7 WKV for one value row of one head and one token; S is [value i][key j]:
 //   S <- S diag(w) - (S kk)(kk*a)^T + v k^T,   y = S r
-// Si is row i of the state; returns y_i. Both dot products keep four partial sums (j mod 4): four
-// independent chains instead of one N long. wkv7_update is one element's step: the GPU's head-size-64
-// kernel splits a row over four threads and calls it per element.
-SKEIN_HD float wkv7_update(float& Sij, float vi, float sa, float r, float w, float k, float kk, float a) {
-  const float s = Sij * w - sa * (kk * a) + vi * k;
+// Si is row i of the state; returns y_i. Both dot products keep sixteen partial sums, one per j mod 16,
+// each in j order, then add them pairwise (wkv7_sum16). That is the order of the GPU's head-size-64
+// kernel, whose row is four threads of four lanes (kernels/cuda/wkv7_row.cuh), and of the CPU's, whose
+// row is 16-float SIMD chunks (kernels/cpu/wkv7_head.cpp); sixteen independent chains, not one N long.
+// wkv7_update is one element's step, which both kernels call (V a chunk of 16 on the CPU).
+template <class V, class E>
+SKEIN_HD V wkv7_update(V& Sij, E vi, E sa, V r, V w, V k, V kk, V a) {
+  const V s = Sij * w - sa * (kk * a) + vi * k;
   Sij = s;
   return s * r;
 }
+constexpr int kWkv7Partials = 16;
+template <class P>
+SKEIN_HD float wkv7_sum16(const P& p) {
+  return (((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))) +
+         (((p[8] + p[9]) + (p[10] + p[11])) + ((p[12] + p[13]) + (p[14] + p[15])));
+}
 SKEIN_HD float wkv7_row(int N, float* Si, float vi, const float* r, const float* w, const float* k, const float* kk, const float* a) {
-  float p0 = 0.0f, p1 = 0.0f, p2 = 0.0f, p3 = 0.0f;
-  int j = 0;
+  float p[kWkv7Partials], q[kWkv7Partials];
   SKEIN_UNROLL
-  for (; j + 4 <= N; j += 4) {
-    p0 += Si[j] * kk[j];
-    p1 += Si[j + 1] * kk[j + 1];
-    p2 += Si[j + 2] * kk[j + 2];
-    p3 += Si[j + 3] * kk[j + 3];
+  for (int c = 0; c < kWkv7Partials; ++c) p[c] = q[c] = 0.0f;
+  for (int j0 = 0; j0 < N; j0 += kWkv7Partials) {
+    SKEIN_UNROLL
+    for (int c = 0; c < kWkv7Partials; ++c)
+      if (j0 + c < N) p[c] += Si[j0 + c] * kk[j0 + c];
   }
-  for (; j < N; ++j) p0 += Si[j] * kk[j];
-  const float sa = (p0 + p1) + (p2 + p3);
-  float q0 = 0.0f, q1 = 0.0f, q2 = 0.0f, q3 = 0.0f;
-  j = 0;
-  SKEIN_UNROLL
-  for (; j + 4 <= N; j += 4) {
-    q0 += wkv7_update(Si[j], vi, sa, r[j], w[j], k[j], kk[j], a[j]);
-    q1 += wkv7_update(Si[j + 1], vi, sa, r[j + 1], w[j + 1], k[j + 1], kk[j + 1], a[j + 1]);
-    q2 += wkv7_update(Si[j + 2], vi, sa, r[j + 2], w[j + 2], k[j + 2], kk[j + 2], a[j + 2]);
-    q3 += wkv7_update(Si[j + 3], vi, sa, r[j + 3], w[j + 3], k[j + 3], kk[j + 3], a[j + 3]);
+  const float sa = wkv7_sum16(p);
+  for (int j0 = 0; j0 < N; j0 += kWkv7Partials) {
+    SKEIN_UNROLL
+    for (int c = 0; c < kWkv7Partials; ++c) {
+      const int j = j0 + c;
+      if (j < N) q[c] += wkv7_update(Si[j], vi, sa, r[j], w[j], k[j], kk[j], a[j]);
+    }
   }
-  for (; j < N; ++j) q0 += wkv7_update(Si[j], vi, sa, r[j], w[j], k[j], kk[j], a[j]);
-  return (q0 + q1) + (q2 + q3);
+  return wkv7_sum16(q);
 }
 
 SKEIN_HD void wkv7_row_step(int N, int i, const float* r, const float* w, const float* k, const float* v, const float* kk,

@@ -1,12 +1,14 @@
 // Number-format conversions shared by CPU and GPU code.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 #include <limits>
 
 #include "kernels/numeric.h"
+#include "kernels/cpu/wkv7_head.h"
 #include "kernels/rwkv_math.h"
 
 namespace skein {
@@ -101,6 +103,29 @@ TEST(Math, PerThreadWkvStepsAreBitwiseTheHeadSteps) {
   }
   EXPECT_EQ(0, std::memcmp(S3.data(), S4.data(), S3.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)));
+}
+
+// The CPU's v7 recurrence (cpu::wkv7_head, rows in 16-float chunks) against math::wkv7_head_step, which
+// defines its order: equal to float rounding (the compiler may fuse a multiply-add in one loop and not
+// the other), for head sizes in whole chunks and not (the rest lane by lane), over several tokens.
+TEST(Math, CpuWkv7HeadIsTheHeadStep) {
+  for (const int N : {64, 96, 20, 7}) {
+    const int T = 5;
+    std::vector<float> r(T * N), w(T * N), k(T * N), v(T * N), kk(T * N), a(T * N);
+    uint32_t seed = uint32_t(N);
+    auto rnd = [&](float lo, float hi) { seed = seed * 1664525u + 1013904223u; return lo + (hi - lo) * float(seed >> 8) / float(1 << 24); };
+    for (int i = 0; i < T * N; ++i) { r[i] = rnd(-1, 1); k[i] = rnd(-1, 1); v[i] = rnd(-1, 1); w[i] = rnd(0.3f, 0.99f); kk[i] = rnd(-0.3f, 0.3f); a[i] = rnd(0, 1); }
+    std::vector<float> S1(N * N), y1(T * N), y2(T * N);
+    for (float& x : S1) x = rnd(-0.5f, 0.5f);
+    std::vector<float> S2 = S1;
+    for (int t = 0; t < T; ++t) {
+      const int o = t * N;
+      math::wkv7_head_step(N, &r[o], &w[o], &k[o], &v[o], &kk[o], &a[o], S1.data(), &y1[o]);
+      cpu::wkv7_head(N, &r[o], &w[o], &k[o], &v[o], &kk[o], &a[o], S2.data(), &y2[o]);
+    }
+    for (size_t i = 0; i < S1.size(); ++i) ASSERT_NEAR(S1[i], S2[i], 1e-6f * std::max(1.0f, std::fabs(S1[i]))) << "N " << N << " S[" << i << "]";
+    for (size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y1[i], y2[i], 1e-5f * std::max(1.0f, std::fabs(y1[i]))) << "N " << N << " y[" << i << "]";
+  }
 }
 
 TEST(Math, DequantU8IsTheOfficialFormula) {

@@ -8,6 +8,7 @@
 
 #include "coordinator/sampler.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/wkv7_head.h"
 #include "kernels/numeric.h"
 #include "kernels/rwkv_math.h"
 #include "model/weights.h"
@@ -254,7 +255,7 @@ void CpuBackend::v7_attention(std::span<const SeqSlice> seqs, int H, int N, cons
       if (in.gate) in.v[i + n] = v7_value_residual(in.v[i + n], in.v_first[i + n], in.gate[i + n], (*in.v0)[o + size_t(n)]);
       else in.v_first[i + n] = in.v[i + n];
     }
-    wkv7_head_step(N, in.r + i, in.w + i, in.k + i, in.v + i, in.kk + i, in.a + i, S, y + i);
+    cpu::wkv7_head(N, in.r + i, in.w + i, in.k + i, in.v + i, in.kk + i, in.a + i, S, y + i);
     v7_output_head(N, y + i, in.r + i, in.k + i, in.v + i, in.g + i, in.ln_w->data() + o, in.ln_b->data() + o, in.r_k->data() + o);
   });
 }

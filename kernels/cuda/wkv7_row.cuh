@@ -2,7 +2,8 @@
 // .cu files only). Each thread holds 16 of the row's state values in registers as four float4 chunks
 // (chunk part + 4m), so one warp instruction moves 8 rows' 64 contiguous bytes; the token's inputs
 // are 16-byte aligned arrays of 64 (shared memory). The row's two dot products are summed across its
-// four threads with two shuffles each. The per-element arithmetic is the shared wkv7_update.
+// four threads with two shuffles each: sixteen partial sums (j mod 16) added pairwise, math::wkv7_row's
+// order. The per-element arithmetic is the shared wkv7_update.
 #pragma once
 #include <cuda_runtime.h>
 
