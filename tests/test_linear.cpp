@@ -135,12 +135,14 @@ TEST(Linear, GroupedProductsEqualEachProductAlone) {
 
 // The backend's product outputs (an activation of the products, or the products added to y) equal the
 // plain product followed by that pass, with y rows wider than the product (ldy > rows), decode and
-// prefill sized.
+// prefill sized, and rows longer than one of the activation's per-thread blocks.
 TEST(Linear, BackendProductOutputsActivateWithBiasOrAddIntoStridedRows) {
   CpuBackend be;
-  const int rows = 130, cols = 200, ldy = 150;
-  TestMatrix w = make_matrix(DType::F16, rows, cols, 11);
+  struct Shape { int rows, cols, ldy; };
+  for (const Shape shape : {Shape{130, 200, 150}, Shape{4100, 8, 4110}})
   for (int T : {1, 70}) {
+    const int rows = shape.rows, cols = shape.cols, ldy = shape.ldy;
+    TestMatrix w = make_matrix(DType::F16, rows, cols, 11);
     std::mt19937 g(5);
     std::uniform_real_distribution<float> d(-1, 1);
     std::vector<float> x(size_t(T) * cols), base(size_t(T) * ldy);
