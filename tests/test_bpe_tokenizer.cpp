@@ -58,7 +58,8 @@ TEST(BpeTokenizer, MatchesHuggingFaceTokenizers) {
   const std::string here = std::string(SKEIN_SOURCE_DIR) + "/tests/hf_tokenizers";
   std::vector<std::string> cases = fixed_cases(), more = random_cases(600);
   cases.insert(cases.end(), more.begin(), more.end());
-  for (auto& c : read_json(golden("tokenizer/world_cases.json"))["cases"])
+  const nlohmann::json world_cases = read_json(golden("tokenizer/world_cases.json"));  // a temporary's ["cases"] dangles in a range-for
+  for (auto& c : world_cases["cases"])
     if (c["text"].is_string()) cases.push_back(c["text"].get<std::string>());
   const std::string dir = temp_dir();
   write_file(dir + "/cases.json", nlohmann::json(cases).dump());
