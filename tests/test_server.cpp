@@ -132,6 +132,10 @@ TEST(Server, SkeinClientStreamsTheReply) {
   r = run_skein("client --server " + addr + " --prompt x --seed -3");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error: server: seed: must be >= 0"), std::string::npos) << r.output;
+  // An empty session name too (it once ran without a session), and a refusal prints no prompt echo.
+  r = run_skein("client --server " + addr + " --prompt 'The man said' --session ''");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.output.rfind("skein: error: server: session: '' is not a valid session name", 0), 0u) << r.output;
   r = run_skein("client --server 127.0.0.1:1 --prompt x");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("skein: error: cannot connect to 127.0.0.1:1"), std::string::npos) << r.output;

@@ -11,8 +11,10 @@ namespace skein::cli {
 
 void add_client_command(CLI::App& app) {
   struct Opts {
-    std::string server = "127.0.0.1:7700", prompt, token, session, model, json_schema;
-    // Unset: the server's default. Set: sent as given, so the server's checks answer for bad values.
+    std::string server = "127.0.0.1:7700", prompt, json_schema;
+    // Unset: the server's default. Set: sent as given (an empty session name too), so the server's
+    // checks answer for bad values.
+    std::optional<std::string> token, session, model;
     std::optional<int64_t> max_tokens, top_k, seed, priority;
     std::optional<double> temperature, top_p;
     std::vector<std::string> stop;
@@ -43,19 +45,31 @@ void add_client_command(CLI::App& app) {
     if (o->top_k) req["top_k"] = *o->top_k;
     if (o->seed) req["seed"] = *o->seed;
     if (!o->stop.empty()) req["stop"] = o->stop;
-    if (!o->token.empty()) req["auth"] = o->token;
-    if (!o->session.empty()) req["session"] = o->session;
-    if (!o->model.empty()) req["model"] = o->model;
+    if (o->token) req["auth"] = *o->token;
+    if (o->session) req["session"] = *o->session;
+    if (o->model) req["model"] = *o->model;
     if (o->priority) req["priority"] = *o->priority;
     if (o->json) req["response_format"] = {{"type", "json_object"}};
     if (!o->json_schema.empty()) req["response_format"] = json_schema_format("schema", read_json_schema_file(o->json_schema));
     ApiClient client(o->server);
-    std::cout << o->prompt << std::flush;
-    auto done = client.generate(req, [](const std::string& t) { std::cout << t << std::flush; });
+    // The prompt is echoed once the server has taken the request: a refusal prints only its error.
+    bool echoed = false;
+    auto echo = [&] {
+      if (!echoed) std::cout << o->prompt << std::flush;
+      echoed = true;
+    };
+    auto done = client.generate(req, [&](const std::string& t) {
+      echo();
+      std::cout << t << std::flush;
+    });
+    if (done["event"] == "error") {
+      if (echoed) std::cout << "\n";  // the request failed midway: the error goes below what was streamed
+      fail("server: ", done["error"].get<std::string>());
+    }
+    echo();
     std::cout << "\n";
-    if (done["event"] == "error") fail("server: ", done["error"].get<std::string>());
     std::cerr << "[" << done["completion_tokens"] << " tokens, finish: " << done["finish_reason"].get<std::string>();
-    if (done.contains("session_tokens")) std::cerr << ", session " << o->session << ": " << done["session_tokens"] << " tokens";
+    if (done.contains("session_tokens")) std::cerr << ", session " << *o->session << ": " << done["session_tokens"] << " tokens";
     if (done.contains("preemptions")) std::cerr << ", parked " << done["preemptions"] << "x for more urgent requests";
     std::cerr << "]\n";
   });
