@@ -30,9 +30,9 @@ void SamplingParams::validate_ranges() const {
 void SamplingParams::validate(int vocab) const {
   validate_ranges();
   for (auto t : token_ban)
-    if (t < 0 || t >= vocab) fail("token_ban id ", t, " is outside the vocabulary (", vocab, ")");
+    if (t < 0 || t >= vocab) fail("token_ban (--ban) id ", t, " is outside the vocabulary (", vocab, ")");
   for (auto t : token_stop)
-    if (t < 0 || t >= vocab) fail("token_stop id ", t, " is outside the vocabulary (", vocab, ")");
+    if (t < 0 || t >= vocab) fail("token_stop (--stop-token) id ", t, " is outside the vocabulary (", vocab, ")");
   for (auto& [t, bias] : logit_bias)
     if (t < 0 || t >= vocab) fail("logit_bias id ", t, " is outside the vocabulary (", vocab, ")");
   for (auto t : drawn)

@@ -250,6 +250,8 @@ TEST(Cli, InputsAreCheckedBeforeTheModelLoads) {
            {"eval --data " + d + "/lambada.jsonl" + run, "choose a tokenizer"},
            {"eval --data " + d + "/none.jsonl" + run + world, "none.jsonl: cannot read the LAMBADA data"},
            {"eval --data " + d + "/lambada.jsonl --pad-token 70000" + run + world, "--pad-token 70000 is outside the vocabulary"},
+           {"generate --prompt a --ban 70000" + run + world, "token_ban (--ban) id 70000 is outside the vocabulary (65536)"},
+           {"generate --prompt a --stop-token 70000" + run + world, "token_stop (--stop-token) id 70000 is outside the vocabulary (65536)"},
            {"eval --data " + d + "/lambada.jsonl --resume " + d + "/other.progress" + run + world, "other.progress: not an eval checkpoint"},
            {"serve --port 0 --http-port -1 --sessions-dir " + d + "/small.toml/sessions" + run + world, "sessions: cannot create folder"},
            {"serve --port 0 --http-port -1 --model " + model + " --config " + d + "/budgets.toml", "[scheduler] parked_bytes add up to 1024002"},
