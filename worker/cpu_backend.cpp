@@ -185,12 +185,14 @@ void CpuBackend::norm_shift_mix(const float* x, const Vector& ln_w, const Vector
   delta_mix(xx.data(), sx.data(), mixes, 0, T, C);
 }
 
+// Tokens in parallel, as delta_mix (v4/v5 prefill ran its four mixes a layer on one thread).
 void CpuBackend::lerp_mix(const float* xx, const float* sx, const Vector& m, float* out, int T, int C) {
-  for (int t = 0; t < T; ++t)
-    for (int c = 0; c < C; ++c) {
-      size_t i = size_t(t) * C + c;
-      out[i] = math::lerp_mix(xx[i], sx[i], m[c]);
-    }
+  const size_t c_count = size_t(C);
+#pragma omp parallel for num_threads(threads_for(size_t(T) * c_count)) schedule(static)
+  for (int t = 0; t < T; ++t) {
+    const size_t row = size_t(t) * c_count;
+    for (size_t c = 0; c < c_count; ++c) out[row + c] = math::lerp_mix(xx[row + c], sx[row + c], m[c]);
+  }
 }
 
 // A token's row at a time, every mix of it in turn (its xx and sx read once from cache), tokens in parallel.
