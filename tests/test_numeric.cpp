@@ -14,6 +14,15 @@
 namespace skein {
 namespace {
 
+// Uniform floats in [lo, hi) from a seeded LCG: the same inputs on every platform.
+struct UniformFloats {
+  uint32_t seed;
+  float operator()(float lo, float hi) {
+    seed = seed * 1664525u + 1013904223u;
+    return lo + (hi - lo) * float(seed >> 8) / float(1 << 24);
+  }
+};
+
 TEST(Numeric, Fp16RoundTripsEveryValue) {
   for (uint32_t h = 0; h < 65536; ++h) {
     float f = fp16_to_float(uint16_t(h));
@@ -83,8 +92,7 @@ TEST(Math, NormRowHasZeroMeanUnitVariance) {
 TEST(Math, PerThreadWkvStepsAreBitwiseTheHeadSteps) {
   const int N = 64, T = 6;
   std::vector<float> r(T * N), k(T * N), v(T * N), w(T * N), u(N), kk(T * N), a(T * N);
-  uint32_t seed = 1;
-  auto rnd = [&](float lo, float hi) { seed = seed * 1664525u + 1013904223u; return lo + (hi - lo) * float(seed >> 8) / float(1 << 24); };
+  UniformFloats rnd{1};
   for (int i = 0; i < T * N; ++i) { r[i] = rnd(-1, 1); k[i] = rnd(-1, 1); v[i] = rnd(-1, 1); w[i] = rnd(0.3f, 0.99f); kk[i] = rnd(-0.3f, 0.3f); a[i] = rnd(0, 1); }
   for (int i = 0; i < N; ++i) u[i] = rnd(-0.5f, 0.5f);
   std::vector<float> S1(N * N, 0.1f), S2 = S1, y1(T * N), y2(T * N);
@@ -112,8 +120,7 @@ TEST(Math, CpuWkv7HeadIsTheHeadStep) {
   for (const int N : {64, 96, 20, 7}) {
     const int T = 5;
     std::vector<float> r(T * N), w(T * N), k(T * N), v(T * N), kk(T * N), a(T * N);
-    uint32_t seed = uint32_t(N);
-    auto rnd = [&](float lo, float hi) { seed = seed * 1664525u + 1013904223u; return lo + (hi - lo) * float(seed >> 8) / float(1 << 24); };
+    UniformFloats rnd{uint32_t(N)};
     for (int i = 0; i < T * N; ++i) { r[i] = rnd(-1, 1); k[i] = rnd(-1, 1); v[i] = rnd(-1, 1); w[i] = rnd(0.3f, 0.99f); kk[i] = rnd(-0.3f, 0.3f); a[i] = rnd(0, 1); }
     std::vector<float> S1(N * N), y1(T * N), y2(T * N);
     for (float& x : S1) x = rnd(-0.5f, 0.5f);
