@@ -15,6 +15,16 @@ using json_fields::integer;
 using json_fields::number;
 
 
+bool token_accepted(const ApiLimits& limits, std::string_view given) {
+  const std::string& expected = limits.auth_token;
+  if (expected.empty()) return true;
+  // volatile: the compiler may not turn the loop into a compare that stops at the first difference.
+  volatile unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i)
+    diff = diff | static_cast<unsigned char>((i < given.size() ? given[i] : 0) ^ expected[i]);
+  return diff == 0;
+}
+
 ApiLimits api_limits(const Config& cfg) {
   return {cfg.server.max_prompt_tokens, cfg.server.max_tokens_cap, cfg.max_tokens, cfg.sampling, cfg.server.auth_token};
 }
@@ -22,7 +32,7 @@ ApiLimits api_limits(const Config& cfg) {
 ApiLine parse_api_line(const std::string& line, const Tokenizer& tok, int vocab, const ApiLimits& limits) {
   nlohmann::json j = json_fields::request_object(line, "malformed JSON ", "a request must be a JSON object");
   if (!limits.auth_token.empty()) {
-    if (!j.contains("auth") || !j["auth"].is_string() || j["auth"].get<std::string>() != limits.auth_token)
+    if (!j.contains("auth") || !j["auth"].is_string() || !token_accepted(limits, j["auth"].get_ref<const std::string&>()))
       fail("unauthorized: this server needs \"auth\": \"<token>\" in every request");
   }
   j.erase("auth");

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "coordinator/config.h"
@@ -54,6 +55,10 @@ struct ApiLimits {
   SamplingParams defaults;
   std::string auth_token;  // when set, every line must carry "auth": <token>
 };
+
+// Whether `given` is the server's token (true when none is set). Takes the same time wherever the two
+// differ, so a client cannot find the token a byte at a time from reply latency.
+bool token_accepted(const ApiLimits& limits, std::string_view given);
 
 // The limits a server configured by `cfg` parses requests with ([server], [sampling]).
 ApiLimits api_limits(const Config& cfg);

@@ -131,7 +131,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   bool authorized(const http::request<http::string_body>& r) const {
     if (opts_.limits.auth_token.empty()) return true;
     auto it = r.find(http::field::authorization);
-    return it != r.end() && std::string(it->value()) == "Bearer " + opts_.limits.auth_token;
+    if (it == r.end()) return false;
+    const beast::string_view value = it->value(), scheme = "Bearer ";  // the scheme is case-insensitive (RFC 7235)
+    return beast::iequals(value.substr(0, scheme.size()), scheme) &&
+           token_accepted(opts_.limits, std::string_view(value.data(), value.size()).substr(std::min(value.size(), scheme.size())));
   }
   void unauthorized() { reply(401, error_body("unauthorized: send 'Authorization: Bearer <token>'", "authentication_error"), keep_alive_); }
 

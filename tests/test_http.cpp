@@ -548,6 +548,10 @@ TEST(Http, TheModelsTokenizerIsServed) {
   EXPECT_TRUE(info.json().contains("eos_token"));
   EXPECT_TRUE(info.json()["eos_token"].is_null());  // bytes have no end-of-text token
   EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"prompt": "x"})").status, 401);
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"prompt": "x"})", "Authorization: Bearer t0\r\n").status, 401);
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"prompt": "x"})", "Authorization: Bearer t0kk\r\n").status, 401);
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"prompt": "x"})", "Authorization: t0k\r\n").status, 401);
+  EXPECT_EQ(http_request(port, "POST", "/tokenize", R"({"prompt": "x"})", "Authorization: bearer t0k\r\n").status, 200);
   auto bad = http_request(port, "POST", "/detokenize", R"({"tokens": [1, 256]})", auth);
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(bad.json()["error"]["message"], "tokens: token id 256 is outside the vocabulary (256)");

@@ -207,6 +207,15 @@ TEST(Server, AuthTokenIsRequiredWhenSet) {
   EXPECT_EQ(done.back()["text"], " t");
 }
 
+TEST(Server, OnlyTheWholeTokenIsAccepted) {
+  ApiLimits limits;
+  EXPECT_TRUE(token_accepted(limits, "anything"));  // no token set
+  limits.auth_token = "s3cret";
+  EXPECT_TRUE(token_accepted(limits, "s3cret"));
+  for (std::string_view wrong : std::vector<std::string_view>{"", "s", "s3cre", "s3cret!", "S3cret", "s3creT", "xxxxxx", std::string_view("s3cret\0", 7)})
+    EXPECT_FALSE(token_accepted(limits, wrong)) << wrong;
+}
+
 TEST(Server, CancelAndDisconnectFreeTheRequest) {
   Server server;
   ASSERT_GT(server.port(), 0) << server.output();
