@@ -79,6 +79,32 @@ TEST(Linear, StreamingResultDoesNotDependOnThreadCount) {
   EXPECT_EQ(y1, y2);
 }
 
+// Batch invariance at the kernel: a row of x gives the same products bit for bit whether it streams alone
+// or with up to 12 others (groups of x rows, weight rows in L2-sized blocks, a single row's own kernel).
+TEST(Linear, EachRowStreamsToItsProductAlone) {
+  std::vector<TestMatrix> mats;
+  mats.push_back(make_matrix(DType::F32, 130, 768, 1));   // several L2 blocks
+  mats.push_back(make_matrix(DType::BF16, 1031, 200, 2));
+  mats.push_back(make_matrix(DType::F16, 37, 45, 3));     // vector tails
+  mats.push_back(make_matrix(DType::F32, 300, 64, 4));
+  mats.back().m = quantize_i8(mats.back().m, DType::F32);
+  std::mt19937 g(9);
+  std::uniform_real_distribution<float> d(-1, 1);
+  for (const TestMatrix& w : mats) {
+    const Matrix& m = w.m;
+    for (int T : {2, 3, 4, 5, 8, 9, 13}) {
+      std::vector<float> x(size_t(T) * size_t(m.cols)), y(size_t(T) * size_t(m.rows), NAN), alone(size_t(m.rows));
+      for (auto& v : x) v = d(g);
+      cpu::linear_streaming(m, x.data(), m.cols, y.data(), m.rows, T);
+      for (int t = 0; t < T; ++t) {
+        cpu::linear_streaming(m, x.data() + size_t(t) * size_t(m.cols), m.cols, alone.data(), m.rows, 1);
+        ASSERT_EQ(std::vector<float>(y.begin() + t * m.rows, y.begin() + (t + 1) * m.rows), alone)
+            << dtype_name(m.dtype) << " " << m.rows << "x" << m.cols << ", row " << t << " of " << T;
+      }
+    }
+  }
+}
+
 // A step's products in one parallel region (linears_streaming, Backend::linears) give each product's
 // own result bit for bit, whatever the mix of dtypes and sizes (a LoRA factor's short rows, a matrix too
 // small to split, uint8) and thread count; the backend's activated and added outputs too.
