@@ -8,7 +8,7 @@ namespace skein {
 
 enum class DType : uint8_t { F32, F16, BF16, U8 };
 
-inline size_t dtype_size(DType t) {
+constexpr size_t dtype_size(DType t) {
   switch (t) {
     case DType::F32: return 4;
     case DType::F16: return 2;
