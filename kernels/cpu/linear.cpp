@@ -35,7 +35,7 @@ constexpr int64_t kPrefetchBytes = 8192;
 // Memory streams one matrix-vector product reads per thread (matvec_avx512), and how far ahead of each
 // it prefetches. uint8 rows stay one at a time: widening the codes keeps that loop busy.
 constexpr int kMatvecStreams = 4;
-constexpr int kNeighbourRows = 8;  // bf16's matrix-vector product (matvec_rows_avx512)
+constexpr int kNeighbourRows = 8;  // bf16's rows at a time (4 read 32 GB/s, 8 40-45)
 constexpr int64_t kStreamPrefetchBytes = 1024;
 // Below this many weight bytes a fork/join costs more than the second core saves.
 constexpr size_t kParallelMinBytes = 1 << 16;
@@ -103,85 +103,51 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void rows_avx512(c
   }
 }
 
-// Matrix-vector (one input row): each thread splits its rows into kMatvecStreams equal runs and takes
-// a row from each in turn, so it reads that many long sequential streams, every cache line prefetched
-// kStreamPrefetchBytes ahead. On a 2-vCPU EPYC this reads fp16 rows at 63-77 GB/s and fp32 at 55-71,
-// where 8 neighbouring rows at a time (8 short streams, one prefetch per 32 weights) read 35-50 and
-// 43-55. Each row's sum is the same whichever run it falls in.
+// Matrix-vector (one input row). fp32 and fp16 split the thread's rows into kMatvecStreams equal runs
+// and take a row from each in turn, so a thread reads long sequential streams, every cache line
+// prefetched kStreamPrefetchBytes ahead. On a 2-vCPU EPYC this reads fp16 at 55-77 GB/s and fp32 at
+// 55-71, where 8 neighbouring rows (short streams, one prefetch per 32 weights, 8 KiB ahead) read 35-50
+// and 41-55. bf16 keeps the neighbouring rows: in runs it read the 0.1B shape's head at half speed (20
+// against 41 GB/s, same VM, same hour), not yet understood. Each row's sum is the same either way.
 template <DType DT>
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void matvec_streams_avx512(const Matrix& W, const float* x, float* y,
-                                                                                          int64_t r0, int64_t r1) {
-  const int64_t K = W.cols, es = int64_t(dtype_size(DT));
-  const int64_t K32 = K / 32 * 32;
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void matvec_avx512(const Matrix& W, const float* x, float* y,
+                                                                                  int64_t r0, int64_t r1) {
+  constexpr bool kRuns = DT != DType::BF16;
+  constexpr int N = kRuns ? kMatvecStreams : kNeighbourRows;
   constexpr int kLines = int(32 * dtype_size(DT) / 64);  // cache lines of weights per step of 32
-  const int64_t run = (r1 - r0) / kMatvecStreams;
-  for (int64_t b = 0; b < run; ++b) {
-    const uint8_t* row[kMatvecStreams];
-    __m512 acc[kMatvecStreams][2];
-    for (int r = 0; r < kMatvecStreams; ++r) {
-      row[r] = W.data + (r0 + r * run + b) * K * es;
-      acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    }
-    for (int64_t i = 0; i < K32; i += 32) {
-      const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-      for (int r = 0; r < kMatvecStreams; ++r) {
-        for (int l = 0; l < kLines; ++l)
-          _mm_prefetch(reinterpret_cast<const char*>(row[r] + i * es + kStreamPrefetchBytes + 64 * l), _MM_HINT_T0);
-        __m512 lo, hi;
-        load32_avx512<DT>(row[r] + i * es, lo, hi);
-        acc[r][0] = _mm512_fmadd_ps(lo, x0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(hi, x1, acc[r][1]);
-      }
-    }
-    for (int r = 0; r < kMatvecStreams; ++r) {
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-      for (int64_t i = K32; i < K; ++i) s += load_scalar(W, row[r], i) * x[i];
-      y[r0 + r * run + b] = s;
-    }
-  }
-  const int64_t rest = r0 + run * kMatvecStreams;
-  if (rest < r1) rows_avx512<DT, 1>(W, x, 0, y, 0, rest, r1);
-}
-
-// bf16 keeps kNeighbourRows neighbouring rows at a time, one prefetch per step, 8 KiB ahead: with
-// runs it read the 0.1B shape's head at half the speed (20 against 41 GB/s, same VM, same hour), and
-// at 8 runs no faster than this; the shift-and-mask widening is the difference, not yet understood.
-template <DType DT>
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void matvec_rows_avx512(const Matrix& W, const float* x, float* y,
-                                                                                       int64_t r0, int64_t r1) {
   const int64_t K = W.cols, es = int64_t(dtype_size(DT));
   const int64_t K32 = K / 32 * 32;
-  int64_t o = r0;
-  for (; o + kNeighbourRows <= r1; o += kNeighbourRows) {
-    const uint8_t* row[kNeighbourRows];
-    __m512 acc[kNeighbourRows][2];
-    for (int r = 0; r < kNeighbourRows; ++r) {
-      row[r] = W.data + (o + r) * K * es;
+  const int64_t groups = (r1 - r0) / N;
+  auto row_of = [&](int64_t g, int r) { return kRuns ? r0 + r * groups + g : r0 + g * N + r; };
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* row[N];
+    __m512 acc[N][2];
+    for (int r = 0; r < N; ++r) {
+      row[r] = W.data + row_of(g, r) * K * es;
       acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     }
     for (int64_t i = 0; i < K32; i += 32) {
       const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-      for (int r = 0; r < kNeighbourRows; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(row[r] + (i + 8192) * es), _MM_HINT_T0);
+      for (int r = 0; r < N; ++r) {
+        if constexpr (kRuns)
+          for (int l = 0; l < kLines; ++l)
+            _mm_prefetch(reinterpret_cast<const char*>(row[r] + i * es + kStreamPrefetchBytes + 64 * l), _MM_HINT_T0);
+        else
+          _mm_prefetch(reinterpret_cast<const char*>(row[r] + (i + 8192) * es), _MM_HINT_T0);
         __m512 lo, hi;
         load32_avx512<DT>(row[r] + i * es, lo, hi);
         acc[r][0] = _mm512_fmadd_ps(lo, x0, acc[r][0]);
         acc[r][1] = _mm512_fmadd_ps(hi, x1, acc[r][1]);
       }
     }
-    for (int r = 0; r < kNeighbourRows; ++r) {
+    for (int r = 0; r < N; ++r) {
       float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
       for (int64_t i = K32; i < K; ++i) s += load_scalar(W, row[r], i) * x[i];
-      y[o + r] = s;
+      y[row_of(g, r)] = s;
     }
   }
-  if (o < r1) rows_avx512<DT, 1>(W, x, 0, y, 0, o, r1);
-}
-
-template <DType DT>
-void matvec_avx512(const Matrix& W, const float* x, float* y, int64_t r0, int64_t r1) {
-  if constexpr (DT == DType::BF16) matvec_rows_avx512<DT>(W, x, y, r0, r1);
-  else matvec_streams_avx512<DT>(W, x, y, r0, r1);
+  const int64_t rest = r0 + groups * N;
+  if (rest < r1) rows_avx512<DT, 1>(W, x, 0, y, 0, rest, r1);
 }
 
 // ---- AVX2: 16 weights per step.
