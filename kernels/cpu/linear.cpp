@@ -35,7 +35,6 @@ constexpr int64_t kPrefetchBytes = 8192;
 // Memory streams one matrix-vector product reads per thread (matvec_avx512), and how far ahead of each
 // it prefetches. uint8 rows stay one at a time: widening the codes keeps that loop busy.
 constexpr int kMatvecStreams = 4;
-constexpr int kNeighbourRows = 8;  // bf16's rows at a time (4 read 32 GB/s, 8 40-45)
 constexpr int64_t kStreamPrefetchBytes = 1024;
 // Below this many weight bytes a fork/join costs more than the second core saves.
 constexpr size_t kParallelMinBytes = 1 << 16;
@@ -66,11 +65,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) inline void load32
     lo = _mm512_loadu_ps(reinterpret_cast<const float*>(p));
     hi = _mm512_loadu_ps(reinterpret_cast<const float*>(p) + 16);
   } else if constexpr (DT == DType::BF16) {
-    // Even elements shifted up, odd elements masked in place: two cheap ops instead of two widening
-    // shuffles. The input row was split into even/odd halves to match (deinterleave_pairs).
-    __m512i w = _mm512_loadu_si512(p);
-    lo = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-    hi = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));
+    // Each half widened in order and shifted up. (Shifting and masking one 64-byte load, with x split
+    // into even and odd halves to match, read rows at half the speed in four runs: 20 against 41 GB/s.)
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+    hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p) + 1)), 16));
   } else {
     lo = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     hi = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p) + 1));
@@ -103,22 +101,20 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void rows_avx512(c
   }
 }
 
-// Matrix-vector (one input row). fp32 and fp16 split the thread's rows into kMatvecStreams equal runs
-// and take a row from each in turn, so a thread reads long sequential streams, every cache line
-// prefetched kStreamPrefetchBytes ahead. On a 2-vCPU EPYC this reads fp16 at 55-77 GB/s and fp32 at
-// 55-71, where 8 neighbouring rows (short streams, one prefetch per 32 weights, 8 KiB ahead) read 35-50
-// and 41-55. bf16 keeps the neighbouring rows: in runs it read the 0.1B shape's head at half speed (20
-// against 41 GB/s, same VM, same hour), not yet understood. Each row's sum is the same either way.
+// Matrix-vector (one input row): each thread splits its rows into kMatvecStreams equal runs and takes a
+// row from each in turn, so it reads that many long sequential streams, every cache line prefetched
+// kStreamPrefetchBytes ahead. On a 2-vCPU EPYC this reads fp16 at 55-77 GB/s, bf16 at 64-74 and fp32
+// at 55-71, where 8 neighbouring rows (short streams, one prefetch per 32 weights, 8 KiB ahead) read
+// 35-50, 36-41 and 41-55. Each row's sum is the same whichever run it falls in.
 template <DType DT>
 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void matvec_avx512(const Matrix& W, const float* x, float* y,
                                                                                   int64_t r0, int64_t r1) {
-  constexpr bool kRuns = DT != DType::BF16;
-  constexpr int N = kRuns ? kMatvecStreams : kNeighbourRows;
+  constexpr int N = kMatvecStreams;
   constexpr int kLines = int(32 * dtype_size(DT) / 64);  // cache lines of weights per step of 32
   const int64_t K = W.cols, es = int64_t(dtype_size(DT));
   const int64_t K32 = K / 32 * 32;
   const int64_t groups = (r1 - r0) / N;
-  auto row_of = [&](int64_t g, int r) { return kRuns ? r0 + r * groups + g : r0 + g * N + r; };
+  auto row_of = [&](int64_t g, int r) { return r0 + r * groups + g; };
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* row[N];
     __m512 acc[N][2];
@@ -129,11 +125,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void matvec_avx512
     for (int64_t i = 0; i < K32; i += 32) {
       const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
       for (int r = 0; r < N; ++r) {
-        if constexpr (kRuns)
-          for (int l = 0; l < kLines; ++l)
-            _mm_prefetch(reinterpret_cast<const char*>(row[r] + i * es + kStreamPrefetchBytes + 64 * l), _MM_HINT_T0);
-        else
-          _mm_prefetch(reinterpret_cast<const char*>(row[r] + (i + 8192) * es), _MM_HINT_T0);
+        for (int l = 0; l < kLines; ++l)
+          _mm_prefetch(reinterpret_cast<const char*>(row[r] + i * es + kStreamPrefetchBytes + 64 * l), _MM_HINT_T0);
         __m512 lo, hi;
         load32_avx512<DT>(row[r] + i * es, lo, hi);
         acc[r][0] = _mm512_fmadd_ps(lo, x0, acc[r][0]);
@@ -157,9 +150,8 @@ __attribute__((target("avx2,f16c,fma"))) inline void load16_avx2(const uint8_t* 
     lo = _mm256_loadu_ps(reinterpret_cast<const float*>(p));
     hi = _mm256_loadu_ps(reinterpret_cast<const float*>(p) + 8);
   } else if constexpr (DT == DType::BF16) {
-    __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-    hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(int(0xFFFF0000u))));
+    lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+    hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p) + 1)), 16));
   } else {
     lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p) + 1));
@@ -269,23 +261,6 @@ void rows_u8(const Matrix& W, const U8Inputs& in, float* y, int64_t ldy, int T, 
       float d = avx512 ? dot_u8_avx512(row, xr, K) : dot_u8_scalar(row, xr, K);
       y[t * ldy + o] = math::u8_output(d, in.sxr[size_t(t)], in.sxmy[size_t(t)], in.sx[size_t(t)], q.rx[size_t(o)], q.mx[size_t(o)]);
     }
-  }
-}
-
-// For bf16 weights the vector kernels take each block of `block` inputs as its even elements followed by
-// its odd ones (the order in which they unpack bf16 pairs); the tail past the last full block stays as is.
-void deinterleave_pairs(const float* x, int64_t ldx, int T, int64_t K, int block, std::vector<float>& out) {
-  out.resize(size_t(T) * size_t(K));
-  const int64_t full = K / block * block, half = block / 2;
-  for (int t = 0; t < T; ++t) {
-    const float* src = x + t * ldx;
-    float* dst = out.data() + size_t(t) * size_t(K);
-    for (int64_t b = 0; b < full; b += block)
-      for (int64_t j = 0; j < half; ++j) {
-        dst[b + j] = src[b + 2 * j];
-        dst[b + half + j] = src[b + 2 * j + 1];
-      }
-    for (int64_t i = full; i < K; ++i) dst[i] = src[i];
   }
 }
 
@@ -403,23 +378,16 @@ void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, in
 
 void linears_streaming(const StreamingProduct* products, int count, int T) {
   if (T <= 0 || count <= 0) return;
-  // Each product's input in the form its kernel reads (bf16's deinterleaved pairs, uint8's xr and sums).
-  thread_local std::vector<std::vector<float>> pairs;
+  // uint8 products' inputs in the form their kernel reads (xr and sums).
   thread_local std::vector<U8Inputs> u8;
   // Grown, never shrunk: a step's calls vary in count, and a shrink would free the buffers the next call
   // allocates again.
-  if (pairs.size() < size_t(count)) pairs.resize(size_t(count));
   if (u8.size() < size_t(count)) u8.resize(size_t(count));
   std::vector<StreamingProduct> jobs(products, products + count);
   std::vector<size_t> start(size_t(count) + 1, 0);  // byte offsets of each product's weights in the whole
   for (int i = 0; i < count; ++i) {
     StreamingProduct& j = jobs[size_t(i)];
     if (j.W->dtype == DType::U8) prepare_u8_inputs(*j.W, j.x, j.ldx, T, u8[size_t(i)]);
-    if (j.W->dtype == DType::BF16 && g_simd != Simd::Scalar) {
-      deinterleave_pairs(j.x, j.ldx, T, j.W->cols, g_simd == Simd::Avx512 ? 32 : 16, pairs[size_t(i)]);
-      j.x = pairs[size_t(i)].data();
-      j.ldx = j.W->cols;
-    }
     start[size_t(i) + 1] = start[size_t(i)] + j.W->nbytes();
   }
   const std::vector<U8Inputs>& inputs = u8;  // the caller's (a thread_local named inside the region would be each thread's own)
