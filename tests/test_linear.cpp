@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "kernels/cpu/linear.h"
 #include "kernels/numeric.h"
@@ -42,8 +43,22 @@ TestMatrix make_matrix(DType dt, int rows, int cols, uint32_t seed) {
 
 class LinearTest : public ::testing::TestWithParam<std::tuple<DType, int>> {};
 
+// Runs `check` once with each streaming kernel this CPU can run (AVX-512, AVX2, scalar), so a machine
+// with AVX-512 also tests the kernels other machines use.
+template <typename Check>
+void for_each_simd_level(Check check) {
+  const std::string best = cpu::simd_level();
+  for (const char* level : {"avx512", "avx2", "scalar"}) {
+    if (!cpu::set_simd_level(level)) continue;
+    SCOPED_TRACE(level);
+    check();
+  }
+  cpu::set_simd_level(best);
+}
+
 TEST_P(LinearTest, MatchesDoubleReference) {
   auto [dt, T] = GetParam();
+  for_each_simd_level([&, dt = dt, T = T] {
   for (auto [rows, cols] : {std::pair{37, 45}, std::pair{130, 768}, std::pair{1031, 200}}) {
     TestMatrix w = make_matrix(dt, rows, cols, 7);
     std::mt19937 g(3);
@@ -59,6 +74,7 @@ TEST_P(LinearTest, MatchesDoubleReference) {
         ASSERT_NEAR(y[size_t(t) * rows + o], s, 1e-4 * std::sqrt(double(cols))) << "t=" << t << " o=" << o << " " << rows << "x" << cols;
       }
   }
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, LinearTest,
@@ -80,7 +96,8 @@ TEST(Linear, StreamingResultDoesNotDependOnThreadCount) {
 }
 
 // Batch invariance at the kernel: a row of x gives the same products bit for bit whether it streams alone
-// or with up to 12 others (groups of x rows, weight rows in L2-sized blocks, a single row's own kernel).
+// or with up to 12 others (groups of x rows, weight rows in L2-sized blocks, a single row's own kernel),
+// with every kernel level.
 TEST(Linear, EachRowStreamsToItsProductAlone) {
   std::vector<TestMatrix> mats;
   mats.push_back(make_matrix(DType::F32, 130, 768, 1));   // several L2 blocks
@@ -88,6 +105,7 @@ TEST(Linear, EachRowStreamsToItsProductAlone) {
   mats.push_back(make_matrix(DType::F16, 37, 45, 3));     // vector tails
   mats.push_back(make_matrix(DType::F32, 300, 64, 4));
   mats.back().m = quantize_i8(mats.back().m, DType::F32);
+  for_each_simd_level([&] {
   std::mt19937 g(9);
   std::uniform_real_distribution<float> d(-1, 1);
   for (const TestMatrix& w : mats) {
@@ -103,6 +121,7 @@ TEST(Linear, EachRowStreamsToItsProductAlone) {
       }
     }
   }
+  });
 }
 
 // A step's products in one parallel region (linears_streaming, Backend::linears) give each product's

@@ -274,7 +274,8 @@ Simd detect_simd() {
   return Simd::Scalar;
 }
 
-const Simd g_simd = detect_simd();
+const Simd g_best_simd = detect_simd();
+Simd g_simd = g_best_simd;
 
 template <DType DT>
 void rows_dispatch(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T, int64_t r0, int64_t r1) {
@@ -300,7 +301,7 @@ void rows_dispatch(const Matrix& W, const float* x, int64_t ldx, float* y, int64
       } else if (g_simd == Simd::Avx2) {
         switch (nt) {
           case 1: rows_avx2<DT, 1>(W, xt, ldx, yt, ldy, b0, b1); break;
-          case 2: rows_avx512<DT, 2>(W, xt, ldx, yt, ldy, b0, b1); break;
+          case 2: rows_avx2<DT, 2>(W, xt, ldx, yt, ldy, b0, b1); break;
           case 3: rows_avx2<DT, 3>(W, xt, ldx, yt, ldy, b0, b1); break;
           default: rows_avx2<DT, 4>(W, xt, ldx, yt, ldy, b0, b1); break;
         }
@@ -363,12 +364,23 @@ int compute_threads() {
   return g_threads;
 }
 
-const char* simd_level() {
-  switch (g_simd) {
+const char* simd_name(Simd s) {
+  switch (s) {
     case Simd::Avx512: return "avx512";
     case Simd::Avx2: return "avx2";
     default: return "scalar";
   }
+}
+
+const char* simd_level() { return simd_name(g_simd); }
+
+bool set_simd_level(std::string_view level) {
+  for (Simd s : {Simd::Scalar, Simd::Avx2, Simd::Avx512})
+    if (level == simd_name(s) && s <= g_best_simd) {
+      g_simd = s;
+      return true;
+    }
+  return false;
 }
 
 void linear_streaming(const Matrix& W, const float* x, int64_t ldx, float* y, int64_t ldy, int T) {

@@ -3,6 +3,7 @@
 // fp32 and hand it to oneDNN's sgemm.
 #pragma once
 #include <cstdint>
+#include <string_view>
 
 #include "common/matrix.h"
 
@@ -46,7 +47,10 @@ bool batch_invariant();
 void set_compute_threads(int n);
 int compute_threads();
 
-// Which vector unit the streaming kernel uses: "avx512", "avx2" or "scalar".
+// Which vector unit the streaming kernel uses: "avx512", "avx2" or "scalar" (the best this CPU has).
 const char* simd_level();
+// Use a lesser level than the CPU's best, so tests run every kernel on one machine; false (nothing
+// changed) for an unknown level or one this CPU lacks.
+bool set_simd_level(std::string_view level);
 
 }  // namespace skein::cpu
