@@ -133,8 +133,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     auto it = r.find(http::field::authorization);
     if (it == r.end()) return false;
     const beast::string_view value = it->value(), scheme = "Bearer ";  // the scheme is case-insensitive (RFC 7235)
-    return beast::iequals(value.substr(0, scheme.size()), scheme) &&
-           token_accepted(opts_.limits, std::string_view(value.data(), value.size()).substr(std::min(value.size(), scheme.size())));
+    if (value.size() < scheme.size() || !beast::iequals(value.substr(0, scheme.size()), scheme)) return false;
+    return token_accepted(opts_.limits, std::string_view(value.data() + scheme.size(), value.size() - scheme.size()));
   }
   void unauthorized() { reply(401, error_body("unauthorized: send 'Authorization: Bearer <token>'", "authentication_error"), keep_alive_); }
 
